@@ -1,0 +1,338 @@
+//! What a host looks like from inside: its listeners, the processes behind them,
+//! the packages those processes came from, and per-namespace facts.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use crate::finding::Problem;
+use crate::scope::Scope;
+use crate::services::{RedisFacts, SshdFacts};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Protocol> {
+        match text {
+            "tcp" => Some(Protocol::Tcp),
+            "udp" => Some(Protocol::Udp),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A network namespace, named the way a reader would find it again: `host` for
+/// the namespace of PID 1, the name under /run/netns for `ip netns` namespaces,
+/// otherwise `netns:[INODE]`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Netns {
+    pub inode: u64,
+    pub name: String,
+}
+
+impl fmt::Display for Netns {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+/// A process holding a listening socket open, and the descriptor it holds it on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SocketOwner {
+    pub pid: u32,
+    pub fd: u32,
+}
+
+/// A listening socket (TCP in LISTEN, or an unconnected bound UDP socket).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub protocol: Protocol,
+    pub address: IpAddr,
+    pub port: u16,
+    pub scope: Scope,
+    /// For an IPv6 socket: whether it refuses IPv4 (`IPV6_V6ONLY`). `Some(false)` on
+    /// `[::]` means the socket takes IPv4 connections as well. `None` when unknown
+    /// (the /proc fallback cannot tell) or for IPv4 sockets.
+    pub v6only: Option<bool>,
+    /// The device the socket is bound to with `SO_BINDTODEVICE`, if any.
+    pub interface: Option<String>,
+    pub inode: u64,
+    /// The uid the kernel records for the socket (its creator).
+    pub socket_uid: u32,
+    pub netns: Netns,
+    /// Every process that holds the socket, sorted by pid. Empty when no process
+    /// could be found (not root, or the owner is in another pid namespace); such a
+    /// socket is kept and reported, never dropped.
+    pub owners: Vec<SocketOwner>,
+}
+
+impl Listener {
+    /// Distinct pids holding the socket, sorted.
+    pub fn pids(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self.owners.iter().map(|o| o.pid).collect();
+        pids.dedup();
+        pids
+    }
+
+    /// Whether IPv4 clients can reach this socket: IPv4 sockets, and IPv6 wildcard
+    /// or v4-mapped sockets without `IPV6_V6ONLY`.
+    pub fn accepts_ipv4(&self) -> bool {
+        match self.address {
+            IpAddr::V4(_) => true,
+            IpAddr::V6(v6) => {
+                (v6.is_unspecified() || v6.to_ipv4_mapped().is_some()) && self.v6only != Some(true)
+            }
+        }
+    }
+
+    /// `tcp 0.0.0.0:6379` / `udp [::]:53`, the way the listener is named in findings.
+    pub fn endpoint(&self) -> String {
+        match self.address {
+            IpAddr::V4(v4) => format!("{} {}:{}", self.protocol, v4, self.port),
+            IpAddr::V6(v6) => format!("{} [{}]:{}", self.protocol, v6, self.port),
+        }
+    }
+}
+
+/// A local account, resolved through NSS (so LDAP and SSSD users resolve too).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub name: String,
+    pub uid: u32,
+    pub shell: Option<String>,
+    pub home: Option<String>,
+}
+
+impl Account {
+    /// Whether the shell lets the account log in interactively. Empty, `nologin`
+    /// and `false` shells do not.
+    pub fn has_login_shell(&self) -> bool {
+        match self.shell.as_deref().map(str::trim) {
+            None | Some("") => false,
+            Some(shell) => {
+                let base = shell.rsplit('/').next().unwrap_or(shell);
+                !matches!(base, "nologin" | "false" | "sync" | "halt" | "shutdown")
+            }
+        }
+    }
+}
+
+/// Which package installed a file.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PackageRef {
+    /// `dpkg` or `rpm`.
+    pub manager: String,
+    pub name: String,
+    pub arch: Option<String>,
+}
+
+impl fmt::Display for PackageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.arch {
+            Some(arch) => write!(f, "{}:{}", self.name, arch),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// Whether a process's executable came from a package.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ownership {
+    Package(PackageRef),
+    /// No package database on the host lists the executable.
+    Unpackaged,
+    /// Ownership could not be decided (executable unreadable, no package database);
+    /// the text says why.
+    Unknown(String),
+    /// Not looked up: only listening processes are checked against packages.
+    NotChecked,
+}
+
+impl Ownership {
+    pub fn package(&self) -> Option<&PackageRef> {
+        match self {
+            Ownership::Package(pkg) => Some(pkg),
+            _ => None,
+        }
+    }
+}
+
+/// A process, as far as /proc lets us see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Process {
+    pub pid: u32,
+    pub ppid: u32,
+    /// The kernel's short name (`comm`), which a process cannot hide behind a
+    /// rewritten title the way it can with its cmdline.
+    pub comm: String,
+    pub cmdline: Vec<String>,
+    /// Effective uid.
+    pub uid: u32,
+    pub account: Option<Account>,
+    /// The resolved executable, without the ` (deleted)` suffix.
+    pub exe: Option<PathBuf>,
+    /// The executable was deleted (or replaced) after the process started.
+    pub exe_deleted: bool,
+    pub cwd: Option<PathBuf>,
+    /// The cgroup v2 path (or the systemd controller's path on v1).
+    pub cgroup: Option<String>,
+    /// The systemd unit, from the cgroup path.
+    pub unit: Option<String>,
+    /// A hint that the process runs in a container (docker, podman, lxc, kubepods).
+    pub container: Option<String>,
+    /// Inode of the process's network namespace.
+    pub netns_inode: Option<u64>,
+    pub ownership: Ownership,
+}
+
+impl Process {
+    /// A short human name: the executable's file name, else `comm`.
+    pub fn name(&self) -> String {
+        self.exe
+            .as_ref()
+            .and_then(|exe| exe.file_name())
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_else(|| self.comm.clone())
+    }
+
+    pub fn user_name(&self) -> String {
+        match &self.account {
+            Some(account) => account.name.clone(),
+            None => self.uid.to_string(),
+        }
+    }
+}
+
+/// An address on an interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    pub name: String,
+    pub address: IpAddr,
+    pub prefix_len: u8,
+}
+
+/// Whether a namespace drops inbound traffic by default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FirewallVerdict {
+    /// An input base chain with policy drop, or a final unconditional drop/reject.
+    DefaultDeny { evidence: Vec<String> },
+    /// Rulesets were read and none denies by default.
+    Open { evidence: Vec<String> },
+    /// The rulesets could not be read; the text says why.
+    Unknown(String),
+}
+
+/// Facts about one network namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetnsFacts {
+    pub netns: Netns,
+    pub interfaces: Vec<Interface>,
+    pub firewall: FirewallVerdict,
+}
+
+/// Everything the audit collected about a host, before any rule runs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HostSnapshot {
+    pub hostname: String,
+    pub namespaces: Vec<NetnsFacts>,
+    pub listeners: Vec<Listener>,
+    /// Every process seen, by pid.
+    pub processes: BTreeMap<u32, Process>,
+    pub redis: Vec<RedisFacts>,
+    pub sshd: Vec<SshdFacts>,
+    pub problems: Vec<Problem>,
+}
+
+impl HostSnapshot {
+    /// The processes holding a listener, in pid order.
+    pub fn owners_of<'a>(&'a self, listener: &'a Listener) -> impl Iterator<Item = &'a Process> + 'a {
+        listener
+            .pids()
+            .into_iter()
+            .filter_map(move |pid| self.processes.get(&pid))
+    }
+
+    /// The first owner that is not a child of another owner: for pre-forked
+    /// servers, the master process.
+    pub fn main_owner<'a>(&'a self, listener: &'a Listener) -> Option<&'a Process> {
+        let pids = listener.pids();
+        self.owners_of(listener)
+            .find(|p| !pids.contains(&p.ppid))
+            .or_else(|| self.owners_of(listener).next())
+    }
+
+    pub fn namespace(&self, inode: u64) -> Option<&NetnsFacts> {
+        self.namespaces.iter().find(|ns| ns.netns.inode == inode)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(shell: Option<&str>) -> Account {
+        Account {
+            name: "svc".into(),
+            uid: 1000,
+            shell: shell.map(Into::into),
+            home: None,
+        }
+    }
+
+    #[test]
+    fn login_shells() {
+        assert!(account(Some("/bin/bash")).has_login_shell());
+        assert!(account(Some("/bin/sh")).has_login_shell());
+        assert!(!account(Some("/usr/sbin/nologin")).has_login_shell());
+        assert!(!account(Some("/bin/false")).has_login_shell());
+        assert!(!account(Some("")).has_login_shell());
+        assert!(!account(None).has_login_shell());
+    }
+
+    fn listener(address: &str, v6only: Option<bool>) -> Listener {
+        let address: IpAddr = address.parse().expect("test address");
+        Listener {
+            protocol: Protocol::Tcp,
+            address,
+            port: 6379,
+            scope: Scope::of(address),
+            v6only,
+            interface: None,
+            inode: 1,
+            socket_uid: 0,
+            netns: Netns {
+                inode: 1,
+                name: "host".into(),
+            },
+            owners: vec![],
+        }
+    }
+
+    #[test]
+    fn dual_stack_wildcard_accepts_ipv4() {
+        assert!(listener("0.0.0.0", None).accepts_ipv4());
+        assert!(listener("::", Some(false)).accepts_ipv4());
+        assert!(listener("::", None).accepts_ipv4());
+        assert!(!listener("::", Some(true)).accepts_ipv4());
+        assert!(!listener("2001:db8::1", Some(false)).accepts_ipv4());
+        assert_eq!(listener("::", None).endpoint(), "tcp [::]:6379");
+    }
+}

@@ -1,0 +1,23 @@
+//! The domain types every other perimeter crate speaks: what listens on a host
+//! ([`Listener`], [`Process`], [`Ownership`]), what is wrong with it ([`Finding`],
+//! [`Severity`]), what could not be seen ([`Problem`]) and what a scan found
+//! ([`PortResult`], [`ServiceInfo`]).
+//!
+//! Architecture invariant: this crate does no I/O, no async and no serialisation.
+//! Output schemas live in `perimeter-report`, storage rows in `perimeter-store`, so
+//! a change to a wire format never ripples into the domain.
+
+mod finding;
+mod host;
+mod scan;
+mod scope;
+mod services;
+
+pub use finding::{Finding, Problem, Severity, SeverityParseError};
+pub use host::{
+    Account, FirewallVerdict, HostSnapshot, Interface, Listener, Netns, NetnsFacts, Ownership, PackageRef, Process,
+    Protocol, SocketOwner,
+};
+pub use scan::{AuthState, PortResult, PortState, ScanInfo, ServiceInfo, TlsInfo};
+pub use scope::Scope;
+pub use services::{RedisAuth, RedisFacts, SshdEvaluation, SshdFacts};
