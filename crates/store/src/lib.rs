@@ -1,1 +1,110 @@
-//! Not written yet.
+//! perimeter's history: every scan (results per address and port) and every
+//! audit (listeners and findings per host), kept so that the next run can say
+//! what changed since the last one.
+//!
+//! Storage sits behind the [`Store`] trait; [`SqliteStore`] is the embedded
+//! default, and a server database can implement the same trait later. The diffs
+//! ([`diff_scans`], [`diff_audits`]) are pure functions over loaded records, so
+//! they do not care which store the records came from.
+//!
+//! Architecture invariants:
+//! - stored data is a compatibility surface: the schema is versioned (SQLite's
+//!   `user_version`), migrations only move forward, and a database newer than
+//!   this binary is refused, never misread;
+//! - every write is one transaction, so a process killed mid-scan leaves earlier
+//!   scans intact and the interrupted one visibly incomplete (no finish time);
+//! - the store never decides what is a change; the diff functions do, with the
+//!   severity policy written next to them.
+
+mod audit;
+mod codec;
+mod coverage;
+mod diff_audits;
+mod diff_scans;
+mod error;
+mod path;
+mod sqlite;
+mod target_key;
+
+use perimeter_model::{Finding, HostSnapshot, PortResult, ScanInfo};
+use time::OffsetDateTime;
+
+pub use audit::{AuditRecord, AuditSummary, ListenerRecord, OwnerRecord};
+pub use coverage::Coverage;
+pub use diff_audits::{AuditChange, AuditChangeKind, diff_audits};
+pub use diff_scans::{Change, ChangeKind, PortSummary, diff_scan_runs, diff_scans, diff_scans_within};
+pub use error::StoreError;
+pub use path::{DB_FILE_NAME, default_db_path};
+pub use sqlite::{SCHEMA_VERSION, SqliteStore};
+pub use target_key::TargetKey;
+
+/// A scan in a listing, with counts kept as results were recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanSummary {
+    pub info: ScanInfo,
+    pub target_key: TargetKey,
+    /// Results recorded, in any state.
+    pub n_results: u64,
+    /// Results recorded in state open.
+    pub n_open: u64,
+}
+
+/// The history of scans and audits.
+///
+/// Synchronous on purpose: SQLite is a blocking library, and the CLI calls the
+/// store either outside async code or through `spawn_blocking`.
+///
+/// Listings are newest first, by the order records were stored rather than by
+/// their timestamps, so a clock that jumped backwards does not reorder history.
+pub trait Store {
+    /// Records the start of a scan and returns its id. The scan stays incomplete,
+    /// with no finish time, until [`Store::finish_scan`].
+    fn begin_scan(&mut self, info: &ScanInfo) -> Result<i64, StoreError>;
+
+    /// Adds a batch of results to a running scan, in one transaction: the batch
+    /// is stored entirely or not at all. Call it as results come in; callers may
+    /// leave out closed and filtered ports, which diffs treat as "not open".
+    fn record_results(&mut self, scan_id: i64, results: &[PortResult]) -> Result<(), StoreError>;
+
+    /// Marks a scan finished; `complete` is false for an interrupted scan whose
+    /// results are partial. A finished scan takes no more results.
+    fn finish_scan(
+        &mut self,
+        scan_id: i64,
+        finished: OffsetDateTime,
+        complete: bool,
+        n_probes: u64,
+    ) -> Result<(), StoreError>;
+
+    /// The latest `limit` scans, newest first.
+    fn list_scans(&self, limit: usize) -> Result<Vec<ScanSummary>, StoreError>;
+
+    /// A scan and its results, in the order they were recorded.
+    fn load_scan(&self, scan_id: i64) -> Result<(ScanInfo, Vec<PortResult>), StoreError>;
+
+    /// The latest `n` complete scans with this target key, newest first: the
+    /// scans a new one is diffed against. Incomplete scans are left out, since
+    /// the ports they never reached would read as closed.
+    fn previous_scans_of(&self, key: &TargetKey, n: usize) -> Result<Vec<ScanSummary>, StoreError>;
+
+    /// Stores one audit of `host` and returns its id.
+    fn record_audit(
+        &mut self,
+        host: &str,
+        taken_at: OffsetDateTime,
+        snapshot: &HostSnapshot,
+        findings: &[Finding],
+    ) -> Result<i64, StoreError>;
+
+    /// The latest `limit` audits of any host, newest first.
+    fn list_audits(&self, limit: usize) -> Result<Vec<AuditSummary>, StoreError>;
+
+    /// The latest `n` audits of `host`, newest first.
+    fn audits_of(&self, host: &str, n: usize) -> Result<Vec<AuditSummary>, StoreError>;
+
+    fn load_audit(&self, audit_id: i64) -> Result<AuditRecord, StoreError>;
+
+    /// The latest stored audit of `host`, if any. Call it before recording the
+    /// new audit (or use [`Store::audits_of`] with `n = 2`).
+    fn previous_audit(&self, host: &str) -> Result<Option<AuditRecord>, StoreError>;
+}

@@ -1,0 +1,1085 @@
+//! The embedded SQLite store: opening (and refusing) database files, applying
+//! the embedded migrations, and mapping scans and audits to rows and back.
+//!
+//! Durability: the database runs in WAL mode with `synchronous = NORMAL`. Every
+//! write is one transaction, so a killed process loses at most the transaction
+//! it was in; a power cut can also lose the last few committed transactions, but
+//! never corrupts the file (SQLite's documented WAL guarantees). That trade buys
+//! the insert throughput a large scan needs.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::{DirBuilder, OpenOptions};
+use std::io;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use perimeter_model::{
+    Finding, HostSnapshot, Netns, Ownership, PackageRef, PortResult, PortState, Problem, ScanInfo, ServiceInfo,
+    Severity, TlsInfo,
+};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior, params};
+use time::OffsetDateTime;
+
+use crate::audit::{AuditRecord, AuditSummary, ListenerRecord, OwnerRecord};
+use crate::codec::{
+    decode_address, decode_auth, decode_bool, decode_count, decode_map, decode_pids, decode_port, decode_port_state,
+    decode_protocol, decode_resolved, decode_scope, decode_severity, decode_strings, decode_time, decode_u32,
+    encode_count, encode_map, encode_pids, encode_resolved, encode_strings, encode_time, u64_from_bits, u64_to_bits,
+};
+use crate::error::StoreError;
+use crate::target_key::TargetKey;
+use crate::{ScanSummary, Store};
+
+/// The migrations, in order: `MIGRATIONS[i]` takes a database from schema
+/// version `i` to `i + 1`. Released migrations are never edited, only appended
+/// to, since databases in the field have already run them.
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_initial.sql")];
+
+/// The schema version this binary writes and the newest it can read.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// SQLite's `application_id` header field for perimeter databases ("PRMT"), so
+/// that `file(1)` and perimeter itself can tell its history from another
+/// program's SQLite file.
+const APPLICATION_ID: i32 = 0x5052_4d54;
+
+/// How long a writer waits for another perimeter process (a scan still
+/// recording, say) to release the database before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The history in one SQLite file.
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the history at `path`: missing parent directories are
+    /// created with mode 0700 and a new file with mode 0600, since findings
+    /// describe how to attack the hosts they are about. The schema is migrated
+    /// to [`SCHEMA_VERSION`]; a file that is not SQLite, belongs to another
+    /// program, or has a newer schema is refused without being written to.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        prepare_file(path)?;
+        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        SqliteStore::set_up(conn, path.to_owned())
+    }
+
+    /// A history that lives as long as the value: for tests, and for runs
+    /// asked not to keep history.
+    pub fn open_in_memory() -> Result<SqliteStore, StoreError> {
+        let path = PathBuf::from(":memory:");
+        let conn = Connection::open_in_memory().map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        SqliteStore::set_up(conn, path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn set_up(mut conn: Connection, path: PathBuf) -> Result<SqliteStore, StoreError> {
+        let sql_error = |action: &str| {
+            let path = path.clone();
+            let action = action.to_owned();
+            move |source| StoreError::Sqlite { path, action, source }
+        };
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(sql_error("set the busy timeout"))?;
+        // Everything up to the header check only reads, so a refused file is
+        // left exactly as it was.
+        let header = read_header(&conn, &path)?;
+        check_header(&header, &path)?;
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))
+            .map_err(sql_error("switch to WAL mode"))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sql_error("set synchronous mode"))?;
+        conn.pragma_update(None, "foreign_keys", true)
+            .map_err(sql_error("turn on foreign keys"))?;
+        if header.user_version < SCHEMA_VERSION {
+            migrate(&mut conn, &path)?;
+        }
+        Ok(SqliteStore { conn, path })
+    }
+
+    fn sql_error<A: Into<String>>(&self, action: A) -> impl FnOnce(rusqlite::Error) -> StoreError + use<A> {
+        let path = self.path.clone();
+        let action = action.into();
+        move |source| StoreError::Sqlite { path, action, source }
+    }
+
+    fn corrupt(&self, context: &str, detail: String) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            detail: format!("{context}: {detail}"),
+        }
+    }
+
+    fn write_transaction(&mut self, action: &str) -> Result<Transaction<'_>, StoreError> {
+        // IMMEDIATE takes the write lock up front: a deferred transaction that
+        // reads first and then writes fails at once with SQLITE_BUSY, without
+        // waiting out the busy timeout, when another writer committed between.
+        let on_error = self.sql_error(action);
+        self.conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(on_error)
+    }
+
+    fn query_scans(&self, sql_tail: &str, params: impl rusqlite::Params) -> Result<Vec<ScanSummary>, StoreError> {
+        let sql = format!("SELECT {SCAN_COLUMNS} FROM scans {sql_tail}");
+        let mut statement = self
+            .conn
+            .prepare_cached(&sql)
+            .map_err(self.sql_error("list scans"))?;
+        let raw_scans = statement
+            .query_map(params, RawScan::from_row)
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(self.sql_error("list scans"))?;
+        raw_scans.into_iter().map(|raw| raw.decode(self)).collect()
+    }
+
+    fn query_audits(&self, sql_tail: &str, params: impl rusqlite::Params) -> Result<Vec<AuditSummary>, StoreError> {
+        let sql = format!(
+            "SELECT id, host, taken_at, hostname, n_listeners, n_findings, worst_severity FROM audits {sql_tail}"
+        );
+        let mut statement = self
+            .conn
+            .prepare_cached(&sql)
+            .map_err(self.sql_error("list audits"))?;
+        let raw_audits = statement
+            .query_map(params, |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, i64>(4)?,
+                    row.get::<_, i64>(5)?,
+                    row.get::<_, Option<String>>(6)?,
+                ))
+            })
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(self.sql_error("list audits"))?;
+        raw_audits
+            .into_iter()
+            .map(|(id, host, taken_at, hostname, n_listeners, n_findings, worst)| {
+                let context = format!("audit {id}");
+                let bad = |detail| self.corrupt(&context, detail);
+                Ok(AuditSummary {
+                    id,
+                    host,
+                    taken_at: decode_time(&taken_at).map_err(bad)?,
+                    hostname,
+                    n_listeners: decode_count(n_listeners).map_err(bad)?,
+                    n_findings: decode_count(n_findings).map_err(bad)?,
+                    worst_severity: worst.as_deref().map(decode_severity).transpose().map_err(bad)?,
+                })
+            })
+            .collect()
+    }
+
+    fn insert_audit(&mut self, record: &AuditRecord) -> Result<i64, StoreError> {
+        let action = format!("record an audit of {}", record.host);
+        let taken_at = encode_time("audit time", record.taken_at)?;
+        let n_listeners = encode_count("listener count", record.listeners.len() as u64)?;
+        let n_findings = encode_count("finding count", record.findings.len() as u64)?;
+        let worst = record.worst_severity().map(Severity::as_str);
+        let on_error = self.sql_error(action.clone());
+        let tx = self.write_transaction(&action)?;
+        let audit_id = insert_audit_rows(&tx, record, &taken_at, n_listeners, n_findings, worst)
+            .and_then(|audit_id| tx.commit().map(|()| audit_id))
+            .map_err(on_error)?;
+        Ok(audit_id)
+    }
+}
+
+impl Store for SqliteStore {
+    fn begin_scan(&mut self, info: &ScanInfo) -> Result<i64, StoreError> {
+        let started = encode_time("scan start time", info.started)?;
+        let n_probes = encode_count("probe count", info.n_probes)?;
+        let key = TargetKey::of(info);
+        self.conn
+            .execute(
+                "INSERT INTO scans (target_key, targets, resolved, excluded, ports, profile, seed, options, \
+                 started, n_probes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    key.as_str(),
+                    encode_strings(&info.targets),
+                    encode_resolved(&info.resolved),
+                    encode_strings(&info.excluded),
+                    info.ports,
+                    info.profile,
+                    info.seed.to_string(),
+                    encode_map(&info.options),
+                    started,
+                    n_probes,
+                ],
+            )
+            .map_err(self.sql_error("record the start of a scan"))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    fn record_results(&mut self, scan_id: i64, results: &[PortResult]) -> Result<(), StoreError> {
+        // Encode first, so a value that cannot be stored refuses the batch before
+        // any row is written.
+        let rows = results
+            .iter()
+            .map(ResultRow::encode)
+            .collect::<Result<Vec<_>, _>>()?;
+        let n_results = encode_count("result count", results.len() as u64)?;
+        let n_open = encode_count(
+            "open port count",
+            results.iter().filter(|result| result.state == PortState::Open).count() as u64,
+        )?;
+        let action = format!("record results of scan {scan_id}");
+        let on_error = self.sql_error(action.clone());
+        let path = self.path.clone();
+        let tx = self.write_transaction(&action)?;
+        if scan_is_finished(&tx, &path, scan_id)? {
+            return Err(StoreError::ScanFinished { path, id: scan_id });
+        }
+        insert_result_rows(&tx, scan_id, &rows, n_results, n_open)
+            .and_then(|()| tx.commit())
+            .map_err(on_error)
+    }
+
+    fn finish_scan(
+        &mut self,
+        scan_id: i64,
+        finished: OffsetDateTime,
+        complete: bool,
+        n_probes: u64,
+    ) -> Result<(), StoreError> {
+        let finished = encode_time("scan finish time", finished)?;
+        let n_probes = encode_count("probe count", n_probes)?;
+        let n_changed = self
+            .conn
+            .execute(
+                "UPDATE scans SET finished = ?2, complete = ?3, n_probes = ?4 WHERE id = ?1 AND finished IS NULL",
+                params![scan_id, finished, complete, n_probes],
+            )
+            .map_err(self.sql_error(format!("finish scan {scan_id}")))?;
+        if n_changed == 0 {
+            // Either there is no such scan or it was finished already; the
+            // lookup says which.
+            scan_is_finished(&self.conn, &self.path, scan_id)?;
+            return Err(StoreError::ScanFinished {
+                path: self.path.clone(),
+                id: scan_id,
+            });
+        }
+        Ok(())
+    }
+
+    fn list_scans(&self, limit: usize) -> Result<Vec<ScanSummary>, StoreError> {
+        self.query_scans("ORDER BY id DESC LIMIT ?1", [sql_limit(limit)])
+    }
+
+    fn load_scan(&self, scan_id: i64) -> Result<(ScanInfo, Vec<PortResult>), StoreError> {
+        let action = format!("load scan {scan_id}");
+        // One read transaction, so a scan still recording cannot add results
+        // between the queries below.
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(self.sql_error(action.clone()))?;
+        let summary = self
+            .query_scans("WHERE id = ?1", [scan_id])?
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError::NoSuchScan {
+                path: self.path.clone(),
+                id: scan_id,
+            })?;
+
+        let mut statement = tx
+            .prepare_cached(
+                "SELECT id, address, port, protocol, state, service_name, product, version, banner, auth, extra, \
+                 tls_subject, tls_issuer, tls_not_after, tls_sans FROM port_results WHERE scan_id = ?1 ORDER BY id",
+            )
+            .map_err(self.sql_error(action.clone()))?;
+        let raw_results = statement
+            .query_map([scan_id], RawResult::from_row)
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(self.sql_error(action.clone()))?;
+        let mut results = Vec::with_capacity(raw_results.len());
+        let mut result_idx_by_id = HashMap::with_capacity(raw_results.len());
+        for raw in raw_results {
+            let context = format!("scan {scan_id}, result {}", raw.id);
+            result_idx_by_id.insert(raw.id, results.len());
+            results.push(raw.decode().map_err(|detail| self.corrupt(&context, detail))?);
+        }
+
+        let mut statement = tx
+            .prepare_cached(
+                "SELECT f.result_id, f.id, f.rule, f.severity, f.subject, f.message, f.evidence, f.remedy \
+                 FROM port_findings f JOIN port_results r ON r.id = f.result_id \
+                 WHERE r.scan_id = ?1 ORDER BY f.result_id, f.id",
+            )
+            .map_err(self.sql_error(action.clone()))?;
+        let raw_findings = statement
+            .query_map([scan_id], |row| Ok((row.get::<_, i64>(0)?, RawFinding::from_row(row, 1)?)))
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(self.sql_error(action.clone()))?;
+        for (result_id, raw) in raw_findings {
+            let context = format!("scan {scan_id}, finding {}", raw.id);
+            let finding = raw.decode().map_err(|detail| self.corrupt(&context, detail))?;
+            // The join guarantees the result is in this scan, and so loaded.
+            if let Some(result) = result_idx_by_id
+                .get(&result_id)
+                .and_then(|&result_idx| results.get_mut(result_idx))
+            {
+                result.findings.push(finding);
+            }
+        }
+        Ok((summary.info, results))
+    }
+
+    fn previous_scans_of(&self, key: &TargetKey, n: usize) -> Result<Vec<ScanSummary>, StoreError> {
+        self.query_scans(
+            "WHERE target_key = ?1 AND complete = 1 ORDER BY id DESC LIMIT ?2",
+            params![key.as_str(), sql_limit(n)],
+        )
+    }
+
+    fn record_audit(
+        &mut self,
+        host: &str,
+        taken_at: OffsetDateTime,
+        snapshot: &HostSnapshot,
+        findings: &[Finding],
+    ) -> Result<i64, StoreError> {
+        self.insert_audit(&AuditRecord::from_snapshot(host, taken_at, snapshot, findings))
+    }
+
+    fn list_audits(&self, limit: usize) -> Result<Vec<AuditSummary>, StoreError> {
+        self.query_audits("ORDER BY id DESC LIMIT ?1", [sql_limit(limit)])
+    }
+
+    fn audits_of(&self, host: &str, n: usize) -> Result<Vec<AuditSummary>, StoreError> {
+        self.query_audits("WHERE host = ?1 ORDER BY id DESC LIMIT ?2", params![host, sql_limit(n)])
+    }
+
+    fn load_audit(&self, audit_id: i64) -> Result<AuditRecord, StoreError> {
+        let action = format!("load audit {audit_id}");
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(self.sql_error(action.clone()))?;
+        let summary = self
+            .query_audits("WHERE id = ?1", [audit_id])?
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError::NoSuchAudit {
+                path: self.path.clone(),
+                id: audit_id,
+            })?;
+
+        let mut statement = tx
+            .prepare_cached(
+                "SELECT id, protocol, address, port, scope, v6only, interface, inode, socket_uid, netns_inode, \
+                 netns_name, pids, process_name, uid, user, exe, exe_deleted, unit, container, ownership, \
+                 ownership_detail, package_manager, package_name, package_arch \
+                 FROM audit_listeners WHERE audit_id = ?1 ORDER BY id",
+            )
+            .map_err(self.sql_error(action.clone()))?;
+        let raw_listeners = statement
+            .query_map([audit_id], RawListener::from_row)
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(self.sql_error(action.clone()))?;
+        let listeners = raw_listeners
+            .into_iter()
+            .map(|raw| {
+                let context = format!("audit {audit_id}, listener {}", raw.id);
+                raw.decode().map_err(|detail| self.corrupt(&context, detail))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let mut statement = tx
+            .prepare_cached(
+                "SELECT id, rule, severity, subject, message, evidence, remedy \
+                 FROM audit_findings WHERE audit_id = ?1 ORDER BY id",
+            )
+            .map_err(self.sql_error(action.clone()))?;
+        let raw_findings = statement
+            .query_map([audit_id], |row| RawFinding::from_row(row, 0))
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(self.sql_error(action.clone()))?;
+        let findings = raw_findings
+            .into_iter()
+            .map(|raw| {
+                let context = format!("audit {audit_id}, finding {}", raw.id);
+                raw.decode().map_err(|detail| self.corrupt(&context, detail))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let mut statement = tx
+            .prepare_cached("SELECT subject, message, hint FROM audit_problems WHERE audit_id = ?1 ORDER BY id")
+            .map_err(self.sql_error(action.clone()))?;
+        let problems = statement
+            .query_map([audit_id], |row| {
+                Ok(Problem {
+                    subject: row.get(0)?,
+                    message: row.get(1)?,
+                    hint: row.get(2)?,
+                })
+            })
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(self.sql_error(action))?;
+
+        Ok(AuditRecord {
+            id: summary.id,
+            host: summary.host,
+            taken_at: summary.taken_at,
+            hostname: summary.hostname,
+            listeners,
+            findings,
+            problems,
+        })
+    }
+
+    fn previous_audit(&self, host: &str) -> Result<Option<AuditRecord>, StoreError> {
+        match self.audits_of(host, 1)?.into_iter().next() {
+            Some(summary) => self.load_audit(summary.id).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Creates missing parent directories (0700) and the file itself (0600), so
+/// SQLite never creates either with the umask's looser defaults. Directories
+/// that already exist keep their modes: `/tmp` is not ours to tighten.
+fn prepare_file(path: &Path) -> Result<(), StoreError> {
+    if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(|source| StoreError::CreateDir {
+                path: parent.to_owned(),
+                source,
+            })?;
+    }
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(StoreError::CreateFile {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// The database header fields that say whose file this is and which schema
+/// it has.
+struct Header {
+    application_id: i32,
+    user_version: i64,
+    n_schema_objects: i64,
+}
+
+fn read_header(conn: &Connection, path: &Path) -> Result<Header, StoreError> {
+    let read = || -> rusqlite::Result<Header> {
+        Ok(Header {
+            application_id: conn.pragma_query_value(None, "application_id", |row| row.get(0))?,
+            user_version: conn.pragma_query_value(None, "user_version", |row| row.get(0))?,
+            n_schema_objects: conn.query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))?,
+        })
+    };
+    read().map_err(|source| match source.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) => StoreError::NotADatabase { path: path.to_owned() },
+        _ => StoreError::Sqlite {
+            path: path.to_owned(),
+            action: "read the database header".to_owned(),
+            source,
+        },
+    })
+}
+
+fn check_header(header: &Header, path: &Path) -> Result<(), StoreError> {
+    let not_perimeter = |reason: String| StoreError::NotPerimeter {
+        path: path.to_owned(),
+        reason,
+    };
+    if header.application_id == APPLICATION_ID {
+        if header.user_version > SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                path: path.to_owned(),
+                found: header.user_version,
+                known: SCHEMA_VERSION,
+            });
+        }
+        if header.user_version < 0 {
+            return Err(StoreError::Corrupt {
+                path: path.to_owned(),
+                detail: format!("negative schema version {}", header.user_version),
+            });
+        }
+        return Ok(());
+    }
+    if header.application_id != 0 {
+        return Err(not_perimeter(format!(
+            "its application id is {:#010x}, perimeter's is {APPLICATION_ID:#010x}",
+            header.application_id
+        )));
+    }
+    // No application id: only an empty database can become perimeter's. A file
+    // with tables, or with a schema version, belongs to someone else.
+    if header.user_version != 0 || header.n_schema_objects != 0 {
+        return Err(not_perimeter(format!(
+            "it has {} tables and indexes and schema version {} but no perimeter application id",
+            header.n_schema_objects, header.user_version
+        )));
+    }
+    Ok(())
+}
+
+/// Applies the migrations the database lacks, all in one transaction: a
+/// migration that fails leaves the database at the version it had.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let sql_error = |action: &str| {
+        let path = path.to_owned();
+        let action = action.to_owned();
+        move |source| StoreError::Sqlite { path, action, source }
+    };
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sql_error("start the schema migration"))?;
+    // Read again under the write lock: another perimeter may have migrated the
+    // file since the header was first read.
+    let version: i64 = tx
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(sql_error("read the schema version"))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            path: path.to_owned(),
+            found: version,
+            known: SCHEMA_VERSION,
+        });
+    }
+    for (version_idx, sql) in MIGRATIONS.iter().enumerate() {
+        let target_version = version_idx as i64 + 1;
+        if target_version <= version {
+            continue;
+        }
+        tx.execute_batch(sql).map_err(|source| StoreError::Migration {
+            path: path.to_owned(),
+            version: target_version,
+            source,
+        })?;
+    }
+    tx.pragma_update(None, "application_id", APPLICATION_ID)
+        .map_err(sql_error("set the application id"))?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(sql_error("set the schema version"))?;
+    tx.execute(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_written_by', ?1)",
+        [concat!("perimeter ", env!("CARGO_PKG_VERSION"))],
+    )
+    .map_err(sql_error("record the schema writer"))?;
+    tx.commit().map_err(sql_error("commit the schema migration"))
+}
+
+/// Whether scan `scan_id` exists and is finished; `NoSuchScan` otherwise.
+fn scan_is_finished(conn: &Connection, path: &Path, scan_id: i64) -> Result<bool, StoreError> {
+    conn.query_row(
+        "SELECT finished IS NOT NULL FROM scans WHERE id = ?1",
+        [scan_id],
+        |row| row.get::<_, bool>(0),
+    )
+    .optional()
+    .map_err(|source| StoreError::Sqlite {
+        path: path.to_owned(),
+        action: format!("look up scan {scan_id}"),
+        source,
+    })?
+    .ok_or_else(|| StoreError::NoSuchScan {
+        path: path.to_owned(),
+        id: scan_id,
+    })
+}
+
+fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+const SCAN_COLUMNS: &str = "id, target_key, targets, resolved, excluded, ports, profile, seed, options, started, \
+                            finished, complete, n_probes, n_results, n_open";
+
+/// A `scans` row as read, before decoding.
+struct RawScan {
+    id: i64,
+    target_key: String,
+    targets: String,
+    resolved: String,
+    excluded: String,
+    ports: String,
+    profile: String,
+    seed: String,
+    options: String,
+    started: String,
+    finished: Option<String>,
+    complete: i64,
+    n_probes: i64,
+    n_results: i64,
+    n_open: i64,
+}
+
+impl RawScan {
+    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawScan> {
+        Ok(RawScan {
+            id: row.get(0)?,
+            target_key: row.get(1)?,
+            targets: row.get(2)?,
+            resolved: row.get(3)?,
+            excluded: row.get(4)?,
+            ports: row.get(5)?,
+            profile: row.get(6)?,
+            seed: row.get(7)?,
+            options: row.get(8)?,
+            started: row.get(9)?,
+            finished: row.get(10)?,
+            complete: row.get(11)?,
+            n_probes: row.get(12)?,
+            n_results: row.get(13)?,
+            n_open: row.get(14)?,
+        })
+    }
+
+    fn decode(self, store: &SqliteStore) -> Result<ScanSummary, StoreError> {
+        let context = format!("scan {}", self.id);
+        let bad = |detail| store.corrupt(&context, detail);
+        let info = ScanInfo {
+            id: self.id,
+            targets: decode_strings(&self.targets).map_err(bad)?,
+            resolved: decode_resolved(&self.resolved).map_err(bad)?,
+            excluded: decode_strings(&self.excluded).map_err(bad)?,
+            ports: self.ports,
+            profile: self.profile,
+            seed: self
+                .seed
+                .parse()
+                .map_err(|_| bad(format!("`{}` is not a seed", self.seed.escape_debug())))?,
+            options: decode_map(&self.options).map_err(bad)?,
+            started: decode_time(&self.started).map_err(bad)?,
+            finished: self.finished.as_deref().map(decode_time).transpose().map_err(bad)?,
+            complete: decode_bool(self.complete).map_err(bad)?,
+            n_probes: decode_count(self.n_probes).map_err(bad)?,
+        };
+        Ok(ScanSummary {
+            info,
+            target_key: TargetKey::from_stored(self.target_key),
+            n_results: decode_count(self.n_results).map_err(bad)?,
+            n_open: decode_count(self.n_open).map_err(bad)?,
+        })
+    }
+}
+
+/// A port result encoded for its row; its findings follow it.
+struct ResultRow<'a> {
+    result: &'a PortResult,
+    extra: Option<String>,
+    tls_not_after: Option<String>,
+    tls_sans: Option<String>,
+    findings_evidence: Vec<String>,
+}
+
+impl<'a> ResultRow<'a> {
+    fn encode(result: &'a PortResult) -> Result<ResultRow<'a>, StoreError> {
+        let service = result.service.as_ref();
+        let tls = service.and_then(|service| service.tls.as_ref());
+        Ok(ResultRow {
+            result,
+            extra: service.map(|service| encode_map(&service.extra)),
+            tls_not_after: tls
+                .and_then(|tls| tls.not_after)
+                .map(|at| encode_time("certificate expiry", at))
+                .transpose()?,
+            tls_sans: tls.map(|tls| encode_strings(&tls.subject_alt_names)),
+            findings_evidence: result
+                .findings
+                .iter()
+                .map(|finding| encode_strings(&finding.evidence))
+                .collect(),
+        })
+    }
+}
+
+fn insert_result_rows(
+    tx: &Transaction<'_>,
+    scan_id: i64,
+    rows: &[ResultRow<'_>],
+    n_results: i64,
+    n_open: i64,
+) -> rusqlite::Result<()> {
+    let mut insert_result = tx.prepare_cached(
+        "INSERT INTO port_results (scan_id, address, port, protocol, state, service_name, product, version, banner, \
+         auth, extra, tls_subject, tls_issuer, tls_not_after, tls_sans) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+    )?;
+    let mut insert_finding = tx.prepare_cached(
+        "INSERT INTO port_findings (result_id, rule, severity, subject, message, evidence, remedy) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for row in rows {
+        let result = row.result;
+        let service = result.service.as_ref();
+        let tls = service.and_then(|service| service.tls.as_ref());
+        let result_id = insert_result.insert(params![
+            scan_id,
+            result.address.to_string(),
+            result.port,
+            result.protocol.as_str(),
+            result.state.as_str(),
+            service.map(|service| service.name.as_str()),
+            service.and_then(|service| service.product.as_deref()),
+            service.and_then(|service| service.version.as_deref()),
+            service.and_then(|service| service.banner.as_deref()),
+            service.map(|service| service.auth.as_str()),
+            row.extra,
+            tls.map(|tls| tls.subject.as_str()),
+            tls.map(|tls| tls.issuer.as_str()),
+            row.tls_not_after,
+            row.tls_sans,
+        ])?;
+        for (finding, evidence) in result.findings.iter().zip(&row.findings_evidence) {
+            insert_finding.execute(params![
+                result_id,
+                finding.rule,
+                finding.severity.as_str(),
+                finding.subject,
+                finding.message,
+                evidence,
+                finding.remedy,
+            ])?;
+        }
+    }
+    tx.execute(
+        "UPDATE scans SET n_results = n_results + ?2, n_open = n_open + ?3 WHERE id = ?1",
+        params![scan_id, n_results, n_open],
+    )?;
+    Ok(())
+}
+
+/// A `port_results` row as read, before decoding.
+struct RawResult {
+    id: i64,
+    address: String,
+    port: i64,
+    protocol: String,
+    state: String,
+    service_name: Option<String>,
+    product: Option<String>,
+    version: Option<String>,
+    banner: Option<String>,
+    auth: Option<String>,
+    extra: Option<String>,
+    tls_subject: Option<String>,
+    tls_issuer: Option<String>,
+    tls_not_after: Option<String>,
+    tls_sans: Option<String>,
+}
+
+impl RawResult {
+    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawResult> {
+        Ok(RawResult {
+            id: row.get(0)?,
+            address: row.get(1)?,
+            port: row.get(2)?,
+            protocol: row.get(3)?,
+            state: row.get(4)?,
+            service_name: row.get(5)?,
+            product: row.get(6)?,
+            version: row.get(7)?,
+            banner: row.get(8)?,
+            auth: row.get(9)?,
+            extra: row.get(10)?,
+            tls_subject: row.get(11)?,
+            tls_issuer: row.get(12)?,
+            tls_not_after: row.get(13)?,
+            tls_sans: row.get(14)?,
+        })
+    }
+
+    fn decode(self) -> Result<PortResult, String> {
+        let tls = match self.tls_subject {
+            None => None,
+            Some(subject) => Some(TlsInfo {
+                subject,
+                issuer: self.tls_issuer.unwrap_or_default(),
+                not_after: self.tls_not_after.as_deref().map(decode_time).transpose()?,
+                subject_alt_names: self
+                    .tls_sans
+                    .as_deref()
+                    .map(decode_strings)
+                    .transpose()?
+                    .unwrap_or_default(),
+            }),
+        };
+        let service = match self.service_name {
+            None => None,
+            Some(name) => Some(ServiceInfo {
+                name,
+                product: self.product,
+                version: self.version,
+                banner: self.banner,
+                tls,
+                auth: decode_auth(self.auth.as_deref().unwrap_or("unknown"))?,
+                extra: self
+                    .extra
+                    .as_deref()
+                    .map(decode_map)
+                    .transpose()?
+                    .unwrap_or_default(),
+            }),
+        };
+        Ok(PortResult {
+            address: decode_address(&self.address)?,
+            port: decode_port(self.port)?,
+            protocol: decode_protocol(&self.protocol)?,
+            state: decode_port_state(&self.state)?,
+            service,
+            findings: Vec::new(),
+        })
+    }
+}
+
+/// A finding row (of a port or of an audit) as read, before decoding.
+struct RawFinding {
+    id: i64,
+    rule: String,
+    severity: String,
+    subject: String,
+    message: String,
+    evidence: String,
+    remedy: String,
+}
+
+impl RawFinding {
+    /// Reads `id, rule, severity, subject, message, evidence, remedy` starting
+    /// at column `first`.
+    fn from_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<RawFinding> {
+        Ok(RawFinding {
+            id: row.get(first)?,
+            rule: row.get(first + 1)?,
+            severity: row.get(first + 2)?,
+            subject: row.get(first + 3)?,
+            message: row.get(first + 4)?,
+            evidence: row.get(first + 5)?,
+            remedy: row.get(first + 6)?,
+        })
+    }
+
+    fn decode(self) -> Result<Finding, String> {
+        Ok(Finding {
+            rule: self.rule,
+            severity: decode_severity(&self.severity)?,
+            subject: self.subject,
+            message: self.message,
+            evidence: decode_strings(&self.evidence)?,
+            remedy: self.remedy,
+        })
+    }
+}
+
+fn insert_audit_rows(
+    tx: &Transaction<'_>,
+    record: &AuditRecord,
+    taken_at: &str,
+    n_listeners: i64,
+    n_findings: i64,
+    worst: Option<&str>,
+) -> rusqlite::Result<i64> {
+    tx.execute(
+        "INSERT INTO audits (host, taken_at, hostname, n_listeners, n_findings, worst_severity) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![record.host, taken_at, record.hostname, n_listeners, n_findings, worst],
+    )?;
+    let audit_id = tx.last_insert_rowid();
+
+    let mut insert_listener = tx.prepare_cached(
+        "INSERT INTO audit_listeners (audit_id, protocol, address, port, scope, v6only, interface, inode, \
+         socket_uid, netns_inode, netns_name, pids, process_name, uid, user, exe, exe_deleted, unit, container, \
+         ownership, ownership_detail, package_manager, package_name, package_arch) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, \
+         ?21, ?22, ?23, ?24)",
+    )?;
+    for listener in &record.listeners {
+        let process = listener.process.as_ref();
+        let (ownership, detail, package) = match process.map(|process| &process.ownership) {
+            Some(Ownership::Package(package)) => ("package", None, Some(package)),
+            Some(Ownership::Unpackaged) => ("unpackaged", None, None),
+            Some(Ownership::Unknown(why)) => ("unknown", Some(why.as_str()), None),
+            Some(Ownership::NotChecked) | None => ("not-checked", None, None),
+        };
+        insert_listener.execute(params![
+            audit_id,
+            listener.protocol.as_str(),
+            listener.address.to_string(),
+            listener.port,
+            listener.scope.as_str(),
+            listener.v6only,
+            listener.interface,
+            u64_to_bits(listener.inode),
+            listener.socket_uid,
+            u64_to_bits(listener.netns.inode),
+            listener.netns.name,
+            encode_pids(&listener.pids),
+            process.map(|process| process.name.as_str()),
+            process.map(|process| process.uid),
+            process.and_then(|process| process.user.as_deref()),
+            process
+                .and_then(|process| process.exe.as_ref())
+                .map(|exe| exe.as_os_str().as_bytes()),
+            process.is_some_and(|process| process.exe_deleted),
+            process.and_then(|process| process.unit.as_deref()),
+            process.and_then(|process| process.container.as_deref()),
+            ownership,
+            detail,
+            package.map(|package| package.manager.as_str()),
+            package.map(|package| package.name.as_str()),
+            package.and_then(|package| package.arch.as_deref()),
+        ])?;
+    }
+
+    let mut insert_finding = tx.prepare_cached(
+        "INSERT INTO audit_findings (audit_id, rule, severity, subject, message, evidence, remedy) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for finding in &record.findings {
+        insert_finding.execute(params![
+            audit_id,
+            finding.rule,
+            finding.severity.as_str(),
+            finding.subject,
+            finding.message,
+            encode_strings(&finding.evidence),
+            finding.remedy,
+        ])?;
+    }
+
+    let mut insert_problem =
+        tx.prepare_cached("INSERT INTO audit_problems (audit_id, subject, message, hint) VALUES (?1, ?2, ?3, ?4)")?;
+    for problem in &record.problems {
+        insert_problem.execute(params![audit_id, problem.subject, problem.message, problem.hint])?;
+    }
+    Ok(audit_id)
+}
+
+/// An `audit_listeners` row as read, before decoding.
+struct RawListener {
+    id: i64,
+    protocol: String,
+    address: String,
+    port: i64,
+    scope: String,
+    v6only: Option<i64>,
+    interface: Option<String>,
+    inode: i64,
+    socket_uid: i64,
+    netns_inode: i64,
+    netns_name: String,
+    pids: String,
+    process_name: Option<String>,
+    uid: Option<i64>,
+    user: Option<String>,
+    exe: Option<Vec<u8>>,
+    exe_deleted: i64,
+    unit: Option<String>,
+    container: Option<String>,
+    ownership: String,
+    ownership_detail: Option<String>,
+    package_manager: Option<String>,
+    package_name: Option<String>,
+    package_arch: Option<String>,
+}
+
+impl RawListener {
+    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawListener> {
+        Ok(RawListener {
+            id: row.get(0)?,
+            protocol: row.get(1)?,
+            address: row.get(2)?,
+            port: row.get(3)?,
+            scope: row.get(4)?,
+            v6only: row.get(5)?,
+            interface: row.get(6)?,
+            inode: row.get(7)?,
+            socket_uid: row.get(8)?,
+            netns_inode: row.get(9)?,
+            netns_name: row.get(10)?,
+            pids: row.get(11)?,
+            process_name: row.get(12)?,
+            uid: row.get(13)?,
+            user: row.get(14)?,
+            exe: row.get(15)?,
+            exe_deleted: row.get(16)?,
+            unit: row.get(17)?,
+            container: row.get(18)?,
+            ownership: row.get(19)?,
+            ownership_detail: row.get(20)?,
+            package_manager: row.get(21)?,
+            package_name: row.get(22)?,
+            package_arch: row.get(23)?,
+        })
+    }
+
+    fn decode(self) -> Result<ListenerRecord, String> {
+        let ownership = match self.ownership.as_str() {
+            "package" => Ownership::Package(PackageRef {
+                manager: self.package_manager.unwrap_or_default(),
+                name: self
+                    .package_name
+                    .ok_or("ownership `package` without a package name")?,
+                arch: self.package_arch,
+            }),
+            "unpackaged" => Ownership::Unpackaged,
+            "unknown" => Ownership::Unknown(self.ownership_detail.unwrap_or_default()),
+            "not-checked" => Ownership::NotChecked,
+            other => return Err(format!("`{}` is not an ownership", other.escape_debug())),
+        };
+        let process = match self.process_name {
+            None => None,
+            Some(name) => Some(OwnerRecord {
+                name,
+                uid: decode_u32(self.uid.ok_or("owner without a uid")?)?,
+                user: self.user,
+                exe: self.exe.map(|bytes| PathBuf::from(OsString::from_vec(bytes))),
+                exe_deleted: decode_bool(self.exe_deleted)?,
+                unit: self.unit,
+                container: self.container,
+                ownership,
+            }),
+        };
+        Ok(ListenerRecord {
+            protocol: decode_protocol(&self.protocol)?,
+            address: decode_address(&self.address)?,
+            port: decode_port(self.port)?,
+            scope: decode_scope(&self.scope)?,
+            v6only: self.v6only.map(decode_bool).transpose()?,
+            interface: self.interface,
+            inode: u64_from_bits(self.inode),
+            socket_uid: decode_u32(self.socket_uid)?,
+            netns: Netns {
+                inode: u64_from_bits(self.netns_inode),
+                name: self.netns_name,
+            },
+            pids: decode_pids(&self.pids)?,
+            process,
+        })
+    }
+}
