@@ -258,12 +258,18 @@ pub struct HostSnapshot {
     pub processes: BTreeMap<u32, Process>,
     pub redis: Vec<RedisFacts>,
     pub sshd: Vec<SshdFacts>,
+    /// Executables that live in a world-writable directory (or below one), with
+    /// the directory: exe path → directory.
+    pub writable_exe_dirs: BTreeMap<PathBuf, PathBuf>,
     pub problems: Vec<Problem>,
 }
 
 impl HostSnapshot {
     /// The processes holding a listener, in pid order.
-    pub fn owners_of<'a>(&'a self, listener: &'a Listener) -> impl Iterator<Item = &'a Process> + 'a {
+    pub fn owners_of<'a>(
+        &'a self,
+        listener: &'a Listener,
+    ) -> impl Iterator<Item = &'a Process> + 'a {
         listener
             .pids()
             .into_iter()

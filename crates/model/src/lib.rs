@@ -15,8 +15,8 @@ mod services;
 
 pub use finding::{Finding, Problem, Severity, SeverityParseError};
 pub use host::{
-    Account, FirewallVerdict, HostSnapshot, Interface, Listener, Netns, NetnsFacts, Ownership, PackageRef, Process,
-    Protocol, SocketOwner,
+    Account, FirewallVerdict, HostSnapshot, Interface, Listener, Netns, NetnsFacts, Ownership,
+    PackageRef, Process, Protocol, SocketOwner,
 };
 pub use scan::{AuthState, PortResult, PortState, ScanInfo, ServiceInfo, TlsInfo};
 pub use scope::Scope;

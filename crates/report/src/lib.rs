@@ -1,1 +1,14 @@
-//! placeholder
+//! Versioned output: the JSON documents (`perimeter.audit/1`, `perimeter.scan/1`,
+//! `perimeter.diff/1`), JSON Lines, nmap-compatible XML, and the human tables.
+//!
+//! Architecture invariant: every machine-readable document carries a `schema`
+//! string naming its format and version; a field's meaning never changes within
+//! a version (fields may be added). The serde structs here are the wire format;
+//! the domain types in `perimeter-model` know nothing of them.
+
+pub mod audit;
+mod style;
+mod time_fmt;
+
+pub use style::Style;
+pub use time_fmt::rfc3339;

@@ -1,0 +1,80 @@
+//! Builders for hand-made host snapshots in rule tests.
+
+use std::path::PathBuf;
+
+use perimeter_model::{
+    Account, HostSnapshot, Listener, Netns, Ownership, PackageRef, Process, Protocol, Scope,
+    SocketOwner,
+};
+
+pub(crate) fn process(pid: u32, ppid: u32, exe: &str, uid: u32, user: &str) -> Process {
+    let name = exe.rsplit('/').next().unwrap_or(exe).to_owned();
+    Process {
+        pid,
+        ppid,
+        comm: name.chars().take(15).collect(),
+        cmdline: vec![exe.to_owned()],
+        uid,
+        account: Some(Account {
+            name: user.to_owned(),
+            uid,
+            shell: Some("/usr/sbin/nologin".into()),
+            home: None,
+        }),
+        exe: Some(PathBuf::from(exe)),
+        exe_deleted: false,
+        cwd: Some(PathBuf::from("/")),
+        cgroup: None,
+        unit: None,
+        container: None,
+        netns_inode: Some(1),
+        ownership: Ownership::NotChecked,
+    }
+}
+
+pub(crate) fn packaged(mut process: Process, package: &str) -> Process {
+    process.ownership = Ownership::Package(PackageRef {
+        manager: "dpkg".into(),
+        name: package.into(),
+        arch: None,
+    });
+    process
+}
+
+pub(crate) fn listener(protocol: &str, address: &str, port: u16, pids: &[u32]) -> Listener {
+    let address = address
+        .parse()
+        .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+    Listener {
+        protocol: Protocol::parse(protocol).unwrap_or(Protocol::Tcp),
+        address,
+        port,
+        scope: Scope::of(address),
+        v6only: None,
+        interface: None,
+        inode: u64::from(port) * 10,
+        socket_uid: 0,
+        netns: Netns {
+            inode: 1,
+            name: "host".into(),
+        },
+        owners: pids.iter().map(|&pid| SocketOwner { pid, fd: 3 }).collect(),
+    }
+}
+
+pub(crate) fn snapshot(listeners: Vec<Listener>, processes: Vec<Process>) -> HostSnapshot {
+    HostSnapshot {
+        hostname: "testhost".into(),
+        listeners,
+        processes: processes.into_iter().map(|p| (p.pid, p)).collect(),
+        ..HostSnapshot::default()
+    }
+}
+
+/// `rule subject` lines, for compact assertions.
+pub(crate) fn summary(findings: &[perimeter_model::Finding]) -> Vec<String> {
+    findings
+        .iter()
+        .map(|f| format!("{} {} {}", f.severity, f.rule, f.subject))
+        .collect()
+}

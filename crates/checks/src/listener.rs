@@ -1,0 +1,258 @@
+//! Listener rules: `listener.unapproved`, `service.root`, `service.login-shell`.
+
+use perimeter_model::{Finding, HostSnapshot, Listener, Process, Scope, Severity};
+
+use crate::approvals::{Approvals, Verdict};
+use crate::rules::{LISTENER_UNAPPROVED, SERVICE_LOGIN_SHELL, SERVICE_ROOT};
+use crate::{CheckConfig, listener_subject};
+
+fn exposed(snapshot: &HostSnapshot) -> impl Iterator<Item = &Listener> {
+    snapshot.listeners.iter().filter(|l| l.scope.is_exposed())
+}
+
+/// Every listener beyond loopback that the approvals do not cover.
+pub(crate) fn unapproved(
+    snapshot: &HostSnapshot,
+    approvals: &Approvals,
+    config: &CheckConfig,
+) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for listener in exposed(snapshot) {
+        let owners: Vec<&Process> = snapshot.owners_of(listener).collect();
+        let verdict = approvals.verdict(listener, &owners, config.today);
+        let subject = listener_subject(snapshot, listener);
+        let mut finding = match verdict {
+            Verdict::Approved(_) => continue,
+            Verdict::Expired(entry) => Finding::new(
+                LISTENER_UNAPPROVED,
+                Severity::High,
+                &subject,
+                format!(
+                    "the approval for {subject} expired on {}",
+                    entry.expires.map(|d| d.to_string()).unwrap_or_default()
+                ),
+            )
+            .with_evidence(format!(
+                "approval at line {} by {}: {}",
+                entry.line, entry.approved_by, entry.reason
+            )),
+            Verdict::Unapproved => Finding::new(
+                LISTENER_UNAPPROVED,
+                Severity::High,
+                &subject,
+                format!(
+                    "{} listener on {} is not in the approvals file",
+                    listener.scope,
+                    listener.endpoint()
+                ),
+            ),
+        };
+        finding = finding.with_evidence(format!("scope {}", listener.scope));
+        match owners.first() {
+            Some(process) => {
+                finding = finding.with_evidence(format!(
+                    "exe {} as {}",
+                    process
+                        .exe
+                        .as_deref()
+                        .map_or_else(|| "(unknown)".into(), |p| p.display().to_string()),
+                    process.user_name()
+                ));
+            }
+            None if listener.owners.is_empty() => {
+                finding =
+                    finding.with_evidence("no process holds the socket that perimeter could see");
+            }
+            None => {}
+        }
+        if approvals.path.is_none() {
+            finding = finding.with_evidence("no approvals file was found");
+        }
+        findings.push(finding.with_remedy(
+            "confirm the listener with `perimeter approve` (and commit the approvals file), or stop it / bind it to 127.0.0.1",
+        ));
+    }
+    findings
+}
+
+fn is_privsep_daemon(process: &Process, config: &CheckConfig) -> bool {
+    let name = process.name();
+    config
+        .privsep_daemons
+        .iter()
+        .any(|daemon| *daemon == name || *daemon == process.comm)
+}
+
+/// Root processes serving beyond loopback, one finding per listener.
+pub(crate) fn root_services(snapshot: &HostSnapshot, config: &CheckConfig) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for listener in exposed(snapshot) {
+        let owners: Vec<&Process> = snapshot.owners_of(listener).collect();
+        // Only when every process holding the socket runs as root: a root master
+        // with unprivileged workers serving the connections is privilege
+        // separation already.
+        if owners.is_empty() || owners.iter().any(|p| p.uid != 0) {
+            continue;
+        }
+        if owners.iter().any(|p| is_privsep_daemon(p, config)) {
+            continue;
+        }
+        let severity = match listener.scope {
+            Scope::Public | Scope::Wildcard => Severity::High,
+            _ => Severity::Medium,
+        };
+        let process = owners[0];
+        findings.push(
+            Finding::new(
+                SERVICE_ROOT,
+                severity,
+                listener_subject(snapshot, listener),
+                format!(
+                    "{} serves {} as root",
+                    process.name(),
+                    listener.endpoint()
+                ),
+            )
+            .with_evidence(format!("uid 0 (pids {:?})", listener.pids()))
+            .with_evidence(format!(
+                "exe {}",
+                process
+                    .exe
+                    .as_deref()
+                    .map_or_else(|| "(unknown)".into(), |p| p.display().to_string())
+            ))
+            .with_remedy("run the service as a dedicated unprivileged user with no login shell (User= in its systemd unit)"),
+        );
+    }
+    findings
+}
+
+/// Non-root accounts with a login shell running listeners beyond loopback.
+pub(crate) fn login_shells(snapshot: &HostSnapshot) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for listener in exposed(snapshot) {
+        let Some(process) = snapshot
+            .owners_of(listener)
+            .find(|p| p.uid != 0 && p.account.as_ref().is_some_and(|a| a.has_login_shell()))
+        else {
+            continue;
+        };
+        let shell = process
+            .account
+            .as_ref()
+            .and_then(|a| a.shell.clone())
+            .unwrap_or_default();
+        findings.push(
+            Finding::new(
+                SERVICE_LOGIN_SHELL,
+                Severity::Medium,
+                listener_subject(snapshot, listener),
+                format!(
+                    "account {} runs {} and has the login shell {shell}",
+                    process.user_name(),
+                    listener.endpoint()
+                ),
+            )
+            .with_evidence(format!("uid {} shell {shell}", process.uid))
+            .with_remedy(format!(
+                "give the service account no shell: usermod -s /usr/sbin/nologin {}",
+                process.user_name()
+            )),
+        );
+    }
+    findings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{listener, packaged, process, snapshot, summary};
+    use perimeter_model::Account;
+
+    fn config() -> CheckConfig {
+        CheckConfig::new(time::macros::date!(2026 - 11 - 25))
+    }
+
+    #[test]
+    fn loopback_listeners_need_no_approval() {
+        let snap = snapshot(
+            vec![
+                listener("tcp", "127.0.0.1", 6379, &[5]),
+                listener("tcp", "::1", 6379, &[5]),
+                listener("tcp", "0.0.0.0", 6380, &[5]),
+                listener("udp", "198.51.100.7", 53, &[]),
+            ],
+            vec![process(5, 1, "/opt/redis/redis-server", 0, "root")],
+        );
+        let findings = unapproved(&snap, &Approvals::default(), &config());
+        assert_eq!(
+            summary(&findings),
+            vec![
+                "high listener.unapproved tcp 0.0.0.0:6380 redis-server (pid 5)",
+                "high listener.unapproved udp 198.51.100.7:53 (owner unknown)",
+            ]
+        );
+        assert!(
+            findings[1]
+                .evidence
+                .iter()
+                .any(|e| e.contains("no process holds"))
+        );
+    }
+
+    #[test]
+    fn root_services_exempt_privsep_daemons_and_unprivileged_workers() {
+        let snap = snapshot(
+            vec![
+                listener("tcp", "0.0.0.0", 22, &[2]),
+                listener("tcp", "0.0.0.0", 6379, &[3]),
+                listener("tcp", "10.0.0.5", 80, &[4, 40]),
+                listener("tcp", "10.0.0.5", 8080, &[6]),
+                listener("tcp", "127.0.0.1", 9000, &[7]),
+            ],
+            vec![
+                packaged(process(2, 1, "/usr/sbin/sshd", 0, "root"), "openssh-server"),
+                process(3, 1, "/tmp/redis-server", 0, "root"),
+                process(4, 1, "/usr/local/bin/web", 0, "root"),
+                process(40, 4, "/usr/local/bin/web", 33, "www-data"),
+                process(6, 1, "/usr/local/bin/admin", 0, "root"),
+                process(7, 1, "/usr/local/bin/local", 0, "root"),
+            ],
+        );
+        assert_eq!(
+            summary(&root_services(&snap, &config())),
+            vec![
+                "high service.root tcp 0.0.0.0:6379 redis-server (pid 3)",
+                "medium service.root tcp 10.0.0.5:8080 admin (pid 6)",
+            ]
+        );
+    }
+
+    #[test]
+    fn login_shell_only_for_non_root_exposed() {
+        let mut dev = process(8, 1, "/home/dev/app", 1000, "dev");
+        dev.account = Some(Account {
+            name: "dev".into(),
+            uid: 1000,
+            shell: Some("/bin/bash".into()),
+            home: Some("/home/dev".into()),
+        });
+        let mut local = dev.clone();
+        local.pid = 9;
+        let mut rooty = dev.clone();
+        rooty.pid = 10;
+        rooty.uid = 0;
+        let snap = snapshot(
+            vec![
+                listener("tcp", "0.0.0.0", 3000, &[8]),
+                listener("tcp", "127.0.0.1", 3001, &[9]),
+                listener("tcp", "0.0.0.0", 3002, &[10]),
+            ],
+            vec![dev, local, rooty],
+        );
+        assert_eq!(
+            summary(&login_shells(&snap)),
+            vec!["medium service.login-shell tcp 0.0.0.0:3000 app (pid 8)"]
+        );
+    }
+}

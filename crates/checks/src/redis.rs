@@ -1,0 +1,205 @@
+//! Redis rules: `redis.no-auth`, `redis.protected-mode-off`, `redis.exposed`,
+//! decided on what each running instance answered, never on a config file
+//! guessed from its path.
+
+use perimeter_model::{Finding, HostSnapshot, RedisAuth, RedisFacts, Scope, Severity};
+
+use crate::rules::{REDIS_EXPOSED, REDIS_NO_AUTH, REDIS_PROTECTED_MODE_OFF};
+
+/// The widest scope among the instance's listeners.
+fn widest_scope(snapshot: &HostSnapshot, redis: &RedisFacts) -> Scope {
+    snapshot
+        .listeners
+        .iter()
+        .filter(|l| l.netns == redis.netns && l.pids().iter().any(|pid| redis.pids.contains(pid)))
+        .map(|l| l.scope)
+        .chain(
+            // The probed endpoint itself, in case the owners could not be seen.
+            snapshot
+                .listeners
+                .iter()
+                .filter(|l| l.netns == redis.netns && l.endpoint() == redis.endpoint)
+                .map(|l| l.scope),
+        )
+        .max()
+        .unwrap_or(Scope::Loopback)
+}
+
+fn subject(redis: &RedisFacts) -> String {
+    let mut subject = format!("redis {}", redis.endpoint);
+    if let Some(pid) = redis.pids.first() {
+        subject.push_str(&format!(" (pid {pid})"));
+    }
+    if redis.netns.name != "host" {
+        subject.push_str(&format!(" in netns {}", redis.netns.name));
+    }
+    subject
+}
+
+fn version_evidence(finding: Finding, redis: &RedisFacts) -> Finding {
+    let mut finding = finding;
+    if let Some(version) = &redis.version {
+        finding = finding.with_evidence(format!("redis_version:{version}"));
+    }
+    match redis.config_file.as_deref() {
+        Some("") | None => {
+            finding.with_evidence("started without a config file (config_file is empty)")
+        }
+        Some(file) => finding.with_evidence(format!("config_file:{file}")),
+    }
+}
+
+pub(crate) fn check(snapshot: &HostSnapshot) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for redis in &snapshot.redis {
+        let scope = widest_scope(snapshot, redis);
+        let exposed = scope.is_exposed();
+        if redis.auth == RedisAuth::Open {
+            let severity = if exposed {
+                Severity::Critical
+            } else {
+                Severity::High
+            };
+            let finding = Finding::new(
+                REDIS_NO_AUTH,
+                severity,
+                subject(redis),
+                format!(
+                    "Redis on {} answers commands without a password{}",
+                    redis.endpoint,
+                    if exposed {
+                        ", and it is reachable beyond this host"
+                    } else {
+                        " (any local user or SSRF can reach it)"
+                    }
+                ),
+            )
+            .with_evidence(format!(
+                "PING to {} answered +PONG without AUTH",
+                redis.probed
+            ));
+            findings.push(
+                version_evidence(finding, redis).with_remedy(
+                    "set requirepass (or ACL users) in the config file named above and restart; bind it to 127.0.0.1",
+                ),
+            );
+        }
+        if redis.protected_mode == Some(false) {
+            let severity = if exposed && redis.auth == RedisAuth::Open {
+                Severity::High
+            } else {
+                Severity::Medium
+            };
+            let finding = Finding::new(
+                REDIS_PROTECTED_MODE_OFF,
+                severity,
+                subject(redis),
+                format!("Redis on {} runs with protected-mode off", redis.endpoint),
+            )
+            .with_evidence("CONFIG GET protected-mode: no");
+            findings.push(
+                version_evidence(finding, redis)
+                    .with_remedy("set `protected-mode yes` in the config file and restart"),
+            );
+        }
+        if exposed {
+            let mut finding = Finding::new(
+                REDIS_EXPOSED,
+                Severity::High,
+                subject(redis),
+                format!("Redis listens on {} ({scope})", redis.endpoint),
+            );
+            if let Some(bind) = &redis.bind {
+                finding = finding.with_evidence(format!("CONFIG GET bind: {bind}"));
+            }
+            findings.push(
+                version_evidence(finding, redis)
+                    .with_remedy("bind 127.0.0.1 -::1 in the config file, or firewall the port to the application hosts"),
+            );
+        }
+    }
+    findings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{listener, process, snapshot, summary};
+    use perimeter_model::Netns;
+
+    fn redis(endpoint: &str, pid: u32, auth: RedisAuth, protected: Option<bool>) -> RedisFacts {
+        RedisFacts {
+            endpoint: endpoint.into(),
+            netns: Netns {
+                inode: 1,
+                name: "host".into(),
+            },
+            pids: vec![pid],
+            probed: "127.0.0.1:6379".parse().expect("addr"),
+            auth,
+            version: Some("7.0.15".into()),
+            config_file: Some(String::new()),
+            protected_mode: protected,
+            bind: Some("* -::*".into()),
+        }
+    }
+
+    #[test]
+    fn tarball_redis_on_all_interfaces_without_password() {
+        let mut snap = snapshot(
+            vec![
+                listener("tcp", "0.0.0.0", 6379, &[3]),
+                listener("tcp", "::", 6379, &[3]),
+            ],
+            vec![process(3, 1, "/opt/redis/redis-server", 0, "root")],
+        );
+        snap.redis
+            .push(redis("tcp 0.0.0.0:6379", 3, RedisAuth::Open, Some(false)));
+        let findings = check(&snap);
+        assert_eq!(
+            summary(&findings),
+            vec![
+                "critical redis.no-auth redis tcp 0.0.0.0:6379 (pid 3)",
+                "high redis.protected-mode-off redis tcp 0.0.0.0:6379 (pid 3)",
+                "high redis.exposed redis tcp 0.0.0.0:6379 (pid 3)",
+            ]
+        );
+        assert!(
+            findings[0]
+                .evidence
+                .iter()
+                .any(|e| e == "redis_version:7.0.15")
+        );
+        assert!(
+            findings[0]
+                .evidence
+                .iter()
+                .any(|e| e.contains("without a config file"))
+        );
+    }
+
+    #[test]
+    fn loopback_redis_with_password_is_clean() {
+        let mut snap = snapshot(
+            vec![listener("tcp", "127.0.0.1", 6380, &[4])],
+            vec![process(4, 1, "/usr/bin/redis-check-rdb", 101, "redis")],
+        );
+        snap.redis
+            .push(redis("tcp 127.0.0.1:6380", 4, RedisAuth::Required, None));
+        assert!(check(&snap).is_empty());
+    }
+
+    #[test]
+    fn loopback_redis_without_password_is_high_not_exposed() {
+        let mut snap = snapshot(
+            vec![listener("tcp", "127.0.0.1", 6381, &[5])],
+            vec![process(5, 1, "/usr/bin/redis-check-rdb", 101, "redis")],
+        );
+        snap.redis
+            .push(redis("tcp 127.0.0.1:6381", 5, RedisAuth::Open, Some(true)));
+        assert_eq!(
+            summary(&check(&snap)),
+            vec!["high redis.no-auth redis tcp 127.0.0.1:6381 (pid 5)"]
+        );
+    }
+}

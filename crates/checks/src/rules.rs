@@ -1,0 +1,112 @@
+//! The catalogue of audit rules: ids, default severities and what each means.
+//! `perimeter rules` prints it; the ids are a compatibility surface (approvals,
+//! CI gates and dashboards key on them), so they never change meaning.
+
+use perimeter_model::Severity;
+
+/// One rule as documented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    pub id: &'static str,
+    /// The severity it usually fires with; some rules raise or lower it with the
+    /// evidence (a root Redis on a public address is worse than on a private one).
+    pub severity: Severity,
+    pub summary: &'static str,
+}
+
+pub const LISTENER_UNAPPROVED: &str = "listener.unapproved";
+pub const EXEC_UNPACKAGED: &str = "exec.unpackaged";
+pub const EXEC_DELETED: &str = "exec.deleted";
+pub const EXEC_WORLD_WRITABLE: &str = "exec.world-writable";
+pub const SERVICE_ROOT: &str = "service.root";
+pub const SERVICE_LOGIN_SHELL: &str = "service.login-shell";
+pub const REDIS_NO_AUTH: &str = "redis.no-auth";
+pub const REDIS_PROTECTED_MODE_OFF: &str = "redis.protected-mode-off";
+pub const REDIS_EXPOSED: &str = "redis.exposed";
+pub const SSH_ROOT_LOGIN: &str = "ssh.root-login";
+pub const SSH_PASSWORD_AUTH: &str = "ssh.password-auth";
+pub const FIREWALL_NONE: &str = "firewall.none";
+
+pub const AUDIT_RULES: &[Rule] = &[
+    Rule {
+        id: LISTENER_UNAPPROVED,
+        severity: Severity::High,
+        summary: "a listener beyond loopback that no entry in the approvals file covers",
+    },
+    Rule {
+        id: EXEC_UNPACKAGED,
+        severity: Severity::High,
+        summary: "a listening process whose executable no package installed",
+    },
+    Rule {
+        id: EXEC_DELETED,
+        severity: Severity::High,
+        summary: "a process running an executable that was deleted or replaced",
+    },
+    Rule {
+        id: EXEC_WORLD_WRITABLE,
+        severity: Severity::High,
+        summary: "a process whose executable lives in a world-writable directory (/tmp, /var/tmp, /dev/shm, ...)",
+    },
+    Rule {
+        id: SERVICE_ROOT,
+        severity: Severity::High,
+        summary: "a listener beyond loopback served by a root process (privilege-separating daemons exempt)",
+    },
+    Rule {
+        id: SERVICE_LOGIN_SHELL,
+        severity: Severity::Medium,
+        summary: "the account running a listener beyond loopback has a login shell",
+    },
+    Rule {
+        id: REDIS_NO_AUTH,
+        severity: Severity::Critical,
+        summary: "a Redis instance answers commands without authentication",
+    },
+    Rule {
+        id: REDIS_PROTECTED_MODE_OFF,
+        severity: Severity::Medium,
+        summary: "a Redis instance runs with protected-mode off",
+    },
+    Rule {
+        id: REDIS_EXPOSED,
+        severity: Severity::High,
+        summary: "a Redis instance is bound beyond loopback",
+    },
+    Rule {
+        id: SSH_ROOT_LOGIN,
+        severity: Severity::High,
+        summary: "sshd lets root log in (PermitRootLogin is not `no`) from some source addresses",
+    },
+    Rule {
+        id: SSH_PASSWORD_AUTH,
+        severity: Severity::Medium,
+        summary: "sshd accepts passwords or keyboard-interactive login from some source addresses",
+    },
+    Rule {
+        id: FIREWALL_NONE,
+        severity: Severity::High,
+        summary: "the network namespace has no default-deny inbound firewall policy",
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_and_dotted() {
+        let mut ids: Vec<&str> = AUDIT_RULES.iter().map(|r| r.id).collect();
+        ids.sort_unstable();
+        let before = ids.len();
+        ids.dedup();
+        assert_eq!(before, ids.len(), "duplicate rule id");
+        for id in ids {
+            let (family, name) = id.split_once('.').unwrap_or(("", ""));
+            assert!(
+                !family.is_empty() && !name.is_empty(),
+                "{id} is not family.name"
+            );
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! SSH rules: `ssh.root-login`, `ssh.password-auth`, on the running sshd's
+//! effective configuration per class of source address.
+
+use perimeter_model::{Finding, HostSnapshot, Severity, SshdEvaluation, SshdFacts};
+
+use crate::rules::{SSH_PASSWORD_AUTH, SSH_ROOT_LOGIN};
+
+fn subject(sshd: &SshdFacts) -> String {
+    format!("sshd (pid {}) {}", sshd.pid, sshd.config_file.display())
+}
+
+/// Whether any of the daemon's listening sockets reaches beyond loopback.
+/// Unknown (no listener attributed) counts as exposed: better a finding too
+/// many than a root login missed.
+fn exposed(snapshot: &HostSnapshot, sshd: &SshdFacts) -> bool {
+    let mut listeners = snapshot
+        .listeners
+        .iter()
+        .filter(|l| l.pids().contains(&sshd.pid))
+        .peekable();
+    if listeners.peek().is_none() {
+        return true;
+    }
+    listeners.any(|l| l.scope.is_exposed())
+}
+
+fn root_severity(value: &str) -> Severity {
+    match value {
+        "yes" => Severity::High,
+        "forced-commands-only" => Severity::Low,
+        // prohibit-password and its old spelling: root with a key.
+        _ => Severity::Medium,
+    }
+}
+
+fn lower(severity: Severity) -> Severity {
+    match severity {
+        Severity::Critical => Severity::High,
+        Severity::High => Severity::Medium,
+        Severity::Medium => Severity::Low,
+        Severity::Low | Severity::Info => Severity::Info,
+    }
+}
+
+fn describe(evaluations: &[&SshdEvaluation], value: impl Fn(&SshdEvaluation) -> String) -> String {
+    evaluations
+        .iter()
+        .map(|e| format!("{} from {}", value(e), e.sources))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+pub(crate) fn check(snapshot: &HostSnapshot) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for sshd in &snapshot.sshd {
+        let exposed = exposed(snapshot, sshd);
+        let adjust = |severity| if exposed { severity } else { lower(severity) };
+
+        let root: Vec<&SshdEvaluation> = sshd
+            .evaluations
+            .iter()
+            .filter(|e| e.permit_root_login != "no")
+            .collect();
+        if let Some(worst) = root
+            .iter()
+            .map(|e| root_severity(&e.permit_root_login))
+            .max()
+        {
+            let mut finding = Finding::new(
+                SSH_ROOT_LOGIN,
+                adjust(worst),
+                subject(sshd),
+                format!(
+                    "root may log in: PermitRootLogin {}",
+                    describe(&root, |e| e.permit_root_login.clone())
+                ),
+            );
+            for e in &root {
+                finding = finding.with_evidence(format!(
+                    "{}: permitrootlogin {} ({})",
+                    e.sources, e.permit_root_login, e.criteria
+                ));
+            }
+            findings.push(
+                finding
+                    .with_evidence(format!("evaluated with {}", sshd.method))
+                    .with_remedy(
+                        "set `PermitRootLogin no`, and if root must log in from an admin network, allow it only in a `Match Address` block for that network",
+                    ),
+            );
+        }
+
+        let passwords: Vec<&SshdEvaluation> = sshd
+            .evaluations
+            .iter()
+            .filter(|e| e.password_authentication || e.kbd_interactive_authentication)
+            .collect();
+        if !passwords.is_empty() {
+            let empty = passwords.iter().any(|e| e.permit_empty_passwords);
+            let severity = if empty {
+                Severity::Critical
+            } else {
+                Severity::Medium
+            };
+            let mut finding = Finding::new(
+                SSH_PASSWORD_AUTH,
+                adjust(severity),
+                subject(sshd),
+                format!(
+                    "sshd accepts passwords: {}",
+                    describe(&passwords, |e| {
+                        let mut methods = Vec::new();
+                        if e.password_authentication {
+                            methods.push("password");
+                        }
+                        if e.kbd_interactive_authentication {
+                            methods.push("keyboard-interactive");
+                        }
+                        methods.join(" and ")
+                    })
+                ),
+            );
+            for e in &passwords {
+                finding = finding.with_evidence(format!(
+                    "{}: passwordauthentication {} kbdinteractiveauthentication {}{} ({})",
+                    e.sources,
+                    yes_no(e.password_authentication),
+                    yes_no(e.kbd_interactive_authentication),
+                    if e.permit_empty_passwords {
+                        " permitemptypasswords yes"
+                    } else {
+                        ""
+                    },
+                    e.criteria
+                ));
+            }
+            findings.push(
+                finding
+                    .with_evidence(format!("evaluated with {}", sshd.method))
+                    .with_remedy("set `PasswordAuthentication no` and `KbdInteractiveAuthentication no`; use keys"),
+            );
+        }
+    }
+    findings
+}
+
+fn yes_no(value: bool) -> &'static str {
+    if value { "yes" } else { "no" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{listener, process, snapshot, summary};
+
+    fn evaluation(sources: &str, root: &str, password: bool) -> SshdEvaluation {
+        SshdEvaluation {
+            sources: sources.into(),
+            criteria: format!("user=root,addr={sources}"),
+            permit_root_login: root.into(),
+            password_authentication: password,
+            kbd_interactive_authentication: false,
+            permit_empty_passwords: false,
+        }
+    }
+
+    fn sshd(evaluations: Vec<SshdEvaluation>) -> SshdFacts {
+        SshdFacts {
+            pid: 2,
+            exe: Some("/usr/sbin/sshd".into()),
+            config_file: "/etc/ssh/sshd_config".into(),
+            method: "sshd -T".into(),
+            evaluations,
+        }
+    }
+
+    #[test]
+    fn says_for_which_sources_root_may_log_in() {
+        let mut snap = snapshot(
+            vec![listener("tcp", "0.0.0.0", 22, &[2])],
+            vec![process(2, 1, "/usr/sbin/sshd", 0, "root")],
+        );
+        snap.sshd.push(sshd(vec![
+            evaluation("198.51.100.0/24", "yes", false),
+            evaluation("any other address", "no", false),
+        ]));
+        let findings = check(&snap);
+        assert_eq!(
+            summary(&findings),
+            vec!["high ssh.root-login sshd (pid 2) /etc/ssh/sshd_config"]
+        );
+        assert_eq!(
+            findings[0].message,
+            "root may log in: PermitRootLogin yes from 198.51.100.0/24"
+        );
+    }
+
+    #[test]
+    fn hardened_sshd_is_clean_and_loopback_is_lowered() {
+        let mut snap = snapshot(
+            vec![listener("tcp", "127.0.0.1", 22, &[2])],
+            vec![process(2, 1, "/usr/sbin/sshd", 0, "root")],
+        );
+        snap.sshd
+            .push(sshd(vec![evaluation("any other address", "no", false)]));
+        assert!(check(&snap).is_empty());
+        snap.sshd[0]
+            .evaluations
+            .push(evaluation("198.51.100.0/24", "prohibit-password", true));
+        assert_eq!(
+            summary(&check(&snap)),
+            vec![
+                "low ssh.root-login sshd (pid 2) /etc/ssh/sshd_config",
+                "low ssh.password-auth sshd (pid 2) /etc/ssh/sshd_config",
+            ]
+        );
+    }
+}

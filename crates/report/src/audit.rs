@@ -1,0 +1,531 @@
+//! The audit report: `perimeter.audit/1` JSON and the human table.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use comfy_table::Color;
+use perimeter_model::{
+    Finding, FirewallVerdict, HostSnapshot, Listener, Ownership, Problem, Process, Severity,
+};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::style::Style;
+use crate::time_fmt::rfc3339;
+
+/// The schema string of the audit document.
+pub const SCHEMA: &str = "perimeter.audit/1";
+
+/// Whether a listener is covered by the approvals file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApprovalStatus {
+    /// Loopback listeners need no approval.
+    NotNeeded,
+    /// Approved by the entry described.
+    Approved(String),
+    /// Only an expired entry matches.
+    Expired(String),
+    Unapproved,
+}
+
+/// Everything the audit report shows.
+#[derive(Debug)]
+pub struct AuditView<'a> {
+    pub snapshot: &'a HostSnapshot,
+    /// Worst first.
+    pub findings: &'a [Finding],
+    /// One per listener, same order as `snapshot.listeners`.
+    pub approvals: &'a [ApprovalStatus],
+    pub approvals_file: Option<&'a Path>,
+    pub taken_at: OffsetDateTime,
+    /// `netlink` or `/proc/net`.
+    pub socket_source: &'a str,
+    pub perimeter_version: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+struct Document<'a> {
+    schema: &'static str,
+    host: HostJson<'a>,
+    listeners: Vec<ListenerJson>,
+    findings: Vec<FindingJson<'a>>,
+    problems: Vec<ProblemJson<'a>>,
+    summary: SummaryJson,
+}
+
+#[derive(Debug, Serialize)]
+struct HostJson<'a> {
+    hostname: &'a str,
+    taken_at: String,
+    perimeter_version: &'a str,
+    socket_source: &'a str,
+    approvals_file: Option<String>,
+    namespaces: Vec<NamespaceJson<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct NamespaceJson<'a> {
+    name: &'a str,
+    inode: u64,
+    interfaces: Vec<InterfaceJson<'a>>,
+    firewall: FirewallJson<'a>,
+}
+
+#[derive(Debug, Serialize)]
+struct InterfaceJson<'a> {
+    name: &'a str,
+    address: String,
+    prefix_len: u8,
+}
+
+#[derive(Debug, Serialize)]
+struct FirewallJson<'a> {
+    /// `default-deny`, `open` or `unknown`.
+    verdict: &'static str,
+    evidence: Vec<&'a str>,
+}
+
+#[derive(Debug, Serialize)]
+struct ListenerJson {
+    protocol: &'static str,
+    address: String,
+    port: u16,
+    scope: &'static str,
+    /// Whether IPv4 clients reach it (true for `[::]` without IPV6_V6ONLY).
+    accepts_ipv4: bool,
+    v6only: Option<bool>,
+    interface: Option<String>,
+    netns: String,
+    inode: u64,
+    pids: Vec<u32>,
+    process: Option<String>,
+    user: Option<String>,
+    uid: Option<u32>,
+    exe: Option<String>,
+    exe_deleted: bool,
+    /// The owning package, `null` when unpackaged or unknown (see `ownership`).
+    package: Option<String>,
+    /// `package`, `unpackaged`, `unknown` or `unattributed` (no process seen).
+    ownership: &'static str,
+    cmdline: Option<String>,
+    unit: Option<String>,
+    container: Option<String>,
+    approval: ApprovalJson,
+}
+
+#[derive(Debug, Serialize)]
+struct ApprovalJson {
+    /// `approved`, `expired`, `unapproved` or `not-needed` (loopback).
+    status: &'static str,
+    entry: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct FindingJson<'a> {
+    rule: &'a str,
+    severity: &'static str,
+    subject: &'a str,
+    message: &'a str,
+    evidence: &'a [String],
+    remedy: &'a str,
+}
+
+impl<'a> FindingJson<'a> {
+    pub(crate) fn new(finding: &'a Finding) -> Self {
+        FindingJson {
+            rule: &finding.rule,
+            severity: finding.severity.as_str(),
+            subject: &finding.subject,
+            message: &finding.message,
+            evidence: &finding.evidence,
+            remedy: &finding.remedy,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct ProblemJson<'a> {
+    subject: &'a str,
+    message: &'a str,
+    hint: Option<&'a str>,
+}
+
+#[derive(Debug, Serialize)]
+struct SummaryJson {
+    listeners: usize,
+    exposed: usize,
+    unapproved: usize,
+    findings: BTreeMap<&'static str, usize>,
+    problems: usize,
+}
+
+/// Command-line words that carry a secret in the next word (or after `=`).
+const SECRET_FLAGS: &[&str] = &["pass", "secret", "token", "auth", "key", "credential"];
+
+/// The command line with the values of password-like options replaced, so a
+/// `redis-server --requirepass hunter2` never leaks through a report.
+pub fn redacted_cmdline(cmdline: &[String]) -> String {
+    let is_secret_flag = |word: &str| {
+        let lower = word.to_ascii_lowercase();
+        lower.starts_with('-') && SECRET_FLAGS.iter().any(|s| lower.contains(s))
+    };
+    let mut out = Vec::with_capacity(cmdline.len());
+    let mut hide_next = false;
+    for word in cmdline {
+        if hide_next {
+            out.push("***".to_owned());
+            hide_next = false;
+            continue;
+        }
+        if let Some((flag, _)) = word.split_once('=') {
+            if is_secret_flag(flag) {
+                out.push(format!("{flag}=***"));
+                continue;
+            }
+        }
+        hide_next = is_secret_flag(word);
+        out.push(word.clone());
+    }
+    out.join(" ")
+}
+
+fn ownership_label(listener: &Listener, owner: Option<&Process>) -> &'static str {
+    match owner.map(|p| &p.ownership) {
+        _ if listener.owners.is_empty() => "unattributed",
+        Some(Ownership::Package(_)) => "package",
+        Some(Ownership::Unpackaged) => "unpackaged",
+        Some(Ownership::Unknown(_)) | Some(Ownership::NotChecked) | None => "unknown",
+    }
+}
+
+fn listener_json(
+    snapshot: &HostSnapshot,
+    listener: &Listener,
+    approval: &ApprovalStatus,
+) -> ListenerJson {
+    let owner = snapshot.main_owner(listener);
+    let (status, entry) = match approval {
+        ApprovalStatus::NotNeeded => ("not-needed", None),
+        ApprovalStatus::Approved(entry) => ("approved", Some(entry.clone())),
+        ApprovalStatus::Expired(entry) => ("expired", Some(entry.clone())),
+        ApprovalStatus::Unapproved => ("unapproved", None),
+    };
+    ListenerJson {
+        protocol: listener.protocol.as_str(),
+        address: listener.address.to_string(),
+        port: listener.port,
+        scope: listener.scope.as_str(),
+        accepts_ipv4: listener.accepts_ipv4(),
+        v6only: listener.v6only,
+        interface: listener.interface.clone(),
+        netns: listener.netns.name.clone(),
+        inode: listener.inode,
+        pids: listener.pids(),
+        process: owner.map(Process::name),
+        user: owner.map(Process::user_name),
+        uid: owner.map(|p| p.uid),
+        exe: owner.and_then(|p| p.exe.as_ref().map(|e| e.display().to_string())),
+        exe_deleted: owner.is_some_and(|p| p.exe_deleted),
+        package: owner.and_then(|p| p.ownership.package().map(ToString::to_string)),
+        ownership: ownership_label(listener, owner),
+        cmdline: owner.map(|p| redacted_cmdline(&p.cmdline)),
+        unit: owner.and_then(|p| p.unit.clone()),
+        container: owner.and_then(|p| p.container.clone()),
+        approval: ApprovalJson { status, entry },
+    }
+}
+
+fn severity_counts(findings: &[Finding]) -> BTreeMap<&'static str, usize> {
+    let mut counts: BTreeMap<&'static str, usize> =
+        Severity::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+    for finding in findings {
+        *counts.entry(finding.severity.as_str()).or_default() += 1;
+    }
+    counts
+}
+
+/// The `perimeter.audit/1` document.
+pub fn to_json(view: &AuditView<'_>) -> serde_json::Value {
+    let snapshot = view.snapshot;
+    let listeners: Vec<ListenerJson> = snapshot
+        .listeners
+        .iter()
+        .enumerate()
+        .map(|(idx, listener)| {
+            let approval = view
+                .approvals
+                .get(idx)
+                .cloned()
+                .unwrap_or(ApprovalStatus::Unapproved);
+            listener_json(snapshot, listener, &approval)
+        })
+        .collect();
+    let document = Document {
+        schema: SCHEMA,
+        host: HostJson {
+            hostname: &snapshot.hostname,
+            taken_at: rfc3339(view.taken_at),
+            perimeter_version: view.perimeter_version,
+            socket_source: view.socket_source,
+            approvals_file: view.approvals_file.map(|p| p.display().to_string()),
+            namespaces: snapshot
+                .namespaces
+                .iter()
+                .map(|ns| NamespaceJson {
+                    name: &ns.netns.name,
+                    inode: ns.netns.inode,
+                    interfaces: ns
+                        .interfaces
+                        .iter()
+                        .map(|i| InterfaceJson {
+                            name: &i.name,
+                            address: i.address.to_string(),
+                            prefix_len: i.prefix_len,
+                        })
+                        .collect(),
+                    firewall: match &ns.firewall {
+                        FirewallVerdict::DefaultDeny { evidence } => FirewallJson {
+                            verdict: "default-deny",
+                            evidence: evidence.iter().map(String::as_str).collect(),
+                        },
+                        FirewallVerdict::Open { evidence } => FirewallJson {
+                            verdict: "open",
+                            evidence: evidence.iter().map(String::as_str).collect(),
+                        },
+                        FirewallVerdict::Unknown(reason) => FirewallJson {
+                            verdict: "unknown",
+                            evidence: vec![reason.as_str()],
+                        },
+                    },
+                })
+                .collect(),
+        },
+        summary: SummaryJson {
+            listeners: snapshot.listeners.len(),
+            exposed: snapshot
+                .listeners
+                .iter()
+                .filter(|l| l.scope.is_exposed())
+                .count(),
+            unapproved: view
+                .approvals
+                .iter()
+                .filter(|a| matches!(a, ApprovalStatus::Unapproved | ApprovalStatus::Expired(_)))
+                .count(),
+            findings: severity_counts(view.findings),
+            problems: snapshot.problems.len(),
+        },
+        listeners,
+        findings: view.findings.iter().map(FindingJson::new).collect(),
+        problems: snapshot
+            .problems
+            .iter()
+            .map(|p: &Problem| ProblemJson {
+                subject: &p.subject,
+                message: &p.message,
+                hint: p.hint.as_deref(),
+            })
+            .collect(),
+    };
+    serde_json::to_value(&document).unwrap_or(serde_json::Value::Null)
+}
+
+/// The human report: a header line, the listener table (beyond-loopback first),
+/// the findings worst first, and the problems.
+pub fn to_human(view: &AuditView<'_>, style: Style) -> String {
+    let snapshot = view.snapshot;
+    let mut out = String::new();
+    let n_exposed = snapshot
+        .listeners
+        .iter()
+        .filter(|l| l.scope.is_exposed())
+        .count();
+    let _ = writeln!(
+        out,
+        "{} {} at {}: {} listeners, {} beyond loopback (sockets from {})",
+        style.bold("perimeter audit of"),
+        style.bold(&snapshot.hostname),
+        rfc3339(view.taken_at),
+        snapshot.listeners.len(),
+        n_exposed,
+        view.socket_source,
+    );
+    let _ = writeln!(out);
+
+    let mut order: Vec<usize> = (0..snapshot.listeners.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (la, lb) = (&snapshot.listeners[a], &snapshot.listeners[b]);
+        lb.scope
+            .cmp(&la.scope)
+            .then(la.port.cmp(&lb.port))
+            .then(la.protocol.cmp(&lb.protocol))
+            .then(la.address.cmp(&lb.address))
+    });
+    let show_netns = snapshot.listeners.iter().any(|l| l.netns.name != "host");
+    let mut table = style.table();
+    let mut header = vec![
+        "SCOPE", "PROTO", "ADDRESS", "PORT", "PROCESS", "USER", "PACKAGE", "APPROVED",
+    ];
+    if show_netns {
+        header.insert(0, "NETNS");
+    }
+    table.set_header(header.into_iter().map(|h| style.cell(h, None)));
+    for idx in order {
+        let listener = &snapshot.listeners[idx];
+        let owner = snapshot.main_owner(listener);
+        let exposed = listener.scope.is_exposed();
+        let dim = if exposed { None } else { Some(Color::DarkGrey) };
+        let process = match owner {
+            Some(p) => {
+                let n = listener.pids().len();
+                let mut label = format!("{} ({})", p.name(), p.pid);
+                if n > 1 {
+                    let _ = write!(label, " +{}", n - 1);
+                }
+                if p.exe_deleted {
+                    label.push_str(" DELETED");
+                }
+                label
+            }
+            None => "?".to_owned(),
+        };
+        let (package, package_color) = match owner.map(|p| &p.ownership) {
+            Some(Ownership::Package(pkg)) => (pkg.name.clone(), dim),
+            Some(Ownership::Unpackaged) => ("UNPACKAGED".to_owned(), Some(Color::Red)),
+            Some(Ownership::Unknown(_)) | Some(Ownership::NotChecked) => ("?".to_owned(), dim),
+            None => ("?".to_owned(), dim),
+        };
+        let user = owner.map(Process::user_name).unwrap_or_else(|| "?".into());
+        let user_color = if owner.is_some_and(|p| p.uid == 0) && exposed {
+            Some(Color::Yellow)
+        } else {
+            dim
+        };
+        let (approved, approved_color) = match view.approvals.get(idx) {
+            Some(ApprovalStatus::NotNeeded) => ("-", dim),
+            Some(ApprovalStatus::Approved(_)) => ("yes", Some(Color::Green)),
+            Some(ApprovalStatus::Expired(_)) => ("EXPIRED", Some(Color::Red)),
+            Some(ApprovalStatus::Unapproved) | None => ("NO", Some(Color::Red)),
+        };
+        let scope_color = if exposed { Some(Color::Yellow) } else { dim };
+        let address = match listener.address {
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+            v4 => v4.to_string(),
+        };
+        let mut row = vec![
+            style.cell(listener.scope, scope_color),
+            style.cell(listener.protocol, dim),
+            style.cell(address, dim),
+            style.cell(listener.port, dim),
+            style.cell(process, dim),
+            style.cell(user, user_color),
+            style.cell(package, package_color),
+            style.cell(approved, approved_color),
+        ];
+        if show_netns {
+            row.insert(0, style.cell(&listener.netns.name, dim));
+        }
+        table.add_row(row);
+    }
+    if snapshot.listeners.is_empty() {
+        let _ = writeln!(out, "no listening sockets");
+    } else {
+        let _ = writeln!(out, "{table}");
+    }
+
+    let _ = writeln!(out);
+    if view.findings.is_empty() {
+        let _ = writeln!(out, "{}", style.paint("no findings", Color::Green));
+    } else {
+        let counts: Vec<String> = Severity::ALL
+            .iter()
+            .rev()
+            .filter_map(|sev| {
+                let n = view.findings.iter().filter(|f| f.severity == *sev).count();
+                (n > 0).then(|| format!("{n} {sev}"))
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "{} ({})",
+            style.bold(&format!("{} findings", view.findings.len())),
+            counts.join(", ")
+        );
+        for finding in view.findings {
+            out.push_str(&finding_text(finding, style));
+        }
+    }
+    if !snapshot.problems.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{}",
+            style.bold(&format!(
+                "{} problems (the report may be incomplete)",
+                snapshot.problems.len()
+            ))
+        );
+        for problem in &snapshot.problems {
+            let _ = writeln!(out, "  {}: {}", problem.subject, problem.message);
+            if let Some(hint) = &problem.hint {
+                let _ = writeln!(
+                    out,
+                    "    {}",
+                    style.paint(&format!("hint: {hint}"), Color::DarkGrey)
+                );
+            }
+        }
+    }
+    out
+}
+
+/// One finding as an indented block: severity, rule, subject; then the message,
+/// the evidence and the remedy.
+pub(crate) fn finding_text(finding: &Finding, style: Style) -> String {
+    let mut out = String::new();
+    let severity = format!("{:<8}", finding.severity.as_str().to_ascii_uppercase());
+    let _ = writeln!(
+        out,
+        "{} {}  {}",
+        style.paint(&severity, Style::severity_color(finding.severity)),
+        style.bold(&finding.rule),
+        finding.subject
+    );
+    let _ = writeln!(out, "         {}", finding.message);
+    for evidence in &finding.evidence {
+        let _ = writeln!(
+            out,
+            "         {}",
+            style.paint(&format!("- {evidence}"), Color::DarkGrey)
+        );
+    }
+    if !finding.remedy.is_empty() {
+        let _ = writeln!(out, "         fix: {}", finding.remedy);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted_from_command_lines() {
+        let words = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
+        assert_eq!(
+            redacted_cmdline(&words(
+                "redis-server --port 6379 --requirepass hunter2 --bind 0.0.0.0"
+            )),
+            "redis-server --port 6379 --requirepass *** --bind 0.0.0.0"
+        );
+        assert_eq!(
+            redacted_cmdline(&words("app --db-password=s3cret --api-token tok -v")),
+            "app --db-password=*** --api-token *** -v"
+        );
+        assert_eq!(
+            redacted_cmdline(&words("sshd -D -f /etc/ssh/x")),
+            "sshd -D -f /etc/ssh/x"
+        );
+    }
+}
