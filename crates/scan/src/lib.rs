@@ -1,1 +1,37 @@
-//! Not written yet.
+//! `perimeter scan`: outside-in TCP connect scanning of address ranges, fast or
+//! slow and quiet, with service identification of open ports.
+//!
+//! The pieces, in the order a scan uses them: [`targets`] parses and resolves
+//! the scope into a [`TargetSet`]; [`ports`] parses the port list; a seeded
+//! [`Permutation`] orders the (address, port) pairs; [`rate`] holds every
+//! connection attempt under a ceiling; [`transport`] puts the network behind a
+//! trait; [`engine`] runs the scan and streams [`ScanEvent`]s; [`identify`] drives
+//! `perimeter-probe`'s protocol probes on open ports.
+//!
+//! Architecture invariant: packets go only to addresses of the [`TargetSet`], and
+//! never to an excluded one (the set subtracts exclusions, and the engine checks
+//! again before each connection). Every byte read goes to a probe with a cap and
+//! a timeout.
+
+pub mod engine;
+pub mod identify;
+pub mod permutation;
+pub mod ports;
+pub mod rate;
+pub mod targets;
+mod top_ports;
+pub mod transport;
+
+pub use engine::{
+    Profile, ProfileDefaults, ProfileParseError, ScanError, ScanEvent, ScanOptions, ScanOutcome,
+    ScanPlan, Settings, SpreadSchedule, StateCounts, fd_budget, raise_fd_limit, run,
+};
+pub use identify::{IdentifySettings, ProbeCatalog, SharedCatalog, no_probes};
+pub use permutation::Permutation;
+pub use ports::{PortError, PortSet};
+pub use rate::{RateLimit, RateLimiter};
+pub use targets::{
+    AddressRange, Resolver, StaticResolver, SystemResolver, TargetError, TargetRequest, TargetSet,
+    TargetSpec, Targets, parse_target, parse_target_list, read_target_file, resolve_targets,
+};
+pub use transport::{Connect, FilterCause, TcpTransport, Transport};

@@ -1,0 +1,974 @@
+//! The connect scan: profiles and options, the launch loop over the permutation,
+//! per-port retries and states, identification of open ports, progress, and
+//! cancellation.
+//!
+//! The launch loop walks the seeded permutation of the (address, port) index
+//! space and starts one task per pair under a semaphore (the concurrency limit,
+//! which is also the most sockets held at once). Each task takes a rate token
+//! before every connection attempt, retries an attempt that got no answer (a
+//! port is filtered only after the retries are spent, as in nmap), and for an
+//! open port runs identification under one deadline. Results stream out as
+//! [`ScanEvent`]s as they are decided; the returned [`ScanOutcome`] holds the
+//! `ScanInfo` and the counts.
+//!
+//! Port states follow nmap's connect scan: open when the handshake completes,
+//! closed on a RST, filtered on an ICMP unreachable or when every attempt went
+//! unanswered. A local error (out of descriptors or ephemeral ports) is not a
+//! state: the task backs off and tries again, and reports a problem if it keeps
+//! failing.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use perimeter_model::{PortResult, PortState, Problem, Protocol, ScanInfo};
+use rand::{RngExt as _, SeedableRng as _};
+use rand_chacha::ChaCha8Rng;
+use time::OffsetDateTime;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::identify::{self, IdentifySettings, SharedCatalog};
+use crate::permutation::Permutation;
+use crate::ports::PortSet;
+use crate::rate::{RateLimit, RateLimiter};
+use crate::targets::Targets;
+use crate::transport::{Connect, FilterCause, Transport};
+
+/// How hard a scan pushes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Profile {
+    /// As fast as the machine and network allow: high concurrency bounded by file
+    /// descriptors, a short timeout adapted to the observed round-trip time, one
+    /// retry.
+    Fast,
+    /// The default: a moderate rate and concurrency, two retries.
+    #[default]
+    Normal,
+    /// Low rate, random jitter between probes, few probes per open port; with a
+    /// `spread`, paced to finish near the end of the window.
+    Stealth,
+}
+
+impl Profile {
+    pub const ALL: [Profile; 3] = [Profile::Fast, Profile::Normal, Profile::Stealth];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Fast => "fast",
+            Profile::Normal => "normal",
+            Profile::Stealth => "stealth",
+        }
+    }
+
+    /// The profile's own values, before options override them.
+    pub fn defaults(self) -> ProfileDefaults {
+        match self {
+            Profile::Fast => ProfileDefaults {
+                rate: 20_000.0,
+                burst: 200,
+                jitter: 0.0,
+                concurrency: 2048,
+                timeout: Duration::from_secs(1),
+                min_timeout: Some(Duration::from_millis(250)),
+                retries: 1,
+                banner_wait: Duration::from_millis(700),
+                port_deadline: Duration::from_secs(5),
+                max_probes: usize::MAX,
+            },
+            Profile::Normal => ProfileDefaults {
+                rate: 1_000.0,
+                burst: 20,
+                jitter: 0.0,
+                concurrency: 256,
+                timeout: Duration::from_secs(2),
+                min_timeout: None,
+                retries: 2,
+                banner_wait: Duration::from_secs(2),
+                port_deadline: Duration::from_secs(10),
+                max_probes: usize::MAX,
+            },
+            Profile::Stealth => ProfileDefaults {
+                rate: 2.0,
+                burst: 1,
+                jitter: 1.0,
+                concurrency: 8,
+                timeout: Duration::from_secs(3),
+                min_timeout: None,
+                retries: 1,
+                banner_wait: Duration::from_secs(3),
+                port_deadline: Duration::from_secs(20),
+                max_probes: 2,
+            },
+        }
+    }
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The text was not a profile name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown scan profile `{0}` (expected fast, normal or stealth)")]
+pub struct ProfileParseError(pub String);
+
+impl FromStr for Profile {
+    type Err = ProfileParseError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Profile::ALL
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(text.trim()))
+            .ok_or_else(|| ProfileParseError(text.to_owned()))
+    }
+}
+
+/// A profile's values.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProfileDefaults {
+    pub rate: f64,
+    pub burst: u32,
+    pub jitter: f64,
+    pub concurrency: usize,
+    /// The connect timeout (with `min_timeout`, the upper bound of the adaptive one).
+    pub timeout: Duration,
+    /// When set, the connect timeout adapts to the observed round-trip time
+    /// (srtt + 4 × rttvar, as TCP does) between this and `timeout`.
+    pub min_timeout: Option<Duration>,
+    pub retries: u32,
+    pub banner_wait: Duration,
+    pub port_deadline: Duration,
+    pub max_probes: usize,
+}
+
+/// What the caller asks for: a profile, and explicit values that override it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScanOptions {
+    pub profile: Profile,
+    /// Connection attempts per second, a hard ceiling.
+    pub rate: Option<f64>,
+    /// Connections in flight at once (also capped by the open-file limit).
+    pub concurrency: Option<usize>,
+    /// Connect timeout; an explicit value turns off the fast profile's adaptation.
+    pub timeout: Option<Duration>,
+    /// Extra attempts for a port that did not answer.
+    pub retries: Option<u32>,
+    /// Pace the scan so it finishes near the end of this window.
+    pub spread: Option<Duration>,
+    /// Random extra delay between probes, as a fraction of the interval.
+    pub jitter: Option<f64>,
+    /// The permutation seed; random when not given. Recorded in `ScanInfo`.
+    pub seed: Option<u64>,
+    /// Run service identification on open ports.
+    pub identify: bool,
+    /// How long to wait for a banner or an answer (each read).
+    pub banner_wait: Option<Duration>,
+    /// The most time identification may spend on one port.
+    pub port_deadline: Option<Duration>,
+    pub max_probes_per_port: Option<usize>,
+    /// How often a `Progress` event is sent.
+    pub progress_interval: Duration,
+    /// Raise `RLIMIT_NOFILE` to the hard limit before scanning.
+    pub raise_fd_limit: bool,
+}
+
+impl Default for ScanOptions {
+    fn default() -> Self {
+        ScanOptions::new(Profile::Normal)
+    }
+}
+
+impl ScanOptions {
+    pub fn new(profile: Profile) -> ScanOptions {
+        ScanOptions {
+            profile,
+            rate: None,
+            concurrency: None,
+            timeout: None,
+            retries: None,
+            spread: None,
+            jitter: None,
+            seed: None,
+            identify: true,
+            banner_wait: None,
+            port_deadline: None,
+            max_probes_per_port: None,
+            progress_interval: Duration::from_millis(500),
+            raise_fd_limit: true,
+        }
+    }
+
+    /// The concrete settings for a scan of `n_pairs` (address, port) pairs, with
+    /// at most `fd_budget` sockets open at once.
+    pub fn settings(&self, n_pairs: u64, fd_budget: Option<usize>) -> Result<Settings, ScanError> {
+        let defaults = self.profile.defaults();
+        let invalid =
+            |name: &'static str, reason: &'static str| ScanError::InvalidOption { name, reason };
+        if self
+            .rate
+            .is_some_and(|rate| !(rate.is_finite() && rate > 0.0))
+        {
+            return Err(invalid(
+                "rate",
+                "must be a positive number of probes per second",
+            ));
+        }
+        if self.concurrency == Some(0) {
+            return Err(invalid("concurrency", "must be at least 1"));
+        }
+        if self.timeout.is_some_and(|t| t.is_zero()) {
+            return Err(invalid("timeout", "must be longer than zero"));
+        }
+        if self.spread.is_some_and(|s| s.is_zero()) {
+            return Err(invalid("spread", "must be longer than zero"));
+        }
+        if self
+            .jitter
+            .is_some_and(|j| !(j.is_finite() && (0.0..=10.0).contains(&j)))
+        {
+            return Err(invalid("jitter", "must be between 0 and 10"));
+        }
+        if self.max_probes_per_port == Some(0) && self.identify {
+            return Err(invalid(
+                "max-probes-per-port",
+                "must be at least 1 when identification is on",
+            ));
+        }
+
+        let timeout = self.timeout.unwrap_or(defaults.timeout);
+        let min_timeout = match self.timeout {
+            Some(_) => None,
+            None => defaults.min_timeout,
+        };
+        let retries = self.retries.unwrap_or(defaults.retries);
+        let port_deadline = self.port_deadline.unwrap_or(defaults.port_deadline);
+        let jitter = self.jitter.unwrap_or(defaults.jitter);
+
+        // With a spread, the schedule sets the pace; the ceiling leaves room for
+        // retries and identification connections on top of it.
+        let schedule = self.spread.map(|spread| {
+            let tail = (timeout * (retries + 1))
+                + if self.identify {
+                    port_deadline
+                } else {
+                    Duration::ZERO
+                };
+            let window = spread.saturating_sub(tail.min(spread / 2));
+            SpreadSchedule { spread, window }
+        });
+        let per_second = match (self.rate, schedule) {
+            (Some(rate), _) => rate,
+            (None, Some(schedule)) => {
+                (2.0 * n_pairs as f64 / schedule.window.as_secs_f64()).max(0.01)
+            }
+            (None, None) => defaults.rate,
+        };
+        let requested_concurrency = self.concurrency.unwrap_or(defaults.concurrency);
+        let concurrency = match fd_budget {
+            Some(budget) => requested_concurrency.min(budget).max(1),
+            None => requested_concurrency,
+        };
+        Ok(Settings {
+            profile: self.profile,
+            rate: RateLimit {
+                per_second,
+                burst: defaults.burst,
+                jitter,
+            },
+            concurrency,
+            requested_concurrency,
+            timeout,
+            min_timeout,
+            retries,
+            schedule,
+            identify: self.identify,
+            identify_settings: IdentifySettings {
+                read_timeout: self.banner_wait.unwrap_or(defaults.banner_wait),
+                connect_timeout: timeout,
+                max_probes: self.max_probes_per_port.unwrap_or(defaults.max_probes),
+            },
+            port_deadline,
+            seed: self.seed.unwrap_or_else(rand::random),
+            progress_interval: self.progress_interval.max(Duration::from_millis(10)),
+        })
+    }
+}
+
+/// When to launch first attempts so a scan ends near the end of its spread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpreadSchedule {
+    /// The window the caller asked for.
+    pub spread: Duration,
+    /// The part of it first attempts are spread over: the spread less the time
+    /// the last port may still need (its retries and identification), so the
+    /// scan finishes close to, not after, the end.
+    pub window: Duration,
+}
+
+/// The concrete settings a scan runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub profile: Profile,
+    pub rate: RateLimit,
+    pub concurrency: usize,
+    /// What was asked before the open-file limit capped it.
+    pub requested_concurrency: usize,
+    pub timeout: Duration,
+    pub min_timeout: Option<Duration>,
+    pub retries: u32,
+    pub schedule: Option<SpreadSchedule>,
+    pub identify: bool,
+    pub identify_settings: IdentifySettings,
+    pub port_deadline: Duration,
+    pub seed: u64,
+    pub progress_interval: Duration,
+}
+
+impl Settings {
+    /// The settings as `key=value` pairs for `ScanInfo.options`.
+    fn record(&self, n_pairs: u64) -> BTreeMap<String, String> {
+        let mut options = BTreeMap::new();
+        let mut put = |key: &str, value: String| {
+            options.insert(key.to_owned(), value);
+        };
+        put("rate", format!("{}", self.rate.per_second));
+        put("burst", self.rate.burst.to_string());
+        put("jitter", format!("{}", self.rate.jitter));
+        put("concurrency", self.concurrency.to_string());
+        put("timeout", format!("{:?}", self.timeout));
+        if let Some(min) = self.min_timeout {
+            put("timeout_min", format!("{min:?}"));
+        }
+        put("retries", self.retries.to_string());
+        if let Some(schedule) = self.schedule {
+            put("spread", format!("{:?}", schedule.spread));
+        }
+        put("identify", self.identify.to_string());
+        put(
+            "banner_wait",
+            format!("{:?}", self.identify_settings.read_timeout),
+        );
+        put("port_deadline", format!("{:?}", self.port_deadline));
+        put("n_pairs", n_pairs.to_string());
+        options
+    }
+}
+
+/// A scan that cannot start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScanError {
+    #[error("invalid option {name}: {reason}")]
+    InvalidOption {
+        name: &'static str,
+        reason: &'static str,
+    },
+    #[error("nothing to scan: {0}")]
+    Empty(&'static str),
+    #[error(
+        "the scan is too large: {n_addresses} addresses × {n_ports} ports is more than 2^64 probes; narrow the targets"
+    )]
+    TooLarge { n_addresses: u128, n_ports: usize },
+}
+
+/// Everything a scan needs besides the network.
+#[derive(Clone)]
+pub struct ScanPlan {
+    pub targets: Targets,
+    pub ports: PortSet,
+    pub options: ScanOptions,
+    /// The probes for open ports: `Arc::new(perimeter_probe::probes_for)` in the CLI.
+    pub probes: SharedCatalog,
+}
+
+impl fmt::Debug for ScanPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScanPlan")
+            .field("targets", &self.targets)
+            .field("ports", &self.ports)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a scan reports while it runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScanEvent {
+    /// One (address, port) decided, in any state; the caller filters.
+    Result(PortResult),
+    /// Where the scan stands. Sent every `progress_interval` (dropped rather than
+    /// waited for when the receiver is behind) and once at the end.
+    Progress {
+        /// Pairs decided or given up on.
+        done: u64,
+        total: u64,
+        open: u64,
+        /// Connection attempts per second over the last interval.
+        rate: f64,
+        /// Time left at the pace so far (or to the end of the spread window).
+        eta: Option<Duration>,
+    },
+    /// Something that could not be seen: a port this machine could not connect to
+    /// (local errors that did not clear), a rate too low for the spread.
+    Problem(Problem),
+}
+
+/// Counts of decided ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StateCounts {
+    pub open: u64,
+    pub closed: u64,
+    pub filtered: u64,
+    /// Pairs without a state: cancelled before they were decided, or local errors.
+    pub undecided: u64,
+}
+
+/// The end of a scan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScanOutcome {
+    pub info: ScanInfo,
+    pub settings: Settings,
+    pub counts: StateCounts,
+    /// Problems from resolving targets and from scanning (also sent as events).
+    pub problems: Vec<Problem>,
+}
+
+/// Local errors tolerated per port before it is given up as a problem.
+const MAX_LOCAL_ERRORS: u32 = 6;
+
+/// The most concurrency can use of the open-file limit: the rest is headroom for
+/// the process's own files (the store, logs, the terminal).
+pub fn fd_budget(soft_limit: u64) -> usize {
+    let headroom = (soft_limit / 8).max(64);
+    usize::try_from(soft_limit.saturating_sub(headroom))
+        .unwrap_or(usize::MAX)
+        .max(1)
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit (or as far as the kernel
+/// allows) and returns the soft limit in force afterwards.
+pub fn raise_fd_limit() -> std::io::Result<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(std::io::Error::from)?;
+    if soft >= hard {
+        return Ok(soft);
+    }
+    // An unlimited hard limit cannot be the soft one for files (the kernel caps
+    // it at fs.nr_open), so fall back to a large finite value.
+    for candidate in [hard, 1 << 20, 1 << 16] {
+        if candidate > soft
+            && candidate <= hard
+            && setrlimit(Resource::RLIMIT_NOFILE, candidate, hard).is_ok()
+        {
+            return Ok(candidate);
+        }
+    }
+    Ok(soft)
+}
+
+/// An RFC 6298 round-trip estimator for the adaptive connect timeout.
+#[derive(Debug)]
+struct RttEstimator {
+    srtt: Option<Duration>,
+    rttvar: Duration,
+}
+
+impl RttEstimator {
+    fn observe(&mut self, sample: Duration) {
+        match self.srtt {
+            None => {
+                self.srtt = Some(sample);
+                self.rttvar = sample / 2;
+            }
+            Some(srtt) => {
+                let delta = srtt.abs_diff(sample);
+                self.rttvar = self.rttvar.mul_f64(0.75) + delta.mul_f64(0.25);
+                self.srtt = Some(srtt.mul_f64(0.875) + sample.mul_f64(0.125));
+            }
+        }
+    }
+
+    fn timeout(&self, min: Duration, max: Duration) -> Duration {
+        match self.srtt {
+            None => max,
+            Some(srtt) => (srtt + self.rttvar * 4).clamp(min, max),
+        }
+    }
+}
+
+/// What one port task ended with.
+enum Verdict {
+    Decided(PortResult),
+    /// Cancelled before the port was decided.
+    Abandoned,
+    /// Local errors did not clear.
+    Failed(Problem),
+}
+
+struct Context<T: Transport> {
+    transport: Arc<T>,
+    rate: RateLimiter,
+    settings: Settings,
+    probes: SharedCatalog,
+    rtt: Mutex<RttEstimator>,
+    cancel: CancellationToken,
+    events: mpsc::Sender<ScanEvent>,
+    n_attempts: AtomicU64,
+    n_done: AtomicU64,
+    counts: Mutex<StateCounts>,
+    problems: Mutex<Vec<Problem>>,
+    receiver_gone: AtomicBool,
+}
+
+impl<T: Transport> Context<T> {
+    fn connect_timeout(&self) -> Duration {
+        match self.settings.min_timeout {
+            Some(min) => self
+                .rtt
+                .lock()
+                .map(|rtt| rtt.timeout(min, self.settings.timeout))
+                .unwrap_or(self.settings.timeout),
+            None => self.settings.timeout,
+        }
+    }
+
+    fn observe_rtt(&self, sample: Duration) {
+        if self.settings.min_timeout.is_none() {
+            return;
+        }
+        if let Ok(mut rtt) = self.rtt.lock() {
+            rtt.observe(sample);
+        }
+    }
+
+    /// One attempt: a rate token, then a connection. `None` when cancelled.
+    async fn attempt(&self, address: SocketAddr) -> Option<(Connect<T::Stream>, Duration)> {
+        tokio::select! {
+            biased;
+            () = self.cancel.cancelled() => return None,
+            () = self.rate.acquire() => {}
+        }
+        self.n_attempts.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        tokio::select! {
+            biased;
+            () = self.cancel.cancelled() => None,
+            outcome = self.transport.connect(address, self.connect_timeout()) => Some((outcome, started.elapsed())),
+        }
+    }
+
+    async fn scan_port(&self, address: SocketAddr) -> Verdict {
+        let mut n_unanswered = 0;
+        let mut n_local_errors = 0;
+        let (state, stream) = loop {
+            let Some((outcome, elapsed)) = self.attempt(address).await else {
+                return Verdict::Abandoned;
+            };
+            match outcome {
+                Connect::Open(stream) => {
+                    self.observe_rtt(elapsed);
+                    break (PortState::Open, Some(stream));
+                }
+                Connect::Closed => {
+                    self.observe_rtt(elapsed);
+                    break (PortState::Closed, None);
+                }
+                Connect::Filtered(FilterCause::Unreachable) => break (PortState::Filtered, None),
+                Connect::Filtered(FilterCause::NoAnswer) => {
+                    n_unanswered += 1;
+                    if n_unanswered > self.settings.retries {
+                        break (PortState::Filtered, None);
+                    }
+                }
+                Connect::LocalError(err) => {
+                    n_local_errors += 1;
+                    if n_local_errors > MAX_LOCAL_ERRORS {
+                        return Verdict::Failed(
+                            Problem::new(
+                                identify::subject(address),
+                                format!("cannot connect from this machine: {err}"),
+                            )
+                            .with_hint(
+                                "lower the concurrency or the rate, or raise the open-file limit",
+                            ),
+                        );
+                    }
+                    // Back off: the shortage is usually shared by every task.
+                    let backoff = Duration::from_millis(50) * (1 << n_local_errors.min(5));
+                    tokio::select! {
+                        biased;
+                        () = self.cancel.cancelled() => return Verdict::Abandoned,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                }
+            }
+        };
+
+        let mut service = None;
+        let mut probe_findings = Vec::new();
+        let identification_ran = self.settings.identify && state == PortState::Open;
+        if identification_ran {
+            let probes = self.probes.probes_for(address.port());
+            let identification = identify::identify(
+                self.transport.as_ref(),
+                &self.rate,
+                address,
+                stream,
+                probes,
+                self.settings.identify_settings,
+            );
+            let bounded = tokio::time::timeout(self.settings.port_deadline, identification);
+            let identification = tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => None,
+                finished = bounded => finished.ok(),
+            };
+            if let Some(identification) = identification {
+                self.n_attempts
+                    .fetch_add(identification.n_connections, Ordering::Relaxed);
+                if let Some(identified) = identification.identified {
+                    service = Some(identified.service);
+                    probe_findings = identified.findings;
+                }
+            }
+        } else {
+            drop(stream);
+        }
+        let findings = identify::port_findings(
+            address,
+            state,
+            service.as_ref(),
+            probe_findings,
+            identification_ran,
+        );
+        Verdict::Decided(PortResult {
+            address: address.ip(),
+            port: address.port(),
+            protocol: Protocol::Tcp,
+            state,
+            service,
+            findings,
+        })
+    }
+
+    async fn report(&self, verdict: Verdict) {
+        match verdict {
+            Verdict::Abandoned => {}
+            Verdict::Decided(result) => {
+                if let Ok(mut counts) = self.counts.lock() {
+                    match result.state {
+                        PortState::Open => counts.open += 1,
+                        PortState::Closed => counts.closed += 1,
+                        PortState::Filtered => counts.filtered += 1,
+                    }
+                }
+                self.n_done.fetch_add(1, Ordering::Relaxed);
+                self.send(ScanEvent::Result(result)).await;
+            }
+            Verdict::Failed(problem) => {
+                self.n_done.fetch_add(1, Ordering::Relaxed);
+                self.problem(problem).await;
+            }
+        }
+    }
+
+    async fn problem(&self, problem: Problem) {
+        if let Ok(mut problems) = self.problems.lock() {
+            problems.push(problem.clone());
+        }
+        self.send(ScanEvent::Problem(problem)).await;
+    }
+
+    /// Sends an event; a receiver that went away stops the scan, since nobody
+    /// would see its results.
+    async fn send(&self, event: ScanEvent) {
+        if self.events.send(event).await.is_err() {
+            self.receiver_gone.store(true, Ordering::Relaxed);
+            self.cancel.cancel();
+        }
+    }
+
+    fn open_count(&self) -> u64 {
+        self.counts.lock().map(|c| c.open).unwrap_or(0)
+    }
+}
+
+/// Runs a scan over `transport`, sending events to `events`, until it finishes
+/// or `cancel` fires.
+///
+/// On cancellation the launch loop stops, ports still waiting for a rate token or
+/// a connection are abandoned (a connection already open is reported, without
+/// identification), and the outcome is marked incomplete. A receiver that hangs
+/// up cancels the scan the same way.
+pub async fn run<T: Transport>(
+    transport: Arc<T>,
+    plan: ScanPlan,
+    events: mpsc::Sender<ScanEvent>,
+    cancel: CancellationToken,
+) -> Result<ScanOutcome, ScanError> {
+    let started_at = OffsetDateTime::now_utc();
+    let targets = &plan.targets.set;
+    let ports = plan.ports.ports();
+    if targets.is_empty() {
+        return Err(ScanError::Empty("the target set is empty"));
+    }
+    if ports.is_empty() {
+        return Err(ScanError::Empty("no ports"));
+    }
+    let too_large = || ScanError::TooLarge {
+        n_addresses: targets.len(),
+        n_ports: ports.len(),
+    };
+    let n_addresses = u64::try_from(targets.len()).map_err(|_| too_large())?;
+    let n_ports = u64::try_from(ports.len()).map_err(|_| too_large())?;
+    let total = n_addresses.checked_mul(n_ports).ok_or_else(too_large)?;
+
+    let fd_limit = if plan.options.raise_fd_limit {
+        raise_fd_limit().ok()
+    } else {
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .ok()
+            .map(|(soft, _)| soft)
+    };
+    let settings = plan.options.settings(total, fd_limit.map(fd_budget))?;
+    let mut options_record = settings.record(total);
+    if let Some(limit) = fd_limit {
+        options_record.insert("fd_limit".into(), limit.to_string());
+    }
+    if settings.concurrency < settings.requested_concurrency {
+        tracing::warn!(
+            requested = settings.requested_concurrency,
+            granted = settings.concurrency,
+            "concurrency capped by the open-file limit"
+        );
+    }
+
+    // Our own token, so a receiver that hangs up stops the scan without
+    // cancelling the caller's token.
+    let cancel = cancel.child_token();
+    let rate = RateLimiter::new(Some(settings.rate), settings.seed);
+    let ctx = Arc::new(Context {
+        transport,
+        rate,
+        settings: settings.clone(),
+        probes: plan.probes.clone(),
+        rtt: Mutex::new(RttEstimator {
+            srtt: None,
+            rttvar: Duration::ZERO,
+        }),
+        cancel: cancel.clone(),
+        events,
+        n_attempts: AtomicU64::new(0),
+        n_done: AtomicU64::new(0),
+        counts: Mutex::new(StateCounts::default()),
+        problems: Mutex::new(plan.targets.problems.clone()),
+        receiver_gone: AtomicBool::new(false),
+    });
+
+    let start = Instant::now();
+    if let Some(schedule) = settings.schedule {
+        let needed = total as f64 / schedule.window.as_secs_f64();
+        if settings.rate.per_second < needed {
+            let takes = Duration::from_secs_f64(total as f64 / settings.rate.per_second);
+            ctx.problem(
+                Problem::new(
+                    "scan",
+                    format!(
+                        "a rate of {}/s cannot fit {total} probes into the {:?} spread; the scan will take about {:?}",
+                        settings.rate.per_second, schedule.spread, takes
+                    ),
+                )
+                .with_hint("raise the rate or lengthen the spread"),
+            )
+            .await;
+        }
+    }
+
+    let progress_done = CancellationToken::new();
+    let progress = tokio::spawn(progress_loop(
+        ctx.clone(),
+        total,
+        start,
+        progress_done.clone(),
+    ));
+
+    let permutation = Permutation::new(total, settings.seed);
+    let semaphore = Arc::new(Semaphore::new(settings.concurrency));
+    let mut tasks = JoinSet::new();
+    let mut schedule_rng = ChaCha8Rng::seed_from_u64(settings.seed ^ 0x5eed_5eed);
+    let mut n_launched: u64 = 0;
+    let mut n_skipped: u64 = 0;
+    for position in 0..total {
+        if cancel.is_cancelled() {
+            break;
+        }
+        if let Some(schedule) = settings.schedule {
+            // Slot `position` of `total` over the window, at a random point within
+            // the slot when jittering.
+            let within = if settings.rate.jitter > 0.0 {
+                schedule_rng.random_range(0.0..1.0)
+            } else {
+                0.0
+            };
+            let offset = schedule.window.as_secs_f64() * (position as f64 + within) / total as f64;
+            let at = start + Duration::from_secs_f64(offset);
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                () = tokio::time::sleep_until(at) => {}
+            }
+        }
+        let permit = tokio::select! {
+            biased;
+            () = cancel.cancelled() => break,
+            permit = semaphore.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                // The semaphore is never closed.
+                Err(_) => break,
+            },
+        };
+        let idx = permutation.get(position);
+        let (address_idx, port_idx) = (idx % n_addresses, idx / n_addresses);
+        let address = targets.get(u128::from(address_idx));
+        let port = usize::try_from(port_idx)
+            .ok()
+            .and_then(|i| ports.get(i))
+            .copied();
+        let (Some(address), Some(port)) = (address, port) else {
+            n_skipped += 1;
+            continue;
+        };
+        // Exclusions were subtracted when the target set was built; this check
+        // stands behind that, so an excluded address is never sent a packet.
+        if targets.is_excluded(address) {
+            n_skipped += 1;
+            continue;
+        }
+        let task_ctx = ctx.clone();
+        tasks.spawn(async move {
+            let verdict = task_ctx.scan_port(SocketAddr::new(address, port)).await;
+            drop(permit);
+            task_ctx.report(verdict).await;
+        });
+        n_launched += 1;
+        while let Some(joined) = tasks.try_join_next() {
+            report_join(&ctx, joined).await;
+        }
+    }
+    while let Some(joined) = tasks.join_next().await {
+        report_join(&ctx, joined).await;
+    }
+    progress_done.cancel();
+    let _ = progress.await;
+
+    let n_done = ctx.n_done.load(Ordering::Relaxed);
+    let attempts = ctx.n_attempts.load(Ordering::Relaxed);
+    let mut counts = ctx.counts.lock().map(|c| *c).unwrap_or_default();
+    counts.undecided = total - (counts.open + counts.closed + counts.filtered);
+    let complete =
+        !cancel.is_cancelled() && n_launched + n_skipped == total && n_done == n_launched;
+    let elapsed = start.elapsed();
+    let final_progress = ScanEvent::Progress {
+        done: n_done,
+        total,
+        open: counts.open,
+        rate: if elapsed.is_zero() {
+            0.0
+        } else {
+            attempts as f64 / elapsed.as_secs_f64()
+        },
+        eta: Some(Duration::ZERO).filter(|_| complete),
+    };
+    if !ctx.receiver_gone.load(Ordering::Relaxed) {
+        let _ = ctx.events.send(final_progress).await;
+    }
+    let problems = ctx.problems.lock().map(|p| p.clone()).unwrap_or_default();
+
+    let info = ScanInfo {
+        id: 0,
+        targets: plan.targets.given.clone(),
+        resolved: plan.targets.resolved.clone(),
+        excluded: plan.targets.excluded.clone(),
+        ports: plan.ports.spec().to_owned(),
+        profile: settings.profile.as_str().to_owned(),
+        seed: settings.seed,
+        options: options_record,
+        started: started_at,
+        finished: Some(OffsetDateTime::now_utc()),
+        complete,
+        n_probes: attempts,
+    };
+    Ok(ScanOutcome {
+        info,
+        settings,
+        counts,
+        problems,
+    })
+}
+
+async fn report_join<T: Transport>(ctx: &Context<T>, joined: Result<(), tokio::task::JoinError>) {
+    match joined {
+        Err(err) if err.is_panic() => {
+            ctx.problem(Problem::new("scan", format!("a port task panicked: {err}")))
+                .await;
+        }
+        _ => {}
+    }
+}
+
+async fn progress_loop<T: Transport>(
+    ctx: Arc<Context<T>>,
+    total: u64,
+    start: Instant,
+    done: CancellationToken,
+) {
+    let interval = ctx.settings.progress_interval;
+    let mut ticker = tokio::time::interval_at(start + interval, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_attempts = 0;
+    let mut last_at = start;
+    loop {
+        tokio::select! {
+            biased;
+            () = done.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let now = Instant::now();
+        let attempts = ctx.n_attempts.load(Ordering::Relaxed);
+        let n_done = ctx.n_done.load(Ordering::Relaxed);
+        let since = (now - last_at).as_secs_f64();
+        let rate = if since > 0.0 {
+            (attempts - last_attempts) as f64 / since
+        } else {
+            0.0
+        };
+        (last_attempts, last_at) = (attempts, now);
+        let elapsed = now - start;
+        let mut eta = (n_done > 0)
+            .then(|| elapsed.mul_f64((total - n_done.min(total)) as f64 / n_done as f64));
+        if let Some(schedule) = ctx.settings.schedule {
+            let to_window_end = schedule.spread.saturating_sub(elapsed);
+            eta = Some(eta.map_or(to_window_end, |eta| eta.max(to_window_end)));
+        }
+        // Progress is advisory: when the receiver is behind, skip a tick rather
+        // than slow the scan.
+        let _ = ctx.events.try_send(ScanEvent::Progress {
+            done: n_done,
+            total,
+            open: ctx.open_count(),
+            rate,
+            eta,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

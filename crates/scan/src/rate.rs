@@ -1,0 +1,255 @@
+//! The rate ceiling: every connection attempt (first tries, retries and
+//! identification connections) takes a token here first.
+//!
+//! It is a token bucket in its GCRA form (a "theoretical arrival time" instead of
+//! a token count), which gives a hard guarantee that is easy to state and test:
+//! over any window of length `D`, at most `burst + D × rate` tokens are granted.
+//! Grants are serialised through a fair (FIFO) async mutex held across the wait,
+//! so only one waiter sleeps at a time and thousands of waiting tasks cost no
+//! thundering herd. Optional jitter only ever lengthens the gap between grants,
+//! so it can make a scan slower and less regular but never faster than the
+//! ceiling. Tokio's timer has millisecond granularity; GCRA absorbs that (a late
+//! wake-up lets the next few waiters through at once, still within the bound
+//! measured from the actual grant times).
+
+use std::time::Duration;
+
+use rand::{RngExt as _, SeedableRng as _};
+use rand_chacha::ChaCha8Rng;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+/// How fast a scan may go.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// Tokens per second, the ceiling. Must be positive and finite; `None` in
+    /// [`RateLimiter::new`] means no ceiling at all.
+    pub per_second: f64,
+    /// Tokens that may be taken back to back after a quiet spell (at least 1).
+    pub burst: u32,
+    /// Extra random delay between grants, as a fraction of the base interval:
+    /// 0 is none, 1.0 makes each gap between 1 and 2 intervals.
+    pub jitter: f64,
+}
+
+#[derive(Debug)]
+struct State {
+    /// The theoretical arrival time: when the bucket would be full again had no
+    /// token been taken since.
+    tat: Instant,
+    rng: ChaCha8Rng,
+    n_granted: u64,
+}
+
+/// Hands out connection tokens under a [`RateLimit`].
+#[derive(Debug)]
+pub struct RateLimiter {
+    limit: Option<RateLimit>,
+    interval: Duration,
+    tolerance: Duration,
+    state: Mutex<State>,
+}
+
+impl RateLimiter {
+    /// A limiter for `limit`; `None` grants at once, always. `seed` drives the
+    /// jitter so a replayed scan jitters the same way.
+    pub fn new(limit: Option<RateLimit>, seed: u64) -> RateLimiter {
+        let limit = limit.filter(|l| l.per_second.is_finite() && l.per_second > 0.0);
+        let (interval, tolerance) = match limit {
+            Some(l) => {
+                // Capped at a day per token: slower than that is not a scan.
+                let interval = Duration::from_secs_f64((1.0 / l.per_second).min(86_400.0));
+                (interval, interval * l.burst.max(1).saturating_sub(1))
+            }
+            None => (Duration::ZERO, Duration::ZERO),
+        };
+        RateLimiter {
+            limit,
+            interval,
+            tolerance,
+            state: Mutex::new(State {
+                tat: Instant::now(),
+                rng: ChaCha8Rng::seed_from_u64(seed),
+                n_granted: 0,
+            }),
+        }
+    }
+
+    pub fn limit(&self) -> Option<RateLimit> {
+        self.limit
+    }
+
+    /// Waits for a token. Cancel-safe: dropping the future before it completes
+    /// takes no token.
+    pub async fn acquire(&self) {
+        let mut state = self.state.lock().await;
+        let Some(limit) = self.limit else {
+            state.n_granted += 1;
+            return;
+        };
+        let earliest = state.tat.checked_sub(self.tolerance).unwrap_or(state.tat);
+        if earliest > Instant::now() {
+            tokio::time::sleep_until(earliest).await;
+        }
+        let now = Instant::now();
+        let jitter = if limit.jitter > 0.0 {
+            self.interval
+                .mul_f64(limit.jitter * state.rng.random_range(0.0..1.0))
+        } else {
+            Duration::ZERO
+        };
+        state.tat = state.tat.max(now) + self.interval + jitter;
+        state.n_granted += 1;
+    }
+
+    /// Tokens granted so far.
+    pub async fn n_granted(&self) -> u64 {
+        self.state.lock().await.n_granted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// Runs `n_tasks` tasks each taking `per_task` tokens and returns the grant
+    /// times, sorted.
+    async fn grant_times(
+        limit: Option<RateLimit>,
+        n_tasks: usize,
+        per_task: usize,
+    ) -> Vec<Instant> {
+        let limiter = Arc::new(RateLimiter::new(limit, 9));
+        let times = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..n_tasks {
+            let limiter = limiter.clone();
+            let times = times.clone();
+            tasks.spawn(async move {
+                for _ in 0..per_task {
+                    limiter.acquire().await;
+                    times.lock().expect("not poisoned").push(Instant::now());
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        let mut times = std::mem::take(&mut *times.lock().expect("not poisoned"));
+        times.sort();
+        times
+    }
+
+    /// The ceiling: for every pair of grants i < j, the j - i + 1 grants between
+    /// them fit in burst + (t_j - t_i) × rate.
+    fn assert_ceiling(times: &[Instant], limit: RateLimit) {
+        for (i, &start) in times.iter().enumerate() {
+            for (j, &end) in times.iter().enumerate().skip(i) {
+                let n_in_window = (j - i + 1) as f64;
+                let allowed =
+                    f64::from(limit.burst) + (end - start).as_secs_f64() * limit.per_second;
+                assert!(
+                    n_in_window <= allowed + 1e-9,
+                    "{n_in_window} grants in {:?} exceed the ceiling of {allowed}",
+                    end - start
+                );
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn never_exceeds_the_ceiling() {
+        let limit = RateLimit {
+            per_second: 100.0,
+            burst: 5,
+            jitter: 0.0,
+        };
+        let start = Instant::now();
+        let times = grant_times(Some(limit), 50, 10).await;
+        assert_eq!(times.len(), 500);
+        assert_ceiling(&times, limit);
+        // And it is not needlessly slow: 500 tokens at 100/s with a burst of 5
+        // take just under 5 s of virtual time.
+        let elapsed = times.last().map(|&t| t - start).unwrap_or_default();
+        assert!(elapsed >= Duration::from_millis(4940), "{elapsed:?}");
+        assert!(elapsed <= Duration::from_millis(5010), "{elapsed:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn burst_after_a_quiet_spell_is_capped() {
+        let limit = RateLimit {
+            per_second: 10.0,
+            burst: 3,
+            jitter: 0.0,
+        };
+        let limiter = RateLimiter::new(Some(limit), 1);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let start = Instant::now();
+        let mut times = Vec::new();
+        for _ in 0..6 {
+            limiter.acquire().await;
+            times.push(Instant::now() - start);
+        }
+        // Three at once (the burst), then one per 100 ms.
+        assert_eq!(
+            times,
+            [0, 0, 0, 100, 200, 300].map(Duration::from_millis).to_vec()
+        );
+        assert_eq!(limiter.n_granted().await, 6);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn jitter_only_slows_down() {
+        let limit = RateLimit {
+            per_second: 20.0,
+            burst: 1,
+            jitter: 1.0,
+        };
+        let start = Instant::now();
+        let times = grant_times(Some(limit), 4, 50).await;
+        assert_ceiling(&times, limit);
+        let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
+        // Gaps between 1 and 2 intervals (50 to 100 ms), not all equal.
+        assert!(
+            gaps.iter()
+                .all(|&g| g >= Duration::from_millis(50) && g <= Duration::from_millis(101))
+        );
+        let distinct: std::collections::BTreeSet<_> = gaps.iter().collect();
+        assert!(
+            distinct.len() > 10,
+            "jitter produced only {} distinct gaps",
+            distinct.len()
+        );
+        // Average rate lands between rate / 2 and rate.
+        let elapsed = times.last().map(|&t| t - start).unwrap_or_default();
+        assert!(
+            elapsed > Duration::from_secs(10) && elapsed < Duration::from_secs(15),
+            "{elapsed:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_limit_grants_at_once() {
+        let start = Instant::now();
+        let times = grant_times(None, 10, 100).await;
+        assert_eq!(times.len(), 1000);
+        assert!(times.iter().all(|&t| t == start));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropping_a_waiter_takes_no_token() {
+        let limit = RateLimit {
+            per_second: 1.0,
+            burst: 1,
+            jitter: 0.0,
+        };
+        let limiter = RateLimiter::new(Some(limit), 1);
+        limiter.acquire().await;
+        let waited = tokio::time::timeout(Duration::from_millis(100), limiter.acquire()).await;
+        assert!(waited.is_err(), "the second token came too early");
+        assert_eq!(limiter.n_granted().await, 1);
+        let start = Instant::now();
+        limiter.acquire().await;
+        assert_eq!(Instant::now() - start, Duration::from_millis(900));
+    }
+}
