@@ -1,0 +1,167 @@
+//! The rule ids of the findings probes raise, and one constructor per rule so a
+//! rule's severity, message and remedy are written once.
+//!
+//! A probe raises a finding only for what an answer proves: the service did
+//! something for a client that presented no credentials. `subject` is left empty;
+//! the scan driver fills it with the address and port.
+
+use perimeter_model::{Finding, Severity};
+
+/// Redis answered commands without AUTH.
+pub const REDIS_NOAUTH: &str = "exposed.redis-noauth";
+/// memcached answered; it has no authentication unless SASL or an auth file is
+/// configured, and then it would have refused.
+pub const MEMCACHED: &str = "exposed.memcached";
+/// MongoDB listed its databases to an unauthenticated client.
+pub const MONGODB_NOAUTH: &str = "exposed.mongodb-noauth";
+/// Elasticsearch (or OpenSearch) answered its REST API without credentials.
+pub const ELASTICSEARCH_OPEN: &str = "exposed.elasticsearch-open";
+/// The Docker Engine API answered: whoever reaches it is root on the host.
+pub const DOCKER_API: &str = "exposed.docker-api";
+/// etcd served a key-value read without credentials.
+pub const ETCD_OPEN: &str = "exposed.etcd-open";
+/// The kubelet API listed pods without credentials.
+pub const KUBELET_OPEN: &str = "exposed.kubelet-open";
+/// A VNC server offered the "None" security type.
+pub const VNC_NOAUTH: &str = "exposed.vnc-noauth";
+
+/// Every rule id above, for documentation and tests.
+pub const ALL: [&str; 8] = [
+    REDIS_NOAUTH,
+    MEMCACHED,
+    MONGODB_NOAUTH,
+    ELASTICSEARCH_OPEN,
+    DOCKER_API,
+    ETCD_OPEN,
+    KUBELET_OPEN,
+    VNC_NOAUTH,
+];
+
+fn finding(
+    rule: &str,
+    severity: Severity,
+    message: &str,
+    remedy: &str,
+    evidence: Vec<String>,
+) -> Finding {
+    let mut finding = Finding::new(rule, severity, "", message).with_remedy(remedy);
+    finding.evidence = evidence;
+    finding
+}
+
+pub(crate) fn redis_noauth(evidence: Vec<String>) -> Finding {
+    finding(
+        REDIS_NOAUTH,
+        Severity::Critical,
+        "Redis answers commands without authentication",
+        "set `requirepass` (or ACL users with passwords) and bind Redis to loopback or a private \
+         address behind a firewall; an open Redis lets anyone read and overwrite data and often \
+         gain code execution",
+        evidence,
+    )
+}
+
+pub(crate) fn memcached(evidence: Vec<String>) -> Finding {
+    finding(
+        MEMCACHED,
+        Severity::High,
+        "memcached answers without authentication",
+        "bind memcached to loopback (`-l 127.0.0.1`), disable UDP (`-U 0`) and firewall the port; \
+         enable SASL or an auth file (`-Y`) if remote clients need it",
+        evidence,
+    )
+}
+
+pub(crate) fn mongodb_noauth(evidence: Vec<String>) -> Finding {
+    finding(
+        MONGODB_NOAUTH,
+        Severity::Critical,
+        "MongoDB lists its databases without authentication",
+        "enable access control (`security.authorization: enabled`), create users, and bind \
+         MongoDB to private addresses behind a firewall",
+        evidence,
+    )
+}
+
+pub(crate) fn elasticsearch_open(evidence: Vec<String>) -> Finding {
+    finding(
+        ELASTICSEARCH_OPEN,
+        Severity::High,
+        "Elasticsearch answers its REST API without authentication",
+        "enable security (`xpack.security.enabled: true`) with passwords or API keys, and keep \
+         the HTTP port off untrusted networks",
+        evidence,
+    )
+}
+
+pub(crate) fn docker_api(evidence: Vec<String>) -> Finding {
+    finding(
+        DOCKER_API,
+        Severity::Critical,
+        "the Docker Engine API answers without authentication (root on the host for anyone who reaches it)",
+        "stop listening on TCP (remove `-H tcp://...`), or require mutual TLS (`--tlsverify`) and \
+         firewall the port; use the unix socket or SSH for remote access",
+        evidence,
+    )
+}
+
+pub(crate) fn etcd_open(evidence: Vec<String>) -> Finding {
+    finding(
+        ETCD_OPEN,
+        Severity::Critical,
+        "etcd serves key-value reads without authentication",
+        "require client certificates (`--client-cert-auth`) or enable etcd authentication, and \
+         keep client ports off untrusted networks",
+        evidence,
+    )
+}
+
+pub(crate) fn kubelet_open(evidence: Vec<String>) -> Finding {
+    finding(
+        KUBELET_OPEN,
+        Severity::Critical,
+        "the kubelet API lists pods without authentication (and likely allows exec into them)",
+        "set `authentication.anonymous.enabled: false` and `authorization.mode: Webhook` in the \
+         kubelet configuration, and firewall port 10250",
+        evidence,
+    )
+}
+
+pub(crate) fn vnc_noauth(evidence: Vec<String>) -> Finding {
+    finding(
+        VNC_NOAUTH,
+        Severity::Critical,
+        "the VNC server offers the \"None\" security type: anyone can see and control the desktop",
+        "require a password or VeNCrypt/TLS authentication, and tunnel VNC over SSH instead of \
+         exposing it",
+        evidence,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_ids_are_distinct_and_dotted() {
+        let mut ids = ALL.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), ALL.len());
+        assert!(ALL.iter().all(|id| id.starts_with("exposed.")));
+    }
+
+    #[test]
+    fn constructors_leave_subject_to_the_driver() {
+        let f = redis_noauth(vec!["PING answered +PONG without AUTH".into()]);
+        assert_eq!(f.rule, REDIS_NOAUTH);
+        assert_eq!(f.severity, Severity::Critical);
+        assert!(f.subject.is_empty());
+        assert!(!f.remedy.is_empty());
+        assert_eq!(
+            f.evidence,
+            vec!["PING answered +PONG without AUTH".to_string()]
+        );
+        assert_eq!(memcached(vec![]).severity, Severity::High);
+    }
+}
