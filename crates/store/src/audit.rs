@@ -10,7 +10,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use perimeter_model::{
-    Finding, HostSnapshot, Listener, Netns, Ownership, PackageRef, Problem, Protocol, Scope, Severity,
+    Finding, HostSnapshot, Listener, Netns, Ownership, PackageRef, Problem, Protocol, Scope,
+    Severity,
 };
 use time::OffsetDateTime;
 
@@ -36,6 +37,11 @@ pub struct ListenerRecord {
 impl ListenerRecord {
     /// Flattens one listener of a snapshot.
     pub fn from_listener(snapshot: &HostSnapshot, listener: &Listener) -> ListenerRecord {
+        // `Listener::owners` is documented sorted by pid; sorting again costs
+        // nothing and keeps the stored list canonical whoever built the value.
+        let mut pids = listener.pids();
+        pids.sort_unstable();
+        pids.dedup();
         ListenerRecord {
             protocol: listener.protocol,
             address: listener.address,
@@ -46,7 +52,7 @@ impl ListenerRecord {
             inode: listener.inode,
             socket_uid: listener.socket_uid,
             netns: listener.netns.clone(),
-            pids: listener.pids(),
+            pids,
             process: snapshot.main_owner(listener).map(|process| OwnerRecord {
                 name: process.name(),
                 uid: process.uid,
@@ -69,7 +75,9 @@ impl ListenerRecord {
     }
 
     pub fn exe(&self) -> Option<&PathBuf> {
-        self.process.as_ref().and_then(|process| process.exe.as_ref())
+        self.process
+            .as_ref()
+            .and_then(|process| process.exe.as_ref())
     }
 
     pub fn package(&self) -> Option<&PackageRef> {

@@ -25,14 +25,16 @@ pub(crate) fn encode_time(what: &str, at: OffsetDateTime) -> Result<String, Stor
     } else {
         at.to_offset(time::UtcOffset::UTC)
     };
-    at.format(&Rfc3339).map_err(|err| StoreError::Unrepresentable {
-        what: what.to_owned(),
-        detail: format!("timestamp {at} has no RFC 3339 form ({err})"),
-    })
+    at.format(&Rfc3339)
+        .map_err(|err| StoreError::Unrepresentable {
+            what: what.to_owned(),
+            detail: format!("timestamp {at} has no RFC 3339 form ({err})"),
+        })
 }
 
 pub(crate) fn decode_time(text: &str) -> Result<OffsetDateTime, String> {
-    OffsetDateTime::parse(text, &Rfc3339).map_err(|err| format!("`{text}` is not an RFC 3339 timestamp ({err})"))
+    OffsetDateTime::parse(text, &Rfc3339)
+        .map_err(|err| format!("`{text}` is not an RFC 3339 timestamp ({err})"))
 }
 
 pub(crate) fn encode_strings(items: &[String]) -> String {
@@ -40,7 +42,8 @@ pub(crate) fn encode_strings(items: &[String]) -> String {
 }
 
 pub(crate) fn decode_strings(text: &str) -> Result<Vec<String>, String> {
-    serde_json::from_str(text).map_err(|err| format!("`{}` is not a JSON list of strings ({err})", excerpt(text)))
+    serde_json::from_str(text)
+        .map_err(|err| format!("`{}` is not a JSON list of strings ({err})", excerpt(text)))
 }
 
 pub(crate) fn encode_map(map: &BTreeMap<String, String>) -> String {
@@ -52,7 +55,12 @@ pub(crate) fn encode_map(map: &BTreeMap<String, String>) -> String {
 }
 
 pub(crate) fn decode_map(text: &str) -> Result<BTreeMap<String, String>, String> {
-    serde_json::from_str(text).map_err(|err| format!("`{}` is not a JSON object of strings ({err})", excerpt(text)))
+    serde_json::from_str(text).map_err(|err| {
+        format!(
+            "`{}` is not a JSON object of strings ({err})",
+            excerpt(text)
+        )
+    })
 }
 
 /// Host names with the addresses they resolved to: `[["name", ["addr", ..]], ..]`.
@@ -68,8 +76,12 @@ pub(crate) fn encode_resolved(resolved: &[(String, Vec<IpAddr>)]) -> String {
 }
 
 pub(crate) fn decode_resolved(text: &str) -> Result<Vec<(String, Vec<IpAddr>)>, String> {
-    serde_json::from_str(text)
-        .map_err(|err| format!("`{}` is not a JSON list of resolved names ({err})", excerpt(text)))
+    serde_json::from_str(text).map_err(|err| {
+        format!(
+            "`{}` is not a JSON list of resolved names ({err})",
+            excerpt(text)
+        )
+    })
 }
 
 pub(crate) fn encode_pids(pids: &[u32]) -> String {
@@ -77,7 +89,8 @@ pub(crate) fn encode_pids(pids: &[u32]) -> String {
 }
 
 pub(crate) fn decode_pids(text: &str) -> Result<Vec<u32>, String> {
-    serde_json::from_str(text).map_err(|err| format!("`{}` is not a JSON list of pids ({err})", excerpt(text)))
+    serde_json::from_str(text)
+        .map_err(|err| format!("`{}` is not a JSON list of pids ({err})", excerpt(text)))
 }
 
 /// SQLite integers are signed; an inode keeps its 64 bits, read back unchanged.
@@ -132,7 +145,8 @@ pub(crate) fn decode_port_state(text: &str) -> Result<PortState, String> {
 }
 
 pub(crate) fn decode_auth(text: &str) -> Result<AuthState, String> {
-    AuthState::parse(text).ok_or_else(|| format!("`{}` is not an authentication state", excerpt(text)))
+    AuthState::parse(text)
+        .ok_or_else(|| format!("`{}` is not an authentication state", excerpt(text)))
 }
 
 pub(crate) fn decode_severity(text: &str) -> Result<Severity, String> {
@@ -189,8 +203,14 @@ mod tests {
 
     #[test]
     fn damaged_values_are_described() {
-        assert_eq!(decode_port_state("opne"), Err("`opne` is not a port state".into()));
-        assert_eq!(decode_port(70_000), Err("70000 is not a port number".into()));
+        assert_eq!(
+            decode_port_state("opne"),
+            Err("`opne` is not a port state".into())
+        );
+        assert_eq!(
+            decode_port(70_000),
+            Err("70000 is not a port number".into())
+        );
         assert_eq!(decode_bool(2), Err("2 is not a boolean (0 or 1)".into()));
         let long = "x".repeat(500);
         let message = decode_protocol(&long).expect_err("not a protocol");
@@ -202,7 +222,13 @@ mod tests {
     #[test]
     fn resolved_names_round_trip() {
         let resolved = vec![
-            ("example.org".to_owned(), vec!["198.18.0.1".parse().expect("v4"), "::1".parse().expect("v6")]),
+            (
+                "example.org".to_owned(),
+                vec![
+                    "198.18.0.1".parse().expect("v4"),
+                    "::1".parse().expect("v6"),
+                ],
+            ),
             ("empty.example".to_owned(), vec![]),
         ];
         assert_eq!(decode_resolved(&encode_resolved(&resolved)), Ok(resolved));

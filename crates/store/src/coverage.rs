@@ -100,7 +100,11 @@ fn port_ranges(spec: &str) -> Option<Vec<RangeInclusive<u16>>> {
         return Some(vec![0..=u16::MAX]);
     }
     let mut ranges = Vec::new();
-    for item in spec.split(',').map(str::trim).filter(|item| !item.is_empty()) {
+    for item in spec
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+    {
         let range = match item.split_once('-') {
             Some((low, high)) => low.trim().parse().ok()?..=high.trim().parse().ok()?,
             None => {
@@ -110,7 +114,11 @@ fn port_ranges(spec: &str) -> Option<Vec<RangeInclusive<u16>>> {
         };
         ranges.push(range);
     }
-    if ranges.is_empty() { None } else { Some(ranges) }
+    if ranges.is_empty() {
+        None
+    } else {
+        Some(ranges)
+    }
 }
 
 #[cfg(test)]
@@ -147,7 +155,12 @@ mod tests {
     #[test]
     fn addresses_cidrs_names_and_excludes() {
         let coverage = Coverage::of(&scan(
-            &["198.18.0.0/24", "198.19.0.7", "LAB.example", "unresolved.example"],
+            &[
+                "198.18.0.0/24",
+                "198.19.0.7",
+                "LAB.example",
+                "unresolved.example",
+            ],
             &["198.18.0.9"],
             "22",
         ));
@@ -172,8 +185,14 @@ mod tests {
         assert_eq!(coverage.covers_port(22), Some(true));
         assert_eq!(coverage.covers_port(1500), Some(true));
         assert_eq!(coverage.covers_port(443), Some(false));
-        assert_eq!(Coverage::of(&scan(&[], &[], "all")).covers_port(65535), Some(true));
-        assert_eq!(Coverage::of(&scan(&[], &[], "top:100")).covers_port(22), None);
+        assert_eq!(
+            Coverage::of(&scan(&[], &[], "all")).covers_port(65535),
+            Some(true)
+        );
+        assert_eq!(
+            Coverage::of(&scan(&[], &[], "top:100")).covers_port(22),
+            None
+        );
         assert_eq!(Coverage::of(&scan(&[], &[], "22,x")).covers_port(22), None);
         assert_eq!(Coverage::of(&scan(&[], &[], "")).covers_port(22), None);
     }

@@ -144,7 +144,9 @@ struct ListenerIdentity {
 
 /// Listeners by identity; among sockets sharing one, the one whose debug text
 /// sorts first is kept, so the pick never depends on input order.
-fn listeners_by_identity(listeners: &[ListenerRecord]) -> BTreeMap<ListenerIdentity, &ListenerRecord> {
+fn listeners_by_identity(
+    listeners: &[ListenerRecord],
+) -> BTreeMap<ListenerIdentity, &ListenerRecord> {
     let mut by_identity: BTreeMap<ListenerIdentity, &ListenerRecord> = BTreeMap::new();
     for listener in listeners {
         let identity = ListenerIdentity {
@@ -176,7 +178,8 @@ fn findings_by_identity(findings: &[Finding]) -> BTreeMap<(String, String), &Fin
             .entry(identity)
             .and_modify(|kept| {
                 let better = finding.severity > kept.severity
-                    || (finding.severity == kept.severity && format!("{finding:?}") < format!("{kept:?}"));
+                    || (finding.severity == kept.severity
+                        && format!("{finding:?}") < format!("{kept:?}"));
                 if better {
                     *kept = finding;
                 }
@@ -230,7 +233,11 @@ fn describe_listener(listener: &ListenerRecord) -> String {
         },
         None => "unknown process".to_owned(),
     };
-    format!("{} {owner} in netns {}", listener.endpoint(), listener.netns.name)
+    format!(
+        "{} {owner} in netns {}",
+        listener.endpoint(),
+        listener.netns.name
+    )
 }
 
 #[cfg(test)]
@@ -288,9 +295,20 @@ mod tests {
     fn check(before: &AuditRecord, after: &AuditRecord, expect: &str) {
         let got: Vec<String> = diff_audits(before, after)
             .iter()
-            .map(|change| format!("{} {} {}", change.kind.as_str(), change.severity, change.subject))
+            .map(|change| {
+                format!(
+                    "{} {} {}",
+                    change.kind.as_str(),
+                    change.severity,
+                    change.subject
+                )
+            })
             .collect();
-        let expect: Vec<&str> = expect.lines().map(str::trim).filter(|line| !line.is_empty()).collect();
+        let expect: Vec<&str> = expect
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty())
+            .collect();
         assert_eq!(got, expect);
     }
 
@@ -305,11 +323,21 @@ mod tests {
             )
         };
         let before = audit(
-            vec![listener("0.0.0.0", 6379, Some("/usr/bin/redis-server"), 812)],
+            vec![listener(
+                "0.0.0.0",
+                6379,
+                Some("/usr/bin/redis-server"),
+                812,
+            )],
             vec![finding(812)],
         );
         let after = audit(
-            vec![listener("0.0.0.0", 6379, Some("/usr/bin/redis-server"), 990)],
+            vec![listener(
+                "0.0.0.0",
+                6379,
+                Some("/usr/bin/redis-server"),
+                990,
+            )],
             vec![finding(990)],
         );
         check(&before, &after, "");
@@ -319,10 +347,20 @@ mod tests {
     fn listeners_and_findings_come_and_go() {
         let before = audit(
             vec![
-                listener("127.0.0.1", 5432, Some("/usr/lib/postgresql/15/bin/postgres"), 700),
+                listener(
+                    "127.0.0.1",
+                    5432,
+                    Some("/usr/lib/postgresql/15/bin/postgres"),
+                    700,
+                ),
                 listener("0.0.0.0", 22, Some("/usr/sbin/sshd"), 600),
             ],
-            vec![Finding::new("ssh.password-auth", Severity::Medium, "sshd (pid 600)", "passwords accepted")],
+            vec![Finding::new(
+                "ssh.password-auth",
+                Severity::Medium,
+                "sshd (pid 600)",
+                "passwords accepted",
+            )],
         );
         let after = audit(
             vec![
@@ -352,8 +390,14 @@ mod tests {
 
     #[test]
     fn another_program_on_the_same_port_is_a_change() {
-        let before = audit(vec![listener("0.0.0.0", 22, Some("/usr/sbin/sshd"), 600)], vec![]);
-        let after = audit(vec![listener("0.0.0.0", 22, Some("/dev/shm/sshd"), 666)], vec![]);
+        let before = audit(
+            vec![listener("0.0.0.0", 22, Some("/usr/sbin/sshd"), 600)],
+            vec![],
+        );
+        let after = audit(
+            vec![listener("0.0.0.0", 22, Some("/dev/shm/sshd"), 666)],
+            vec![],
+        );
         check(
             &before,
             &after,
@@ -386,7 +430,10 @@ mod tests {
         let backward = audit(reversed_listeners, reversed_findings);
         let changes = diff_audits(&before, &forward);
         assert_eq!(changes, diff_audits(&before, &backward));
-        assert_eq!(diff_audits(&forward, &before), diff_audits(&backward, &before));
+        assert_eq!(
+            diff_audits(&forward, &before),
+            diff_audits(&backward, &before)
+        );
         // Two sshd sockets count once, and the worst `a.rule` finding is kept.
         assert_eq!(changes.len(), 5);
         let a_rule = changes

@@ -141,7 +141,12 @@ pub fn diff_scans_within(
     let mut changes = Vec::new();
     for key in keys {
         if scanned_in_both(key.address, key.port) {
-            diff_port(key, before.get(&key).copied(), after.get(&key).copied(), &mut changes);
+            diff_port(
+                key,
+                before.get(&key).copied(),
+                after.get(&key).copied(),
+                &mut changes,
+            );
         }
     }
     changes
@@ -167,10 +172,19 @@ pub fn diff_scan_runs(
         == TargetKey::new(&after_info.targets, &after_info.excluded, "");
     let same_ports = TargetKey::new(&[] as &[&str], &[] as &[&str], &before_info.ports)
         == TargetKey::new(&[] as &[&str], &[] as &[&str], &after_info.ports);
-    let addresses_in = |results: &[PortResult]| -> BTreeSet<IpAddr> { results.iter().map(|r| r.address).collect() };
-    let ports_in = |results: &[PortResult]| -> BTreeSet<u16> { results.iter().map(|r| r.port).collect() };
-    let common_addresses: BTreeSet<IpAddr> = addresses_in(before).intersection(&addresses_in(after)).copied().collect();
-    let common_ports: BTreeSet<u16> = ports_in(before).intersection(&ports_in(after)).copied().collect();
+    let addresses_in = |results: &[PortResult]| -> BTreeSet<IpAddr> {
+        results.iter().map(|r| r.address).collect()
+    };
+    let ports_in =
+        |results: &[PortResult]| -> BTreeSet<u16> { results.iter().map(|r| r.port).collect() };
+    let common_addresses: BTreeSet<IpAddr> = addresses_in(before)
+        .intersection(&addresses_in(after))
+        .copied()
+        .collect();
+    let common_ports: BTreeSet<u16> = ports_in(before)
+        .intersection(&ports_in(after))
+        .copied()
+        .collect();
 
     let address_in_both = |address: IpAddr| match (
         before_coverage.covers_address(address),
@@ -184,12 +198,17 @@ pub fn diff_scan_runs(
         if same_ports {
             return true;
         }
-        match (before_coverage.covers_port(port), after_coverage.covers_port(port)) {
+        match (
+            before_coverage.covers_port(port),
+            after_coverage.covers_port(port),
+        ) {
             (Some(in_before), Some(in_after)) => in_before && in_after,
             _ => common_ports.contains(&port),
         }
     };
-    diff_scans_within(before, after, |address, port| address_in_both(address) && port_in_both(port))
+    diff_scans_within(before, after, |address, port| {
+        address_in_both(address) && port_in_both(port)
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -228,7 +247,12 @@ fn index(results: &[PortResult]) -> BTreeMap<PortKey, &PortResult> {
     by_port
 }
 
-fn diff_port(key: PortKey, before: Option<&PortResult>, after: Option<&PortResult>, changes: &mut Vec<Change>) {
+fn diff_port(
+    key: PortKey,
+    before: Option<&PortResult>,
+    after: Option<&PortResult>,
+    changes: &mut Vec<Change>,
+) {
     let is_open = |result: Option<&PortResult>| result.is_some_and(|r| r.state == PortState::Open);
     let endpoint = endpoint(key);
     let change = |kind, severity, rule: Option<&str>, message: String| Change {
@@ -252,8 +276,15 @@ fn diff_port(key: PortKey, before: Option<&PortResult>, after: Option<&PortResul
                 Some(after) => format!("now {}", after.state),
                 None => "no result this time".to_owned(),
             };
-            let what = before.service.as_ref().map(describe_service).unwrap_or_default();
-            let message = format!("{endpoint} is no longer open ({now}){}", parenthesised(&what));
+            let what = before
+                .service
+                .as_ref()
+                .map(describe_service)
+                .unwrap_or_default();
+            let message = format!(
+                "{endpoint} is no longer open ({now}){}",
+                parenthesised(&what)
+            );
             changes.push(change(ChangeKind::Closed, Severity::Low, None, message));
         }
         (Some(before), Some(after)) if is_open(Some(before)) && is_open(Some(after)) => {
@@ -301,7 +332,12 @@ fn still_open(
                 describe_service(new),
                 describe_service(old)
             );
-            changes.push(change(ChangeKind::ServiceChanged, Severity::Medium, None, message));
+            changes.push(change(
+                ChangeKind::ServiceChanged,
+                Severity::Medium,
+                None,
+                message,
+            ));
         } else if differs_when_both_known(&old.product, &new.product)
             || differs_when_both_known(&old.version, &new.version)
         {
@@ -311,7 +347,12 @@ fn still_open(
                 product_version(old).unwrap_or_else(|| "unknown".to_owned()),
                 product_version(new).unwrap_or_else(|| "unknown".to_owned())
             );
-            changes.push(change(ChangeKind::VersionChanged, Severity::Low, None, message));
+            changes.push(change(
+                ChangeKind::VersionChanged,
+                Severity::Low,
+                None,
+                message,
+            ));
         }
         if let (Some(old_tls), Some(new_tls)) = (&old.tls, &new.tls) {
             if (&old_tls.subject, &old_tls.issuer, old_tls.not_after)
@@ -322,39 +363,77 @@ fn still_open(
                     describe_certificate(new_tls),
                     describe_certificate(old_tls)
                 );
-                changes.push(change(ChangeKind::CertificateChanged, Severity::Low, None, message));
+                changes.push(change(
+                    ChangeKind::CertificateChanged,
+                    Severity::Low,
+                    None,
+                    message,
+                ));
             }
         }
     }
 
     let (old_auth, new_auth) = (auth_of(before), auth_of(after));
-    let what = after.service.as_ref().map(describe_service).unwrap_or_default();
+    let what = after
+        .service
+        .as_ref()
+        .map(describe_service)
+        .unwrap_or_default();
     if new_auth == AuthState::None && old_auth != AuthState::None {
         let message = format!(
             "{endpoint} now answers without authentication (was {}){}",
             old_auth.as_str(),
             parenthesised(&what)
         );
-        changes.push(change(ChangeKind::AuthChanged, Severity::High, None, message));
+        changes.push(change(
+            ChangeKind::AuthChanged,
+            Severity::High,
+            None,
+            message,
+        ));
     } else if old_auth == AuthState::None && new_auth == AuthState::Required {
-        let message = format!("{endpoint} now requires authentication{}", parenthesised(&what));
-        changes.push(change(ChangeKind::AuthChanged, Severity::Info, None, message));
+        let message = format!(
+            "{endpoint} now requires authentication{}",
+            parenthesised(&what)
+        );
+        changes.push(change(
+            ChangeKind::AuthChanged,
+            Severity::Info,
+            None,
+            message,
+        ));
     }
 
     let old_findings = worst_by_rule(&before.findings);
     let new_findings = worst_by_rule(&after.findings);
     for (rule, finding) in &new_findings {
         if !old_findings.contains_key(rule) {
-            let message = format!("{endpoint}: new finding {rule} ({}): {}", finding.severity, finding.message);
-            changes.push(change(ChangeKind::FindingAppeared, finding.severity, Some(rule), message));
+            let message = format!(
+                "{endpoint}: new finding {rule} ({}): {}",
+                finding.severity, finding.message
+            );
+            changes.push(change(
+                ChangeKind::FindingAppeared,
+                finding.severity,
+                Some(rule),
+                message,
+            ));
         }
     }
     let service_unseen_now = after.service.is_none() && before.service.is_some();
     if !service_unseen_now {
         for (rule, finding) in &old_findings {
             if !new_findings.contains_key(rule) {
-                let message = format!("{endpoint}: finding {rule} resolved (was: {})", finding.message);
-                changes.push(change(ChangeKind::FindingResolved, Severity::Info, Some(rule), message));
+                let message = format!(
+                    "{endpoint}: finding {rule} resolved (was: {})",
+                    finding.message
+                );
+                changes.push(change(
+                    ChangeKind::FindingResolved,
+                    Severity::Info,
+                    Some(rule),
+                    message,
+                ));
             }
         }
     }

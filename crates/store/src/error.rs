@@ -14,7 +14,10 @@ pub enum StoreError {
     CreateFile { path: PathBuf, source: io::Error },
 
     #[error("could not open database {}: {source}", .path.display())]
-    Open { path: PathBuf, source: rusqlite::Error },
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
 
     #[error("{} is not a SQLite database", .path.display())]
     NotADatabase { path: PathBuf },
@@ -26,7 +29,11 @@ pub enum StoreError {
         "database {} has schema version {found}, this perimeter knows up to {known}: upgrade perimeter",
         .path.display()
     )]
-    TooNew { path: PathBuf, found: i64, known: i64 },
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
 
     #[error("database {}: could not migrate to schema version {version}: {source}", .path.display())]
     Migration {

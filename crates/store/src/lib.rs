@@ -32,7 +32,9 @@ use time::OffsetDateTime;
 pub use audit::{AuditRecord, AuditSummary, ListenerRecord, OwnerRecord};
 pub use coverage::Coverage;
 pub use diff_audits::{AuditChange, AuditChangeKind, diff_audits};
-pub use diff_scans::{Change, ChangeKind, PortSummary, diff_scan_runs, diff_scans, diff_scans_within};
+pub use diff_scans::{
+    Change, ChangeKind, PortSummary, diff_scan_runs, diff_scans, diff_scans_within,
+};
 pub use error::StoreError;
 pub use path::{DB_FILE_NAME, default_db_path};
 pub use sqlite::{SCHEMA_VERSION, SqliteStore};

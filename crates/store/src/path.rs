@@ -27,7 +27,11 @@ mod tests {
 
     fn check(xdg: Option<&str>, home: Option<&str>, expect: Option<&str>) {
         let got = default_db_path(xdg.map(Path::new), home.map(Path::new));
-        assert_eq!(got.as_deref(), expect.map(Path::new), "xdg={xdg:?} home={home:?}");
+        assert_eq!(
+            got.as_deref(),
+            expect.map(Path::new),
+            "xdg={xdg:?} home={home:?}"
+        );
     }
 
     #[test]
@@ -41,12 +45,20 @@ mod tests {
 
     #[test]
     fn falls_back_to_home() {
-        check(None, Some("/home/op"), Some("/home/op/.local/share/perimeter/perimeter.db"));
+        check(
+            None,
+            Some("/home/op"),
+            Some("/home/op/.local/share/perimeter/perimeter.db"),
+        );
     }
 
     #[test]
     fn relative_or_empty_values_are_ignored() {
-        check(Some(""), Some("/root"), Some("/root/.local/share/perimeter/perimeter.db"));
+        check(
+            Some(""),
+            Some("/root"),
+            Some("/root/.local/share/perimeter/perimeter.db"),
+        );
         check(
             Some("data"),
             Some("/root"),

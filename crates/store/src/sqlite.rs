@@ -17,17 +17,20 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use perimeter_model::{
-    Finding, HostSnapshot, Netns, Ownership, PackageRef, PortResult, PortState, Problem, ScanInfo, ServiceInfo,
-    Severity, TlsInfo,
+    Finding, HostSnapshot, Netns, Ownership, PackageRef, PortResult, PortState, Problem, ScanInfo,
+    ServiceInfo, Severity, TlsInfo,
 };
-use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{
+    Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior, params,
+};
 use time::OffsetDateTime;
 
 use crate::audit::{AuditRecord, AuditSummary, ListenerRecord, OwnerRecord};
 use crate::codec::{
-    decode_address, decode_auth, decode_bool, decode_count, decode_map, decode_pids, decode_port, decode_port_state,
-    decode_protocol, decode_resolved, decode_scope, decode_severity, decode_strings, decode_time, decode_u32,
-    encode_count, encode_map, encode_pids, encode_resolved, encode_strings, encode_time, u64_from_bits, u64_to_bits,
+    decode_address, decode_auth, decode_bool, decode_count, decode_map, decode_pids, decode_port,
+    decode_port_state, decode_protocol, decode_resolved, decode_scope, decode_severity,
+    decode_strings, decode_time, decode_u32, encode_count, encode_map, encode_pids,
+    encode_resolved, encode_strings, encode_time, u64_from_bits, u64_to_bits,
 };
 use crate::error::StoreError;
 use crate::target_key::TargetKey;
@@ -91,7 +94,11 @@ impl SqliteStore {
         let sql_error = |action: &str| {
             let path = path.clone();
             let action = action.to_owned();
-            move |source| StoreError::Sqlite { path, action, source }
+            move |source| StoreError::Sqlite {
+                path,
+                action,
+                source,
+            }
         };
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(sql_error("set the busy timeout"))?;
@@ -111,10 +118,17 @@ impl SqliteStore {
         Ok(SqliteStore { conn, path })
     }
 
-    fn sql_error<A: Into<String>>(&self, action: A) -> impl FnOnce(rusqlite::Error) -> StoreError + use<A> {
+    fn sql_error<A: Into<String>>(
+        &self,
+        action: A,
+    ) -> impl FnOnce(rusqlite::Error) -> StoreError + use<A> {
         let path = self.path.clone();
         let action = action.into();
-        move |source| StoreError::Sqlite { path, action, source }
+        move |source| StoreError::Sqlite {
+            path,
+            action,
+            source,
+        }
     }
 
     fn corrupt(&self, context: &str, detail: String) -> StoreError {
@@ -134,7 +148,11 @@ impl SqliteStore {
             .map_err(on_error)
     }
 
-    fn query_scans(&self, sql_tail: &str, params: impl rusqlite::Params) -> Result<Vec<ScanSummary>, StoreError> {
+    fn query_scans(
+        &self,
+        sql_tail: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<ScanSummary>, StoreError> {
         let sql = format!("SELECT {SCAN_COLUMNS} FROM scans {sql_tail}");
         let mut statement = self
             .conn
@@ -147,7 +165,11 @@ impl SqliteStore {
         raw_scans.into_iter().map(|raw| raw.decode(self)).collect()
     }
 
-    fn query_audits(&self, sql_tail: &str, params: impl rusqlite::Params) -> Result<Vec<AuditSummary>, StoreError> {
+    fn query_audits(
+        &self,
+        sql_tail: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<AuditSummary>, StoreError> {
         let sql = format!(
             "SELECT id, host, taken_at, hostname, n_listeners, n_findings, worst_severity FROM audits {sql_tail}"
         );
@@ -171,19 +193,25 @@ impl SqliteStore {
             .map_err(self.sql_error("list audits"))?;
         raw_audits
             .into_iter()
-            .map(|(id, host, taken_at, hostname, n_listeners, n_findings, worst)| {
-                let context = format!("audit {id}");
-                let bad = |detail| self.corrupt(&context, detail);
-                Ok(AuditSummary {
-                    id,
-                    host,
-                    taken_at: decode_time(&taken_at).map_err(bad)?,
-                    hostname,
-                    n_listeners: decode_count(n_listeners).map_err(bad)?,
-                    n_findings: decode_count(n_findings).map_err(bad)?,
-                    worst_severity: worst.as_deref().map(decode_severity).transpose().map_err(bad)?,
-                })
-            })
+            .map(
+                |(id, host, taken_at, hostname, n_listeners, n_findings, worst)| {
+                    let context = format!("audit {id}");
+                    let bad = |detail| self.corrupt(&context, detail);
+                    Ok(AuditSummary {
+                        id,
+                        host,
+                        taken_at: decode_time(&taken_at).map_err(bad)?,
+                        hostname,
+                        n_listeners: decode_count(n_listeners).map_err(bad)?,
+                        n_findings: decode_count(n_findings).map_err(bad)?,
+                        worst_severity: worst
+                            .as_deref()
+                            .map(decode_severity)
+                            .transpose()
+                            .map_err(bad)?,
+                    })
+                },
+            )
             .collect()
     }
 
@@ -238,7 +266,10 @@ impl Store for SqliteStore {
         let n_results = encode_count("result count", results.len() as u64)?;
         let n_open = encode_count(
             "open port count",
-            results.iter().filter(|result| result.state == PortState::Open).count() as u64,
+            results
+                .iter()
+                .filter(|result| result.state == PortState::Open)
+                .count() as u64,
         )?;
         let action = format!("record results of scan {scan_id}");
         let on_error = self.sql_error(action.clone());
@@ -316,7 +347,10 @@ impl Store for SqliteStore {
         for raw in raw_results {
             let context = format!("scan {scan_id}, result {}", raw.id);
             result_idx_by_id.insert(raw.id, results.len());
-            results.push(raw.decode().map_err(|detail| self.corrupt(&context, detail))?);
+            results.push(
+                raw.decode()
+                    .map_err(|detail| self.corrupt(&context, detail))?,
+            );
         }
 
         let mut statement = tx
@@ -327,12 +361,16 @@ impl Store for SqliteStore {
             )
             .map_err(self.sql_error(action.clone()))?;
         let raw_findings = statement
-            .query_map([scan_id], |row| Ok((row.get::<_, i64>(0)?, RawFinding::from_row(row, 1)?)))
+            .query_map([scan_id], |row| {
+                Ok((row.get::<_, i64>(0)?, RawFinding::from_row(row, 1)?))
+            })
             .and_then(Iterator::collect::<Result<Vec<_>, _>>)
             .map_err(self.sql_error(action.clone()))?;
         for (result_id, raw) in raw_findings {
             let context = format!("scan {scan_id}, finding {}", raw.id);
-            let finding = raw.decode().map_err(|detail| self.corrupt(&context, detail))?;
+            let finding = raw
+                .decode()
+                .map_err(|detail| self.corrupt(&context, detail))?;
             // The join guarantees the result is in this scan, and so loaded.
             if let Some(result) = result_idx_by_id
                 .get(&result_id)
@@ -358,7 +396,9 @@ impl Store for SqliteStore {
         snapshot: &HostSnapshot,
         findings: &[Finding],
     ) -> Result<i64, StoreError> {
-        self.insert_audit(&AuditRecord::from_snapshot(host, taken_at, snapshot, findings))
+        self.insert_audit(&AuditRecord::from_snapshot(
+            host, taken_at, snapshot, findings,
+        ))
     }
 
     fn list_audits(&self, limit: usize) -> Result<Vec<AuditSummary>, StoreError> {
@@ -366,7 +406,10 @@ impl Store for SqliteStore {
     }
 
     fn audits_of(&self, host: &str, n: usize) -> Result<Vec<AuditSummary>, StoreError> {
-        self.query_audits("WHERE host = ?1 ORDER BY id DESC LIMIT ?2", params![host, sql_limit(n)])
+        self.query_audits(
+            "WHERE host = ?1 ORDER BY id DESC LIMIT ?2",
+            params![host, sql_limit(n)],
+        )
     }
 
     fn load_audit(&self, audit_id: i64) -> Result<AuditRecord, StoreError> {
@@ -400,7 +443,8 @@ impl Store for SqliteStore {
             .into_iter()
             .map(|raw| {
                 let context = format!("audit {audit_id}, listener {}", raw.id);
-                raw.decode().map_err(|detail| self.corrupt(&context, detail))
+                raw.decode()
+                    .map_err(|detail| self.corrupt(&context, detail))
             })
             .collect::<Result<Vec<_>, _>>()?;
 
@@ -418,12 +462,15 @@ impl Store for SqliteStore {
             .into_iter()
             .map(|raw| {
                 let context = format!("audit {audit_id}, finding {}", raw.id);
-                raw.decode().map_err(|detail| self.corrupt(&context, detail))
+                raw.decode()
+                    .map_err(|detail| self.corrupt(&context, detail))
             })
             .collect::<Result<Vec<_>, _>>()?;
 
         let mut statement = tx
-            .prepare_cached("SELECT subject, message, hint FROM audit_problems WHERE audit_id = ?1 ORDER BY id")
+            .prepare_cached(
+                "SELECT subject, message, hint FROM audit_problems WHERE audit_id = ?1 ORDER BY id",
+            )
             .map_err(self.sql_error(action.clone()))?;
         let problems = statement
             .query_map([audit_id], |row| {
@@ -459,7 +506,10 @@ impl Store for SqliteStore {
 /// SQLite never creates either with the umask's looser defaults. Directories
 /// that already exist keep their modes: `/tmp` is not ours to tighten.
 fn prepare_file(path: &Path) -> Result<(), StoreError> {
-    if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+    if let Some(parent) = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
         DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -497,11 +547,14 @@ fn read_header(conn: &Connection, path: &Path) -> Result<Header, StoreError> {
         Ok(Header {
             application_id: conn.pragma_query_value(None, "application_id", |row| row.get(0))?,
             user_version: conn.pragma_query_value(None, "user_version", |row| row.get(0))?,
-            n_schema_objects: conn.query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))?,
+            n_schema_objects: conn
+                .query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))?,
         })
     };
     read().map_err(|source| match source.sqlite_error_code() {
-        Some(ErrorCode::NotADatabase) => StoreError::NotADatabase { path: path.to_owned() },
+        Some(ErrorCode::NotADatabase) => StoreError::NotADatabase {
+            path: path.to_owned(),
+        },
         _ => StoreError::Sqlite {
             path: path.to_owned(),
             action: "read the database header".to_owned(),
@@ -554,7 +607,11 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let sql_error = |action: &str| {
         let path = path.to_owned();
         let action = action.to_owned();
-        move |source| StoreError::Sqlite { path, action, source }
+        move |source| StoreError::Sqlite {
+            path,
+            action,
+            source,
+        }
     };
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -576,11 +633,12 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         if target_version <= version {
             continue;
         }
-        tx.execute_batch(sql).map_err(|source| StoreError::Migration {
-            path: path.to_owned(),
-            version: target_version,
-            source,
-        })?;
+        tx.execute_batch(sql)
+            .map_err(|source| StoreError::Migration {
+                path: path.to_owned(),
+                version: target_version,
+                source,
+            })?;
     }
     tx.pragma_update(None, "application_id", APPLICATION_ID)
         .map_err(sql_error("set the application id"))?;
@@ -591,7 +649,8 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         [concat!("perimeter ", env!("CARGO_PKG_VERSION"))],
     )
     .map_err(sql_error("record the schema writer"))?;
-    tx.commit().map_err(sql_error("commit the schema migration"))
+    tx.commit()
+        .map_err(sql_error("commit the schema migration"))
 }
 
 /// Whether scan `scan_id` exists and is finished; `NoSuchScan` otherwise.
@@ -676,7 +735,12 @@ impl RawScan {
                 .map_err(|_| bad(format!("`{}` is not a seed", self.seed.escape_debug())))?,
             options: decode_map(&self.options).map_err(bad)?,
             started: decode_time(&self.started).map_err(bad)?,
-            finished: self.finished.as_deref().map(decode_time).transpose().map_err(bad)?,
+            finished: self
+                .finished
+                .as_deref()
+                .map(decode_time)
+                .transpose()
+                .map_err(bad)?,
             complete: decode_bool(self.complete).map_err(bad)?,
             n_probes: decode_count(self.n_probes).map_err(bad)?,
         };
@@ -907,7 +971,14 @@ fn insert_audit_rows(
     tx.execute(
         "INSERT INTO audits (host, taken_at, hostname, n_listeners, n_findings, worst_severity) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![record.host, taken_at, record.hostname, n_listeners, n_findings, worst],
+        params![
+            record.host,
+            taken_at,
+            record.hostname,
+            n_listeners,
+            n_findings,
+            worst
+        ],
     )?;
     let audit_id = tx.last_insert_rowid();
 
@@ -972,10 +1043,16 @@ fn insert_audit_rows(
         ])?;
     }
 
-    let mut insert_problem =
-        tx.prepare_cached("INSERT INTO audit_problems (audit_id, subject, message, hint) VALUES (?1, ?2, ?3, ?4)")?;
+    let mut insert_problem = tx.prepare_cached(
+        "INSERT INTO audit_problems (audit_id, subject, message, hint) VALUES (?1, ?2, ?3, ?4)",
+    )?;
     for problem in &record.problems {
-        insert_problem.execute(params![audit_id, problem.subject, problem.message, problem.hint])?;
+        insert_problem.execute(params![
+            audit_id,
+            problem.subject,
+            problem.message,
+            problem.hint
+        ])?;
     }
     Ok(audit_id)
 }
@@ -1058,7 +1135,9 @@ impl RawListener {
                 name,
                 uid: decode_u32(self.uid.ok_or("owner without a uid")?)?,
                 user: self.user,
-                exe: self.exe.map(|bytes| PathBuf::from(OsString::from_vec(bytes))),
+                exe: self
+                    .exe
+                    .map(|bytes| PathBuf::from(OsString::from_vec(bytes))),
                 exe_deleted: decode_bool(self.exe_deleted)?,
                 unit: self.unit,
                 container: self.container,

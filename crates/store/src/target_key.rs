@@ -30,7 +30,11 @@ use perimeter_model::ScanInfo;
 pub struct TargetKey(String);
 
 impl TargetKey {
-    pub fn new<T: AsRef<str>, E: AsRef<str>>(targets: &[T], excluded: &[E], ports: &str) -> TargetKey {
+    pub fn new<T: AsRef<str>, E: AsRef<str>>(
+        targets: &[T],
+        excluded: &[E],
+        ports: &str,
+    ) -> TargetKey {
         // Written field by field rather than through a JSON map, whose key order
         // depends on serde_json's `preserve_order` feature (which any crate in
         // the build may switch on); stored keys must never change spelling.
@@ -83,7 +87,11 @@ mod tests {
     #[test]
     fn spelling_and_order_do_not_change_the_key() {
         let a = TargetKey::new(&["10.0.0.0/24", "Example.ORG"], &["10.0.0.5"], "80,22");
-        let b = TargetKey::new(&[" example.org", "10.0.0.0/24", "10.0.0.0/24"], &["10.0.0.5 "], "22, 80,");
+        let b = TargetKey::new(
+            &[" example.org", "10.0.0.0/24", "10.0.0.0/24"],
+            &["10.0.0.5 "],
+            "22, 80,",
+        );
         assert_eq!(a, b);
         assert_eq!(
             a.as_str(),
@@ -94,9 +102,18 @@ mod tests {
     #[test]
     fn targets_excludes_and_ports_each_matter() {
         let base = TargetKey::new(&["198.18.0.0/24"], &["198.18.0.9"], "top:100");
-        assert_ne!(base, TargetKey::new(&["198.18.0.0/25"], &["198.18.0.9"], "top:100"));
-        assert_ne!(base, TargetKey::new(&["198.18.0.0/24"], &[] as &[&str], "top:100"));
-        assert_ne!(base, TargetKey::new(&["198.18.0.0/24"], &["198.18.0.9"], "all"));
+        assert_ne!(
+            base,
+            TargetKey::new(&["198.18.0.0/25"], &["198.18.0.9"], "top:100")
+        );
+        assert_ne!(
+            base,
+            TargetKey::new(&["198.18.0.0/24"], &[] as &[&str], "top:100")
+        );
+        assert_ne!(
+            base,
+            TargetKey::new(&["198.18.0.0/24"], &["198.18.0.9"], "all")
+        );
         // An item moved from targets to excludes is a different key, not the same
         // set of strings in another place.
         assert_ne!(

@@ -23,7 +23,12 @@ fn open(endpoint: &str) -> PortResult {
     result(endpoint, PortState::Open)
 }
 
-fn with_service(mut result: PortResult, name: &str, product: Option<&str>, version: Option<&str>) -> PortResult {
+fn with_service(
+    mut result: PortResult,
+    name: &str,
+    product: Option<&str>,
+    version: Option<&str>,
+) -> PortResult {
     let mut service = ServiceInfo::named(name);
     service.product = product.map(str::to_owned);
     service.version = version.map(str::to_owned);
@@ -39,21 +44,34 @@ fn with_auth(mut result: PortResult, auth: AuthState) -> PortResult {
 }
 
 fn with_finding(mut result: PortResult, rule: &str, severity: Severity) -> PortResult {
-    result
-        .findings
-        .push(Finding::new(rule, severity, "subject", format!("{rule} fired")));
+    result.findings.push(Finding::new(
+        rule,
+        severity,
+        "subject",
+        format!("{rule} fired"),
+    ));
     result
 }
 
 fn redis(endpoint: &str, auth: AuthState) -> PortResult {
-    with_auth(with_service(open(endpoint), "redis", None, Some("7.0.15")), auth)
+    with_auth(
+        with_service(open(endpoint), "redis", None, Some("7.0.15")),
+        auth,
+    )
 }
 
 /// Renders changes as `kind severity message`, one a line.
 fn render(changes: &[Change]) -> String {
     changes
         .iter()
-        .map(|change| format!("{} {} {}\n", change.kind.as_str(), change.severity, change.message))
+        .map(|change| {
+            format!(
+                "{} {} {}\n",
+                change.kind.as_str(),
+                change.severity,
+                change.message
+            )
+        })
         .collect()
 }
 
@@ -93,8 +111,14 @@ fn redis_that_started_answering_without_a_password_is_high() {
         &[redis("198.18.0.7:6379", AuthState::None)],
     );
     let change = changes.first().expect("one change");
-    assert_eq!((change.kind, change.severity), (ChangeKind::AuthChanged, Severity::High));
-    assert_eq!(change.before.as_ref().map(|b| b.auth), Some(AuthState::Unknown));
+    assert_eq!(
+        (change.kind, change.severity),
+        (ChangeKind::AuthChanged, Severity::High)
+    );
+    assert_eq!(
+        change.before.as_ref().map(|b| b.auth),
+        Some(AuthState::Unknown)
+    );
     assert_eq!(change.after.as_ref().map(|a| a.auth), Some(AuthState::None));
 }
 
@@ -176,7 +200,12 @@ fn service_and_version_changes() {
     );
     // A later scan without service detection changes nothing.
     check(
-        &[with_service(open("198.18.0.1:22"), "ssh", Some("OpenSSH"), Some("9.2p1"))],
+        &[with_service(
+            open("198.18.0.1:22"),
+            "ssh",
+            Some("OpenSSH"),
+            Some("9.2p1"),
+        )],
         &[open("198.18.0.1:22")],
         "",
     );
@@ -229,7 +258,11 @@ fn findings_appear_and_resolve_on_ports_open_in_both() {
     );
     // The same rule twice on a port is one finding.
     check(
-        &[with_finding(with_finding(ssh(), "ssh.weak-kex", Severity::Low), "ssh.weak-kex", Severity::High)],
+        &[with_finding(
+            with_finding(ssh(), "ssh.weak-kex", Severity::Low),
+            "ssh.weak-kex",
+            Severity::High,
+        )],
         &[with_finding(ssh(), "ssh.weak-kex", Severity::Medium)],
         "",
     );
@@ -239,7 +272,10 @@ fn findings_appear_and_resolve_on_ports_open_in_both() {
 fn duplicate_results_prefer_open() {
     check(
         &[],
-        &[result("198.18.0.1:22", PortState::Closed), open("198.18.0.1:22")],
+        &[
+            result("198.18.0.1:22", PortState::Closed),
+            open("198.18.0.1:22"),
+        ],
         "opened medium tcp 198.18.0.1:22 opened",
     );
 }
@@ -273,7 +309,11 @@ fn scan_info(targets: &[&str], excluded: &[&str], ports: &str) -> ScanInfo {
 
 #[test]
 fn scan_runs_diff_only_what_both_covered() {
-    let before = [open("198.18.0.1:22"), open("198.18.0.200:22"), open("198.18.0.1:443")];
+    let before = [
+        open("198.18.0.1:22"),
+        open("198.18.0.200:22"),
+        open("198.18.0.1:443"),
+    ];
     let after = [open("198.18.0.1:80")];
     // The later scan covered half the block and fewer ports: .200 and 443 were
     // not looked at, so they are not closed.
