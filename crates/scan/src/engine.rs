@@ -385,7 +385,7 @@ pub struct ScanPlan {
     pub targets: Targets,
     pub ports: PortSet,
     pub options: ScanOptions,
-    /// The probes for open ports: `Arc::new(perimeter_probe::probes_for)` in the CLI.
+    /// The probes for open ports: [`identify::standard_probes`] in the CLI.
     pub probes: SharedCatalog,
 }
 
@@ -616,7 +616,7 @@ impl<T: Transport> Context<T> {
         let mut probe_findings = Vec::new();
         let identification_ran = self.settings.identify && state == PortState::Open;
         if identification_ran {
-            let probes = self.probes.probes_for(address.port());
+            let probes = self.probes.probes_for(address.ip(), address.port());
             let identification = identify::identify(
                 self.transport.as_ref(),
                 &self.rate,

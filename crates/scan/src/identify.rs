@@ -9,7 +9,7 @@
 //! capped at the probe's `max_response()`, and the whole identification of a port
 //! sits under one deadline set by the engine.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,25 +20,33 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use crate::rate::RateLimiter;
 use crate::transport::{Connect, Transport};
 
-/// Where the probes for a port come from: in the CLI, `perimeter_probe::probes_for`.
-/// Any `Fn(u16) -> Vec<Box<dyn Probe>>` will do.
+/// Where the probes for an open port come from. Any
+/// `Fn(IpAddr, u16) -> Vec<Box<dyn Probe>>` will do; [`standard_probes`] is
+/// `perimeter-probe`'s catalogue.
 pub trait ProbeCatalog: Send + Sync {
     /// The probes to try on an open port, in order.
-    fn probes_for(&self, port: u16) -> Vec<Box<dyn Probe>>;
+    fn probes_for(&self, address: IpAddr, port: u16) -> Vec<Box<dyn Probe>>;
 }
 
 impl<F> ProbeCatalog for F
 where
-    F: Fn(u16) -> Vec<Box<dyn Probe>> + Send + Sync,
+    F: Fn(IpAddr, u16) -> Vec<Box<dyn Probe>> + Send + Sync,
 {
-    fn probes_for(&self, port: u16) -> Vec<Box<dyn Probe>> {
-        self(port)
+    fn probes_for(&self, address: IpAddr, port: u16) -> Vec<Box<dyn Probe>> {
+        self(address, port)
     }
+}
+
+/// `perimeter-probe`'s catalogue: the banner wait first, then what usually
+/// listens on the port, then the rest (HTTP requests name the address and port
+/// in `Host`).
+pub fn standard_probes() -> SharedCatalog {
+    Arc::new(perimeter_probe::probes_for_address)
 }
 
 /// A catalogue with no probes: identification reports every open port as
 /// unidentified.
-pub fn no_probes(_port: u16) -> Vec<Box<dyn Probe>> {
+pub fn no_probes(_address: IpAddr, _port: u16) -> Vec<Box<dyn Probe>> {
     Vec::new()
 }
 

@@ -26,7 +26,7 @@ pub use engine::{
     Profile, ProfileDefaults, ProfileParseError, ScanError, ScanEvent, ScanOptions, ScanOutcome,
     ScanPlan, Settings, SpreadSchedule, StateCounts, fd_budget, raise_fd_limit, run,
 };
-pub use identify::{IdentifySettings, ProbeCatalog, SharedCatalog, no_probes};
+pub use identify::{IdentifySettings, ProbeCatalog, SharedCatalog, no_probes, standard_probes};
 pub use permutation::Permutation;
 pub use ports::{PortError, PortSet};
 pub use rate::{RateLimit, RateLimiter};

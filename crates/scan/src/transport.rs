@@ -81,13 +81,13 @@ impl Transport for TcpTransport {
                 let _ = stream.set_nodelay(true);
                 Connect::Open(stream)
             }
-            Ok(Err(err)) => classify_connect_error(err),
+            Ok(Err(err)) => classify_connect_error(err, address),
         }
     }
 }
 
 /// Maps a failed `connect(2)` to what it says about the port.
-pub fn classify_connect_error<S>(err: io::Error) -> Connect<S> {
+pub fn classify_connect_error<S>(err: io::Error, address: SocketAddr) -> Connect<S> {
     let Some(code) = err.raw_os_error() else {
         return Connect::LocalError(err);
     };
@@ -99,6 +99,10 @@ pub fn classify_connect_error<S>(err: io::Error) -> Connect<S> {
         | Errno::EHOSTDOWN
         | Errno::ENETDOWN
         | Errno::ENONET => Connect::Filtered(FilterCause::Unreachable),
+        // Linux reports an ICMPv6 administratively-prohibited (or policy-failed)
+        // unreachable as EACCES; for IPv4 the same errno means a local refusal
+        // (a broadcast address without SO_BROADCAST).
+        Errno::EACCES if address.is_ipv6() => Connect::Filtered(FilterCause::Unreachable),
         // EMFILE, ENFILE, EADDRNOTAVAIL, ENOBUFS, ENOMEM, EAGAIN, EPERM (a local
         // output rule), and anything unexpected: about this machine, not the port.
         _ => Connect::LocalError(err),
@@ -408,7 +412,12 @@ mod tests {
     use super::*;
 
     fn classify(code: i32) -> &'static str {
-        match classify_connect_error::<()>(io::Error::from_raw_os_error(code)) {
+        classify_for(code, "198.18.0.2:80")
+    }
+
+    fn classify_for(code: i32, address: &str) -> &'static str {
+        let address = address.parse().expect("test address");
+        match classify_connect_error::<()>(io::Error::from_raw_os_error(code), address) {
             Connect::Open(()) => "open",
             Connect::Closed => "closed",
             Connect::Filtered(FilterCause::NoAnswer) => "no answer",
@@ -428,8 +437,16 @@ mod tests {
         assert_eq!(classify(libc::EADDRNOTAVAIL), "local");
         assert_eq!(classify(libc::ENOBUFS), "local");
         assert_eq!(classify(libc::EPERM), "local");
+        assert_eq!(classify(libc::EACCES), "local");
+        assert_eq!(
+            classify_for(libc::EACCES, "[fd00:198:18::2]:80"),
+            "unreachable"
+        );
         assert!(matches!(
-            classify_connect_error::<()>(io::Error::other("no errno")),
+            classify_connect_error::<()>(
+                io::Error::other("no errno"),
+                "198.18.0.2:80".parse().expect("address")
+            ),
             Connect::LocalError(_)
         ));
     }

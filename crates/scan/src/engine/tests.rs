@@ -40,7 +40,7 @@ fn targets(targets: &[&str], excludes: &[&str]) -> Targets {
     }
 }
 
-fn test_catalog(_port: u16) -> Vec<Box<dyn Probe>> {
+fn test_catalog(_address: IpAddr, _port: u16) -> Vec<Box<dyn Probe>> {
     vec![
         Box::new(BannerProbe {
             prefix: b"SSH-",
@@ -594,7 +594,7 @@ async fn stealth_runs_few_probes_and_a_port_deadline_bounds_identification() {
         FakePort::Open(FakeService::silent()),
         Duration::from_millis(1),
     );
-    let catalog = |_port: u16| -> Vec<Box<dyn Probe>> {
+    let catalog = |_address: IpAddr, _port: u16| -> Vec<Box<dyn Probe>> {
         (0..5)
             .map(|_| {
                 Box::new(BannerProbe {
