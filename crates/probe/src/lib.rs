@@ -196,6 +196,14 @@ pub fn probes_for_address(address: IpAddr, port: u16) -> Vec<Box<dyn Probe>> {
     plan(port, Some(address))
 }
 
+/// [`sniff`] for probes that are not the HTTP probe: an HTTP answer to their
+/// request is left unnamed, so the driver goes on to the HTTP probe, whose own
+/// requests learn the product (and Elasticsearch, Docker, etcd, ...) that a
+/// `400` to someone else's bytes does not show.
+pub(crate) fn sniff_not_http(answer: &[u8]) -> Option<Identified> {
+    sniff(answer).filter(|found| found.service.name != "http")
+}
+
 /// Redis's own error phrasing, which other `-ERR` speakers (POP3) do not share.
 fn is_redis_error(answer: &[u8]) -> bool {
     const PREFIXES: [&[u8]; 8] = [

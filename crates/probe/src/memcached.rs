@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use perimeter_model::{AuthState, ServiceInfo};
 
-use crate::{Identified, Next, Probe, rules, sniff, text};
+use crate::{Identified, Next, Probe, rules, sniff_not_http as sniff, text};
 
 /// The `version` request.
 pub const VERSION: &[u8] = b"version\r\n";

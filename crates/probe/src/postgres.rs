@@ -8,7 +8,7 @@
 use perimeter_model::{AuthState, ServiceInfo};
 
 use crate::tls::Tls;
-use crate::{Identified, Next, Probe, sniff, text};
+use crate::{Identified, Next, Probe, sniff_not_http as sniff, text};
 
 /// `SSLRequest`: length 8, code 80877103.
 pub const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];

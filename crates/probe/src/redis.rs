@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use perimeter_model::{AuthState, ServiceInfo};
 use thiserror::Error;
 
-use crate::{Identified, Next, Probe, rules, sniff, text};
+use crate::{Identified, Next, Probe, rules, sniff_not_http as sniff, text};
 
 /// The longest bulk string accepted. `INFO` is a few KiB and `CONFIG GET *` a
 /// few tens; anything near this is not an answer to what we asked.
@@ -605,12 +605,15 @@ mod tests {
 
     #[test]
     fn other_answers_are_sniffed() {
+        // A web server's 400 is left to the HTTP probe, which learns more.
         let mut probe = RedisProbe::new();
         let http = b"HTTP/1.1 400 Bad Request\r\nServer: nginx/1.22.1\r\nContent-Length: 0\r\n\r\n";
-        let Next::Done(Some(found)) = run(&mut probe, &[http]) else {
-            panic!("http recognised");
+        assert_eq!(run(&mut probe, &[http]), Next::Done(None));
+        let mut probe = RedisProbe::new();
+        let Next::Done(Some(found)) = run(&mut probe, &[b"VERSION 1.6.18\r\n"]) else {
+            panic!("memcached recognised");
         };
-        assert_eq!(found.service.name, "http");
+        assert_eq!(found.service.name, "memcached");
         let mut probe = RedisProbe::new();
         assert_eq!(run(&mut probe, &[b"ERROR\r\nERROR\r\n"]), Next::Done(None));
         let mut probe = RedisProbe::new();

@@ -19,7 +19,7 @@ use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme};
 
-use crate::{Identified, Next, Probe, sniff, text};
+use crate::{Identified, Next, Probe, sniff_not_http as sniff, text};
 
 /// The most subject alternative names kept from one certificate.
 const MAX_SANS: usize = 64;

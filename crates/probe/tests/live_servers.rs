@@ -1,0 +1,452 @@
+//! The identification plan against real servers on 127.0.0.1: each test starts a
+//! daemon on an ephemeral port (killed in `Drop`), runs `probes_for_address`
+//! through a small blocking driver, and checks the exact service, version, auth
+//! state and findings. A test whose daemon is not installed says so and passes.
+//!
+//! The driver here is test code: std sockets, a read timeout on every read, and
+//! the probe's `max_response` cap, the same contract the scan engine follows.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use perimeter_model::{AuthState, Severity};
+use perimeter_probe::{Identified, Next, Probe, probes_for_address, rules};
+
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// How long the banner probe waits for a greeting, and any other read for its
+/// answer. Loopback servers answer in microseconds; this only bounds silence.
+const READ_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// A daemon started for one test, killed and reaped when dropped.
+struct Daemon {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn find_binary(candidates: &[&str]) -> Option<PathBuf> {
+    candidates
+        .iter()
+        .map(PathBuf::from)
+        .find(|path| path.is_file())
+        .or_else(|| {
+            let name = candidates.first()?.rsplit('/').next()?;
+            std::env::var_os("PATH")?
+                .to_str()?
+                .split(':')
+                .map(|dir| Path::new(dir).join(name))
+                .find(|path| path.is_file())
+        })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind((LOCALHOST, 0))
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .unwrap_or_else(|error| panic!("no free port: {error}"))
+}
+
+/// Starts `command` and waits until its port accepts connections.
+fn start(mut command: Command, port: u16, dir: tempfile::TempDir) -> Daemon {
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|error| panic!("starting {command:?}: {error}"));
+    let daemon = Daemon {
+        child,
+        port,
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(
+            &SocketAddr::new(LOCALHOST, port),
+            Duration::from_millis(200),
+        )
+        .is_ok()
+        {
+            return daemon;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{command:?} did not listen on {port}");
+}
+
+fn temp_dir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap_or_else(|error| panic!("temp dir: {error}"))
+}
+
+/// One probe conversation on a fresh connection.
+fn run_probe(port: u16, probe: &mut dyn Probe) -> Option<Identified> {
+    let address = SocketAddr::new(LOCALHOST, port);
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(READ_TIMEOUT)).ok()?;
+    stream.set_write_timeout(Some(READ_TIMEOUT)).ok()?;
+    let cap = probe.max_response();
+    let mut received = Vec::new();
+    let mut next = probe.start();
+    loop {
+        match next {
+            Next::Done(found) => return found,
+            Next::Send(request) => {
+                received.clear();
+                if stream.write_all(&request).is_err() {
+                    return probe.on_end(&received, false);
+                }
+            }
+            Next::Receive => {}
+        }
+        let room = cap.saturating_sub(received.len());
+        if room == 0 {
+            return probe.on_end(&received, false);
+        }
+        let mut chunk = vec![0u8; room.min(8192)];
+        match stream.read(&mut chunk) {
+            Ok(0) => return probe.on_end(&received, false),
+            Ok(n) => {
+                received.extend_from_slice(chunk.get(..n).unwrap_or_default());
+                next = probe.on_data(&received);
+            }
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return probe.on_end(&received, true);
+            }
+            Err(_) => return probe.on_end(&received, false),
+        }
+    }
+}
+
+/// Runs the plan for `port`; returns the identification and the probes run.
+fn identify(port: u16) -> (Identified, Vec<&'static str>) {
+    let mut run = Vec::new();
+    for mut probe in probes_for_address(LOCALHOST, port) {
+        run.push(probe.name());
+        if let Some(found) = run_probe(port, probe.as_mut()) {
+            return (found, run);
+        }
+    }
+    panic!("nothing identified on port {port} after {run:?}");
+}
+
+/// The text after `marker` in a program's version output, up to a space or comma.
+fn version_from(program: &Path, args: &[&str], marker: &str) -> Option<String> {
+    let output = Command::new(program).args(args).output().ok()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let after = text.split(marker).nth(1)?;
+    Some(after.split([' ', ',', '\n']).next()?.to_string())
+}
+
+macro_rules! require {
+    ($binary:expr, $what:expr) => {
+        match $binary {
+            Some(binary) => binary,
+            None => {
+                eprintln!("skipping: {} is not installed", $what);
+                return;
+            }
+        }
+    };
+}
+
+fn redis(extra: &[&str]) -> Option<(Daemon, PathBuf)> {
+    let binary = find_binary(&["/usr/bin/redis-server"])?;
+    let port = free_port();
+    let dir = temp_dir();
+    let mut command = Command::new(&binary);
+    command
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args(["--daemonize", "no", "--dir"])
+        .arg(dir.path())
+        .args(extra);
+    Some((start(command, port, dir), binary))
+}
+
+#[test]
+fn redis_without_password_is_critical() {
+    let (daemon, binary) = require!(redis(&[]), "redis-server");
+    let (found, run) = identify(daemon.port);
+    assert_eq!(
+        run,
+        vec!["banner", "redis"],
+        "Redis on an unusual port is found by the general order"
+    );
+    assert_eq!(found.service.name, "redis");
+    let expected = version_from(&binary, &["--version"], "v=");
+    assert_eq!(found.service.version, expected);
+    assert_eq!(found.service.auth, AuthState::None);
+    let [finding] = found.findings.as_slice() else {
+        panic!("one finding: {:?}", found.findings);
+    };
+    assert_eq!(finding.rule, rules::REDIS_NOAUTH);
+    assert_eq!(finding.severity, Severity::Critical);
+    assert_eq!(
+        finding.evidence,
+        vec![
+            "PING answered +PONG without AUTH".to_string(),
+            format!("redis_version:{}", expected.unwrap_or_default())
+        ]
+    );
+}
+
+#[test]
+fn redis_with_password_requires_auth() {
+    let (daemon, _) = require!(
+        redis(&["--requirepass", "lab-password-not-secret"]),
+        "redis-server"
+    );
+    let (found, _) = identify(daemon.port);
+    assert_eq!(found.service.name, "redis");
+    assert_eq!(found.service.auth, AuthState::Required);
+    assert!(found.findings.is_empty());
+}
+
+#[test]
+fn memcached_is_high() {
+    let binary = require!(find_binary(&["/usr/bin/memcached"]), "memcached");
+    let port = free_port();
+    let mut command = Command::new(&binary);
+    command.args([
+        "-l",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-U",
+        "0",
+        "-u",
+        "nobody",
+    ]);
+    let daemon = start(command, port, temp_dir());
+    let (found, run) = identify(daemon.port);
+    assert_eq!(run, vec!["banner", "redis", "memcached"]);
+    assert_eq!(found.service.name, "memcached");
+    assert_eq!(
+        found.service.version,
+        version_from(&binary, &["-V"], "memcached ")
+    );
+    assert_eq!(found.service.auth, AuthState::None);
+    assert_eq!(found.findings.len(), 1);
+    assert_eq!(
+        found.findings.first().map(|f| f.rule.as_str()),
+        Some(rules::MEMCACHED)
+    );
+    assert_eq!(
+        found.findings.first().map(|f| f.severity),
+        Some(Severity::High)
+    );
+}
+
+#[test]
+fn sshd_banner() {
+    let binary = require!(find_binary(&["/usr/sbin/sshd"]), "sshd");
+    let keygen = require!(find_binary(&["/usr/bin/ssh-keygen"]), "ssh-keygen");
+    let dir = temp_dir();
+    let key = dir.path().join("host_ed25519");
+    let generated = Command::new(keygen)
+        .args(["-q", "-t", "ed25519", "-N", ""])
+        .arg("-f")
+        .arg(&key)
+        .status();
+    assert!(generated.is_ok_and(|s| s.success()), "host key generated");
+    // sshd refuses to start without its privilege separation directory.
+    let _ = std::fs::create_dir_all("/run/sshd");
+    let port = free_port();
+    let config = dir.path().join("sshd_config");
+    let text = format!(
+        "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile none\nUsePAM no\n",
+        key.display()
+    );
+    std::fs::write(&config, text).unwrap_or_else(|error| panic!("writing sshd_config: {error}"));
+    let mut command = Command::new(&binary);
+    command.arg("-D").arg("-f").arg(&config);
+    let daemon = start(command, port, dir);
+    let (found, run) = identify(daemon.port);
+    assert_eq!(run, vec!["banner"]);
+    assert_eq!(found.service.name, "ssh");
+    assert_eq!(found.service.product.as_deref(), Some("OpenSSH"));
+    // `ssh -V` names the same build (`OpenSSH_9.2p1 Debian-...`).
+    if let Some(ssh) = find_binary(&["/usr/bin/ssh"]) {
+        assert_eq!(
+            found.service.version,
+            version_from(&ssh, &["-V"], "OpenSSH_")
+        );
+    }
+    assert!(
+        found
+            .service
+            .banner
+            .as_deref()
+            .is_some_and(|b| b.starts_with("SSH-2.0-OpenSSH_"))
+    );
+    assert!(found.findings.is_empty());
+}
+
+fn python() -> Option<PathBuf> {
+    find_binary(&["/usr/bin/python3"])
+}
+
+#[test]
+fn python_http_server() {
+    let python = require!(python(), "python3");
+    let dir = temp_dir();
+    std::fs::write(
+        dir.path().join("index.html"),
+        "<html><head><title>Perimeter lab</title></head><body>lab</body></html>",
+    )
+    .unwrap_or_else(|error| panic!("writing index.html: {error}"));
+    let port = free_port();
+    let mut command = Command::new(python);
+    command
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+        ])
+        .arg(dir.path());
+    let daemon = start(command, port, dir);
+    let (found, run) = identify(daemon.port);
+    // Redis's PING and memcached's `version` get an error page from
+    // http.server; those probes leave it to the HTTP probe, which learns more.
+    assert_eq!(run, vec!["banner", "redis", "memcached", "http"]);
+    assert_eq!(found.service.name, "http");
+    assert_eq!(found.service.product.as_deref(), Some("SimpleHTTPServer"));
+    assert_eq!(found.service.version.as_deref(), Some("0.6"));
+    assert_eq!(
+        found.service.extra.get("title").map(String::as_str),
+        Some("Perimeter lab")
+    );
+    assert_eq!(
+        found.service.extra.get("status").map(String::as_str),
+        Some("200")
+    );
+    assert!(found.findings.is_empty());
+}
+
+const LAB_CERT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/lab-cert.pem");
+const LAB_KEY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/lab-key.pem");
+
+#[test]
+fn https_with_the_lab_certificate() {
+    let python = require!(python(), "python3");
+    let dir = temp_dir();
+    let port = free_port();
+    let script = format!(
+        "import http.server, ssl\n\
+         server = http.server.HTTPServer(('127.0.0.1', {port}), http.server.SimpleHTTPRequestHandler)\n\
+         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+         context.load_cert_chain({LAB_CERT:?}, {LAB_KEY:?})\n\
+         server.socket = context.wrap_socket(server.socket, server_side=True)\n\
+         server.serve_forever()\n"
+    );
+    let mut command = Command::new(python);
+    command.arg("-c").arg(script).current_dir(dir.path());
+    let daemon = start(command, port, dir);
+    let (found, run) = identify(daemon.port);
+    assert_eq!(run.last(), Some(&"https"));
+    assert_eq!(found.service.name, "https");
+    assert_eq!(found.service.product.as_deref(), Some("SimpleHTTPServer"));
+    let Some(tls) = found.service.tls else {
+        panic!("certificate recorded");
+    };
+    assert_eq!(tls.subject, "CN=lab.perimeter.test, O=Perimeter Lab");
+    assert_eq!(
+        tls.subject_alt_names,
+        vec!["DNS:lab.perimeter.test".to_string(), "IP:127.0.0.1".into()]
+    );
+    assert_eq!(
+        found.service.extra.get("tls_version").map(String::as_str),
+        Some("TLSv1_3")
+    );
+}
+
+#[test]
+fn etcd_without_auth_is_critical() {
+    let binary = require!(find_binary(&["/usr/bin/etcd"]), "etcd");
+    let dir = temp_dir();
+    let (client, peer) = (free_port(), free_port());
+    let mut command = Command::new(&binary);
+    command
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg(format!("--listen-client-urls=http://127.0.0.1:{client}"))
+        .arg(format!("--advertise-client-urls=http://127.0.0.1:{client}"))
+        .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
+        .arg(format!(
+            "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
+        ))
+        .arg(format!("--initial-cluster=default=http://127.0.0.1:{peer}"));
+    let daemon = start(command, client, dir);
+    let (found, _) = identify(daemon.port);
+    assert_eq!(found.service.name, "http");
+    assert_eq!(found.service.product.as_deref(), Some("etcd"));
+    assert_eq!(
+        found.service.version,
+        version_from(&binary, &["--version"], "etcd Version: ")
+    );
+    assert_eq!(found.service.auth, AuthState::None);
+    assert_eq!(
+        found.findings.first().map(|f| f.rule.as_str()),
+        Some(rules::ETCD_OPEN)
+    );
+}
+
+#[test]
+fn vnc_without_password_is_critical() {
+    let binary = require!(find_binary(&["/usr/bin/Xtigervnc"]), "Xtigervnc");
+    let port = free_port();
+    // A display number unlikely to be taken; the X socket itself is not used.
+    let display = format!(":{}", 100 + port % 400);
+    let mut command = Command::new(binary);
+    command.args([
+        display.as_str(),
+        "-rfbport",
+        &port.to_string(),
+        "-interface",
+        "127.0.0.1",
+        "-SecurityTypes",
+        "None",
+        "-nolisten",
+        "tcp",
+    ]);
+    let daemon = start(command, port, temp_dir());
+    let (found, run) = identify(daemon.port);
+    assert_eq!(run, vec!["banner"]);
+    assert_eq!(found.service.name, "vnc");
+    assert_eq!(found.service.version.as_deref(), Some("3.8"));
+    assert_eq!(found.service.auth, AuthState::None);
+    assert_eq!(
+        found.findings.first().map(|f| f.rule.as_str()),
+        Some(rules::VNC_NOAUTH)
+    );
+}
