@@ -11,13 +11,20 @@ use perimeter_model::ScanInfo;
 /// The addresses and ports one scan covered, each `None` when the scan's
 /// spelling of them is beyond what this module reads.
 ///
-/// Understood targets and excludes: IP addresses, CIDR blocks, and host names
-/// (through the addresses [`ScanInfo::resolved`] recorded for them; a name that
-/// did not resolve covers nothing). Anything else, such as an address range
-/// `10.0.0.1-20`, makes the addresses unknown.
+/// Understood targets and excludes, as `perimeter-scan` spells them: IP
+/// addresses, CIDR blocks, ranges (`198.18.0.10-198.18.0.20`, `198.18.0.10-20`
+/// for the last octet, `2001:db8::1-2001:db8::ff`), and host names (through the
+/// addresses [`ScanInfo::resolved`] recorded for them; a name that did not
+/// resolve covers nothing). Anything else makes the addresses unknown.
 ///
-/// Understood ports: `all`, and comma lists of ports and `low-high` ranges.
-/// Anything else, such as `top:100`, makes the ports unknown.
+/// Understood ports: `all` or `-`, and comma lists of ports and ranges
+/// (`1000-2000`, `-1024`, `60000-`). Anything else, such as `top:100`, makes the
+/// ports unknown.
+///
+/// This mirrors the scan crate's grammar rather than calling it, since the store
+/// depends on the model alone; where the exact sets are at hand (the CLI has
+/// the scan's `TargetSet` and `PortSet`), [`crate::diff_scans_within`] takes
+/// them directly.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Coverage {
     addresses: Option<AddressSet>,
@@ -26,14 +33,14 @@ pub struct Coverage {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct AddressSet {
-    included: Vec<IpNet>,
-    excluded: Vec<IpNet>,
+    included: Vec<RangeInclusive<IpAddr>>,
+    excluded: Vec<RangeInclusive<IpAddr>>,
 }
 
 impl Coverage {
     pub fn of(info: &ScanInfo) -> Coverage {
-        let included = nets_of(&info.targets, info);
-        let excluded = nets_of(&info.excluded, info);
+        let included = ranges_of(&info.targets, info);
+        let excluded = ranges_of(&info.excluded, info);
         let addresses = match (included, excluded) {
             (Some(included), Some(excluded)) => Some(AddressSet { included, excluded }),
             _ => None,
@@ -47,8 +54,8 @@ impl Coverage {
     /// Whether the scan covered `address`; `None` when its targets are unknown.
     pub fn covers_address(&self, address: IpAddr) -> Option<bool> {
         self.addresses.as_ref().map(|set| {
-            set.included.iter().any(|net| net.contains(&address))
-                && !set.excluded.iter().any(|net| net.contains(&address))
+            set.included.iter().any(|range| range.contains(&address))
+                && !set.excluded.iter().any(|range| range.contains(&address))
         })
     }
 
@@ -60,32 +67,54 @@ impl Coverage {
     }
 }
 
-/// The networks a list of targets or excludes names; `None` if any item is in
-/// a syntax this module does not read.
-fn nets_of(items: &[String], info: &ScanInfo) -> Option<Vec<IpNet>> {
-    let mut nets = Vec::new();
+/// The address ranges a list of targets or excludes names; `None` if any item
+/// is in a syntax this module does not read.
+///
+/// A range holds addresses of one family: `IpAddr` orders every IPv4 address
+/// before every IPv6 one, and both ends are checked to be of the same family.
+fn ranges_of(items: &[String], info: &ScanInfo) -> Option<Vec<RangeInclusive<IpAddr>>> {
+    let mut ranges = Vec::new();
     for item in items {
         let item = item.trim();
         if let Ok(address) = item.parse::<IpAddr>() {
-            nets.push(IpNet::from(address));
+            ranges.push(address..=address);
         } else if let Ok(net) = item.parse::<IpNet>() {
-            nets.push(net);
+            ranges.push(net.network()..=net.broadcast());
+        } else if let Some(range) = address_range(item) {
+            ranges.push(range);
         } else if looks_like_host_name(item) {
             let addresses = info
                 .resolved
                 .iter()
                 .filter(|(name, _)| name.trim().eq_ignore_ascii_case(item))
                 .flat_map(|(_, addresses)| addresses.iter().copied());
-            nets.extend(addresses.map(IpNet::from));
+            ranges.extend(addresses.map(|address| address..=address));
         } else {
             return None;
         }
     }
-    Some(nets)
+    Some(ranges)
 }
 
-/// Letters, digits, dots and hyphens with at least one letter: a DNS name, and
-/// not an address range such as `10.0.0.1-20` (no letter) or `::1-5` (colon).
+/// `first-last` with two addresses of one family, or `a.b.c.d-N` replacing the
+/// last octet.
+fn address_range(item: &str) -> Option<RangeInclusive<IpAddr>> {
+    let (first, last) = item.split_once('-')?;
+    let first: IpAddr = first.trim().parse().ok()?;
+    let last = last.trim();
+    let last = match (first, last.parse::<IpAddr>(), last.parse::<u8>()) {
+        (_, Ok(last), _) => last,
+        (IpAddr::V4(first_v4), _, Ok(last_octet)) => {
+            let [a, b, c, _] = first_v4.octets();
+            IpAddr::from([a, b, c, last_octet])
+        }
+        _ => return None,
+    };
+    (first.is_ipv4() == last.is_ipv4() && first <= last).then_some(first..=last)
+}
+
+/// Letters, digits, dots, hyphens and underscores with at least one letter: a
+/// DNS name, where IPv6 text (with its colons) and mistyped ranges are not.
 fn looks_like_host_name(item: &str) -> bool {
     !item.is_empty()
         && item.chars().any(|c| c.is_ascii_alphabetic())
@@ -172,10 +201,39 @@ mod tests {
     }
 
     #[test]
+    fn address_ranges() {
+        let coverage = Coverage::of(&scan(
+            &[
+                "198.18.0.10-20",
+                "2001:db8::1-2001:db8::ff",
+                "198.19.0.250-198.19.1.5",
+            ],
+            &["198.18.0.15"],
+            "22",
+        ));
+        assert_eq!(coverage.covers_address(address("198.18.0.10")), Some(true));
+        assert_eq!(coverage.covers_address(address("198.18.0.20")), Some(true));
+        assert_eq!(coverage.covers_address(address("198.18.0.21")), Some(false));
+        assert_eq!(coverage.covers_address(address("198.18.0.15")), Some(false));
+        assert_eq!(coverage.covers_address(address("2001:db8::80")), Some(true));
+        assert_eq!(
+            coverage.covers_address(address("2001:db8::100")),
+            Some(false)
+        );
+        assert_eq!(coverage.covers_address(address("198.19.1.1")), Some(true));
+        // A range across families would cover everything between, by `IpAddr`'s
+        // order; it is not a range.
+        let mixed = Coverage::of(&scan(&["198.18.0.1-2001:db8::1"], &[], "22"));
+        assert_eq!(mixed.covers_address(address("255.255.255.255")), None);
+    }
+
+    #[test]
     fn unknown_target_syntax_is_unknown() {
-        let coverage = Coverage::of(&scan(&["198.18.0.1-20"], &[], "22"));
-        assert_eq!(coverage.covers_address(address("198.18.0.2")), None);
+        let coverage = Coverage::of(&scan(&["198.18.0.20-10"], &[], "22"));
+        assert_eq!(coverage.covers_address(address("198.18.0.12")), None);
         let coverage = Coverage::of(&scan(&["198.18.0.1"], &["::1-5"], "22"));
+        assert_eq!(coverage.covers_address(address("198.18.0.1")), None);
+        let coverage = Coverage::of(&scan(&["198.18.0.0/33"], &[], "22"));
         assert_eq!(coverage.covers_address(address("198.18.0.1")), None);
     }
 

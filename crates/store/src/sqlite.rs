@@ -100,6 +100,8 @@ impl SqliteStore {
                 source,
             }
         };
+        // Every distinct statement the store runs fits, so none is prepared twice.
+        conn.set_prepared_statement_cache_capacity(32);
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(sql_error("set the busy timeout"))?;
         // Everything up to the header check only reads, so a refused file is
@@ -318,7 +320,8 @@ impl Store for SqliteStore {
     fn load_scan(&self, scan_id: i64) -> Result<(ScanInfo, Vec<PortResult>), StoreError> {
         let action = format!("load scan {scan_id}");
         // One read transaction, so a scan still recording cannot add results
-        // between the queries below.
+        // between the queries below. It ends (a rollback, having written
+        // nothing) when `tx` drops, after the statements that borrow it.
         let tx = self
             .conn
             .unchecked_transaction()

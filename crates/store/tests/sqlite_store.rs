@@ -18,6 +18,12 @@ use time::macros::datetime;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
+// The CLI moves the store into `spawn_blocking`, which needs `Send`.
+const _: fn() = || {
+    fn is_send<T: Send>() {}
+    is_send::<SqliteStore>();
+};
+
 fn scan_info(targets: &[&str]) -> ScanInfo {
     ScanInfo {
         id: 0,
@@ -663,5 +669,28 @@ fn damaged_rows_are_reported_with_their_place() -> TestResult {
         message.contains(&format!("scan {scan_id}, result ")),
         "{message}"
     );
+    Ok(())
+}
+
+#[test]
+fn a_second_handle_sees_committed_batches_of_a_running_scan() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("shared.db");
+    let mut writer = SqliteStore::open(&path)?;
+    let reader = SqliteStore::open(&path)?;
+    let scan_id = writer.begin_scan(&scan_info(&["198.18.0.5"]))?;
+    let results = full_results();
+    let (first_batch, second_batch) = results.split_at(3);
+
+    writer.record_results(scan_id, first_batch)?;
+    let (info, seen) = reader.load_scan(scan_id)?;
+    assert_eq!((info.finished, info.complete), (None, false));
+    assert_eq!(seen, first_batch);
+
+    writer.record_results(scan_id, second_batch)?;
+    writer.finish_scan(scan_id, datetime!(2024-05-01 12:00 UTC), true, 5)?;
+    let (info, seen) = reader.load_scan(scan_id)?;
+    assert!(info.complete);
+    assert_eq!(seen, results);
     Ok(())
 }
