@@ -71,7 +71,7 @@ impl Profile {
     pub fn defaults(self) -> ProfileDefaults {
         match self {
             Profile::Fast => ProfileDefaults {
-                rate: 20_000.0,
+                rate: 100_000.0,
                 burst: 200,
                 jitter: 0.0,
                 concurrency: 2048,
@@ -521,7 +521,6 @@ struct Context<T: Transport> {
     rtt: Mutex<RttEstimator>,
     cancel: CancellationToken,
     events: mpsc::Sender<ScanEvent>,
-    n_attempts: AtomicU64,
     n_done: AtomicU64,
     counts: Mutex<StateCounts>,
     problems: Mutex<Vec<Problem>>,
@@ -556,7 +555,6 @@ impl<T: Transport> Context<T> {
             () = self.cancel.cancelled() => return None,
             () = self.rate.acquire() => {}
         }
-        self.n_attempts.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         tokio::select! {
             biased;
@@ -631,13 +629,11 @@ impl<T: Transport> Context<T> {
                 () = self.cancel.cancelled() => None,
                 finished = bounded => finished.ok(),
             };
-            if let Some(identification) = identification {
-                self.n_attempts
-                    .fetch_add(identification.n_connections, Ordering::Relaxed);
-                if let Some(identified) = identification.identified {
-                    service = Some(identified.service);
-                    probe_findings = identified.findings;
-                }
+            // Identification's connections are counted by the rate limiter, so a
+            // deadline or a cancellation that drops this future loses no count.
+            if let Some(identified) = identification.and_then(|i| i.identified) {
+                service = Some(identified.service);
+                probe_findings = identified.findings;
             }
         } else {
             drop(stream);
@@ -766,7 +762,6 @@ pub async fn run<T: Transport>(
         }),
         cancel: cancel.clone(),
         events,
-        n_attempts: AtomicU64::new(0),
         n_done: AtomicU64::new(0),
         counts: Mutex::new(StateCounts::default()),
         problems: Mutex::new(plan.targets.problems.clone()),
@@ -870,7 +865,7 @@ pub async fn run<T: Transport>(
     let _ = progress.await;
 
     let n_done = ctx.n_done.load(Ordering::Relaxed);
-    let attempts = ctx.n_attempts.load(Ordering::Relaxed);
+    let attempts = ctx.rate.n_granted();
     let mut counts = ctx.counts.lock().map(|c| *c).unwrap_or_default();
     counts.undecided = total - (counts.open + counts.closed + counts.filtered);
     let complete =
@@ -942,7 +937,7 @@ async fn progress_loop<T: Transport>(
             _ = ticker.tick() => {}
         }
         let now = Instant::now();
-        let attempts = ctx.n_attempts.load(Ordering::Relaxed);
+        let attempts = ctx.rate.n_granted();
         let n_done = ctx.n_done.load(Ordering::Relaxed);
         let since = (now - last_at).as_secs_f64();
         let rate = if since > 0.0 {
