@@ -7,6 +7,7 @@
 
 pub mod firewall;
 pub mod interfaces;
+pub mod listeners;
 pub mod netns;
 pub mod packages;
 pub mod procs;

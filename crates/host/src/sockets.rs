@@ -1,1 +1,844 @@
-//! Not written yet.
+//! Listening sockets of one network namespace, TCP and UDP, IPv4 and IPv6.
+//!
+//! The primary source is netlink `sock_diag`: the kernel filters TCP sockets to
+//! the LISTEN state and UDP sockets to the unconnected (`TCP_CLOSE`) state, so a
+//! host with thousands of established connections costs nothing extra, and the
+//! answer carries what `/proc/net/*` cannot (`IPV6_V6ONLY`, the bound device).
+//! The fallback parses `/proc/net/{tcp,tcp6,udp,udp6}`; it is used when netlink
+//! fails or when the caller asks for it, and the result records which source
+//! produced it. Both paths yield [`RawSocket`]s; attributing them to processes
+//! is `procs`' job, naming their namespace `netns`'.
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+use std::time::Duration;
+
+use netlink_packet_core::{
+    NLM_F_DUMP, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+};
+use netlink_packet_sock_diag::SockDiagMessage;
+use netlink_packet_sock_diag::constants::{
+    AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, TCP_CLOSE, TCP_LISTEN,
+};
+use netlink_packet_sock_diag::inet::nlas::Nla;
+use netlink_packet_sock_diag::inet::{
+    ExtensionFlags, InetRequest, InetResponse, SocketId, StateFlags,
+};
+use netlink_sys::protocols::NETLINK_SOCK_DIAG;
+use netlink_sys::{Socket, SocketAddr};
+use perimeter_model::{Problem, Protocol};
+
+/// The address family of a socket table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    Inet,
+    Inet6,
+}
+
+/// A listening socket as the kernel reports it, before it is tied to a process
+/// or a namespace name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawSocket {
+    pub protocol: Protocol,
+    pub address: IpAddr,
+    pub port: u16,
+    /// `IPV6_V6ONLY` for IPv6 sockets as netlink reports it; `None` for IPv4
+    /// sockets and whenever the source cannot tell (the /proc fallback).
+    pub v6only: Option<bool>,
+    /// The interface index of `SO_BINDTODEVICE`, `None` when unbound or unknown.
+    pub ifindex: Option<u32>,
+    pub inode: u64,
+    pub uid: u32,
+}
+
+/// Where the socket list came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SocketSource {
+    /// Netlink `sock_diag`: complete, with `IPV6_V6ONLY` and bound devices.
+    Netlink,
+    /// `/proc/net/{tcp,tcp6,udp,udp6}`: no `IPV6_V6ONLY`, no bound device.
+    ProcNet,
+}
+
+impl SocketSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SocketSource::Netlink => "netlink sock_diag",
+            SocketSource::ProcNet => "/proc/net",
+        }
+    }
+}
+
+impl fmt::Display for SocketSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A line of a `/proc/net/*` table that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {reason}")]
+pub struct ParseError {
+    /// 1-based, counting the header line.
+    pub line: usize,
+    pub reason: String,
+}
+
+/// Netlink `sock_diag` could not produce the socket list.
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    #[error("cannot open a netlink sock_diag socket: {0}")]
+    Open(#[source] io::Error),
+    #[error("netlink sock_diag i/o failed: {0}")]
+    Io(#[source] io::Error),
+    #[error("netlink sock_diag dump of {what} was refused by the kernel: {source}")]
+    Kernel {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("netlink sock_diag answer for {what} is malformed: {reason}")]
+    Malformed { what: &'static str, reason: String },
+    #[error("netlink sock_diag message of {len} bytes does not fit the {capacity}-byte buffer")]
+    Truncated { len: usize, capacity: usize },
+    #[error("netlink sock_diag dump lists more than {limit} listening sockets")]
+    TooMany { limit: usize },
+}
+
+/// A refusal to keep more than this many listening sockets: a real host has a
+/// few thousand; anything beyond this is a kernel or parser gone wrong, and
+/// growing without bound would turn it into an out-of-memory.
+pub const MAX_SOCKETS: usize = 1 << 18;
+
+/// How long one `recv` on the netlink socket may block. The kernel answers a
+/// dump in microseconds; the timeout only guards against a namespace or kernel
+/// that never sends `NLMSG_DONE`.
+const NETLINK_RECV_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The kernel caps one dump datagram at 32 KiB (`netlink_recvmsg` limits
+/// `max_recvmsg_len`); twice that leaves room and is still a single allocation.
+const NETLINK_RECV_BUFFER: usize = 64 * 1024;
+
+/// The four socket tables, in the order they are dumped and read.
+const TABLES: [(Protocol, Family); 4] = [
+    (Protocol::Tcp, Family::Inet),
+    (Protocol::Tcp, Family::Inet6),
+    (Protocol::Udp, Family::Inet),
+    (Protocol::Udp, Family::Inet6),
+];
+
+fn table_name(protocol: Protocol, family: Family) -> &'static str {
+    match (protocol, family) {
+        (Protocol::Tcp, Family::Inet) => "tcp",
+        (Protocol::Tcp, Family::Inet6) => "tcp6",
+        (Protocol::Udp, Family::Inet) => "udp",
+        (Protocol::Udp, Family::Inet6) => "udp6",
+    }
+}
+
+/// The listening sockets of the calling thread's network namespace, and what
+/// could not be read.
+#[derive(Debug, Clone)]
+pub struct SocketDump {
+    pub sockets: Vec<RawSocket>,
+    pub source: SocketSource,
+    pub problems: Vec<Problem>,
+}
+
+/// Lists the listening sockets of the calling thread's network namespace:
+/// through netlink unless `force_proc_fallback`, else (or when netlink fails,
+/// which becomes a [`Problem`]) from the tables in `proc_net_dir`. Pass
+/// `/proc/thread-self/net` so the tables match the namespace netlink would see.
+pub fn dump_sockets(proc_net_dir: &Path, force_proc_fallback: bool) -> SocketDump {
+    let mut problems = Vec::new();
+    if !force_proc_fallback {
+        match dump_netlink() {
+            Ok(sockets) => {
+                return SocketDump {
+                    sockets,
+                    source: SocketSource::Netlink,
+                    problems,
+                };
+            }
+            Err(err) => problems.push(
+                Problem::new("netlink sock_diag", err.to_string()).with_hint(format!(
+                    "fell back to {}, which cannot tell IPV6_V6ONLY or bound devices",
+                    proc_net_dir.display()
+                )),
+            ),
+        }
+    }
+    let (sockets, mut read_problems) = read_proc_net(proc_net_dir);
+    problems.append(&mut read_problems);
+    SocketDump {
+        sockets,
+        source: SocketSource::ProcNet,
+        problems,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Netlink sock_diag
+// ---------------------------------------------------------------------------
+
+/// Dumps listening TCP and unconnected UDP sockets, IPv4 and IPv6, through
+/// netlink `sock_diag` in the calling thread's network namespace.
+pub fn dump_netlink() -> Result<Vec<RawSocket>, NetlinkError> {
+    let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(NetlinkError::Open)?;
+    socket.bind_auto().map_err(NetlinkError::Open)?;
+    socket
+        .connect(&SocketAddr::new(0, 0))
+        .map_err(NetlinkError::Open)?;
+    rustix::net::sockopt::set_socket_timeout(
+        &socket,
+        rustix::net::sockopt::Timeout::Recv,
+        Some(NETLINK_RECV_TIMEOUT),
+    )
+    .map_err(|errno| NetlinkError::Open(errno.into()))?;
+
+    let mut sockets = Vec::new();
+    let mut datagram = vec![0u8; NETLINK_RECV_BUFFER];
+    for (sequence_number, (protocol, family)) in (1u32..).zip(TABLES) {
+        let request = dump_request(protocol, family, sequence_number);
+        socket.send(&request, 0).map_err(NetlinkError::Io)?;
+        loop {
+            // MSG_TRUNC makes recv report the datagram's real length, so a
+            // datagram larger than the buffer is detected instead of silently cut.
+            let len = socket
+                .recv(&mut &mut datagram[..], libc::MSG_TRUNC)
+                .map_err(NetlinkError::Io)?;
+            let Some(received) = datagram.get(..len) else {
+                return Err(NetlinkError::Truncated {
+                    len,
+                    capacity: datagram.len(),
+                });
+            };
+            if parse_sock_diag(received, protocol, family, &mut sockets)? == DumpProgress::Done {
+                break;
+            }
+        }
+    }
+    Ok(sockets)
+}
+
+/// A `SOCK_DIAG_BY_FAMILY` dump request for one table, with the state filter
+/// applied in the kernel: LISTEN for TCP, CLOSE (bound, unconnected) for UDP.
+/// No extension is requested: the kernel always attaches `INET_DIAG_SKV6ONLY`
+/// to IPv6 sockets in the LISTEN and CLOSE states.
+fn dump_request(protocol: Protocol, family: Family, sequence_number: u32) -> Vec<u8> {
+    let (states, ip_protocol) = match protocol {
+        Protocol::Tcp => (StateFlags::LISTEN, IPPROTO_TCP),
+        Protocol::Udp => (StateFlags::CLOSE, IPPROTO_UDP),
+    };
+    let (af, socket_id) = match family {
+        Family::Inet => (AF_INET, SocketId::new_v4()),
+        Family::Inet6 => (AF_INET6, SocketId::new_v6()),
+    };
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    header.sequence_number = sequence_number;
+    let mut message = NetlinkMessage::new(
+        header,
+        SockDiagMessage::InetRequest(InetRequest {
+            family: af,
+            protocol: ip_protocol,
+            extensions: ExtensionFlags::empty(),
+            states,
+            socket_id,
+        })
+        .into(),
+    );
+    message.finalize();
+    // `serialize` panics on a buffer of the wrong size; `buffer_len` is the size.
+    let mut buffer = vec![0u8; message.buffer_len()];
+    message.serialize(&mut buffer);
+    buffer
+}
+
+/// Whether a dump needs more datagrams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DumpProgress {
+    More,
+    Done,
+}
+
+/// Parses one datagram of a `sock_diag` dump answer (one or more netlink
+/// messages), appending listening sockets to `out`. Returns
+/// [`DumpProgress::Done`] at `NLMSG_DONE`; `NLMSG_ERROR` becomes an error.
+pub fn parse_sock_diag(
+    datagram: &[u8],
+    protocol: Protocol,
+    family: Family,
+    out: &mut Vec<RawSocket>,
+) -> Result<DumpProgress, NetlinkError> {
+    let what = table_name(protocol, family);
+    let malformed = |reason: String| NetlinkError::Malformed { what, reason };
+    let mut rest = datagram;
+    while !rest.is_empty() {
+        let buffer = NetlinkBuffer::new_checked(rest).map_err(|err| malformed(err.to_string()))?;
+        let len = buffer.length() as usize;
+        let Some(bytes) = rest.get(..len) else {
+            return Err(malformed(format!(
+                "message of {len} bytes overruns the {}-byte datagram",
+                rest.len()
+            )));
+        };
+        let message = NetlinkMessage::<SockDiagMessage>::deserialize(bytes)
+            .map_err(|err| malformed(err.to_string()))?;
+        match message.payload {
+            NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
+                if let Some(socket) = listening_socket(&response, protocol) {
+                    if out.len() >= MAX_SOCKETS {
+                        return Err(NetlinkError::TooMany { limit: MAX_SOCKETS });
+                    }
+                    out.push(socket);
+                }
+            }
+            NetlinkPayload::Done(done) => {
+                if done.code < 0 {
+                    return Err(NetlinkError::Kernel {
+                        what,
+                        source: io::Error::from_raw_os_error(-done.code),
+                    });
+                }
+                return Ok(DumpProgress::Done);
+            }
+            // A zero code is an acknowledgement, not an error.
+            NetlinkPayload::Error(error) if error.code.is_some() => {
+                return Err(NetlinkError::Kernel {
+                    what,
+                    source: error.to_io(),
+                });
+            }
+            NetlinkPayload::Overrun(_) => {
+                return Err(malformed("the kernel reported an overrun".to_owned()));
+            }
+            _ => {}
+        }
+        // Messages are padded to 4 bytes; the last one may lack its padding.
+        let advance = len.next_multiple_of(4).min(rest.len());
+        rest = rest.get(advance..).unwrap_or_default();
+    }
+    Ok(DumpProgress::More)
+}
+
+/// The socket, if it listens: TCP in LISTEN, or UDP bound without a peer. The
+/// kernel already filtered on state; checking again keeps a misbehaving kernel
+/// (or a hand-made datagram) from passing established sockets off as listeners.
+fn listening_socket(response: &InetResponse, protocol: Protocol) -> Option<RawSocket> {
+    let header = &response.header;
+    let id = &header.socket_id;
+    let listening = match protocol {
+        Protocol::Tcp => header.state == TCP_LISTEN,
+        Protocol::Udp => {
+            header.state == TCP_CLOSE
+                && id.destination_port == 0
+                && id.destination_address.is_unspecified()
+        }
+    };
+    if !listening {
+        return None;
+    }
+    let v6only = match header.family {
+        AF_INET6 => response.nlas.iter().find_map(|nla| match nla {
+            Nla::SkV6Only(v6only) => Some(*v6only),
+            _ => None,
+        }),
+        _ => None,
+    };
+    Some(RawSocket {
+        protocol,
+        address: id.source_address,
+        port: id.source_port,
+        v6only,
+        ifindex: (id.interface_id != 0).then_some(id.interface_id),
+        inode: u64::from(header.inode),
+        uid: header.uid,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// /proc/net fallback
+// ---------------------------------------------------------------------------
+
+/// `st` value of a listening TCP socket.
+const PROC_TCP_LISTEN: u8 = 0x0A;
+/// `st` value of an unconnected UDP socket (`TCP_CLOSE`).
+const PROC_UDP_UNCONNECTED: u8 = 0x07;
+
+/// Reads the four socket tables under `net_dir` (`/proc/thread-self/net`, or
+/// `/proc/PID/net` for another process's namespace). A missing IPv6 table means
+/// IPv6 is disabled and is not a problem; anything else unreadable is.
+pub fn read_proc_net(net_dir: &Path) -> (Vec<RawSocket>, Vec<Problem>) {
+    let mut sockets = Vec::new();
+    let mut problems = Vec::new();
+    for (protocol, family) in TABLES {
+        let path = net_dir.join(table_name(protocol, family));
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let (mut found, errors) = parse_proc_net(&text, protocol, family);
+                sockets.append(&mut found);
+                problems.extend(errors.into_iter().map(|err| {
+                    Problem::new(format!("{}:{}", path.display(), err.line), err.reason)
+                }));
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound && family == Family::Inet6 => {}
+            Err(err) => problems.push(Problem::new(
+                path.display().to_string(),
+                format!("cannot read socket table: {err}"),
+            )),
+        }
+    }
+    (sockets, problems)
+}
+
+/// Parses a `/proc/net/{tcp,tcp6,udp,udp6}` table, keeping listening TCP
+/// sockets (state `0A`) and unconnected UDP sockets (state `07` with a zero
+/// remote address). Lines that cannot be read become errors with their line
+/// number; the rest of the table is still returned. The table cannot tell
+/// `IPV6_V6ONLY` or a bound device, so those stay `None`.
+pub fn parse_proc_net(
+    text: &str,
+    protocol: Protocol,
+    family: Family,
+) -> (Vec<RawSocket>, Vec<ParseError>) {
+    let mut sockets = Vec::new();
+    let mut errors = Vec::new();
+    for (line_idx, line) in text.lines().enumerate() {
+        let line_no = line_idx + 1;
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with("sl ") {
+            continue;
+        }
+        match parse_proc_net_line(trimmed, protocol, family) {
+            Ok(Some(socket)) => sockets.push(socket),
+            Ok(None) => {}
+            Err(reason) => errors.push(ParseError {
+                line: line_no,
+                reason,
+            }),
+        }
+    }
+    (sockets, errors)
+}
+
+/// One table row:
+/// `sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...`.
+fn parse_proc_net_line(
+    line: &str,
+    protocol: Protocol,
+    family: Family,
+) -> Result<Option<RawSocket>, String> {
+    let mut fields = line.split_ascii_whitespace();
+    let mut field = |name: &str| fields.next().ok_or_else(|| format!("missing {name} field"));
+    let _slot = field("sl")?;
+    let local = field("local_address")?;
+    let remote = field("rem_address")?;
+    let state = field("st")?;
+    let state = u8::from_str_radix(state, 16).map_err(|_| format!("bad state `{state}`"))?;
+    let wanted_state = match protocol {
+        Protocol::Tcp => PROC_TCP_LISTEN,
+        Protocol::Udp => PROC_UDP_UNCONNECTED,
+    };
+    // Most rows of a busy host are established connections: decide on the state
+    // before decoding anything else.
+    if state != wanted_state {
+        return Ok(None);
+    }
+    if protocol == Protocol::Udp {
+        let (remote_address, remote_port) = parse_endpoint(remote, family)?;
+        if remote_port != 0 || !remote_address.is_unspecified() {
+            return Ok(None);
+        }
+    }
+    let (address, port) = parse_endpoint(local, family)?;
+    let _queues = field("tx_queue:rx_queue")?;
+    let _timer = field("tr:tm->when")?;
+    let _retransmits = field("retrnsmt")?;
+    let uid = field("uid")?;
+    let uid: u32 = uid.parse().map_err(|_| format!("bad uid `{uid}`"))?;
+    let _timeout = field("timeout")?;
+    let inode = field("inode")?;
+    let inode: u64 = inode.parse().map_err(|_| format!("bad inode `{inode}`"))?;
+    Ok(Some(RawSocket {
+        protocol,
+        address,
+        port,
+        v6only: None,
+        ifindex: None,
+        inode,
+        uid,
+    }))
+}
+
+/// `0100007F:1F90` → 127.0.0.1 port 8080. The kernel prints each 32-bit word of
+/// the address as a native-endian integer in hex (`%08X`), so the bytes of each
+/// word come back out with `to_ne_bytes`; the port is printed in host order.
+fn parse_endpoint(text: &str, family: Family) -> Result<(IpAddr, u16), String> {
+    let bad = || format!("bad address `{text}`");
+    let (address, port) = text.split_once(':').ok_or_else(bad)?;
+    let port = u16::from_str_radix(port, 16).map_err(|_| bad())?;
+    let expected_len = match family {
+        Family::Inet => 8,
+        Family::Inet6 => 32,
+    };
+    if address.len() != expected_len || !address.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    let mut octets = [0u8; 16];
+    for (word_idx, chunk) in octets
+        .chunks_exact_mut(4)
+        .take(expected_len / 8)
+        .enumerate()
+    {
+        let hex = address
+            .get(word_idx * 8..word_idx * 8 + 8)
+            .ok_or_else(bad)?;
+        let word = u32::from_str_radix(hex, 16).map_err(|_| bad())?;
+        chunk.copy_from_slice(&word.to_ne_bytes());
+    }
+    let address = match family {
+        Family::Inet => IpAddr::V4(Ipv4Addr::new(octets[0], octets[1], octets[2], octets[3])),
+        Family::Inet6 => IpAddr::V6(Ipv6Addr::from(octets)),
+    };
+    Ok((address, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_core::{DoneMessage, ErrorMessage};
+    use netlink_packet_sock_diag::inet::InetResponseHeader;
+    use std::num::NonZeroI32;
+
+    const TCP: &str = include_str!("../tests/fixtures/sockets/tcp");
+    const TCP6: &str = include_str!("../tests/fixtures/sockets/tcp6");
+    const UDP: &str = include_str!("../tests/fixtures/sockets/udp");
+    const UDP6: &str = include_str!("../tests/fixtures/sockets/udp6");
+
+    fn endpoints(sockets: &[RawSocket]) -> Vec<(String, u16, u64)> {
+        sockets
+            .iter()
+            .map(|s| (s.address.to_string(), s.port, s.inode))
+            .collect()
+    }
+
+    #[test]
+    fn tcp_keeps_only_listeners() {
+        // The fixture holds three listeners and eleven TIME_WAIT rows.
+        let (sockets, errors) = parse_proc_net(TCP, Protocol::Tcp, Family::Inet);
+        assert_eq!(errors, vec![]);
+        assert_eq!(
+            endpoints(&sockets),
+            vec![
+                ("0.0.0.0".to_owned(), 2024, 651),
+                ("127.0.0.1".to_owned(), 18080, 26073),
+                ("127.0.0.53".to_owned(), 47856, 26458),
+            ]
+        );
+        assert!(
+            sockets
+                .iter()
+                .all(|s| s.v6only.is_none() && s.ifindex.is_none())
+        );
+        assert!(
+            sockets
+                .iter()
+                .all(|s| s.uid == 0 && s.protocol == Protocol::Tcp)
+        );
+    }
+
+    #[test]
+    fn tcp6_decodes_wildcard_loopback_and_mapped() {
+        let (sockets, errors) = parse_proc_net(TCP6, Protocol::Tcp, Family::Inet6);
+        assert_eq!(errors, vec![]);
+        assert_eq!(
+            endpoints(&sockets),
+            vec![
+                ("::ffff:127.0.0.1".to_owned(), 47802, 26454),
+                ("::".to_owned(), 47800, 26452),
+                ("::1".to_owned(), 47801, 26453),
+            ]
+        );
+    }
+
+    #[test]
+    fn udp_keeps_unconnected_sockets_only() {
+        // Row 14302 is a UDP socket connected to 127.0.0.1:47853: not a listener.
+        let (sockets, errors) = parse_proc_net(UDP, Protocol::Udp, Family::Inet);
+        assert_eq!(errors, vec![]);
+        assert_eq!(
+            endpoints(&sockets),
+            vec![("127.0.0.1".to_owned(), 47853, 26455)]
+        );
+        let (sockets, errors) = parse_proc_net(UDP6, Protocol::Udp, Family::Inet6);
+        assert_eq!(errors, vec![]);
+        assert_eq!(endpoints(&sockets), vec![("::".to_owned(), 47854, 26456)]);
+        assert_eq!(sockets[0].protocol, Protocol::Udp);
+    }
+
+    #[test]
+    fn malformed_lines_are_errors_with_line_numbers() {
+        let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000   108        0 4242 1 0000000000000000 100 0 0 10 0\n\
+   1: 0100007Z:1F91 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4243 1\n\
+   2: 0100007F:1F92 00000000:0000 0A\n\
+   3: 0100007F 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4245 1\n\
+   4: 0100007F:1F94 00000000:0000 0A 00000000:00000000 00:00000000 00000000 nobody   0 4246 1\n\
+   5: 0100007F:1F95 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 -1 1\n\
+   6: 0100007F:1F96 00000000:0000 zz\n\
+   7: 0100007F:1F97 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4249 1\n";
+        let (sockets, errors) = parse_proc_net(text, Protocol::Tcp, Family::Inet);
+        assert_eq!(
+            endpoints(&sockets),
+            vec![
+                ("127.0.0.1".to_owned(), 8080, 4242),
+                ("127.0.0.1".to_owned(), 8087, 4249)
+            ]
+        );
+        assert_eq!(sockets[0].uid, 108);
+        let lines: Vec<(usize, &str)> =
+            errors.iter().map(|e| (e.line, e.reason.as_str())).collect();
+        assert_eq!(
+            lines,
+            vec![
+                (3, "bad address `0100007Z:1F91`"),
+                (4, "missing tx_queue:rx_queue field"),
+                (5, "bad address `0100007F`"),
+                (6, "bad uid `nobody`"),
+                (7, "bad inode `-1`"),
+                (8, "bad state `zz`"),
+            ]
+        );
+        assert_eq!(errors[0].to_string(), "line 3: bad address `0100007Z:1F91`");
+    }
+
+    #[test]
+    fn ipv6_address_of_wrong_length_is_an_error() {
+        // An IPv4-width address in an IPv6 table.
+        let text =
+            "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 7 1\n";
+        let (sockets, errors) = parse_proc_net(text, Protocol::Tcp, Family::Inet6);
+        assert!(sockets.is_empty());
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].line, 1);
+    }
+
+    // Netlink answers are built with the crate's own emitter, the layout the
+    // kernel sends, so the parser is tested on real wire bytes.
+
+    fn response_message(
+        state: u8,
+        local: &str,
+        port: u16,
+        remote: &str,
+        inode: u32,
+        nlas: Vec<Nla>,
+    ) -> NetlinkMessage<SockDiagMessage> {
+        let source_address: IpAddr = local.parse().expect("test address");
+        let destination_address: IpAddr = remote.parse().expect("test address");
+        let family = if source_address.is_ipv4() {
+            AF_INET
+        } else {
+            AF_INET6
+        };
+        let response = InetResponse {
+            header: InetResponseHeader {
+                family,
+                state,
+                timer: None,
+                socket_id: SocketId {
+                    source_port: port,
+                    destination_port: 0,
+                    source_address,
+                    destination_address,
+                    interface_id: if inode == 3 { 2 } else { 0 },
+                    cookie: [0; 8],
+                },
+                recv_queue: 0,
+                send_queue: 128,
+                uid: 113,
+                inode,
+            },
+            nlas: nlas.into_iter().collect(),
+        };
+        let mut header = NetlinkHeader::default();
+        header.message_type = netlink_packet_sock_diag::SOCK_DIAG_BY_FAMILY;
+        NetlinkMessage::new(
+            header,
+            NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(Box::new(response))),
+        )
+    }
+
+    fn done_message(code: i32) -> NetlinkMessage<SockDiagMessage> {
+        let mut done = DoneMessage::default();
+        done.code = code;
+        NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::Done(done))
+    }
+
+    fn datagram(messages: Vec<NetlinkMessage<SockDiagMessage>>) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for mut message in messages {
+            message.finalize();
+            let mut buffer = vec![0u8; message.buffer_len()];
+            message.serialize(&mut buffer);
+            bytes.extend_from_slice(&buffer);
+            bytes.resize(bytes.len().next_multiple_of(4), 0);
+        }
+        bytes
+    }
+
+    #[test]
+    fn multi_part_dump_until_done() {
+        let first = datagram(vec![
+            response_message(
+                TCP_LISTEN,
+                "::",
+                22,
+                "::",
+                1,
+                vec![Nla::Shutdown(0), Nla::SkV6Only(false)],
+            ),
+            response_message(TCP_LISTEN, "::1", 631, "::", 2, vec![Nla::SkV6Only(true)]),
+        ]);
+        let second = datagram(vec![
+            response_message(TCP_LISTEN, "fe80::1", 8080, "::", 3, vec![]),
+            done_message(0),
+        ]);
+        let mut out = Vec::new();
+        let progress = parse_sock_diag(&first, Protocol::Tcp, Family::Inet6, &mut out);
+        assert_eq!(progress.ok(), Some(DumpProgress::More));
+        let progress = parse_sock_diag(&second, Protocol::Tcp, Family::Inet6, &mut out);
+        assert_eq!(progress.ok(), Some(DumpProgress::Done));
+        let summary: Vec<_> = out
+            .iter()
+            .map(|s| {
+                (
+                    s.address.to_string(),
+                    s.port,
+                    s.v6only,
+                    s.ifindex,
+                    s.inode,
+                    s.uid,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("::".to_owned(), 22, Some(false), None, 1, 113),
+                ("::1".to_owned(), 631, Some(true), None, 2, 113),
+                // No SKV6ONLY attribute: unknown, not guessed.
+                ("fe80::1".to_owned(), 8080, None, Some(2), 3, 113),
+            ]
+        );
+    }
+
+    #[test]
+    fn udp_with_a_peer_and_ipv4_v6only_are_filtered() {
+        let bytes = datagram(vec![
+            response_message(
+                TCP_CLOSE,
+                "0.0.0.0",
+                53,
+                "0.0.0.0",
+                10,
+                vec![Nla::SkV6Only(true)],
+            ),
+            response_message(TCP_CLOSE, "127.0.0.1", 5353, "127.0.0.1", 11, vec![]),
+            response_message(1, "127.0.0.1", 5354, "0.0.0.0", 12, vec![]),
+            done_message(0),
+        ]);
+        let mut out = Vec::new();
+        let progress = parse_sock_diag(&bytes, Protocol::Udp, Family::Inet, &mut out);
+        assert_eq!(progress.ok(), Some(DumpProgress::Done));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].port, 53);
+        assert_eq!(out[0].protocol, Protocol::Udp);
+        // IPv4 sockets never carry a v6only verdict, whatever the attributes say.
+        assert_eq!(out[0].v6only, None);
+    }
+
+    #[test]
+    fn kernel_errors_are_reported() {
+        let mut error = ErrorMessage::default();
+        error.code = NonZeroI32::new(-libc::ENOENT);
+        let bytes = datagram(vec![NetlinkMessage::new(
+            NetlinkHeader::default(),
+            NetlinkPayload::Error(error),
+        )]);
+        let mut out = Vec::new();
+        let err = parse_sock_diag(&bytes, Protocol::Udp, Family::Inet6, &mut out)
+            .expect_err("an NLMSG_ERROR is an error");
+        assert!(
+            matches!(err, NetlinkError::Kernel { what: "udp6", .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("netlink sock_diag dump of udp6 was refused by the kernel: ")
+        );
+
+        let bytes = datagram(vec![done_message(-libc::EPERM)]);
+        let err = parse_sock_diag(&bytes, Protocol::Tcp, Family::Inet, &mut out)
+            .expect_err("a negative NLMSG_DONE code is an error");
+        assert!(
+            matches!(err, NetlinkError::Kernel { what: "tcp", .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn truncated_and_garbage_datagrams_are_errors_not_panics() {
+        let whole = datagram(vec![
+            response_message(TCP_LISTEN, "0.0.0.0", 22, "0.0.0.0", 1, vec![]),
+            done_message(0),
+        ]);
+        for cut in 1..whole.len() {
+            let mut out = Vec::new();
+            // Every prefix either parses what it holds or is an error; none panics.
+            let _ = parse_sock_diag(&whole[..cut], Protocol::Tcp, Family::Inet, &mut out);
+            assert!(out.len() <= 1);
+        }
+        let mut out = Vec::new();
+        let err = parse_sock_diag(&whole[..40], Protocol::Tcp, Family::Inet, &mut out)
+            .expect_err("a cut message is malformed");
+        assert!(
+            matches!(err, NetlinkError::Malformed { what: "tcp", .. }),
+            "{err}"
+        );
+        // A header that claims zero length must not loop forever.
+        let zero = [0u8; 16];
+        assert!(parse_sock_diag(&zero, Protocol::Tcp, Family::Inet, &mut out).is_err());
+    }
+
+    #[test]
+    fn requests_filter_states_in_the_kernel() {
+        let request = dump_request(Protocol::Udp, Family::Inet6, 7);
+        let header = NetlinkBuffer::new_checked(&request[..]).expect("our own request parses");
+        assert_eq!(header.length() as usize, request.len());
+        assert_eq!(header.sequence_number(), 7);
+        assert_eq!(header.flags(), NLM_F_REQUEST | NLM_F_DUMP);
+        assert_eq!(
+            header.message_type(),
+            netlink_packet_sock_diag::SOCK_DIAG_BY_FAMILY
+        );
+        // The inet_diag_req_v2 payload: family, protocol, extensions, pad, then
+        // the states bitmask.
+        let payload = header.payload();
+        assert_eq!(payload[0], AF_INET6);
+        assert_eq!(payload[1], IPPROTO_UDP);
+        assert_eq!(
+            u32::from_ne_bytes([payload[4], payload[5], payload[6], payload[7]]),
+            1 << TCP_CLOSE
+        );
+        let request = dump_request(Protocol::Tcp, Family::Inet, 1);
+        let payload = &request[16..];
+        assert_eq!(
+            u32::from_ne_bytes([payload[4], payload[5], payload[6], payload[7]]),
+            1 << TCP_LISTEN
+        );
+    }
+}
