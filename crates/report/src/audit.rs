@@ -42,6 +42,31 @@ pub struct AuditView<'a> {
     /// `netlink` or `/proc/net`.
     pub socket_source: &'a str,
     pub perimeter_version: &'a str,
+    /// What changed since the previous stored audit of this host, if there is one.
+    pub since: Option<&'a Since>,
+}
+
+/// Changes since an earlier audit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Since {
+    pub audit_id: i64,
+    pub taken_at: OffsetDateTime,
+    pub changes: Vec<ChangeLine>,
+}
+
+/// One change, as output shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChangeLine {
+    /// `listener-appeared`, `listener-disappeared`, `finding-appeared`, `finding-resolved`.
+    pub kind: String,
+    #[serde(serialize_with = "serialize_severity")]
+    pub severity: Severity,
+    pub subject: String,
+    pub message: String,
+}
+
+fn serialize_severity<S: serde::Serializer>(severity: &Severity, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(severity.as_str())
 }
 
 #[derive(Debug, Serialize)]
@@ -52,6 +77,17 @@ struct Document<'a> {
     findings: Vec<FindingJson<'a>>,
     problems: Vec<ProblemJson<'a>>,
     summary: SummaryJson,
+    /// Changes since the previous stored audit of this host; absent when there
+    /// is none (first audit, or `--no-store`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    since: Option<SinceJson<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct SinceJson<'a> {
+    audit_id: i64,
+    taken_at: String,
+    changes: &'a [ChangeLine],
 }
 
 #[derive(Debug, Serialize)]
@@ -316,6 +352,11 @@ pub fn to_json(view: &AuditView<'_>) -> serde_json::Value {
             findings: severity_counts(view.findings),
             problems: snapshot.problems.len(),
         },
+        since: view.since.map(|since| SinceJson {
+            audit_id: since.audit_id,
+            taken_at: rfc3339(since.taken_at),
+            changes: &since.changes,
+        }),
         listeners,
         findings: view.findings.iter().map(FindingJson::new).collect(),
         problems: snapshot
@@ -454,6 +495,33 @@ pub fn to_human(view: &AuditView<'_>, style: Style) -> String {
         );
         for finding in view.findings {
             out.push_str(&finding_text(finding, style));
+        }
+    }
+    if let Some(since) = view.since {
+        let _ = writeln!(out);
+        let title = format!(
+            "since audit #{} at {}: {}",
+            since.audit_id,
+            rfc3339(since.taken_at),
+            if since.changes.is_empty() {
+                "no changes".to_owned()
+            } else {
+                format!("{} changes", since.changes.len())
+            }
+        );
+        let _ = writeln!(out, "{}", style.bold(&title));
+        for change in &since.changes {
+            let sign = if change.kind.ends_with("appeared") {
+                "+"
+            } else {
+                "-"
+            };
+            let _ = writeln!(
+                out,
+                "  {} {}",
+                style.paint(sign, Style::severity_color(change.severity)),
+                change.message
+            );
         }
     }
     if !snapshot.problems.is_empty() {

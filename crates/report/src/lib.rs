@@ -7,6 +7,8 @@
 //! the domain types in `perimeter-model` know nothing of them.
 
 pub mod audit;
+pub mod diff;
+pub mod scan;
 mod style;
 mod time_fmt;
 

@@ -1,0 +1,466 @@
+//! Scan output: the `perimeter.scan/1` JSON document, one JSON Lines record per
+//! result, nmap-compatible XML, and the human table.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use comfy_table::Color;
+use perimeter_model::{Finding, PortResult, PortState, ScanInfo, Severity};
+use quick_xml::Writer;
+use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
+use serde::Serialize;
+
+use crate::audit::{FindingJson, finding_text};
+use crate::style::Style;
+use crate::time_fmt::rfc3339;
+
+/// The schema string of the scan document.
+pub const SCHEMA: &str = "perimeter.scan/1";
+/// The schema string of each JSON Lines record.
+pub const JSONL_SCHEMA: &str = "perimeter.scan-result/1";
+
+#[derive(Debug, Serialize)]
+struct ScanJson<'a> {
+    id: i64,
+    targets: &'a [String],
+    resolved: BTreeMap<&'a str, Vec<String>>,
+    excluded: &'a [String],
+    ports: &'a str,
+    profile: &'a str,
+    /// Decimal text: a u64 seed does not survive JSON number handling in
+    /// many readers.
+    seed: String,
+    options: &'a BTreeMap<String, String>,
+    started: String,
+    finished: Option<String>,
+    complete: bool,
+    n_probes: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct TlsJson<'a> {
+    subject: &'a str,
+    issuer: &'a str,
+    not_after: Option<String>,
+    subject_alt_names: &'a [String],
+}
+
+#[derive(Debug, Serialize)]
+struct ResultJson<'a> {
+    address: String,
+    port: u16,
+    protocol: &'static str,
+    state: &'static str,
+    service: Option<&'a str>,
+    product: Option<&'a str>,
+    version: Option<&'a str>,
+    /// `none`, `required` or `unknown`; null when no service was identified.
+    auth: Option<&'static str>,
+    banner: Option<&'a str>,
+    tls: Option<TlsJson<'a>>,
+    extra: Option<&'a BTreeMap<String, String>>,
+    findings: Vec<FindingJson<'a>>,
+}
+
+fn result_json(result: &PortResult) -> ResultJson<'_> {
+    let service = result.service.as_ref();
+    ResultJson {
+        address: result.address.to_string(),
+        port: result.port,
+        protocol: result.protocol.as_str(),
+        state: result.state.as_str(),
+        service: service.map(|s| s.name.as_str()),
+        product: service.and_then(|s| s.product.as_deref()),
+        version: service.and_then(|s| s.version.as_deref()),
+        auth: service.map(|s| s.auth.as_str()),
+        banner: service.and_then(|s| s.banner.as_deref()),
+        tls: service.and_then(|s| s.tls.as_ref()).map(|tls| TlsJson {
+            subject: &tls.subject,
+            issuer: &tls.issuer,
+            not_after: tls.not_after.map(rfc3339),
+            subject_alt_names: &tls.subject_alt_names,
+        }),
+        extra: service.map(|s| &s.extra).filter(|e| !e.is_empty()),
+        findings: result.findings.iter().map(FindingJson::new).collect(),
+    }
+}
+
+fn scan_json(info: &ScanInfo) -> ScanJson<'_> {
+    ScanJson {
+        id: info.id,
+        targets: &info.targets,
+        resolved: info
+            .resolved
+            .iter()
+            .map(|(name, addrs)| {
+                (
+                    name.as_str(),
+                    addrs.iter().map(ToString::to_string).collect(),
+                )
+            })
+            .collect(),
+        excluded: &info.excluded,
+        ports: &info.ports,
+        profile: &info.profile,
+        seed: info.seed.to_string(),
+        options: &info.options,
+        started: rfc3339(info.started),
+        finished: info.finished.map(rfc3339),
+        complete: info.complete,
+        n_probes: info.n_probes,
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct SummaryJson {
+    hosts_with_open_ports: usize,
+    open: usize,
+    closed: usize,
+    filtered: usize,
+    findings: BTreeMap<&'static str, usize>,
+}
+
+/// The `perimeter.scan/1` document.
+pub fn to_json(info: &ScanInfo, results: &[PortResult]) -> serde_json::Value {
+    let mut findings: BTreeMap<&'static str, usize> =
+        Severity::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+    for finding in results.iter().flat_map(|r| &r.findings) {
+        *findings.entry(finding.severity.as_str()).or_default() += 1;
+    }
+    let count = |state| results.iter().filter(|r| r.state == state).count();
+    let mut hosts: Vec<IpAddr> = results
+        .iter()
+        .filter(|r| r.state == PortState::Open)
+        .map(|r| r.address)
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    serde_json::json!({
+        "schema": SCHEMA,
+        "scan": scan_json(info),
+        "summary": SummaryJson {
+            hosts_with_open_ports: hosts.len(),
+            open: count(PortState::Open),
+            closed: count(PortState::Closed),
+            filtered: count(PortState::Filtered),
+            findings,
+        },
+        "results": results.iter().map(result_json).collect::<Vec<_>>(),
+    })
+}
+
+/// One JSON Lines record: the result, with the scan's seed and schema so a
+/// line read alone still says where it came from.
+pub fn to_jsonl_line(result: &PortResult) -> String {
+    let mut value = serde_json::to_value(result_json(result)).unwrap_or(serde_json::Value::Null);
+    if let Some(map) = value.as_object_mut() {
+        map.insert("schema".into(), JSONL_SCHEMA.into());
+    }
+    value.to_string()
+}
+
+/// Results sorted for reading: by address, then port.
+pub fn sorted(results: &[PortResult]) -> Vec<&PortResult> {
+    let mut sorted: Vec<&PortResult> = results.iter().collect();
+    sorted.sort_by(|a, b| a.address.cmp(&b.address).then(a.port.cmp(&b.port)));
+    sorted
+}
+
+/// The human report: a header, one row per result, then the findings worst
+/// first.
+pub fn to_human(info: &ScanInfo, results: &[PortResult], style: Style) -> String {
+    let mut out = String::new();
+    let open = results
+        .iter()
+        .filter(|r| r.state == PortState::Open)
+        .count();
+    let _ = writeln!(
+        out,
+        "{} {} ({} profile, seed {}): {} open ports{}",
+        style.bold("perimeter scan of"),
+        info.targets.join(" "),
+        info.profile,
+        info.seed,
+        open,
+        if info.complete {
+            ""
+        } else {
+            ", INCOMPLETE (interrupted)"
+        },
+    );
+    let _ = writeln!(out);
+    if results.is_empty() {
+        let _ = writeln!(out, "no open ports");
+    } else {
+        let mut table = style.table();
+        table.set_header(
+            [
+                "ADDRESS", "PORT", "STATE", "SERVICE", "VERSION", "AUTH", "FINDINGS",
+            ]
+            .into_iter()
+            .map(|h| style.cell(h, None)),
+        );
+        for result in sorted(results) {
+            let service = result.service.as_ref();
+            let version = service
+                .map(|s| {
+                    [s.product.as_deref(), s.version.as_deref()]
+                        .into_iter()
+                        .flatten()
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default();
+            let auth = service.map(|s| s.auth.as_str()).unwrap_or("");
+            let worst = result.findings.iter().map(|f| f.severity).max();
+            let rules: Vec<&str> = result
+                .findings
+                .iter()
+                .filter(|f| f.severity > Severity::Info)
+                .map(|f| f.rule.as_str())
+                .collect();
+            let state_color = match result.state {
+                PortState::Open => Some(Color::Green),
+                PortState::Closed => Some(Color::DarkGrey),
+                PortState::Filtered => Some(Color::Yellow),
+            };
+            table.add_row(vec![
+                style.cell(result.address, None),
+                style.cell(format!("{}/{}", result.port, result.protocol), None),
+                style.cell(result.state, state_color),
+                style.cell(service.map(|s| s.name.as_str()).unwrap_or(""), None),
+                style.cell(version, None),
+                style.cell(auth, (auth == "none").then_some(Color::Red)),
+                style.cell(rules.join(" "), worst.map(Style::severity_color)),
+            ]);
+        }
+        let _ = writeln!(out, "{table}");
+    }
+    let mut findings: Vec<&Finding> = results
+        .iter()
+        .flat_map(|r| &r.findings)
+        .filter(|f| f.severity > Severity::Info)
+        .collect();
+    findings.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.subject.cmp(&b.subject)));
+    if !findings.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{}",
+            style.bold(&format!("{} findings", findings.len()))
+        );
+        for finding in findings {
+            out.push_str(&finding_text(finding, style));
+        }
+    }
+    out
+}
+
+/// nmap-compatible XML (`-oX`), readable by tools that read nmap's output
+/// (ndiff, Metasploit's db_import, ...). Only the elements and attributes
+/// those tools rely on are written.
+pub fn to_nmap_xml(info: &ScanInfo, results: &[PortResult], args: &str) -> String {
+    let mut writer = Writer::new_with_indent(Vec::new(), b' ', 1);
+    let start = info.started.unix_timestamp();
+    let end = info.finished.unwrap_or(info.started).unix_timestamp();
+    let _ = writer.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)));
+    let _ = writer.write_event(Event::DocType(BytesText::from_escaped("nmaprun")));
+    let start_text = start.to_string();
+    let mut nmaprun = BytesStart::new("nmaprun");
+    nmaprun.push_attribute(("scanner", "perimeter"));
+    nmaprun.push_attribute(("args", args));
+    nmaprun.push_attribute(("start", start_text.as_str()));
+    nmaprun.push_attribute(("startstr", rfc3339(info.started).as_str()));
+    nmaprun.push_attribute(("version", env!("CARGO_PKG_VERSION")));
+    nmaprun.push_attribute(("xmloutputversion", "1.05"));
+    let _ = writer.write_event(Event::Start(nmaprun));
+
+    let mut scaninfo = BytesStart::new("scaninfo");
+    scaninfo.push_attribute(("type", "connect"));
+    scaninfo.push_attribute(("protocol", "tcp"));
+    scaninfo.push_attribute(("services", info.ports.as_str()));
+    let _ = writer.write_event(Event::Empty(scaninfo));
+
+    let mut by_host: BTreeMap<IpAddr, Vec<&PortResult>> = BTreeMap::new();
+    for result in results {
+        by_host.entry(result.address).or_default().push(result);
+    }
+    for (address, mut ports) in by_host {
+        ports.sort_by_key(|r| r.port);
+        let mut host = BytesStart::new("host");
+        host.push_attribute(("starttime", start_text.as_str()));
+        host.push_attribute(("endtime", end.to_string().as_str()));
+        let _ = writer.write_event(Event::Start(host));
+        let mut status = BytesStart::new("status");
+        let up = ports.iter().any(|r| r.state != PortState::Filtered);
+        status.push_attribute(("state", if up { "up" } else { "unknown" }));
+        status.push_attribute(("reason", if up { "conn-refused" } else { "no-response" }));
+        let _ = writer.write_event(Event::Empty(status));
+        let mut addr = BytesStart::new("address");
+        addr.push_attribute(("addr", address.to_string().as_str()));
+        addr.push_attribute(("addrtype", if address.is_ipv4() { "ipv4" } else { "ipv6" }));
+        let _ = writer.write_event(Event::Empty(addr));
+        let _ = writer.write_event(Event::Empty(BytesStart::new("hostnames")));
+        let _ = writer.write_event(Event::Start(BytesStart::new("ports")));
+        for result in ports {
+            let mut port = BytesStart::new("port");
+            port.push_attribute(("protocol", result.protocol.as_str()));
+            port.push_attribute(("portid", result.port.to_string().as_str()));
+            let _ = writer.write_event(Event::Start(port));
+            let mut state = BytesStart::new("state");
+            state.push_attribute(("state", result.state.as_str()));
+            state.push_attribute((
+                "reason",
+                match result.state {
+                    PortState::Open => "syn-ack",
+                    PortState::Closed => "conn-refused",
+                    PortState::Filtered => "no-response",
+                },
+            ));
+            state.push_attribute(("reason_ttl", "0"));
+            let _ = writer.write_event(Event::Empty(state));
+            if let Some(service) = &result.service {
+                let mut element = BytesStart::new("service");
+                element.push_attribute(("name", service.name.as_str()));
+                if let Some(product) = &service.product {
+                    element.push_attribute(("product", product.as_str()));
+                }
+                if let Some(version) = &service.version {
+                    element.push_attribute(("version", version.as_str()));
+                }
+                if service.tls.is_some() {
+                    element.push_attribute(("tunnel", "ssl"));
+                }
+                element.push_attribute(("method", "probed"));
+                element.push_attribute(("conf", "10"));
+                let _ = writer.write_event(Event::Empty(element));
+            }
+            for finding in result
+                .findings
+                .iter()
+                .filter(|f| f.severity > Severity::Info)
+            {
+                let mut script = BytesStart::new("script");
+                script.push_attribute(("id", finding.rule.as_str()));
+                script.push_attribute((
+                    "output",
+                    format!("{}: {}", finding.severity, finding.message).as_str(),
+                ));
+                let _ = writer.write_event(Event::Empty(script));
+            }
+            let _ = writer.write_event(Event::End(BytesEnd::new("port")));
+        }
+        let _ = writer.write_event(Event::End(BytesEnd::new("ports")));
+        let _ = writer.write_event(Event::End(BytesEnd::new("host")));
+    }
+    let _ = writer.write_event(Event::Start(BytesStart::new("runstats")));
+    let mut finished = BytesStart::new("finished");
+    finished.push_attribute(("time", end.to_string().as_str()));
+    finished.push_attribute(("elapsed", (end - start).to_string().as_str()));
+    finished.push_attribute(("exit", if info.complete { "success" } else { "error" }));
+    let _ = writer.write_event(Event::Empty(finished));
+    let _ = writer.write_event(Event::End(BytesEnd::new("runstats")));
+    let _ = writer.write_event(Event::End(BytesEnd::new("nmaprun")));
+    let mut text = String::from_utf8_lossy(&writer.into_inner()).into_owned();
+    text.push('\n');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use perimeter_model::{AuthState, Protocol, ServiceInfo};
+
+    fn info() -> ScanInfo {
+        ScanInfo {
+            id: 7,
+            targets: vec!["198.18.0.0/30".into()],
+            resolved: vec![],
+            excluded: vec![],
+            ports: "22,6379".into(),
+            profile: "fast".into(),
+            seed: u64::MAX,
+            options: BTreeMap::new(),
+            started: time::macros::datetime!(2026-11-25 12:00:00 UTC),
+            finished: Some(time::macros::datetime!(2026-11-25 12:00:03 UTC)),
+            complete: true,
+            n_probes: 8,
+        }
+    }
+
+    fn results() -> Vec<PortResult> {
+        let mut redis = ServiceInfo::named("redis");
+        redis.version = Some("7.0.15".into());
+        redis.auth = AuthState::None;
+        vec![
+            PortResult {
+                address: "198.18.0.2".parse().expect("addr"),
+                port: 6379,
+                protocol: Protocol::Tcp,
+                state: PortState::Open,
+                service: Some(redis),
+                findings: vec![Finding::new(
+                    "exposed.redis-noauth",
+                    Severity::Critical,
+                    "198.18.0.2:6379",
+                    "Redis <answers> & without AUTH",
+                )],
+            },
+            PortResult {
+                address: "198.18.0.2".parse().expect("addr"),
+                port: 22,
+                protocol: Protocol::Tcp,
+                state: PortState::Closed,
+                service: None,
+                findings: vec![],
+            },
+        ]
+    }
+
+    #[test]
+    fn json_document_has_schema_and_result_fields() {
+        let doc = to_json(&info(), &results());
+        assert_eq!(doc["schema"], "perimeter.scan/1");
+        assert_eq!(doc["scan"]["seed"], "18446744073709551615");
+        assert_eq!(doc["summary"]["open"], 1);
+        let first = &doc["results"][0];
+        for key in [
+            "address", "port", "protocol", "state", "service", "version", "findings",
+        ] {
+            assert!(first.get(key).is_some(), "missing {key}");
+        }
+        assert_eq!(first["findings"][0]["rule"], "exposed.redis-noauth");
+        assert_eq!(first["findings"][0]["severity"], "critical");
+        assert_eq!(first["auth"], "none");
+    }
+
+    #[test]
+    fn jsonl_lines_stand_alone() {
+        let line = to_jsonl_line(&results()[1]);
+        let value: serde_json::Value = serde_json::from_str(&line).expect("json");
+        assert_eq!(value["schema"], JSONL_SCHEMA);
+        assert_eq!(value["state"], "closed");
+        assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn nmap_xml_escapes_and_lists_ports() {
+        let xml = to_nmap_xml(
+            &info(),
+            &results(),
+            "perimeter scan -p 22,6379 198.18.0.0/30",
+        );
+        assert!(xml.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>"));
+        assert!(xml.contains("<port protocol=\"tcp\" portid=\"22\">"));
+        assert!(xml.contains("<state state=\"open\" reason=\"syn-ack\" reason_ttl=\"0\"/>"));
+        assert!(xml.contains(
+            "<service name=\"redis\" version=\"7.0.15\" method=\"probed\" conf=\"10\"/>"
+        ));
+        assert!(xml.contains("Redis &lt;answers&gt; &amp; without AUTH"));
+        // Ports in order within a host.
+        let p22 = xml.find("portid=\"22\"").expect("22");
+        let p6379 = xml.find("portid=\"6379\"").expect("6379");
+        assert!(p22 < p6379);
+    }
+}
