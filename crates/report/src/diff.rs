@@ -83,7 +83,7 @@ pub fn to_human(
         }
     );
     let mut sorted: Vec<&PortChange> = changes.iter().collect();
-    sorted.sort_by(|a, b| b.severity.cmp(&a.severity));
+    sorted.sort_by_key(|c| std::cmp::Reverse(c.severity));
     for change in sorted {
         let severity = format!("{:<8}", change.severity.as_str().to_ascii_uppercase());
         let _ = writeln!(
