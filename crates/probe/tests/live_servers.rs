@@ -450,3 +450,118 @@ fn vnc_without_password_is_critical() {
         Some(rules::VNC_NOAUTH)
     );
 }
+
+/// The uid and gid of the `postgres` account, which PostgreSQL needs to run as
+/// (it refuses root).
+fn postgres_account() -> Option<(u32, u32)> {
+    let id = |flag: &str| -> Option<u32> {
+        let output = Command::new("id").args([flag, "postgres"]).output().ok()?;
+        String::from_utf8_lossy(&output.stdout).trim().parse().ok()
+    };
+    Some((id("-u")?, id("-g")?))
+}
+
+/// Initialises a cluster owned by `postgres` and starts it on a free port with
+/// `hba` as its only pg_hba.conf line.
+fn postgres(hba: &str, ssl: bool) -> Option<Daemon> {
+    use std::os::unix::process::CommandExt as _;
+    let postgres = find_binary(&[
+        "/usr/local/bin/postgres",
+        "/usr/lib/postgresql/15/bin/postgres",
+    ])?;
+    let initdb = postgres.with_file_name("initdb");
+    if !initdb.is_file() {
+        return None;
+    }
+    let (uid, gid) = postgres_account()?;
+    let dir = temp_dir();
+    let owned = |path: &Path| {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))
+            .unwrap_or_else(|error| panic!("chown {path:?}: {error}"));
+    };
+    owned(dir.path());
+    let data = dir.path().join("data");
+    let status = Command::new(&initdb)
+        .arg("-D")
+        .arg(&data)
+        .args(["-A", "trust", "-U", "postgres"])
+        .uid(uid)
+        .gid(gid)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    assert!(status.is_ok_and(|s| s.success()), "initdb");
+    std::fs::write(data.join("pg_hba.conf"), format!("{hba}\n"))
+        .unwrap_or_else(|error| panic!("pg_hba: {error}"));
+    owned(&data.join("pg_hba.conf"));
+    let port = free_port();
+    let mut command = Command::new(&postgres);
+    command
+        .arg("-D")
+        .arg(&data)
+        .args([
+            "-p",
+            &port.to_string(),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-k",
+        ])
+        .arg(dir.path())
+        .uid(uid)
+        .gid(gid);
+    if ssl {
+        for (from, to) in [(LAB_CERT, "server.crt"), (LAB_KEY, "server.key")] {
+            let target = data.join(to);
+            std::fs::copy(from, &target).unwrap_or_else(|error| panic!("copy {from}: {error}"));
+            owned(&target);
+            use std::os::unix::fs::PermissionsExt as _;
+            let _ = std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600));
+        }
+        command.args(["-c", "ssl=on"]);
+    }
+    Some(start(command, port, dir))
+}
+
+#[test]
+fn postgres_trust_means_no_authentication() {
+    let daemon = require!(
+        postgres("host all all 127.0.0.1/32 trust", false),
+        "postgres"
+    );
+    let (found, run) = identify(daemon.port);
+    assert_eq!(run.last(), Some(&"postgresql"));
+    assert_eq!(found.service.name, "postgresql");
+    assert_eq!(found.service.auth, AuthState::None);
+    assert_eq!(
+        found.service.extra.get("auth_method").map(String::as_str),
+        Some("trust")
+    );
+    assert_eq!(
+        found.service.extra.get("ssl").map(String::as_str),
+        Some("no")
+    );
+}
+
+#[test]
+fn postgres_hostssl_scram_over_tls() {
+    let daemon = require!(
+        postgres("hostssl all all 127.0.0.1/32 scram-sha-256", true),
+        "postgres"
+    );
+    let (found, _) = identify(daemon.port);
+    assert_eq!(found.service.name, "postgresql");
+    assert_eq!(found.service.auth, AuthState::Required);
+    // Over TLS the server also offers channel binding.
+    assert_eq!(
+        found.service.extra.get("auth_method").map(String::as_str),
+        Some("sasl (SCRAM-SHA-256-PLUS, SCRAM-SHA-256)")
+    );
+    assert_eq!(
+        found.service.extra.get("ssl").map(String::as_str),
+        Some("yes")
+    );
+    assert_eq!(
+        found.service.tls.map(|tls| tls.subject),
+        Some("CN=lab.perimeter.test, O=Perimeter Lab".to_string())
+    );
+}
