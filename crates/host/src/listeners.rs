@@ -227,7 +227,7 @@ fn scan_from_outside(entry: &NamespaceEntry, proc_root: &Path, err: &NetnsError)
             let net_dir = proc_root.join(pid.to_string()).join("net");
             problems.push(
                 Problem::new(&subject, err.to_string()).with_hint(format!(
-                    "read its sockets from {} instead (no IPV6_V6ONLY, no bound devices, no interfaces); run as root to audit it fully",
+                    "read its sockets from {} instead (no IPV6_V6ONLY, no bound devices, no interfaces); grant CAP_SYS_ADMIN (run as root) to audit it fully",
                     net_dir.display()
                 )),
             );
@@ -235,7 +235,7 @@ fn scan_from_outside(entry: &NamespaceEntry, proc_root: &Path, err: &NetnsError)
         }
         None => {
             problems.push(Problem::new(&subject, err.to_string()).with_hint(
-                "no process lives in it, so its sockets could not be read; run as root",
+                "no process lives in it, so its sockets could not be read; grant CAP_SYS_ADMIN (run as root)",
             ));
             (Vec::new(), Vec::new())
         }

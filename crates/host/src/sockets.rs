@@ -148,33 +148,42 @@ pub struct SocketDump {
 }
 
 /// Lists the listening sockets of the calling thread's network namespace:
-/// through netlink unless `force_proc_fallback`, else (or when netlink fails,
-/// which becomes a [`Problem`]) from the tables in `proc_net_dir`. Pass
-/// `/proc/thread-self/net` so the tables match the namespace netlink would see.
+/// through netlink unless `force_proc_fallback`, else from the tables in
+/// `proc_net_dir`. Netlink is asked table by table, and a table it cannot dump
+/// (say `udp_diag` is not available) is read from /proc/net alone, with a
+/// [`Problem`] saying why. Pass `/proc/thread-self/net` so the tables match
+/// the namespace netlink answers for.
 pub fn dump_sockets(proc_net_dir: &Path, force_proc_fallback: bool) -> SocketDump {
+    if force_proc_fallback {
+        let (sockets, problems) = read_proc_net(proc_net_dir);
+        return SocketDump {
+            sockets,
+            source: SocketSource::ProcNet,
+            problems,
+        };
+    }
+    let mut sockets = Vec::new();
     let mut problems = Vec::new();
-    if !force_proc_fallback {
-        match dump_netlink() {
-            Ok(sockets) => {
-                return SocketDump {
-                    sockets,
-                    source: SocketSource::Netlink,
-                    problems,
-                };
+    let mut source = SocketSource::Netlink;
+    for (sequence_number, (protocol, family)) in (1u32..).zip(TABLES) {
+        match dump_netlink_table(protocol, family, sequence_number) {
+            Ok(mut found) => sockets.append(&mut found),
+            Err(err) => {
+                source = SocketSource::ProcNet;
+                let path = proc_net_dir.join(table_name(protocol, family));
+                problems.push(
+                    Problem::new("netlink sock_diag", err.to_string()).with_hint(format!(
+                        "read {} instead, which cannot tell IPV6_V6ONLY or bound devices",
+                        path.display()
+                    )),
+                );
+                read_proc_net_table(&path, protocol, family, &mut sockets, &mut problems);
             }
-            Err(err) => problems.push(
-                Problem::new("netlink sock_diag", err.to_string()).with_hint(format!(
-                    "fell back to {}, which cannot tell IPV6_V6ONLY or bound devices",
-                    proc_net_dir.display()
-                )),
-            ),
         }
     }
-    let (sockets, mut read_problems) = read_proc_net(proc_net_dir);
-    problems.append(&mut read_problems);
     SocketDump {
         sockets,
-        source: SocketSource::ProcNet,
+        source,
         problems,
     }
 }
@@ -186,6 +195,20 @@ pub fn dump_sockets(proc_net_dir: &Path, force_proc_fallback: bool) -> SocketDum
 /// Dumps listening TCP and unconnected UDP sockets, IPv4 and IPv6, through
 /// netlink `sock_diag` in the calling thread's network namespace.
 pub fn dump_netlink() -> Result<Vec<RawSocket>, NetlinkError> {
+    let mut sockets = Vec::new();
+    for (sequence_number, (protocol, family)) in (1u32..).zip(TABLES) {
+        sockets.append(&mut dump_netlink_table(protocol, family, sequence_number)?);
+    }
+    Ok(sockets)
+}
+
+/// Dumps one table on a netlink socket of its own, so a dump that fails half
+/// way leaves no unread answer behind for the next one.
+fn dump_netlink_table(
+    protocol: Protocol,
+    family: Family,
+    sequence_number: u32,
+) -> Result<Vec<RawSocket>, NetlinkError> {
     let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(NetlinkError::Open)?;
     socket.bind_auto().map_err(NetlinkError::Open)?;
     socket
@@ -200,27 +223,24 @@ pub fn dump_netlink() -> Result<Vec<RawSocket>, NetlinkError> {
 
     let mut sockets = Vec::new();
     let mut datagram = vec![0u8; NETLINK_RECV_BUFFER];
-    for (sequence_number, (protocol, family)) in (1u32..).zip(TABLES) {
-        let request = dump_request(protocol, family, sequence_number);
-        socket.send(&request, 0).map_err(NetlinkError::Io)?;
-        loop {
-            // MSG_TRUNC makes recv report the datagram's real length, so a
-            // datagram larger than the buffer is detected instead of silently cut.
-            let len = socket
-                .recv(&mut &mut datagram[..], libc::MSG_TRUNC)
-                .map_err(NetlinkError::Io)?;
-            let Some(received) = datagram.get(..len) else {
-                return Err(NetlinkError::Truncated {
-                    len,
-                    capacity: datagram.len(),
-                });
-            };
-            if parse_sock_diag(received, protocol, family, &mut sockets)? == DumpProgress::Done {
-                break;
-            }
+    let request = dump_request(protocol, family, sequence_number);
+    socket.send(&request, 0).map_err(NetlinkError::Io)?;
+    loop {
+        // MSG_TRUNC makes recv report the datagram's real length, so a
+        // datagram larger than the buffer is detected instead of silently cut.
+        let len = socket
+            .recv(&mut &mut datagram[..], libc::MSG_TRUNC)
+            .map_err(NetlinkError::Io)?;
+        let Some(received) = datagram.get(..len) else {
+            return Err(NetlinkError::Truncated {
+                len,
+                capacity: datagram.len(),
+            });
+        };
+        if parse_sock_diag(received, protocol, family, &mut sockets)? == DumpProgress::Done {
+            return Ok(sockets);
         }
     }
-    Ok(sockets)
 }
 
 /// A `SOCK_DIAG_BY_FAMILY` dump request for one table, with the state filter
@@ -376,22 +396,34 @@ pub fn read_proc_net(net_dir: &Path) -> (Vec<RawSocket>, Vec<Problem>) {
     let mut problems = Vec::new();
     for (protocol, family) in TABLES {
         let path = net_dir.join(table_name(protocol, family));
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                let (mut found, errors) = parse_proc_net(&text, protocol, family);
-                sockets.append(&mut found);
-                problems.extend(errors.into_iter().map(|err| {
-                    Problem::new(format!("{}:{}", path.display(), err.line), err.reason)
-                }));
-            }
-            Err(err) if err.kind() == io::ErrorKind::NotFound && family == Family::Inet6 => {}
-            Err(err) => problems.push(Problem::new(
-                path.display().to_string(),
-                format!("cannot read socket table: {err}"),
-            )),
-        }
+        read_proc_net_table(&path, protocol, family, &mut sockets, &mut problems);
     }
     (sockets, problems)
+}
+
+fn read_proc_net_table(
+    path: &Path,
+    protocol: Protocol,
+    family: Family,
+    sockets: &mut Vec<RawSocket>,
+    problems: &mut Vec<Problem>,
+) {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let (mut found, errors) = parse_proc_net(&text, protocol, family);
+            sockets.append(&mut found);
+            problems.extend(
+                errors.into_iter().map(|err| {
+                    Problem::new(format!("{}:{}", path.display(), err.line), err.reason)
+                }),
+            );
+        }
+        Err(err) if err.kind() == io::ErrorKind::NotFound && family == Family::Inet6 => {}
+        Err(err) => problems.push(Problem::new(
+            path.display().to_string(),
+            format!("cannot read socket table: {err}"),
+        )),
+    }
 }
 
 /// Parses a `/proc/net/{tcp,tcp6,udp,udp6}` table, keeping listening TCP
