@@ -315,15 +315,18 @@ impl<P: Probe> Tls<P> {
         service
             .extra
             .insert("tls_error".into(), text::value(&error.to_string()));
-        let demanded_cert = matches!(
-            error,
+        // `certificate_required` (TLS 1.3) says it outright; after a completed
+        // handshake, a bad-certificate or handshake-failure alert can only be
+        // about the client certificate we did not send.
+        let demanded_cert = match error {
+            rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired) => true,
             rustls::Error::AlertReceived(
-                rustls::AlertDescription::CertificateRequired
-                    | rustls::AlertDescription::BadCertificate
-                    | rustls::AlertDescription::HandshakeFailure
-            )
-        );
-        if demanded_cert && self.handshake_done {
+                rustls::AlertDescription::BadCertificate
+                | rustls::AlertDescription::HandshakeFailure,
+            ) => self.handshake_done,
+            _ => false,
+        };
+        if demanded_cert {
             service.auth = AuthState::Required;
             service
                 .extra

@@ -356,9 +356,10 @@ fn python_http_server() {
 const LAB_CERT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/lab-cert.pem");
 const LAB_KEY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/lab-key.pem");
 
-#[test]
-fn https_with_the_lab_certificate() {
-    let python = require!(python(), "python3");
+/// Python's http.server behind TLS with the lab certificate; `extra_setup`
+/// is Python run on `context` before it wraps the socket.
+fn python_https(extra_setup: &str) -> Option<Daemon> {
+    let python = python()?;
     let dir = temp_dir();
     let port = free_port();
     let script = format!(
@@ -366,12 +367,37 @@ fn https_with_the_lab_certificate() {
          server = http.server.HTTPServer(('127.0.0.1', {port}), http.server.SimpleHTTPRequestHandler)\n\
          context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
          context.load_cert_chain({LAB_CERT:?}, {LAB_KEY:?})\n\
+         {extra_setup}\n\
          server.socket = context.wrap_socket(server.socket, server_side=True)\n\
          server.serve_forever()\n"
     );
     let mut command = Command::new(python);
     command.arg("-c").arg(script).current_dir(dir.path());
-    let daemon = start(command, port, dir);
+    Some(start(command, port, dir))
+}
+
+#[test]
+fn https_demanding_a_client_certificate_requires_auth() {
+    let setup = format!(
+        "context.verify_mode = ssl.CERT_REQUIRED; context.load_verify_locations({LAB_CERT:?})"
+    );
+    let daemon = require!(python_https(&setup), "python3");
+    let (found, _) = identify(daemon.port);
+    assert_eq!(found.service.name, "ssl");
+    assert_eq!(found.service.auth, AuthState::Required);
+    assert_eq!(
+        found.service.extra.get("auth").map(String::as_str),
+        Some("client-certificate")
+    );
+    assert!(
+        found.service.tls.is_some(),
+        "the server certificate is still recorded"
+    );
+}
+
+#[test]
+fn https_with_the_lab_certificate() {
+    let daemon = require!(python_https("pass"), "python3");
     let (found, run) = identify(daemon.port);
     assert_eq!(run.last(), Some(&"https"));
     assert_eq!(found.service.name, "https");
