@@ -18,6 +18,12 @@ pub fn check(found: &Option<Identified>) {
     for value in service.extra.values() {
         assert!(value.len() <= 2 * MAX_BANNER_CHARS && printable(value));
     }
+    for finding in &found.findings {
+        assert!(finding.subject.is_empty());
+        for evidence in &finding.evidence {
+            assert!(evidence.len() <= 2 * MAX_BANNER_CHARS && printable(evidence));
+        }
+    }
 }
 
 /// Plays `answers` (one per read) to `probe`, capping the buffer at its

@@ -230,7 +230,7 @@ impl MongoProbe {
             let mut evidence = vec![format!(
                 "listDatabases answered without authentication: {} databases ({})",
                 databases.len(),
-                names.join(", ")
+                text::escape(names.join(", ").as_bytes(), text::MAX_BANNER_CHARS)
             )];
             if let Some(version) = &service.version {
                 evidence.push(format!("buildInfo version {version}"));

@@ -148,7 +148,10 @@ pub fn identify(version: RfbVersion, version_line: &[u8], security: &Security) -
                 let evidence = if version.minor <= 3 {
                     "RFB 3.3 server chose security type 1 (None)".to_string()
                 } else {
-                    format!("security types offered: {}", names.join(", "))
+                    format!(
+                        "security types offered: {}",
+                        text::escape(names.join(", ").as_bytes(), text::MAX_BANNER_CHARS)
+                    )
                 };
                 findings.push(rules::vnc_noauth(vec![evidence]));
             } else {

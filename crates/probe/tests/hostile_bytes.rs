@@ -93,7 +93,9 @@ fn assert_found(found: &Option<Identified>) {
                 finding
                     .evidence
                     .iter()
-                    .all(|e| e.len() <= 4 * MAX_BANNER_CHARS && printable(e))
+                    .all(|e| e.len() <= 2 * MAX_BANNER_CHARS && printable(e)),
+                "evidence {:?}",
+                finding.evidence
             );
         }
     }
