@@ -1500,6 +1500,33 @@ pub fn read_ruleset(netns_file: Option<&Path>) -> (Ruleset, Vec<Problem>, Vec<St
             "ip6tables-nft-save",
         ));
     }
+    // Older systems have only the plain names, for whichever backend they were
+    // built with; `--version` says which ("(nf_tables)" or "(legacy)", or
+    // nothing before iptables 1.8, which had only the legacy one).
+    if find_tool("iptables-legacy-save").is_none()
+        && find_tool("iptables-nft-save").is_none()
+        && let Some(plain) = find_tool("iptables-save")
+    {
+        let version = run_bounded(
+            {
+                let mut command = Command::new(&plain);
+                command.arg("--version");
+                command
+            },
+            LISTING_TIMEOUT,
+            4096,
+        )
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_default();
+        let backend = if version.contains("nf_tables") {
+            Backend::IptablesNft
+        } else {
+            Backend::IptablesLegacy
+        };
+        if backend == Backend::IptablesLegacy || nft.is_none() {
+            savers.push((backend, "iptables-save", "ip6tables-save"));
+        }
+    }
     let mut any_saver = false;
     for (backend, v4_tool, v6_tool) in savers {
         for (tool_name, version) in [(v4_tool, IpVersion::V4), (v6_tool, IpVersion::V6)] {

@@ -410,3 +410,53 @@ fn iptables_save_model_keeps_rule_order_and_jumps() {
         )
     );
 }
+
+mod no_panics {
+    use perimeter_host::firewall::{
+        Backend, IpVersion, default_deny, parse_iptables_save, parse_nft_json,
+    };
+    use proptest::prelude::*;
+
+    fn fixtures() -> Vec<String> {
+        [
+            "firewalld-reject.json",
+            "drop-policy.json",
+            "nft-backend.json",
+        ]
+        .iter()
+        .map(|name| super::fixture(name))
+        .collect()
+    }
+
+    proptest! {
+        /// Real listings, cut short or with one byte changed: an error or a
+        /// ruleset, never a panic, and a verdict for whatever parsed.
+        #[test]
+        fn damaged_nft_listings(which in 0usize..3, at in 0usize..4000, byte in any::<u8>(), cut in any::<bool>()) {
+            let mut text = fixtures()[which].clone().into_bytes();
+            let at = at % text.len();
+            if cut {
+                text.truncate(at);
+            } else {
+                text[at] = byte;
+            }
+            let text = String::from_utf8_lossy(&text);
+            if let Ok(ruleset) = parse_nft_json(&text) {
+                let _ = default_deny(&ruleset);
+            }
+        }
+
+        #[test]
+        fn iptables_save_lines(lines in proptest::collection::vec(
+            "\\*filter|COMMIT|:[A-Z]{1,7} (ACCEPT|DROP|-) \\[0:0\\]|-A [A-Z]{1,7}( !)?( -[a-z]| --[a-z-]{1,9}| [A-Za-z0-9./:,\"]{1,12}){0,8}",
+            0..12,
+        )) {
+            let text = lines.join("\n");
+            for version in [IpVersion::V4, IpVersion::V6] {
+                if let Ok(ruleset) = parse_iptables_save(&text, version, Backend::IptablesLegacy) {
+                    let _ = default_deny(&ruleset);
+                }
+            }
+        }
+    }
+}

@@ -332,3 +332,30 @@ fn agrees_with_dpkg_s_on_this_hosts_executables() {
         assert_eq!(dpkg_s("/root/.cargo/bin/rustup"), None);
     }
 }
+
+mod no_panics {
+    use std::path::Path;
+
+    use perimeter_host::packages::{parse_diversions, parse_dpkg_list, parse_rpm_qf};
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn dpkg_lists_and_diversions(text in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let file = Path::new("fuzz.list");
+            if let Ok(paths) = parse_dpkg_list(&text, file) {
+                prop_assert!(paths.iter().all(|p| p.first() == Some(&b'/')));
+            }
+            let (diversions, _) = parse_diversions(&text, file);
+            prop_assert!(diversions.len() * 3 <= text.split(|&b| b == b'\n').count());
+        }
+
+        #[test]
+        fn path_like_lines(lines in proptest::collection::vec("(/[a-z.:]{0,6}){0,4}|[ -~]{0,8}", 0..12)) {
+            let text = lines.join("\n");
+            let _ = parse_dpkg_list(text.as_bytes(), Path::new("x.list"));
+            let _ = parse_diversions(text.as_bytes(), Path::new("diversions"));
+            let _ = parse_rpm_qf(&text.replace(':', "\t"), &Default::default());
+        }
+    }
+}

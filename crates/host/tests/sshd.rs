@@ -801,3 +801,47 @@ fn local_address_blocks_need_the_listeners() {
         "prohibit-password"
     );
 }
+
+mod no_panics {
+    use std::path::Path;
+
+    use perimeter_host::sshd::{
+        Connection, addr_match_list, evaluate, match_pattern_list, parse_sshd_cmdline,
+        parse_sshd_config, parse_sshd_t, source_classes,
+    };
+    use proptest::prelude::*;
+
+    const LINE: &str = "(Match|PermitRootLogin|PasswordAuthentication|Include|KbdInteractiveAuthentication|Port|#)?[ =\t]{0,2}(All|User|Address|Host|LocalPort|Group|yes|no|\"|'|\\\\|#|!|,|\\*|\\?|[0-9a-f.:/]{1,12}|[ \t=]){0,10}";
+
+    proptest! {
+        /// Lines built from sshd_config's vocabulary: a config or an error,
+        /// never a panic; and whatever parses can be evaluated and classed.
+        #[test]
+        fn configs(lines in proptest::collection::vec(LINE, 0..10)) {
+            let text = lines.join("\n");
+            if let Ok(config) = parse_sshd_config(&text, Path::new("/fuzz")) {
+                let classes = source_classes(&config);
+                prop_assert!(!classes.is_empty());
+                for class in classes {
+                    let conn = Connection {
+                        user: Some("root".into()),
+                        addr: Some(class.addr),
+                        host: Some(class.addr.to_string()),
+                        ..Connection::default()
+                    };
+                    let _ = evaluate(&config, &[], &conn);
+                }
+            }
+        }
+
+        #[test]
+        fn patterns_and_titles(s in "[ -~]{0,40}", list in "[!,*?0-9a-f.:/]{0,40}") {
+            let _ = match_pattern_list(&s, &list, true);
+            let _ = addr_match_list(s.parse().ok(), &list);
+            let _ = addr_match_list(None, &list);
+            let _ = parse_sshd_t(&s);
+            let _ = parse_sshd_cmdline(&[s.clone()]);
+            let _ = parse_sshd_cmdline(&s.split(' ').map(str::to_owned).collect::<Vec<_>>());
+        }
+    }
+}
