@@ -840,7 +840,7 @@ mod no_panics {
             let _ = addr_match_list(s.parse().ok(), &list);
             let _ = addr_match_list(None, &list);
             let _ = parse_sshd_t(&s);
-            let _ = parse_sshd_cmdline(&[s.clone()]);
+            let _ = parse_sshd_cmdline(std::slice::from_ref(&s));
             let _ = parse_sshd_cmdline(&s.split(' ').map(str::to_owned).collect::<Vec<_>>());
         }
     }
