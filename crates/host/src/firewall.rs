@@ -1856,6 +1856,30 @@ mod tests {
     }
 
     #[test]
+    fn an_unconditional_accept_before_the_end_defeats_policy_drop() {
+        // `jump everyone` reaches a chain that accepts everything, so the
+        // drop policy is never met.
+        let json = r#"{"nftables": [
+            {"chain": {"family": "inet", "table": "t", "name": "in", "handle": 1, "type": "filter", "hook": "input", "prio": 0, "policy": "drop"}},
+            {"chain": {"family": "inet", "table": "t", "name": "everyone", "handle": 2}},
+            {"rule": {"family": "inet", "table": "t", "chain": "in", "handle": 3, "expr": [{"counter": {"packets": 0, "bytes": 0}}]}},
+            {"rule": {"family": "inet", "table": "t", "chain": "in", "handle": 4, "expr": [{"jump": {"target": "everyone"}}]}},
+            {"rule": {"family": "inet", "table": "t", "chain": "everyone", "handle": 5, "expr": [{"accept": null}]}}
+        ]}"#;
+        let verdict = verdict_from_nft_json(json);
+        assert_eq!(
+            evidence(&verdict),
+            vec![
+                "IPv4: no input chain denies by default (nftables: inet t in (hook input, priority 0): \
+                 rule handle 4 `jump everyone`, in chain everyone: rule handle 5 `accept` accepts everything left)",
+                "IPv6: no input chain denies by default (nftables: inet t in (hook input, priority 0): \
+                 rule handle 4 `jump everyone`, in chain everyone: rule handle 5 `accept` accepts everything left)",
+            ]
+        );
+        assert!(matches!(verdict, FirewallVerdict::Open { .. }));
+    }
+
+    #[test]
     fn not_nft_json() {
         assert!(matches!(
             verdict_from_nft_json("{\"tables\": []}"),
