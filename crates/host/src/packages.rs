@@ -299,7 +299,7 @@ impl PackageDb {
         let mut problems = Vec::new();
         if !self.has_database() {
             let reason = format!(
-                "no package database: {} does not exist and rpm is not installed",
+                "no package database: {} does not exist and no rpm database was found",
                 self.root.join("var/lib/dpkg/info").display()
             );
             let answers = exes
