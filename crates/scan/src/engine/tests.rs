@@ -627,7 +627,10 @@ async fn stealth_runs_few_probes_and_a_port_deadline_bounds_identification() {
     let finished = scan(&network, bounded_plan).await;
     // Three banner waits of 1 s would not fit in 2.5 s: the third is cut short.
     assert_eq!(network.attempts().len(), 3);
-    assert_eq!(finished.outcome.info.n_probes, 3, "attempts cut by the deadline still count");
+    assert_eq!(
+        finished.outcome.info.n_probes, 3,
+        "attempts cut by the deadline still count"
+    );
     assert!(start.elapsed() < Duration::from_secs(3));
     assert_eq!(finished.state("198.18.0.1:80"), Some(PortState::Open));
     assert_eq!(network.in_flight(), 0);

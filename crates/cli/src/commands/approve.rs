@@ -1,0 +1,350 @@
+//! `perimeter approve`: the deploy checklist. Interactive: every listener beyond
+//! loopback that no approval covers, one at a time, y/n and a reason. With
+//! selectors (`--port`, and optionally `--protocol`, `--address`, `--netns`) and
+//! `--reason`: the listeners those select, never a blanket approve-all.
+//!
+//! Each approval is written as soon as it is given (atomically), so stopping
+//! half-way keeps what was approved.
+
+use std::io::{BufRead, Write};
+use std::net::IpAddr;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use perimeter_checks::approvals::{self, Bind, NewApproval, OwnerKey};
+use perimeter_model::{Listener, Ownership, Protocol};
+use perimeter_report::audit::{ApprovalStatus, redacted_cmdline};
+
+use crate::args::ApproveArgs;
+use crate::commands::host::{HostAudit, audit_host, today};
+use crate::exit_codes;
+use crate::terminal::Terminal;
+
+pub(crate) fn run(args: ApproveArgs, terminal: &Terminal) -> Result<u8> {
+    let expires = match &args.expires {
+        Some(text) => Some(parse_date(text)?),
+        None => None,
+    };
+    let approved_by = approver(&args)?;
+    let selecting = args.port.is_some()
+        || args.protocol.is_some()
+        || args.address.is_some()
+        || args.netns.is_some();
+    let audit = audit_host(&args.host)?;
+    let pending: Vec<usize> = audit
+        .statuses
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| matches!(s, ApprovalStatus::Unapproved | ApprovalStatus::Expired(_)))
+        .map(|(idx, _)| idx)
+        .collect();
+
+    if selecting {
+        select_and_approve(&args, &audit, &pending, approved_by, expires)
+    } else {
+        if args.reason.is_some() {
+            bail!(
+                "--reason without selectors would approve everything: name the listeners with --port (and --protocol, --address, --netns)"
+            );
+        }
+        if !terminal.stdin_tty {
+            bail!(
+                "interactive approval needs a terminal on stdin; to approve from a script, select listeners with --port (and --protocol, --address, --netns) and give --reason"
+            );
+        }
+        interactive(&args, &audit, &pending, approved_by, expires)
+    }
+}
+
+fn approver(args: &ApproveArgs) -> Result<String> {
+    if let Some(by) = &args.approved_by {
+        if by.trim().is_empty() {
+            bail!("--by must not be empty");
+        }
+        return Ok(by.clone());
+    }
+    for var in ["SUDO_USER", "USER", "LOGNAME"] {
+        if let Ok(value) = std::env::var(var) {
+            if !value.trim().is_empty() {
+                return Ok(value);
+            }
+        }
+    }
+    bail!("cannot tell who approves: pass --by NAME")
+}
+
+fn parse_date(text: &str) -> Result<time::Date> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(text, &format)
+        .with_context(|| format!("--expires `{text}` is not a date like 2027-01-31"))
+}
+
+fn select_and_approve(
+    args: &ApproveArgs,
+    audit: &HostAudit,
+    pending: &[usize],
+    approved_by: String,
+    expires: Option<time::Date>,
+) -> Result<u8> {
+    let Some(port) = args.port else {
+        bail!("selecting listeners needs --port");
+    };
+    let Some(reason) = args.reason.clone().filter(|r| !r.trim().is_empty()) else {
+        bail!("approving by selectors needs --reason");
+    };
+    let protocol = match args.protocol.as_deref() {
+        Some(text) => Some(
+            Protocol::parse(text)
+                .with_context(|| format!("--protocol `{text}` is not tcp or udp"))?,
+        ),
+        None => None,
+    };
+    let address = match args.address.as_deref() {
+        Some(text) => Some(
+            text.trim_matches(|c| c == '[' || c == ']')
+                .parse::<IpAddr>()
+                .with_context(|| format!("--address `{text}` is not an IP address"))?,
+        ),
+        None => None,
+    };
+    let selected: Vec<usize> = pending
+        .iter()
+        .copied()
+        .filter(|&idx| {
+            let l = &audit.snapshot.listeners[idx];
+            l.port == port
+                && protocol.is_none_or(|p| p == l.protocol)
+                && address.is_none_or(|a| a.to_canonical() == l.address.to_canonical())
+                && args.netns.as_deref().is_none_or(|n| n == l.netns.name)
+        })
+        .collect();
+    if selected.is_empty() {
+        let already = audit
+            .snapshot
+            .listeners
+            .iter()
+            .any(|l| l.port == port && l.scope.is_exposed());
+        if already {
+            println!("nothing to approve: the selected listeners are already approved");
+            return Ok(exit_codes::CLEAN);
+        }
+        bail!("no listener beyond loopback matches the selectors (port {port})");
+    }
+    for idx in selected {
+        let listener = &audit.snapshot.listeners[idx];
+        let entry = new_entry(
+            audit,
+            listener,
+            args.by_package,
+            &approved_by,
+            &reason,
+            expires,
+        )?;
+        write_entry(&audit.approvals_path, &entry)?;
+        println!(
+            "approved {} in {}",
+            describe(audit, listener),
+            audit.approvals_path.display()
+        );
+    }
+    Ok(exit_codes::CLEAN)
+}
+
+fn interactive(
+    args: &ApproveArgs,
+    audit: &HostAudit,
+    pending: &[usize],
+    approved_by: String,
+    expires: Option<time::Date>,
+) -> Result<u8> {
+    if pending.is_empty() {
+        println!(
+            "every listener beyond loopback is approved ({})",
+            audit.approvals_path.display()
+        );
+        return Ok(exit_codes::CLEAN);
+    }
+    println!(
+        "{} listeners beyond loopback need a decision; approvals go to {}",
+        pending.len(),
+        audit.approvals_path.display()
+    );
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    let mut n_approved = 0;
+    for (n, &idx) in pending.iter().enumerate() {
+        let listener = &audit.snapshot.listeners[idx];
+        println!();
+        println!("[{}/{}] {}", n + 1, pending.len(), details(audit, listener));
+        let answer = prompt(&mut lines, "approve this listener? [y/N/q] ")?;
+        match answer.trim().to_ascii_lowercase().as_str() {
+            "y" | "yes" => {}
+            "q" | "quit" => break,
+            _ => {
+                println!("not approved");
+                continue;
+            }
+        }
+        let reason = loop {
+            let reason = prompt(&mut lines, "reason (why may it be exposed?): ")?;
+            if !reason.trim().is_empty() {
+                break reason.trim().to_owned();
+            }
+            println!("a reason is required");
+        };
+        let entry = new_entry(
+            audit,
+            listener,
+            args.by_package,
+            &approved_by,
+            &reason,
+            expires,
+        )?;
+        write_entry(&audit.approvals_path, &entry)?;
+        n_approved += 1;
+        println!("approved");
+    }
+    println!(
+        "\n{n_approved} approved; commit {} to keep the decision",
+        audit.approvals_path.display()
+    );
+    Ok(exit_codes::CLEAN)
+}
+
+fn prompt(
+    lines: &mut impl Iterator<Item = std::io::Result<String>>,
+    question: &str,
+) -> Result<String> {
+    print!("{question}");
+    std::io::stdout().flush()?;
+    match lines.next() {
+        Some(line) => Ok(line?),
+        None => bail!("stdin closed before an answer"),
+    }
+}
+
+fn describe(audit: &HostAudit, listener: &Listener) -> String {
+    perimeter_checks::listener_subject(&audit.snapshot, listener)
+}
+
+/// The block shown for one listener: everything a person needs to decide.
+fn details(audit: &HostAudit, listener: &Listener) -> String {
+    let mut out = format!("{}  ({}", listener.endpoint(), listener.scope);
+    if listener.address.is_ipv6() && listener.accepts_ipv4() {
+        out.push_str(", IPv4 too");
+    }
+    out.push_str(&format!(", netns {})\n", listener.netns));
+    match audit.snapshot.main_owner(listener) {
+        Some(p) => {
+            let n = listener.pids().len();
+            out.push_str(&format!(
+                "  process  {} (pid {}{})  user {}\n",
+                p.name(),
+                p.pid,
+                if n > 1 {
+                    format!(", {} more", n - 1)
+                } else {
+                    String::new()
+                },
+                p.user_name()
+            ));
+            let exe = p
+                .exe
+                .as_deref()
+                .map_or_else(|| "(unknown)".into(), |e| e.display().to_string());
+            let package = match &p.ownership {
+                Ownership::Package(pkg) => format!("package {pkg}"),
+                Ownership::Unpackaged => "UNPACKAGED".into(),
+                Ownership::Unknown(why) => format!("package unknown: {why}"),
+                Ownership::NotChecked => "package not checked".into(),
+            };
+            out.push_str(&format!(
+                "  exe      {exe}{}  {package}\n",
+                if p.exe_deleted { " (DELETED)" } else { "" }
+            ));
+            out.push_str(&format!("  cmdline  {}\n", redacted_cmdline(&p.cmdline)));
+            if let Some(unit) = &p.unit {
+                out.push_str(&format!("  unit     {unit}\n"));
+            }
+        }
+        None => out.push_str("  process  none that perimeter could see\n"),
+    }
+    let subject = describe(audit, listener);
+    for finding in audit.findings.iter().filter(|f| f.subject == subject) {
+        out.push_str(&format!(
+            "  {} {}: {}\n",
+            finding.severity, finding.rule, finding.message
+        ));
+    }
+    out.trim_end().to_owned()
+}
+
+fn new_entry(
+    audit: &HostAudit,
+    listener: &Listener,
+    by_package: bool,
+    approved_by: &str,
+    reason: &str,
+    expires: Option<time::Date>,
+) -> Result<NewApproval> {
+    let owner = match audit.snapshot.main_owner(listener) {
+        Some(process) => {
+            let package = process.ownership.package().map(|p| p.name.clone());
+            if by_package && package.is_none() {
+                bail!(
+                    "{} has no package to key the approval on; approve it by executable (without --by-package)",
+                    describe(audit, listener)
+                );
+            }
+            let exe = if by_package {
+                None
+            } else {
+                process.exe.as_ref().map(|e| e.display().to_string())
+            };
+            if exe.is_none() && package.is_none() {
+                bail!(
+                    "cannot see the executable behind {}; run as root",
+                    describe(audit, listener)
+                );
+            }
+            OwnerKey::Process {
+                exe,
+                package,
+                user: Some(process.user_name()),
+            }
+        }
+        None => {
+            if !nix::unistd::geteuid().is_root() {
+                bail!(
+                    "cannot see which process holds {}: run as root before approving it",
+                    listener.endpoint()
+                );
+            }
+            OwnerKey::Unowned
+        }
+    };
+    Ok(NewApproval {
+        netns: listener.netns.name.clone(),
+        protocol: listener.protocol,
+        bind: Bind::Address(listener.address),
+        port: listener.port,
+        owner,
+        approved_by: approved_by.to_owned(),
+        approved_at: today(),
+        reason: reason.to_owned(),
+        expires,
+    })
+}
+
+/// Append one entry: re-read the file (someone may have edited it meanwhile),
+/// append, write atomically.
+fn write_entry(path: &Path, entry: &NewApproval) -> Result<()> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let updated = approvals::append_entry(&text, entry, path)?;
+    approvals::save_atomic(path, &updated)?;
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! `perimeter audit`: what listens on this host, who runs it, where it came
+//! from, what is wrong with it, and what changed since the last audit.
+
+use anyhow::Result;
+use perimeter_model::Severity;
+use perimeter_report::audit::{AuditView, ChangeLine, Since, to_human, to_json};
+use perimeter_store::{AuditRecord, Store, diff_audits};
+
+use crate::args::{AuditArgs, Format};
+use crate::commands::host::{HostAudit, audit_host};
+use crate::commands::store;
+use crate::exit_codes;
+use crate::terminal::Terminal;
+
+pub(crate) fn run(args: AuditArgs, terminal: &Terminal) -> Result<u8> {
+    let audit = audit_host(&args.host)?;
+    let since = if args.no_store {
+        None
+    } else {
+        record(&args, &audit)?
+    };
+    print(&audit, since.as_ref(), args.format, terminal)?;
+    let threshold: Option<Severity> = args.fail_on.map(Into::into);
+    let failed = threshold.is_some_and(|t| audit.findings.iter().any(|f| f.severity >= t));
+    Ok(if failed {
+        exit_codes::FINDINGS
+    } else {
+        exit_codes::CLEAN
+    })
+}
+
+/// Store the audit and return what changed since the previous one of this host.
+fn record(args: &AuditArgs, audit: &HostAudit) -> Result<Option<Since>> {
+    let mut db = store::open(&args.db)?;
+    let host = &audit.snapshot.hostname;
+    let previous = db.previous_audit(host)?;
+    db.record_audit(host, audit.taken_at, &audit.snapshot, &audit.findings)?;
+    Ok(previous.map(|previous| {
+        let current =
+            AuditRecord::from_snapshot(host, audit.taken_at, &audit.snapshot, &audit.findings);
+        Since {
+            audit_id: previous.id,
+            taken_at: previous.taken_at,
+            changes: diff_audits(&previous, &current)
+                .into_iter()
+                .map(|change| ChangeLine {
+                    kind: change.kind.as_str().to_owned(),
+                    severity: change.severity,
+                    subject: change.subject,
+                    message: change.message,
+                })
+                .collect(),
+        }
+    }))
+}
+
+pub(crate) fn print(
+    audit: &HostAudit,
+    since: Option<&Since>,
+    format: Format,
+    terminal: &Terminal,
+) -> Result<()> {
+    let view = AuditView {
+        snapshot: &audit.snapshot,
+        findings: &audit.findings,
+        approvals: &audit.statuses,
+        approvals_file: audit.approvals.path.as_deref(),
+        taken_at: audit.taken_at,
+        socket_source: &audit.socket_source,
+        perimeter_version: env!("CARGO_PKG_VERSION"),
+        since,
+    };
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&to_json(&view))?),
+        Format::Human => print!("{}", to_human(&view, terminal.stdout_style())),
+    }
+    Ok(())
+}

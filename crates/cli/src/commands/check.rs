@@ -1,0 +1,83 @@
+//! `perimeter check`: the deploy gate. Exit 1 on any unapproved listener beyond
+//! loopback or any finding at or above `--fail-on`; 0 otherwise.
+
+use anyhow::Result;
+use perimeter_model::Severity;
+use perimeter_report::audit::ApprovalStatus;
+
+use crate::args::{CheckArgs, Format};
+use crate::commands::host::audit_host;
+use crate::exit_codes;
+use crate::terminal::Terminal;
+
+pub(crate) fn run(args: CheckArgs, terminal: &Terminal) -> Result<u8> {
+    let audit = audit_host(&args.host)?;
+    let threshold: Severity = args.fail_on.into();
+    let failing: Vec<_> = audit
+        .findings
+        .iter()
+        .filter(|f| f.severity >= threshold)
+        .collect();
+    let n_unapproved = audit.n_unapproved();
+    let failed = n_unapproved > 0 || !failing.is_empty();
+    match args.format {
+        Format::Json => {
+            crate::commands::audit::print(&audit, None, Format::Json, terminal)?;
+        }
+        Format::Human => {
+            let style = terminal.stdout_style();
+            for (listener, status) in audit.snapshot.listeners.iter().zip(&audit.statuses) {
+                let owner = audit
+                    .snapshot
+                    .main_owner(listener)
+                    .map(|p| format!("{} (pid {}, {})", p.name(), p.pid, p.user_name()))
+                    .unwrap_or_else(|| "owner unknown".into());
+                match status {
+                    ApprovalStatus::Unapproved => {
+                        println!(
+                            "UNAPPROVED  {} {owner} in netns {}",
+                            listener.endpoint(),
+                            listener.netns
+                        )
+                    }
+                    ApprovalStatus::Expired(entry) => {
+                        println!("EXPIRED     {} {owner} ({entry})", listener.endpoint())
+                    }
+                    _ => {}
+                }
+            }
+            for finding in &failing {
+                println!(
+                    "{:<11} {} {}: {}",
+                    finding.severity.as_str().to_ascii_uppercase(),
+                    finding.rule,
+                    finding.subject,
+                    finding.message
+                );
+            }
+            for problem in &audit.snapshot.problems {
+                eprintln!(
+                    "perimeter: warning: {}: {}",
+                    problem.subject, problem.message
+                );
+            }
+            let _ = style;
+            if failed {
+                println!(
+                    "check FAILED: {n_unapproved} unapproved listeners, {} findings at or above {threshold} (approvals: {})",
+                    failing.len(),
+                    audit.approvals_path.display()
+                );
+            } else {
+                println!(
+                    "check passed: every listener beyond loopback is approved, no findings at or above {threshold}"
+                );
+            }
+        }
+    }
+    Ok(if failed {
+        exit_codes::FINDINGS
+    } else {
+        exit_codes::CLEAN
+    })
+}

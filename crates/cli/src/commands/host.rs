@@ -1,0 +1,112 @@
+//! The part audit, check and approve share: find the approvals file, collect
+//! the host's facts, run the rules, and decide each listener's approval.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use perimeter_checks::approvals::{self, Approvals, Verdict};
+use perimeter_checks::{CheckConfig, run_all};
+use perimeter_host::audit::{AuditOptions, collect};
+use perimeter_model::{Finding, HostSnapshot, Process};
+use perimeter_report::audit::ApprovalStatus;
+use time::OffsetDateTime;
+
+use crate::args::HostArgs;
+
+/// The approvals file in the working directory, checked first.
+pub(crate) const LOCAL_APPROVALS: &str = "perimeter-approvals.toml";
+/// The system-wide approvals file.
+pub(crate) const SYSTEM_APPROVALS: &str = "/etc/perimeter/approvals.toml";
+
+/// Where the approvals file is, and whether the user named it.
+pub(crate) fn approvals_path(args: &HostArgs) -> (PathBuf, bool) {
+    match &args.approvals {
+        Some(path) => (path.clone(), true),
+        None => {
+            let local = Path::new(LOCAL_APPROVALS);
+            if local.exists() {
+                (local.to_path_buf(), false)
+            } else {
+                (PathBuf::from(SYSTEM_APPROVALS), false)
+            }
+        }
+    }
+}
+
+/// A finished audit of this host.
+#[derive(Debug)]
+pub(crate) struct HostAudit {
+    pub snapshot: HostSnapshot,
+    pub findings: Vec<Finding>,
+    pub statuses: Vec<ApprovalStatus>,
+    pub approvals: Approvals,
+    pub approvals_path: PathBuf,
+    pub socket_source: String,
+    pub taken_at: OffsetDateTime,
+}
+
+impl HostAudit {
+    pub(crate) fn n_unapproved(&self) -> usize {
+        self.statuses
+            .iter()
+            .filter(|s| matches!(s, ApprovalStatus::Unapproved | ApprovalStatus::Expired(_)))
+            .count()
+    }
+}
+
+pub(crate) fn today() -> time::Date {
+    // Approval dates are calendar dates in UTC: the same file means the same
+    // thing on every host, whatever its time zone.
+    OffsetDateTime::now_utc().date()
+}
+
+/// Load the approvals (a malformed file is an error: exit 2, file untouched),
+/// collect, check.
+pub(crate) fn audit_host(args: &HostArgs) -> Result<HostAudit> {
+    let (approvals_path, named) = approvals_path(args);
+    let approvals = approvals::load(&approvals_path, !named)?;
+    let taken_at = OffsetDateTime::now_utc();
+    let collected = collect(&AuditOptions {
+        all_netns: args.all_netns,
+        force_proc_net: args.proc_net,
+        probe_services: !args.no_service_probes,
+        ..AuditOptions::default()
+    });
+    let mut config = CheckConfig::new(today());
+    if !args.privsep.is_empty() {
+        config.privsep_daemons = args.privsep.clone();
+    }
+    let findings = run_all(&collected.snapshot, &approvals, &config);
+    let statuses = collected
+        .snapshot
+        .listeners
+        .iter()
+        .map(|listener| {
+            if !listener.scope.is_exposed() {
+                return ApprovalStatus::NotNeeded;
+            }
+            let owners: Vec<&Process> = collected.snapshot.owners_of(listener).collect();
+            match approvals.verdict(listener, &owners, config.today) {
+                Verdict::Approved(entry) => ApprovalStatus::Approved(format!(
+                    "line {}: {} ({})",
+                    entry.line, entry.reason, entry.approved_by
+                )),
+                Verdict::Expired(entry) => ApprovalStatus::Expired(format!(
+                    "line {}: expired {}",
+                    entry.line,
+                    entry.expires.map(|d| d.to_string()).unwrap_or_default()
+                )),
+                Verdict::Unapproved => ApprovalStatus::Unapproved,
+            }
+        })
+        .collect();
+    Ok(HostAudit {
+        snapshot: collected.snapshot,
+        findings,
+        statuses,
+        approvals,
+        approvals_path,
+        socket_source: collected.socket_source,
+        taken_at,
+    })
+}

@@ -1,0 +1,67 @@
+//! The `perimeter` command: flags (args), settings validated from them, and one
+//! module per command under `commands/`. Only this crate touches the terminal,
+//! environment variables and exit codes.
+
+mod args;
+mod commands;
+mod exit_codes;
+mod terminal;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::args::{Cli, Command};
+use crate::terminal::Terminal;
+
+/// Parse the command line, run the command, and turn the outcome into an exit
+/// code: the command's own (0 or 1), or 2 for any error, printed on stderr.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            // clap prints help and version on stdout with exit 0, usage errors
+            // on stderr; usage errors map to our 2.
+            let _ = err.print();
+            return exit_codes::code(if err.use_stderr() {
+                exit_codes::ERROR
+            } else {
+                exit_codes::CLEAN
+            });
+        }
+    };
+    init_logging(cli.verbose);
+    let terminal = Terminal::detect();
+    let outcome = match cli.command {
+        Command::Audit(args) => commands::audit::run(args, &terminal),
+        Command::Check(args) => commands::check::run(args, &terminal),
+        Command::Approve(args) => commands::approve::run(args, &terminal),
+        Command::Rules => commands::rules::run(&terminal),
+        Command::Scan(args) => commands::scan::run(*args, &terminal),
+        Command::Scans(args) => commands::scans::run(args, &terminal),
+        Command::Diff(args) => commands::diff::run(args, &terminal),
+        Command::Audits(args) => commands::audits::run(args, &terminal),
+    };
+    match outcome {
+        Ok(code) => exit_codes::code(code),
+        Err(err) => {
+            eprintln!("perimeter: error: {err:#}");
+            exit_codes::code(exit_codes::ERROR)
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

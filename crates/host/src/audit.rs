@@ -1,0 +1,380 @@
+//! The audit's collection step: listeners and processes, then package
+//! ownership, world-writable executable directories, the running Redis and
+//! sshd instances, and each namespace's firewall, into one [`HostSnapshot`].
+//!
+//! Every source can fail on its own (not root, a tool missing, a process gone);
+//! each failure becomes a `Problem` in the snapshot and the rest goes on.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use perimeter_model::{
+    FirewallVerdict, HostSnapshot, Listener, NetnsFacts, Ownership, Problem, Process, Protocol,
+    RedisAuth, RedisFacts,
+};
+
+use crate::listeners::{ListenerOptions, collect_listeners};
+use crate::netns::{netns_inode, run_in_netns};
+use crate::packages::PackageDb;
+use crate::{firewall, redis, sshd};
+
+/// What to collect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditOptions {
+    /// Every network namespace, not only the one we run in.
+    pub all_netns: bool,
+    /// Read /proc/net instead of netlink.
+    pub force_proc_net: bool,
+    /// Connect to local services (Redis) to check them.
+    pub probe_services: bool,
+    /// Normally `/proc`.
+    pub proc_root: PathBuf,
+    /// The root of the package database (normally `/`).
+    pub fs_root: PathBuf,
+}
+
+impl Default for AuditOptions {
+    fn default() -> Self {
+        AuditOptions {
+            all_netns: false,
+            force_proc_net: false,
+            probe_services: true,
+            proc_root: PathBuf::from("/proc"),
+            fs_root: PathBuf::from("/"),
+        }
+    }
+}
+
+/// A collected snapshot and where its sockets came from.
+#[derive(Debug, Clone)]
+pub struct Collected {
+    pub snapshot: HostSnapshot,
+    /// `netlink` or `/proc/net`.
+    pub socket_source: String,
+}
+
+/// Collect everything the audit rules look at. Never fails: what could not be
+/// seen is in `snapshot.problems`.
+pub fn collect(opts: &AuditOptions) -> Collected {
+    let facts = collect_listeners(&ListenerOptions {
+        all_netns: opts.all_netns,
+        proc_root: opts.proc_root.clone(),
+        force_proc_fallback: opts.force_proc_net,
+    });
+    let mut snapshot = HostSnapshot {
+        hostname: hostname(),
+        listeners: facts.listeners,
+        processes: facts.processes,
+        problems: facts.problems,
+        ..HostSnapshot::default()
+    };
+
+    assign_packages(&mut snapshot, &opts.fs_root);
+    snapshot.writable_exe_dirs = writable_exe_dirs(snapshot.processes.values());
+
+    let current_inode = netns_inode(&opts.proc_root.join("thread-self/ns/net")).ok();
+    let enter_paths: BTreeMap<u64, Option<PathBuf>> = facts
+        .namespaces
+        .iter()
+        .map(|(netns, _)| {
+            let path = if Some(netns.inode) == current_inode {
+                None
+            } else {
+                enter_path(&snapshot, &opts.proc_root, netns.inode, &netns.name)
+            };
+            (netns.inode, path)
+        })
+        .collect();
+
+    if opts.probe_services {
+        let (redis, problems) = probe_redis(&snapshot, &enter_paths, current_inode);
+        snapshot.redis = redis;
+        snapshot.problems.extend(problems);
+    }
+    let (sshd, problems) = inspect_sshds(&snapshot);
+    snapshot.sshd = sshd;
+    snapshot.problems.extend(problems);
+
+    for (netns, interfaces) in facts.namespaces {
+        let enter = enter_paths.get(&netns.inode).cloned().flatten();
+        let firewall = if Some(netns.inode) != current_inode && enter.is_none() {
+            FirewallVerdict::Unknown(format!(
+                "no way into netns {} to read its firewall",
+                netns.name
+            ))
+        } else {
+            let (verdict, problems) = firewall::firewall_verdict(enter.as_deref());
+            snapshot.problems.extend(problems);
+            verdict
+        };
+        snapshot.namespaces.push(NetnsFacts {
+            netns,
+            interfaces,
+            firewall,
+        });
+    }
+
+    Collected {
+        snapshot,
+        socket_source: facts.source.to_string(),
+    }
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|name| name.into_string().ok())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// The file to `setns` into for a namespace: its /run/netns name, else the ns
+/// link of a process living in it.
+fn enter_path(
+    snapshot: &HostSnapshot,
+    proc_root: &Path,
+    inode: u64,
+    name: &str,
+) -> Option<PathBuf> {
+    let named = Path::new("/run/netns").join(name);
+    if !name.contains(['/', ':']) && netns_inode(&named).ok() == Some(inode) {
+        return Some(named);
+    }
+    snapshot
+        .processes
+        .values()
+        .find(|p| p.netns_inode == Some(inode))
+        .map(|p| proc_root.join(p.pid.to_string()).join("ns/net"))
+}
+
+/// Package ownership for every listening process and every process running a
+/// deleted executable (whose path may still be a package's).
+fn assign_packages(snapshot: &mut HostSnapshot, fs_root: &Path) {
+    let listening: BTreeSet<u32> = snapshot.listeners.iter().flat_map(Listener::pids).collect();
+    let wanted: Vec<u32> = snapshot
+        .processes
+        .values()
+        .filter(|p| listening.contains(&p.pid) || p.exe_deleted)
+        .map(|p| p.pid)
+        .collect();
+    let mut exes: Vec<PathBuf> = wanted
+        .iter()
+        .filter_map(|pid| snapshot.processes.get(pid)?.exe.clone())
+        .collect();
+    exes.sort();
+    exes.dedup();
+    if exes.is_empty() {
+        return;
+    }
+    let (db, problems) = PackageDb::open(fs_root);
+    snapshot.problems.extend(problems);
+    let (owners, problems) = db.owners(&exes);
+    snapshot.problems.extend(problems);
+    for pid in wanted {
+        if let Some(process) = snapshot.processes.get_mut(&pid) {
+            process.ownership = match &process.exe {
+                Some(exe) => owners
+                    .get(exe)
+                    .cloned()
+                    .unwrap_or_else(|| Ownership::Unknown("not looked up".into())),
+                None => Ownership::Unknown(
+                    "the executable could not be read (kernel thread, or not permitted)".into(),
+                ),
+            };
+        }
+    }
+}
+
+/// For each executable, the nearest ancestor directory anyone may write to
+/// (mode o+w), if any. Directories are stat'ed once each.
+fn writable_exe_dirs<'a>(
+    processes: impl Iterator<Item = &'a Process>,
+) -> BTreeMap<PathBuf, PathBuf> {
+    let mut cache: HashMap<PathBuf, bool> = HashMap::new();
+    let mut result = BTreeMap::new();
+    for process in processes {
+        let Some(exe) = &process.exe else { continue };
+        if result.contains_key(exe) {
+            continue;
+        }
+        for dir in exe.ancestors().skip(1) {
+            if dir.as_os_str().is_empty() || dir == Path::new("/") {
+                break;
+            }
+            let writable = *cache.entry(dir.to_path_buf()).or_insert_with(|| {
+                std::fs::metadata(dir)
+                    .map(|meta| meta.permissions().mode() & 0o002 != 0)
+                    .unwrap_or(false)
+            });
+            if writable {
+                result.insert(exe.clone(), dir.to_path_buf());
+                break;
+            }
+        }
+    }
+    result
+}
+
+/// Whether a listening process looks like Redis. Redis rewrites its process
+/// title, but not `comm` or the executable; a renamed binary still answers like
+/// Redis on its default ports.
+fn looks_like_redis(process: Option<&Process>, listener: &Listener) -> bool {
+    let named = process.is_some_and(|p| {
+        p.comm.starts_with("redis")
+            || p.name().contains("redis")
+            || p.cmdline.first().is_some_and(|c| c.starts_with("redis"))
+    });
+    named || matches!(listener.port, 6379 | 6380 | 16379)
+}
+
+/// Probe each Redis instance once (per namespace and main process), on its
+/// most reachable listener.
+fn probe_redis(
+    snapshot: &HostSnapshot,
+    enter_paths: &BTreeMap<u64, Option<PathBuf>>,
+    current_inode: Option<u64>,
+) -> (Vec<RedisFacts>, Vec<Problem>) {
+    let mut chosen: BTreeMap<(u64, Option<u32>), &Listener> = BTreeMap::new();
+    for listener in snapshot
+        .listeners
+        .iter()
+        .filter(|l| l.protocol == Protocol::Tcp)
+    {
+        let owner = snapshot.main_owner(listener);
+        if !looks_like_redis(owner, listener) {
+            continue;
+        }
+        let key = (listener.netns.inode, owner.map(|p| p.pid));
+        let entry = chosen.entry(key).or_insert(listener);
+        // Report the widest bind; that is the one the findings are about.
+        if listener.scope > entry.scope {
+            *entry = listener;
+        }
+    }
+    let mut facts = Vec::new();
+    let mut problems = Vec::new();
+    for listener in chosen.into_values() {
+        let address = redis::probe_address(listener);
+        let answer = if Some(listener.netns.inode) == current_inode {
+            Ok(redis::ask(address))
+        } else {
+            match enter_paths.get(&listener.netns.inode).cloned().flatten() {
+                Some(path) => {
+                    run_in_netns(&path, move || redis::ask(address)).map_err(|e| e.to_string())
+                }
+                None => Err(format!("no way into netns {}", listener.netns.name)),
+            }
+        };
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(err) => {
+                problems.push(
+                    Problem::new(listener.endpoint(), format!("could not ask Redis: {err}"))
+                        .with_hint("entering another network namespace needs CAP_SYS_ADMIN"),
+                );
+                continue;
+            }
+        };
+        match &answer.auth {
+            RedisAuth::Unreachable(why) | RedisAuth::NotRedis(why) => {
+                // A process on a Redis port that is not Redis is not a finding;
+                // one we could not ask is a gap the reader should know about.
+                if matches!(answer.auth, RedisAuth::Unreachable(_)) {
+                    problems.push(Problem::new(listener.endpoint(), why.clone()));
+                }
+                if matches!(answer.auth, RedisAuth::NotRedis(_)) {
+                    continue;
+                }
+            }
+            _ => {}
+        }
+        facts.push(RedisFacts {
+            endpoint: listener.endpoint(),
+            netns: listener.netns.clone(),
+            pids: listener.pids(),
+            probed: answer.probed,
+            auth: answer.auth,
+            version: answer.version,
+            config_file: answer.config_file,
+            protected_mode: answer.protected_mode,
+            bind: answer.bind,
+        });
+    }
+    (facts, problems)
+}
+
+/// Each sshd that holds a listening socket (the listener, not per-connection
+/// children).
+fn inspect_sshds(snapshot: &HostSnapshot) -> (Vec<perimeter_model::SshdFacts>, Vec<Problem>) {
+    let mut daemons: BTreeMap<u32, Vec<std::net::SocketAddr>> = BTreeMap::new();
+    for listener in snapshot
+        .listeners
+        .iter()
+        .filter(|l| l.protocol == Protocol::Tcp)
+    {
+        if let Some(owner) = snapshot.main_owner(listener) {
+            if owner.comm == "sshd" || owner.name() == "sshd" {
+                daemons
+                    .entry(owner.pid)
+                    .or_default()
+                    .push(std::net::SocketAddr::new(listener.address, listener.port));
+            }
+        }
+    }
+    let mut facts = Vec::new();
+    let mut problems = Vec::new();
+    for (pid, listening) in daemons {
+        let Some(process) = snapshot.processes.get(&pid) else {
+            continue;
+        };
+        // With the listening addresses, `Match LocalAddress` / `LocalPort`
+        // blocks are evaluated for each socket the daemon serves.
+        let (found, mut found_problems) =
+            sshd::inspect_sshd_listening(pid, process.exe.as_deref(), &process.cmdline, &listening);
+        problems.append(&mut found_problems);
+        facts.extend(found);
+    }
+    (facts, problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_world_writable_ancestors() {
+        // Not under /tmp: that is world-writable itself and would mark everything.
+        let dir = tempfile::tempdir_in(".").expect("tempdir");
+        let open = dir.path().join("drop");
+        let closed = dir.path().join("safe");
+        std::fs::create_dir_all(open.join("bin")).expect("mkdir");
+        std::fs::create_dir_all(&closed).expect("mkdir");
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let process = |pid: u32, exe: PathBuf| Process {
+            pid,
+            ppid: 1,
+            comm: "x".into(),
+            cmdline: vec![],
+            uid: 0,
+            account: None,
+            exe: Some(exe),
+            exe_deleted: false,
+            cwd: None,
+            cgroup: None,
+            unit: None,
+            container: None,
+            netns_inode: None,
+            ownership: Ownership::NotChecked,
+        };
+        let processes = [
+            process(1, open.join("bin/miner")),
+            process(2, closed.join("daemon")),
+        ];
+        let found = writable_exe_dirs(processes.iter());
+        assert_eq!(found.get(&open.join("bin/miner")), Some(&open));
+        assert_eq!(found.get(&closed.join("daemon")), None);
+    }
+}
