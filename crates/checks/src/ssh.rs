@@ -56,11 +56,24 @@ pub(crate) fn check(snapshot: &HostSnapshot) -> Vec<Finding> {
         let exposed = exposed(snapshot, sshd);
         let adjust = |severity| if exposed { severity } else { lower(severity) };
 
-        let root: Vec<&SshdEvaluation> = sshd
+        // PermitRootLogin only matters for connections as root: judge it on the
+        // evaluations made for user=root (all of them when none names a user).
+        let for_root: Vec<&SshdEvaluation> = sshd
             .evaluations
             .iter()
-            .filter(|e| e.permit_root_login != "no")
+            .filter(|e| criteria_user(&e.criteria) == Some("root"))
             .collect();
+        let candidates = if for_root.is_empty() {
+            sshd.evaluations.iter().collect()
+        } else {
+            for_root
+        };
+        let root = distinct_sources(
+            candidates
+                .into_iter()
+                .filter(|e| e.permit_root_login != "no")
+                .collect(),
+        );
         if let Some(worst) = root
             .iter()
             .map(|e| root_severity(&e.permit_root_login))
@@ -90,11 +103,12 @@ pub(crate) fn check(snapshot: &HostSnapshot) -> Vec<Finding> {
             );
         }
 
-        let passwords: Vec<&SshdEvaluation> = sshd
-            .evaluations
-            .iter()
-            .filter(|e| e.password_authentication || e.kbd_interactive_authentication)
-            .collect();
+        let passwords = distinct_sources(
+            sshd.evaluations
+                .iter()
+                .filter(|e| e.password_authentication || e.kbd_interactive_authentication)
+                .collect(),
+        );
         if !passwords.is_empty() {
             let empty = passwords.iter().any(|e| e.permit_empty_passwords);
             let severity = if empty {
@@ -142,6 +156,23 @@ pub(crate) fn check(snapshot: &HostSnapshot) -> Vec<Finding> {
         }
     }
     findings
+}
+
+/// The `user=` value of an `sshd -T -C` criteria string.
+fn criteria_user(criteria: &str) -> Option<&str> {
+    criteria
+        .split(',')
+        .find_map(|part| part.strip_prefix("user="))
+}
+
+/// One evaluation per class of source addresses (the first, in evaluation
+/// order), so a class evaluated for several users or listeners is said once.
+fn distinct_sources(evaluations: Vec<&SshdEvaluation>) -> Vec<&SshdEvaluation> {
+    let mut seen = std::collections::BTreeSet::new();
+    evaluations
+        .into_iter()
+        .filter(|e| seen.insert(e.sources.as_str()))
+        .collect()
 }
 
 fn yes_no(value: bool) -> &'static str {
@@ -213,6 +244,29 @@ mod tests {
                 "low ssh.root-login sshd (pid 2) /etc/ssh/sshd_config",
                 "low ssh.password-auth sshd (pid 2) /etc/ssh/sshd_config",
             ]
+        );
+    }
+
+    #[test]
+    fn root_login_is_judged_for_root_and_each_class_said_once() {
+        let mut snap = snapshot(
+            vec![listener("tcp", "0.0.0.0", 22, &[2])],
+            vec![process(2, 1, "/usr/sbin/sshd", 0, "root")],
+        );
+        let mut other_user = evaluation("any other address", "yes", false);
+        other_user.criteria = "user=alice,addr=203.0.113.9".into();
+        let mut twice = evaluation("198.51.100.0/24", "yes", false);
+        twice.criteria = "user=root,addr=198.51.100.1,laddr=10.0.0.1".into();
+        snap.sshd.push(sshd(vec![
+            evaluation("198.51.100.0/24", "yes", false),
+            twice,
+            evaluation("any other address", "no", false),
+            other_user,
+        ]));
+        let findings = check(&snap);
+        assert_eq!(
+            findings[0].message,
+            "root may log in: PermitRootLogin yes from 198.51.100.0/24"
         );
     }
 }

@@ -215,16 +215,43 @@ fn writable_exe_dirs<'a>(
     result
 }
 
-/// Whether a listening process looks like Redis. Redis rewrites its process
-/// title, but not `comm` or the executable; a renamed binary still answers like
-/// Redis on its default ports.
-fn looks_like_redis(process: Option<&Process>, listener: &Listener) -> bool {
+/// How sure we are that a listener might be Redis, and so how long to wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum RedisCandidate {
+    /// Its owner is unknown (not root) or unpackaged (a tarball build, renamed
+    /// or not): ask briefly, and say nothing if it is not Redis.
+    Speculative,
+    /// Named like Redis, or on one of its ports.
+    Likely,
+}
+
+/// A Redis instance: namespace inode, main pid, and the port when no process
+/// could be seen.
+type InstanceKey = (u64, Option<u32>, Option<u16>);
+
+/// The most listeners asked speculatively per audit, so an unprivileged audit
+/// of a host with thousands of sockets stays quick.
+const MAX_SPECULATIVE: usize = 32;
+
+/// Whether a listener might be Redis. Redis rewrites its process title, but not
+/// `comm` or the executable; a renamed tarball build is unpackaged, and one we
+/// cannot see (not root) is unknown: those are asked too, since the only
+/// reliable test is the instance's own answer.
+fn redis_candidate(process: Option<&Process>, listener: &Listener) -> Option<RedisCandidate> {
     let named = process.is_some_and(|p| {
         p.comm.starts_with("redis")
             || p.name().contains("redis")
             || p.cmdline.first().is_some_and(|c| c.starts_with("redis"))
     });
-    named || matches!(listener.port, 6379 | 6380 | 16379)
+    if named || matches!(listener.port, 6379 | 6380 | 16379) {
+        return Some(RedisCandidate::Likely);
+    }
+    match process.map(|p| &p.ownership) {
+        None | Some(Ownership::Unpackaged) | Some(Ownership::Unknown(_)) => {
+            Some(RedisCandidate::Speculative)
+        }
+        Some(_) => None,
+    }
 }
 
 /// Probe each Redis instance once (per namespace and main process), on its
@@ -234,39 +261,58 @@ fn probe_redis(
     enter_paths: &BTreeMap<u64, Option<PathBuf>>,
     current_inode: Option<u64>,
 ) -> (Vec<RedisFacts>, Vec<Problem>) {
-    let mut chosen: BTreeMap<(u64, Option<u32>), &Listener> = BTreeMap::new();
+    // One probe per instance: per namespace and main process, or per port when
+    // the process cannot be seen.
+    let mut chosen: BTreeMap<InstanceKey, (&Listener, RedisCandidate)> = BTreeMap::new();
     for listener in snapshot
         .listeners
         .iter()
         .filter(|l| l.protocol == Protocol::Tcp)
     {
         let owner = snapshot.main_owner(listener);
-        if !looks_like_redis(owner, listener) {
+        let Some(candidate) = redis_candidate(owner, listener) else {
             continue;
-        }
-        let key = (listener.netns.inode, owner.map(|p| p.pid));
-        let entry = chosen.entry(key).or_insert(listener);
+        };
+        let key = (
+            listener.netns.inode,
+            owner.map(|p| p.pid),
+            owner.is_none().then_some(listener.port),
+        );
+        let entry = chosen.entry(key).or_insert((listener, candidate));
         // Report the widest bind; that is the one the findings are about.
-        if listener.scope > entry.scope {
-            *entry = listener;
+        if listener.scope > entry.0.scope {
+            entry.0 = listener;
         }
     }
     let mut facts = Vec::new();
     let mut problems = Vec::new();
-    for listener in chosen.into_values() {
+    let mut n_speculative = 0;
+    for (listener, candidate) in chosen.into_values() {
+        let speculative = candidate == RedisCandidate::Speculative;
+        if speculative {
+            n_speculative += 1;
+            if n_speculative > MAX_SPECULATIVE {
+                continue;
+            }
+        }
+        let timeout = if speculative {
+            redis::SPECULATIVE_TIMEOUT
+        } else {
+            redis::TIMEOUT
+        };
         let address = redis::probe_address(listener);
         let answer = if Some(listener.netns.inode) == current_inode {
-            Ok(redis::ask(address))
+            Ok(redis::ask(address, timeout))
         } else {
             match enter_paths.get(&listener.netns.inode).cloned().flatten() {
-                Some(path) => {
-                    run_in_netns(&path, move || redis::ask(address)).map_err(|e| e.to_string())
-                }
+                Some(path) => run_in_netns(&path, move || redis::ask(address, timeout))
+                    .map_err(|e| e.to_string()),
                 None => Err(format!("no way into netns {}", listener.netns.name)),
             }
         };
         let answer = match answer {
             Ok(answer) => answer,
+            Err(_) if speculative => continue,
             Err(err) => {
                 problems.push(
                     Problem::new(listener.endpoint(), format!("could not ask Redis: {err}"))
@@ -279,10 +325,10 @@ fn probe_redis(
             RedisAuth::Unreachable(why) | RedisAuth::NotRedis(why) => {
                 // A process on a Redis port that is not Redis is not a finding;
                 // one we could not ask is a gap the reader should know about.
-                if matches!(answer.auth, RedisAuth::Unreachable(_)) {
+                if matches!(answer.auth, RedisAuth::Unreachable(_)) && !speculative {
                     problems.push(Problem::new(listener.endpoint(), why.clone()));
                 }
-                if matches!(answer.auth, RedisAuth::NotRedis(_)) {
+                if matches!(answer.auth, RedisAuth::NotRedis(_)) || speculative {
                     continue;
                 }
             }

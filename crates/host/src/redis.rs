@@ -13,9 +13,13 @@ use std::time::{Duration, Instant};
 use perimeter_model::{Listener, RedisAuth};
 use perimeter_probe::redis::{Reply, command, parse_info, parse_reply};
 
-/// Per-read and connect timeout. Redis answers PING in microseconds; a local
-/// service that takes longer is not worth stalling the audit for.
-const TIMEOUT: Duration = Duration::from_millis(1500);
+/// Per-read and connect timeout for an instance that looks like Redis. Redis
+/// answers PING in microseconds; a local service that takes longer is not worth
+/// stalling the audit for.
+pub const TIMEOUT: Duration = Duration::from_millis(1500);
+/// The timeout for a listener that might be Redis (its owner is unknown or
+/// unpackaged): most such services are not, and a silent one must not cost much.
+pub const SPECULATIVE_TIMEOUT: Duration = Duration::from_millis(300);
 /// The most bytes read for one reply (INFO server is about 1.5 KB).
 const MAX_REPLY: usize = 64 * 1024;
 
@@ -47,8 +51,9 @@ pub fn probe_address(listener: &Listener) -> SocketAddr {
     SocketAddr::new(address, listener.port)
 }
 
-/// Ask the instance at `address`. Must run in the listener's network namespace.
-pub fn ask(address: SocketAddr) -> RedisAnswer {
+/// Ask the instance at `address`, waiting at most `timeout` for each step. Must
+/// run in the listener's network namespace.
+pub fn ask(address: SocketAddr, timeout: Duration) -> RedisAnswer {
     let mut answer = RedisAnswer {
         probed: address,
         auth: RedisAuth::Unreachable(String::new()),
@@ -57,7 +62,7 @@ pub fn ask(address: SocketAddr) -> RedisAnswer {
         protected_mode: None,
         bind: None,
     };
-    let mut conn = match Conn::connect(address) {
+    let mut conn = match Conn::connect(address, timeout) {
         Ok(conn) => conn,
         Err(err) => {
             answer.auth = RedisAuth::Unreachable(format!("cannot connect to {address}: {err}"));
@@ -130,21 +135,22 @@ fn config_get(conn: &mut Conn, key: &[u8]) -> Option<String> {
 
 struct Conn {
     stream: TcpStream,
+    timeout: Duration,
 }
 
 impl Conn {
-    fn connect(address: SocketAddr) -> std::io::Result<Conn> {
-        let stream = TcpStream::connect_timeout(&address, TIMEOUT)?;
-        stream.set_read_timeout(Some(TIMEOUT))?;
-        stream.set_write_timeout(Some(TIMEOUT))?;
-        Ok(Conn { stream })
+    fn connect(address: SocketAddr, timeout: Duration) -> std::io::Result<Conn> {
+        let stream = TcpStream::connect_timeout(&address, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        Ok(Conn { stream, timeout })
     }
 
     /// Send one command and read exactly one reply, within the cap and an
     /// overall deadline.
     fn request(&mut self, args: &[&[u8]]) -> std::io::Result<Reply> {
         self.stream.write_all(&command(args))?;
-        let deadline = Instant::now() + TIMEOUT * 2;
+        let deadline = Instant::now() + self.timeout * 2;
         let mut buf = Vec::with_capacity(512);
         let mut chunk = [0u8; 4096];
         loop {

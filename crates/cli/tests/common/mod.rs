@@ -1,0 +1,122 @@
+//! Shared helpers for the end-to-end tests: run the real `perimeter` binary,
+//! inside a test's own network namespace when given, and read its JSON.
+
+#![allow(dead_code, reason = "each test file uses a different subset")]
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use perimeter_testlab::Ns;
+use serde_json::Value;
+
+pub(crate) fn perimeter() -> &'static str {
+    env!("CARGO_BIN_EXE_perimeter")
+}
+
+/// Run perimeter with `args`, in `ns` if given.
+pub(crate) fn run(ns: Option<&Ns>, args: &[&str]) -> Output {
+    let mut cmd = match ns {
+        Some(ns) => ns.command(perimeter()),
+        None => Command::new(perimeter()),
+    };
+    cmd.args(args)
+        .env("NO_COLOR", "1")
+        .env_remove("PERIMETER_APPROVALS")
+        .env_remove("PERIMETER_DB")
+        .stdin(Stdio::null());
+    cmd.output().expect("perimeter runs")
+}
+
+pub(crate) fn code(output: &Output) -> i32 {
+    output.status.code().unwrap_or(-1)
+}
+
+pub(crate) fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub(crate) fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// `perimeter audit --format json --no-store --approvals FILE` in `ns`.
+pub(crate) fn audit_json(ns: Option<&Ns>, approvals: &Path, extra: &[&str]) -> (i32, Value) {
+    let approvals = approvals.to_string_lossy().into_owned();
+    let mut args = vec![
+        "audit",
+        "--format",
+        "json",
+        "--no-store",
+        "--approvals",
+        approvals.as_str(),
+    ];
+    args.extend_from_slice(extra);
+    let output = run(ns, &args);
+    let doc: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
+        panic!(
+            "audit output is not JSON ({err}); exit {:?}\nstdout:\n{}\nstderr:\n{}",
+            output.status,
+            stdout(&output),
+            stderr(&output)
+        )
+    });
+    assert_eq!(doc["schema"], "perimeter.audit/1");
+    (code(&output), doc)
+}
+
+/// The listener on `port` (and protocol tcp).
+pub(crate) fn listener(doc: &Value, port: u16) -> Value {
+    doc["listeners"]
+        .as_array()
+        .and_then(|ls| {
+            ls.iter()
+                .find(|l| l["port"] == port && l["protocol"] == "tcp")
+                .cloned()
+        })
+        .unwrap_or_else(|| panic!("no tcp listener on port {port} in {doc:#}"))
+}
+
+/// Sorted, deduplicated rule ids of the findings whose subject mentions any
+/// of `needles`.
+pub(crate) fn rules_about(doc: &Value, needles: &[&str]) -> Vec<String> {
+    let mut rules: Vec<String> = doc["findings"]
+        .as_array()
+        .map(|fs| {
+            fs.iter()
+                .filter(|f| {
+                    let subject = f["subject"].as_str().unwrap_or("");
+                    needles.iter().any(|n| subject.contains(n))
+                })
+                .filter_map(|f| f["rule"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    rules.sort();
+    rules.dedup();
+    rules
+}
+
+pub(crate) fn finding<'a>(doc: &'a Value, rule: &str, needle: &str) -> Option<&'a Value> {
+    doc["findings"]
+        .as_array()?
+        .iter()
+        .find(|f| f["rule"] == rule && f["subject"].as_str().unwrap_or("").contains(needle))
+}
+
+/// The ruleset of a hardened host: drop inbound except loopback, established
+/// traffic, and the given TCP ports.
+pub(crate) fn default_drop_ruleset(ports: &[u16]) -> String {
+    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+    let allow = if ports.is_empty() {
+        String::new()
+    } else {
+        format!("tcp dport {{ {} }} accept", ports.join(", "))
+    };
+    format!(
+        "table inet filter {{\n  chain input {{\n    type filter hook input priority 0; policy drop;\n    iif lo accept\n    ct state established,related accept\n    {allow}\n  }}\n}}\n"
+    )
+}
+
+pub(crate) fn strings(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
