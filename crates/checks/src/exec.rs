@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use perimeter_model::{Finding, HostSnapshot, Ownership, Process, Severity};
 
+use crate::in_audited_namespace;
 use crate::rules::{EXEC_DELETED, EXEC_UNPACKAGED, EXEC_WORLD_WRITABLE};
 
 /// Directories anyone can write to on every Linux host; an executable below them
@@ -115,7 +116,10 @@ fn in_world_writable(snapshot: &HostSnapshot, exe: &Path) -> Option<PathBuf> {
 /// Processes running an executable that was deleted or replaced.
 pub(crate) fn deleted(snapshot: &HostSnapshot) -> Vec<Finding> {
     let endpoints = endpoints_by_pid(snapshot);
-    let deleted = snapshot.processes.values().filter(|p| p.exe_deleted);
+    let deleted = snapshot
+        .processes
+        .values()
+        .filter(|p| p.exe_deleted && in_audited_namespace(snapshot, p));
     let mut findings = Vec::new();
     for (exe, processes) in by_exe(deleted) {
         let listens = processes.iter().any(|p| endpoints.contains_key(&p.pid));
@@ -170,7 +174,11 @@ pub(crate) fn deleted(snapshot: &HostSnapshot) -> Vec<Finding> {
 pub(crate) fn world_writable(snapshot: &HostSnapshot) -> Vec<Finding> {
     let endpoints = endpoints_by_pid(snapshot);
     let mut findings = Vec::new();
-    for (exe, processes) in by_exe(snapshot.processes.values()) {
+    let audited = snapshot
+        .processes
+        .values()
+        .filter(|p| in_audited_namespace(snapshot, p));
+    for (exe, processes) in by_exe(audited) {
         let Some(dir) = in_world_writable(snapshot, exe) else {
             continue;
         };
@@ -286,6 +294,38 @@ mod tests {
                 "critical exec.world-writable /dev/shm/y (pid 12)",
                 "high exec.world-writable /srv/drop/z (pid 13)",
                 "high exec.world-writable /var/tmp/x (pid 11)",
+            ]
+        );
+    }
+
+    #[test]
+    fn process_rules_cover_the_audited_namespaces_only() {
+        use perimeter_model::{FirewallVerdict, Netns, NetnsFacts};
+        let mut here = process(20, 1, "/tmp/a", 0, "root");
+        here.exe_deleted = true;
+        let mut elsewhere = process(21, 1, "/tmp/b", 0, "root");
+        elsewhere.exe_deleted = true;
+        elsewhere.netns_inode = Some(99);
+        let mut unknown = process(22, 1, "/tmp/c", 0, "root");
+        unknown.netns_inode = None;
+        let mut snap = snapshot(vec![], vec![here, elsewhere, unknown]);
+        snap.namespaces.push(NetnsFacts {
+            netns: Netns {
+                inode: 1,
+                name: "host".into(),
+            },
+            interfaces: vec![],
+            firewall: FirewallVerdict::Unknown("not read".into()),
+        });
+        assert_eq!(
+            summary(&deleted(&snap)),
+            vec!["high exec.deleted /tmp/a (pid 20)"]
+        );
+        assert_eq!(
+            summary(&world_writable(&snap)),
+            vec![
+                "high exec.world-writable /tmp/a (pid 20)",
+                "high exec.world-writable /tmp/c (pid 22)",
             ]
         );
     }

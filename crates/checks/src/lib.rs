@@ -78,6 +78,17 @@ pub fn sort_findings(findings: &mut [Finding]) {
     });
 }
 
+/// Whether a process belongs to the audit: it lives in one of the audited
+/// network namespaces (an audit of one namespace is that namespace's view of
+/// the host; `--all-netns` covers every process). A process whose namespace
+/// could not be read is included: better a finding too many than one hidden.
+pub fn in_audited_namespace(snapshot: &HostSnapshot, process: &perimeter_model::Process) -> bool {
+    match process.netns_inode {
+        Some(inode) if !snapshot.namespaces.is_empty() => snapshot.namespace(inode).is_some(),
+        _ => true,
+    }
+}
+
 /// How a listener is named in findings: `tcp 0.0.0.0:6379 redis-server (pid 812)`,
 /// with the namespace when it is not the host's.
 pub fn listener_subject(snapshot: &HostSnapshot, listener: &Listener) -> String {

@@ -284,11 +284,22 @@ fn deleted_binary_running_from_tmp() {
     let exe = dir.path().join("kworkerd");
     std::fs::copy("/usr/bin/sleep", &exe).expect("copy sleep");
     let exe_text = exe.to_string_lossy().into_owned();
-    let mut miner = perimeter_testlab::Daemon::spawn(&exe_text, &["300"]).expect("start");
+    // Process rules cover the audited namespace: run it in the test's own.
+    let ns = Ns::new("deleted").expect("netns");
+    let mut miner = ns.spawn(&exe_text, &["300"]).expect("start");
+    miner.ensure_running().expect("running");
+    // `ip netns exec` execs the program; wait until it has, then delete it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::fs::read_link(format!("/proc/{}/exe", miner.pid())).ok() != Some(exe.clone()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the copy never started"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     std::fs::remove_file(&exe).expect("delete the running binary");
     miner.ensure_running().expect("still running");
 
-    let ns = Ns::new("deleted").expect("netns");
     let (_, doc) = audit_json(Some(&ns), &no_approvals(dir.path()), &[]);
     assert_eq!(
         rules_about(&doc, &[&exe_text]),

@@ -1,0 +1,247 @@
+//! The deploy gate end to end: `perimeter check` refuses until a person has
+//! approved every listener beyond loopback, `perimeter approve` records the
+//! decision atomically, and a malformed approvals file stops everything with
+//! file, line and column, untouched.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{code, default_drop_ruleset, run, stderr, stdout};
+use perimeter_testlab::{Daemon, Ns, require_root};
+
+/// A hardened lab host (default-drop firewall) with one web server beyond
+/// loopback, run as nobody from a packaged interpreter.
+fn web_host() -> (Ns, Daemon) {
+    let ns = Ns::new("gate").expect("netns");
+    ns.ip(&["addr", "add", "198.18.3.1/32", "dev", "lo"])
+        .expect("lab address");
+    ns.nft(&default_drop_ruleset(&[8080])).expect("firewall");
+    let mut web = ns
+        .spawn(
+            "setpriv",
+            &[
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "/usr/bin/python3",
+                "-m",
+                "http.server",
+                "8080",
+                "--bind",
+                "198.18.3.1",
+                "--directory",
+                "/",
+            ],
+        )
+        .expect("start http.server");
+    ns.wait_tcp(
+        "198.18.3.1:8080".parse().expect("addr"),
+        Duration::from_secs(10),
+    )
+    .expect("web listens");
+    web.ensure_running().expect("web running");
+    (ns, web)
+}
+
+#[test]
+fn check_fails_until_the_listener_is_approved() {
+    if !require_root("gate") {
+        return;
+    }
+    let (ns, _web) = web_host();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let approvals = dir.path().join("approvals.toml");
+    let approvals_text = approvals.to_string_lossy().into_owned();
+
+    // No file yet: a named approvals file must exist.
+    let output = run(Some(&ns), &["check", "--approvals", &approvals_text]);
+    assert_eq!(code(&output), 2, "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("cannot read"),
+        "{}",
+        stderr(&output)
+    );
+
+    std::fs::write(&approvals, "# reviewed in PR #12\nversion = 1\n").expect("write");
+    let output = run(Some(&ns), &["check", "--approvals", &approvals_text]);
+    assert_eq!(code(&output), 1, "{}", stdout(&output));
+    let out = stdout(&output);
+    assert!(out.contains("UNAPPROVED  tcp 198.18.3.1:8080"), "{out}");
+    assert!(out.contains("check FAILED: 1 unapproved"), "{out}");
+
+    // Selectors without a reason, and no selectors at all: refused.
+    let output = run(
+        Some(&ns),
+        &[
+            "approve",
+            "--approvals",
+            &approvals_text,
+            "--port",
+            "8080",
+            "--by",
+            "t",
+        ],
+    );
+    assert_eq!(code(&output), 2);
+    assert!(
+        stderr(&output).contains("needs --reason"),
+        "{}",
+        stderr(&output)
+    );
+    let output = run(
+        Some(&ns),
+        &["approve", "--approvals", &approvals_text, "--by", "t"],
+    );
+    assert_eq!(code(&output), 2, "no blanket approve from a script");
+    assert!(
+        stderr(&output).contains("needs a terminal"),
+        "{}",
+        stderr(&output)
+    );
+    // A selector that matches nothing.
+    let output = run(
+        Some(&ns),
+        &[
+            "approve",
+            "--approvals",
+            &approvals_text,
+            "--port",
+            "9999",
+            "--reason",
+            "x",
+            "--by",
+            "t",
+        ],
+    );
+    assert_eq!(code(&output), 2);
+
+    let output = run(
+        Some(&ns),
+        &[
+            "approve",
+            "--approvals",
+            &approvals_text,
+            "--port",
+            "8080",
+            "--protocol",
+            "tcp",
+            "--reason",
+            "lab web server",
+            "--by",
+            "tester",
+            "--expires",
+            "2999-01-01",
+        ],
+    );
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let text = std::fs::read_to_string(&approvals).expect("read");
+    assert!(
+        text.starts_with("# reviewed in PR #12\nversion = 1\n"),
+        "comments kept: {text}"
+    );
+    for expected in [
+        "[[listener]]",
+        &format!("netns = \"{}\"", ns.name()),
+        "address = \"198.18.3.1\"",
+        "port = 8080",
+        "exe = \"/usr/bin/python3.11\"",
+        "user = \"nobody\"",
+        "approved_by = \"tester\"",
+        "reason = \"lab web server\"",
+        "expires = 2999-01-01",
+    ] {
+        assert!(text.contains(expected), "missing {expected} in\n{text}");
+    }
+
+    let output = run(Some(&ns), &["check", "--approvals", &approvals_text]);
+    assert_eq!(code(&output), 0, "{}", stdout(&output));
+    assert!(stdout(&output).contains("check passed"));
+
+    // Approving again changes nothing.
+    let output = run(
+        Some(&ns),
+        &[
+            "approve",
+            "--approvals",
+            &approvals_text,
+            "--port",
+            "8080",
+            "--reason",
+            "again",
+            "--by",
+            "t",
+        ],
+    );
+    assert_eq!(code(&output), 0);
+    assert!(stdout(&output).contains("already approved"));
+    assert_eq!(std::fs::read_to_string(&approvals).expect("read"), text);
+}
+
+#[test]
+fn expired_approval_fails_the_gate() {
+    if !require_root("gate_expired") {
+        return;
+    }
+    let (ns, _web) = web_host();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let approvals = dir.path().join("approvals.toml");
+    std::fs::write(
+        &approvals,
+        format!(
+            "version = 1\n\n[[listener]]\nnetns = \"{}\"\nprotocol = \"tcp\"\naddress = \"198.18.3.1\"\nport = 8080\n\
+             package = \"python3.11-minimal\"\nuser = \"nobody\"\napproved_by = \"a\"\napproved_at = 2020-01-01\n\
+             reason = \"temporary\"\nexpires = 2020-02-01\n",
+            ns.name()
+        ),
+    )
+    .expect("write");
+    let output = run(
+        Some(&ns),
+        &["check", "--approvals", &approvals.to_string_lossy()],
+    );
+    assert_eq!(code(&output), 1, "{}", stdout(&output));
+    assert!(stdout(&output).contains("EXPIRED"), "{}", stdout(&output));
+}
+
+#[test]
+fn malformed_approvals_file_is_an_error_with_position_and_is_never_rewritten() {
+    if !require_root("gate_malformed") {
+        return;
+    }
+    let (ns, _web) = web_host();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let approvals = dir.path().join("approvals.toml");
+    let broken = "version = 1\n\n[[listener]]\nprotocol = \"tcp\"\nadress = \"198.18.3.1\"\n";
+    std::fs::write(&approvals, broken).expect("write");
+    let path = approvals.to_string_lossy().into_owned();
+
+    for args in [
+        vec!["check", "--approvals", path.as_str()],
+        vec!["audit", "--no-store", "--approvals", path.as_str()],
+        vec![
+            "approve",
+            "--approvals",
+            path.as_str(),
+            "--port",
+            "8080",
+            "--reason",
+            "r",
+            "--by",
+            "t",
+        ],
+    ] {
+        let output = run(Some(&ns), &args);
+        assert_eq!(code(&output), 2, "{args:?}: {}", stderr(&output));
+        let err = stderr(&output);
+        assert!(
+            err.contains(&format!("{path}:5:1: unknown field `adress`")),
+            "{args:?}: {err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&approvals).expect("read"),
+            broken,
+            "file untouched"
+        );
+    }
+}
