@@ -6,9 +6,12 @@
 //! `load`/`save` wrappers around its pure parser and editor.
 
 pub mod approvals;
+mod env;
+pub mod environments;
 mod exec;
 mod firewall;
 mod listener;
+mod netset;
 mod redis;
 pub mod rules;
 mod ssh;
@@ -24,8 +27,14 @@ pub struct CheckConfig {
     /// Executable or command names of daemons that start as root only to bind
     /// and then separate privileges (sshd, nginx, ...): exempt from `service.root`.
     pub privsep_daemons: Vec<String>,
-    /// Today's date, for approval expiry.
+    /// Today's date, for approval and experiment expiry.
     pub today: Date,
+    /// The environments (perimeter.toml); empty when there is none, and then
+    /// no environment rule runs.
+    pub inventory: environments::Inventory,
+    /// `--env NAME`: the environment this host is in, instead of deciding it
+    /// from the host's addresses.
+    pub forced_env: Option<String>,
 }
 
 /// Daemons exempt from `service.root` by default: each keeps a small root
@@ -43,6 +52,8 @@ impl CheckConfig {
                 .map(|s| (*s).to_owned())
                 .collect(),
             today,
+            inventory: environments::Inventory::default(),
+            forced_env: None,
         }
     }
 }
@@ -64,6 +75,7 @@ pub fn run_all(
     findings.extend(redis::check(snapshot));
     findings.extend(ssh::check(snapshot));
     findings.extend(firewall::check(snapshot));
+    findings.extend(env::check(snapshot, config));
     sort_findings(&mut findings);
     findings
 }

@@ -26,6 +26,13 @@ pub const REDIS_EXPOSED: &str = "redis.exposed";
 pub const SSH_ROOT_LOGIN: &str = "ssh.root-login";
 pub const SSH_PASSWORD_AUTH: &str = "ssh.password-auth";
 pub const FIREWALL_NONE: &str = "firewall.none";
+pub const FIREWALL_ALLOWS_ANY: &str = "firewall.allows-any";
+pub const ENV_DEV_OPEN: &str = "env.dev-open";
+pub const ENV_PROD_UNEXPECTED_PORT: &str = "env.prod-unexpected-port";
+pub const ENV_EXPIRED: &str = "env.expired";
+pub const ENV_SHARED_HOST: &str = "env.shared-host";
+pub const ENV_DEV_REACHABLE: &str = "env.dev-reachable";
+pub const ENV_UNKNOWN_HOST: &str = "env.unknown-host";
 
 pub const AUDIT_RULES: &[Rule] = &[
     Rule {
@@ -87,6 +94,41 @@ pub const AUDIT_RULES: &[Rule] = &[
         id: FIREWALL_NONE,
         severity: Severity::High,
         summary: "the network namespace has no default-deny inbound firewall policy",
+    },
+    Rule {
+        id: FIREWALL_ALLOWS_ANY,
+        severity: Severity::Medium,
+        summary: "an accept rule with no source restriction reaches a listener on a port that is not public in its environment",
+    },
+    Rule {
+        id: ENV_DEV_OPEN,
+        severity: Severity::High,
+        summary: "a dev or experiment listener is reachable (local firewall) from beyond the environment's allow_from",
+    },
+    Rule {
+        id: ENV_PROD_UNEXPECTED_PORT,
+        severity: Severity::High,
+        summary: "a prod port not in public_ports is reachable from beyond allow_from (local firewall, or seen by verify)",
+    },
+    Rule {
+        id: ENV_EXPIRED,
+        severity: Severity::High,
+        summary: "a host of an experiment past its expires date still reports (audit) or answers (verify)",
+    },
+    Rule {
+        id: ENV_SHARED_HOST,
+        severity: Severity::High,
+        summary: "one host carries addresses of both prod and dev/experiment environments",
+    },
+    Rule {
+        id: ENV_DEV_REACHABLE,
+        severity: Severity::High,
+        summary: "a dev or experiment host answered a scanner outside its allow_from (perimeter verify)",
+    },
+    Rule {
+        id: ENV_UNKNOWN_HOST,
+        severity: Severity::Medium,
+        summary: "a host answered in no declared environment (perimeter verify)",
     },
 ];
 

@@ -261,6 +261,10 @@ pub struct HostSnapshot {
     /// Executables that live in a world-writable directory (or below one), with
     /// the directory: exe path → directory.
     pub writable_exe_dirs: BTreeMap<PathBuf, PathBuf>,
+    /// Which sources the namespace's firewall lets through to each listener
+    /// beyond loopback, keyed by (netns inode, socket inode). Absent when the
+    /// ruleset could not be read.
+    pub reach: BTreeMap<(u64, u64), crate::Reach>,
     pub problems: Vec<Problem>,
 }
 
@@ -283,6 +287,10 @@ impl HostSnapshot {
         self.owners_of(listener)
             .find(|p| !pids.contains(&p.ppid))
             .or_else(|| self.owners_of(listener).next())
+    }
+
+    pub fn reach_of(&self, listener: &Listener) -> Option<&crate::Reach> {
+        self.reach.get(&(listener.netns.inode, listener.inode))
     }
 
     pub fn namespace(&self, inode: u64) -> Option<&NetnsFacts> {

@@ -7,12 +7,14 @@
 //! Output schemas live in `perimeter-report`, storage rows in `perimeter-store`, so
 //! a change to a wire format never ripples into the domain.
 
+mod environment;
 mod finding;
 mod host;
 mod scan;
 mod scope;
 mod services;
 
+pub use environment::{EnvKind, Environment, Reach};
 pub use finding::{Finding, Problem, Severity, SeverityParseError};
 pub use host::{
     Account, FirewallVerdict, HostSnapshot, Interface, Listener, Netns, NetnsFacts, Ownership,

@@ -1,0 +1,437 @@
+//! Environment rules on a host's own view: `env.dev-open`,
+//! `env.prod-unexpected-port`, `firewall.allows-any`, `env.expired` and
+//! `env.shared-host`, from the inventory, the host's addresses and the local
+//! firewall reachability of each listener.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use perimeter_model::{EnvKind, Environment, Finding, HostSnapshot, Listener, Severity};
+
+use crate::netset::{covers_everything, subtract};
+use crate::rules::{
+    ENV_DEV_OPEN, ENV_EXPIRED, ENV_PROD_UNEXPECTED_PORT, ENV_SHARED_HOST, FIREWALL_ALLOWS_ANY,
+};
+use crate::{CheckConfig, listener_subject};
+
+/// The environments a namespace's non-loopback addresses fall in.
+fn namespace_environments<'a>(
+    snapshot: &HostSnapshot,
+    config: &'a CheckConfig,
+    netns: u64,
+) -> Vec<&'a Environment> {
+    let mut found: Vec<&Environment> = Vec::new();
+    if let Some(ns) = snapshot.namespace(netns) {
+        for interface in &ns.interfaces {
+            if interface.address.is_loopback() {
+                continue;
+            }
+            if let Some(env) = config.inventory.environment_of(interface.address) {
+                if !found.iter().any(|e| e.name == env.name) {
+                    found.push(env);
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The environment a listener belongs to: `--env` when given, else the one
+/// holding its bind address, else (wildcard) the one holding the namespace's
+/// addresses when that is unambiguous.
+fn environment_of<'a>(
+    snapshot: &HostSnapshot,
+    config: &'a CheckConfig,
+    listener: &Listener,
+) -> Option<&'a Environment> {
+    if let Some(name) = &config.forced_env {
+        return config.inventory.by_name(name);
+    }
+    if !listener.address.is_unspecified() {
+        if let Some(env) = config.inventory.environment_of(listener.address) {
+            return Some(env);
+        }
+    }
+    match namespace_environments(snapshot, config, listener.netns.inode).as_slice() {
+        [only] => Some(*only),
+        _ => None,
+    }
+}
+
+fn show(nets: &[IpNet]) -> String {
+    let mut shown: Vec<String> = nets.iter().take(4).map(ToString::to_string).collect();
+    if nets.len() > 4 {
+        shown.push(format!("and {} more", nets.len() - 4));
+    }
+    shown.join(", ")
+}
+
+/// Source prefixes beyond `allow_from` that the firewall lets through, and
+/// those it might (rules we cannot evaluate).
+fn beyond(
+    reach: &perimeter_model::Reach,
+    allow_from: &[IpNet],
+) -> (Vec<IpNet>, Vec<(IpNet, String)>) {
+    let allowed = subtract(&reach.allowed, allow_from);
+    let unknown = reach
+        .unknown
+        .iter()
+        .filter(|(net, _)| !subtract(&[*net], allow_from).is_empty())
+        .cloned()
+        .collect();
+    (allowed, unknown)
+}
+
+pub(crate) fn check(snapshot: &HostSnapshot, config: &CheckConfig) -> Vec<Finding> {
+    if config.inventory.environments.is_empty() {
+        return Vec::new();
+    }
+    let mut findings = Vec::new();
+    for listener in snapshot.listeners.iter().filter(|l| l.scope.is_exposed()) {
+        let Some(env) = environment_of(snapshot, config, listener) else {
+            continue;
+        };
+        let Some(reach) = snapshot.reach_of(listener) else {
+            continue;
+        };
+        let subject = listener_subject(snapshot, listener);
+        let (outside, unknown) = beyond(reach, &env.allow_from);
+        let public = env.public_ports.contains(&listener.port);
+        let from_anywhere = covers_everything(&reach.allowed, listener.address);
+
+        if env.kind.is_restricted() && (!outside.is_empty() || !unknown.is_empty()) {
+            let decided = !outside.is_empty();
+            let mut finding = Finding::new(
+                ENV_DEV_OPEN,
+                if decided { Severity::High } else { Severity::Low },
+                &subject,
+                if decided {
+                    format!(
+                        "{} environment `{}`: {} is reachable from {} beyond allow_from",
+                        env.kind,
+                        env.name,
+                        listener.endpoint(),
+                        if from_anywhere { "anywhere".to_owned() } else { show(&outside) }
+                    )
+                } else {
+                    format!(
+                        "{} environment `{}`: perimeter could not decide whether {} is reachable beyond allow_from",
+                        env.kind,
+                        env.name,
+                        listener.endpoint()
+                    )
+                },
+            )
+            .with_evidence(format!("allow_from: {}", show(&env.allow_from)));
+            for (net, why) in unknown.iter().take(3) {
+                finding = finding.with_evidence(format!("unknown for {net}: {why}"));
+            }
+            for line in reach.evidence.iter().take(4) {
+                finding = finding.with_evidence(line.clone());
+            }
+            findings.push(finding.with_remedy(format!(
+                "accept this port only from {} in the input chain (and drop the rest), or bind the service to loopback",
+                show(&env.allow_from)
+            )));
+        }
+
+        if env.kind == EnvKind::Prod && !public && !outside.is_empty() {
+            let mut finding = Finding::new(
+                ENV_PROD_UNEXPECTED_PORT,
+                Severity::High,
+                &subject,
+                format!(
+                    "prod environment `{}`: port {} is reachable from {} but is not in public_ports",
+                    env.name,
+                    listener.port,
+                    if from_anywhere { "anywhere".to_owned() } else { show(&outside) }
+                ),
+            )
+            .with_evidence(format!("public_ports: {:?}", env.public_ports))
+            .with_evidence(format!("allow_from: {}", show(&env.allow_from)));
+            for line in reach.evidence.iter().take(4) {
+                finding = finding.with_evidence(line.clone());
+            }
+            findings.push(finding.with_remedy(
+                "restrict the port to allow_from in the firewall, or add it to public_ports if it is meant to be public",
+            ));
+        }
+
+        if !public && !reach.unrestricted_accepts.is_empty() {
+            let mut finding = Finding::new(
+                FIREWALL_ALLOWS_ANY,
+                Severity::Medium,
+                &subject,
+                format!(
+                    "an accept rule with no source restriction lets anyone reach {} (not a public port of `{}`)",
+                    listener.endpoint(),
+                    env.name
+                ),
+            );
+            for rule in reach.unrestricted_accepts.iter().take(3) {
+                finding = finding.with_evidence(format!("rule: {rule}"));
+            }
+            findings
+                .push(finding.with_remedy("add a source match (ip saddr @allowed) to the rule"));
+        }
+    }
+    findings.extend(host_findings(snapshot, config));
+    findings
+}
+
+/// Findings about the host as a whole: it belongs to an expired experiment, or
+/// it carries addresses of environments of different kinds.
+fn host_findings(snapshot: &HostSnapshot, config: &CheckConfig) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let mut envs: BTreeMap<String, &Environment> = BTreeMap::new();
+    let mut addresses: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
+    if let Some(name) = &config.forced_env {
+        if let Some(env) = config.inventory.by_name(name) {
+            envs.insert(env.name.clone(), env);
+        }
+    }
+    for ns in &snapshot.namespaces {
+        for interface in &ns.interfaces {
+            if let Some(env) = config.inventory.environment_of(interface.address) {
+                envs.insert(env.name.clone(), env);
+                addresses
+                    .entry(env.name.clone())
+                    .or_default()
+                    .push(interface.address);
+            }
+        }
+    }
+    let subject = format!("host {}", snapshot.hostname);
+    for env in envs.values() {
+        if env.kind != EnvKind::Experiment {
+            continue;
+        }
+        let Some(days) = env.days_overdue(config.today).filter(|d| *d > 0) else {
+            continue;
+        };
+        findings.push(
+            Finding::new(
+                ENV_EXPIRED,
+                Severity::High,
+                &subject,
+                format!(
+                    "experiment `{}` expired on {} ({days} days ago) and this host still reports",
+                    env.name,
+                    env.expires.map(|d| d.to_string()).unwrap_or_default()
+                ),
+            )
+            .with_evidence(format!(
+                "addresses in {}: {}",
+                env.name,
+                addresses
+                    .get(&env.name)
+                    .map(|a| a
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "))
+                    .unwrap_or_else(|| "(--env)".into())
+            ))
+            .with_evidence(format!(
+                "owner: {}",
+                env.owner.as_deref().unwrap_or("(none)")
+            ))
+            .with_remedy(
+                "tear the experiment down, or extend `expires` in the inventory with a reason",
+            ),
+        );
+    }
+    let kinds: Vec<(&str, EnvKind)> = envs.values().map(|e| (e.name.as_str(), e.kind)).collect();
+    let prod = kinds.iter().any(|(_, k)| *k == EnvKind::Prod);
+    let restricted = kinds.iter().any(|(_, k)| k.is_restricted());
+    if prod && restricted {
+        let names: Vec<String> = kinds.iter().map(|(n, k)| format!("{n} ({k})")).collect();
+        findings.push(
+            Finding::new(
+                ENV_SHARED_HOST,
+                Severity::High,
+                &subject,
+                format!(
+                    "this host is in production and development at once: {}",
+                    names.join(", ")
+                ),
+            )
+            .with_remedy("separate production and development onto different hosts"),
+        );
+    }
+    findings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::environments::{Inventory, parse_inventory};
+    use crate::fixtures::{listener, snapshot, summary};
+    use perimeter_model::{FirewallVerdict, Interface, Netns, NetnsFacts, Reach};
+
+    fn inventory() -> Inventory {
+        parse_inventory(
+            r#"
+[[environment]]
+name = "prod"
+kind = "prod"
+ranges = ["203.0.113.0/24"]
+public_ports = [443]
+allow_from = ["198.51.100.0/24"]
+
+[[environment]]
+name = "dev"
+kind = "dev"
+ranges = ["192.0.2.0/26"]
+allow_from = ["198.51.100.0/24"]
+
+[[environment]]
+name = "scratch"
+kind = "experiment"
+ranges = ["192.0.2.64/26"]
+allow_from = ["198.51.100.0/24"]
+expires = 2026-11-01
+"#,
+            std::path::Path::new("perimeter.toml"),
+        )
+        .expect("inventory")
+    }
+
+    fn config() -> CheckConfig {
+        let mut config = CheckConfig::new(time::macros::date!(2026 - 11 - 25));
+        config.inventory = inventory();
+        config
+    }
+
+    fn host(addresses: &[&str], listeners: Vec<Listener>, reach: &[(u64, Reach)]) -> HostSnapshot {
+        let mut snap = snapshot(listeners, vec![]);
+        snap.namespaces.push(NetnsFacts {
+            netns: Netns {
+                inode: 1,
+                name: "host".into(),
+            },
+            interfaces: addresses
+                .iter()
+                .map(|a| Interface {
+                    name: "eth0".into(),
+                    address: a.parse().expect("ip"),
+                    prefix_len: 24,
+                })
+                .collect(),
+            firewall: FirewallVerdict::Open { evidence: vec![] },
+        });
+        for (inode, r) in reach {
+            snap.reach.insert((1, *inode), r.clone());
+        }
+        snap
+    }
+
+    fn reach(allowed: &[&str]) -> Reach {
+        Reach {
+            allowed: allowed.iter().map(|n| n.parse().expect("net")).collect(),
+            ..Reach::default()
+        }
+    }
+
+    #[test]
+    fn dev_listener_open_to_the_world() {
+        let l = listener("tcp", "0.0.0.0", 8080, &[]);
+        let snap = host(
+            &["192.0.2.10"],
+            vec![l.clone()],
+            &[(l.inode, reach(&["0.0.0.0/0"]))],
+        );
+        let findings = check(&snap, &config());
+        assert_eq!(
+            summary(&findings),
+            vec!["high env.dev-open tcp 0.0.0.0:8080 (owner unknown)"]
+        );
+        assert!(
+            findings[0].message.contains("reachable from anywhere"),
+            "{}",
+            findings[0].message
+        );
+    }
+
+    #[test]
+    fn dev_listener_limited_to_allow_from_is_fine() {
+        let l = listener("tcp", "192.0.2.10", 8080, &[]);
+        let snap = host(
+            &["192.0.2.10"],
+            vec![l.clone()],
+            &[(l.inode, reach(&["198.51.100.0/25"]))],
+        );
+        assert!(check(&snap, &config()).is_empty());
+        let snap = host(
+            &["192.0.2.10"],
+            vec![l.clone()],
+            &[(l.inode, reach(&["198.51.100.0/24", "10.9.0.0/16"]))],
+        );
+        let findings = check(&snap, &config());
+        assert_eq!(findings.len(), 1);
+        assert!(
+            findings[0]
+                .message
+                .ends_with("reachable from 10.9.0.0/16 beyond allow_from"),
+            "{}",
+            findings[0].message
+        );
+    }
+
+    #[test]
+    fn prod_ports_public_and_unexpected() {
+        let web = listener("tcp", "203.0.113.5", 443, &[]);
+        let admin = listener("tcp", "203.0.113.5", 8443, &[]);
+        let mut open = reach(&["0.0.0.0/0"]);
+        open.unrestricted_accepts
+            .push("tcp dport { 443, 8443 } accept".into());
+        let snap = host(
+            &["203.0.113.5"],
+            vec![web.clone(), admin.clone()],
+            &[(web.inode, open.clone()), (admin.inode, open)],
+        );
+        assert_eq!(
+            summary(&check(&snap, &config())),
+            vec![
+                "high env.prod-unexpected-port tcp 203.0.113.5:8443 (owner unknown)",
+                "medium firewall.allows-any tcp 203.0.113.5:8443 (owner unknown)",
+            ]
+        );
+    }
+
+    #[test]
+    fn expired_experiment_and_shared_host() {
+        let snap = host(&["192.0.2.70", "203.0.113.9"], vec![], &[]);
+        let findings = check(&snap, &config());
+        assert_eq!(
+            summary(&findings),
+            vec![
+                "high env.expired host testhost",
+                "high env.shared-host host testhost"
+            ]
+        );
+        assert!(
+            findings[0].message.contains("(24 days ago)"),
+            "{}",
+            findings[0].message
+        );
+    }
+
+    #[test]
+    fn no_inventory_no_env_findings() {
+        let l = listener("tcp", "0.0.0.0", 8080, &[]);
+        let snap = host(
+            &["192.0.2.10"],
+            vec![l.clone()],
+            &[(l.inode, reach(&["0.0.0.0/0"]))],
+        );
+        assert!(
+            check(
+                &snap,
+                &CheckConfig::new(time::macros::date!(2026 - 11 - 25))
+            )
+            .is_empty()
+        );
+    }
+}

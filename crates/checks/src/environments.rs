@@ -1,0 +1,412 @@
+//! The inventory of environments (`perimeter.toml`): named address ranges,
+//! who may reach them, which ports are public, and when experiments end.
+//!
+//! Parsing is strict, like the approvals file: unknown keys, bad CIDRs, two
+//! environments claiming the same addresses (a prod address that is also dev),
+//! duplicate names and experiments without an end date are errors with file,
+//! line and column. The commented example (`EXAMPLE`) is embedded in the
+//! binary, written by `perimeter init`, and parsed by a test, so the
+//! documentation cannot drift from the parser.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use perimeter_model::{EnvKind, Environment};
+use serde::Deserialize;
+use time::Date;
+use toml::Spanned;
+
+use crate::approvals::ApprovalsError;
+
+/// The commented example inventory.
+pub const EXAMPLE: &str = include_str!("environments.example.toml");
+
+/// The inventory format version this perimeter reads.
+pub const FORMAT_VERSION: i64 = 1;
+
+/// A parsed inventory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inventory {
+    pub path: Option<PathBuf>,
+    pub environments: Vec<Environment>,
+}
+
+impl Inventory {
+    /// The environment whose ranges contain `address`. Ranges never overlap
+    /// (the parser refuses it), so there is at most one.
+    pub fn environment_of(&self, address: IpAddr) -> Option<&Environment> {
+        self.environments.iter().find(|env| env.contains(address))
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&Environment> {
+        self.environments.iter().find(|env| env.name == name)
+    }
+}
+
+/// A malformed inventory: where and what. Shares the approvals file's error
+/// type, since both are `path:line:column: message` for the user.
+pub type InventoryError = ApprovalsError;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    version: Option<Spanned<i64>>,
+    #[serde(default)]
+    environment: Vec<Spanned<RawEnvironment>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnvironment {
+    name: Spanned<String>,
+    kind: Spanned<String>,
+    #[serde(default)]
+    ranges: Vec<Spanned<String>>,
+    #[serde(default)]
+    hosts: Vec<Spanned<String>>,
+    #[serde(default)]
+    public_ports: Vec<Spanned<i64>>,
+    #[serde(default)]
+    allow_from: Vec<Spanned<String>>,
+    owner: Option<Spanned<String>>,
+    expires: Option<Spanned<toml::Value>>,
+}
+
+/// Parse the text of an inventory. `path` is only used in messages.
+pub fn parse_inventory(text: &str, path: &Path) -> Result<Inventory, InventoryError> {
+    let invalid = |span: std::ops::Range<usize>, message: String| {
+        let (line, column) = crate::approvals::line_column(text, span.start);
+        ApprovalsError::Invalid {
+            path: path.to_owned(),
+            line,
+            column,
+            message,
+        }
+    };
+    let raw: RawFile = toml::from_str(text).map_err(|err| {
+        let span = err.span().unwrap_or(0..0);
+        invalid(span, err.message().trim().to_owned())
+    })?;
+    if let Some(version) = &raw.version {
+        if *version.get_ref() != FORMAT_VERSION {
+            return Err(invalid(
+                version.span(),
+                format!(
+                    "inventory format version {} is not supported (this perimeter reads version {FORMAT_VERSION})",
+                    version.get_ref()
+                ),
+            ));
+        }
+    }
+
+    // Every range with where it was written, to report overlaps at the
+    // second claim with a pointer to the first.
+    let mut claimed: Vec<(IpNet, usize, String, EnvKind)> = Vec::new();
+    let mut environments = Vec::with_capacity(raw.environment.len());
+    for spanned in raw.environment {
+        let entry_span = spanned.span();
+        let raw = spanned.into_inner();
+        let name = raw.name.get_ref().trim().to_owned();
+        if name.is_empty() {
+            return Err(invalid(raw.name.span(), "name must not be empty".into()));
+        }
+        if environments.iter().any(|e: &Environment| e.name == name) {
+            return Err(invalid(
+                raw.name.span(),
+                format!("environment `{name}` is defined twice"),
+            ));
+        }
+        let kind = EnvKind::parse(raw.kind.get_ref()).ok_or_else(|| {
+            invalid(
+                raw.kind.span(),
+                format!(
+                    "kind `{}` is not one of prod, staging, dev, experiment",
+                    raw.kind.get_ref()
+                ),
+            )
+        })?;
+        if raw.ranges.is_empty() && raw.hosts.is_empty() {
+            return Err(invalid(
+                entry_span,
+                format!("environment `{name}` needs `ranges` or `hosts`"),
+            ));
+        }
+        let mut ranges = Vec::with_capacity(raw.ranges.len());
+        for range in &raw.ranges {
+            let net = parse_net(range.get_ref()).map_err(|m| invalid(range.span(), m))?;
+            let line = crate::approvals::line_column(text, range.span().start).0;
+            if let Some((other, other_line, other_name, other_kind)) =
+                claimed.iter().find(|(other, ..)| overlaps(other, &net))
+            {
+                let what = if kind != *other_kind
+                    && (kind == EnvKind::Prod || *other_kind == EnvKind::Prod)
+                {
+                    format!(
+                        "{net} puts addresses of {kind} environment `{name}` inside {other_kind} environment `{other_name}` ({other}, line {other_line}): prod and non-prod must not share addresses"
+                    )
+                } else {
+                    format!(
+                        "{net} overlaps {other} of environment `{other_name}` (line {other_line}): an address belongs to one environment"
+                    )
+                };
+                return Err(invalid(range.span(), what));
+            }
+            claimed.push((net, line, name.clone(), kind));
+            ranges.push(net);
+        }
+        let mut hosts = Vec::with_capacity(raw.hosts.len());
+        for host in &raw.hosts {
+            let text = host.get_ref().trim();
+            if text.is_empty() || text.contains(char::is_whitespace) {
+                return Err(invalid(host.span(), format!("`{text}` is not a host name")));
+            }
+            hosts.push(text.to_owned());
+        }
+        let mut public_ports = Vec::with_capacity(raw.public_ports.len());
+        for port in &raw.public_ports {
+            match u16::try_from(*port.get_ref()) {
+                Ok(p) if p != 0 => public_ports.push(p),
+                _ => {
+                    return Err(invalid(
+                        port.span(),
+                        format!("port {} is not in 1-65535", port.get_ref()),
+                    ));
+                }
+            }
+        }
+        public_ports.sort_unstable();
+        public_ports.dedup();
+        let mut allow_from = Vec::with_capacity(raw.allow_from.len());
+        for source in &raw.allow_from {
+            allow_from.push(parse_net(source.get_ref()).map_err(|m| invalid(source.span(), m))?);
+        }
+        let expires = match &raw.expires {
+            Some(value) => Some(date_value(value.get_ref()).map_err(|m| invalid(value.span(), m))?),
+            None => None,
+        };
+        if kind == EnvKind::Experiment && expires.is_none() {
+            return Err(invalid(
+                entry_span,
+                format!("experiment `{name}` needs `expires` (a date): experiments must end"),
+            ));
+        }
+        let owner = match raw.owner {
+            Some(owner) if owner.get_ref().trim().is_empty() => {
+                return Err(invalid(owner.span(), "owner must not be empty".into()));
+            }
+            Some(owner) => Some(owner.into_inner()),
+            None => None,
+        };
+        environments.push(Environment {
+            name,
+            kind,
+            ranges,
+            hosts,
+            public_ports,
+            allow_from,
+            owner,
+            expires,
+        });
+    }
+    Ok(Inventory {
+        path: Some(path.to_owned()),
+        environments,
+    })
+}
+
+/// A CIDR or a single address; host bits set is an error (it usually means a
+/// typo in the prefix length).
+fn parse_net(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    if let Ok(address) = text.parse::<IpAddr>() {
+        return Ok(IpNet::from(address));
+    }
+    let net: IpNet = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a CIDR (like 198.51.100.0/24) or an address"))?;
+    if net.trunc() != net {
+        return Err(format!(
+            "`{text}` has host bits set: did you mean {}?",
+            net.trunc()
+        ));
+    }
+    Ok(net)
+}
+
+fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// A date given as a TOML date (`2026-12-01`) or a string (`"2026-12-01"`).
+fn date_value(value: &toml::Value) -> Result<Date, String> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    match value {
+        toml::Value::String(text) => Date::parse(text, &format)
+            .map_err(|_| format!("`{text}` is not a date like 2026-12-01")),
+        toml::Value::Datetime(datetime) => match (datetime.date, datetime.time) {
+            (Some(date), None) => time::Month::try_from(date.month)
+                .ok()
+                .and_then(|month| {
+                    Date::from_calendar_date(i32::from(date.year), month, date.day).ok()
+                })
+                .ok_or_else(|| format!("`{datetime}` is not a valid date")),
+            _ => Err(format!("`{datetime}` must be a plain date like 2026-12-01")),
+        },
+        other => Err(format!("`{other}` is not a date like 2026-12-01")),
+    }
+}
+
+/// Read and parse an inventory; a missing file at a default location is an
+/// empty inventory, a missing file the user named is an error.
+pub fn load(path: &Path, missing_ok: bool) -> Result<Inventory, InventoryError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse_inventory(&text, path),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound && missing_ok => {
+            Ok(Inventory::default())
+        }
+        Err(err) => Err(ApprovalsError::Read {
+            path: path.to_owned(),
+            message: err.to_string(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Inventory, String> {
+        parse_inventory(text, Path::new("perimeter.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_embedded_example_parses() {
+        let inventory = parse(EXAMPLE).expect("example parses");
+        let names: Vec<&str> = inventory
+            .environments
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
+        assert_eq!(names, ["prod", "dev", "scratch"]);
+        let scratch = inventory.by_name("scratch").expect("scratch");
+        assert_eq!(scratch.kind, EnvKind::Experiment);
+        assert_eq!(scratch.expires, Some(time::macros::date!(2026 - 12 - 01)));
+        assert_eq!(
+            inventory
+                .environment_of("192.0.2.70".parse().expect("ip"))
+                .map(|e| e.name.as_str()),
+            Some("scratch")
+        );
+        assert_eq!(
+            inventory.by_name("prod").map(|e| e.public_ports.clone()),
+            Some(vec![443])
+        );
+    }
+
+    #[test]
+    fn the_issue_shape_with_a_quoted_date_parses() {
+        let text = r#"
+[[environment]]
+name = "prod"
+kind = "prod"                 # prod | staging | dev | experiment
+ranges = ["203.0.113.0/24"]
+public_ports = [443]          # reachable from anywhere
+allow_from = ["198.51.100.0/24"]  # may reach every other port
+owner = "ops@example.org"
+
+[[environment]]
+name = "scratch"
+kind = "experiment"
+ranges = ["192.0.2.64/26"]
+allow_from = ["198.51.100.0/24"]
+expires = "2026-12-01"
+"#;
+        let inventory = parse(text).expect("parses");
+        assert_eq!(inventory.environments.len(), 2);
+        assert_eq!(
+            inventory.environments[1].expires,
+            Some(time::macros::date!(2026 - 12 - 01))
+        );
+    }
+
+    #[test]
+    fn bad_inventories_say_where() {
+        let base =
+            "[[environment]]\nname = \"prod\"\nkind = \"prod\"\nranges = [\"203.0.113.0/24\"]\n";
+        let cases: Vec<(String, &str)> = vec![
+            (format!("{base}rangez = []\n"), "perimeter.toml:5:1: unknown field `rangez`"),
+            (
+                "[[environment]]\nname = \"prod\"\nkind = \"production\"\nranges = [\"203.0.113.0/24\"]\n".into(),
+                "perimeter.toml:3:8: kind `production` is not one of prod, staging, dev, experiment",
+            ),
+            (
+                "[[environment]]\nname = \"prod\"\nkind = \"prod\"\nranges = [\"203.0.113.0/33\"]\n".into(),
+                "perimeter.toml:4:11: `203.0.113.0/33` is not a CIDR",
+            ),
+            (
+                "[[environment]]\nname = \"prod\"\nkind = \"prod\"\nranges = [\"203.0.113.7/24\"]\n".into(),
+                "perimeter.toml:4:11: `203.0.113.7/24` has host bits set: did you mean 203.0.113.0/24?",
+            ),
+            (
+                format!("{base}\n[[environment]]\nname = \"dev\"\nkind = \"dev\"\nranges = [\"198.18.0.0/15\", \"203.0.113.128/25\"]\n"),
+                "perimeter.toml:9:28: 203.0.113.128/25 puts addresses of dev environment `dev` inside prod environment `prod` (203.0.113.0/24, line 4)",
+            ),
+            (
+                format!("{base}\n[[environment]]\nname = \"stage\"\nkind = \"staging\"\nranges = [\"203.0.0.0/16\"]\n"),
+                "perimeter.toml:9:11: 203.0.0.0/16 puts addresses of staging environment `stage` inside prod",
+            ),
+            (
+                "[[environment]]\nname = \"a\"\nkind = \"dev\"\nranges = [\"192.0.2.0/25\"]\n\n[[environment]]\nname = \"b\"\nkind = \"dev\"\nranges = [\"192.0.2.64/26\"]\n".into(),
+                "perimeter.toml:9:11: 192.0.2.64/26 overlaps 192.0.2.0/25 of environment `a` (line 4)",
+            ),
+            (
+                format!("{base}\n[[environment]]\nname = \"prod\"\nkind = \"dev\"\nranges = [\"192.0.2.0/24\"]\n"),
+                "perimeter.toml:7:8: environment `prod` is defined twice",
+            ),
+            (
+                "[[environment]]\nname = \"x\"\nkind = \"experiment\"\nranges = [\"192.0.2.0/24\"]\n".into(),
+                "perimeter.toml:1:1: experiment `x` needs `expires`",
+            ),
+            (
+                format!("{base}public_ports = [0]\n"),
+                "perimeter.toml:5:17: port 0 is not in 1-65535",
+            ),
+            (
+                format!("{base}allow_from = [\"office\"]\n"),
+                "perimeter.toml:5:15: `office` is not a CIDR",
+            ),
+            (
+                format!("{base}expires = \"soon\"\n"),
+                "perimeter.toml:5:11: `soon` is not a date",
+            ),
+            (
+                "[[environment]]\nname = \"x\"\nkind = \"dev\"\n".into(),
+                "perimeter.toml:1:1: environment `x` needs `ranges` or `hosts`",
+            ),
+            ("version = 9\n".into(), "perimeter.toml:1:11: inventory format version 9"),
+        ];
+        for (text, want) in cases {
+            let got = parse(&text).expect_err("must fail");
+            assert!(
+                got.starts_with(want),
+                "for\n{text}\ngot:  {got}\nwant: {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn single_addresses_are_host_routes() {
+        let inventory = parse(
+            "[[environment]]\nname = \"bastion\"\nkind = \"prod\"\nranges = [\"198.51.100.7\", \"2001:db8::7\"]\n",
+        )
+        .expect("parses");
+        assert_eq!(
+            inventory.environments[0].ranges,
+            vec![
+                "198.51.100.7/32".parse::<IpNet>().expect("net"),
+                "2001:db8::7/128".parse::<IpNet>().expect("net")
+            ]
+        );
+    }
+}
