@@ -83,7 +83,7 @@ fn to_nets(ranges: &Ranges, v6: bool) -> Vec<IpNet> {
             } else {
                 lo.trailing_zeros().min(bits)
             };
-            while k > 0 && !lo.checked_add(mask_of(k)).is_some_and(|last| last <= hi) {
+            while k > 0 && lo.checked_add(mask_of(k)).is_none_or(|last| last > hi) {
                 k -= 1;
             }
             let prefix = u8::try_from(bits - k).unwrap_or(0);
