@@ -43,6 +43,14 @@ pub(crate) enum Command {
     Diff(DiffArgs),
     /// List stored audits, or compare two of them (--diff).
     Audits(AuditsArgs),
+    /// Write the commented example inventory of environments (perimeter.toml).
+    Init(InitArgs),
+    /// List the environments of the inventory with their hosts (as last seen
+    /// by scans), owners and expiry.
+    Envs(EnvsArgs),
+    /// Scan each environment's ranges from here and compare what answers with
+    /// what the inventory allows from this vantage point.
+    Verify(Box<VerifyArgs>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -93,10 +101,26 @@ pub(crate) struct HostArgs {
     #[arg(long)]
     pub(crate) no_service_probes: bool,
 
+    #[command(flatten)]
+    pub(crate) inventory: InventoryFileArgs,
+
     /// Daemon names exempt from service.root (privilege-separating daemons).
     /// Replaces the default list (sshd, systemd, nginx, apache2, ...) when given.
     #[arg(long = "privsep", value_name = "NAME", value_delimiter = ',')]
     pub(crate) privsep: Vec<String>,
+}
+
+/// The inventory of environments.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct InventoryFileArgs {
+    /// The inventory of environments. Default: ./perimeter.toml if it exists,
+    /// else /etc/perimeter/perimeter.toml (no environment rules without one).
+    #[arg(long = "inventory", value_name = "FILE", env = "PERIMETER_INVENTORY")]
+    pub(crate) path: Option<PathBuf>,
+
+    /// The environment this host is in (default: decided from its addresses).
+    #[arg(long = "env", value_name = "NAME")]
+    pub(crate) env: Option<String>,
 }
 
 /// Where history lives.
@@ -335,4 +359,88 @@ pub(crate) struct AuditsArgs {
 
     #[arg(long, value_enum, default_value = "human")]
     pub(crate) format: Format,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InitArgs {
+    /// Where to write it.
+    #[arg(default_value = "perimeter.toml")]
+    pub(crate) path: PathBuf,
+
+    /// Overwrite an existing file.
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct EnvsArgs {
+    #[command(flatten)]
+    pub(crate) inventory: InventoryFileArgs,
+
+    #[command(flatten)]
+    pub(crate) db: DbArgs,
+
+    #[arg(long, value_enum, default_value = "human")]
+    pub(crate) format: Format,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    #[command(flatten)]
+    pub(crate) inventory: InventoryFileArgs,
+
+    /// Further ranges to scan for hosts that belong to no environment
+    /// (env.unknown-host), e.g. the organisation's whole allocation.
+    #[arg(long = "also", value_name = "TARGET", value_delimiter = ',')]
+    pub(crate) also: Vec<String>,
+
+    /// Only these environments (default: all).
+    #[arg(long = "only", value_name = "NAME", value_delimiter = ',')]
+    pub(crate) only: Vec<String>,
+
+    /// The source address this scan is seen from, for allow_from decisions
+    /// (default: this machine's own addresses).
+    #[arg(long, value_name = "ADDRESS")]
+    pub(crate) from: Vec<std::net::IpAddr>,
+
+    /// Ports: `22,80,1000-2000`, or `-` for all.
+    #[arg(
+        short = 'p',
+        long = "ports",
+        value_name = "PORTS",
+        allow_hyphen_values = true
+    )]
+    pub(crate) ports: Option<String>,
+
+    #[arg(long, value_name = "N", conflicts_with = "ports")]
+    pub(crate) top_ports: Option<usize>,
+
+    #[arg(long, value_enum, default_value = "normal")]
+    pub(crate) profile: ProfileArg,
+
+    #[arg(long)]
+    pub(crate) rate: Option<f64>,
+
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) timeout: Option<String>,
+
+    #[arg(long)]
+    pub(crate) retries: Option<u32>,
+
+    #[arg(long, value_enum, default_value = "human")]
+    pub(crate) format: ScanFormat,
+
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+
+    #[command(flatten)]
+    pub(crate) db: DbArgs,
+
+    /// Do not record the scan in the history database.
+    #[arg(long)]
+    pub(crate) no_store: bool,
+
+    /// Exit 1 when a finding is at or above this severity.
+    #[arg(long, value_enum, default_value = "high", value_name = "SEVERITY")]
+    pub(crate) fail_on: SeverityArg,
 }

@@ -41,6 +41,9 @@ pub fn main() -> ExitCode {
         Command::Scans(args) => commands::scans::run(args, &terminal),
         Command::Diff(args) => commands::diff::run(args, &terminal),
         Command::Audits(args) => commands::audits::run(args, &terminal),
+        Command::Init(args) => commands::envs::init(args),
+        Command::Envs(args) => commands::envs::run(args, &terminal),
+        Command::Verify(args) => commands::verify::run(*args, &terminal),
     };
     match outcome {
         Ok(code) => exit_codes::code(code),

@@ -65,6 +65,7 @@ pub(crate) fn today() -> time::Date {
 pub(crate) fn audit_host(args: &HostArgs) -> Result<HostAudit> {
     let (approvals_path, named) = approvals_path(args);
     let approvals = approvals::load(&approvals_path, !named)?;
+    let inventory = crate::commands::envs::load_inventory(&args.inventory)?;
     let taken_at = OffsetDateTime::now_utc();
     let collected = collect(&AuditOptions {
         all_netns: args.all_netns,
@@ -73,6 +74,8 @@ pub(crate) fn audit_host(args: &HostArgs) -> Result<HostAudit> {
         ..AuditOptions::default()
     });
     let mut config = CheckConfig::new(today());
+    config.inventory = inventory;
+    config.forced_env = args.inventory.env.clone();
     if !args.privsep.is_empty() {
         config.privsep_daemons = args.privsep.clone();
     }

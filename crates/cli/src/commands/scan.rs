@@ -37,7 +37,7 @@ const DEFAULT_TOP_PORTS: usize = 1000;
 /// once a second.
 const STORE_BATCH: usize = 512;
 
-fn parse_duration(flag: &str, text: &str) -> Result<Duration> {
+pub(crate) fn parse_duration(flag: &str, text: &str) -> Result<Duration> {
     humantime::parse_duration(text)
         .with_context(|| format!("{flag} `{text}` is not a duration like 800ms, 30s, 6h"))
 }
@@ -109,7 +109,7 @@ fn settings(args: &ScanArgs) -> Result<Settings> {
     })
 }
 
-fn rand_seed() -> u64 {
+pub(crate) fn rand_seed() -> u64 {
     let mut bytes = [0u8; 8];
     if std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
@@ -129,8 +129,44 @@ pub(crate) fn run(args: ScanArgs, terminal: &Terminal) -> Result<u8> {
     runtime.block_on(scan(args, settings, terminal))
 }
 
-async fn scan(args: ScanArgs, settings: Settings, terminal: &Terminal) -> Result<u8> {
-    let targets = resolve_targets(&settings.request, &SystemResolver).await?;
+/// What a scan run needs besides the engine plan.
+pub(crate) struct Job {
+    pub(crate) request: TargetRequest,
+    pub(crate) ports: PortSet,
+    pub(crate) options: ScanOptions,
+    /// `Some` to record the scan in the history database.
+    pub(crate) db: Option<SqliteStore>,
+    /// Keep (and store) closed and filtered results too.
+    pub(crate) all_states: bool,
+    /// Print each kept result as a JSON line as it comes.
+    pub(crate) jsonl: bool,
+    pub(crate) progress: bool,
+    /// Extra `key=value` options to record with the scan.
+    pub(crate) record: BTreeMap<String, String>,
+}
+
+/// A finished (or interrupted) scan run.
+pub(crate) struct Executed {
+    pub(crate) info: ScanInfo,
+    pub(crate) results: Vec<PortResult>,
+    pub(crate) interrupted: bool,
+    pub(crate) db: Option<SqliteStore>,
+}
+
+/// Resolve, scan, stream results to JSON Lines and the store as they come,
+/// and finish the stored scan (incomplete when interrupted).
+pub(crate) async fn execute(job: Job) -> Result<Executed> {
+    let Job {
+        request,
+        ports,
+        options,
+        mut db,
+        all_states,
+        jsonl,
+        progress,
+        mut record,
+    } = job;
+    let targets = resolve_targets(&request, &SystemResolver).await?;
     for problem in &targets.problems {
         eprintln!(
             "perimeter: warning: {}: {}",
@@ -138,32 +174,23 @@ async fn scan(args: ScanArgs, settings: Settings, terminal: &Terminal) -> Result
         );
     }
     let started = OffsetDateTime::now_utc();
-    let mut options_record = BTreeMap::new();
-    if let Some(rate) = settings.options.rate {
-        options_record.insert("rate".into(), rate.to_string());
+    if let Some(rate) = options.rate {
+        record.insert("rate".into(), rate.to_string());
     }
-    if let Some(spread) = args.spread.as_ref() {
-        options_record.insert("spread".into(), spread.clone());
-    }
-    options_record.insert("identify".into(), settings.options.identify.to_string());
+    record.insert("identify".into(), options.identify.to_string());
     let mut info = ScanInfo {
         id: 0,
         targets: targets.given.clone(),
         resolved: targets.resolved.clone(),
         excluded: targets.excluded.clone(),
-        ports: settings.ports.spec().to_owned(),
-        profile: settings.options.profile.as_str().to_owned(),
-        seed: settings.options.seed.unwrap_or_default(),
-        options: options_record,
+        ports: ports.spec().to_owned(),
+        profile: options.profile.as_str().to_owned(),
+        seed: options.seed.unwrap_or_default(),
+        options: record,
         started,
         finished: None,
         complete: false,
         n_probes: 0,
-    };
-    let mut db: Option<SqliteStore> = if args.no_store {
-        None
-    } else {
-        Some(store::open(&args.db)?)
     };
     if let Some(db) = db.as_mut() {
         info.id = db.begin_scan(&info)?;
@@ -171,9 +198,8 @@ async fn scan(args: ScanArgs, settings: Settings, terminal: &Terminal) -> Result
 
     let total = u64::try_from(targets.set.len())
         .unwrap_or(u64::MAX)
-        .saturating_mul(settings.ports.len() as u64);
-    let show_progress = terminal.stderr_tty && !args.quiet && args.format != ScanFormat::Jsonl;
-    let bar = progress_bar(show_progress, total);
+        .saturating_mul(ports.len() as u64);
+    let bar = progress_bar(progress, total);
 
     let cancel = CancellationToken::new();
     let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -190,8 +216,8 @@ async fn scan(args: ScanArgs, settings: Settings, terminal: &Terminal) -> Result
     let (tx, mut rx) = mpsc::channel::<ScanEvent>(4096);
     let plan = ScanPlan {
         targets,
-        ports: settings.ports,
-        options: settings.options,
+        ports,
+        options,
         probes: standard_probes(),
     };
     let engine = tokio::spawn(perimeter_scan::run(
@@ -201,7 +227,7 @@ async fn scan(args: ScanArgs, settings: Settings, terminal: &Terminal) -> Result
         cancel.clone(),
     ));
 
-    let keep = |r: &PortResult| args.all_states || r.state == PortState::Open;
+    let keep = |r: &PortResult| all_states || r.state == PortState::Open;
     let mut kept: Vec<PortResult> = Vec::new();
     let mut batch: Vec<PortResult> = Vec::new();
     let mut last_flush = std::time::Instant::now();
@@ -216,7 +242,7 @@ async fn scan(args: ScanArgs, settings: Settings, terminal: &Terminal) -> Result
                 if !keep(&result) {
                     continue;
                 }
-                if args.format == ScanFormat::Jsonl {
+                if jsonl {
                     let mut out = stdout.lock();
                     let _ = writeln!(out, "{}", to_jsonl_line(&result));
                     let _ = out.flush();
@@ -265,13 +291,14 @@ async fn scan(args: ScanArgs, settings: Settings, terminal: &Terminal) -> Result
             return Err(err.into());
         }
     };
+    let interrupted = interrupted.load(std::sync::atomic::Ordering::SeqCst);
     info.finished = Some(
         outcome
             .info
             .finished
             .unwrap_or_else(OffsetDateTime::now_utc),
     );
-    info.complete = outcome.info.complete && !interrupted.load(std::sync::atomic::Ordering::SeqCst);
+    info.complete = outcome.info.complete && !interrupted;
     info.n_probes = outcome.info.n_probes;
     info.seed = outcome.info.seed;
     if let Some(db) = db.as_mut() {
@@ -282,6 +309,40 @@ async fn scan(args: ScanArgs, settings: Settings, terminal: &Terminal) -> Result
             info.n_probes,
         )?;
     }
+    Ok(Executed {
+        info,
+        results: kept,
+        interrupted,
+        db,
+    })
+}
+
+async fn scan(args: ScanArgs, settings: Settings, terminal: &Terminal) -> Result<u8> {
+    let mut record = BTreeMap::new();
+    if let Some(spread) = args.spread.as_ref() {
+        record.insert("spread".into(), spread.clone());
+    }
+    let db = if args.no_store {
+        None
+    } else {
+        Some(store::open(&args.db)?)
+    };
+    let Executed {
+        info,
+        results: kept,
+        interrupted,
+        db,
+    } = execute(Job {
+        request: settings.request,
+        ports: settings.ports,
+        options: settings.options,
+        db,
+        all_states: args.all_states,
+        jsonl: args.format == ScanFormat::Jsonl,
+        progress: terminal.stderr_tty && !args.quiet && args.format != ScanFormat::Jsonl,
+        record,
+    })
+    .await?;
 
     match args.format {
         ScanFormat::Human => print!("{}", to_human(&info, &kept, terminal.stdout_style())),
@@ -307,7 +368,7 @@ async fn scan(args: ScanArgs, settings: Settings, terminal: &Terminal) -> Result
             );
         }
     }
-    if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+    if interrupted {
         return Ok(exit_codes::INTERRUPTED);
     }
     let threshold: Option<Severity> = args.fail_on.map(Into::into);
