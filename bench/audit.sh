@@ -1,0 +1,211 @@
+#!/usr/bin/env bash
+# The audit benchmark (issue 2): `perimeter audit` on a busy host, side by side
+# with `ss -tulpn` and with `ss -tulpn` plus `dpkg -S` per executable (what an
+# operator would script for the same core answer).
+#
+# The busy host is a network namespace this script creates: 200 processes
+# holding 4,000 listening sockets (TCP and UDP, IPv4 and IPv6; three per
+# process on lab addresses 198.18.0.1, 198.18.0.2 and fd00:198:18::1 put on
+# `lo`, so the audit has exposed listeners to judge) and 7,000 established
+# loopback connections. Every packet stays on that namespace's loopback. The
+# namespace and the load are removed on exit, also when interrupted.
+#
+# Usage: bench/audit.sh [RUNS]      (as root; RUNS defaults to 20, at least 10)
+# Environment: PERIMETER_BIN to time an already built binary instead of
+# building; BENCH_OUT to keep the raw results in that directory.
+set -euo pipefail
+
+RUNS=${1:-20}
+if ! [[ "$RUNS" =~ ^[0-9]+$ ]] || [ "$RUNS" -lt 10 ]; then
+    echo "audit.sh: RUNS must be a number, at least 10" >&2
+    exit 2
+fi
+RSS_RUNS=10
+N_PROCS=200
+N_TCP_LOOPBACK=16 # plus 4 more per process: 20 per process, 4,000 in all
+N_CONNS=35        # per process: 7,000 established connections in all
+LAB_V4_TCP=198.18.0.1
+LAB_V4_UDP=198.18.0.2
+LAB_V6_TCP=fd00:198:18::1
+NS="perimeter-bench-audit-$$"
+
+BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$BENCH_DIR/.." && pwd)
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "audit.sh: run as root (it creates a network namespace)" >&2
+    exit 2
+fi
+for tool in ip ss dpkg hyperfine; do
+    if ! command -v "$tool" >/dev/null; then
+        echo "audit.sh: $tool is missing (apt-get install iproute2 dpkg hyperfine)" >&2
+        exit 2
+    fi
+done
+# GNU time reports peak RSS; bash's `time` keyword does not.
+if [ ! -x /usr/bin/time ]; then
+    echo "audit.sh: /usr/bin/time is missing; installing the Debian package 'time'" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null
+fi
+# The pyenv shim some machines put first on PATH cannot run as `nobody`, which
+# half the load processes become; Debian's interpreter can.
+PYTHON=/usr/bin/python3
+if [ ! -x "$PYTHON" ]; then
+    echo "audit.sh: $PYTHON is missing (apt-get install python3)" >&2
+    exit 2
+fi
+
+if [ -n "${PERIMETER_BIN:-}" ]; then
+    PERIMETER=$PERIMETER_BIN
+else
+    echo "== building perimeter (release)" >&2
+    (cd "$REPO" && cargo build --release --locked --bin perimeter >&2)
+    PERIMETER="$REPO/target/release/perimeter"
+fi
+
+WORK=$(mktemp -d /tmp/perimeter-bench-audit.XXXXXX)
+chmod 755 "$WORK"
+LOAD_PID=
+
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM HUP
+    if [ -n "$LOAD_PID" ]; then
+        # The load's driver ends its children on SIGTERM; they also die with it
+        # (PR_SET_PDEATHSIG).
+        kill -TERM "$LOAD_PID" 2>/dev/null || true
+    fi
+    # Anything still living in our namespace is ours: end it by pid.
+    if ip netns list | grep -qw "^$NS"; then
+        for _ in 1 2 3 4 5 6 7 8 9 10; do
+            pids=$(ip netns pids "$NS" 2>/dev/null || true)
+            [ -z "$pids" ] && break
+            # shellcheck disable=SC2086 # one pid per word
+            kill -TERM $pids 2>/dev/null || true
+            sleep 0.5
+        done
+        pids=$(ip netns pids "$NS" 2>/dev/null || true)
+        # shellcheck disable=SC2086
+        [ -n "$pids" ] && kill -KILL $pids 2>/dev/null
+        ip netns del "$NS" 2>/dev/null || true
+    fi
+    if [ -n "${BENCH_OUT:-}" ]; then
+        mkdir -p "$BENCH_OUT" && cp -r "$WORK"/. "$BENCH_OUT"/
+    fi
+    rm -rf "$WORK"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+in_ns() {
+    ip netns exec "$NS" "$@"
+}
+
+echo "== namespace $NS" >&2
+ip netns add "$NS"
+ip -n "$NS" link set lo up
+ip -n "$NS" addr add "$LAB_V4_TCP/32" dev lo
+ip -n "$NS" addr add "$LAB_V4_UDP/32" dev lo
+ip -n "$NS" addr add "$LAB_V6_TCP/128" dev lo nodad
+
+echo "== load: $N_PROCS processes" >&2
+in_ns "$PYTHON" "$BENCH_DIR/audit/load.py" "$N_PROCS" "$N_TCP_LOOPBACK" "$N_CONNS" \
+    "$LAB_V4_TCP" "$LAB_V4_UDP" "$LAB_V6_TCP" >"$WORK/load.out" 2>"$WORK/load.err" &
+LOAD_PID=$!
+for _ in $(seq 1 600); do
+    grep -q '^ready' "$WORK/load.out" 2>/dev/null && break
+    if ! kill -0 "$LOAD_PID" 2>/dev/null; then
+        echo "audit.sh: the load generator failed:" >&2
+        cat "$WORK/load.err" >&2
+        exit 1
+    fi
+    sleep 0.2
+done
+if ! grep -q '^ready' "$WORK/load.out"; then
+    echo "audit.sh: the load generator did not get ready in 120 s" >&2
+    exit 1
+fi
+
+# Check the namespace holds what the benchmark claims before timing anything.
+n_listen=$(in_ns ss -Htuln | wc -l)
+n_estab=$(in_ns ss -Htn state established | wc -l)
+echo "== namespace holds $n_listen listening sockets, $n_estab established TCP sockets ($((n_estab / 2)) connections)" >&2
+
+cd "$WORK" # no perimeter-approvals.toml from the caller's directory
+in_ns "$PERIMETER" audit --format json --no-store >"$WORK/audit.json"
+"$PYTHON" - "$WORK/audit.json" "$n_listen" <<'EOF' >&2
+import json, sys
+doc = json.load(open(sys.argv[1]))
+listeners = doc["listeners"]
+n_attributed = sum(1 for l in listeners if l["pids"])
+n_exposed = sum(1 for l in listeners if l["scope"] != "loopback")
+n_packaged = sum(1 for l in listeners if l["package"])
+print(f"== perimeter saw {len(listeners)} listeners ({n_attributed} traced to a process, "
+      f"{n_packaged} to a package, {n_exposed} exposed), {len(doc['findings'])} findings, "
+      f"{len(doc['problems'])} problems")
+if len(listeners) != int(sys.argv[2]):
+    sys.exit(f"audit.sh: perimeter saw {len(listeners)} listeners, ss {sys.argv[2]}")
+if n_attributed != len(listeners):
+    sys.exit("audit.sh: some listeners were not traced to a process")
+EOF
+
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+n_builds=$(pgrep -c 'cargo|rustc' || true)
+echo "== timing: $RUNS runs each (load average $load_before, $n_builds cargo/rustc processes)" >&2
+
+# hyperfine runs inside the namespace, so each timed command is only itself
+# (no `ip netns exec` in the measurement). -N: no intermediate shell.
+in_ns hyperfine -N --warmup 3 --runs "$RUNS" --export-json "$WORK/hyperfine.json" \
+    -n "perimeter audit" "$PERIMETER audit --format json --no-store" \
+    -n "ss -tulpn" "ss -tulpn" \
+    -n "ss -tulpn + dpkg -S" "bash $BENCH_DIR/audit/ss_dpkg.sh" >&2
+
+# Peak RSS, GNU time's "Maximum resident set size" (ru_maxrss; for the
+# pipeline, the largest single process in it, not their sum).
+rss() {
+    local name=$1
+    shift
+    for _ in $(seq 1 "$RSS_RUNS"); do
+        in_ns /usr/bin/time -f '%M' -o "$WORK/rss.one" "$@" >/dev/null 2>"$WORK/rss.err" || {
+            cat "$WORK/rss.err" >&2
+            exit 1
+        }
+        echo "$name	$(tail -n1 "$WORK/rss.one")" >>"$WORK/rss.tsv"
+    done
+}
+rss "perimeter audit" "$PERIMETER" audit --format json --no-store
+rss "ss -tulpn" ss -tulpn
+rss "ss -tulpn + dpkg -S" bash "$BENCH_DIR/audit/ss_dpkg.sh"
+
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+
+"$PYTHON" - "$WORK/hyperfine.json" "$WORK/rss.tsv" <<EOF
+import json, statistics, sys
+results = json.load(open(sys.argv[1]))["results"]
+rss = {}
+for line in open(sys.argv[2]):
+    name, kib = line.rstrip("\n").split("\t")
+    rss.setdefault(name, []).append(int(kib))
+ss = next(r for r in results if r["command"] == "ss -tulpn")
+ss_median = statistics.median(ss["times"])
+print()
+print("machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), Linux $(uname -r)")
+print("load average before $load_before, after $load_after; $n_builds cargo/rustc processes at start")
+print("namespace: $n_listen listening sockets, $((n_estab / 2)) established loopback connections, $N_PROCS processes")
+print()
+print(f"| {'command':<22} | {'median ms':>9} | {'mean ± sd ms':>14} | {'min ms':>7} | {'vs ss':>6} | {'peak RSS MB (median, max)':>25} |")
+print(f"|{'-'*24}|{'-'*10}:|{'-'*15}:|{'-'*8}:|{'-'*7}:|{'-'*26}:|")
+for r in results:
+    name = r["command"]
+    times = r["times"]
+    median = statistics.median(times)
+    kib = rss.get(name, [0])
+    print(f"| {name:<22} | {median*1e3:>9.1f} | {r['mean']*1e3:>7.1f} ± {r['stddev']*1e3:<5.1f}"
+          f" | {min(times)*1e3:>7.1f} | {median/ss_median:>5.2f}x"
+          f" | {statistics.median(kib)/1024:>12.1f}, {max(kib)/1024:>10.1f} |")
+print()
+print(f"runs: {len(ss['times'])} timed runs each (after 3 warm-up runs), $RSS_RUNS runs each for RSS")
+EOF
