@@ -194,7 +194,7 @@ pub(crate) fn run(args: VerifyArgs, terminal: &Terminal) -> Result<u8> {
     )
 }
 
-/// This machine's own non-loopback addresses, in the namespace perimeter runs
+/// This machine's own routable addresses (not loopback or link-local), in the namespace perimeter runs
 /// in: the sources the targets see.
 fn own_addresses() -> Vec<IpAddr> {
     perimeter_host::interfaces::read_interfaces()
@@ -202,7 +202,16 @@ fn own_addresses() -> Vec<IpAddr> {
             let mut addresses: Vec<IpAddr> = interfaces
                 .into_iter()
                 .map(|i| i.address)
-                .filter(|a| !a.is_loopback() && !a.is_unspecified())
+                // Link-local addresses never leave the link: a target on
+                // another network cannot see them as the source.
+                .filter(|a| {
+                    !matches!(
+                        perimeter_model::Scope::of(*a),
+                        perimeter_model::Scope::Loopback
+                            | perimeter_model::Scope::LinkLocal
+                            | perimeter_model::Scope::Wildcard
+                    )
+                })
                 .collect();
             addresses.sort();
             addresses.dedup();
