@@ -13,6 +13,8 @@ mod scan_lab;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, TcpListener};
+use std::path::Path;
+use std::process::Command;
 
 use common::{code, stderr, stdout};
 use perimeter_testlab::{Ns, require_root};
@@ -377,7 +379,10 @@ fn diff_reports_redis_losing_its_password_and_a_new_listener() {
     let (dir, db) = temp_db();
     let www = dir.path().join("www");
     std::fs::create_dir_all(&www).expect("web root");
-    let scan = || {
+    // Each scan also writes nmap XML, for ndiff below.
+    let xml_of = |n: u32| dir.path().join(format!("scan{n}.xml"));
+    let scan = |n: u32| {
+        let xml = xml_of(n).to_string_lossy().into_owned();
         let output = perimeter_in(
             &lab.scanner,
             &[
@@ -389,6 +394,8 @@ fn diff_reports_redis_losing_its_password_and_a_new_listener() {
                 &db,
                 "--format",
                 "json",
+                "-X",
+                &xml,
             ],
         );
         assert_eq!(code(&output), 0, "stderr: {}", stderr(&output));
@@ -402,7 +409,7 @@ fn diff_reports_redis_losing_its_password_and_a_new_listener() {
     };
 
     let mut redis = start_redis(&target, WEB, 6379, Some("lab-only-secret-51c0"));
-    let first = scan();
+    let first = scan(1);
     assert_eq!(first["scan"]["id"], 1);
     assert_eq!(result_at(&first, WEB, 6379)["auth"], "required");
     assert_eq!(results(&first).len(), 1, "8080 is closed, so not listed");
@@ -410,7 +417,7 @@ fn diff_reports_redis_losing_its_password_and_a_new_listener() {
     redis.stop();
     let _redis = start_redis(&target, WEB, 6379, None);
     let _http = start_http(&target, WEB, 8080, &www);
-    let second = scan();
+    let second = scan(2);
     assert_eq!(second["scan"]["id"], 2);
 
     let (exit, doc, err) = diff(&[]);
@@ -462,8 +469,50 @@ fn diff_reports_redis_losing_its_password_and_a_new_listener() {
     assert_eq!(opened["after"]["state"], "open");
     assert_eq!(opened["after"]["service"], "http");
 
+    // nmap's own diff tool reads perimeter's XML and sees the same change.
+    // (ndiff is the Debian package of that name; without it this part is
+    // skipped.)
+    if Path::new("/usr/bin/ndiff").exists() {
+        let output = Command::new("/usr/bin/ndiff")
+            .arg(xml_of(1))
+            .arg(xml_of(2))
+            .output()
+            .expect("run ndiff");
+        let text = stdout(&output);
+        // ndiff exits 1 when the scans differ (0: the same, 2: an error).
+        assert_eq!(code(&output), 1, "{text}{}", stderr(&output));
+        let changed: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with(['+', '-']) && l.contains("/tcp "))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        let product_version = |port: u16| {
+            let r = result_at(&second, WEB, port);
+            format!(
+                "{} {}",
+                r["product"].as_str().unwrap_or("?"),
+                r["version"].as_str().unwrap_or("?")
+            )
+        };
+        assert_eq!(
+            changed,
+            vec![
+                "-6379/tcp open redis Redis".to_owned(),
+                format!("+6379/tcp open redis {}", product_version(6379)),
+                format!("+8080/tcp open http {}", product_version(8080)),
+            ],
+            "{text}"
+        );
+        assert!(
+            text.contains("+|_ exposed.redis-noauth: critical"),
+            "{text}"
+        );
+    } else {
+        eprintln!("skipping the ndiff check: /usr/bin/ndiff is not installed");
+    }
+
     // Nothing changed since: a clean diff, exit 0.
-    let third = scan();
+    let third = scan(3);
     assert_eq!(third["scan"]["id"], 3);
     let (exit, doc, err) = diff(&[]);
     assert_eq!(exit, 0, "no change: {err}");
@@ -704,7 +753,9 @@ fn excluded_host_is_never_sent_a_packet() {
 }
 
 /// Item 7: Ctrl-C during a slow stealth scan exits 130 and leaves the scan
-/// stored, marked incomplete, with exactly the results it had streamed.
+/// stored, marked incomplete, with exactly the results it had streamed; and
+/// `diff` against the complete scan before it reports no change for the ports
+/// the interrupted scan never reached (nothing in the lab changed).
 #[test]
 fn ctrl_c_stores_the_partial_scan_marked_incomplete() {
     if !require_root("ctrl_c_stores_the_partial_scan_marked_incomplete") {
@@ -712,28 +763,40 @@ fn ctrl_c_stores_the_partial_scan_marked_incomplete() {
     }
     let mut lab = BareLab::new();
     let target = lab.host("slow", &["198.18.0.2/15"]);
-    let _listener = target
-        .enter(|| TcpListener::bind("198.18.0.2:22").expect("bind"))
+    // Ten open ports among the thousand: an interrupt after a handful of
+    // results leaves most of them unreached, whatever the permutation.
+    let open_ports: [u16; 10] = [21, 22, 25, 80, 110, 143, 443, 587, 993, 995];
+    let _listeners: Vec<TcpListener> = target
+        .enter(move || {
+            open_ports
+                .iter()
+                .map(|p| TcpListener::bind(("198.18.0.2", *p)).expect("bind"))
+                .collect()
+        })
         .expect("enter");
     let (_dir, db) = temp_db();
-    let scan = Streaming::spawn(
-        &lab.scanner,
-        &[
-            "scan",
-            WEB,
-            "-p",
-            "1-1000",
-            "--profile",
-            "stealth",
-            "--rate",
-            "5",
-            "--all-states",
-            "--format",
-            "jsonl",
-            "--db",
-            &db,
-        ],
-    );
+    let common_args = ["scan", WEB, "-p", "1-1000", "--all-states", "--db", &db];
+
+    // A complete scan first, the baseline of this target set.
+    let mut args = common_args.to_vec();
+    args.extend(["--format", "json", "--no-identify"]);
+    let output = perimeter_in(&lab.scanner, &args);
+    assert_eq!(code(&output), 0, "stderr: {}", stderr(&output));
+    let baseline = json_of(&output);
+    assert_eq!(baseline["scan"]["complete"], true);
+    assert_eq!(baseline["summary"]["open"], open_ports.len());
+
+    let mut args = common_args.to_vec();
+    args.extend([
+        "--profile",
+        "stealth",
+        "--rate",
+        "5",
+        "--format",
+        "jsonl",
+        "--no-identify",
+    ]);
+    let scan = Streaming::spawn(&lab.scanner, &args);
     // Results stream as they come: wait for three, then interrupt. (At five
     // probes a second the 1,000 ports would take over three minutes.)
     let mut lines = Vec::new();
@@ -759,14 +822,18 @@ fn ctrl_c_stores_the_partial_scan_marked_incomplete() {
     assert_eq!(code(&output), 0, "stderr: {}", stderr(&output));
     let listed = json_of(&output);
     let scans = listed["scans"].as_array().expect("scans");
-    assert_eq!(scans.len(), 1);
+    assert_eq!(scans.len(), 2);
+    // Newest first.
     let stored = &scans[0];
+    assert_eq!(stored["id"], 2);
     assert_eq!(stored["complete"], false);
     assert_eq!(stored["profile"], "stealth");
     assert!(stored["finished"].is_string(), "the end was recorded");
     assert_eq!(stored["n_results"].as_u64(), Some(streamed.len() as u64));
     let n_open = streamed.values().filter(|s| *s == "open").count();
     assert_eq!(stored["n_open"].as_u64(), Some(n_open as u64));
+    assert_eq!(scans[1]["complete"], true);
+    assert_eq!(scans[1]["n_results"], 1000);
 
     // The human listing says so too.
     let output = perimeter_in(&lab.scanner, &["scans", "--db", &db]);
@@ -775,4 +842,14 @@ fn ctrl_c_stores_the_partial_scan_marked_incomplete() {
         "{}",
         stdout(&output)
     );
+
+    // Nothing changed in the lab: a port the interrupted scan never reached
+    // is not scanned, not closed.
+    let output = perimeter_in(&lab.scanner, &["diff", "--db", &db, "--format", "json"]);
+    let doc = json_of(&output);
+    assert_eq!(doc["before"]["id"], 1);
+    assert_eq!(doc["after"]["id"], 2);
+    assert_eq!(doc["after"]["complete"], false);
+    assert_eq!(doc["changes"], serde_json::json!([]), "{doc:#}");
+    assert_eq!(code(&output), 0, "stderr: {}", stderr(&output));
 }

@@ -4,7 +4,8 @@
 //! Presence: only open ports count as present. Closed and filtered are both
 //! "not open", and a port with no result at all is "not open" too, so callers
 //! may store only the open ports. A move between closed and filtered is not a
-//! change.
+//! change. The exception is an interrupted scan: a port it has no result for
+//! was not reached, and [`diff_scan_runs`] leaves it out.
 //!
 //! The kinds of change, and the severity policy:
 //!
@@ -159,7 +160,9 @@ pub fn diff_scans_within(
 ///   of them; else only addresses with at least one result in each scan (which
 ///   cannot see a host all of whose ports opened or closed);
 /// - ports: if both used the same port spec, all; else where [`Coverage`] reads
-///   both specs, their intersection; else only ports with a result in each scan.
+///   both specs, their intersection; else only ports with a result in each scan;
+/// - an incomplete (interrupted) scan covered only the pairs it has a result
+///   for: a port it never reached is neither closed nor opened there.
 pub fn diff_scan_runs(
     before_info: &ScanInfo,
     before: &[PortResult],
@@ -206,8 +209,24 @@ pub fn diff_scan_runs(
             _ => common_ports.contains(&port),
         }
     };
+    // What an interrupted scan reached is what it stored; a complete scan
+    // reached everything it covered (and may have stored only open ports).
+    let reached = |info: &ScanInfo, results: &[PortResult]| -> Option<BTreeSet<(IpAddr, u16)>> {
+        (!info.complete).then(|| results.iter().map(|r| (r.address, r.port)).collect())
+    };
+    let (reached_before, reached_after) =
+        (reached(before_info, before), reached(after_info, after));
+    let reached_in_both = |address: IpAddr, port: u16| {
+        [&reached_before, &reached_after]
+            .into_iter()
+            .all(|reached| {
+                reached
+                    .as_ref()
+                    .is_none_or(|set| set.contains(&(address, port)))
+            })
+    };
     diff_scans_within(before, after, |address, port| {
-        address_in_both(address) && port_in_both(port)
+        address_in_both(address) && port_in_both(port) && reached_in_both(address, port)
     })
 }
 

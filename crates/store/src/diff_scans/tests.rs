@@ -360,6 +360,48 @@ fn scan_runs_diff_only_what_both_covered() {
     );
 }
 
+#[test]
+fn an_interrupted_scan_covers_only_what_it_reached() {
+    let covered = scan_info(&["198.18.0.0/24"], &[], "1-1000");
+    let interrupted = ScanInfo {
+        complete: false,
+        ..covered.clone()
+    };
+    let before = [
+        open("198.18.0.2:21"),
+        open("198.18.0.2:22"),
+        open("198.18.0.2:80"),
+        result("198.18.0.2:443", PortState::Closed),
+    ];
+    // Ctrl-C after three results: 21 was never reached, so it is not closed;
+    // 22 was reached and found closed; 443 was reached and found open.
+    let after = [
+        result("198.18.0.2:22", PortState::Closed),
+        open("198.18.0.2:80"),
+        open("198.18.0.2:443"),
+    ];
+    let changes = diff_scan_runs(&covered, &before, &interrupted, &after);
+    assert_eq!(
+        render(&changes),
+        "closed low tcp 198.18.0.2:22 is no longer open (now closed)\n\
+         opened medium tcp 198.18.0.2:443 opened\n"
+    );
+    // The same results from a complete scan: 21 is closed.
+    let changes = diff_scan_runs(&covered, &before, &covered, &after);
+    assert_eq!(changes.len(), 3);
+    assert!(render(&changes).contains("198.18.0.2:21 is no longer open (no result this time)"));
+
+    // An interrupted earlier scan: a port open now that it never reached did
+    // not open.
+    let changes = diff_scan_runs(
+        &interrupted,
+        &[open("198.18.0.2:22")],
+        &covered,
+        &[open("198.18.0.2:22"), open("198.18.0.2:8")],
+    );
+    assert_eq!(changes, vec![]);
+}
+
 fn sample_results() -> Vec<PortResult> {
     vec![
         redis("198.18.0.7:6379", AuthState::None),
