@@ -36,7 +36,7 @@ fn strings(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| (*s).to_owned()).collect()
 }
 
-/// Item 1: on a lab of open (real servers), closed (no listener) and filtered
+/// On a lab of open (real servers), closed (no listener) and filtered
 /// (nftables drop and ICMP reject, and a default-drop host) ports, over IPv4
 /// and IPv6, perimeter's states are exactly nmap's.
 #[test]
@@ -121,7 +121,7 @@ fn port_states_equal_nmaps_on_the_same_lab() {
     assert_eq!(doc["summary"]["filtered"], expected_filtered.len());
 }
 
-/// Item 2: services are named by what they answer (Redis on 7379 too),
+/// Services are named by what they answer (Redis on 7379 too),
 /// versions read off the wire match the installed programs, and the findings
 /// per open port are exactly these.
 #[test]
@@ -133,7 +133,7 @@ fn findings_name_services_and_flag_the_unauthenticated_ones() {
     }
     let redis_version = installed_version("/usr/bin/redis-server", &["--version"], "v=");
     let memcached_version = installed_version("/usr/bin/memcached", &["-V"], "memcached ");
-    let ssh_version = installed_version("ssh", &["-V"], "OpenSSH_");
+    let ssh_version = installed_version("/usr/bin/ssh", &["-V"], "OpenSSH_");
     let http_version = installed_version(
         "/usr/bin/python3",
         &["-c", "import http.server; print(http.server.__version__)"],
@@ -278,7 +278,7 @@ fn findings_name_services_and_flag_the_unauthenticated_ones() {
     assert_eq!(code(&output), 1, "stderr: {}", stderr(&output));
 }
 
-/// Item 3: 20 % of TCP packets into the target are dropped at random. With no
+/// 20 % of TCP packets into the target are dropped at random. With no
 /// retries some ports are lost; with retries every port is decided right.
 #[test]
 fn retries_recover_every_port_under_random_loss() {
@@ -363,7 +363,7 @@ fn retries_recover_every_port_under_random_loss() {
     drop(held);
 }
 
-/// Item 4: two stored scans, the protected Redis restarted without a password
+/// Two stored scans, the protected Redis restarted without a password
 /// and a web server started in between: `diff` lists exactly those changes and
 /// exits 1; a third, unchanged scan diffs clean with exit 0; `scans` lists all.
 #[test]
@@ -550,10 +550,10 @@ fn diff_reports_redis_losing_its_password_and_a_new_listener() {
     );
 }
 
-/// Item 5: JSON Lines is one scan-result object per line, the same results as
-/// the JSON document; the XML parses, has nmap's shape (read by the same
-/// reader as nmap's output, it gives the same states) and `-X FILE` holds the
-/// very same text.
+/// JSON Lines is one scan-result object per line, one line per result; the
+/// XML parses, has nmap's shape (read by the same reader as nmap's own output,
+/// it gives the same states as the JSON Lines run) and `-X FILE` holds the very
+/// same text as `--format xml`.
 #[test]
 fn jsonl_and_nmap_xml_outputs_carry_the_same_results() {
     if !require_root("jsonl_and_nmap_xml_outputs_carry_the_same_results") || !have_service_lab() {
@@ -650,10 +650,10 @@ fn jsonl_and_nmap_xml_outputs_carry_the_same_results() {
     );
 }
 
-/// Item 6, refusals: no targets, or the whole internet without the explicit
-/// flag, are usage errors (exit 2) before anything is sent or stored. Run in
-/// an empty namespace with nothing but loopback, so even a broken guard could
-/// reach nothing.
+/// No targets, the whole internet without the explicit flag, or excludes
+/// that leave nothing are usage errors (exit 2), before anything is sent or
+/// stored. Run in an empty namespace with nothing but loopback, so even a
+/// broken guard could reach nothing.
 #[test]
 fn scope_refuses_no_targets_and_the_whole_internet() {
     if !require_root("scope_refuses_no_targets_and_the_whole_internet") {
@@ -661,12 +661,23 @@ fn scope_refuses_no_targets_and_the_whole_internet() {
     }
     let ns = Ns::new("scope").expect("netns");
     let (_dir, db) = temp_db();
-    let cases: [&[&str]; 4] = [
+    let cases: [&[&str]; 5] = [
         &["scan", "-p", "80", "--db", &db],
         &["scan", "0.0.0.0/0", "-p", "80", "--db", &db],
         &["scan", "::/0", "-p", "80", "--db", &db],
         // Hidden in a list, it is refused all the same.
         &["scan", "198.18.0.2", "0.0.0.0/0", "-p", "80", "--db", &db],
+        // Excludes that cover every target leave nothing to scan.
+        &[
+            "scan",
+            "198.18.0.2-198.18.0.9",
+            "--exclude",
+            "198.18.0.0/24",
+            "-p",
+            "80",
+            "--db",
+            &db,
+        ],
     ];
     for args in cases {
         let output = perimeter_in(&ns, args);
@@ -691,7 +702,7 @@ fn scope_refuses_no_targets_and_the_whole_internet() {
     );
 }
 
-/// Item 6, exclusion: an excluded lab host is never sent a packet (its
+/// An excluded lab host is never sent a packet (its
 /// nftables counter stays at zero) while its neighbour's counter grows.
 #[test]
 fn excluded_host_is_never_sent_a_packet() {
@@ -752,7 +763,7 @@ fn excluded_host_is_never_sent_a_packet() {
     assert!(counted_packets(&scanned) >= 3);
 }
 
-/// Item 7: Ctrl-C during a slow stealth scan exits 130 and leaves the scan
+/// Ctrl-C during a slow stealth scan exits 130 and leaves the scan
 /// stored, marked incomplete, with exactly the results it had streamed; and
 /// `diff` against the complete scan before it reports no change for the ports
 /// the interrupted scan never reached (nothing in the lab changed).
