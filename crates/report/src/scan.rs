@@ -279,13 +279,26 @@ pub fn to_nmap_xml(info: &ScanInfo, results: &[PortResult], args: &str) -> Strin
     let mut scaninfo = BytesStart::new("scaninfo");
     scaninfo.push_attribute(("type", "connect"));
     scaninfo.push_attribute(("protocol", "tcp"));
-    scaninfo.push_attribute(("services", info.ports.as_str()));
+    // nmap's `services` is a list of port ranges; the scan records its
+    // expanded port list as `port_list` (the `ports` spec may read `top:100`).
+    let services = info.options.get("port_list").unwrap_or(&info.ports);
+    scaninfo.push_attribute(("numservices", count_ports(services).to_string().as_str()));
+    scaninfo.push_attribute(("services", services.as_str()));
     let _ = writer.write_event(Event::Empty(scaninfo));
+    // nmap.dtd requires these two, in this order, before any host.
+    let mut verbose = BytesStart::new("verbose");
+    verbose.push_attribute(("level", "0"));
+    let _ = writer.write_event(Event::Empty(verbose));
+    let mut debugging = BytesStart::new("debugging");
+    debugging.push_attribute(("level", "0"));
+    let _ = writer.write_event(Event::Empty(debugging));
 
     let mut by_host: BTreeMap<IpAddr, Vec<&PortResult>> = BTreeMap::new();
     for result in results {
         by_host.entry(result.address).or_default().push(result);
     }
+    let n_hosts = by_host.len();
+    let mut hosts_up = 0usize;
     for (address, mut ports) in by_host {
         ports.sort_by_key(|r| r.port);
         let mut host = BytesStart::new("host");
@@ -293,9 +306,25 @@ pub fn to_nmap_xml(info: &ScanInfo, results: &[PortResult], args: &str) -> Strin
         host.push_attribute(("endtime", end.to_string().as_str()));
         let _ = writer.write_event(Event::Start(host));
         let mut status = BytesStart::new("status");
-        let up = ports.iter().any(|r| r.state != PortState::Filtered);
+        let any_open = ports.iter().any(|r| r.state == PortState::Open);
+        let up = any_open || ports.iter().any(|r| r.state == PortState::Closed);
+        if up {
+            hosts_up += 1;
+        }
+        // A connect scan knows a host is up from a completed handshake
+        // (syn-ack) or a refusal (conn-refused); "unknown" when all was silent.
         status.push_attribute(("state", if up { "up" } else { "unknown" }));
-        status.push_attribute(("reason", if up { "conn-refused" } else { "no-response" }));
+        status.push_attribute((
+            "reason",
+            if any_open {
+                "syn-ack"
+            } else if up {
+                "conn-refused"
+            } else {
+                "no-response"
+            },
+        ));
+        status.push_attribute(("reason_ttl", "0"));
         let _ = writer.write_event(Event::Empty(status));
         let mut addr = BytesStart::new("address");
         addr.push_attribute(("addr", address.to_string().as_str()));
@@ -360,6 +389,11 @@ pub fn to_nmap_xml(info: &ScanInfo, results: &[PortResult], args: &str) -> Strin
     finished.push_attribute(("elapsed", (end - start).to_string().as_str()));
     finished.push_attribute(("exit", if info.complete { "success" } else { "error" }));
     let _ = writer.write_event(Event::Empty(finished));
+    let mut hosts = BytesStart::new("hosts");
+    hosts.push_attribute(("up", hosts_up.to_string().as_str()));
+    hosts.push_attribute(("down", (n_hosts - hosts_up).to_string().as_str()));
+    hosts.push_attribute(("total", n_hosts.to_string().as_str()));
+    let _ = writer.write_event(Event::Empty(hosts));
     let _ = writer.write_event(Event::End(BytesEnd::new("runstats")));
     let _ = writer.write_event(Event::End(BytesEnd::new("nmaprun")));
     let mut text = String::from_utf8_lossy(&writer.into_inner()).into_owned();
@@ -367,10 +401,58 @@ pub fn to_nmap_xml(info: &ScanInfo, results: &[PortResult], args: &str) -> Strin
     text
 }
 
+/// The number of ports in a `22,80,1000-2000` list (0 for what is not one).
+fn count_ports(list: &str) -> u32 {
+    list.split(',')
+        .map(|item| match item.trim().split_once('-') {
+            Some((lo, hi)) => match (lo.parse::<u32>(), hi.parse::<u32>()) {
+                (Ok(lo), Ok(hi)) if hi >= lo => hi - lo + 1,
+                _ => 0,
+            },
+            None => u32::from(item.trim().parse::<u16>().is_ok()),
+        })
+        .sum()
+}
+
+/// A sorted port list as nmap writes it: `1-1000,1723`.
+pub fn port_ranges(ports: &[u16]) -> String {
+    let mut sorted = ports.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut out: Vec<String> = Vec::new();
+    let mut idx = 0;
+    while idx < sorted.len() {
+        let start = sorted[idx];
+        let mut end = start;
+        while idx + 1 < sorted.len() && sorted[idx + 1] == end.wrapping_add(1) {
+            idx += 1;
+            end = sorted[idx];
+        }
+        out.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        idx += 1;
+    }
+    out.join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use perimeter_model::{AuthState, Protocol, ServiceInfo};
+
+    #[test]
+    fn port_lists_compress_and_count() {
+        assert_eq!(
+            port_ranges(&[80, 22, 23, 24, 443, 1000, 999]),
+            "22-24,80,443,999-1000"
+        );
+        assert_eq!(count_ports("22-24,80,443,999-1000"), 7);
+        assert_eq!(count_ports("top:100"), 0);
+        assert_eq!(port_ranges(&[]), "");
+    }
 
     fn info() -> ScanInfo {
         ScanInfo {
@@ -454,6 +536,9 @@ mod tests {
         assert!(xml.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>"));
         assert!(xml.contains("<port protocol=\"tcp\" portid=\"22\">"));
         assert!(xml.contains("<state state=\"open\" reason=\"syn-ack\" reason_ttl=\"0\"/>"));
+        assert!(xml.contains("<status state=\"up\" reason=\"syn-ack\" reason_ttl=\"0\"/>"));
+        assert!(xml.contains("<verbose level=\"0\"/>"));
+        assert!(xml.contains("<hosts up=\"1\" down=\"0\" total=\"1\"/>"));
         assert!(xml.contains(
             "<service name=\"redis\" version=\"7.0.15\" method=\"probed\" conf=\"10\"/>"
         ));

@@ -50,7 +50,7 @@ pub enum TargetError {
     #[error("no targets given: name at least one address, network, range or host name")]
     NoTargets,
     #[error(
-        "target `{text}` covers the whole {family} internet; allow internet-wide scanning explicitly if that is really meant"
+        "target `{text}` covers the whole {family} internet; pass --allow-internet-wide if that is really meant"
     )]
     InternetWide { text: String, family: &'static str },
     #[error("no target address is left: {reason}")]
@@ -994,7 +994,7 @@ mod tests {
         assert_eq!(
             err(&["0.0.0.0/0"], &["10.0.0.0/8"]).await,
             Some(
-                "target `0.0.0.0/0` covers the whole IPv4 internet; allow internet-wide scanning explicitly if that is really meant"
+                "target `0.0.0.0/0` covers the whole IPv4 internet; pass --allow-internet-wide if that is really meant"
                     .into()
             )
         );

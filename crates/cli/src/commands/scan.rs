@@ -178,6 +178,10 @@ pub(crate) async fn execute(job: Job) -> Result<Executed> {
         record.insert("rate".into(), rate.to_string());
     }
     record.insert("identify".into(), options.identify.to_string());
+    record.insert(
+        "port_list".into(),
+        perimeter_report::scan::port_ranges(ports.ports()),
+    );
     let mut info = ScanInfo {
         id: 0,
         targets: targets.given.clone(),
