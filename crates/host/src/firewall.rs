@@ -954,6 +954,15 @@ fn rule_from_iptables(words: &[String], user_chains: &[String]) -> Rule {
     while let Some(word) = words.get(idx) {
         let arg = words.get(idx + 1).cloned().unwrap_or_default();
         match word.as_str() {
+            // Inside a module perimeter does not model, the negation belongs
+            // to the module's option and stays in its words.
+            "!" if opaque_module.is_some() => {
+                if let Some(words) = opaque_module.as_mut() {
+                    words.push("!".to_owned());
+                }
+                idx += 1;
+                continue;
+            }
             "!" => {
                 negate = true;
                 idx += 1;

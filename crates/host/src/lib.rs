@@ -12,6 +12,7 @@ pub mod listeners;
 pub mod netns;
 pub mod packages;
 pub mod procs;
+pub mod reachability;
 pub mod redis;
 pub mod sockets;
 pub mod sshd;

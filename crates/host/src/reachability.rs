@@ -1,0 +1,1623 @@
+//! Which source addresses can open a new connection to a listener through the
+//! local firewall, worked out over the [`Ruleset`] model of
+//! [`crate::firewall`] without sending a packet.
+//!
+//! The question is asked for one [`Probe`] (protocol, destination address and
+//! port of a new inbound connection arriving on an interface other than
+//! loopback) and answered symbolically over the whole source address space of
+//! the probe's family: every input base chain that sees the family is walked
+//! with "every source" and the set is split as rules test `saddr` (prefixes,
+//! ranges, named and anonymous sets, negations). Every other test is decided
+//! concretely against the probe (`daddr`, `dport`, `l4proto`, `iif lo`, `ct
+//! state new`, `nfproto`, ...). A test that cannot be decided for an inbound
+//! connection (marks, socket owners, rate limits, interface names, xt matches)
+//! is followed both ways: where both ways agree the answer stands, where they
+//! differ the sources are reported as unknown with the rule that made them so,
+//! never guessed.
+//!
+//! Netfilter's order is kept: first match wins within a chain; `jump` comes
+//! back to the next rule, `goto` does not; `return` and the end of a regular
+//! chain go back to the caller, the end of a base chain applies its policy.
+//! A packet must be accepted by every base chain on the input hook (an accept
+//! ends only its own chain; a drop anywhere is final), so the chains are
+//! walked one by one and their answers intersected.
+//!
+//! Prerouting and netdev ingress chains are not walked: the question the
+//! issue asks is about input filtering, and those chains mostly carry
+//! anti-spoofing (`fib saddr ... missing drop`) that no legitimate source
+//! fails.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::{IpNet, Ipv4Subnets, Ipv6Subnets};
+use perimeter_model::Protocol;
+
+use crate::firewall::{
+    Backend, Chain, Condition, Family, Field, Hook, IpVersion, Op, Policy, Rule, Ruleset, Value,
+    Verdict,
+};
+
+/// A new inbound connection, arriving on an interface other than loopback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Probe {
+    pub protocol: Protocol,
+    /// The listener's address. The unspecified address (`0.0.0.0`, `::`)
+    /// stands for "whichever local address the client picks": a rule that
+    /// tests the destination address then makes the answer unknown.
+    pub dst: IpAddr,
+    pub dport: u16,
+}
+
+impl Probe {
+    /// The family whose source addresses are considered: the destination's.
+    pub fn version(&self) -> IpVersion {
+        match self.dst {
+            IpAddr::V4(_) => IpVersion::V4,
+            IpAddr::V6(_) => IpVersion::V6,
+        }
+    }
+}
+
+impl fmt::Display for Probe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.dst {
+            IpAddr::V4(addr) => write!(f, "{}/{} to {addr}", self.protocol, self.dport),
+            IpAddr::V6(addr) => write!(f, "{}/{} to [{addr}]", self.protocol, self.dport),
+        }
+    }
+}
+
+/// Which sources can reach a [`Probe`]'s listener, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reachability {
+    /// Source prefixes every input chain accepts, merged and minimal, of the
+    /// probe's family.
+    pub allowed: Vec<IpNet>,
+    /// Source prefixes whose fate hangs on a test perimeter cannot decide,
+    /// with the rule and the test. A prefix can be listed once per reason
+    /// when two chains are each undecided about it.
+    pub unknown: Vec<(IpNet, String)>,
+    /// The rules (and policies) that accept allowed sources, in the order
+    /// they were met.
+    pub accepting_rules: Vec<AcceptingRule>,
+    /// Short lines saying which chain, rule or policy decided what.
+    pub evidence: Vec<String>,
+}
+
+/// A rule or chain policy that accepted some of the allowed sources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptingRule {
+    /// The chain holding the rule: `nftables: inet filter input`.
+    pub chain: String,
+    /// nft's rule handle, or the iptables rule's 1-based position; `None` for
+    /// a policy.
+    pub handle: Option<u64>,
+    /// The rule as listed, or `policy accept`.
+    pub text: String,
+    /// The accept is a base chain's policy, not a rule.
+    pub by_policy: bool,
+    /// Whether the rule, together with the `saddr` tests of the jumps and
+    /// gotos that lead to it, looks at the source address at all. Sources
+    /// taken away by earlier rules (a block list ahead of it) do not count as
+    /// a restriction. `false` for a policy.
+    pub restricts_source: bool,
+    /// The allowed sources this rule accepts, merged and minimal.
+    pub sources: Vec<IpNet>,
+}
+
+/// What happens to a connection from one source address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SourceFate {
+    Allowed,
+    Denied,
+    Unknown,
+}
+
+impl Reachability {
+    /// The fate of connections from `source` (of the probe's family; any other
+    /// address is denied, since no answer covers it).
+    pub fn fate_of(&self, source: IpAddr) -> SourceFate {
+        if self.allowed.iter().any(|net| net.contains(&source)) {
+            SourceFate::Allowed
+        } else if self.unknown.iter().any(|(net, _)| net.contains(&source)) {
+            SourceFate::Unknown
+        } else {
+            SourceFate::Denied
+        }
+    }
+
+    /// Whether every source of the family is allowed.
+    pub fn allows_everyone(&self) -> bool {
+        matches!(self.allowed.as_slice(), [net] if net.prefix_len() == 0)
+    }
+}
+
+/// Source prefixes in words: `every source`, `every source except
+/// 198.51.100.66/32`, or the list itself, whichever is shorter. Prefixes of
+/// the other family are left out.
+pub fn describe_sources(nets: &[IpNet], version: IpVersion) -> String {
+    let set = SourceSet::from_ranges(
+        nets.iter()
+            .filter(|net| {
+                matches!(
+                    (net, version),
+                    (IpNet::V4(_), IpVersion::V4) | (IpNet::V6(_), IpVersion::V6)
+                )
+            })
+            .map(|net| {
+                (
+                    address_number(net.network()),
+                    address_number(net.broadcast()),
+                )
+            })
+            .collect(),
+    );
+    set.describe(&SourceSet::universe(version), version, usize::MAX)
+}
+
+/// Which sources can reach the listener `probe` describes through `ruleset`.
+pub fn reachability(ruleset: &Ruleset, probe: &Probe) -> Reachability {
+    let version = probe.version();
+    let universe = SourceSet::universe(version);
+    let mut bases: Vec<usize> = ruleset
+        .chains
+        .iter()
+        .enumerate()
+        .filter(|(_, chain)| {
+            chain
+                .base
+                .as_ref()
+                .is_some_and(|b| b.hook == Hook::Input && b.chain_type == "filter")
+                && chain.family.sees(version)
+        })
+        .map(|(idx, _)| idx)
+        .collect();
+    // The kernel runs a hook's chains in priority order; the order changes no
+    // answer (every chain must accept) but keeps the evidence readable.
+    bases.sort_by_key(|&idx| {
+        ruleset
+            .chains
+            .get(idx)
+            .and_then(|c| c.base.as_ref())
+            .map_or(0, |b| b.priority)
+    });
+
+    let mut evidence = Vec::new();
+    if bases.is_empty() {
+        evidence.push(format!(
+            "{probe}: no input base chain sees {} packets, so every source is allowed",
+            version.as_str()
+        ));
+        return Reachability {
+            allowed: universe.prefixes(version),
+            unknown: Vec::new(),
+            accepting_rules: Vec::new(),
+            evidence,
+        };
+    }
+    if bases.len() > 1 {
+        evidence.push(format!(
+            "{probe}: {} input chains see {} packets; a connection must be accepted by each",
+            bases.len(),
+            version.as_str()
+        ));
+    }
+
+    let mut walker = Walker {
+        ruleset,
+        probe,
+        version,
+        universe: universe.clone(),
+        base: 0,
+        sites: Vec::new(),
+        site_ids: HashMap::new(),
+        address_sets: HashMap::new(),
+        steps: 0,
+    };
+    let mut outcomes: Vec<(usize, Vec<Part>)> = Vec::new();
+    for &base in &bases {
+        walker.base = base;
+        walker.steps = 0;
+        let start = vec![Frame {
+            chain: base,
+            next_rule: 0,
+            constraint: universe.clone(),
+        }];
+        let parts = walker.run(start, universe.clone(), 0);
+        outcomes.push((base, parts));
+    }
+
+    let mut allowed = universe.clone();
+    let mut denied = SourceSet::empty();
+    for (_, parts) in &outcomes {
+        let mut accepted = SourceSet::empty();
+        for part in parts {
+            match part.fate {
+                Fate::Accepted => accepted.insert(&part.sources),
+                Fate::Denied => denied.insert(&part.sources),
+                Fate::Unknown(_) | Fate::GaveUp(_) => {}
+            }
+        }
+        allowed = allowed.intersection(&accepted);
+    }
+
+    let mut unknown_by_reason: Vec<(String, SourceSet)> = Vec::new();
+    let mut accepted_by_site: BTreeMap<SiteId, SourceSet> = BTreeMap::new();
+    for (base, parts) in &outcomes {
+        for part in parts.iter().take(MAX_EVIDENCE_PER_CHAIN) {
+            evidence.push(walker.describe_part(*base, part));
+        }
+        if parts.len() > MAX_EVIDENCE_PER_CHAIN {
+            evidence.push(format!(
+                "{}: {} more rules decided for other sources",
+                walker.describe_chain(*base),
+                parts.len() - MAX_EVIDENCE_PER_CHAIN
+            ));
+        }
+        for part in parts {
+            match &part.fate {
+                Fate::Unknown(reason) | Fate::GaveUp(reason) => {
+                    // Sources another chain surely drops are not unknown.
+                    let open = part.sources.difference(&denied);
+                    if open.is_empty() {
+                        continue;
+                    }
+                    match unknown_by_reason.iter_mut().find(|(r, _)| r == reason) {
+                        Some((_, set)) => set.insert(&open),
+                        None => unknown_by_reason.push((reason.clone(), open)),
+                    }
+                }
+                Fate::Accepted => {
+                    let kept = part.sources.intersection(&allowed);
+                    if kept.is_empty() {
+                        continue;
+                    }
+                    for &site in &part.sites {
+                        accepted_by_site.entry(site).or_default().insert(&kept);
+                    }
+                }
+                Fate::Denied => {}
+            }
+        }
+    }
+    evidence.dedup();
+
+    let accepting_rules = accepted_by_site
+        .into_iter()
+        .filter_map(|(site, sources)| walker.accepting_rule(site, &sources))
+        .collect();
+    let unknown = unknown_by_reason
+        .into_iter()
+        .flat_map(|(reason, set)| {
+            set.prefixes(version)
+                .into_iter()
+                .map(move |net| (net, reason.clone()))
+        })
+        .collect();
+
+    Reachability {
+        allowed: allowed.prefixes(version),
+        unknown,
+        accepting_rules,
+        evidence,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The walk
+
+/// How deep jumps may nest; nft itself refuses more than 16 levels.
+const MAX_JUMP_DEPTH: usize = 16;
+
+/// How many jumps and gotos one path may take. Gotos do not deepen the stack,
+/// so a goto loop (which the kernel would refuse to load, but a model can
+/// hold) is stopped by this count.
+const MAX_HOPS: usize = 64;
+
+/// How many rules one base chain's walk may look at. Each split of the source
+/// set and each undecidable test that leads to a jump walks the rest of the
+/// ruleset again, so a pathological ruleset could take long; past this the
+/// sources still in flight are reported as unknown.
+const MAX_STEPS: usize = 1_000_000;
+
+/// Evidence lines per base chain: enough for an allow list and its policy,
+/// not a line per entry of a block list.
+const MAX_EVIDENCE_PER_CHAIN: usize = 12;
+
+type SiteId = usize;
+
+/// Where a verdict was given: a rule, or a base chain's policy.
+#[derive(Debug, Clone)]
+struct Site {
+    chain: usize,
+    /// `None` for the policy.
+    rule: Option<usize>,
+    /// Whether every path to this site tests the source address.
+    restricts_source: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Fate {
+    Accepted,
+    Denied,
+    /// The reason names the rule and the test that could not be decided.
+    Unknown(String),
+    /// The walk gave up (too many rules to follow). Reported like unknown,
+    /// but kept as the reason when merged with other fates, since no rule is
+    /// to blame.
+    GaveUp(String),
+}
+
+/// Some sources, and what became of them.
+#[derive(Debug, Clone)]
+struct Part {
+    fate: Fate,
+    sources: SourceSet,
+    /// The rules or policy that gave the verdict (empty for unknown).
+    sites: Vec<SiteId>,
+}
+
+/// A position in a chain, as on netfilter's jump stack.
+#[derive(Debug, Clone)]
+struct Frame {
+    chain: usize,
+    /// The rule to look at next.
+    next_rule: usize,
+    /// The sources the jumps and gotos leading here let in, by their own
+    /// `saddr` tests: what an accept further on is restricted to.
+    constraint: SourceSet,
+}
+
+/// What one condition says about the probe.
+#[derive(Debug)]
+enum Test {
+    Holds,
+    Fails,
+    /// Holds for these sources only.
+    Sources(SourceSet),
+    /// Cannot be decided; the words say why.
+    Undecided(String),
+}
+
+/// Whether a concrete value of the probe is among a rule's values.
+#[derive(Debug)]
+enum Member {
+    Yes,
+    No,
+    Undecided(String),
+}
+
+struct Walker<'r> {
+    ruleset: &'r Ruleset,
+    probe: &'r Probe,
+    version: IpVersion,
+    universe: SourceSet,
+    /// The base chain being walked.
+    base: usize,
+    sites: Vec<Site>,
+    site_ids: HashMap<(usize, Option<usize>), SiteId>,
+    /// Named sets already turned into source sets, by family, table and name.
+    address_sets: HashMap<(Family, String, String), Result<SourceSet, String>>,
+    steps: usize,
+}
+
+impl<'r> Walker<'r> {
+    /// Follows `sources` from the position on top of `stack` to their fates.
+    /// The parts returned cover `sources` exactly.
+    fn run(&mut self, mut stack: Vec<Frame>, mut sources: SourceSet, hops: usize) -> Vec<Part> {
+        let ruleset = self.ruleset;
+        let mut parts = Vec::new();
+        // Rules whose verdict hangs on an undecidable test: the sources they
+        // would take, and their fate if the test holds. The walk goes on with
+        // those sources as if it did not, and the two are merged at the end.
+        let mut forks: Vec<(SourceSet, Vec<Part>, String)> = Vec::new();
+        while !sources.is_empty() {
+            let Some(frame) = stack.last_mut() else {
+                break;
+            };
+            let chain_idx = frame.chain;
+            let Some(chain) = ruleset.chains.get(chain_idx) else {
+                break;
+            };
+            let rule_idx = frame.next_rule;
+            let Some(rule) = chain.rules.get(rule_idx) else {
+                // The end of a chain: back to the caller, or for the base
+                // chain (or what it went to), its policy.
+                if stack.len() <= 1 {
+                    parts.push(self.policy_part(std::mem::take(&mut sources)));
+                } else {
+                    stack.pop();
+                }
+                continue;
+            };
+            frame.next_rule += 1;
+            let constraint_here = frame.constraint.clone();
+
+            self.steps += 1;
+            if self.steps > MAX_STEPS {
+                parts.push(Part {
+                    fate: Fate::GaveUp(format!(
+                        "{}: stopped after following {MAX_STEPS} rules",
+                        self.describe_chain(self.base)
+                    )),
+                    sources: std::mem::take(&mut sources),
+                    sites: Vec::new(),
+                });
+                break;
+            }
+            // Counters, logs and `continue` do not change a packet's fate,
+            // whatever their tests say.
+            let Some(verdict) = rule.verdict.as_ref().filter(|v| **v != Verdict::Continue) else {
+                continue;
+            };
+            let Some((saddr, undecided)) = self.test_rule(chain, rule) else {
+                continue;
+            };
+            let matched = sources.intersection(&saddr);
+            if matched.is_empty() {
+                continue;
+            }
+            let constraint = constraint_here.intersection(&saddr);
+            let outcome = self.apply(
+                verdict,
+                &stack,
+                matched.clone(),
+                (chain_idx, rule_idx),
+                constraint,
+                hops,
+            );
+            match undecided {
+                None => {
+                    sources.remove(&matched);
+                    parts.extend(outcome);
+                }
+                Some(why) => {
+                    let reason = format!("{}: {}: {why}", chain.describe(), rule_ref(chain, rule));
+                    forks.push((matched, outcome, reason));
+                }
+            }
+        }
+        // Later forks first: each one's "test does not hold" side is the walk
+        // after it, which later forks have already settled.
+        for (region, if_holds, reason) in forks.into_iter().rev() {
+            parts = merge_fork(parts, &region, if_holds, &reason);
+        }
+        normalize(parts)
+    }
+
+    /// The fate of `matched`, taken by the rule at `at` with `verdict`; the
+    /// stack is the one in force when the rule was met.
+    fn apply(
+        &mut self,
+        verdict: &Verdict,
+        stack: &[Frame],
+        matched: SourceSet,
+        at: (usize, usize),
+        constraint: SourceSet,
+        hops: usize,
+    ) -> Vec<Part> {
+        let ruleset = self.ruleset;
+        let (chain_idx, rule_idx) = at;
+        let unknown = |sources: SourceSet, why: String| {
+            let chain = ruleset.chains.get(chain_idx);
+            let rule = chain.and_then(|c| c.rules.get(rule_idx));
+            let reason = match (chain, rule) {
+                (Some(chain), Some(rule)) => {
+                    format!("{}: {}: {why}", chain.describe(), rule_ref(chain, rule))
+                }
+                _ => why,
+            };
+            vec![Part {
+                fate: Fate::Unknown(reason),
+                sources,
+                sites: Vec::new(),
+            }]
+        };
+        match verdict {
+            Verdict::Accept | Verdict::Drop | Verdict::Reject => {
+                let restricts = constraint != self.universe;
+                let site = self.site(chain_idx, Some(rule_idx), restricts);
+                vec![Part {
+                    fate: if *verdict == Verdict::Accept {
+                        Fate::Accepted
+                    } else {
+                        Fate::Denied
+                    },
+                    sources: matched,
+                    sites: vec![site],
+                }]
+            }
+            Verdict::Continue => self.run(stack.to_vec(), matched, hops),
+            Verdict::Return => match stack.split_last() {
+                Some((_, callers)) if !callers.is_empty() => {
+                    self.run(callers.to_vec(), matched, hops)
+                }
+                _ => vec![self.policy_part(matched)],
+            },
+            Verdict::Jump(target) | Verdict::Goto(target) => {
+                let Some(chain) = ruleset.chains.get(chain_idx) else {
+                    return unknown(matched, "its chain is gone".to_owned());
+                };
+                let Some(target_idx) = ruleset.chains.iter().position(|c| {
+                    c.backend == chain.backend
+                        && c.family == chain.family
+                        && c.table == chain.table
+                        && c.name == *target
+                }) else {
+                    return unknown(matched, format!("chain {target} was not listed"));
+                };
+                if hops >= MAX_HOPS {
+                    return unknown(
+                        matched,
+                        format!("more than {MAX_HOPS} jumps and gotos on one path"),
+                    );
+                }
+                // A chain entered again while it is on the stack (a goto to
+                // itself included) starts over with the same packet: a loop,
+                // which the kernel would refuse to load.
+                if stack.iter().any(|frame| frame.chain == target_idx) {
+                    return unknown(
+                        matched,
+                        format!("chain {target} is already being evaluated (a loop)"),
+                    );
+                }
+                let mut next = stack.to_vec();
+                if matches!(verdict, Verdict::Goto(_)) {
+                    next.pop();
+                }
+                next.push(Frame {
+                    chain: target_idx,
+                    next_rule: 0,
+                    constraint,
+                });
+                if next.len() > MAX_JUMP_DEPTH + 1 {
+                    return unknown(matched, format!("jumps nest deeper than {MAX_JUMP_DEPTH}"));
+                }
+                self.run(next, matched, hops + 1)
+            }
+            Verdict::Other(action) => unknown(matched, format!("hands packets to {action}")),
+        }
+    }
+
+    /// The base chain's policy, for `sources` that reached its end.
+    fn policy_part(&mut self, sources: SourceSet) -> Part {
+        let policy = self
+            .ruleset
+            .chains
+            .get(self.base)
+            .and_then(|c| c.base.as_ref())
+            .map_or(Policy::Accept, |b| b.policy);
+        let site = self.site(self.base, None, false);
+        Part {
+            fate: match policy {
+                Policy::Accept => Fate::Accepted,
+                Policy::Drop => Fate::Denied,
+            },
+            sources,
+            sites: vec![site],
+        }
+    }
+
+    fn site(&mut self, chain: usize, rule: Option<usize>, restricts_source: bool) -> SiteId {
+        if let Some(&id) = self.site_ids.get(&(chain, rule)) {
+            // A rule reached by one path that does not test the source is
+            // open to every source that takes that path.
+            if let Some(site) = self.sites.get_mut(id) {
+                site.restricts_source &= restricts_source;
+            }
+            return id;
+        }
+        let id = self.sites.len();
+        self.sites.push(Site {
+            chain,
+            rule,
+            restricts_source,
+        });
+        self.site_ids.insert((chain, rule), id);
+        id
+    }
+
+    /// The sources a rule's tests admit, and the first test that cannot be
+    /// decided; `None` when some test fails for the probe whatever the source.
+    fn test_rule(&mut self, chain: &Chain, rule: &Rule) -> Option<(SourceSet, Option<String>)> {
+        let mut sources = self.universe.clone();
+        let mut undecided = None;
+        for condition in &rule.conditions {
+            match self.test(chain, condition) {
+                Test::Holds => {}
+                Test::Fails => return None,
+                Test::Sources(set) => sources = sources.intersection(&set),
+                Test::Undecided(why) => {
+                    undecided.get_or_insert(why);
+                }
+            }
+        }
+        Some((sources, undecided))
+    }
+
+    fn test(&mut self, chain: &Chain, condition: &Condition) -> Test {
+        let (field, op, value) = match condition {
+            Condition::Match { field, op, value } => (field, op, value),
+            Condition::Opaque(text) => {
+                return match addrtype_is_local(text) {
+                    Some(true) => Test::Holds,
+                    Some(false) => Test::Fails,
+                    None => Test::Undecided(format!("`{condition}` cannot be evaluated")),
+                };
+            }
+        };
+        let cannot = || Test::Undecided(format!("`{condition}` cannot be evaluated"));
+        match field {
+            Field::Payload { protocol, field } => {
+                self.test_payload(chain, condition, protocol, field, *op, value)
+            }
+            Field::Meta(key) => match key.as_str() {
+                "iif" | "iifname" => with_op(*op, self.member(chain, value, &interface_member)),
+                "iiftype" => with_op(
+                    *op,
+                    self.member(chain, value, &|v| match v {
+                        Value::Text(t) if t == "loopback" => Member::No,
+                        _ => Member::Undecided(
+                            "depends on the interface the connection arrives on".to_owned(),
+                        ),
+                    }),
+                ),
+                "l4proto" => {
+                    let protocol = self.probe.protocol;
+                    with_op(
+                        *op,
+                        self.member(chain, value, &|v| protocol_member(v, protocol)),
+                    )
+                }
+                "nfproto" | "protocol" => {
+                    let version = self.version;
+                    let (v4, v6) = if key == "nfproto" {
+                        (("ipv4", 2), ("ipv6", 10))
+                    } else {
+                        (("ip", 0x0800), ("ip6", 0x86dd))
+                    };
+                    let ours = match version {
+                        IpVersion::V4 => v4,
+                        IpVersion::V6 => v6,
+                    };
+                    with_op(
+                        *op,
+                        self.member(chain, value, &|v| match v {
+                            Value::Text(t) if t == ours.0 => Member::Yes,
+                            Value::Number(n) if *n == ours.1 => Member::Yes,
+                            Value::Text(_) | Value::Number(_) => Member::No,
+                            other => Member::Undecided(format!("`{other}` is not understood")),
+                        }),
+                    )
+                }
+                // The probe is a unicast connection to this host.
+                "pkttype" => with_op(
+                    *op,
+                    self.member(chain, value, &|v| match v {
+                        Value::Text(t) if t == "host" => Member::Yes,
+                        Value::Number(0) => Member::Yes,
+                        Value::Text(_) | Value::Number(_) => Member::No,
+                        other => Member::Undecided(format!("`{other}` is not understood")),
+                    }),
+                ),
+                _ => cannot(),
+            },
+            Field::Ct(key) => {
+                // Conntrack runs at priority -200; before it a packet has no
+                // state to test.
+                let before_conntrack = self
+                    .ruleset
+                    .chains
+                    .get(self.base)
+                    .and_then(|c| c.base.as_ref())
+                    .is_some_and(|b| b.priority < -200);
+                match key.as_str() {
+                    _ if before_conntrack => Test::Undecided(format!(
+                        "`{condition}` is tested before connection tracking has run"
+                    )),
+                    // A new connection: `new` and nothing else.
+                    "state" => with_op(
+                        *op,
+                        self.member(chain, value, &|v| match v {
+                            Value::Text(t) if t == "new" => Member::Yes,
+                            Value::Text(t)
+                                if matches!(
+                                    t.as_str(),
+                                    "established"
+                                        | "related"
+                                        | "invalid"
+                                        | "untracked"
+                                        | "snat"
+                                        | "dnat"
+                                ) =>
+                            {
+                                Member::No
+                            }
+                            other => Member::Undecided(format!("`{other}` is not understood")),
+                        }),
+                    ),
+                    // A connection made straight to the listener is not
+                    // translated.
+                    "status" => with_op(
+                        *op,
+                        self.member(chain, value, &|v| match v {
+                            Value::Text(t) if t == "dnat" || t == "snat" => Member::No,
+                            _ => Member::Undecided(format!("`{condition}` cannot be evaluated")),
+                        }),
+                    ),
+                    "direction" => with_op(
+                        *op,
+                        self.member(chain, value, &|v| match v {
+                            Value::Text(t) if t == "original" => Member::Yes,
+                            Value::Text(t) if t == "reply" => Member::No,
+                            _ => Member::Undecided(format!("`{condition}` cannot be evaluated")),
+                        }),
+                    ),
+                    _ => cannot(),
+                }
+            }
+            Field::Other(text) if fib_daddr_type(text) => with_op(
+                *op,
+                self.member(chain, value, &|v| match v {
+                    Value::Text(t) if t == "local" => Member::Yes,
+                    Value::Text(_) => Member::No,
+                    other => Member::Undecided(format!("`{other}` is not understood")),
+                }),
+            ),
+            Field::Other(_) => cannot(),
+        }
+    }
+
+    fn test_payload(
+        &mut self,
+        chain: &Chain,
+        condition: &Condition,
+        protocol: &str,
+        field: &str,
+        op: Op,
+        value: &Value,
+    ) -> Test {
+        let cannot = || Test::Undecided(format!("`{condition}` cannot be evaluated"));
+        match protocol {
+            "ip" | "ip6" => {
+                // A header test implies the header's family (nft adds that
+                // dependency itself). iptables-save's model says `ip` for
+                // both families; its chains hold one family each.
+                let is_iptables = chain.backend != Backend::Nftables;
+                let family_v4 = if is_iptables {
+                    chain.family == Family::Ip
+                } else {
+                    protocol == "ip"
+                };
+                if family_v4 != (self.version == IpVersion::V4) {
+                    return Test::Fails;
+                }
+                match field {
+                    "saddr" => match self.address_set(chain, value) {
+                        Ok(set) => match op {
+                            Op::Eq | Op::In => Test::Sources(set),
+                            Op::Ne => Test::Sources(self.universe.difference(&set)),
+                            _ => cannot(),
+                        },
+                        Err(why) => Test::Undecided(format!("`{condition}`: {why}")),
+                    },
+                    "daddr" => {
+                        if self.probe.dst.is_unspecified() {
+                            return Test::Undecided(format!(
+                                "`{condition}` depends on which local address the client connects to"
+                            ));
+                        }
+                        let dst = address_number(self.probe.dst);
+                        match self.address_set(chain, value) {
+                            Ok(set) => with_op(
+                                op,
+                                if set.contains(dst) {
+                                    Member::Yes
+                                } else {
+                                    Member::No
+                                },
+                            ),
+                            Err(why) => Test::Undecided(format!("`{condition}`: {why}")),
+                        }
+                    }
+                    "protocol" | "nexthdr" => {
+                        let ours = self.probe.protocol;
+                        with_op(op, self.member(chain, value, &|v| protocol_member(v, ours)))
+                    }
+                    _ => cannot(),
+                }
+            }
+            "tcp" | "udp" | "th" => {
+                let ours = self.probe.protocol.as_str();
+                if protocol != "th" && protocol != ours {
+                    return Test::Fails;
+                }
+                match field {
+                    "dport" => {
+                        let dport = u64::from(self.probe.dport);
+                        match op {
+                            Op::Lt | Op::Gt | Op::Le | Op::Ge => match value {
+                                Value::Number(n) => {
+                                    let holds = match op {
+                                        Op::Lt => dport < *n,
+                                        Op::Gt => dport > *n,
+                                        Op::Le => dport <= *n,
+                                        _ => dport >= *n,
+                                    };
+                                    if holds { Test::Holds } else { Test::Fails }
+                                }
+                                _ => cannot(),
+                            },
+                            _ => with_op(op, self.member(chain, value, &|v| port_member(v, dport))),
+                        }
+                    }
+                    "sport" => Test::Undecided(format!(
+                        "`{condition}` depends on the source port the client picks"
+                    )),
+                    _ => cannot(),
+                }
+            }
+            // Headers of other transport protocols: the test implies that
+            // protocol, which the probe's is not.
+            "icmp" | "icmpv6" | "sctp" | "dccp" | "udplite" | "esp" | "ah" | "comp" | "igmp"
+            | "gre" => Test::Fails,
+            _ => cannot(),
+        }
+    }
+
+    /// Whether a concrete value is among `value`'s, looking into anonymous
+    /// and named sets.
+    fn member(&self, chain: &Chain, value: &Value, one: &dyn Fn(&Value) -> Member) -> Member {
+        match value {
+            Value::Set(items) => any_member(items.iter().map(|item| self.member(chain, item, one))),
+            Value::SetRef(name) => match self.named_set(chain, name) {
+                Some(elements) => {
+                    any_member(elements.iter().map(|item| self.member(chain, item, one)))
+                }
+                None => Member::Undecided(format!("set @{name} was not listed")),
+            },
+            other => one(other),
+        }
+    }
+
+    fn named_set(&self, chain: &Chain, name: &str) -> Option<&'r [Value]> {
+        self.ruleset
+            .sets
+            .iter()
+            .find(|s| s.family == chain.family && s.table == chain.table && s.name == name)
+            .map(|s| s.elements.as_slice())
+    }
+
+    /// The addresses a value names, of the probe's family (addresses of the
+    /// other family never match and are left out).
+    fn address_set(&mut self, chain: &Chain, value: &Value) -> Result<SourceSet, String> {
+        match value {
+            Value::Prefix { addr, len } => self.prefix_set(*addr, *len),
+            Value::Text(text) => {
+                if let Ok(net) = text.parse::<IpNet>() {
+                    return self.prefix_set(net.addr(), net.prefix_len());
+                }
+                match text.parse::<IpAddr>() {
+                    Ok(addr) => Ok(self.range_set(addr, addr)),
+                    Err(_) => Err(format!("`{text}` is not an address")),
+                }
+            }
+            Value::Range(low, high) => {
+                let parse = |v: &Value| match v {
+                    Value::Text(t) => t.parse::<IpAddr>().ok(),
+                    _ => None,
+                };
+                match (parse(low), parse(high)) {
+                    (Some(low), Some(high)) => Ok(self.range_set(low, high)),
+                    _ => Err(format!("`{value}` is not an address range")),
+                }
+            }
+            Value::Set(items) => {
+                let mut set = SourceSet::empty();
+                for item in items {
+                    set.insert(&self.address_set(chain, item)?);
+                }
+                Ok(set)
+            }
+            Value::SetRef(name) => {
+                let key = (chain.family, chain.table.clone(), name.clone());
+                if let Some(cached) = self.address_sets.get(&key) {
+                    return cached.clone();
+                }
+                let result = match self.named_set(chain, name) {
+                    Some(elements) => {
+                        let mut set = SourceSet::empty();
+                        let mut failed = None;
+                        for element in elements {
+                            match self.address_set(chain, element) {
+                                Ok(part) => set.insert(&part),
+                                Err(why) => {
+                                    failed = Some(format!("set @{name}: {why}"));
+                                    break;
+                                }
+                            }
+                        }
+                        failed.map_or(Ok(set), Err)
+                    }
+                    None => Err(format!("set @{name} was not listed")),
+                };
+                self.address_sets.insert(key, result.clone());
+                result
+            }
+            Value::Number(_) | Value::Other(_) => Err(format!("`{value}` is not an address")),
+        }
+    }
+
+    fn prefix_set(&self, addr: IpAddr, len: u8) -> Result<SourceSet, String> {
+        let net = IpNet::new(addr, len).map_err(|_| format!("`{addr}/{len}` is not a prefix"))?;
+        Ok(self.range_set(net.network(), net.broadcast()))
+    }
+
+    fn range_set(&self, low: IpAddr, high: IpAddr) -> SourceSet {
+        let ours = |addr: &IpAddr| {
+            matches!(
+                (addr, self.version),
+                (IpAddr::V4(_), IpVersion::V4) | (IpAddr::V6(_), IpVersion::V6)
+            )
+        };
+        if ours(&low) && ours(&high) {
+            SourceSet::range(address_number(low), address_number(high))
+        } else {
+            SourceSet::empty()
+        }
+    }
+
+    // -- Rendering --------------------------------------------------------
+
+    fn describe_chain(&self, idx: usize) -> String {
+        self.ruleset
+            .chains
+            .get(idx)
+            .map_or_else(|| "a chain".to_owned(), Chain::describe)
+    }
+
+    fn describe_site(&self, id: SiteId, base: usize) -> String {
+        let Some(site) = self.sites.get(id) else {
+            return "a rule".to_owned();
+        };
+        let chain = self.ruleset.chains.get(site.chain);
+        match (chain, site.rule) {
+            (Some(chain), Some(rule_idx)) => match chain.rules.get(rule_idx) {
+                Some(rule) if site.chain == base => rule_ref(chain, rule),
+                Some(rule) => format!("chain {}: {}", chain.name, rule_ref(chain, rule)),
+                None => "a rule".to_owned(),
+            },
+            (Some(chain), None) => match chain.base.as_ref().map(|b| b.policy) {
+                Some(Policy::Drop) => "policy drop".to_owned(),
+                _ => "policy accept".to_owned(),
+            },
+            (None, _) => "a rule".to_owned(),
+        }
+    }
+
+    /// One evidence line for one part of a base chain's answer.
+    fn describe_part(&self, base: usize, part: &Part) -> String {
+        let chain = self.ruleset.chains.get(base);
+        let head = match chain.and_then(|c| c.base.as_ref().map(|b| (c, b))) {
+            Some((chain, b)) => format!("{} (priority {})", chain.describe(), b.priority),
+            None => self.describe_chain(base),
+        };
+        // Evidence is read by people: long lists are cut.
+        let sources = part.sources.describe(&self.universe, self.version, 6);
+        match &part.fate {
+            Fate::Unknown(reason) | Fate::GaveUp(reason) => {
+                format!("{head}: {sources} unknown: {reason}")
+            }
+            fate => {
+                let verb = if *fate == Fate::Accepted {
+                    "accepted"
+                } else {
+                    "denied"
+                };
+                let by: Vec<String> = part
+                    .sites
+                    .iter()
+                    .map(|&s| self.describe_site(s, base))
+                    .collect();
+                format!("{head}: {sources} {verb} by {}", by.join(" or "))
+            }
+        }
+    }
+
+    fn accepting_rule(&self, id: SiteId, sources: &SourceSet) -> Option<AcceptingRule> {
+        let site = self.sites.get(id)?;
+        let chain = self.ruleset.chains.get(site.chain)?;
+        let (handle, text) = match site.rule {
+            Some(rule_idx) => {
+                let rule = chain.rules.get(rule_idx)?;
+                (rule.handle, rule.text.clone())
+            }
+            None => (None, "policy accept".to_owned()),
+        };
+        Some(AcceptingRule {
+            chain: chain.describe(),
+            handle,
+            text,
+            by_policy: site.rule.is_none(),
+            restricts_source: site.rule.is_some() && site.restricts_source,
+            sources: sources.prefixes(self.version),
+        })
+    }
+}
+
+/// Whether `-m addrtype --dst-type TYPES` (ufw's `ufw-not-local` chain)
+/// holds for a connection to a local listener: its destination is of type
+/// LOCAL (and UNICAST), never BROADCAST or MULTICAST. `None` for any other
+/// opaque test, or addrtype options beyond the destination type.
+fn addrtype_is_local(text: &str) -> Option<bool> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let (negated, types) = match words.as_slice() {
+        ["-m", "addrtype", "--dst-type", types] => (false, types),
+        ["-m", "addrtype", "!", "--dst-type", types] => (true, types),
+        _ => return None,
+    };
+    let local = types
+        .split(',')
+        .any(|t| t.eq_ignore_ascii_case("LOCAL") || t.eq_ignore_ascii_case("UNICAST"));
+    Some(local != negated)
+}
+
+/// Whether an expression perimeter keeps as JSON is nft's `fib daddr type`
+/// (optionally `. iif`): the route type of the destination address, which
+/// for a connection to a local listener is `local`.
+fn fib_daddr_type(text: &str) -> bool {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else {
+        return false;
+    };
+    let Some(fib) = value.get("fib") else {
+        return false;
+    };
+    let flags: Vec<&str> = fib
+        .get("flags")
+        .and_then(serde_json::Value::as_array)
+        .map(|flags| flags.iter().filter_map(serde_json::Value::as_str).collect())
+        .unwrap_or_default();
+    fib.get("result").and_then(serde_json::Value::as_str) == Some("type")
+        && flags.contains(&"daddr")
+        && flags.iter().all(|f| *f == "daddr" || *f == "iif")
+}
+
+/// `rule handle 7 `tcp dport 22 accept`` for nft, `rule 3 `-A INPUT ...`` for
+/// iptables.
+fn rule_ref(chain: &Chain, rule: &Rule) -> String {
+    match rule.handle {
+        Some(handle) if chain.backend == Backend::Nftables => {
+            format!("rule handle {handle} `{}`", rule.text)
+        }
+        Some(position) => format!("rule {position} `{}`", rule.text),
+        None => format!("rule `{}`", rule.text),
+    }
+}
+
+fn with_op(op: Op, member: Member) -> Test {
+    match (op, member) {
+        (Op::Eq | Op::In, Member::Yes) | (Op::Ne, Member::No) => Test::Holds,
+        (Op::Eq | Op::In, Member::No) | (Op::Ne, Member::Yes) => Test::Fails,
+        (Op::Eq | Op::In | Op::Ne, Member::Undecided(why)) => Test::Undecided(why),
+        (_, _) => Test::Undecided("the comparison is not understood".to_owned()),
+    }
+}
+
+fn any_member(members: impl Iterator<Item = Member>) -> Member {
+    let mut undecided = None;
+    for member in members {
+        match member {
+            Member::Yes => return Member::Yes,
+            Member::No => {}
+            Member::Undecided(why) => {
+                undecided.get_or_insert(why);
+            }
+        }
+    }
+    undecided.map_or(Member::No, Member::Undecided)
+}
+
+fn interface_member(value: &Value) -> Member {
+    match value {
+        Value::Text(name) if name == "lo" => Member::No,
+        _ => Member::Undecided(format!(
+            "interface {value}: depends on the interface the connection arrives on"
+        )),
+    }
+}
+
+fn protocol_member(value: &Value, ours: Protocol) -> Member {
+    let number = match ours {
+        Protocol::Tcp => 6,
+        Protocol::Udp => 17,
+    };
+    match value {
+        Value::Number(n) => yes_if(*n == number),
+        Value::Text(text) => match text.parse::<u64>() {
+            Ok(n) => yes_if(n == number),
+            // Any other protocol name names another protocol.
+            Err(_) => yes_if(text.eq_ignore_ascii_case(ours.as_str())),
+        },
+        other => Member::Undecided(format!("protocol `{other}` is not understood")),
+    }
+}
+
+fn port_member(value: &Value, port: u64) -> Member {
+    let number = |v: &Value| match v {
+        Value::Number(n) => Some(*n),
+        Value::Text(text) => text.parse::<u64>().ok(),
+        _ => None,
+    };
+    match value {
+        Value::Range(low, high) => match (number(low), number(high)) {
+            (Some(low), Some(high)) => yes_if(low <= port && port <= high),
+            _ => Member::Undecided(format!("port range `{value}` is not understood")),
+        },
+        other => match number(other) {
+            Some(n) => yes_if(n == port),
+            None => Member::Undecided(format!("port `{other}` is not understood")),
+        },
+    }
+}
+
+fn yes_if(yes: bool) -> Member {
+    if yes { Member::Yes } else { Member::No }
+}
+
+/// Where a fork's test holds, its sources' fate is `if_holds`; where it does
+/// not, what the rest of the walk (`parts`) found. Where the two agree the
+/// fate is known; where they differ it is unknown, for `reason`.
+fn merge_fork(
+    parts: Vec<Part>,
+    region: &SourceSet,
+    if_holds: Vec<Part>,
+    reason: &str,
+) -> Vec<Part> {
+    let mut merged = Vec::new();
+    let mut inside = Vec::new();
+    for part in parts {
+        let outside = part.sources.difference(region);
+        let within = part.sources.intersection(region);
+        if !within.is_empty() {
+            inside.push(Part {
+                fate: part.fate.clone(),
+                sources: within,
+                sites: part.sites.clone(),
+            });
+        }
+        if !outside.is_empty() {
+            merged.push(Part {
+                sources: outside,
+                ..part
+            });
+        }
+    }
+    for held in &if_holds {
+        for other in &inside {
+            let both = held.sources.intersection(&other.sources);
+            if both.is_empty() {
+                continue;
+            }
+            let gave_up = [&held.fate, &other.fate]
+                .into_iter()
+                .find(|f| matches!(f, Fate::GaveUp(_)));
+            if let Some(fate) = gave_up {
+                merged.push(Part {
+                    fate: fate.clone(),
+                    sources: both,
+                    sites: Vec::new(),
+                });
+            } else if held.fate == other.fate {
+                // The same fate either way. The rules named are those that
+                // decide when the undecidable test does not hold: they decide
+                // whatever the test says.
+                merged.push(Part {
+                    fate: other.fate.clone(),
+                    sources: both,
+                    sites: other.sites.clone(),
+                });
+            } else {
+                merged.push(Part {
+                    fate: Fate::Unknown(reason.to_owned()),
+                    sources: both,
+                    sites: Vec::new(),
+                });
+            }
+        }
+    }
+    merged
+}
+
+/// Joins parts with the same fate and sites.
+fn normalize(parts: Vec<Part>) -> Vec<Part> {
+    let mut joined: Vec<Part> = Vec::new();
+    let mut index: HashMap<(Fate, Vec<SiteId>), usize> = HashMap::new();
+    for mut part in parts {
+        part.sites.sort_unstable();
+        part.sites.dedup();
+        let key = (part.fate.clone(), part.sites.clone());
+        match index.get(&key).and_then(|&idx| joined.get_mut(idx)) {
+            Some(existing) => existing.sources.insert(&part.sources),
+            None => {
+                index.insert(key, joined.len());
+                joined.push(part);
+            }
+        }
+    }
+    joined
+}
+
+fn address_number(addr: IpAddr) -> u128 {
+    match addr {
+        IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Sets of source addresses
+
+/// A set of addresses of one family, as disjoint, non-adjacent inclusive
+/// ranges of their numeric values (IPv4 in the low 32 bits), keyed by their
+/// first value.
+///
+/// A B-tree rather than a sorted vector because the walk carves one small
+/// piece at a time out of a large set (a block list of thousands of single
+/// addresses): taking a piece out, or intersecting with a few ranges, then
+/// costs a logarithm instead of a copy of the whole set.
+///
+/// Written here rather than taken from a crate: the walk needs union,
+/// intersection, difference and membership, which fit in this page with a
+/// property test against a brute-force model; range-set-blaze, the maintained
+/// crate that does this, requires a newer Rust than the workspace's declared
+/// minimum and brings four dependencies.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct SourceSet {
+    ranges: BTreeMap<u128, u128>,
+}
+
+impl SourceSet {
+    fn empty() -> SourceSet {
+        SourceSet::default()
+    }
+
+    fn universe(version: IpVersion) -> SourceSet {
+        let high = match version {
+            IpVersion::V4 => u128::from(u32::MAX),
+            IpVersion::V6 => u128::MAX,
+        };
+        SourceSet::range(0, high)
+    }
+
+    fn range(low: u128, high: u128) -> SourceSet {
+        let mut set = SourceSet::empty();
+        if low <= high {
+            set.ranges.insert(low, high);
+        }
+        set
+    }
+
+    /// Sorts and joins overlapping or adjacent ranges.
+    fn from_ranges(mut ranges: Vec<(u128, u128)>) -> SourceSet {
+        ranges.retain(|(low, high)| low <= high);
+        ranges.sort_unstable();
+        let mut joined: Vec<(u128, u128)> = Vec::with_capacity(ranges.len());
+        for (low, high) in ranges {
+            match joined.last_mut() {
+                // `saturating_add`: nothing comes after u128::MAX, so a range
+                // ending there absorbs everything after it.
+                Some(last) if low <= last.1.saturating_add(1) => last.1 = last.1.max(high),
+                _ => joined.push((low, high)),
+            }
+        }
+        SourceSet {
+            ranges: joined.into_iter().collect(),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u128, u128)> + '_ {
+        self.ranges.iter().map(|(&low, &high)| (low, high))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    fn contains(&self, value: u128) -> bool {
+        self.ranges
+            .range(..=value)
+            .next_back()
+            .is_some_and(|(_, &high)| high >= value)
+    }
+
+    /// The ranges that overlap `low..=high`, whole.
+    fn overlapping(&self, low: u128, high: u128) -> impl Iterator<Item = (u128, u128)> + '_ {
+        let before = self
+            .ranges
+            .range(..low)
+            .next_back()
+            .filter(|(_, end)| **end >= low);
+        before
+            .into_iter()
+            .chain(self.ranges.range(low..=high))
+            .map(|(&start, &end)| (start, end))
+    }
+
+    fn intersection(&self, other: &SourceSet) -> SourceSet {
+        let (small, big) = if self.ranges.len() <= other.ranges.len() {
+            (self, other)
+        } else {
+            (other, self)
+        };
+        // Pieces of distinct ranges of either set are never adjacent, so the
+        // clipped pieces are already in canonical form.
+        let mut ranges = BTreeMap::new();
+        for (low, high) in small.iter() {
+            for (start, end) in big.overlapping(low, high) {
+                ranges.insert(start.max(low), end.min(high));
+            }
+        }
+        SourceSet { ranges }
+    }
+
+    /// Takes `other`'s addresses out of this set.
+    fn remove(&mut self, other: &SourceSet) {
+        for (low, high) in other.iter() {
+            let hit: Vec<(u128, u128)> = self.overlapping(low, high).collect();
+            for (start, end) in hit {
+                self.ranges.remove(&start);
+                if start < low {
+                    self.ranges.insert(start, low - 1);
+                }
+                if end > high {
+                    self.ranges.insert(high + 1, end);
+                }
+            }
+        }
+    }
+
+    /// Adds `other`'s addresses to this set.
+    fn insert(&mut self, other: &SourceSet) {
+        for (low, high) in other.iter() {
+            // Everything overlapping or adjacent joins the new range.
+            let reach_low = low.saturating_sub(1);
+            let reach_high = high.saturating_add(1);
+            let joined: Vec<(u128, u128)> = self.overlapping(reach_low, reach_high).collect();
+            let mut new_low = low;
+            let mut new_high = high;
+            for (start, end) in joined {
+                self.ranges.remove(&start);
+                new_low = new_low.min(start);
+                new_high = new_high.max(end);
+            }
+            self.ranges.insert(new_low, new_high);
+        }
+    }
+
+    #[cfg(test)]
+    fn union(&self, other: &SourceSet) -> SourceSet {
+        let (small, big) = if self.ranges.len() <= other.ranges.len() {
+            (self, other)
+        } else {
+            (other, self)
+        };
+        let mut set = big.clone();
+        set.insert(small);
+        set
+    }
+
+    fn difference(&self, other: &SourceSet) -> SourceSet {
+        let mut set = self.clone();
+        set.remove(other);
+        set
+    }
+
+    /// Everything not in the set, over the whole u128 space.
+    #[cfg(test)]
+    fn complement(&self) -> SourceSet {
+        let mut ranges = BTreeMap::new();
+        let mut next: Option<u128> = Some(0);
+        for (low, high) in self.iter() {
+            let Some(start) = next else {
+                break;
+            };
+            if low > start {
+                ranges.insert(start, low - 1);
+            }
+            next = high.checked_add(1);
+        }
+        if let Some(start) = next {
+            ranges.insert(start, u128::MAX);
+        }
+        SourceSet { ranges }
+    }
+
+    /// The fewest prefixes that cover exactly this set.
+    fn prefixes(&self, version: IpVersion) -> Vec<IpNet> {
+        let mut nets = Vec::new();
+        for (low, high) in self.iter() {
+            match version {
+                IpVersion::V4 => {
+                    let (Ok(low), Ok(high)) = (u32::try_from(low), u32::try_from(high)) else {
+                        continue;
+                    };
+                    nets.extend(
+                        Ipv4Subnets::new(Ipv4Addr::from(low), Ipv4Addr::from(high), 0)
+                            .map(IpNet::V4),
+                    );
+                }
+                IpVersion::V6 => nets.extend(
+                    Ipv6Subnets::new(Ipv6Addr::from(low), Ipv6Addr::from(high), 0).map(IpNet::V6),
+                ),
+            }
+        }
+        nets
+    }
+
+    /// `every source`, `198.51.100.0/24, 192.0.2.7/32`, or `every source
+    /// except 198.51.100.5/32`, whichever is shortest; lists longer than
+    /// `shown` are cut.
+    fn describe(&self, universe: &SourceSet, version: IpVersion, shown: usize) -> String {
+        if self.is_empty() {
+            return "no source".to_owned();
+        }
+        if self == universe {
+            return "every source".to_owned();
+        }
+        let list = |nets: Vec<IpNet>| {
+            let mut words: Vec<String> = nets.iter().take(shown).map(ToString::to_string).collect();
+            if nets.len() > shown {
+                words.push(format!("and {} more", nets.len() - shown));
+            }
+            words.join(", ")
+        };
+        let nets = self.prefixes(version);
+        let rest = universe.difference(self).prefixes(version);
+        if rest.len() < nets.len() {
+            format!("every source except {}", list(rest))
+        } else {
+            list(nets)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A set over the values 0..64, as a bit mask, for the brute-force model.
+    fn mask(set: &SourceSet) -> u64 {
+        let mut bits = 0u64;
+        for (low, high) in set.iter() {
+            for value in low..=high.min(63) {
+                bits |= 1 << value;
+            }
+        }
+        bits
+    }
+
+    fn set_from(ranges: &[(u8, u8)]) -> SourceSet {
+        SourceSet::from_ranges(
+            ranges
+                .iter()
+                .map(|&(a, b)| (u128::from(a % 64), u128::from(b % 64)))
+                .collect(),
+        )
+    }
+
+    fn well_formed(set: &SourceSet) -> bool {
+        let ranges: Vec<(u128, u128)> = set.iter().collect();
+        ranges.iter().all(|(low, high)| low <= high)
+            && ranges
+                .windows(2)
+                .all(|w| matches!(w, [a, b] if a.1.saturating_add(1) < b.0))
+    }
+
+    fn naive_mask(ranges: &[(u8, u8)]) -> u64 {
+        let mut bits = 0u64;
+        for &(a, b) in ranges {
+            let (a, b) = (a % 64, b % 64);
+            if a <= b {
+                for value in a..=b {
+                    bits |= 1 << value;
+                }
+            }
+        }
+        bits
+    }
+
+    proptest! {
+        #[test]
+        fn set_operations_match_a_bit_mask(
+            a in proptest::collection::vec((any::<u8>(), any::<u8>()), 0..6),
+            b in proptest::collection::vec((any::<u8>(), any::<u8>()), 0..6),
+            probe in 0u8..64,
+        ) {
+            let (set_a, set_b) = (set_from(&a), set_from(&b));
+            let (mask_a, mask_b) = (naive_mask(&a), naive_mask(&b));
+            prop_assert_eq!(mask(&set_a), mask_a);
+            prop_assert!(well_formed(&set_a));
+            let union = set_a.union(&set_b);
+            let intersection = set_a.intersection(&set_b);
+            let difference = set_a.difference(&set_b);
+            prop_assert!(well_formed(&union) && well_formed(&intersection) && well_formed(&difference));
+            prop_assert_eq!(mask(&union), mask_a | mask_b);
+            prop_assert_eq!(mask(&intersection), mask_a & mask_b);
+            prop_assert_eq!(mask(&difference), mask_a & !mask_b);
+            prop_assert_eq!(set_a.contains(u128::from(probe)), mask_a & (1 << probe) != 0);
+            // The complement within 0..64 is the universe minus the set.
+            let universe = SourceSet::range(0, 63);
+            prop_assert_eq!(mask(&universe.difference(&set_a)), !mask_a);
+            prop_assert!(well_formed(&set_a.complement()));
+        }
+
+        #[test]
+        fn prefixes_cover_exactly(low in any::<u32>(), len in 0u32..4096) {
+            let high = low.saturating_add(len);
+            let set = SourceSet::range(u128::from(low), u128::from(high));
+            let nets = set.prefixes(IpVersion::V4);
+            let covered = SourceSet::from_ranges(
+                nets.iter()
+                    .map(|n| (address_number(n.network()), address_number(n.broadcast())))
+                    .collect(),
+            );
+            prop_assert_eq!(covered, set);
+        }
+    }
+
+    #[test]
+    fn edges_of_the_v6_space() {
+        let everything = SourceSet::universe(IpVersion::V6);
+        assert!(everything.complement().is_empty());
+        let top = SourceSet::range(u128::MAX, u128::MAX);
+        assert_eq!(
+            everything.difference(&top).iter().collect::<Vec<_>>(),
+            vec![(0, u128::MAX - 1)]
+        );
+        let mut grown = top.clone();
+        grown.insert(&SourceSet::range(0, u128::MAX - 1));
+        assert_eq!(grown, everything);
+        assert_eq!(
+            SourceSet::from_ranges(vec![(u128::MAX - 1, u128::MAX), (5, u128::MAX)])
+                .iter()
+                .collect::<Vec<_>>(),
+            vec![(5, u128::MAX)]
+        );
+        assert_eq!(
+            everything.prefixes(IpVersion::V6),
+            vec!["::/0".parse::<IpNet>().expect("literal")]
+        );
+    }
+
+    #[test]
+    fn descriptions_pick_the_shorter_side() {
+        let universe = SourceSet::universe(IpVersion::V4);
+        let host = SourceSet::range(0xc633_6405, 0xc633_6405);
+        assert_eq!(
+            universe
+                .difference(&host)
+                .describe(&universe, IpVersion::V4, 6),
+            "every source except 198.51.100.5/32"
+        );
+        assert_eq!(
+            host.describe(&universe, IpVersion::V4, 6),
+            "198.51.100.5/32"
+        );
+        assert_eq!(
+            universe.describe(&universe, IpVersion::V4, 6),
+            "every source"
+        );
+        assert_eq!(
+            SourceSet::empty().describe(&universe, IpVersion::V4, 6),
+            "no source"
+        );
+        let many = SourceSet::from_ranges((0..10u128).map(|n| (n * 4, n * 4)).collect());
+        assert_eq!(
+            many.describe(&universe, IpVersion::V4, 3),
+            "0.0.0.0/32, 0.0.0.4/32, 0.0.0.8/32, and 7 more"
+        );
+    }
+}
