@@ -4,11 +4,13 @@
 //! the processes holding them.
 //!
 //! The walk is the expensive half of `perimeter audit` on a busy host (one
-//! `readlink` per descriptor), so it works relative to directory descriptors,
-//! reads directories and links into reused buffers, and keeps only socket
-//! descriptors. Processes that exit mid-walk are skipped and counted; what
-//! privileges hide (other users' descriptors and links) is counted and reported
-//! once, naming the missing capability, instead of once per process.
+//! `getdents` entry and one `readlink` per descriptor, both kernel work), so it
+//! works relative to directory descriptors, reads directories and links into
+//! reused buffers, keeps only socket descriptors, and spreads the processes
+//! over a few threads, since procfs serves different processes in parallel.
+//! Processes that exit mid-walk are skipped and counted; what privileges hide
+//! (other users' descriptors and links) is counted and reported once, naming
+//! the missing capability, instead of once per process.
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -18,6 +20,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use perimeter_model::{Ownership, Problem, Process, SocketOwner};
 use rustix::fs::{Mode, OFlags, RawDir};
@@ -133,6 +136,12 @@ fn capability_reason(capability: &str, held: bool) -> String {
 /// Walks `proc_root` (normally `/proc`) once. Never fails: an unreadable root
 /// is a [`Problem`] and an empty walk.
 pub fn walk_processes(proc_root: &Path) -> ProcessWalk {
+    let n_cores = std::thread::available_parallelism().map_or(1, usize::from);
+    walk_with(proc_root, n_cores)
+}
+
+/// [`walk_processes`] on at most `n_cores` threads.
+fn walk_with(proc_root: &Path, n_cores: usize) -> ProcessWalk {
     let mut walk = ProcessWalk::default();
     let root = match open_dir(None, proc_root.as_os_str()) {
         Ok(root) => root,
@@ -164,14 +173,22 @@ pub fn walk_processes(proc_root: &Path) -> ProcessWalk {
     )
     .ok()
     .and_then(|()| parse_effective_capabilities(&String::from_utf8_lossy(&scratch.file)));
-    for pid in pids {
-        match read_process(&root, pid, &mut scratch, &mut walk) {
-            Ok(process) => {
-                walk.processes.insert(pid, process);
-            }
-            Err(ProcessGone) => walk.n_vanished += 1,
-        }
+    let mut problems = Vec::new();
+    let n_walkers = walker_count(pids.len(), n_cores);
+    for part in walk_in_parallel(&root, &pids, scratch, n_walkers) {
+        walk.processes.extend(part.processes);
+        walk.socket_fds.extend(part.socket_fds);
+        walk.n_vanished += part.n_vanished;
+        walk.n_fd_dirs_denied += part.n_fd_dirs_denied;
+        walk.n_links_denied += part.n_links_denied;
+        problems.extend(part.problems);
     }
+    // Workers take processes in no fixed order; problems are put back in the
+    // order of /proc's listing (ascending pid), each process's in the order
+    // found (the sort is stable), so a report does not vary with scheduling.
+    problems.sort_by_key(|(pid, _)| *pid);
+    walk.problems
+        .extend(problems.into_iter().map(|(_, problem)| problem));
     walk.socket_fds.sort_unstable();
 
     if walk.n_fd_dirs_denied > 0 || walk.n_links_denied > 0 {
@@ -274,11 +291,84 @@ fn read_link_at(dir: &OwnedFd, name: &str) -> Result<Vec<u8>, Errno> {
     rustix::fs::readlinkat(dir, name, Vec::new()).map(|link| link.into_bytes())
 }
 
+/// At most this many threads walk /proc. The walk is system calls into procfs
+/// (a `readlink` per descriptor), which scale with cores until the kernel's
+/// dentry locks start to contend; four keeps a big host's audit short without
+/// taking over the machine.
+const MAX_WALKERS: usize = 4;
+
+/// Below this many processes per thread another thread costs more than it saves
+/// (spawning is tens of microseconds, a process with a few descriptors about as
+/// much).
+const MIN_PROCESSES_PER_WALKER: usize = 64;
+
+/// What one walker thread saw: [`ProcessWalk`]'s fields, with each problem
+/// tagged by pid so the merge can put them in a stable order.
+#[derive(Default)]
+struct WalkPart {
+    processes: Vec<(u32, Process)>,
+    socket_fds: Vec<(u64, SocketOwner)>,
+    n_vanished: usize,
+    n_fd_dirs_denied: usize,
+    n_links_denied: usize,
+    problems: Vec<(u32, Problem)>,
+}
+
+/// How many threads to walk `n_processes` with, given the cores available.
+fn walker_count(n_processes: usize, n_cores: usize) -> usize {
+    (n_processes / MIN_PROCESSES_PER_WALKER)
+        .min(n_cores)
+        .clamp(1, MAX_WALKERS)
+}
+
+/// Reads every process in `pids` on `n_walkers` threads, the calling thread
+/// and helpers, each taking the next unread pid, so a few processes with
+/// thousands of descriptors do not leave one thread with all the work. A
+/// helper that cannot be started leaves its share to the others.
+fn walk_in_parallel(
+    root: &OwnedFd,
+    pids: &[u32],
+    scratch: Scratch,
+    n_walkers: usize,
+) -> Vec<WalkPart> {
+    let next = AtomicUsize::new(0);
+    let walker = |mut scratch: Scratch| {
+        let mut part = WalkPart::default();
+        while let Some(&pid) = pids.get(next.fetch_add(1, Ordering::Relaxed)) {
+            match read_process(root, pid, &mut scratch, &mut part) {
+                Ok(process) => part.processes.push((pid, process)),
+                Err(ProcessGone) => part.n_vanished += 1,
+            }
+        }
+        part
+    };
+    std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..n_walkers)
+            .filter_map(|_| {
+                std::thread::Builder::new()
+                    .name("proc-walk".to_owned())
+                    .spawn_scoped(scope, || walker(Scratch::default()))
+                    .ok()
+            })
+            .collect();
+        let mut parts = vec![walker(scratch)];
+        for helper in helpers {
+            match helper.join() {
+                Ok(part) => parts.push(part),
+                // The walk has no panicking paths; should one appear, it is a
+                // bug to surface, as it would be in a sequential walk.
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        parts
+    })
+}
+
 fn read_process(
     root: &OwnedFd,
     pid: u32,
     scratch: &mut Scratch,
-    walk: &mut ProcessWalk,
+    walk: &mut WalkPart,
 ) -> Result<Process, ProcessGone> {
     let pid_name = pid.to_string();
     let dir = open_dir(Some(root), OsStr::new(&pid_name)).map_err(|_| ProcessGone)?;
@@ -288,8 +378,10 @@ fn read_process(
     let status = match parse_status(&String::from_utf8_lossy(&scratch.file)) {
         Ok(status) => status,
         Err(err) => {
-            walk.problems
-                .push(Problem::new(format!("/proc/{pid}/status"), err.to_string()));
+            walk.problems.push((
+                pid,
+                Problem::new(format!("/proc/{pid}/status"), err.to_string()),
+            ));
             return Err(ProcessGone);
         }
     };
@@ -331,9 +423,12 @@ fn read_process(
         Err(errno) if is_denied(errno) => walk.n_fd_dirs_denied += 1,
         // Gone between status and fd: keep what was read, the process existed.
         Err(errno) if is_gone(errno) => {}
-        Err(errno) => walk.problems.push(Problem::new(
-            format!("/proc/{pid}/fd"),
-            format!("cannot list descriptors: {}", std::io::Error::from(errno)),
+        Err(errno) => walk.problems.push((
+            pid,
+            Problem::new(
+                format!("/proc/{pid}/fd"),
+                format!("cannot list descriptors: {}", std::io::Error::from(errno)),
+            ),
         )),
     }
     if links_denied {
@@ -949,6 +1044,78 @@ mod tests {
                 fd: std::os::fd::AsRawFd::as_raw_fd(&listener) as u32,
             }]
         );
+    }
+
+    #[test]
+    fn walkers_scale_with_processes_and_cores() {
+        assert_eq!(walker_count(0, 8), 1);
+        assert_eq!(walker_count(MIN_PROCESSES_PER_WALKER - 1, 8), 1);
+        assert_eq!(walker_count(300, 2), 2);
+        assert_eq!(walker_count(300, 1), 1);
+        assert_eq!(walker_count(300, 0), 1);
+        assert_eq!(walker_count(300, 64), 4);
+        assert_eq!(walker_count(100_000, 64), MAX_WALKERS);
+    }
+
+    /// A /proc of `n_processes` fake processes, pids 1 to `n_processes`: each
+    /// holds socket inode `10 * pid` on descriptor 3 and /dev/null on 4; each
+    /// pid divisible by 7 has a status without `Uid:`, which is a problem.
+    fn fake_proc(n_processes: u32) -> tempfile::TempDir {
+        let root = tempfile::tempdir().expect("tempdir");
+        for pid in 1..=n_processes {
+            let dir = root.path().join(pid.to_string());
+            std::fs::create_dir_all(dir.join("fd")).expect("mkdir");
+            let status = if pid % 7 == 0 {
+                "Name:\tbroken\nPPid:\t1\n".to_owned()
+            } else {
+                format!("Name:\tworker\nPPid:\t1\nUid:\t{pid}\t{pid}\t{pid}\t{pid}\n")
+            };
+            std::fs::write(dir.join("status"), status).expect("write status");
+            std::fs::write(dir.join("cmdline"), b"worker\0--id\0").expect("write cmdline");
+            std::fs::write(dir.join("cgroup"), "0::/system.slice/worker.service\n")
+                .expect("write cgroup");
+            std::os::unix::fs::symlink(format!("socket:[{}]", pid * 10), dir.join("fd/3"))
+                .expect("fd link");
+            std::os::unix::fs::symlink("/dev/null", dir.join("fd/4")).expect("fd link");
+        }
+        root
+    }
+
+    #[test]
+    fn a_walk_on_several_threads_sees_what_one_thread_sees() {
+        let n_processes = 300;
+        let proc_root = fake_proc(n_processes);
+        let sequential = walk_with(proc_root.path(), 1);
+        let parallel = walk_with(proc_root.path(), 4);
+
+        let n_broken = (1..=n_processes).filter(|pid| pid % 7 == 0).count();
+        assert_eq!(sequential.processes.len(), n_processes as usize - n_broken);
+        assert_eq!(sequential.n_vanished, n_broken);
+        let worker = sequential.processes.get(&12).expect("pid 12 is listed");
+        assert_eq!(worker.uid, 12);
+        assert_eq!(worker.cmdline, vec!["worker", "--id"]);
+        assert_eq!(worker.unit.as_deref(), Some("worker.service"));
+        assert_eq!(
+            sequential.owners_of(120).collect::<Vec<_>>(),
+            vec![SocketOwner { pid: 12, fd: 3 }]
+        );
+
+        assert_eq!(parallel.processes, sequential.processes);
+        assert_eq!(parallel.socket_fds, sequential.socket_fds);
+        assert_eq!(parallel.n_vanished, sequential.n_vanished);
+        assert_eq!(parallel.n_fd_dirs_denied, 0);
+        assert_eq!(parallel.n_links_denied, 0);
+        // Problems come in pid order, whichever thread found them.
+        let subjects: Vec<String> = (1..=n_processes)
+            .filter(|pid| pid % 7 == 0)
+            .map(|pid| format!("/proc/{pid}/status"))
+            .collect();
+        let seen = |walk: &ProcessWalk| -> Vec<String> {
+            walk.problems.iter().map(|p| p.subject.clone()).collect()
+        };
+        assert_eq!(seen(&sequential), subjects);
+        assert_eq!(seen(&parallel), subjects);
+        assert_eq!(parallel.problems, sequential.problems);
     }
 
     #[test]
