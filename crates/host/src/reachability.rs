@@ -433,7 +433,6 @@ impl<'r> Walker<'r> {
                 continue;
             };
             frame.next_rule += 1;
-            let constraint_here = frame.constraint.clone();
 
             self.steps += 1;
             if self.steps > MAX_STEPS {
@@ -459,7 +458,9 @@ impl<'r> Walker<'r> {
             if matched.is_empty() {
                 continue;
             }
-            let constraint = constraint_here.intersection(&saddr);
+            let constraint = stack
+                .last()
+                .map_or_else(SourceSet::empty, |f| f.constraint.intersection(&saddr));
             let outcome = self.apply(
                 verdict,
                 &stack,
