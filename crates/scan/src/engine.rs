@@ -2,34 +2,38 @@
 //! per-port retries and states, identification of open ports, progress, and
 //! cancellation.
 //!
-//! The launch loop walks the seeded permutation of the (address, port) index
-//! space and starts one task per pair under a semaphore (the concurrency limit,
-//! which is also the most sockets held at once). Each task takes a rate token
-//! before every connection attempt, retries an attempt that got no answer (a
-//! port is filtered only after the retries are spent, as in nmap), and for an
-//! open port runs identification under one deadline. Results stream out as
+//! A launcher hands out the seeded permutation of the (address, port) index
+//! space, position by position, to a fixed set of lanes: one task per unit of
+//! concurrency, each scanning one port at a time, so the lane count is the
+//! concurrency limit and the most ports held at once. For each port a lane
+//! takes a rate token before every connection attempt, retries an attempt that
+//! got no answer (a port is filtered only after the retries are spent, as in
+//! nmap), and for an open port runs identification under one deadline. Results stream out as
 //! [`ScanEvent`]s as they are decided; the returned [`ScanOutcome`] holds the
 //! `ScanInfo` and the counts.
 //!
 //! Port states follow nmap's connect scan: open when the handshake completes,
 //! closed on a RST, filtered on an ICMP unreachable or when every attempt went
 //! unanswered. A local error (out of descriptors or ephemeral ports) is not a
-//! state: the task backs off and tries again, and reports a problem if it keeps
+//! state: the lane backs off and tries again, and reports a problem if it keeps
 //! failing.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
 use perimeter_model::{PortResult, PortState, Problem, Protocol, ScanInfo};
 use rand::{RngExt as _, SeedableRng as _};
 use rand_chacha::ChaCha8Rng;
 use time::OffsetDateTime;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -38,7 +42,7 @@ use crate::identify::{self, IdentifySettings, SharedCatalog};
 use crate::permutation::Permutation;
 use crate::ports::PortSet;
 use crate::rate::{RateLimit, RateLimiter};
-use crate::targets::Targets;
+use crate::targets::{TargetSet, Targets};
 use crate::transport::{Connect, FilterCause, Transport};
 
 /// How hard a scan pushes.
@@ -504,13 +508,208 @@ impl RttEstimator {
     }
 }
 
-/// What one port task ended with.
+/// What one port ended with.
 enum Verdict {
     Decided(PortResult),
-    /// Cancelled before the port was decided.
+    /// Local errors did not clear.
+    Failed(Problem),
+}
+
+/// What the connection attempts decided about a port, before identification.
+enum Decision<S> {
+    State(PortState, Option<S>),
+    /// The scan was cancelled before the port was decided.
     Abandoned,
     /// Local errors did not clear.
     Failed(Problem),
+}
+
+/// Counts of decided ports, kept in atomics: every lane adds to them on every
+/// result, and a shared lock there is a wake-up between threads per port.
+#[derive(Debug, Default)]
+struct StateCounters {
+    open: AtomicU64,
+    closed: AtomicU64,
+    filtered: AtomicU64,
+}
+
+impl StateCounters {
+    fn add(&self, state: PortState) {
+        let counter = match state {
+            PortState::Open => &self.open,
+            PortState::Closed => &self.closed,
+            PortState::Filtered => &self.filtered,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> StateCounts {
+        StateCounts {
+            open: self.open.load(Ordering::Relaxed),
+            closed: self.closed.load(Ordering::Relaxed),
+            filtered: self.filtered.load(Ordering::Relaxed),
+            undecided: 0,
+        }
+    }
+}
+
+/// Cancellation as the lanes see it.
+///
+/// `CancellationToken::cancelled()` takes the token tree's one mutex on every
+/// poll, and a lane is polled on every connection it makes: with thousands of
+/// lanes on several threads that mutex becomes the scan's bottleneck. Instead,
+/// one task waits on the token and, when it fires, raises a flag and wakes
+/// every lane; a lane reads the flag (one atomic load) and keeps its waker in a
+/// slot of its own, which nobody else touches until the stop.
+#[derive(Debug, Default)]
+struct StopSignal {
+    stopped: AtomicBool,
+    slots: Mutex<Vec<Arc<WakerSlot>>>,
+}
+
+#[derive(Debug, Default)]
+struct WakerSlot(Mutex<Option<Waker>>);
+
+impl StopSignal {
+    fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// A slot for one lane's waker.
+    fn slot(&self) -> Arc<WakerSlot> {
+        let slot = Arc::new(WakerSlot::default());
+        if let Ok(mut slots) = self.slots.lock() {
+            slots.push(Arc::clone(&slot));
+        }
+        slot
+    }
+
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        let slots = self.slots.lock().map(|s| s.clone()).unwrap_or_default();
+        for slot in slots {
+            let waker = slot.0.lock().ok().and_then(|mut w| w.take());
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+    }
+
+    /// Resolves once the scan is stopped.
+    fn stopped<'a>(&'a self, slot: &'a WakerSlot) -> Stopped<'a> {
+        Stopped { signal: self, slot }
+    }
+}
+
+struct Stopped<'a> {
+    signal: &'a StopSignal,
+    slot: &'a WakerSlot,
+}
+
+impl Future for Stopped<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        if self.signal.is_stopped() {
+            return Poll::Ready(());
+        }
+        if let Ok(mut waker) = self.slot.0.lock() {
+            match waker.as_ref() {
+                Some(old) if old.will_wake(cx.waker()) => {}
+                _ => *waker = Some(cx.waker().clone()),
+            }
+        }
+        // `stop` raises the flag before it takes the waker out of this slot: a
+        // stop that came after the first check either finds the waker just
+        // stored or is seen here.
+        if self.signal.is_stopped() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+/// Hands out the positions of the permutation to the lanes, in order, with
+/// the launch time of each when the scan is spread over a window.
+struct Launcher {
+    state: Mutex<LaunchState>,
+    permutation: Permutation,
+    total: u64,
+    n_addresses: u64,
+    start: Instant,
+}
+
+struct LaunchState {
+    next_position: u64,
+    /// Draws the point within each slot of the spread schedule. Drawn under
+    /// the lock in position order, so a replayed seed gives the same times.
+    schedule_rng: ChaCha8Rng,
+    n_launched: u64,
+    n_skipped: u64,
+}
+
+/// One (address, port) pair given to a lane.
+struct Claim {
+    address: SocketAddr,
+    /// When to make the first attempt (with a spread schedule).
+    launch_at: Option<Instant>,
+}
+
+impl Launcher {
+    /// The next pair to scan, or `None` when every position has been handed
+    /// out. Positions whose index falls outside the target set or on an
+    /// excluded address are counted as skipped and passed over.
+    fn claim<T: Transport>(&self, ctx: &Context<T>) -> Option<Claim> {
+        let mut state = self.state.lock().ok()?;
+        while state.next_position < self.total {
+            let position = state.next_position;
+            state.next_position += 1;
+            let launch_at = ctx.settings.schedule.map(|schedule| {
+                // Slot `position` of `total` over the window, at a random point
+                // within the slot when jittering.
+                let within = if ctx.settings.rate.jitter > 0.0 {
+                    state.schedule_rng.random_range(0.0..1.0)
+                } else {
+                    0.0
+                };
+                let offset =
+                    schedule.window.as_secs_f64() * (position as f64 + within) / self.total as f64;
+                self.start + Duration::from_secs_f64(offset)
+            });
+            let idx = self.permutation.get(position);
+            let (address_idx, port_idx) = (idx % self.n_addresses, idx / self.n_addresses);
+            let address = ctx.targets.get(u128::from(address_idx));
+            let port = usize::try_from(port_idx)
+                .ok()
+                .and_then(|i| ctx.ports.get(i))
+                .copied();
+            let (Some(address), Some(port)) = (address, port) else {
+                state.n_skipped += 1;
+                continue;
+            };
+            // Exclusions were subtracted when the target set was built; this
+            // check stands behind that, so an excluded address is never sent a
+            // packet.
+            if ctx.targets.is_excluded(address) {
+                state.n_skipped += 1;
+                continue;
+            }
+            state.n_launched += 1;
+            return Some(Claim {
+                address: SocketAddr::new(address, port),
+                launch_at,
+            });
+        }
+        None
+    }
+
+    fn counts(&self) -> (u64, u64) {
+        self.state
+            .lock()
+            .map(|s| (s.n_launched, s.n_skipped))
+            .unwrap_or((0, 0))
+    }
 }
 
 struct Context<T: Transport> {
@@ -518,11 +717,14 @@ struct Context<T: Transport> {
     rate: RateLimiter,
     settings: Settings,
     probes: SharedCatalog,
+    targets: TargetSet,
+    ports: Vec<u16>,
     rtt: Mutex<RttEstimator>,
     cancel: CancellationToken,
+    stop: StopSignal,
     events: mpsc::Sender<ScanEvent>,
     n_done: AtomicU64,
-    counts: Mutex<StateCounts>,
+    counts: StateCounters,
     problems: Mutex<Vec<Problem>>,
     receiver_gone: AtomicBool,
 }
@@ -548,48 +750,58 @@ impl<T: Transport> Context<T> {
         }
     }
 
-    /// One attempt: a rate token, then a connection. `None` when cancelled.
+    /// One attempt: a rate token, then a connection, and how long the
+    /// connection took. `None` when the scan was cancelled while it waited for
+    /// the token.
     async fn attempt(&self, address: SocketAddr) -> Option<(Connect<T::Stream>, Duration)> {
-        tokio::select! {
-            biased;
-            () = self.cancel.cancelled() => return None,
-            () = self.rate.acquire() => {}
+        self.rate.acquire().await;
+        // The stop signal reaches the lanes one task later than the token
+        // fires; asking the token itself (once per attempt, not on every poll)
+        // keeps a token granted in that gap from becoming a packet.
+        if self.cancel.is_cancelled() {
+            return None;
         }
         let started = Instant::now();
-        tokio::select! {
-            biased;
-            () = self.cancel.cancelled() => None,
-            outcome = self.transport.connect(address, self.connect_timeout()) => Some((outcome, started.elapsed())),
-        }
+        let outcome = self
+            .transport
+            .connect(address, self.connect_timeout())
+            .await;
+        Some((outcome, started.elapsed()))
     }
 
-    async fn scan_port(&self, address: SocketAddr) -> Verdict {
+    /// Attempts until the port has a state: retries silence, backs off on local
+    /// errors. It does not watch for cancellation: its lane races it against
+    /// the stop signal and drops it, which abandons the port (the rate limiter
+    /// takes no token from a dropped wait).
+    async fn decide(&self, address: SocketAddr) -> Decision<T::Stream> {
         let mut n_unanswered = 0;
         let mut n_local_errors = 0;
-        let (state, stream) = loop {
+        loop {
             let Some((outcome, elapsed)) = self.attempt(address).await else {
-                return Verdict::Abandoned;
+                return Decision::Abandoned;
             };
             match outcome {
                 Connect::Open(stream) => {
                     self.observe_rtt(elapsed);
-                    break (PortState::Open, Some(stream));
+                    return Decision::State(PortState::Open, Some(stream));
                 }
                 Connect::Closed => {
                     self.observe_rtt(elapsed);
-                    break (PortState::Closed, None);
+                    return Decision::State(PortState::Closed, None);
                 }
-                Connect::Filtered(FilterCause::Unreachable) => break (PortState::Filtered, None),
+                Connect::Filtered(FilterCause::Unreachable) => {
+                    return Decision::State(PortState::Filtered, None);
+                }
                 Connect::Filtered(FilterCause::NoAnswer) => {
                     n_unanswered += 1;
                     if n_unanswered > self.settings.retries {
-                        break (PortState::Filtered, None);
+                        return Decision::State(PortState::Filtered, None);
                     }
                 }
                 Connect::LocalError(err) => {
                     n_local_errors += 1;
                     if n_local_errors > MAX_LOCAL_ERRORS {
-                        return Verdict::Failed(
+                        return Decision::Failed(
                             Problem::new(
                                 identify::subject(address),
                                 format!("cannot connect from this machine: {err}"),
@@ -601,28 +813,36 @@ impl<T: Transport> Context<T> {
                     }
                     // Back off: the shortage is usually shared by every task.
                     let backoff = Duration::from_millis(50) * (1 << n_local_errors.min(5));
-                    tokio::select! {
-                        biased;
-                        () = self.cancel.cancelled() => return Verdict::Abandoned,
-                        () = tokio::time::sleep(backoff) => {}
-                    }
+                    tokio::time::sleep(backoff).await;
                 }
             }
-        };
+        }
+    }
 
+    /// The result for a decided port, identifying an open one under the port
+    /// deadline. A cancellation during identification keeps the open port and
+    /// drops what identification had not finished.
+    async fn conclude(
+        &self,
+        address: SocketAddr,
+        state: PortState,
+        stream: Option<T::Stream>,
+    ) -> PortResult {
         let mut service = None;
         let mut probe_findings = Vec::new();
         let identification_ran = self.settings.identify && state == PortState::Open;
         if identification_ran {
             let probes = self.probes.probes_for(address.ip(), address.port());
-            let identification = identify::identify(
+            // Boxed: identification's state is large, and most ports never
+            // get here, so the lanes' futures stay small.
+            let identification = Box::pin(identify::identify(
                 self.transport.as_ref(),
                 &self.rate,
                 address,
                 stream,
                 probes,
                 self.settings.identify_settings,
-            );
+            ));
             let bounded = tokio::time::timeout(self.settings.port_deadline, identification);
             let identification = tokio::select! {
                 biased;
@@ -645,27 +865,20 @@ impl<T: Transport> Context<T> {
             probe_findings,
             identification_ran,
         );
-        Verdict::Decided(PortResult {
+        PortResult {
             address: address.ip(),
             port: address.port(),
             protocol: Protocol::Tcp,
             state,
             service,
             findings,
-        })
+        }
     }
 
     async fn report(&self, verdict: Verdict) {
         match verdict {
-            Verdict::Abandoned => {}
             Verdict::Decided(result) => {
-                if let Ok(mut counts) = self.counts.lock() {
-                    match result.state {
-                        PortState::Open => counts.open += 1,
-                        PortState::Closed => counts.closed += 1,
-                        PortState::Filtered => counts.filtered += 1,
-                    }
-                }
+                self.counts.add(result.state);
                 self.n_done.fetch_add(1, Ordering::Relaxed);
                 self.send(ScanEvent::Result(result)).await;
             }
@@ -693,17 +906,52 @@ impl<T: Transport> Context<T> {
     }
 
     fn open_count(&self) -> u64 {
-        self.counts.lock().map(|c| c.open).unwrap_or(0)
+        self.counts.open.load(Ordering::Relaxed)
+    }
+}
+
+/// One lane: scans pairs one after another until the launcher runs dry or the
+/// scan stops. The lanes are the concurrency limit: `concurrency` of them, each
+/// holding at most one port's connections at a time. (A task per pair under a
+/// semaphore did the same with a spawn, a permit and a join per pair, which
+/// cost more than the connection itself on a fast scan.)
+async fn lane<T: Transport>(ctx: Arc<Context<T>>, launcher: Arc<Launcher>) {
+    let slot = ctx.stop.slot();
+    while !ctx.stop.is_stopped() {
+        let Some(claim) = launcher.claim(&ctx) else {
+            return;
+        };
+        let address = claim.address;
+        let decide = async {
+            if let Some(at) = claim.launch_at {
+                tokio::time::sleep_until(at).await;
+            }
+            ctx.decide(address).await
+        };
+        let decision = tokio::select! {
+            biased;
+            // Abandoned: waiting for its time, a rate token or a connection.
+            () = ctx.stop.stopped(&slot) => return,
+            decision = decide => decision,
+        };
+        let verdict = match decision {
+            Decision::State(state, stream) => {
+                Verdict::Decided(ctx.conclude(address, state, stream).await)
+            }
+            Decision::Failed(problem) => Verdict::Failed(problem),
+            Decision::Abandoned => return,
+        };
+        ctx.report(verdict).await;
     }
 }
 
 /// Runs a scan over `transport`, sending events to `events`, until it finishes
 /// or `cancel` fires.
 ///
-/// On cancellation the launch loop stops, ports still waiting for a rate token or
-/// a connection are abandoned (a connection already open is reported, without
-/// identification), and the outcome is marked incomplete. A receiver that hangs
-/// up cancels the scan the same way.
+/// On cancellation no new port is started, ports still waiting for their time,
+/// a rate token or a connection are abandoned (a connection already open is
+/// reported, without identification), and the outcome is marked incomplete. A
+/// receiver that hangs up cancels the scan the same way.
 pub async fn run<T: Transport>(
     transport: Arc<T>,
     plan: ScanPlan,
@@ -756,14 +1004,17 @@ pub async fn run<T: Transport>(
         rate,
         settings: settings.clone(),
         probes: plan.probes.clone(),
+        targets: targets.clone(),
+        ports: ports.to_vec(),
         rtt: Mutex::new(RttEstimator {
             srtt: None,
             rttvar: Duration::ZERO,
         }),
         cancel: cancel.clone(),
+        stop: StopSignal::default(),
         events,
         n_done: AtomicU64::new(0),
-        counts: Mutex::new(StateCounts::default()),
+        counts: StateCounters::default(),
         problems: Mutex::new(plan.targets.problems.clone()),
         receiver_gone: AtomicBool::new(false),
     });
@@ -794,79 +1045,46 @@ pub async fn run<T: Transport>(
         start,
         progress_done.clone(),
     ));
+    let stop_watch = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            ctx.cancel.cancelled().await;
+            ctx.stop.stop();
+        })
+    };
 
-    let permutation = Permutation::new(total, settings.seed);
-    let semaphore = Arc::new(Semaphore::new(settings.concurrency));
-    let mut tasks = JoinSet::new();
-    let mut schedule_rng = ChaCha8Rng::seed_from_u64(settings.seed ^ 0x5eed_5eed);
-    let mut n_launched: u64 = 0;
-    let mut n_skipped: u64 = 0;
-    for position in 0..total {
-        if cancel.is_cancelled() {
-            break;
-        }
-        if let Some(schedule) = settings.schedule {
-            // Slot `position` of `total` over the window, at a random point within
-            // the slot when jittering.
-            let within = if settings.rate.jitter > 0.0 {
-                schedule_rng.random_range(0.0..1.0)
-            } else {
-                0.0
-            };
-            let offset = schedule.window.as_secs_f64() * (position as f64 + within) / total as f64;
-            let at = start + Duration::from_secs_f64(offset);
-            tokio::select! {
-                biased;
-                () = cancel.cancelled() => break,
-                () = tokio::time::sleep_until(at) => {}
-            }
-        }
-        let permit = tokio::select! {
-            biased;
-            () = cancel.cancelled() => break,
-            permit = semaphore.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                // The semaphore is never closed.
-                Err(_) => break,
-            },
-        };
-        let idx = permutation.get(position);
-        let (address_idx, port_idx) = (idx % n_addresses, idx / n_addresses);
-        let address = targets.get(u128::from(address_idx));
-        let port = usize::try_from(port_idx)
-            .ok()
-            .and_then(|i| ports.get(i))
-            .copied();
-        let (Some(address), Some(port)) = (address, port) else {
-            n_skipped += 1;
-            continue;
-        };
-        // Exclusions were subtracted when the target set was built; this check
-        // stands behind that, so an excluded address is never sent a packet.
-        if targets.is_excluded(address) {
-            n_skipped += 1;
-            continue;
-        }
-        let task_ctx = ctx.clone();
-        tasks.spawn(async move {
-            let verdict = task_ctx.scan_port(SocketAddr::new(address, port)).await;
-            drop(permit);
-            task_ctx.report(verdict).await;
-        });
-        n_launched += 1;
-        while let Some(joined) = tasks.try_join_next() {
-            report_join(&ctx, joined).await;
-        }
+    let launcher = Arc::new(Launcher {
+        state: Mutex::new(LaunchState {
+            next_position: 0,
+            schedule_rng: ChaCha8Rng::seed_from_u64(settings.seed ^ 0x5eed_5eed),
+            n_launched: 0,
+            n_skipped: 0,
+        }),
+        permutation: Permutation::new(total, settings.seed),
+        total,
+        n_addresses,
+        start,
+    });
+    let n_lanes = usize::try_from(total)
+        .map_or(settings.concurrency, |total| {
+            total.min(settings.concurrency)
+        })
+        .max(1);
+    let mut lanes = JoinSet::new();
+    for _ in 0..n_lanes {
+        lanes.spawn(lane(ctx.clone(), launcher.clone()));
     }
-    while let Some(joined) = tasks.join_next().await {
+    while let Some(joined) = lanes.join_next().await {
         report_join(&ctx, joined).await;
     }
+    stop_watch.abort();
     progress_done.cancel();
     let _ = progress.await;
 
+    let (n_launched, n_skipped) = launcher.counts();
     let n_done = ctx.n_done.load(Ordering::Relaxed);
     let attempts = ctx.rate.n_granted();
-    let mut counts = ctx.counts.lock().map(|c| *c).unwrap_or_default();
+    let mut counts = ctx.counts.snapshot();
     counts.undecided = total - (counts.open + counts.closed + counts.filtered);
     let complete =
         !cancel.is_cancelled() && n_launched + n_skipped == total && n_done == n_launched;
@@ -912,7 +1130,7 @@ pub async fn run<T: Transport>(
 async fn report_join<T: Transport>(ctx: &Context<T>, joined: Result<(), tokio::task::JoinError>) {
     match joined {
         Err(err) if err.is_panic() => {
-            ctx.problem(Problem::new("scan", format!("a port task panicked: {err}")))
+            ctx.problem(Problem::new("scan", format!("a scan lane panicked: {err}")))
                 .await;
         }
         _ => {}
