@@ -17,7 +17,7 @@ use perimeter_model::{
 use crate::listeners::{ListenerOptions, collect_listeners};
 use crate::netns::{netns_inode, run_in_netns};
 use crate::packages::PackageDb;
-use crate::{firewall, redis, sshd};
+use crate::{firewall, reachability, redis, sshd};
 
 /// What to collect.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,8 +104,15 @@ pub fn collect(opts: &AuditOptions) -> Collected {
                 netns.name
             ))
         } else {
-            let (verdict, problems) = firewall::firewall_verdict(enter.as_deref());
+            let (ruleset, problems, unread) = firewall::read_ruleset(enter.as_deref());
+            let verdict = firewall::verdict_of(&ruleset, &problems, &unread);
             snapshot.problems.extend(problems);
+            // Reachability on a partly read ruleset could call open what an
+            // unread table drops: only a complete reading is evaluated.
+            if unread.is_empty() {
+                let reach = reach_of_listeners(&snapshot.listeners, netns.inode, &ruleset);
+                snapshot.reach.extend(reach);
+            }
             verdict
         };
         snapshot.namespaces.push(NetnsFacts {
@@ -119,6 +126,51 @@ pub fn collect(opts: &AuditOptions) -> Collected {
         snapshot,
         socket_source: facts.source.to_string(),
     }
+}
+
+/// Which sources reach each listener beyond loopback of one namespace, through
+/// its firewall. A wildcard `[::]` socket that also takes IPv4 is evaluated
+/// for both families.
+fn reach_of_listeners(
+    listeners: &[Listener],
+    netns_inode: u64,
+    ruleset: &firewall::Ruleset,
+) -> BTreeMap<(u64, u64), perimeter_model::Reach> {
+    let mut out = BTreeMap::new();
+    for listener in listeners
+        .iter()
+        .filter(|l| l.netns.inode == netns_inode && l.scope.is_exposed())
+    {
+        let mut destinations = vec![listener.address];
+        if listener.address.is_ipv6()
+            && listener.address.is_unspecified()
+            && listener.accepts_ipv4()
+        {
+            destinations.push(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        }
+        let mut reach = perimeter_model::Reach::default();
+        for dst in destinations {
+            let probe = reachability::Probe {
+                protocol: listener.protocol,
+                dst,
+                dport: listener.port,
+            };
+            let found = reachability::reachability(ruleset, &probe);
+            reach.allowed.extend(found.allowed);
+            reach.unknown.extend(found.unknown);
+            for rule in found.accepting_rules {
+                if !rule.by_policy
+                    && !rule.restricts_source
+                    && !reach.unrestricted_accepts.contains(&rule.text)
+                {
+                    reach.unrestricted_accepts.push(rule.text);
+                }
+            }
+            reach.evidence.extend(found.evidence);
+        }
+        out.insert((netns_inode, listener.inode), reach);
+    }
+    out
 }
 
 fn hostname() -> String {

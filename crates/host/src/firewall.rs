@@ -1576,8 +1576,14 @@ pub fn read_ruleset(netns_file: Option<&Path>) -> (Ruleset, Vec<Problem>, Vec<St
 /// (`/run/netns/NAME`, `/proc/PID/ns/net`) refers to.
 pub fn firewall_verdict(netns_file: Option<&Path>) -> (FirewallVerdict, Vec<Problem>) {
     let (ruleset, problems, unread) = read_ruleset(netns_file);
-    let verdict = default_deny(&ruleset);
-    let verdict = match verdict {
+    let verdict = verdict_of(&ruleset, &problems, &unread);
+    (verdict, problems)
+}
+
+/// The default-deny verdict of a ruleset read with [`read_ruleset`], given
+/// what could not be read: only a denial stands on partial information.
+pub fn verdict_of(ruleset: &Ruleset, problems: &[Problem], unread: &[String]) -> FirewallVerdict {
+    match default_deny(ruleset) {
         // A ruleset that could not be read might deny what the readable ones
         // let through, so only a denial stands on partial information.
         FirewallVerdict::Open { .. } if !unread.is_empty() => {
@@ -1591,8 +1597,7 @@ pub fn firewall_verdict(netns_file: Option<&Path>) -> (FirewallVerdict, Vec<Prob
             FirewallVerdict::Unknown(reason)
         }
         other => other,
-    };
-    (verdict, problems)
+    }
 }
 
 fn listing_problem(subject: String, message: &str) -> Problem {

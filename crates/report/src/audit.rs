@@ -148,6 +148,26 @@ struct ListenerJson {
     unit: Option<String>,
     container: Option<String>,
     approval: ApprovalJson,
+    /// Who the namespace's firewall lets through to this listener (beyond
+    /// loopback only; absent when the ruleset could not be read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reachable_from: Option<ReachJson>,
+}
+
+#[derive(Debug, Serialize)]
+struct ReachJson {
+    /// Source prefixes accepted.
+    allowed: Vec<String>,
+    /// Source prefixes whose fate perimeter cannot decide, with why.
+    unknown: Vec<UnknownJson>,
+    /// Accept rules with no source restriction that let sources in.
+    unrestricted_accepts: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct UnknownJson {
+    sources: String,
+    reason: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -269,6 +289,18 @@ fn listener_json(
         unit: owner.and_then(|p| p.unit.clone()),
         container: owner.and_then(|p| p.container.clone()),
         approval: ApprovalJson { status, entry },
+        reachable_from: snapshot.reach_of(listener).map(|reach| ReachJson {
+            allowed: reach.allowed.iter().map(ToString::to_string).collect(),
+            unknown: reach
+                .unknown
+                .iter()
+                .map(|(net, why)| UnknownJson {
+                    sources: net.to_string(),
+                    reason: why.clone(),
+                })
+                .collect(),
+            unrestricted_accepts: reach.unrestricted_accepts.clone(),
+        }),
     }
 }
 
