@@ -12,6 +12,7 @@ mod exec;
 mod firewall;
 mod listener;
 mod netset;
+pub mod pkg;
 mod redis;
 pub mod rules;
 mod ssh;

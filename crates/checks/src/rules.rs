@@ -132,6 +132,39 @@ pub const AUDIT_RULES: &[Rule] = &[
     },
 ];
 
+// ---------------------------------------------------------------------------
+// Package authority (`perimeter inventory`): where the host departs from its
+// package database. Severity policy: see `pkg.rs`.
+
+pub const PKG_UNOWNED_FILE: &str = "pkg.unowned-file";
+pub const PKG_UNOWNED_UNIT: &str = "pkg.unowned-unit";
+pub const PKG_MODIFIED_CONFFILE: &str = "pkg.modified-conffile";
+pub const PKG_MODIFIED_FILE: &str = "pkg.modified-file";
+
+/// The rules `perimeter inventory` checks.
+pub const PKG_RULES: &[Rule] = &[
+    Rule {
+        id: PKG_UNOWNED_FILE,
+        severity: Severity::Medium,
+        summary: "an executable in a PATH directory, /usr/local, /opt or /srv, or a running one, that no package installed (low in /usr/local, /opt, /srv; higher when running or world-writable)",
+    },
+    Rule {
+        id: PKG_UNOWNED_UNIT,
+        severity: Severity::Low,
+        summary: "a systemd unit, drop-in or linked unit that no package ships (medium in the package manager's unit directories)",
+    },
+    Rule {
+        id: PKG_MODIFIED_CONFFILE,
+        severity: Severity::Info,
+        summary: "a package conffile changed from the md5 it shipped with (normal for edited configuration; kept in the rebuild manifest)",
+    },
+    Rule {
+        id: PKG_MODIFIED_FILE,
+        severity: Severity::High,
+        summary: "a package file whose md5 no longer matches its package's md5sums (`perimeter inventory --verify`; high for code, medium for data, low when missing)",
+    },
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -51,6 +51,10 @@ pub(crate) enum Command {
     /// Scan each environment's ranges from here and compare what answers with
     /// what the inventory allows from this vantage point.
     Verify(Box<VerifyArgs>),
+    /// The package database as the source of truth: installed packages, and
+    /// every executable, process, unit and changed file that is not theirs.
+    /// `export` writes a rebuild manifest, `diff` compares two.
+    Inventory(crate::commands::inventory::InventoryArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -44,6 +44,7 @@ pub fn main() -> ExitCode {
         Command::Init(args) => commands::envs::init(args),
         Command::Envs(args) => commands::envs::run(args, &terminal),
         Command::Verify(args) => commands::verify::run(*args, &terminal),
+        Command::Inventory(args) => commands::inventory::run(args, &terminal),
     };
     match outcome {
         Ok(code) => exit_codes::code(code),

@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod firewall;
 pub mod interfaces;
+pub mod inventory;
 pub mod listeners;
 pub mod netns;
 pub mod packages;

@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod diff;
+pub mod inventory;
 pub mod scan;
 mod style;
 mod time_fmt;

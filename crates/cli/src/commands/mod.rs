@@ -8,6 +8,7 @@ pub(crate) mod check;
 pub(crate) mod diff;
 pub(crate) mod envs;
 mod host;
+pub(crate) mod inventory;
 pub(crate) mod rules;
 pub(crate) mod scan;
 pub(crate) mod scans;

@@ -1,0 +1,506 @@
+//! `perimeter inventory`: the package database as the source of truth. With
+//! no subcommand, the report (installed packages, and everything on the host
+//! that is not theirs, with `pkg.*` findings); `export` writes the rebuild
+//! manifest; `diff` compares two manifests.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use perimeter_checks::pkg::{
+    self, Change, ChangedPackageFile, FileArea, PkgFacts, UnitFileKind, UnownedExecutable,
+    UnownedUnit,
+};
+use perimeter_host::inventory::{
+    self, Area, ChangedFile, FileChange, FileMeta, Inventory, InventoryOptions, ProcessOwnership,
+    UnitKind,
+};
+use perimeter_model::{Finding, Severity};
+use perimeter_report::inventory::diff::{
+    ManifestSide, diff_manifests, diff_to_human, diff_to_json,
+};
+use perimeter_report::inventory::manifest::{
+    ChangedFileEntry, FileAttrs, MANIFEST_SCHEMA, Manifest, PackageEntry, UnitFileEntry,
+    UnownedFileEntry, hex, manifest_to_json, mode_string, parse_manifest,
+};
+use perimeter_report::inventory::{InventoryView, ProcessEntry, StatsEntry, to_human, to_json};
+use perimeter_report::rfc3339;
+use time::OffsetDateTime;
+
+use crate::args::{Format, SeverityArg};
+use crate::exit_codes;
+use crate::terminal::Terminal;
+
+/// A manifest larger than this is not one perimeter wrote (a host with a
+/// hundred thousand unowned files makes about 50 MB).
+const MAX_MANIFEST_BYTES: u64 = 512 * 1024 * 1024;
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct InventoryArgs {
+    #[command(subcommand)]
+    pub(crate) action: Option<InventoryAction>,
+
+    #[command(flatten)]
+    pub(crate) show: ShowArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum InventoryAction {
+    /// Write the rebuild manifest (perimeter.manifest/1): packages with
+    /// versions and origins, changed conffiles, unowned files and units with
+    /// their sha256, mode and owner.
+    Export(ExportArgs),
+    /// Compare two manifests (two hosts, or one host at two times). Exit 1
+    /// when they differ.
+    Diff(ManifestDiffArgs),
+}
+
+/// What to inventory and how.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct SourceArgs {
+    /// The system to inventory: / for this host, or the root of a mounted
+    /// image. Running processes are only looked at for /.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub(crate) root: PathBuf,
+
+    /// Also check every package file against the md5sums its package shipped
+    /// (reads every file; conffiles are always checked).
+    #[arg(long)]
+    pub(crate) verify: bool,
+
+    /// Checksum workers (default: one per core).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub(crate) workers: Option<u16>,
+
+    /// Do not look up each package's origin in apt's package lists.
+    #[arg(long)]
+    pub(crate) no_origins: bool,
+
+    /// Do not look at running processes.
+    #[arg(long)]
+    pub(crate) no_processes: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ShowArgs {
+    #[command(flatten)]
+    pub(crate) source: SourceArgs,
+
+    #[arg(long, value_enum, default_value = "human")]
+    pub(crate) format: Format,
+
+    /// List every installed package in the human report.
+    #[arg(long)]
+    pub(crate) packages: bool,
+
+    /// Exit 1 when a finding is at or above this severity.
+    #[arg(long, value_enum, value_name = "SEVERITY")]
+    pub(crate) fail_on: Option<SeverityArg>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ExportArgs {
+    #[command(flatten)]
+    pub(crate) source: SourceArgs,
+
+    /// Write the manifest here (atomically: temporary file, fsync, rename)
+    /// instead of standard output.
+    #[arg(long, short, value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ManifestDiffArgs {
+    /// The earlier (or reference) manifest.
+    #[arg(value_name = "A")]
+    pub(crate) a: PathBuf,
+    /// The later (or compared) manifest.
+    #[arg(value_name = "B")]
+    pub(crate) b: PathBuf,
+
+    #[arg(long, value_enum, default_value = "human")]
+    pub(crate) format: Format,
+}
+
+pub(crate) fn run(args: InventoryArgs, terminal: &Terminal) -> Result<u8> {
+    match args.action {
+        None => show(args.show, terminal),
+        Some(InventoryAction::Export(export_args)) => export(export_args),
+        Some(InventoryAction::Diff(diff_args)) => diff(diff_args, terminal),
+    }
+}
+
+/// Validated settings from the raw flags.
+fn options(source: &SourceArgs, hash_files: bool) -> Result<InventoryOptions> {
+    if !source.root.is_dir() {
+        bail!("--root {}: not a directory", source.root.display());
+    }
+    let mut opts = InventoryOptions::for_root(&source.root);
+    opts.verify = source.verify;
+    opts.hash_files = hash_files;
+    opts.origins = !source.no_origins;
+    opts.processes = opts.processes && !source.no_processes;
+    if let Some(workers) = source.workers {
+        opts.workers = usize::from(workers);
+    }
+    Ok(opts)
+}
+
+fn show(args: ShowArgs, terminal: &Terminal) -> Result<u8> {
+    let opts = options(&args.source, false)?;
+    let taken_at = OffsetDateTime::now_utc();
+    let collected = inventory::collect(&opts);
+    let findings = findings(&collected);
+    let manifest = manifest_of(&collected, taken_at, true);
+    let processes = process_entries(&collected);
+    let stats = stats_entry(&collected);
+    let view = InventoryView {
+        manifest: &manifest,
+        processes: &processes,
+        findings: &findings,
+        problems: &collected.problems,
+        stats: &stats,
+    };
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&to_json(&view))?),
+        Format::Human => print!(
+            "{}",
+            to_human(&view, terminal.stdout_style(), args.packages)
+        ),
+    }
+    let threshold: Option<Severity> = args.fail_on.map(Into::into);
+    let failed = threshold.is_some_and(|t| findings.iter().any(|f| f.severity >= t));
+    Ok(if failed {
+        exit_codes::FINDINGS
+    } else {
+        exit_codes::CLEAN
+    })
+}
+
+fn export(args: ExportArgs) -> Result<u8> {
+    let opts = options(&args.source, true)?;
+    let taken_at = OffsetDateTime::now_utc();
+    let collected = inventory::collect(&opts);
+    let manifest = manifest_of(&collected, taken_at, false);
+    let text = manifest_to_json(&manifest);
+    match &args.output {
+        Some(path) => write_atomic(path, &text)
+            .with_context(|| format!("cannot write the manifest to {}", path.display()))?,
+        None => std::io::stdout().write_all(text.as_bytes())?,
+    }
+    // The manifest records the host; what could not be read is said here so
+    // nobody mistakes an incomplete manifest for a complete one.
+    for problem in &collected.problems {
+        eprintln!(
+            "perimeter: warning: {}: {}",
+            problem.subject, problem.message
+        );
+    }
+    Ok(exit_codes::CLEAN)
+}
+
+fn diff(args: ManifestDiffArgs, terminal: &Terminal) -> Result<u8> {
+    let a = read_manifest(&args.a)?;
+    let b = read_manifest(&args.b)?;
+    let side = |path: &Path, manifest: &Manifest| ManifestSide {
+        file: path.display().to_string(),
+        hostname: manifest.hostname.clone(),
+        created_at: manifest.created_at.clone(),
+    };
+    let (side_a, side_b) = (side(&args.a, &a), side(&args.b, &b));
+    let changes = diff_manifests(&a, &b);
+    match args.format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&diff_to_json(&side_a, &side_b, &changes))?
+        ),
+        Format::Human => print!(
+            "{}",
+            diff_to_human(&side_a, &side_b, &changes, terminal.stdout_style())
+        ),
+    }
+    Ok(if changes.is_empty() {
+        exit_codes::CLEAN
+    } else {
+        exit_codes::FINDINGS
+    })
+}
+
+fn read_manifest(path: &Path) -> Result<Manifest> {
+    let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut text = String::new();
+    file.take(MAX_MANIFEST_BYTES + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if text.len() as u64 > MAX_MANIFEST_BYTES {
+        bail!(
+            "{}: larger than {} MiB, not a manifest perimeter wrote",
+            path.display(),
+            MAX_MANIFEST_BYTES / 1024 / 1024
+        );
+    }
+    parse_manifest(&text).with_context(|| path.display().to_string())
+}
+
+/// Writes `contents` to `path` so a reader sees the old file or the new one,
+/// never half: a temporary file beside it, fsync, rename, fsync the directory.
+/// (`approvals::save_atomic` does the same for its own error type; this one
+/// names its temporary file after the manifest.)
+fn write_atomic(path: &Path, contents: &str) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map_or_else(|| "manifest".into(), |n| n.to_string_lossy().into_owned());
+    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)?;
+        file.write_all(contents.as_bytes())?;
+        file.sync_all()?;
+        fs::rename(&temp, path)?;
+        File::open(&dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+/// The `pkg.*` findings for an inventory.
+fn findings(collected: &Inventory) -> Vec<Finding> {
+    let area = |area: Area| match area {
+        Area::System => FileArea::System,
+        Area::UsrLocal => FileArea::UsrLocal,
+        Area::Opt => FileArea::Opt,
+        Area::Srv => FileArea::Srv,
+        Area::Elsewhere => FileArea::Elsewhere,
+    };
+    let conffile_packages: Vec<String> = collected
+        .conffiles
+        .iter()
+        .map(|f| f.package.to_string())
+        .collect();
+    let modified_packages: Vec<String> = collected
+        .modified_files
+        .iter()
+        .flatten()
+        .map(|f| f.package.to_string())
+        .collect();
+    let conffiles = changed_facts(&collected.conffiles, &conffile_packages);
+    let modified_files = changed_facts(
+        collected.modified_files.as_deref().unwrap_or_default(),
+        &modified_packages,
+    );
+    let facts = PkgFacts {
+        unowned_files: collected
+            .unowned_files
+            .iter()
+            .map(|file| UnownedExecutable {
+                path: &file.path,
+                area: area(file.area),
+                in_path: file.in_path,
+                mode: file.meta.mode,
+                pids: &file.pids,
+                links: &file.links,
+            })
+            .collect(),
+        units: collected
+            .units
+            .iter()
+            .filter_map(|unit| {
+                let kind = match &unit.kind {
+                    UnitKind::Unit => UnitFileKind::Unit,
+                    UnitKind::DropIn => UnitFileKind::DropIn,
+                    UnitKind::Linked { target } => UnitFileKind::Linked { target },
+                    UnitKind::Masked | UnitKind::Enablement { .. } => return None,
+                };
+                Some(UnownedUnit {
+                    path: &unit.path,
+                    kind,
+                    in_package_dir: unit.in_package_dir,
+                    enabled_by: &unit.enabled_by,
+                })
+            })
+            .collect(),
+        conffiles,
+        modified_files,
+    };
+    pkg::check(&facts)
+}
+
+/// Changed files as the rules see them, each with its package's name.
+fn changed_facts<'a>(
+    files: &'a [ChangedFile],
+    packages: &'a [String],
+) -> Vec<ChangedPackageFile<'a>> {
+    files
+        .iter()
+        .zip(packages)
+        .map(|(file, package)| ChangedPackageFile {
+            path: &file.path,
+            listed_as: file.listed_as.as_deref(),
+            package,
+            change: match &file.change {
+                FileChange::Modified => Change::Modified,
+                FileChange::Missing => Change::Missing,
+                FileChange::Replaced { kind } => Change::Replaced { kind },
+            },
+            executable: file.executable,
+        })
+        .collect()
+}
+
+fn attrs(collected: &Inventory, meta: &FileMeta, sha256: Option<&[u8; 32]>) -> FileAttrs {
+    FileAttrs {
+        mode: mode_string(meta.mode),
+        uid: meta.uid,
+        gid: meta.gid,
+        owner: collected.user_names.get(&meta.uid).cloned(),
+        group: collected.group_names.get(&meta.gid).cloned(),
+        size: meta.size,
+        sha256: sha256.map(|digest| hex(digest)),
+    }
+}
+
+fn changed_entry(collected: &Inventory, file: &ChangedFile) -> ChangedFileEntry {
+    ChangedFileEntry {
+        path: file.path.display().to_string(),
+        listed_as: file.listed_as.as_ref().map(|p| p.display().to_string()),
+        package: file.package.to_string(),
+        change: file.change.as_str().to_owned(),
+        executable: file.executable,
+        file: file
+            .meta
+            .as_ref()
+            .filter(|_| file.change != FileChange::Missing)
+            .map(|meta| attrs(collected, meta, file.sha256.as_ref())),
+    }
+}
+
+/// The inventory as manifest entries; `with_pids` for the inventory report
+/// (a manifest leaves running pids out).
+fn manifest_of(collected: &Inventory, taken_at: OffsetDateTime, with_pids: bool) -> Manifest {
+    Manifest {
+        schema: MANIFEST_SCHEMA.to_owned(),
+        hostname: collected.hostname.clone(),
+        created_at: rfc3339(taken_at),
+        perimeter_version: env!("CARGO_PKG_VERSION").to_owned(),
+        root: collected.root.display().to_string(),
+        verified: collected.verified,
+        packages: collected
+            .packages
+            .iter()
+            .map(|p| PackageEntry {
+                manager: p.manager.to_owned(),
+                name: p.name.clone(),
+                version: p.version.clone(),
+                arch: p.arch.clone(),
+                origin: p.origin.clone(),
+                status: p.status.clone(),
+            })
+            .collect(),
+        conffiles: collected
+            .conffiles
+            .iter()
+            .map(|f| changed_entry(collected, f))
+            .collect(),
+        modified_files: collected
+            .modified_files
+            .as_ref()
+            .map(|files| files.iter().map(|f| changed_entry(collected, f)).collect()),
+        unowned_files: collected
+            .unowned_files
+            .iter()
+            .map(|f| UnownedFileEntry {
+                path: f.path.display().to_string(),
+                area: f.area.as_str().to_owned(),
+                in_path: f.in_path,
+                links: f.links.iter().map(|l| l.display().to_string()).collect(),
+                pids: if with_pids {
+                    f.pids.clone()
+                } else {
+                    Vec::new()
+                },
+                file: attrs(collected, &f.meta, f.sha256.as_ref()),
+            })
+            .collect(),
+        units: collected
+            .units
+            .iter()
+            .map(|u| UnitFileEntry {
+                path: u.path.display().to_string(),
+                kind: u.kind.as_str().to_owned(),
+                target: match &u.kind {
+                    UnitKind::Linked { target } => Some(target.display().to_string()),
+                    UnitKind::Enablement { target } => {
+                        target.as_ref().map(|t| t.display().to_string())
+                    }
+                    UnitKind::Masked => Some("/dev/null".to_owned()),
+                    UnitKind::Unit | UnitKind::DropIn => None,
+                },
+                in_package_dir: u.in_package_dir,
+                enabled_by: u.enabled_by.clone(),
+                file: u
+                    .meta
+                    .as_ref()
+                    .map(|meta| attrs(collected, meta, u.sha256.as_ref())),
+            })
+            .collect(),
+    }
+}
+
+fn process_entries(collected: &Inventory) -> Vec<ProcessEntry> {
+    collected
+        .processes
+        .iter()
+        .map(|p| {
+            let (ownership, reason) = match &p.ownership {
+                ProcessOwnership::Unpackaged => ("unpackaged", None),
+                ProcessOwnership::Unknown(reason) => ("unknown", Some(reason.clone())),
+            };
+            ProcessEntry {
+                pid: p.pid,
+                comm: p.comm.clone(),
+                exe: p.exe.display().to_string(),
+                uid: p.uid,
+                user: p.user.clone(),
+                unit: p.unit.clone(),
+                ownership,
+                reason,
+            }
+        })
+        .collect()
+}
+
+fn stats_entry(collected: &Inventory) -> StatsEntry {
+    let stats = &collected.stats;
+    StatsEntry {
+        index_paths: stats.n_index_paths,
+        swept_entries: stats.sweep.n_entries,
+        swept_executables: stats.sweep.n_executables,
+        conffiles_checked: stats.n_conffiles_checked,
+        files_verified: stats.n_files_verified,
+        bytes_hashed: stats.n_bytes_hashed,
+        packages_without_md5sums: stats.n_packages_without_md5sums,
+        checksum_backend: stats.checksum_backend.map(str::to_owned),
+        workers: stats.n_workers,
+        phases_ms: stats
+            .phases
+            .iter()
+            .map(|(phase, took)| {
+                (
+                    (*phase).to_owned(),
+                    u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+                )
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,879 @@
+//! `perimeter inventory`'s facts: what the package manager says is on the
+//! host, and everything on it that is not the package manager's. Installed
+//! packages (dpkg's `status`, rpm where present) with the repository each
+//! version can be fetched from again; executables in the PATH directories,
+//! /usr/local, /opt and /srv that no package owns; running processes whose
+//! executable no package owns; systemd units no package ships; conffiles
+//! changed from what their package shipped; and, with `verify`, every package
+//! file whose md5 no longer matches the `md5sums` its package shipped.
+//!
+//! Everything is read under a root (`/` for this host), so an image or a
+//! fixture database is inventoried the same way; only the process walk is the
+//! live host's and is off for any other root. Facts only: which of them are
+//! findings, and how bad, is `perimeter-checks`' `pkg` module.
+
+mod md5x16;
+pub mod origin;
+pub mod sweep;
+pub mod units;
+pub mod verify;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use perimeter_model::{Ownership, PackageRef, Problem};
+use sha2::{Digest, Sha256};
+
+pub use md5x16::Backend;
+pub use sweep::{Area, SweepStats};
+pub use units::{UnitEntry, UnitKind};
+pub use verify::{CheckFailure, Md5Check, VerifyOutcome};
+
+use crate::packages::{InstalledPackage, PackageDb, PackageIndex};
+use crate::procs::walk_processes;
+use verify::RootDir;
+
+/// What to collect.
+#[derive(Debug, Clone)]
+pub struct InventoryOptions {
+    /// The system to inventory (`/` for this host).
+    pub root: PathBuf,
+    /// Check every package file against its package's md5sums (reads every
+    /// file). Conffiles are always checked.
+    pub verify: bool,
+    /// Checksum workers; see [`verify::default_workers`].
+    pub workers: usize,
+    /// Compute the sha256 of every unowned file, unit and changed file (for
+    /// the rebuild manifest).
+    pub hash_files: bool,
+    /// Walk the live host's processes (only meaningful for root `/`).
+    pub processes: bool,
+    pub proc_root: PathBuf,
+    /// Look up each package's origin in apt's package indexes.
+    pub origins: bool,
+}
+
+impl InventoryOptions {
+    /// Defaults for `root`: processes only when it is this host.
+    pub fn for_root(root: &Path) -> Self {
+        InventoryOptions {
+            root: root.to_owned(),
+            verify: false,
+            workers: verify::default_workers(),
+            hash_files: false,
+            processes: root == Path::new("/"),
+            proc_root: PathBuf::from("/proc"),
+            origins: true,
+        }
+    }
+}
+
+/// A system seen through a root directory: paths inside it are absolute
+/// (`/usr/bin/x`), paths on disk are under the root.
+#[derive(Debug, Clone)]
+pub struct Image {
+    root: PathBuf,
+    canonical_root: PathBuf,
+}
+
+impl Image {
+    pub fn new(root: &Path) -> io::Result<Image> {
+        Ok(Image {
+            root: root.to_owned(),
+            canonical_root: fs::canonicalize(root)?,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where a path inside the image is on disk.
+    pub fn on_disk(&self, path: &Path) -> PathBuf {
+        let relative: PathBuf = path
+            .components()
+            .filter(|c| !matches!(c, Component::RootDir | Component::Prefix(_)))
+            .collect();
+        self.root.join(relative)
+    }
+
+    /// The symlink-free path of `path`, as a path inside the image. A
+    /// symlink that leaves the image is an error: what it leads to on the
+    /// live host says nothing about the image.
+    pub fn canonical(&self, path: &Path) -> io::Result<PathBuf> {
+        let real = fs::canonicalize(self.on_disk(path))?;
+        match real.strip_prefix(&self.canonical_root) {
+            Ok(inside) => Ok(Path::new("/").join(inside)),
+            Err(_) => Err(io::Error::other("symlink leads outside the root")),
+        }
+    }
+}
+
+/// Mode and ownership of a file, as a rebuild needs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMeta {
+    /// Permission bits with setuid/setgid/sticky (`st_mode & 0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+}
+
+impl FileMeta {
+    pub fn from_metadata(meta: &fs::Metadata) -> FileMeta {
+        FileMeta {
+            mode: meta.mode() & 0o7777,
+            uid: meta.uid(),
+            gid: meta.gid(),
+            size: meta.size(),
+        }
+    }
+
+    /// Writable by users other than its owner and group.
+    pub fn world_writable(&self) -> bool {
+        self.mode & 0o002 != 0
+    }
+}
+
+/// A package on the system.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Package {
+    /// `dpkg` or `rpm`.
+    pub manager: &'static str,
+    pub name: String,
+    pub version: String,
+    pub arch: Option<String>,
+    /// The repository this exact version is published in (`Debian
+    /// bookworm/main`), else the package's own `Origin:`/vendor field;
+    /// `None` when neither says (installed from a file, or from a repository
+    /// no longer configured).
+    pub origin: Option<String>,
+    /// dpkg's status word (`installed`, `half-configured`, ...); `installed`
+    /// for rpm.
+    pub status: String,
+}
+
+/// An executable no package owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnownedFile {
+    pub path: PathBuf,
+    pub area: Area,
+    pub in_path: bool,
+    /// Symlinks in the swept places that lead to it.
+    pub links: Vec<PathBuf>,
+    pub meta: FileMeta,
+    /// Processes running it now.
+    pub pids: Vec<u32>,
+    pub sha256: Option<[u8; 32]>,
+}
+
+/// How a package file differs from what its package shipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileChange {
+    Modified,
+    Missing,
+    /// Something other than a regular file is there.
+    Replaced {
+        kind: &'static str,
+    },
+}
+
+impl FileChange {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FileChange::Modified => "modified",
+            FileChange::Missing => "missing",
+            FileChange::Replaced { .. } => "replaced",
+        }
+    }
+}
+
+/// A conffile or package file that no longer matches its recorded md5.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangedFile {
+    /// Where the file is (after dpkg-divert).
+    pub path: PathBuf,
+    /// Where the package lists it, when a diversion moved it.
+    pub listed_as: Option<PathBuf>,
+    pub package: PackageRef,
+    pub change: FileChange,
+    pub meta: Option<FileMeta>,
+    /// An ELF object, or a file with an execute bit: code, not data.
+    pub executable: bool,
+    pub sha256: Option<[u8; 32]>,
+}
+
+/// Why a running process's executable counts as not the package manager's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcessOwnership {
+    /// The file it runs is on disk and no package owns it.
+    Unpackaged,
+    /// Cannot be decided; the text says why (deleted, another mount
+    /// namespace, replaced on disk).
+    Unknown(String),
+}
+
+/// A running process whose executable no package owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnownedProcess {
+    pub pid: u32,
+    pub comm: String,
+    pub exe: PathBuf,
+    pub uid: u32,
+    pub user: Option<String>,
+    pub unit: Option<String>,
+    pub ownership: ProcessOwnership,
+}
+
+/// Counts and timings, for the record and the benchmark.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InventoryStats {
+    pub n_index_paths: usize,
+    pub sweep: SweepStats,
+    pub n_conffiles_checked: usize,
+    pub n_files_verified: usize,
+    pub n_bytes_hashed: u64,
+    /// Packages that ship no md5sums: nothing to verify their files against.
+    pub n_packages_without_md5sums: usize,
+    pub checksum_backend: Option<&'static str>,
+    pub n_workers: usize,
+    /// Wall-clock time of each phase, in order.
+    pub phases: Vec<(&'static str, Duration)>,
+}
+
+/// Everything `perimeter inventory` collected.
+#[derive(Debug, Clone, Default)]
+pub struct Inventory {
+    pub hostname: String,
+    pub root: PathBuf,
+    /// dpkg's then rpm's, each by name.
+    pub packages: Vec<Package>,
+    pub unowned_files: Vec<UnownedFile>,
+    pub processes: Vec<UnownedProcess>,
+    /// Unpackaged entries of the unit directories (units, drop-ins, linked
+    /// units, masks, enablement links).
+    pub units: Vec<UnitEntry>,
+    /// Conffiles changed from what their package shipped.
+    pub conffiles: Vec<ChangedFile>,
+    /// Package files that no longer match; `None` unless verified.
+    pub modified_files: Option<Vec<ChangedFile>>,
+    /// Names of the uids and gids that appear above, from the image's
+    /// /etc/passwd and /etc/group.
+    pub user_names: BTreeMap<u32, String>,
+    pub group_names: BTreeMap<u32, String>,
+    pub verified: bool,
+    pub stats: InventoryStats,
+    pub problems: Vec<Problem>,
+}
+
+/// Collects the inventory. Never fails: what cannot be read is a problem.
+pub fn collect(opts: &InventoryOptions) -> Inventory {
+    let mut inventory = Inventory {
+        root: opts.root.clone(),
+        verified: opts.verify,
+        ..Inventory::default()
+    };
+    let image = match Image::new(&opts.root) {
+        Ok(image) => image,
+        Err(err) => {
+            inventory.problems.push(Problem::new(
+                opts.root.display().to_string(),
+                format!("cannot open the root: {err}"),
+            ));
+            return inventory;
+        }
+    };
+    let mut clock = Clock::start();
+    inventory.hostname = hostname(&image);
+
+    let (db, problems) = PackageDb::open(&opts.root);
+    inventory.problems.extend(problems);
+    let (installed, problems) = db.installed();
+    inventory.problems.extend(problems);
+    inventory.packages = packages(&db, &installed, opts, &mut inventory.problems);
+    clock.lap("packages", &mut inventory.stats);
+
+    let (index, problems) = db.index();
+    inventory.problems.extend(problems);
+    inventory.stats.n_index_paths = index.n_paths();
+    clock.lap("index", &mut inventory.stats);
+
+    let path_dirs = match fs::read_to_string(image.on_disk(Path::new("/etc/login.defs"))) {
+        Ok(text) => Some(sweep::parse_login_defs_path(&text)).filter(|dirs| !dirs.is_empty()),
+        Err(_) => None,
+    }
+    .unwrap_or_else(|| sweep::DEFAULT_PATH.iter().map(PathBuf::from).collect());
+    let trees: Vec<PathBuf> = sweep::TREES.iter().map(PathBuf::from).collect();
+    let (swept, sweep_stats, problems) = sweep::sweep(&image, &index, &path_dirs, &trees);
+    inventory.problems.extend(problems);
+    inventory.stats.sweep = sweep_stats;
+    let mut unowned: BTreeMap<PathBuf, UnownedFile> = swept
+        .into_values()
+        .map(|file| {
+            (
+                file.path.clone(),
+                UnownedFile {
+                    path: file.path,
+                    area: file.area,
+                    in_path: file.in_path,
+                    links: file.links,
+                    meta: file.meta,
+                    pids: Vec::new(),
+                    sha256: None,
+                },
+            )
+        })
+        .collect();
+    clock.lap("sweep", &mut inventory.stats);
+
+    let (units, problems) = units::sweep_units(&image, &index);
+    inventory.units = units;
+    inventory.problems.extend(problems);
+    clock.lap("units", &mut inventory.stats);
+
+    if opts.processes {
+        inventory.processes = unowned_processes(
+            opts,
+            &image,
+            &index,
+            &path_dirs,
+            &mut unowned,
+            &mut inventory.problems,
+        );
+        clock.lap("processes", &mut inventory.stats);
+    }
+    inventory.unowned_files = unowned.into_values().collect();
+
+    check_package_files(&db, &installed, opts, &mut inventory);
+    clock.lap(
+        if opts.verify { "verify" } else { "conffiles" },
+        &mut inventory.stats,
+    );
+
+    if opts.hash_files {
+        hash_files(&opts.root, &mut inventory);
+        clock.lap("sha256", &mut inventory.stats);
+    }
+    name_accounts(&image, &mut inventory);
+    inventory
+}
+
+/// Phase timings.
+struct Clock {
+    last: Instant,
+}
+
+impl Clock {
+    fn start() -> Clock {
+        Clock {
+            last: Instant::now(),
+        }
+    }
+
+    fn lap(&mut self, phase: &'static str, stats: &mut InventoryStats) {
+        let now = Instant::now();
+        stats.phases.push((phase, now - self.last));
+        self.last = now;
+    }
+}
+
+fn hostname(image: &Image) -> String {
+    if image.root() == Path::new("/") {
+        return nix::unistd::gethostname()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "unknown".to_owned());
+    }
+    fs::read_to_string(image.on_disk(Path::new("/etc/hostname")))
+        .ok()
+        .and_then(|text| text.lines().next().map(|l| l.trim().to_owned()))
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+fn packages(
+    db: &PackageDb,
+    installed: &[InstalledPackage],
+    opts: &InventoryOptions,
+    problems: &mut Vec<Problem>,
+) -> Vec<Package> {
+    let origins = if opts.origins {
+        let (origins, origin_problems) = origin::read_origins(&opts.root, installed);
+        problems.extend(origin_problems);
+        origins
+    } else {
+        Default::default()
+    };
+    let mut packages: Vec<Package> = installed
+        .iter()
+        .enumerate()
+        .map(|(idx, package)| Package {
+            manager: "dpkg",
+            name: package.name.clone(),
+            version: package.version.clone(),
+            arch: Some(package.arch.clone()),
+            origin: origins
+                .get(&idx)
+                .cloned()
+                .or_else(|| package.origin_field.clone()),
+            status: package.status.clone(),
+        })
+        .collect();
+    packages.sort_by(|a, b| (&a.name, &a.arch).cmp(&(&b.name, &b.arch)));
+    let (rpm, rpm_problems) = db.rpm_installed();
+    problems.extend(rpm_problems);
+    let mut rpm: Vec<Package> = rpm
+        .into_iter()
+        .map(|package| Package {
+            manager: "rpm",
+            name: package.name,
+            version: package.version,
+            arch: package.arch,
+            origin: package.vendor,
+            status: "installed".to_owned(),
+        })
+        .collect();
+    rpm.sort_by(|a, b| (&a.name, &a.arch).cmp(&(&b.name, &b.arch)));
+    packages.extend(rpm);
+    packages
+}
+
+/// Running processes whose executable no package owns; their executables
+/// join the unowned files (with their pids) wherever they are.
+fn unowned_processes(
+    opts: &InventoryOptions,
+    image: &Image,
+    index: &PackageIndex,
+    path_dirs: &[PathBuf],
+    unowned: &mut BTreeMap<PathBuf, UnownedFile>,
+    problems: &mut Vec<Problem>,
+) -> Vec<UnownedProcess> {
+    let walk = walk_processes(&opts.proc_root);
+    problems.extend(walk.problems);
+    let mut accounts = crate::users::AccountCache::new();
+    let mut out = Vec::new();
+    for process in walk.processes.values() {
+        let Some(exe) = &process.exe else {
+            // Kernel threads have no executable.
+            continue;
+        };
+        let ownership = if exe.starts_with("/memfd:") {
+            // What runc and some loaders do on purpose, and fileless malware
+            // too: nothing on disk to own.
+            ProcessOwnership::Unknown(
+                "runs from an anonymous memory file (memfd), not from a file on disk".to_owned(),
+            )
+        } else if process.exe_deleted {
+            ProcessOwnership::Unknown(
+                "the executable was deleted or replaced after the process started".to_owned(),
+            )
+        } else if !same_file(&opts.proc_root, process.pid, &image.on_disk(exe)) {
+            ProcessOwnership::Unknown(
+                "the executable is not the file at that path on this host (another mount namespace, or replaced)"
+                    .to_owned(),
+            )
+        } else {
+            match index.owner_of(exe) {
+                Ownership::Package(_) => continue,
+                _ => ProcessOwnership::Unpackaged,
+            }
+        };
+        if ownership == ProcessOwnership::Unpackaged {
+            let entry = unowned.entry(exe.clone()).or_insert_with(|| {
+                let meta = fs::metadata(image.on_disk(exe))
+                    .map(|m| FileMeta::from_metadata(&m))
+                    .unwrap_or(FileMeta {
+                        mode: 0,
+                        uid: 0,
+                        gid: 0,
+                        size: 0,
+                    });
+                let area = Area::of(exe, path_dirs);
+                UnownedFile {
+                    path: exe.clone(),
+                    area,
+                    in_path: exe
+                        .parent()
+                        .is_some_and(|d| path_dirs.iter().any(|p| p == d)),
+                    links: Vec::new(),
+                    meta,
+                    pids: Vec::new(),
+                    sha256: None,
+                }
+            });
+            entry.pids.push(process.pid);
+        }
+        let user = accounts
+            .lookup(process.uid)
+            .ok()
+            .flatten()
+            .map(|account| account.name);
+        out.push(UnownedProcess {
+            pid: process.pid,
+            comm: process.comm.clone(),
+            exe: exe.clone(),
+            uid: process.uid,
+            user,
+            unit: process.unit.clone(),
+            ownership,
+        });
+    }
+    out
+}
+
+/// Whether `/proc/PID/exe` (the file the process runs, whatever its mount
+/// namespace) is the file at `path` on this host.
+fn same_file(proc_root: &Path, pid: u32, path: &Path) -> bool {
+    let running = fs::metadata(proc_root.join(pid.to_string()).join("exe"));
+    let on_disk = fs::metadata(path);
+    match (running, on_disk) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// The checksums a package shipped; none (and a count, or a problem) when it
+/// shipped none or they cannot be read.
+fn read_md5sums(
+    db: &PackageDb,
+    package: &InstalledPackage,
+    inventory: &mut Inventory,
+) -> Vec<(PathBuf, [u8; 16])> {
+    let Some(file) = db.md5sums_file(package) else {
+        inventory.stats.n_packages_without_md5sums += 1;
+        return Vec::new();
+    };
+    let text = match fs::read(&file) {
+        Ok(text) => text,
+        Err(err) => {
+            inventory.problems.push(Problem::new(
+                file.display().to_string(),
+                format!("cannot read md5sums: {err}"),
+            ));
+            return Vec::new();
+        }
+    };
+    let (sums, errors) = crate::packages::parse_md5sums(&text, &file);
+    inventory.problems.extend(
+        errors
+            .iter()
+            .map(|err| Problem::new(file.display().to_string(), err.to_string())),
+    );
+    sums
+}
+
+/// What each check is, to turn failures back into files.
+struct CheckSource {
+    package_idx: usize,
+    listed_as: PathBuf,
+    conffile: bool,
+}
+
+/// Conffiles against `status`, and with `verify` every file against its
+/// package's md5sums, in one pass of the checksum pool.
+fn check_package_files(
+    db: &PackageDb,
+    installed: &[InstalledPackage],
+    opts: &InventoryOptions,
+    inventory: &mut Inventory,
+) {
+    let mut checks: Vec<Md5Check> = Vec::new();
+    let mut sources: Vec<CheckSource> = Vec::new();
+    // Listed paths without a checksum, checked for presence only.
+    let mut presence: Vec<(usize, PathBuf)> = Vec::new();
+    for (package_idx, package) in installed.iter().enumerate() {
+        let mut conffile_paths: HashSet<&Path> = HashSet::new();
+        for conffile in &package.conffiles {
+            conffile_paths.insert(&conffile.path);
+            // dpkg no longer manages obsolete conffiles, and has no hash
+            // yet for new ones.
+            let Some(md5) = conffile.md5.filter(|_| !conffile.obsolete) else {
+                continue;
+            };
+            checks.push(Md5Check {
+                path: db.installed_path(&package.name, &conffile.path).to_owned(),
+                expected: md5,
+            });
+            sources.push(CheckSource {
+                package_idx,
+                listed_as: conffile.path.clone(),
+                conffile: true,
+            });
+        }
+        inventory.stats.n_conffiles_checked = checks.len();
+        if !opts.verify {
+            continue;
+        }
+        let sums = read_md5sums(db, package, inventory);
+        let mut with_md5: HashSet<PathBuf> = HashSet::with_capacity(sums.len());
+        for (path, md5) in sums {
+            // A conffile listed in md5sums too is checked against `status`,
+            // as dpkg does: that hash is the one dpkg keeps current.
+            if conffile_paths.contains(path.as_path()) {
+                continue;
+            }
+            with_md5.insert(path.clone());
+            checks.push(Md5Check {
+                path: db.installed_path(&package.name, &path).to_owned(),
+                expected: md5,
+            });
+            sources.push(CheckSource {
+                package_idx,
+                listed_as: path,
+                conffile: false,
+            });
+        }
+        // Like `dpkg --verify`, every other listed path (directories,
+        // symlinks, files without a checksum) must at least exist.
+        match db.listed_paths(package) {
+            Ok(paths) => {
+                for path in paths {
+                    if !with_md5.contains(&path) && !conffile_paths.contains(path.as_path()) {
+                        presence.push((package_idx, path));
+                    }
+                }
+            }
+            Err(err) => inventory
+                .problems
+                .push(Problem::new(package.name.clone(), err.to_string())),
+        }
+    }
+    inventory.stats.n_conffiles_checked = sources.iter().filter(|s| s.conffile).count();
+    inventory.stats.n_files_verified = sources.iter().filter(|s| !s.conffile).count();
+
+    let outcome = match verify::verify_md5(&opts.root, &checks, opts.workers) {
+        Ok(outcome) => outcome,
+        Err(err) => {
+            inventory.problems.push(Problem::new(
+                opts.root.display().to_string(),
+                format!("cannot open the root to check files: {err}"),
+            ));
+            return;
+        }
+    };
+    inventory.stats.n_bytes_hashed = outcome.n_bytes;
+    inventory.stats.checksum_backend = Some(outcome.backend.as_str());
+    inventory.stats.n_workers = outcome.n_workers;
+
+    let root = RootDir::open(&opts.root).ok();
+    let mut conffiles = Vec::new();
+    let mut modified = Vec::new();
+    for (check_idx, failure) in outcome.failures {
+        let (Some(check), Some(source)) = (checks.get(check_idx), sources.get(check_idx)) else {
+            continue;
+        };
+        let Some(package) = installed.get(source.package_idx) else {
+            continue;
+        };
+        let change = match failure {
+            CheckFailure::Mismatch => FileChange::Modified,
+            CheckFailure::Missing => FileChange::Missing,
+            CheckFailure::NotRegular { kind } => FileChange::Replaced { kind },
+            CheckFailure::Unreadable(reason) => {
+                inventory.problems.push(
+                    Problem::new(
+                        check.path.display().to_string(),
+                        format!("cannot check: {reason}"),
+                    )
+                    .with_hint("run as root to read every package file"),
+                );
+                continue;
+            }
+        };
+        let meta = fs::symlink_metadata(opts.root.join(relative(&check.path)))
+            .ok()
+            .map(|m| FileMeta::from_metadata(&m));
+        let executable = change == FileChange::Modified
+            && (meta.is_some_and(|m| m.mode & 0o111 != 0)
+                || root.as_ref().is_some_and(|root| is_elf(root, &check.path)));
+        let changed = ChangedFile {
+            path: check.path.clone(),
+            listed_as: (source.listed_as != check.path).then(|| source.listed_as.clone()),
+            package: package.package_ref(),
+            change,
+            meta,
+            executable,
+            sha256: None,
+        };
+        if source.conffile {
+            conffiles.push(changed);
+        } else {
+            modified.push(changed);
+        }
+    }
+    if let Some(root) = &root {
+        for (package_idx, listed) in presence {
+            let Some(package) = installed.get(package_idx) else {
+                continue;
+            };
+            let path = db.installed_path(&package.name, &listed).to_owned();
+            match root.exists(&path) {
+                Ok(true) => {}
+                Ok(false) => modified.push(ChangedFile {
+                    listed_as: (listed != path).then_some(listed),
+                    path,
+                    package: package.package_ref(),
+                    change: FileChange::Missing,
+                    meta: None,
+                    executable: false,
+                    sha256: None,
+                }),
+                Err(errno) => inventory.problems.push(Problem::new(
+                    path.display().to_string(),
+                    format!("cannot check: {}", io::Error::from(errno)),
+                )),
+            }
+        }
+    }
+    conffiles.sort_by(|a, b| a.path.cmp(&b.path));
+    modified.sort_by(|a, b| a.path.cmp(&b.path));
+    inventory.conffiles = conffiles;
+    inventory.modified_files = opts.verify.then_some(modified);
+}
+
+fn relative(path: &Path) -> PathBuf {
+    path.components()
+        .filter(|c| !matches!(c, Component::RootDir | Component::Prefix(_)))
+        .collect()
+}
+
+/// Whether the file starts with the ELF magic (binaries, shared libraries).
+fn is_elf(root: &RootDir, path: &Path) -> bool {
+    let Ok((file, _)) = root.open_regular(path) else {
+        return false;
+    };
+    let mut magic = [0u8; 4];
+    file.take(4).read_exact(&mut magic).is_ok() && magic == *b"\x7fELF"
+}
+
+/// sha256 of every unowned file, unit file, drop-in and changed file.
+fn hash_files(root: &Path, inventory: &mut Inventory) {
+    let Ok(root_dir) = RootDir::open(root) else {
+        return;
+    };
+    let mut problems = Vec::new();
+    let mut hash = |path: &Path| match sha256_file(&root_dir, path) {
+        Ok(digest) => Some(digest),
+        Err(reason) => {
+            problems.push(Problem::new(
+                path.display().to_string(),
+                format!("cannot hash: {reason}"),
+            ));
+            None
+        }
+    };
+    for file in &mut inventory.unowned_files {
+        file.sha256 = hash(&file.path);
+    }
+    for unit in &mut inventory.units {
+        let target = match &unit.kind {
+            UnitKind::Unit | UnitKind::DropIn => Some(unit.path.clone()),
+            UnitKind::Linked { target } => Some(target.clone()),
+            UnitKind::Masked | UnitKind::Enablement { .. } => None,
+        };
+        if let Some(target) = target {
+            unit.sha256 = hash(&target);
+        }
+    }
+    for file in inventory
+        .conffiles
+        .iter_mut()
+        .chain(inventory.modified_files.iter_mut().flatten())
+    {
+        if file.change == FileChange::Modified {
+            file.sha256 = hash(&file.path);
+        }
+    }
+    inventory.problems.extend(problems);
+}
+
+/// Streams a file through sha256 in 64 KiB reads.
+pub(crate) fn sha256_file(root: &RootDir, path: &Path) -> Result<[u8; 32], String> {
+    let (mut file, _) = root.open_regular(path).map_err(|failure| match failure {
+        CheckFailure::Missing => "no such file".to_owned(),
+        CheckFailure::NotRegular { kind } => format!("not a regular file ({kind})"),
+        CheckFailure::Unreadable(reason) => reason,
+        CheckFailure::Mismatch => "mismatch".to_owned(),
+    })?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        match file.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => hasher.update(buffer.get(..n).unwrap_or_default()),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err.to_string()),
+        }
+    }
+    Ok(hasher.finalize().into())
+}
+
+/// `name:x:uid:...` lines of /etc/passwd or /etc/group: id → name.
+pub fn parse_id_names(text: &str) -> BTreeMap<u32, String> {
+    let mut names = BTreeMap::new();
+    for line in text.lines() {
+        let mut fields = line.split(':');
+        let (Some(name), Some(_), Some(id)) = (fields.next(), fields.next(), fields.next()) else {
+            continue;
+        };
+        if let Ok(id) = id.parse::<u32>()
+            && !name.is_empty()
+        {
+            // The first entry for an id is the one NSS's files backend returns.
+            names.entry(id).or_insert_with(|| name.to_owned());
+        }
+    }
+    names
+}
+
+/// Names for the uids and gids in the inventory, from the image's files.
+fn name_accounts(image: &Image, inventory: &mut Inventory) {
+    let mut uids = BTreeSet::new();
+    let mut gids = BTreeSet::new();
+    let metas = inventory
+        .unowned_files
+        .iter()
+        .map(|f| Some(f.meta))
+        .chain(inventory.units.iter().map(|u| u.meta))
+        .chain(inventory.conffiles.iter().map(|c| c.meta))
+        .chain(inventory.modified_files.iter().flatten().map(|c| c.meta));
+    for meta in metas.flatten() {
+        uids.insert(meta.uid);
+        gids.insert(meta.gid);
+    }
+    let read = |file: &str| {
+        fs::read_to_string(image.on_disk(Path::new(file)))
+            .map(|text| parse_id_names(&text))
+            .unwrap_or_default()
+    };
+    let users = read("/etc/passwd");
+    let groups = read("/etc/group");
+    inventory.user_names = uids
+        .into_iter()
+        .filter_map(|uid| Some((uid, users.get(&uid)?.clone())))
+        .collect();
+    inventory.group_names = gids
+        .into_iter()
+        .filter_map(|gid| Some((gid, groups.get(&gid)?.clone())))
+        .collect();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwd_and_group_names() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\nredis:x:105:107::/var/lib/redis:/usr/sbin/nologin\n\
+                      # comment\nbroken\ntoor:x:0:0::/:/bin/sh\n";
+        let names = parse_id_names(passwd);
+        assert_eq!(names.get(&0).map(String::as_str), Some("root"));
+        assert_eq!(names.get(&105).map(String::as_str), Some("redis"));
+        assert_eq!(names.len(), 2);
+        let groups = parse_id_names("root:x:0:\nstaff:x:50:alice,bob\n");
+        assert_eq!(groups.get(&50).map(String::as_str), Some("staff"));
+    }
+}

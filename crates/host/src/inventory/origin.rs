@@ -1,0 +1,399 @@
+//! Where each installed package version can be fetched again: apt's package
+//! indexes under `<root>/var/lib/apt/lists`. A package whose exact (name,
+//! architecture, version) appears in an index came from, or can be reinstalled
+//! from, that repository; one that appears in none was installed from a file
+//! or from a repository no longer configured, and a rebuild cannot fetch it.
+//!
+//! The indexes are large (Debian's main `Packages` is about 50 MB), so they are
+//! streamed paragraph by paragraph, keeping three fields, and compressed ones
+//! (apt stores them lz4, gz, xz or zst as configured) are decompressed by
+//! apt's own `apt-helper cat-file`, which reads every format apt writes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use perimeter_model::Problem;
+
+use crate::packages::InstalledPackage;
+
+/// apt's helper that decompresses any index format apt itself writes.
+const APT_HELPER: &str = "/usr/lib/apt/apt-helper";
+/// An index line longer than this is cut: the fields read here are short,
+/// and only `Description`/`Depends` lines ever grow past a few KiB.
+const MAX_INDEX_LINE: u64 = 256 * 1024;
+/// Compressed index suffixes apt uses.
+const COMPRESSED: [&str; 6] = ["lz4", "gz", "xz", "zst", "bz2", "lzma"];
+
+/// The header of a `Release` / `InRelease` file: who publishes the repository.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReleaseInfo {
+    pub origin: Option<String>,
+    pub label: Option<String>,
+    pub suite: Option<String>,
+    pub codename: Option<String>,
+}
+
+/// Reads the first paragraph of a `Release` or clearsigned `InRelease` file.
+pub fn parse_release(text: &str) -> ReleaseInfo {
+    let mut info = ReleaseInfo::default();
+    let mut lines = text.lines().peekable();
+    // A clearsigned file starts with the armour header and its hash lines.
+    if lines
+        .peek()
+        .is_some_and(|l| l.starts_with("-----BEGIN PGP SIGNED MESSAGE"))
+    {
+        for line in lines.by_ref() {
+            if line.trim().is_empty() {
+                break;
+            }
+        }
+    }
+    for line in lines {
+        if line.trim().is_empty() || line.starts_with("-----BEGIN PGP SIGNATURE") {
+            break;
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = Some(value.trim().to_owned()).filter(|v| !v.is_empty());
+        match name {
+            "Origin" => info.origin = value,
+            "Label" => info.label = value,
+            "Suite" => info.suite = value,
+            "Codename" => info.codename = value,
+            _ => {}
+        }
+    }
+    info
+}
+
+/// The repository a `*_Packages` index belongs to, from its file name and the
+/// release files beside it: `Debian bookworm-security/main`.
+pub fn repository_label(index_name: &str, release_files: &BTreeMap<String, ReleaseInfo>) -> String {
+    let stem = strip_index_suffix(index_name).unwrap_or(index_name);
+    // `SITE_PATH_dists_SUITE_COMPONENT_binary-ARCH`, or a flat repository's
+    // `SITE_PATH`: the release file is named after the longest prefix that
+    // has one, and what lies between is the component.
+    let before_arch = stem.rfind("_binary-").map_or(stem, |at| &stem[..at]);
+    let mut cut = Some(before_arch.len());
+    while let Some(at) = cut {
+        let prefix = &before_arch[..at];
+        if let Some(info) = release_files.get(prefix) {
+            let component = before_arch.get(at + 1..).unwrap_or("").replace('_', "/");
+            let origin = info
+                .origin
+                .as_deref()
+                .or(info.label.as_deref())
+                .unwrap_or("unknown");
+            let suite = info
+                .codename
+                .as_deref()
+                .or(info.suite.as_deref())
+                .unwrap_or("");
+            return match (suite.is_empty(), component.is_empty()) {
+                (true, true) => origin.to_owned(),
+                (false, true) => format!("{origin} {suite}"),
+                (true, false) => format!("{origin} {component}"),
+                (false, false) => format!("{origin} {suite}/{component}"),
+            };
+        }
+        cut = prefix.rfind('_');
+    }
+    // No release file: the site and path are all there is.
+    before_arch
+        .split("_dists_")
+        .next()
+        .unwrap_or(before_arch)
+        .to_owned()
+}
+
+/// `X_Packages` or `X_Packages.lz4` → `X`.
+fn strip_index_suffix(name: &str) -> Option<&str> {
+    let without_ext = match name.rsplit_once('.') {
+        Some((stem, ext)) if COMPRESSED.contains(&ext) => stem,
+        _ => name,
+    };
+    without_ext.strip_suffix("_Packages")
+}
+
+/// (name, architecture, version) of an installed package, the key an index
+/// entry must match exactly.
+type PackageKey = (String, String, String);
+
+/// Streams one `Packages` index, calling `found` for each paragraph whose
+/// (Package, Architecture, Version) is in `wanted`.
+pub fn scan_packages_index(
+    mut reader: impl BufRead,
+    wanted: &HashMap<PackageKey, Vec<usize>>,
+    mut found: impl FnMut(usize),
+) -> io::Result<()> {
+    let mut line = Vec::new();
+    let (mut name, mut arch, mut version) = (String::new(), String::new(), String::new());
+    loop {
+        line.clear();
+        let n = (&mut reader)
+            .take(MAX_INDEX_LINE)
+            .read_until(b'\n', &mut line)?;
+        if n > 0 && line.last() != Some(&b'\n') && n as u64 == MAX_INDEX_LINE {
+            // An overlong line: drop its rest, it is never one we read.
+            let mut rest = Vec::new();
+            loop {
+                rest.clear();
+                let m = (&mut reader)
+                    .take(MAX_INDEX_LINE)
+                    .read_until(b'\n', &mut rest)?;
+                if m == 0 || rest.last() == Some(&b'\n') {
+                    break;
+                }
+            }
+            continue;
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end_matches(['\n', '\r']);
+        if n == 0 || text.is_empty() {
+            if !name.is_empty() {
+                let key = (
+                    std::mem::take(&mut name),
+                    std::mem::take(&mut arch),
+                    std::mem::take(&mut version),
+                );
+                if let Some(idxs) = wanted.get(&key) {
+                    idxs.iter().copied().for_each(&mut found);
+                }
+            }
+            name.clear();
+            arch.clear();
+            version.clear();
+            if n == 0 {
+                return Ok(());
+            }
+            continue;
+        }
+        if let Some(value) = text.strip_prefix("Package:") {
+            value.trim().clone_into(&mut name);
+        } else if let Some(value) = text.strip_prefix("Architecture:") {
+            value.trim().clone_into(&mut arch);
+        } else if let Some(value) = text.strip_prefix("Version:") {
+            value.trim().clone_into(&mut version);
+        }
+    }
+}
+
+/// The repository label of each installed package (by index into
+/// `installed`), for those an index under `<root>/var/lib/apt/lists` lists at
+/// the installed version. Indexes are read in name order and the first match
+/// wins, so the answer is stable.
+pub fn read_origins(
+    root: &Path,
+    installed: &[InstalledPackage],
+) -> (HashMap<usize, String>, Vec<Problem>) {
+    let mut origins = HashMap::new();
+    let mut problems = Vec::new();
+    let lists = root.join("var/lib/apt/lists");
+    let mut names: Vec<String> = match fs::read_dir(&lists) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect(),
+        // No apt lists (an image without them, an rpm host): no origins.
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return (origins, problems),
+        Err(err) => {
+            problems.push(Problem::new(
+                lists.display().to_string(),
+                format!("cannot list apt's package indexes: {err}"),
+            ));
+            return (origins, problems);
+        }
+    };
+    names.sort();
+
+    let mut release_files = BTreeMap::new();
+    for name in &names {
+        let prefix = name
+            .strip_suffix("_InRelease")
+            .or_else(|| name.strip_suffix("_Release"));
+        if let Some(prefix) = prefix
+            && !release_files.contains_key(prefix)
+            && let Ok(text) = read_capped(&lists.join(name), 16 * 1024 * 1024)
+        {
+            release_files.insert(prefix.to_owned(), parse_release(&text));
+        }
+    }
+
+    let mut wanted: HashMap<PackageKey, Vec<usize>> = HashMap::new();
+    for (idx, package) in installed.iter().enumerate() {
+        wanted
+            .entry((
+                package.name.clone(),
+                package.arch.clone(),
+                package.version.clone(),
+            ))
+            .or_default()
+            .push(idx);
+    }
+
+    for name in names.iter().filter(|n| strip_index_suffix(n).is_some()) {
+        let label = repository_label(name, &release_files);
+        let file = lists.join(name);
+        let mut record = |idx: usize| {
+            origins.entry(idx).or_insert_with(|| label.clone());
+        };
+        let result = match name.rsplit_once('.') {
+            Some((_, ext)) if COMPRESSED.contains(&ext) => {
+                scan_compressed(&file, &wanted, &mut record)
+            }
+            _ => File::open(&file)
+                .and_then(|f| scan_packages_index(BufReader::new(f), &wanted, &mut record)),
+        };
+        if let Err(err) = result {
+            problems.push(
+                Problem::new(
+                    file.display().to_string(),
+                    format!("cannot read package index: {err}"),
+                )
+                .with_hint("package origins from this repository are missing"),
+            );
+        }
+    }
+    (origins, problems)
+}
+
+/// Streams a compressed index through `apt-helper cat-file`.
+fn scan_compressed(
+    file: &Path,
+    wanted: &HashMap<PackageKey, Vec<usize>>,
+    found: &mut impl FnMut(usize),
+) -> io::Result<()> {
+    let mut child = Command::new(APT_HELPER)
+        .arg("cat-file")
+        .arg(file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|err| io::Error::new(err.kind(), format!("cannot run {APT_HELPER}: {err}")))?;
+    let scanned = match child.stdout.take() {
+        Some(stdout) => scan_packages_index(BufReader::new(stdout), wanted, found),
+        None => Err(io::Error::other("apt-helper gave no output")),
+    };
+    let status = child.wait()?;
+    scanned?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "apt-helper cat-file exited with {status}"
+        )))
+    }
+}
+
+fn read_capped(path: &PathBuf, cap: u64) -> io::Result<String> {
+    let mut text = String::new();
+    File::open(path)?.take(cap).read_to_string(&mut text)?;
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clearsigned_release_header() {
+        let text = "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\nOrigin: Debian\nLabel: Debian-Security\nSuite: oldstable-security\nCodename: bookworm-security\nMD5Sum:\n 0ed6  1484 main/Contents-all\n-----BEGIN PGP SIGNATURE-----\n";
+        assert_eq!(
+            parse_release(text),
+            ReleaseInfo {
+                origin: Some("Debian".into()),
+                label: Some("Debian-Security".into()),
+                suite: Some("oldstable-security".into()),
+                codename: Some("bookworm-security".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn labels_from_index_names() {
+        let mut releases = BTreeMap::new();
+        releases.insert(
+            "deb.debian.org_debian_dists_bookworm".to_owned(),
+            ReleaseInfo {
+                origin: Some("Debian".into()),
+                codename: Some("bookworm".into()),
+                ..ReleaseInfo::default()
+            },
+        );
+        releases.insert(
+            "deb.debian.org_debian-security_dists_bookworm-security".to_owned(),
+            ReleaseInfo {
+                origin: Some("Debian".into()),
+                codename: Some("bookworm-security".into()),
+                ..ReleaseInfo::default()
+            },
+        );
+        releases.insert(
+            "repo.example.org_flat_.".to_owned(),
+            ReleaseInfo {
+                label: Some("Example".into()),
+                ..ReleaseInfo::default()
+            },
+        );
+        assert_eq!(
+            repository_label(
+                "deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages.lz4",
+                &releases
+            ),
+            "Debian bookworm/main"
+        );
+        assert_eq!(
+            repository_label(
+                "deb.debian.org_debian-security_dists_bookworm-security_main_binary-amd64_Packages",
+                &releases
+            ),
+            "Debian bookworm-security/main"
+        );
+        assert_eq!(
+            repository_label("repo.example.org_flat_._Packages", &releases),
+            "Example"
+        );
+        // No release file beside it: the site and path.
+        assert_eq!(
+            repository_label(
+                "apt.example.net_stable_dists_x_main_binary-amd64_Packages",
+                &releases
+            ),
+            "apt.example.net_stable"
+        );
+    }
+
+    #[test]
+    fn index_matches_exact_name_arch_and_version() {
+        let index = "Package: redis-server\nVersion: 5:7.0.15-1~deb12u1\nArchitecture: amd64\nDescription: x\n more\n\n\
+                     Package: redis-tools\nVersion: 5:7.0.11-1\nArchitecture: amd64\n\n\
+                     Package: tzdata\nArchitecture: all\nVersion: 2024a-0+deb12u1\n";
+        let mut wanted: HashMap<PackageKey, Vec<usize>> = HashMap::new();
+        let key = |n: &str, a: &str, v: &str| (n.to_owned(), a.to_owned(), v.to_owned());
+        wanted.insert(key("redis-server", "amd64", "5:7.0.15-1~deb12u1"), vec![0]);
+        // Installed at a version the index no longer carries.
+        wanted.insert(key("redis-tools", "amd64", "5:7.0.15-1~deb12u1"), vec![1]);
+        // The last paragraph has no trailing blank line.
+        wanted.insert(key("tzdata", "all", "2024a-0+deb12u1"), vec![2]);
+        let mut found = Vec::new();
+        scan_packages_index(index.as_bytes(), &wanted, |idx| found.push(idx)).expect("reads");
+        assert_eq!(found, vec![0, 2]);
+    }
+
+    #[test]
+    fn overlong_index_lines_are_skipped_not_kept() {
+        let mut index = "Package: a\nArchitecture: all\nDescription: ".to_owned();
+        index.push_str(&"x".repeat(MAX_INDEX_LINE as usize * 2));
+        index.push_str("\nVersion: 1\n\n");
+        let mut wanted: HashMap<PackageKey, Vec<usize>> = HashMap::new();
+        wanted.insert(("a".into(), "all".into(), "1".into()), vec![7]);
+        let mut found = Vec::new();
+        scan_packages_index(index.as_bytes(), &wanted, |idx| found.push(idx)).expect("reads");
+        assert_eq!(found, vec![7]);
+    }
+}
