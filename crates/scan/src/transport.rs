@@ -8,9 +8,13 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::os::fd::OwnedFd;
+
 use nix::errno::Errno;
+use rustix::event::{PollFd, PollFlags};
+use rustix::net::{AddressFamily, SocketFlags, SocketType};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 /// What one connection attempt found.
 #[derive(Debug)]
@@ -58,6 +62,15 @@ pub trait Transport: Send + Sync + 'static {
 /// FIN exchange: a scan closes thousands of connections it opened only to look,
 /// and a lingering close would hold each in TIME_WAIT and eat the ephemeral
 /// ports a fast scan needs.
+///
+/// The socket is made and connected by hand (non-blocking), and looked at once
+/// before it is handed to tokio's reactor: when the peer is on this machine (a
+/// loopback address, a container or namespace on a local bridge) the kernel
+/// has usually handled the SYN and the answer inside `connect(2)` already, and
+/// a port decided there costs no reactor registration, wake-up or
+/// deregistration (three of the six system calls and a task switch per port).
+/// Over a real network the answer is never there yet, and the look costs one
+/// `poll(2)` with a zero timeout.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TcpTransport;
 
@@ -65,25 +78,98 @@ impl Transport for TcpTransport {
     type Stream = TcpStream;
 
     async fn connect(&self, address: SocketAddr, timeout: Duration) -> Connect<TcpStream> {
-        let socket = match address {
-            SocketAddr::V4(_) => TcpSocket::new_v4(),
-            SocketAddr::V6(_) => TcpSocket::new_v6(),
+        let socket = match begin_connect(address) {
+            Begun::Connecting(socket) => socket,
+            Begun::Decided(outcome) => return outcome,
         };
-        let socket = match socket {
-            Ok(socket) => socket,
+        if let Some(answer) = answer_so_far(&socket) {
+            return conclude(socket, answer, address);
+        }
+        let stream = match TcpStream::from_std(std::net::TcpStream::from(socket)) {
+            Ok(stream) => stream,
             Err(err) => return Connect::LocalError(err),
         };
-        match tokio::time::timeout(timeout, socket.connect(address)).await {
+        match tokio::time::timeout(timeout, stream.writable()).await {
             Err(_elapsed) => Connect::Filtered(FilterCause::NoAnswer),
-            Ok(Ok(stream)) => {
-                // Best effort: without it the close is merely slower.
-                let _ = stream.set_zero_linger();
-                let _ = stream.set_nodelay(true);
-                Connect::Open(stream)
-            }
-            Ok(Err(err)) => classify_connect_error(err, address),
+            Ok(Err(err)) => Connect::LocalError(err),
+            // Writable means the handshake ended, one way or the other; the
+            // socket's pending error says which.
+            Ok(Ok(())) => match stream.take_error() {
+                Ok(None) => open(stream),
+                Ok(Some(err)) | Err(err) => classify_connect_error(err, address),
+            },
         }
     }
+}
+
+/// A connection attempt just started.
+enum Begun {
+    /// `connect(2)` said EINPROGRESS.
+    Connecting(OwnedFd),
+    /// Decided at once: refused, unreachable, or failed on this machine.
+    Decided(Connect<TcpStream>),
+}
+
+fn begin_connect(address: SocketAddr) -> Begun {
+    let family = match address {
+        SocketAddr::V4(_) => AddressFamily::INET,
+        SocketAddr::V6(_) => AddressFamily::INET6,
+    };
+    let socket = match rustix::net::socket_with(
+        family,
+        SocketType::STREAM,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    ) {
+        Ok(socket) => socket,
+        Err(errno) => return Begun::Decided(Connect::LocalError(errno.into())),
+    };
+    match rustix::net::connect(&socket, &address) {
+        Err(rustix::io::Errno::INPROGRESS) => Begun::Connecting(socket),
+        // A non-blocking connect rarely completes at once, but may.
+        Ok(()) => Begun::Decided(conclude(socket, Ok(()), address)),
+        Err(errno) => Begun::Decided(classify_connect_error(errno.into(), address)),
+    }
+}
+
+/// The handshake's result if it has ended already, without waiting.
+fn answer_so_far(socket: &OwnedFd) -> Option<Result<(), io::Error>> {
+    let mut fds = [PollFd::new(socket, PollFlags::OUT)];
+    let zero = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    match rustix::event::poll(&mut fds, Some(&zero)) {
+        Ok(n_ready) if n_ready > 0 => match rustix::net::sockopt::socket_error(socket) {
+            Ok(Ok(())) => Some(Ok(())),
+            Ok(Err(errno)) => Some(Err(errno.into())),
+            Err(errno) => Some(Err(errno.into())),
+        },
+        // Not yet, or the look failed: let the reactor wait for it.
+        _ => None,
+    }
+}
+
+/// A connection whose handshake has ended with `answer`.
+fn conclude(
+    socket: OwnedFd,
+    answer: Result<(), io::Error>,
+    address: SocketAddr,
+) -> Connect<TcpStream> {
+    match answer {
+        Ok(()) => match TcpStream::from_std(std::net::TcpStream::from(socket)) {
+            Ok(stream) => open(stream),
+            Err(err) => Connect::LocalError(err),
+        },
+        Err(err) => classify_connect_error(err, address),
+    }
+}
+
+fn open(stream: TcpStream) -> Connect<TcpStream> {
+    // Best effort: without it the close is merely slower.
+    let _ = stream.set_zero_linger();
+    let _ = stream.set_nodelay(true);
+    Connect::Open(stream)
 }
 
 /// Maps a failed `connect(2)` to what it says about the port.
