@@ -3,15 +3,19 @@
 //! `env.shared-host`, from the inventory, the host's addresses and the local
 //! firewall reachability of each listener.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use perimeter_model::{EnvKind, Environment, Finding, HostSnapshot, Listener, Severity};
+
+use perimeter_model::{
+    EnvKind, Environment, Finding, HostSnapshot, Listener, PortResult, PortState, Severity,
+};
 
 use crate::netset::{covers_everything, subtract};
 use crate::rules::{
-    ENV_DEV_OPEN, ENV_EXPIRED, ENV_PROD_UNEXPECTED_PORT, ENV_SHARED_HOST, FIREWALL_ALLOWS_ANY,
+    ENV_DEV_OPEN, ENV_DEV_REACHABLE, ENV_EXPIRED, ENV_PROD_UNEXPECTED_PORT, ENV_SHARED_HOST,
+    ENV_UNKNOWN_HOST, FIREWALL_ALLOWS_ANY,
 };
 use crate::{CheckConfig, listener_subject};
 
@@ -263,6 +267,122 @@ fn host_findings(snapshot: &HostSnapshot, config: &CheckConfig) -> Vec<Finding> 
     findings
 }
 
+/// `perimeter verify`'s judgement: the environment findings for the open
+/// results of a scan made from `vantage` (the scanner's own addresses), as
+/// (result index, finding). A scanner with any address in an environment's
+/// `allow_from` counts as allowed; with no known address it is outside.
+pub fn verify_findings<'a>(
+    results: &[PortResult],
+    vantage: &[IpAddr],
+    today: time::Date,
+    environment_of: impl Fn(IpAddr) -> Option<&'a Environment>,
+) -> Vec<(usize, Finding)> {
+    let mut findings = Vec::new();
+    let mut hosts_done: BTreeSet<IpAddr> = BTreeSet::new();
+    let from = if vantage.is_empty() {
+        "this scanner".to_owned()
+    } else {
+        vantage
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for (idx, result) in results.iter().enumerate() {
+        if result.state != PortState::Open {
+            continue;
+        }
+        let subject = match result.address {
+            IpAddr::V6(v6) => format!("[{v6}]:{}", result.port),
+            v4 => format!("{v4}:{}", result.port),
+        };
+        let Some(env) = environment_of(result.address) else {
+            if hosts_done.insert(result.address) {
+                findings.push((
+                    idx,
+                    Finding::new(
+                        ENV_UNKNOWN_HOST,
+                        Severity::Medium,
+                        &subject,
+                        format!(
+                            "{} answers but belongs to no environment of the inventory",
+                            result.address
+                        ),
+                    )
+                    .with_evidence(format!("tcp/{} open", result.port))
+                    .with_remedy("add the host to an environment (and an owner), or take it down"),
+                ));
+            }
+            continue;
+        };
+        // The scanner counts as allowed when any of its addresses is in
+        // allow_from; with no known address it is treated as outside.
+        let allowed = vantage.iter().any(|v| env.allows_source(*v));
+        if env.kind.is_restricted() && !allowed {
+            findings.push((
+                idx,
+                Finding::new(
+                    ENV_DEV_REACHABLE,
+                    Severity::High,
+                    &subject,
+                    format!(
+                        "{} environment `{}`: {subject} answered {from}, which is outside allow_from",
+                        env.kind, env.name
+                    ),
+                )
+                .with_evidence(format!(
+                    "allow_from: {}",
+                    env.allow_from.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                ))
+                .with_remedy("firewall the host to allow_from only"),
+            ));
+        }
+        if env.kind == EnvKind::Prod && !allowed && !env.public_ports.contains(&result.port) {
+            findings.push((
+                idx,
+                Finding::new(
+                    ENV_PROD_UNEXPECTED_PORT,
+                    Severity::High,
+                    &subject,
+                    format!(
+                        "prod environment `{}`: port {} answered {from} but is not in public_ports {:?}",
+                        env.name, result.port, env.public_ports
+                    ),
+                )
+                .with_remedy("close the port to the outside, or add it to public_ports if it is meant to be public"),
+            ));
+        }
+        if env.kind == EnvKind::Experiment {
+            if let Some(days) = env.days_overdue(today).filter(|d| *d > 0) {
+                if hosts_done.insert(result.address) {
+                    findings.push((
+                        idx,
+                        Finding::new(
+                            ENV_EXPIRED,
+                            Severity::High,
+                            &subject,
+                            format!(
+                                "experiment `{}` expired {days} days ago and {} still answers",
+                                env.name, result.address
+                            ),
+                        )
+                        .with_evidence(format!(
+                            "expires: {}",
+                            env.expires.map(|d| d.to_string()).unwrap_or_default()
+                        ))
+                        .with_evidence(format!(
+                            "owner: {}",
+                            env.owner.as_deref().unwrap_or("(none)")
+                        ))
+                        .with_remedy("tear the experiment down, or extend `expires` with a reason"),
+                    ));
+                }
+            }
+        }
+    }
+    findings
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -432,6 +552,86 @@ expires = 2026-11-01
                 &CheckConfig::new(time::macros::date!(2026 - 11 - 25))
             )
             .is_empty()
+        );
+    }
+}
+
+#[cfg(test)]
+mod verify_tests {
+    use super::*;
+    use crate::environments::parse_inventory;
+    use perimeter_model::{PortResult, PortState, Protocol};
+
+    fn open(address: &str, port: u16) -> PortResult {
+        PortResult {
+            address: address.parse().expect("ip"),
+            port,
+            protocol: Protocol::Tcp,
+            state: PortState::Open,
+            service: None,
+            findings: vec![],
+        }
+    }
+
+    #[test]
+    fn policy_from_outside_and_inside() {
+        let inventory = parse_inventory(
+            r#"
+[[environment]]
+name = "prod"
+kind = "prod"
+ranges = ["198.18.10.0/24"]
+public_ports = [443]
+allow_from = ["198.18.99.0/24"]
+
+[[environment]]
+name = "dev"
+kind = "dev"
+ranges = ["198.18.20.0/24"]
+allow_from = ["198.18.99.0/24"]
+
+[[environment]]
+name = "scratch"
+kind = "experiment"
+ranges = ["198.18.30.0/24"]
+allow_from = ["198.18.99.0/24"]
+expires = 2026-11-01
+"#,
+            std::path::Path::new("perimeter.toml"),
+        )
+        .expect("inventory");
+        let results = vec![
+            open("198.18.10.5", 443),
+            open("198.18.10.5", 22),
+            open("198.18.20.5", 8080),
+            open("198.18.30.5", 22),
+            open("198.18.30.5", 80),
+            open("198.18.40.5", 80),
+            open("198.18.40.5", 81),
+        ];
+        let today = time::macros::date!(2026 - 11 - 25);
+        let rules = |vantage: &[&str]| -> Vec<String> {
+            let vantage: Vec<IpAddr> = vantage.iter().map(|v| v.parse().expect("ip")).collect();
+            verify_findings(&results, &vantage, today, |a| inventory.environment_of(a))
+                .into_iter()
+                .map(|(idx, f)| format!("{} {}", f.rule, results[idx].port))
+                .collect()
+        };
+        assert_eq!(
+            rules(&["198.18.50.1"]),
+            vec![
+                "env.prod-unexpected-port 22",
+                "env.dev-reachable 8080",
+                "env.dev-reachable 22",
+                "env.expired 22",
+                "env.dev-reachable 80",
+                "env.unknown-host 80",
+            ]
+        );
+        // From the admin network, only what never depends on the vantage.
+        assert_eq!(
+            rules(&["198.18.99.7"]),
+            vec!["env.expired 22", "env.unknown-host 80"]
         );
     }
 }

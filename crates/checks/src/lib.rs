@@ -21,6 +21,7 @@ use perimeter_model::{Finding, HostSnapshot, Listener};
 use time::Date;
 
 pub use approvals::{Approval, Approvals, ApprovalsError};
+pub use env::verify_findings;
 
 /// Settings for the audit rules.
 #[derive(Debug, Clone)]

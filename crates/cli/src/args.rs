@@ -225,23 +225,10 @@ pub(crate) enum ProfileArg {
     Stealth,
 }
 
-#[derive(Debug, Args)]
-pub(crate) struct ScanArgs {
-    /// Targets: addresses, CIDRs, ranges (a.b.c.d-e.f.g.h), host names.
-    #[arg(value_name = "TARGET")]
-    pub(crate) targets: Vec<String>,
-
-    /// Read more targets from a file (one per line, # comments).
-    #[arg(short = 'i', long = "targets-file", value_name = "FILE")]
-    pub(crate) targets_file: Vec<PathBuf>,
-
-    /// Never send a packet to these (same syntax as targets).
-    #[arg(long, value_name = "TARGET", value_delimiter = ',')]
-    pub(crate) exclude: Vec<String>,
-
-    #[arg(long, value_name = "FILE")]
-    pub(crate) exclude_file: Vec<PathBuf>,
-
+/// How to scan: ports, profile and the knobs that override it. Shared by
+/// `scan` and `verify`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ScanTuning {
     /// Ports: `22,80,1000-2000`, or `-` for all 65535.
     #[arg(
         short = 'p',
@@ -282,6 +269,27 @@ pub(crate) struct ScanArgs {
     /// Permutation seed, to replay a scan's order (default: random, recorded).
     #[arg(long)]
     pub(crate) seed: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ScanArgs {
+    /// Targets: addresses, CIDRs, ranges (a.b.c.d-e.f.g.h), host names.
+    #[arg(value_name = "TARGET")]
+    pub(crate) targets: Vec<String>,
+
+    /// Read more targets from a file (one per line, # comments).
+    #[arg(short = 'i', long = "targets-file", value_name = "FILE")]
+    pub(crate) targets_file: Vec<PathBuf>,
+
+    /// Never send a packet to these (same syntax as targets).
+    #[arg(long, value_name = "TARGET", value_delimiter = ',')]
+    pub(crate) exclude: Vec<String>,
+
+    #[arg(long, value_name = "FILE")]
+    pub(crate) exclude_file: Vec<PathBuf>,
+
+    #[command(flatten)]
+    pub(crate) tuning: ScanTuning,
 
     /// Skip service identification and unauthenticated-service checks.
     #[arg(long)]
@@ -407,29 +415,8 @@ pub(crate) struct VerifyArgs {
     #[arg(long, value_name = "ADDRESS")]
     pub(crate) from: Vec<std::net::IpAddr>,
 
-    /// Ports: `22,80,1000-2000`, or `-` for all.
-    #[arg(
-        short = 'p',
-        long = "ports",
-        value_name = "PORTS",
-        allow_hyphen_values = true
-    )]
-    pub(crate) ports: Option<String>,
-
-    #[arg(long, value_name = "N", conflicts_with = "ports")]
-    pub(crate) top_ports: Option<usize>,
-
-    #[arg(long, value_enum, default_value = "normal")]
-    pub(crate) profile: ProfileArg,
-
-    #[arg(long)]
-    pub(crate) rate: Option<f64>,
-
-    #[arg(long, value_name = "DURATION")]
-    pub(crate) timeout: Option<String>,
-
-    #[arg(long)]
-    pub(crate) retries: Option<u32>,
+    #[command(flatten)]
+    pub(crate) tuning: ScanTuning,
 
     #[arg(long, value_enum, default_value = "human")]
     pub(crate) format: ScanFormat,

@@ -6,7 +6,10 @@ use crate::terminal::Terminal;
 
 pub(crate) fn run(_terminal: &Terminal) -> Result<u8> {
     println!("{:<28} {:<9} WHAT IT MEANS", "RULE", "SEVERITY");
-    for rule in perimeter_checks::rules::AUDIT_RULES.iter().chain(perimeter_checks::rules::PKG_RULES) {
+    for rule in perimeter_checks::rules::AUDIT_RULES
+        .iter()
+        .chain(perimeter_checks::rules::PKG_RULES)
+    {
         println!(
             "{:<28} {:<9} {}",
             rule.id,

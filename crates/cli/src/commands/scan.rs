@@ -24,7 +24,7 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::args::{ProfileArg, ScanArgs, ScanFormat};
+use crate::args::{ProfileArg, ScanArgs, ScanFormat, ScanTuning};
 use crate::commands::diff::port_change;
 use crate::commands::store;
 use crate::exit_codes;
@@ -37,7 +37,7 @@ const DEFAULT_TOP_PORTS: usize = 1000;
 /// once a second.
 const STORE_BATCH: usize = 512;
 
-pub(crate) fn parse_duration(flag: &str, text: &str) -> Result<Duration> {
+fn parse_duration(flag: &str, text: &str) -> Result<Duration> {
     humantime::parse_duration(text)
         .with_context(|| format!("{flag} `{text}` is not a duration like 800ms, 30s, 6h"))
 }
@@ -63,6 +63,22 @@ fn settings(args: &ScanArgs) -> Result<Settings> {
             "no targets: give addresses, CIDRs, ranges or host names (perimeter scans only what it is told to)"
         );
     }
+    let (ports, mut options) = tuning(&args.tuning)?;
+    options.identify = !args.no_identify;
+    Ok(Settings {
+        request: TargetRequest {
+            targets,
+            excludes,
+            allow_internet_wide: args.allow_internet_wide,
+        },
+        ports,
+        options,
+        args_text: std::env::args().collect::<Vec<_>>().join(" "),
+    })
+}
+
+/// The port set and engine options from the shared tuning flags.
+pub(crate) fn tuning(args: &ScanTuning) -> Result<(PortSet, ScanOptions)> {
     let ports = match (&args.ports, args.top_ports) {
         (Some(spec), _) => PortSet::parse(spec)?,
         (None, Some(n)) => PortSet::top(n)?,
@@ -96,20 +112,10 @@ fn settings(args: &ScanArgs) -> Result<Settings> {
     // Pick the seed here, not in the engine, so the stored scan carries it from
     // its first row.
     options.seed = Some(args.seed.unwrap_or_else(rand_seed));
-    options.identify = !args.no_identify;
-    Ok(Settings {
-        request: TargetRequest {
-            targets,
-            excludes,
-            allow_internet_wide: args.allow_internet_wide,
-        },
-        ports,
-        options,
-        args_text: std::env::args().collect::<Vec<_>>().join(" "),
-    })
+    Ok((ports, options))
 }
 
-pub(crate) fn rand_seed() -> u64 {
+fn rand_seed() -> u64 {
     let mut bytes = [0u8; 8];
     if std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
@@ -323,7 +329,7 @@ pub(crate) async fn execute(job: Job) -> Result<Executed> {
 
 async fn scan(args: ScanArgs, settings: Settings, terminal: &Terminal) -> Result<u8> {
     let mut record = BTreeMap::new();
-    if let Some(spread) = args.spread.as_ref() {
+    if let Some(spread) = args.tuning.spread.as_ref() {
         record.insert("spread".into(), spread.clone());
     }
     let db = if args.no_store {
