@@ -37,6 +37,22 @@ pub const ALL: [&str; 8] = [
     VNC_NOAUTH,
 ];
 
+/// One finding per rule, as the probes raise it (without evidence): the
+/// catalogue `perimeter rules` prints, from the same constructors the probes
+/// use, so the two cannot disagree.
+pub fn catalogue() -> Vec<Finding> {
+    vec![
+        redis_noauth(Vec::new()),
+        memcached(Vec::new()),
+        mongodb_noauth(Vec::new()),
+        elasticsearch_open(Vec::new()),
+        docker_api(Vec::new()),
+        etcd_open(Vec::new()),
+        kubelet_open(Vec::new()),
+        vnc_noauth(Vec::new()),
+    ]
+}
+
 fn finding(
     rule: &str,
     severity: Severity,
@@ -163,5 +179,16 @@ mod tests {
             vec!["PING answered +PONG without AUTH".to_string()]
         );
         assert_eq!(memcached(vec![]).severity, Severity::High);
+    }
+}
+
+#[cfg(test)]
+mod catalogue_tests {
+    use super::*;
+
+    #[test]
+    fn the_catalogue_covers_every_rule_once() {
+        let ids: Vec<String> = catalogue().into_iter().map(|f| f.rule).collect();
+        assert_eq!(ids, ALL.map(String::from).to_vec());
     }
 }

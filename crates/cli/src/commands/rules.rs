@@ -17,8 +17,17 @@ pub(crate) fn run(_terminal: &Terminal) -> Result<u8> {
             rule.summary
         );
     }
-    for rule in perimeter_probe::rules::ALL {
-        println!("{rule:<28} {:<9} found by `perimeter scan`", "");
+    for finding in perimeter_probe::rules::catalogue() {
+        println!(
+            "{:<28} {:<9} {} (perimeter scan)",
+            finding.rule,
+            finding.severity.as_str(),
+            finding.message
+        );
     }
+    println!(
+        "{:<28} {:<9} any other open port, with the service that answers (perimeter scan)",
+        "exposed.service", "info"
+    );
     Ok(crate::exit_codes::CLEAN)
 }
