@@ -23,6 +23,7 @@ use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use perimeter_model::{Ownership, PackageRef, Problem};
@@ -55,6 +56,9 @@ pub struct InventoryOptions {
     pub proc_root: PathBuf,
     /// Look up each package's origin in apt's package indexes.
     pub origins: bool,
+    /// Check the conffiles and files of these packages only (by name);
+    /// `None` checks every package.
+    pub only_packages: Option<BTreeSet<String>>,
 }
 
 impl InventoryOptions {
@@ -68,6 +72,7 @@ impl InventoryOptions {
             processes: root == Path::new("/"),
             proc_root: PathBuf::from("/proc"),
             origins: true,
+            only_packages: None,
         }
     }
 }
@@ -78,13 +83,24 @@ impl InventoryOptions {
 pub struct Image {
     root: PathBuf,
     canonical_root: PathBuf,
+    /// For a root other than `/`: the root directory, to resolve symlinks
+    /// inside it (`RESOLVE_IN_ROOT`), so `/usr/bin/editor ->
+    /// /etc/alternatives/editor` in an image leads to the image's file.
+    dir: Option<Arc<RootDir>>,
 }
 
 impl Image {
     pub fn new(root: &Path) -> io::Result<Image> {
+        let canonical_root = fs::canonicalize(root)?;
+        let dir = if canonical_root == Path::new("/") {
+            None
+        } else {
+            Some(Arc::new(RootDir::open(root)?))
+        };
         Ok(Image {
             root: root.to_owned(),
-            canonical_root: fs::canonicalize(root)?,
+            canonical_root,
+            dir,
         })
     }
 
@@ -94,20 +110,19 @@ impl Image {
 
     /// Where a path inside the image is on disk.
     pub fn on_disk(&self, path: &Path) -> PathBuf {
-        let relative: PathBuf = path
-            .components()
-            .filter(|c| !matches!(c, Component::RootDir | Component::Prefix(_)))
-            .collect();
-        self.root.join(relative)
+        self.root.join(relative(path))
     }
 
-    /// The symlink-free path of `path`, as a path inside the image. A
-    /// symlink that leaves the image is an error: what it leads to on the
-    /// live host says nothing about the image.
+    /// The symlink-free path of `path`, as a path inside the image. Absolute
+    /// symlinks resolve inside the image; a dangling one is an error.
     pub fn canonical(&self, path: &Path) -> io::Result<PathBuf> {
-        let real = fs::canonicalize(self.on_disk(path))?;
+        let real = match &self.dir {
+            Some(dir) => dir.resolve(path)?,
+            None => fs::canonicalize(path)?,
+        };
         match real.strip_prefix(&self.canonical_root) {
             Ok(inside) => Ok(Path::new("/").join(inside)),
+            // Only possible without RESOLVE_IN_ROOT (kernels before 5.6).
             Err(_) => Err(io::Error::other("symlink leads outside the root")),
         }
     }
@@ -585,6 +600,13 @@ fn check_package_files(
     // Listed paths without a checksum, checked for presence only.
     let mut presence: Vec<(usize, PathBuf)> = Vec::new();
     for (package_idx, package) in installed.iter().enumerate() {
+        if opts
+            .only_packages
+            .as_ref()
+            .is_some_and(|only| !only.contains(&package.name))
+        {
+            continue;
+        }
         let mut conffile_paths: HashSet<&Path> = HashSet::new();
         for conffile in &package.conffiles {
             conffile_paths.insert(&conffile.path);

@@ -19,7 +19,7 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -127,6 +127,20 @@ impl RootDir {
                 kind: file_type_name(other),
             }),
         }
+    }
+
+    /// The real path on this host of what `path` (inside the root) leads
+    /// to, every symlink followed inside the root: the kernel resolves it
+    /// (`openat2` with `O_PATH`) and `/proc/self/fd` names the result.
+    pub(crate) fn resolve(&self, path: &Path) -> io::Result<PathBuf> {
+        let relative = relative(path);
+        let flags = OFlags::PATH | OFlags::CLOEXEC;
+        let fd = if self.in_root {
+            rustix::fs::openat2(&self.fd, relative, flags, Mode::empty(), ResolveFlags::IN_ROOT)?
+        } else {
+            rustix::fs::openat(&self.fd, relative, flags, Mode::empty())?
+        };
+        std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
     }
 
     /// Whether anything (a file, directory, symlink, dangling or not) is at
