@@ -66,7 +66,31 @@ pub struct ListenerFacts {
 /// namespaces they live in. Never fails; see `ListenerFacts::problems`.
 pub fn collect_listeners(opts: &ListenerOptions) -> ListenerFacts {
     let mut problems = Vec::new();
-    let mut walk = walk_processes(&opts.proc_root);
+    // Our own namespace is always audited, and its sockets and interfaces do
+    // not depend on the /proc walk: read them on a thread of their own while
+    // the walk runs. The thread starts in our namespace, so its
+    // /proc/thread-self/net and netlink answers are ours.
+    let (mut walk, mut current_scan) = std::thread::scope(|scope| {
+        let current = std::thread::Builder::new()
+            .name("netns-scan".to_owned())
+            .spawn_scoped(scope, || {
+                scan_namespace(
+                    &opts.proc_root.join("thread-self/net"),
+                    opts.force_proc_fallback,
+                )
+            })
+            // Without the thread, the namespace is read after the walk.
+            .ok();
+        let walk = walk_processes(&opts.proc_root);
+        let scan = current.map(|thread| {
+            thread
+                .join()
+                // Nothing in the scan panics; should something, surface it as
+                // a sequential scan would.
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        });
+        (walk, scan)
+    });
     problems.append(&mut walk.problems);
 
     let current_inode = match read_ns_inode(&opts.proc_root, "thread-self") {
@@ -113,7 +137,13 @@ pub fn collect_listeners(opts: &ListenerOptions) -> ListenerFacts {
     let mut namespaces = Vec::new();
     let mut sources = BTreeSet::new();
     for entry in entries {
-        let scan = scan_entry(&entry, opts);
+        let scan = if entry.current
+            && let Some(scan) = current_scan.take()
+        {
+            scan
+        } else {
+            scan_entry(&entry, opts)
+        };
         sources.insert(scan.dump.source);
         problems.extend(scan.dump.problems);
         problems.extend(scan.problems);
