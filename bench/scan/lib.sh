@@ -172,7 +172,11 @@ timed() {
     local out="$LAB_WORK/$name.$run.out" tv="$LAB_WORK/$name.$run.time"
     local start end status=0
     start=$(date +%s.%N)
-    ip netns exec "$ns" /usr/bin/time -v -o "$tv" "$@" >"$out" 2>"$LAB_WORK/$name.$run.err" || status=$?
+    # In the background and waited for: bash runs a trap only between
+    # commands, and `wait` is the one it interrupts, so Ctrl-C or a TERM
+    # cleans up now rather than after a long nmap run.
+    ip netns exec "$ns" /usr/bin/time -v -o "$tv" "$@" >"$out" 2>"$LAB_WORK/$name.$run.err" &
+    wait $! || status=$?
     end=$(date +%s.%N)
     local rss
     rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$tv")
