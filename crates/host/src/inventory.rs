@@ -361,6 +361,25 @@ pub fn collect(opts: &InventoryOptions) -> Inventory {
         );
         clock.lap("processes", &mut inventory.stats);
     }
+    // The index is dpkg's; on a host with rpm too, rpm is asked once about
+    // everything dpkg does not own.
+    if db.has_rpm() {
+        drop_rpm_owned(
+            &db,
+            &mut unowned,
+            &mut inventory.units,
+            &mut inventory.problems,
+        );
+        inventory.processes.retain(|process| {
+            process.ownership != ProcessOwnership::Unpackaged || unowned.contains_key(&process.exe)
+        });
+        if opts.verify {
+            inventory.problems.push(
+                Problem::new("rpm", "rpm packages' files are not verified")
+                    .with_hint("`rpm -Va` checks them"),
+            );
+        }
+    }
     inventory.unowned_files = unowned.into_values().collect();
 
     check_package_files(&db, &installed, opts, &mut inventory);
@@ -537,6 +556,27 @@ fn unowned_processes(
         });
     }
     out
+}
+
+/// Removes the files and unit entries rpm owns.
+fn drop_rpm_owned(
+    db: &PackageDb,
+    unowned: &mut BTreeMap<PathBuf, UnownedFile>,
+    units: &mut Vec<UnitEntry>,
+    problems: &mut Vec<Problem>,
+) {
+    let paths: BTreeSet<PathBuf> = unowned
+        .keys()
+        .cloned()
+        .chain(units.iter().map(|u| u.path.clone()))
+        .collect();
+    match db.rpm_owners(&paths) {
+        Ok(owned) => {
+            unowned.retain(|path, _| !owned.contains_key(path));
+            units.retain(|unit| !owned.contains_key(&unit.path));
+        }
+        Err(problem) => problems.push(problem),
+    }
 }
 
 /// Whether `/proc/PID/exe` (the file the process runs, whatever its mount

@@ -1303,6 +1303,18 @@ impl PackageDb {
         }
     }
 
+    /// Which of `paths` rpm says a package owns (one `rpm -qf` for all of
+    /// them). Empty without rpm.
+    pub fn rpm_owners(
+        &self,
+        paths: &BTreeSet<PathBuf>,
+    ) -> Result<HashMap<PathBuf, PackageRef>, Problem> {
+        if !self.rpm || paths.is_empty() {
+            return Ok(HashMap::new());
+        }
+        run_rpm_query(paths)
+    }
+
     /// The packages rpm knows, when rpm and its database are present on the
     /// live host.
     pub fn rpm_installed(&self) -> (Vec<RpmPackage>, Vec<Problem>) {

@@ -287,7 +287,10 @@ fn parse_dpkg_verify(stdout: &str) -> BTreeSet<(String, &'static str, bool)> {
 /// `dpkg --root COPY --verify` agree exactly.
 #[test]
 fn fixture_agrees_with_dpkg_verify() {
-    assert!(dpkg_available(), "dpkg is required (Debian test machines have it)");
+    assert!(
+        dpkg_available(),
+        "dpkg is required (Debian test machines have it)"
+    );
     let copy = tempfile::tempdir().expect("tempdir");
     let status = Command::new("cp")
         .arg("-a")
@@ -332,7 +335,10 @@ fn fixture_agrees_with_dpkg_verify() {
 /// agree on whatever the machine's state is).
 #[test]
 fn live_verify_agrees_with_dpkg_for_a_few_packages() {
-    assert!(dpkg_available(), "dpkg is required (Debian test machines have it)");
+    assert!(
+        dpkg_available(),
+        "dpkg is required (Debian test machines have it)"
+    );
     let wanted = [
         "bash",
         "coreutils",
@@ -361,4 +367,57 @@ fn live_verify_agrees_with_dpkg_for_a_few_packages() {
         .expect("dpkg runs");
     let theirs = parse_dpkg_verify(&String::from_utf8_lossy(&output.stdout));
     assert_eq!(ours, theirs);
+}
+
+mod no_panics {
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    use perimeter_host::inventory::origin::{parse_release, scan_packages_index};
+    use perimeter_host::inventory::parse_id_names;
+    use perimeter_host::inventory::sweep::parse_login_defs_path;
+    use perimeter_host::packages::{parse_dpkg_status, parse_md5sums, parse_rpm_qa};
+    use proptest::prelude::*;
+
+    /// Lines built from dpkg's status vocabulary, continuation lines and
+    /// garbage.
+    const STATUS_LINE: &str = "(Package|Status|Version|Architecture|Conffiles|Multi-Arch|Origin|[A-Za-z-]{1,8})?(: ?)?(install ok installed|deinstall ok config-files|same|/etc/[a-z]{1,6} [0-9a-f]{0,33}( obsolete| remove-on-upgrade| x)?|newconffile|[ -~]{0,20})|[ \t][ -~]{0,30}|";
+
+    proptest! {
+        /// A status file is packages and errors, never a panic; every
+        /// package it returns has the fields a package must have.
+        #[test]
+        fn status(lines in proptest::collection::vec(STATUS_LINE, 0..40)) {
+            let text = lines.join("\n");
+            let (packages, _errors) = parse_dpkg_status(&text, Path::new("/fuzz/status"));
+            for package in packages {
+                prop_assert!(!package.status.is_empty());
+                for conffile in package.conffiles {
+                    prop_assert!(conffile.path.is_absolute());
+                }
+            }
+        }
+
+        #[test]
+        fn md5sums(bytes in proptest::collection::vec(any::<u8>(), 0..400),
+                   lines in proptest::collection::vec("[0-9a-f]{30,34}( {1,3}|\t)[ -~]{0,20}", 0..10)) {
+            let _ = parse_md5sums(&bytes, Path::new("/fuzz.md5sums"));
+            let text = lines.join("\n");
+            let (sums, _) = parse_md5sums(text.as_bytes(), Path::new("/fuzz.md5sums"));
+            for (path, _) in sums {
+                prop_assert!(path.is_absolute());
+            }
+        }
+
+        #[test]
+        fn release_indexes_and_small_files(text in "[ -~\n\t]{0,300}") {
+            let _ = parse_release(&text);
+            let _ = parse_login_defs_path(&text);
+            let _ = parse_id_names(&text);
+            let _ = parse_rpm_qa(&text);
+            let wanted: HashMap<(String, String, String), Vec<usize>> = HashMap::new();
+            let scanned = scan_packages_index(text.as_bytes(), &wanted, |_| ());
+            prop_assert!(scanned.is_ok());
+        }
+    }
 }
