@@ -136,7 +136,13 @@ impl RootDir {
         let relative = relative(path);
         let flags = OFlags::PATH | OFlags::CLOEXEC;
         let fd = if self.in_root {
-            rustix::fs::openat2(&self.fd, relative, flags, Mode::empty(), ResolveFlags::IN_ROOT)?
+            rustix::fs::openat2(
+                &self.fd,
+                relative,
+                flags,
+                Mode::empty(),
+                ResolveFlags::IN_ROOT,
+            )?
         } else {
             rustix::fs::openat(&self.fd, relative, flags, Mode::empty())?
         };
