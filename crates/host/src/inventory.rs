@@ -18,7 +18,7 @@ pub mod sweep;
 pub mod units;
 pub mod verify;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
@@ -389,7 +389,7 @@ pub fn collect(opts: &InventoryOptions) -> Inventory {
     );
 
     if opts.hash_files {
-        hash_files(&opts.root, &mut inventory);
+        hash_files(&opts.root, opts.workers, &mut inventory);
         clock.lap("sha256", &mut inventory.stats);
     }
     name_accounts(&image, &mut inventory);
@@ -812,44 +812,91 @@ fn is_elf(root: &RootDir, path: &Path) -> bool {
 }
 
 /// sha256 of every unowned file, unit file, drop-in and changed file.
-fn hash_files(root: &Path, inventory: &mut Inventory) {
+fn hash_files(root: &Path, workers: usize, inventory: &mut Inventory) {
     let Ok(root_dir) = RootDir::open(root) else {
         return;
     };
-    let mut problems = Vec::new();
-    let mut hash = |path: &Path| match sha256_file(&root_dir, path) {
-        Ok(digest) => Some(digest),
-        Err(reason) => {
-            problems.push(Problem::new(
-                path.display().to_string(),
-                format!("cannot hash: {reason}"),
-            ));
-            None
+    // What to hash, in list order; the digests come back in the same order.
+    let mut targets: Vec<PathBuf> = Vec::new();
+    targets.extend(inventory.unowned_files.iter().map(|f| f.path.clone()));
+    for unit in &inventory.units {
+        match &unit.kind {
+            UnitKind::Unit | UnitKind::DropIn => targets.push(unit.path.clone()),
+            UnitKind::Linked { target } => targets.push(target.clone()),
+            UnitKind::Masked | UnitKind::Enablement { .. } => {}
         }
-    };
+    }
+    let changed = inventory
+        .conffiles
+        .iter()
+        .chain(inventory.modified_files.iter().flatten())
+        .filter(|f| f.change == FileChange::Modified);
+    targets.extend(changed.map(|f| f.path.clone()));
+
+    let mut digests: VecDeque<Option<[u8; 32]>> = VecDeque::with_capacity(targets.len());
+    for (path, digest) in targets.iter().zip(sha256_all(&root_dir, &targets, workers)) {
+        digests.push_back(match digest {
+            Ok(digest) => Some(digest),
+            Err(reason) => {
+                inventory.problems.push(Problem::new(
+                    path.display().to_string(),
+                    format!("cannot hash: {reason}"),
+                ));
+                None
+            }
+        });
+    }
     for file in &mut inventory.unowned_files {
-        file.sha256 = hash(&file.path);
+        file.sha256 = digests.pop_front().flatten();
     }
     for unit in &mut inventory.units {
-        let target = match &unit.kind {
-            UnitKind::Unit | UnitKind::DropIn => Some(unit.path.clone()),
-            UnitKind::Linked { target } => Some(target.clone()),
-            UnitKind::Masked | UnitKind::Enablement { .. } => None,
-        };
-        if let Some(target) = target {
-            unit.sha256 = hash(&target);
+        if !matches!(unit.kind, UnitKind::Masked | UnitKind::Enablement { .. }) {
+            unit.sha256 = digests.pop_front().flatten();
         }
     }
     for file in inventory
         .conffiles
         .iter_mut()
         .chain(inventory.modified_files.iter_mut().flatten())
+        .filter(|f| f.change == FileChange::Modified)
     {
-        if file.change == FileChange::Modified {
-            file.sha256 = hash(&file.path);
-        }
+        file.sha256 = digests.pop_front().flatten();
     }
-    inventory.problems.extend(problems);
+}
+
+/// sha256 of each path, `workers` files at a time (unowned files can be
+/// large: vendor binaries of hundreds of MB).
+fn sha256_all(root: &RootDir, paths: &[PathBuf], workers: usize) -> Vec<Result<[u8; 32], String>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let n_workers = workers
+        .clamp(1, verify::MAX_WORKERS)
+        .min(paths.len().max(1));
+    let mut results: Vec<(usize, Result<[u8; 32], String>)> = Vec::with_capacity(paths.len());
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let idx = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(path) = paths.get(idx) else {
+                break;
+            };
+            done.push((idx, sha256_file(root, path)));
+        }
+        done
+    };
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (1..n_workers)
+            .filter_map(|_| std::thread::Builder::new().spawn_scoped(scope, work).ok())
+            .collect();
+        results.extend(work());
+        for handle in handles {
+            match handle.join() {
+                Ok(done) => results.extend(done),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+    });
+    results.sort_by_key(|(idx, _)| *idx);
+    results.into_iter().map(|(_, result)| result).collect()
 }
 
 /// Streams a file through sha256 in 64 KiB reads.
