@@ -12,7 +12,10 @@
 #
 # Usage: bench/audit.sh [RUNS]      (as root; RUNS defaults to 20, at least 10)
 # Environment: PERIMETER_BIN to time an already built binary instead of
-# building; BENCH_OUT to keep the raw results in that directory.
+# building; PERIMETER_COMPARE="LABEL=PATH ..." to time other perimeter builds
+# side by side in the same run (say, before and after a change); BENCH_OUT to
+# keep the raw results in that directory; BENCH_PHASES=1 to also time each
+# step of the audit on its own (bench/audit/phases) in the same namespace.
 set -euo pipefail
 
 RUNS=${1:-20}
@@ -62,6 +65,20 @@ else
     (cd "$REPO" && cargo build --release --locked --bin perimeter >&2)
     PERIMETER="$REPO/target/release/perimeter"
 fi
+
+# Every perimeter build timed, the main one first.
+PERIMETER_LABELS=("perimeter audit")
+PERIMETER_PATHS=("$PERIMETER")
+for pair in ${PERIMETER_COMPARE:-}; do
+    label=${pair%%=*}
+    path=${pair#*=}
+    if [ "$label" = "$pair" ] || [ ! -x "$path" ]; then
+        echo "audit.sh: PERIMETER_COMPARE entries are LABEL=PATH to an executable, not '$pair'" >&2
+        exit 2
+    fi
+    PERIMETER_LABELS+=("perimeter audit [$label]")
+    PERIMETER_PATHS+=("$path")
+done
 
 WORK=$(mktemp -d /tmp/perimeter-bench-audit.XXXXXX)
 chmod 755 "$WORK"
@@ -158,8 +175,12 @@ echo "== timing: $RUNS runs each (load average $load_before, $n_builds cargo/rus
 
 # hyperfine runs inside the namespace, so each timed command is only itself
 # (no `ip netns exec` in the measurement). -N: no intermediate shell.
+commands=()
+for idx in "${!PERIMETER_PATHS[@]}"; do
+    commands+=(-n "${PERIMETER_LABELS[$idx]}" "${PERIMETER_PATHS[$idx]} audit --format json --no-store")
+done
 in_ns hyperfine -N --warmup 3 --runs "$RUNS" --export-json "$WORK/hyperfine.json" \
-    -n "perimeter audit" "$PERIMETER audit --format json --no-store" \
+    "${commands[@]}" \
     -n "ss -tulpn" "ss -tulpn" \
     -n "ss -tulpn + dpkg -S" "bash $BENCH_DIR/audit/ss_dpkg.sh" >&2
 
@@ -173,12 +194,23 @@ rss() {
             cat "$WORK/rss.err" >&2
             exit 1
         }
-        echo "$name	$(tail -n1 "$WORK/rss.one")" >>"$WORK/rss.tsv"
+        printf '%s\t%s\n' "$name" "$(tail -n1 "$WORK/rss.one")" >>"$WORK/rss.tsv"
     done
 }
-rss "perimeter audit" "$PERIMETER" audit --format json --no-store
+for idx in "${!PERIMETER_PATHS[@]}"; do
+    rss "${PERIMETER_LABELS[$idx]}" "${PERIMETER_PATHS[$idx]}" audit --format json --no-store
+done
 rss "ss -tulpn" ss -tulpn
 rss "ss -tulpn + dpkg -S" bash "$BENCH_DIR/audit/ss_dpkg.sh"
+
+if [ "${BENCH_PHASES:-0}" = 1 ]; then
+    echo "== building bench/audit/phases (release)" >&2
+    # Built into the workspace's target directory: it shares the crates.
+    (cd "$BENCH_DIR/audit/phases" && CARGO_TARGET_DIR="$REPO/target" \
+        cargo build --release >&2)
+    echo "== each step of the audit on its own ($RUNS runs each)" >&2
+    in_ns "$REPO/target/release/perimeter-audit-phases" "$RUNS" >"$WORK/phases.md"
+fi
 
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -196,16 +228,23 @@ print("machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 print("load average before $load_before, after $load_after; $n_builds cargo/rustc processes at start")
 print("namespace: $n_listen listening sockets, $((n_estab / 2)) established loopback connections, $N_PROCS processes")
 print()
-print(f"| {'command':<22} | {'median ms':>9} | {'mean ± sd ms':>14} | {'min ms':>7} | {'vs ss':>6} | {'peak RSS MB (median, max)':>25} |")
-print(f"|{'-'*24}|{'-'*10}:|{'-'*15}:|{'-'*8}:|{'-'*7}:|{'-'*26}:|")
+width = max(len(r["command"]) for r in results)
+print(f"| {'command':<{width}} | median ms | mean ± sd ms | min ms | vs ss | peak RSS MB, median (max) |")
+print(f"|{'-' * (width + 2)}|----------:|-------------:|-------:|------:|--------------------------:|")
 for r in results:
     name = r["command"]
     times = r["times"]
     median = statistics.median(times)
     kib = rss.get(name, [0])
-    print(f"| {name:<22} | {median*1e3:>9.1f} | {r['mean']*1e3:>7.1f} ± {r['stddev']*1e3:<5.1f}"
-          f" | {min(times)*1e3:>7.1f} | {median/ss_median:>5.2f}x"
-          f" | {statistics.median(kib)/1024:>12.1f}, {max(kib)/1024:>10.1f} |")
+    spread = f"{r['mean'] * 1e3:.1f} ± {r['stddev'] * 1e3:.1f}"
+    memory = f"{statistics.median(kib) / 1024:.1f} ({max(kib) / 1024:.1f})"
+    print(f"| {name:<{width}} | {median * 1e3:>9.1f} | {spread:>12} | {min(times) * 1e3:>6.1f}"
+          f" | {median / ss_median:>4.2f}x | {memory:>25} |")
 print()
 print(f"runs: {len(ss['times'])} timed runs each (after 3 warm-up runs), $RSS_RUNS runs each for RSS")
 EOF
+if [ -f "$WORK/phases.md" ]; then
+    echo
+    echo "where the time goes (bench/audit/phases, each step alone):"
+    cat "$WORK/phases.md"
+fi
