@@ -151,9 +151,14 @@ pub fn scan_packages_index(
             }
             continue;
         }
-        let text = String::from_utf8_lossy(&line);
-        let text = text.trim_end_matches(['\n', '\r']);
-        if n == 0 || text.is_empty() {
+        let mut bytes = line.as_slice();
+        while let Some(rest) = bytes
+            .strip_suffix(b"\n")
+            .or_else(|| bytes.strip_suffix(b"\r"))
+        {
+            bytes = rest;
+        }
+        if n == 0 || bytes.is_empty() {
             if !name.is_empty() {
                 let key = (
                     std::mem::take(&mut name),
@@ -172,12 +177,19 @@ pub fn scan_packages_index(
             }
             continue;
         }
-        if let Some(value) = text.strip_prefix("Package:") {
-            value.trim().clone_into(&mut name);
-        } else if let Some(value) = text.strip_prefix("Architecture:") {
-            value.trim().clone_into(&mut arch);
-        } else if let Some(value) = text.strip_prefix("Version:") {
-            value.trim().clone_into(&mut version);
+        // Only three fields matter; every other line is skipped on its
+        // first bytes, without decoding it.
+        let field = if let Some(value) = bytes.strip_prefix(b"Package:") {
+            Some((&mut name, value))
+        } else if let Some(value) = bytes.strip_prefix(b"Architecture:") {
+            Some((&mut arch, value))
+        } else if let Some(value) = bytes.strip_prefix(b"Version:") {
+            Some((&mut version, value))
+        } else {
+            None
+        };
+        if let Some((slot, value)) = field {
+            String::from_utf8_lossy(value).trim().clone_into(slot);
         }
     }
 }
@@ -245,8 +257,13 @@ pub fn read_origins(
             Some((_, ext)) if COMPRESSED.contains(&ext) => {
                 scan_compressed(&file, &wanted, &mut record)
             }
-            _ => File::open(&file)
-                .and_then(|f| scan_packages_index(BufReader::new(f), &wanted, &mut record)),
+            _ => File::open(&file).and_then(|f| {
+                scan_packages_index(
+                    BufReader::with_capacity(256 * 1024, f),
+                    &wanted,
+                    &mut record,
+                )
+            }),
         };
         if let Err(err) = result {
             problems.push(
@@ -276,7 +293,9 @@ fn scan_compressed(
         .spawn()
         .map_err(|err| io::Error::new(err.kind(), format!("cannot run {APT_HELPER}: {err}")))?;
     let scanned = match child.stdout.take() {
-        Some(stdout) => scan_packages_index(BufReader::new(stdout), wanted, found),
+        Some(stdout) => {
+            scan_packages_index(BufReader::with_capacity(256 * 1024, stdout), wanted, found)
+        }
         None => Err(io::Error::other("apt-helper gave no output")),
     };
     let status = child.wait()?;
