@@ -179,15 +179,13 @@ pub fn scan_packages_index(
         }
         // Only three fields matter; every other line is skipped on its
         // first bytes, without decoding it.
-        let field = if let Some(value) = bytes.strip_prefix(b"Package:") {
-            Some((&mut name, value))
-        } else if let Some(value) = bytes.strip_prefix(b"Architecture:") {
-            Some((&mut arch, value))
-        } else if let Some(value) = bytes.strip_prefix(b"Version:") {
-            Some((&mut version, value))
-        } else {
-            None
-        };
+        let field = [
+            (&b"Package:"[..], &mut name),
+            (&b"Architecture:"[..], &mut arch),
+            (&b"Version:"[..], &mut version),
+        ]
+        .into_iter()
+        .find_map(|(prefix, slot)| Some((slot, bytes.strip_prefix(prefix)?)));
         if let Some((slot, value)) = field {
             String::from_utf8_lossy(value).trim().clone_into(slot);
         }
