@@ -4,9 +4,12 @@
 //! It is a token bucket in its GCRA form (a "theoretical arrival time" instead of
 //! a token count), which gives a hard guarantee that is easy to state and test:
 //! over any window of length `D`, at most `burst + D × rate` tokens are granted.
-//! Grants are serialised through a fair (FIFO) async mutex held across the wait,
-//! so only one waiter sleeps at a time and thousands of waiting tasks cost no
-//! thundering herd. Optional jitter only ever lengthens the gap between grants,
+//! Every grant is computed under one plain lock, held for a few instructions,
+//! from the time it is granted. A token that is ready is taken without waiting
+//! (on a fast scan, nearly always: a wait there would hand the scan from
+//! thread to thread once per connection); when none is, waiters line up
+//! behind a fair (FIFO) async mutex held across the wait, so only the head of
+//! the line sleeps and thousands of waiting tasks cost no thundering herd. Optional jitter only ever lengthens the gap between grants,
 //! so it can make a scan slower and less regular but never faster than the
 //! ceiling. Tokio's timer has millisecond granularity; GCRA absorbs that (a late
 //! wake-up lets the next few waiters through at once, still within the bound
@@ -16,7 +19,7 @@
 //! jitter would have, and the mean rate stays what the jitter alone gives
 //! (a slow timer would otherwise cut a stealth scan at 100/s by a tenth).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rand::{RngExt as _, SeedableRng as _};
@@ -53,8 +56,23 @@ pub struct RateLimiter {
     limit: Option<RateLimit>,
     interval: Duration,
     tolerance: Duration,
-    state: Mutex<State>,
+    /// The bucket, under a plain lock held only to compute one grant.
+    state: std::sync::Mutex<State>,
+    /// The line of waiters when no token is ready: first come, first served,
+    /// and only the one at its head sleeps.
+    line: Mutex<()>,
+    /// Waiters in (or joining) the line.
+    n_queued: AtomicUsize,
     n_granted: AtomicU64,
+}
+
+/// A place in the line, given up when the waiter is granted or dropped.
+struct InLine<'a>(&'a AtomicUsize);
+
+impl Drop for InLine<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl RateLimiter {
@@ -74,11 +92,13 @@ impl RateLimiter {
             limit,
             interval,
             tolerance,
-            state: Mutex::new(State {
+            state: std::sync::Mutex::new(State {
                 tat: Instant::now(),
                 rng: ChaCha8Rng::seed_from_u64(seed),
                 lateness: Duration::ZERO,
             }),
+            line: Mutex::new(()),
+            n_queued: AtomicUsize::new(0),
             n_granted: AtomicU64::new(0),
         }
     }
@@ -90,26 +110,54 @@ impl RateLimiter {
     /// Waits for a token. Cancel-safe: dropping the future before it completes
     /// takes no token.
     pub async fn acquire(&self) {
-        let mut state = self.state.lock().await;
         let Some(limit) = self.limit else {
             self.n_granted.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let earliest = state.tat.checked_sub(self.tolerance).unwrap_or(state.tat);
-        let slept = earliest > Instant::now();
-        if slept {
-            tokio::time::sleep_until(earliest).await;
+        // A token that is ready is taken at once, unless others already wait:
+        // they came first.
+        if self.n_queued.load(Ordering::Acquire) == 0 && self.try_grant(limit, None).is_ok() {
+            return;
         }
+        self.n_queued.fetch_add(1, Ordering::AcqRel);
+        let _in_line = InLine(&self.n_queued);
+        let _turn = self.line.lock().await;
+        let mut slept_until = None;
+        loop {
+            match self.try_grant(limit, slept_until) {
+                Ok(()) => return,
+                Err(earliest) => {
+                    tokio::time::sleep_until(earliest).await;
+                    slept_until = Some(earliest);
+                }
+            }
+        }
+    }
+
+    /// Takes a token if one is ready now; otherwise says when the next one
+    /// will be. `slept_until` is the instant the caller's last sleep aimed
+    /// at, if it slept.
+    fn try_grant(&self, limit: RateLimit, slept_until: Option<Instant>) -> Result<(), Instant> {
+        // Nothing panics while holding the lock, and the state is consistent
+        // after every statement, so a poisoned lock's state is still good.
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let now = Instant::now();
+        let earliest = state.tat.checked_sub(self.tolerance).unwrap_or(state.tat);
+        if earliest > now {
+            return Err(earliest);
+        }
         let jitter = if limit.jitter > 0.0 {
             let max_jitter = self.interval.mul_f64(limit.jitter);
             let drawn = max_jitter.mul_f64(state.rng.random_range(0.0..1.0));
             // Only a wake-up after a sleep is late; a waiter that found the
             // bucket ready was not held back by the timer. What cannot be
             // repaid soon is forgotten, so the debt stays below one draw.
-            if slept {
+            if let Some(target) = slept_until {
                 state.lateness =
-                    (state.lateness + now.saturating_duration_since(earliest)).min(max_jitter);
+                    (state.lateness + now.saturating_duration_since(target)).min(max_jitter);
             }
             let repaid = state.lateness.min(drawn);
             state.lateness -= repaid;
@@ -119,6 +167,7 @@ impl RateLimiter {
         };
         state.tat = state.tat.max(now) + self.interval + jitter;
         self.n_granted.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Tokens granted so far: the number of connection attempts, since every
@@ -271,6 +320,37 @@ mod tests {
             mean >= Duration::from_micros(4900) && mean <= Duration::from_micros(5100),
             "{mean:?}"
         );
+    }
+
+    /// A token that frees up while others wait goes to the first in line, not
+    /// to a newcomer that happens to ask at that moment.
+    #[tokio::test(start_paused = true)]
+    async fn waiters_are_served_in_order() {
+        let limit = RateLimit {
+            per_second: 10.0,
+            burst: 1,
+            jitter: 0.0,
+        };
+        let limiter = Arc::new(RateLimiter::new(Some(limit), 1));
+        limiter.acquire().await;
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut tasks = tokio::task::JoinSet::new();
+        for name in ["first", "second", "third"] {
+            let limiter = limiter.clone();
+            let order = order.clone();
+            tasks.spawn(async move {
+                limiter.acquire().await;
+                order.lock().expect("not poisoned").push(name);
+            });
+            // Let it get in line before the next one comes.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        while tasks.join_next().await.is_some() {}
+        assert_eq!(
+            *order.lock().expect("not poisoned"),
+            ["first", "second", "third"]
+        );
+        assert_eq!(limiter.n_granted(), 4);
     }
 
     #[tokio::test(start_paused = true)]
