@@ -6,11 +6,14 @@
 #   timeout -s INT 60 perimeter scan 198.18.0.0/16 --top-ports 100 \
 #       --profile stealth --rate RATE
 #
-# for each RATE in RATES (default 100 and 1000 probes per second: a quiet
-# scan's rate, and ten times that to stress the limiter and the memory).
-# Stealth adds random jitter of up to one interval between probes, so its
-# mean is about two thirds of the ceiling by design; the ceiling is what is
-# checked: the busiest one-second window on the wire against RATE.
+# for each PROFILE:RATE in CONFIGS (default stealth at 100 and at 1000 probes
+# per second, a quiet scan's rate and ten times that to stress the limiter
+# and the memory; and normal at 1000 for reference). Stealth adds random
+# jitter of up to one interval between probes, so its mean is about two
+# thirds of the ceiling by design; the ceiling is what is checked: the
+# busiest one-second window on the wire against RATE. The normal profile has
+# no jitter, so there the mean shows how close to the ceiling the limiter
+# runs.
 #
 # The /16 has 6.5 million (address, port) pairs; the scan cannot finish in a
 # minute and is stopped with SIGINT (Ctrl-C), as an operator would. Peak RSS
@@ -27,15 +30,15 @@
 # exit, also when interrupted.
 #
 # Usage: bench/scan-stealth.sh [RUNS]     (as root; RUNS defaults to 1)
-# Environment: PERIMETER_BIN to time an already built binary; RATES (default
-# "100 1000") probes per second; DURATION (default 60) seconds; BENCH_KEEP=1
-# keeps the raw outputs.
+# Environment: PERIMETER_BIN to time an already built binary; CONFIGS
+# (default "stealth:100 stealth:1000 normal:1000"); DURATION (default 60)
+# seconds; BENCH_KEEP=1 keeps the raw outputs.
 set -euo pipefail
 source "$(dirname "$0")/scan/lib.sh"
 
 RUNS=${1:-1}
 [[ "$RUNS" =~ ^[0-9]+$ ]] && [ "$RUNS" -ge 1 ] || die "RUNS must be a positive number"
-RATES=${RATES:-100 1000}
+CONFIGS=${CONFIGS:-stealth:100 stealth:1000 normal:1000}
 DURATION=${DURATION:-60}
 
 require_tools tcpdump timeout
@@ -61,16 +64,19 @@ syn_count() {
         awk '/counter packets/ {for (i = 1; i <= NF; i++) if ($i == "packets") print $(i + 1)}'
 }
 
+# perimeter_cmd PROFILE:RATE
 perimeter_cmd() {
-    PERIMETER_CMD=("$PERIMETER" scan 198.18.0.0/16 --top-ports 100 --profile stealth --rate "$1" --no-store --format json --quiet)
+    PROFILE=${1%%:*}
+    RATE=${1#*:}
+    PERIMETER_CMD=("$PERIMETER" scan 198.18.0.0/16 --top-ports 100 --profile "$PROFILE" --rate "$RATE" --no-store --format json --quiet)
 }
 
 log "machine: $(machine_note)"
 log "load before: $(load_note)"
-for RATE in $RATES; do
-perimeter_cmd "$RATE"
+for config in $CONFIGS; do
+perimeter_cmd "$config"
 for run in $(seq 1 "$RUNS"); do
-    run="$RATE.$run"
+    run="$PROFILE-$RATE.$run"
     before=$(syn_count)
     lab_spawn "$SINK" "$LAB_WORK/tcpdump.$run.log" tcpdump -i eth0 -n -tt -l -Q in \
         'tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn'
@@ -87,20 +93,20 @@ done
 LOAD_AFTER=$(load_note)
 
 echo
-echo "scan benchmark 4: 198.18.0.0/16 x 100 ports, stealth, stopped after ${DURATION}s, $RUNS run(s) per rate"
+echo "scan benchmark 4: 198.18.0.0/16 x 100 ports, stopped after ${DURATION}s, $RUNS run(s) per profile and rate"
 echo "machine: $(machine_note)"
 echo "load after: $LOAD_AFTER"
-for RATE in $RATES; do
-perimeter_cmd "$RATE"
+for config in $CONFIGS; do
+perimeter_cmd "$config"
 echo
 echo "perimeter: timeout -s INT $DURATION ${PERIMETER_CMD[*]}"
 for run in $(seq 1 "$RUNS"); do
-    run="$RATE.$run"
+    run="$PROFILE-$RATE.$run"
     rss_kb=$(awk -v r="$run" '$1 == "perimeter" && $2 "" == r "" {print $4}' "$LAB_WORK/times")
     wall=$(awk -v r="$run" '$1 == "perimeter" && $2 "" == r "" {print $3}' "$LAB_WORK/times")
     counted=$(cat "$LAB_WORK/counter.$run")
     probes=$("$PYTHON" -c 'import json, sys; s = json.load(open(sys.argv[1]))["scan"]; print(s["n_probes"], "complete" if s["complete"] else "incomplete")' "$LAB_WORK/perimeter.$run.out" 2>/dev/null || echo "? ?")
-    echo "rate ${run%%.*}/s, run ${run#*.}: wall ${wall}s, peak RSS $(echo "$rss_kb / 1024" | bc -l | xargs printf '%.1f') MB (target < 64 MB)"
+    echo "$PROFILE at $RATE/s, run ${run##*.}: wall ${wall}s, peak RSS $(echo "$rss_kb / 1024" | bc -l | xargs printf '%.1f') MB (target < 64 MB)"
     echo "  perimeter's own count: ${probes% *} probes, scan marked ${probes#* }"
     echo "  nftables SYN counter: $counted SYNs, $(echo "$counted / $wall" | bc -l | xargs printf '%.1f')/s over the whole run (ceiling $RATE/s)"
     echo "  tcpdump: $("$PYTHON" "$HELPER" syn-rate "$LAB_WORK/tcpdump.$run.log" "$RATE")"
