@@ -15,7 +15,9 @@
 # building; PERIMETER_COMPARE="LABEL=PATH ..." to time other perimeter builds
 # side by side in the same run (say, before and after a change); BENCH_OUT to
 # keep the raw results in that directory; BENCH_PHASES=1 to also time each
-# step of the audit on its own (bench/audit/phases) in the same namespace.
+# step of the audit on its own (bench/audit/phases) in the same namespace;
+# BENCH_WAIT_QUIET=SECONDS to wait up to that long, before timing, for the
+# machine to be idle (other builds would skew the figures).
 set -euo pipefail
 
 RUNS=${1:-20}
@@ -117,8 +119,13 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 
+# Runs a command inside the namespace, in the background and waited for: bash
+# runs a trap only between commands, and `wait` is where a signal lands at
+# once. The EXIT trap then ends whatever still runs in the namespace (a
+# background command ignores SIGINT, so it never outlives the cleanup).
 in_ns() {
-    ip netns exec "$NS" "$@"
+    ip netns exec "$NS" "$@" &
+    wait "$!"
 }
 
 echo "== namespace $NS" >&2
@@ -129,7 +136,7 @@ ip -n "$NS" addr add "$LAB_V4_UDP/32" dev lo
 ip -n "$NS" addr add "$LAB_V6_TCP/128" dev lo nodad
 
 echo "== load: $N_PROCS processes" >&2
-in_ns "$PYTHON" "$BENCH_DIR/audit/load.py" "$N_PROCS" "$N_TCP_LOOPBACK" "$N_CONNS" \
+ip netns exec "$NS" "$PYTHON" "$BENCH_DIR/audit/load.py" "$N_PROCS" "$N_TCP_LOOPBACK" "$N_CONNS" \
     "$LAB_V4_TCP" "$LAB_V4_UDP" "$LAB_V6_TCP" >"$WORK/load.out" 2>"$WORK/load.err" &
 LOAD_PID=$!
 for _ in $(seq 1 600); do
@@ -169,6 +176,36 @@ if n_attributed != len(listeners):
     sys.exit("audit.sh: some listeners were not traced to a process")
 EOF
 
+# The fraction of CPU time idle over the next two seconds, in percent.
+idle_percent() {
+    local a b
+    read -r -a a < <(head -n1 /proc/stat)
+    sleep 2
+    read -r -a b < <(head -n1 /proc/stat)
+    local total=0 idx
+    for idx in 1 2 3 4 5 6 7 8; do
+        total=$((total + b[idx] - a[idx]))
+    done
+    local idle=$((b[4] - a[4] + b[5] - a[5]))
+    echo $((total > 0 ? 100 * idle / total : 0))
+}
+if [ -n "${BENCH_WAIT_QUIET:-}" ]; then
+    deadline=$((SECONDS + BENCH_WAIT_QUIET))
+    n_quiet=0
+    while [ "$n_quiet" -lt 3 ] && [ "$SECONDS" -lt "$deadline" ]; do
+        if [ "$(idle_percent)" -ge 90 ]; then
+            n_quiet=$((n_quiet + 1))
+        else
+            n_quiet=0
+        fi
+    done
+    if [ "$n_quiet" -ge 3 ]; then
+        echo "== the machine has been idle for 6 s" >&2
+    else
+        echo "== the machine did not become idle within ${BENCH_WAIT_QUIET} s; timing anyway" >&2
+    fi
+fi
+idle_before=$(idle_percent)
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 n_builds=$(pgrep -c 'cargo|rustc' || true)
 echo "== timing: $RUNS runs each (load average $load_before, $n_builds cargo/rustc processes)" >&2
@@ -213,6 +250,7 @@ if [ "${BENCH_PHASES:-0}" = 1 ]; then
 fi
 
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+n_builds_after=$(pgrep -c 'cargo|rustc' || true)
 
 "$PYTHON" - "$WORK/hyperfine.json" "$WORK/rss.tsv" <<EOF
 import json, statistics, sys
@@ -225,7 +263,7 @@ ss = next(r for r in results if r["command"] == "ss -tulpn")
 ss_median = statistics.median(ss["times"])
 print()
 print("machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), Linux $(uname -r)")
-print("load average before $load_before, after $load_after; $n_builds cargo/rustc processes at start")
+print("load average before $load_before, after $load_after; CPU idle $idle_before% in the 2 s before timing; cargo/rustc processes: $n_builds at start, $n_builds_after at end")
 print("namespace: $n_listen listening sockets, $((n_estab / 2)) established loopback connections, $N_PROCS processes")
 print()
 width = max(len(r["command"]) for r in results)
