@@ -5,8 +5,8 @@
 //! command: the /proc walk, the netlink socket dump, listeners (walk, dump,
 //! interfaces and accounts joined), package ownership of the listening
 //! executables, the firewall read, the whole collection, the rules, and the
-//! JSON rendering. Run it as root inside the benchmark's namespace
-//! (`bench/audit.sh` prints the command).
+//! JSON rendering. `BENCH_PHASES=1 bench/audit.sh` builds it and runs it as
+//! root inside the benchmark's namespace, after the side-by-side timings.
 //!
 //! Usage: perimeter-audit-phases [RUNS]
 
@@ -155,7 +155,11 @@ fn main() {
     step(
         "JSON text (serde_json::to_string_pretty)",
         Box::new(|| {
-            black_box(serde_json::to_string_pretty(&document).map(|text| text.len()).ok());
+            black_box(
+                serde_json::to_string_pretty(&document)
+                    .map(|text| text.len())
+                    .ok(),
+            );
         }),
     );
 }
