@@ -312,6 +312,18 @@ pub fn collect(opts: &InventoryOptions) -> Inventory {
     inventory.packages = packages(&db, &installed, opts, &mut inventory.problems);
     clock.lap("packages", &mut inventory.stats);
 
+    if !db.has_database() {
+        // Without a package database everything would be "unowned", which
+        // says nothing; the report says why it is empty instead.
+        inventory.problems.push(
+            Problem::new(
+                opts.root.join("var/lib/dpkg").display().to_string(),
+                "no package database (neither dpkg's nor rpm's): nothing can be checked against one",
+            )
+            .with_hint("perimeter inventory reads dpkg (Debian, Ubuntu) and rpm databases"),
+        );
+        return inventory;
+    }
     let (index, problems) = db.index();
     inventory.problems.extend(problems);
     inventory.stats.n_index_paths = index.n_paths();

@@ -421,3 +421,25 @@ mod no_panics {
         }
     }
 }
+
+#[test]
+fn no_package_database_is_a_problem_not_a_flood() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("usr/bin")).expect("mkdir");
+    let exe = dir.path().join("usr/bin/anything");
+    std::fs::write(&exe, b"#!/bin/sh\n").expect("write");
+    std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let inventory = collect(&fixture_options(dir.path(), true));
+    assert!(inventory.unowned_files.is_empty());
+    assert!(inventory.packages.is_empty());
+    let messages: Vec<&str> = inventory
+        .problems
+        .iter()
+        .map(|p| p.message.as_str())
+        .collect();
+    assert_eq!(
+        messages,
+        vec!["no package database (neither dpkg's nor rpm's): nothing can be checked against one"]
+    );
+}
