@@ -68,6 +68,20 @@ else
     PERIMETER="$REPO/target/release/perimeter"
 fi
 
+# The per-step timer, built now (with the same sources as the binary, and
+# before any timing). It is optional: if it does not build, say so and go on.
+PHASES=
+if [ "${BENCH_PHASES:-0}" = 1 ]; then
+    echo "== building bench/audit/phases (release)" >&2
+    # Built into the workspace's target directory: it shares the crates.
+    if (cd "$BENCH_DIR/audit/phases" && CARGO_TARGET_DIR="$REPO/target" \
+        cargo build --release >&2); then
+        PHASES="$REPO/target/release/perimeter-audit-phases"
+    else
+        echo "audit.sh: bench/audit/phases did not build; the per-step timings are skipped" >&2
+    fi
+fi
+
 # Every perimeter build timed, the main one first.
 PERIMETER_LABELS=("perimeter audit")
 PERIMETER_PATHS=("$PERIMETER")
@@ -240,13 +254,9 @@ done
 rss "ss -tulpn" ss -tulpn
 rss "ss -tulpn + dpkg -S" bash "$BENCH_DIR/audit/ss_dpkg.sh"
 
-if [ "${BENCH_PHASES:-0}" = 1 ]; then
-    echo "== building bench/audit/phases (release)" >&2
-    # Built into the workspace's target directory: it shares the crates.
-    (cd "$BENCH_DIR/audit/phases" && CARGO_TARGET_DIR="$REPO/target" \
-        cargo build --release >&2)
+if [ -n "$PHASES" ]; then
     echo "== each step of the audit on its own ($RUNS runs each)" >&2
-    in_ns "$REPO/target/release/perimeter-audit-phases" "$RUNS" >"$WORK/phases.md"
+    in_ns "$PHASES" "$RUNS" >"$WORK/phases.md"
 fi
 
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
