@@ -57,11 +57,18 @@ pub struct Collected {
 /// Collect everything the audit rules look at. Never fails: what could not be
 /// seen is in `snapshot.problems`.
 pub fn collect(opts: &AuditOptions) -> Collected {
-    let facts = collect_listeners(&ListenerOptions {
-        all_netns: opts.all_netns,
-        proc_root: opts.proc_root.clone(),
-        force_proc_fallback: opts.force_proc_net,
+    // Reading our own namespace's firewall is a few subprocesses, mostly
+    // waiting: do it while /proc is walked.
+    let (facts, own_ruleset) = std::thread::scope(|scope| {
+        let firewall = scope.spawn(|| firewall::read_ruleset(None));
+        let facts = collect_listeners(&ListenerOptions {
+            all_netns: opts.all_netns,
+            proc_root: opts.proc_root.clone(),
+            force_proc_fallback: opts.force_proc_net,
+        });
+        (facts, firewall.join().ok())
     });
+    let mut own_ruleset = own_ruleset;
     let mut snapshot = HostSnapshot {
         hostname: hostname(),
         listeners: facts.listeners,
@@ -104,7 +111,11 @@ pub fn collect(opts: &AuditOptions) -> Collected {
                 netns.name
             ))
         } else {
-            let (ruleset, problems, unread) = firewall::read_ruleset(enter.as_deref());
+            let read = match (enter.is_none(), own_ruleset.take()) {
+                (true, Some(read)) => read,
+                _ => firewall::read_ruleset(enter.as_deref()),
+            };
+            let (ruleset, problems, unread) = read;
             let verdict = firewall::verdict_of(&ruleset, &problems, &unread);
             snapshot.problems.extend(problems);
             // Reachability on a partly read ruleset could call open what an

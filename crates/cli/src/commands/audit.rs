@@ -3,7 +3,9 @@
 
 use anyhow::Result;
 use perimeter_model::Severity;
-use perimeter_report::audit::{AuditView, ChangeLine, Since, to_human, to_json};
+use std::io::Write;
+
+use perimeter_report::audit::{AuditView, ChangeLine, Since, to_human, write_json};
 use perimeter_store::{AuditRecord, Store, diff_audits};
 
 use crate::args::{AuditArgs, Format};
@@ -71,7 +73,13 @@ pub(crate) fn print(
         since,
     };
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&to_json(&view))?),
+        Format::Json => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            write_json(&view, &mut out)?;
+            writeln!(out)?;
+            out.flush()?;
+        }
         Format::Human => print!("{}", to_human(&view, terminal.stdout_style())),
     }
     Ok(())
