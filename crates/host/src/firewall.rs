@@ -18,7 +18,13 @@
 //! nft's JSON is read with the `nftables` crate's schema types, one ruleset
 //! object and, when a rule does not fit the schema, one statement at a time:
 //! a statement the crate does not know (new in a later nft) becomes an opaque
-//! condition of its rule instead of failing the whole ruleset.
+//! condition of its rule instead of failing the whole ruleset. Named sets and
+//! maps are read one element at a time for the same reason (the schema knows
+//! neither `ct_state` nor `verdict` as data types).
+//!
+//! Verdict maps (`ct state vmap { established : accept, new : jump allow }`,
+//! `ip saddr vmap @blocklist`) are verdicts in the model ([`Verdict::Map`]):
+//! the key, and the elements inline or by the name of a [`NamedMap`].
 
 use std::borrow::Cow;
 use std::fmt;
@@ -197,6 +203,9 @@ pub enum Field {
     Meta(String),
     /// Conntrack: `state`, `status`.
     Ct(String),
+    /// A concatenation (`ip saddr . tcp dport`), compared with concatenated
+    /// values ([`Value::Concat`]) part by part.
+    Concat(Vec<Field>),
     Other(String),
 }
 
@@ -230,6 +239,9 @@ pub enum Value {
     Set(Vec<Value>),
     /// A named set (`@admin_v4`), looked up in [`Ruleset::sets`].
     SetRef(String),
+    /// A concatenated value (`192.0.2.1 . 22`), one part per part of a
+    /// [`Field::Concat`].
+    Concat(Vec<Value>),
     Other(String),
 }
 
@@ -243,9 +255,43 @@ pub enum Verdict {
     Continue,
     Jump(String),
     Goto(String),
-    /// A terminal action that is not a plain verdict (queue, nat, vmap,
-    /// TARPIT): the packet's fate is decided elsewhere.
+    /// A verdict map (`tcp dport vmap { 22 : accept, 80 : jump web }`): the
+    /// verdict of the element whose key matches the packet's. A packet whose
+    /// key is in no element gets no verdict from the rule and goes on to the
+    /// next one.
+    Map(VerdictMap),
+    /// A terminal action that is not a plain verdict (queue, nat, TARPIT):
+    /// the packet's fate is decided elsewhere.
     Other(String),
+}
+
+/// The lookup of an nft `vmap` statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerdictMap {
+    /// What is looked up: `ct state`, `tcp dport`, `ip saddr`, `meta iifname`,
+    /// or a concatenation of fields.
+    pub key: Field,
+    pub elements: MapElements,
+}
+
+/// Where a verdict map's elements are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MapElements {
+    /// An anonymous map written in the rule.
+    Inline(Vec<MapElement>),
+    /// A named map (`@blocklist`), looked up in [`Ruleset::maps`].
+    Named(String),
+}
+
+/// One `key : verdict` element of a verdict map. The key is a single value,
+/// a prefix, a range or a concatenation of those; nft refuses overlapping
+/// keys, so at most one element matches a packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapElement {
+    pub key: Value,
+    /// `accept`, `drop`, `continue`, `return`, `jump` or `goto`: the verdicts
+    /// nft allows in a map.
+    pub verdict: Verdict,
 }
 
 /// A named nft set and its elements (empty when listed tersely).
@@ -257,11 +303,23 @@ pub struct NamedSet {
     pub elements: Vec<Value>,
 }
 
+/// A named nft verdict map (`map NAME { type ... : verdict; ... }`) and its
+/// elements (empty when listed tersely). Maps to other data (addresses for
+/// nat, marks) decide no verdict and are not kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedMap {
+    pub family: Family,
+    pub table: String,
+    pub name: String,
+    pub elements: Vec<MapElement>,
+}
+
 /// Every chain read from a namespace, from any backend.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ruleset {
     pub chains: Vec<Chain>,
     pub sets: Vec<NamedSet>,
+    pub maps: Vec<NamedMap>,
 }
 
 impl Ruleset {
@@ -276,9 +334,28 @@ impl Ruleset {
         })
     }
 
+    /// The elements of a verdict map used in `from`: inline, or the named
+    /// map of the same family and table. `None` for a named map that was not
+    /// listed.
+    pub fn map_elements<'a>(
+        &'a self,
+        from: &Chain,
+        elements: &'a MapElements,
+    ) -> Option<&'a [MapElement]> {
+        match elements {
+            MapElements::Inline(elements) => Some(elements),
+            MapElements::Named(name) => self
+                .maps
+                .iter()
+                .find(|m| m.family == from.family && m.table == from.table && m.name == *name)
+                .map(|m| m.elements.as_slice()),
+        }
+    }
+
     pub fn extend(&mut self, other: Ruleset) {
         self.chains.extend(other.chains);
         self.sets.extend(other.sets);
+        self.maps.extend(other.maps);
     }
 }
 
@@ -333,6 +410,17 @@ struct NftBuilder {
 
 impl NftBuilder {
     fn add(&mut self, value: &serde_json::Value) {
+        // Sets and maps are read element by element: the schema knows only
+        // some of nft's data types (not `ct_state` or `verdict`), and one
+        // element it cannot read must not lose the others.
+        if let Some(set) = value.get("set") {
+            self.ruleset.sets.extend(named_set_from_value(set));
+            return;
+        }
+        if let Some(map) = value.get("map") {
+            self.ruleset.maps.extend(named_map_from_value(map));
+            return;
+        }
         match NfObject::deserialize(value) {
             Ok(NfObject::ListObject(object)) => match object {
                 NfListObject::Chain(chain) => self.ruleset.chains.push(chain_from_nft(&chain)),
@@ -346,18 +434,6 @@ impl NftBuilder {
                         rule.comment.as_deref(),
                     ),
                 )),
-                NfListObject::Set(set) => self.ruleset.sets.push(NamedSet {
-                    family: family_from_nft(set.family),
-                    table: set.table.clone().into_owned(),
-                    name: set.name.clone().into_owned(),
-                    elements: set
-                        .elem
-                        .as_deref()
-                        .unwrap_or_default()
-                        .iter()
-                        .map(value_from_expr)
-                        .collect(),
-                }),
                 _ => {}
             },
             Ok(NfObject::CmdObject(_)) => {}
@@ -444,6 +520,177 @@ impl<'de> serde::de::Visitor<'de> for ObjectsSeed<'_> {
     }
 }
 
+/// Where a named set or map is: family, table and name.
+fn set_place(object: &serde_json::Value) -> Option<(Family, String, String)> {
+    let family = NfFamily::deserialize(object.get("family")?).ok()?;
+    let table = object.get("table")?.as_str()?.to_owned();
+    let name = object.get("name")?.as_str()?.to_owned();
+    Some((family_from_nft(family), table, name))
+}
+
+/// The `elem` array of a set or map object; nft prints one element alone
+/// without the array.
+fn set_elements(object: &serde_json::Value) -> &[serde_json::Value] {
+    match object.get("elem") {
+        Some(serde_json::Value::Array(items)) => items,
+        Some(one) => std::slice::from_ref(one),
+        None => &[],
+    }
+}
+
+/// An element of a set or map read on its own: one the schema cannot read is
+/// kept as JSON, which no test understands, rather than dropped.
+fn element_from_json(value: &serde_json::Value) -> Value {
+    match Expression::deserialize(value) {
+        Ok(expr) => element_value(&expr),
+        Err(_) => Value::Other(short_json(value)),
+    }
+}
+
+/// An element of a set or map. A string that starts with `@` is a name (an
+/// interface may be called `@a`), never a reference to a set: a set holding
+/// a reference to itself would send a lookup round in circles.
+fn element_value(expr: &Expression<'_>) -> Value {
+    match value_from_expr(expr) {
+        Value::SetRef(name) => Value::Text(format!("@{name}")),
+        other => other,
+    }
+}
+
+fn named_set_from_value(set: &serde_json::Value) -> Option<NamedSet> {
+    let (family, table, name) = set_place(set)?;
+    Some(NamedSet {
+        family,
+        table,
+        name,
+        elements: set_elements(set).iter().map(element_from_json).collect(),
+    })
+}
+
+/// A named map, when it maps to verdicts.
+fn named_map_from_value(map: &serde_json::Value) -> Option<NamedMap> {
+    if map.get("map").and_then(serde_json::Value::as_str) != Some("verdict") {
+        return None;
+    }
+    let (family, table, name) = set_place(map)?;
+    Some(NamedMap {
+        family,
+        table,
+        name,
+        elements: set_elements(map)
+            .iter()
+            .map(map_element_from_json)
+            .collect(),
+    })
+}
+
+/// A `[key, verdict]` pair of a map, read on its own.
+fn map_element_from_json(pair: &serde_json::Value) -> MapElement {
+    match pair.as_array().map(Vec::as_slice) {
+        Some([key, verdict]) => MapElement {
+            key: element_from_json(key),
+            verdict: match Expression::deserialize(verdict) {
+                Ok(expr) => verdict_from_expr(&expr),
+                Err(_) => Verdict::Other(short_json(verdict)),
+            },
+        },
+        _ => not_an_element(pair),
+    }
+}
+
+/// A verdict as nft writes it in a map.
+fn verdict_from_expr(expr: &Expression<'_>) -> Verdict {
+    use nftables::expr::Verdict as NftVerdict;
+    match expr {
+        Expression::Verdict(verdict) => match verdict {
+            NftVerdict::Accept => Verdict::Accept,
+            NftVerdict::Drop => Verdict::Drop,
+            NftVerdict::Continue => Verdict::Continue,
+            NftVerdict::Return => Verdict::Return,
+            NftVerdict::Jump(target) => Verdict::Jump(target.target.clone().into_owned()),
+            NftVerdict::Goto(target) => Verdict::Goto(target.target.clone().into_owned()),
+        },
+        other => Verdict::Other(short_json(other)),
+    }
+}
+
+/// A `vmap` statement's model, from the schema's reading of it. `None` when
+/// the data is neither a named map nor an anonymous one.
+fn verdict_map_from_statement(vmap: &nftables::stmt::VerdictMap<'_>) -> Option<VerdictMap> {
+    let elements = match &vmap.data {
+        Expression::String(text) => MapElements::Named(text.strip_prefix('@')?.to_owned()),
+        Expression::Named(NamedExpression::Set(items)) => MapElements::Inline(
+            items
+                .iter()
+                .map(|item| match item {
+                    // The schema reads `[key, verdict]` as a list when it can.
+                    SetItem::Element(Expression::List(pair)) => match pair.as_slice() {
+                        [key, verdict] => MapElement {
+                            key: element_value(key),
+                            verdict: verdict_from_expr(verdict),
+                        },
+                        _ => not_an_element(&pair[..]),
+                    },
+                    SetItem::Mapping(key, verdict) => MapElement {
+                        key: element_value(key),
+                        verdict: verdict_from_expr(verdict),
+                    },
+                    SetItem::MappingStatement(key, statement) => {
+                        let mut parts = RuleParts::default();
+                        add_statement(statement, &mut parts);
+                        MapElement {
+                            key: element_value(key),
+                            verdict: match parts.verdict {
+                                Some(verdict) if parts.conditions.is_empty() => verdict,
+                                _ => Verdict::Other(
+                                    serde_name(statement).unwrap_or_else(|| "statement".to_owned()),
+                                ),
+                            },
+                        }
+                    }
+                    SetItem::Element(other) => not_an_element(other),
+                })
+                .collect(),
+        ),
+        _ => return None,
+    };
+    Some(VerdictMap {
+        key: field_from_expr(&vmap.key),
+        elements,
+    })
+}
+
+/// A map element that is not a key and a verdict: kept, so that the lookup
+/// is not taken to miss, with a key no test understands.
+fn not_an_element(item: &(impl serde::Serialize + ?Sized)) -> MapElement {
+    MapElement {
+        key: Value::Other(short_json(&item)),
+        verdict: Verdict::Other("an element that is not a key and a verdict".to_owned()),
+    }
+}
+
+/// A `vmap` statement's model, from the statement's own JSON (`{"key": ...,
+/// "data": "@name" or {"set": [[key, verdict], ...]}}`). Read by hand so that
+/// one element the schema cannot read does not lose the map. `None` when the
+/// data is neither a named map nor an anonymous one.
+fn verdict_map_from_json(vmap: &serde_json::Value) -> Option<VerdictMap> {
+    let key = match Expression::deserialize(vmap.get("key")?) {
+        Ok(expr) => field_from_expr(&expr),
+        Err(_) => Field::Other(short_json(vmap.get("key")?)),
+    };
+    let elements = match vmap.get("data")? {
+        serde_json::Value::String(text) => MapElements::Named(text.strip_prefix('@')?.to_owned()),
+        data => MapElements::Inline(
+            data.get("set")?
+                .as_array()?
+                .iter()
+                .map(map_element_from_json)
+                .collect(),
+        ),
+    };
+    Some(VerdictMap { key, elements })
+}
+
 /// A rule the schema could not take whole: its statements one by one.
 fn rule_from_value(rule: &serde_json::Value) -> Option<(Family, String, String, Rule)> {
     let family = NfFamily::deserialize(rule.get("family")?).ok()?;
@@ -463,6 +710,13 @@ fn rule_from_value(rule: &serde_json::Value) -> Option<(Family, String, String, 
                 // A statement named like a verdict is one, whatever its
                 // arguments; anything else may or may not match.
                 match name.as_str() {
+                    "vmap" => match statement.get("vmap").and_then(verdict_map_from_json) {
+                        Some(map) => parts.verdict = Some(Verdict::Map(map)),
+                        None => {
+                            parts.conditions.push(Condition::Opaque(name));
+                            parts.verdict = Some(Verdict::Other("vmap".to_owned()));
+                        }
+                    },
                     "accept" => parts.verdict = Some(Verdict::Accept),
                     "drop" => parts.verdict = Some(Verdict::Drop),
                     "reject" => parts.verdict = Some(Verdict::Reject),
@@ -626,11 +880,15 @@ fn add_statement(statement: &Statement<'_>, parts: &mut RuleParts) {
                     .push(Condition::Opaque(format!("xt match {name}")));
             }
         }
-        Statement::VerdictMap(_) => {
-            // The verdict depends on a lookup that may miss; the rule is
-            // conditional on the key being in the map.
-            parts.conditions.push(Condition::Opaque("vmap".to_owned()));
-            parts.verdict = Some(Verdict::Other("vmap".to_owned()));
+        Statement::VerdictMap(vmap) => {
+            match verdict_map_from_statement(vmap) {
+                Some(map) => parts.verdict = Some(Verdict::Map(map)),
+                None => {
+                    // A lookup perimeter cannot read may or may not hit.
+                    parts.conditions.push(Condition::Opaque("vmap".to_owned()));
+                    parts.verdict = Some(Verdict::Other("vmap".to_owned()));
+                }
+            }
         }
         Statement::Queue(_) => parts.verdict = Some(Verdict::Other("queue".to_owned())),
         Statement::SNAT(_) => parts.verdict = Some(Verdict::Other("snat".to_owned())),
@@ -655,8 +913,9 @@ fn serde_name(value: &impl serde::Serialize) -> Option<String> {
     }
 }
 
-fn condition_from_match(m: &NftMatch<'_>) -> Condition {
-    let field = match &m.left {
+/// What the left side of a match, or a map's key, looks at.
+fn field_from_expr(expr: &Expression<'_>) -> Field {
+    match expr {
         Expression::Named(NamedExpression::Payload(Payload::PayloadField(p))) => Field::Payload {
             protocol: p.protocol.clone().into_owned(),
             field: p.field.clone().into_owned(),
@@ -665,8 +924,15 @@ fn condition_from_match(m: &NftMatch<'_>) -> Condition {
             Field::Meta(serde_name(&meta.key).unwrap_or_else(|| "meta".to_owned()))
         }
         Expression::Named(NamedExpression::CT(ct)) => Field::Ct(ct.key.clone().into_owned()),
+        Expression::Named(NamedExpression::Concat(parts)) => {
+            Field::Concat(parts.iter().map(field_from_expr).collect())
+        }
         other => Field::Other(short_json(other)),
-    };
+    }
+}
+
+fn condition_from_match(m: &NftMatch<'_>) -> Condition {
+    let field = field_from_expr(&m.left);
     // The crate's operator variant names do not all say what they mean (its
     // `LT` is serialised as `>`), so go by the serialised symbol.
     let op = match serde_name(&m.op).as_deref() {
@@ -706,11 +972,17 @@ fn value_from_expr(expr: &Expression<'_>) -> Value {
             items
                 .iter()
                 .map(|item| match item {
-                    SetItem::Element(e) => value_from_expr(e),
+                    SetItem::Element(e) => element_value(e),
                     SetItem::Mapping(k, _) | SetItem::MappingStatement(k, _) => value_from_expr(k),
                 })
                 .collect(),
         ),
+        Expression::Named(NamedExpression::Concat(parts)) => {
+            Value::Concat(parts.iter().map(value_from_expr).collect())
+        }
+        // An element with a comment, timeout or counter: its value is what
+        // is compared.
+        Expression::Named(NamedExpression::Elem(elem)) => value_from_expr(&elem.val),
         Expression::Named(NamedExpression::Prefix(prefix)) => {
             let addr = match prefix.addr.as_ref() {
                 Expression::String(text) => text.parse::<IpAddr>().ok(),
@@ -1147,6 +1419,7 @@ impl fmt::Display for Field {
             Field::Payload { protocol, field } => write!(f, "{protocol} {field}"),
             Field::Meta(key) => write!(f, "meta {key}"),
             Field::Ct(key) => write!(f, "ct {key}"),
+            Field::Concat(parts) => write_joined(f, parts, " . "),
             Field::Other(text) => f.write_str(text),
         }
     }
@@ -1170,9 +1443,20 @@ impl fmt::Display for Value {
                 f.write_str(" }")
             }
             Value::SetRef(name) => write!(f, "@{name}"),
+            Value::Concat(parts) => write_joined(f, parts, " . "),
             Value::Other(text) => f.write_str(text),
         }
     }
+}
+
+fn write_joined(f: &mut fmt::Formatter<'_>, items: &[impl fmt::Display], sep: &str) -> fmt::Result {
+    for (idx, item) in items.iter().enumerate() {
+        if idx > 0 {
+            f.write_str(sep)?;
+        }
+        write!(f, "{item}")?;
+    }
+    Ok(())
 }
 
 impl fmt::Display for Condition {
@@ -1205,8 +1489,29 @@ impl fmt::Display for Verdict {
             Verdict::Continue => f.write_str("continue"),
             Verdict::Jump(chain) => write!(f, "jump {chain}"),
             Verdict::Goto(chain) => write!(f, "goto {chain}"),
+            Verdict::Map(map) => write!(f, "{map}"),
             Verdict::Other(text) => f.write_str(text),
         }
+    }
+}
+
+impl fmt::Display for VerdictMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} vmap ", self.key)?;
+        match &self.elements {
+            MapElements::Named(name) => write!(f, "@{name}"),
+            MapElements::Inline(elements) => {
+                f.write_str("{ ")?;
+                write_joined(f, elements, ", ")?;
+                f.write_str(" }")
+            }
+        }
+    }
+}
+
+impl fmt::Display for MapElement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} : {}", self.key, self.verdict)
     }
 }
 
@@ -1237,8 +1542,13 @@ enum ChainEnd {
 ///
 /// A family is denied by default when some filter chain on the input hook that
 /// sees it has policy drop, or ends (for that family) in an unconditional drop
-/// or reject, following unconditional jumps and gotos. Conditional accepts
-/// before that point are the allow list and do not matter. Since a packet must
+/// or reject, following unconditional jumps and gotos. "Unconditional" is for
+/// a new connection of that family: `ct state new` and `meta nfproto` tests
+/// that admit it count as no test, and a verdict map keyed on `ct state` or
+/// `meta nfproto` stands for the verdict of the element such a connection
+/// takes (`ct state vmap { established : accept, new : jump allow }`).
+/// Conditional accepts before that point are the allow list and do not
+/// matter. Since a packet must
 /// pass every input chain (nft's and legacy iptables' alike), one denying chain
 /// per family suffices.
 pub fn default_deny(ruleset: &Ruleset) -> FirewallVerdict {
@@ -1279,7 +1589,10 @@ pub fn default_deny(ruleset: &Ruleset) -> FirewallVerdict {
         let mut why_not = Vec::new();
         for chain in seeing {
             let policy = chain.base.as_ref().map_or(Policy::Accept, |b| b.policy);
-            let how = match chain_end(ruleset, chain, version, 0) {
+            // Conntrack runs at priority -200; before it a packet has no
+            // state, and `ct state` tests say nothing about new connections.
+            let before_conntrack = chain.base.as_ref().is_some_and(|b| b.priority < -200);
+            let how = match chain_end(ruleset, chain, version, before_conntrack, 0) {
                 ChainEnd::Denied(how) => Ok(how),
                 ChainEnd::Returned if policy == Policy::Drop => Ok("policy drop".to_owned()),
                 ChainEnd::Returned => Err("policy accept, and no final drop or reject".to_owned()),
@@ -1325,10 +1638,14 @@ fn describe_base(chain: &Chain) -> String {
     }
 }
 
-/// Whether a rule applies to every packet of `version`: no conditions, or only
-/// `meta nfproto` tests that admit `version`. `None` when the rule never
-/// applies to `version`.
-fn unconditional_for(rule: &Rule, version: IpVersion) -> Option<bool> {
+/// Whether a rule applies to every new inbound connection of `version`: no
+/// conditions, or only `meta nfproto` tests that admit `version` and `ct
+/// state` tests that admit `new`. `None` when the rule never applies to such
+/// a connection (`ct state established,related`, the other family).
+///
+/// Default deny is about connections no rule allowed, which arrive as `new`:
+/// a final `ct state new drop` denies them as surely as a final `drop`.
+fn unconditional_for(rule: &Rule, version: IpVersion, before_conntrack: bool) -> Option<bool> {
     let mut unconditional = true;
     for condition in &rule.conditions {
         match condition {
@@ -1345,23 +1662,102 @@ fn unconditional_for(rule: &Rule, version: IpVersion) -> Option<bool> {
                     return None;
                 }
             }
+            Condition::Match {
+                field: Field::Ct(key),
+                op,
+                value,
+            } if key == "state" && !before_conntrack && matches!(op, Op::Eq | Op::In | Op::Ne) => {
+                match names_new_state(value) {
+                    Some(names_new) if names_new != (*op == Op::Ne) => {}
+                    Some(_) => return None,
+                    None => unconditional = false,
+                }
+            }
             _ => unconditional = false,
         }
     }
     Some(unconditional)
 }
 
-fn chain_end(ruleset: &Ruleset, chain: &Chain, version: IpVersion, depth: usize) -> ChainEnd {
+/// Whether conntrack states (`new`, `{ established, related }`) include
+/// `new`; `None` when some state is not a plain name.
+fn names_new_state(value: &Value) -> Option<bool> {
+    let one = |v: &Value| match v {
+        Value::Text(state) => Some(state == "new"),
+        _ => None,
+    };
+    match value {
+        Value::Set(states) => states
+            .iter()
+            .map(one)
+            .try_fold(false, |any, new| new.map(|new| any || new)),
+        other => one(other),
+    }
+}
+
+/// The element of a verdict map that every new inbound connection of
+/// `version` takes, when one does: the `new` element of a `ct state vmap`,
+/// the `ipv4` or `ipv6` one of a `meta nfproto vmap`. `None` when the lookup
+/// depends on the connection (ports, addresses, interfaces) or when no
+/// element matches, both of which leave the connection to the next rule as
+/// far as default deny goes.
+fn map_element_for<'a>(
+    ruleset: &'a Ruleset,
+    chain: &Chain,
+    map: &'a VerdictMap,
+    version: IpVersion,
+    before_conntrack: bool,
+) -> Option<&'a MapElement> {
+    let elements = ruleset.map_elements(chain, &map.elements)?;
+    let ours: &[&str] = match (&map.key, version) {
+        (Field::Ct(key), _) if key == "state" && !before_conntrack => &["new"],
+        (Field::Meta(key), IpVersion::V4) if key == "nfproto" => &["ipv4"],
+        (Field::Meta(key), IpVersion::V6) if key == "nfproto" => &["ipv6"],
+        (Field::Meta(key), IpVersion::V4) if key == "protocol" => &["ip"],
+        (Field::Meta(key), IpVersion::V6) if key == "protocol" => &["ip6"],
+        _ => return None,
+    };
+    // A key that is not a plain name might be ours, in a form not understood.
+    if elements.iter().any(|e| !matches!(e.key, Value::Text(_))) {
+        return None;
+    }
+    elements
+        .iter()
+        .find(|e| matches!(&e.key, Value::Text(name) if ours.contains(&name.as_str())))
+}
+
+fn chain_end(
+    ruleset: &Ruleset,
+    chain: &Chain,
+    version: IpVersion,
+    before_conntrack: bool,
+    depth: usize,
+) -> ChainEnd {
     for rule in &chain.rules {
-        let (Some(true), Some(verdict)) = (unconditional_for(rule, version), &rule.verdict) else {
+        let (Some(true), Some(verdict)) = (
+            unconditional_for(rule, version, before_conntrack),
+            &rule.verdict,
+        ) else {
             continue;
         };
-        let at = match rule.handle {
+        let mut at = match rule.handle {
             Some(handle) if chain.backend == Backend::Nftables => {
                 format!("rule handle {handle} `{}`", rule.text)
             }
             Some(position) => format!("rule {position} `{}`", rule.text),
             None => format!("rule `{}`", rule.text),
+        };
+        let verdict = match verdict {
+            Verdict::Map(map) => {
+                match map_element_for(ruleset, chain, map, version, before_conntrack) {
+                    Some(element) => {
+                        at = format!("{at} (element `{element}`)");
+                        &element.verdict
+                    }
+                    None => continue,
+                }
+            }
+            other => other,
         };
         match verdict {
             Verdict::Drop | Verdict::Reject => {
@@ -1369,7 +1765,9 @@ fn chain_end(ruleset: &Ruleset, chain: &Chain, version: IpVersion, depth: usize)
             }
             Verdict::Accept => return ChainEnd::Accepted(format!("{at} accepts everything left")),
             Verdict::Return => return ChainEnd::Returned,
-            Verdict::Continue => {}
+            // A map inside a map cannot be written; were it read, it would be
+            // a lookup that may miss.
+            Verdict::Continue | Verdict::Map(_) => {}
             Verdict::Jump(target) | Verdict::Goto(target) => {
                 let Some(next) = ruleset.target_of(chain, target) else {
                     return ChainEnd::Undecided(format!(
@@ -1381,7 +1779,7 @@ fn chain_end(ruleset: &Ruleset, chain: &Chain, version: IpVersion, depth: usize)
                         "{at}: jumps nest deeper than {MAX_JUMP_DEPTH}"
                     ));
                 }
-                match chain_end(ruleset, next, version, depth + 1) {
+                match chain_end(ruleset, next, version, before_conntrack, depth + 1) {
                     ChainEnd::Denied(how) => {
                         return ChainEnd::Denied(format!("{at}, in chain {target}: {how}"));
                     }
@@ -1891,6 +2289,196 @@ mod tests {
             ]
         );
         assert!(matches!(verdict, FirewallVerdict::Open { .. }));
+    }
+
+    /// nft 1.0.6's listing of named maps of several key types (elements with
+    /// comments, counters and timeouts; a concatenation; a nat map that
+    /// decides no verdict) and of rules that use them and inline maps.
+    const MAPS_JSON: &str = r#"{"nftables": [
+        {"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}},
+        {"table": {"family": "inet", "name": "t", "handle": 2}},
+        {"map": {"family": "inet", "name": "states", "table": "t", "type": "ct_state", "handle": 3, "map": "verdict", "elem": [["invalid", {"drop": null}], ["established", {"accept": null}], ["related", {"accept": null}]]}},
+        {"map": {"family": "inet", "name": "ports", "table": "t", "type": "inet_service", "handle": 4, "map": "verdict", "elem": [[{"elem": {"val": 22, "comment": "ssh", "counter": {"packets": 0, "bytes": 0}}}, {"accept": null}], [{"elem": {"val": 443, "counter": {"packets": 0, "bytes": 0}}}, {"jump": {"target": "web"}}]], "stmt": [{"counter": null}]}},
+        {"map": {"family": "inet", "name": "pairs", "table": "t", "type": ["ipv4_addr", "inet_service"], "handle": 5, "map": "verdict", "elem": [[{"concat": ["192.0.2.1", 22]}, {"accept": null}]]}},
+        {"map": {"family": "inet", "name": "dyn", "table": "t", "type": "ipv4_addr", "handle": 7, "map": "verdict", "flags": ["timeout"], "elem": [[{"elem": {"val": "192.0.2.9", "timeout": 3600, "expires": 3599}}, {"drop": null}]]}},
+        {"map": {"family": "inet", "name": "nat", "table": "t", "type": "ipv4_addr", "handle": 8, "map": "ipv4_addr", "elem": [["192.0.2.1", "10.0.0.1"]]}},
+        {"chain": {"family": "inet", "table": "t", "name": "input", "handle": 1, "type": "filter", "hook": "input", "prio": 0, "policy": "accept"}},
+        {"chain": {"family": "inet", "table": "t", "name": "web", "handle": 2}},
+        {"rule": {"family": "inet", "table": "t", "chain": "input", "handle": 9, "expr": [{"vmap": {"key": {"ct": {"key": "state"}}, "data": "@states"}}]}},
+        {"rule": {"family": "inet", "table": "t", "chain": "input", "handle": 10, "expr": [{"vmap": {"key": {"payload": {"protocol": "tcp", "field": "dport"}}, "data": "@ports"}}]}},
+        {"rule": {"family": "inet", "table": "t", "chain": "input", "handle": 11, "expr": [{"vmap": {"key": {"concat": [{"payload": {"protocol": "ip", "field": "saddr"}}, {"payload": {"protocol": "tcp", "field": "dport"}}]}, "data": "@pairs"}}]}},
+        {"rule": {"family": "inet", "table": "t", "chain": "input", "handle": 15, "expr": [{"vmap": {"key": {"payload": {"protocol": "ip", "field": "saddr"}}, "data": {"set": [[{"elem": {"val": "192.0.2.77", "comment": "x"}}, {"drop": null}]]}}}]}},
+        {"rule": {"family": "inet", "table": "t", "chain": "input", "handle": 17, "expr": [{"vmap": {"key": {"concat": [{"meta": {"key": "iifname"}}, {"payload": {"protocol": "tcp", "field": "dport"}}]}, "data": {"set": [[{"concat": ["eth0", 22]}, {"accept": null}]]}}}]}},
+        {"rule": {"family": "inet", "table": "t", "chain": "input", "handle": 19, "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 22}}, {"counter": {"packets": 0, "bytes": 0}}, {"vmap": {"key": {"payload": {"protocol": "ip", "field": "saddr"}}, "data": {"set": [[{"prefix": {"addr": "192.0.2.0", "len": 24}}, {"accept": null}]]}}}]}},
+        {"rule": {"family": "inet", "table": "t", "chain": "web", "handle": 20, "expr": [{"accept": null}]}}
+    ]}"#;
+
+    fn parsed(json: &str) -> Ruleset {
+        match parse_nft_json(json) {
+            Ok(ruleset) => ruleset,
+            Err(err) => panic!("{err}"),
+        }
+    }
+
+    #[test]
+    fn named_and_inline_verdict_maps_are_modelled() {
+        let ruleset = parsed(MAPS_JSON);
+        let names: Vec<&str> = ruleset.maps.iter().map(|m| m.name.as_str()).collect();
+        // The nat map gives addresses, not verdicts.
+        assert_eq!(names, ["states", "ports", "pairs", "dyn"]);
+        let ports = &ruleset.maps[1];
+        assert_eq!(
+            ports.elements,
+            vec![
+                MapElement {
+                    key: Value::Number(22),
+                    verdict: Verdict::Accept
+                },
+                MapElement {
+                    key: Value::Number(443),
+                    verdict: Verdict::Jump("web".into())
+                },
+            ]
+        );
+        assert_eq!(
+            ruleset.maps[2].elements[0].key,
+            Value::Concat(vec![Value::Text("192.0.2.1".into()), Value::Number(22)])
+        );
+        assert_eq!(
+            ruleset.maps[3].elements[0].key,
+            Value::Text("192.0.2.9".into())
+        );
+
+        let input = &ruleset.chains[0];
+        let texts: Vec<&str> = input.rules.iter().map(|r| r.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "ct state vmap @states",
+                "tcp dport vmap @ports",
+                "ip saddr . tcp dport vmap @pairs",
+                "ip saddr vmap { 192.0.2.77 : drop }",
+                "meta iifname . tcp dport vmap { eth0 . 22 : accept }",
+                "tcp dport 22 counter ip saddr vmap { 192.0.2.0/24 : accept }",
+            ]
+        );
+        assert_eq!(
+            input.rules[0].verdict,
+            Some(Verdict::Map(VerdictMap {
+                key: Field::Ct("state".into()),
+                elements: MapElements::Named("states".into()),
+            }))
+        );
+        // A vmap is a verdict, not a test: the rule keeps only its own.
+        assert!(input.rules[0].conditions.is_empty());
+        assert_eq!(input.rules[5].conditions.len(), 1);
+        let Some(Verdict::Map(states)) = &input.rules[0].verdict else {
+            panic!("{:?}", input.rules[0].verdict);
+        };
+        assert_eq!(
+            ruleset
+                .map_elements(input, &states.elements)
+                .map(<[MapElement]>::len),
+            Some(3)
+        );
+        let missing = MapElements::Named("absent".into());
+        assert_eq!(ruleset.map_elements(input, &missing), None);
+    }
+
+    #[test]
+    fn map_elements_the_schema_cannot_read_are_kept_as_unknown() {
+        // `frob` is no verdict: the rule, its map and the other element
+        // survive, and the odd element gives a verdict no one understands.
+        let json = r#"{"nftables": [
+            {"chain": {"family": "inet", "table": "t", "name": "in", "handle": 1, "type": "filter", "hook": "input", "prio": 0, "policy": "accept"}},
+            {"map": {"family": "inet", "name": "m", "table": "t", "type": "inet_service", "map": "verdict", "elem": [[22, {"frob": null}], [23, {"drop": null}], "loose"]}},
+            {"rule": {"family": "inet", "table": "t", "chain": "in", "handle": 2, "expr": [{"vmap": {"key": {"payload": {"protocol": "tcp", "field": "dport"}}, "data": {"set": [[22, {"frob": null}], [23, {"drop": null}]]}}}]}},
+            {"rule": {"family": "inet", "table": "t", "chain": "in", "handle": 3, "expr": [{"vmap": {"key": {"payload": {"protocol": "tcp", "field": "dport"}}, "data": {"unheard": 1}}}]}}
+        ]}"#;
+        let ruleset = parsed(json);
+        let rules = &ruleset.chains[0].rules;
+        assert_eq!(
+            rules[0].verdict,
+            Some(Verdict::Map(VerdictMap {
+                key: Field::Payload {
+                    protocol: "tcp".into(),
+                    field: "dport".into()
+                },
+                elements: MapElements::Inline(vec![
+                    MapElement {
+                        key: Value::Number(22),
+                        verdict: Verdict::Other(r#"{"frob":null}"#.into())
+                    },
+                    MapElement {
+                        key: Value::Number(23),
+                        verdict: Verdict::Drop
+                    },
+                ]),
+            }))
+        );
+        let map = &ruleset.maps[0];
+        assert_eq!(map.elements.len(), 3);
+        assert_eq!(map.elements[1].verdict, Verdict::Drop);
+        assert_eq!(map.elements[2].key, Value::Other(r#""loose""#.into()));
+        // Data that is neither a named nor an anonymous map: a lookup that
+        // may or may not hit, as before maps were modelled.
+        assert_eq!(rules[1].conditions, vec![Condition::Opaque("vmap".into())]);
+        assert_eq!(rules[1].verdict, Some(Verdict::Other("vmap".into())));
+    }
+
+    fn input_chain(priority: i32, policy: &str, rules: &[&str]) -> String {
+        let mut objects = vec![format!(
+            r#"{{"chain": {{"family": "inet", "table": "t", "name": "in", "handle": 1, "type": "filter", "hook": "input", "prio": {priority}, "policy": "{policy}"}}}}"#
+        )];
+        for (idx, expr) in rules.iter().enumerate() {
+            objects.push(format!(
+                r#"{{"rule": {{"family": "inet", "table": "t", "chain": "in", "handle": {}, "expr": {expr}}}}}"#,
+                idx + 2
+            ));
+        }
+        format!(r#"{{"nftables": [{}]}}"#, objects.join(", "))
+    }
+
+    const CT_NEW_DROP: &str = r#"[{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "new"}}, {"drop": null}]"#;
+    const CT_MAP_NEW_DROP: &str = r#"[{"vmap": {"key": {"ct": {"key": "state"}}, "data": {"set": [["established", {"accept": null}], ["new", {"drop": null}]]}}}]"#;
+    const CT_MAP_NO_NEW: &str = r#"[{"vmap": {"key": {"ct": {"key": "state"}}, "data": {"set": [["established", {"accept": null}], ["invalid", {"drop": null}]]}}}]"#;
+    const CT_ESTABLISHED_ACCEPT: &str = r#"[{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": {"set": ["established", "related"]}}}, {"accept": null}]"#;
+    const DPORT_MAP_DROP: &str = r#"[{"vmap": {"key": {"payload": {"protocol": "tcp", "field": "dport"}}, "data": {"set": [[{"range": [0, 65535]}, {"drop": null}]]}}}]"#;
+
+    #[test]
+    fn default_deny_reads_new_connections_through_conntrack_tests_and_maps() {
+        let denies = |json: &str| {
+            matches!(
+                verdict_from_nft_json(json),
+                FirewallVerdict::DefaultDeny { .. }
+            )
+        };
+        // A final `ct state new drop`, as a test or as a map's element.
+        assert!(denies(&input_chain(
+            0,
+            "accept",
+            &[CT_ESTABLISHED_ACCEPT, CT_NEW_DROP]
+        )));
+        assert!(denies(&input_chain(0, "accept", &[CT_MAP_NEW_DROP])));
+        // A map with no `new` element leaves new connections to the policy.
+        assert!(!denies(&input_chain(0, "accept", &[CT_MAP_NO_NEW])));
+        assert!(denies(&input_chain(0, "drop", &[CT_MAP_NO_NEW])));
+        // Before conntrack (priority -300) `ct state` says nothing about new
+        // connections.
+        assert!(!denies(&input_chain(-300, "accept", &[CT_MAP_NEW_DROP])));
+        assert!(!denies(&input_chain(-300, "accept", &[CT_NEW_DROP])));
+        // A map on ports is a lookup per connection, even when its keys
+        // cover every port: not taken as the chain's end.
+        assert!(!denies(&input_chain(0, "accept", &[DPORT_MAP_DROP])));
+
+        let verdict = verdict_from_nft_json(&input_chain(0, "accept", &[CT_MAP_NEW_DROP]));
+        assert_eq!(
+            evidence(&verdict),
+            vec![
+                "nftables: inet t in (hook input, priority 0): rule handle 2 `ct state vmap { established : accept, new : drop }` \
+                 (element `new : drop`) drops what earlier rules did not accept"
+            ]
+        );
     }
 
     #[test]

@@ -15,6 +15,14 @@
 //! differ the sources are reported as unknown with the rule that made them so,
 //! never guessed.
 //!
+//! Verdict maps are followed like the rules they stand for: a map keyed on
+//! something the probe fixes (`ct state`, `tcp dport`, `meta l4proto`, `iif
+//! lo`) gives the verdict of the one element that matches, or none, and the
+//! connection goes on to the next rule; a map keyed on `saddr` splits the
+//! source set by element; a concatenated key (`ip saddr . tcp dport`) is
+//! compared part by part. An element whose key cannot be decided (an
+//! interface name other than `lo`) forks like any undecidable test.
+//!
 //! Netfilter's order is kept: first match wins within a chain; `jump` comes
 //! back to the next rule, `goto` does not; `return` and the end of a regular
 //! chain go back to the caller, the end of a base chain applies its policy.
@@ -27,16 +35,18 @@
 //! anti-spoofing (`fib saddr ... missing drop`) that no legitimate source
 //! fails.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::rc::Rc;
 
 use ipnet::{IpNet, Ipv4Subnets, Ipv6Subnets};
 use perimeter_model::Protocol;
 
 use crate::firewall::{
-    Backend, Chain, Condition, Family, Field, Hook, IpVersion, Op, Policy, Rule, Ruleset, Value,
-    Verdict,
+    Backend, Chain, Condition, Family, Field, Hook, IpVersion, MapElements, Op, Policy, Rule,
+    Ruleset, Value, Verdict, VerdictMap,
 };
 
 /// A new inbound connection, arriving on an interface other than loopback.
@@ -214,12 +224,14 @@ pub fn reachability(ruleset: &Ruleset, probe: &Probe) -> Reachability {
         sites: Vec::new(),
         site_ids: HashMap::new(),
         address_sets: HashMap::new(),
+        map_cache: HashMap::new(),
         steps: 0,
     };
     let mut outcomes: Vec<(usize, Vec<Part>)> = Vec::new();
     for &base in &bases {
         walker.base = base;
         walker.steps = 0;
+        walker.map_cache.clear();
         let start = vec![Frame {
             chain: base,
             next_rule: 0,
@@ -400,7 +412,20 @@ struct Walker<'r> {
     site_ids: HashMap<(usize, Option<usize>), SiteId>,
     /// Named sets already turned into source sets, by family, table and name.
     address_sets: HashMap<(Family, String, String), Result<SourceSet, String>>,
+    /// Verdict maps already looked up, by chain and rule. Lookups of `ct
+    /// state` depend on the base chain's priority, so this is emptied for
+    /// each base chain.
+    map_cache: HashMap<(usize, usize), Rc<Vec<Branch>>>,
     steps: usize,
+}
+
+/// One verdict a verdict map gives the probe, and the sources it gives it to.
+#[derive(Debug)]
+struct Branch {
+    verdict: Verdict,
+    sources: SourceSet,
+    /// Why the elements may not match, when that cannot be told.
+    undecided: Option<String>,
 }
 
 impl<'r> Walker<'r> {
@@ -454,29 +479,52 @@ impl<'r> Walker<'r> {
             let Some((saddr, undecided)) = self.test_rule(chain, rule) else {
                 continue;
             };
-            let matched = sources.intersection(&saddr);
-            if matched.is_empty() {
-                continue;
-            }
-            let constraint = stack
-                .last()
-                .map_or_else(SourceSet::empty, |f| f.constraint.intersection(&saddr));
-            let outcome = self.apply(
-                verdict,
-                &stack,
-                matched.clone(),
-                (chain_idx, rule_idx),
-                constraint,
-                hops,
-            );
-            match undecided {
-                None => {
-                    sources.remove(&matched);
-                    parts.extend(outcome);
+            // A plain verdict is one branch for every source the tests admit;
+            // a verdict map has one per verdict its elements give.
+            let branches = match verdict {
+                Verdict::Map(map) => Some(self.map_branches(chain_idx, rule_idx, map)),
+                _ => None,
+            };
+            let n_branches = branches.as_ref().map_or(1, |b| b.len());
+            for branch_idx in 0..n_branches {
+                let (verdict, admitted, branch_undecided) = match &branches {
+                    Some(branches) => match branches.get(branch_idx) {
+                        Some(branch) => (
+                            &branch.verdict,
+                            Cow::Owned(saddr.intersection(&branch.sources)),
+                            branch.undecided.as_deref(),
+                        ),
+                        None => break,
+                    },
+                    None => (verdict, Cow::Borrowed(&saddr), None),
+                };
+                // Sources a decided element of this map took are gone from
+                // `sources`: keys do not overlap, so no other element can
+                // match them.
+                let matched = sources.intersection(&admitted);
+                if matched.is_empty() {
+                    continue;
                 }
-                Some(why) => {
-                    let reason = format!("{}: {}: {why}", chain.describe(), rule_ref(chain, rule));
-                    forks.push((matched, outcome, reason));
+                let reason =
+                    |why: &str| format!("{}: {}: {why}", chain.describe(), rule_ref(chain, rule));
+                let undecided = undecided.as_deref().or(branch_undecided);
+                let constraint = stack
+                    .last()
+                    .map_or_else(SourceSet::empty, |f| f.constraint.intersection(&admitted));
+                let outcome = self.apply(
+                    verdict,
+                    &stack,
+                    matched.clone(),
+                    (chain_idx, rule_idx),
+                    constraint,
+                    hops,
+                );
+                match undecided {
+                    None => {
+                        sources.remove(&matched);
+                        parts.extend(outcome);
+                    }
+                    Some(why) => forks.push((matched, outcome, reason(why))),
                 }
             }
         }
@@ -578,7 +626,169 @@ impl<'r> Walker<'r> {
                 }
                 self.run(next, matched, hops + 1)
             }
+            Verdict::Map(_) => unknown(matched, "a verdict map inside a verdict map".to_owned()),
             Verdict::Other(action) => unknown(matched, format!("hands packets to {action}")),
+        }
+    }
+
+    /// What a verdict map does with the probe, per verdict: the sources
+    /// whose element gives it (every source unless the key holds the source
+    /// address), and why that element may not match when that cannot be
+    /// told. Elements that match nothing, or `continue`, are left out: their
+    /// sources go on to the next rule.
+    fn map_branches(
+        &mut self,
+        chain_idx: usize,
+        rule_idx: usize,
+        map: &VerdictMap,
+    ) -> Rc<Vec<Branch>> {
+        if let Some(branches) = self.map_cache.get(&(chain_idx, rule_idx)) {
+            return Rc::clone(branches);
+        }
+        let ruleset = self.ruleset;
+        // Decided branches come first: a source an element surely matches
+        // matches no other, so the undecided ones need not be asked about it.
+        let mut branches: Vec<Branch> = Vec::new();
+        let mut undecided_branches: Vec<Branch> = Vec::new();
+        match ruleset
+            .chains
+            .get(chain_idx)
+            .and_then(|chain| Some((chain, ruleset.map_elements(chain, &map.elements)?)))
+        {
+            Some((chain, elements)) => {
+                for element in elements {
+                    if element.verdict == Verdict::Continue {
+                        continue;
+                    }
+                    let Some((sources, undecided)) =
+                        self.test_element(chain, &map.key, &element.key)
+                    else {
+                        continue;
+                    };
+                    if sources.is_empty() {
+                        continue;
+                    }
+                    if let Some(why) = undecided {
+                        undecided_branches.push(Branch {
+                            verdict: element.verdict.clone(),
+                            sources,
+                            undecided: Some(format!("element `{element}`: {why}")),
+                        });
+                        continue;
+                    }
+                    // Elements giving the same verdict are one branch: a
+                    // block list of thousands of addresses is one set.
+                    match branches.iter_mut().find(|b| b.verdict == element.verdict) {
+                        Some(branch) => branch.sources.insert(&sources),
+                        None => branches.push(Branch {
+                            verdict: element.verdict.clone(),
+                            sources,
+                            undecided: None,
+                        }),
+                    }
+                }
+            }
+            None => {
+                // A named map that was not listed: any verdict, or none.
+                if let MapElements::Named(name) = &map.elements {
+                    branches.push(Branch {
+                        verdict: Verdict::Other(format!("map @{name}")),
+                        sources: self.universe.clone(),
+                        undecided: Some(format!("map @{name} was not listed")),
+                    });
+                }
+            }
+        }
+        branches.extend(undecided_branches);
+        let branches = Rc::new(branches);
+        self.map_cache
+            .insert((chain_idx, rule_idx), Rc::clone(&branches));
+        branches
+    }
+
+    /// The sources for which the probe's `key` equals a map or set element's
+    /// `value`, and the first part of the comparison that cannot be decided;
+    /// `None` when it is unequal whatever the source. Concatenations compare
+    /// part by part.
+    fn test_element(
+        &mut self,
+        chain: &Chain,
+        key: &Field,
+        value: &Value,
+    ) -> Option<(SourceSet, Option<String>)> {
+        let pairs: Vec<(&Field, &Value)> = match (key, value) {
+            (Field::Concat(fields), Value::Concat(values)) if fields.len() == values.len() => {
+                fields.iter().zip(values).collect()
+            }
+            _ => vec![(key, value)],
+        };
+        let mut sources = self.universe.clone();
+        let mut undecided = None;
+        for (field, value) in pairs {
+            let condition = Condition::Match {
+                field: field.clone(),
+                op: Op::Eq,
+                value: value.clone(),
+            };
+            match self.test(chain, &condition) {
+                Test::Holds => {}
+                Test::Fails => return None,
+                Test::Sources(set) => sources = sources.intersection(&set),
+                Test::Undecided(why) => {
+                    undecided.get_or_insert(why);
+                }
+            }
+        }
+        Some((sources, undecided))
+    }
+
+    /// A concatenation (`ip saddr . tcp dport`) tested against a set of
+    /// concatenated values: the union of what each element admits.
+    fn test_concat(
+        &mut self,
+        chain: &Chain,
+        condition: &Condition,
+        key: &Field,
+        op: Op,
+        value: &Value,
+    ) -> Test {
+        // `ip saddr . tcp dport != { ... }` does not hold for an IPv6
+        // packet either: each part's header is a dependency of the whole.
+        if let Field::Concat(fields) = key
+            && fields.iter().any(|field| {
+                matches!(field, Field::Payload { protocol, .. } if !self.has_header(chain, protocol))
+            })
+        {
+            return Test::Fails;
+        }
+        let elements: Vec<Value> = match value {
+            Value::Set(items) => items.clone(),
+            Value::SetRef(name) => match self.named_set(chain, name) {
+                Some(elements) => elements.to_vec(),
+                None => return Test::Undecided(format!("set @{name} was not listed")),
+            },
+            Value::Concat(_) => vec![value.clone()],
+            _ => return Test::Undecided(format!("`{condition}` cannot be evaluated")),
+        };
+        let mut admitted = SourceSet::empty();
+        for element in &elements {
+            match self.test_element(chain, key, element) {
+                None => {}
+                Some((sources, None)) => admitted.insert(&sources),
+                Some((_, Some(why))) => return Test::Undecided(format!("`{condition}`: {why}")),
+            }
+        }
+        let admitted = match op {
+            Op::Eq | Op::In => admitted,
+            Op::Ne => self.universe.difference(&admitted),
+            _ => return Test::Undecided(format!("`{condition}` cannot be evaluated")),
+        };
+        if admitted.is_empty() {
+            Test::Fails
+        } else if admitted == self.universe {
+            Test::Holds
+        } else {
+            Test::Sources(admitted)
         }
     }
 
@@ -767,6 +977,7 @@ impl<'r> Walker<'r> {
                     other => Member::Undecided(format!("`{other}` is not understood")),
                 }),
             ),
+            Field::Concat(_) => self.test_concat(chain, condition, field, *op, value),
             Field::Other(_) => cannot(),
         }
     }
@@ -781,90 +992,93 @@ impl<'r> Walker<'r> {
         value: &Value,
     ) -> Test {
         let cannot = || Test::Undecided(format!("`{condition}` cannot be evaluated"));
+        if !self.has_header(chain, protocol) {
+            return Test::Fails;
+        }
+        match protocol {
+            "ip" | "ip6" => match field {
+                "saddr" => match self.address_set(chain, value) {
+                    Ok(set) => match op {
+                        Op::Eq | Op::In => Test::Sources(set),
+                        Op::Ne => Test::Sources(self.universe.difference(&set)),
+                        _ => cannot(),
+                    },
+                    Err(why) => Test::Undecided(format!("`{condition}`: {why}")),
+                },
+                "daddr" => {
+                    if self.probe.dst.is_unspecified() {
+                        return Test::Undecided(format!(
+                            "`{condition}` depends on which local address the client connects to"
+                        ));
+                    }
+                    let dst = address_number(self.probe.dst);
+                    match self.address_set(chain, value) {
+                        Ok(set) => with_op(
+                            op,
+                            if set.contains(dst) {
+                                Member::Yes
+                            } else {
+                                Member::No
+                            },
+                        ),
+                        Err(why) => Test::Undecided(format!("`{condition}`: {why}")),
+                    }
+                }
+                "protocol" | "nexthdr" => {
+                    let ours = self.probe.protocol;
+                    with_op(op, self.member(chain, value, &|v| protocol_member(v, ours)))
+                }
+                _ => cannot(),
+            },
+            "tcp" | "udp" | "th" => match field {
+                "dport" => {
+                    let dport = u64::from(self.probe.dport);
+                    match op {
+                        Op::Lt | Op::Gt | Op::Le | Op::Ge => match value {
+                            Value::Number(n) => {
+                                let holds = match op {
+                                    Op::Lt => dport < *n,
+                                    Op::Gt => dport > *n,
+                                    Op::Le => dport <= *n,
+                                    _ => dport >= *n,
+                                };
+                                if holds { Test::Holds } else { Test::Fails }
+                            }
+                            _ => cannot(),
+                        },
+                        _ => with_op(op, self.member(chain, value, &|v| port_member(v, dport))),
+                    }
+                }
+                "sport" => Test::Undecided(format!(
+                    "`{condition}` depends on the source port the client picks"
+                )),
+                _ => cannot(),
+            },
+            _ => cannot(),
+        }
+    }
+
+    /// Whether the probe has the header a payload test reads: a header test
+    /// implies its protocol, and nft adds that dependency itself, so a test
+    /// of another family's or protocol's header never holds, whatever its
+    /// operator. `true` for headers perimeter does not know.
+    fn has_header(&self, chain: &Chain, protocol: &str) -> bool {
         match protocol {
             "ip" | "ip6" => {
-                // A header test implies the header's family (nft adds that
-                // dependency itself). iptables-save's model says `ip` for
-                // both families; its chains hold one family each.
-                let is_iptables = chain.backend != Backend::Nftables;
-                let family_v4 = if is_iptables {
+                // iptables-save's model says `ip` for both families; its
+                // chains hold one family each.
+                let family_v4 = if chain.backend != Backend::Nftables {
                     chain.family == Family::Ip
                 } else {
                     protocol == "ip"
                 };
-                if family_v4 != (self.version == IpVersion::V4) {
-                    return Test::Fails;
-                }
-                match field {
-                    "saddr" => match self.address_set(chain, value) {
-                        Ok(set) => match op {
-                            Op::Eq | Op::In => Test::Sources(set),
-                            Op::Ne => Test::Sources(self.universe.difference(&set)),
-                            _ => cannot(),
-                        },
-                        Err(why) => Test::Undecided(format!("`{condition}`: {why}")),
-                    },
-                    "daddr" => {
-                        if self.probe.dst.is_unspecified() {
-                            return Test::Undecided(format!(
-                                "`{condition}` depends on which local address the client connects to"
-                            ));
-                        }
-                        let dst = address_number(self.probe.dst);
-                        match self.address_set(chain, value) {
-                            Ok(set) => with_op(
-                                op,
-                                if set.contains(dst) {
-                                    Member::Yes
-                                } else {
-                                    Member::No
-                                },
-                            ),
-                            Err(why) => Test::Undecided(format!("`{condition}`: {why}")),
-                        }
-                    }
-                    "protocol" | "nexthdr" => {
-                        let ours = self.probe.protocol;
-                        with_op(op, self.member(chain, value, &|v| protocol_member(v, ours)))
-                    }
-                    _ => cannot(),
-                }
+                family_v4 == (self.version == IpVersion::V4)
             }
-            "tcp" | "udp" | "th" => {
-                let ours = self.probe.protocol.as_str();
-                if protocol != "th" && protocol != ours {
-                    return Test::Fails;
-                }
-                match field {
-                    "dport" => {
-                        let dport = u64::from(self.probe.dport);
-                        match op {
-                            Op::Lt | Op::Gt | Op::Le | Op::Ge => match value {
-                                Value::Number(n) => {
-                                    let holds = match op {
-                                        Op::Lt => dport < *n,
-                                        Op::Gt => dport > *n,
-                                        Op::Le => dport <= *n,
-                                        _ => dport >= *n,
-                                    };
-                                    if holds { Test::Holds } else { Test::Fails }
-                                }
-                                _ => cannot(),
-                            },
-                            _ => with_op(op, self.member(chain, value, &|v| port_member(v, dport))),
-                        }
-                    }
-                    "sport" => Test::Undecided(format!(
-                        "`{condition}` depends on the source port the client picks"
-                    )),
-                    _ => cannot(),
-                }
-            }
-            // Headers of other transport protocols: the test implies that
-            // protocol, which the probe's is not.
+            "tcp" | "udp" => protocol == self.probe.protocol.as_str(),
+            // Headers of other transport protocols, which the probe's is not.
             "icmp" | "icmpv6" | "sctp" | "dccp" | "udplite" | "esp" | "ah" | "comp" | "igmp"
-            | "gre" => Test::Fails,
-            _ => cannot(),
+            | "gre" => false,
+            _ => true,
         }
     }
 
@@ -947,7 +1161,9 @@ impl<'r> Walker<'r> {
                 self.address_sets.insert(key, result.clone());
                 result
             }
-            Value::Number(_) | Value::Other(_) => Err(format!("`{value}` is not an address")),
+            Value::Number(_) | Value::Concat(_) | Value::Other(_) => {
+                Err(format!("`{value}` is not an address"))
+            }
         }
     }
 

@@ -7,9 +7,9 @@ use std::process::Command;
 
 use expect_test::{Expect, expect};
 use perimeter_host::firewall::{
-    Backend, Condition, Field, IpVersion, Op, Ruleset, Value, Verdict, default_deny,
-    firewall_verdict, parse_iptables_save, parse_nft_json, verdict_from_iptables_save,
-    verdict_from_nft_json,
+    Backend, Condition, Field, IpVersion, MapElement, MapElements, Op, Ruleset, Value, Verdict,
+    VerdictMap, default_deny, firewall_verdict, parse_iptables_save, parse_nft_json,
+    verdict_from_iptables_save, verdict_from_nft_json,
 };
 use perimeter_model::FirewallVerdict;
 
@@ -116,6 +116,45 @@ fn nft_listing_of_iptables_nft_rules() {
           nftables: ip filter INPUT (hook input, priority 0): rule handle 8 `counter drop` drops what earlier rules did not accept
           IPv6: no input chain sees IPv6 packets (input chains exist only in family ip), so IPv6 is not filtered
     "#]],
+    );
+}
+
+#[test]
+fn nft_conntrack_verdict_map_jumping_to_an_allow_list() {
+    // NixOS-shaped: new connections jump to the allow list through a `ct
+    // state` map, fall off it, and meet the drop policy.
+    check_nft(
+        "vmap-nixos.json",
+        expect![[r#"
+            default deny
+              nftables: inet nixos-fw input (hook input, priority 0): policy drop
+        "#]],
+    );
+}
+
+#[test]
+fn nft_final_conntrack_verdict_map_per_family() {
+    // A `meta nfproto` map sends each family to its own chain; the IPv4 one
+    // ends in a `ct state` map whose `new` element drops.
+    check_nft(
+        "vmap-final.json",
+        expect![[r#"
+            open
+              nftables: inet filter input (hook input, priority 0): rule handle 6 `meta nfproto vmap { ipv4 : jump in4, ipv6 : jump in6 }` (element `ipv4 : jump in4`), in chain in4: rule handle 10 `ct state vmap { invalid : drop, established : accept, related : accept, new : drop, untracked : drop }` (element `new : drop`) drops what earlier rules did not accept
+              IPv6: no input chain denies by default (nftables: inet filter input (hook input, priority 0): policy accept, and no final drop or reject)
+        "#]],
+    );
+}
+
+#[test]
+fn nft_conntrack_verdict_map_accepting_new_defeats_policy_drop() {
+    check_nft(
+        "vmap-open.json",
+        expect![[r#"
+            open
+              IPv4: no input chain denies by default (nftables: inet filter input (hook input, priority 0): rule handle 3 `ct state vmap { invalid : drop, established : accept, related : accept, new : accept }` (element `new : accept`) accepts everything left)
+              IPv6: no input chain denies by default (nftables: inet filter input (hook input, priority 0): rule handle 3 `ct state vmap { invalid : drop, established : accept, related : accept, new : accept }` (element `new : accept`) accepts everything left)
+        "#]],
     );
 }
 
@@ -310,6 +349,78 @@ fn live_namespace_with_drop_policy() {
     .assert_eq(&render(&verdict));
 }
 
+/// The verdict-map fixtures loaded into a namespace and read back the way an
+/// audit reads them give the verdicts of their stored listings.
+#[test]
+fn live_verdict_map_rulesets_answer_like_their_fixtures() {
+    for name in ["vmap-nixos", "vmap-final", "vmap-open"] {
+        let Some(ns) = TestNetns::new("vmap") else {
+            return;
+        };
+        ns.load_nft(&format!("{name}.nft"));
+        let (verdict, problems) = firewall_verdict(Some(&ns.file()));
+        assert!(problems.is_empty(), "{name}: {problems:?}");
+        assert_eq!(
+            render(&verdict),
+            render(&verdict_from_nft_json(&fixture(&format!("{name}.json")))),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn model_of_real_verdict_maps() {
+    let ruleset = parse_nft_json(&fixture("vmap-final.json")).expect("fixture parses");
+    let verdicts: Vec<(&str, String)> = ruleset
+        .chains
+        .iter()
+        .flat_map(|chain| {
+            chain
+                .rules
+                .iter()
+                .map(move |rule| (chain.name.as_str(), rule.text.clone()))
+        })
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("input", "meta iif lo accept".to_owned()),
+            (
+                "input",
+                "meta nfproto vmap { ipv4 : jump in4, ipv6 : jump in6 }".to_owned()
+            ),
+            (
+                "in4",
+                "tcp dport vmap { 22 : accept, 80 : accept }".to_owned()
+            ),
+            (
+                "in4",
+                "ct state vmap { invalid : drop, established : accept, related : accept, new : drop, untracked : drop }"
+                    .to_owned()
+            ),
+            ("in6", "tcp dport 23 drop".to_owned()),
+        ]
+    );
+    let input = &ruleset.chains[0];
+    assert_eq!(
+        input.rules[1].verdict,
+        Some(Verdict::Map(VerdictMap {
+            key: Field::Meta("nfproto".into()),
+            elements: MapElements::Inline(vec![
+                MapElement {
+                    key: Value::Text("ipv4".into()),
+                    verdict: Verdict::Jump("in4".into()),
+                },
+                MapElement {
+                    key: Value::Text("ipv6".into()),
+                    verdict: Verdict::Jump("in6".into()),
+                },
+            ]),
+        }))
+    );
+    assert!(input.rules[1].conditions.is_empty());
+}
+
 #[test]
 fn live_empty_namespace_is_open() {
     let Some(ns) = TestNetns::new("empty") else {
@@ -415,6 +526,8 @@ mod no_panics {
     use perimeter_host::firewall::{
         Backend, IpVersion, default_deny, parse_iptables_save, parse_nft_json,
     };
+    use perimeter_host::reachability::{Probe, reachability};
+    use perimeter_model::Protocol;
     use proptest::prelude::*;
 
     fn fixtures() -> Vec<String> {
@@ -422,6 +535,8 @@ mod no_panics {
             "firewalld-reject.json",
             "drop-policy.json",
             "nft-backend.json",
+            "vmap-nixos.json",
+            "vmap-final.json",
         ]
         .iter()
         .map(|name| super::fixture(name))
@@ -432,7 +547,7 @@ mod no_panics {
         /// Real listings, cut short or with one byte changed: an error or a
         /// ruleset, never a panic, and a verdict for whatever parsed.
         #[test]
-        fn damaged_nft_listings(which in 0usize..3, at in 0usize..4000, byte in any::<u8>(), cut in any::<bool>()) {
+        fn damaged_nft_listings(which in 0usize..5, at in 0usize..4000, byte in any::<u8>(), cut in any::<bool>()) {
             let mut text = fixtures()[which].clone().into_bytes();
             let at = at % text.len();
             if cut {
@@ -443,6 +558,8 @@ mod no_panics {
             let text = String::from_utf8_lossy(&text);
             if let Ok(ruleset) = parse_nft_json(&text) {
                 let _ = default_deny(&ruleset);
+                let probe = Probe { protocol: Protocol::Tcp, dst: "192.0.2.1".parse().expect("literal"), dport: 22 };
+                let _ = reachability(&ruleset, &probe);
             }
         }
 
