@@ -294,7 +294,7 @@ pub struct MapElement {
     pub verdict: Verdict,
 }
 
-/// A named nft set and its elements (empty when listed tersely).
+/// A named nft set and its elements.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamedSet {
     pub family: Family,
@@ -304,7 +304,7 @@ pub struct NamedSet {
 }
 
 /// A named nft verdict map (`map NAME { type ... : verdict; ... }`) and its
-/// elements (empty when listed tersely). Maps to other data (addresses for
+/// elements. Maps to other data (addresses for
 /// nat, marks) decide no verdict and are not kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamedMap {
@@ -1872,12 +1872,29 @@ pub fn read_ruleset(netns_file: Option<&Path>) -> (Ruleset, Vec<Problem>, Vec<St
     let nft = find_tool("nft");
     if let Some(nft) = &nft {
         let mut listing = runner(nft, &["-j", "list", "ruleset"]);
-        if listing.as_ref().is_ok_and(|out| out.truncated) {
+        let terse = listing.as_ref().is_ok_and(|out| out.truncated);
+        if terse {
             listing = runner(nft, &["-j", "-t", "list", "ruleset"]);
         }
         match listing.and_then(|out| checked_stdout(out, "nft")) {
             Ok(text) => match parse_nft_json(&text) {
-                Ok(parsed) => ruleset.extend(parsed),
+                Ok(mut parsed) => {
+                    if terse {
+                        // The terse listing shows sets and maps without their
+                        // elements, and an empty set would read as one that
+                        // nothing is in. Without them, lookups are unknown.
+                        parsed.sets.clear();
+                        parsed.maps.clear();
+                        problems.push(Problem::new(
+                            subject("nft -j list ruleset"),
+                            format!(
+                                "the listing is larger than {} MiB and was read without set and map elements, so tests of named sets and maps are unknown",
+                                MAX_LISTING / (1024 * 1024)
+                            ),
+                        ));
+                    }
+                    ruleset.extend(parsed);
+                }
                 Err(err) => {
                     problems.push(Problem::new(
                         subject("nft -j list ruleset"),

@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use expect_test::{Expect, expect};
 use perimeter_host::firewall::{
-    Backend, BaseChain, Chain, Condition, Family, Field, Hook, IpVersion, Op, Policy, Rule,
-    Ruleset, Value, Verdict, parse_iptables_save, parse_nft_json, read_ruleset,
+    Backend, BaseChain, Chain, Condition, Family, Field, Hook, IpVersion, MapElement, MapElements,
+    NamedMap, Op, Policy, Rule, Ruleset, Value, Verdict, VerdictMap, parse_iptables_save,
+    parse_nft_json, read_ruleset,
 };
 use perimeter_host::reachability::{
     Probe, Reachability, SourceFate, describe_sources, reachability,
@@ -1027,6 +1028,101 @@ fn long_block_lists_are_followed_exactly() {
     assert_eq!(n_allowed_addresses, (1u64 << 32) - u64::from(n_blocked));
     assert_eq!(answer.accepting_rules.len(), 1);
     assert!(!answer.accepting_rules[0].restricts_source);
+}
+
+#[test]
+fn large_source_maps_are_followed_exactly() {
+    // A named source map of 20000 elements, every third one let through to
+    // a chain that accepts only port 22, the others dropped, as a blocklist
+    // filled by a tool would be.
+    let n_elements: u32 = 20_000;
+    let address = |n: u32| std::net::Ipv4Addr::from(0x0a00_0000_u32 + n * 4);
+    let elements = (0..n_elements)
+        .map(|n| MapElement {
+            key: Value::Text(address(n).to_string()),
+            verdict: if n % 3 == 0 {
+                Verdict::Jump("ssh_only".into())
+            } else {
+                Verdict::Drop
+            },
+        })
+        .collect();
+    let ruleset = Ruleset {
+        chains: vec![
+            chain(
+                "in",
+                Some(Policy::Accept),
+                vec![rule(
+                    2,
+                    vec![],
+                    Verdict::Map(VerdictMap {
+                        key: Field::Payload {
+                            protocol: "ip".into(),
+                            field: "saddr".into(),
+                        },
+                        elements: MapElements::Named("sources".into()),
+                    }),
+                )],
+            ),
+            chain(
+                "ssh_only",
+                None,
+                vec![
+                    rule(
+                        3,
+                        vec![Condition::Match {
+                            field: Field::Payload {
+                                protocol: "tcp".into(),
+                                field: "dport".into(),
+                            },
+                            op: Op::Eq,
+                            value: Value::Number(22),
+                        }],
+                        Verdict::Accept,
+                    ),
+                    rule(4, vec![], Verdict::Drop),
+                ],
+            ),
+        ],
+        sets: vec![],
+        maps: vec![NamedMap {
+            family: Family::Inet,
+            table: "t".into(),
+            name: "sources".into(),
+            elements,
+        }],
+    };
+    for (port, through) in [(22, SourceFate::Allowed), (80, SourceFate::Denied)] {
+        let answer = reachability(&ruleset, &probe(&format!("tcp/{port} 192.0.2.1")));
+        assert!(answer.unknown.is_empty(), "{:?}", answer.unknown.first());
+        for n in [0, 1, 2, 9999, n_elements - 1] {
+            let source = IpAddr::V4(address(n));
+            let expected = if n % 3 == 0 {
+                through
+            } else {
+                SourceFate::Denied
+            };
+            assert_eq!(answer.fate_of(source), expected, "{port} from {source}");
+            let neighbour = IpAddr::V4(std::net::Ipv4Addr::from(u32::from(address(n)) + 1));
+            assert_eq!(
+                answer.fate_of(neighbour),
+                SourceFate::Allowed,
+                "{neighbour}"
+            );
+        }
+        let n_denied_addresses: u64 = (1u64 << 32)
+            - answer
+                .allowed
+                .iter()
+                .map(|net| 1u64 << (32 - u32::from(net.prefix_len())))
+                .sum::<u64>();
+        let n_jumping = u64::from(n_elements.div_ceil(3));
+        let expected_denied = match through {
+            SourceFate::Allowed => u64::from(n_elements) - n_jumping,
+            _ => u64::from(n_elements),
+        };
+        assert_eq!(n_denied_addresses, expected_denied, "port {port}");
+    }
 }
 
 #[test]
