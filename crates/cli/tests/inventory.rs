@@ -455,3 +455,57 @@ fn live_process_from_an_unowned_executable() {
     // The packaged sleep itself is nobody's finding.
     assert!(!findings(&doc).iter().any(|(_, _, s)| s == "/usr/bin/sleep"));
 }
+
+/// A process executed from a memfd (what runc does on purpose, and fileless
+/// malware too) is listed with ownership unknown and the reason, and makes no
+/// unowned-file finding (there is no file).
+#[test]
+fn live_process_from_a_memfd() {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+
+    let memfd =
+        nix::sys::memfd::memfd_create("perimeter-test-memfd", nix::sys::memfd::MFdFlags::empty())
+            .expect("memfd_create");
+    let mut file = std::fs::File::from(memfd);
+    file.write_all(&std::fs::read("/bin/sleep").expect("read sleep"))
+        .expect("fill the memfd");
+    let child = Command::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .arg("300")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("exec the memfd");
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Kill(child);
+    drop(file);
+    let pid = child.0.id();
+
+    let output = run(None, &["inventory", "--no-origins", "--format", "json"]);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let doc = json(&output);
+    let process = doc["processes"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["pid"] == pid))
+        .cloned()
+        .unwrap_or_else(|| panic!("pid {pid} not among {:#}", doc["processes"]));
+    assert_eq!(process["exe"], "/memfd:perimeter-test-memfd");
+    assert_eq!(process["ownership"], "unknown");
+    assert_eq!(
+        process["reason"],
+        "runs from an anonymous memory file (memfd), not from a file on disk"
+    );
+    assert!(
+        !findings(&doc)
+            .iter()
+            .any(|(_, _, subject)| subject.contains("memfd")),
+        "{:#}",
+        doc["findings"]
+    );
+}

@@ -21,6 +21,7 @@ pub mod verify;
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::fs;
 use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -506,7 +507,8 @@ fn unowned_processes(
             // Kernel threads have no executable.
             continue;
         };
-        let ownership = if exe.starts_with("/memfd:") {
+        // A string prefix: `Path::starts_with` compares whole components.
+        let ownership = if exe.as_os_str().as_bytes().starts_with(b"/memfd:") {
             // What runc and some loaders do on purpose, and fileless malware
             // too: nothing on disk to own.
             ProcessOwnership::Unknown(
