@@ -60,13 +60,17 @@ pub fn collect(opts: &AuditOptions) -> Collected {
     // Reading our own namespace's firewall is a few subprocesses, mostly
     // waiting: do it while /proc is walked.
     let (facts, own_ruleset) = std::thread::scope(|scope| {
-        let firewall = scope.spawn(|| firewall::read_ruleset(None));
+        // No thread (resource limits) just means reading it later, in turn.
+        let firewall = std::thread::Builder::new()
+            .name("firewall".into())
+            .spawn_scoped(scope, || firewall::read_ruleset(None))
+            .ok();
         let facts = collect_listeners(&ListenerOptions {
             all_netns: opts.all_netns,
             proc_root: opts.proc_root.clone(),
             force_proc_fallback: opts.force_proc_net,
         });
-        (facts, firewall.join().ok())
+        (facts, firewall.and_then(|thread| thread.join().ok()))
     });
     let mut own_ruleset = own_ruleset;
     let mut snapshot = HostSnapshot {
@@ -111,10 +115,13 @@ pub fn collect(opts: &AuditOptions) -> Collected {
                 netns.name
             ))
         } else {
-            let read = match (enter.is_none(), own_ruleset.take()) {
-                (true, Some(read)) => read,
-                _ => firewall::read_ruleset(enter.as_deref()),
+            // Our own namespace (no way in needed) was read during the walk.
+            let early = if enter.is_none() {
+                own_ruleset.take()
+            } else {
+                None
             };
+            let read = early.unwrap_or_else(|| firewall::read_ruleset(enter.as_deref()));
             let (ruleset, problems, unread) = read;
             let verdict = firewall::verdict_of(&ruleset, &problems, &unread);
             snapshot.problems.extend(problems);

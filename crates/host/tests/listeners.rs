@@ -225,6 +225,18 @@ fn inherited_socket_lists_every_holder() {
         .expect("spawn sleep");
     let child_pid = child.id();
     let _guard = KillOnDrop(&mut child);
+    // `spawn` returns once the child is forked; its new program's arguments
+    // appear a moment later, when exec has run.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read(format!("/proc/{child_pid}/cmdline"))
+        .map_or(true, |c| !c.starts_with(b"sleep"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the child never ran sleep"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 
     let facts = collect_listeners(&ListenerOptions::default());
     let found = find(&facts, inode_of(&listener));
