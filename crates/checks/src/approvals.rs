@@ -342,13 +342,13 @@ pub fn parse_approvals(text: &str, path: &Path) -> Result<Approvals, ApprovalsEr
                     "entry needs `exe` or `package` (or `unowned = true` for a socket no process holds)".into(),
                 ));
             }
-            if let Some(exe) = &raw.exe {
-                if !exe.get_ref().starts_with('/') {
-                    return Err(invalid(
-                        exe.span(),
-                        format!("exe `{}` is not an absolute path", exe.get_ref()),
-                    ));
-                }
+            if let Some(exe) = &raw.exe
+                && !exe.get_ref().starts_with('/')
+            {
+                return Err(invalid(
+                    exe.span(),
+                    format!("exe `{}` is not an absolute path", exe.get_ref()),
+                ));
             }
             for key in [&raw.package, &raw.user].into_iter().flatten() {
                 if key.get_ref().trim().is_empty() {

@@ -31,10 +31,10 @@ fn namespace_environments<'a>(
             if interface.address.is_loopback() {
                 continue;
             }
-            if let Some(env) = config.inventory.environment_of(interface.address) {
-                if !found.iter().any(|e| e.name == env.name) {
-                    found.push(env);
-                }
+            if let Some(env) = config.inventory.environment_of(interface.address)
+                && !found.iter().any(|e| e.name == env.name)
+            {
+                found.push(env);
             }
         }
     }
@@ -52,10 +52,10 @@ fn environment_of<'a>(
     if let Some(name) = &config.forced_env {
         return config.inventory.by_name(name);
     }
-    if !listener.address.is_unspecified() {
-        if let Some(env) = config.inventory.environment_of(listener.address) {
-            return Some(env);
-        }
+    if !listener.address.is_unspecified()
+        && let Some(env) = config.inventory.environment_of(listener.address)
+    {
+        return Some(env);
     }
     match namespace_environments(snapshot, config, listener.netns.inode).as_slice() {
         [only] => Some(*only),
@@ -190,10 +190,10 @@ fn host_findings(snapshot: &HostSnapshot, config: &CheckConfig) -> Vec<Finding> 
     let mut findings = Vec::new();
     let mut envs: BTreeMap<String, &Environment> = BTreeMap::new();
     let mut addresses: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
-    if let Some(name) = &config.forced_env {
-        if let Some(env) = config.inventory.by_name(name) {
-            envs.insert(env.name.clone(), env);
-        }
+    if let Some(name) = &config.forced_env
+        && let Some(env) = config.inventory.by_name(name)
+    {
+        envs.insert(env.name.clone(), env);
     }
     for ns in &snapshot.namespaces {
         for interface in &ns.interfaces {
@@ -352,32 +352,31 @@ pub fn verify_findings<'a>(
                 .with_remedy("close the port to the outside, or add it to public_ports if it is meant to be public"),
             ));
         }
-        if env.kind == EnvKind::Experiment {
-            if let Some(days) = env.days_overdue(today).filter(|d| *d > 0) {
-                if hosts_done.insert(result.address) {
-                    findings.push((
-                        idx,
-                        Finding::new(
-                            ENV_EXPIRED,
-                            Severity::High,
-                            &subject,
-                            format!(
-                                "experiment `{}` expired {days} days ago and {} still answers",
-                                env.name, result.address
-                            ),
-                        )
-                        .with_evidence(format!(
-                            "expires: {}",
-                            env.expires.map(|d| d.to_string()).unwrap_or_default()
-                        ))
-                        .with_evidence(format!(
-                            "owner: {}",
-                            env.owner.as_deref().unwrap_or("(none)")
-                        ))
-                        .with_remedy("tear the experiment down, or extend `expires` with a reason"),
-                    ));
-                }
-            }
+        if env.kind == EnvKind::Experiment
+            && let Some(days) = env.days_overdue(today).filter(|d| *d > 0)
+            && hosts_done.insert(result.address)
+        {
+            findings.push((
+                idx,
+                Finding::new(
+                    ENV_EXPIRED,
+                    Severity::High,
+                    &subject,
+                    format!(
+                        "experiment `{}` expired {days} days ago and {} still answers",
+                        env.name, result.address
+                    ),
+                )
+                .with_evidence(format!(
+                    "expires: {}",
+                    env.expires.map(|d| d.to_string()).unwrap_or_default()
+                ))
+                .with_evidence(format!(
+                    "owner: {}",
+                    env.owner.as_deref().unwrap_or("(none)")
+                ))
+                .with_remedy("tear the experiment down, or extend `expires` with a reason"),
+            ));
         }
     }
     findings

@@ -88,16 +88,16 @@ pub fn parse_inventory(text: &str, path: &Path) -> Result<Inventory, InventoryEr
         let span = err.span().unwrap_or(0..0);
         invalid(span, err.message().trim().to_owned())
     })?;
-    if let Some(version) = &raw.version {
-        if *version.get_ref() != FORMAT_VERSION {
-            return Err(invalid(
-                version.span(),
-                format!(
-                    "inventory format version {} is not supported (this perimeter reads version {FORMAT_VERSION})",
-                    version.get_ref()
-                ),
-            ));
-        }
+    if let Some(version) = &raw.version
+        && *version.get_ref() != FORMAT_VERSION
+    {
+        return Err(invalid(
+            version.span(),
+            format!(
+                "inventory format version {} is not supported (this perimeter reads version {FORMAT_VERSION})",
+                version.get_ref()
+            ),
+        ));
     }
 
     // Every range with where it was written, to report overlaps at the

@@ -428,13 +428,13 @@ fn inspect_sshds(snapshot: &HostSnapshot) -> (Vec<perimeter_model::SshdFacts>, V
         .iter()
         .filter(|l| l.protocol == Protocol::Tcp)
     {
-        if let Some(owner) = snapshot.main_owner(listener) {
-            if owner.comm == "sshd" || owner.name() == "sshd" {
-                daemons
-                    .entry(owner.pid)
-                    .or_default()
-                    .push(std::net::SocketAddr::new(listener.address, listener.port));
-            }
+        if let Some(owner) = snapshot.main_owner(listener)
+            && (owner.comm == "sshd" || owner.name() == "sshd")
+        {
+            daemons
+                .entry(owner.pid)
+                .or_default()
+                .push(std::net::SocketAddr::new(listener.address, listener.port));
         }
     }
     let mut facts = Vec::new();

@@ -637,7 +637,7 @@ fn agrees_with_sshd_t_on_generated_configs() {
     for case in 0..40 {
         let mut include_text = String::new();
         for _ in 0..(rng.next() % 3) {
-            if rng.next() % 3 == 0 {
+            if rng.next().is_multiple_of(3) {
                 include_text.push_str(rng.pick(&matches));
                 include_text.push('\n');
             }

@@ -234,11 +234,11 @@ pub fn redacted_cmdline(cmdline: &[String]) -> String {
             hide_next = false;
             continue;
         }
-        if let Some((flag, _)) = word.split_once('=') {
-            if is_secret_flag(flag) {
-                out.push(format!("{flag}=***"));
-                continue;
-            }
+        if let Some((flag, _)) = word.split_once('=')
+            && is_secret_flag(flag)
+        {
+            out.push(format!("{flag}=***"));
+            continue;
         }
         hide_next = is_secret_flag(word);
         out.push(word.clone());

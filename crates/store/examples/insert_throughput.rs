@@ -101,7 +101,7 @@ fn generated(n_results: u64, shift: u64) -> Vec<PortResult> {
             let address =
                 Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)).saturating_add(host_idx));
             let port = u16::try_from(result_idx % 100 + 1).unwrap_or(u16::MAX);
-            let open = (result_idx + shift) % 10 == 0;
+            let open = (result_idx + shift).is_multiple_of(10);
             let service = open.then(|| {
                 let mut service = ServiceInfo::named("http");
                 service.product = Some("nginx".to_owned());
@@ -113,7 +113,7 @@ fn generated(n_results: u64, shift: u64) -> Vec<PortResult> {
                     .insert("http.title".to_owned(), "Welcome".to_owned());
                 service
             });
-            let findings = if (result_idx + shift) % 50 == 0 {
+            let findings = if (result_idx + shift).is_multiple_of(50) {
                 vec![
                     Finding::new(
                         "http.default-page",

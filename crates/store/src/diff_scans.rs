@@ -373,22 +373,21 @@ fn still_open(
                 message,
             ));
         }
-        if let (Some(old_tls), Some(new_tls)) = (&old.tls, &new.tls) {
-            if (&old_tls.subject, &old_tls.issuer, old_tls.not_after)
+        if let (Some(old_tls), Some(new_tls)) = (&old.tls, &new.tls)
+            && (&old_tls.subject, &old_tls.issuer, old_tls.not_after)
                 != (&new_tls.subject, &new_tls.issuer, new_tls.not_after)
-            {
-                let message = format!(
-                    "{endpoint} presents a different certificate: {} (was {})",
-                    describe_certificate(new_tls),
-                    describe_certificate(old_tls)
-                );
-                changes.push(change(
-                    ChangeKind::CertificateChanged,
-                    Severity::Low,
-                    None,
-                    message,
-                ));
-            }
+        {
+            let message = format!(
+                "{endpoint} presents a different certificate: {} (was {})",
+                describe_certificate(new_tls),
+                describe_certificate(old_tls)
+            );
+            changes.push(change(
+                ChangeKind::CertificateChanged,
+                Severity::Low,
+                None,
+                message,
+            ));
         }
     }
 

@@ -90,11 +90,11 @@ fn generated_result(result_idx: u64) -> PortResult {
     let host_idx = u32::try_from(result_idx / 1000).unwrap_or(u32::MAX);
     let address = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)).saturating_add(host_idx));
     let port = u16::try_from(result_idx % 1000 + 1).unwrap_or(u16::MAX);
-    let open = result_idx % 3 == 0;
+    let open = result_idx.is_multiple_of(3);
     let service = open.then(|| {
         let mut service = ServiceInfo::named("redis");
         service.version = Some(format!("7.0.{}", result_idx % 20));
-        service.auth = if result_idx % 2 == 0 {
+        service.auth = if result_idx.is_multiple_of(2) {
             AuthState::None
         } else {
             AuthState::Required
@@ -104,7 +104,7 @@ fn generated_result(result_idx: u64) -> PortResult {
             .insert("result".to_owned(), result_idx.to_string());
         service
     });
-    let findings = if open && result_idx % 2 == 0 {
+    let findings = if open && result_idx.is_multiple_of(2) {
         vec![
             Finding::new(
                 "redis.no-auth",
@@ -266,7 +266,7 @@ fn parent() -> TestResult {
     ensure(
         n_stored >= n_seen_committed
             && n_stored >= n_small
-            && (n_stored - n_small) % LARGE_BATCH == 0,
+            && (n_stored - n_small).is_multiple_of(LARGE_BATCH),
         format!(
             "killed scan holds {n_stored} results: not whole batches, or fewer than the {n_seen_committed} committed"
         ),

@@ -64,10 +64,10 @@ fn approver(args: &ApproveArgs) -> Result<String> {
         return Ok(by.clone());
     }
     for var in ["SUDO_USER", "USER", "LOGNAME"] {
-        if let Ok(value) = std::env::var(var) {
-            if !value.trim().is_empty() {
-                return Ok(value);
-            }
+        if let Ok(value) = std::env::var(var)
+            && !value.trim().is_empty()
+        {
+            return Ok(value);
         }
     }
     bail!("cannot tell who approves: pass --by NAME")

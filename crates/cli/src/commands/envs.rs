@@ -40,24 +40,24 @@ pub(crate) fn load_inventory(args: &InventoryFileArgs) -> Result<Inventory> {
         }
     };
     let inventory = environments::load(&path, !named)?;
-    if let Some(env) = &args.env {
-        if inventory.by_name(env).is_none() {
-            let known: Vec<&str> = inventory
-                .environments
-                .iter()
-                .map(|e| e.name.as_str())
-                .collect();
-            if inventory.path.is_none() {
-                bail!(
-                    "--env {env}: there is no inventory (looked for {LOCAL_INVENTORY} and {SYSTEM_INVENTORY}; see `perimeter init`)"
-                );
-            }
+    if let Some(env) = &args.env
+        && inventory.by_name(env).is_none()
+    {
+        let known: Vec<&str> = inventory
+            .environments
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
+        if inventory.path.is_none() {
             bail!(
-                "--env {env}: {} has no such environment (it has: {})",
-                path.display(),
-                known.join(", ")
+                "--env {env}: there is no inventory (looked for {LOCAL_INVENTORY} and {SYSTEM_INVENTORY}; see `perimeter init`)"
             );
         }
+        bail!(
+            "--env {env}: {} has no such environment (it has: {})",
+            path.display(),
+            known.join(", ")
+        );
     }
     Ok(inventory)
 }

@@ -395,10 +395,10 @@ async fn scan(args: ScanArgs, settings: Settings, terminal: &Terminal) -> Result
 }
 
 fn flush(db: Option<&mut SqliteStore>, scan_id: i64, batch: &mut Vec<PortResult>) -> Result<()> {
-    if let Some(db) = db {
-        if !batch.is_empty() {
-            db.record_results(scan_id, batch)?;
-        }
+    if let Some(db) = db
+        && !batch.is_empty()
+    {
+        db.record_results(scan_id, batch)?;
     }
     batch.clear();
     Ok(())

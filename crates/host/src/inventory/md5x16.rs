@@ -144,12 +144,6 @@ fn compress_portable(
 }
 
 #[cfg(target_arch = "x86_64")]
-#[expect(
-    clippy::incompatible_msrv,
-    reason = "AVX-512 intrinsics are stable since Rust 1.89; the workspace's rust-version \
-              (1.85) predates the let-chains (1.88) the workspace already uses, and the \
-              toolchain that builds perimeter is 1.95"
-)]
 mod avx512 {
     use std::arch::x86_64::{
         __m512i, _mm512_add_epi32, _mm512_i32gather_epi32, _mm512_loadu_si512, _mm512_rol_epi32,
