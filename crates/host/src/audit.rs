@@ -73,10 +73,14 @@ pub fn collect(opts: &AuditOptions) -> Collected {
         (facts, firewall.and_then(|thread| thread.join().ok()))
     });
     let mut own_ruleset = own_ruleset;
+    let mut processes = facts.processes;
+    // perimeter does not audit itself: run from a build tree under /tmp it
+    // would otherwise report its own executable on every run.
+    processes.remove(&std::process::id());
     let mut snapshot = HostSnapshot {
         hostname: hostname(),
         listeners: facts.listeners,
-        processes: facts.processes,
+        processes,
         problems: facts.problems,
         ..HostSnapshot::default()
     };

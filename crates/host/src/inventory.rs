@@ -502,7 +502,12 @@ fn unowned_processes(
     problems.extend(walk.problems);
     let mut accounts = crate::users::AccountCache::new();
     let mut out = Vec::new();
+    let own_pid = std::process::id();
     for process in walk.processes.values() {
+        // perimeter does not report itself (run from a build tree it would).
+        if process.pid == own_pid {
+            continue;
+        }
         let Some(exe) = &process.exe else {
             // Kernel threads have no executable.
             continue;
