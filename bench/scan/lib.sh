@@ -181,7 +181,8 @@ timed() {
     local rss
     rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$tv")
     echo "$name $run $(awk -v s="$start" -v e="$end" 'BEGIN {printf "%.3f", e - s}') ${rss:-0} $status" >>"$LAB_WORK/times"
-    if [ "$status" -ne 0 ]; then
+    # `timeout` ending a run on purpose exits 124: not worth a word.
+    if [ "$status" -ne 0 ] && ! { [ "$1" = timeout ] && [ "$status" -eq 124 ]; }; then
         echo "  $name run $run exited $status: $(tail -n 3 "$LAB_WORK/$name.$run.err" | tr '\n' ' ')" >&2
     fi
     return 0
