@@ -483,3 +483,73 @@ fn second_audit_reports_the_listener_that_appeared() {
     let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("json");
     assert_eq!(listed["audits"].as_array().map(Vec::len), Some(2));
 }
+
+#[test]
+fn all_netns_sees_and_asks_redis_inside_other_namespaces() {
+    if !require_root("all_netns") || !have("/usr/bin/redis-check-rdb") {
+        return;
+    }
+    let ns = Ns::new("allns").expect("netns");
+    let (dir, exe) = tarball_redis();
+    let mut redis = ns
+        .spawn(
+            &exe.to_string_lossy(),
+            &[
+                "--port",
+                "6391",
+                "--bind",
+                "0.0.0.0",
+                "--protected-mode",
+                "no",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ],
+        )
+        .expect("start redis");
+    ns.wait_tcp(
+        "127.0.0.1:6391".parse().expect("addr"),
+        Duration::from_secs(10),
+    )
+    .expect("redis listens");
+    redis.ensure_running().expect("redis running");
+    let pid = redis.pid();
+    let approvals = no_approvals(dir.path());
+
+    // From the host's namespace, without --all-netns: not there.
+    let (_, doc) = audit_json(None, &approvals, &[]);
+    let in_ns = |doc: &serde_json::Value| {
+        doc["listeners"].as_array().is_some_and(|ls| {
+            ls.iter()
+                .any(|l| l["port"] == 6391 && l["netns"] == ns.name())
+        })
+    };
+    assert!(
+        !in_ns(&doc),
+        "the default audit covers its own namespace only"
+    );
+
+    // With it: the listener, in its namespace, and Redis asked inside it.
+    let (_, doc) = audit_json(None, &approvals, &["--all-netns"]);
+    assert!(
+        in_ns(&doc),
+        "--all-netns lists the listener in {}",
+        ns.name()
+    );
+    let no_auth = finding(&doc, "redis.no-auth", &format!("pid {pid})")).expect("redis.no-auth");
+    assert!(
+        no_auth["subject"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("in netns {}", ns.name())),
+        "{no_auth:#}"
+    );
+    assert!(
+        doc["host"]["namespaces"]
+            .as_array()
+            .is_some_and(|nss| nss.iter().any(|n| n["name"] == ns.name()))
+    );
+}

@@ -245,3 +245,138 @@ fn malformed_approvals_file_is_an_error_with_position_and_is_never_rewritten() {
         );
     }
 }
+
+/// Drives a program on a pseudo-terminal: waits for each prompt, answers it,
+/// then prints everything the program wrote and exits with its status.
+const PTY_DRIVER: &str = r#"
+import os, pty, select, sys, time
+argv = sys.argv[1:]
+script = []
+while argv[0] != "--":
+    script.append((argv[0].encode(), argv[1].encode().decode("unicode_escape").encode()))
+    argv = argv[2:]
+argv = argv[1:]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp(argv[0], argv)
+out = b""
+def read_some(wait):
+    global out
+    r, _, _ = select.select([fd], [], [], wait)
+    if not r:
+        return True
+    try:
+        chunk = os.read(fd, 4096)
+    except OSError:
+        return False
+    out += chunk
+    return bool(chunk)
+seen = 0
+for prompt, answer in script:
+    deadline = time.time() + 30
+    while prompt not in out[seen:]:
+        if time.time() > deadline or not read_some(0.5):
+            sys.stdout.write(out.decode(errors="replace"))
+            sys.exit("no prompt %r" % prompt)
+    seen = out.index(prompt, seen) + len(prompt)
+    os.write(fd, answer)
+while read_some(5):
+    pass
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(out.decode(errors="replace"))
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+
+#[test]
+fn interactive_approval_asks_one_listener_at_a_time() {
+    if !require_root("gate_interactive") {
+        return;
+    }
+    let (ns, _web) = web_host();
+    let mut second = ns
+        .spawn(
+            "setpriv",
+            &[
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "/usr/bin/python3",
+                "-m",
+                "http.server",
+                "8081",
+                "--bind",
+                "198.18.3.1",
+                "--directory",
+                "/",
+            ],
+        )
+        .expect("start second server");
+    ns.wait_tcp(
+        "198.18.3.1:8081".parse().expect("addr"),
+        Duration::from_secs(10),
+    )
+    .expect("second listens");
+    second.ensure_running().expect("running");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let approvals = dir.path().join("approvals.toml");
+    let approvals_text = approvals.to_string_lossy().into_owned();
+
+    // Listeners are offered in port order: yes to 8080 (with a reason after
+    // an empty one is refused), no to 8081.
+    let output = ns
+        .command("/usr/bin/python3")
+        .args([
+            "-c",
+            PTY_DRIVER,
+            "approve this listener?",
+            "y\\n",
+            "reason",
+            "\\n",
+            "reason",
+            "lab web server\\n",
+            "approve this listener?",
+            "n\\n",
+            "--",
+            common::perimeter(),
+            "approve",
+            "--approvals",
+            &approvals_text,
+            "--by",
+            "tester",
+        ])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run the pty driver");
+    let out = stdout(&output);
+    assert_eq!(code(&output), 0, "{out}\n{}", stderr(&output));
+    assert!(
+        out.contains("2 listeners beyond loopback need a decision"),
+        "{out}"
+    );
+    assert!(out.contains("tcp 198.18.3.1:8080"), "{out}");
+    assert!(
+        out.contains("exe      /usr/bin/python3.11  package python3.11-minimal"),
+        "{out}"
+    );
+    assert!(out.contains("a reason is required"), "{out}");
+    assert!(out.contains("1 approved"), "{out}");
+
+    let text = std::fs::read_to_string(&approvals).expect("approvals written");
+    assert_eq!(
+        text.lines().filter(|l| *l == "[[listener]]").count(),
+        1,
+        "{text}"
+    );
+    assert!(
+        text.contains("port = 8080") && text.contains("reason = \"lab web server\""),
+        "{text}"
+    );
+
+    let output = run(Some(&ns), &["check", "--approvals", &approvals_text]);
+    assert_eq!(code(&output), 1);
+    assert!(
+        stdout(&output).contains("UNAPPROVED  tcp 198.18.3.1:8081"),
+        "{}",
+        stdout(&output)
+    );
+}

@@ -16,7 +16,7 @@ use perimeter_model::{Listener, Ownership, Protocol};
 use perimeter_report::audit::{ApprovalStatus, redacted_cmdline};
 
 use crate::args::ApproveArgs;
-use crate::commands::host::{HostAudit, audit_host, today};
+use crate::commands::host::{HostAudit, MissingApprovals, audit_host, today};
 use crate::exit_codes;
 use crate::terminal::Terminal;
 
@@ -30,7 +30,7 @@ pub(crate) fn run(args: ApproveArgs, terminal: &Terminal) -> Result<u8> {
         || args.protocol.is_some()
         || args.address.is_some()
         || args.netns.is_some();
-    let audit = audit_host(&args.host)?;
+    let audit = audit_host(&args.host, MissingApprovals::WillCreate)?;
     let pending: Vec<usize> = audit
         .statuses
         .iter()

@@ -9,13 +9,13 @@ use perimeter_report::audit::{AuditView, ChangeLine, Since, to_human, write_json
 use perimeter_store::{AuditRecord, Store, diff_audits};
 
 use crate::args::{AuditArgs, Format};
-use crate::commands::host::{HostAudit, audit_host};
+use crate::commands::host::{HostAudit, MissingApprovals, audit_host};
 use crate::commands::store;
 use crate::exit_codes;
 use crate::terminal::Terminal;
 
 pub(crate) fn run(args: AuditArgs, terminal: &Terminal) -> Result<u8> {
-    let audit = audit_host(&args.host)?;
+    let audit = audit_host(&args.host, MissingApprovals::Error)?;
     let since = if args.no_store {
         None
     } else {

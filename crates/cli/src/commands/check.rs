@@ -6,12 +6,12 @@ use perimeter_model::Severity;
 use perimeter_report::audit::ApprovalStatus;
 
 use crate::args::{CheckArgs, Format};
-use crate::commands::host::audit_host;
+use crate::commands::host::{MissingApprovals, audit_host};
 use crate::exit_codes;
 use crate::terminal::Terminal;
 
 pub(crate) fn run(args: CheckArgs, terminal: &Terminal) -> Result<u8> {
-    let audit = audit_host(&args.host)?;
+    let audit = audit_host(&args.host, MissingApprovals::Error)?;
     let threshold: Severity = args.fail_on.into();
     let failing: Vec<_> = audit
         .findings

@@ -60,11 +60,20 @@ pub(crate) fn today() -> time::Date {
     OffsetDateTime::now_utc().date()
 }
 
+/// Whether a missing approvals file the user named is an error (audit, check:
+/// a typo must not pass the gate) or the file approve is about to create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MissingApprovals {
+    Error,
+    WillCreate,
+}
+
 /// Load the approvals (a malformed file is an error: exit 2, file untouched),
 /// collect, check.
-pub(crate) fn audit_host(args: &HostArgs) -> Result<HostAudit> {
+pub(crate) fn audit_host(args: &HostArgs, missing: MissingApprovals) -> Result<HostAudit> {
     let (approvals_path, named) = approvals_path(args);
-    let approvals = approvals::load(&approvals_path, !named)?;
+    let missing_ok = !named || missing == MissingApprovals::WillCreate;
+    let approvals = approvals::load(&approvals_path, missing_ok)?;
     let inventory = crate::commands::envs::load_inventory(&args.inventory)?;
     let taken_at = OffsetDateTime::now_utc();
     let collected = collect(&AuditOptions {
