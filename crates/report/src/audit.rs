@@ -426,11 +426,11 @@ pub fn to_human(view: &AuditView<'_>, style: Style) -> String {
         .count();
     let _ = writeln!(
         out,
-        "{} {} at {}: {} listeners, {} beyond loopback (sockets from {})",
+        "{} {} at {}: {}, {} beyond loopback (sockets from {})",
         style.bold("perimeter audit of"),
         style.bold(&snapshot.hostname),
         rfc3339(view.taken_at),
-        snapshot.listeners.len(),
+        crate::count(snapshot.listeners.len(), "listener"),
         n_exposed,
         view.socket_source,
     );
@@ -532,7 +532,7 @@ pub fn to_human(view: &AuditView<'_>, style: Style) -> String {
         let _ = writeln!(
             out,
             "{} ({})",
-            style.bold(&format!("{} findings", view.findings.len())),
+            style.bold(&crate::count(view.findings.len(), "finding")),
             counts.join(", ")
         );
         for finding in view.findings {
@@ -548,7 +548,7 @@ pub fn to_human(view: &AuditView<'_>, style: Style) -> String {
             if since.changes.is_empty() {
                 "no changes".to_owned()
             } else {
-                format!("{} changes", since.changes.len())
+                crate::count(since.changes.len(), "change")
             }
         );
         let _ = writeln!(out, "{}", style.bold(&title));
@@ -572,8 +572,8 @@ pub fn to_human(view: &AuditView<'_>, style: Style) -> String {
             out,
             "{}",
             style.bold(&format!(
-                "{} problems (the report may be incomplete)",
-                snapshot.problems.len()
+                "{} (the report may be incomplete)",
+                crate::count(snapshot.problems.len(), "problem")
             ))
         );
         for problem in &snapshot.problems {

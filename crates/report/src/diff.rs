@@ -79,7 +79,7 @@ pub fn to_human(
         if changes.is_empty() {
             "no changes".to_owned()
         } else {
-            format!("{} changes", changes.len())
+            crate::count(changes.len(), "change")
         }
     );
     let mut sorted: Vec<&PortChange> = changes.iter().collect();

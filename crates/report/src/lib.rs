@@ -14,4 +14,13 @@ mod style;
 mod time_fmt;
 
 pub use style::Style;
+
+/// `1 listener`, `3 listeners`: counts in human output read as English.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
 pub use time_fmt::rfc3339;

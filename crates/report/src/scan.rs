@@ -177,12 +177,12 @@ pub fn to_human(info: &ScanInfo, results: &[PortResult], style: Style) -> String
         .count();
     let _ = writeln!(
         out,
-        "{} {} ({} profile, seed {}): {} open ports{}",
+        "{} {} ({} profile, seed {}): {}{}",
         style.bold("perimeter scan of"),
         info.targets.join(" "),
         info.profile,
         info.seed,
-        open,
+        crate::count(open, "open port"),
         if info.complete {
             ""
         } else {
@@ -248,7 +248,7 @@ pub fn to_human(info: &ScanInfo, results: &[PortResult], style: Style) -> String
         let _ = writeln!(
             out,
             "{}",
-            style.bold(&format!("{} findings", findings.len()))
+            style.bold(&crate::count(findings.len(), "finding"))
         );
         for finding in findings {
             out.push_str(&finding_text(finding, style));
