@@ -347,31 +347,7 @@ fn unprivileged_audit_says_what_it_could_not_see() {
     }
     let ns = Ns::new("unpriv").expect("netns");
     let (_dir, exe) = tarball_redis();
-    let mut redis = ns
-        .spawn(
-            &exe.to_string_lossy(),
-            &[
-                "--port",
-                "6390",
-                "--bind",
-                "0.0.0.0",
-                "--protected-mode",
-                "no",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-            ],
-        )
-        .expect("start redis");
-    ns.wait_tcp(
-        "127.0.0.1:6390".parse().expect("addr"),
-        Duration::from_secs(10),
-    )
-    .expect("redis listens");
-    redis.ensure_running().expect("redis running");
+    let _redis = common::start_redis(&ns, &exe, "0.0.0.0", 6390);
 
     let output = ns
         .command("setpriv")
@@ -443,28 +419,7 @@ fn second_audit_reports_the_listener_that_appeared() {
         "nothing to compare the first audit with"
     );
 
-    let mut web = ns
-        .spawn(
-            "setpriv",
-            &[
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "/usr/bin/python3",
-                "-m",
-                "http.server",
-                "8081",
-                "--bind",
-                "198.18.4.1",
-            ],
-        )
-        .expect("start http.server");
-    ns.wait_tcp(
-        "198.18.4.1:8081".parse().expect("addr"),
-        Duration::from_secs(10),
-    )
-    .expect("web listens");
-    web.ensure_running().expect("running");
+    let _web = common::start_web_as_nobody(&ns, "198.18.4.1", 8081);
 
     let second = common::run(Some(&ns), &args);
     let second: serde_json::Value = serde_json::from_slice(&second.stdout).expect("json");
@@ -491,31 +446,7 @@ fn all_netns_sees_and_asks_redis_inside_other_namespaces() {
     }
     let ns = Ns::new("allns").expect("netns");
     let (dir, exe) = tarball_redis();
-    let mut redis = ns
-        .spawn(
-            &exe.to_string_lossy(),
-            &[
-                "--port",
-                "6391",
-                "--bind",
-                "0.0.0.0",
-                "--protected-mode",
-                "no",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-            ],
-        )
-        .expect("start redis");
-    ns.wait_tcp(
-        "127.0.0.1:6391".parse().expect("addr"),
-        Duration::from_secs(10),
-    )
-    .expect("redis listens");
-    redis.ensure_running().expect("redis running");
+    let redis = common::start_redis(&ns, &exe, "0.0.0.0", 6391);
     let pid = redis.pid();
     let approvals = no_approvals(dir.path());
 

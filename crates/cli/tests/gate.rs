@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{code, default_drop_ruleset, run, stderr, stdout};
 use perimeter_testlab::{Daemon, Ns, require_root};
 
@@ -17,30 +15,7 @@ fn web_host() -> (Ns, Daemon) {
     ns.ip(&["addr", "add", "198.18.3.1/32", "dev", "lo"])
         .expect("lab address");
     ns.nft(&default_drop_ruleset(&[8080])).expect("firewall");
-    let mut web = ns
-        .spawn(
-            "setpriv",
-            &[
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "/usr/bin/python3",
-                "-m",
-                "http.server",
-                "8080",
-                "--bind",
-                "198.18.3.1",
-                "--directory",
-                "/",
-            ],
-        )
-        .expect("start http.server");
-    ns.wait_tcp(
-        "198.18.3.1:8080".parse().expect("addr"),
-        Duration::from_secs(10),
-    )
-    .expect("web listens");
-    web.ensure_running().expect("web running");
+    let web = common::start_web_as_nobody(&ns, "198.18.3.1", 8080);
     (ns, web)
 }
 
@@ -293,30 +268,7 @@ fn interactive_approval_asks_one_listener_at_a_time() {
         return;
     }
     let (ns, _web) = web_host();
-    let mut second = ns
-        .spawn(
-            "setpriv",
-            &[
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "/usr/bin/python3",
-                "-m",
-                "http.server",
-                "8081",
-                "--bind",
-                "198.18.3.1",
-                "--directory",
-                "/",
-            ],
-        )
-        .expect("start second server");
-    ns.wait_tcp(
-        "198.18.3.1:8081".parse().expect("addr"),
-        Duration::from_secs(10),
-    )
-    .expect("second listens");
-    second.ensure_running().expect("running");
+    let _second = common::start_web_as_nobody(&ns, "198.18.3.1", 8081);
     let dir = tempfile::tempdir().expect("tempdir");
     let approvals = dir.path().join("approvals.toml");
     let approvals_text = approvals.to_string_lossy().into_owned();

@@ -120,3 +120,73 @@ pub(crate) fn default_drop_ruleset(ports: &[u16]) -> String {
 pub(crate) fn strings(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| (*s).to_owned()).collect()
 }
+
+/// Start `program args` in `ns` and wait until `address` accepts TCP
+/// connections from inside the namespace.
+pub(crate) fn start_listening(
+    ns: &Ns,
+    program: &str,
+    args: &[&str],
+    address: &str,
+) -> perimeter_testlab::Daemon {
+    let mut daemon = ns
+        .spawn(program, args)
+        .unwrap_or_else(|e| panic!("start {program}: {e:#}"));
+    ns.wait_tcp(
+        address.parse().expect("socket address"),
+        std::time::Duration::from_secs(10),
+    )
+    .unwrap_or_else(|e| panic!("{program} does not listen on {address}: {e:#}"));
+    daemon.ensure_running().expect("still running");
+    daemon
+}
+
+/// A Redis started from `exe` without a password or persistence, on
+/// `bind:port` (`bind` as Redis takes it: `0.0.0.0`, `* -::*`, ...), waited
+/// for on loopback.
+pub(crate) fn start_redis(ns: &Ns, exe: &Path, bind: &str, port: u16) -> perimeter_testlab::Daemon {
+    let port_text = port.to_string();
+    start_listening(
+        ns,
+        &exe.to_string_lossy(),
+        &[
+            "--port",
+            &port_text,
+            "--bind",
+            bind,
+            "--protected-mode",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+        ],
+        &format!("127.0.0.1:{port}"),
+    )
+}
+
+/// Python's http.server on `address:port`, run as nobody (the packaged
+/// /usr/bin/python3: the pyenv shim on PATH is not runnable by nobody).
+pub(crate) fn start_web_as_nobody(ns: &Ns, address: &str, port: u16) -> perimeter_testlab::Daemon {
+    let port_text = port.to_string();
+    start_listening(
+        ns,
+        "setpriv",
+        &[
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-m",
+            "http.server",
+            &port_text,
+            "--bind",
+            address,
+            "--directory",
+            "/",
+        ],
+        &format!("{address}:{port}"),
+    )
+}
