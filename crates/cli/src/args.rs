@@ -55,6 +55,11 @@ pub(crate) enum Command {
     /// every executable, process, unit and changed file that is not theirs.
     /// `export` writes a rebuild manifest, `diff` compares two.
     Inventory(crate::commands::inventory::InventoryArgs),
+    /// Watch this host from inside as it changes: every process exec (user,
+    /// executable, package, command line, and whether it is unpackaged, runs
+    /// from a world-writable directory, deleted or from memory), and every
+    /// listener that appears or goes away. Until --duration or Ctrl-C.
+    Watch(crate::commands::watch::WatchArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

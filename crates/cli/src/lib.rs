@@ -45,6 +45,7 @@ pub fn main() -> ExitCode {
         Command::Envs(args) => commands::envs::run(args, &terminal),
         Command::Verify(args) => commands::verify::run(*args, &terminal),
         Command::Inventory(args) => commands::inventory::run(args, &terminal),
+        Command::Watch(args) => commands::watch::run(args, &terminal),
     };
     match outcome {
         Ok(code) => exit_codes::code(code),

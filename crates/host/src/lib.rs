@@ -18,3 +18,4 @@ pub mod redis;
 pub mod sockets;
 pub mod sshd;
 pub mod users;
+pub mod watch;

@@ -179,10 +179,10 @@ proptest! {
         if let Some(title) = http::html_title(&bytes) {
             prop_assert!(title.len() <= MAX_VALUE_CHARS);
         }
-        if let Ok((messages, _)) = postgres::parse_backend(&bytes) {
-            if let Some(service) = postgres::identify(&messages, true) {
-                assert_capped(&service);
-            }
+        if let Ok((messages, _)) = postgres::parse_backend(&bytes)
+            && let Some(service) = postgres::identify(&messages, true)
+        {
+            assert_capped(&service);
         }
         if let Ok((_, used)) = bson::decode(&bytes) {
             prop_assert!(used <= bytes.len());

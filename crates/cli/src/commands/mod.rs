@@ -14,3 +14,4 @@ pub(crate) mod scan;
 pub(crate) mod scans;
 mod store;
 pub(crate) mod verify;
+pub(crate) mod watch;
