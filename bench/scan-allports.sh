@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Scan benchmark 1 (issue 3): all 65,535 TCP ports of one lab host.
 #
-#   perimeter scan --profile fast -p- --no-identify
-#   nmap -sT -p- -T5 --min-rate 10000
+#   perimeter scan --profile fast -p- --no-identify          (connect scan)
+#   perimeter scan --profile fast -p- --no-identify --syn    (SYN scan, raw socket)
+#   nmap -sT -p- -T5 --min-rate 10000                        (connect scan)
+#   nmap -sS -p- -T5 --min-rate 10000                        (SYN scan)
 #   rustscan -r 1-65535 (when installed: `cargo install rustscan`)
 #
 # side by side, in rotating order, RUNS times each. Prints medians, ratios,
@@ -58,19 +60,23 @@ for port in $OPEN_PORTS; do
 done | sort -V >"$LAB_WORK/expected"
 
 PERIMETER_CMD=("$PERIMETER" scan "$TARGET_ADDR" -p- --profile fast --no-identify --no-store --format json --quiet)
+PERIMETER_SYN_CMD=("${PERIMETER_CMD[@]}" --syn)
 NMAP_CMD=(nmap -n -sT -p- -T5 --min-rate 10000 "$TARGET_ADDR")
+NMAP_SYN_CMD=(nmap -n -sS -p- -T5 --min-rate 10000 "$TARGET_ADDR")
 # RustScan with a batch as large as the open-file limit allows and a timeout
 # above the lab's round trip: its fastest safe settings here.
 RUSTSCAN_CMD=("$RUSTSCAN" --no-config --no-banner -g -a "$TARGET_ADDR" -r 1-65535 -b 10000 -t 1000 --ulimit 20000)
 
-TOOLS=(perimeter nmap)
+TOOLS=(perimeter perimeter-syn nmap nmap-syn)
 [ -n "$RUSTSCAN" ] && TOOLS+=(rustscan)
 
 run_tool() {
     local tool=$1 run=$2
     case $tool in
     perimeter) timed perimeter "$run" "$SCANNER" "${PERIMETER_CMD[@]}" ;;
+    perimeter-syn) timed perimeter-syn "$run" "$SCANNER" "${PERIMETER_SYN_CMD[@]}" ;;
     nmap) timed nmap "$run" "$SCANNER" "${NMAP_CMD[@]}" -oX "$LAB_WORK/nmap.$run.xml" ;;
+    nmap-syn) timed nmap-syn "$run" "$SCANNER" "${NMAP_SYN_CMD[@]}" -oX "$LAB_WORK/nmap-syn.$run.xml" ;;
     rustscan) timed rustscan "$run" "$SCANNER" "${RUSTSCAN_CMD[@]}" ;;
     esac
 }
@@ -79,7 +85,9 @@ open_set() {
     local tool=$1 run=$2
     case $tool in
     perimeter) "$PYTHON" "$HELPER" open perimeter "$LAB_WORK/perimeter.$run.out" ;;
+    perimeter-syn) "$PYTHON" "$HELPER" open perimeter "$LAB_WORK/perimeter-syn.$run.out" ;;
     nmap) "$PYTHON" "$HELPER" open nmap "$LAB_WORK/nmap.$run.xml" ;;
+    nmap-syn) "$PYTHON" "$HELPER" open nmap "$LAB_WORK/nmap-syn.$run.xml" ;;
     rustscan) "$PYTHON" "$HELPER" open rustscan "$LAB_WORK/rustscan.$run.out" ;;
     esac
 }
@@ -102,24 +110,29 @@ echo
 echo "scan benchmark 1: all 65,535 TCP ports of one lab host, $RUNS runs each"
 echo "machine: $(machine_note)"
 echo "load after: $LOAD_AFTER"
-echo "perimeter: ${PERIMETER_CMD[*]}"
-echo "nmap:      ${NMAP_CMD[*]} -oX FILE"
+echo "perimeter:     ${PERIMETER_CMD[*]}"
+echo "perimeter-syn: ${PERIMETER_SYN_CMD[*]}"
+echo "nmap:          ${NMAP_CMD[*]} -oX FILE"
+echo "nmap-syn:      ${NMAP_SYN_CMD[*]} -oX FILE"
 [ -n "$RUSTSCAN" ] && echo "rustscan:  ${RUSTSCAN_CMD[*]}"
 echo
-printf '%-10s %10s %12s  %s\n' tool median_s peak_rss_MB "all runs (s)"
+printf '%-14s %10s %12s  %s\n' tool median_s peak_rss_MB "all runs (s)"
 for tool in "${TOOLS[@]}"; do
-    printf '%-10s %10.2f %12.1f  %s\n' "$tool" "$(median_seconds "$tool")" \
+    printf '%-14s %10.2f %12.1f  %s\n' "$tool" "$(median_seconds "$tool")" \
         "$(echo "$(max_rss_kb "$tool") / 1024" | bc -l)" "$(all_seconds "$tool")"
 done
 echo
 P=$(median_seconds perimeter)
-echo "nmap / perimeter:     $(ratio "$(median_seconds nmap)" "$P")x (target >= 3x)"
-[ -n "$RUSTSCAN" ] && echo "rustscan / perimeter: $(ratio "$(median_seconds rustscan)" "$P")x (target >= 1x)"
+PS=$(median_seconds perimeter-syn)
+echo "nmap -sT / perimeter (connect): $(ratio "$(median_seconds nmap)" "$P")x"
+echo "nmap -sT / perimeter --syn:     $(ratio "$(median_seconds nmap)" "$PS")x (target >= 3x)"
+echo "nmap -sS / perimeter --syn:     $(ratio "$(median_seconds nmap-syn)" "$PS")x (like for like)"
+[ -n "$RUSTSCAN" ] && echo "rustscan / perimeter (connect): $(ratio "$(median_seconds rustscan)" "$P")x (target >= 1x)"
 echo
 echo "open sets against the ports the lab listens on (${OPEN_PORTS// /,}):"
 for tool in "${TOOLS[@]}"; do
     for run in $(seq 1 "$RUNS"); do
-        printf '  %-10s run %d: %s\n' "$tool" "$run" \
+        printf '  %-14s run %d: %s\n' "$tool" "$run" \
             "$("$PYTHON" "$HELPER" compare lab "$LAB_WORK/expected" "$tool" "$LAB_WORK/$tool.$run.open")"
     done
 done

@@ -274,6 +274,13 @@ pub(crate) struct ScanTuning {
     /// Permutation seed, to replay a scan's order (default: random, recorded).
     #[arg(long)]
     pub(crate) seed: Option<u64>,
+
+    /// A half-open SYN scan from a raw socket instead of connections: no
+    /// handshake completes, so the services scanned never see a connection,
+    /// and it costs this machine less per port. Needs CAP_NET_RAW (root).
+    /// Open ports are still identified over ordinary connections.
+    #[arg(long, visible_alias = "sS")]
+    pub(crate) syn: bool,
 }
 
 #[derive(Debug, Args)]

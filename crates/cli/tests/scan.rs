@@ -20,8 +20,8 @@ use common::{code, stderr, stdout};
 use perimeter_testlab::{Ns, require_root};
 use scan_lab::{
     BareLab, DB, DB_V6, FW, PORT_LIST, PORTS, ServiceLab, Streaming, WEB, counted_packets, have,
-    have_service_lab, installed_version, ip, json_of, json_states, nmap_states, parse_xml,
-    perimeter_in, result_at, results, rules_of, start_http, start_redis, xml_states,
+    have_service_lab, installed_version, ip, json_of, json_states, nmap_states, nmap_states_by,
+    parse_xml, perimeter_in, result_at, results, rules_of, start_http, start_redis, xml_states,
 };
 use serde_json::Value;
 
@@ -119,6 +119,73 @@ fn port_states_equal_nmaps_on_the_same_lab() {
     );
     assert_eq!(doc["summary"]["open"], expected_open.len());
     assert_eq!(doc["summary"]["filtered"], expected_filtered.len());
+}
+
+/// The SYN scan (`--syn`, a raw socket) on the same lab: its states are
+/// exactly nmap's SYN scan's (`-sS`) and the connect scan's, open ports are
+/// still identified (over ordinary connections), and the XML says `syn`.
+#[test]
+fn syn_scan_states_equal_nmaps_syn_scan() {
+    if !require_root("syn_scan_states_equal_nmaps_syn_scan")
+        || !have_service_lab()
+        || !have("/usr/bin/nmap")
+    {
+        return;
+    }
+    let lab = ServiceLab::start();
+    let targets = ServiceLab::targets();
+    let xml_dir = tempfile::tempdir().expect("tempdir");
+    let xml_path = xml_dir.path().join("syn.xml");
+    let xml_arg = xml_path.to_string_lossy().into_owned();
+    let mut args = vec![
+        "scan",
+        "--syn",
+        "--format",
+        "json",
+        "--all-states",
+        "--no-store",
+        "-p",
+        PORTS,
+        "--timeout",
+        "300ms",
+        "--retries",
+        "2",
+        "-X",
+        &xml_arg,
+    ];
+    args.extend(targets);
+    let output = perimeter_in(&lab.scanner, &args);
+    assert_eq!(code(&output), 0, "stderr: {}", stderr(&output));
+    let doc = json_of(&output);
+    let ours = json_states(results(&doc));
+    assert_eq!(ours.len(), targets.len() * PORT_LIST.len());
+    let nmap_syn = nmap_states_by(&lab.scanner, "-sS", &targets, PORTS);
+    assert_eq!(
+        ours,
+        nmap_syn,
+        "perimeter --syn (left) and nmap -sS (right) disagree; stderr: {}",
+        stderr(&output)
+    );
+    // The lab's open ports, as the connect scan test lists them, are open.
+    let open: BTreeSet<(IpAddr, u16)> = ours
+        .iter()
+        .filter(|(_, state)| *state == "open")
+        .map(|(key, _)| *key)
+        .collect();
+    assert!(open.contains(&(ip(DB), 6379)) && open.contains(&(ip(DB_V6), 6379)));
+    assert!(open.contains(&(ip(WEB), 7379)) && open.contains(&(ip(FW), 6379)));
+    assert_eq!(open.len(), 7, "{open:?}");
+    // Identification still runs on the open ports: the Redis without a
+    // password is found as such.
+    let redis = result_at(&doc, WEB, 7379);
+    assert_eq!(redis["service"], "redis", "{redis}");
+    assert!(
+        rules_of(redis).contains(&"exposed.redis-noauth".to_owned()),
+        "{redis}"
+    );
+    assert_eq!(doc["scan"]["options"]["technique"], "syn");
+    let xml = std::fs::read_to_string(&xml_path).expect("the XML was written");
+    assert!(xml.contains(r#"<scaninfo type="syn""#), "{xml}");
 }
 
 /// Services are named by what they answer (Redis on 7379 too),
@@ -699,6 +766,52 @@ fn scope_refuses_no_targets_and_the_whole_internet() {
         json_of(&output)["scans"],
         serde_json::json!([]),
         "a refused scan is not stored"
+    );
+}
+
+/// Without CAP_NET_RAW a SYN scan is refused before anything is sent or
+/// stored, naming the capability; the connect scan runs unprivileged.
+#[test]
+fn syn_scan_without_cap_net_raw_says_so() {
+    if !require_root("syn_scan_without_cap_net_raw_says_so") {
+        return;
+    }
+    let ns = Ns::new("synnobody").expect("netns");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .expect("chmod");
+    let db = dir.path().join("scans.db").to_string_lossy().into_owned();
+    let as_nobody = |extra: &[&str]| {
+        let mut command = ns.command("setpriv");
+        command
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+            ])
+            .arg(common::perimeter())
+            .args(["scan", "127.0.0.1", "-p", "9", "--db", &db, "--quiet"])
+            .args(extra)
+            .current_dir("/");
+        command.output().expect("run perimeter as nobody")
+    };
+    let output = as_nobody(&["--syn"]);
+    assert_eq!(code(&output), 2, "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(err.contains("CAP_NET_RAW"), "{err}");
+    assert!(stdout(&output).is_empty());
+    let output = as_nobody(&[]);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let output = perimeter_in(&ns, &["scans", "--db", &db, "--format", "json"]);
+    let scans = json_of(&output)["scans"].clone();
+    assert_eq!(
+        scans.as_array().map(Vec::len),
+        Some(1),
+        "only the connect scan is stored: {scans}"
     );
 }
 

@@ -277,7 +277,19 @@ pub fn to_nmap_xml(info: &ScanInfo, results: &[PortResult], args: &str) -> Strin
     let _ = writer.write_event(Event::Start(nmaprun));
 
     let mut scaninfo = BytesStart::new("scaninfo");
-    scaninfo.push_attribute(("type", "connect"));
+    // nmap's own names for the two techniques perimeter has.
+    let technique = match info.options.get("technique").map(String::as_str) {
+        Some("syn") => "syn",
+        _ => "connect",
+    };
+    scaninfo.push_attribute(("type", technique));
+    // A SYN scan sees the RST itself (nmap: "reset"); a connect scan sees
+    // connect(2) refused ("conn-refused").
+    let refused = if technique == "syn" {
+        "reset"
+    } else {
+        "conn-refused"
+    };
     scaninfo.push_attribute(("protocol", "tcp"));
     // nmap's `services` is a list of port ranges; the scan records its
     // expanded port list as `port_list` (the `ports` spec may read `top:100`).
@@ -311,15 +323,15 @@ pub fn to_nmap_xml(info: &ScanInfo, results: &[PortResult], args: &str) -> Strin
         if up {
             hosts_up += 1;
         }
-        // A connect scan knows a host is up from a completed handshake
-        // (syn-ack) or a refusal (conn-refused); "unknown" when all was silent.
+        // A scan knows a host is up from a SYN-ACK or a refusal; "unknown"
+        // when all was silent.
         status.push_attribute(("state", if up { "up" } else { "unknown" }));
         status.push_attribute((
             "reason",
             if any_open {
                 "syn-ack"
             } else if up {
-                "conn-refused"
+                refused
             } else {
                 "no-response"
             },
@@ -343,7 +355,7 @@ pub fn to_nmap_xml(info: &ScanInfo, results: &[PortResult], args: &str) -> Strin
                 "reason",
                 match result.state {
                     PortState::Open => "syn-ack",
-                    PortState::Closed => "conn-refused",
+                    PortState::Closed => refused,
                     PortState::Filtered => "no-response",
                 },
             ));

@@ -760,7 +760,7 @@ impl<T: Transport> Context<T> {
     /// One attempt: a rate token, then a connection, and how long the
     /// connection took. `None` when the scan was cancelled while it waited for
     /// the token.
-    async fn attempt(&self, address: SocketAddr) -> Option<(Connect<T::Stream>, Duration)> {
+    async fn attempt(&self, address: SocketAddr) -> Option<(Connect<Option<T::Stream>>, Duration)> {
         self.rate.acquire().await;
         // The stop signal reaches the lanes one task later than the token
         // fires; asking the token itself (once per attempt, not on every poll)
@@ -769,10 +769,7 @@ impl<T: Transport> Context<T> {
             return None;
         }
         let started = Instant::now();
-        let outcome = self
-            .transport
-            .connect(address, self.connect_timeout())
-            .await;
+        let outcome = self.transport.probe(address, self.connect_timeout()).await;
         Some((outcome, started.elapsed()))
     }
 
@@ -790,7 +787,7 @@ impl<T: Transport> Context<T> {
             match outcome {
                 Connect::Open(stream) => {
                     self.observe_rtt(elapsed);
-                    return Decision::State(PortState::Open, Some(stream));
+                    return Decision::State(PortState::Open, stream);
                 }
                 Connect::Closed => {
                     self.observe_rtt(elapsed);

@@ -197,7 +197,7 @@ pub fn port_findings(
         None => format!("port {subject} is open (service identification was off)"),
     };
     let mut finding = Finding::new("exposed.service", Severity::Info, subject.clone(), message)
-        .with_evidence(format!("a tcp connection to {subject} completed"))
+        .with_evidence(format!("{subject} answered a TCP SYN with a SYN-ACK"))
         .with_remedy("if the service is not meant to be reachable from here, close the port or restrict it to the clients that need it");
     if let Some(banner) = service.and_then(|s| s.banner.as_deref()) {
         finding = finding.with_evidence(format!("banner: {banner}"));

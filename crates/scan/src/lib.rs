@@ -18,6 +18,7 @@ pub mod identify;
 pub mod permutation;
 pub mod ports;
 pub mod rate;
+pub mod syn;
 pub mod targets;
 mod top_ports;
 pub mod transport;
@@ -30,6 +31,7 @@ pub use identify::{IdentifySettings, ProbeCatalog, SharedCatalog, no_probes, sta
 pub use permutation::Permutation;
 pub use ports::{PortError, PortSet};
 pub use rate::{RateLimit, RateLimiter};
+pub use syn::{SynError, SynTransport};
 pub use targets::{
     AddressRange, Resolver, StaticResolver, SystemResolver, TargetError, TargetRequest, TargetSet,
     TargetSpec, Targets, parse_target, parse_target_list, read_target_file, resolve_targets,

@@ -54,6 +54,30 @@ pub trait Transport: Send + Sync + 'static {
         address: SocketAddr,
         timeout: Duration,
     ) -> impl Future<Output = Connect<Self::Stream>> + Send;
+
+    /// One attempt to decide the port's state, which is all a scan asks before
+    /// identification. A connect scan answers it with a connection (kept for
+    /// the first identification probe); a SYN scan answers it without one, and
+    /// identification then opens its own with [`Transport::connect`].
+    fn probe(
+        &self,
+        address: SocketAddr,
+        timeout: Duration,
+    ) -> impl Future<Output = Connect<Option<Self::Stream>>> + Send {
+        async move { self.connect(address, timeout).await.map(Some) }
+    }
+}
+
+impl<S> Connect<S> {
+    /// The same outcome with the open connection turned into something else.
+    pub fn map<T>(self, f: impl FnOnce(S) -> T) -> Connect<T> {
+        match self {
+            Connect::Open(stream) => Connect::Open(f(stream)),
+            Connect::Closed => Connect::Closed,
+            Connect::Filtered(cause) => Connect::Filtered(cause),
+            Connect::LocalError(err) => Connect::LocalError(err),
+        }
+    }
 }
 
 /// Real TCP through the kernel.

@@ -149,6 +149,8 @@ pub(crate) struct Job {
     pub(crate) progress: bool,
     /// Extra `key=value` options to record with the scan.
     pub(crate) record: BTreeMap<String, String>,
+    /// A SYN scan from a raw socket instead of a connect scan.
+    pub(crate) syn: bool,
 }
 
 /// A finished (or interrupted) scan run.
@@ -171,7 +173,15 @@ pub(crate) async fn execute(job: Job) -> Result<Executed> {
         jsonl,
         progress,
         mut record,
+        syn,
     } = job;
+    // Opened before anything is resolved or stored: a missing privilege is an
+    // error at once, not an empty scan.
+    let syn_transport = if syn {
+        Some(Arc::new(perimeter_scan::SynTransport::open()?))
+    } else {
+        None
+    };
     let targets = resolve_targets(&request, &SystemResolver).await?;
     for problem in &targets.problems {
         eprintln!(
@@ -184,6 +194,10 @@ pub(crate) async fn execute(job: Job) -> Result<Executed> {
         record.insert("rate".into(), rate.to_string());
     }
     record.insert("identify".into(), options.identify.to_string());
+    record.insert(
+        "technique".into(),
+        if syn { "syn" } else { "connect" }.to_owned(),
+    );
     record.insert(
         "port_list".into(),
         perimeter_report::scan::port_ranges(ports.ports()),
@@ -230,12 +244,15 @@ pub(crate) async fn execute(job: Job) -> Result<Executed> {
         options,
         probes: standard_probes(),
     };
-    let engine = tokio::spawn(perimeter_scan::run(
-        Arc::new(TcpTransport),
-        plan,
-        tx,
-        cancel.clone(),
-    ));
+    let engine = match syn_transport {
+        Some(transport) => tokio::spawn(perimeter_scan::run(transport, plan, tx, cancel.clone())),
+        None => tokio::spawn(perimeter_scan::run(
+            Arc::new(TcpTransport),
+            plan,
+            tx,
+            cancel.clone(),
+        )),
+    };
 
     let keep = |r: &PortResult| all_states || r.state == PortState::Open;
     let mut kept: Vec<PortResult> = Vec::new();
@@ -351,6 +368,7 @@ async fn scan(args: ScanArgs, settings: Settings, terminal: &Terminal) -> Result
         jsonl: args.format == ScanFormat::Jsonl,
         progress: terminal.stderr_tty && !args.quiet && args.format != ScanFormat::Jsonl,
         record,
+        syn: args.tuning.syn,
     })
     .await?;
 

@@ -102,6 +102,7 @@ pub(crate) fn run(args: VerifyArgs, terminal: &Terminal) -> Result<u8> {
         jsonl: false,
         progress: terminal.stderr_tty && !args.quiet,
         record,
+        syn: args.tuning.syn,
     }))?;
 
     // Host names of environments resolve to addresses: those addresses belong

@@ -516,6 +516,16 @@ pub(crate) fn nmap_states(
     targets: &[&str],
     ports: &str,
 ) -> BTreeMap<(IpAddr, u16), String> {
+    nmap_states_by(ns, "-sT", targets, ports)
+}
+
+/// nmap's port states with a technique of its own (`-sT` connect, `-sS` SYN).
+pub(crate) fn nmap_states_by(
+    ns: &Ns,
+    technique: &str,
+    targets: &[&str],
+    ports: &str,
+) -> BTreeMap<(IpAddr, u16), String> {
     let (v6, v4): (Vec<&str>, Vec<&str>) = targets.iter().partition(|t| t.contains(':'));
     let mut states = BTreeMap::new();
     for (family, list) in [(None, v4), (Some("-6"), v6)] {
@@ -523,7 +533,7 @@ pub(crate) fn nmap_states(
             continue;
         }
         let mut args: Vec<&str> = family.into_iter().collect();
-        args.extend(["-sT", "-Pn", "-n", "-p", ports, "-oX", "-"]);
+        args.extend([technique, "-Pn", "-n", "-p", ports, "-oX", "-"]);
         args.extend(list);
         let xml = ns.exec("nmap", &args).expect("nmap runs");
         let root = parse_xml(&xml).unwrap_or_else(|e| panic!("nmap's XML: {e}\n{xml}"));
