@@ -532,7 +532,9 @@ pub fn parse_status(text: &str) -> Result<StatusFacts, StatusError> {
     let mut name = None;
     let mut ppid = None;
     let mut euid = None;
-    for line in text.lines() {
+    // Lines end in `\n` alone: `Name:` may end in a carriage return the
+    // kernel does not escape, which `str::lines` would drop with the newline.
+    for line in text.split('\n') {
         let Some((key, value)) = line.split_once(':') else {
             continue;
         };
@@ -768,6 +770,16 @@ mod tests {
         assert_eq!(status.name, "my\\tool\nx y");
         assert_eq!(status.ppid, 1);
         assert_eq!(status.euid, 113);
+    }
+
+    #[test]
+    fn status_keeps_a_carriage_return_ending_the_name() {
+        // Caught by the host_proc fuzz target's round trip: the kernel escapes
+        // only newline and backslash, so a comm of `foo\r` is printed as
+        // `Name:\tfoo\r\n`.
+        let status = parse_status("Name:\tfoo\r\nPPid:\t1\nUid:\t0\t7\t0\t0\n").expect("parses");
+        assert_eq!(status.name, "foo\r");
+        assert_eq!(status.euid, 7);
     }
 
     #[test]

@@ -320,7 +320,7 @@ pub fn parse_sock_diag(
                 if done.code < 0 {
                     return Err(NetlinkError::Kernel {
                         what,
-                        source: io::Error::from_raw_os_error(-done.code),
+                        source: kernel_error(done.code),
                     });
                 }
                 return Ok(DumpProgress::Done);
@@ -329,7 +329,7 @@ pub fn parse_sock_diag(
             NetlinkPayload::Error(error) if error.code.is_some() => {
                 return Err(NetlinkError::Kernel {
                     what,
-                    source: error.to_io(),
+                    source: kernel_error(error.raw_code()),
                 });
             }
             NetlinkPayload::Overrun(_) => {
@@ -342,6 +342,13 @@ pub fn parse_sock_diag(
         rest = rest.get(advance..).unwrap_or_default();
     }
     Ok(DumpProgress::More)
+}
+
+/// The error a netlink error code (a negative errno) stands for. The code
+/// comes from the datagram, and `i32::MIN` has no absolute value: negating it
+/// (as `ErrorMessage::to_io` does) overflows, so it saturates instead.
+fn kernel_error(code: i32) -> io::Error {
+    io::Error::from_raw_os_error(code.saturating_abs())
 }
 
 /// The socket, if it listens: TCP in LISTEN, or UDP bound without a peer. The
@@ -820,6 +827,26 @@ mod tests {
             matches!(err, NetlinkError::Kernel { what: "tcp", .. }),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_most_negative_error_code_is_an_error_not_an_overflow() {
+        // Found by the host_netlink fuzz target: `-i32::MIN` overflows.
+        let mut error = ErrorMessage::default();
+        error.code = NonZeroI32::new(i32::MIN);
+        let error = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::Error(error));
+        for bytes in [
+            datagram(vec![error]),
+            datagram(vec![done_message(i32::MIN)]),
+        ] {
+            let mut out = Vec::new();
+            let err = parse_sock_diag(&bytes, Protocol::Tcp, Family::Inet, &mut out)
+                .expect_err("an error code is an error");
+            assert!(
+                matches!(err, NetlinkError::Kernel { what: "tcp", .. }),
+                "{err}"
+            );
+        }
     }
 
     #[test]
