@@ -187,6 +187,10 @@ pub struct ScanOptions {
     pub progress_interval: Duration,
     /// Raise `RLIMIT_NOFILE` to the hard limit before scanning.
     pub raise_fd_limit: bool,
+    /// Send a `Result` event for closed and filtered ports too (they are
+    /// counted either way). Off, a scan of every port of a host sends a few
+    /// events instead of 65,535.
+    pub report_unanswered: bool,
 }
 
 impl Default for ScanOptions {
@@ -212,6 +216,7 @@ impl ScanOptions {
             max_probes_per_port: None,
             progress_interval: Duration::from_millis(500),
             raise_fd_limit: true,
+            report_unanswered: true,
         }
     }
 
@@ -307,6 +312,7 @@ impl ScanOptions {
             port_deadline,
             seed: self.seed.unwrap_or_else(rand::random),
             progress_interval: self.progress_interval.max(Duration::from_millis(10)),
+            report_unanswered: self.report_unanswered,
         })
     }
 }
@@ -339,6 +345,8 @@ pub struct Settings {
     pub port_deadline: Duration,
     pub seed: u64,
     pub progress_interval: Duration,
+    /// Send results for closed and filtered ports too.
+    pub report_unanswered: bool,
 }
 
 impl Settings {
@@ -884,7 +892,9 @@ impl<T: Transport> Context<T> {
             Verdict::Decided(result) => {
                 self.counts.add(result.state);
                 self.n_done.fetch_add(1, Ordering::Relaxed);
-                self.send(ScanEvent::Result(result)).await;
+                if result.state == PortState::Open || self.settings.report_unanswered {
+                    self.send(ScanEvent::Result(result)).await;
+                }
             }
             Verdict::Failed(problem) => {
                 self.n_done.fetch_add(1, Ordering::Relaxed);

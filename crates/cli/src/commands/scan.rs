@@ -238,6 +238,10 @@ pub(crate) async fn execute(job: Job) -> Result<Executed> {
         });
     }
     let (tx, mut rx) = mpsc::channel::<ScanEvent>(4096);
+    // Closed and filtered ports are counted by the engine either way; only
+    // an --all-states scan needs each of them as an event.
+    let mut options = options;
+    options.report_unanswered = all_states;
     let plan = ScanPlan {
         targets,
         ports,

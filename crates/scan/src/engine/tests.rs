@@ -214,6 +214,38 @@ async fn retries_recover_a_dropped_syn() {
     assert_eq!(retried[1].at - retried[0].at, Duration::from_secs(2));
 }
 
+#[tokio::test(start_paused = true)]
+async fn without_report_unanswered_only_open_ports_are_sent_and_all_are_counted() {
+    let network = FakeNetwork::new(FakePort::Closed, Duration::from_millis(5));
+    network.set(sock("198.18.0.1:22"), FakePort::Open(FakeService::silent()));
+    network.set(sock("198.18.0.2:80"), FakePort::Silent);
+    let finished = scan(
+        &network,
+        plan(
+            targets(&["198.18.0.1-2"], &[]),
+            "22,80,443",
+            ScanOptions {
+                report_unanswered: false,
+                ..options(Profile::Normal)
+            },
+        ),
+    )
+    .await;
+    assert_eq!(
+        finished.results.keys().collect::<Vec<_>>(),
+        [&sock("198.18.0.1:22")]
+    );
+    assert_eq!(
+        finished.outcome.counts,
+        StateCounts {
+            open: 1,
+            closed: 4,
+            filtered: 1,
+            undecided: 0
+        }
+    );
+}
+
 /// Every attempt, including retries and identification connections, counts
 /// against the ceiling: for any two attempts, those between them fit in
 /// burst + elapsed × rate.
