@@ -271,6 +271,9 @@ struct Waiters {
 struct Waiter {
     id: u64,
     ack: u32,
+    /// When the sweeper gives up on the answer (dropping `tx`, which the
+    /// probe reads as silence).
+    deadline: std::time::Instant,
     tx: oneshot::Sender<Answer>,
 }
 
@@ -306,6 +309,16 @@ impl Shared {
             IpAddr::V6(v6) => v6.octets()[15],
         };
         &self.waiters[(usize::from(key.1) ^ usize::from(last)) % WAITER_SHARDS]
+    }
+
+    /// Drops the waiters whose deadline is past `now`: their probes see
+    /// silence.
+    fn expire(&self, now: std::time::Instant) {
+        for shard in &self.waiters {
+            if let Ok(mut waiters) = shard.lock() {
+                waiters.by_port.retain(|_, waiter| waiter.deadline > now);
+            }
+        }
     }
 
     fn deliver(&self, reply: Reply, source_port: u16) {
@@ -359,6 +372,7 @@ pub struct SynTransport {
     source_port: u16,
     v4: Side,
     v6: Option<Side>,
+    sweeper: tokio::task::JoinHandle<()>,
     /// Destination → the source address the kernel's routing picks for it.
     routes: RwLock<HashMap<IpAddr, IpAddr>>,
 }
@@ -376,12 +390,16 @@ impl SynTransport {
             Err(SynError::Socket(err)) if err.raw_os_error() == Some(libc_eafnosupport()) => None,
             Err(err) => return Err(err),
         };
+        let sweeper = tokio::runtime::Handle::try_current()
+            .map_err(|_| SynError::NoRuntime)?
+            .spawn(sweep(Arc::clone(&shared)));
         Ok(SynTransport {
             shared,
             cookies: Cookies::new(),
             source_port,
             v4,
             v6,
+            sweeper,
             routes: RwLock::new(HashMap::new()),
         })
     }
@@ -469,6 +487,7 @@ impl SynTransport {
                 Waiter {
                     id,
                     ack: seq.wrapping_add(1),
+                    deadline: std::time::Instant::now() + timeout,
                     tx,
                 },
             );
@@ -487,10 +506,11 @@ impl SynTransport {
         if let Err(errno) = rustix::net::sendto(&side.send, packet, SendFlags::DONTWAIT, &to) {
             return classify_connect_error(errno.into(), address);
         }
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(Answer::SynAck)) => Connect::Open(()),
-            Ok(Ok(Answer::Rst)) => Connect::Closed,
-            Ok(Err(_)) | Err(_) => Connect::Filtered(FilterCause::NoAnswer),
+        // No timer per probe: the sweeper drops the waiter at its deadline.
+        match rx.await {
+            Ok(Answer::SynAck) => Connect::Open(()),
+            Ok(Answer::Rst) => Connect::Closed,
+            Err(_) => Connect::Filtered(FilterCause::NoAnswer),
         }
     }
 }
@@ -520,6 +540,7 @@ impl Drop for SynTransport {
         for side in std::iter::once(&self.v4).chain(self.v6.as_ref()) {
             side.reader.abort();
         }
+        self.sweeper.abort();
     }
 }
 
@@ -596,6 +617,21 @@ fn open_side(
         header_included,
         reader,
     })
+}
+
+/// How often waiters past their deadline are dropped: the precision of the
+/// SYN scan's timeout. One timer for the scan instead of one per probe (a
+/// twentieth of the scan's time, in a profile).
+const SWEEP_EVERY: Duration = Duration::from_millis(5);
+
+/// Drops every waiter past its deadline, until the transport is dropped.
+async fn sweep(shared: Arc<Shared>) {
+    let mut ticks = tokio::time::interval(SWEEP_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !shared.stop.load(Ordering::Relaxed) {
+        ticks.tick().await;
+        shared.expire(std::time::Instant::now());
+    }
 }
 
 /// The reader: every TCP segment this namespace receives is copied to a raw
@@ -804,7 +840,15 @@ mod tests {
             .lock()
             .expect("lock")
             .by_port
-            .insert((TARGET, 6379), Waiter { id: 0, ack: 8, tx });
+            .insert(
+                (TARGET, 6379),
+                Waiter {
+                    id: 0,
+                    ack: 8,
+                    deadline: std::time::Instant::now() + Duration::from_secs(60),
+                    tx,
+                },
+            );
         let reply = |ack, to_port| Reply {
             from: TARGET,
             port: 6379,
@@ -850,6 +894,40 @@ mod tests {
             let segment = syn_segment(a, sport, b, dport, seq).expect("v4");
             proptest::prop_assert_eq!(tcp_checksum(a, b, &segment), Some(0));
         }
+    }
+
+    #[test]
+    fn waiters_past_their_deadline_hear_silence() {
+        let shared = Shared::new();
+        let now = std::time::Instant::now();
+        let mut receivers = Vec::new();
+        for (port, after) in [(1, 10), (2, 30)] {
+            let (tx, rx) = oneshot::channel();
+            shared
+                .shard((TARGET, port))
+                .lock()
+                .expect("lock")
+                .by_port
+                .insert(
+                    (TARGET, port),
+                    Waiter {
+                        id: u64::from(port),
+                        ack: 0,
+                        deadline: now + Duration::from_millis(after),
+                        tx,
+                    },
+                );
+            receivers.push(rx);
+        }
+        shared.expire(now + Duration::from_millis(20));
+        assert!(matches!(
+            receivers[0].try_recv(),
+            Err(oneshot::error::TryRecvError::Closed)
+        ));
+        assert!(matches!(
+            receivers[1].try_recv(),
+            Err(oneshot::error::TryRecvError::Empty)
+        ));
     }
 
     #[test]
