@@ -247,6 +247,15 @@ fn findings_name_services_and_flag_the_unauthenticated_ones() {
     .collect();
     assert_eq!(findings, expected);
     assert_eq!(results(&doc).len(), 7);
+    // The summary still counts every port the scan decided, kept or not: the
+    // same totals as the --all-states scan of the same lab (first test).
+    let n_pairs = ServiceLab::targets().len() * PORT_LIST.len();
+    let summary = &doc["summary"];
+    assert_eq!(summary["open"], 7, "{summary}");
+    let filtered = summary["filtered"].as_u64().expect("filtered");
+    let closed = summary["closed"].as_u64().expect("closed");
+    assert_eq!(filtered, 4 + (PORT_LIST.len() as u64 - 1), "{summary}");
+    assert_eq!(7 + filtered + closed, n_pairs as u64, "{summary}");
 
     // What each open port answers as: service, product, version (where the
     // server gives one), auth state, and the severity of its one finding.

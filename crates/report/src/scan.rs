@@ -115,20 +115,50 @@ fn scan_json(info: &ScanInfo) -> ScanJson<'_> {
 #[derive(Debug, Serialize)]
 struct SummaryJson {
     hosts_with_open_ports: usize,
-    open: usize,
-    closed: usize,
-    filtered: usize,
+    open: u64,
+    closed: u64,
+    filtered: u64,
     findings: BTreeMap<&'static str, usize>,
 }
 
-/// The `perimeter.scan/1` document.
+/// How many ports the scan found in each state, whether or not each one is
+/// among the results written (a scan keeps only open ports unless asked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StateTotals {
+    pub open: u64,
+    pub closed: u64,
+    pub filtered: u64,
+}
+
+impl StateTotals {
+    /// The totals of `results` alone.
+    pub fn of(results: &[PortResult]) -> StateTotals {
+        let count = |state| results.iter().filter(|r| r.state == state).count() as u64;
+        StateTotals {
+            open: count(PortState::Open),
+            closed: count(PortState::Closed),
+            filtered: count(PortState::Filtered),
+        }
+    }
+}
+
+/// The `perimeter.scan/1` document, its summary counting `results`.
 pub fn to_json(info: &ScanInfo, results: &[PortResult]) -> serde_json::Value {
+    to_json_with_totals(info, results, StateTotals::of(results))
+}
+
+/// The `perimeter.scan/1` document, its summary giving `totals` (the scan's
+/// own counts, when closed and filtered ports were not kept).
+pub fn to_json_with_totals(
+    info: &ScanInfo,
+    results: &[PortResult],
+    totals: StateTotals,
+) -> serde_json::Value {
     let mut findings: BTreeMap<&'static str, usize> =
         Severity::ALL.iter().map(|s| (s.as_str(), 0)).collect();
     for finding in results.iter().flat_map(|r| &r.findings) {
         *findings.entry(finding.severity.as_str()).or_default() += 1;
     }
-    let count = |state| results.iter().filter(|r| r.state == state).count();
     let mut hosts: Vec<IpAddr> = results
         .iter()
         .filter(|r| r.state == PortState::Open)
@@ -141,9 +171,9 @@ pub fn to_json(info: &ScanInfo, results: &[PortResult]) -> serde_json::Value {
         "scan": scan_json(info),
         "summary": SummaryJson {
             hosts_with_open_ports: hosts.len(),
-            open: count(PortState::Open),
-            closed: count(PortState::Closed),
-            filtered: count(PortState::Filtered),
+            open: totals.open,
+            closed: totals.closed,
+            filtered: totals.filtered,
             findings,
         },
         "results": results.iter().map(result_json).collect::<Vec<_>>(),
@@ -527,6 +557,20 @@ mod tests {
         assert_eq!(first["findings"][0]["rule"], "exposed.redis-noauth");
         assert_eq!(first["findings"][0]["severity"], "critical");
         assert_eq!(first["auth"], "none");
+
+        // The scan's own totals, when closed and filtered ports were not kept.
+        let totals = StateTotals {
+            open: 1,
+            closed: 65_000,
+            filtered: 3,
+        };
+        let doc = to_json_with_totals(&info(), &results(), totals);
+        assert_eq!(doc["summary"]["closed"], 65_000);
+        assert_eq!(doc["summary"]["filtered"], 3);
+        assert_eq!(
+            doc["results"].as_array().map(Vec::len),
+            Some(results().len())
+        );
     }
 
     #[test]

@@ -14,7 +14,9 @@ use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use perimeter_model::{PortResult, PortState, ScanInfo, Severity};
 use perimeter_report::diff::PortChange;
-use perimeter_report::scan::{to_human, to_json, to_jsonl_line, to_nmap_xml};
+use perimeter_report::scan::{
+    StateTotals, to_human, to_json_with_totals, to_jsonl_line, to_nmap_xml,
+};
 use perimeter_scan::{
     PortSet, Profile, ScanEvent, ScanOptions, ScanPlan, SystemResolver, TargetRequest,
     TcpTransport, read_target_file, resolve_targets, standard_probes,
@@ -156,6 +158,9 @@ pub(crate) struct Job {
 /// A finished (or interrupted) scan run.
 pub(crate) struct Executed {
     pub(crate) info: ScanInfo,
+    /// Ports in each state, as the engine counted them (closed and filtered
+    /// ones are not in `results` unless --all-states kept them).
+    pub(crate) totals: StateTotals,
     pub(crate) results: Vec<PortResult>,
     pub(crate) interrupted: bool,
     pub(crate) db: Option<SqliteStore>,
@@ -340,8 +345,14 @@ pub(crate) async fn execute(job: Job) -> Result<Executed> {
             info.n_probes,
         )?;
     }
+    let totals = StateTotals {
+        open: outcome.counts.open,
+        closed: outcome.counts.closed,
+        filtered: outcome.counts.filtered,
+    };
     Ok(Executed {
         info,
+        totals,
         results: kept,
         interrupted,
         db,
@@ -360,6 +371,7 @@ async fn scan(args: ScanArgs, settings: Settings, terminal: &Terminal) -> Result
     };
     let Executed {
         info,
+        totals,
         results: kept,
         interrupted,
         db,
@@ -378,7 +390,10 @@ async fn scan(args: ScanArgs, settings: Settings, terminal: &Terminal) -> Result
 
     match args.format {
         ScanFormat::Human => print!("{}", to_human(&info, &kept, terminal.stdout_style())),
-        ScanFormat::Json => println!("{}", serde_json::to_string_pretty(&to_json(&info, &kept))?),
+        ScanFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&to_json_with_totals(&info, &kept, totals))?
+        ),
         ScanFormat::Xml => print!("{}", to_nmap_xml(&info, &kept, &settings.args_text)),
         ScanFormat::Jsonl => {}
     }
