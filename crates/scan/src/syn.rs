@@ -49,6 +49,9 @@ pub enum Answer {
     SynAck,
     /// RST: nothing listens.
     Rst,
+    /// An ICMP destination unreachable quoting the SYN: a router or firewall
+    /// refused it (filtered, as nmap has it, but decided at once).
+    Unreachable,
 }
 
 /// A TCP segment that may answer one of our SYNs.
@@ -211,6 +214,65 @@ pub fn parse_ipv4_reply(datagram: &[u8]) -> Option<Reply> {
     parse_tcp_reply(IpAddr::V4(from), datagram.get(header_len..)?)
 }
 
+/// The SYN an ICMP error quotes, as a [`Reply`] to it: `from` and `port` are
+/// the SYN's destination, `to_port` its source port, and `ack` its sequence
+/// number plus one (what a waiter expects). `quoted` starts at the quoted IP
+/// header.
+fn quoted_syn(destination: IpAddr, tcp: &[u8]) -> Option<Reply> {
+    let tcp = tcp.get(..8)?;
+    Some(Reply {
+        from: destination,
+        port: u16::from_be_bytes([tcp[2], tcp[3]]),
+        to_port: u16::from_be_bytes([tcp[0], tcp[1]]),
+        ack: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]).wrapping_add(1),
+        answer: Answer::Unreachable,
+    })
+}
+
+/// An IPv4 datagram as a raw `IPPROTO_ICMP` socket delivers it, if it is a
+/// destination unreachable (type 3) of the codes nmap counts as filtered (0
+/// net, 1 host, 2 protocol, 3 port, 9 and 10 prohibited, 13 administratively
+/// filtered) quoting a TCP segment.
+pub fn parse_icmpv4_unreachable(datagram: &[u8]) -> Option<Reply> {
+    let first = *datagram.first()?;
+    let header_len = usize::from(first & 0x0f) * 4;
+    if first >> 4 != 4 || header_len < 20 || *datagram.get(9)? != 1 {
+        return None;
+    }
+    let icmp = datagram.get(header_len..)?;
+    let (kind, code) = (*icmp.first()?, *icmp.get(1)?);
+    if kind != 3 || !matches!(code, 0 | 1 | 2 | 3 | 9 | 10 | 13) {
+        return None;
+    }
+    let quoted = icmp.get(8..)?;
+    let quoted_first = *quoted.first()?;
+    let quoted_len = usize::from(quoted_first & 0x0f) * 4;
+    if quoted_first >> 4 != 4 || quoted_len < 20 || *quoted.get(9)? != 6 {
+        return None;
+    }
+    let destination: [u8; 4] = quoted.get(16..20)?.try_into().ok()?;
+    quoted_syn(
+        IpAddr::V4(Ipv4Addr::from(destination)),
+        quoted.get(quoted_len..)?,
+    )
+}
+
+/// An ICMPv6 message as a raw `IPPROTO_ICMPV6` socket delivers it (no IPv6
+/// header), if it is a destination unreachable (type 1, codes 0 to 6) quoting
+/// a TCP segment right after the quoted IPv6 header.
+pub fn parse_icmpv6_unreachable(message: &[u8]) -> Option<Reply> {
+    let (kind, code) = (*message.first()?, *message.get(1)?);
+    if kind != 1 || code > 6 {
+        return None;
+    }
+    let quoted = message.get(8..)?;
+    if *quoted.first()? >> 4 != 6 || *quoted.get(6)? != 6 {
+        return None;
+    }
+    let destination: [u8; 16] = quoted.get(24..40)?.try_into().ok()?;
+    quoted_syn(IpAddr::V6(Ipv6Addr::from(destination)), quoted.get(40..)?)
+}
+
 /// The per-scan secret that makes sequence numbers unguessable, so a forged
 /// or stray segment cannot pass for an answer.
 #[derive(Debug, Clone)]
@@ -351,13 +413,14 @@ struct Side {
     send: OwnedFd,
     /// The SYNs carry their IPv4 header (`IPPROTO_RAW`).
     header_included: bool,
-    reader: tokio::task::JoinHandle<()>,
+    /// The TCP reader, and the ICMP one when its socket could be opened.
+    readers: Vec<tokio::task::JoinHandle<()>>,
 }
 /// The raw sockets' receive buffer: answers to a fast scan arrive in bursts.
 const RECV_BUFFER_BYTES: usize = 8 << 20;
-/// Enough for an IPv4 header with options and a TCP header with options;
-/// the rest of a segment is not read.
-const READ_BYTES: usize = 128;
+/// Enough for an IPv4 header with options and a TCP header with options, or
+/// an ICMP error quoting them; the rest of a datagram is not read.
+const READ_BYTES: usize = 256;
 /// Source addresses remembered per destination; past this the cache starts
 /// over (a /16 at 100 ports is 65,536 destinations).
 const MAX_ROUTES: usize = 1 << 16;
@@ -510,6 +573,7 @@ impl SynTransport {
         match rx.await {
             Ok(Answer::SynAck) => Connect::Open(()),
             Ok(Answer::Rst) => Connect::Closed,
+            Ok(Answer::Unreachable) => Connect::Filtered(FilterCause::Unreachable),
             Err(_) => Connect::Filtered(FilterCause::NoAnswer),
         }
     }
@@ -538,7 +602,9 @@ impl Drop for SynTransport {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
         for side in std::iter::once(&self.v4).chain(self.v6.as_ref()) {
-            side.reader.abort();
+            for reader in &side.readers {
+                reader.abort();
+            }
         }
         self.sweeper.abort();
     }
@@ -575,12 +641,6 @@ fn open_side(
         rustix::io::Errno::PERM | rustix::io::Errno::ACCESS => SynError::NoPrivilege,
         other => SynError::Socket(other.into()),
     })?;
-    // Forcing past rmem_max needs CAP_NET_ADMIN; the plain request is capped
-    // by rmem_max and still better than the default.
-    if rustix::net::sockopt::set_socket_recv_buffer_size_force(&socket, RECV_BUFFER_BYTES).is_err()
-    {
-        let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&socket, RECV_BUFFER_BYTES);
-    }
     let ipv4 = family == AddressFamily::INET;
     // IPv4 sends from a socket of its own that receives nothing. IPv6 has no
     // such socket without building the IPv6 header by hand, and shares the
@@ -597,11 +657,87 @@ fn open_side(
     } else {
         (socket.try_clone().map_err(SynError::Socket)?, false)
     };
-    // The reader is a task of the scan's own runtime, woken when answers are
-    // queued and draining them all: a thread of its own, woken per answer,
-    // spent the scan's time in context switches (88,000 for 65,535 ports).
-    rustix::io::ioctl_fionbio(&socket, true).map_err(|errno| SynError::Socket(errno.into()))?;
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| SynError::NoRuntime)?;
+    let mut readers = vec![spawn_reader(
+        &runtime,
+        socket,
+        shared,
+        source_port,
+        if ipv4 { Feed::Tcp4 } else { Feed::Tcp6 },
+    )?];
+    // ICMP errors quoting our SYNs decide a port filtered at once, rather
+    // than after the timeout and every retry. Without the socket the scan
+    // is as correct, only slower through firewalls that reject.
+    let icmp = rustix::net::socket_with(
+        family,
+        SocketType::RAW,
+        SocketFlags::CLOEXEC,
+        Some(if ipv4 {
+            rustix::net::ipproto::ICMP
+        } else {
+            rustix::net::ipproto::ICMPV6
+        }),
+    );
+    match icmp {
+        Ok(icmp) => readers.push(spawn_reader(
+            &runtime,
+            icmp,
+            shared,
+            source_port,
+            if ipv4 { Feed::Icmp4 } else { Feed::Icmp6 },
+        )?),
+        Err(errno) => tracing::warn!("no ICMP socket for the SYN scan: {errno}"),
+    }
+    Ok(Side {
+        send,
+        header_included,
+        readers,
+    })
+}
+
+/// What a reader's raw socket delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Feed {
+    /// IPv4 datagrams carrying TCP, IP header included.
+    Tcp4,
+    /// TCP segments (raw IPv6 sockets give no IP header).
+    Tcp6,
+    /// IPv4 datagrams carrying ICMP.
+    Icmp4,
+    /// ICMPv6 messages.
+    Icmp6,
+}
+
+impl Feed {
+    fn parse(self, bytes: &[u8], from: Option<IpAddr>) -> Option<Reply> {
+        match self {
+            Feed::Tcp4 => parse_ipv4_reply(bytes),
+            // The sender is the socket address.
+            Feed::Tcp6 => parse_tcp_reply(from?, bytes),
+            Feed::Icmp4 => parse_icmpv4_unreachable(bytes),
+            Feed::Icmp6 => parse_icmpv6_unreachable(bytes),
+        }
+    }
+}
+
+/// A reader for `socket` as a task of the scan's own runtime, woken when
+/// answers are queued and draining them all: a thread of its own, woken per
+/// answer, spent the scan's time in context switches (88,000 for 65,535
+/// ports).
+fn spawn_reader(
+    runtime: &tokio::runtime::Handle,
+    socket: OwnedFd,
+    shared: &Arc<Shared>,
+    source_port: u16,
+    feed: Feed,
+) -> Result<tokio::task::JoinHandle<()>, SynError> {
+    // Forcing past rmem_max needs CAP_NET_ADMIN; the plain request is capped
+    // by rmem_max and still better than the default.
+    if rustix::net::sockopt::set_socket_recv_buffer_size_force(&socket, RECV_BUFFER_BYTES).is_err()
+    {
+        let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&socket, RECV_BUFFER_BYTES);
+    }
+    rustix::io::ioctl_fionbio(&socket, true).map_err(|errno| SynError::Socket(errno.into()))?;
     let socket = {
         let _entered = runtime.enter();
         // `AsyncFd::new` is deprecated in favour of the `unsafe` `register`,
@@ -611,12 +747,7 @@ fn open_side(
         #[allow(deprecated)]
         AsyncFd::new(socket).map_err(SynError::Socket)?
     };
-    let reader = runtime.spawn(read_answers(socket, Arc::clone(shared), source_port, ipv4));
-    Ok(Side {
-        send,
-        header_included,
-        reader,
-    })
+    Ok(runtime.spawn(read_answers(socket, Arc::clone(shared), source_port, feed)))
 }
 
 /// How often waiters past their deadline are dropped: the precision of the
@@ -634,9 +765,9 @@ async fn sweep(shared: Arc<Shared>) {
     }
 }
 
-/// The reader: every TCP segment this namespace receives is copied to a raw
-/// socket; the ones to our source port that answer a waiting probe wake it.
-async fn read_answers(socket: AsyncFd<OwnedFd>, shared: Arc<Shared>, source_port: u16, ipv4: bool) {
+/// The reader: every TCP segment (or ICMP message) this namespace receives is
+/// copied to a raw socket; the ones that answer a waiting probe wake it.
+async fn read_answers(socket: AsyncFd<OwnedFd>, shared: Arc<Shared>, source_port: u16, feed: Feed) {
     let mut buffer = [0u8; READ_BYTES];
     while !shared.stop.load(Ordering::Relaxed) {
         let mut ready = match socket.readable().await {
@@ -650,14 +781,10 @@ async fn read_answers(socket: AsyncFd<OwnedFd>, shared: Arc<Shared>, source_port
             match rustix::net::recvfrom(socket.get_ref(), &mut buffer, RecvFlags::empty()) {
                 Ok((len, _, from)) => {
                     let bytes = buffer.get(..len.min(READ_BYTES)).unwrap_or_default();
-                    let reply = if ipv4 {
-                        parse_ipv4_reply(bytes)
-                    } else {
-                        // IPv6 raw sockets deliver the segment without the IP
-                        // header; the sender is the socket address.
-                        from.and_then(|from| SocketAddr::try_from(from).ok())
-                            .and_then(|from| parse_tcp_reply(from.ip(), bytes))
-                    };
+                    let from = from
+                        .and_then(|from| SocketAddr::try_from(from).ok())
+                        .map(|from| from.ip());
+                    let reply = feed.parse(bytes, from);
                     if let Some(reply) = reply {
                         shared.deliver(reply, source_port);
                     }
@@ -799,6 +926,94 @@ mod tests {
         );
     }
 
+    /// An ICMP destination unreachable from 198.18.0.254 quoting our SYN to
+    /// 198.18.0.2:6379 from port 40000 with sequence number 41.
+    fn icmpv4_unreachable(code: u8) -> Vec<u8> {
+        let mut datagram = vec![
+            0x45, 0, 0, 56, 0, 0, 0, 0, 64, 1, 0, 0, 198, 18, 0, 254, 198, 18, 0, 1,
+        ];
+        datagram.extend_from_slice(&[3, code, 0, 0, 0, 0, 0, 0]);
+        datagram.extend_from_slice(
+            &ipv4_syn(
+                Ipv4Addr::new(198, 18, 0, 1),
+                40000,
+                Ipv4Addr::new(198, 18, 0, 2),
+                6379,
+                41,
+            )[..28],
+        );
+        datagram
+    }
+
+    #[test]
+    fn icmp_errors_quoting_a_syn_answer_it() {
+        let expected = Reply {
+            from: TARGET,
+            port: 6379,
+            to_port: 40000,
+            ack: 42,
+            answer: Answer::Unreachable,
+        };
+        for code in [0, 1, 2, 3, 9, 10, 13] {
+            assert_eq!(
+                parse_icmpv4_unreachable(&icmpv4_unreachable(code)),
+                Some(expected),
+                "code {code}"
+            );
+        }
+        // Fragmentation needed, source route failed: not a refusal.
+        assert_eq!(parse_icmpv4_unreachable(&icmpv4_unreachable(4)), None);
+        // Another ICMP type (time exceeded), or a quoted UDP datagram.
+        let mut other = icmpv4_unreachable(3);
+        other[20] = 11;
+        assert_eq!(parse_icmpv4_unreachable(&other), None);
+        let mut udp = icmpv4_unreachable(3);
+        udp[28 + 9] = 17;
+        assert_eq!(parse_icmpv4_unreachable(&udp), None);
+        let whole = icmpv4_unreachable(3);
+        for cut in 0..whole.len() {
+            assert_eq!(
+                parse_icmpv4_unreachable(&whole[..cut]),
+                None,
+                "cut at {cut}"
+            );
+        }
+
+        // ICMPv6: administratively prohibited, quoting the IPv6 header and SYN.
+        let scanner: Ipv6Addr = "fd00:198:18::1".parse().expect("v6");
+        let target: Ipv6Addr = "fd00:198:18::2".parse().expect("v6");
+        let mut message = vec![1, 1, 0, 0, 0, 0, 0, 0];
+        let mut header = [0u8; 40];
+        header[0] = 0x60;
+        header[6] = 6;
+        header[8..24].copy_from_slice(&scanner.octets());
+        header[24..40].copy_from_slice(&target.octets());
+        message.extend_from_slice(&header);
+        message.extend_from_slice(
+            &syn_segment(IpAddr::V6(scanner), 40000, IpAddr::V6(target), 22, 7).expect("v6")[..8],
+        );
+        assert_eq!(
+            parse_icmpv6_unreachable(&message),
+            Some(Reply {
+                from: IpAddr::V6(target),
+                port: 22,
+                to_port: 40000,
+                ack: 8,
+                answer: Answer::Unreachable,
+            })
+        );
+        let mut packet_too_big = message.clone();
+        packet_too_big[0] = 2;
+        assert_eq!(parse_icmpv6_unreachable(&packet_too_big), None);
+        for cut in 0..message.len() {
+            assert_eq!(
+                parse_icmpv6_unreachable(&message[..cut]),
+                None,
+                "cut at {cut}"
+            );
+        }
+    }
+
     #[test]
     fn malformed_datagrams_are_none() {
         let good = ipv4_datagram(FLAG_RST, 0);
@@ -883,6 +1098,9 @@ mod tests {
             }
             if let Some(reply) = parse_tcp_reply(TARGET, &bytes) {
                 proptest::prop_assert_eq!(reply.to_port, u16::from_be_bytes([bytes[2], bytes[3]]));
+            }
+            for reply in [parse_icmpv4_unreachable(&bytes), parse_icmpv6_unreachable(&bytes)].into_iter().flatten() {
+                proptest::prop_assert_eq!(reply.answer, Answer::Unreachable);
             }
         }
 

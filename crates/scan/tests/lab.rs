@@ -15,7 +15,10 @@ use std::time::Duration;
 
 use common::{Finished, LoggingTransport, scan};
 use perimeter_model::PortState;
-use perimeter_scan::{Profile, ScanOptions, no_probes, standard_probes};
+use perimeter_scan::{
+    Connect, FilterCause, Profile, ScanOptions, SynTransport, Transport, no_probes,
+    standard_probes,
+};
 use perimeter_testlab::{Lab, Ns, require_root};
 
 const SCANNER: [&str; 2] = ["198.18.0.1/15", "fd00:198:18::1/64"];
@@ -167,6 +170,94 @@ fn lab_port_states_are_exact() {
     // is past this scan's 300 ms timeout: there the port is filtered by silence.)
     assert_eq!(transport.attempts_to(sock("198.18.0.2:2001")), 1);
     assert!(finished.outcome.info.complete);
+}
+
+/// The SYN transport against the lab, probe by probe: a SYN-ACK is open, a
+/// RST closed, an ICMP unreachable filtered at once (it can only come from
+/// the ICMP reader: silence would be `NoAnswer`), silence filtered. IPv4 and
+/// IPv6.
+#[test]
+fn lab_syn_probes_read_every_kind_of_answer() {
+    if !require_root("lab_syn_probes_read_every_kind_of_answer") {
+        return;
+    }
+    let mut lab = Lab::new().expect("lab");
+    let scanner = lab.add_host("scan", &SCANNER).expect("scanner host");
+    let target = lab
+        .add_host("tgt", &["198.18.0.2/15", "fd00:198:18::2/64"])
+        .expect("target host");
+    target
+        .nft(
+            "table inet perimeter_lab {
+                chain input {
+                    type filter hook input priority filter; policy accept;
+                    tcp dport 2000 drop
+                    tcp dport 2001 reject with icmpx type admin-prohibited
+                    tcp dport 2002 reject with tcp reset
+                }
+            }",
+        )
+        .expect("target ruleset");
+    let v4 = listeners(&target, "198.18.0.2:0", 1);
+    let v6 = listeners(&target, "[fd00:198:18::2]:0", 1);
+    let open = [
+        v4[0].local_addr().expect("addr"),
+        v6[0].local_addr().expect("addr"),
+    ];
+    let outcomes = scanner
+        .enter(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            runtime.block_on(async move {
+                let syn = SynTransport::open().expect("raw sockets as root");
+                let mut outcomes = Vec::new();
+                for (ip, open) in [("198.18.0.2", open[0]), ("fd00:198:18::2", open[1])] {
+                    let at = |port: u16| SocketAddr::new(ip.parse().expect("ip"), port);
+                    for (address, timeout) in [
+                        (open, 5),
+                        (at(2000), 1),
+                        (at(2001), 5),
+                        (at(2002), 5),
+                        (at(2003), 5),
+                    ] {
+                        let outcome = syn.probe(address, Duration::from_secs(timeout)).await;
+                        outcomes.push((address, describe(&outcome)));
+                    }
+                }
+                outcomes
+            })
+        })
+        .expect("probe inside the scanner namespace");
+    for (ip, open) in [("198.18.0.2", open[0]), ("[fd00:198:18::2]", open[1])] {
+        let at = |port: u16| sock(&format!("{ip}:{port}"));
+        let expected = [
+            (open, "open"),
+            (at(2000), "filtered: no answer"),
+            (at(2001), "filtered: unreachable"),
+            (at(2002), "closed"),
+            (at(2003), "closed"),
+        ];
+        for (address, state) in expected {
+            let got = outcomes
+                .iter()
+                .find(|(a, _)| *a == address)
+                .map(|(_, s)| s.as_str());
+            assert_eq!(got, Some(state), "{address}");
+        }
+    }
+}
+
+fn describe<S>(outcome: &Connect<S>) -> String {
+    match outcome {
+        Connect::Open(_) => "open".into(),
+        Connect::Closed => "closed".into(),
+        Connect::Filtered(FilterCause::NoAnswer) => "filtered: no answer".into(),
+        Connect::Filtered(FilterCause::Unreachable) => "filtered: unreachable".into(),
+        Connect::LocalError(err) => format!("local error: {err}"),
+    }
 }
 
 /// Excluded hosts see no packet at all from the scanner: an nftables counter on
