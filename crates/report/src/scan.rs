@@ -200,19 +200,28 @@ pub fn sorted(results: &[PortResult]) -> Vec<&PortResult> {
 /// The human report: a header, one row per result, then the findings worst
 /// first.
 pub fn to_human(info: &ScanInfo, results: &[PortResult], style: Style) -> String {
+    to_human_with_totals(info, results, StateTotals::of(results), style)
+}
+
+/// The human report, its first line giving `totals` (the scan's own counts,
+/// when closed and filtered ports were not kept).
+pub fn to_human_with_totals(
+    info: &ScanInfo,
+    results: &[PortResult],
+    totals: StateTotals,
+    style: Style,
+) -> String {
     let mut out = String::new();
-    let open = results
-        .iter()
-        .filter(|r| r.state == PortState::Open)
-        .count();
     let _ = writeln!(
         out,
-        "{} {} ({} profile, seed {}): {}{}",
+        "{} {} ({} profile, seed {}): {}, {} closed, {} filtered{}",
         style.bold("perimeter scan of"),
         info.targets.join(" "),
         info.profile,
         info.seed,
-        crate::count(open, "open port"),
+        crate::count(totals.open as usize, "open port"),
+        totals.closed,
+        totals.filtered,
         if info.complete {
             ""
         } else {
@@ -570,6 +579,21 @@ mod tests {
         assert_eq!(
             doc["results"].as_array().map(Vec::len),
             Some(results().len())
+        );
+    }
+
+    #[test]
+    fn human_first_line_gives_the_totals() {
+        let totals = StateTotals {
+            open: 1,
+            closed: 65_000,
+            filtered: 3,
+        };
+        let text = to_human_with_totals(&info(), &results(), totals, crate::Style::plain());
+        let first = text.lines().next().unwrap_or_default();
+        assert!(
+            first.ends_with(": 1 open port, 65000 closed, 3 filtered"),
+            "{first}"
         );
     }
 

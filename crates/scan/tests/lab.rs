@@ -16,8 +16,7 @@ use std::time::Duration;
 use common::{Finished, LoggingTransport, scan};
 use perimeter_model::PortState;
 use perimeter_scan::{
-    Connect, FilterCause, Profile, ScanOptions, SynTransport, Transport, no_probes,
-    standard_probes,
+    Connect, FilterCause, Profile, ScanOptions, SynTransport, Transport, no_probes, standard_probes,
 };
 use perimeter_testlab::{Lab, Ns, require_root};
 

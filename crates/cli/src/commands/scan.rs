@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use perimeter_model::{PortResult, PortState, ScanInfo, Severity};
 use perimeter_report::diff::PortChange;
 use perimeter_report::scan::{
-    StateTotals, to_human, to_json_with_totals, to_jsonl_line, to_nmap_xml,
+    StateTotals, to_human_with_totals, to_json_with_totals, to_jsonl_line, to_nmap_xml,
 };
 use perimeter_scan::{
     PortSet, Profile, ScanEvent, ScanOptions, ScanPlan, SystemResolver, TargetRequest,
@@ -389,7 +389,10 @@ async fn scan(args: ScanArgs, settings: Settings, terminal: &Terminal) -> Result
     .await?;
 
     match args.format {
-        ScanFormat::Human => print!("{}", to_human(&info, &kept, terminal.stdout_style())),
+        ScanFormat::Human => print!(
+            "{}",
+            to_human_with_totals(&info, &kept, totals, terminal.stdout_style())
+        ),
         ScanFormat::Json => println!(
             "{}",
             serde_json::to_string_pretty(&to_json_with_totals(&info, &kept, totals))?

@@ -20,7 +20,7 @@ use std::net::IpAddr;
 
 use anyhow::{Context, Result, bail};
 use perimeter_model::{Environment, Severity};
-use perimeter_report::scan::{to_human, to_json_with_totals, to_nmap_xml};
+use perimeter_report::scan::{to_human_with_totals, to_json_with_totals, to_nmap_xml};
 use perimeter_scan::TargetRequest;
 
 use crate::args::{ScanFormat, VerifyArgs};
@@ -130,7 +130,10 @@ pub(crate) fn run(args: VerifyArgs, terminal: &Terminal) -> Result<u8> {
 
     match args.format {
         ScanFormat::Human => {
-            print!("{}", to_human(&info, &results, terminal.stdout_style()));
+            print!(
+                "{}",
+                to_human_with_totals(&info, &results, totals, terminal.stdout_style())
+            );
             println!(
                 "\nverified from {}",
                 if vantage.is_empty() {
