@@ -26,14 +26,14 @@
 //! Netfilter's order is kept: first match wins within a chain; `jump` comes
 //! back to the next rule, `goto` does not; `return` and the end of a regular
 //! chain go back to the caller, the end of a base chain applies its policy.
-//! A packet must be accepted by every base chain on the input hook (an accept
-//! ends only its own chain; a drop anywhere is final), so the chains are
-//! walked one by one and their answers intersected.
+//! A packet must be accepted by every filter base chain on the prerouting and
+//! input hooks (an accept ends only its own chain; a drop anywhere is final),
+//! so the chains are walked one by one and their answers intersected.
+//! Reverse-path checks in prerouting (`fib saddr . iif oif missing drop`)
+//! pass: a source that can open a connection has a route back.
 //!
-//! Prerouting and netdev ingress chains are not walked: the question the
-//! issue asks is about input filtering, and those chains mostly carry
-//! anti-spoofing (`fib saddr ... missing drop`) that no legitimate source
-//! fails.
+//! Not walked: nat chains (a connection made straight to the listener is not
+//! translated) and netdev ingress chains.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -176,22 +176,21 @@ pub fn reachability(ruleset: &Ruleset, probe: &Probe) -> Reachability {
         .iter()
         .enumerate()
         .filter(|(_, chain)| {
-            chain
-                .base
-                .as_ref()
-                .is_some_and(|b| b.hook == Hook::Input && b.chain_type == "filter")
-                && chain.family.sees(version)
+            chain.base.as_ref().is_some_and(|b| {
+                matches!(b.hook, Hook::Prerouting | Hook::Input) && b.chain_type == "filter"
+            }) && chain.family.sees(version)
         })
         .map(|(idx, _)| idx)
         .collect();
-    // The kernel runs a hook's chains in priority order; the order changes no
-    // answer (every chain must accept) but keeps the evidence readable.
+    // The kernel runs prerouting before input, and a hook's chains in
+    // priority order; the order changes no answer (every chain must accept)
+    // but keeps the evidence readable.
     bases.sort_by_key(|&idx| {
         ruleset
             .chains
             .get(idx)
             .and_then(|c| c.base.as_ref())
-            .map_or(0, |b| b.priority)
+            .map_or((1, 0), |b| (u8::from(b.hook == Hook::Input), b.priority))
     });
 
     let mut evidence = Vec::new();
@@ -209,8 +208,19 @@ pub fn reachability(ruleset: &Ruleset, probe: &Probe) -> Reachability {
     }
     if bases.len() > 1 {
         evidence.push(format!(
-            "{probe}: {} input chains see {} packets; a connection must be accepted by each",
+            "{probe}: {} {} chains see {} packets; a connection must be accepted by each",
             bases.len(),
+            if bases.iter().any(|&idx| {
+                ruleset
+                    .chains
+                    .get(idx)
+                    .and_then(|c| c.base.as_ref())
+                    .is_some_and(|b| b.hook == Hook::Prerouting)
+            }) {
+                "prerouting and input"
+            } else {
+                "input"
+            },
             version.as_str()
         ));
     }
@@ -969,6 +979,18 @@ impl<'r> Walker<'r> {
                     _ => cannot(),
                 }
             }
+            // Reverse-path filtering (`fib saddr . iif oif missing drop`,
+            // firewalld's rpfilter): a source that can open a connection has a
+            // route back through the interface it came in on; only spoofed
+            // sources are missing one.
+            Field::Other(text) if fib_reverse_path(text) => with_op(
+                *op,
+                self.member(chain, value, &|v| match v {
+                    Value::Text(t) if t == "false" => Member::No,
+                    Value::Text(t) if t == "true" => Member::Yes,
+                    other => Member::Undecided(format!("`{other}` is not understood")),
+                }),
+            ),
             Field::Other(text) if fib_daddr_type(text) => with_op(
                 *op,
                 self.member(chain, value, &|v| match v {
@@ -1279,6 +1301,29 @@ fn addrtype_is_local(text: &str) -> Option<bool> {
         .split(',')
         .any(|t| t.eq_ignore_ascii_case("LOCAL") || t.eq_ignore_ascii_case("UNICAST"));
     Some(local != negated)
+}
+
+/// Whether an expression perimeter keeps as JSON is nft's reverse-path
+/// lookup, `fib saddr [. mark] . iif oif`: the interface the route back to
+/// the source leaves by, compared with `missing`.
+fn fib_reverse_path(text: &str) -> bool {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else {
+        return false;
+    };
+    let Some(fib) = value.get("fib") else {
+        return false;
+    };
+    let flags: Vec<&str> = fib
+        .get("flags")
+        .and_then(serde_json::Value::as_array)
+        .map(|flags| flags.iter().filter_map(serde_json::Value::as_str).collect())
+        .unwrap_or_default();
+    matches!(
+        fib.get("result").and_then(serde_json::Value::as_str),
+        Some("oif" | "oifname")
+    ) && flags.contains(&"saddr")
+        && flags.contains(&"iif")
+        && flags.iter().all(|f| matches!(*f, "saddr" | "iif" | "mark"))
 }
 
 /// Whether an expression perimeter keeps as JSON is nft's `fib daddr type`

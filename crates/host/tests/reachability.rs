@@ -594,6 +594,51 @@ fn concatenations_outside_maps() {
     );
 }
 
+/// Prerouting filter chains count: a raw-priority drop and an allow list
+/// in prerouting narrow what an open input chain lets in, and the
+/// reverse-path check (`fib saddr . mark . iif oif missing drop`) passes
+/// every real source rather than making the answer unknown.
+#[test]
+fn prerouting_chains_narrow_the_input_chain() {
+    check(
+        &nft_fixture("prerouting"),
+        &[
+            "tcp/8080 192.0.2.1",
+            "tcp/22 192.0.2.1",
+            "tcp/8080 2001:db8::1",
+        ],
+        expect![[r#"
+            tcp/8080 to 192.0.2.1
+              allowed: 198.18.99.0/24, 198.18.200.0/24
+              accepting: nftables: inet perimeter_pre raw_pre `policy accept`, any source from 198.18.99.0/24, 198.18.200.0/24
+              accepting: nftables: inet perimeter_pre filter_pre handle 7 `tcp dport 8080 ip saddr { 198.18.99.0/24, 198.18.200.0/24 } accept`, restricted by source from 198.18.99.0/24, 198.18.200.0/24
+              accepting: nftables: inet perimeter_pre filter_in handle 11 `tcp dport { 22, 8080 } accept`, any source from 198.18.99.0/24, 198.18.200.0/24
+              | tcp/8080 to 192.0.2.1: 3 prerouting and input chains see IPv4 packets; a connection must be accepted by each
+              | nftables: inet perimeter_pre raw_pre (priority -300): 198.18.66.0/24 denied by rule handle 4 `ip saddr 198.18.66.0/24 drop`
+              | nftables: inet perimeter_pre raw_pre (priority -300): every source except 198.18.66.0/24 accepted by policy accept
+              | nftables: inet perimeter_pre filter_pre (priority 10): 198.18.99.0/24, 198.18.200.0/24 accepted by rule handle 7 `tcp dport 8080 ip saddr { 198.18.99.0/24, 198.18.200.0/24 } accept`
+              | nftables: inet perimeter_pre filter_pre (priority 10): every source except 198.18.99.0/24, 198.18.200.0/24 denied by rule handle 8 `tcp dport 8080 drop`
+              | nftables: inet perimeter_pre filter_in (priority 0): every source accepted by rule handle 11 `tcp dport { 22, 8080 } accept`
+            tcp/22 to 192.0.2.1
+              allowed: every source except 198.18.66.0/24
+              accepting: nftables: inet perimeter_pre raw_pre `policy accept`, any source from every source except 198.18.66.0/24
+              accepting: nftables: inet perimeter_pre filter_pre `policy accept`, any source from every source except 198.18.66.0/24
+              accepting: nftables: inet perimeter_pre filter_in handle 11 `tcp dport { 22, 8080 } accept`, any source from every source except 198.18.66.0/24
+              | tcp/22 to 192.0.2.1: 3 prerouting and input chains see IPv4 packets; a connection must be accepted by each
+              | nftables: inet perimeter_pre raw_pre (priority -300): 198.18.66.0/24 denied by rule handle 4 `ip saddr 198.18.66.0/24 drop`
+              | nftables: inet perimeter_pre raw_pre (priority -300): every source except 198.18.66.0/24 accepted by policy accept
+              | nftables: inet perimeter_pre filter_pre (priority 10): every source accepted by policy accept
+              | nftables: inet perimeter_pre filter_in (priority 0): every source accepted by rule handle 11 `tcp dport { 22, 8080 } accept`
+            tcp/8080 to [2001:db8::1]
+              allowed: no source
+              | tcp/8080 to [2001:db8::1]: 3 prerouting and input chains see IPv6 packets; a connection must be accepted by each
+              | nftables: inet perimeter_pre raw_pre (priority -300): every source accepted by policy accept
+              | nftables: inet perimeter_pre filter_pre (priority 10): every source denied by rule handle 8 `tcp dport 8080 drop`
+              | nftables: inet perimeter_pre filter_in (priority 0): every source accepted by rule handle 11 `tcp dport { 22, 8080 } accept`
+        "#]],
+    );
+}
+
 #[test]
 fn two_base_chains_must_both_accept() {
     check(
@@ -1311,7 +1356,7 @@ const CLIENT_SOURCES: [&str; 5] = [
 ];
 const LAB_PORTS: [u16; 5] = [22, 443, 5432, 8080, 9000];
 
-const ORACLE_RULESETS: [(&str, Load); 8] = [
+const ORACLE_RULESETS: [(&str, Load); 10] = [
     (
         "allow list",
         Load::Nft(
@@ -1471,6 +1516,44 @@ COMMIT
 -A ufw-not-local -j DROP
 -A ufw-user-input -p tcp -m tcp --dport 22 -j ACCEPT
 -A ufw-user-input -s 198.18.0.128/26 -p tcp -m tcp --dport 5432 -j ACCEPT
+COMMIT
+",
+        ),
+    ),
+    (
+        "prerouting drops before an open input",
+        Load::Nft(
+            "table inet filter {
+                chain raw_pre {
+                    type filter hook prerouting priority raw; policy accept;
+                    ip saddr 198.18.0.20 drop
+                }
+                chain filter_pre {
+                    type filter hook prerouting priority filter + 10; policy accept;
+                    fib saddr . mark . iif oif missing drop
+                    tcp dport 5432 ip saddr != 198.18.0.128/26 drop
+                }
+                chain input {
+                    type filter hook input priority filter; policy accept;
+                    tcp dport 9000 ip saddr 198.18.0.140 drop
+                }
+            }",
+        ),
+    ),
+    (
+        "iptables-legacy raw PREROUTING",
+        Load::IptablesLegacy(
+            "*raw
+:PREROUTING ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A PREROUTING -s 198.18.0.200/32 -j DROP
+-A PREROUTING -s 198.18.0.128/26 -p tcp -m tcp --dport 443 -j DROP
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -p tcp -m tcp --dport 22 -s 198.18.0.0/28 -j DROP
 COMMIT
 ",
         ),
