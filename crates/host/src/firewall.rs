@@ -1180,8 +1180,11 @@ fn split_iptables_words(line: &str) -> Option<Vec<String>> {
 }
 
 /// Targets that act and let evaluation go on, so they are not verdicts.
-const NON_TERMINATING_TARGETS: [&str; 20] = [
+const NON_TERMINATING_TARGETS: [&str; 21] = [
     "LOG",
+    // The raw table's way of exempting packets from conntrack, now walked
+    // with prerouting.
+    "NOTRACK",
     "NFLOG",
     "ULOG",
     "MARK",
