@@ -1,7 +1,8 @@
 //! `perimeter inventory`, `inventory export` and `inventory diff` end to end:
 //! the real binary on the fixture dpkg database and tree (`--root`), on
-//! fixture manifests, and on this host with a process started from an
-//! executable no package owns.
+//! fixture manifests, on a root with a package installed by a real `rpm
+//! --root`, and on this host with a process started from an executable no
+//! package owns.
 
 mod common;
 
@@ -387,6 +388,49 @@ fn bad_root_is_an_error() {
     );
     assert_eq!(code(&output), 2);
     assert!(stderr(&output).contains("/nonexistent/perimeter-root: not a directory"));
+}
+
+#[test]
+fn rpm_root_lists_its_package_and_its_unowned_executable() {
+    if !perimeter_testlab::require_rpm("rpm_root_lists_its_package_and_its_unowned_executable") {
+        return;
+    }
+    let work = tempfile::tempdir().expect("tempdir");
+    let root = work.path().join("root");
+    perimeter_testlab::install_rpm_fixture(work.path(), &root, "/var/lib/rpm")
+        .expect("build and install the rpm fixture");
+    let unowned = root.join("usr/local/bin/perimeter-rpm-unowned");
+    std::fs::create_dir_all(root.join("usr/local/bin")).expect("mkdir");
+    std::fs::write(&unowned, "#!/bin/sh\n").expect("write");
+    std::fs::set_permissions(
+        &unowned,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+
+    let root = root.display().to_string();
+    let output = run(None, &["inventory", "--root", &root, "--format", "json"]);
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let doc = json(&output);
+    assert_eq!(doc["problems"], serde_json::json!([]));
+    assert_eq!(
+        doc["packages"],
+        serde_json::json!([{
+            "arch": "noarch",
+            "manager": "rpm",
+            "name": perimeter_testlab::RPM_FIXTURE_PACKAGE,
+            "origin": null,
+            "status": "installed",
+            "version": "1.0-1",
+        }])
+    );
+    // The packaged /usr/bin executable is rpm's, so only the other one is
+    // reported.
+    let unowned: Vec<&str> = doc["unowned_files"]
+        .as_array()
+        .map(|files| files.iter().filter_map(|f| f["path"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(unowned, vec!["/usr/local/bin/perimeter-rpm-unowned"]);
 }
 
 /// A process started from a copy of `sleep` in a temporary directory: no

@@ -1,6 +1,7 @@
 //! Which package installed an executable: dpkg's database under
 //! `<root>/var/lib/dpkg` (honouring `dpkg-divert` and merged-/usr aliases), and
-//! rpm's where `rpm` and its database are present.
+//! rpm's where `rpm` is on PATH and its database is present under the root
+//! (asked through `rpm --root`, so an image's packages are the image's).
 //!
 //! The audit asks about a handful of executables, so the lookup is query-driven:
 //! [`PackageDb::owners`] first works out every path under which each executable
@@ -219,8 +220,9 @@ pub struct PackageDb {
     /// The merged-/usr pairs in effect on this host (top-level directory is a
     /// symlink to the `/usr` one).
     merged: Vec<(&'static str, &'static str)>,
-    /// `rpm` is on PATH and an rpm database exists.
-    rpm: bool,
+    /// The rpm database directory as a path inside the root (given to `rpm
+    /// --dbpath`), when `rpm` is on PATH and that directory is not empty.
+    rpm_dbpath: Option<PathBuf>,
 }
 
 impl PackageDb {
@@ -251,13 +253,13 @@ impl PackageDb {
             .copied()
             .filter(|&(top, usr)| is_merged(root, top, usr))
             .collect();
-        let rpm = root == Path::new("/") && rpm_available();
+        let rpm_dbpath = find_rpm_db(root);
         let db = PackageDb {
             root: root.to_owned(),
             dpkg_info,
             diversions,
             merged,
-            rpm,
+            rpm_dbpath,
         };
         (db, problems)
     }
@@ -275,7 +277,7 @@ impl PackageDb {
 
     /// Whether any package database was found.
     pub fn has_database(&self) -> bool {
-        self.dpkg_info.is_some() || self.rpm
+        self.dpkg_info.is_some() || self.rpm_dbpath.is_some()
     }
 
     pub fn diversions(&self) -> &[Diversion] {
@@ -348,14 +350,14 @@ impl PackageDb {
             .collect();
 
         // rpm is asked once, for every executable dpkg did not know.
-        if self.rpm {
+        if self.rpm_dbpath.is_some() {
             let paths: BTreeSet<PathBuf> = answers
                 .iter()
                 .filter(|(_, answer)| !matches!(answer.ownership, Ownership::Package(_)))
                 .flat_map(|(query, _)| query.file_names.iter().cloned())
                 .collect();
             if !paths.is_empty() {
-                match run_rpm_query(&paths) {
+                match self.run_rpm_query(&paths) {
                     Ok(found) => {
                         for (query, answer) in &mut answers {
                             if matches!(answer.ownership, Ownership::Package(_)) {
@@ -795,13 +797,50 @@ fn read_symlinks(db: &PackageDb, dir: &Path) -> Vec<(PathBuf, PathBuf)> {
         .collect()
 }
 
-fn rpm_available() -> bool {
+/// Where rpm keeps its database, in the order looked at: the traditional place
+/// first, then the one Fedora and openSUSE moved it to (where /var/lib/rpm is
+/// often a relative symlink to it).
+const RPM_DB_DIRS: [&str; 2] = ["/var/lib/rpm", "/usr/lib/sysimage/rpm"];
+
+/// The rpm database of the system at `root`, as a path inside it, when `rpm`
+/// is on PATH and one of [`RPM_DB_DIRS`] is a directory with something in it.
+///
+/// Under another root the directory must resolve inside that root: rpm opens
+/// `<root>/<dbpath>` with the live host's symlink resolution, so an image's
+/// absolute symlink would lead rpm to the host's database.
+fn find_rpm_db(root: &Path) -> Option<PathBuf> {
     let on_path = std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join("rpm").is_file()));
-    let has_db = ["/var/lib/rpm", "/usr/lib/sysimage/rpm"]
-        .iter()
-        .any(|dir| fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()));
-    on_path && has_db
+    if !on_path {
+        return None;
+    }
+    let not_empty =
+        |dir: &Path| fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some());
+    if root == Path::new("/") {
+        return RPM_DB_DIRS
+            .iter()
+            .map(PathBuf::from)
+            .find(|dir| not_empty(dir));
+    }
+    let real_root = fs::canonicalize(root).ok()?;
+    RPM_DB_DIRS.iter().find_map(|dir| {
+        let on_disk = fs::canonicalize(root.join(dir.trim_start_matches('/'))).ok()?;
+        let inside = on_disk.strip_prefix(&real_root).ok()?;
+        not_empty(&on_disk).then(|| Path::new("/").join(inside))
+    })
+}
+
+/// The first line of rpm's standard error that says rpm itself failed, if
+/// any. Lines about one queried file are answers, not failures: `file ... is
+/// not owned by any package`, and `error: file ...: No such file or
+/// directory`, which rpm prints for an unowned path it does not find on the
+/// live host (it looks there even under `--root`).
+fn rpm_failure(stderr: &str) -> Option<&str> {
+    stderr
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.starts_with("file ") && !line.starts_with("error: file "))
+        .find(|line| line.contains("error"))
 }
 
 /// The query format asks rpm for each owning package's file names beside its
@@ -844,14 +883,43 @@ pub fn parse_rpm_qf(text: &str, wanted: &BTreeSet<PathBuf>) -> HashMap<PathBuf, 
     found
 }
 
-fn run_rpm_query(paths: &BTreeSet<PathBuf>) -> Result<HashMap<PathBuf, PackageRef>, Problem> {
-    let output = Command::new("rpm")
+impl PackageDb {
+    /// `rpm`, pointed at this root's database: `--root` under another root,
+    /// and always `--dbpath` with the database found: the rpm binary's own
+    /// configuration need not name it (Debian's rpm looks in ~/.rpmdb, and
+    /// an image's layout need not match the host's).
+    fn rpm_command(&self, dbpath: &Path) -> Command {
+        let mut command = Command::new("rpm");
+        if self.root != Path::new("/") {
+            command.arg("--root").arg(&self.root);
+        }
+        command.arg("--dbpath").arg(dbpath);
+        command.stdin(Stdio::null());
+        command
+    }
+
+    /// One `rpm -qf` for all of `paths` (paths inside the root).
+    fn run_rpm_query(
+        &self,
+        paths: &BTreeSet<PathBuf>,
+    ) -> Result<HashMap<PathBuf, PackageRef>, Problem> {
+        let Some(dbpath) = &self.rpm_dbpath else {
+            return Ok(HashMap::new());
+        };
+        run_rpm_query(self.rpm_command(dbpath), paths)
+    }
+}
+
+fn run_rpm_query(
+    mut command: Command,
+    paths: &BTreeSet<PathBuf>,
+) -> Result<HashMap<PathBuf, PackageRef>, Problem> {
+    let output = command
         .arg("-qf")
         .arg("--qf")
         .arg(RPM_QUERY_FORMAT)
         .arg("--")
         .args(paths)
-        .stdin(Stdio::null())
         .output()
         .map_err(|err| Problem::new("rpm -qf", format!("could not run rpm: {err}")))?;
     // rpm exits non-zero when any path is unowned, which is an answer, not a
@@ -860,12 +928,8 @@ fn run_rpm_query(paths: &BTreeSet<PathBuf>) -> Result<HashMap<PathBuf, PackageRe
     let found = parse_rpm_qf(&stdout, paths);
     if found.is_empty() && !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-        if first.contains("error") {
-            return Err(Problem::new(
-                "rpm -qf",
-                format!("rpm failed: {}", first.trim()),
-            ));
+        if let Some(line) = rpm_failure(&stderr) {
+            return Err(Problem::new("rpm -qf", format!("rpm failed: {line}")));
         }
     }
     Ok(found)
@@ -1232,9 +1296,9 @@ impl PackageDb {
         self.dpkg_info.as_deref()
     }
 
-    /// Whether rpm and its database were found (only ever on the live host).
+    /// Whether `rpm` and a database under the root were found.
     pub fn has_rpm(&self) -> bool {
-        self.rpm
+        self.rpm_dbpath.is_some()
     }
 
     /// The packages dpkg has on the system, from `<root>/var/lib/dpkg/status`.
@@ -1309,23 +1373,23 @@ impl PackageDb {
         &self,
         paths: &BTreeSet<PathBuf>,
     ) -> Result<HashMap<PathBuf, PackageRef>, Problem> {
-        if !self.rpm || paths.is_empty() {
+        if paths.is_empty() {
             return Ok(HashMap::new());
         }
-        run_rpm_query(paths)
+        self.run_rpm_query(paths)
     }
 
-    /// The packages rpm knows, when rpm and its database are present on the
-    /// live host.
+    /// The packages rpm knows, when `rpm` and a database under the root are
+    /// present.
     pub fn rpm_installed(&self) -> (Vec<RpmPackage>, Vec<Problem>) {
-        if !self.rpm {
+        let Some(dbpath) = &self.rpm_dbpath else {
             return (Vec::new(), Vec::new());
-        }
-        let output = Command::new("rpm")
+        };
+        let output = self
+            .rpm_command(dbpath)
             .arg("-qa")
             .arg("--qf")
             .arg(RPM_QA_FORMAT)
-            .stdin(Stdio::null())
             .output();
         match output {
             Ok(output) if output.status.success() => (
@@ -1684,6 +1748,20 @@ Conffiles:
                     vendor: Some("Fedora Project".into()),
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn rpm_failures_are_not_answers_about_one_file() {
+        // Under --root rpm looks for an unowned path on the live host.
+        let answers = "file /etc/passwd is not owned by any package\n\
+                       error: file /usr/local/bin/mine: No such file or directory\n";
+        assert_eq!(rpm_failure(answers), None);
+        let failed = "error: cannot open Packages database in /srv/image/var/lib/rpm\n\
+                      file /opt/x is not owned by any package\n";
+        assert_eq!(
+            rpm_failure(failed),
+            Some("error: cannot open Packages database in /srv/image/var/lib/rpm")
         );
     }
 

@@ -352,3 +352,106 @@ impl Drop for Lab {
         self.hosts.clear();
     }
 }
+
+/// The package the rpm tests build and install under a root.
+pub const RPM_FIXTURE_PACKAGE: &str = "perimeter-rpm-fixture";
+
+/// The one file [`RPM_FIXTURE_PACKAGE`] ships, a small shell script.
+pub const RPM_FIXTURE_EXE: &str = "/usr/bin/perimeter-rpm-fixture";
+
+/// Whether `rpm` and `rpmbuild` are installed and the test runs as root (rpm
+/// installs files as root:root); prints why it skips when not.
+pub fn require_rpm(test: &str) -> bool {
+    if !require_root(test) {
+        return false;
+    }
+    let missing: Vec<&str> = ["rpm", "rpmbuild"]
+        .into_iter()
+        .filter(|tool| {
+            Command::new(tool)
+                .arg("--version")
+                .stdin(Stdio::null())
+                .output()
+                .map_or(true, |output| !output.status.success())
+        })
+        .collect();
+    if !missing.is_empty() {
+        eprintln!(
+            "skipping {test}: {} not installed (scripts/test installs the rpm package)",
+            missing.join(" and ")
+        );
+    }
+    missing.is_empty()
+}
+
+/// Builds [`RPM_FIXTURE_PACKAGE`] 1.0-1 (noarch) with `rpmbuild` in `work`,
+/// then creates an rpm database at `dbpath` (a path inside the root:
+/// `/var/lib/rpm` or `/usr/lib/sysimage/rpm`) under `root` and installs the
+/// package there, which writes [`RPM_FIXTURE_EXE`] under `root`. Nothing
+/// touches the network or the live host's rpm database.
+///
+/// The database path is always given: Debian's rpm keeps its own database in
+/// `~/.rpmdb`, so `--root` alone would put it at `<root>/root/.rpmdb`.
+pub fn install_rpm_fixture(work: &Path, root: &Path, dbpath: &str) -> Result<()> {
+    let topdir = work.join("rpmbuild");
+    let sources = topdir.join("SOURCES");
+    std::fs::create_dir_all(&sources)?;
+    std::fs::write(
+        sources.join(RPM_FIXTURE_PACKAGE),
+        "#!/bin/sh\necho perimeter rpm fixture\n",
+    )?;
+    let spec = work.join(format!("{RPM_FIXTURE_PACKAGE}.spec"));
+    std::fs::write(
+        &spec,
+        format!(
+            "Name: {RPM_FIXTURE_PACKAGE}\n\
+             Version: 1.0\n\
+             Release: 1\n\
+             Summary: perimeter's rpm test fixture\n\
+             License: MIT\n\
+             BuildArch: noarch\n\
+             Source0: {RPM_FIXTURE_PACKAGE}\n\
+             \n\
+             %description\n\
+             One executable for perimeter's tests of rpm under a root.\n\
+             \n\
+             %install\n\
+             mkdir -p %{{buildroot}}/usr/bin\n\
+             install -m 0755 %{{SOURCE0}} %{{buildroot}}{RPM_FIXTURE_EXE}\n\
+             \n\
+             %files\n\
+             {RPM_FIXTURE_EXE}\n"
+        ),
+    )?;
+    let topdir_define = format!("_topdir {}", topdir.display());
+    run(
+        "rpmbuild",
+        &["-bb", "--define", &topdir_define, &path_str(&spec)?],
+    )?;
+    let package = topdir
+        .join("RPMS/noarch")
+        .join(format!("{RPM_FIXTURE_PACKAGE}-1.0-1.noarch.rpm"));
+    std::fs::create_dir_all(root)?;
+    let root = path_str(root)?;
+    run("rpm", &["--root", &root, "--dbpath", dbpath, "--initdb"])?;
+    run(
+        "rpm",
+        &[
+            "--root",
+            &root,
+            "--dbpath",
+            dbpath,
+            "-i",
+            "--nodeps",
+            "--noscripts",
+            &path_str(&package)?,
+        ],
+    )?;
+    Ok(())
+}
+
+fn path_str(path: &Path) -> Result<String> {
+    path.to_str()
+        .map(str::to_owned)
+        .with_context(|| format!("{} is not UTF-8", path.display()))
+}
