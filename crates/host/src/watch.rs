@@ -552,6 +552,19 @@ impl Connector {
         Connector::sort_received(events)
     }
 
+    /// Waits at most `timeout` for events to be queued; true when some are.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let mut fds = [rustix::event::PollFd::new(
+            &self.socket,
+            rustix::event::PollFlags::IN,
+        )];
+        let timeout = rustix::event::Timespec {
+            tv_sec: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
+            tv_nsec: i64::from(timeout.subsec_nanos()),
+        };
+        rustix::event::poll(&mut fds, Some(&timeout)).is_ok_and(|ready| ready > 0)
+    }
+
     fn sort_received(
         events: io::Result<Vec<Result<ProcEvent, ProcEventError>>>,
     ) -> io::Result<Received> {
@@ -1508,8 +1521,14 @@ pub fn superseded_exec(pid: u32, at: SystemTime, fork_parent: Option<u32>) -> Ex
     }
 }
 
+/// How long an exec that has been read waits for the next events before it
+/// is sent: if the same process exec'd again meanwhile and now reads the same,
+/// the first read came too late to see the first image.
+const HOLD: Duration = Duration::from_millis(10);
+
 /// The exec thread, connector flavour: reads each exec'd process from /proc
-/// as soon as its event arrives.
+/// as soon as its event arrives, and sends it after one more look at the
+/// events ([`HOLD`]).
 fn receive_execs(
     mut connector: Connector,
     proc_root: &Path,
@@ -1520,16 +1539,34 @@ fn receive_execs(
     // before it can be read.
     let mut parents: HashMap<u32, u32> = HashMap::new();
     let own_pid = std::process::id();
+    // Read, not yet sent.
+    let mut held: Vec<ExecEvent> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
-        let mut events = match connector.recv() {
+        let first = if held.is_empty() {
+            connector.recv()
+        } else {
+            // Under a burst the next events are already queued; only when
+            // nothing is does the held batch wait, at most [`HOLD`].
+            // Woken as soon as events arrive, so a new exec is read at
+            // once, not after the hold.
+            if connector.wait(HOLD) {
+                connector.try_recv()
+            } else {
+                Ok(Received::Events(Vec::new()))
+            }
+        };
+        let mut events = match first {
             Ok(Received::Events(events)) => events,
             Ok(Received::Lost) => {
                 if !send(tx, ExecMessage::Lost, stop) {
                     return;
                 }
-                continue;
+                Vec::new()
             }
             Err(err) => {
+                for exec in held.drain(..) {
+                    let _ = send(tx, ExecMessage::Exec(Box::new(exec)), stop);
+                }
                 let _ = send(tx, receive_failed(&err), stop);
                 return;
             }
@@ -1553,6 +1590,7 @@ fn receive_execs(
         }
         let superseded = superseded_execs(&events);
         let at = SystemTime::now();
+        let mut read = Vec::new();
         for (index, event) in events.into_iter().enumerate() {
             match event {
                 ProcEvent::Fork {
@@ -1570,7 +1608,7 @@ fn receive_execs(
                     parents.remove(&tgid);
                 }
                 ProcEvent::Exec { tgid, .. } if tgid != own_pid => {
-                    let exec = if superseded.contains(&index) {
+                    read.push(if superseded.contains(&index) {
                         superseded_exec(tgid, at, parents.get(&tgid).copied())
                     } else {
                         read_exec(
@@ -1580,13 +1618,40 @@ fn receive_execs(
                             at,
                             parents.get(&tgid).copied(),
                         )
-                    };
-                    if !send(tx, ExecMessage::Exec(Box::new(exec)), stop) {
-                        return;
-                    }
+                    });
                 }
                 _ => {}
             }
+        }
+        mark_late_reads(&mut held, &read);
+        for exec in held.drain(..) {
+            if !send(tx, ExecMessage::Exec(Box::new(exec)), stop) {
+                return;
+            }
+        }
+        held = read;
+    }
+    for exec in held {
+        let _ = send(tx, ExecMessage::Exec(Box::new(exec)), stop);
+    }
+}
+
+/// Execs in `held` read the same image as a later exec of the same process in
+/// `next`: the read came after that later exec, so it shows what the process
+/// runs now, not what this exec ran. They become superseded.
+pub fn mark_late_reads(held: &mut [ExecEvent], next: &[ExecEvent]) {
+    for exec in held.iter_mut() {
+        if exec.gone || exec.superseded || exec.exe.is_none() {
+            continue;
+        }
+        let repeated = next.iter().any(|later| {
+            later.pid == exec.pid
+                && !later.superseded
+                && later.exe == exec.exe
+                && later.cmdline == exec.cmdline
+        });
+        if repeated {
+            *exec = superseded_exec(exec.pid, exec.at, exec.ppid);
         }
     }
 }
@@ -2212,6 +2277,30 @@ mod tests {
             (7, Some(1), None)
         );
         assert!(!event.is_suspicious());
+    }
+
+    #[test]
+    fn a_read_repeated_by_the_next_exec_was_late() {
+        let image = |pid, exe: &str, args: &[&str]| ExecEvent {
+            exe: Some(PathBuf::from(exe)),
+            cmdline: args.iter().map(|a| (*a).to_owned()).collect(),
+            ..ExecEvent::unread(pid, ExecSource::Connector, SystemTime::UNIX_EPOCH, Some(1))
+        };
+        // pid 7 ran env, but was read after it had become bash; pid 8's
+        // image differs from its next one; pid 9 has no next exec.
+        let mut held = vec![
+            image(7, "/usr/bin/bash", &["bash", "x"]),
+            image(8, "/usr/bin/env", &["env", "bash", "y"]),
+            image(9, "/usr/bin/bash", &["bash", "x"]),
+        ];
+        let next = vec![
+            image(7, "/usr/bin/bash", &["bash", "x"]),
+            image(8, "/usr/bin/bash", &["bash", "y"]),
+        ];
+        mark_late_reads(&mut held, &next);
+        assert!(held[0].superseded && held[0].exe.is_none());
+        assert_eq!(held[0].ppid, Some(1));
+        assert!(!held[1].superseded && !held[2].superseded);
     }
 
     #[test]
