@@ -979,28 +979,30 @@ impl<'r> Walker<'r> {
                     _ => cannot(),
                 }
             }
-            // Reverse-path filtering (`fib saddr . iif oif missing drop`,
-            // firewalld's rpfilter): a source that can open a connection has a
-            // route back through the interface it came in on; only spoofed
-            // sources are missing one.
-            Field::Other(text) if fib_reverse_path(text) => with_op(
-                *op,
-                self.member(chain, value, &|v| match v {
-                    Value::Text(t) if t == "false" => Member::No,
-                    Value::Text(t) if t == "true" => Member::Yes,
-                    other => Member::Undecided(format!("`{other}` is not understood")),
-                }),
-            ),
-            Field::Other(text) if fib_daddr_type(text) => with_op(
-                *op,
-                self.member(chain, value, &|v| match v {
-                    Value::Text(t) if t == "local" => Member::Yes,
-                    Value::Text(_) => Member::No,
-                    other => Member::Undecided(format!("`{other}` is not understood")),
-                }),
-            ),
+            Field::Other(text) => match fib_lookup(text) {
+                // Reverse-path filtering (`fib saddr . iif oif missing drop`,
+                // firewalld's rpfilter): a source that can open a connection
+                // has a route back through the interface it came in on; only
+                // spoofed sources are missing one.
+                Some(Fib::ReversePath) => with_op(
+                    *op,
+                    self.member(chain, value, &|v| match v {
+                        Value::Text(t) if t == "false" => Member::No,
+                        Value::Text(t) if t == "true" => Member::Yes,
+                        other => Member::Undecided(format!("`{other}` is not understood")),
+                    }),
+                ),
+                Some(Fib::DestinationType) => with_op(
+                    *op,
+                    self.member(chain, value, &|v| match v {
+                        Value::Text(t) if t == "local" => Member::Yes,
+                        Value::Text(_) => Member::No,
+                        other => Member::Undecided(format!("`{other}` is not understood")),
+                    }),
+                ),
+                None => cannot(),
+            },
             Field::Concat(_) => self.test_concat(chain, condition, field, *op, value),
-            Field::Other(_) => cannot(),
         }
     }
 
@@ -1303,47 +1305,41 @@ fn addrtype_is_local(text: &str) -> Option<bool> {
     Some(local != negated)
 }
 
-/// Whether an expression perimeter keeps as JSON is nft's reverse-path
-/// lookup, `fib saddr [. mark] . iif oif`: the interface the route back to
-/// the source leaves by, compared with `missing`.
-fn fib_reverse_path(text: &str) -> bool {
-    let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else {
-        return false;
-    };
-    let Some(fib) = value.get("fib") else {
-        return false;
-    };
-    let flags: Vec<&str> = fib
-        .get("flags")
-        .and_then(serde_json::Value::as_array)
-        .map(|flags| flags.iter().filter_map(serde_json::Value::as_str).collect())
-        .unwrap_or_default();
-    matches!(
-        fib.get("result").and_then(serde_json::Value::as_str),
-        Some("oif" | "oifname")
-    ) && flags.contains(&"saddr")
-        && flags.contains(&"iif")
-        && flags.iter().all(|f| matches!(*f, "saddr" | "iif" | "mark"))
+/// The two `fib` lookups the walk decides for an inbound connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fib {
+    /// `fib saddr [. mark] . iif oif` (or `oifname`): the interface the route
+    /// back to the source leaves by, compared with `missing`.
+    ReversePath,
+    /// `fib daddr [. iif] type`: the route type of the destination address,
+    /// which for a connection to a local listener is `local`.
+    DestinationType,
 }
 
-/// Whether an expression perimeter keeps as JSON is nft's `fib daddr type`
-/// (optionally `. iif`): the route type of the destination address, which
-/// for a connection to a local listener is `local`.
-fn fib_daddr_type(text: &str) -> bool {
-    let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else {
-        return false;
-    };
-    let Some(fib) = value.get("fib") else {
-        return false;
-    };
+/// Which `fib` lookup an expression perimeter keeps as JSON is, if either.
+fn fib_lookup(text: &str) -> Option<Fib> {
+    let value = serde_json::from_str::<serde_json::Value>(text).ok()?;
+    let fib = value.get("fib")?;
     let flags: Vec<&str> = fib
         .get("flags")
         .and_then(serde_json::Value::as_array)
         .map(|flags| flags.iter().filter_map(serde_json::Value::as_str).collect())
         .unwrap_or_default();
-    fib.get("result").and_then(serde_json::Value::as_str) == Some("type")
-        && flags.contains(&"daddr")
-        && flags.iter().all(|f| *f == "daddr" || *f == "iif")
+    match fib.get("result").and_then(serde_json::Value::as_str)? {
+        "oif" | "oifname"
+            if flags.contains(&"saddr")
+                && flags.contains(&"iif")
+                && flags.iter().all(|f| matches!(*f, "saddr" | "iif" | "mark")) =>
+        {
+            Some(Fib::ReversePath)
+        }
+        "type"
+            if flags.contains(&"daddr") && flags.iter().all(|f| matches!(*f, "daddr" | "iif")) =>
+        {
+            Some(Fib::DestinationType)
+        }
+        _ => None,
+    }
 }
 
 /// `rule handle 7 `tcp dport 22 accept`` for nft, `rule 3 `-A INPUT ...`` for
