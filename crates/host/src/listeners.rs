@@ -93,14 +93,14 @@ pub fn collect_listeners(opts: &ListenerOptions) -> ListenerFacts {
     });
     problems.append(&mut walk.problems);
 
-    let current_inode = match read_ns_inode(&opts.proc_root, "thread-self") {
+    let current_inode = match read_ns_inode(&opts.proc_root.join("thread-self/ns/net")) {
         Ok(inode) => inode,
         Err(problem) => {
             problems.push(problem);
             0
         }
     };
-    let host_inode = match read_ns_inode(&opts.proc_root, "1") {
+    let host_inode = match read_ns_inode(&opts.proc_root.join("1/ns/net")) {
         Ok(inode) => Some(inode),
         // kthreadd (pid 2, parent 0) lives in the initial namespace, as PID 1
         // does on any host; a sandbox that hides PID 1 (Landlock scoping does)
@@ -151,7 +151,7 @@ pub fn collect_listeners(opts: &ListenerOptions) -> ListenerFacts {
             scan.dump
                 .sockets
                 .into_iter()
-                .map(|raw| to_listener(raw, &entry.netns, &scan.interface_names, &walk)),
+                .map(|raw| to_listener(raw, &entry.netns, &scan.interface_names, Some(&walk))),
         );
         namespaces.push((entry.netns, scan.interfaces));
     }
@@ -181,10 +181,10 @@ pub fn collect_listeners(opts: &ListenerOptions) -> ListenerFacts {
 }
 
 /// The inode of /proc/WHO/ns/net.
-fn read_ns_inode(proc_root: &Path, who: &str) -> Result<u64, Problem> {
-    let path = proc_root.join(who).join("ns/net");
+/// The inode of the network namespace a `/proc/.../ns/net` link names.
+pub(crate) fn read_ns_inode(path: &Path) -> Result<u64, Problem> {
     let subject = path.display().to_string();
-    let link = std::fs::read_link(&path)
+    let link = std::fs::read_link(path)
         .map_err(|err| Problem::new(&subject, format!("cannot read network namespace: {err}")))?;
     parse_ns_link(&link.to_string_lossy()).ok_or_else(|| {
         Problem::new(
@@ -283,11 +283,12 @@ fn scan_from_outside(entry: &NamespaceEntry, proc_root: &Path, err: &NetnsError)
     }
 }
 
-fn to_listener(
+/// The listener a socket is, its owners from `walk` (none without one).
+pub(crate) fn to_listener(
     raw: RawSocket,
     netns: &Netns,
     interface_names: &BTreeMap<u32, String>,
-    walk: &ProcessWalk,
+    walk: Option<&ProcessWalk>,
 ) -> Listener {
     Listener {
         protocol: raw.protocol,
@@ -306,7 +307,9 @@ fn to_listener(
         inode: raw.inode,
         socket_uid: raw.uid,
         netns: netns.clone(),
-        owners: walk.owners_of(raw.inode).collect(),
+        owners: walk
+            .map(|walk| walk.owners_of(raw.inode).collect())
+            .unwrap_or_default(),
     }
 }
 
@@ -401,12 +404,12 @@ mod tests {
             0,
         );
         let names = BTreeMap::from([(3, "eth0".to_owned())]);
-        let listener = to_listener(raw("0.0.0.0", 41, Some(3)), &host(), &names, &walk);
+        let listener = to_listener(raw("0.0.0.0", 41, Some(3)), &host(), &names, Some(&walk));
         assert_eq!(listener.scope, Scope::Wildcard);
         assert_eq!(listener.interface.as_deref(), Some("eth0"));
         assert_eq!(listener.owners, vec![master, worker]);
         assert_eq!(listener.netns, host());
-        let listener = to_listener(raw("127.0.0.1", 43, Some(7)), &host(), &names, &walk);
+        let listener = to_listener(raw("127.0.0.1", 43, Some(7)), &host(), &names, Some(&walk));
         assert_eq!(listener.scope, Scope::Loopback);
         assert_eq!(listener.interface.as_deref(), Some("ifindex:7"));
         assert!(listener.owners.is_empty());
@@ -417,8 +420,8 @@ mod tests {
         let names = BTreeMap::new();
         let privileged = walk_with(vec![(41, SocketOwner { pid: 1, fd: 3 })], 0);
         let listeners = vec![
-            to_listener(raw("0.0.0.0", 41, None), &host(), &names, &privileged),
-            to_listener(raw("0.0.0.0", 99, None), &host(), &names, &privileged),
+            to_listener(raw("0.0.0.0", 41, None), &host(), &names, Some(&privileged)),
+            to_listener(raw("0.0.0.0", 99, None), &host(), &names, Some(&privileged)),
         ];
         assert_eq!(unattributed_problem(&listeners, &privileged), None);
 

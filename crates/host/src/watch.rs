@@ -36,10 +36,10 @@ use std::time::{Duration, Instant, SystemTime};
 use netlink_packet_core::NetlinkBuffer;
 use netlink_sys::protocols::NETLINK_CONNECTOR;
 use netlink_sys::{Socket, SocketAddr};
-use perimeter_model::{Listener, Netns, Ownership, Problem, Process, Protocol, Scope};
+use perimeter_model::{Listener, Netns, Ownership, Problem, Process, Protocol};
 
 use crate::interfaces::interface_names;
-use crate::listeners::{ListenerOptions, collect_listeners};
+use crate::listeners::{ListenerOptions, collect_listeners, read_ns_inode, to_listener};
 use crate::netns::{NetnsError, RUN_NETNS, name_namespace, named_namespaces, parse_ns_link};
 use crate::packages::PackageDb;
 use crate::procs::{
@@ -1859,26 +1859,7 @@ impl ListenerWatch {
             listeners = dump
                 .sockets
                 .into_iter()
-                .map(|raw| Listener {
-                    protocol: raw.protocol,
-                    address: raw.address,
-                    port: raw.port,
-                    scope: Scope::of(raw.address),
-                    v6only: raw.v6only,
-                    interface: raw.ifindex.map(|index| {
-                        interfaces
-                            .get(&index)
-                            .cloned()
-                            .unwrap_or_else(|| format!("ifindex:{index}"))
-                    }),
-                    inode: raw.inode,
-                    socket_uid: raw.uid,
-                    netns: netns.clone(),
-                    owners: walk
-                        .as_ref()
-                        .map(|walk| walk.owners_of(raw.inode).collect())
-                        .unwrap_or_default(),
-                })
+                .map(|raw| to_listener(raw, &netns, &interfaces, walk.as_ref()))
                 .collect();
             processes = walk.map(|walk| walk.processes).unwrap_or_default();
         }
@@ -1967,14 +1948,6 @@ impl ListenerWatch {
         }
         events
     }
-}
-
-fn read_ns_inode(path: &Path) -> Result<u64, Problem> {
-    let subject = path.display().to_string();
-    let link = std::fs::read_link(path)
-        .map_err(|err| Problem::new(&subject, format!("cannot read network namespace: {err}")))?;
-    parse_ns_link(&link.to_string_lossy())
-        .ok_or_else(|| Problem::new(&subject, format!("unexpected link `{}`", link.display())))
 }
 
 #[cfg(test)]
