@@ -99,12 +99,11 @@ impl RootDir {
         Ok(RootDir { fd, in_root })
     }
 
-    /// Opens `path` (absolute, inside the root) for reading, refusing anything
-    /// but a regular file. Returns the file and its size.
-    pub(crate) fn open_regular(&self, path: &Path) -> Result<(File, u64), CheckFailure> {
+    /// Opens `path` (absolute, inside the root) with `flags`, resolved inside
+    /// the root where the kernel can (`openat2` with `RESOLVE_IN_ROOT`).
+    fn open_at(&self, path: &Path, flags: OFlags) -> Result<OwnedFd, Errno> {
         let relative = relative(path);
-        let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
-        let opened = if self.in_root {
+        if self.in_root {
             rustix::fs::openat2(
                 &self.fd,
                 relative,
@@ -114,7 +113,14 @@ impl RootDir {
             )
         } else {
             rustix::fs::openat(&self.fd, relative, flags, Mode::empty())
-        };
+        }
+    }
+
+    /// Opens `path` (absolute, inside the root) for reading, refusing anything
+    /// but a regular file. Returns the file and its size.
+    pub(crate) fn open_regular(&self, path: &Path) -> Result<(File, u64), CheckFailure> {
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
+        let opened = self.open_at(path, flags);
         let fd = opened.map_err(|errno| match errno {
             Errno::NOENT | Errno::NOTDIR => CheckFailure::Missing,
             errno => CheckFailure::Unreadable(io::Error::from(errno).to_string()),
@@ -133,38 +139,15 @@ impl RootDir {
     /// to, every symlink followed inside the root: the kernel resolves it
     /// (`openat2` with `O_PATH`) and `/proc/self/fd` names the result.
     pub(crate) fn resolve(&self, path: &Path) -> io::Result<PathBuf> {
-        let relative = relative(path);
-        let flags = OFlags::PATH | OFlags::CLOEXEC;
-        let fd = if self.in_root {
-            rustix::fs::openat2(
-                &self.fd,
-                relative,
-                flags,
-                Mode::empty(),
-                ResolveFlags::IN_ROOT,
-            )?
-        } else {
-            rustix::fs::openat(&self.fd, relative, flags, Mode::empty())?
-        };
+        let fd = self.open_at(path, OFlags::PATH | OFlags::CLOEXEC)?;
         std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
     }
 
     /// Whether anything (a file, directory, symlink, dangling or not) is at
     /// `path`, resolved inside the root without following a final symlink.
     pub(crate) fn exists(&self, path: &Path) -> Result<bool, Errno> {
-        let relative = relative(path);
         let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let opened = if self.in_root {
-            rustix::fs::openat2(
-                &self.fd,
-                relative,
-                flags,
-                Mode::empty(),
-                ResolveFlags::IN_ROOT,
-            )
-        } else {
-            rustix::fs::openat(&self.fd, relative, flags, Mode::empty())
-        };
+        let opened = self.open_at(path, flags);
         match opened {
             Ok(_) => Ok(true),
             Err(Errno::NOENT | Errno::NOTDIR) => Ok(false),
