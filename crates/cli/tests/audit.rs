@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{audit_json, default_drop_ruleset, finding, listener, rules_about, strings};
-use perimeter_testlab::{Ns, require_root};
+use perimeter_testlab::{Ns, copy_to_tmp, require_root};
 
 fn no_approvals(dir: &Path) -> PathBuf {
     // Named explicitly so a developer's own approvals never leak into a test;
@@ -21,13 +21,7 @@ fn no_approvals(dir: &Path) -> PathBuf {
 /// A copy of Debian's redis binary in a fresh directory under /tmp, named
 /// redis-server: the "downloaded tarball" nobody's package manager knows.
 fn tarball_redis() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::Builder::new()
-        .prefix("perimeter-tarball-")
-        .tempdir_in("/tmp")
-        .expect("tempdir");
-    let exe = dir.path().join("redis-server");
-    std::fs::copy("/usr/bin/redis-check-rdb", &exe).expect("copy redis binary");
-    (dir, exe)
+    copy_to_tmp("/usr/bin/redis-check-rdb", "redis-server")
 }
 
 fn have(binary: &str) -> bool {
@@ -277,12 +271,7 @@ fn deleted_binary_running_from_tmp() {
     if !require_root("deleted_binary") {
         return;
     }
-    let dir = tempfile::Builder::new()
-        .prefix("perimeter-deleted-")
-        .tempdir_in("/tmp")
-        .expect("tempdir");
-    let exe = dir.path().join("kworkerd");
-    std::fs::copy("/usr/bin/sleep", &exe).expect("copy sleep");
+    let (dir, exe) = copy_to_tmp("/usr/bin/sleep", "kworkerd");
     let exe_text = exe.to_string_lossy().into_owned();
     // Process rules cover the audited namespace: run it in the test's own.
     let ns = Ns::new("deleted").expect("netns");

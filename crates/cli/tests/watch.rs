@@ -11,7 +11,6 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
@@ -19,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use perimeter_testlab::{Ns, require_root};
+use perimeter_testlab::{Ns, copy_to_tmp, require_root};
 use serde_json::Value;
 
 const GUARD: Duration = Duration::from_secs(60);
@@ -138,20 +137,6 @@ fn watch_args(extra: &[&str]) -> Vec<String> {
     args
 }
 
-/// A directory under /tmp that other users may enter, holding a copy of
-/// `program` under `name`.
-fn tmp_copy(program: &str, name: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::Builder::new()
-        .prefix("perimeter-watch-")
-        .tempdir_in("/tmp")
-        .expect("tempdir under /tmp");
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-        .expect("chmod tempdir");
-    let exe = dir.path().join(name);
-    std::fs::copy(program, &exe).expect("copy the program");
-    (dir, exe)
-}
-
 fn approvals_file(dir: &Path) -> PathBuf {
     let path = dir.join("approvals.toml");
     std::fs::write(&path, "version = 1\n").expect("write approvals");
@@ -173,7 +158,7 @@ fn an_exec_from_tmp_and_a_listener_beyond_loopback_in_the_namespace() {
     ns.ip(&["addr", "add", "198.18.42.1/32", "dev", "lo"])
         .expect("lab address");
     // A shell, so the command line can carry a secret the program ignores.
-    let (dir, miner) = tmp_copy("/usr/bin/dash", "xmrig");
+    let (dir, miner) = copy_to_tmp("/usr/bin/dash", "xmrig");
     let approvals = approvals_file(dir.path());
     let approvals_text = approvals.to_string_lossy().into_owned();
 
@@ -295,7 +280,7 @@ fn unprivileged_it_says_why_and_polls_proc() {
     assert!(started["poll_interval_ms"].as_u64().is_some(), "{started}");
 
     // A process of nobody's, long-lived enough to be polled.
-    let (_dir, miner) = tmp_copy("/usr/bin/sleep", "kinsing");
+    let (_dir, miner) = copy_to_tmp("/usr/bin/sleep", "kinsing");
     let miner_text = miner.to_string_lossy().into_owned();
     let mut child = Command::new("setpriv")
         .args([
@@ -334,7 +319,7 @@ fn only_suspicious_in_human_lines() {
     if !require_root("watch --only-suspicious") || !Path::new("/var/lib/dpkg/info").is_dir() {
         return;
     }
-    let (_dir, miner) = tmp_copy("/usr/bin/sleep", "watchdogd");
+    let (_dir, miner) = copy_to_tmp("/usr/bin/sleep", "watchdogd");
     let mut watch = Command::new(common::perimeter())
         .args(["watch", "--only-suspicious", "--duration", "120s"])
         .env("NO_COLOR", "1")

@@ -8,7 +8,7 @@
 //! Deadlines are generous guards against a hang, never assertions.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +21,7 @@ use perimeter_host::watch::{
     WatchSummary, Watcher, read_exec,
 };
 use perimeter_model::{Ownership, Protocol};
-use perimeter_testlab::{Ns, require_root};
+use perimeter_testlab::{Ns, copy_to_tmp, require_root};
 
 /// How long a test waits for an event before it gives up (a guard, not a
 /// measurement: events arrive in milliseconds).
@@ -106,20 +106,6 @@ fn connector_opts() -> WatchOptions {
     }
 }
 
-/// A directory under /tmp that other users may enter (tempdir makes it
-/// 0700), holding a copy of `program` under `name`.
-fn tmp_copy(program: &str, name: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::Builder::new()
-        .prefix("perimeter-watch-")
-        .tempdir_in("/tmp")
-        .expect("tempdir under /tmp");
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-        .expect("chmod tempdir");
-    let exe = dir.path().join(name);
-    std::fs::copy(program, &exe).expect("copy the program");
-    (dir, exe)
-}
-
 #[test]
 fn every_exec_of_a_script_chain_is_one_event() {
     if !require_root("watch exec chain") {
@@ -169,7 +155,7 @@ fn an_exec_from_tmp_is_unpackaged_and_world_writable() {
         return;
     }
     let running = Running::start(connector_opts());
-    let (_dir, exe) = tmp_copy("/usr/bin/sleep", "kdevtmpfsi");
+    let (_dir, exe) = copy_to_tmp("/usr/bin/sleep", "kdevtmpfsi");
     let mut child = Command::new(&exe)
         .arg("5")
         .current_dir("/")
@@ -232,7 +218,7 @@ fn processes_that_exit_at_once_are_reported_never_dropped() {
         return;
     }
     let running = Running::start(connector_opts());
-    let (_dir, exe) = tmp_copy("/usr/bin/true", "blink");
+    let (_dir, exe) = copy_to_tmp("/usr/bin/true", "blink");
     // Each one exits before, during or after its event is read: whatever
     // /proc still showed, every one must be reported.
     let mut pids = Vec::new();
@@ -307,7 +293,7 @@ fn a_deleted_executable_is_flagged() {
     if !require_root("watch deleted exe") {
         return;
     }
-    let (_dir, exe) = tmp_copy("/usr/bin/sleep", "gone");
+    let (_dir, exe) = copy_to_tmp("/usr/bin/sleep", "gone");
     let mut child = Command::new(&exe).arg("30").spawn().expect("run the copy");
     // The kernel appends " (deleted)" to the exe link once the file is gone.
     std::fs::remove_file(&exe).expect("delete the copy");
@@ -334,7 +320,7 @@ fn polling_sees_a_process_that_lives_long_enough() {
         exec_source: ExecSourceChoice::ProcPoll,
         ..connector_opts()
     });
-    let (_dir, exe) = tmp_copy("/usr/bin/sleep", "poller");
+    let (_dir, exe) = copy_to_tmp("/usr/bin/sleep", "poller");
     let mut child = Command::new(&exe).arg("30").spawn().expect("run the copy");
     let exec = running.wait_for_exec(child.id());
     let _ = child.kill();

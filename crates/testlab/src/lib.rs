@@ -21,6 +21,25 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+/// A copy of `program` named `name` in a fresh directory under /tmp (mode
+/// 0755, so other users may run it): the "downloaded binary" no package
+/// manager knows, running from a world-writable place. The directory goes
+/// when the returned guard is dropped.
+pub fn copy_to_tmp(program: &str, name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix("perimeter-test-")
+        .tempdir_in("/tmp")
+        .expect("tempdir under /tmp");
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod tempdir");
+    let exe = dir.path().join(name);
+    std::fs::copy(program, &exe).expect("copy the program");
+    (dir, exe)
+}
+
 /// Whether the test runs as root; prints why it skips when not.
 pub fn require_root(test: &str) -> bool {
     let root = nix::unistd::geteuid().is_root();
