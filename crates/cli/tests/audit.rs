@@ -340,10 +340,8 @@ fn unprivileged_audit_says_what_it_could_not_see() {
 
     let output = ns
         .command("setpriv")
+        .args(common::AS_NOBODY)
         .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
             common::perimeter(),
             "audit",
             "--format",

@@ -796,12 +796,8 @@ fn syn_scan_without_cap_net_raw_says_so() {
     let as_nobody = |extra: &[&str]| {
         let mut command = ns.command("setpriv");
         command
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "--inh-caps=-all",
-            ])
+            .args(common::AS_NOBODY)
+            .arg("--inh-caps=-all")
             .arg(common::perimeter())
             .args(["scan", "127.0.0.1", "-p", "9", "--db", &db, "--quiet"])
             .args(extra)

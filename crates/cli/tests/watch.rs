@@ -262,12 +262,8 @@ fn unprivileged_it_says_why_and_polls_proc() {
     let ns = Ns::new("watchnb").expect("netns");
     let mut command = ns.command("setpriv");
     command
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            common::perimeter(),
-        ])
+        .args(common::AS_NOBODY)
+        .arg(common::perimeter())
         .args(watch_args(&[]))
         .current_dir("/");
     let (mut watch, started) = Watch::start(command);
@@ -283,13 +279,8 @@ fn unprivileged_it_says_why_and_polls_proc() {
     let (_dir, miner) = copy_to_tmp("/usr/bin/sleep", "kinsing");
     let miner_text = miner.to_string_lossy().into_owned();
     let mut child = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            &miner_text,
-            "60",
-        ])
+        .args(common::AS_NOBODY)
+        .args([&miner_text, "60"])
         .current_dir("/")
         .spawn()
         .expect("run the copy as nobody");

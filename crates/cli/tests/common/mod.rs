@@ -167,26 +167,24 @@ pub(crate) fn start_redis(ns: &Ns, exe: &Path, bind: &str, port: u16) -> perimet
     )
 }
 
+/// `setpriv` arguments that run the rest of its command line as nobody, with
+/// no supplementary groups.
+pub(crate) const AS_NOBODY: [&str; 3] = ["--reuid=65534", "--regid=65534", "--clear-groups"];
+
 /// Python's http.server on `address:port`, run as nobody (the packaged
 /// /usr/bin/python3: the pyenv shim on PATH is not runnable by nobody).
 pub(crate) fn start_web_as_nobody(ns: &Ns, address: &str, port: u16) -> perimeter_testlab::Daemon {
     let port_text = port.to_string();
-    start_listening(
-        ns,
-        "setpriv",
-        &[
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "/usr/bin/python3",
-            "-m",
-            "http.server",
-            &port_text,
-            "--bind",
-            address,
-            "--directory",
-            "/",
-        ],
-        &format!("{address}:{port}"),
-    )
+    let server = [
+        "/usr/bin/python3",
+        "-m",
+        "http.server",
+        &port_text,
+        "--bind",
+        address,
+        "--directory",
+        "/",
+    ];
+    let args: Vec<&str> = AS_NOBODY.iter().copied().chain(server).collect();
+    start_listening(ns, "setpriv", &args, &format!("{address}:{port}"))
 }
