@@ -13,7 +13,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Finished, LoggingTransport, scan};
+use common::{LoggingTransport, scan};
 use perimeter_model::PortState;
 use perimeter_scan::{
     Connect, FilterCause, Profile, ScanOptions, SynTransport, Transport, no_probes, standard_probes,
@@ -26,11 +26,13 @@ fn sock(text: &str) -> SocketAddr {
     text.parse().expect("test socket address")
 }
 
-/// Runs a scan on a two-thread runtime built inside `scanner`'s namespace.
-fn scan_from<F, Fut>(scanner: &Ns, scan: F) -> Finished
+/// Runs `work` on a two-thread runtime built inside `scanner`'s namespace
+/// (its threads inherit the namespace).
+fn scan_from<T, F, Fut>(scanner: &Ns, work: F) -> T
 where
+    T: Send + 'static,
     F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = Finished>,
+    Fut: Future<Output = T>,
 {
     scanner
         .enter(move || {
@@ -39,9 +41,33 @@ where
                 .enable_all()
                 .build()
                 .expect("tokio runtime");
-            runtime.block_on(scan())
+            runtime.block_on(work())
         })
         .expect("scan inside the scanner namespace")
+}
+
+/// A scanner and a dual-stack target whose nftables make port 2000 silent
+/// (drop), 2001 answer an ICMP administratively-prohibited and 2002 a RST;
+/// any other port without a listener is closed.
+fn states_lab() -> (Lab, Arc<Ns>, Arc<Ns>) {
+    let mut lab = Lab::new().expect("lab");
+    let scanner = lab.add_host("scan", &SCANNER).expect("scanner host");
+    let target = lab
+        .add_host("tgt", &["198.18.0.2/15", "fd00:198:18::2/64"])
+        .expect("target host");
+    target
+        .nft(
+            "table inet perimeter_lab {
+                chain input {
+                    type filter hook input priority filter; policy accept;
+                    tcp dport 2000 drop
+                    tcp dport 2001 reject with icmpx type admin-prohibited
+                    tcp dport 2002 reject with tcp reset
+                }
+            }",
+        )
+        .expect("target ruleset");
+    (lab, scanner, target)
 }
 
 /// Binds `n` listeners on `address` (port 0) inside `ns`; they stay open, and
@@ -85,23 +111,7 @@ fn lab_port_states_are_exact() {
     if !require_root("lab_port_states_are_exact") {
         return;
     }
-    let mut lab = Lab::new().expect("lab");
-    let scanner = lab.add_host("scan", &SCANNER).expect("scanner host");
-    let target = lab
-        .add_host("tgt", &["198.18.0.2/15", "fd00:198:18::2/64"])
-        .expect("target host");
-    target
-        .nft(
-            "table inet perimeter_lab {
-                chain input {
-                    type filter hook input priority filter; policy accept;
-                    tcp dport 2000 drop
-                    tcp dport 2001 reject with icmpx type admin-prohibited
-                    tcp dport 2002 reject with tcp reset
-                }
-            }",
-        )
-        .expect("target ruleset");
+    let (_lab, scanner, target) = states_lab();
     let v4 = listeners(&target, "198.18.0.2:0", 2);
     let v6 = listeners(&target, "[fd00:198:18::2]:0", 1);
     let open: Vec<SocketAddr> = v4
@@ -180,56 +190,31 @@ fn lab_syn_probes_read_every_kind_of_answer() {
     if !require_root("lab_syn_probes_read_every_kind_of_answer") {
         return;
     }
-    let mut lab = Lab::new().expect("lab");
-    let scanner = lab.add_host("scan", &SCANNER).expect("scanner host");
-    let target = lab
-        .add_host("tgt", &["198.18.0.2/15", "fd00:198:18::2/64"])
-        .expect("target host");
-    target
-        .nft(
-            "table inet perimeter_lab {
-                chain input {
-                    type filter hook input priority filter; policy accept;
-                    tcp dport 2000 drop
-                    tcp dport 2001 reject with icmpx type admin-prohibited
-                    tcp dport 2002 reject with tcp reset
-                }
-            }",
-        )
-        .expect("target ruleset");
+    let (_lab, scanner, target) = states_lab();
     let v4 = listeners(&target, "198.18.0.2:0", 1);
     let v6 = listeners(&target, "[fd00:198:18::2]:0", 1);
     let open = [
         v4[0].local_addr().expect("addr"),
         v6[0].local_addr().expect("addr"),
     ];
-    let outcomes = scanner
-        .enter(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
-            runtime.block_on(async move {
-                let syn = SynTransport::open().expect("raw sockets as root");
-                let mut outcomes = Vec::new();
-                for (ip, open) in [("198.18.0.2", open[0]), ("fd00:198:18::2", open[1])] {
-                    let at = |port: u16| SocketAddr::new(ip.parse().expect("ip"), port);
-                    for (address, timeout) in [
-                        (open, 5),
-                        (at(2000), 1),
-                        (at(2001), 5),
-                        (at(2002), 5),
-                        (at(2003), 5),
-                    ] {
-                        let outcome = syn.probe(address, Duration::from_secs(timeout)).await;
-                        outcomes.push((address, describe(&outcome)));
-                    }
-                }
-                outcomes
-            })
-        })
-        .expect("probe inside the scanner namespace");
+    let outcomes = scan_from(&scanner, move || async move {
+        let syn = SynTransport::open().expect("raw sockets as root");
+        let mut outcomes = Vec::new();
+        for (ip, open) in [("198.18.0.2", open[0]), ("fd00:198:18::2", open[1])] {
+            let at = |port: u16| SocketAddr::new(ip.parse().expect("ip"), port);
+            for (address, timeout) in [
+                (open, 5),
+                (at(2000), 1),
+                (at(2001), 5),
+                (at(2002), 5),
+                (at(2003), 5),
+            ] {
+                let outcome = syn.probe(address, Duration::from_secs(timeout)).await;
+                outcomes.push((address, describe(&outcome)));
+            }
+        }
+        outcomes
+    });
     for (ip, open) in [("198.18.0.2", open[0]), ("[fd00:198:18::2]", open[1])] {
         let at = |port: u16| sock(&format!("{ip}:{port}"));
         let expected = [
