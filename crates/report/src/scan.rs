@@ -130,30 +130,10 @@ pub struct StateTotals {
     pub filtered: u64,
 }
 
-impl StateTotals {
-    /// The totals of `results` alone.
-    pub fn of(results: &[PortResult]) -> StateTotals {
-        let count = |state| results.iter().filter(|r| r.state == state).count() as u64;
-        StateTotals {
-            open: count(PortState::Open),
-            closed: count(PortState::Closed),
-            filtered: count(PortState::Filtered),
-        }
-    }
-}
-
-/// The `perimeter.scan/1` document, its summary counting `results`.
-pub fn to_json(info: &ScanInfo, results: &[PortResult]) -> serde_json::Value {
-    to_json_with_totals(info, results, StateTotals::of(results))
-}
-
-/// The `perimeter.scan/1` document, its summary giving `totals` (the scan's
-/// own counts, when closed and filtered ports were not kept).
-pub fn to_json_with_totals(
-    info: &ScanInfo,
-    results: &[PortResult],
-    totals: StateTotals,
-) -> serde_json::Value {
+/// The `perimeter.scan/1` document, its summary giving `totals`: the scan's
+/// own counts, which also cover the closed and filtered ports not kept in
+/// `results`.
+pub fn to_json(info: &ScanInfo, results: &[PortResult], totals: StateTotals) -> serde_json::Value {
     let mut findings: BTreeMap<&'static str, usize> =
         Severity::ALL.iter().map(|s| (s.as_str(), 0)).collect();
     for finding in results.iter().flat_map(|r| &r.findings) {
@@ -197,15 +177,8 @@ pub fn sorted(results: &[PortResult]) -> Vec<&PortResult> {
     sorted
 }
 
-/// The human report: a header, one row per result, then the findings worst
-/// first.
-pub fn to_human(info: &ScanInfo, results: &[PortResult], style: Style) -> String {
-    to_human_with_totals(info, results, StateTotals::of(results), style)
-}
-
-/// The human report, its first line giving `totals` (the scan's own counts,
-/// when closed and filtered ports were not kept).
-pub fn to_human_with_totals(
+/// The human report, its first line giving `totals` (as for [`to_json`]).
+pub fn to_human(
     info: &ScanInfo,
     results: &[PortResult],
     totals: StateTotals,
@@ -553,7 +526,15 @@ mod tests {
 
     #[test]
     fn json_document_has_schema_and_result_fields() {
-        let doc = to_json(&info(), &results());
+        let doc = to_json(
+            &info(),
+            &results(),
+            StateTotals {
+                open: 1,
+                closed: 1,
+                filtered: 0,
+            },
+        );
         assert_eq!(doc["schema"], "perimeter.scan/1");
         assert_eq!(doc["scan"]["seed"], "18446744073709551615");
         assert_eq!(doc["summary"]["open"], 1);
@@ -573,7 +554,7 @@ mod tests {
             closed: 65_000,
             filtered: 3,
         };
-        let doc = to_json_with_totals(&info(), &results(), totals);
+        let doc = to_json(&info(), &results(), totals);
         assert_eq!(doc["summary"]["closed"], 65_000);
         assert_eq!(doc["summary"]["filtered"], 3);
         assert_eq!(
@@ -589,7 +570,7 @@ mod tests {
             closed: 65_000,
             filtered: 3,
         };
-        let text = to_human_with_totals(&info(), &results(), totals, crate::Style::plain());
+        let text = to_human(&info(), &results(), totals, crate::Style::plain());
         let first = text.lines().next().unwrap_or_default();
         assert!(
             first.ends_with(": 1 open port, 65000 closed, 3 filtered"),

@@ -14,9 +14,7 @@ use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use perimeter_model::{PortResult, PortState, ScanInfo, Severity};
 use perimeter_report::diff::PortChange;
-use perimeter_report::scan::{
-    StateTotals, to_human_with_totals, to_json_with_totals, to_jsonl_line, to_nmap_xml,
-};
+use perimeter_report::scan::{StateTotals, to_human, to_json, to_jsonl_line, to_nmap_xml};
 use perimeter_scan::{
     PortSet, Profile, ScanEvent, ScanOptions, ScanPlan, SystemResolver, TargetRequest,
     TcpTransport, read_target_file, resolve_targets, standard_probes,
@@ -391,11 +389,11 @@ async fn scan(args: ScanArgs, settings: Settings, terminal: &Terminal) -> Result
     match args.format {
         ScanFormat::Human => print!(
             "{}",
-            to_human_with_totals(&info, &kept, totals, terminal.stdout_style())
+            to_human(&info, &kept, totals, terminal.stdout_style())
         ),
         ScanFormat::Json => println!(
             "{}",
-            serde_json::to_string_pretty(&to_json_with_totals(&info, &kept, totals))?
+            serde_json::to_string_pretty(&to_json(&info, &kept, totals))?
         ),
         ScanFormat::Xml => print!("{}", to_nmap_xml(&info, &kept, &settings.args_text)),
         ScanFormat::Jsonl => {}

@@ -20,7 +20,7 @@ use std::net::IpAddr;
 
 use anyhow::{Context, Result, bail};
 use perimeter_model::{Environment, Severity};
-use perimeter_report::scan::{to_human_with_totals, to_json_with_totals, to_nmap_xml};
+use perimeter_report::scan::{to_human, to_json, to_nmap_xml};
 use perimeter_scan::TargetRequest;
 
 use crate::args::{ScanFormat, VerifyArgs};
@@ -132,7 +132,7 @@ pub(crate) fn run(args: VerifyArgs, terminal: &Terminal) -> Result<u8> {
         ScanFormat::Human => {
             print!(
                 "{}",
-                to_human_with_totals(&info, &results, totals, terminal.stdout_style())
+                to_human(&info, &results, totals, terminal.stdout_style())
             );
             println!(
                 "\nverified from {}",
@@ -148,7 +148,7 @@ pub(crate) fn run(args: VerifyArgs, terminal: &Terminal) -> Result<u8> {
             );
         }
         ScanFormat::Json | ScanFormat::Jsonl => {
-            let mut doc = to_json_with_totals(&info, &results, totals);
+            let mut doc = to_json(&info, &results, totals);
             if let Some(map) = doc.as_object_mut() {
                 map.insert(
                     "verify".into(),
