@@ -21,7 +21,7 @@ use std::hash::{BuildHasher as _, Hasher as _, RandomState};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -324,10 +324,7 @@ pub enum SynError {
 /// Answers wanted, by (address, port): the cookie expected and where to send
 /// the answer. Bounded by the scan's concurrency: one waiter per port in
 /// flight.
-#[derive(Debug, Default)]
-struct Waiters {
-    by_port: HashMap<(IpAddr, u16), Waiter>,
-}
+type Waiters = HashMap<(IpAddr, u16), Waiter>;
 
 #[derive(Debug)]
 struct Waiter {
@@ -344,7 +341,6 @@ struct Shared {
     /// Sharded by (address, port): the probes insert and remove, the reader
     /// delivers, and one lock for all of them was a hot spot.
     waiters: [Mutex<Waiters>; WAITER_SHARDS],
-    stop: AtomicBool,
     next_id: AtomicU64,
     /// Answers that matched no waiter (late, duplicated, or not ours): for
     /// the record, not acted on.
@@ -356,8 +352,7 @@ const WAITER_SHARDS: usize = 16;
 impl Shared {
     fn new() -> Shared {
         Shared {
-            waiters: std::array::from_fn(|_| Mutex::new(Waiters::default())),
-            stop: AtomicBool::new(false),
+            waiters: std::array::from_fn(|_| Mutex::new(Waiters::new())),
             next_id: AtomicU64::new(0),
             n_unmatched: AtomicU64::new(0),
         }
@@ -378,7 +373,7 @@ impl Shared {
     fn expire(&self, now: std::time::Instant) {
         for shard in &self.waiters {
             if let Ok(mut waiters) = shard.lock() {
-                waiters.by_port.retain(|_, waiter| waiter.deadline > now);
+                waiters.retain(|_, waiter| waiter.deadline > now);
             }
         }
     }
@@ -391,9 +386,9 @@ impl Shared {
         let Ok(mut waiters) = self.shard(key).lock() else {
             return;
         };
-        match waiters.by_port.get(&key) {
+        match waiters.get(&key) {
             Some(waiter) if waiter.ack == reply.ack => {
-                if let Some(waiter) = waiters.by_port.remove(&key) {
+                if let Some(waiter) = waiters.remove(&key) {
                     let _ = waiter.tx.send(reply.answer);
                 }
             }
@@ -450,7 +445,11 @@ impl SynTransport {
         let v6 = match open_side(AddressFamily::INET6, &shared, source_port) {
             Ok(side) => Some(side),
             // No IPv6 on this host: IPv6 targets then fail as local errors.
-            Err(SynError::Socket(err)) if err.raw_os_error() == Some(libc_eafnosupport()) => None,
+            Err(SynError::Socket(err))
+                if err.raw_os_error() == Some(rustix::io::Errno::AFNOSUPPORT.raw_os_error()) =>
+            {
+                None
+            }
             Err(err) => return Err(err),
         };
         let sweeper = tokio::runtime::Handle::try_current()
@@ -465,17 +464,6 @@ impl SynTransport {
             sweeper,
             routes: RwLock::new(HashMap::new()),
         })
-    }
-
-    /// The source port every SYN of this scan comes from.
-    pub fn source_port(&self) -> u16 {
-        self.source_port
-    }
-
-    /// Answers that matched no probe so far (late answers after a timeout,
-    /// duplicates, other traffic to the source port).
-    pub fn unmatched(&self) -> u64 {
-        self.shared.n_unmatched.load(Ordering::Relaxed)
     }
 
     /// The source address the kernel would use towards `destination`, from a
@@ -545,7 +533,7 @@ impl SynTransport {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let key = (destination, address.port());
         if let Ok(mut waiters) = self.shared.shard(key).lock() {
-            waiters.by_port.insert(
+            waiters.insert(
                 key,
                 Waiter {
                     id,
@@ -589,24 +577,28 @@ impl Drop for WaiterGuard<'_> {
     fn drop(&mut self) {
         if let Ok(mut waiters) = self.shared.shard(self.key).lock()
             && waiters
-                .by_port
                 .get(&self.key)
                 .is_some_and(|waiter| waiter.id == self.id)
         {
-            waiters.by_port.remove(&self.key);
+            waiters.remove(&self.key);
         }
     }
 }
 
 impl Drop for SynTransport {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Relaxed);
         for side in std::iter::once(&self.v4).chain(self.v6.as_ref()) {
             for reader in &side.readers {
                 reader.abort();
             }
         }
         self.sweeper.abort();
+        // Late answers after a timeout, duplicates, other traffic to the
+        // source port: for whoever debugs a scan that lost answers.
+        tracing::debug!(
+            unmatched = self.shared.n_unmatched.load(Ordering::Relaxed),
+            "SYN scan answers that matched no probe"
+        );
     }
 }
 
@@ -620,10 +612,6 @@ impl Transport for SynTransport {
     async fn probe(&self, address: SocketAddr, timeout: Duration) -> Connect<Option<TcpStream>> {
         self.syn(address, timeout).await.map(|()| None)
     }
-}
-
-fn libc_eafnosupport() -> i32 {
-    rustix::io::Errno::AFNOSUPPORT.raw_os_error()
 }
 
 fn open_side(
@@ -759,7 +747,7 @@ const SWEEP_EVERY: Duration = Duration::from_millis(5);
 async fn sweep(shared: Arc<Shared>) {
     let mut ticks = tokio::time::interval(SWEEP_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    while !shared.stop.load(Ordering::Relaxed) {
+    loop {
         ticks.tick().await;
         shared.expire(std::time::Instant::now());
     }
@@ -769,7 +757,7 @@ async fn sweep(shared: Arc<Shared>) {
 /// copied to a raw socket; the ones that answer a waiting probe wake it.
 async fn read_answers(socket: AsyncFd<OwnedFd>, shared: Arc<Shared>, source_port: u16, feed: Feed) {
     let mut buffer = [0u8; READ_BYTES];
-    while !shared.stop.load(Ordering::Relaxed) {
+    loop {
         let mut ready = match socket.readable().await {
             Ok(ready) => ready,
             Err(err) => {
@@ -1050,20 +1038,15 @@ mod tests {
     fn answers_wake_only_the_matching_waiter() {
         let shared = Shared::new();
         let (tx, mut rx) = oneshot::channel();
-        shared
-            .shard((TARGET, 6379))
-            .lock()
-            .expect("lock")
-            .by_port
-            .insert(
-                (TARGET, 6379),
-                Waiter {
-                    id: 0,
-                    ack: 8,
-                    deadline: std::time::Instant::now() + Duration::from_secs(60),
-                    tx,
-                },
-            );
+        shared.shard((TARGET, 6379)).lock().expect("lock").insert(
+            (TARGET, 6379),
+            Waiter {
+                id: 0,
+                ack: 8,
+                deadline: std::time::Instant::now() + Duration::from_secs(60),
+                tx,
+            },
+        );
         let reply = |ack, to_port| Reply {
             from: TARGET,
             port: 6379,
@@ -1082,7 +1065,7 @@ mod tests {
             shared
                 .waiters
                 .iter()
-                .all(|shard| shard.lock().expect("lock").by_port.is_empty())
+                .all(|shard| shard.lock().expect("lock").is_empty())
         );
     }
 
@@ -1121,20 +1104,15 @@ mod tests {
         let mut receivers = Vec::new();
         for (port, after) in [(1, 10), (2, 30)] {
             let (tx, rx) = oneshot::channel();
-            shared
-                .shard((TARGET, port))
-                .lock()
-                .expect("lock")
-                .by_port
-                .insert(
-                    (TARGET, port),
-                    Waiter {
-                        id: u64::from(port),
-                        ack: 0,
-                        deadline: now + Duration::from_millis(after),
-                        tx,
-                    },
-                );
+            shared.shard((TARGET, port)).lock().expect("lock").insert(
+                (TARGET, port),
+                Waiter {
+                    id: u64::from(port),
+                    ack: 0,
+                    deadline: now + Duration::from_millis(after),
+                    tx,
+                },
+            );
             receivers.push(rx);
         }
         shared.expire(now + Duration::from_millis(20));
