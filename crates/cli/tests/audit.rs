@@ -42,31 +42,7 @@ fn tarball_redis_as_root_on_every_interface_without_password() {
         .expect("lab address");
     let (dir, exe) = tarball_redis();
     let exe_text = exe.to_string_lossy().into_owned();
-    let mut redis = ns
-        .spawn(
-            &exe_text,
-            &[
-                "--port",
-                "6379",
-                "--bind",
-                "* -::*",
-                "--protected-mode",
-                "no",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-            ],
-        )
-        .expect("start redis");
-    ns.wait_tcp(
-        "127.0.0.1:6379".parse().expect("addr"),
-        Duration::from_secs(10),
-    )
-    .expect("redis listens");
-    redis.ensure_running().expect("redis running");
+    let redis = common::start_redis(&ns, &exe, "* -::*", 6379);
     let pid = redis.pid();
 
     let (code, doc) = audit_json(Some(&ns), &no_approvals(dir.path()), &[]);
