@@ -7,7 +7,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use perimeter_host::sockets::{self, Family};
-use perimeter_host::watch::{self, ProcEvent, ProcEventError};
+use perimeter_watch::{self as watch, ProcEvent, ProcEventError};
 use perimeter_model::Protocol;
 
 /// `sizeof(struct nlmsghdr)`: the least a netlink message takes.

@@ -18,7 +18,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use libfuzzer_sys::fuzz_target;
-use perimeter_host::inventory::{origin, parse_id_names, sweep};
+use perimeter_inventory::{origin, parse_id_names, sweep};
 use perimeter_host::packages::{self, Diversion, InstalledPackage, RpmPackage};
 use perimeter_model::PackageRef;
 

@@ -12,12 +12,12 @@ use perimeter_model::{
     EnvKind, Environment, Finding, HostSnapshot, Listener, PortResult, PortState, Severity,
 };
 
-use crate::netset::{covers_everything, subtract};
 use crate::rules::{
     ENV_DEV_OPEN, ENV_DEV_REACHABLE, ENV_EXPIRED, ENV_PROD_UNEXPECTED_PORT, ENV_SHARED_HOST,
     ENV_UNKNOWN_HOST, FIREWALL_ALLOWS_ANY,
 };
 use crate::{CheckConfig, listener_subject};
+use perimeter_model::addrset::{covers_family, subtract_nets};
 
 /// The environments a namespace's non-loopback addresses fall in.
 fn namespace_environments<'a>(
@@ -77,11 +77,11 @@ fn beyond(
     reach: &perimeter_model::Reach,
     allow_from: &[IpNet],
 ) -> (Vec<IpNet>, Vec<(IpNet, String)>) {
-    let allowed = subtract(&reach.allowed, allow_from);
+    let allowed = subtract_nets(&reach.allowed, allow_from);
     let unknown = reach
         .unknown
         .iter()
-        .filter(|(net, _)| !subtract(&[*net], allow_from).is_empty())
+        .filter(|(net, _)| !subtract_nets(&[*net], allow_from).is_empty())
         .cloned()
         .collect();
     (allowed, unknown)
@@ -102,7 +102,7 @@ pub(crate) fn check(snapshot: &HostSnapshot, config: &CheckConfig) -> Vec<Findin
         let subject = listener_subject(snapshot, listener);
         let (outside, unknown) = beyond(reach, &env.allow_from);
         let public = env.public_ports.contains(&listener.port);
-        let from_anywhere = covers_everything(&reach.allowed, listener.address);
+        let from_anywhere = covers_family(&reach.allowed, listener.address);
 
         if env.kind.is_restricted() && (!outside.is_empty() || !unknown.is_empty()) {
             let decided = !outside.is_empty();

@@ -11,7 +11,6 @@ pub mod environments;
 mod exec;
 mod firewall;
 mod listener;
-mod netset;
 pub mod pkg;
 mod redis;
 pub mod rules;

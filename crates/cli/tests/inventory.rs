@@ -13,7 +13,7 @@ use common::{code, run, stderr, stdout};
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/tests/fixtures/inventory")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../inventory/tests/fixtures")
 }
 
 fn fixture_root() -> String {

@@ -17,7 +17,9 @@ use perimeter_model::{
 use crate::listeners::{ListenerOptions, collect_listeners};
 use crate::netns::{netns_inode, run_in_netns};
 use crate::packages::PackageDb;
-use crate::{firewall, reachability, redis, sshd};
+use perimeter_firewall::reachability;
+
+use crate::{firewall, redis, sshd};
 
 /// What to collect.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,7 +129,7 @@ pub fn collect(opts: &AuditOptions) -> Collected {
             };
             let read = early.unwrap_or_else(|| firewall::read_ruleset(enter.as_deref()));
             let (ruleset, problems, unread) = read;
-            let verdict = firewall::verdict_of(&ruleset, &problems, &unread);
+            let verdict = perimeter_firewall::verdict_of(&ruleset, &problems, &unread);
             snapshot.problems.extend(problems);
             // Reachability on a partly read ruleset could call open what an
             // unread table drops: only a complete reading is evaluated.
@@ -156,7 +158,7 @@ pub fn collect(opts: &AuditOptions) -> Collected {
 fn reach_of_listeners(
     listeners: &[Listener],
     netns_inode: u64,
-    ruleset: &firewall::Ruleset,
+    ruleset: &perimeter_firewall::Ruleset,
 ) -> BTreeMap<(u64, u64), perimeter_model::Reach> {
     let mut out = BTreeMap::new();
     for listener in listeners

@@ -6,16 +6,14 @@
 //! failure is data: what could not be read becomes a `Problem`, never a panic.
 
 pub mod audit;
+pub mod command;
 pub mod firewall;
 pub mod interfaces;
-pub mod inventory;
 pub mod listeners;
 pub mod netns;
 pub mod packages;
 pub mod procs;
-pub mod reachability;
 pub mod redis;
 pub mod sockets;
 pub mod sshd;
 pub mod users;
-pub mod watch;

@@ -182,7 +182,7 @@ pub fn collect_listeners(opts: &ListenerOptions) -> ListenerFacts {
 
 /// The inode of /proc/WHO/ns/net.
 /// The inode of the network namespace a `/proc/.../ns/net` link names.
-pub(crate) fn read_ns_inode(path: &Path) -> Result<u64, Problem> {
+pub fn read_ns_inode(path: &Path) -> Result<u64, Problem> {
     let subject = path.display().to_string();
     let link = std::fs::read_link(path)
         .map_err(|err| Problem::new(&subject, format!("cannot read network namespace: {err}")))?;
@@ -284,7 +284,7 @@ fn scan_from_outside(entry: &NamespaceEntry, proc_root: &Path, err: &NetnsError)
 }
 
 /// The listener a socket is, its owners from `walk` (none without one).
-pub(crate) fn to_listener(
+pub fn to_listener(
     raw: RawSocket,
     netns: &Netns,
     interface_names: &BTreeMap<u32, String>,

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use perimeter_model::{Problem, SshdEvaluation, SshdFacts};
 
-use crate::firewall::{find_tool, run_bounded};
+use crate::command::{find_tool, run_bounded};
 
 /// Where relative `Include` paths are resolved, as OpenSSH's `SSHDIR`.
 const SSHDIR: &str = "/etc/ssh";

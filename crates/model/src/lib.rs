@@ -7,6 +7,7 @@
 //! Output schemas live in `perimeter-report`, storage rows in `perimeter-store`, so
 //! a change to a wire format never ripples into the domain.
 
+pub mod addrset;
 mod environment;
 mod finding;
 mod host;

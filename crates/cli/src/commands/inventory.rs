@@ -13,8 +13,8 @@ use perimeter_checks::pkg::{
     self, Change, ChangedPackageFile, FileArea, PkgFacts, UnitFileKind, UnownedExecutable,
     UnownedUnit,
 };
-use perimeter_host::inventory::{
-    self, Area, ChangedFile, FileChange, FileMeta, Inventory, InventoryOptions, ProcessOwnership,
+use perimeter_inventory::{
+    Area, ChangedFile, FileChange, FileMeta, Inventory, InventoryOptions, ProcessOwnership,
     UnitKind,
 };
 use perimeter_model::{Finding, Severity};
@@ -152,7 +152,7 @@ fn options(source: &SourceArgs, hash_files: bool) -> Result<InventoryOptions> {
 fn show(args: ShowArgs, terminal: &Terminal) -> Result<u8> {
     let opts = options(&args.source, false)?;
     let taken_at = OffsetDateTime::now_utc();
-    let collected = inventory::collect(&opts);
+    let collected = perimeter_inventory::collect(&opts);
     let findings = findings(&collected);
     let manifest = manifest_of(&collected, taken_at, true);
     let processes = process_entries(&collected);
@@ -183,7 +183,7 @@ fn show(args: ShowArgs, terminal: &Terminal) -> Result<u8> {
 fn export(args: ExportArgs) -> Result<u8> {
     let opts = options(&args.source, true)?;
     let taken_at = OffsetDateTime::now_utc();
-    let collected = inventory::collect(&opts);
+    let collected = perimeter_inventory::collect(&opts);
     let manifest = manifest_of(&collected, taken_at, false);
     let text = manifest_to_json(&manifest);
     match &args.output {

@@ -4,7 +4,7 @@
 //! appears or goes away, one line or one JSON object per event, until
 //! `--duration` passes or Ctrl-C.
 //!
-//! The events come from `perimeter_host::watch`; this module owns the flags,
+//! The events come from `perimeter_watch`; this module owns the flags,
 //! the approvals check of new listeners, the `perimeter.watch-event/1` JSON
 //! Lines schema, the human lines, and stopping on SIGINT/SIGTERM.
 
@@ -19,12 +19,12 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use nix::sys::signal::{SigSet, Signal};
 use perimeter_checks::approvals::{self, Approvals, Verdict};
-use perimeter_host::watch::{
+use perimeter_model::{Ownership, Problem, Process};
+use perimeter_report::audit::redacted_cmdline;
+use perimeter_watch::{
     ExecEvent, ExecSource, ExecSourceChoice, ListenerEvent, Started, WatchEvent, WatchOptions,
     WatchSummary, Watcher,
 };
-use perimeter_model::{Ownership, Problem, Process};
-use perimeter_report::audit::redacted_cmdline;
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -214,7 +214,7 @@ fn announce(started: &Started, interval: Duration, approvals: &ApprovalsFile, fo
         let _ = writeln!(
             stderr,
             "perimeter: note: polling /proc for new processes every {} ms instead of the process events connector: processes that live shorter than that can be missed",
-            perimeter_host::watch::PROC_POLL_INTERVAL.as_millis()
+            perimeter_watch::PROC_POLL_INTERVAL.as_millis()
         );
     }
     for problem in &started.problems {
@@ -670,7 +670,7 @@ impl<W: Write> Output<W> {
             exec_source: started.exec_source.as_str(),
             exec_source_note: started.fallback_reason.as_deref(),
             poll_interval_ms: (started.exec_source == ExecSource::ProcPoll)
-                .then(|| perimeter_host::watch::PROC_POLL_INTERVAL.as_millis()),
+                .then(|| perimeter_watch::PROC_POLL_INTERVAL.as_millis()),
             entered_initial_netns: started.entered_initial_netns,
             interval_ms: interval.as_millis(),
             namespaces: started
@@ -773,7 +773,7 @@ impl<W: Write> Output<W> {
             let labels: Vec<String> = flags
                 .iter()
                 .map(|flag| match (flag, &exec.world_writable_dir) {
-                    (perimeter_host::watch::ExecFlag::WorldWritable, Some(dir)) => {
+                    (perimeter_watch::ExecFlag::WorldWritable, Some(dir)) => {
                         format!("world-writable {}", dir.display())
                     }
                     _ => flag.as_str().to_owned(),
@@ -917,8 +917,8 @@ impl<W: Write> Output<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use perimeter_host::watch::ExecSource;
     use perimeter_model::{Netns, PackageRef, Protocol, Scope, SocketOwner};
+    use perimeter_watch::ExecSource;
 
     fn at() -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_000_000_123)

@@ -38,16 +38,18 @@ use netlink_sys::protocols::NETLINK_CONNECTOR;
 use netlink_sys::{Socket, SocketAddr};
 use perimeter_model::{Listener, Netns, Ownership, Problem, Process, Protocol};
 
-use crate::interfaces::interface_names;
-use crate::listeners::{ListenerOptions, collect_listeners, read_ns_inode, to_listener};
-use crate::netns::{NetnsError, RUN_NETNS, name_namespace, named_namespaces, parse_ns_link};
-use crate::packages::PackageDb;
-use crate::procs::{
+use perimeter_host::interfaces::interface_names;
+use perimeter_host::listeners::{ListenerOptions, collect_listeners, read_ns_inode, to_listener};
+use perimeter_host::netns::{
+    NetnsError, RUN_NETNS, name_namespace, named_namespaces, parse_ns_link,
+};
+use perimeter_host::packages::PackageDb;
+use perimeter_host::procs::{
     PROC_LINK_CAPABILITY, parse_cgroup, parse_cmdline, parse_effective_capabilities,
     parse_exe_link, parse_status, walk_processes,
 };
-use crate::sockets::{RawSocket, dump_sockets};
-use crate::users::AccountCache;
+use perimeter_host::sockets::{RawSocket, dump_sockets};
+use perimeter_host::users::AccountCache;
 
 // ---------------------------------------------------------------------------
 // The process events connector: wire format
@@ -416,7 +418,9 @@ impl Connector {
                 // Sending to the kernel is refused where no connector exists:
                 // any namespace but the initial one.
                 let ns_file = initial_netns_file(proc_root);
-                match crate::netns::run_in_netns(&ns_file, || Connector::open_here(has_net_admin)) {
+                match perimeter_host::netns::run_in_netns(&ns_file, || {
+                    Connector::open_here(has_net_admin)
+                }) {
                     Ok(Ok(mut connector)) => {
                         connector.entered_initial_netns = true;
                         Ok(connector)

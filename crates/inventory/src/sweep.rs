@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use perimeter_model::{Ownership, Problem};
 
 use super::{FileMeta, Image};
-use crate::packages::PackageIndex;
+use perimeter_host::packages::PackageIndex;
 
 /// Deeper than this is not a software tree but a loop or an attack on the
 /// sweep; it is reported and cut.

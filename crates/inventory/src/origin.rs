@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 
 use perimeter_model::Problem;
 
-use crate::packages::InstalledPackage;
+use perimeter_host::packages::InstalledPackage;
 
 /// apt's helper that decompresses any index format apt itself writes.
 const APT_HELPER: &str = "/usr/lib/apt/apt-helper";

@@ -10,8 +10,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use libfuzzer_sys::fuzz_target;
-use perimeter_host::firewall::{self, Backend, Family, IpVersion, Ruleset};
-use perimeter_host::reachability::{self, Probe, SourceFate};
+use perimeter_firewall::{self as firewall, AddrFamily, Backend, Family, Ruleset};
+use perimeter_firewall::reachability::{self, Probe, SourceFate};
 use perimeter_model::{FirewallVerdict, Protocol};
 
 /// Listeners whose reachability is asked: every wildcard, a specific address
@@ -57,13 +57,13 @@ fuzz_target!(|bytes: &[u8]| {
     }
 
     for backend in [Backend::IptablesLegacy, Backend::IptablesNft] {
-        let v4 = firewall::parse_iptables_save(&text, IpVersion::V4, backend);
-        let v6 = firewall::parse_iptables_save(&text, IpVersion::V6, backend);
+        let v4 = firewall::parse_iptables_save(&text, AddrFamily::V4, backend);
+        let v6 = firewall::parse_iptables_save(&text, AddrFamily::V6, backend);
         let verdict = firewall::verdict_from_iptables_save(&text, &text, backend);
         match (v4, v6) {
             (Ok(v4), Ok(v6)) => {
-                saved_rules(&v4, &text, IpVersion::V4, backend);
-                saved_rules(&v6, &text, IpVersion::V6, backend);
+                saved_rules(&v4, &text, AddrFamily::V4, backend);
+                saved_rules(&v6, &text, AddrFamily::V6, backend);
                 let mut both = v4;
                 both.extend(v6);
                 assert_eq!(verdict, firewall::default_deny(&both));
@@ -76,10 +76,10 @@ fuzz_target!(|bytes: &[u8]| {
 
 /// What an `iptables-save` listing became: chains of its family and backend,
 /// each rule keeping its trimmed line and its position in the chain.
-fn saved_rules(ruleset: &Ruleset, text: &str, version: IpVersion, backend: Backend) {
+fn saved_rules(ruleset: &Ruleset, text: &str, version: AddrFamily, backend: Backend) {
     let family = match version {
-        IpVersion::V4 => Family::Ip,
-        IpVersion::V6 => Family::Ip6,
+        AddrFamily::V4 => Family::Ip,
+        AddrFamily::V6 => Family::Ip6,
     };
     for chain in &ruleset.chains {
         assert_eq!((chain.family, chain.backend), (family, backend));

@@ -16,12 +16,12 @@ use std::sync::mpsc::{Receiver, channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use perimeter_host::watch::{
+use perimeter_model::{Ownership, Protocol};
+use perimeter_testlab::{Ns, copy_to_tmp, require_root};
+use perimeter_watch::{
     ExecEvent, ExecFlag, ExecSource, ExecSourceChoice, ListenerEvent, WatchEvent, WatchOptions,
     WatchSummary, Watcher, read_exec,
 };
-use perimeter_model::{Ownership, Protocol};
-use perimeter_testlab::{Ns, copy_to_tmp, require_root};
 
 /// How long a test waits for an event before it gives up (a guard, not a
 /// measurement: events arrive in milliseconds).

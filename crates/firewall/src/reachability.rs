@@ -1,6 +1,6 @@
 //! Which source addresses can open a new connection to a listener through the
 //! local firewall, worked out over the [`Ruleset`] model of
-//! [`crate::firewall`] without sending a packet.
+//! [`crate::ir`] without sending a packet.
 //!
 //! The question is asked for one [`Probe`] (protocol, destination address and
 //! port of a new inbound connection arriving on an interface other than
@@ -38,15 +38,17 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::rc::Rc;
 
-use ipnet::{IpNet, Ipv4Subnets, Ipv6Subnets};
+use ipnet::IpNet;
 use perimeter_model::Protocol;
 
-use crate::firewall::{
-    Backend, Chain, Condition, Family, Field, Hook, IpVersion, MapElements, Op, Policy, Rule,
-    Ruleset, Value, Verdict, VerdictMap,
+use perimeter_model::addrset::{AddrFamily, AddrRanges, address_number};
+
+use crate::ir::{
+    Backend, Chain, Condition, Family, Field, Hook, MapElements, Op, Policy, Rule, Ruleset, Value,
+    Verdict, VerdictMap,
 };
 
 /// A new inbound connection, arriving on an interface other than loopback.
@@ -62,10 +64,10 @@ pub struct Probe {
 
 impl Probe {
     /// The family whose source addresses are considered: the destination's.
-    pub fn version(&self) -> IpVersion {
+    pub fn version(&self) -> AddrFamily {
         match self.dst {
-            IpAddr::V4(_) => IpVersion::V4,
-            IpAddr::V6(_) => IpVersion::V6,
+            IpAddr::V4(_) => AddrFamily::V4,
+            IpAddr::V6(_) => AddrFamily::V6,
         }
     }
 }
@@ -147,13 +149,13 @@ impl Reachability {
 /// Source prefixes in words: `every source`, `every source except
 /// 198.51.100.66/32`, or the list itself, whichever is shorter. Prefixes of
 /// the other family are left out.
-pub fn describe_sources(nets: &[IpNet], version: IpVersion) -> String {
-    let set = SourceSet::from_ranges(
+pub fn describe_sources(nets: &[IpNet], version: AddrFamily) -> String {
+    let set = AddrRanges::from_ranges(
         nets.iter()
             .filter(|net| {
                 matches!(
                     (net, version),
-                    (IpNet::V4(_), IpVersion::V4) | (IpNet::V6(_), IpVersion::V6)
+                    (IpNet::V4(_), AddrFamily::V4) | (IpNet::V6(_), AddrFamily::V6)
                 )
             })
             .map(|net| {
@@ -164,13 +166,13 @@ pub fn describe_sources(nets: &[IpNet], version: IpVersion) -> String {
             })
             .collect(),
     );
-    set.describe(&SourceSet::universe(version), version, usize::MAX)
+    set.describe(&AddrRanges::universe(version), version, usize::MAX)
 }
 
 /// Which sources can reach the listener `probe` describes through `ruleset`.
 pub fn reachability(ruleset: &Ruleset, probe: &Probe) -> Reachability {
     let version = probe.version();
-    let universe = SourceSet::universe(version);
+    let universe = AddrRanges::universe(version);
     let mut bases: Vec<usize> = ruleset
         .chains
         .iter()
@@ -252,9 +254,9 @@ pub fn reachability(ruleset: &Ruleset, probe: &Probe) -> Reachability {
     }
 
     let mut allowed = universe.clone();
-    let mut denied = SourceSet::empty();
+    let mut denied = AddrRanges::empty();
     for (_, parts) in &outcomes {
-        let mut accepted = SourceSet::empty();
+        let mut accepted = AddrRanges::empty();
         for part in parts {
             match part.fate {
                 Fate::Accepted => accepted.insert(&part.sources),
@@ -265,8 +267,8 @@ pub fn reachability(ruleset: &Ruleset, probe: &Probe) -> Reachability {
         allowed = allowed.intersection(&accepted);
     }
 
-    let mut unknown_by_reason: Vec<(String, SourceSet)> = Vec::new();
-    let mut accepted_by_site: BTreeMap<SiteId, SourceSet> = BTreeMap::new();
+    let mut unknown_by_reason: Vec<(String, AddrRanges)> = Vec::new();
+    let mut accepted_by_site: BTreeMap<SiteId, AddrRanges> = BTreeMap::new();
     for (base, parts) in &outcomes {
         for part in parts.iter().take(MAX_EVIDENCE_PER_CHAIN) {
             evidence.push(walker.describe_part(*base, part));
@@ -376,7 +378,7 @@ enum Fate {
 #[derive(Debug, Clone)]
 struct Part {
     fate: Fate,
-    sources: SourceSet,
+    sources: AddrRanges,
     /// The rules or policy that gave the verdict (empty for unknown).
     sites: Vec<SiteId>,
 }
@@ -389,7 +391,7 @@ struct Frame {
     next_rule: usize,
     /// The sources the jumps and gotos leading here let in, by their own
     /// `saddr` tests: what an accept further on is restricted to.
-    constraint: SourceSet,
+    constraint: AddrRanges,
 }
 
 /// What one condition says about the probe.
@@ -398,7 +400,7 @@ enum Test {
     Holds,
     Fails,
     /// Holds for these sources only.
-    Sources(SourceSet),
+    Sources(AddrRanges),
     /// Cannot be decided; the words say why.
     Undecided(String),
 }
@@ -414,14 +416,14 @@ enum Member {
 struct Walker<'r> {
     ruleset: &'r Ruleset,
     probe: &'r Probe,
-    version: IpVersion,
-    universe: SourceSet,
+    version: AddrFamily,
+    universe: AddrRanges,
     /// The base chain being walked.
     base: usize,
     sites: Vec<Site>,
     site_ids: HashMap<(usize, Option<usize>), SiteId>,
     /// Named sets already turned into source sets, by family, table and name.
-    address_sets: HashMap<(Family, String, String), Result<SourceSet, String>>,
+    address_sets: HashMap<(Family, String, String), Result<AddrRanges, String>>,
     /// Verdict maps already looked up, by chain and rule. Lookups of `ct
     /// state` depend on the base chain's priority, so this is emptied for
     /// each base chain.
@@ -433,7 +435,7 @@ struct Walker<'r> {
 #[derive(Debug)]
 struct Branch {
     verdict: Verdict,
-    sources: SourceSet,
+    sources: AddrRanges,
     /// Why the elements may not match, when that cannot be told.
     undecided: Option<String>,
 }
@@ -441,13 +443,13 @@ struct Branch {
 impl<'r> Walker<'r> {
     /// Follows `sources` from the position on top of `stack` to their fates.
     /// The parts returned cover `sources` exactly.
-    fn run(&mut self, mut stack: Vec<Frame>, mut sources: SourceSet, hops: usize) -> Vec<Part> {
+    fn run(&mut self, mut stack: Vec<Frame>, mut sources: AddrRanges, hops: usize) -> Vec<Part> {
         let ruleset = self.ruleset;
         let mut parts = Vec::new();
         // Rules whose verdict hangs on an undecidable test: the sources they
         // would take, and their fate if the test holds. The walk goes on with
         // those sources as if it did not, and the two are merged at the end.
-        let mut forks: Vec<(SourceSet, Vec<Part>, String)> = Vec::new();
+        let mut forks: Vec<(AddrRanges, Vec<Part>, String)> = Vec::new();
         while !sources.is_empty() {
             let Some(frame) = stack.last_mut() else {
                 break;
@@ -520,7 +522,7 @@ impl<'r> Walker<'r> {
                 let undecided = undecided.as_deref().or(branch_undecided);
                 let constraint = stack
                     .last()
-                    .map_or_else(SourceSet::empty, |f| f.constraint.intersection(&admitted));
+                    .map_or_else(AddrRanges::empty, |f| f.constraint.intersection(&admitted));
                 let outcome = self.apply(
                     verdict,
                     &stack,
@@ -552,14 +554,14 @@ impl<'r> Walker<'r> {
         &mut self,
         verdict: &Verdict,
         stack: &[Frame],
-        matched: SourceSet,
+        matched: AddrRanges,
         at: (usize, usize),
-        constraint: SourceSet,
+        constraint: AddrRanges,
         hops: usize,
     ) -> Vec<Part> {
         let ruleset = self.ruleset;
         let (chain_idx, rule_idx) = at;
-        let unknown = |sources: SourceSet, why: String| {
+        let unknown = |sources: AddrRanges, why: String| {
             let chain = ruleset.chains.get(chain_idx);
             let rule = chain.and_then(|c| c.rules.get(rule_idx));
             let reason = match (chain, rule) {
@@ -725,7 +727,7 @@ impl<'r> Walker<'r> {
         chain: &Chain,
         key: &Field,
         value: &Value,
-    ) -> Option<(SourceSet, Option<String>)> {
+    ) -> Option<(AddrRanges, Option<String>)> {
         let pairs: Vec<(&Field, &Value)> = match (key, value) {
             (Field::Concat(fields), Value::Concat(values)) if fields.len() == values.len() => {
                 fields.iter().zip(values).collect()
@@ -780,7 +782,7 @@ impl<'r> Walker<'r> {
             Value::Concat(_) => vec![value.clone()],
             _ => return Test::Undecided(format!("`{condition}` cannot be evaluated")),
         };
-        let mut admitted = SourceSet::empty();
+        let mut admitted = AddrRanges::empty();
         for element in &elements {
             match self.test_element(chain, key, element) {
                 None => {}
@@ -803,7 +805,7 @@ impl<'r> Walker<'r> {
     }
 
     /// The base chain's policy, for `sources` that reached its end.
-    fn policy_part(&mut self, sources: SourceSet) -> Part {
+    fn policy_part(&mut self, sources: AddrRanges) -> Part {
         let policy = self
             .ruleset
             .chains
@@ -842,7 +844,7 @@ impl<'r> Walker<'r> {
 
     /// The sources a rule's tests admit, and the first test that cannot be
     /// decided; `None` when some test fails for the probe whatever the source.
-    fn test_rule(&mut self, chain: &Chain, rule: &Rule) -> Option<(SourceSet, Option<String>)> {
+    fn test_rule(&mut self, chain: &Chain, rule: &Rule) -> Option<(AddrRanges, Option<String>)> {
         let mut sources = self.universe.clone();
         let mut undecided = None;
         for condition in &rule.conditions {
@@ -900,8 +902,8 @@ impl<'r> Walker<'r> {
                         (("ip", 0x0800), ("ip6", 0x86dd))
                     };
                     let ours = match version {
-                        IpVersion::V4 => v4,
-                        IpVersion::V6 => v6,
+                        AddrFamily::V4 => v4,
+                        AddrFamily::V6 => v6,
                     };
                     with_op(
                         *op,
@@ -1096,7 +1098,7 @@ impl<'r> Walker<'r> {
                 } else {
                     protocol == "ip"
                 };
-                family_v4 == (self.version == IpVersion::V4)
+                family_v4 == (self.version == AddrFamily::V4)
             }
             "tcp" | "udp" => protocol == self.probe.protocol.as_str(),
             // Headers of other transport protocols, which the probe's is not.
@@ -1131,7 +1133,7 @@ impl<'r> Walker<'r> {
 
     /// The addresses a value names, of the probe's family (addresses of the
     /// other family never match and are left out).
-    fn address_set(&mut self, chain: &Chain, value: &Value) -> Result<SourceSet, String> {
+    fn address_set(&mut self, chain: &Chain, value: &Value) -> Result<AddrRanges, String> {
         match value {
             Value::Prefix { addr, len } => self.prefix_set(*addr, *len),
             Value::Text(text) => {
@@ -1154,7 +1156,7 @@ impl<'r> Walker<'r> {
                 }
             }
             Value::Set(items) => {
-                let mut set = SourceSet::empty();
+                let mut set = AddrRanges::empty();
                 for item in items {
                     set.insert(&self.address_set(chain, item)?);
                 }
@@ -1167,7 +1169,7 @@ impl<'r> Walker<'r> {
                 }
                 let result = match self.named_set(chain, name) {
                     Some(elements) => {
-                        let mut set = SourceSet::empty();
+                        let mut set = AddrRanges::empty();
                         let mut failed = None;
                         for element in elements {
                             match self.address_set(chain, element) {
@@ -1191,22 +1193,22 @@ impl<'r> Walker<'r> {
         }
     }
 
-    fn prefix_set(&self, addr: IpAddr, len: u8) -> Result<SourceSet, String> {
+    fn prefix_set(&self, addr: IpAddr, len: u8) -> Result<AddrRanges, String> {
         let net = IpNet::new(addr, len).map_err(|_| format!("`{addr}/{len}` is not a prefix"))?;
         Ok(self.range_set(net.network(), net.broadcast()))
     }
 
-    fn range_set(&self, low: IpAddr, high: IpAddr) -> SourceSet {
+    fn range_set(&self, low: IpAddr, high: IpAddr) -> AddrRanges {
         let ours = |addr: &IpAddr| {
             matches!(
                 (addr, self.version),
-                (IpAddr::V4(_), IpVersion::V4) | (IpAddr::V6(_), IpVersion::V6)
+                (IpAddr::V4(_), AddrFamily::V4) | (IpAddr::V6(_), AddrFamily::V6)
             )
         };
         if ours(&low) && ours(&high) {
-            SourceSet::range(address_number(low), address_number(high))
+            AddrRanges::range(address_number(low), address_number(high))
         } else {
-            SourceSet::empty()
+            AddrRanges::empty()
         }
     }
 
@@ -1267,7 +1269,7 @@ impl<'r> Walker<'r> {
         }
     }
 
-    fn accepting_rule(&self, id: SiteId, sources: &SourceSet) -> Option<AcceptingRule> {
+    fn accepting_rule(&self, id: SiteId, sources: &AddrRanges) -> Option<AcceptingRule> {
         let site = self.sites.get(id)?;
         let chain = self.ruleset.chains.get(site.chain)?;
         let (handle, text) = match site.rule {
@@ -1429,7 +1431,7 @@ fn yes_if(yes: bool) -> Member {
 /// fate is known; where they differ it is unknown, for `reason`.
 fn merge_fork(
     parts: Vec<Part>,
-    region: &SourceSet,
+    region: &AddrRanges,
     if_holds: Vec<Part>,
     reason: &str,
 ) -> Vec<Part> {
@@ -1505,377 +1507,4 @@ fn normalize(parts: Vec<Part>) -> Vec<Part> {
         }
     }
     joined
-}
-
-fn address_number(addr: IpAddr) -> u128 {
-    match addr {
-        IpAddr::V4(v4) => u128::from(u32::from(v4)),
-        IpAddr::V6(v6) => u128::from(v6),
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Sets of source addresses
-
-/// A set of addresses of one family, as disjoint, non-adjacent inclusive
-/// ranges of their numeric values (IPv4 in the low 32 bits), keyed by their
-/// first value.
-///
-/// A B-tree rather than a sorted vector because the walk carves one small
-/// piece at a time out of a large set (a block list of thousands of single
-/// addresses): taking a piece out, or intersecting with a few ranges, then
-/// costs a logarithm instead of a copy of the whole set.
-///
-/// Written here rather than taken from a crate: the walk needs union,
-/// intersection, difference and membership, which fit in this page with a
-/// property test against a brute-force model; range-set-blaze, the maintained
-/// crate that does this, requires a newer Rust than the workspace's declared
-/// minimum and brings four dependencies.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct SourceSet {
-    ranges: BTreeMap<u128, u128>,
-}
-
-impl SourceSet {
-    fn empty() -> SourceSet {
-        SourceSet::default()
-    }
-
-    fn universe(version: IpVersion) -> SourceSet {
-        let high = match version {
-            IpVersion::V4 => u128::from(u32::MAX),
-            IpVersion::V6 => u128::MAX,
-        };
-        SourceSet::range(0, high)
-    }
-
-    fn range(low: u128, high: u128) -> SourceSet {
-        let mut set = SourceSet::empty();
-        if low <= high {
-            set.ranges.insert(low, high);
-        }
-        set
-    }
-
-    /// Sorts and joins overlapping or adjacent ranges.
-    fn from_ranges(mut ranges: Vec<(u128, u128)>) -> SourceSet {
-        ranges.retain(|(low, high)| low <= high);
-        ranges.sort_unstable();
-        let mut joined: Vec<(u128, u128)> = Vec::with_capacity(ranges.len());
-        for (low, high) in ranges {
-            match joined.last_mut() {
-                // `saturating_add`: nothing comes after u128::MAX, so a range
-                // ending there absorbs everything after it.
-                Some(last) if low <= last.1.saturating_add(1) => last.1 = last.1.max(high),
-                _ => joined.push((low, high)),
-            }
-        }
-        SourceSet {
-            ranges: joined.into_iter().collect(),
-        }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = (u128, u128)> + '_ {
-        self.ranges.iter().map(|(&low, &high)| (low, high))
-    }
-
-    fn is_empty(&self) -> bool {
-        self.ranges.is_empty()
-    }
-
-    fn contains(&self, value: u128) -> bool {
-        self.ranges
-            .range(..=value)
-            .next_back()
-            .is_some_and(|(_, &high)| high >= value)
-    }
-
-    /// The ranges that overlap `low..=high`, whole.
-    fn overlapping(&self, low: u128, high: u128) -> impl Iterator<Item = (u128, u128)> + '_ {
-        let before = self
-            .ranges
-            .range(..low)
-            .next_back()
-            .filter(|(_, end)| **end >= low);
-        before
-            .into_iter()
-            .chain(self.ranges.range(low..=high))
-            .map(|(&start, &end)| (start, end))
-    }
-
-    fn intersection(&self, other: &SourceSet) -> SourceSet {
-        let (small, big) = if self.ranges.len() <= other.ranges.len() {
-            (self, other)
-        } else {
-            (other, self)
-        };
-        // Pieces of distinct ranges of either set are never adjacent, so the
-        // clipped pieces are already in canonical form.
-        let mut ranges = BTreeMap::new();
-        for (low, high) in small.iter() {
-            for (start, end) in big.overlapping(low, high) {
-                ranges.insert(start.max(low), end.min(high));
-            }
-        }
-        SourceSet { ranges }
-    }
-
-    /// Takes `other`'s addresses out of this set.
-    fn remove(&mut self, other: &SourceSet) {
-        for (low, high) in other.iter() {
-            let hit: Vec<(u128, u128)> = self.overlapping(low, high).collect();
-            for (start, end) in hit {
-                self.ranges.remove(&start);
-                if start < low {
-                    self.ranges.insert(start, low - 1);
-                }
-                if end > high {
-                    self.ranges.insert(high + 1, end);
-                }
-            }
-        }
-    }
-
-    /// Adds `other`'s addresses to this set.
-    fn insert(&mut self, other: &SourceSet) {
-        for (low, high) in other.iter() {
-            // Everything overlapping or adjacent joins the new range.
-            let reach_low = low.saturating_sub(1);
-            let reach_high = high.saturating_add(1);
-            let joined: Vec<(u128, u128)> = self.overlapping(reach_low, reach_high).collect();
-            let mut new_low = low;
-            let mut new_high = high;
-            for (start, end) in joined {
-                self.ranges.remove(&start);
-                new_low = new_low.min(start);
-                new_high = new_high.max(end);
-            }
-            self.ranges.insert(new_low, new_high);
-        }
-    }
-
-    #[cfg(test)]
-    fn union(&self, other: &SourceSet) -> SourceSet {
-        let (small, big) = if self.ranges.len() <= other.ranges.len() {
-            (self, other)
-        } else {
-            (other, self)
-        };
-        let mut set = big.clone();
-        set.insert(small);
-        set
-    }
-
-    fn difference(&self, other: &SourceSet) -> SourceSet {
-        let mut set = self.clone();
-        set.remove(other);
-        set
-    }
-
-    /// Everything not in the set, over the whole u128 space.
-    #[cfg(test)]
-    fn complement(&self) -> SourceSet {
-        let mut ranges = BTreeMap::new();
-        let mut next: Option<u128> = Some(0);
-        for (low, high) in self.iter() {
-            let Some(start) = next else {
-                break;
-            };
-            if low > start {
-                ranges.insert(start, low - 1);
-            }
-            next = high.checked_add(1);
-        }
-        if let Some(start) = next {
-            ranges.insert(start, u128::MAX);
-        }
-        SourceSet { ranges }
-    }
-
-    /// The fewest prefixes that cover exactly this set.
-    fn prefixes(&self, version: IpVersion) -> Vec<IpNet> {
-        let mut nets = Vec::new();
-        for (low, high) in self.iter() {
-            match version {
-                IpVersion::V4 => {
-                    let (Ok(low), Ok(high)) = (u32::try_from(low), u32::try_from(high)) else {
-                        continue;
-                    };
-                    nets.extend(
-                        Ipv4Subnets::new(Ipv4Addr::from(low), Ipv4Addr::from(high), 0)
-                            .map(IpNet::V4),
-                    );
-                }
-                IpVersion::V6 => nets.extend(
-                    Ipv6Subnets::new(Ipv6Addr::from(low), Ipv6Addr::from(high), 0).map(IpNet::V6),
-                ),
-            }
-        }
-        nets
-    }
-
-    /// `every source`, `198.51.100.0/24, 192.0.2.7/32`, or `every source
-    /// except 198.51.100.5/32`, whichever is shortest; lists longer than
-    /// `shown` are cut.
-    fn describe(&self, universe: &SourceSet, version: IpVersion, shown: usize) -> String {
-        if self.is_empty() {
-            return "no source".to_owned();
-        }
-        if self == universe {
-            return "every source".to_owned();
-        }
-        let list = |nets: Vec<IpNet>| {
-            let mut words: Vec<String> = nets.iter().take(shown).map(ToString::to_string).collect();
-            if nets.len() > shown {
-                words.push(format!("and {} more", nets.len() - shown));
-            }
-            words.join(", ")
-        };
-        let nets = self.prefixes(version);
-        let rest = universe.difference(self).prefixes(version);
-        if rest.len() < nets.len() {
-            format!("every source except {}", list(rest))
-        } else {
-            list(nets)
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    /// A set over the values 0..64, as a bit mask, for the brute-force model.
-    fn mask(set: &SourceSet) -> u64 {
-        let mut bits = 0u64;
-        for (low, high) in set.iter() {
-            for value in low..=high.min(63) {
-                bits |= 1 << value;
-            }
-        }
-        bits
-    }
-
-    fn set_from(ranges: &[(u8, u8)]) -> SourceSet {
-        SourceSet::from_ranges(
-            ranges
-                .iter()
-                .map(|&(a, b)| (u128::from(a % 64), u128::from(b % 64)))
-                .collect(),
-        )
-    }
-
-    fn well_formed(set: &SourceSet) -> bool {
-        let ranges: Vec<(u128, u128)> = set.iter().collect();
-        ranges.iter().all(|(low, high)| low <= high)
-            && ranges
-                .windows(2)
-                .all(|w| matches!(w, [a, b] if a.1.saturating_add(1) < b.0))
-    }
-
-    fn naive_mask(ranges: &[(u8, u8)]) -> u64 {
-        let mut bits = 0u64;
-        for &(a, b) in ranges {
-            let (a, b) = (a % 64, b % 64);
-            if a <= b {
-                for value in a..=b {
-                    bits |= 1 << value;
-                }
-            }
-        }
-        bits
-    }
-
-    proptest! {
-        #[test]
-        fn set_operations_match_a_bit_mask(
-            a in proptest::collection::vec((any::<u8>(), any::<u8>()), 0..6),
-            b in proptest::collection::vec((any::<u8>(), any::<u8>()), 0..6),
-            probe in 0u8..64,
-        ) {
-            let (set_a, set_b) = (set_from(&a), set_from(&b));
-            let (mask_a, mask_b) = (naive_mask(&a), naive_mask(&b));
-            prop_assert_eq!(mask(&set_a), mask_a);
-            prop_assert!(well_formed(&set_a));
-            let union = set_a.union(&set_b);
-            let intersection = set_a.intersection(&set_b);
-            let difference = set_a.difference(&set_b);
-            prop_assert!(well_formed(&union) && well_formed(&intersection) && well_formed(&difference));
-            prop_assert_eq!(mask(&union), mask_a | mask_b);
-            prop_assert_eq!(mask(&intersection), mask_a & mask_b);
-            prop_assert_eq!(mask(&difference), mask_a & !mask_b);
-            prop_assert_eq!(set_a.contains(u128::from(probe)), mask_a & (1 << probe) != 0);
-            // The complement within 0..64 is the universe minus the set.
-            let universe = SourceSet::range(0, 63);
-            prop_assert_eq!(mask(&universe.difference(&set_a)), !mask_a);
-            prop_assert!(well_formed(&set_a.complement()));
-        }
-
-        #[test]
-        fn prefixes_cover_exactly(low in any::<u32>(), len in 0u32..4096) {
-            let high = low.saturating_add(len);
-            let set = SourceSet::range(u128::from(low), u128::from(high));
-            let nets = set.prefixes(IpVersion::V4);
-            let covered = SourceSet::from_ranges(
-                nets.iter()
-                    .map(|n| (address_number(n.network()), address_number(n.broadcast())))
-                    .collect(),
-            );
-            prop_assert_eq!(covered, set);
-        }
-    }
-
-    #[test]
-    fn edges_of_the_v6_space() {
-        let everything = SourceSet::universe(IpVersion::V6);
-        assert!(everything.complement().is_empty());
-        let top = SourceSet::range(u128::MAX, u128::MAX);
-        assert_eq!(
-            everything.difference(&top).iter().collect::<Vec<_>>(),
-            vec![(0, u128::MAX - 1)]
-        );
-        let mut grown = top.clone();
-        grown.insert(&SourceSet::range(0, u128::MAX - 1));
-        assert_eq!(grown, everything);
-        assert_eq!(
-            SourceSet::from_ranges(vec![(u128::MAX - 1, u128::MAX), (5, u128::MAX)])
-                .iter()
-                .collect::<Vec<_>>(),
-            vec![(5, u128::MAX)]
-        );
-        assert_eq!(
-            everything.prefixes(IpVersion::V6),
-            vec!["::/0".parse::<IpNet>().expect("literal")]
-        );
-    }
-
-    #[test]
-    fn descriptions_pick_the_shorter_side() {
-        let universe = SourceSet::universe(IpVersion::V4);
-        let host = SourceSet::range(0xc633_6405, 0xc633_6405);
-        assert_eq!(
-            universe
-                .difference(&host)
-                .describe(&universe, IpVersion::V4, 6),
-            "every source except 198.51.100.5/32"
-        );
-        assert_eq!(
-            host.describe(&universe, IpVersion::V4, 6),
-            "198.51.100.5/32"
-        );
-        assert_eq!(
-            universe.describe(&universe, IpVersion::V4, 6),
-            "every source"
-        );
-        assert_eq!(
-            SourceSet::empty().describe(&universe, IpVersion::V4, 6),
-            "no source"
-        );
-        let many = SourceSet::from_ranges((0..10u128).map(|n| (n * 4, n * 4)).collect());
-        assert_eq!(
-            many.describe(&universe, IpVersion::V4, 3),
-            "0.0.0.0/32, 0.0.0.4/32, 0.0.0.8/32, and 7 more"
-        );
-    }
 }

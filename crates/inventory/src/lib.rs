@@ -12,6 +12,10 @@
 //! live host's and is off for any other root. Facts only: which of them are
 //! findings, and how bad, is `perimeter-checks`' `pkg` module.
 
+#[expect(
+    unsafe_code,
+    reason = "AVX-512 MD5 over 16 files at once; no crate hashes several streams in lock-step (see the module docs)"
+)]
 mod md5x16;
 pub mod origin;
 pub mod sweep;
@@ -35,8 +39,8 @@ pub use sweep::{Area, SweepStats};
 pub use units::{UnitEntry, UnitKind};
 pub use verify::{CheckFailure, Md5Check, VerifyOutcome};
 
-use crate::packages::{InstalledPackage, PackageDb, PackageIndex};
-use crate::procs::walk_processes;
+use perimeter_host::packages::{InstalledPackage, PackageDb, PackageIndex};
+use perimeter_host::procs::walk_processes;
 use verify::RootDir;
 
 /// What to collect.
@@ -500,7 +504,7 @@ fn unowned_processes(
 ) -> Vec<UnownedProcess> {
     let walk = walk_processes(&opts.proc_root);
     problems.extend(walk.problems);
-    let mut accounts = crate::users::AccountCache::new();
+    let mut accounts = perimeter_host::users::AccountCache::new();
     let mut out = Vec::new();
     let own_pid = std::process::id();
     for process in walk.processes.values() {
@@ -630,7 +634,7 @@ fn read_md5sums(
             return Vec::new();
         }
     };
-    let (sums, errors) = crate::packages::parse_md5sums(&text, &file);
+    let (sums, errors) = perimeter_host::packages::parse_md5sums(&text, &file);
     inventory.problems.extend(
         errors
             .iter()

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use perimeter_model::{Ownership, Problem};
 
 use super::{FileMeta, Image};
-use crate::packages::PackageIndex;
+use perimeter_host::packages::PackageIndex;
 
 /// The system unit directories, local administrator's first.
 pub const UNIT_DIRS: [&str; 4] = [

@@ -7,8 +7,8 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use perimeter_host::inventory::{InventoryOptions, collect};
 use perimeter_host::packages::PackageDb;
+use perimeter_inventory::{InventoryOptions, collect};
 use perimeter_model::{Ownership, PackageRef};
 use perimeter_testlab::{RPM_FIXTURE_EXE, RPM_FIXTURE_PACKAGE, install_rpm_fixture, require_rpm};
 

@@ -10,10 +10,10 @@ use std::process::Command;
 
 use sha2::Digest;
 
-use perimeter_host::inventory::{Area, FileChange, Inventory, InventoryOptions, UnitKind, collect};
+use perimeter_inventory::{Area, FileChange, Inventory, InventoryOptions, UnitKind, collect};
 
 fn fixture_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/inventory/root")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/root")
 }
 
 fn fixture_options(root: &Path, verify: bool) -> InventoryOptions {
@@ -373,10 +373,10 @@ mod no_panics {
     use std::collections::HashMap;
     use std::path::Path;
 
-    use perimeter_host::inventory::origin::{parse_release, scan_packages_index};
-    use perimeter_host::inventory::parse_id_names;
-    use perimeter_host::inventory::sweep::parse_login_defs_path;
     use perimeter_host::packages::{parse_dpkg_status, parse_md5sums, parse_rpm_qa};
+    use perimeter_inventory::origin::{parse_release, scan_packages_index};
+    use perimeter_inventory::parse_id_names;
+    use perimeter_inventory::sweep::parse_login_defs_path;
     use proptest::prelude::*;
 
     /// Lines built from dpkg's status vocabulary, continuation lines and

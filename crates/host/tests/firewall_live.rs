@@ -1,0 +1,679 @@
+//! The firewall read live: rulesets loaded into network namespaces this test
+//! creates and removes, read back with `read_ruleset` and `firewall_verdict`,
+//! must give the same answers as their recorded fixtures (in the firewall
+//! crate); and the real-connection oracle, where a client with several source
+//! addresses really connects to listeners behind a ruleset in a veth lab and
+//! the outcome must match the computed reachability.
+
+#[path = "../../firewall/tests/common/mod.rs"]
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{
+    fixture, fixture_dir, fixture_in, legacy_fixture, nft_fixture, probe, render_verdict as render,
+};
+use expect_test::expect;
+use perimeter_firewall::reachability::{Probe, Reachability, SourceFate, reachability};
+use perimeter_firewall::{Ruleset, verdict_from_nft_json};
+use perimeter_host::firewall::{firewall_verdict, read_ruleset};
+use perimeter_model::{FirewallVerdict, Protocol};
+
+// ---------------------------------------------------------------------------
+// Default deny, live
+
+/// A network namespace made for one test, removed when the test ends.
+struct TestNetns {
+    name: String,
+}
+
+impl TestNetns {
+    /// `None` when this host cannot make namespaces (not root, no `ip`).
+    fn new(tag: &str) -> Option<TestNetns> {
+        let name = format!("perimeter-fw-{tag}-{}", std::process::id());
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("cannot create network namespace {name}; skipping");
+            return None;
+        }
+        Some(TestNetns { name })
+    }
+
+    fn file(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
+    }
+
+    fn run(&self, args: &[&str]) {
+        let status = Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .status()
+            .expect("ip netns exec runs");
+        assert!(status.success(), "{args:?} failed in {}", self.name);
+    }
+
+    fn load_nft(&self, fixture_name: &str) {
+        let path = fixture_dir("firewall").join(fixture_name);
+        self.run(&["nft", "-f", &path.to_string_lossy()]);
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+#[test]
+fn live_namespace_with_drop_policy() {
+    let Some(ns) = TestNetns::new("drop") else {
+        return;
+    };
+    ns.load_nft("drop-policy.nft");
+    let (verdict, problems) = firewall_verdict(Some(&ns.file()));
+    assert!(problems.is_empty(), "{problems:?}");
+    expect![[r#"
+        default deny
+          nftables: inet filter input (hook input, priority 0): policy drop
+    "#]]
+    .assert_eq(&render(&verdict));
+}
+
+/// The verdict-map fixtures loaded into a namespace and read back the way an
+/// audit reads them give the verdicts of their stored listings.
+#[test]
+fn live_verdict_map_rulesets_answer_like_their_fixtures() {
+    for name in ["vmap-nixos", "vmap-final", "vmap-open"] {
+        let Some(ns) = TestNetns::new("vmap") else {
+            return;
+        };
+        ns.load_nft(&format!("{name}.nft"));
+        let (verdict, problems) = firewall_verdict(Some(&ns.file()));
+        assert!(problems.is_empty(), "{name}: {problems:?}");
+        assert_eq!(
+            render(&verdict),
+            render(&verdict_from_nft_json(&fixture_in(
+                "firewall",
+                &format!("{name}.json")
+            ))),
+            "{name}"
+        );
+    }
+}
+#[test]
+fn live_empty_namespace_is_open() {
+    let Some(ns) = TestNetns::new("empty") else {
+        return;
+    };
+    let (verdict, problems) = firewall_verdict(Some(&ns.file()));
+    assert!(problems.is_empty(), "{problems:?}");
+    expect![[r#"
+        open
+          no input base chain
+    "#]]
+    .assert_eq(&render(&verdict));
+}
+
+#[test]
+fn live_nft_ipv4_and_legacy_ipv6_together_deny() {
+    let Some(ns) = TestNetns::new("mixed") else {
+        return;
+    };
+    ns.load_nft("ip-only.nft");
+    ns.run(&[
+        "ip6tables-legacy",
+        "-A",
+        "INPUT",
+        "-i",
+        "lo",
+        "-j",
+        "ACCEPT",
+    ]);
+    ns.run(&["ip6tables-legacy", "-P", "INPUT", "DROP"]);
+    let (verdict, problems) = firewall_verdict(Some(&ns.file()));
+    assert!(problems.is_empty(), "{problems:?}");
+    expect![[r#"
+        default deny
+          nftables: ip filter input (hook input, priority 0): policy drop
+          iptables-legacy: ip6 filter INPUT (hook input, priority 0): policy drop
+    "#]]
+    .assert_eq(&render(&verdict));
+}
+
+#[test]
+fn missing_namespace_is_unknown() {
+    let (verdict, problems) =
+        firewall_verdict(Some(Path::new("/run/netns/perimeter-no-such-namespace")));
+    let FirewallVerdict::Unknown(reason) = &verdict else {
+        panic!("expected unknown, got {verdict:?}");
+    };
+    assert!(reason.contains("perimeter-no-such-namespace"), "{reason}");
+    assert!(!problems.is_empty());
+}
+
+#[test]
+fn this_namespace_can_be_read_as_root() {
+    // Only reads: no rule is ever loaded into the host's own namespace.
+    if !Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout == b"0\n")
+    {
+        return;
+    }
+    let (verdict, problems) = firewall_verdict(None);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert!(
+        !matches!(verdict, FirewallVerdict::Unknown(_)),
+        "{verdict:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Reachability, live
+
+const NFT_FIXTURES: [(&str, &[&str]); 8] = [
+    (
+        "allow-list",
+        &[
+            "tcp/22 192.0.2.1",
+            "tcp/22 2001:db8::1",
+            "tcp/443 192.0.2.1",
+            "udp/60001 192.0.2.1",
+        ],
+    ),
+    (
+        "firewalld",
+        &[
+            "tcp/22 192.0.2.1",
+            "tcp/5432 192.0.2.1",
+            "tcp/80 192.0.2.1",
+            "udp/546 fe80::1",
+        ],
+    ),
+    (
+        "jumps-and-sets",
+        &[
+            "tcp/22 192.0.2.1",
+            "tcp/8080 192.0.2.1",
+            "tcp/5432 192.0.2.1",
+            "tcp/9000 192.0.2.1",
+        ],
+    ),
+    (
+        "unknown",
+        &["tcp/24 192.0.2.1", "tcp/27 192.0.2.1", "tcp/29 192.0.2.1"],
+    ),
+    (
+        "two-chains",
+        &[
+            "tcp/22 192.0.2.1",
+            "tcp/22 2001:db8::1",
+            "tcp/8080 192.0.2.1",
+        ],
+    ),
+    ("loopback-only", &["tcp/22 192.0.2.1"]),
+    (
+        "nixos",
+        &["tcp/22 192.0.2.1", "tcp/8005 192.0.2.1", "tcp/80 192.0.2.1"],
+    ),
+    (
+        "vmaps",
+        &[
+            "tcp/22 192.0.2.1",
+            "tcp/8050 192.0.2.1",
+            "tcp/5432 192.0.2.1",
+            "tcp/9100 192.0.2.1",
+            "udp/53 192.0.2.1",
+        ],
+    ),
+];
+
+fn answers(ruleset: &Ruleset, probes: &[&str]) -> Vec<Reachability> {
+    probes
+        .iter()
+        .map(|p| reachability(ruleset, &probe(p)))
+        .collect()
+}
+
+/// Each nft fixture loaded into a fresh namespace and read back the way an
+/// audit reads it gives the same answers as its stored listing.
+#[test]
+fn live_nft_rulesets_answer_like_their_fixtures() {
+    if !perimeter_testlab::require_root("live_nft_rulesets_answer_like_their_fixtures") {
+        return;
+    }
+    for (name, probes) in NFT_FIXTURES {
+        let ns = perimeter_testlab::Ns::new("reach").expect("namespace");
+        ns.nft(&fixture(&format!("{name}.nft")))
+            .unwrap_or_else(|err| panic!("{name}.nft: {err}"));
+        let (live, problems, unread) = read_ruleset(Some(&ns.path()));
+        assert!(problems.is_empty() && unread.is_empty(), "{problems:?}");
+        assert_eq!(
+            answers(&live, probes),
+            answers(&nft_fixture(name), probes),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn live_legacy_iptables_answers_like_its_fixture() {
+    if !perimeter_testlab::require_root("live_legacy_iptables_answers_like_its_fixture") {
+        return;
+    }
+    let ns = perimeter_testlab::Ns::new("reach").expect("namespace");
+    restore(
+        &ns,
+        "iptables-legacy-restore",
+        &fixture("legacy.iptables-save"),
+    );
+    restore(
+        &ns,
+        "ip6tables-legacy-restore",
+        &fixture("legacy.ip6tables-save"),
+    );
+    let (live, problems, unread) = read_ruleset(Some(&ns.path()));
+    assert!(problems.is_empty() && unread.is_empty(), "{problems:?}");
+    let probes = [
+        "tcp/22 192.0.2.1",
+        "tcp/443 192.0.2.1",
+        "tcp/8050 192.0.2.1",
+        "tcp/8443 192.0.2.1",
+        "tcp/22 2001:db8::1",
+    ];
+    assert_eq!(answers(&live, &probes), answers(&legacy_fixture(), &probes));
+}
+
+fn restore(ns: &perimeter_testlab::Ns, tool: &str, text: &str) {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = ns
+        .command(tool)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("{tool}: {err}"));
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(text.as_bytes()).expect("write rules");
+    }
+    let status = child.wait().expect("wait for restore");
+    assert!(status.success(), "{tool} failed in {}", ns.name());
+}
+
+// ---------------------------------------------------------------------------
+// Oracle: real connections in a lab
+
+/// How the oracle loads a ruleset into the server namespace.
+enum Load {
+    Nft(&'static str),
+    IptablesLegacy(&'static str),
+}
+
+const SERVER: &str = "198.18.0.1";
+const CLIENT_SOURCES: [&str; 5] = [
+    "198.18.0.10",
+    "198.18.0.20",
+    "198.18.0.130",
+    "198.18.0.140",
+    "198.18.0.200",
+];
+const LAB_PORTS: [u16; 5] = [22, 443, 5432, 8080, 9000];
+
+const ORACLE_RULESETS: [(&str, Load); 10] = [
+    (
+        "allow list",
+        Load::Nft(
+            "table inet filter {
+                chain input {
+                    type filter hook input priority filter; policy drop;
+                    ct state established,related accept
+                    iif lo accept
+                    tcp dport 22 ip saddr 198.18.0.0/28 accept
+                    tcp dport 443 accept
+                }
+            }",
+        ),
+    ),
+    (
+        "sets, ranges and a trailing reject",
+        Load::Nft(
+            "table inet filter {
+                set ops { type ipv4_addr; elements = { 198.18.0.200 } }
+                chain input {
+                    type filter hook input priority filter; policy accept;
+                    ct state established,related accept
+                    ip saddr { 198.18.0.16/28, 198.18.0.128-198.18.0.135 } tcp dport 5432 accept
+                    ip saddr @ops tcp dport 22 accept
+                    ip saddr != 198.18.0.128/26 tcp dport 9000 accept
+                    reject with tcp reset
+                }
+            }",
+        ),
+    ),
+    (
+        "jumps and gotos",
+        Load::Nft(
+            "table inet filter {
+                set blocked { type ipv4_addr; elements = { 198.18.0.20 } }
+                chain input {
+                    type filter hook input priority filter; policy drop;
+                    ct state established,related accept
+                    ip saddr @blocked drop
+                    tcp dport 22 jump ssh
+                    tcp dport 8080 goto web
+                    tcp dport 8080 accept
+                    tcp dport 443 ip saddr 198.18.0.192/26 accept
+                }
+                chain ssh {
+                    ip saddr 198.18.0.0/25 accept
+                    ip saddr 198.18.0.128/26 return
+                    accept
+                }
+                chain web {
+                    ip saddr 198.18.0.128/26 return
+                    accept
+                }
+            }",
+        ),
+    ),
+    (
+        "two base chains",
+        Load::Nft(
+            "table inet a {
+                chain input {
+                    type filter hook input priority filter; policy accept;
+                    ip saddr 198.18.0.0/28 drop
+                }
+            }
+            table ip b {
+                chain input {
+                    type filter hook input priority filter + 10; policy drop;
+                    ct state established,related accept
+                    ip saddr 198.18.0.0/27 tcp dport { 22, 443 } accept
+                    ip saddr 198.18.0.128/25 tcp dport != 9000 accept
+                }
+            }",
+        ),
+    ),
+    (
+        "conntrack map, port map with a jump and a goto, concatenated map",
+        Load::Nft(
+            "table inet filter {
+                chain input {
+                    type filter hook input priority filter; policy drop;
+                    iif vmap { \"lo\" : accept }
+                    ct state vmap { established : accept, related : accept, invalid : drop, new : jump fresh }
+                }
+                chain fresh {
+                    tcp dport vmap { 22 : jump ssh, 443 : accept, 5432 : drop, 8080-9000 : goto web }
+                }
+                chain ssh {
+                    ip saddr 198.18.0.0/28 accept
+                }
+                chain web {
+                    ip saddr . tcp dport vmap { 198.18.0.128/26 . 8080 : accept, 198.18.0.200 . 9000 : accept }
+                    ip saddr 198.18.0.16/28 accept
+                }
+            }",
+        ),
+    ),
+    (
+        "source addresses through a named map",
+        Load::Nft(
+            "table inet filter {
+                map sources {
+                    type ipv4_addr : verdict
+                    flags interval
+                    elements = { 198.18.0.0/28 : accept, 198.18.0.20 : drop, 198.18.0.128-198.18.0.143 : jump limited, 198.18.0.200 : continue }
+                }
+                chain input {
+                    type filter hook input priority filter; policy accept;
+                    ct state established,related accept
+                    ip saddr vmap @sources
+                    tcp dport { 22, 5432 } reject with tcp reset
+                }
+                chain limited {
+                    tcp dport 443 accept
+                    meta l4proto vmap { tcp : drop }
+                }
+            }",
+        ),
+    ),
+    (
+        "iptables-legacy",
+        Load::IptablesLegacy(
+            "*filter
+:INPUT DROP [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:ADMIN - [0:0]
+:WEB - [0:0]
+-A INPUT -i lo -j ACCEPT
+-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -p tcp -m tcp --dport 22 -j ADMIN
+-A INPUT ! -s 198.18.0.128/26 -p tcp -m multiport --dports 443,9000 -j ACCEPT
+-A INPUT -p tcp -m tcp --dport 5000:8999 -g WEB
+-A ADMIN -s 198.18.0.0/28 -j ACCEPT
+-A ADMIN -s 198.18.0.128/25 -j RETURN
+-A ADMIN -j ACCEPT
+-A WEB -s 198.18.0.128/27 -p tcp -j REJECT --reject-with tcp-reset
+-A WEB -j ACCEPT
+COMMIT
+",
+        ),
+    ),
+    (
+        "ufw-shaped, with address types",
+        Load::IptablesLegacy(
+            "*filter
+:INPUT DROP [0:0]
+:ufw-before-input - [0:0]
+:ufw-not-local - [0:0]
+:ufw-user-input - [0:0]
+-A INPUT -j ufw-before-input
+-A ufw-before-input -i lo -j ACCEPT
+-A ufw-before-input -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A ufw-before-input -j ufw-not-local
+-A ufw-before-input -j ufw-user-input
+-A ufw-not-local -m addrtype --dst-type LOCAL -j RETURN
+-A ufw-not-local -j DROP
+-A ufw-user-input -p tcp -m tcp --dport 22 -j ACCEPT
+-A ufw-user-input -s 198.18.0.128/26 -p tcp -m tcp --dport 5432 -j ACCEPT
+COMMIT
+",
+        ),
+    ),
+    (
+        "prerouting drops before an open input",
+        Load::Nft(
+            "table inet filter {
+                chain raw_pre {
+                    type filter hook prerouting priority raw; policy accept;
+                    ip saddr 198.18.0.20 drop
+                }
+                chain filter_pre {
+                    type filter hook prerouting priority filter + 10; policy accept;
+                    fib saddr . mark . iif oif missing drop
+                    tcp dport 5432 ip saddr != 198.18.0.128/26 drop
+                }
+                chain input {
+                    type filter hook input priority filter; policy accept;
+                    tcp dport 9000 ip saddr 198.18.0.140 drop
+                }
+            }",
+        ),
+    ),
+    (
+        "iptables-legacy raw PREROUTING",
+        Load::IptablesLegacy(
+            "*raw
+:PREROUTING ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A PREROUTING -s 198.18.0.200/32 -j DROP
+-A PREROUTING -s 198.18.0.128/26 -p tcp -m tcp --dport 443 -j DROP
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -p tcp -m tcp --dport 22 -s 198.18.0.0/28 -j DROP
+COMMIT
+",
+        ),
+    ),
+];
+
+/// For each ruleset: what `reachability` says for every source and port, and
+/// whether a real connection from that source gets through. They must agree.
+#[test]
+fn lab_connections_agree_with_reachability() {
+    if !perimeter_testlab::require_root("lab_connections_agree_with_reachability") {
+        return;
+    }
+    let mut lab = perimeter_testlab::Lab::new().expect("lab");
+    let server = lab
+        .add_host("srv", &[&format!("{SERVER}/24")])
+        .expect("server namespace");
+    let client_addresses: Vec<String> = CLIENT_SOURCES.iter().map(|a| format!("{a}/24")).collect();
+    let client_refs: Vec<&str> = client_addresses.iter().map(String::as_str).collect();
+    let client = lab.add_host("cli", &client_refs).expect("client namespace");
+
+    // Listeners in the server namespace, never accepted: the kernel finishes
+    // the handshake into the backlog, which is what connect() waits for.
+    let listeners = server
+        .enter(|| {
+            LAB_PORTS
+                .map(|port| std::net::TcpListener::bind((SERVER, port)).map_err(|e| e.to_string()))
+        })
+        .expect("enter server namespace");
+    let _listeners: Vec<std::net::TcpListener> = listeners
+        .into_iter()
+        .map(|l| l.expect("listen in the lab"))
+        .collect();
+
+    let mut n_allowed = 0;
+    let mut n_denied = 0;
+    for (name, load) in ORACLE_RULESETS {
+        server
+            .exec("nft", &["flush", "ruleset"])
+            .expect("flush nft");
+        for tool in ["iptables-legacy", "ip6tables-legacy"] {
+            server
+                .exec(tool, &["-P", "INPUT", "ACCEPT"])
+                .expect("policy");
+            server.exec(tool, &["-F"]).expect("flush");
+            server.exec(tool, &["-X"]).expect("delete chains");
+        }
+        match load {
+            Load::Nft(text) => server
+                .nft(text)
+                .unwrap_or_else(|err| panic!("{name}: {err}")),
+            Load::IptablesLegacy(text) => restore(&server, "iptables-legacy-restore", text),
+        }
+        let (ruleset, problems, unread) = read_ruleset(Some(&server.path()));
+        assert!(
+            problems.is_empty() && unread.is_empty(),
+            "{name}: {problems:?}"
+        );
+
+        let mut expected = Vec::new();
+        for port in LAB_PORTS {
+            let probe = Probe {
+                protocol: Protocol::Tcp,
+                dst: SERVER.parse().expect("literal"),
+                dport: port,
+            };
+            let answer = reachability(&ruleset, &probe);
+            for source in CLIENT_SOURCES {
+                let source: IpAddr = source.parse().expect("literal");
+                let fate = answer.fate_of(source);
+                assert_ne!(fate, SourceFate::Unknown, "{name}: {probe} from {source}");
+                expected.push(((source, port), fate == SourceFate::Allowed));
+            }
+        }
+
+        let connected = client
+            .enter(|| connect_all(&CLIENT_SOURCES, SERVER, &LAB_PORTS))
+            .expect("enter client namespace");
+        let mismatches: Vec<String> = expected
+            .iter()
+            .zip(&connected)
+            .filter(|(e, c)| e != c)
+            .map(|(((source, port), allowed), _)| {
+                format!("{source} -> {port}: reachability says allowed={allowed}")
+            })
+            .collect();
+        assert!(mismatches.is_empty(), "{name}: {mismatches:#?}");
+        let allowed: Vec<String> = expected
+            .iter()
+            .filter(|(_, a)| *a)
+            .map(|((source, port), _)| format!("{source}->{port}"))
+            .collect();
+        eprintln!("{name}: allowed {}", allowed.join(" "));
+        // Each ruleset lets some connections through and stops others.
+        assert!(
+            !allowed.is_empty() && allowed.len() < expected.len(),
+            "{name}: {} of {} allowed",
+            allowed.len(),
+            expected.len()
+        );
+        n_allowed += allowed.len();
+        n_denied += expected.len() - allowed.len();
+    }
+    // The rulesets were chosen to exercise both answers.
+    assert!(
+        n_allowed >= 20 && n_denied >= 20,
+        "{n_allowed} allowed, {n_denied} denied"
+    );
+}
+
+/// Connects from every source to every port at once, each attempt bound to
+/// its source address. A dropped SYN shows as no answer within the timeout;
+/// nothing outside the lab is reachable, so there is nothing else to wait for.
+fn connect_all(sources: &[&str], server: &str, ports: &[u16]) -> Vec<((IpAddr, u16), bool)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let server: IpAddr = server.parse().expect("literal");
+    let attempts: Vec<(IpAddr, u16)> = ports
+        .iter()
+        .flat_map(|&port| {
+            sources
+                .iter()
+                .map(move |s| (s.parse::<IpAddr>().expect("literal"), port))
+        })
+        .collect();
+    runtime.block_on(async move {
+        let tasks: Vec<_> = attempts
+            .iter()
+            .map(|&(source, port)| {
+                tokio::spawn(async move {
+                    let socket = tokio::net::TcpSocket::new_v4().ok()?;
+                    socket.bind(SocketAddr::new(source, 0)).ok()?;
+                    tokio::time::timeout(
+                        Duration::from_secs(3),
+                        socket.connect(SocketAddr::new(server, port)),
+                    )
+                    .await
+                    .ok()?
+                    .ok()
+                })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for (task, attempt) in tasks.into_iter().zip(attempts) {
+            let connected = matches!(task.await, Ok(Some(_)));
+            results.push((attempt, connected));
+        }
+        results
+    })
+}
