@@ -10,10 +10,10 @@
 //! parse is never rewritten.
 
 use std::fmt;
-use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use perimeter_files::{FileError, LineIndex, MAX_CONFIG_BYTES};
 use perimeter_model::{Listener, Process, Protocol, Scope};
 use serde::Deserialize;
 use time::Date;
@@ -78,14 +78,14 @@ pub struct Approval {
 }
 
 /// What the entry says about the bind address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Bind {
     Address(IpAddr),
     Scope(Scope),
 }
 
 /// What the entry says about who holds the socket.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum OwnerKey {
     Process {
         exe: Option<String>,
@@ -125,6 +125,9 @@ pub struct Approvals {
     /// Where it was read from; `None` when there is no file (nothing approved).
     pub path: Option<PathBuf>,
     pub entries: Vec<Approval>,
+    /// Lines of entries that approve exactly what an earlier entry does, as
+    /// (earlier line, later line): a warning for the person who keeps the file.
+    pub duplicates: Vec<(usize, usize)>,
 }
 
 /// What the approvals say about one listener.
@@ -137,6 +140,22 @@ pub enum Verdict<'a> {
 }
 
 impl Approvals {
+    /// One warning per duplicated entry, naming both lines.
+    pub fn duplicate_warnings(&self) -> Vec<String> {
+        let path = self
+            .path
+            .as_deref()
+            .map_or_else(String::new, |p| p.display().to_string());
+        self.duplicates
+            .iter()
+            .map(|(first, again)| {
+                format!(
+                    "{path}:{again}: this entry approves exactly what the entry at line {first} does; one of the two is redundant or meant to say something else"
+                )
+            })
+            .collect()
+    }
+
     /// The verdict for a listener held by `owners` (empty for an unowned socket).
     pub fn verdict<'a>(
         &'a self,
@@ -236,8 +255,12 @@ struct RawApproval {
 
 /// Parse the text of an approvals file. `path` is only used in messages.
 pub fn parse_approvals(text: &str, path: &Path) -> Result<Approvals, ApprovalsError> {
+    // A byte-order mark is not TOML; editors on some systems add one. Lines
+    // and columns are those of what follows it, which is what a person sees.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let lines = LineIndex::new(text);
     let invalid = |span: std::ops::Range<usize>, message: String| {
-        let (line, column) = line_column(text, span.start);
+        let (line, column) = lines.line_column(text, span.start);
         ApprovalsError::Invalid {
             path: path.to_owned(),
             line,
@@ -382,12 +405,14 @@ pub fn parse_approvals(text: &str, path: &Path) -> Result<Approvals, ApprovalsEr
             approved_at,
             reason: raw.reason.into_inner(),
             expires,
-            line: line_column(text, entry_span.start).0,
+            line: lines.line_column(text, entry_span.start).0,
         });
     }
+    let duplicates = find_duplicates(&entries);
     Ok(Approvals {
         path: Some(path.to_owned()),
         entries,
+        duplicates,
     })
 }
 
@@ -407,30 +432,123 @@ fn toml_date(value: &Spanned<Datetime>) -> Result<Date, String> {
     }
 }
 
-/// 1-based line and column (in characters) of a byte offset.
-pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = text.get(..offset).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
-    let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
-    (line, column)
+/// Pairs of lines whose entries approve exactly the same listeners (same
+/// netns, protocol, bind, port and owner keys): the later one can never add
+/// anything, and usually one of the two was meant to say something else.
+fn find_duplicates(entries: &[Approval]) -> Vec<(usize, usize)> {
+    let mut first_by_key: std::collections::HashMap<_, usize> =
+        std::collections::HashMap::with_capacity(entries.len());
+    let mut duplicates = Vec::new();
+    for entry in entries {
+        let key = (
+            entry.netns.as_str(),
+            entry.protocol,
+            // IPv4-mapped IPv6 and IPv4 name the same bind (as in `matches`).
+            match entry.bind {
+                Bind::Address(address) => Bind::Address(address.to_canonical()),
+                scope => scope,
+            },
+            entry.port,
+            &entry.owner,
+        );
+        match first_by_key.get(&key) {
+            Some(&first) => duplicates.push((first, entry.line)),
+            None => {
+                first_by_key.insert(key, entry.line);
+            }
+        }
+    }
+    duplicates
 }
 
 /// Read and parse an approvals file. A missing file is "nothing approved" only
 /// when `missing_ok` (the default location); a path the user named must exist.
 pub fn load(path: &Path, missing_ok: bool) -> Result<Approvals, ApprovalsError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => parse_approvals(&text, path),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound && missing_ok => Ok(Approvals {
-            path: None,
-            entries: Vec::new(),
+    match read_file(path, "an approvals file")? {
+        Some(text) => parse_approvals(&text, path),
+        None if missing_ok => Ok(Approvals::default()),
+        None => Err(ApprovalsError::Read {
+            path: path.to_owned(),
+            message: "no such file".to_owned(),
+        }),
+    }
+}
+
+/// The text of a configuration file, or `None` when there is none; a FIFO, a
+/// device, a file over the configuration cap or one that is not UTF-8 is an
+/// error that says so (with line and column for bad bytes).
+pub(crate) fn read_file(path: &Path, what: &'static str) -> Result<Option<String>, ApprovalsError> {
+    match perimeter_files::read_text(path, what, MAX_CONFIG_BYTES) {
+        Ok(text) => Ok(Some(text)),
+        Err(err) if err.is_not_found() => Ok(None),
+        Err(FileError::NotUtf8 {
+            path,
+            line,
+            column,
+            byte,
+        }) => Err(ApprovalsError::Invalid {
+            path,
+            line,
+            column,
+            message: format!("not UTF-8 text (byte 0x{byte:02x})"),
         }),
         Err(err) => Err(ApprovalsError::Read {
             path: path.to_owned(),
-            message: err.to_string(),
+            message: without_path(&err, path),
         }),
     }
+}
+
+/// A file error's message without the path in front, for errors that put the
+/// path in themselves.
+fn without_path(err: &FileError, path: &Path) -> String {
+    let message = err.to_string();
+    let prefix = format!("{}: ", path.display());
+    message
+        .strip_prefix(&prefix)
+        .map_or_else(|| message.clone(), str::to_owned)
+}
+
+/// Append an entry to the approvals file at `path` (through a symlink, to its
+/// target), creating the file with its header when there is none: under an
+/// exclusive lock, so that two `perimeter approve` at once both land; re-read
+/// under the lock (someone may have edited it meanwhile); written atomically,
+/// keeping the file's owner, group and mode, its byte-order mark and its line
+/// endings. Returns the file that was written (the symlink's target).
+pub fn append_to_file(path: &Path, entry: &NewApproval) -> Result<PathBuf, ApprovalsError> {
+    let write_err = |err: FileError| ApprovalsError::Write {
+        path: path.to_owned(),
+        message: without_path(&err, path),
+    };
+    let lock = perimeter_files::lock_for_update(path).map_err(write_err)?;
+    let original = read_file(&lock.target, "an approvals file")?.unwrap_or_default();
+    let bom = original.starts_with('\u{feff}');
+    let crlf = original.contains("\r\n");
+    let body = original.strip_prefix('\u{feff}').unwrap_or(&original);
+    let mut updated = append_entry(body, entry, path)?;
+    if crlf {
+        updated = with_crlf(&updated);
+    }
+    if bom {
+        updated.insert(0, '\u{feff}');
+    }
+    perimeter_files::write_atomic(&lock.target, updated.as_bytes(), 0o644).map_err(write_err)?;
+    Ok(lock.target.clone())
+}
+
+/// Every line ending as CRLF, for a file that was written with them (what
+/// toml_edit adds uses LF).
+fn with_crlf(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + text.len() / 16);
+    let mut previous = '\0';
+    for ch in text.chars() {
+        if ch == '\n' && previous != '\r' {
+            out.push('\r');
+        }
+        out.push(ch);
+        previous = ch;
+    }
+    out
 }
 
 /// A new entry, as `perimeter approve` writes it.
@@ -465,7 +583,8 @@ pub fn append_entry(
         text.to_owned()
     };
     let mut doc: toml_edit::DocumentMut = base.parse().map_err(|err: toml_edit::TomlError| {
-        let (line, column) = line_column(&base, err.span().map_or(0, |s| s.start));
+        let (line, column) =
+            LineIndex::new(&base).line_column(&base, err.span().map_or(0, |s| s.start));
         ApprovalsError::Invalid {
             path: path.to_owned(),
             line,
@@ -539,36 +658,17 @@ fn toml_datetime(date: Date) -> toml_edit::Datetime {
     }
 }
 
-/// Write a file atomically: a temp file in the same directory, fsync, rename
-/// over the target, fsync the directory. Readers see the old file or the new
-/// one, never half of either; the old file's permissions are kept.
+/// Write a file atomically through `perimeter_files::write_atomic`: readers
+/// see the old file or the new one, never half of either; a symlink is written
+/// through to its target; anything but a regular file is refused; the old
+/// file's owner, group and mode are kept.
 pub fn save_atomic(path: &Path, contents: &str) -> Result<(), ApprovalsError> {
-    let write_err = |err: std::io::Error| ApprovalsError::Write {
-        path: path.to_owned(),
-        message: err.to_string(),
-    };
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir).map_err(write_err)?;
-    let mut temp = tempfile::Builder::new()
-        .prefix(".perimeter-approvals-")
-        .tempfile_in(&dir)
-        .map_err(write_err)?;
-    if let Ok(meta) = std::fs::metadata(path) {
-        temp.as_file()
-            .set_permissions(meta.permissions())
-            .map_err(write_err)?;
-    }
-    temp.write_all(contents.as_bytes()).map_err(write_err)?;
-    temp.as_file().sync_all().map_err(write_err)?;
-    temp.persist(path).map_err(|err| write_err(err.error))?;
-    if let Ok(dir) = std::fs::File::open(&dir) {
-        // Make the rename itself durable.
-        dir.sync_all().map_err(write_err)?;
-    }
-    Ok(())
+    perimeter_files::write_atomic(path, contents.as_bytes(), 0o644).map_err(|err| {
+        ApprovalsError::Write {
+            path: path.to_owned(),
+            message: without_path(&err, path),
+        }
+    })
 }
 
 #[cfg(test)]
@@ -768,12 +868,115 @@ expires = 2026-11-20
         assert!(leftovers.is_empty(), "temp files left behind");
     }
 
+    fn wildcard_entry(port: u16) -> NewApproval {
+        NewApproval {
+            netns: "host".into(),
+            protocol: Protocol::Tcp,
+            bind: Bind::Scope(Scope::Wildcard),
+            port,
+            owner: OwnerKey::Process {
+                exe: Some("/usr/sbin/nginx".into()),
+                package: None,
+                user: None,
+            },
+            approved_by: "dave".into(),
+            approved_at: time::macros::date!(2026 - 12 - 01),
+            reason: "web".into(),
+            expires: None,
+        }
+    }
+
     #[test]
-    fn line_column_counts_characters() {
-        assert_eq!(line_column("ab\ncdé\nx", 0), (1, 1));
-        assert_eq!(line_column("ab\ncdé\nx", 3), (2, 1));
-        assert_eq!(line_column("ab\ncdé\nx", 7), (2, 4));
-        assert_eq!(line_column("ab\ncdé\nx", 8), (3, 1));
-        assert_eq!(line_column("ab", 99), (1, 3));
+    fn append_to_file_keeps_the_byte_order_mark_and_crlf_endings() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("approvals.toml");
+        let original = format!("\u{feff}{}", GOOD.replace('\n', "\r\n"));
+        std::fs::write(&path, &original).expect("write");
+
+        append_to_file(&path, &wildcard_entry(443)).expect("appends");
+
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(text.starts_with(&original), "existing bytes kept verbatim");
+        assert!(
+            !text.replace("\r\n", "").contains('\n'),
+            "a bare LF crept in: {text:?}"
+        );
+        assert_eq!(text.matches('\u{feff}').count(), 1);
+        let approvals = load(&path, false).expect("re-reads");
+        assert_eq!(approvals.entries.len(), 3);
+        assert_eq!(approvals.entries[2].port, 443);
+    }
+
+    #[test]
+    fn append_to_file_writes_through_a_symlink_into_a_repository() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = dir.path().join("repo");
+        std::fs::create_dir(&repo).expect("mkdir");
+        std::fs::write(repo.join("approvals.toml"), GOOD).expect("write");
+        let link = dir.path().join("perimeter-approvals.toml");
+        std::os::unix::fs::symlink("repo/approvals.toml", &link).expect("symlink");
+
+        let written = append_to_file(&link, &wildcard_entry(8443)).expect("appends");
+
+        assert_eq!(written, repo.join("approvals.toml"));
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .expect("lstat")
+                .file_type()
+                .is_symlink()
+        );
+        let in_repo = parse(&std::fs::read_to_string(repo.join("approvals.toml")).expect("read"))
+            .expect("parses");
+        assert_eq!(in_repo.entries.len(), 3);
+    }
+
+    #[test]
+    fn append_to_file_creates_a_new_file_with_its_header() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("approvals.toml");
+        append_to_file(&path, &wildcard_entry(80)).expect("creates");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(text.starts_with("# perimeter approvals"), "{text}");
+        assert_eq!(parse(&text).expect("parses").entries.len(), 1);
+    }
+
+    #[test]
+    fn duplicate_entries_are_warned_about_with_both_lines() {
+        let entry = "[[listener]]\nprotocol = \"tcp\"\naddress = \"0.0.0.0\"\nport = 22\nexe = \"/usr/sbin/sshd\"\napproved_by = \"a\"\napproved_at = 2026-11-01\nreason = \"r\"\n";
+        // The second names the same bind as IPv4-mapped IPv6: the same listener.
+        let mapped = entry.replace("0.0.0.0", "::ffff:0.0.0.0");
+        let other_port = entry.replace("port = 22", "port = 2222");
+        let text = format!("version = 1\n{entry}{other_port}{mapped}");
+        let approvals = parse(&text).expect("parses");
+        assert_eq!(approvals.duplicates, vec![(2, 18)]);
+        assert_eq!(
+            approvals.duplicate_warnings(),
+            vec![
+                "approvals.toml:18: this entry approves exactly what the entry at line 2 does; one of the two is redundant or meant to say something else"
+            ]
+        );
+        assert!(parse(GOOD).expect("parses").duplicates.is_empty());
+    }
+
+    #[test]
+    fn a_file_that_is_not_utf8_is_refused_with_line_and_column() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("approvals.toml");
+        std::fs::write(&path, b"version = 1\n# caf\xe9\n").expect("write");
+        let err = load(&path, false).expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            format!("{}:2:6: not UTF-8 text (byte 0xe9)", path.display())
+        );
+    }
+
+    #[test]
+    fn a_byte_order_mark_alone_does_not_move_positions() {
+        let text = "\u{feff}version = 1\nbogus = 1\n";
+        let err = parse(text).expect_err("unknown key");
+        assert!(
+            err.starts_with("approvals.toml:2:1: unknown field `bogus`"),
+            "{err}"
+        );
     }
 }

@@ -12,6 +12,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
+use perimeter_files::LineIndex;
 use perimeter_model::{EnvKind, Environment};
 use serde::Deserialize;
 use time::Date;
@@ -75,8 +76,10 @@ struct RawEnvironment {
 
 /// Parse the text of an inventory. `path` is only used in messages.
 pub fn parse_inventory(text: &str, path: &Path) -> Result<Inventory, InventoryError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let lines = LineIndex::new(text);
     let invalid = |span: std::ops::Range<usize>, message: String| {
-        let (line, column) = crate::approvals::line_column(text, span.start);
+        let (line, column) = lines.line_column(text, span.start);
         ApprovalsError::Invalid {
             path: path.to_owned(),
             line,
@@ -102,7 +105,8 @@ pub fn parse_inventory(text: &str, path: &Path) -> Result<Inventory, InventoryEr
 
     // Every range with where it was written, to report overlaps at the
     // second claim with a pointer to the first.
-    let mut claimed: Vec<(IpNet, usize, String, EnvKind)> = Vec::new();
+    let mut claimed = Claims::default();
+    let mut names = std::collections::HashSet::with_capacity(raw.environment.len());
     let mut environments = Vec::with_capacity(raw.environment.len());
     for spanned in raw.environment {
         let entry_span = spanned.span();
@@ -111,7 +115,7 @@ pub fn parse_inventory(text: &str, path: &Path) -> Result<Inventory, InventoryEr
         if name.is_empty() {
             return Err(invalid(raw.name.span(), "name must not be empty".into()));
         }
-        if environments.iter().any(|e: &Environment| e.name == name) {
+        if !names.insert(name.clone()) {
             return Err(invalid(
                 raw.name.span(),
                 format!("environment `{name}` is defined twice"),
@@ -135,9 +139,13 @@ pub fn parse_inventory(text: &str, path: &Path) -> Result<Inventory, InventoryEr
         let mut ranges = Vec::with_capacity(raw.ranges.len());
         for range in &raw.ranges {
             let net = parse_net(range.get_ref()).map_err(|m| invalid(range.span(), m))?;
-            let line = crate::approvals::line_column(text, range.span().start).0;
-            if let Some((other, other_line, other_name, other_kind)) =
-                claimed.iter().find(|(other, ..)| overlaps(other, &net))
+            let line = lines.line_column(text, range.span().start).0;
+            if let Some(Claim {
+                net: other,
+                line: other_line,
+                name: other_name,
+                kind: other_kind,
+            }) = claimed.overlapping(&net)
             {
                 let what = if kind != *other_kind
                     && (kind == EnvKind::Prod || *other_kind == EnvKind::Prod)
@@ -152,7 +160,12 @@ pub fn parse_inventory(text: &str, path: &Path) -> Result<Inventory, InventoryEr
                 };
                 return Err(invalid(range.span(), what));
             }
-            claimed.push((net, line, name.clone(), kind));
+            claimed.insert(Claim {
+                net,
+                line,
+                name: name.clone(),
+                kind,
+            });
             ranges.push(net);
         }
         let mut hosts = Vec::with_capacity(raw.hosts.len());
@@ -234,8 +247,50 @@ fn parse_net(text: &str) -> Result<IpNet, String> {
     Ok(net)
 }
 
-fn overlaps(a: &IpNet, b: &IpNet) -> bool {
-    a.contains(&b.network()) || b.contains(&a.network())
+/// A range an environment claimed, and where.
+#[derive(Debug)]
+struct Claim {
+    net: IpNet,
+    line: usize,
+    name: String,
+    kind: EnvKind,
+}
+
+/// The ranges claimed so far, disjoint (an overlap is refused before it is
+/// inserted), keyed by their first address in one space where an IPv4 address
+/// is its IPv4-mapped IPv6 form (`198.18.0.1` is `::ffff:198.18.0.1`): the same
+/// address written either way is one address, so `::ffff:198.18.0.0/120` in
+/// dev overlaps `198.18.0.0/24` in prod. Finding an overlap is a logarithm, so
+/// a file with ten thousand environments costs no more than reading it.
+#[derive(Debug, Default)]
+struct Claims {
+    by_start: std::collections::BTreeMap<u128, (u128, Claim)>,
+}
+
+impl Claims {
+    fn bounds(net: &IpNet) -> (u128, u128) {
+        let mapped = |v4: std::net::Ipv4Addr| u128::from(v4.to_ipv6_mapped());
+        match net {
+            IpNet::V4(v4) => (mapped(v4.network()), mapped(v4.broadcast())),
+            IpNet::V6(v6) => (u128::from(v6.network()), u128::from(v6.broadcast())),
+        }
+    }
+
+    fn overlapping(&self, net: &IpNet) -> Option<&Claim> {
+        let (low, high) = Claims::bounds(net);
+        // The claims are disjoint, so only the last one starting at or before
+        // `high` can reach into [low, high].
+        self.by_start
+            .range(..=high)
+            .next_back()
+            .filter(|(_, (end, _))| *end >= low)
+            .map(|(_, (_, claim))| claim)
+    }
+
+    fn insert(&mut self, claim: Claim) {
+        let (low, high) = Claims::bounds(&claim.net);
+        self.by_start.insert(low, (high, claim));
+    }
 }
 
 /// A date given as a TOML date (`2026-12-01`) or a string (`"2026-12-01"`).
@@ -260,14 +315,12 @@ fn date_value(value: &toml::Value) -> Result<Date, String> {
 /// Read and parse an inventory; a missing file at a default location is an
 /// empty inventory, a missing file the user named is an error.
 pub fn load(path: &Path, missing_ok: bool) -> Result<Inventory, InventoryError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => parse_inventory(&text, path),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound && missing_ok => {
-            Ok(Inventory::default())
-        }
-        Err(err) => Err(ApprovalsError::Read {
+    match crate::approvals::read_file(path, "an environments file")? {
+        Some(text) => parse_inventory(&text, path),
+        None if missing_ok => Ok(Inventory::default()),
+        None => Err(ApprovalsError::Read {
             path: path.to_owned(),
-            message: err.to_string(),
+            message: "no such file".to_owned(),
         }),
     }
 }
@@ -363,6 +416,20 @@ expires = "2026-12-01"
             (
                 format!("{base}\n[[environment]]\nname = \"prod\"\nkind = \"dev\"\nranges = [\"192.0.2.0/24\"]\n"),
                 "perimeter.toml:7:8: environment `prod` is defined twice",
+            ),
+            (
+                // The same addresses written as IPv4-mapped IPv6 are the same
+                // addresses.
+                format!("{base}\n[[environment]]\nname = \"dev\"\nkind = \"dev\"\nranges = [\"::ffff:203.0.113.0/120\"]\n"),
+                "perimeter.toml:9:11: ::ffff:203.0.113.0/120 puts addresses of dev environment `dev` inside prod environment `prod` (203.0.113.0/24, line 4)",
+            ),
+            (
+                "[[environment]]\nname = \"dev\"\nkind = \"dev\"\nranges = [\"::ffff:198.18.0.0/120\"]\n\n[[environment]]\nname = \"prod\"\nkind = \"prod\"\nranges = [\"198.18.0.0/24\"]\n".into(),
+                "perimeter.toml:9:11: 198.18.0.0/24 puts addresses of prod environment `prod` inside dev environment `dev` (::ffff:198.18.0.0/120, line 4)",
+            ),
+            (
+                "[[environment]]\nname = \"all6\"\nkind = \"dev\"\nranges = [\"::/0\"]\n\n[[environment]]\nname = \"v4\"\nkind = \"dev\"\nranges = [\"192.0.2.0/24\"]\n".into(),
+                "perimeter.toml:9:11: 192.0.2.0/24 overlaps ::/0 of environment `all6` (line 4)",
             ),
             (
                 "[[environment]]\nname = \"x\"\nkind = \"experiment\"\nranges = [\"192.0.2.0/24\"]\n".into(),

@@ -972,9 +972,24 @@ fn ctrl_c_stores_the_partial_scan_marked_incomplete() {
         stdout(&output)
     );
 
-    // Nothing changed in the lab: a port the interrupted scan never reached
-    // is not scanned, not closed.
+    // The interrupted scan is never the default side of a diff: with only
+    // one complete scan there is nothing to compare, and the message says
+    // how to compare the partial one.
     let output = perimeter_in(&lab.scanner, &["diff", "--db", &db, "--format", "json"]);
+    assert_eq!(code(&output), 2, "stdout: {}", stdout(&output));
+    assert!(
+        stderr(&output).contains("scan 2 after it is incomplete")
+            && stderr(&output).contains("perimeter diff 1 2"),
+        "{}",
+        stderr(&output)
+    );
+
+    // Asked by name, nothing changed in the lab: a port the interrupted scan
+    // never reached is not scanned, not closed.
+    let output = perimeter_in(
+        &lab.scanner,
+        &["diff", "1", "2", "--db", &db, "--format", "json"],
+    );
     let doc = json_of(&output);
     assert_eq!(doc["before"]["id"], 1);
     assert_eq!(doc["after"]["id"], 2);

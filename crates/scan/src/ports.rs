@@ -22,6 +22,16 @@ pub enum PortError {
     TopZero(usize),
 }
 
+/// The port text as shown in an error: long lists are cut, so a mistake in a
+/// generated list of thousands of items is not echoed back in full.
+fn shown_spec(text: &str) -> String {
+    const SHOWN: usize = 80;
+    match text.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{}...", text.get(..cut).unwrap_or(text)),
+        None => text.to_owned(),
+    }
+}
+
 /// A set of ports, sorted and without duplicates, with the text it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortSet {
@@ -37,7 +47,11 @@ impl PortSet {
         if trimmed == "-" || trimmed.eq_ignore_ascii_case("all") {
             return Ok(PortSet::all());
         }
-        let mut ports = Vec::new();
+        // Ranges, not ports, until the end: a list of any length costs a sort
+        // of its items, and the set never holds more than 65535 ports (15,000
+        // copies of `1-65535` once meant a billion-entry vector and 12 s).
+        let mut ranges: Vec<(u16, u16)> = Vec::new();
+        let shown = shown_spec(trimmed);
         for item in trimmed
             .split(',')
             .map(str::trim)
@@ -47,44 +61,58 @@ impl PortSet {
                 if part.is_empty() {
                     return Ok(default);
                 }
-                let err_item = item.to_owned();
+                let err_item = shown_spec(item);
                 let value: u64 = part.parse().map_err(|_| PortError::NotANumber {
                     item: err_item.clone(),
-                    text: trimmed.to_owned(),
+                    text: shown.clone(),
                 })?;
                 match u16::try_from(value) {
                     Ok(0) => Err(PortError::Zero {
                         item: err_item,
-                        text: trimmed.to_owned(),
+                        text: shown.clone(),
                     }),
                     Ok(port) => Ok(port),
                     Err(_) => Err(PortError::TooLarge {
                         item: err_item,
-                        text: trimmed.to_owned(),
+                        text: shown.clone(),
                     }),
                 }
             };
-            match item.split_once('-') {
+            let (first, last) = match item.split_once('-') {
                 Some((first, last)) => {
                     let first = number(first.trim(), 1)?;
                     let last = number(last.trim(), u16::MAX)?;
                     if first > last {
                         return Err(PortError::Reversed {
-                            item: item.to_owned(),
-                            text: trimmed.to_owned(),
+                            item: shown_spec(item),
+                            text: shown.clone(),
                         });
                     }
-                    ports.extend(first..=last);
+                    (first, last)
                 }
                 // Items are never empty (filtered above), so the default is unused.
-                None => ports.push(number(item, 0)?),
-            }
+                None => {
+                    let port = number(item, 0)?;
+                    (port, port)
+                }
+            };
+            ranges.push((first, last));
+        }
+        ranges.sort_unstable();
+        let mut ports: Vec<u16> = Vec::new();
+        for (first, last) in ranges {
+            // Ranges are sorted by their first port, so anything already
+            // listed is a prefix of this one.
+            let start = match ports.last() {
+                Some(&high) if high >= last => continue,
+                Some(&high) if high >= first => high + 1,
+                _ => first,
+            };
+            ports.extend(start..=last);
         }
         if ports.is_empty() {
             return Err(PortError::Empty);
         }
-        ports.sort_unstable();
-        ports.dedup();
         Ok(PortSet {
             ports,
             spec: trimmed.to_owned(),
@@ -105,6 +133,10 @@ impl PortSet {
     pub fn top(n: usize) -> Result<PortSet, PortError> {
         if n == 0 {
             return Err(PortError::TopZero(n));
+        }
+        if n >= usize::from(u16::MAX) {
+            // More than there are ports is every port; the caller says so.
+            return Ok(PortSet::all());
         }
         let mut ports: Vec<u16> = RANKED.iter().copied().take(n).collect();
         if n > RANKED.len() {
@@ -249,5 +281,46 @@ mod tests {
             Ok(PortSet::all().ports)
         );
         assert_eq!(PortSet::top(70000).map(|s| s.len()), Ok(65535));
+    }
+
+    #[test]
+    fn a_huge_list_is_one_set_and_errors_are_cut_short() {
+        let spec = vec!["1-65535"; 15_000].join(",");
+        let set = PortSet::parse(&spec).expect("parses");
+        assert_eq!(set.len(), 65535);
+        let bad = format!("{spec},x");
+        let err = PortSet::parse(&bad).expect_err("bad item").to_string();
+        assert!(
+            err.starts_with("invalid port `x` in `1-65535,1-65535,"),
+            "{err}"
+        );
+        assert!(err.len() < 200, "{err}");
+    }
+
+    #[test]
+    fn top_beyond_every_port_is_every_port() {
+        assert_eq!(PortSet::top(99_999_999).expect("top").len(), 65535);
+        assert_eq!(PortSet::top(65535).expect("top").len(), 65535);
+        assert_eq!(PortSet::top(65534).expect("top").len(), 65534);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parsing_matches_a_naive_set(items in proptest::collection::vec((1u16..300, 0u16..40, proptest::bool::ANY), 1..20)) {
+            let mut naive = std::collections::BTreeSet::new();
+            let mut words = Vec::new();
+            for (first, width, is_range) in items {
+                if is_range {
+                    let last = first.saturating_add(width);
+                    naive.extend(first..=last);
+                    words.push(format!("{first}-{last}"));
+                } else {
+                    naive.insert(first);
+                    words.push(first.to_string());
+                }
+            }
+            let set = PortSet::parse(&words.join(",")).expect("parses");
+            proptest::prop_assert_eq!(set.ports().to_vec(), naive.into_iter().collect::<Vec<_>>());
+        }
     }
 }

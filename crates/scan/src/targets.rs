@@ -41,11 +41,11 @@ pub enum TargetError {
         #[source]
         source: Box<TargetError>,
     },
-    #[error("cannot read target file {path}: {source}")]
+    #[error("cannot read target file {source}")]
     ReadFile {
         path: PathBuf,
         #[source]
-        source: io::Error,
+        source: perimeter_files::FileError,
     },
     #[error("no targets given: name at least one address, network, range or host name")]
     NoTargets,
@@ -209,10 +209,12 @@ pub fn parse_target_list(text: &str) -> Result<Vec<String>, (usize, TargetError)
 
 /// [`parse_target_list`] on a file.
 pub fn read_target_file(path: &Path) -> Result<Vec<String>, TargetError> {
-    let text = std::fs::read_to_string(path).map_err(|source| TargetError::ReadFile {
-        path: path.to_owned(),
-        source,
-    })?;
+    let text =
+        perimeter_files::read_text(path, "a targets file", perimeter_files::MAX_CONFIG_BYTES)
+            .map_err(|source| TargetError::ReadFile {
+                path: path.to_owned(),
+                source,
+            })?;
     parse_target_list(&text).map_err(|(line, source)| TargetError::InFile {
         path: path.to_owned(),
         line,

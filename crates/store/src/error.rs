@@ -13,6 +13,9 @@ pub enum StoreError {
     #[error("could not create database file {}: {source}", .path.display())]
     CreateFile { path: PathBuf, source: io::Error },
 
+    #[error("no history database at {}: nothing has been stored there yet", .path.display())]
+    Missing { path: PathBuf },
+
     #[error("could not open database {}: {source}", .path.display())]
     Open {
         path: PathBuf,

@@ -25,6 +25,7 @@ mod error;
 mod path;
 mod sqlite;
 mod target_key;
+mod writer;
 
 use perimeter_model::{Finding, HostSnapshot, PortResult, ScanInfo};
 use time::OffsetDateTime;
@@ -40,10 +41,38 @@ pub use path::{DB_FILE_NAME, default_db_path};
 pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 pub use target_key::TargetKey;
 
+/// Where a stored scan stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanStatus {
+    /// Its process is still writing it.
+    Running,
+    /// It finished and covered everything it set out to.
+    Complete,
+    /// It stopped early (Ctrl-C, an error) and said so: its results are partial.
+    Incomplete,
+    /// Its process died without saying (killed, a full disk, a power cut):
+    /// its results are partial.
+    Interrupted,
+}
+
+impl ScanStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScanStatus::Running => "running",
+            ScanStatus::Complete => "complete",
+            ScanStatus::Incomplete => "incomplete",
+            ScanStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
 /// A scan in a listing, with counts kept as results were recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScanSummary {
     pub info: ScanInfo,
+    /// Derived when the scan is read: an unfinished scan whose writer is gone
+    /// is `Interrupted`, whichever command looks.
+    pub status: ScanStatus,
     pub target_key: TargetKey,
     /// Results recorded, in any state.
     pub n_results: u64,
@@ -83,6 +112,10 @@ pub trait Store {
 
     /// A scan and its results, in the order they were recorded.
     fn load_scan(&self, scan_id: i64) -> Result<(ScanInfo, Vec<PortResult>), StoreError>;
+
+    /// The newest complete scan of any targets: the default later side of a
+    /// diff. Running, incomplete and interrupted scans never are.
+    fn latest_complete_scan(&self) -> Result<Option<ScanSummary>, StoreError>;
 
     /// The latest `n` complete scans with this target key, newest first: the
     /// scans a new one is diffed against. Incomplete scans are left out, since

@@ -21,10 +21,11 @@ use perimeter_model::{
     ServiceInfo, Severity, TlsInfo,
 };
 use rusqlite::{
-    Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior, params,
+    Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
 };
 use time::OffsetDateTime;
 
+use crate::ScanStatus;
 use crate::audit::{AuditRecord, AuditSummary, ListenerRecord, OwnerRecord};
 use crate::codec::{
     decode_address, decode_auth, decode_bool, decode_count, decode_map, decode_pids, decode_port,
@@ -39,7 +40,10 @@ use crate::{ScanSummary, Store};
 /// The migrations, in order: `MIGRATIONS[i]` takes a database from schema
 /// version `i` to `i + 1`. Released migrations are never edited, only appended
 /// to, since databases in the field have already run them.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_initial.sql"),
+    include_str!("../migrations/0002_scan_writer.sql"),
+];
 
 /// The schema version this binary writes and the newest it can read.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -58,6 +62,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
+    /// The schema version of the file as opened. A read-only store cannot
+    /// migrate, so it reads an older schema as it is (columns added later
+    /// read as absent).
+    schema_version: i64,
 }
 
 impl SqliteStore {
@@ -73,6 +81,65 @@ impl SqliteStore {
             source,
         })?;
         SqliteStore::set_up(conn, path.to_owned())
+    }
+
+    /// Opens an existing history only to read it: nothing is created (a
+    /// missing file or directory is [`StoreError::Missing`], so a typo in
+    /// `--db` is never a new empty database) and nothing is written, so a
+    /// database this user may read but not write is still read. A newer
+    /// schema is refused as by [`SqliteStore::open`]; an older one is read as
+    /// it is.
+    pub fn open_read_only(path: &Path) -> Result<SqliteStore, StoreError> {
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_file() => {}
+            Ok(_) => {
+                return Err(StoreError::NotADatabase {
+                    path: path.to_owned(),
+                });
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::Missing {
+                    path: path.to_owned(),
+                });
+            }
+            Err(source) => {
+                return Err(StoreError::CreateFile {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
+        )
+        .map_err(|source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        conn.set_prepared_statement_cache_capacity(32);
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|source| StoreError::Sqlite {
+                path: path.to_owned(),
+                action: "set the busy timeout".to_owned(),
+                source,
+            })?;
+        let header = read_header(&conn, path)?;
+        check_header(&header, path)?;
+        if header.application_id != APPLICATION_ID {
+            // An empty SQLite file (what perimeter creates before its first
+            // migration) holds no history yet.
+            return Err(StoreError::Missing {
+                path: path.to_owned(),
+            });
+        }
+        Ok(SqliteStore {
+            conn,
+            path: path.to_owned(),
+            schema_version: header.user_version,
+        })
     }
 
     /// A history that lives as long as the value: for tests, and for runs
@@ -117,7 +184,11 @@ impl SqliteStore {
         if header.user_version < SCHEMA_VERSION {
             migrate(&mut conn, &path)?;
         }
-        Ok(SqliteStore { conn, path })
+        Ok(SqliteStore {
+            conn,
+            path,
+            schema_version: SCHEMA_VERSION,
+        })
     }
 
     fn sql_error<A: Into<String>>(
@@ -155,7 +226,14 @@ impl SqliteStore {
         sql_tail: &str,
         params: impl rusqlite::Params,
     ) -> Result<Vec<ScanSummary>, StoreError> {
-        let sql = format!("SELECT {SCAN_COLUMNS} FROM scans {sql_tail}");
+        // `writer` came with schema version 2; an older file opened read-only
+        // has none.
+        let writer = if self.schema_version >= 2 {
+            "writer"
+        } else {
+            "NULL"
+        };
+        let sql = format!("SELECT {SCAN_COLUMNS}, {writer} FROM scans {sql_tail}");
         let mut statement = self
             .conn
             .prepare_cached(&sql)
@@ -240,7 +318,7 @@ impl Store for SqliteStore {
         self.conn
             .execute(
                 "INSERT INTO scans (target_key, targets, resolved, excluded, ports, profile, seed, options, \
-                 started, n_probes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                 started, n_probes, writer) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![
                     key.as_str(),
                     encode_strings(&info.targets),
@@ -252,6 +330,7 @@ impl Store for SqliteStore {
                     encode_map(&info.options),
                     started,
                     n_probes,
+                    crate::writer::current_writer(),
                 ],
             )
             .map_err(self.sql_error("record the start of a scan"))?;
@@ -385,9 +464,19 @@ impl Store for SqliteStore {
         Ok((summary.info, results))
     }
 
+    fn latest_complete_scan(&self) -> Result<Option<ScanSummary>, StoreError> {
+        Ok(self
+            .query_scans(
+                "WHERE complete = 1 AND finished IS NOT NULL ORDER BY id DESC LIMIT 1",
+                [],
+            )?
+            .into_iter()
+            .next())
+    }
+
     fn previous_scans_of(&self, key: &TargetKey, n: usize) -> Result<Vec<ScanSummary>, StoreError> {
         self.query_scans(
-            "WHERE target_key = ?1 AND complete = 1 ORDER BY id DESC LIMIT ?2",
+            "WHERE target_key = ?1 AND complete = 1 AND finished IS NOT NULL ORDER BY id DESC LIMIT ?2",
             params![key.as_str(), sql_limit(n)],
         )
     }
@@ -699,6 +788,7 @@ struct RawScan {
     n_probes: i64,
     n_results: i64,
     n_open: i64,
+    writer: Option<String>,
 }
 
 impl RawScan {
@@ -719,6 +809,7 @@ impl RawScan {
             n_probes: row.get(12)?,
             n_results: row.get(13)?,
             n_open: row.get(14)?,
+            writer: row.get(15)?,
         })
     }
 
@@ -747,8 +838,21 @@ impl RawScan {
             complete: decode_bool(self.complete).map_err(bad)?,
             n_probes: decode_count(self.n_probes).map_err(bad)?,
         };
+        let status = match (info.finished, info.complete) {
+            (Some(_), true) => ScanStatus::Complete,
+            (Some(_), false) => ScanStatus::Incomplete,
+            // No finish time: running while its writer lives. A writer that
+            // cannot be named or checked counts as gone: a scan that may be
+            // dead must never pass for a running one, which later becomes the
+            // newest complete scan.
+            (None, _) => match self.writer.as_deref().and_then(crate::writer::writer_alive) {
+                Some(true) => ScanStatus::Running,
+                _ => ScanStatus::Interrupted,
+            },
+        };
         Ok(ScanSummary {
             info,
+            status,
             target_key: TargetKey::from_stored(self.target_key),
             n_results: decode_count(self.n_results).map_err(bad)?,
             n_open: decode_count(self.n_open).map_err(bad)?,

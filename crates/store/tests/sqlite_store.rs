@@ -694,3 +694,126 @@ fn a_second_handle_sees_committed_batches_of_a_running_scan() -> TestResult {
     assert_eq!(seen, results);
     Ok(())
 }
+
+#[test]
+fn a_scan_whose_writer_died_is_interrupted_and_never_the_latest_complete() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("h.db");
+    let mut store = SqliteStore::open(&path)?;
+    let finished = datetime!(2024-05-01 10:05:00 +02:00);
+    let done = store.begin_scan(&scan_info(&["198.18.0.0/30"]))?;
+    store.finish_scan(done, finished, true, 4)?;
+    let running = store.begin_scan(&scan_info(&["198.18.0.0/30"]))?;
+
+    // Written by this process, which lives: running.
+    let status_of = |store: &SqliteStore, id: i64| -> Result<_, StoreError> {
+        Ok(store
+            .list_scans(10)?
+            .into_iter()
+            .find(|s| s.info.id == id)
+            .map(|s| s.status))
+    };
+    assert_eq!(
+        status_of(&store, running)?,
+        Some(perimeter_store::ScanStatus::Running)
+    );
+    assert_eq!(
+        status_of(&store, done)?,
+        Some(perimeter_store::ScanStatus::Complete)
+    );
+
+    // The same scan as a process of another boot wrote it: that process is
+    // gone, so every reader sees the scan interrupted.
+    rusqlite::Connection::open(&path)?.execute(
+        "UPDATE scans SET writer = 'an-earlier-boot/4242/99' WHERE id = ?1",
+        [running],
+    )?;
+    assert_eq!(
+        status_of(&store, running)?,
+        Some(perimeter_store::ScanStatus::Interrupted)
+    );
+    let read_only = SqliteStore::open_read_only(&path)?;
+    assert_eq!(
+        status_of(&read_only, running)?,
+        Some(perimeter_store::ScanStatus::Interrupted)
+    );
+    // The newest scan is the interrupted one; the newest complete one is not.
+    assert_eq!(store.list_scans(1)?[0].info.id, running);
+    assert_eq!(store.latest_complete_scan()?.map(|s| s.info.id), Some(done));
+    // A scan stored before writers were recorded, unfinished, is interrupted
+    // too: it may be dead and must never pass for running.
+    rusqlite::Connection::open(&path)?
+        .execute("UPDATE scans SET writer = NULL WHERE id = ?1", [running])?;
+    assert_eq!(
+        status_of(&store, running)?,
+        Some(perimeter_store::ScanStatus::Interrupted)
+    );
+    Ok(())
+}
+
+#[test]
+fn read_only_opening_creates_nothing_and_writes_nothing() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let missing = dir.path().join("typo/dir/h.db");
+    let err = SqliteStore::open_read_only(&missing).expect_err("missing");
+    assert!(matches!(err, StoreError::Missing { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "no history database at {}: nothing has been stored there yet",
+            missing.display()
+        )
+    );
+    assert!(!dir.path().join("typo").exists(), "a directory was created");
+
+    let path = dir.path().join("h.db");
+    {
+        let mut store = SqliteStore::open(&path)?;
+        let id = store.begin_scan(&scan_info(&["198.18.0.1"]))?;
+        store.finish_scan(id, datetime!(2024-05-01 10:05:00 +02:00), true, 1)?;
+    }
+    // Mode 0444, as a database another user owns looks to us. Root ignores
+    // modes, so what is proven here is that the open never writes; the CLI
+    // tests read such a file as an unprivileged user.
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o444))?;
+    let before = fs::read(&path)?;
+    let store = SqliteStore::open_read_only(&path)?;
+    assert_eq!(store.list_scans(5)?.len(), 1);
+    drop(store);
+    assert_eq!(
+        fs::read(&path)?,
+        before,
+        "a read-only open changed the file"
+    );
+    Ok(())
+}
+
+#[test]
+fn an_older_schema_is_read_as_it_is_when_opened_read_only() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("v1.db");
+    {
+        let mut store = SqliteStore::open(&path)?;
+        let id = store.begin_scan(&scan_info(&["198.18.0.1"]))?;
+        store.finish_scan(id, datetime!(2024-05-01 10:05:00 +02:00), true, 1)?;
+    }
+    // Take the file back to schema version 1 (as an older perimeter wrote it).
+    {
+        let conn = rusqlite::Connection::open(&path)?;
+        conn.execute_batch("ALTER TABLE scans DROP COLUMN writer; PRAGMA user_version = 1;")?;
+    }
+    let store = SqliteStore::open_read_only(&path)?;
+    let scans = store.list_scans(5)?;
+    assert_eq!(scans.len(), 1);
+    assert_eq!(scans[0].status, perimeter_store::ScanStatus::Complete);
+    assert_eq!(
+        schema_version(&path)?,
+        1,
+        "a read-only open migrated the file"
+    );
+    drop(store);
+    // A writing open migrates it.
+    drop(SqliteStore::open(&path)?);
+    assert_eq!(schema_version(&path)?, SCHEMA_VERSION);
+    Ok(())
+}

@@ -336,15 +336,9 @@ fn new_entry(
     })
 }
 
-/// Append one entry: re-read the file (someone may have edited it meanwhile),
-/// append, write atomically.
+/// Append one entry: under a lock, re-read the file (someone may have
+/// edited it meanwhile), append, write atomically through any symlink.
 fn write_entry(path: &Path, entry: &NewApproval) -> Result<()> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
-    };
-    let updated = approvals::append_entry(&text, entry, path)?;
-    approvals::save_atomic(path, &updated)?;
+    approvals::append_to_file(path, entry)?;
     Ok(())
 }

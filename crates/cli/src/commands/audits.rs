@@ -12,7 +12,7 @@ use crate::exit_codes;
 use crate::terminal::Terminal;
 
 pub(crate) fn run(args: AuditsArgs, _terminal: &Terminal) -> Result<u8> {
-    let db = store::open(&args.db)?;
+    let db = store::open_read_only(&args.db)?;
     if args.diff {
         let host = nix::unistd::gethostname()
             .ok()

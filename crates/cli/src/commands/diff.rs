@@ -13,7 +13,7 @@ use crate::exit_codes;
 use crate::terminal::Terminal;
 
 pub(crate) fn run(args: DiffArgs, terminal: &Terminal) -> Result<u8> {
-    let db = store::open(&args.db)?;
+    let db = store::open_read_only(&args.db)?;
     let (before_id, after_id) = match (args.before, args.after) {
         (Some(a), Some(b)) => (a, b),
         (Some(a), None) => {
@@ -28,16 +28,34 @@ pub(crate) fn run(args: DiffArgs, terminal: &Terminal) -> Result<u8> {
             }
         }
         (None, _) => {
-            let Some(latest) = db.list_scans(1)?.into_iter().next() else {
-                bail!("no scans stored yet: run `perimeter scan` first");
+            // The newest *complete* scan: a running, stopped or interrupted
+            // one would report every port it never reached as closed.
+            let newest = db.list_scans(1)?.into_iter().next();
+            let Some(latest) = db.latest_complete_scan()? else {
+                match newest {
+                    Some(newest) => bail!(
+                        "no complete scan stored yet (scan {} is {}): name two scans to compare partial results",
+                        newest.info.id,
+                        newest.status.as_str()
+                    ),
+                    None => bail!("no scans stored yet: run `perimeter scan` first"),
+                }
             };
+            let skipped = newest
+                .filter(|n| n.info.id != latest.info.id)
+                .map(|n| (n.info.id, n.status.as_str()));
             let previous = db
                 .previous_scans_of(&TargetKey::of(&latest.info), 3)?
                 .into_iter()
                 .find(|s| s.info.id != latest.info.id);
-            match previous {
-                Some(previous) => (previous.info.id, latest.info.id),
-                None => bail!(
+            match (previous, skipped) {
+                (Some(previous), _) => (previous.info.id, latest.info.id),
+                (None, Some((id, status))) => bail!(
+                    "scan {} (the newest complete one; scan {id} after it is {status}) has no earlier complete scan of the same targets and ports to compare with: name two scans to compare partial results (perimeter diff {} {id})",
+                    latest.info.id,
+                    latest.info.id
+                ),
+                (None, None) => bail!(
                     "scan {} has no earlier complete scan of the same targets and ports to compare with",
                     latest.info.id
                 ),

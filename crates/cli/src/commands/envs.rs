@@ -97,9 +97,20 @@ pub(crate) fn run(args: EnvsArgs, _terminal: &Terminal) -> Result<u8> {
     // Hosts as last seen by the stored scans (newest first, so the first
     // sighting of an address is its last).
     let mut seen: BTreeMap<IpAddr, Seen> = BTreeMap::new();
-    let db_path = store::db_path(&args.db)?;
-    if db_path.exists() {
-        let db = store::open(&args.db)?;
+    // No history yet is no sightings, not an error; nothing is created.
+    let db = match store::open_read_only(&args.db) {
+        Ok(db) => Some(db),
+        Err(err)
+            if matches!(
+                err.downcast_ref::<perimeter_store::StoreError>(),
+                Some(perimeter_store::StoreError::Missing { .. })
+            ) =>
+        {
+            None
+        }
+        Err(err) => return Err(err),
+    };
+    if let Some(db) = db {
         for summary in db.list_scans(RECENT_SCANS)? {
             let (info, results) = db.load_scan(summary.info.id)?;
             for result in results.iter().filter(|r| r.state == PortState::Open) {

@@ -74,6 +74,9 @@ pub(crate) fn audit_host(args: &HostArgs, missing: MissingApprovals) -> Result<H
     let (approvals_path, named) = approvals_path(args);
     let missing_ok = !named || missing == MissingApprovals::WillCreate;
     let approvals = approvals::load(&approvals_path, missing_ok)?;
+    for warning in approvals.duplicate_warnings() {
+        eprintln!("perimeter: warning: {warning}");
+    }
     let inventory = crate::commands::envs::load_inventory(&args.inventory)?;
     let taken_at = OffsetDateTime::now_utc();
     let collected = collect(&AuditOptions {

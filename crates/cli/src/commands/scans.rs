@@ -10,7 +10,10 @@ use crate::exit_codes;
 use crate::terminal::Terminal;
 
 pub(crate) fn run(args: ScansArgs, _terminal: &Terminal) -> Result<u8> {
-    let db = store::open(&args.db)?;
+    if args.limit == 0 {
+        anyhow::bail!("--limit 0 would list nothing: give a count of at least 1");
+    }
+    let db = store::open_read_only(&args.db)?;
     let scans = db.list_scans(args.limit)?;
     match args.format {
         Format::Json => {
@@ -26,6 +29,7 @@ pub(crate) fn run(args: ScansArgs, _terminal: &Terminal) -> Result<u8> {
                         "started": rfc3339(s.info.started),
                         "finished": s.info.finished.map(rfc3339),
                         "complete": s.info.complete,
+                        "status": s.status.as_str(),
                         "n_results": s.n_results,
                         "n_open": s.n_open,
                     })
@@ -48,11 +52,7 @@ pub(crate) fn run(args: ScansArgs, _terminal: &Terminal) -> Result<u8> {
                     "ID", "STARTED", "PROFILE", "OPEN", "STATUS"
                 );
                 for s in &scans {
-                    let status = match (s.info.complete, s.info.finished) {
-                        (true, _) => "complete",
-                        (false, Some(_)) => "incomplete",
-                        (false, None) => "running?",
-                    };
+                    let status = s.status.as_str();
                     println!(
                         "{:>5}  {:<20}  {:<8}  {:>5}  {:<10}  {} ({})",
                         s.info.id,

@@ -22,3 +22,10 @@ pub(crate) fn open(args: &DbArgs) -> Result<SqliteStore> {
     let path = db_path(args)?;
     Ok(SqliteStore::open(&path)?)
 }
+
+/// The history for a command that only reads it (`scans`, `diff`, `audits`,
+/// `envs`): never created, never written, readable without write permission.
+pub(crate) fn open_read_only(args: &DbArgs) -> Result<SqliteStore> {
+    let path = db_path(args)?;
+    Ok(SqliteStore::open_read_only(&path)?)
+}
