@@ -47,6 +47,10 @@ pub enum TargetError {
         #[source]
         source: perimeter_files::FileError,
     },
+    #[error(
+        "invalid target `{text}`: IPv6 zone ids (`%{zone}`) are not supported; scan link-local addresses from a network namespace where they are reachable without one, or scan a global address of the host"
+    )]
+    ZoneId { text: String, zone: String },
     #[error("no targets given: name at least one address, network, range or host name")]
     NoTargets,
     #[error(
@@ -112,6 +116,17 @@ pub fn parse_target(text: &str) -> Result<TargetSpec, TargetError> {
     }
     if let Ok(address) = trimmed.parse::<IpAddr>() {
         return Ok(TargetSpec::Address(address));
+    }
+    if let Some((address, zone)) = trimmed.split_once('%')
+        && address.parse::<std::net::Ipv6Addr>().is_ok()
+    {
+        // A link-local address is only meaningful on one interface; the
+        // engine's sockets carry no scope id, so such a target could reach
+        // the wrong link. Refused rather than guessed.
+        return Err(TargetError::ZoneId {
+            text: trimmed.to_owned(),
+            zone: zone.to_owned(),
+        });
     }
     if let Some((address, prefix)) = trimmed.split_once('/') {
         let address: IpAddr = address
