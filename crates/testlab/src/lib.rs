@@ -45,11 +45,6 @@ pub fn copy_to_tmp(program: &str, name: &str) -> (tempfile::TempDir, PathBuf) {
     (dir, exe)
 }
 
-/// [`require`] for root; the test's name now comes from its thread.
-pub fn require_root(_test: &str) -> bool {
-    require(Requirement::Root)
-}
-
 /// A short name unique to this process and call, usable in interface names
 /// (at most 15 bytes with a prefix of up to 5).
 pub fn unique_suffix() -> String {
