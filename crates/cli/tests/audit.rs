@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{audit_json, default_drop_ruleset, finding, listener, rules_about, strings};
-use perimeter_testlab::{Ns, copy_to_tmp, require_root};
+use perimeter_testlab::{Ns, Requirement, copy_to_tmp, require};
 
 fn no_approvals(dir: &Path) -> PathBuf {
     // Named explicitly so a developer's own approvals never leak into a test;
@@ -24,17 +24,9 @@ fn tarball_redis() -> (tempfile::TempDir, PathBuf) {
     copy_to_tmp("/usr/bin/redis-check-rdb", "redis-server")
 }
 
-fn have(binary: &str) -> bool {
-    let found = Path::new(binary).exists();
-    if !found {
-        eprintln!("skipping: {binary} is not installed (scripts/test installs it)");
-    }
-    found
-}
-
 #[test]
 fn tarball_redis_as_root_on_every_interface_without_password() {
-    if !require_root("tarball_redis") || !have("/usr/bin/redis-check-rdb") {
+    if !require(Requirement::Netns) || !require(Requirement::Tool("/usr/bin/redis-check-rdb")) {
         return;
     }
     let ns = Ns::new("redis").expect("netns");
@@ -87,7 +79,10 @@ fn tarball_redis_as_root_on_every_interface_without_password() {
 
 #[test]
 fn packaged_redis_with_password_on_loopback_is_clean_and_secret_stays_secret() {
-    if !require_root("packaged_redis") || !have("/usr/bin/redis-server") {
+    if !require(Requirement::Netns)
+        || !require(Requirement::Tool("/usr/bin/redis-server"))
+        || !require(Requirement::Tool("setpriv"))
+    {
         return;
     }
     let ns = Ns::new("redisok").expect("netns");
@@ -162,7 +157,10 @@ fn packaged_redis_with_password_on_loopback_is_clean_and_secret_stays_secret() {
 
 #[test]
 fn sshd_permitting_root_from_one_range_says_which() {
-    if !require_root("sshd_root_login") || !have("/usr/sbin/sshd") {
+    if !require(Requirement::Netns)
+        || !require(Requirement::Tool("/usr/sbin/sshd"))
+        || !require(Requirement::Tool("ssh-keygen"))
+    {
         return;
     }
     let ns = Ns::new("sshd").expect("netns");
@@ -244,7 +242,7 @@ fn sshd_permitting_root_from_one_range_says_which() {
 
 #[test]
 fn deleted_binary_running_from_tmp() {
-    if !require_root("deleted_binary") {
+    if !require(Requirement::Netns) {
         return;
     }
     let (dir, exe) = copy_to_tmp("/usr/bin/sleep", "kworkerd");
@@ -282,7 +280,7 @@ fn deleted_binary_running_from_tmp() {
 
 #[test]
 fn default_drop_firewall_silences_firewall_none() {
-    if !require_root("firewall") {
+    if !require(Requirement::Netns) || !require(Requirement::Tool("nft")) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -307,7 +305,10 @@ fn default_drop_firewall_silences_firewall_none() {
 
 #[test]
 fn unprivileged_audit_says_what_it_could_not_see() {
-    if !require_root("unprivileged") || !have("/usr/bin/redis-check-rdb") {
+    if !require(Requirement::Netns)
+        || !require(Requirement::Tool("/usr/bin/redis-check-rdb"))
+        || !require(Requirement::Tool("setpriv"))
+    {
         return;
     }
     let ns = Ns::new("unpriv").expect("netns");
@@ -354,7 +355,7 @@ fn unprivileged_audit_says_what_it_could_not_see() {
 
 #[test]
 fn second_audit_reports_the_listener_that_appeared() {
-    if !require_root("audit_history") {
+    if !require(Requirement::Netns) {
         return;
     }
     let ns = Ns::new("history").expect("netns");
@@ -404,7 +405,7 @@ fn second_audit_reports_the_listener_that_appeared() {
 
 #[test]
 fn all_netns_sees_and_asks_redis_inside_other_namespaces() {
-    if !require_root("all_netns") || !have("/usr/bin/redis-check-rdb") {
+    if !require(Requirement::Netns) || !require(Requirement::Tool("/usr/bin/redis-check-rdb")) {
         return;
     }
     let ns = Ns::new("allns").expect("netns");

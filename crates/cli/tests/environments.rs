@@ -5,11 +5,10 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::Duration;
 
 use common::{code, run, stderr, stdout};
-use perimeter_testlab::{Daemon, Lab, Ns, require_root};
+use perimeter_testlab::{Daemon, Lab, Ns, Requirement, require};
 
 #[test]
 fn init_writes_the_example_and_refuses_to_overwrite() {
@@ -174,7 +173,7 @@ fn findings(doc: &serde_json::Value) -> BTreeSet<String> {
 
 #[test]
 fn verify_from_outside_and_from_the_admin_network() {
-    if !require_root("verify") || !Path::new("/usr/bin/python3").exists() {
+    if !require(Requirement::Netns) || !require(Requirement::Tool("/usr/bin/python3")) {
         return;
     }
     let mut lab = Lab::new().expect("lab");
@@ -290,6 +289,13 @@ fn verify_from_outside_and_from_the_admin_network() {
     );
 }
 
+/// What [`audit_dev_host`] needs; each test asks before it builds one.
+fn require_dev_host() -> bool {
+    require(Requirement::Netns)
+        && require(Requirement::Tool("nft"))
+        && require(Requirement::Tool("/usr/bin/python3"))
+}
+
 /// The dev host's own view: its firewall decides who can reach its listener.
 fn audit_dev_host(ruleset: &str) -> serde_json::Value {
     let ns = Ns::new("devfw").expect("netns");
@@ -312,7 +318,7 @@ fn audit_dev_host(ruleset: &str) -> serde_json::Value {
 
 #[test]
 fn dev_listener_open_to_anyone_is_env_dev_open() {
-    if !require_root("env_dev_open") || !Path::new("/usr/bin/python3").exists() {
+    if !require_dev_host() {
         return;
     }
     let doc = audit_dev_host(
@@ -336,7 +342,7 @@ fn dev_listener_open_to_anyone_is_env_dev_open() {
 
 #[test]
 fn dev_listener_limited_to_allow_from_is_quiet() {
-    if !require_root("env_dev_limited") || !Path::new("/usr/bin/python3").exists() {
+    if !require_dev_host() {
         return;
     }
     let doc = audit_dev_host(

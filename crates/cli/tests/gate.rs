@@ -6,7 +6,15 @@
 mod common;
 
 use common::{code, default_drop_ruleset, run, stderr, stdout};
-use perimeter_testlab::{Daemon, Ns, require_root};
+use perimeter_testlab::{Daemon, Ns, Requirement, require};
+
+/// What [`web_host`] needs; each test asks before it builds one.
+fn require_web_host() -> bool {
+    require(Requirement::Netns)
+        && require(Requirement::Tool("nft"))
+        && require(Requirement::Tool("setpriv"))
+        && require(Requirement::Tool("/usr/bin/python3"))
+}
 
 /// A hardened lab host (default-drop firewall) with one web server beyond
 /// loopback, run as nobody from a packaged interpreter.
@@ -21,7 +29,7 @@ fn web_host() -> (Ns, Daemon) {
 
 #[test]
 fn check_fails_until_the_listener_is_approved() {
-    if !require_root("gate") {
+    if !require_web_host() {
         return;
     }
     let (ns, _web) = web_host();
@@ -155,7 +163,7 @@ fn check_fails_until_the_listener_is_approved() {
 
 #[test]
 fn expired_approval_fails_the_gate() {
-    if !require_root("gate_expired") {
+    if !require_web_host() {
         return;
     }
     let (ns, _web) = web_host();
@@ -181,7 +189,7 @@ fn expired_approval_fails_the_gate() {
 
 #[test]
 fn malformed_approvals_file_is_an_error_with_position_and_is_never_rewritten() {
-    if !require_root("gate_malformed") {
+    if !require_web_host() {
         return;
     }
     let (ns, _web) = web_host();
@@ -264,7 +272,7 @@ sys.exit(os.waitstatus_to_exitcode(status))
 
 #[test]
 fn interactive_approval_asks_one_listener_at_a_time() {
-    if !require_root("gate_interactive") {
+    if !require_web_host() {
         return;
     }
     let (ns, _web) = web_host();

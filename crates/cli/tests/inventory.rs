@@ -392,7 +392,7 @@ fn bad_root_is_an_error() {
 
 #[test]
 fn rpm_root_lists_its_package_and_its_unowned_executable() {
-    if !perimeter_testlab::require_rpm("rpm_root_lists_its_package_and_its_unowned_executable") {
+    if !perimeter_testlab::require_rpm() {
         return;
     }
     let work = tempfile::tempdir().expect("tempdir");

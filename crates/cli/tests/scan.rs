@@ -13,15 +13,15 @@ mod scan_lab;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, TcpListener};
-use std::path::Path;
 use std::process::Command;
 
 use common::{code, stderr, stdout};
-use perimeter_testlab::{Ns, require_root};
+use perimeter_testlab::{Ns, Requirement, require};
 use scan_lab::{
-    BareLab, DB, DB_V6, FW, PORT_LIST, PORTS, ServiceLab, Streaming, WEB, counted_packets, have,
-    have_service_lab, installed_version, ip, json_of, json_states, nmap_states, nmap_states_by,
-    parse_xml, perimeter_in, result_at, results, rules_of, start_http, start_redis, xml_states,
+    BareLab, DB, DB_V6, FW, PORT_LIST, PORTS, ServiceLab, Streaming, WEB, counted_packets,
+    installed_version, ip, json_of, json_states, nmap_states, nmap_states_by, parse_xml,
+    perimeter_in, require_service_lab, result_at, results, rules_of, start_http, start_redis,
+    xml_states,
 };
 use serde_json::Value;
 
@@ -41,10 +41,7 @@ fn strings(list: &[&str]) -> Vec<String> {
 /// and IPv6, perimeter's states are exactly nmap's.
 #[test]
 fn port_states_equal_nmaps_on_the_same_lab() {
-    if !require_root("port_states_equal_nmaps_on_the_same_lab")
-        || !have_service_lab()
-        || !have("/usr/bin/nmap")
-    {
+    if !require_service_lab() || !require(Requirement::Tool("/usr/bin/nmap")) {
         return;
     }
     let lab = ServiceLab::start();
@@ -126,10 +123,7 @@ fn port_states_equal_nmaps_on_the_same_lab() {
 /// still identified (over ordinary connections), and the XML says `syn`.
 #[test]
 fn syn_scan_states_equal_nmaps_syn_scan() {
-    if !require_root("syn_scan_states_equal_nmaps_syn_scan")
-        || !have_service_lab()
-        || !have("/usr/bin/nmap")
-    {
+    if !require_service_lab() || !require(Requirement::Tool("/usr/bin/nmap")) {
         return;
     }
     let lab = ServiceLab::start();
@@ -193,9 +187,7 @@ fn syn_scan_states_equal_nmaps_syn_scan() {
 /// per open port are exactly these.
 #[test]
 fn findings_name_services_and_flag_the_unauthenticated_ones() {
-    if !require_root("findings_name_services_and_flag_the_unauthenticated_ones")
-        || !have_service_lab()
-    {
+    if !require_service_lab() {
         return;
     }
     let redis_version = installed_version("/usr/bin/redis-server", &["--version"], "v=");
@@ -358,7 +350,7 @@ fn findings_name_services_and_flag_the_unauthenticated_ones() {
 /// retries some ports are lost; with retries every port is decided right.
 #[test]
 fn retries_recover_every_port_under_random_loss() {
-    if !require_root("retries_recover_every_port_under_random_loss") || !have("/usr/sbin/nft") {
+    if !require(Requirement::Netns) || !require(Requirement::Tool("/usr/sbin/nft")) {
         return;
     }
     let mut lab = BareLab::new();
@@ -444,9 +436,9 @@ fn retries_recover_every_port_under_random_loss() {
 /// exits 1; a third, unchanged scan diffs clean with exit 0; `scans` lists all.
 #[test]
 fn diff_reports_redis_losing_its_password_and_a_new_listener() {
-    if !require_root("diff_reports_redis_losing_its_password_and_a_new_listener")
-        || !have("/usr/bin/redis-server")
-        || !have("/usr/bin/python3")
+    if !require(Requirement::Netns)
+        || !require(Requirement::Tool("/usr/bin/redis-server"))
+        || !require(Requirement::Tool("/usr/bin/python3"))
     {
         return;
     }
@@ -546,9 +538,9 @@ fn diff_reports_redis_losing_its_password_and_a_new_listener() {
     assert_eq!(opened["after"]["service"], "http");
 
     // nmap's own diff tool reads perimeter's XML and sees the same change.
-    // (ndiff is the Debian package of that name; without it this part is
-    // skipped.)
-    if Path::new("/usr/bin/ndiff").exists() {
+    // (ndiff is the Debian package of that name; without it only this part
+    // is skipped, and strict mode fails.)
+    if require(Requirement::Tool("/usr/bin/ndiff")) {
         let output = Command::new("/usr/bin/ndiff")
             .arg(xml_of(1))
             .arg(xml_of(2))
@@ -583,8 +575,6 @@ fn diff_reports_redis_losing_its_password_and_a_new_listener() {
             text.contains("+|_ exposed.redis-noauth: critical"),
             "{text}"
         );
-    } else {
-        eprintln!("skipping the ndiff check: /usr/bin/ndiff is not installed");
     }
 
     // Nothing changed since: a clean diff, exit 0.
@@ -632,7 +622,7 @@ fn diff_reports_redis_losing_its_password_and_a_new_listener() {
 /// same text as `--format xml`.
 #[test]
 fn jsonl_and_nmap_xml_outputs_carry_the_same_results() {
-    if !require_root("jsonl_and_nmap_xml_outputs_carry_the_same_results") || !have_service_lab() {
+    if !require_service_lab() {
         return;
     }
     let lab = ServiceLab::start();
@@ -732,7 +722,7 @@ fn jsonl_and_nmap_xml_outputs_carry_the_same_results() {
 /// broken guard could reach nothing.
 #[test]
 fn scope_refuses_no_targets_and_the_whole_internet() {
-    if !require_root("scope_refuses_no_targets_and_the_whole_internet") {
+    if !require(Requirement::Netns) {
         return;
     }
     let ns = Ns::new("scope").expect("netns");
@@ -782,7 +772,7 @@ fn scope_refuses_no_targets_and_the_whole_internet() {
 /// stored, naming the capability; the connect scan runs unprivileged.
 #[test]
 fn syn_scan_without_cap_net_raw_says_so() {
-    if !require_root("syn_scan_without_cap_net_raw_says_so") {
+    if !require(Requirement::Netns) || !require(Requirement::Tool("setpriv")) {
         return;
     }
     let ns = Ns::new("synnobody").expect("netns");
@@ -824,7 +814,7 @@ fn syn_scan_without_cap_net_raw_says_so() {
 /// nftables counter stays at zero) while its neighbour's counter grows.
 #[test]
 fn excluded_host_is_never_sent_a_packet() {
-    if !require_root("excluded_host_is_never_sent_a_packet") || !have("/usr/sbin/nft") {
+    if !require(Requirement::Netns) || !require(Requirement::Tool("/usr/sbin/nft")) {
         return;
     }
     let mut lab = BareLab::new();
@@ -887,7 +877,7 @@ fn excluded_host_is_never_sent_a_packet() {
 /// the interrupted scan never reached (nothing in the lab changed).
 #[test]
 fn ctrl_c_stores_the_partial_scan_marked_incomplete() {
-    if !require_root("ctrl_c_stores_the_partial_scan_marked_incomplete") {
+    if !require(Requirement::Netns) {
         return;
     }
     let mut lab = BareLab::new();

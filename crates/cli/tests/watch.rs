@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use perimeter_testlab::{Ns, copy_to_tmp, require_root};
+use perimeter_testlab::{Ns, Requirement, copy_to_tmp, require};
 use serde_json::Value;
 
 const GUARD: Duration = Duration::from_secs(60);
@@ -151,7 +151,7 @@ const SERVER: &str = "import socket, sys, time\n\
 
 #[test]
 fn an_exec_from_tmp_and_a_listener_beyond_loopback_in_the_namespace() {
-    if !require_root("watch end to end") || !Path::new("/usr/bin/python3").exists() {
+    if !require(Requirement::Netns) || !require(Requirement::Tool("/usr/bin/python3")) {
         return;
     }
     let ns = Ns::new("watch").expect("netns");
@@ -228,7 +228,8 @@ fn an_exec_from_tmp_and_a_listener_beyond_loopback_in_the_namespace() {
     let python = std::fs::canonicalize("/usr/bin/python3").expect("python3");
     assert_eq!(appeared["exe"], python.to_string_lossy().as_ref());
     assert_eq!(appeared["approval"], "unapproved");
-    if Path::new("/var/lib/dpkg/info").is_dir() {
+    // Only this check needs a dpkg database; the rest of the test runs without.
+    if require(Requirement::Path("/var/lib/dpkg/info")) {
         assert_eq!(appeared["ownership"], "package");
     }
 
@@ -254,7 +255,7 @@ fn an_exec_from_tmp_and_a_listener_beyond_loopback_in_the_namespace() {
 
 #[test]
 fn unprivileged_it_says_why_and_polls_proc() {
-    if !require_root("watch as nobody") {
+    if !require(Requirement::Netns) || !require(Requirement::Tool("setpriv")) {
         return;
     }
     // Inside a namespace of its own, the connector is out of reach: nobody
@@ -307,7 +308,7 @@ fn unprivileged_it_says_why_and_polls_proc() {
 
 #[test]
 fn only_suspicious_in_human_lines() {
-    if !require_root("watch --only-suspicious") || !Path::new("/var/lib/dpkg/info").is_dir() {
+    if !require(Requirement::Root) || !require(Requirement::Path("/var/lib/dpkg/info")) {
         return;
     }
     let (_dir, miner) = copy_to_tmp("/usr/bin/sleep", "watchdogd");

@@ -214,12 +214,16 @@ mod tests {
     #[test]
     fn permission_errors_say_cap_net_admin() {
         // Runs nft as nobody, which is how a non-root audit would see it.
-        let (Some(nft), Some(setpriv)) = (find_tool("nft"), find_tool("setpriv")) else {
-            return;
-        };
-        if !nix_is_root() {
+        use perimeter_testlab::{Requirement, require};
+        if !require(Requirement::Root)
+            || !require(Requirement::Tool("nft"))
+            || !require(Requirement::Tool("setpriv"))
+        {
             return;
         }
+        let (Some(nft), Some(setpriv)) = (find_tool("nft"), find_tool("setpriv")) else {
+            panic!("nft and setpriv are installed but find_tool misses them");
+        };
         let mut command = Command::new(setpriv);
         command
             .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
@@ -240,9 +244,5 @@ mod tests {
                 .hint
                 .is_some_and(|h| h.starts_with("listing firewall rules needs CAP_NET_ADMIN"))
         );
-    }
-
-    fn nix_is_root() -> bool {
-        nix::unistd::geteuid().is_root()
     }
 }

@@ -21,6 +21,7 @@ use perimeter_firewall::reachability::{Probe, Reachability, SourceFate, reachabi
 use perimeter_firewall::{Ruleset, verdict_from_nft_json};
 use perimeter_host::firewall::{firewall_verdict, read_ruleset};
 use perimeter_model::{FirewallVerdict, Protocol};
+use perimeter_testlab::{Requirement, require};
 
 // ---------------------------------------------------------------------------
 // Default deny, live
@@ -31,17 +32,19 @@ struct TestNetns {
 }
 
 impl TestNetns {
-    /// `None` when this host cannot make namespaces (not root, no `ip`).
+    /// `None` when this machine cannot make namespaces or has no nft (which
+    /// loads and lists the rulesets), after [`require`] said so or failed the
+    /// test.
     fn new(tag: &str) -> Option<TestNetns> {
-        let name = format!("perimeter-fw-{tag}-{}", std::process::id());
-        let ok = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!("cannot create network namespace {name}; skipping");
+        if !require(Requirement::Netns) || !require(Requirement::Tool("nft")) {
             return None;
         }
+        let name = format!("perimeter-fw-{tag}-{}", std::process::id());
+        let status = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .expect("run ip netns add");
+        assert!(status.success(), "ip netns add {name} failed ({status})");
         Some(TestNetns { name })
     }
 
@@ -124,6 +127,9 @@ fn live_empty_namespace_is_open() {
 
 #[test]
 fn live_nft_ipv4_and_legacy_ipv6_together_deny() {
+    if !require(Requirement::Tool("ip6tables-legacy")) {
+        return;
+    }
     let Some(ns) = TestNetns::new("mixed") else {
         return;
     };
@@ -162,11 +168,7 @@ fn missing_namespace_is_unknown() {
 #[test]
 fn this_namespace_can_be_read_as_root() {
     // Only reads: no rule is ever loaded into the host's own namespace.
-    if !Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout == b"0\n")
-    {
+    if !require(Requirement::Root) || !require(Requirement::Tool("nft")) {
         return;
     }
     let (verdict, problems) = firewall_verdict(None);
@@ -248,7 +250,7 @@ fn answers(ruleset: &Ruleset, probes: &[&str]) -> Vec<Reachability> {
 /// audit reads it gives the same answers as its stored listing.
 #[test]
 fn live_nft_rulesets_answer_like_their_fixtures() {
-    if !perimeter_testlab::require_root("live_nft_rulesets_answer_like_their_fixtures") {
+    if !require(Requirement::Netns) || !require(Requirement::Tool("nft")) {
         return;
     }
     for (name, probes) in NFT_FIXTURES {
@@ -267,7 +269,10 @@ fn live_nft_rulesets_answer_like_their_fixtures() {
 
 #[test]
 fn live_legacy_iptables_answers_like_its_fixture() {
-    if !perimeter_testlab::require_root("live_legacy_iptables_answers_like_its_fixture") {
+    if !require(Requirement::Netns)
+        || !require(Requirement::Tool("iptables-legacy-restore"))
+        || !require(Requirement::Tool("ip6tables-legacy-restore"))
+    {
         return;
     }
     let ns = perimeter_testlab::Ns::new("reach").expect("namespace");
@@ -535,7 +540,13 @@ COMMIT
 /// whether a real connection from that source gets through. They must agree.
 #[test]
 fn lab_connections_agree_with_reachability() {
-    if !perimeter_testlab::require_root("lab_connections_agree_with_reachability") {
+    let tools = [
+        "nft",
+        "iptables-legacy",
+        "ip6tables-legacy",
+        "iptables-legacy-restore",
+    ];
+    if !require(Requirement::Netns) || !tools.into_iter().all(|t| require(Requirement::Tool(t))) {
         return;
     }
     let mut lab = perimeter_testlab::Lab::new().expect("lab");

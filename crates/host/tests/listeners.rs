@@ -16,6 +16,7 @@ use nix::sys::socket::{
 use perimeter_host::listeners::{ListenerFacts, ListenerOptions, SocketSource, collect_listeners};
 use perimeter_host::sockets::{RawSocket, dump_netlink, read_proc_net};
 use perimeter_model::{Listener, Protocol, Scope, SocketOwner};
+use perimeter_testlab::{Requirement, require};
 
 fn inode_of(fd: &impl AsRawFd) -> u64 {
     std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd()))
@@ -290,10 +291,7 @@ fn ip(args: &[&str]) {
 
 #[test]
 fn all_netns_sees_a_listener_inside_a_lab_namespace() {
-    if !is_root() {
-        eprintln!(
-            "skipping all_netns_sees_a_listener_inside_a_lab_namespace: needs root to create a network namespace"
-        );
+    if !require(Requirement::Netns) || !require(Requirement::Tool("/usr/bin/python3")) {
         return;
     }
     let name = format!("perimeter-t-{}", std::process::id());
@@ -377,8 +375,7 @@ const CHILD_INODE: &str = "PERIMETER_TEST_ROOT_SOCKET_INODE";
 
 #[test]
 fn unprivileged_run_keeps_root_sockets_and_names_the_missing_capabilities() {
-    if !is_root() {
-        eprintln!("skipping: needs root to start the unprivileged child");
+    if !require(Requirement::Root) || !require(Requirement::Tool("setpriv")) {
         return;
     }
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -13,6 +13,7 @@ use perimeter_host::sshd::{
     groups_of, inspect_sshd, inspect_sshd_listening, load_sshd_config, parse_command_line_option,
     parse_sshd_config, run_sshd_t, source_classes, users_to_evaluate,
 };
+use perimeter_testlab::{Requirement, require};
 
 /// Config files held in memory.
 struct MemFiles(BTreeMap<PathBuf, String>);
@@ -364,9 +365,13 @@ struct SshdLab {
 }
 
 impl SshdLab {
+    /// `None` when this machine cannot run `sshd -T` (root, sshd and
+    /// ssh-keygen), after [`require`] said so or failed the test.
     fn new() -> Option<SshdLab> {
-        if !Path::new(SSHD).exists() || !nix_is_root() {
-            eprintln!("no {SSHD}, or not root; skipping the sshd -T comparison");
+        if !require(Requirement::Root)
+            || !require(Requirement::Tool(SSHD))
+            || !require(Requirement::Tool("ssh-keygen"))
+        {
             return None;
         }
         let dir = tempfile::tempdir().expect("tempdir");
@@ -404,13 +409,6 @@ impl SshdLab {
         std::fs::write(&main_path, text).expect("write");
         main_path
     }
-}
-
-fn nix_is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout == b"0\n")
 }
 
 /// Compares perimeter's evaluation with sshd's for every connection.

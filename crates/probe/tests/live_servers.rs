@@ -1,7 +1,8 @@
 //! The identification plan against real servers on 127.0.0.1: each test starts a
 //! daemon on an ephemeral port (killed in `Drop`), runs `probes_for_address`
 //! through a small blocking driver, and checks the exact service, version, auth
-//! state and findings. A test whose daemon is not installed says so and passes.
+//! state and findings. A test whose daemon is not installed says so and is
+//! skipped, or fails under `PERIMETER_TEST_STRICT=1` (as `scripts/test` runs it).
 //!
 //! The driver here is test code: std sockets, a read timeout on every read, and
 //! the probe's `max_response` cap, the same contract the scan engine follows.
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use perimeter_model::{AuthState, Severity};
 use perimeter_probe::{Identified, Next, Probe, probes_for_address, rules};
+use perimeter_testlab::{Requirement, require, require_tool};
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// How long the banner probe waits for a greeting, and any other read for its
@@ -51,6 +53,13 @@ fn find_binary(candidates: &[&str]) -> Option<PathBuf> {
                 .map(|dir| Path::new(dir).join(name))
                 .find(|path| path.is_file())
         })
+}
+
+/// [`find_binary`], or `None` after [`require_tool`] said that the last
+/// candidate (the one `scripts/test` installs) is missing, or failed the test
+/// in strict mode.
+fn require_binary(candidates: &[&str]) -> Option<PathBuf> {
+    find_binary(candidates).or_else(|| require_tool(candidates.last()?))
 }
 
 fn free_port() -> u16 {
@@ -160,20 +169,9 @@ fn version_from(program: &Path, args: &[&str], marker: &str) -> Option<String> {
     Some(after.split([' ', ',', '\n']).next()?.to_string())
 }
 
-macro_rules! require {
-    ($binary:expr, $what:expr) => {
-        match $binary {
-            Some(binary) => binary,
-            None => {
-                eprintln!("skipping: {} is not installed", $what);
-                return;
-            }
-        }
-    };
-}
-
+/// A Redis on a free port, and its binary; `None` when it is not installed.
 fn redis(extra: &[&str]) -> Option<(Daemon, PathBuf)> {
-    let binary = find_binary(&["/usr/bin/redis-server"])?;
+    let binary = require_binary(&["/usr/bin/redis-server"])?;
     let port = free_port();
     let dir = temp_dir();
     let mut command = Command::new(&binary);
@@ -196,7 +194,9 @@ fn redis(extra: &[&str]) -> Option<(Daemon, PathBuf)> {
 
 #[test]
 fn redis_without_password_is_critical() {
-    let (daemon, binary) = require!(redis(&[]), "redis-server");
+    let Some((daemon, binary)) = redis(&[]) else {
+        return;
+    };
     let (found, run) = identify(daemon.port);
     assert_eq!(
         run,
@@ -223,10 +223,9 @@ fn redis_without_password_is_critical() {
 
 #[test]
 fn redis_with_password_requires_auth() {
-    let (daemon, _) = require!(
-        redis(&["--requirepass", "lab-password-not-secret"]),
-        "redis-server"
-    );
+    let Some((daemon, _)) = redis(&["--requirepass", "lab-password-not-secret"]) else {
+        return;
+    };
     let (found, _) = identify(daemon.port);
     assert_eq!(found.service.name, "redis");
     assert_eq!(found.service.auth, AuthState::Required);
@@ -235,7 +234,9 @@ fn redis_with_password_requires_auth() {
 
 #[test]
 fn memcached_is_high() {
-    let binary = require!(find_binary(&["/usr/bin/memcached"]), "memcached");
+    let Some(binary) = require_binary(&["/usr/bin/memcached"]) else {
+        return;
+    };
     let port = free_port();
     let mut command = Command::new(&binary);
     command.args([
@@ -270,8 +271,12 @@ fn memcached_is_high() {
 
 #[test]
 fn sshd_banner() {
-    let binary = require!(find_binary(&["/usr/sbin/sshd"]), "sshd");
-    let keygen = require!(find_binary(&["/usr/bin/ssh-keygen"]), "ssh-keygen");
+    let (Some(binary), Some(keygen)) = (
+        require_binary(&["/usr/sbin/sshd"]),
+        require_binary(&["/usr/bin/ssh-keygen"]),
+    ) else {
+        return;
+    };
     let dir = temp_dir();
     let key = dir.path().join("host_ed25519");
     let generated = Command::new(keygen)
@@ -296,8 +301,9 @@ fn sshd_banner() {
     assert_eq!(run, vec!["banner"]);
     assert_eq!(found.service.name, "ssh");
     assert_eq!(found.service.product.as_deref(), Some("OpenSSH"));
-    // `ssh -V` names the same build (`OpenSSH_9.2p1 Debian-...`).
-    if let Some(ssh) = find_binary(&["/usr/bin/ssh"]) {
+    // `ssh -V` names the same build (`OpenSSH_9.2p1 Debian-...`); only this
+    // check needs the client.
+    if let Some(ssh) = require_binary(&["/usr/bin/ssh"]) {
         assert_eq!(
             found.service.version,
             version_from(&ssh, &["-V"], "OpenSSH_")
@@ -314,12 +320,14 @@ fn sshd_banner() {
 }
 
 fn python() -> Option<PathBuf> {
-    find_binary(&["/usr/bin/python3"])
+    require_binary(&["/usr/bin/python3"])
 }
 
 #[test]
 fn python_http_server() {
-    let python = require!(python(), "python3");
+    let Some(python) = python() else {
+        return;
+    };
     let dir = temp_dir();
     std::fs::write(
         dir.path().join("index.html"),
@@ -385,7 +393,9 @@ fn https_demanding_a_client_certificate_requires_auth() {
     let setup = format!(
         "context.verify_mode = ssl.CERT_REQUIRED; context.load_verify_locations({LAB_CERT:?})"
     );
-    let daemon = require!(python_https(&setup), "python3");
+    let Some(daemon) = python_https(&setup) else {
+        return;
+    };
     let (found, _) = identify(daemon.port);
     assert_eq!(found.service.name, "ssl");
     assert_eq!(found.service.auth, AuthState::Required);
@@ -401,7 +411,9 @@ fn https_demanding_a_client_certificate_requires_auth() {
 
 #[test]
 fn https_with_the_lab_certificate() {
-    let daemon = require!(python_https("pass"), "python3");
+    let Some(daemon) = python_https("pass") else {
+        return;
+    };
     let (found, run) = identify(daemon.port);
     assert_eq!(run.last(), Some(&"https"));
     assert_eq!(found.service.name, "https");
@@ -422,7 +434,9 @@ fn https_with_the_lab_certificate() {
 
 #[test]
 fn etcd_without_auth_is_critical() {
-    let binary = require!(find_binary(&["/usr/bin/etcd"]), "etcd");
+    let Some(binary) = require_binary(&["/usr/bin/etcd"]) else {
+        return;
+    };
     let dir = temp_dir();
     let (client, peer) = (free_port(), free_port());
     let mut command = Command::new(&binary);
@@ -453,7 +467,9 @@ fn etcd_without_auth_is_critical() {
 
 #[test]
 fn vnc_without_password_is_critical() {
-    let binary = require!(find_binary(&["/usr/bin/Xtigervnc"]), "Xtigervnc");
+    let Some(binary) = require_binary(&["/usr/bin/Xtigervnc"]) else {
+        return;
+    };
     let port = free_port();
     // A display number unlikely to be taken; the X socket itself is not used.
     let display = format!(":{}", 100 + port % 400);
@@ -492,18 +508,20 @@ fn postgres_account() -> Option<(u32, u32)> {
 }
 
 /// Initialises a cluster owned by `postgres` and starts it on a free port with
-/// `hba` as its only pg_hba.conf line.
+/// `hba` as its only pg_hba.conf line; `None` when PostgreSQL is not installed
+/// or the test does not run as root (which it needs to hand the cluster to the
+/// `postgres` account).
 fn postgres(hba: &str, ssl: bool) -> Option<Daemon> {
     use std::os::unix::process::CommandExt as _;
-    let postgres = find_binary(&[
+    if !require(Requirement::Root) || !require(Requirement::Account("postgres")) {
+        return None;
+    }
+    let postgres = require_binary(&[
         "/usr/local/bin/postgres",
         "/usr/lib/postgresql/15/bin/postgres",
     ])?;
-    let initdb = postgres.with_file_name("initdb");
-    if !initdb.is_file() {
-        return None;
-    }
-    let (uid, gid) = postgres_account()?;
+    let initdb = require_tool(&postgres.with_file_name("initdb").to_string_lossy())?;
+    let (uid, gid) = postgres_account().expect("the postgres account's uid and gid");
     let dir = temp_dir();
     let owned = |path: &Path| {
         std::os::unix::fs::chown(path, Some(uid), Some(gid))
@@ -554,10 +572,9 @@ fn postgres(hba: &str, ssl: bool) -> Option<Daemon> {
 
 #[test]
 fn postgres_trust_means_no_authentication() {
-    let daemon = require!(
-        postgres("host all all 127.0.0.1/32 trust", false),
-        "postgres"
-    );
+    let Some(daemon) = postgres("host all all 127.0.0.1/32 trust", false) else {
+        return;
+    };
     let (found, run) = identify(daemon.port);
     assert_eq!(run.last(), Some(&"postgresql"));
     assert_eq!(found.service.name, "postgresql");
@@ -574,10 +591,9 @@ fn postgres_trust_means_no_authentication() {
 
 #[test]
 fn postgres_hostssl_scram_over_tls() {
-    let daemon = require!(
-        postgres("hostssl all all 127.0.0.1/32 scram-sha-256", true),
-        "postgres"
-    );
+    let Some(daemon) = postgres("hostssl all all 127.0.0.1/32 scram-sha-256", true) else {
+        return;
+    };
     let (found, _) = identify(daemon.port);
     assert_eq!(found.service.name, "postgresql");
     assert_eq!(found.service.auth, AuthState::Required);

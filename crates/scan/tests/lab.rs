@@ -4,7 +4,8 @@
 //! so filtered ports and packet loss are real; the scanner runs inside its
 //! namespace (its tokio runtime is built there, so its threads inherit it).
 //!
-//! These tests need root; without it they say so and pass without scanning.
+//! These tests need root and nft: without them each says so and is skipped,
+//! or fails under `PERIMETER_TEST_STRICT=1` (as `scripts/test` runs them).
 
 mod common;
 
@@ -18,7 +19,7 @@ use perimeter_model::PortState;
 use perimeter_scan::{
     Connect, FilterCause, Profile, ScanOptions, SynTransport, Transport, no_probes, standard_probes,
 };
-use perimeter_testlab::{Lab, Ns, require_root};
+use perimeter_testlab::{Lab, Ns, Requirement, require};
 
 const SCANNER: [&str; 2] = ["198.18.0.1/15", "fd00:198:18::1/64"];
 
@@ -108,7 +109,7 @@ fn counted_packets(ns: &Ns) -> u64 {
 
 #[test]
 fn lab_port_states_are_exact() {
-    if !require_root("lab_port_states_are_exact") {
+    if !require(Requirement::Netns) || !require(Requirement::Tool("nft")) {
         return;
     }
     let (_lab, scanner, target) = states_lab();
@@ -187,7 +188,7 @@ fn lab_port_states_are_exact() {
 /// IPv6.
 #[test]
 fn lab_syn_probes_read_every_kind_of_answer() {
-    if !require_root("lab_syn_probes_read_every_kind_of_answer") {
+    if !require(Requirement::Netns) || !require(Requirement::Tool("nft")) {
         return;
     }
     let (_lab, scanner, target) = states_lab();
@@ -248,7 +249,7 @@ fn describe<S>(outcome: &Connect<S>) -> String {
 /// each host counts every packet from the scanner's address.
 #[test]
 fn lab_excluded_host_sees_no_packet() {
-    if !require_root("lab_excluded_host_sees_no_packet") {
+    if !require(Requirement::Netns) || !require(Requirement::Tool("nft")) {
         return;
     }
     let mut lab = Lab::new().expect("lab");
@@ -308,7 +309,7 @@ fn lab_excluded_host_sees_no_packet() {
 /// still decided right, without them some are lost.
 #[test]
 fn lab_retries_recover_from_packet_loss() {
-    if !require_root("lab_retries_recover_from_packet_loss") {
+    if !require(Requirement::Netns) || !require(Requirement::Tool("nft")) {
         return;
     }
     let mut lab = Lab::new().expect("lab");
@@ -387,17 +388,10 @@ fn lab_retries_recover_from_packet_loss() {
 /// Real daemons in the target namespace, identified by `perimeter-probe`.
 #[test]
 fn lab_identifies_real_services() {
-    if !require_root("lab_identifies_real_services") {
-        return;
-    }
-    let installed = |program: &str| {
-        std::process::Command::new(program)
-            .arg("-h")
-            .output()
-            .is_ok()
-    };
-    if !installed("redis-server") || !installed("memcached") {
-        eprintln!("skipping lab_identifies_real_services: needs redis-server and memcached");
+    if !require(Requirement::Netns)
+        || !require(Requirement::Tool("redis-server"))
+        || !require(Requirement::Tool("memcached"))
+    {
         return;
     }
     let mut lab = Lab::new().expect("lab");

@@ -12,6 +12,7 @@ use std::time::Duration;
 use common::{LoggingTransport, free_port, scan};
 use perimeter_model::PortState;
 use perimeter_scan::{Profile, ScanOptions, no_probes, standard_probes};
+use perimeter_testlab::{Requirement, require};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 
@@ -92,12 +93,7 @@ async fn loopback_ports_are_open_or_closed_and_identified() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_redis_is_found_without_auth() {
-    if std::process::Command::new("redis-server")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipping: redis-server is not installed");
+    if !require(Requirement::Tool("redis-server")) {
         return;
     }
     let port = free_port("127.0.0.1");
@@ -194,10 +190,10 @@ async fn excluded_loopback_address_is_never_connected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipv6_loopback_works_and_is_named_with_brackets() {
-    let Ok(listener) = TcpListener::bind("[::1]:0").await else {
-        eprintln!("skipping: no IPv6 loopback here");
+    if !require(Requirement::Ipv6Loopback) {
         return;
-    };
+    }
+    let listener = TcpListener::bind("[::1]:0").await.expect("listen on [::1]");
     let open = listener.local_addr().expect("local address");
     let closed = free_port("::1");
     let transport = LoggingTransport::default();

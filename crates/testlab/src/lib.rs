@@ -7,8 +7,9 @@
 //! default route, so nothing in a lab can reach beyond it.
 //!
 //! Everything here shells out to iproute2 (`ip`) and nftables (`nft`), the tools
-//! an operator would use by hand, and needs root; [`require_root`] lets a test
-//! skip cleanly elsewhere.
+//! an operator would use by hand, and needs root. A test first asks
+//! [`require`] for what it needs (root, namespaces, a program): without it the
+//! test is skipped, saying so, or fails under `PERIMETER_TEST_STRICT=1`.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
@@ -20,6 +21,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+
+pub use require::{Requirement, STRICT_VAR, require, require_rpm, require_tool};
+
+mod require;
 
 /// A copy of `program` named `name` in a fresh directory under /tmp (mode
 /// 0755, so other users may run it): the "downloaded binary" no package
@@ -38,15 +43,6 @@ pub fn copy_to_tmp(program: &str, name: &str) -> (tempfile::TempDir, PathBuf) {
     let exe = dir.path().join(name);
     std::fs::copy(program, &exe).expect("copy the program");
     (dir, exe)
-}
-
-/// Whether the test runs as root; prints why it skips when not.
-pub fn require_root(test: &str) -> bool {
-    let root = nix::unistd::geteuid().is_root();
-    if !root {
-        eprintln!("skipping {test}: needs root (network namespaces, daemons)");
-    }
-    root
 }
 
 /// A short name unique to this process and call, usable in interface names
@@ -377,31 +373,6 @@ pub const RPM_FIXTURE_PACKAGE: &str = "perimeter-rpm-fixture";
 
 /// The one file [`RPM_FIXTURE_PACKAGE`] ships, a small shell script.
 pub const RPM_FIXTURE_EXE: &str = "/usr/bin/perimeter-rpm-fixture";
-
-/// Whether `rpm` and `rpmbuild` are installed and the test runs as root (rpm
-/// installs files as root:root); prints why it skips when not.
-pub fn require_rpm(test: &str) -> bool {
-    if !require_root(test) {
-        return false;
-    }
-    let missing: Vec<&str> = ["rpm", "rpmbuild"]
-        .into_iter()
-        .filter(|tool| {
-            Command::new(tool)
-                .arg("--version")
-                .stdin(Stdio::null())
-                .output()
-                .map_or(true, |output| !output.status.success())
-        })
-        .collect();
-    if !missing.is_empty() {
-        eprintln!(
-            "skipping {test}: {} not installed (scripts/test installs the rpm package)",
-            missing.join(" and ")
-        );
-    }
-    missing.is_empty()
-}
 
 /// Builds [`RPM_FIXTURE_PACKAGE`] 1.0-1 (noarch) with `rpmbuild` in `work`,
 /// then creates an rpm database at `dbpath` (a path inside the root:

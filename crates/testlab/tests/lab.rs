@@ -3,11 +3,11 @@
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
-use perimeter_testlab::{Lab, require_root};
+use perimeter_testlab::{Lab, Requirement, require};
 
 #[test]
 fn hosts_reach_each_other_and_namespaces_go_away() {
-    if !require_root("hosts_reach_each_other_and_namespaces_go_away") {
+    if !require(Requirement::Netns) {
         return;
     }
     let names;

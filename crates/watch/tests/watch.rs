@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use perimeter_model::{Ownership, Protocol};
-use perimeter_testlab::{Ns, copy_to_tmp, require_root};
+use perimeter_testlab::{Ns, Requirement, copy_to_tmp, require};
 use perimeter_watch::{
     ExecEvent, ExecFlag, ExecSource, ExecSourceChoice, ListenerEvent, WatchEvent, WatchOptions,
     WatchSummary, Watcher, read_exec,
@@ -108,7 +108,7 @@ fn connector_opts() -> WatchOptions {
 
 #[test]
 fn every_exec_of_a_script_chain_is_one_event() {
-    if !require_root("watch exec chain") {
+    if !require(Requirement::Root) {
         return;
     }
     let running = Running::start(connector_opts());
@@ -151,7 +151,7 @@ fn every_exec_of_a_script_chain_is_one_event() {
 
 #[test]
 fn an_exec_from_tmp_is_unpackaged_and_world_writable() {
-    if !require_root("watch exec from tmp") {
+    if !require(Requirement::Root) {
         return;
     }
     let running = Running::start(connector_opts());
@@ -192,7 +192,7 @@ fn an_exec_from_tmp_is_unpackaged_and_world_writable() {
 
 #[test]
 fn a_packaged_exec_is_not_suspicious() {
-    if !require_root("watch packaged exec") || !Path::new("/var/lib/dpkg/info").is_dir() {
+    if !require(Requirement::Root) || !require(Requirement::Path("/var/lib/dpkg/info")) {
         return;
     }
     let running = Running::start(connector_opts());
@@ -214,7 +214,7 @@ fn a_packaged_exec_is_not_suspicious() {
 
 #[test]
 fn processes_that_exit_at_once_are_reported_never_dropped() {
-    if !require_root("watch short-lived") {
+    if !require(Requirement::Root) {
         return;
     }
     let running = Running::start(connector_opts());
@@ -255,7 +255,7 @@ fn processes_that_exit_at_once_are_reported_never_dropped() {
 
 #[test]
 fn an_exec_from_memory_is_memfd_and_deleted() {
-    if !require_root("watch memfd") || !Path::new("/usr/bin/python3").exists() {
+    if !require(Requirement::Root) || !require(Requirement::Tool("/usr/bin/python3")) {
         return;
     }
     let running = Running::start(connector_opts());
@@ -290,7 +290,7 @@ fn an_exec_from_memory_is_memfd_and_deleted() {
 
 #[test]
 fn a_deleted_executable_is_flagged() {
-    if !require_root("watch deleted exe") {
+    if !require(Requirement::Root) {
         return;
     }
     let (_dir, exe) = copy_to_tmp("/usr/bin/sleep", "gone");
@@ -313,7 +313,7 @@ fn a_deleted_executable_is_flagged() {
 
 #[test]
 fn polling_sees_a_process_that_lives_long_enough() {
-    if !require_root("watch polling") {
+    if !require(Requirement::Root) {
         return;
     }
     let running = Running::start(WatchOptions {
@@ -336,7 +336,7 @@ fn polling_sees_a_process_that_lives_long_enough() {
 
 #[test]
 fn listeners_appear_and_go_away_inside_a_namespace() {
-    if !require_root("watch listeners") || !Path::new("/usr/bin/python3").exists() {
+    if !require(Requirement::Netns) || !require(Requirement::Tool("/usr/bin/python3")) {
         return;
     }
     let ns = Arc::new(Ns::new("watch").expect("netns"));
@@ -394,7 +394,8 @@ fn listeners_appear_and_go_away_inside_a_namespace() {
         "{owner:?}"
     );
     assert_eq!(owner.user_name(), "root");
-    if Path::new("/var/lib/dpkg/info").is_dir() {
+    // Only this check needs a dpkg database; the rest of the test runs without.
+    if require(Requirement::Path("/var/lib/dpkg/info")) {
         assert!(
             matches!(owner.ownership, Ownership::Package(_)),
             "{:?}",

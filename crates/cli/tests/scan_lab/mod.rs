@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use perimeter_testlab::{Daemon, Lab, Ns};
+use perimeter_testlab::{Daemon, Lab, Ns, Requirement, require};
 use quick_xml::events::{BytesStart, Event};
 use serde_json::Value;
 
@@ -44,15 +44,6 @@ pub(crate) const PORT_LIST: [u16; 8] = [22, 80, 6379, 7379, 8080, 9000, 9001, 11
 /// How long a daemon may take to start listening: generous, because the
 /// machine is shared with other tests; it is a bound on a wait, not a check.
 const START_WAIT: Duration = Duration::from_secs(20);
-
-/// Whether a program the test needs is installed; says why it skips if not.
-pub(crate) fn have(binary: &str) -> bool {
-    let found = Path::new(binary).exists();
-    if !found {
-        eprintln!("skipping: {binary} is not installed (scripts/test installs it)");
-    }
-    found
-}
 
 pub(crate) fn ip(text: &str) -> IpAddr {
     text.parse().expect("test address")
@@ -248,18 +239,20 @@ pub(crate) struct ServiceLab {
     _dir: tempfile::TempDir,
 }
 
-/// Whether everything the service lab starts is installed.
-pub(crate) fn have_service_lab() -> bool {
-    [
-        "/usr/bin/redis-server",
-        "/usr/bin/memcached",
-        "/usr/sbin/sshd",
-        "/usr/bin/ssh-keygen",
-        "/usr/bin/python3",
-        "/usr/sbin/nft",
-    ]
-    .iter()
-    .all(|binary| have(binary))
+/// What [`ServiceLab::start`] needs: namespaces and every program it starts.
+/// Each test asks before it starts one.
+pub(crate) fn require_service_lab() -> bool {
+    require(Requirement::Netns)
+        && [
+            "/usr/bin/redis-server",
+            "/usr/bin/memcached",
+            "/usr/sbin/sshd",
+            "/usr/bin/ssh-keygen",
+            "/usr/bin/python3",
+            "/usr/sbin/nft",
+        ]
+        .into_iter()
+        .all(|tool| require(Requirement::Tool(tool)))
 }
 
 impl ServiceLab {
