@@ -10,10 +10,7 @@ use std::time::{Duration, Instant};
 use perimeter_files::{
     FileError, MAX_CONFIG_BYTES, lock_for_update, read_bytes, read_text, write_atomic,
 };
-
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
+use perimeter_testlab::{Requirement, require};
 
 fn mkfifo(path: &Path) {
     rustix::fs::mknodat(
@@ -159,12 +156,7 @@ fn a_dangling_symlink_is_written_through_and_loops_are_refused() {
 
 #[test]
 fn a_device_node_is_never_replaced() {
-    assert!(
-        is_root() || std::env::var_os("PERIMETER_TEST_STRICT").is_none(),
-        "strict mode: needs root to mknod"
-    );
-    if !is_root() {
-        eprintln!("SKIPPED a_device_node_is_never_replaced: needs root for mknod");
+    if !require(Requirement::Root) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -203,12 +195,7 @@ fn a_device_node_is_never_replaced() {
 
 #[test]
 fn owner_group_and_mode_are_kept() {
-    assert!(
-        is_root() || std::env::var_os("PERIMETER_TEST_STRICT").is_none(),
-        "strict mode: needs root to chown"
-    );
-    if !is_root() {
-        eprintln!("SKIPPED owner_group_and_mode_are_kept: needs root to chown");
+    if !require(Requirement::Root) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");

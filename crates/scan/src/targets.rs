@@ -788,6 +788,10 @@ mod tests {
             Err("invalid target `198.51.100.0/33`: the prefix length is too long".into())
         );
         assert_eq!(
+            message("fe80::1%lo"),
+            Err("invalid target `fe80::1%lo`: IPv6 zone ids (`%lo`) are not supported; scan link-local addresses from a network namespace where they are reachable without one, or scan a global address of the host".into())
+        );
+        assert_eq!(
             message("10.0.0.256"),
             Err("invalid target `10.0.0.256`: not a valid IP address".into())
         );
