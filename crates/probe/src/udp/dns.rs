@@ -256,10 +256,19 @@ pub fn read_name(message: &[u8], start: usize) -> Option<(String, usize)> {
     // below it, so positions only ever move backwards between label runs and no
     // loop can form, whatever the message says.
     let mut lowest = start;
+    // A pointer names a prior occurrence (RFC 1035 §4.1.4), so after a jump
+    // everything read must lie before the pointer itself. Without this a label
+    // reached through a pointer could run on past the pointer into the rest of
+    // the record, and a record would mean different things depending on the
+    // bytes after it (found by the udp_dns fuzz target).
+    let mut limit = message.len();
     let mut end = None;
     let mut jumps = 0;
     let mut octets = 0usize;
     loop {
+        if pos >= limit {
+            return None;
+        }
         let len = *message.get(pos)?;
         match len & 0xc0 {
             0x00 if len == 0 => {
@@ -280,6 +289,9 @@ pub fn read_name(message: &[u8], start: usize) -> Option<(String, usize)> {
                     return None;
                 }
                 let label = message.get(pos + 1..pos + 1 + len)?;
+                if pos + 1 + len > limit {
+                    return None;
+                }
                 if !name.is_empty() {
                     name.push('.');
                 }
@@ -288,6 +300,9 @@ pub fn read_name(message: &[u8], start: usize) -> Option<(String, usize)> {
             }
             0xc0 => {
                 let low = *message.get(pos + 1)?;
+                if pos + 2 > limit {
+                    return None;
+                }
                 let target = usize::from(len & 0x3f) << 8 | usize::from(low);
                 end.get_or_insert(pos + 2);
                 jumps += 1;
@@ -295,6 +310,7 @@ pub fn read_name(message: &[u8], start: usize) -> Option<(String, usize)> {
                     return None;
                 }
                 lowest = target;
+                limit = pos;
                 pos = target;
             }
             // 0x40 and 0x80: the extended label types of RFC 6891 §5, which no

@@ -327,3 +327,31 @@ fn version_strings_name_products() {
         );
     }
 }
+
+/// Regression (udp_dns fuzz target, crash-4c70a7be): an answer whose name is a
+/// pointer into the header, where a "label" of 52 octets starts and runs past
+/// the pointer into the record's own fields. Read that way, the record's type
+/// and length came from bytes after it and the message parsed differently when
+/// cut at its own end. A label reached through a pointer must end before the
+/// pointer.
+#[test]
+fn labels_behind_a_pointer_end_before_it() {
+    let message = hex("123481800001000100000000076578616d706c6503636f6d0000010001\
+         c0010c0000010000012c0004000000000000000000000000000000000000c0a4a4a4a4a4a4a4000201");
+    assert_eq!(message.len(), 70);
+    let Some(parsed) = parse_message(&message) else {
+        panic!("the header and question parse");
+    };
+    assert_eq!((parsed.records.len(), parsed.complete), (0, false));
+    assert_eq!(
+        parse_message(message.get(..parsed.end).unwrap_or_default()),
+        Some(parsed)
+    );
+    // A pointer to a label run that ends exactly at the pointer is fine.
+    let mut fine = hex("000081800000000000000000");
+    fine.extend_from_slice(&[0x01, b'a', 0x00, 0xc0, 0x0c]);
+    assert_eq!(read_name(&fine, 15), Some(("a".to_string(), 17)));
+    let mut overrun = hex("000081800000000000000000");
+    overrun.extend_from_slice(&[0x03, b'a', 0xc0, 0x0c, 0x00]);
+    assert_eq!(read_name(&overrun, 14), None);
+}
