@@ -267,8 +267,12 @@ pub fn sniff_udp(port: u16, sent: &[u8], reply: &[u8]) -> Option<Identified> {
         1900 => Sniffer::Ssdp,
         _ => Sniffer::NetbiosOrDns,
     };
-    if let Some(idx) = order.iter().position(|s| *s == first) {
-        order[..=idx].rotate_right(1);
+    if let Some(head) = order
+        .iter()
+        .position(|s| *s == first)
+        .and_then(|idx| order.get_mut(..=idx))
+    {
+        head.rotate_right(1);
     }
     order
         .into_iter()
