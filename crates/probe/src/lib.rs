@@ -31,6 +31,7 @@ pub mod rules;
 pub mod ssh;
 pub mod text;
 pub mod tls;
+pub mod udp;
 pub mod vnc;
 
 pub use banner::BannerProbe;

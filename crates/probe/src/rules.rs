@@ -24,9 +24,22 @@ pub const ETCD_OPEN: &str = "exposed.etcd-open";
 pub const KUBELET_OPEN: &str = "exposed.kubelet-open";
 /// A VNC server offered the "None" security type.
 pub const VNC_NOAUTH: &str = "exposed.vnc-noauth";
+/// A DNS server answered a recursive query for a name it is not authoritative
+/// for (see `udp::dns::recursion_outcome` for what one reply proves).
+pub const DNS_OPEN_RESOLVER: &str = "exposed.dns-open-resolver";
+/// An NTP server answered a mode 7 MON_GETLIST_1 (monlist) request.
+pub const NTP_MONLIST: &str = "exposed.ntp-monlist";
+/// An NTP server answered a mode 6 READVAR control request.
+pub const NTP_MODE6: &str = "exposed.ntp-mode6";
+/// An SNMP agent answered a GetRequest with the community `public`.
+pub const SNMP_PUBLIC: &str = "exposed.snmp-public";
+/// memcached answered a command over UDP.
+pub const MEMCACHED_UDP: &str = "exposed.memcached-udp";
+/// A host answered an SSDP M-SEARCH sent to it by unicast.
+pub const SSDP: &str = "exposed.ssdp";
 
 /// Every rule id above, for documentation and tests.
-pub const ALL: [&str; 8] = [
+pub const ALL: [&str; 14] = [
     REDIS_NOAUTH,
     MEMCACHED,
     MONGODB_NOAUTH,
@@ -35,6 +48,12 @@ pub const ALL: [&str; 8] = [
     ETCD_OPEN,
     KUBELET_OPEN,
     VNC_NOAUTH,
+    DNS_OPEN_RESOLVER,
+    NTP_MONLIST,
+    NTP_MODE6,
+    SNMP_PUBLIC,
+    MEMCACHED_UDP,
+    SSDP,
 ];
 
 /// One finding per rule, as the probes raise it (without evidence): the
@@ -50,6 +69,12 @@ pub fn catalogue() -> Vec<Finding> {
         etcd_open(Vec::new()),
         kubelet_open(Vec::new()),
         vnc_noauth(Vec::new()),
+        dns_open_resolver(Vec::new()),
+        ntp_monlist(Vec::new()),
+        ntp_mode6(Vec::new()),
+        snmp_public(Vec::new()),
+        memcached_udp(Vec::new()),
+        ssdp(Vec::new()),
     ]
 }
 
@@ -150,6 +175,88 @@ pub(crate) fn vnc_noauth(evidence: Vec<String>) -> Finding {
         "the VNC server offers the \"None\" security type: anyone can see and control the desktop",
         "require a password or VeNCrypt/TLS authentication, and tunnel VNC over SSH instead of \
          exposing it",
+        evidence,
+    )
+}
+
+/// High: an open resolver reflects and amplifies spoofed queries at anyone
+/// (a 40-byte question draws answers of several kilobytes) and lets outsiders
+/// probe its cache.
+pub(crate) fn dns_open_resolver(evidence: Vec<String>) -> Finding {
+    finding(
+        DNS_OPEN_RESOLVER,
+        Severity::High,
+        "the DNS server resolves names for any client (open resolver)",
+        "allow recursion only for your own networks (BIND `allow-recursion`, Unbound \
+         `access-control`, dnsmasq `--local-service` or `--interface`) or turn it off on \
+         authoritative servers, and firewall UDP/TCP 53 from outside",
+        evidence,
+    )
+}
+
+/// High: monlist is the ~557x NTP amplification of CVE-2013-5211, and its
+/// answer lists the addresses of up to 600 recent clients.
+pub(crate) fn ntp_monlist(evidence: Vec<String>) -> Finding {
+    finding(
+        NTP_MONLIST,
+        Severity::High,
+        "the NTP server answers mode 7 monlist requests (CVE-2013-5211 amplification)",
+        "upgrade ntpd (4.2.7p26 and later no longer answer monlist, and current releases \
+         answer mode 7 only with `enable mode7`), or add `restrict default noquery` to \
+         ntp.conf",
+        evidence,
+    )
+}
+
+/// Medium: a READVAR answer is tens of times the request but bounded, and gives
+/// away the daemon's exact version and OS.
+pub(crate) fn ntp_mode6(evidence: Vec<String>) -> Finding {
+    finding(
+        NTP_MODE6,
+        Severity::Medium,
+        "the NTP server answers mode 6 control queries (ntpq) from this network",
+        "add `noquery` to the `restrict default` lines of ntp.conf (keep queries for \
+         localhost only), or firewall UDP 123 to time service only",
+        evidence,
+    )
+}
+
+/// High: `public` is the factory read community; an agent that accepts it shows
+/// interfaces, routes, processes and often software to anyone, and answers
+/// GetBulk with large amplified replies.
+pub(crate) fn snmp_public(evidence: Vec<String>) -> Finding {
+    finding(
+        SNMP_PUBLIC,
+        Severity::High,
+        "the SNMP agent answers the default community \"public\"",
+        "remove the `public` community (use SNMPv3 with authentication, or a long random \
+         community limited to your monitoring hosts) and firewall UDP 161",
+        evidence,
+    )
+}
+
+/// High: memcached over UDP is the 2018 reflection vector (amplification up to
+/// ~50,000x with a stored value).
+pub(crate) fn memcached_udp(evidence: Vec<String>) -> Finding {
+    finding(
+        MEMCACHED_UDP,
+        Severity::High,
+        "memcached answers over UDP (reflection and amplification)",
+        "turn UDP off (`-U 0`, the default since memcached 1.5.6), bind memcached to \
+         loopback (`-l 127.0.0.1`) and firewall port 11211",
+        evidence,
+    )
+}
+
+/// Medium: SSDP from outside the LAN is a reflection vector and describes the
+/// device, but answering on the LAN is what it is for.
+pub(crate) fn ssdp(evidence: Vec<String>) -> Finding {
+    finding(
+        SSDP,
+        Severity::Medium,
+        "the host answers SSDP searches (UPnP discovery) sent to it directly",
+        "stop the UPnP/SSDP service or bind it to the LAN interface, and drop UDP 1900 from \
+         untrusted networks at the firewall",
         evidence,
     )
 }

@@ -4,6 +4,7 @@
 
 use perimeter_model::ServiceInfo;
 use perimeter_probe::text::{MAX_BANNER_CHARS, MAX_VALUE_CHARS};
+use perimeter_probe::udp::{self, UdpRequest, ber, dns, mdns, netbios, ntp, snmp, ssdp};
 use perimeter_probe::{
     Identified, Next, Probe, bson, greeting, http, memcached, mongodb, mysql, postgres, probes_for,
     redis, sniff, ssh, tls, vnc,
@@ -208,6 +209,186 @@ proptest! {
         if let Ok(Some(response)) = http::parse_response(&bytes, true) {
             prop_assert!(response.body.len() <= http::MAX_BODY);
             prop_assert!(response.body.len() <= body.len());
+        }
+    }
+}
+
+/// Real UDP replies (and our own requests) that mutations start from, so the
+/// parsers get past their first checks: dnsmasq's answers, ntpsec's and
+/// chrony's, snmpd's, and hand-written memcached, SSDP and NetBIOS answers.
+fn udp_seeds() -> Vec<Vec<u8>> {
+    let hex = |text: &str| -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .filter_map(|idx| text.get(idx..idx + 2))
+            .filter_map(|pair| u8::from_str_radix(pair, 16).ok())
+            .collect()
+    };
+    let mut seeds = vec![
+        hex("123481800001000100000000076578616d706c6503636f6d0000010001c00c000100010000012c0004c0000201"),
+        hex("1234858000010001000000000776657273696f6e0462696e640000100003c00c0010000300000000000d0c646e736d6173712d322e3930"),
+        hex("303b02010104067075626c6963a22e020270720201000201003022302006082b060102010101000414706572696d657465722074657374206167656e74"),
+        include_bytes!("fixtures/udp-ntpsec-mode3.bin").to_vec(),
+        include_bytes!("fixtures/udp-ntpsec-readvar.bin").to_vec(),
+        include_bytes!("fixtures/udp-chrony-mode3.bin").to_vec(),
+        b"\x70\x72\x00\x00\x00\x01\x00\x00VERSION 1.6.18\r\n".to_vec(),
+        b"\x70\x72\x00\x00\x00\x02\x00\x00STAT pid 1\r\nSTAT version 1.6.18\r\nSTAT curr".to_vec(),
+        b"HTTP/1.1 200 OK\r\nST: upnp:rootdevice\r\nUSN: uuid:1::upnp:rootdevice\r\nSERVER: Linux/6 UPnP/1.1 MiniUPnPd/2.3\r\nLOCATION: http://192.0.2.1:5000/x.xml\r\n\r\n".to_vec(),
+    ];
+    // A NetBIOS node status answer: our own question turned into a response
+    // with one NBSTAT record of two names and a MAC.
+    let mut nbstat = netbios::node_status_request(udp::DEFAULT_ID);
+    nbstat.splice(2..12, [0x84, 0x00, 0, 0, 0, 1, 0, 0, 0, 0]);
+    nbstat.truncate(nbstat.len() - 4);
+    nbstat.extend_from_slice(&[0x00, 0x21, 0x00, 0x01, 0, 0, 0, 0, 0, 43, 2]);
+    nbstat.extend_from_slice(b"HOST           \x00\x04\x00WORKGROUP      \x00\x84\x00");
+    nbstat.extend_from_slice(&[0x52, 0x54, 0, 1, 2, 3]);
+    seeds.push(nbstat);
+    for request in UdpRequest::ALL {
+        seeds.push(request.payload(udp::DEFAULT_ID).bytes);
+    }
+    seeds
+}
+
+/// A datagram: arbitrary bytes, or a seed with some bytes overwritten, cut
+/// short or extended.
+fn datagram() -> impl Strategy<Value = Vec<u8>> {
+    let seeds = udp_seeds();
+    let n_seeds = seeds.len();
+    prop_oneof![
+        2 => proptest::collection::vec(any::<u8>(), 0..1500),
+        3 => (
+            0..n_seeds,
+            proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+            any::<prop::sample::Index>(),
+            proptest::collection::vec(any::<u8>(), 0..64),
+        )
+            .prop_map(move |(idx, flips, cut, tail)| {
+                let mut bytes = seeds.get(idx).cloned().unwrap_or_default();
+                for (at, byte) in flips {
+                    if !bytes.is_empty() {
+                        let at = at.index(bytes.len());
+                        if let Some(slot) = bytes.get_mut(at) {
+                            *slot = byte;
+                        }
+                    }
+                }
+                let keep = cut.index(bytes.len() + 1);
+                bytes.truncate(keep.max(bytes.len() / 2));
+                bytes.extend_from_slice(&tail);
+                bytes
+            }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+    #[test]
+    fn udp_dns_survives_hostile_datagrams(bytes in datagram(), id in any::<u16>(), port in any::<u16>()) {
+        if let Some(message) = dns::parse_message(&bytes) {
+            prop_assert!(message.records.len() <= dns::MAX_RECORDS);
+            prop_assert!(message.questions.len() <= dns::MAX_QUESTIONS);
+            prop_assert!(message.end <= bytes.len());
+            for (_, record) in &message.records {
+                prop_assert!(record.name.len() <= 4 * dns::MAX_NAME_OCTETS);
+                if let dns::RData::Txt(strings) = &record.data {
+                    prop_assert!(strings.len() <= dns::MAX_TXT_STRINGS);
+                }
+            }
+            let _ = dns::recursion_outcome(&message);
+        }
+        for start in [0, 12, bytes.len() / 2] {
+            if let Some((name, end)) = dns::read_name(&bytes, start) {
+                prop_assert!(end <= bytes.len() && name.len() <= 4 * dns::MAX_NAME_OCTETS);
+            }
+        }
+        assert_found(&dns::identify_recursion(id, &bytes));
+        assert_found(&dns::identify_version(id, &bytes));
+        assert_found(&mdns::identify(id, port, &bytes));
+        assert_found(&netbios::identify(id, &bytes));
+        if let Some(status) = netbios::parse_node_status(id, &bytes) {
+            prop_assert!(status.names.len() <= 255);
+        }
+        let _ = dns::looks_like_reply(&bytes, &bytes);
+    }
+
+    #[test]
+    fn udp_ntp_survives_hostile_datagrams(bytes in datagram(), id in any::<u16>()) {
+        let _ = ntp::parse_server_reply(&bytes);
+        if let Some(control) = ntp::parse_control(&bytes) {
+            prop_assert!(control.data.len() <= ntp::MAX_CONTROL_DATA);
+            let variables = ntp::parse_variables(&control.data);
+            prop_assert!(variables.len() <= ntp::MAX_VARIABLES);
+        }
+        prop_assert!(ntp::parse_variables(&bytes).len() <= ntp::MAX_VARIABLES);
+        let _ = ntp::parse_private(&bytes);
+        assert_found(&ntp::identify_client(id, &bytes));
+        assert_found(&ntp::identify_readvar(id, &bytes));
+        assert_found(&ntp::identify_monlist(&bytes));
+        let _ = ntp::looks_like_reply(&bytes);
+    }
+
+    #[test]
+    fn udp_snmp_survives_hostile_datagrams(bytes in datagram(), id in any::<u16>()) {
+        if let Some(response) = snmp::parse_message(&bytes) {
+            prop_assert!(response.varbinds.len() <= snmp::MAX_VARBINDS);
+            prop_assert!(response.community.len() <= snmp::MAX_COMMUNITY);
+            for (oid, value) in &response.varbinds {
+                prop_assert!(oid.len() <= ber::MAX_OID_ARCS);
+                if let snmp::Value::OctetString(octets) = value {
+                    prop_assert!(octets.len() <= snmp::MAX_OCTETS);
+                }
+            }
+        }
+        if let Some(tree) = ber::decode_tree(&bytes) {
+            prop_assert!(tree.len() <= ber::MAX_NODES);
+        }
+        if let Some(arcs) = ber::decode_oid(&bytes) {
+            prop_assert!(arcs.len() <= ber::MAX_OID_ARCS);
+            // Arcs that decode re-encode to something that decodes the same.
+            if let Some(encoded) = ber::encode_oid(&arcs) {
+                prop_assert_eq!(ber::decode_oid(&encoded), Some(arcs));
+            }
+        }
+        if let Some(value) = ber::decode_integer(bytes.get(..8).unwrap_or(&bytes)) {
+            prop_assert_eq!(ber::decode_integer(&ber::encode_integer(value)), Some(value));
+        }
+        assert_found(&snmp::identify(snmp::Version::V1, id, &bytes));
+        assert_found(&snmp::identify(snmp::Version::V2c, id, &bytes));
+        let _ = snmp::looks_like_reply(&bytes);
+    }
+
+    #[test]
+    fn udp_memcached_and_ssdp_survive_hostile_datagrams(bytes in datagram(), id in any::<u16>()) {
+        if let Some(frame) = udp::memcached::parse_frame(&bytes) {
+            prop_assert!(frame.sequence < frame.total);
+            let _ = udp::memcached::parse_body(frame.body);
+        }
+        assert_found(&udp::memcached::identify(id, &bytes));
+        if let Some(response) = ssdp::parse_response(&bytes) {
+            prop_assert!(response.headers.len() <= ssdp::MAX_HEADERS);
+        }
+        assert_found(&ssdp::identify(&bytes));
+    }
+
+    #[test]
+    fn identify_udp_survives_any_reply_to_any_question(
+        bytes in datagram(),
+        request_idx in 0..UdpRequest::ALL.len(),
+        id in any::<u16>(),
+        port in prop_oneof![Just(53u16), Just(123), Just(137), Just(161), Just(1900), Just(5353), Just(11211), any::<u16>()],
+        more in datagram(),
+    ) {
+        let request = UdpRequest::ALL.get(request_idx).copied().unwrap_or(UdpRequest::Empty);
+        let sent = request.payload(id);
+        let found = udp::identify_udp(port, &sent, &bytes);
+        assert_found(&found);
+        assert_found(&udp::sniff_udp(port, &sent.bytes, &bytes));
+        if let (Some(mut found), Some(other)) = (found, udp::identify_udp(port, &sent, &more)) {
+            udp::merge(&mut found, other);
+            prop_assert!(found.service.extra.len() <= udp::MAX_MERGED_EXTRA);
+            assert_found(&Some(found));
         }
     }
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-pub use require::{Requirement, STRICT_VAR, require, require_rpm, require_tool};
+pub use require::{Requirement, STRICT_VAR, require, require_rpm, require_that, require_tool};
 
 mod require;
 

@@ -116,6 +116,27 @@ pub fn require_tool(tool: &str) -> Option<PathBuf> {
     }
 }
 
+/// [`require`] for a condition no [`Requirement`] names (a port that must be
+/// free, a daemon that must be startable): `what` is what the test needs,
+/// `met` whether it is there or why not.
+pub fn require_that(what: &str, met: Result<(), String>) -> bool {
+    match met {
+        Ok(()) => true,
+        Err(why) => {
+            let test = test_name();
+            match Mode::from_env() {
+                Mode::Strict => panic!("strict mode: {test} needs {what}: {why}"),
+                Mode::Lenient => {
+                    eprintln!(
+                        "SKIPPED {test}: needs {what}: {why} ({STRICT_VAR}=1 makes this a failure)"
+                    );
+                    false
+                }
+            }
+        }
+    }
+}
+
 /// What the tests that build an rpm package need: root (rpm installs its
 /// files as root:root), `rpm` and `rpmbuild`.
 pub fn require_rpm() -> bool {
