@@ -6,7 +6,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use libfuzzer_sys::fuzz_target;
-use perimeter_scan::syn::{
+use perimeter_scan::syn::codec::{
     Answer, parse_icmpv4_unreachable, parse_icmpv6_unreachable, parse_ipv4_reply, parse_tcp_reply,
 };
 

@@ -5,8 +5,10 @@
 //! the scope into a [`TargetSet`]; [`ports`] parses the port list; a seeded
 //! [`Permutation`] orders the (address, port) pairs; [`rate`] holds every
 //! connection attempt under a ceiling; [`transport`] puts the network behind a
-//! trait; [`engine`] runs the scan and streams [`ScanEvent`]s; [`identify`] drives
-//! `perimeter-probe`'s protocol probes on open ports.
+//! trait (and [`syn`] sends SYNs from raw sockets instead of connecting);
+//! [`options`] turns a profile and the caller's overrides into the settings a
+//! scan runs with; [`engine`] runs the scan and streams [`ScanEvent`]s;
+//! [`identify`] drives `perimeter-probe`'s protocol probes on open ports.
 //!
 //! Architecture invariant: packets go only to addresses of the [`TargetSet`], and
 //! never to an excluded one (the set subtracts exclusions, and the engine checks
@@ -15,6 +17,7 @@
 
 pub mod engine;
 pub mod identify;
+pub mod options;
 pub mod permutation;
 pub mod ports;
 pub mod rate;
@@ -24,10 +27,12 @@ mod top_ports;
 pub mod transport;
 
 pub use engine::{
-    Profile, ProfileDefaults, ProfileParseError, ScanError, ScanEvent, ScanOptions, ScanOutcome,
-    ScanPlan, Settings, SpreadSchedule, StateCounts, fd_budget, raise_fd_limit, run,
+    ScanError, ScanEvent, ScanOutcome, ScanPlan, StateCounts, fd_budget, raise_fd_limit, run,
 };
 pub use identify::{IdentifySettings, ProbeCatalog, SharedCatalog, no_probes, standard_probes};
+pub use options::{
+    Profile, ProfileDefaults, ProfileParseError, ScanOptions, Settings, SpreadSchedule,
+};
 pub use permutation::Permutation;
 pub use ports::{PortError, PortSet};
 pub use rate::{RateLimit, RateLimiter};

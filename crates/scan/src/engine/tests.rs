@@ -10,6 +10,7 @@ use perimeter_probe::Probe;
 
 use super::*;
 use crate::identify::test_probes::{BannerProbe, PingProbe};
+use crate::options::Profile;
 use crate::targets::{AddressRange, TargetSet, parse_target};
 use crate::transport::fake::{Attempt, FakeNetwork, FakePort, FakeService, ServerStep};
 
@@ -694,53 +695,6 @@ async fn fast_profile_adapts_its_timeout_to_the_round_trip() {
     } else {
         assert_eq!(gap, Duration::from_secs(1));
     }
-}
-
-#[test]
-fn options_override_the_profile() {
-    let mut opts = ScanOptions::new(Profile::Stealth);
-    let defaults = opts.settings(100, None).expect("valid");
-    assert_eq!(defaults.rate.per_second, 2.0);
-    assert_eq!(defaults.rate.jitter, 1.0);
-    assert_eq!(defaults.identify_settings.max_probes, 2);
-    opts.rate = Some(50.0);
-    opts.concurrency = Some(3);
-    opts.timeout = Some(Duration::from_millis(700));
-    opts.retries = Some(4);
-    opts.seed = Some(99);
-    let settings = opts.settings(100, None).expect("valid");
-    assert_eq!(settings.rate.per_second, 50.0);
-    assert_eq!(settings.concurrency, 3);
-    assert_eq!(settings.timeout, Duration::from_millis(700));
-    assert_eq!(settings.retries, 4);
-    assert_eq!(settings.seed, 99);
-
-    let mut fast = ScanOptions::new(Profile::Fast);
-    assert!(fast.settings(1, None).expect("valid").min_timeout.is_some());
-    fast.timeout = Some(Duration::from_secs(1));
-    assert_eq!(fast.settings(1, None).expect("valid").min_timeout, None);
-
-    let invalid = |change: fn(&mut ScanOptions)| {
-        let mut opts = ScanOptions::new(Profile::Normal);
-        change(&mut opts);
-        opts.settings(1, None).err().map(|e| e.to_string())
-    };
-    assert_eq!(
-        invalid(|o| o.rate = Some(0.0)),
-        Some("invalid option rate: must be a positive number of probes per second".into())
-    );
-    assert_eq!(
-        invalid(|o| o.concurrency = Some(0)),
-        Some("invalid option concurrency: must be at least 1".into())
-    );
-    assert!(invalid(|o| o.timeout = Some(Duration::ZERO)).is_some());
-    assert!(invalid(|o| o.spread = Some(Duration::ZERO)).is_some());
-    assert!(invalid(|o| o.jitter = Some(f64::NAN)).is_some());
-    assert_eq!("Stealth".parse::<Profile>(), Ok(Profile::Stealth));
-    assert_eq!(
-        "quick".parse::<Profile>().map_err(|e| e.to_string()),
-        Err("unknown scan profile `quick` (expected fast, normal or stealth)".into())
-    );
 }
 
 #[tokio::test(start_paused = true)]
