@@ -1,6 +1,6 @@
 //! Environment rules on a host's own view: `env.dev-open`,
 //! `env.prod-unexpected-port`, `firewall.allows-any`, `env.expired` and
-//! `env.shared-host`, from the inventory, the host's addresses and the local
+//! `env.shared-host`, from the environments file, the host's addresses and the local
 //! firewall reachability of each listener.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -31,7 +31,7 @@ fn namespace_environments<'a>(
             if interface.address.is_loopback() {
                 continue;
             }
-            if let Some(env) = config.inventory.environment_of(interface.address)
+            if let Some(env) = config.environments.environment_of(interface.address)
                 && !found.iter().any(|e| e.name == env.name)
             {
                 found.push(env);
@@ -50,10 +50,10 @@ fn environment_of<'a>(
     listener: &Listener,
 ) -> Option<&'a Environment> {
     if let Some(name) = &config.forced_env {
-        return config.inventory.by_name(name);
+        return config.environments.by_name(name);
     }
     if !listener.address.is_unspecified()
-        && let Some(env) = config.inventory.environment_of(listener.address)
+        && let Some(env) = config.environments.environment_of(listener.address)
     {
         return Some(env);
     }
@@ -88,7 +88,7 @@ fn beyond(
 }
 
 pub(crate) fn check(snapshot: &HostSnapshot, config: &CheckConfig) -> Vec<Finding> {
-    if config.inventory.environments.is_empty() {
+    if config.environments.is_empty() {
         return Vec::new();
     }
     let mut findings = Vec::new();
@@ -191,13 +191,13 @@ fn host_findings(snapshot: &HostSnapshot, config: &CheckConfig) -> Vec<Finding> 
     let mut envs: BTreeMap<String, &Environment> = BTreeMap::new();
     let mut addresses: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
     if let Some(name) = &config.forced_env
-        && let Some(env) = config.inventory.by_name(name)
+        && let Some(env) = config.environments.by_name(name)
     {
         envs.insert(env.name.clone(), env);
     }
     for ns in &snapshot.namespaces {
         for interface in &ns.interfaces {
-            if let Some(env) = config.inventory.environment_of(interface.address) {
+            if let Some(env) = config.environments.environment_of(interface.address) {
                 envs.insert(env.name.clone(), env);
                 addresses
                     .entry(env.name.clone())
@@ -385,12 +385,12 @@ pub fn verify_findings<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::environments::{Inventory, parse_inventory};
+    use crate::environments::{Environments, parse_environments};
     use crate::fixtures::{listener, snapshot, summary};
     use perimeter_model::{FirewallVerdict, Interface, Netns, NetnsFacts, Reach};
 
-    fn inventory() -> Inventory {
-        parse_inventory(
+    fn environments() -> Environments {
+        parse_environments(
             r#"
 [[environment]]
 name = "prod"
@@ -414,12 +414,12 @@ expires = 2026-11-01
 "#,
             std::path::Path::new("perimeter.toml"),
         )
-        .expect("inventory")
+        .expect("environments")
     }
 
     fn config() -> CheckConfig {
         let mut config = CheckConfig::new(time::macros::date!(2026 - 11 - 25));
-        config.inventory = inventory();
+        config.environments = environments();
         config
     }
 
@@ -538,7 +538,7 @@ expires = 2026-11-01
     }
 
     #[test]
-    fn no_inventory_no_env_findings() {
+    fn no_environments_no_env_findings() {
         let l = listener("tcp", "0.0.0.0", 8080, &[]);
         let snap = host(
             &["192.0.2.10"],
@@ -558,7 +558,7 @@ expires = 2026-11-01
 #[cfg(test)]
 mod verify_tests {
     use super::*;
-    use crate::environments::parse_inventory;
+    use crate::environments::parse_environments;
     use perimeter_model::{PortResult, PortState, Protocol};
 
     fn open(address: &str, port: u16) -> PortResult {
@@ -574,7 +574,7 @@ mod verify_tests {
 
     #[test]
     fn policy_from_outside_and_inside() {
-        let inventory = parse_inventory(
+        let environments = parse_environments(
             r#"
 [[environment]]
 name = "prod"
@@ -598,7 +598,7 @@ expires = 2026-11-01
 "#,
             std::path::Path::new("perimeter.toml"),
         )
-        .expect("inventory");
+        .expect("environments");
         let results = vec![
             open("198.18.10.5", 443),
             open("198.18.10.5", 22),
@@ -611,10 +611,12 @@ expires = 2026-11-01
         let today = time::macros::date!(2026 - 11 - 25);
         let rules = |vantage: &[&str]| -> Vec<String> {
             let vantage: Vec<IpAddr> = vantage.iter().map(|v| v.parse().expect("ip")).collect();
-            verify_findings(&results, &vantage, today, |a| inventory.environment_of(a))
-                .into_iter()
-                .map(|(idx, f)| format!("{} {}", f.rule, results[idx].port))
-                .collect()
+            verify_findings(&results, &vantage, today, |a| {
+                environments.environment_of(a)
+            })
+            .into_iter()
+            .map(|(idx, f)| format!("{} {}", f.rule, results[idx].port))
+            .collect()
         };
         assert_eq!(
             rules(&["198.18.50.1"]),
