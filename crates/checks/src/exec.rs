@@ -213,8 +213,19 @@ pub(crate) fn world_writable(snapshot: &HostSnapshot) -> Vec<Finding> {
 
 #[cfg(test)]
 mod tests {
+    use expect_test::{Expect, expect};
+
     use super::*;
-    use crate::fixtures::{listener, packaged, process, snapshot, summary};
+    use crate::fixtures::{listener, packaged, process, render, snapshot};
+
+    /// The exec family's findings about `snapshot`, worst first.
+    fn check(snapshot: &HostSnapshot, expect: Expect) {
+        let mut findings = unpackaged(snapshot);
+        findings.extend(deleted(snapshot));
+        findings.extend(world_writable(snapshot));
+        crate::sort_findings(&mut findings);
+        expect.assert_eq(&render(&findings));
+    }
 
     #[test]
     fn unpackaged_listeners_grouped_by_exe() {
@@ -237,21 +248,19 @@ mod tests {
             ],
             vec![redis, local, idle, sshd, unknown],
         );
-        let findings = unpackaged(&snap);
-        assert_eq!(
-            summary(&findings),
-            vec![
-                "high exec.unpackaged /opt/redis/bin/redis-server (pid 3)",
-                "medium exec.unpackaged /usr/local/bin/devtool (pid 4)",
-            ]
-        );
-        assert_eq!(
-            findings[0].evidence,
-            vec![
-                "listens on tcp 0.0.0.0:6379",
-                "listens on tcp [::]:6379",
-                "runs as root"
-            ]
+        check(
+            &snap,
+            expect![[r#"
+            high exec.unpackaged /opt/redis/bin/redis-server (pid 3)
+              redis-server listens but no package installed /opt/redis/bin/redis-server
+              | listens on tcp 0.0.0.0:6379
+              | listens on tcp [::]:6379
+              | runs as root
+            medium exec.unpackaged /usr/local/bin/devtool (pid 4)
+              devtool listens but no package installed /usr/local/bin/devtool
+              | listens on tcp 127.0.0.1:8000
+              | runs as dev
+        "#]],
         );
     }
 
@@ -266,12 +275,23 @@ mod tests {
         worker.pid = 9;
         let fine = process(10, 1, "/usr/bin/ok", 0, "root");
         let snap = snapshot(vec![], vec![upgraded, miner, worker, fine]);
-        assert_eq!(
-            summary(&deleted(&snap)),
-            vec![
-                "high exec.deleted /tmp/.x/kworker (pids 8, 9)",
-                "medium exec.deleted /usr/sbin/cron (pid 7)",
-            ]
+        check(
+            &snap,
+            expect![[r#"
+            high exec.deleted /tmp/.x/kworker (pids 8, 9)
+              kworker runs from /tmp/.x/kworker which no longer exists on disk
+              | /proc/8/exe -> /tmp/.x/kworker (deleted)
+              | runs as dev
+            high exec.world-writable /tmp/.x/kworker (pids 8, 9)
+              kworker runs from /tmp, a directory any user can write to
+              | exe /tmp/.x/kworker
+              | runs as dev
+            medium exec.deleted /usr/sbin/cron (pid 7)
+              cron runs an old copy of /usr/sbin/cron (replaced since it started, typically by an upgrade)
+              | /proc/7/exe -> /usr/sbin/cron (deleted)
+              | runs as root
+              | path belongs to package cron
+        "#]],
         );
     }
 
@@ -288,13 +308,22 @@ mod tests {
         );
         snap.writable_exe_dirs
             .insert(PathBuf::from("/srv/drop/z"), PathBuf::from("/srv/drop"));
-        assert_eq!(
-            summary(&world_writable(&snap)),
-            vec![
-                "critical exec.world-writable /dev/shm/y (pid 12)",
-                "high exec.world-writable /srv/drop/z (pid 13)",
-                "high exec.world-writable /var/tmp/x (pid 11)",
-            ]
+        check(
+            &snap,
+            expect![[r#"
+            critical exec.world-writable /dev/shm/y (pid 12)
+              y runs from /dev/shm, a directory any user can write to
+              | exe /dev/shm/y
+              | runs as dev
+            high exec.world-writable /srv/drop/z (pid 13)
+              z runs from /srv/drop, a directory any user can write to
+              | exe /srv/drop/z
+              | runs as dev
+            high exec.world-writable /var/tmp/x (pid 11)
+              x runs from /var/tmp, a directory any user can write to
+              | exe /var/tmp/x
+              | runs as dev
+        "#]],
         );
     }
 
@@ -317,16 +346,22 @@ mod tests {
             interfaces: vec![],
             firewall: FirewallVerdict::Unknown("not read".into()),
         });
-        assert_eq!(
-            summary(&deleted(&snap)),
-            vec!["high exec.deleted /tmp/a (pid 20)"]
-        );
-        assert_eq!(
-            summary(&world_writable(&snap)),
-            vec![
-                "high exec.world-writable /tmp/a (pid 20)",
-                "high exec.world-writable /tmp/c (pid 22)",
-            ]
+        check(
+            &snap,
+            expect![[r#"
+            high exec.deleted /tmp/a (pid 20)
+              a runs from /tmp/a which no longer exists on disk
+              | /proc/20/exe -> /tmp/a (deleted)
+              | runs as root
+            high exec.world-writable /tmp/a (pid 20)
+              a runs from /tmp, a directory any user can write to
+              | exe /tmp/a
+              | runs as root
+            high exec.world-writable /tmp/c (pid 22)
+              c runs from /tmp, a directory any user can write to
+              | exe /tmp/c
+              | runs as root
+        "#]],
         );
     }
 }

@@ -1,4 +1,6 @@
-//! Builders for hand-made host snapshots in rule tests.
+//! Builders for hand-made host snapshots in rule tests, and the one way rule
+//! tests show what the rules said: [`render`], whose text each family's
+//! `check(input, expect![...])` helper compares with its snapshot.
 
 use std::path::PathBuf;
 
@@ -71,10 +73,25 @@ pub(crate) fn snapshot(listeners: Vec<Listener>, processes: Vec<Process>) -> Hos
     }
 }
 
-/// `rule subject` lines, for compact assertions.
-pub(crate) fn summary(findings: &[perimeter_model::Finding]) -> Vec<String> {
-    findings
-        .iter()
-        .map(|f| format!("{} {} {}", f.severity, f.rule, f.subject))
-        .collect()
+/// Findings as the text rule tests snapshot: per finding a line with its
+/// severity, rule and subject, then, indented, its message and each line of
+/// evidence (`| `). The remedy is left out: it is advice, mostly one fixed
+/// sentence per rule, and would bury the facts under repeated prose. Rules
+/// that say nothing render as `no findings`, so a clean case is asserted, not
+/// implied.
+pub(crate) fn render(findings: &[perimeter_model::Finding]) -> String {
+    if findings.is_empty() {
+        return "no findings\n".to_owned();
+    }
+    let mut text = String::new();
+    for finding in findings {
+        text.push_str(&format!(
+            "{} {} {}\n  {}\n",
+            finding.severity, finding.rule, finding.subject, finding.message
+        ));
+        for line in &finding.evidence {
+            text.push_str(&format!("  | {line}\n"));
+        }
+    }
+    text
 }
