@@ -64,11 +64,34 @@ pub(crate) fn listener(protocol: &str, address: &str, port: u16, pids: &[u32]) -
     }
 }
 
+/// The directories of a stock Debian host with their modes, as the audit
+/// would have stat'ed them: the three world-writable ones are sticky (1777),
+/// the rest 0755. A test adds its own odd directories to `exe_dir_modes`.
+pub(crate) const STOCK_DIR_MODES: &[(&str, u32)] = &[
+    ("/dev", 0o755),
+    ("/dev/shm", 0o1777),
+    ("/home", 0o755),
+    ("/opt", 0o755),
+    ("/srv", 0o755),
+    ("/tmp", 0o1777),
+    ("/usr", 0o755),
+    ("/usr/bin", 0o755),
+    ("/usr/local", 0o755),
+    ("/usr/local/bin", 0o755),
+    ("/usr/sbin", 0o755),
+    ("/var", 0o755),
+    ("/var/tmp", 0o1777),
+];
+
 pub(crate) fn snapshot(listeners: Vec<Listener>, processes: Vec<Process>) -> HostSnapshot {
     HostSnapshot {
         hostname: "testhost".into(),
         listeners,
         processes: processes.into_iter().map(|p| (p.pid, p)).collect(),
+        exe_dir_modes: STOCK_DIR_MODES
+            .iter()
+            .map(|(dir, mode)| (PathBuf::from(dir), *mode))
+            .collect(),
         ..HostSnapshot::default()
     }
 }

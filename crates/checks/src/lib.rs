@@ -8,7 +8,7 @@
 pub mod approvals;
 mod env;
 pub mod environments;
-mod exec;
+pub mod exec;
 mod firewall;
 mod listener;
 pub mod pkg;
