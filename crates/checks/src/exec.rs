@@ -106,11 +106,13 @@ pub fn is_world_writable(mode: u32) -> bool {
 
 /// The nearest directory above `exe` that anyone may write to, asking
 /// `mode_of` for the permission bits of each (`None`: could not be read, so
-/// not counted). Every directory on the path counts, since a writable one
-/// anywhere above lets its writer replace what is below it; the root itself
-/// is never asked about (a world-writable / is a different, host-wide
-/// problem that would flag every process), and neither is a relative path's
-/// empty ancestor.
+/// not counted). Every directory on the path counts, not only the one that
+/// holds the file: below a directory anyone can write to, anyone could have
+/// made what lies beneath it (a subdirectory with tidy modes included), so
+/// the path no longer says who put the executable there. The root itself is
+/// never asked about (a world-writable / is a different, host-wide problem
+/// that would flag every process), and neither is a relative path's empty
+/// ancestor.
 pub fn world_writable_dir(
     exe: &Path,
     mut mode_of: impl FnMut(&Path) -> Option<u32>,
