@@ -1,6 +1,6 @@
 //! Environment rules on a host's own view: `env.dev-open`,
 //! `env.prod-unexpected-port`, `firewall.allows-any`, `env.expired` and
-//! `env.shared-host`, from the inventory, the host's addresses and the local
+//! `env.shared-host`, from the environments file, the host's addresses and the local
 //! firewall reachability of each listener.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -31,7 +31,7 @@ fn namespace_environments<'a>(
             if interface.address.is_loopback() {
                 continue;
             }
-            if let Some(env) = config.inventory.environment_of(interface.address)
+            if let Some(env) = config.environments.environment_of(interface.address)
                 && !found.iter().any(|e| e.name == env.name)
             {
                 found.push(env);
@@ -50,10 +50,10 @@ fn environment_of<'a>(
     listener: &Listener,
 ) -> Option<&'a Environment> {
     if let Some(name) = &config.forced_env {
-        return config.inventory.by_name(name);
+        return config.environments.by_name(name);
     }
     if !listener.address.is_unspecified()
-        && let Some(env) = config.inventory.environment_of(listener.address)
+        && let Some(env) = config.environments.environment_of(listener.address)
     {
         return Some(env);
     }
@@ -88,7 +88,7 @@ fn beyond(
 }
 
 pub(crate) fn check(snapshot: &HostSnapshot, config: &CheckConfig) -> Vec<Finding> {
-    if config.inventory.environments.is_empty() {
+    if config.environments.is_empty() {
         return Vec::new();
     }
     let mut findings = Vec::new();
@@ -191,13 +191,13 @@ fn host_findings(snapshot: &HostSnapshot, config: &CheckConfig) -> Vec<Finding> 
     let mut envs: BTreeMap<String, &Environment> = BTreeMap::new();
     let mut addresses: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
     if let Some(name) = &config.forced_env
-        && let Some(env) = config.inventory.by_name(name)
+        && let Some(env) = config.environments.by_name(name)
     {
         envs.insert(env.name.clone(), env);
     }
     for ns in &snapshot.namespaces {
         for interface in &ns.interfaces {
-            if let Some(env) = config.inventory.environment_of(interface.address) {
+            if let Some(env) = config.environments.environment_of(interface.address) {
                 envs.insert(env.name.clone(), env);
                 addresses
                     .entry(env.name.clone())
@@ -384,13 +384,15 @@ pub fn verify_findings<'a>(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::environments::{Inventory, parse_inventory};
-    use crate::fixtures::{listener, snapshot, summary};
+    use expect_test::{Expect, expect};
     use perimeter_model::{FirewallVerdict, Interface, Netns, NetnsFacts, Reach};
 
-    fn inventory() -> Inventory {
-        parse_inventory(
+    use super::*;
+    use crate::environments::{Environments, parse_environments};
+    use crate::fixtures::{listener, render, snapshot};
+
+    fn environments() -> Environments {
+        parse_environments(
             r#"
 [[environment]]
 name = "prod"
@@ -414,13 +416,21 @@ expires = 2026-11-01
 "#,
             std::path::Path::new("perimeter.toml"),
         )
-        .expect("inventory")
+        .expect("environments")
     }
 
     fn config() -> CheckConfig {
         let mut config = CheckConfig::new(time::macros::date!(2026 - 11 - 25));
-        config.inventory = inventory();
+        config.environments = environments();
         config
+    }
+
+    /// The environment family's findings about `snapshot` under `config`,
+    /// worst first.
+    fn check(snapshot: &HostSnapshot, config: &CheckConfig, expect: Expect) {
+        let mut findings = super::check(snapshot, config);
+        crate::sort_findings(&mut findings);
+        expect.assert_eq(&render(&findings));
     }
 
     fn host(addresses: &[&str], listeners: Vec<Listener>, reach: &[(u64, Reach)]) -> HostSnapshot {
@@ -461,15 +471,14 @@ expires = 2026-11-01
             vec![l.clone()],
             &[(l.inode, reach(&["0.0.0.0/0"]))],
         );
-        let findings = check(&snap, &config());
-        assert_eq!(
-            summary(&findings),
-            vec!["high env.dev-open tcp 0.0.0.0:8080 (owner unknown)"]
-        );
-        assert!(
-            findings[0].message.contains("reachable from anywhere"),
-            "{}",
-            findings[0].message
+        check(
+            &snap,
+            &config(),
+            expect![[r#"
+            high env.dev-open tcp 0.0.0.0:8080 (owner unknown)
+              dev environment `dev`: tcp 0.0.0.0:8080 is reachable from anywhere beyond allow_from
+              | allow_from: 198.51.100.0/24
+        "#]],
         );
     }
 
@@ -481,20 +490,51 @@ expires = 2026-11-01
             vec![l.clone()],
             &[(l.inode, reach(&["198.51.100.0/25"]))],
         );
-        assert!(check(&snap, &config()).is_empty());
+        check(
+            &snap,
+            &config(),
+            expect![[r#"
+            no findings
+        "#]],
+        );
         let snap = host(
             &["192.0.2.10"],
             vec![l.clone()],
             &[(l.inode, reach(&["198.51.100.0/24", "10.9.0.0/16"]))],
         );
-        let findings = check(&snap, &config());
-        assert_eq!(findings.len(), 1);
-        assert!(
-            findings[0]
-                .message
-                .ends_with("reachable from 10.9.0.0/16 beyond allow_from"),
-            "{}",
-            findings[0].message
+        check(
+            &snap,
+            &config(),
+            expect![[r#"
+            high env.dev-open tcp 192.0.2.10:8080 (owner unknown)
+              dev environment `dev`: tcp 192.0.2.10:8080 is reachable from 10.9.0.0/16 beyond allow_from
+              | allow_from: 198.51.100.0/24
+        "#]],
+        );
+    }
+
+    #[test]
+    fn dev_listener_the_firewall_cannot_decide_is_low() {
+        let l = listener("tcp", "192.0.2.10", 9090, &[]);
+        let mut undecided = reach(&["198.51.100.0/24"]);
+        undecided.unknown.push((
+            "0.0.0.0/0".parse().expect("net"),
+            "rule handle 9 matches on a socket mark".into(),
+        ));
+        undecided
+            .evidence
+            .push("nftables: inet filter input (priority 0): ...".into());
+        let snap = host(&["192.0.2.10"], vec![l.clone()], &[(l.inode, undecided)]);
+        check(
+            &snap,
+            &config(),
+            expect![[r#"
+            low env.dev-open tcp 192.0.2.10:9090 (owner unknown)
+              dev environment `dev`: perimeter could not decide whether tcp 192.0.2.10:9090 is reachable beyond allow_from
+              | allow_from: 198.51.100.0/24
+              | unknown for 0.0.0.0/0: rule handle 9 matches on a socket mark
+              | nftables: inet filter input (priority 0): ...
+        "#]],
         );
     }
 
@@ -510,56 +550,91 @@ expires = 2026-11-01
             vec![web.clone(), admin.clone()],
             &[(web.inode, open.clone()), (admin.inode, open)],
         );
-        assert_eq!(
-            summary(&check(&snap, &config())),
-            vec![
-                "high env.prod-unexpected-port tcp 203.0.113.5:8443 (owner unknown)",
-                "medium firewall.allows-any tcp 203.0.113.5:8443 (owner unknown)",
-            ]
+        check(
+            &snap,
+            &config(),
+            expect![[r#"
+            high env.prod-unexpected-port tcp 203.0.113.5:8443 (owner unknown)
+              prod environment `prod`: port 8443 is reachable from anywhere but is not in public_ports
+              | public_ports: [443]
+              | allow_from: 198.51.100.0/24
+            medium firewall.allows-any tcp 203.0.113.5:8443 (owner unknown)
+              an accept rule with no source restriction lets anyone reach tcp 203.0.113.5:8443 (not a public port of `prod`)
+              | rule: tcp dport { 443, 8443 } accept
+        "#]],
         );
     }
 
     #[test]
     fn expired_experiment_and_shared_host() {
         let snap = host(&["192.0.2.70", "203.0.113.9"], vec![], &[]);
-        let findings = check(&snap, &config());
-        assert_eq!(
-            summary(&findings),
-            vec![
-                "high env.expired host testhost",
-                "high env.shared-host host testhost"
-            ]
-        );
-        assert!(
-            findings[0].message.contains("(24 days ago)"),
-            "{}",
-            findings[0].message
+        check(
+            &snap,
+            &config(),
+            expect![[r#"
+            high env.expired host testhost
+              experiment `scratch` expired on 2026-11-01 (24 days ago) and this host still reports
+              | addresses in scratch: 192.0.2.70
+              | owner: (none)
+            high env.shared-host host testhost
+              this host is in production and development at once: prod (prod), scratch (experiment)
+        "#]],
         );
     }
 
     #[test]
-    fn no_inventory_no_env_findings() {
+    fn forced_env_overrides_the_addresses() {
+        // `--env scratch` on a host whose addresses say nothing: the
+        // experiment still expired, and its listener is judged as scratch's.
+        let l = listener("tcp", "0.0.0.0", 8080, &[]);
+        let snap = host(
+            &["10.1.2.3"],
+            vec![l.clone()],
+            &[(l.inode, reach(&["10.0.0.0/8"]))],
+        );
+        let mut config = config();
+        config.forced_env = Some("scratch".into());
+        check(
+            &snap,
+            &config,
+            expect![[r#"
+            high env.dev-open tcp 0.0.0.0:8080 (owner unknown)
+              experiment environment `scratch`: tcp 0.0.0.0:8080 is reachable from 10.0.0.0/8 beyond allow_from
+              | allow_from: 198.51.100.0/24
+            high env.expired host testhost
+              experiment `scratch` expired on 2026-11-01 (24 days ago) and this host still reports
+              | addresses in scratch: (--env)
+              | owner: (none)
+        "#]],
+        );
+    }
+
+    #[test]
+    fn no_environments_no_env_findings() {
         let l = listener("tcp", "0.0.0.0", 8080, &[]);
         let snap = host(
             &["192.0.2.10"],
             vec![l.clone()],
             &[(l.inode, reach(&["0.0.0.0/0"]))],
         );
-        assert!(
-            check(
-                &snap,
-                &CheckConfig::new(time::macros::date!(2026 - 11 - 25))
-            )
-            .is_empty()
+        check(
+            &snap,
+            &CheckConfig::new(time::macros::date!(2026 - 11 - 25)),
+            expect![[r#"
+                no findings
+            "#]],
         );
     }
 }
 
 #[cfg(test)]
 mod verify_tests {
-    use super::*;
-    use crate::environments::parse_inventory;
+    use expect_test::{Expect, expect};
     use perimeter_model::{PortResult, PortState, Protocol};
+
+    use super::*;
+    use crate::environments::parse_environments;
+    use crate::fixtures::render;
 
     fn open(address: &str, port: u16) -> PortResult {
         PortResult {
@@ -572,9 +647,10 @@ mod verify_tests {
         }
     }
 
-    #[test]
-    fn policy_from_outside_and_inside() {
-        let inventory = parse_inventory(
+    /// `perimeter verify`'s findings for one scan seen from `vantage`, each
+    /// after the port it is about.
+    fn check(vantage: &[&str], expect: Expect) {
+        let environments = parse_environments(
             r#"
 [[environment]]
 name = "prod"
@@ -598,39 +674,111 @@ expires = 2026-11-01
 "#,
             std::path::Path::new("perimeter.toml"),
         )
-        .expect("inventory");
+        .expect("environments");
+        let mut closed = open("198.18.20.5", 8081);
+        closed.state = PortState::Closed;
         let results = vec![
             open("198.18.10.5", 443),
             open("198.18.10.5", 22),
             open("198.18.20.5", 8080),
+            closed,
             open("198.18.30.5", 22),
             open("198.18.30.5", 80),
             open("198.18.40.5", 80),
             open("198.18.40.5", 81),
         ];
         let today = time::macros::date!(2026 - 11 - 25);
-        let rules = |vantage: &[&str]| -> Vec<String> {
-            let vantage: Vec<IpAddr> = vantage.iter().map(|v| v.parse().expect("ip")).collect();
-            verify_findings(&results, &vantage, today, |a| inventory.environment_of(a))
-                .into_iter()
-                .map(|(idx, f)| format!("{} {}", f.rule, results[idx].port))
-                .collect()
-        };
-        assert_eq!(
-            rules(&["198.18.50.1"]),
-            vec![
-                "env.prod-unexpected-port 22",
-                "env.dev-reachable 8080",
-                "env.dev-reachable 22",
-                "env.expired 22",
-                "env.dev-reachable 80",
-                "env.unknown-host 80",
-            ]
+        let vantage: Vec<IpAddr> = vantage.iter().map(|v| v.parse().expect("ip")).collect();
+        let findings = verify_findings(&results, &vantage, today, |a| {
+            environments.environment_of(a)
+        });
+        let text: String = findings
+            .iter()
+            .map(|(idx, finding)| {
+                let result = &results[*idx];
+                format!(
+                    "[{} tcp/{}] {}",
+                    result.address,
+                    result.port,
+                    render(std::slice::from_ref(finding))
+                )
+            })
+            .collect();
+        expect.assert_eq(if text.is_empty() {
+            "no findings\n"
+        } else {
+            &text
+        });
+    }
+
+    #[test]
+    fn policy_from_outside() {
+        check(
+            &["198.18.50.1"],
+            expect![[r#"
+            [198.18.10.5 tcp/22] high env.prod-unexpected-port 198.18.10.5:22
+              prod environment `prod`: port 22 answered 198.18.50.1 but is not in public_ports [443]
+            [198.18.20.5 tcp/8080] high env.dev-reachable 198.18.20.5:8080
+              dev environment `dev`: 198.18.20.5:8080 answered 198.18.50.1, which is outside allow_from
+              | allow_from: 198.18.99.0/24
+            [198.18.30.5 tcp/22] high env.dev-reachable 198.18.30.5:22
+              experiment environment `scratch`: 198.18.30.5:22 answered 198.18.50.1, which is outside allow_from
+              | allow_from: 198.18.99.0/24
+            [198.18.30.5 tcp/22] high env.expired 198.18.30.5:22
+              experiment `scratch` expired 24 days ago and 198.18.30.5 still answers
+              | expires: 2026-11-01
+              | owner: (none)
+            [198.18.30.5 tcp/80] high env.dev-reachable 198.18.30.5:80
+              experiment environment `scratch`: 198.18.30.5:80 answered 198.18.50.1, which is outside allow_from
+              | allow_from: 198.18.99.0/24
+            [198.18.40.5 tcp/80] medium env.unknown-host 198.18.40.5:80
+              198.18.40.5 answers but belongs to no environment of the inventory
+              | tcp/80 open
+        "#]],
         );
+    }
+
+    #[test]
+    fn policy_from_inside() {
         // From the admin network, only what never depends on the vantage.
-        assert_eq!(
-            rules(&["198.18.99.7"]),
-            vec!["env.expired 22", "env.unknown-host 80"]
+        check(
+            &["198.18.99.7"],
+            expect![[r#"
+            [198.18.30.5 tcp/22] high env.expired 198.18.30.5:22
+              experiment `scratch` expired 24 days ago and 198.18.30.5 still answers
+              | expires: 2026-11-01
+              | owner: (none)
+            [198.18.40.5 tcp/80] medium env.unknown-host 198.18.40.5:80
+              198.18.40.5 answers but belongs to no environment of the inventory
+              | tcp/80 open
+        "#]],
+        );
+    }
+
+    #[test]
+    fn a_scanner_without_a_known_address_is_outside() {
+        check(
+            &[],
+            expect![[r#"
+            [198.18.10.5 tcp/22] high env.prod-unexpected-port 198.18.10.5:22
+              prod environment `prod`: port 22 answered this scanner but is not in public_ports [443]
+            [198.18.20.5 tcp/8080] high env.dev-reachable 198.18.20.5:8080
+              dev environment `dev`: 198.18.20.5:8080 answered this scanner, which is outside allow_from
+              | allow_from: 198.18.99.0/24
+            [198.18.30.5 tcp/22] high env.dev-reachable 198.18.30.5:22
+              experiment environment `scratch`: 198.18.30.5:22 answered this scanner, which is outside allow_from
+              | allow_from: 198.18.99.0/24
+            [198.18.30.5 tcp/22] high env.expired 198.18.30.5:22
+              experiment `scratch` expired 24 days ago and 198.18.30.5 still answers
+              | expires: 2026-11-01
+              | owner: (none)
+            [198.18.30.5 tcp/80] high env.dev-reachable 198.18.30.5:80
+              experiment environment `scratch`: 198.18.30.5:80 answered this scanner, which is outside allow_from
+              | allow_from: 198.18.99.0/24
+            [198.18.40.5 tcp/80] medium env.unknown-host 198.18.40.5:80
+              198.18.40.5 answers but belongs to no environment of the inventory
+              | tcp/80 open
+        "#]],
         );
     }
 }

@@ -1,5 +1,8 @@
-//! The inventory of environments (`perimeter.toml`): named address ranges,
-//! who may reach them, which ports are public, and when experiments end.
+//! The environments file (`perimeter.toml`): named address ranges, who may
+//! reach them, which ports are public, and when experiments end. (Not to be
+//! confused with the package inventory of `perimeter inventory`, which is
+//! `perimeter_inventory::Inventory`: the user-facing messages still call this
+//! file "the inventory", as the documentation does.)
 //!
 //! Parsing is strict, like the approvals file: unknown keys, bad CIDRs, two
 //! environments claiming the same addresses (a prod address that is also dev),
@@ -20,20 +23,26 @@ use toml::Spanned;
 
 use crate::approvals::ApprovalsError;
 
-/// The commented example inventory.
+/// The commented example environments file.
 pub const EXAMPLE: &str = include_str!("environments.example.toml");
 
-/// The inventory format version this perimeter reads.
+/// The environments file format version this perimeter reads.
 pub const FORMAT_VERSION: i64 = 1;
 
-/// A parsed inventory.
+/// A parsed environments file; empty (no path, no environments) when there is
+/// none.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Inventory {
+pub struct Environments {
     pub path: Option<PathBuf>,
     pub environments: Vec<Environment>,
 }
 
-impl Inventory {
+impl Environments {
+    /// No environment is defined (no file, or a file without any).
+    pub fn is_empty(&self) -> bool {
+        self.environments.is_empty()
+    }
+
     /// The environment whose ranges contain `address`. Ranges never overlap
     /// (the parser refuses it), so there is at most one.
     pub fn environment_of(&self, address: IpAddr) -> Option<&Environment> {
@@ -45,9 +54,9 @@ impl Inventory {
     }
 }
 
-/// A malformed inventory: where and what. Shares the approvals file's error
+/// A malformed environments file: where and what. Shares the approvals file's error
 /// type, since both are `path:line:column: message` for the user.
-pub type InventoryError = ApprovalsError;
+pub type EnvironmentsError = ApprovalsError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -74,8 +83,8 @@ struct RawEnvironment {
     expires: Option<Spanned<toml::Value>>,
 }
 
-/// Parse the text of an inventory. `path` is only used in messages.
-pub fn parse_inventory(text: &str, path: &Path) -> Result<Inventory, InventoryError> {
+/// Parse the text of an environments file. `path` is only used in messages.
+pub fn parse_environments(text: &str, path: &Path) -> Result<Environments, EnvironmentsError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let lines = LineIndex::new(text);
     let invalid = |span: std::ops::Range<usize>, message: String| {
@@ -222,7 +231,7 @@ pub fn parse_inventory(text: &str, path: &Path) -> Result<Inventory, InventoryEr
             expires,
         });
     }
-    Ok(Inventory {
+    Ok(Environments {
         path: Some(path.to_owned()),
         environments,
     })
@@ -312,12 +321,12 @@ fn date_value(value: &toml::Value) -> Result<Date, String> {
     }
 }
 
-/// Read and parse an inventory; a missing file at a default location is an
-/// empty inventory, a missing file the user named is an error.
-pub fn load(path: &Path, missing_ok: bool) -> Result<Inventory, InventoryError> {
+/// Read and parse an environments file; a missing file at a default location
+/// is no environments, a missing file the user named is an error.
+pub fn load(path: &Path, missing_ok: bool) -> Result<Environments, EnvironmentsError> {
     match crate::approvals::read_file(path, "an environments file")? {
-        Some(text) => parse_inventory(&text, path),
-        None if missing_ok => Ok(Inventory::default()),
+        Some(text) => parse_environments(&text, path),
+        None if missing_ok => Ok(Environments::default()),
         None => Err(ApprovalsError::Read {
             path: path.to_owned(),
             message: "no such file".to_owned(),
@@ -329,30 +338,30 @@ pub fn load(path: &Path, missing_ok: bool) -> Result<Inventory, InventoryError> 
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<Inventory, String> {
-        parse_inventory(text, Path::new("perimeter.toml")).map_err(|e| e.to_string())
+    fn parse(text: &str) -> Result<Environments, String> {
+        parse_environments(text, Path::new("perimeter.toml")).map_err(|e| e.to_string())
     }
 
     #[test]
     fn the_embedded_example_parses() {
-        let inventory = parse(EXAMPLE).expect("example parses");
-        let names: Vec<&str> = inventory
+        let environments = parse(EXAMPLE).expect("example parses");
+        let names: Vec<&str> = environments
             .environments
             .iter()
             .map(|e| e.name.as_str())
             .collect();
         assert_eq!(names, ["prod", "dev", "scratch"]);
-        let scratch = inventory.by_name("scratch").expect("scratch");
+        let scratch = environments.by_name("scratch").expect("scratch");
         assert_eq!(scratch.kind, EnvKind::Experiment);
         assert_eq!(scratch.expires, Some(time::macros::date!(2026 - 12 - 01)));
         assert_eq!(
-            inventory
+            environments
                 .environment_of("192.0.2.70".parse().expect("ip"))
                 .map(|e| e.name.as_str()),
             Some("scratch")
         );
         assert_eq!(
-            inventory.by_name("prod").map(|e| e.public_ports.clone()),
+            environments.by_name("prod").map(|e| e.public_ports.clone()),
             Some(vec![443])
         );
     }
@@ -375,16 +384,16 @@ ranges = ["192.0.2.64/26"]
 allow_from = ["198.51.100.0/24"]
 expires = "2026-12-01"
 "#;
-        let inventory = parse(text).expect("parses");
-        assert_eq!(inventory.environments.len(), 2);
+        let environments = parse(text).expect("parses");
+        assert_eq!(environments.environments.len(), 2);
         assert_eq!(
-            inventory.environments[1].expires,
+            environments.environments[1].expires,
             Some(time::macros::date!(2026 - 12 - 01))
         );
     }
 
     #[test]
-    fn bad_inventories_say_where() {
+    fn bad_environments_files_say_where() {
         let base =
             "[[environment]]\nname = \"prod\"\nkind = \"prod\"\nranges = [\"203.0.113.0/24\"]\n";
         let cases: Vec<(String, &str)> = vec![
@@ -464,12 +473,12 @@ expires = "2026-12-01"
 
     #[test]
     fn single_addresses_are_host_routes() {
-        let inventory = parse(
+        let environments = parse(
             "[[environment]]\nname = \"bastion\"\nkind = \"prod\"\nranges = [\"198.51.100.7\", \"2001:db8::7\"]\n",
         )
         .expect("parses");
         assert_eq!(
-            inventory.environments[0].ranges,
+            environments.environments[0].ranges,
             vec![
                 "198.51.100.7/32".parse::<IpNet>().expect("net"),
                 "2001:db8::7/128".parse::<IpNet>().expect("net")

@@ -1,8 +1,20 @@
-//! Executable rules: `exec.unpackaged`, `exec.deleted`, `exec.world-writable`.
-//! Findings group processes by executable, so forty pre-forked workers of one
-//! deleted binary make one finding that lists their pids.
+//! Executable rules: one judgement of an executable, shared by `perimeter
+//! audit` and `perimeter watch`, and the audit's findings from it
+//! (`exec.unpackaged`, `exec.deleted`, `exec.world-writable`).
+//!
+//! [`judge`] is the one place that decides what makes an executable
+//! suspicious ([`ExecFlag`]): the audit turns the flags into findings here,
+//! the watch prints them with each exec. Both collect the facts their own way
+//! (the audit from its /proc walk and one stat per directory, the watch from
+//! each exec as it happens) and hand them over as [`ExecFacts`]; neither
+//! decides anything itself, so the two commands cannot disagree about the
+//! same binary.
+//!
+//! Audit findings group processes by executable, so forty pre-forked workers
+//! of one deleted binary make one finding that lists their pids.
 
 use std::collections::BTreeMap;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use perimeter_model::{Finding, HostSnapshot, Ownership, Process, Severity};
@@ -10,9 +22,127 @@ use perimeter_model::{Finding, HostSnapshot, Ownership, Process, Severity};
 use crate::in_audited_namespace;
 use crate::rules::{EXEC_DELETED, EXEC_UNPACKAGED, EXEC_WORLD_WRITABLE};
 
-/// Directories anyone can write to on every Linux host; an executable below them
-/// can have been dropped there by any local user.
-const WORLD_WRITABLE_ROOTS: &[&str] = &["/tmp", "/var/tmp", "/dev/shm"];
+/// Why an executable is suspicious. The order of the variants is the order
+/// [`judge`] gives them in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ExecFlag {
+    /// No package installed the executable.
+    Unpackaged,
+    /// The executable lives in (or below) a directory anyone may write to.
+    WorldWritable,
+    /// The executable was deleted or replaced after the exec.
+    Deleted,
+    /// The executable is an anonymous memory file: it never was on disk.
+    Memfd,
+}
+
+impl ExecFlag {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecFlag::Unpackaged => "unpackaged",
+            ExecFlag::WorldWritable => "world-writable",
+            ExecFlag::Deleted => "deleted",
+            ExecFlag::Memfd => "memfd",
+        }
+    }
+}
+
+/// What a collector knows about the executable of one process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecFacts<'a> {
+    /// The resolved executable, without the ` (deleted)` suffix; `None` when
+    /// it could not be read.
+    pub exe: Option<&'a Path>,
+    /// The kernel marked the `exe` link ` (deleted)`.
+    pub deleted: bool,
+    pub ownership: &'a Ownership,
+    /// The nearest directory above `exe` that anyone may write to, as
+    /// [`world_writable_dir`] found it.
+    pub world_writable_dir: Option<&'a Path>,
+}
+
+/// The flags that make an executable suspicious, in [`ExecFlag`] order; empty
+/// for an executable with nothing against it.
+///
+/// Ownership that could not be decided (`Unknown`, `NotChecked`) is not held
+/// against the executable: not being permitted to look is not evidence. An
+/// anonymous memory file is never `Unpackaged`, whatever a package lookup of
+/// its `/memfd:NAME` path said: there is no file a package could have
+/// installed, and `Memfd` says the stronger thing.
+pub fn judge(facts: &ExecFacts<'_>) -> Vec<ExecFlag> {
+    let memfd = facts.exe.is_some_and(is_memfd);
+    let mut flags = Vec::new();
+    if *facts.ownership == Ownership::Unpackaged && !memfd {
+        flags.push(ExecFlag::Unpackaged);
+    }
+    if facts.world_writable_dir.is_some() {
+        flags.push(ExecFlag::WorldWritable);
+    }
+    if facts.deleted {
+        flags.push(ExecFlag::Deleted);
+    }
+    if memfd {
+        flags.push(ExecFlag::Memfd);
+    }
+    flags
+}
+
+/// `/memfd:NAME`: the kernel's name for an executable in an anonymous memory
+/// file (`memfd_create` + `fexecve`), the favourite of fileless malware.
+pub fn is_memfd(exe: &Path) -> bool {
+    exe.as_os_str().as_bytes().starts_with(b"/memfd:")
+}
+
+/// Whether a directory's mode lets anyone create files in it: the
+/// other-write bit, with or without the sticky bit. The sticky bit (/tmp's
+/// 1777) only stops users from removing or renaming each other's files; any
+/// local user can still drop a new executable there, which is what the rule
+/// is about. A fixed list (/tmp, /var/tmp, /dev/shm) would miss a 0777
+/// directory under /srv and flag a /tmp an administrator has closed, so the
+/// mode decides, wherever the directory is.
+pub fn is_world_writable(mode: u32) -> bool {
+    mode & 0o002 != 0
+}
+
+/// The nearest directory above `exe` that anyone may write to, asking
+/// `mode_of` for the permission bits of each (`None`: could not be read, so
+/// not counted). Every directory on the path counts, not only the one that
+/// holds the file: below a directory anyone can write to, anyone could have
+/// made what lies beneath it (a subdirectory with tidy modes included), so
+/// the path no longer says who put the executable there. The root itself is
+/// never asked about (a world-writable / is a different, host-wide problem
+/// that would flag every process), and neither is a relative path's empty
+/// ancestor.
+pub fn world_writable_dir(
+    exe: &Path,
+    mut mode_of: impl FnMut(&Path) -> Option<u32>,
+) -> Option<PathBuf> {
+    exe.ancestors()
+        .skip(1)
+        .take_while(|dir| !dir.as_os_str().is_empty() && *dir != Path::new("/"))
+        .find(|dir| mode_of(dir).is_some_and(is_world_writable))
+        .map(Path::to_path_buf)
+}
+
+/// The judgement of a process in an audit: its executable's facts from the
+/// snapshot, with the directory that made it world-writable.
+fn judge_process(snapshot: &HostSnapshot, process: &Process) -> (Vec<ExecFlag>, Option<PathBuf>) {
+    let dir = process
+        .exe
+        .as_deref()
+        .and_then(|exe| world_writable_dir(exe, |dir| snapshot.exe_dir_modes.get(dir).copied()));
+    let flags = judge(&ExecFacts {
+        exe: process.exe.as_deref(),
+        deleted: process.exe_deleted,
+        ownership: &process.ownership,
+        world_writable_dir: dir.as_deref(),
+    });
+    (flags, dir)
+}
+
+fn flagged(snapshot: &HostSnapshot, process: &Process, flag: ExecFlag) -> bool {
+    judge_process(snapshot, process).0.contains(&flag)
+}
 
 /// Processes per executable path, in path order.
 fn by_exe<'a>(
@@ -59,13 +189,13 @@ fn endpoints_by_pid(snapshot: &HostSnapshot) -> BTreeMap<u32, Vec<(String, bool)
     map
 }
 
-/// Listening processes whose executable no package owns.
+/// Listening processes whose executable [`judge`] calls unpackaged.
 pub(crate) fn unpackaged(snapshot: &HostSnapshot) -> Vec<Finding> {
     let endpoints = endpoints_by_pid(snapshot);
     let listening = snapshot
         .processes
         .values()
-        .filter(|p| endpoints.contains_key(&p.pid) && p.ownership == Ownership::Unpackaged);
+        .filter(|p| endpoints.contains_key(&p.pid) && flagged(snapshot, p, ExecFlag::Unpackaged));
     let mut findings = Vec::new();
     for (exe, processes) in by_exe(listening) {
         let mut listens: Vec<&(String, bool)> = processes
@@ -102,31 +232,31 @@ pub(crate) fn unpackaged(snapshot: &HostSnapshot) -> Vec<Finding> {
     findings
 }
 
-fn in_world_writable(snapshot: &HostSnapshot, exe: &Path) -> Option<PathBuf> {
-    if let Some(dir) = snapshot.writable_exe_dirs.get(exe) {
-        return Some(dir.clone());
-    }
-    WORLD_WRITABLE_ROOTS
-        .iter()
-        .map(Path::new)
-        .find(|root| exe.starts_with(root))
-        .map(Path::to_path_buf)
-}
-
-/// Processes running an executable that was deleted or replaced.
+/// Processes running an executable that was deleted or replaced, or that
+/// never was on disk (an anonymous memory file's link always reads deleted).
 pub(crate) fn deleted(snapshot: &HostSnapshot) -> Vec<Finding> {
     let endpoints = endpoints_by_pid(snapshot);
-    let deleted = snapshot
-        .processes
-        .values()
-        .filter(|p| p.exe_deleted && in_audited_namespace(snapshot, p));
+    let deleted = snapshot.processes.values().filter(|p| {
+        in_audited_namespace(snapshot, p)
+            && judge_process(snapshot, p)
+                .0
+                .iter()
+                .any(|flag| matches!(flag, ExecFlag::Deleted | ExecFlag::Memfd))
+    });
     let mut findings = Vec::new();
     for (exe, processes) in by_exe(deleted) {
         let listens = processes.iter().any(|p| endpoints.contains_key(&p.pid));
         let packaged = processes
             .iter()
             .any(|p| matches!(p.ownership, Ownership::Package(_)));
-        let suspicious = listens || in_world_writable(snapshot, exe).is_some() || !packaged;
+        let flags: Vec<ExecFlag> = processes
+            .iter()
+            .flat_map(|p| judge_process(snapshot, p).0)
+            .collect();
+        let suspicious = listens
+            || !packaged
+            || flags.contains(&ExecFlag::WorldWritable)
+            || flags.contains(&ExecFlag::Memfd);
         let (severity, message) = if suspicious {
             (
                 Severity::High,
@@ -179,7 +309,14 @@ pub(crate) fn world_writable(snapshot: &HostSnapshot) -> Vec<Finding> {
         .values()
         .filter(|p| in_audited_namespace(snapshot, p));
     for (exe, processes) in by_exe(audited) {
-        let Some(dir) = in_world_writable(snapshot, exe) else {
+        // Every process of one path has the same directories above it.
+        let Some(dir) = processes
+            .iter()
+            .find_map(|p| match judge_process(snapshot, p) {
+                (flags, dir) if flags.contains(&ExecFlag::WorldWritable) => dir,
+                _ => None,
+            })
+        else {
             continue;
         };
         let exposed = processes
@@ -213,8 +350,19 @@ pub(crate) fn world_writable(snapshot: &HostSnapshot) -> Vec<Finding> {
 
 #[cfg(test)]
 mod tests {
+    use expect_test::{Expect, expect};
+
     use super::*;
-    use crate::fixtures::{listener, packaged, process, snapshot, summary};
+    use crate::fixtures::{listener, packaged, process, render, snapshot};
+
+    /// The exec family's findings about `snapshot`, worst first.
+    fn check(snapshot: &HostSnapshot, expect: Expect) {
+        let mut findings = unpackaged(snapshot);
+        findings.extend(deleted(snapshot));
+        findings.extend(world_writable(snapshot));
+        crate::sort_findings(&mut findings);
+        expect.assert_eq(&render(&findings));
+    }
 
     #[test]
     fn unpackaged_listeners_grouped_by_exe() {
@@ -237,21 +385,19 @@ mod tests {
             ],
             vec![redis, local, idle, sshd, unknown],
         );
-        let findings = unpackaged(&snap);
-        assert_eq!(
-            summary(&findings),
-            vec![
-                "high exec.unpackaged /opt/redis/bin/redis-server (pid 3)",
-                "medium exec.unpackaged /usr/local/bin/devtool (pid 4)",
-            ]
-        );
-        assert_eq!(
-            findings[0].evidence,
-            vec![
-                "listens on tcp 0.0.0.0:6379",
-                "listens on tcp [::]:6379",
-                "runs as root"
-            ]
+        check(
+            &snap,
+            expect![[r#"
+            high exec.unpackaged /opt/redis/bin/redis-server (pid 3)
+              redis-server listens but no package installed /opt/redis/bin/redis-server
+              | listens on tcp 0.0.0.0:6379
+              | listens on tcp [::]:6379
+              | runs as root
+            medium exec.unpackaged /usr/local/bin/devtool (pid 4)
+              devtool listens but no package installed /usr/local/bin/devtool
+              | listens on tcp 127.0.0.1:8000
+              | runs as dev
+        "#]],
         );
     }
 
@@ -266,17 +412,28 @@ mod tests {
         worker.pid = 9;
         let fine = process(10, 1, "/usr/bin/ok", 0, "root");
         let snap = snapshot(vec![], vec![upgraded, miner, worker, fine]);
-        assert_eq!(
-            summary(&deleted(&snap)),
-            vec![
-                "high exec.deleted /tmp/.x/kworker (pids 8, 9)",
-                "medium exec.deleted /usr/sbin/cron (pid 7)",
-            ]
+        check(
+            &snap,
+            expect![[r#"
+            high exec.deleted /tmp/.x/kworker (pids 8, 9)
+              kworker runs from /tmp/.x/kworker which no longer exists on disk
+              | /proc/8/exe -> /tmp/.x/kworker (deleted)
+              | runs as dev
+            high exec.world-writable /tmp/.x/kworker (pids 8, 9)
+              kworker runs from /tmp, a directory any user can write to
+              | exe /tmp/.x/kworker
+              | runs as dev
+            medium exec.deleted /usr/sbin/cron (pid 7)
+              cron runs an old copy of /usr/sbin/cron (replaced since it started, typically by an upgrade)
+              | /proc/7/exe -> /usr/sbin/cron (deleted)
+              | runs as root
+              | path belongs to package cron
+        "#]],
         );
     }
 
     #[test]
-    fn world_writable_from_roots_and_collected_dirs() {
+    fn world_writable_wherever_the_mode_says_so() {
         let tmp = process(11, 1, "/var/tmp/x", 1000, "dev");
         let shm = process(12, 1, "/dev/shm/y", 1000, "dev");
         let odd = process(13, 1, "/srv/drop/z", 1000, "dev");
@@ -286,15 +443,24 @@ mod tests {
             vec![listener("tcp", "0.0.0.0", 4444, &[12])],
             vec![tmp, shm, odd, fine, tmpish],
         );
-        snap.writable_exe_dirs
-            .insert(PathBuf::from("/srv/drop/z"), PathBuf::from("/srv/drop"));
-        assert_eq!(
-            summary(&world_writable(&snap)),
-            vec![
-                "critical exec.world-writable /dev/shm/y (pid 12)",
-                "high exec.world-writable /srv/drop/z (pid 13)",
-                "high exec.world-writable /var/tmp/x (pid 11)",
-            ]
+        // A 0777 directory under /srv, not sticky: as open as /tmp.
+        snap.exe_dir_modes.insert(PathBuf::from("/srv/drop"), 0o777);
+        check(
+            &snap,
+            expect![[r#"
+            critical exec.world-writable /dev/shm/y (pid 12)
+              y runs from /dev/shm, a directory any user can write to
+              | exe /dev/shm/y
+              | runs as dev
+            high exec.world-writable /srv/drop/z (pid 13)
+              z runs from /srv/drop, a directory any user can write to
+              | exe /srv/drop/z
+              | runs as dev
+            high exec.world-writable /var/tmp/x (pid 11)
+              x runs from /var/tmp, a directory any user can write to
+              | exe /var/tmp/x
+              | runs as dev
+        "#]],
         );
     }
 
@@ -317,16 +483,195 @@ mod tests {
             interfaces: vec![],
             firewall: FirewallVerdict::Unknown("not read".into()),
         });
+        check(
+            &snap,
+            expect![[r#"
+            high exec.deleted /tmp/a (pid 20)
+              a runs from /tmp/a which no longer exists on disk
+              | /proc/20/exe -> /tmp/a (deleted)
+              | runs as root
+            high exec.world-writable /tmp/a (pid 20)
+              a runs from /tmp, a directory any user can write to
+              | exe /tmp/a
+              | runs as root
+            high exec.world-writable /tmp/c (pid 22)
+              c runs from /tmp, a directory any user can write to
+              | exe /tmp/c
+              | runs as root
+        "#]],
+        );
+    }
+
+    #[test]
+    fn a_closed_tmp_is_not_world_writable_and_a_memfd_is_not_unpackaged() {
+        // An administrator closed /var/tmp (0755): nobody else can drop a
+        // file there, so nothing runs "from a world-writable directory".
+        let closed = process(30, 1, "/var/tmp/tool", 0, "root");
+        // Fileless: the lookup of /memfd:payload found no package, but there
+        // is no file a package could own; the deleted rule says it all.
+        let mut memfd = process(31, 1, "/memfd:payload", 0, "root");
+        memfd.exe_deleted = true;
+        memfd.ownership = Ownership::Unpackaged;
+        let mut snap = snapshot(
+            vec![listener("tcp", "0.0.0.0", 8888, &[31])],
+            vec![closed, memfd],
+        );
+        snap.exe_dir_modes.insert(PathBuf::from("/var/tmp"), 0o755);
+        check(
+            &snap,
+            expect![[r#"
+            high exec.deleted /memfd:payload (pid 31)
+              memfd:payload runs from /memfd:payload which no longer exists on disk
+              | /proc/31/exe -> /memfd:payload (deleted)
+              | runs as root
+        "#]],
+        );
+    }
+
+    /// What [`judge`] makes of each executable, given the directory modes a
+    /// collector read: `exe [deleted] ownership -> flags (directory)`.
+    fn check_judgements(
+        cases: &[(Option<&str>, bool, Ownership)],
+        modes: &[(&str, u32)],
+        expect: Expect,
+    ) {
+        let modes: BTreeMap<PathBuf, u32> = crate::fixtures::STOCK_DIR_MODES
+            .iter()
+            .chain(modes)
+            .map(|(dir, mode)| (PathBuf::from(dir), *mode))
+            .collect();
+        let mut text = String::new();
+        for (exe, deleted, ownership) in cases {
+            let exe = exe.map(Path::new);
+            let dir = exe.and_then(|exe| world_writable_dir(exe, |d| modes.get(d).copied()));
+            let flags = judge(&ExecFacts {
+                exe,
+                deleted: *deleted,
+                ownership,
+                world_writable_dir: dir.as_deref(),
+            });
+            let flags: Vec<&str> = flags.iter().map(|flag| flag.as_str()).collect();
+            text.push_str(&format!(
+                "{}{} {} -> {}{}\n",
+                exe.map_or_else(|| "(unreadable)".to_owned(), |e| e.display().to_string()),
+                if *deleted { " deleted" } else { "" },
+                match ownership {
+                    Ownership::Package(package) => format!("package {package}"),
+                    Ownership::Unpackaged => "unpackaged".to_owned(),
+                    Ownership::Unknown(_) => "unknown".to_owned(),
+                    Ownership::NotChecked => "not-checked".to_owned(),
+                },
+                if flags.is_empty() {
+                    "-".to_owned()
+                } else {
+                    flags.join(", ")
+                },
+                dir.map(|d| format!(" ({})", d.display()))
+                    .unwrap_or_default(),
+            ));
+        }
+        expect.assert_eq(&text);
+    }
+
+    #[test]
+    fn the_judgement_of_an_executable() {
+        let package = packaged(process(1, 1, "/usr/bin/sleep", 0, "root"), "coreutils").ownership;
+        let unknown = Ownership::Unknown("not permitted".into());
+        check_judgements(
+            &[
+                (Some("/usr/bin/sleep"), false, package.clone()),
+                (Some("/usr/bin/sleep"), true, package),
+                (Some("/usr/bin/x"), false, unknown.clone()),
+                (Some("/usr/bin/x"), false, Ownership::NotChecked),
+                (Some("/opt/app/bin/app"), false, Ownership::Unpackaged),
+                (Some("/tmp/.x/miner"), true, Ownership::Unpackaged),
+                (Some("/var/tmp/x"), false, unknown.clone()),
+                (Some("/dev/shm/y"), false, Ownership::NotChecked),
+                (Some("/srv/drop/bin/z"), false, Ownership::Unpackaged),
+                (Some("/srv/sticky/z"), false, Ownership::NotChecked),
+                (Some("/srv/team/z"), false, Ownership::NotChecked),
+                (Some("/tmpfoo/bin"), false, Ownership::NotChecked),
+                (Some("/memfd:payload"), true, Ownership::Unpackaged),
+                (Some("/memfd:payload"), true, unknown.clone()),
+                (None, false, unknown),
+            ],
+            &[
+                ("/srv/drop", 0o777),
+                ("/srv/drop/bin", 0o755),
+                ("/srv/sticky", 0o1777),
+                // Group-writable is not world-writable.
+                ("/srv/team", 0o775),
+            ],
+            expect![[r#"
+                /usr/bin/sleep package coreutils -> -
+                /usr/bin/sleep deleted package coreutils -> deleted
+                /usr/bin/x unknown -> -
+                /usr/bin/x not-checked -> -
+                /opt/app/bin/app unpackaged -> unpackaged
+                /tmp/.x/miner deleted unpackaged -> unpackaged, world-writable, deleted (/tmp)
+                /var/tmp/x unknown -> world-writable (/var/tmp)
+                /dev/shm/y not-checked -> world-writable (/dev/shm)
+                /srv/drop/bin/z unpackaged -> unpackaged, world-writable (/srv/drop)
+                /srv/sticky/z not-checked -> world-writable (/srv/sticky)
+                /srv/team/z not-checked -> -
+                /tmpfoo/bin not-checked -> -
+                /memfd:payload deleted unpackaged -> deleted, memfd
+                /memfd:payload deleted unknown -> deleted, memfd
+                (unreadable) unknown -> -
+            "#]],
+        );
+    }
+
+    #[test]
+    fn world_writable_dir_asks_every_directory_but_the_root() {
+        let mut asked = Vec::new();
+        let found = world_writable_dir(Path::new("/a/b/c/exe"), |dir| {
+            asked.push(dir.to_path_buf());
+            (dir == Path::new("/a/b")).then_some(0o1777)
+        });
+        // Nearest first, and it stops at the first writable one.
+        assert_eq!(found, Some(PathBuf::from("/a/b")));
+        assert_eq!(asked, [PathBuf::from("/a/b/c"), PathBuf::from("/a/b")]);
+        asked.clear();
         assert_eq!(
-            summary(&deleted(&snap)),
-            vec!["high exec.deleted /tmp/a (pid 20)"]
+            world_writable_dir(Path::new("/a/b"), |dir| {
+                asked.push(dir.to_path_buf());
+                None
+            }),
+            None
+        );
+        // The root itself is never asked about, nor an empty ancestor.
+        assert_eq!(asked, [PathBuf::from("/a")]);
+        assert_eq!(
+            world_writable_dir(Path::new("relative"), |_| Some(0o777)),
+            None
         );
         assert_eq!(
-            summary(&world_writable(&snap)),
-            vec![
-                "high exec.world-writable /tmp/a (pid 20)",
-                "high exec.world-writable /tmp/c (pid 22)",
-            ]
+            world_writable_dir(Path::new("/memfd:x"), |_| Some(0o777)),
+            None
+        );
+    }
+
+    #[test]
+    fn memfd_executables() {
+        assert!(is_memfd(Path::new("/memfd:payload")));
+        // memfd_create with an empty name.
+        assert!(is_memfd(Path::new("/memfd:")));
+        assert!(!is_memfd(Path::new("/usr/bin/memfd:x")));
+    }
+
+    #[test]
+    fn flags_have_stable_names() {
+        let all = [
+            ExecFlag::Unpackaged,
+            ExecFlag::WorldWritable,
+            ExecFlag::Deleted,
+            ExecFlag::Memfd,
+        ];
+        assert!(all.is_sorted());
+        assert_eq!(
+            all.map(ExecFlag::as_str),
+            ["unpackaged", "world-writable", "deleted", "memfd"]
         );
     }
 }

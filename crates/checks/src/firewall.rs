@@ -49,9 +49,18 @@ pub(crate) fn check(snapshot: &HostSnapshot) -> Vec<Finding> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::fixtures::{listener, snapshot, summary};
+    use expect_test::{Expect, expect};
     use perimeter_model::{Netns, NetnsFacts};
+
+    use super::*;
+    use crate::fixtures::{listener, render, snapshot};
+
+    /// The firewall family's findings about `snapshot`, worst first.
+    fn check(snapshot: &HostSnapshot, expect: Expect) {
+        let mut findings = super::check(snapshot);
+        crate::sort_findings(&mut findings);
+        expect.assert_eq(&render(&findings));
+    }
 
     fn ns(name: &str, inode: u64, firewall: FirewallVerdict) -> NetnsFacts {
         NetnsFacts {
@@ -66,7 +75,13 @@ mod tests {
 
     #[test]
     fn fires_on_open_only() {
-        let mut snap = snapshot(vec![listener("tcp", "0.0.0.0", 80, &[])], vec![]);
+        let mut snap = snapshot(
+            vec![
+                listener("tcp", "0.0.0.0", 80, &[]),
+                listener("tcp", "127.0.0.1", 8080, &[]),
+            ],
+            vec![],
+        );
         snap.namespaces = vec![
             ns(
                 "host",
@@ -83,12 +98,15 @@ mod tests {
             ),
             ns("empty", 4, FirewallVerdict::Open { evidence: vec![] }),
         ];
-        assert_eq!(
-            summary(&check(&snap)),
-            vec![
-                "high firewall.none netns host",
-                "medium firewall.none netns empty"
-            ]
+        check(
+            &snap,
+            expect![[r#"
+            high firewall.none netns host
+              netns host has no default-deny inbound firewall policy (1 listeners beyond loopback)
+              | no input base chain
+            medium firewall.none netns empty
+              netns empty has no default-deny inbound firewall policy
+        "#]],
         );
     }
 }

@@ -1,4 +1,6 @@
-//! Builders for hand-made host snapshots in rule tests.
+//! Builders for hand-made host snapshots in rule tests, and the one way rule
+//! tests show what the rules said: [`render`], whose text each family's
+//! `check(input, expect![...])` helper compares with its snapshot.
 
 use std::path::PathBuf;
 
@@ -62,19 +64,57 @@ pub(crate) fn listener(protocol: &str, address: &str, port: u16, pids: &[u32]) -
     }
 }
 
+/// The directories of a stock Debian host with their modes, as the audit
+/// would have stat'ed them: the three world-writable ones are sticky (1777),
+/// the rest 0755. A test adds its own odd directories to `exe_dir_modes`.
+pub(crate) const STOCK_DIR_MODES: &[(&str, u32)] = &[
+    ("/dev", 0o755),
+    ("/dev/shm", 0o1777),
+    ("/home", 0o755),
+    ("/opt", 0o755),
+    ("/srv", 0o755),
+    ("/tmp", 0o1777),
+    ("/usr", 0o755),
+    ("/usr/bin", 0o755),
+    ("/usr/local", 0o755),
+    ("/usr/local/bin", 0o755),
+    ("/usr/sbin", 0o755),
+    ("/var", 0o755),
+    ("/var/tmp", 0o1777),
+];
+
 pub(crate) fn snapshot(listeners: Vec<Listener>, processes: Vec<Process>) -> HostSnapshot {
     HostSnapshot {
         hostname: "testhost".into(),
         listeners,
         processes: processes.into_iter().map(|p| (p.pid, p)).collect(),
+        exe_dir_modes: STOCK_DIR_MODES
+            .iter()
+            .map(|(dir, mode)| (PathBuf::from(dir), *mode))
+            .collect(),
         ..HostSnapshot::default()
     }
 }
 
-/// `rule subject` lines, for compact assertions.
-pub(crate) fn summary(findings: &[perimeter_model::Finding]) -> Vec<String> {
-    findings
-        .iter()
-        .map(|f| format!("{} {} {}", f.severity, f.rule, f.subject))
-        .collect()
+/// Findings as the text rule tests snapshot: per finding a line with its
+/// severity, rule and subject, then, indented, its message and each line of
+/// evidence (`| `). The remedy is left out: it is advice, mostly one fixed
+/// sentence per rule, and would bury the facts under repeated prose. Rules
+/// that say nothing render as `no findings`, so a clean case is asserted, not
+/// implied.
+pub(crate) fn render(findings: &[perimeter_model::Finding]) -> String {
+    if findings.is_empty() {
+        return "no findings\n".to_owned();
+    }
+    let mut text = String::new();
+    for finding in findings {
+        text.push_str(&format!(
+            "{} {} {}\n  {}\n",
+            finding.severity, finding.rule, finding.subject, finding.message
+        ));
+        for line in &finding.evidence {
+            text.push_str(&format!("  | {line}\n"));
+        }
+    }
+    text
 }

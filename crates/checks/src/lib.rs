@@ -8,7 +8,7 @@
 pub mod approvals;
 mod env;
 pub mod environments;
-mod exec;
+pub mod exec;
 mod firewall;
 mod listener;
 pub mod pkg;
@@ -32,7 +32,7 @@ pub struct CheckConfig {
     pub today: Date,
     /// The environments (perimeter.toml); empty when there is none, and then
     /// no environment rule runs.
-    pub inventory: environments::Inventory,
+    pub environments: environments::Environments,
     /// `--env NAME`: the environment this host is in, instead of deciding it
     /// from the host's addresses.
     pub forced_env: Option<String>,
@@ -53,7 +53,7 @@ impl CheckConfig {
                 .map(|s| (*s).to_owned())
                 .collect(),
             today,
-            inventory: environments::Inventory::default(),
+            environments: environments::Environments::default(),
             forced_env: None,
         }
     }

@@ -165,12 +165,26 @@ pub(crate) fn login_shells(snapshot: &HostSnapshot) -> Vec<Finding> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::fixtures::{listener, packaged, process, snapshot, summary};
+    use expect_test::{Expect, expect};
     use perimeter_model::Account;
+
+    use super::*;
+    use crate::approvals::parse_approvals;
+    use crate::fixtures::{listener, packaged, process, render, snapshot};
 
     fn config() -> CheckConfig {
         CheckConfig::new(time::macros::date!(2026 - 11 - 25))
+    }
+
+    /// The listener family's findings about `snapshot` under `approvals`,
+    /// worst first.
+    fn check(snapshot: &HostSnapshot, approvals: &Approvals, expect: Expect) {
+        let config = config();
+        let mut findings = unapproved(snapshot, approvals, &config);
+        findings.extend(root_services(snapshot, &config));
+        findings.extend(login_shells(snapshot));
+        crate::sort_findings(&mut findings);
+        expect.assert_eq(&render(&findings));
     }
 
     #[test]
@@ -184,19 +198,82 @@ mod tests {
             ],
             vec![process(5, 1, "/opt/redis/redis-server", 0, "root")],
         );
-        let findings = unapproved(&snap, &Approvals::default(), &config());
-        assert_eq!(
-            summary(&findings),
-            vec![
-                "high listener.unapproved tcp 0.0.0.0:6380 redis-server (pid 5)",
-                "high listener.unapproved udp 198.51.100.7:53 (owner unknown)",
-            ]
+        check(
+            &snap,
+            &Approvals::default(),
+            expect![[r#"
+            high listener.unapproved tcp 0.0.0.0:6380 redis-server (pid 5)
+              wildcard listener on tcp 0.0.0.0:6380 is not in the approvals file
+              | scope wildcard
+              | exe /opt/redis/redis-server as root
+              | no approvals file was found
+            high listener.unapproved udp 198.51.100.7:53 (owner unknown)
+              public listener on udp 198.51.100.7:53 is not in the approvals file
+              | scope public
+              | no process holds the socket that perimeter could see
+              | no approvals file was found
+            high service.root tcp 0.0.0.0:6380 redis-server (pid 5)
+              redis-server serves tcp 0.0.0.0:6380 as root
+              | uid 0 (pids [5])
+              | exe /opt/redis/redis-server
+        "#]],
         );
-        assert!(
-            findings[1]
-                .evidence
-                .iter()
-                .any(|e| e.contains("no process holds"))
+    }
+
+    #[test]
+    fn approved_listeners_are_quiet_until_the_approval_expires() {
+        let approvals = parse_approvals(
+            r#"version = 1
+
+[[listener]]
+protocol = "tcp"
+address = "0.0.0.0"
+port = 22
+exe = "/usr/sbin/sshd"
+user = "root"
+approved_by = "alice"
+approved_at = 2026-11-01
+reason = "bastion ssh"
+
+[[listener]]
+protocol = "udp"
+scope = "wildcard"
+port = 51820
+unowned = true
+approved_by = "bob"
+approved_at = 2026-11-02
+reason = "wireguard"
+expires = 2026-11-20
+"#,
+            std::path::Path::new("approvals.toml"),
+        )
+        .expect("approvals");
+        let snap = snapshot(
+            vec![
+                listener("tcp", "0.0.0.0", 22, &[2]),
+                listener("udp", "0.0.0.0", 51820, &[]),
+                // Same port as the approved sshd, another executable.
+                listener("tcp", "0.0.0.0", 2222, &[3]),
+            ],
+            vec![
+                packaged(process(2, 1, "/usr/sbin/sshd", 0, "root"), "openssh-server"),
+                process(3, 1, "/usr/local/sbin/sshd", 0, "root"),
+            ],
+        );
+        check(
+            &snap,
+            &approvals,
+            expect![[r#"
+            high listener.unapproved tcp 0.0.0.0:2222 sshd (pid 3)
+              wildcard listener on tcp 0.0.0.0:2222 is not in the approvals file
+              | scope wildcard
+              | exe /usr/local/sbin/sshd as root
+            high listener.unapproved udp 0.0.0.0:51820 (owner unknown)
+              the approval for udp 0.0.0.0:51820 (owner unknown) expired on 2026-11-20
+              | approval at line 13 by bob: wireguard
+              | scope wildcard
+              | no process holds the socket that perimeter could see
+        "#]],
         );
     }
 
@@ -219,12 +296,39 @@ mod tests {
                 process(7, 1, "/usr/local/bin/local", 0, "root"),
             ],
         );
-        assert_eq!(
-            summary(&root_services(&snap, &config())),
-            vec![
-                "high service.root tcp 0.0.0.0:6379 redis-server (pid 3)",
-                "medium service.root tcp 10.0.0.5:8080 admin (pid 6)",
-            ]
+        check(
+            &snap,
+            &Approvals::default(),
+            expect![[r#"
+            high listener.unapproved tcp 0.0.0.0:22 sshd (pid 2)
+              wildcard listener on tcp 0.0.0.0:22 is not in the approvals file
+              | scope wildcard
+              | exe /usr/sbin/sshd as root
+              | no approvals file was found
+            high listener.unapproved tcp 0.0.0.0:6379 redis-server (pid 3)
+              wildcard listener on tcp 0.0.0.0:6379 is not in the approvals file
+              | scope wildcard
+              | exe /tmp/redis-server as root
+              | no approvals file was found
+            high listener.unapproved tcp 10.0.0.5:80 web (pid 4)
+              private listener on tcp 10.0.0.5:80 is not in the approvals file
+              | scope private
+              | exe /usr/local/bin/web as root
+              | no approvals file was found
+            high listener.unapproved tcp 10.0.0.5:8080 admin (pid 6)
+              private listener on tcp 10.0.0.5:8080 is not in the approvals file
+              | scope private
+              | exe /usr/local/bin/admin as root
+              | no approvals file was found
+            high service.root tcp 0.0.0.0:6379 redis-server (pid 3)
+              redis-server serves tcp 0.0.0.0:6379 as root
+              | uid 0 (pids [3])
+              | exe /tmp/redis-server
+            medium service.root tcp 10.0.0.5:8080 admin (pid 6)
+              admin serves tcp 10.0.0.5:8080 as root
+              | uid 0 (pids [6])
+              | exe /usr/local/bin/admin
+        "#]],
         );
     }
 
@@ -250,9 +354,28 @@ mod tests {
             ],
             vec![dev, local, rooty],
         );
-        assert_eq!(
-            summary(&login_shells(&snap)),
-            vec!["medium service.login-shell tcp 0.0.0.0:3000 app (pid 8)"]
+        check(
+            &snap,
+            &Approvals::default(),
+            expect![[r#"
+            high listener.unapproved tcp 0.0.0.0:3000 app (pid 8)
+              wildcard listener on tcp 0.0.0.0:3000 is not in the approvals file
+              | scope wildcard
+              | exe /home/dev/app as dev
+              | no approvals file was found
+            high listener.unapproved tcp 0.0.0.0:3002 app (pid 10)
+              wildcard listener on tcp 0.0.0.0:3002 is not in the approvals file
+              | scope wildcard
+              | exe /home/dev/app as dev
+              | no approvals file was found
+            high service.root tcp 0.0.0.0:3002 app (pid 10)
+              app serves tcp 0.0.0.0:3002 as root
+              | uid 0 (pids [10])
+              | exe /home/dev/app
+            medium service.login-shell tcp 0.0.0.0:3000 app (pid 8)
+              account dev runs tcp 0.0.0.0:3000 and has the login shell /bin/bash
+              | uid 1000 shell /bin/bash
+        "#]],
         );
     }
 }

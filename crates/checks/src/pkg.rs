@@ -390,8 +390,15 @@ impl ChangedPackageFile<'_> {
 
 #[cfg(test)]
 mod tests {
+    use expect_test::{Expect, expect};
+
     use super::*;
     use crate::rules::{AUDIT_RULES, PKG_RULES};
+
+    /// The `pkg.*` findings for `facts`, worst first.
+    fn check(facts: &PkgFacts<'_>, expect: Expect) {
+        expect.assert_eq(&crate::fixtures::render(&super::check(facts)));
+    }
 
     fn exe<'a>(
         path: &'a str,
@@ -410,81 +417,124 @@ mod tests {
         }
     }
 
+    fn unowned(files: Vec<UnownedExecutable<'_>>) -> PkgFacts<'_> {
+        PkgFacts {
+            unowned_files: files,
+            ..PkgFacts::default()
+        }
+    }
+
     #[test]
     fn unowned_file_severity_policy() {
-        let cases = [
-            (
+        // Each file on its own (none shares an application directory), so
+        // each finding's severity is the policy's for that file.
+        check(
+            &unowned(vec![
                 exe("/usr/bin/x", FileArea::System, true, 0o755, &[]),
-                Severity::Medium,
-            ),
-            (
                 exe("/usr/bin/x", FileArea::System, true, 0o755, &[42]),
-                Severity::High,
-            ),
-            (
                 exe("/usr/local/bin/x", FileArea::UsrLocal, true, 0o755, &[]),
-                Severity::Low,
-            ),
-            (
                 exe("/usr/local/bin/x", FileArea::UsrLocal, true, 0o755, &[7]),
-                Severity::Medium,
-            ),
-            (
                 exe("/opt/a/x", FileArea::Opt, false, 0o755, &[]),
-                Severity::Low,
-            ),
-            (
                 exe("/srv/x", FileArea::Srv, false, 0o700, &[]),
-                Severity::Low,
-            ),
-            (
                 exe("/root/x", FileArea::Elsewhere, false, 0o755, &[9]),
-                Severity::High,
-            ),
-            (
                 exe("/usr/local/bin/x", FileArea::UsrLocal, true, 0o777, &[]),
-                Severity::High,
-            ),
-        ];
-        for (file, expected) in cases {
-            assert_eq!(unowned_file_severity(&file), expected, "{file:?}");
-        }
+            ]),
+            expect![[r#"
+                high pkg.unowned-file /root/x
+                  executable outside PATH, /usr/local, /opt and /srv that no package installed, running now
+                  | /root/x mode 0755, running as pid 9
+                high pkg.unowned-file /usr/bin/x
+                  executable in a PATH directory that belongs to the package manager that no package installed, running now
+                  | /usr/bin/x mode 0755, running as pid 42
+                high pkg.unowned-file /usr/local/bin/x
+                  executable in /usr/local that no package installed
+                  | /usr/local/bin/x mode 0777
+                  | writable by every user
+                medium pkg.unowned-file /usr/bin/x
+                  executable in a PATH directory that belongs to the package manager that no package installed
+                  | /usr/bin/x mode 0755
+                medium pkg.unowned-file /usr/local/bin/x
+                  executable in /usr/local that no package installed, running now
+                  | /usr/local/bin/x mode 0755, running as pid 7
+                low pkg.unowned-file /opt/a/x
+                  executable in /opt that no package installed
+                  | /opt/a/x mode 0755
+                low pkg.unowned-file /srv/x
+                  executable in /srv that no package installed
+                  | /srv/x mode 0700
+                low pkg.unowned-file /usr/local/bin/x
+                  executable in /usr/local that no package installed
+                  | /usr/local/bin/x mode 0755
+            "#]],
+        );
     }
 
     #[test]
     fn vendor_trees_group_path_files_do_not() {
         let pids = [31];
-        let files = vec![
-            exe("/usr/local/bin/tool", FileArea::UsrLocal, true, 0o755, &[]),
-            exe("/opt/vendor/bin/a", FileArea::Opt, false, 0o755, &[]),
-            exe("/opt/vendor/bin/b", FileArea::Opt, false, 0o755, &pids),
-            exe("/opt/vendor/lib/c.so", FileArea::Opt, false, 0o755, &[]),
-            exe("/opt/lonely/run", FileArea::Opt, false, 0o755, &[]),
-            exe("/opt/top-level-script", FileArea::Opt, false, 0o755, &[]),
-        ];
-        let findings = unowned_files(&files);
-        let summary: Vec<(&str, Severity, usize)> = findings
-            .iter()
-            .map(|f| (f.subject.as_str(), f.severity, f.evidence.len()))
+        check(
+            &unowned(vec![
+                exe("/usr/local/bin/tool", FileArea::UsrLocal, true, 0o755, &[]),
+                exe("/opt/vendor/bin/a", FileArea::Opt, false, 0o755, &[]),
+                exe("/opt/vendor/bin/b", FileArea::Opt, false, 0o755, &pids),
+                exe("/opt/vendor/lib/c.so", FileArea::Opt, false, 0o755, &[]),
+                exe("/opt/lonely/run", FileArea::Opt, false, 0o755, &[]),
+                exe("/opt/top-level-script", FileArea::Opt, false, 0o755, &[]),
+            ]),
+            expect![[r#"
+                medium pkg.unowned-file /opt/vendor
+                  3 executables under /opt/vendor belong to no package; 1 of them running now
+                  | /opt/vendor/bin/a mode 0755
+                  | /opt/vendor/bin/b mode 0755, running as pid 31
+                  | /opt/vendor/lib/c.so mode 0755
+                low pkg.unowned-file /opt/lonely/run
+                  executable in /opt that no package installed
+                  | /opt/lonely/run mode 0755
+                low pkg.unowned-file /opt/top-level-script
+                  executable in /opt that no package installed
+                  | /opt/top-level-script mode 0755
+                low pkg.unowned-file /usr/local/bin/tool
+                  executable in /usr/local that no package installed
+                  | /usr/local/bin/tool mode 0755
+            "#]],
+        );
+    }
+
+    #[test]
+    fn a_big_tree_is_one_finding_with_its_files_counted() {
+        let paths: Vec<String> = (0..12)
+            .map(|n| format!("/usr/local/lib/node_modules/bin/tool{n:02}"))
             .collect();
-        assert_eq!(
-            summary,
-            vec![
-                ("/usr/local/bin/tool", Severity::Low, 1),
-                ("/opt/top-level-script", Severity::Low, 1),
-                ("/opt/lonely/run", Severity::Low, 1),
-                // The running member raises the group.
-                ("/opt/vendor", Severity::Medium, 3),
-            ]
-        );
-        assert!(findings.iter().all(|f| f.rule == PKG_UNOWNED_FILE));
-        assert_eq!(
-            findings[3].message,
-            "3 executables under /opt/vendor belong to no package; 1 of them running now"
-        );
-        assert_eq!(
-            findings[3].evidence[1],
-            "/opt/vendor/bin/b mode 0755, running as pid 31"
+        let links = [PathBuf::from("/usr/local/bin/tool00")];
+        let mut files: Vec<UnownedExecutable<'_>> = paths
+            .iter()
+            .map(|path| exe(path, FileArea::UsrLocal, false, 0o755, &[]))
+            .collect();
+        files.push(UnownedExecutable {
+            links: &links,
+            ..exe("/usr/bin/linked", FileArea::System, true, 0o755, &[])
+        });
+        check(
+            &unowned(files),
+            expect![[r#"
+            medium pkg.unowned-file /usr/bin/linked
+              executable in a PATH directory that belongs to the package manager that no package installed
+              | /usr/bin/linked mode 0755
+              | reached through symlink /usr/local/bin/tool00
+            low pkg.unowned-file /usr/local/lib/node_modules
+              12 executables under /usr/local/lib/node_modules belong to no package
+              | /usr/local/lib/node_modules/bin/tool00 mode 0755
+              | /usr/local/lib/node_modules/bin/tool01 mode 0755
+              | /usr/local/lib/node_modules/bin/tool02 mode 0755
+              | /usr/local/lib/node_modules/bin/tool03 mode 0755
+              | /usr/local/lib/node_modules/bin/tool04 mode 0755
+              | /usr/local/lib/node_modules/bin/tool05 mode 0755
+              | /usr/local/lib/node_modules/bin/tool06 mode 0755
+              | /usr/local/lib/node_modules/bin/tool07 mode 0755
+              | /usr/local/lib/node_modules/bin/tool08 mode 0755
+              | /usr/local/lib/node_modules/bin/tool09 mode 0755
+              | and 2 more (see the inventory's unowned_files)
+        "#]],
         );
     }
 
@@ -538,44 +588,73 @@ mod tests {
                 },
             ],
         };
-        let findings = check(&facts);
-        let summary: Vec<(&str, Severity, &str)> = findings
-            .iter()
-            .map(|f| (f.rule.as_str(), f.severity, f.subject.as_str()))
-            .collect();
-        assert_eq!(
-            summary,
-            vec![
-                (PKG_MODIFIED_FILE, Severity::High, "/usr/sbin/sshd"),
-                (
-                    PKG_MODIFIED_FILE,
-                    Severity::Medium,
-                    "/usr/share/doc/x/README"
-                ),
-                (
-                    PKG_UNOWNED_UNIT,
-                    Severity::Medium,
-                    "/lib/systemd/system/ssh.service.d/override.conf"
-                ),
-                (
-                    PKG_MODIFIED_FILE,
-                    Severity::Low,
-                    "/usr/share/man/man1/x.1.gz"
-                ),
-                (
-                    PKG_UNOWNED_UNIT,
-                    Severity::Low,
-                    "/etc/systemd/system/miner.service"
-                ),
-                (
-                    PKG_MODIFIED_CONFFILE,
-                    Severity::Info,
-                    "/etc/ssh/sshd_config"
-                ),
-            ]
+        check(
+            &facts,
+            expect![[r#"
+            high pkg.modified-file /usr/sbin/sshd
+              executable code of openssh-server no longer matches the package
+              | md5 differs from the package's md5sums (modified)
+            medium pkg.modified-file /usr/share/doc/x/README
+              file of x no longer matches the package
+              | md5 differs from the package's md5sums (modified)
+            medium pkg.unowned-unit /lib/systemd/system/ssh.service.d/override.conf
+              systemd drop-in in a directory that belongs to the package manager that no package ships
+              | not enabled through a .wants/.requires link
+            low pkg.modified-file /usr/share/man/man1/x.1.gz
+              file of x is missing
+              | md5 differs from the package's md5sums (missing)
+            low pkg.unowned-unit /etc/systemd/system/miner.service
+              systemd unit in the administrator's unit directory that no package ships
+              | enabled by multi-user.target.wants
+            info pkg.modified-conffile /etc/ssh/sshd_config
+              conffile of openssh-server changed from what the package shipped
+              | md5 differs from Conffiles: in dpkg's status (modified)
+        "#]],
         );
-        let miner = &findings[4];
-        assert_eq!(miner.evidence, vec!["enabled by multi-user.target.wants"]);
+    }
+
+    #[test]
+    fn linked_units_diversions_and_replaced_files() {
+        let facts = PkgFacts {
+            unowned_files: vec![],
+            units: vec![UnownedUnit {
+                path: Path::new("/etc/systemd/system/app.service"),
+                kind: UnitFileKind::Linked {
+                    target: Path::new("/opt/app/app.service"),
+                },
+                in_package_dir: false,
+                enabled_by: &[],
+            }],
+            conffiles: vec![ChangedPackageFile {
+                path: Path::new("/etc/default/app"),
+                listed_as: None,
+                package: "app",
+                change: Change::Missing,
+                executable: false,
+            }],
+            modified_files: vec![ChangedPackageFile {
+                path: Path::new("/usr/bin/tool.distrib"),
+                listed_as: Some(Path::new("/usr/bin/tool")),
+                package: "tool:amd64",
+                change: Change::Replaced { kind: "directory" },
+                executable: false,
+            }],
+        };
+        check(
+            &facts,
+            expect![[r#"
+            medium pkg.modified-file /usr/bin/tool.distrib
+              file of tool:amd64 was replaced by a directory
+              | md5 differs from the package's md5sums (replaced)
+              | listed as /usr/bin/tool (diverted)
+            low pkg.unowned-unit /etc/systemd/system/app.service
+              linked systemd unit (/opt/app/app.service) in the administrator's unit directory that no package ships
+              | not enabled through a .wants/.requires link
+            info pkg.modified-conffile /etc/default/app
+              conffile of app was removed
+              | md5 differs from Conffiles: in dpkg's status (missing)
+        "#]],
+        );
     }
 
     #[test]

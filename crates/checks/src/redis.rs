@@ -123,9 +123,18 @@ pub(crate) fn check(snapshot: &HostSnapshot) -> Vec<Finding> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::fixtures::{listener, process, snapshot, summary};
+    use expect_test::{Expect, expect};
     use perimeter_model::Netns;
+
+    use super::*;
+    use crate::fixtures::{listener, process, render, snapshot};
+
+    /// The Redis family's findings about `snapshot`, worst first.
+    fn check(snapshot: &HostSnapshot, expect: Expect) {
+        let mut findings = super::check(snapshot);
+        crate::sort_findings(&mut findings);
+        expect.assert_eq(&render(&findings));
+    }
 
     fn redis(endpoint: &str, pid: u32, auth: RedisAuth, protected: Option<bool>) -> RedisFacts {
         RedisFacts {
@@ -155,26 +164,25 @@ mod tests {
         );
         snap.redis
             .push(redis("tcp 0.0.0.0:6379", 3, RedisAuth::Open, Some(false)));
-        let findings = check(&snap);
-        assert_eq!(
-            summary(&findings),
-            vec![
-                "critical redis.no-auth redis tcp 0.0.0.0:6379 (pid 3)",
-                "high redis.protected-mode-off redis tcp 0.0.0.0:6379 (pid 3)",
-                "high redis.exposed redis tcp 0.0.0.0:6379 (pid 3)",
-            ]
-        );
-        assert!(
-            findings[0]
-                .evidence
-                .iter()
-                .any(|e| e == "redis_version:7.0.15")
-        );
-        assert!(
-            findings[0]
-                .evidence
-                .iter()
-                .any(|e| e.contains("without a config file"))
+        check(
+            &snap,
+            expect![[r#"
+            critical redis.no-auth redis tcp 0.0.0.0:6379 (pid 3)
+              Redis on tcp 0.0.0.0:6379 answers commands without a password, and it is reachable beyond this host
+              | PING to 127.0.0.1:6379 answered +PONG without AUTH
+              | redis_version:7.0.15
+              | started without a config file (config_file is empty)
+            high redis.exposed redis tcp 0.0.0.0:6379 (pid 3)
+              Redis listens on tcp 0.0.0.0:6379 (wildcard)
+              | CONFIG GET bind: * -::*
+              | redis_version:7.0.15
+              | started without a config file (config_file is empty)
+            high redis.protected-mode-off redis tcp 0.0.0.0:6379 (pid 3)
+              Redis on tcp 0.0.0.0:6379 runs with protected-mode off
+              | CONFIG GET protected-mode: no
+              | redis_version:7.0.15
+              | started without a config file (config_file is empty)
+        "#]],
         );
     }
 
@@ -186,7 +194,12 @@ mod tests {
         );
         snap.redis
             .push(redis("tcp 127.0.0.1:6380", 4, RedisAuth::Required, None));
-        assert!(check(&snap).is_empty());
+        check(
+            &snap,
+            expect![[r#"
+            no findings
+        "#]],
+        );
     }
 
     #[test]
@@ -197,9 +210,40 @@ mod tests {
         );
         snap.redis
             .push(redis("tcp 127.0.0.1:6381", 5, RedisAuth::Open, Some(true)));
-        assert_eq!(
-            summary(&check(&snap)),
-            vec!["high redis.no-auth redis tcp 127.0.0.1:6381 (pid 5)"]
+        check(
+            &snap,
+            expect![[r#"
+            high redis.no-auth redis tcp 127.0.0.1:6381 (pid 5)
+              Redis on tcp 127.0.0.1:6381 answers commands without a password (any local user or SSRF can reach it)
+              | PING to 127.0.0.1:6379 answered +PONG without AUTH
+              | redis_version:7.0.15
+              | started without a config file (config_file is empty)
+        "#]],
+        );
+    }
+
+    #[test]
+    fn a_named_config_file_and_owners_out_of_sight() {
+        // Owners not seen (not root): the probed endpoint still gives the
+        // scope, and the config file is named in the evidence.
+        let mut snap = snapshot(vec![listener("tcp", "10.0.0.5", 6379, &[])], vec![]);
+        let mut facts = redis("tcp 10.0.0.5:6379", 6, RedisAuth::Required, Some(false));
+        facts.pids.clear();
+        facts.config_file = Some("/etc/redis/redis.conf".into());
+        facts.bind = None;
+        facts.version = None;
+        snap.redis.push(facts);
+        check(
+            &snap,
+            expect![[r#"
+            high redis.exposed redis tcp 10.0.0.5:6379
+              Redis listens on tcp 10.0.0.5:6379 (private)
+              | config_file:/etc/redis/redis.conf
+            medium redis.protected-mode-off redis tcp 10.0.0.5:6379
+              Redis on tcp 10.0.0.5:6379 runs with protected-mode off
+              | CONFIG GET protected-mode: no
+              | config_file:/etc/redis/redis.conf
+        "#]],
         );
     }
 }

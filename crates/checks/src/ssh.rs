@@ -181,8 +181,17 @@ fn yes_no(value: bool) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use expect_test::{Expect, expect};
+
     use super::*;
-    use crate::fixtures::{listener, process, snapshot, summary};
+    use crate::fixtures::{listener, process, render, snapshot};
+
+    /// The SSH family's findings about `snapshot`, worst first.
+    fn check(snapshot: &HostSnapshot, expect: Expect) {
+        let mut findings = super::check(snapshot);
+        crate::sort_findings(&mut findings);
+        expect.assert_eq(&render(&findings));
+    }
 
     fn evaluation(sources: &str, root: &str, password: bool) -> SshdEvaluation {
         SshdEvaluation {
@@ -215,14 +224,14 @@ mod tests {
             evaluation("198.51.100.0/24", "yes", false),
             evaluation("any other address", "no", false),
         ]));
-        let findings = check(&snap);
-        assert_eq!(
-            summary(&findings),
-            vec!["high ssh.root-login sshd (pid 2) /etc/ssh/sshd_config"]
-        );
-        assert_eq!(
-            findings[0].message,
-            "root may log in: PermitRootLogin yes from 198.51.100.0/24"
+        check(
+            &snap,
+            expect![[r#"
+            high ssh.root-login sshd (pid 2) /etc/ssh/sshd_config
+              root may log in: PermitRootLogin yes from 198.51.100.0/24
+              | 198.51.100.0/24: permitrootlogin yes (user=root,addr=198.51.100.0/24)
+              | evaluated with sshd -T
+        "#]],
         );
     }
 
@@ -234,16 +243,27 @@ mod tests {
         );
         snap.sshd
             .push(sshd(vec![evaluation("any other address", "no", false)]));
-        assert!(check(&snap).is_empty());
+        check(
+            &snap,
+            expect![[r#"
+            no findings
+        "#]],
+        );
         snap.sshd[0]
             .evaluations
             .push(evaluation("198.51.100.0/24", "prohibit-password", true));
-        assert_eq!(
-            summary(&check(&snap)),
-            vec![
-                "low ssh.root-login sshd (pid 2) /etc/ssh/sshd_config",
-                "low ssh.password-auth sshd (pid 2) /etc/ssh/sshd_config",
-            ]
+        check(
+            &snap,
+            expect![[r#"
+            low ssh.password-auth sshd (pid 2) /etc/ssh/sshd_config
+              sshd accepts passwords: password from 198.51.100.0/24
+              | 198.51.100.0/24: passwordauthentication yes kbdinteractiveauthentication no (user=root,addr=198.51.100.0/24)
+              | evaluated with sshd -T
+            low ssh.root-login sshd (pid 2) /etc/ssh/sshd_config
+              root may log in: PermitRootLogin prohibit-password from 198.51.100.0/24
+              | 198.51.100.0/24: permitrootlogin prohibit-password (user=root,addr=198.51.100.0/24)
+              | evaluated with sshd -T
+        "#]],
         );
     }
 
@@ -263,10 +283,37 @@ mod tests {
             evaluation("any other address", "no", false),
             other_user,
         ]));
-        let findings = check(&snap);
-        assert_eq!(
-            findings[0].message,
-            "root may log in: PermitRootLogin yes from 198.51.100.0/24"
+        check(
+            &snap,
+            expect![[r#"
+            high ssh.root-login sshd (pid 2) /etc/ssh/sshd_config
+              root may log in: PermitRootLogin yes from 198.51.100.0/24
+              | 198.51.100.0/24: permitrootlogin yes (user=root,addr=198.51.100.0/24)
+              | evaluated with sshd -T
+        "#]],
+        );
+    }
+
+    #[test]
+    fn empty_passwords_are_critical_and_an_unattributed_sshd_counts_as_exposed() {
+        // No listener names pid 2: better a finding too many than one missed.
+        let mut snap = snapshot(vec![], vec![process(2, 1, "/usr/sbin/sshd", 0, "root")]);
+        let mut empty = evaluation("any address", "forced-commands-only", true);
+        empty.kbd_interactive_authentication = true;
+        empty.permit_empty_passwords = true;
+        snap.sshd.push(sshd(vec![empty]));
+        check(
+            &snap,
+            expect![[r#"
+            critical ssh.password-auth sshd (pid 2) /etc/ssh/sshd_config
+              sshd accepts passwords: password and keyboard-interactive from any address
+              | any address: passwordauthentication yes kbdinteractiveauthentication yes permitemptypasswords yes (user=root,addr=any address)
+              | evaluated with sshd -T
+            low ssh.root-login sshd (pid 2) /etc/ssh/sshd_config
+              root may log in: PermitRootLogin forced-commands-only from any address
+              | any address: permitrootlogin forced-commands-only (user=root,addr=any address)
+              | evaluated with sshd -T
+        "#]],
         );
     }
 }

@@ -1,11 +1,11 @@
 //! The audit's collection step: listeners and processes, then package
-//! ownership, world-writable executable directories, the running Redis and
+//! ownership, the modes of the executables' directories, the running Redis and
 //! sshd instances, and each namespace's firewall, into one [`HostSnapshot`].
 //!
 //! Every source can fail on its own (not root, a tool missing, a process gone);
 //! each failure becomes a `Problem` in the snapshot and the rest goes on.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -88,7 +88,7 @@ pub fn collect(opts: &AuditOptions) -> Collected {
     };
 
     assign_packages(&mut snapshot, &opts.fs_root);
-    snapshot.writable_exe_dirs = writable_exe_dirs(snapshot.processes.values());
+    snapshot.exe_dir_modes = exe_dir_modes(snapshot.processes.values());
 
     let current_inode = netns_inode(&opts.proc_root.join("thread-self/ns/net")).ok();
     let enter_paths: BTreeMap<u64, Option<PathBuf>> = facts
@@ -261,34 +261,27 @@ fn assign_packages(snapshot: &mut HostSnapshot, fs_root: &Path) {
     }
 }
 
-/// For each executable, the nearest ancestor directory anyone may write to
-/// (mode o+w), if any. Directories are stat'ed once each.
-fn writable_exe_dirs<'a>(
-    processes: impl Iterator<Item = &'a Process>,
-) -> BTreeMap<PathBuf, PathBuf> {
-    let mut cache: HashMap<PathBuf, bool> = HashMap::new();
-    let mut result = BTreeMap::new();
+/// The permission bits of every directory above each process's executable,
+/// each directory stat'ed once. Only collected here: which modes make an
+/// executable suspicious is `checks::exec`'s judgement, the same one
+/// `perimeter watch` uses. A directory that cannot be stat'ed (a deleted
+/// executable's removed directory, a path from another mount namespace) is
+/// left out.
+fn exe_dir_modes<'a>(processes: impl Iterator<Item = &'a Process>) -> BTreeMap<PathBuf, u32> {
+    let mut seen: HashSet<PathBuf> = HashSet::new();
+    let mut modes = BTreeMap::new();
     for process in processes {
         let Some(exe) = &process.exe else { continue };
-        if result.contains_key(exe) {
-            continue;
-        }
         for dir in exe.ancestors().skip(1) {
-            if dir.as_os_str().is_empty() || dir == Path::new("/") {
-                break;
+            if dir.as_os_str().is_empty() || !seen.insert(dir.to_path_buf()) {
+                continue;
             }
-            let writable = *cache.entry(dir.to_path_buf()).or_insert_with(|| {
-                std::fs::metadata(dir)
-                    .map(|meta| meta.permissions().mode() & 0o002 != 0)
-                    .unwrap_or(false)
-            });
-            if writable {
-                result.insert(exe.clone(), dir.to_path_buf());
-                break;
+            if let Ok(meta) = std::fs::metadata(dir) {
+                modes.insert(dir.to_path_buf(), meta.permissions().mode() & 0o7777);
             }
         }
     }
-    result
+    modes
 }
 
 /// How sure we are that a listener might be Redis, and so how long to wait.
@@ -464,18 +457,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_world_writable_ancestors() {
-        // Not in /tmp itself (world-writable, it would mark everything), but
-        // in the crate's directory, wherever the checkout is.
+    fn stats_every_directory_above_each_executable() {
+        // Not in /tmp itself (world-writable), but in the crate's directory,
+        // wherever the checkout is.
         let dir = tempfile::tempdir_in(".").expect("tempdir");
-        let open = dir.path().join("drop");
-        let closed = dir.path().join("safe");
+        let base = dir.path().canonicalize().expect("canonical tempdir");
+        let open = base.join("drop");
+        let closed = base.join("safe");
         std::fs::create_dir_all(open.join("bin")).expect("mkdir");
         std::fs::create_dir_all(&closed).expect("mkdir");
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
-        std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        std::fs::set_permissions(open.join("bin"), std::fs::Permissions::from_mode(0o755))
             .expect("chmod");
+        std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
         let process = |pid: u32, exe: PathBuf| Process {
             pid,
             ppid: 1,
@@ -495,16 +490,21 @@ mod tests {
         let processes = [
             process(1, open.join("bin/miner")),
             process(2, closed.join("daemon")),
+            // Its directory is gone: left out, the ones above it kept.
+            process(3, base.join("removed/daemon")),
         ];
-        let found = writable_exe_dirs(processes.iter());
-        assert_eq!(found.get(&open.join("bin/miner")), Some(&open));
-        // Nothing inside the test's tree is writable for the daemon; the
-        // checkout itself may sit below a world-writable directory (/tmp).
-        assert!(
-            found
-                .get(&closed.join("daemon"))
-                .is_none_or(|d| !d.starts_with(dir.path())),
-            "{found:?}"
-        );
+        let found = exe_dir_modes(processes.iter());
+        assert_eq!(found.get(&open.join("bin")), Some(&0o755));
+        assert_eq!(found.get(&open), Some(&0o777));
+        assert_eq!(found.get(&closed), Some(&0o755));
+        // The sticky bit is kept: the judgement sees the whole mode.
+        assert_eq!(found.get(&base), Some(&0o1777));
+        assert_eq!(found.get(&base.join("removed")), None);
+        // Every directory up to the root, not only the nearest ones.
+        for above in base.ancestors() {
+            assert!(found.contains_key(above), "{} missing", above.display());
+        }
+        // Nothing but directories above the executables.
+        assert!(!found.contains_key(&open.join("bin/miner")));
     }
 }

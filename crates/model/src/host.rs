@@ -258,9 +258,12 @@ pub struct HostSnapshot {
     pub processes: BTreeMap<u32, Process>,
     pub redis: Vec<RedisFacts>,
     pub sshd: Vec<SshdFacts>,
-    /// Executables that live in a world-writable directory (or below one), with
-    /// the directory: exe path → directory.
-    pub writable_exe_dirs: BTreeMap<PathBuf, PathBuf>,
+    /// The permission bits (`st_mode & 0o7777`) of every directory above each
+    /// process's executable, as the collector stat'ed them; a directory that
+    /// could not be stat'ed is absent. Which of them make an executable
+    /// suspicious is the exec rules' judgement (`checks::exec`), not the
+    /// collector's.
+    pub exe_dir_modes: BTreeMap<PathBuf, u32>,
     /// Which sources the namespace's firewall lets through to each listener
     /// beyond loopback, keyed by (netns inode, socket inode). Absent when the
     /// ruleset could not be read.

@@ -21,6 +21,12 @@
 //! Package ownership goes through one [`PackageDb`] opened at start, with a
 //! cache per executable path that is emptied when dpkg's status file changes
 //! (a package installed mid-watch must not stay "unpackaged").
+//!
+//! What makes an exec suspicious is not decided here: the watch collects the
+//! facts (the exe link, ownership, the modes of the directories above the
+//! executable) and [`ExecEvent::flags`] hands them to `checks::exec::judge`,
+//! the judgement `perimeter audit` uses, so the two never disagree about the
+//! same binary.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
@@ -36,6 +42,7 @@ use std::time::{Duration, Instant, SystemTime};
 use netlink_packet_core::NetlinkBuffer;
 use netlink_sys::protocols::NETLINK_CONNECTOR;
 use netlink_sys::{Socket, SocketAddr};
+use perimeter_checks::exec::{ExecFacts, is_memfd, judge, world_writable_dir};
 use perimeter_model::{Listener, Netns, Ownership, Problem, Process, Protocol};
 
 use perimeter_host::interfaces::interface_names;
@@ -629,29 +636,9 @@ impl ExecSource {
     }
 }
 
-/// Why an exec's flags call it suspicious.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum ExecFlag {
-    /// No package installed the executable.
-    Unpackaged,
-    /// The executable lives in (or below) a directory anyone may write to.
-    WorldWritable,
-    /// The executable was deleted or replaced after the exec.
-    Deleted,
-    /// The executable is an anonymous memory file: it never was on disk.
-    Memfd,
-}
-
-impl ExecFlag {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ExecFlag::Unpackaged => "unpackaged",
-            ExecFlag::WorldWritable => "world-writable",
-            ExecFlag::Deleted => "deleted",
-            ExecFlag::Memfd => "memfd",
-        }
-    }
-}
+/// Why an exec's flags call it suspicious: the audit's vocabulary, so the
+/// CLI's `perimeter_watch::ExecFlag` is the very type the audit rules use.
+pub use perimeter_checks::exec::ExecFlag;
 
 /// One exec, with everything /proc still showed of the process.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -673,6 +660,7 @@ pub struct ExecEvent {
     /// Why `exe` could not be read, when it could not.
     pub exe_unreadable: Option<String>,
     pub exe_deleted: bool,
+    /// `exe` is an anonymous memory file (`checks::exec::is_memfd`).
     pub memfd: bool,
     pub cmdline: Vec<String>,
     pub cwd: Option<PathBuf>,
@@ -683,7 +671,8 @@ pub struct ExecEvent {
     pub parent_comm: Option<String>,
     pub parent_exe: Option<PathBuf>,
     pub ownership: Ownership,
-    /// The nearest ancestor directory of the executable with mode o+w.
+    /// The nearest directory above the executable that anyone may write to,
+    /// by `checks::exec::world_writable_dir` over the directories' modes.
     pub world_writable_dir: Option<PathBuf>,
     /// The process exited before /proc could be read: only the event's facts
     /// (and the fork's) are known.
@@ -695,22 +684,15 @@ pub struct ExecEvent {
 }
 
 impl ExecEvent {
-    /// The flags that make the exec suspicious, in a fixed order.
+    /// The flags that make the exec suspicious, in a fixed order: the
+    /// audit's judgement (`checks::exec::judge`) of the facts read for it.
     pub fn flags(&self) -> Vec<ExecFlag> {
-        let mut flags = Vec::new();
-        if matches!(self.ownership, Ownership::Unpackaged) {
-            flags.push(ExecFlag::Unpackaged);
-        }
-        if self.world_writable_dir.is_some() {
-            flags.push(ExecFlag::WorldWritable);
-        }
-        if self.exe_deleted {
-            flags.push(ExecFlag::Deleted);
-        }
-        if self.memfd {
-            flags.push(ExecFlag::Memfd);
-        }
-        flags
+        judge(&ExecFacts {
+            exe: self.exe.as_deref(),
+            deleted: self.exe_deleted,
+            ownership: &self.ownership,
+            world_writable_dir: self.world_writable_dir.as_deref(),
+        })
     }
 
     pub fn is_suspicious(&self) -> bool {
@@ -842,27 +824,12 @@ pub fn read_exec(
     event
 }
 
-/// `/memfd:NAME`: the kernel's name for an executable in an anonymous memory
-/// file (`memfd_create` + `fexecve`), the favourite of fileless malware.
-pub fn is_memfd(exe: &Path) -> bool {
-    exe.as_os_str().as_bytes().starts_with(b"/memfd:")
-}
-
-/// The nearest ancestor directory of `exe` that anyone may write to, asking
-/// `is_world_writable` about each (so callers can cache, and tests can fake).
-pub fn world_writable_ancestor(
-    exe: &Path,
-    mut is_world_writable: impl FnMut(&Path) -> bool,
-) -> Option<PathBuf> {
-    exe.ancestors()
-        .skip(1)
-        .take_while(|dir| !dir.as_os_str().is_empty() && *dir != Path::new("/"))
-        .find(|dir| is_world_writable(dir))
-        .map(Path::to_path_buf)
-}
-
-fn dir_is_world_writable(dir: &Path) -> bool {
-    std::fs::metadata(dir).is_ok_and(|meta| meta.permissions().mode() & 0o002 != 0)
+/// A directory's permission bits (`st_mode & 0o7777`), `None` when it cannot
+/// be stat'ed. Judging them is `checks::exec`'s job.
+fn dir_mode(dir: &Path) -> Option<u32> {
+    std::fs::metadata(dir)
+        .ok()
+        .map(|meta| meta.permissions().mode() & 0o7777)
 }
 
 // ---------------------------------------------------------------------------
@@ -1003,7 +970,9 @@ struct PackageCache {
     status_file: PathBuf,
     status_stamp: Option<SystemTime>,
     owners: HashMap<PathBuf, Ownership>,
-    writable_dirs: HashMap<PathBuf, bool>,
+    /// The mode of each directory above an executable seen, as [`dir_mode`]
+    /// read it.
+    dir_modes: HashMap<PathBuf, Option<u32>>,
 }
 
 impl PackageCache {
@@ -1015,7 +984,7 @@ impl PackageCache {
             status_file,
             db,
             owners: HashMap::new(),
-            writable_dirs: HashMap::new(),
+            dir_modes: HashMap::new(),
         };
         (cache, problems)
     }
@@ -1059,17 +1028,14 @@ impl PackageCache {
     }
 
     fn world_writable_dir(&mut self, exe: &Path) -> Option<PathBuf> {
-        if is_memfd(exe) {
-            return None;
+        if self.dir_modes.len() > MAX_CACHED_EXES {
+            self.dir_modes.clear();
         }
-        if self.writable_dirs.len() > MAX_CACHED_EXES {
-            self.writable_dirs.clear();
-        }
-        let cache = &mut self.writable_dirs;
-        world_writable_ancestor(exe, |dir| {
+        let cache = &mut self.dir_modes;
+        world_writable_dir(exe, |dir| {
             *cache
                 .entry(dir.to_path_buf())
-                .or_insert_with(|| dir_is_world_writable(dir))
+                .or_insert_with(|| dir_mode(dir))
         })
     }
 }
@@ -2281,38 +2247,11 @@ mod tests {
     }
 
     #[test]
-    fn world_writable_ancestors() {
-        let writable = |dir: &Path| dir == Path::new("/tmp") || dir == Path::new("/dev/shm");
-        assert_eq!(
-            world_writable_ancestor(Path::new("/tmp/.x/miner"), writable),
-            Some(PathBuf::from("/tmp"))
-        );
-        assert_eq!(
-            world_writable_ancestor(Path::new("/dev/shm/kworker"), writable),
-            Some(PathBuf::from("/dev/shm"))
-        );
-        assert_eq!(
-            world_writable_ancestor(Path::new("/usr/bin/sleep"), writable),
-            None
-        );
-        // The root itself is never asked about, nor an empty ancestor.
-        let mut asked = Vec::new();
-        world_writable_ancestor(Path::new("/a/b"), |dir| {
-            asked.push(dir.to_path_buf());
-            false
-        });
-        assert_eq!(asked, vec![PathBuf::from("/a")]);
-        assert_eq!(
-            world_writable_ancestor(Path::new("relative"), |_| true),
-            None
-        );
-    }
-
-    #[test]
-    fn memfd_executables() {
-        assert!(is_memfd(Path::new("/memfd:payload")));
+    fn a_memfd_link_reads_as_a_deleted_memfd() {
+        let (exe, deleted) = parse_exe_link(b"/memfd:payload (deleted)");
+        assert!(is_memfd(&exe) && deleted);
         assert!(is_memfd(&parse_exe_link(b"/memfd: (deleted)").0));
-        assert!(!is_memfd(Path::new("/usr/bin/memfd:x")));
+        assert!(!is_memfd(&parse_exe_link(b"/usr/bin/memfd:x").0));
     }
 
     fn exec_with(ownership: Ownership) -> ExecEvent {
@@ -2356,8 +2295,7 @@ mod tests {
         assert!(!exec_with(Ownership::Unknown("no".to_owned())).is_suspicious());
 
         let mut miner = exec_with(Ownership::Unpackaged);
-        miner.exe = Some(PathBuf::from("/memfd:x"));
-        miner.memfd = true;
+        miner.exe = Some(PathBuf::from("/tmp/.x/miner"));
         miner.exe_deleted = true;
         miner.world_writable_dir = Some(PathBuf::from("/tmp"));
         assert_eq!(
@@ -2365,14 +2303,178 @@ mod tests {
             vec![
                 ExecFlag::Unpackaged,
                 ExecFlag::WorldWritable,
-                ExecFlag::Deleted,
-                ExecFlag::Memfd
+                ExecFlag::Deleted
             ]
         );
         assert_eq!(
             miner.flags().iter().map(|f| f.as_str()).collect::<Vec<_>>(),
-            ["unpackaged", "world-writable", "deleted", "memfd"]
+            ["unpackaged", "world-writable", "deleted"]
         );
+
+        // Fileless: even where a lookup called the path unpackaged, there is
+        // no file a package could own; memfd says it.
+        let mut fileless = exec_with(Ownership::Unpackaged);
+        fileless.exe = Some(PathBuf::from("/memfd:x"));
+        fileless.memfd = true;
+        fileless.exe_deleted = true;
+        assert_eq!(fileless.flags(), vec![ExecFlag::Deleted, ExecFlag::Memfd]);
+        assert!(fileless.is_suspicious());
+    }
+
+    /// The same executables, the same directory modes: what `perimeter
+    /// watch` flags for each exec and what `perimeter audit` finds about the
+    /// process, side by side. Each flag has the audit rule that reports it
+    /// (a memfd is an `exec.deleted`: its link always reads deleted).
+    #[test]
+    fn watch_and_audit_judge_an_executable_alike() {
+        use std::collections::BTreeSet;
+
+        use perimeter_checks::rules::{EXEC_DELETED, EXEC_UNPACKAGED, EXEC_WORLD_WRITABLE};
+        use perimeter_checks::{Approvals, CheckConfig, run_all};
+        use perimeter_model::{HostSnapshot, Scope, SocketOwner};
+
+        let modes: BTreeMap<PathBuf, u32> = [
+            ("/dev", 0o755),
+            ("/dev/shm", 0o1777),
+            ("/srv", 0o755),
+            ("/srv/drop", 0o777),
+            ("/srv/drop/bin", 0o755),
+            ("/srv/team", 0o775),
+            ("/tmp", 0o1777),
+            ("/tmp/.x", 0o700),
+            ("/usr", 0o755),
+            ("/usr/bin", 0o755),
+            ("/var", 0o755),
+            ("/var/tmp", 0o1777),
+        ]
+        .into_iter()
+        .map(|(dir, mode)| (PathBuf::from(dir), mode))
+        .collect();
+        let package = Ownership::Package(perimeter_model::PackageRef {
+            manager: "dpkg".to_owned(),
+            name: "coreutils".to_owned(),
+            arch: None,
+        });
+        // (exe link as the kernel shows it, ownership as looked up)
+        let cases: &[(&[u8], Ownership)] = &[
+            (b"/tmp/.x/miner", Ownership::Unpackaged),
+            (b"/var/tmp/x (deleted)", Ownership::Unpackaged),
+            (
+                b"/dev/shm/y",
+                Ownership::Unknown("not permitted".to_owned()),
+            ),
+            (b"/srv/drop/bin/z", Ownership::Unpackaged),
+            (b"/srv/team/app", package.clone()),
+            (b"/usr/bin/sleep", package.clone()),
+            (b"/usr/bin/sleep (deleted)", package),
+            (b"/memfd:payload (deleted)", Ownership::Unpackaged),
+        ];
+
+        let mut snapshot = HostSnapshot {
+            exe_dir_modes: modes.clone(),
+            ..HostSnapshot::default()
+        };
+        let mut text = String::new();
+        for (idx, (link, ownership)) in cases.iter().enumerate() {
+            let pid = 100 + idx as u32;
+            let (exe, deleted) = parse_exe_link(link);
+
+            // The watch: the event as read_exec and enrich fill it in.
+            let mut exec = exec_with(ownership.clone());
+            exec.pid = pid;
+            exec.memfd = is_memfd(&exe);
+            exec.exe_deleted = deleted;
+            exec.world_writable_dir = world_writable_dir(&exe, |dir| modes.get(dir).copied());
+            exec.exe = Some(exe.clone());
+            let flags = exec.flags();
+            let watch: Vec<&str> = flags
+                .iter()
+                .map(|flag| match flag {
+                    ExecFlag::Unpackaged => EXEC_UNPACKAGED,
+                    ExecFlag::WorldWritable => EXEC_WORLD_WRITABLE,
+                    ExecFlag::Deleted | ExecFlag::Memfd => EXEC_DELETED,
+                })
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+
+            // The audit: the same process in a snapshot, listening (the audit
+            // judges ownership for listeners only), through every rule.
+            snapshot.processes.insert(
+                pid,
+                Process {
+                    pid,
+                    ppid: 1,
+                    comm: exec.comm.clone().unwrap_or_default(),
+                    cmdline: exec.cmdline.clone(),
+                    uid: 0,
+                    account: None,
+                    exe: Some(exe.clone()),
+                    exe_deleted: deleted,
+                    cwd: None,
+                    cgroup: None,
+                    unit: None,
+                    container: None,
+                    netns_inode: None,
+                    ownership: ownership.clone(),
+                },
+            );
+            let address = "127.0.0.1".parse().expect("address");
+            snapshot.listeners = vec![Listener {
+                protocol: Protocol::Tcp,
+                address,
+                port: 9000,
+                scope: Scope::of(address),
+                v6only: None,
+                interface: None,
+                inode: u64::from(pid),
+                socket_uid: 0,
+                netns: Netns {
+                    inode: 1,
+                    name: "host".to_owned(),
+                },
+                owners: vec![SocketOwner { pid, fd: 3 }],
+            }];
+            let config = CheckConfig::new(time::macros::date!(2026 - 11 - 25));
+            let audit: Vec<String> = run_all(&snapshot, &Approvals::default(), &config)
+                .into_iter()
+                .filter(|finding| {
+                    finding.rule.starts_with("exec.")
+                        && finding.subject.contains(&format!("pid {pid})"))
+                })
+                .map(|finding| finding.rule)
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            snapshot.processes.remove(&pid);
+
+            assert_eq!(watch, audit, "{}", exe.display());
+            let flags: Vec<&str> = flags.iter().map(|flag| flag.as_str()).collect();
+            let or_none = |names: Vec<&str>| {
+                if names.is_empty() {
+                    "-".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            };
+            text.push_str(&format!(
+                "{}: watch [{}], audit [{}]\n",
+                String::from_utf8_lossy(link),
+                or_none(flags),
+                or_none(audit.iter().map(String::as_str).collect()),
+            ));
+        }
+        expect_test::expect![[r#"
+            /tmp/.x/miner: watch [unpackaged, world-writable], audit [exec.unpackaged, exec.world-writable]
+            /var/tmp/x (deleted): watch [unpackaged, world-writable, deleted], audit [exec.deleted, exec.unpackaged, exec.world-writable]
+            /dev/shm/y: watch [world-writable], audit [exec.world-writable]
+            /srv/drop/bin/z: watch [unpackaged, world-writable], audit [exec.unpackaged, exec.world-writable]
+            /srv/team/app: watch [-], audit [-]
+            /usr/bin/sleep: watch [-], audit [-]
+            /usr/bin/sleep (deleted): watch [deleted], audit [exec.deleted]
+            /memfd:payload (deleted): watch [deleted, memfd], audit [exec.deleted]
+        "#]]
+        .assert_eq(&text);
     }
 
     fn key(port: u16, inode: u64) -> ListenerKey {

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
-use perimeter_checks::environments::{self, EXAMPLE, Inventory};
+use perimeter_checks::environments::{self, EXAMPLE, Environments};
 use perimeter_model::PortState;
 use perimeter_report::rfc3339;
 use perimeter_store::Store;
@@ -27,7 +27,7 @@ pub(crate) const SYSTEM_INVENTORY: &str = "/etc/perimeter/perimeter.toml";
 /// Load the inventory named by `--inventory`, else the first default that
 /// exists; none at all is an empty inventory. A forced `--env` must name one
 /// of its environments.
-pub(crate) fn load_inventory(args: &InventoryFileArgs) -> Result<Inventory> {
+pub(crate) fn load_inventory(args: &InventoryFileArgs) -> Result<Environments> {
     let (path, named) = match &args.path {
         Some(path) => (path.clone(), true),
         None => {

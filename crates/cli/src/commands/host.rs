@@ -86,7 +86,7 @@ pub(crate) fn audit_host(args: &HostArgs, missing: MissingApprovals) -> Result<H
         ..AuditOptions::default()
     });
     let mut config = CheckConfig::new(today());
-    config.inventory = inventory;
+    config.environments = inventory;
     config.forced_env = args.inventory.env.clone();
     if !args.privsep.is_empty() {
         config.privsep_daemons = args.privsep.clone();
