@@ -1,20 +1,49 @@
 //! rpm's database, asked through `rpm` itself (`--root` under another root,
 //! `--dbpath` always): `rpm -qf` for who owns given paths, `rpm -qa` for the
 //! package list. The database is looked for only where `rpm` is on PATH.
+//!
+//! rpm runs through [`run_bounded`], with a timeout and an output cap fitted
+//! to each query: a hung rpm (one waiting for a lock, say) or one that prints
+//! without end becomes a [`Problem`], like any other rpm failure.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::time::Duration;
 
 use perimeter_model::{PackageRef, Problem};
 
 use super::PackageDb;
+use crate::command::run_bounded;
 
 /// Where rpm keeps its database, in the order looked at: the traditional place
 /// first, then the one Fedora and openSUSE moved it to (where /var/lib/rpm is
 /// often a relative symlink to it).
 const RPM_DB_DIRS: [&str; 2] = ["/var/lib/rpm", "/usr/lib/sysimage/rpm"];
+
+/// How long one `rpm -qf` may take. Each path is one index lookup, but on an
+/// rpm host the inventory asks about every executable on PATH at once, and
+/// rpm waits while a transaction holds its database lock. Two minutes is far
+/// beyond a healthy query, even on a cold cache, and still ends a wait that
+/// would not end by itself.
+const RPM_QUERY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The most of `rpm -qf`'s answer kept. [`RPM_QUERY_FORMAT`] prints every
+/// file of each owning package, once per path asked about, so the thousands
+/// of executables of an rpm host can come to tens of MiB; 256 MiB is well
+/// past that and still a bound.
+const MAX_RPM_QUERY_OUTPUT: usize = 256 * 1024 * 1024;
+
+/// How long `rpm -qa` may take: it reads every package header, a second or
+/// two for thousands of packages; the margin is for a cold cache or a lock,
+/// as for `rpm -qf`.
+const RPM_LIST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The most of `rpm -qa`'s listing kept: [`RPM_QA_FORMAT`] is one line of
+/// about 100 bytes per package, so 16 MiB holds over a hundred thousand
+/// packages, ten times the largest real host.
+const MAX_RPM_LIST_OUTPUT: usize = 16 * 1024 * 1024;
 
 /// The rpm database of the system at `root`, as a path inside it, when `rpm`
 /// is on PATH and one of [`RPM_DB_DIRS`] is a directory with something in it.
@@ -68,33 +97,11 @@ impl PackageDb {
         let Some(dbpath) = &self.rpm_dbpath else {
             return (Vec::new(), Vec::new());
         };
-        let output = self
-            .rpm_command(dbpath)
-            .arg("-qa")
-            .arg("--qf")
-            .arg(RPM_QA_FORMAT)
-            .output();
-        match output {
-            Ok(output) if output.status.success() => (
-                parse_rpm_qa(&String::from_utf8_lossy(&output.stdout)),
-                Vec::new(),
-            ),
-            Ok(output) => {
-                let stderr = String::from_utf8_lossy(&output.stderr);
-                let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-                (
-                    Vec::new(),
-                    vec![Problem::new(
-                        "rpm -qa",
-                        format!("rpm failed: {}", first.trim()),
-                    )],
-                )
-            }
-            Err(err) => (
-                Vec::new(),
-                vec![Problem::new("rpm -qa", format!("could not run rpm: {err}"))],
-            ),
-        }
+        run_rpm_list(
+            self.rpm_command(dbpath),
+            RPM_LIST_TIMEOUT,
+            MAX_RPM_LIST_OUTPUT,
+        )
     }
 
     /// `rpm`, pointed at this root's database: `--root` under another root,
@@ -107,7 +114,6 @@ impl PackageDb {
             command.arg("--root").arg(&self.root);
         }
         command.arg("--dbpath").arg(dbpath);
-        command.stdin(Stdio::null());
         command
     }
 
@@ -119,7 +125,12 @@ impl PackageDb {
         let Some(dbpath) = &self.rpm_dbpath else {
             return Ok(HashMap::new());
         };
-        run_rpm_query(self.rpm_command(dbpath), paths)
+        run_rpm_query(
+            self.rpm_command(dbpath),
+            paths,
+            RPM_QUERY_TIMEOUT,
+            MAX_RPM_QUERY_OUTPUT,
+        )
     }
 }
 
@@ -176,25 +187,46 @@ pub fn parse_rpm_qf(text: &str, wanted: &BTreeSet<PathBuf>) -> HashMap<PathBuf, 
     found
 }
 
+/// `COMMAND -qf --qf RPM_QUERY_FORMAT -- PATHS`, `command` being rpm pointed
+/// at a database. A failure, a timeout or an answer past `max_output` is a
+/// problem: an answer cut short cannot say the paths it did not reach are
+/// unowned.
 fn run_rpm_query(
     mut command: Command,
     paths: &BTreeSet<PathBuf>,
+    timeout: Duration,
+    max_output: usize,
 ) -> Result<HashMap<PathBuf, PackageRef>, Problem> {
-    let output = command
+    command
         .arg("-qf")
         .arg("--qf")
         .arg(RPM_QUERY_FORMAT)
         .arg("--")
-        .args(paths)
-        .output()
-        .map_err(|err| Problem::new("rpm -qf", format!("could not run rpm: {err}")))?;
+        .args(paths);
+    let output = run_bounded(command, timeout, max_output)
+        .map_err(|err| Problem::new("rpm -qf", err.to_string()))?;
+    if output.truncated {
+        return Err(Problem::new(
+            "rpm -qf",
+            format!(
+                "rpm printed more than {} MiB; which package owns each path was not decided",
+                max_output / (1024 * 1024)
+            ),
+        ));
+    }
     // rpm exits non-zero when any path is unowned, which is an answer, not a
     // failure; only an answer with nothing parseable and an error is reported.
     let stdout = String::from_utf8_lossy(&output.stdout);
     let found = parse_rpm_qf(&stdout, paths);
     if found.is_empty() && !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        if let Some(line) = rpm_failure(&stderr) {
+        // rpm ends every message with a newline; a last line without one was
+        // cut by the runner's cap on standard error and says nothing whole.
+        let stderr = match stderr.rfind('\n') {
+            Some(end) => stderr.get(..=end).unwrap_or_default(),
+            None => "",
+        };
+        if let Some(line) = rpm_failure(stderr) {
             return Err(Problem::new("rpm -qf", format!("rpm failed: {line}")));
         }
     }
@@ -247,6 +279,52 @@ pub fn parse_rpm_qa(text: &str) -> Vec<RpmPackage> {
             })
         })
         .collect()
+}
+
+/// `COMMAND -qa --qf RPM_QA_FORMAT`, `command` being rpm pointed at a
+/// database. A listing past `max_output` keeps its complete lines, with a
+/// problem saying the list stops there; a failure or a timeout is a problem
+/// and no packages.
+fn run_rpm_list(
+    mut command: Command,
+    timeout: Duration,
+    max_output: usize,
+) -> (Vec<RpmPackage>, Vec<Problem>) {
+    command.arg("-qa").arg("--qf").arg(RPM_QA_FORMAT);
+    match run_bounded(command, timeout, max_output) {
+        Ok(output) if output.status.success() => {
+            let text = String::from_utf8_lossy(&output.stdout);
+            if !output.truncated {
+                return (parse_rpm_qa(&text), Vec::new());
+            }
+            // The cap cuts a line in two; its first half could still read as
+            // a package with a cut vendor, so only complete lines count.
+            let complete = match text.rfind('\n') {
+                Some(end) => text.get(..=end).unwrap_or_default(),
+                None => "",
+            };
+            let problem = Problem::new(
+                "rpm -qa",
+                format!(
+                    "rpm printed more than {} MiB; the package list stops there",
+                    max_output / (1024 * 1024)
+                ),
+            );
+            (parse_rpm_qa(complete), vec![problem])
+        }
+        Ok(output) => {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+            (
+                Vec::new(),
+                vec![Problem::new(
+                    "rpm -qa",
+                    format!("rpm failed: {}", first.trim()),
+                )],
+            )
+        }
+        Err(err) => (Vec::new(), vec![Problem::new("rpm -qa", err.to_string())]),
+    }
 }
 
 #[cfg(test)]
@@ -324,6 +402,109 @@ mod tests {
                 .get(Path::new("/usr/bin/gpg"))
                 .and_then(|p| p.arch.clone()),
             None
+        );
+    }
+
+    /// A shell script standing in for rpm: `sh -c SCRIPT rpm ARGS...`, so
+    /// the arguments the runners add land in the script's `$@`.
+    fn fake_rpm(script: &str) -> Command {
+        let mut command = Command::new("sh");
+        command.arg("-c").arg(script).arg("rpm");
+        command
+    }
+
+    #[test]
+    fn a_hung_rpm_is_killed_at_the_timeout_and_is_a_problem() {
+        let paths: BTreeSet<PathBuf> = [p("/usr/sbin/sshd")].into();
+        let started = std::time::Instant::now();
+        let answer = run_rpm_query(
+            fake_rpm("exec sleep 60"),
+            &paths,
+            Duration::from_secs(1),
+            1024 * 1024,
+        );
+        let Err(problem) = answer else {
+            panic!("{answer:?}");
+        };
+        assert_eq!(problem.subject, "rpm -qf");
+        assert_eq!(problem.message, "sh did not finish within 1 seconds");
+
+        let (packages, problems) = run_rpm_list(
+            fake_rpm("exec sleep 60"),
+            Duration::from_secs(1),
+            1024 * 1024,
+        );
+        assert!(packages.is_empty());
+        let problems: Vec<(&str, &str)> = problems
+            .iter()
+            .map(|p| (p.subject.as_str(), p.message.as_str()))
+            .collect();
+        assert_eq!(
+            problems,
+            vec![("rpm -qa", "sh did not finish within 1 seconds")]
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn rpm_failures_and_floods_are_problems_not_panics() {
+        let paths: BTreeSet<PathBuf> = [p("/usr/sbin/sshd")].into();
+        let timeout = Duration::from_secs(30);
+        let failing = "echo 'error: cannot open Packages index using db5' >&2; exit 1";
+        let answer = run_rpm_query(fake_rpm(failing), &paths, timeout, 1024 * 1024);
+        assert_eq!(
+            answer.map_err(|p| p.message),
+            Err("rpm failed: error: cannot open Packages index using db5".to_owned())
+        );
+        let (packages, problems) = run_rpm_list(fake_rpm(failing), timeout, 1024 * 1024);
+        assert!(packages.is_empty());
+        assert_eq!(
+            problems
+                .iter()
+                .map(|p| p.message.as_str())
+                .collect::<Vec<_>>(),
+            vec!["rpm failed: error: cannot open Packages index using db5"]
+        );
+
+        // The query's arguments reach rpm: it answers for the path it is
+        // asked about.
+        let answering = "for last; do :; done; printf '%s\\topenssh-server\\tx86_64\\n' \"$last\"";
+        let answer = run_rpm_query(fake_rpm(answering), &paths, timeout, 1024 * 1024);
+        assert_eq!(
+            answer.map(|found| found.into_keys().collect::<Vec<_>>()),
+            Ok(vec![p("/usr/sbin/sshd")])
+        );
+
+        // Two MiB against a one MiB cap.
+        let flood = "yes \"$(printf 'bash\\t(none)\\t5.2.26-3\\tx86_64\\tFedora Project')\" | head -c 2097152";
+        let answer = run_rpm_query(fake_rpm(flood), &paths, timeout, 1024 * 1024);
+        assert_eq!(
+            answer.map_err(|p| p.message),
+            Err(
+                "rpm printed more than 1 MiB; which package owns each path was not decided"
+                    .to_owned()
+            )
+        );
+        let (packages, problems) = run_rpm_list(fake_rpm(flood), timeout, 1024 * 1024);
+        assert_eq!(
+            problems
+                .iter()
+                .map(|p| p.message.as_str())
+                .collect::<Vec<_>>(),
+            vec!["rpm printed more than 1 MiB; the package list stops there"]
+        );
+        assert!(!packages.is_empty());
+        // The line the cap cut in two is not a package with a cut vendor.
+        assert!(
+            packages
+                .iter()
+                .all(|p| p.vendor.as_deref() == Some("Fedora Project")),
+            "{:?}",
+            packages.last()
         );
     }
 }
