@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use super::parse::MAX_INCLUDE_DEPTH;
 
 /// One sshd_config file, parsed, with its includes resolved (by
-/// [`load_sshd_config`]) or not (by [`parse_sshd_config`]).
+/// [`load_sshd_config`](crate::sshd::load_sshd_config)) or not (by
+/// [`parse_sshd_config`](crate::sshd::parse_sshd_config)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SshdConfig {
     pub file: PathBuf,

@@ -5,7 +5,7 @@
 //! - a parser for sshd_config(5) ([`parse_sshd_config`], [`load_sshd_config`])
 //!   that follows OpenSSH's own tokenizer (`strdelim`, `argv_split`), resolves
 //!   `Include` through the [`ConfigFiles`] trait, and keeps every directive;
-//! - an evaluator ([`evaluate`]) that replays servconf.c's two passes: the
+//! - an evaluator ([`evaluate()`]) that replays servconf.c's two passes: the
 //!   start-up pass (global lines and `Match All`, first value wins), then the
 //!   per-connection pass over `Match` blocks only, whose values (first matching
 //!   block wins) override the start-up ones;
