@@ -7,20 +7,45 @@
 //! The indexes are large (Debian's main `Packages` is about 50 MB), so they are
 //! streamed paragraph by paragraph, keeping three fields, and compressed ones
 //! (apt stores them lz4, gz, xz or zst as configured) are decompressed by
-//! apt's own `apt-helper cat-file`, which reads every format apt writes.
+//! apt's own `apt-helper cat-file`, which reads every format apt writes. It
+//! runs through `perimeter_host::command::run_streaming`, which hands its
+//! output over as it comes, with a timeout and a cap.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::time::Duration;
 
 use perimeter_model::Problem;
 
+use perimeter_host::command::{CommandError, run_streaming};
 use perimeter_host::packages::InstalledPackage;
 
-/// apt's helper that decompresses any index format apt itself writes.
-const APT_HELPER: &str = "/usr/lib/apt/apt-helper";
+/// The command that prints a compressed index decompressed, given the file
+/// after `args`, and the bounds it runs within.
+#[derive(Debug)]
+struct Decompressor {
+    program: &'static str,
+    args: &'static [&'static str],
+    timeout: Duration,
+    max_output: usize,
+}
+
+/// apt's helper, which decompresses any index format apt itself writes.
+const APT_HELPER: Decompressor = Decompressor {
+    program: "/usr/lib/apt/apt-helper",
+    args: &["cat-file"],
+    // The largest index (Debian's main, about 50 MB unpacked) decompresses
+    // in a second or two; two minutes leaves room for a slow disk and still
+    // ends a helper that hangs.
+    timeout: Duration::from_secs(120),
+    // The output is streamed, never held, so the cap only has to end a file
+    // that decompresses without end: 1 GiB is twenty times the largest real
+    // index.
+    max_output: 1024 * 1024 * 1024,
+};
 /// An index line longer than this is cut: the fields read here are short,
 /// and only `Description`/`Depends` lines ever grow past a few KiB.
 const MAX_INDEX_LINE: u64 = 256 * 1024;
@@ -200,6 +225,15 @@ pub fn read_origins(
     root: &Path,
     installed: &[InstalledPackage],
 ) -> (HashMap<usize, String>, Vec<Problem>) {
+    read_origins_with(root, installed, &APT_HELPER)
+}
+
+/// [`read_origins`], decompressing with `decompressor`.
+fn read_origins_with(
+    root: &Path,
+    installed: &[InstalledPackage],
+    decompressor: &Decompressor,
+) -> (HashMap<usize, String>, Vec<Problem>) {
     let mut origins = HashMap::new();
     let mut problems = Vec::new();
     let lists = root.join("var/lib/apt/lists");
@@ -253,7 +287,7 @@ pub fn read_origins(
         };
         let result = match name.rsplit_once('.') {
             Some((_, ext)) if COMPRESSED.contains(&ext) => {
-                scan_compressed(&file, &wanted, &mut record)
+                scan_compressed(&file, &wanted, &mut record, decompressor)
             }
             _ => File::open(&file).and_then(|f| {
                 scan_packages_index(
@@ -276,33 +310,42 @@ pub fn read_origins(
     (origins, problems)
 }
 
-/// Streams a compressed index through `apt-helper cat-file`.
+/// Streams a compressed index through `apt-helper cat-file`. Matches found
+/// before a failure, a timeout or the cap are kept; the error says the rest
+/// of the index was not read.
 fn scan_compressed(
     file: &Path,
     wanted: &HashMap<PackageKey, Vec<usize>>,
     found: &mut impl FnMut(usize),
+    decompressor: &Decompressor,
 ) -> io::Result<()> {
-    let mut child = Command::new(APT_HELPER)
-        .arg("cat-file")
-        .arg(file)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|err| io::Error::new(err.kind(), format!("cannot run {APT_HELPER}: {err}")))?;
-    let scanned = match child.stdout.take() {
-        Some(stdout) => {
-            scan_packages_index(BufReader::with_capacity(256 * 1024, stdout), wanted, found)
+    let mut command = Command::new(decompressor.program);
+    command.args(decompressor.args).arg(file);
+    let output = run_streaming(
+        command,
+        decompressor.timeout,
+        decompressor.max_output,
+        |stdout| scan_packages_index(BufReader::with_capacity(256 * 1024, stdout), wanted, found),
+    )
+    .map_err(|err| match err {
+        CommandError::Spawn { program, source } => {
+            io::Error::new(source.kind(), format!("cannot run {program}: {source}"))
         }
-        None => Err(io::Error::other("apt-helper gave no output")),
-    };
-    let status = child.wait()?;
-    scanned?;
-    if status.success() {
+        timeout => io::Error::other(timeout.to_string()),
+    })?;
+    output.value?;
+    if output.truncated {
+        return Err(io::Error::other(format!(
+            "apt-helper cat-file printed more than {} MiB; the index was read only that far",
+            decompressor.max_output / (1024 * 1024)
+        )));
+    }
+    if output.status.success() {
         Ok(())
     } else {
         Err(io::Error::other(format!(
-            "apt-helper cat-file exited with {status}"
+            "apt-helper cat-file exited with {}",
+            output.status
         )))
     }
 }
@@ -412,5 +455,121 @@ mod tests {
         let mut found = Vec::new();
         scan_packages_index(index.as_bytes(), &wanted, |idx| found.push(idx)).expect("reads");
         assert_eq!(found, vec![7]);
+    }
+
+    const INDEX: &str = "example.org_debian_dists_stable_main_binary-amd64_Packages";
+
+    /// A root whose apt lists hold one gzip-compressed index listing
+    /// hello 2.10-3 amd64, and that package as installed.
+    fn root_with_compressed_index() -> (tempfile::TempDir, Vec<InstalledPackage>) {
+        let root = tempfile::tempdir().expect("tempdir");
+        let lists = root.path().join("var/lib/apt/lists");
+        fs::create_dir_all(&lists).expect("mkdir");
+        let index = "Package: hello\nVersion: 2.10-3\nArchitecture: amd64\n\n";
+        let output = Command::new("sh")
+            .arg("-c")
+            .arg("printf '%s' \"$1\" | gzip -c > \"$2\"")
+            .arg("sh")
+            .arg(index)
+            .arg(lists.join(format!("{INDEX}.gz")))
+            .status();
+        assert!(output.is_ok_and(|s| s.success()), "gzip the index");
+        let hello = InstalledPackage {
+            name: "hello".into(),
+            version: "2.10-3".into(),
+            arch: "amd64".into(),
+            status: "installed".into(),
+            multi_arch_same: false,
+            origin_field: None,
+            conffiles: Vec::new(),
+        };
+        (root, vec![hello])
+    }
+
+    #[test]
+    fn compressed_indexes_are_read_through_apt_helper() {
+        let (root, installed) = root_with_compressed_index();
+        let (origins, problems) = read_origins(root.path(), &installed);
+        if Path::new(APT_HELPER.program).exists() {
+            assert!(problems.is_empty(), "{problems:?}");
+            let label = repository_label(&format!("{INDEX}.gz"), &BTreeMap::new());
+            assert_eq!(origins.get(&0), Some(&label));
+        } else {
+            // Without apt, the index is a problem naming the missing helper.
+            assert!(origins.is_empty());
+            assert_eq!(problems.len(), 1);
+            assert!(
+                problems[0]
+                    .message
+                    .starts_with("cannot read package index: cannot run /usr/lib/apt/apt-helper: "),
+                "{problems:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_hung_apt_helper_is_killed_at_the_timeout_and_is_a_problem() {
+        let (root, installed) = root_with_compressed_index();
+        let hung = Decompressor {
+            program: "sh",
+            args: &["-c", "exec sleep 60", "apt-helper"],
+            timeout: Duration::from_secs(1),
+            max_output: 1024 * 1024,
+        };
+        let started = std::time::Instant::now();
+        let (origins, problems) = read_origins_with(root.path(), &installed, &hung);
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(origins.is_empty());
+        let messages: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            vec!["cannot read package index: sh did not finish within 1 seconds"]
+        );
+        assert!(problems[0].subject.ends_with(&format!("{INDEX}.gz")));
+    }
+
+    #[test]
+    fn a_failing_or_flooding_apt_helper_is_a_problem() {
+        let (root, installed) = root_with_compressed_index();
+        let failing = Decompressor {
+            program: "sh",
+            args: &["-c", "echo 'E: cannot open' >&2; exit 100", "apt-helper"],
+            timeout: Duration::from_secs(30),
+            max_output: 1024 * 1024,
+        };
+        let (origins, problems) = read_origins_with(root.path(), &installed, &failing);
+        assert!(origins.is_empty());
+        let messages: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            vec!["cannot read package index: apt-helper cat-file exited with exit status: 100"]
+        );
+
+        // The package comes first, then two MiB of padding against a one MiB
+        // cap: the match made before the cap is kept, and the cut is a
+        // problem.
+        let flooding = Decompressor {
+            program: "sh",
+            args: &[
+                "-c",
+                "printf 'Package: hello\\nVersion: 2.10-3\\nArchitecture: amd64\\n\\n'; yes 'Description: padding' | head -c 2097152",
+                "apt-helper",
+            ],
+            timeout: Duration::from_secs(30),
+            max_output: 1024 * 1024,
+        };
+        let (origins, problems) = read_origins_with(root.path(), &installed, &flooding);
+        assert_eq!(origins.len(), 1);
+        let messages: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            vec![
+                "cannot read package index: apt-helper cat-file printed more than 1 MiB; the index was read only that far"
+            ]
+        );
     }
 }
