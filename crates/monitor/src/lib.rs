@@ -1,0 +1,5 @@
+//! `perimeter monitor`: the service that runs scheduled scans, audits and
+//! verifies, compares each run with the previous complete run of the same
+//! job, and advises of every unexpected change, once, through alert channels.
+
+pub mod schedule;
