@@ -93,9 +93,12 @@ impl Alert {
         }
         Some(Alert {
             idempotency_key: key,
+            job: self.job.clone(),
+            run_id: self.run_id.clone(),
+            created_at: self.created_at,
+            host: self.host.clone(),
             severity: highest_severity(&changes),
             changes,
-            ..self.clone()
         })
     }
 }

@@ -116,7 +116,7 @@ pub(crate) async fn post(
         match response.chunk().await {
             Ok(Some(chunk)) => {
                 answer.bytes_read += chunk.len() as u64;
-                let room = MAX_ANSWER_BYTES - answer.body.len();
+                let room = MAX_ANSWER_BYTES.saturating_sub(answer.body.len());
                 answer
                     .body
                     .extend_from_slice(chunk.get(..room.min(chunk.len())).unwrap_or_default());

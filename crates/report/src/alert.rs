@@ -215,7 +215,9 @@ pub fn slack_payload(alert: &Alert) -> serde_json::Value {
         }),
         serde_json::json!({
             "type": "context",
-            "elements": [{ "type": "mrkdwn", "text": context }],
+            // Cut like a section: a long job or host name must not make
+            // Slack refuse the whole message.
+            "elements": [{ "type": "mrkdwn", "text": truncate_escaped(&context, SLACK_MAX_SECTION_TEXT) }],
         }),
     ];
     let room = SLACK_MAX_BLOCKS - SLACK_LEADING_BLOCKS;
@@ -239,7 +241,7 @@ pub fn slack_payload(alert: &Alert) -> serde_json::Value {
         "text": format!(
             "perimeter: {} on {}, highest {}",
             crate::count(changes.len(), "change"),
-            slack_escape(&alert.host),
+            truncate_escaped(&slack_escape(&alert.host), 200),
             upper(alert.severity)
         ),
         "blocks": blocks,

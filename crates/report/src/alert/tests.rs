@@ -249,6 +249,18 @@ fn slack_sections_are_cut_without_splitting_an_entity() {
     let text = section["text"]["text"].as_str().expect("text");
     assert!(text.chars().count() <= SLACK_MAX_SECTION_TEXT);
     assert!(text.ends_with("&lt;…"), "{}", &text[text.len() - 20..]);
+
+    // A long job or host name is cut in the context line and the fallback.
+    let mut alert = many_changes(1);
+    alert.job = "j".repeat(5000);
+    alert.host = "<".repeat(5000);
+    let payload = slack_payload(&alert);
+    let context = payload["blocks"][1]["elements"][0]["text"]
+        .as_str()
+        .expect("context");
+    assert!(context.chars().count() <= SLACK_MAX_SECTION_TEXT);
+    let fallback = payload["text"].as_str().expect("text");
+    assert!(fallback.chars().count() < 300, "{fallback}");
 }
 
 #[test]
