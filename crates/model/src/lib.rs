@@ -1,13 +1,15 @@
 //! The domain types every other perimeter crate speaks: what listens on a host
 //! ([`Listener`], [`Process`], [`Ownership`]), what is wrong with it ([`Finding`],
-//! [`Severity`]), what could not be seen ([`Problem`]) and what a scan found
-//! ([`PortResult`], [`ServiceInfo`]).
+//! [`Severity`]), what could not be seen ([`Problem`]), what a scan found
+//! ([`PortResult`], [`ServiceInfo`]) and what the monitor tells people
+//! ([`Alert`]).
 //!
 //! Architecture invariant: this crate does no I/O, no async and no serialisation.
 //! Output schemas live in `perimeter-report`, storage rows in `perimeter-store`, so
 //! a change to a wire format never ripples into the domain.
 
 pub mod addrset;
+mod alert;
 mod environment;
 mod finding;
 mod host;
@@ -15,6 +17,10 @@ mod scan;
 mod scope;
 mod services;
 
+pub use alert::{
+    Alert, AlertChange, ChangeKind, ChangeKindParseError, ChangeState, IdempotencyKey,
+    IdempotencyKeyError, highest_severity,
+};
 pub use environment::{EnvKind, Environment, Reach};
 pub use finding::{Finding, Problem, Severity, SeverityParseError};
 pub use host::{

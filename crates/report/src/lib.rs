@@ -1,11 +1,14 @@
 //! Versioned output: the JSON documents (`perimeter.audit/1`, `perimeter.scan/1`,
-//! `perimeter.diff/1`), JSON Lines, nmap-compatible XML, and the human tables.
+//! `perimeter.diff/1`, `perimeter.alert/1`), JSON Lines, nmap-compatible XML,
+//! the human tables, and the monitor's alerts as Slack, email and syslog carry
+//! them.
 //!
 //! Architecture invariant: every machine-readable document carries a `schema`
 //! string naming its format and version; a field's meaning never changes within
 //! a version (fields may be added). The serde structs here are the wire format;
 //! the domain types in `perimeter-model` know nothing of them.
 
+pub mod alert;
 pub mod audit;
 pub mod diff;
 pub mod inventory;
