@@ -1,7 +1,8 @@
 //! The domain types every other perimeter crate speaks: what listens on a host
 //! ([`Listener`], [`Process`], [`Ownership`]), what is wrong with it ([`Finding`],
 //! [`Severity`]), what could not be seen ([`Problem`]) and what a scan found
-//! ([`PortResult`], [`ServiceInfo`]).
+//! ([`PortResult`], [`ServiceInfo`]), and the package inventory's facts ([`Area`],
+//! [`UnitKind`], [`FileChange`]).
 //!
 //! Architecture invariant: this crate does no I/O, no async and no serialisation.
 //! Output schemas live in `perimeter-report`, storage rows in `perimeter-store`, so
@@ -11,6 +12,7 @@ pub mod addrset;
 mod environment;
 mod finding;
 mod host;
+mod inventory;
 mod scan;
 mod scope;
 mod services;
@@ -21,6 +23,7 @@ pub use host::{
     Account, FirewallVerdict, HostSnapshot, Interface, Listener, Netns, NetnsFacts, Ownership,
     PackageRef, Process, Protocol, SocketOwner,
 };
+pub use inventory::{Area, FileChange, UnitKind};
 pub use scan::{AuthState, PortResult, PortState, ScanInfo, ServiceInfo, TlsInfo};
 pub use scope::Scope;
 pub use services::{RedisAuth, RedisFacts, SshdEvaluation, SshdFacts};

@@ -9,15 +9,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use perimeter_checks::pkg::{
-    self, Change, ChangedPackageFile, FileArea, PkgFacts, UnitFileKind, UnownedExecutable,
-    UnownedUnit,
-};
-use perimeter_inventory::{
-    Area, ChangedFile, FileChange, FileMeta, Inventory, InventoryOptions, ProcessOwnership,
-    UnitKind,
-};
-use perimeter_model::{Finding, Severity};
+use perimeter_checks::pkg::{self, ChangedPackageFile, PkgFacts, UnownedExecutable, UnownedUnit};
+use perimeter_inventory::{ChangedFile, FileMeta, Inventory, InventoryOptions, ProcessOwnership};
+use perimeter_model::{FileChange, Finding, Severity, UnitKind};
 use perimeter_report::inventory::diff::{
     ManifestSide, diff_manifests, diff_to_human, diff_to_json,
 };
@@ -276,13 +270,6 @@ fn write_atomic(path: &Path, contents: &str) -> std::io::Result<()> {
 
 /// The `pkg.*` findings for an inventory.
 fn findings(collected: &Inventory) -> Vec<Finding> {
-    let area = |area: Area| match area {
-        Area::System => FileArea::System,
-        Area::UsrLocal => FileArea::UsrLocal,
-        Area::Opt => FileArea::Opt,
-        Area::Srv => FileArea::Srv,
-        Area::Elsewhere => FileArea::Elsewhere,
-    };
     let conffile_packages: Vec<String> = collected
         .conffiles
         .iter()
@@ -305,7 +292,7 @@ fn findings(collected: &Inventory) -> Vec<Finding> {
             .iter()
             .map(|file| UnownedExecutable {
                 path: &file.path,
-                area: area(file.area),
+                area: file.area,
                 in_path: file.in_path,
                 mode: file.meta.mode,
                 pids: &file.pids,
@@ -315,19 +302,11 @@ fn findings(collected: &Inventory) -> Vec<Finding> {
         units: collected
             .units
             .iter()
-            .filter_map(|unit| {
-                let kind = match &unit.kind {
-                    UnitKind::Unit => UnitFileKind::Unit,
-                    UnitKind::DropIn => UnitFileKind::DropIn,
-                    UnitKind::Linked { target } => UnitFileKind::Linked { target },
-                    UnitKind::Masked | UnitKind::Enablement { .. } => return None,
-                };
-                Some(UnownedUnit {
-                    path: &unit.path,
-                    kind,
-                    in_package_dir: unit.in_package_dir,
-                    enabled_by: &unit.enabled_by,
-                })
+            .map(|unit| UnownedUnit {
+                path: &unit.path,
+                kind: unit.kind.clone(),
+                in_package_dir: unit.in_package_dir,
+                enabled_by: &unit.enabled_by,
             })
             .collect(),
         conffiles,
@@ -348,11 +327,7 @@ fn changed_facts<'a>(
             path: &file.path,
             listed_as: file.listed_as.as_deref(),
             package,
-            change: match &file.change {
-                FileChange::Modified => Change::Modified,
-                FileChange::Missing => Change::Missing,
-                FileChange::Replaced { kind } => Change::Replaced { kind },
-            },
+            change: file.change,
             executable: file.executable,
         })
         .collect()
