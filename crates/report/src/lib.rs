@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod diff;
 pub mod inventory;
+mod json;
 pub mod scan;
 mod style;
 mod time_fmt;

@@ -11,7 +11,8 @@ use quick_xml::Writer;
 use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
 use serde::Serialize;
 
-use crate::audit::{FindingJson, finding_text};
+use crate::audit::finding_text;
+use crate::json::{FindingJson, severity_counts};
 use crate::style::Style;
 use crate::time_fmt::rfc3339;
 
@@ -82,7 +83,7 @@ fn result_json(result: &PortResult) -> ResultJson<'_> {
             subject_alt_names: &tls.subject_alt_names,
         }),
         extra: service.map(|s| &s.extra).filter(|e| !e.is_empty()),
-        findings: result.findings.iter().map(FindingJson::new).collect(),
+        findings: result.findings.iter().map(FindingJson::from).collect(),
     }
 }
 
@@ -134,11 +135,7 @@ pub struct StateTotals {
 /// own counts, which also cover the closed and filtered ports not kept in
 /// `results`.
 pub fn to_json(info: &ScanInfo, results: &[PortResult], totals: StateTotals) -> serde_json::Value {
-    let mut findings: BTreeMap<&'static str, usize> =
-        Severity::ALL.iter().map(|s| (s.as_str(), 0)).collect();
-    for finding in results.iter().flat_map(|r| &r.findings) {
-        *findings.entry(finding.severity.as_str()).or_default() += 1;
-    }
+    let findings = severity_counts(results.iter().flat_map(|r| &r.findings));
     let mut hosts: Vec<IpAddr> = results
         .iter()
         .filter(|r| r.state == PortState::Open)
