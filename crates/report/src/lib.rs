@@ -1,5 +1,7 @@
 //! Versioned output: the JSON documents (`perimeter.audit/1`, `perimeter.scan/1`,
-//! `perimeter.diff/1`), JSON Lines, nmap-compatible XML, and the human tables.
+//! `perimeter.diff/1`, `perimeter.inventory/1`, `perimeter.manifest/1`), the
+//! JSON Lines of scans and of `perimeter.watch-event/1`, nmap-compatible XML,
+//! and the human tables and lines.
 //!
 //! Architecture invariant: every machine-readable document carries a `schema`
 //! string naming its format and version; a field's meaning never changes within
@@ -13,6 +15,7 @@ mod json;
 pub mod scan;
 mod style;
 mod time_fmt;
+pub mod watch;
 
 pub use style::Style;
 
@@ -24,4 +27,4 @@ pub fn count(n: usize, noun: &str) -> String {
         format!("{n} {noun}s")
     }
 }
-pub use time_fmt::rfc3339;
+pub use time_fmt::{rfc3339, time_of_day};

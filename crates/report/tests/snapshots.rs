@@ -968,3 +968,339 @@ fn manifest_diff_document_and_table() {
         &diff_to_human(&side_a, &side_a, &[], Style::plain()),
     );
 }
+
+// ---------------------------------------------------------------------------
+// perimeter.watch-event/1 and the watch's human lines
+// ---------------------------------------------------------------------------
+
+mod watch {
+    use std::path::{Path, PathBuf};
+    use std::time::{Duration, SystemTime};
+
+    use perimeter_model::{Listener, Netns, Ownership, PackageRef, Problem, Process};
+    use perimeter_report::Style;
+    use perimeter_report::audit::ApprovalStatus;
+    use perimeter_report::watch::{
+        Exec, ListenerChange, ListenerEvent, Started, Stopped, exec_json, exec_line, listener_json,
+        listener_line, problem_json, started_json, stopped_json,
+    };
+
+    use super::{check_json, check_text, colour, listener, process, visible_escapes};
+
+    fn at(millis: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_000_000_000 + millis)
+    }
+
+    fn lab() -> Netns {
+        Netns {
+            inode: 4026532000,
+            name: "lab".to_owned(),
+        }
+    }
+
+    struct Fixture {
+        cmdline: Vec<String>,
+        exe: PathBuf,
+        tmp: PathBuf,
+        parent_exe: PathBuf,
+        host: Netns,
+        unpackaged: Ownership,
+        packaged: Ownership,
+        unknown: Ownership,
+        problems: Vec<Problem>,
+    }
+
+    fn fixture() -> Fixture {
+        Fixture {
+            cmdline: ["/tmp/.x/miner", "--pool-password", "hunter2", "-t", "4"]
+                .map(String::from)
+                .to_vec(),
+            exe: PathBuf::from("/tmp/.x/miner"),
+            tmp: PathBuf::from("/tmp"),
+            parent_exe: PathBuf::from("/usr/local/bin/redis-server"),
+            host: Netns {
+                inode: 4026531840,
+                name: "host".to_owned(),
+            },
+            unpackaged: Ownership::Unpackaged,
+            packaged: Ownership::Package(PackageRef {
+                manager: "dpkg".to_owned(),
+                name: "coreutils".to_owned(),
+                arch: Some("amd64".to_owned()),
+            }),
+            unknown: Ownership::Unknown("the process exited before it could be read".to_owned()),
+            problems: vec![
+                Problem::new(
+                    "netns lab",
+                    "cannot enter the namespace: operation not permitted",
+                )
+                .with_hint("run as root"),
+            ],
+        }
+    }
+
+    /// A miner started by a compromised Redis, from a world-writable
+    /// directory; then an ordinary packaged exec in another namespace; then
+    /// one that exited before it could be read, deleted and superseded.
+    fn execs(f: &Fixture) -> Vec<Exec<'_>> {
+        let miner = Exec {
+            at: at(123),
+            source: "netlink-connector",
+            pid: 4242,
+            ppid: Some(812),
+            parent_comm: Some("redis-server"),
+            parent_exe: Some(&f.parent_exe),
+            uid: Some(0),
+            user: Some("root"),
+            comm: Some("miner"),
+            exe: Some(&f.exe),
+            exe_deleted: false,
+            exe_unreadable: None,
+            cmdline: &f.cmdline,
+            cwd: Some(&f.tmp),
+            netns: Some(&f.host),
+            unit: Some("redis.service"),
+            container: None,
+            ownership: &f.unpackaged,
+            world_writable_dir: Some(&f.tmp),
+            flags: vec!["unpackaged", "world-writable"],
+            gone: false,
+            superseded: false,
+        };
+        let ls = Exec {
+            at: at(2_500),
+            source: "proc-poll",
+            pid: 5001,
+            ppid: Some(5000),
+            parent_comm: Some("bash"),
+            parent_exe: None,
+            uid: Some(1000),
+            user: None,
+            comm: Some("ls"),
+            exe: Some(Path::new("/usr/bin/ls")),
+            exe_deleted: false,
+            exe_unreadable: None,
+            cmdline: &[],
+            cwd: None,
+            netns: None,
+            unit: None,
+            container: Some("docker"),
+            ownership: &f.packaged,
+            world_writable_dir: None,
+            flags: vec![],
+            gone: false,
+            superseded: false,
+        };
+        let gone = Exec {
+            at: at(2_999),
+            pid: 4243,
+            user: None,
+            uid: None,
+            exe: None,
+            exe_unreadable: Some("No such process"),
+            exe_deleted: true,
+            cmdline: &[],
+            cwd: None,
+            ownership: &f.unknown,
+            world_writable_dir: None,
+            flags: vec!["deleted", "memfd"],
+            gone: true,
+            superseded: true,
+            ..miner_clone(&miner)
+        };
+        vec![miner, ls, gone]
+    }
+
+    fn miner_clone<'a>(exec: &Exec<'a>) -> Exec<'a> {
+        Exec {
+            flags: exec.flags.clone(),
+            ..*exec
+        }
+    }
+
+    fn owners() -> (Process, Process) {
+        let redis = process(
+            812,
+            1,
+            "redis-server",
+            "/usr/local/bin/redis-server",
+            0,
+            Ownership::Unpackaged,
+        );
+        let mut python = process(
+            50,
+            1,
+            "python3",
+            "/usr/bin/python3.11",
+            0,
+            Ownership::Package(PackageRef {
+                manager: "dpkg".to_owned(),
+                name: "python3.11-minimal".to_owned(),
+                arch: None,
+            }),
+        );
+        python.account = None;
+        (redis, python)
+    }
+
+    fn listeners() -> (Listener, Listener, Listener) {
+        let mut redis = listener(
+            perimeter_model::Protocol::Tcp,
+            "0.0.0.0",
+            6379,
+            super::host_netns(),
+            9001,
+            &[812],
+        );
+        redis.interface = Some("eth0".to_owned());
+        let python = listener(
+            perimeter_model::Protocol::Tcp,
+            "198.18.0.1",
+            8080,
+            lab(),
+            777,
+            &[50],
+        );
+        let loopback = listener(
+            perimeter_model::Protocol::Udp,
+            "127.0.0.1",
+            5353,
+            super::host_netns(),
+            778,
+            &[],
+        );
+        (redis, python, loopback)
+    }
+
+    fn statuses() -> [ApprovalStatus; 4] {
+        [
+            ApprovalStatus::Unapproved,
+            ApprovalStatus::Approved("line 3: the cache (ops)".to_owned()),
+            ApprovalStatus::Expired("line 9: expired 2026-01-31".to_owned()),
+            ApprovalStatus::NotNeeded,
+        ]
+    }
+
+    fn listener_events<'a>(
+        (redis, python, loopback): &'a (Listener, Listener, Listener),
+        (redis_owner, python_owner): &'a (Process, Process),
+        statuses: &'a [ApprovalStatus; 4],
+    ) -> Vec<ListenerEvent<'a>> {
+        let [unapproved, approved, expired, not_needed] = statuses;
+        let event = |change, millis, listener, owner, approval| ListenerEvent {
+            change,
+            at: at(millis),
+            listener,
+            owner,
+            approval,
+        };
+        vec![
+            event(
+                ListenerChange::Appeared,
+                4_000,
+                redis,
+                Some(redis_owner),
+                Some(unapproved),
+            ),
+            event(
+                ListenerChange::Appeared,
+                4_001,
+                python,
+                Some(python_owner),
+                Some(approved),
+            ),
+            event(
+                ListenerChange::Appeared,
+                4_002,
+                python,
+                Some(python_owner),
+                Some(expired),
+            ),
+            event(
+                ListenerChange::Appeared,
+                4_003,
+                loopback,
+                None,
+                Some(not_needed),
+            ),
+            event(ListenerChange::Gone, 6_000, redis, Some(redis_owner), None),
+            event(ListenerChange::Gone, 6_001, loopback, None, None),
+        ]
+    }
+
+    #[test]
+    fn watch_events() {
+        let f = fixture();
+        let (listeners, owners, statuses) = (listeners(), owners(), statuses());
+        let approvals = Path::new("/etc/perimeter/approvals.toml");
+        let mut lines = vec![
+            started_json(&Started {
+                at: at(0),
+                pid: 31337,
+                exec_source: "proc-poll",
+                exec_source_note: Some("the process events connector needs CAP_NET_ADMIN"),
+                poll_interval: Some(Duration::from_millis(100)),
+                entered_initial_netns: false,
+                interval: Duration::from_secs(2),
+                namespaces: vec!["host", "lab"],
+                n_listeners: 14,
+                approvals: Some(approvals),
+                problems: &f.problems,
+            }),
+            problem_json(at(1_000), &f.problems[0]),
+        ];
+        lines.extend(execs(&f).iter().map(exec_json));
+        lines.extend(
+            listener_events(&listeners, &owners, &statuses)
+                .iter()
+                .map(listener_json),
+        );
+        lines.push(stopped_json(&Stopped {
+            at: at(10_000),
+            reason: "signal",
+            elapsed: Duration::from_micros(10_000_456),
+            n_execs: 3,
+            n_suspicious_execs: 2,
+            n_gone_execs: 1,
+            n_listeners_appeared: 4,
+            n_listeners_gone: 2,
+            n_lost: 0,
+        }));
+        let objects: Vec<serde_json::Value> = lines
+            .into_iter()
+            .map(|line| {
+                let line = line.expect("serialises");
+                assert!(!line.contains('\n'), "{line}");
+                assert!(!line.contains("hunter2"), "{line}");
+                serde_json::from_str(&line).expect("json")
+            })
+            .collect();
+        assert!(
+            objects
+                .iter()
+                .all(|object| object["schema"] == "perimeter.watch-event/1")
+        );
+        check_json("watch_events_jsonl", &serde_json::Value::Array(objects));
+    }
+
+    fn human_lines(style: Style) -> String {
+        let f = fixture();
+        let (listeners, owners, statuses) = (listeners(), owners(), statuses());
+        let mut lines: Vec<String> = execs(&f).iter().map(|e| exec_line(e, style)).collect();
+        lines.extend(
+            listener_events(&listeners, &owners, &statuses)
+                .iter()
+                .map(|e| listener_line(e, style)),
+        );
+        lines.join("\n") + "\n"
+    }
+
+    #[test]
+    fn watch_lines() {
+        check_text("watch_human", &human_lines(Style::plain()));
+        check_text(
+            "watch_human_colour",
+            &visible_escapes(&human_lines(colour())),
+        );
+    }
+}
