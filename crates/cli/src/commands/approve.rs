@@ -16,8 +16,9 @@ use perimeter_model::{Listener, Ownership, Protocol};
 use perimeter_report::audit::{ApprovalStatus, redacted_cmdline};
 
 use crate::args::ApproveArgs;
-use crate::commands::host::{HostAudit, MissingApprovals, audit_host, today};
+use crate::commands::host::{HostAudit, MissingApprovals, audit_host};
 use crate::exit_codes;
+use crate::settings::today;
 use crate::terminal::Terminal;
 
 pub(crate) fn run(args: ApproveArgs, terminal: &Terminal) -> Result<u8> {

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use perimeter_checks::environments::{self, EXAMPLE, Inventory};
@@ -14,32 +13,17 @@ use perimeter_store::Store;
 use time::OffsetDateTime;
 
 use crate::args::{EnvsArgs, Format, InitArgs, InventoryFileArgs};
-use crate::commands::host::today;
 use crate::commands::store;
 use crate::exit_codes;
+use crate::settings::{self, LOCAL_INVENTORY, SYSTEM_INVENTORY, today};
 use crate::terminal::Terminal;
-
-/// The inventory in the working directory, checked first.
-pub(crate) const LOCAL_INVENTORY: &str = "perimeter.toml";
-/// The system-wide inventory.
-pub(crate) const SYSTEM_INVENTORY: &str = "/etc/perimeter/perimeter.toml";
 
 /// Load the inventory named by `--inventory`, else the first default that
 /// exists; none at all is an empty inventory. A forced `--env` must name one
 /// of its environments.
 pub(crate) fn load_inventory(args: &InventoryFileArgs) -> Result<Inventory> {
-    let (path, named) = match &args.path {
-        Some(path) => (path.clone(), true),
-        None => {
-            let local = Path::new(LOCAL_INVENTORY);
-            if local.exists() {
-                (local.to_path_buf(), false)
-            } else {
-                (PathBuf::from(SYSTEM_INVENTORY), false)
-            }
-        }
-    };
-    let inventory = environments::load(&path, !named)?;
+    let file = settings::inventory_file(args.path.as_deref());
+    let inventory = environments::load(&file.path, !file.named)?;
     if let Some(env) = &args.env
         && inventory.by_name(env).is_none()
     {
@@ -55,7 +39,7 @@ pub(crate) fn load_inventory(args: &InventoryFileArgs) -> Result<Inventory> {
         }
         bail!(
             "--env {env}: {} has no such environment (it has: {})",
-            path.display(),
+            file.path.display(),
             known.join(", ")
         );
     }

@@ -1,10 +1,10 @@
 //! The part audit, check and approve share: find the approvals file, collect
 //! the host's facts, run the rules, and decide each listener's approval.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Result;
-use perimeter_checks::approvals::{self, Approvals, Verdict};
+use perimeter_checks::approvals::{self, Approvals};
 use perimeter_checks::{CheckConfig, run_all};
 use perimeter_host::audit::{AuditOptions, collect};
 use perimeter_model::{Finding, HostSnapshot, Process};
@@ -12,26 +12,7 @@ use perimeter_report::audit::ApprovalStatus;
 use time::OffsetDateTime;
 
 use crate::args::HostArgs;
-
-/// The approvals file in the working directory, checked first.
-pub(crate) const LOCAL_APPROVALS: &str = "perimeter-approvals.toml";
-/// The system-wide approvals file.
-pub(crate) const SYSTEM_APPROVALS: &str = "/etc/perimeter/approvals.toml";
-
-/// Where the approvals file is, and whether the user named it.
-pub(crate) fn approvals_path(args: &HostArgs) -> (PathBuf, bool) {
-    match &args.approvals {
-        Some(path) => (path.clone(), true),
-        None => {
-            let local = Path::new(LOCAL_APPROVALS);
-            if local.exists() {
-                (local.to_path_buf(), false)
-            } else {
-                (PathBuf::from(SYSTEM_APPROVALS), false)
-            }
-        }
-    }
-}
+use crate::settings;
 
 /// A finished audit of this host.
 #[derive(Debug)]
@@ -54,12 +35,6 @@ impl HostAudit {
     }
 }
 
-pub(crate) fn today() -> time::Date {
-    // Approval dates are calendar dates in UTC: the same file means the same
-    // thing on every host, whatever its time zone.
-    OffsetDateTime::now_utc().date()
-}
-
 /// Whether a missing approvals file the user named is an error (audit, check:
 /// a typo must not pass the gate) or the file approve is about to create.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,9 +46,9 @@ pub(crate) enum MissingApprovals {
 /// Load the approvals (a malformed file is an error: exit 2, file untouched),
 /// collect, check.
 pub(crate) fn audit_host(args: &HostArgs, missing: MissingApprovals) -> Result<HostAudit> {
-    let (approvals_path, named) = approvals_path(args);
-    let missing_ok = !named || missing == MissingApprovals::WillCreate;
-    let approvals = approvals::load(&approvals_path, missing_ok)?;
+    let approvals_file = settings::approvals_file(args.approvals.as_deref());
+    let missing_ok = !approvals_file.named || missing == MissingApprovals::WillCreate;
+    let approvals = approvals::load(&approvals_file.path, missing_ok)?;
     let inventory = crate::commands::envs::load_inventory(&args.inventory)?;
     let taken_at = OffsetDateTime::now_utc();
     let collected = collect(&AuditOptions {
@@ -82,7 +57,7 @@ pub(crate) fn audit_host(args: &HostArgs, missing: MissingApprovals) -> Result<H
         probe_services: !args.no_service_probes,
         ..AuditOptions::default()
     });
-    let mut config = CheckConfig::new(today());
+    let mut config = CheckConfig::new(settings::today());
     config.inventory = inventory;
     config.forced_env = args.inventory.env.clone();
     if !args.privsep.is_empty() {
@@ -98,18 +73,7 @@ pub(crate) fn audit_host(args: &HostArgs, missing: MissingApprovals) -> Result<H
                 return ApprovalStatus::NotNeeded;
             }
             let owners: Vec<&Process> = collected.snapshot.owners_of(listener).collect();
-            match approvals.verdict(listener, &owners, config.today) {
-                Verdict::Approved(entry) => ApprovalStatus::Approved(format!(
-                    "line {}: {} ({})",
-                    entry.line, entry.reason, entry.approved_by
-                )),
-                Verdict::Expired(entry) => ApprovalStatus::Expired(format!(
-                    "line {}: expired {}",
-                    entry.line,
-                    entry.expires.map(|d| d.to_string()).unwrap_or_default()
-                )),
-                Verdict::Unapproved => ApprovalStatus::Unapproved,
-            }
+            settings::approval_status(approvals.verdict(listener, &owners, config.today))
         })
         .collect();
     Ok(HostAudit {
@@ -117,7 +81,7 @@ pub(crate) fn audit_host(args: &HostArgs, missing: MissingApprovals) -> Result<H
         findings,
         statuses,
         approvals,
-        approvals_path,
+        approvals_path: approvals_file.path,
         socket_source: collected.socket_source,
         taken_at,
     })

@@ -28,6 +28,7 @@ use crate::args::{ProfileArg, ScanArgs, ScanFormat, ScanTuning};
 use crate::commands::diff::port_change;
 use crate::commands::store;
 use crate::exit_codes;
+use crate::settings::{Zero, parse_duration};
 use crate::terminal::Terminal;
 
 /// Default port list: the 1,000 most exposure-relevant ports, like nmap's
@@ -36,11 +37,6 @@ const DEFAULT_TOP_PORTS: usize = 1000;
 /// Results are written to the database in batches of this many, or at least
 /// once a second.
 const STORE_BATCH: usize = 512;
-
-fn parse_duration(flag: &str, text: &str) -> Result<Duration> {
-    humantime::parse_duration(text)
-        .with_context(|| format!("{flag} `{text}` is not a duration like 800ms, 30s, 6h"))
-}
 
 struct Settings {
     request: TargetRequest,
@@ -103,10 +99,10 @@ pub(crate) fn tuning(args: &ScanTuning) -> Result<(PortSet, ScanOptions)> {
         options.concurrency = Some(concurrency);
     }
     if let Some(text) = &args.timeout {
-        options.timeout = Some(parse_duration("--timeout", text)?);
+        options.timeout = Some(parse_duration("--timeout", text, Zero::Allowed)?);
     }
     if let Some(text) = &args.spread {
-        options.spread = Some(parse_duration("--spread", text)?);
+        options.spread = Some(parse_duration("--spread", text, Zero::Allowed)?);
     }
     options.retries = args.retries;
     // Pick the seed here, not in the engine, so the stored scan carries it from

@@ -3,19 +3,14 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
-use perimeter_store::{SqliteStore, default_db_path};
+use anyhow::Result;
+use perimeter_store::SqliteStore;
 
 use crate::args::DbArgs;
+use crate::settings;
 
 pub(crate) fn db_path(args: &DbArgs) -> Result<PathBuf> {
-    if let Some(path) = &args.db {
-        return Ok(path.clone());
-    }
-    let xdg = std::env::var_os("XDG_DATA_HOME").map(PathBuf::from);
-    let home = std::env::var_os("HOME").map(PathBuf::from);
-    default_db_path(xdg.as_deref(), home.as_deref())
-        .context("no place for the history database: set --db, PERIMETER_DB, XDG_DATA_HOME or HOME")
+    settings::db_path(args.db.as_deref())
 }
 
 pub(crate) fn open(args: &DbArgs) -> Result<SqliteStore> {

@@ -25,10 +25,10 @@ use perimeter_scan::TargetRequest;
 
 use crate::args::{ScanFormat, VerifyArgs};
 use crate::commands::envs::load_inventory;
-use crate::commands::host::today;
 use crate::commands::scan::{Executed, Job, execute, tuning};
 use crate::commands::store;
 use crate::exit_codes;
+use crate::settings::today;
 use crate::terminal::Terminal;
 
 pub(crate) fn run(args: VerifyArgs, terminal: &Terminal) -> Result<u8> {

@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use nix::sys::signal::{SigSet, Signal};
-use perimeter_checks::approvals::{self, Approvals, Verdict};
+use perimeter_checks::approvals::{self, Approvals};
 use perimeter_model::{Problem, Process};
 use perimeter_report::Style;
 use perimeter_report::audit::ApprovalStatus;
@@ -29,18 +29,9 @@ use perimeter_watch::{
 };
 
 use crate::args::{ExecSourceArg, WatchArgs, WatchFormat};
-use crate::commands::host::{LOCAL_APPROVALS, SYSTEM_APPROVALS, today};
 use crate::exit_codes;
+use crate::settings::{self, Zero, parse_duration, today};
 use crate::terminal::Terminal;
-
-fn parse_duration(flag: &str, text: &str) -> Result<Duration> {
-    let duration = humantime::parse_duration(text)
-        .with_context(|| format!("{flag} `{text}` is not a duration like 500ms, 30s, 10m"))?;
-    if duration.is_zero() {
-        bail!("{flag} must be longer than zero");
-    }
-    Ok(duration)
-}
 
 /// Why the watch ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,11 +52,11 @@ impl StopReason {
 }
 
 pub(crate) fn run(args: WatchArgs, terminal: &Terminal) -> Result<u8> {
-    let interval = parse_duration("--interval", &args.interval)?;
+    let interval = parse_duration("--interval", &args.interval, Zero::Refused)?;
     let duration = args
         .duration
         .as_deref()
-        .map(|text| parse_duration("--duration", text))
+        .map(|text| parse_duration("--duration", text, Zero::Refused))
         .transpose()?;
     let mut approvals = ApprovalsFile::load(args.approvals.as_deref())?;
 
@@ -217,14 +208,10 @@ impl ApprovalsFile {
     /// else ./perimeter-approvals.toml, else /etc/perimeter/approvals.toml,
     /// and no file approves nothing.
     fn load(named: Option<&Path>) -> Result<ApprovalsFile> {
-        let (path, missing_ok) = match named {
-            Some(path) => (path.to_path_buf(), false),
-            None if Path::new(LOCAL_APPROVALS).exists() => (PathBuf::from(LOCAL_APPROVALS), true),
-            None => (PathBuf::from(SYSTEM_APPROVALS), true),
-        };
-        let approvals = approvals::load(&path, missing_ok)?;
+        let file = settings::approvals_file(named);
+        let approvals = approvals::load(&file.path, !file.named)?;
         Ok(ApprovalsFile {
-            modified: modified(&path),
+            modified: modified(&file.path),
             path: approvals.path.clone(),
             approvals,
         })
@@ -260,18 +247,7 @@ impl ApprovalsFile {
             return ApprovalStatus::NotNeeded;
         }
         let owners: Vec<&Process> = event.owners.iter().collect();
-        match self.approvals.verdict(&event.listener, &owners, today()) {
-            Verdict::Approved(entry) => ApprovalStatus::Approved(format!(
-                "line {}: {} ({})",
-                entry.line, entry.reason, entry.approved_by
-            )),
-            Verdict::Expired(entry) => ApprovalStatus::Expired(format!(
-                "line {}: expired {}",
-                entry.line,
-                entry.expires.map(|d| d.to_string()).unwrap_or_default()
-            )),
-            Verdict::Unapproved => ApprovalStatus::Unapproved,
-        }
+        settings::approval_status(self.approvals.verdict(&event.listener, &owners, today()))
     }
 }
 
@@ -623,16 +599,5 @@ mod tests {
         assert!(out.out.is_empty());
         assert!(out.exec(&miner()).is_continue());
         assert_eq!(String::from_utf8_lossy(&out.out).lines().count(), 1);
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(
-            parse_duration("--interval", "250ms").expect("parses"),
-            Duration::from_millis(250)
-        );
-        assert!(parse_duration("--interval", "0s").is_err());
-        let err = parse_duration("--duration", "soon").expect_err("refused");
-        assert!(err.to_string().contains("--duration `soon`"), "{err}");
     }
 }
