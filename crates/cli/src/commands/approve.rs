@@ -13,11 +13,11 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use perimeter_checks::approvals::{self, Bind, NewApproval, OwnerKey};
 use perimeter_model::{Listener, Ownership, Protocol};
-use perimeter_report::audit::{ApprovalStatus, redacted_cmdline};
+use perimeter_report::audit::redacted_cmdline;
 
 use crate::args::ApproveArgs;
-use crate::commands::host::{HostAudit, MissingApprovals, audit_host};
 use crate::exit_codes;
+use crate::pipeline::host::{HostAudit, MissingApprovals, audit_host};
 use crate::settings::today;
 use crate::terminal::Terminal;
 
@@ -36,7 +36,7 @@ pub(crate) fn run(args: ApproveArgs, terminal: &Terminal) -> Result<u8> {
         .statuses
         .iter()
         .enumerate()
-        .filter(|(_, s)| matches!(s, ApprovalStatus::Unapproved | ApprovalStatus::Expired(_)))
+        .filter(|(_, status)| status.needs_decision())
         .map(|(idx, _)| idx)
         .collect();
 

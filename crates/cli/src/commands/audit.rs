@@ -3,15 +3,13 @@
 
 use anyhow::Result;
 use perimeter_model::Severity;
-use std::io::Write;
-
-use perimeter_report::audit::{AuditView, ChangeLine, Since, to_human, write_json};
+use perimeter_report::audit::{ChangeLine, Since};
 use perimeter_store::{AuditRecord, Store, diff_audits};
 
-use crate::args::{AuditArgs, Format};
-use crate::commands::host::{HostAudit, MissingApprovals, audit_host};
-use crate::commands::store;
+use crate::args::AuditArgs;
 use crate::exit_codes;
+use crate::pipeline::host::{HostAudit, MissingApprovals, audit_host, print};
+use crate::pipeline::store;
 use crate::terminal::Terminal;
 
 pub(crate) fn run(args: AuditArgs, terminal: &Terminal) -> Result<u8> {
@@ -54,33 +52,4 @@ fn record(args: &AuditArgs, audit: &HostAudit) -> Result<Option<Since>> {
                 .collect(),
         }
     }))
-}
-
-pub(crate) fn print(
-    audit: &HostAudit,
-    since: Option<&Since>,
-    format: Format,
-    terminal: &Terminal,
-) -> Result<()> {
-    let view = AuditView {
-        snapshot: &audit.snapshot,
-        findings: &audit.findings,
-        approvals: &audit.statuses,
-        approvals_file: audit.approvals.path.as_deref(),
-        taken_at: audit.taken_at,
-        socket_source: &audit.socket_source,
-        perimeter_version: env!("CARGO_PKG_VERSION"),
-        since,
-    };
-    match format {
-        Format::Json => {
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
-            write_json(&view, &mut out)?;
-            writeln!(out)?;
-            out.flush()?;
-        }
-        Format::Human => print!("{}", to_human(&view, terminal.stdout_style())),
-    }
-    Ok(())
 }

@@ -7,8 +7,9 @@ use perimeter_report::rfc3339;
 use perimeter_store::{Store, diff_audits};
 
 use crate::args::{AuditsArgs, Format};
-use crate::commands::store;
 use crate::exit_codes;
+use crate::pipeline::store;
+use crate::settings;
 use crate::terminal::Terminal;
 
 pub(crate) fn run(args: AuditsArgs, _terminal: &Terminal) -> Result<u8> {
@@ -101,7 +102,7 @@ pub(crate) fn run(args: AuditsArgs, _terminal: &Terminal) -> Result<u8> {
             if audits.is_empty() {
                 println!(
                     "no audits stored in {}",
-                    store::db_path(&args.db)?.display()
+                    settings::db_path(args.db.db.as_deref())?.display()
                 );
             }
             for a in &audits {

@@ -6,8 +6,8 @@ use perimeter_model::Severity;
 use perimeter_report::audit::ApprovalStatus;
 
 use crate::args::{CheckArgs, Format};
-use crate::commands::host::{MissingApprovals, audit_host};
 use crate::exit_codes;
+use crate::pipeline::host::{MissingApprovals, audit_host, print};
 use crate::terminal::Terminal;
 
 pub(crate) fn run(args: CheckArgs, terminal: &Terminal) -> Result<u8> {
@@ -22,7 +22,7 @@ pub(crate) fn run(args: CheckArgs, terminal: &Terminal) -> Result<u8> {
     let failed = n_unapproved > 0 || !failing.is_empty();
     match args.format {
         Format::Json => {
-            crate::commands::audit::print(&audit, None, Format::Json, terminal)?;
+            print(&audit, None, Format::Json, terminal)?;
         }
         Format::Human => {
             let style = terminal.stdout_style();

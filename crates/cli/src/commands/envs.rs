@@ -6,45 +6,17 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use anyhow::{Result, bail};
-use perimeter_checks::environments::{self, EXAMPLE, Inventory};
+use perimeter_checks::environments::EXAMPLE;
 use perimeter_model::PortState;
 use perimeter_report::rfc3339;
 use perimeter_store::Store;
 use time::OffsetDateTime;
 
-use crate::args::{EnvsArgs, Format, InitArgs, InventoryFileArgs};
-use crate::commands::store;
+use crate::args::{EnvsArgs, Format, InitArgs};
 use crate::exit_codes;
+use crate::pipeline::{environments, store};
 use crate::settings::{self, LOCAL_INVENTORY, SYSTEM_INVENTORY, today};
 use crate::terminal::Terminal;
-
-/// Load the inventory named by `--inventory`, else the first default that
-/// exists; none at all is an empty inventory. A forced `--env` must name one
-/// of its environments.
-pub(crate) fn load_inventory(args: &InventoryFileArgs) -> Result<Inventory> {
-    let file = settings::inventory_file(args.path.as_deref());
-    let inventory = environments::load(&file.path, !file.named)?;
-    if let Some(env) = &args.env
-        && inventory.by_name(env).is_none()
-    {
-        let known: Vec<&str> = inventory
-            .environments
-            .iter()
-            .map(|e| e.name.as_str())
-            .collect();
-        if inventory.path.is_none() {
-            bail!(
-                "--env {env}: there is no inventory (looked for {LOCAL_INVENTORY} and {SYSTEM_INVENTORY}; see `perimeter init`)"
-            );
-        }
-        bail!(
-            "--env {env}: {} has no such environment (it has: {})",
-            file.path.display(),
-            known.join(", ")
-        );
-    }
-    Ok(inventory)
-}
 
 pub(crate) fn init(args: InitArgs) -> Result<u8> {
     if args.path.exists() && !args.force {
@@ -72,7 +44,7 @@ struct Seen {
 const RECENT_SCANS: usize = 50;
 
 pub(crate) fn run(args: EnvsArgs, _terminal: &Terminal) -> Result<u8> {
-    let inventory = load_inventory(&args.inventory)?;
+    let inventory = environments::load(&args.inventory)?;
     if inventory.path.is_none() {
         bail!(
             "no inventory: looked for {LOCAL_INVENTORY} and {SYSTEM_INVENTORY} (write one with `perimeter init`)"
@@ -81,7 +53,7 @@ pub(crate) fn run(args: EnvsArgs, _terminal: &Terminal) -> Result<u8> {
     // Hosts as last seen by the stored scans (newest first, so the first
     // sighting of an address is its last).
     let mut seen: BTreeMap<IpAddr, Seen> = BTreeMap::new();
-    let db_path = store::db_path(&args.db)?;
+    let db_path = settings::db_path(args.db.db.as_deref())?;
     if db_path.exists() {
         let db = store::open(&args.db)?;
         for summary in db.list_scans(RECENT_SCANS)? {

@@ -5,8 +5,9 @@ use perimeter_report::rfc3339;
 use perimeter_store::Store;
 
 use crate::args::{Format, ScansArgs};
-use crate::commands::store;
 use crate::exit_codes;
+use crate::pipeline::store;
+use crate::settings;
 use crate::terminal::Terminal;
 
 pub(crate) fn run(args: ScansArgs, _terminal: &Terminal) -> Result<u8> {
@@ -41,7 +42,10 @@ pub(crate) fn run(args: ScansArgs, _terminal: &Terminal) -> Result<u8> {
         }
         Format::Human => {
             if scans.is_empty() {
-                println!("no scans stored in {}", store::db_path(&args.db)?.display());
+                println!(
+                    "no scans stored in {}",
+                    settings::db_path(args.db.db.as_deref())?.display()
+                );
             } else {
                 println!(
                     "{:>5}  {:<20}  {:<8}  {:>5}  {:<10}  TARGETS (PORTS)",

@@ -24,15 +24,14 @@ use perimeter_report::scan::{to_human, to_json, to_nmap_xml};
 use perimeter_scan::TargetRequest;
 
 use crate::args::{ScanFormat, VerifyArgs};
-use crate::commands::envs::load_inventory;
-use crate::commands::scan::{Executed, Job, execute, tuning};
-use crate::commands::store;
 use crate::exit_codes;
+use crate::pipeline::scan::{Executed, Job, execute, tuning};
+use crate::pipeline::{environments, store};
 use crate::settings::today;
 use crate::terminal::Terminal;
 
 pub(crate) fn run(args: VerifyArgs, terminal: &Terminal) -> Result<u8> {
-    let inventory = load_inventory(&args.inventory)?;
+    let inventory = environments::load(&args.inventory)?;
     if inventory.path.is_none() {
         bail!(
             "verify needs an inventory of environments: --inventory FILE, ./perimeter.toml or /etc/perimeter/perimeter.toml (see `perimeter init`)"

@@ -1,6 +1,9 @@
-//! The part audit, check and approve share: find the approvals file, collect
-//! the host's facts, run the rules, and decide each listener's approval.
+//! The audit of this host, which `audit`, `check` and `approve` share: find
+//! the approvals file, collect the host's facts, run the rules, decide each
+//! listener's approval; and the audit's output, which `audit` and `check`
+//! (with `--format json`) both write.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -8,11 +11,13 @@ use perimeter_checks::approvals::{self, Approvals};
 use perimeter_checks::{CheckConfig, run_all};
 use perimeter_host::audit::{AuditOptions, collect};
 use perimeter_model::{Finding, HostSnapshot, Process};
-use perimeter_report::audit::ApprovalStatus;
+use perimeter_report::audit::{ApprovalStatus, AuditView, Since, to_human, write_json};
 use time::OffsetDateTime;
 
-use crate::args::HostArgs;
+use crate::args::{Format, HostArgs};
+use crate::pipeline::environments;
 use crate::settings;
+use crate::terminal::Terminal;
 
 /// A finished audit of this host.
 #[derive(Debug)]
@@ -30,7 +35,7 @@ impl HostAudit {
     pub(crate) fn n_unapproved(&self) -> usize {
         self.statuses
             .iter()
-            .filter(|s| matches!(s, ApprovalStatus::Unapproved | ApprovalStatus::Expired(_)))
+            .filter(|status| status.needs_decision())
             .count()
     }
 }
@@ -49,7 +54,7 @@ pub(crate) fn audit_host(args: &HostArgs, missing: MissingApprovals) -> Result<H
     let approvals_file = settings::approvals_file(args.approvals.as_deref());
     let missing_ok = !approvals_file.named || missing == MissingApprovals::WillCreate;
     let approvals = approvals::load(&approvals_file.path, missing_ok)?;
-    let inventory = crate::commands::envs::load_inventory(&args.inventory)?;
+    let inventory = environments::load(&args.inventory)?;
     let taken_at = OffsetDateTime::now_utc();
     let collected = collect(&AuditOptions {
         all_netns: args.all_netns,
@@ -85,4 +90,35 @@ pub(crate) fn audit_host(args: &HostArgs, missing: MissingApprovals) -> Result<H
         socket_source: collected.socket_source,
         taken_at,
     })
+}
+
+/// Write the audit to stdout: the `perimeter.audit/1` document or the human
+/// report, with what changed since the previous stored audit when known.
+pub(crate) fn print(
+    audit: &HostAudit,
+    since: Option<&Since>,
+    format: Format,
+    terminal: &Terminal,
+) -> Result<()> {
+    let view = AuditView {
+        snapshot: &audit.snapshot,
+        findings: &audit.findings,
+        approvals: &audit.statuses,
+        approvals_file: audit.approvals.path.as_deref(),
+        taken_at: audit.taken_at,
+        socket_source: &audit.socket_source,
+        perimeter_version: env!("CARGO_PKG_VERSION"),
+        since,
+    };
+    match format {
+        Format::Json => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            write_json(&view, &mut out)?;
+            writeln!(out)?;
+            out.flush()?;
+        }
+        Format::Human => print!("{}", to_human(&view, terminal.stdout_style())),
+    }
+    Ok(())
 }

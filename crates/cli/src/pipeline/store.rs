@@ -1,7 +1,5 @@
 //! Opening the history database named by `--db`, `PERIMETER_DB` or the XDG
-//! default.
-
-use std::path::PathBuf;
+//! default (`settings::db_path`).
 
 use anyhow::Result;
 use perimeter_store::SqliteStore;
@@ -9,11 +7,7 @@ use perimeter_store::SqliteStore;
 use crate::args::DbArgs;
 use crate::settings;
 
-pub(crate) fn db_path(args: &DbArgs) -> Result<PathBuf> {
-    settings::db_path(args.db.as_deref())
-}
-
 pub(crate) fn open(args: &DbArgs) -> Result<SqliteStore> {
-    let path = db_path(args)?;
+    let path = settings::db_path(args.db.as_deref())?;
     Ok(SqliteStore::open(&path)?)
 }
