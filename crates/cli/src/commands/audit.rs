@@ -7,12 +7,12 @@ use perimeter_report::audit::{ChangeLine, Since};
 use perimeter_store::{AuditRecord, Store, diff_audits};
 
 use crate::args::AuditArgs;
-use crate::exit_codes;
+use crate::exit_codes::ExitCode;
 use crate::pipeline::host::{HostAudit, MissingApprovals, audit_host, print};
 use crate::pipeline::store;
 use crate::terminal::Terminal;
 
-pub(crate) fn run(args: AuditArgs, terminal: &Terminal) -> Result<u8> {
+pub(crate) fn run(args: AuditArgs, terminal: &Terminal) -> Result<ExitCode> {
     let audit = audit_host(&args.host, MissingApprovals::Error)?;
     let since = if args.no_store {
         None
@@ -22,11 +22,7 @@ pub(crate) fn run(args: AuditArgs, terminal: &Terminal) -> Result<u8> {
     print(&audit, since.as_ref(), args.format, terminal)?;
     let threshold: Option<Severity> = args.fail_on.map(Into::into);
     let failed = threshold.is_some_and(|t| audit.findings.iter().any(|f| f.severity >= t));
-    Ok(if failed {
-        exit_codes::FINDINGS
-    } else {
-        exit_codes::CLEAN
-    })
+    Ok(ExitCode::findings_if(failed))
 }
 
 /// Store the audit and return what changed since the previous one of this host.

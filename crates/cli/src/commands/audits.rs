@@ -7,12 +7,12 @@ use perimeter_report::rfc3339;
 use perimeter_store::{Store, diff_audits};
 
 use crate::args::{AuditsArgs, Format};
-use crate::exit_codes;
+use crate::exit_codes::ExitCode;
 use crate::pipeline::store;
 use crate::settings;
 use crate::terminal::Terminal;
 
-pub(crate) fn run(args: AuditsArgs, _terminal: &Terminal) -> Result<u8> {
+pub(crate) fn run(args: AuditsArgs, _terminal: &Terminal) -> Result<ExitCode> {
     let db = store::open(&args.db)?;
     if args.diff {
         let host = nix::unistd::gethostname()
@@ -69,11 +69,9 @@ pub(crate) fn run(args: AuditsArgs, _terminal: &Terminal) -> Result<u8> {
                 }
             }
         }
-        return Ok(if changes.iter().any(|c| c.severity >= Severity::Medium) {
-            exit_codes::FINDINGS
-        } else {
-            exit_codes::CLEAN
-        });
+        return Ok(ExitCode::findings_if(
+            changes.iter().any(|c| c.severity >= Severity::Medium),
+        ));
     }
     let audits = db.list_audits(args.limit)?;
     match args.format {
@@ -118,5 +116,5 @@ pub(crate) fn run(args: AuditsArgs, _terminal: &Terminal) -> Result<u8> {
             }
         }
     }
-    Ok(exit_codes::CLEAN)
+    Ok(ExitCode::Clean)
 }

@@ -6,11 +6,11 @@ use perimeter_model::Severity;
 use perimeter_report::audit::ApprovalStatus;
 
 use crate::args::{CheckArgs, Format};
-use crate::exit_codes;
+use crate::exit_codes::ExitCode;
 use crate::pipeline::host::{MissingApprovals, audit_host, print};
 use crate::terminal::Terminal;
 
-pub(crate) fn run(args: CheckArgs, terminal: &Terminal) -> Result<u8> {
+pub(crate) fn run(args: CheckArgs, terminal: &Terminal) -> Result<ExitCode> {
     let audit = audit_host(&args.host, MissingApprovals::Error)?;
     let threshold: Severity = args.fail_on.into();
     let failing: Vec<_> = audit
@@ -75,9 +75,5 @@ pub(crate) fn run(args: CheckArgs, terminal: &Terminal) -> Result<u8> {
             }
         }
     }
-    Ok(if failed {
-        exit_codes::FINDINGS
-    } else {
-        exit_codes::CLEAN
-    })
+    Ok(ExitCode::findings_if(failed))
 }

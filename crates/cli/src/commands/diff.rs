@@ -7,11 +7,11 @@ use perimeter_report::diff::{Compared, to_human, to_json};
 use perimeter_store::{Store, TargetKey};
 
 use crate::args::{DiffArgs, Format};
-use crate::exit_codes;
+use crate::exit_codes::ExitCode;
 use crate::pipeline::{scan_diff, store};
 use crate::terminal::Terminal;
 
-pub(crate) fn run(args: DiffArgs, terminal: &Terminal) -> Result<u8> {
+pub(crate) fn run(args: DiffArgs, terminal: &Terminal) -> Result<ExitCode> {
     let db = store::open(&args.db)?;
     let (before_id, after_id) = match (args.before, args.after) {
         (Some(a), Some(b)) => (a, b),
@@ -51,9 +51,7 @@ pub(crate) fn run(args: DiffArgs, terminal: &Terminal) -> Result<u8> {
         Format::Human => print!("{}", to_human(&b, &a, &changes, terminal.stdout_style())),
     }
     let threshold: Severity = args.fail_on.into();
-    Ok(if changes.iter().any(|c| c.severity >= threshold) {
-        exit_codes::FINDINGS
-    } else {
-        exit_codes::CLEAN
-    })
+    Ok(ExitCode::findings_if(
+        changes.iter().any(|c| c.severity >= threshold),
+    ))
 }

@@ -13,12 +13,12 @@ use perimeter_store::Store;
 use time::OffsetDateTime;
 
 use crate::args::{EnvsArgs, Format, InitArgs};
-use crate::exit_codes;
+use crate::exit_codes::ExitCode;
 use crate::pipeline::{environments, store};
 use crate::settings::{self, LOCAL_INVENTORY, SYSTEM_INVENTORY, today};
 use crate::terminal::Terminal;
 
-pub(crate) fn init(args: InitArgs) -> Result<u8> {
+pub(crate) fn init(args: InitArgs) -> Result<ExitCode> {
     if args.path.exists() && !args.force {
         bail!(
             "{} exists; pass --force to overwrite it",
@@ -30,7 +30,7 @@ pub(crate) fn init(args: InitArgs) -> Result<u8> {
         "wrote {}: edit the environments, then `perimeter audit` and `perimeter verify` use it",
         args.path.display()
     );
-    Ok(exit_codes::CLEAN)
+    Ok(ExitCode::Clean)
 }
 
 /// A host seen in stored scans: when, and which ports answered.
@@ -43,7 +43,7 @@ struct Seen {
 /// How many recent scans `perimeter envs` reads for "last seen".
 const RECENT_SCANS: usize = 50;
 
-pub(crate) fn run(args: EnvsArgs, _terminal: &Terminal) -> Result<u8> {
+pub(crate) fn run(args: EnvsArgs, _terminal: &Terminal) -> Result<ExitCode> {
     let inventory = environments::load(&args.inventory)?;
     if inventory.path.is_none() {
         bail!(
@@ -138,5 +138,5 @@ pub(crate) fn run(args: EnvsArgs, _terminal: &Terminal) -> Result<u8> {
             }
         }
     }
-    Ok(exit_codes::CLEAN)
+    Ok(ExitCode::Clean)
 }

@@ -25,14 +25,14 @@ use time::OffsetDateTime;
 use crate::args::{
     ExportArgs, Format, InventoryAction, InventoryArgs, ManifestDiffArgs, ShowArgs, SourceArgs,
 };
-use crate::exit_codes;
+use crate::exit_codes::ExitCode;
 use crate::terminal::Terminal;
 
 /// A manifest larger than this is not one perimeter wrote (a host with a
 /// hundred thousand unowned files makes about 50 MB).
 const MAX_MANIFEST_BYTES: u64 = 512 * 1024 * 1024;
 
-pub(crate) fn run(args: InventoryArgs, terminal: &Terminal) -> Result<u8> {
+pub(crate) fn run(args: InventoryArgs, terminal: &Terminal) -> Result<ExitCode> {
     match args.action {
         None => show(args.show, terminal),
         Some(InventoryAction::Export(export_args)) => export(export_args),
@@ -56,7 +56,7 @@ fn options(source: &SourceArgs, hash_files: bool) -> Result<InventoryOptions> {
     Ok(opts)
 }
 
-fn show(args: ShowArgs, terminal: &Terminal) -> Result<u8> {
+fn show(args: ShowArgs, terminal: &Terminal) -> Result<ExitCode> {
     let opts = options(&args.source, false)?;
     let taken_at = OffsetDateTime::now_utc();
     let collected = perimeter_inventory::collect(&opts);
@@ -80,14 +80,10 @@ fn show(args: ShowArgs, terminal: &Terminal) -> Result<u8> {
     }
     let threshold: Option<Severity> = args.fail_on.map(Into::into);
     let failed = threshold.is_some_and(|t| findings.iter().any(|f| f.severity >= t));
-    Ok(if failed {
-        exit_codes::FINDINGS
-    } else {
-        exit_codes::CLEAN
-    })
+    Ok(ExitCode::findings_if(failed))
 }
 
-fn export(args: ExportArgs) -> Result<u8> {
+fn export(args: ExportArgs) -> Result<ExitCode> {
     let opts = options(&args.source, true)?;
     let taken_at = OffsetDateTime::now_utc();
     let collected = perimeter_inventory::collect(&opts);
@@ -106,10 +102,10 @@ fn export(args: ExportArgs) -> Result<u8> {
             problem.subject, problem.message
         );
     }
-    Ok(exit_codes::CLEAN)
+    Ok(ExitCode::Clean)
 }
 
-fn diff(args: ManifestDiffArgs, terminal: &Terminal) -> Result<u8> {
+fn diff(args: ManifestDiffArgs, terminal: &Terminal) -> Result<ExitCode> {
     let a = read_manifest(&args.a)?;
     let b = read_manifest(&args.b)?;
     let side = |path: &Path, manifest: &Manifest| ManifestSide {
@@ -129,11 +125,7 @@ fn diff(args: ManifestDiffArgs, terminal: &Terminal) -> Result<u8> {
             diff_to_human(&side_a, &side_b, &changes, terminal.stdout_style())
         ),
     }
-    Ok(if changes.is_empty() {
-        exit_codes::CLEAN
-    } else {
-        exit_codes::FINDINGS
-    })
+    Ok(ExitCode::findings_if(!changes.is_empty()))
 }
 
 fn read_manifest(path: &Path) -> Result<Manifest> {

@@ -15,7 +15,7 @@ use perimeter_scan::{PortSet, ScanOptions, TargetRequest, read_target_file};
 use perimeter_store::{SqliteStore, Store};
 
 use crate::args::{ScanArgs, ScanFormat};
-use crate::exit_codes;
+use crate::exit_codes::ExitCode;
 use crate::pipeline::scan::{Executed, Job, execute, tuning};
 use crate::pipeline::{scan_diff, store};
 use crate::terminal::Terminal;
@@ -55,7 +55,7 @@ fn settings(args: &ScanArgs) -> Result<Settings> {
     })
 }
 
-pub(crate) fn run(args: ScanArgs, terminal: &Terminal) -> Result<u8> {
+pub(crate) fn run(args: ScanArgs, terminal: &Terminal) -> Result<ExitCode> {
     let settings = settings(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -64,7 +64,7 @@ pub(crate) fn run(args: ScanArgs, terminal: &Terminal) -> Result<u8> {
     runtime.block_on(scan(args, settings, terminal))
 }
 
-async fn scan(args: ScanArgs, settings: Settings, terminal: &Terminal) -> Result<u8> {
+async fn scan(args: ScanArgs, settings: Settings, terminal: &Terminal) -> Result<ExitCode> {
     let mut record = BTreeMap::new();
     if let Some(spread) = args.tuning.spread.as_ref() {
         record.insert("spread".into(), spread.clone());
@@ -124,7 +124,7 @@ async fn scan(args: ScanArgs, settings: Settings, terminal: &Terminal) -> Result
         }
     }
     if interrupted {
-        return Ok(exit_codes::INTERRUPTED);
+        return Ok(ExitCode::Interrupted);
     }
     let threshold: Option<Severity> = args.fail_on.map(Into::into);
     let failed = threshold.is_some_and(|t| {
@@ -132,11 +132,7 @@ async fn scan(args: ScanArgs, settings: Settings, terminal: &Terminal) -> Result
             .flat_map(|r| &r.findings)
             .any(|f| f.severity >= t)
     });
-    Ok(if failed {
-        exit_codes::FINDINGS
-    } else {
-        exit_codes::CLEAN
-    })
+    Ok(ExitCode::findings_if(failed))
 }
 
 /// After a stored, complete scan: what changed since the previous complete scan

@@ -5,12 +5,12 @@ use perimeter_report::rfc3339;
 use perimeter_store::Store;
 
 use crate::args::{Format, ScansArgs};
-use crate::exit_codes;
+use crate::exit_codes::ExitCode;
 use crate::pipeline::store;
 use crate::settings;
 use crate::terminal::Terminal;
 
-pub(crate) fn run(args: ScansArgs, _terminal: &Terminal) -> Result<u8> {
+pub(crate) fn run(args: ScansArgs, _terminal: &Terminal) -> Result<ExitCode> {
     let db = store::open(&args.db)?;
     let scans = db.list_scans(args.limit)?;
     match args.format {
@@ -71,5 +71,5 @@ pub(crate) fn run(args: ScansArgs, _terminal: &Terminal) -> Result<u8> {
             }
         }
     }
-    Ok(exit_codes::CLEAN)
+    Ok(ExitCode::Clean)
 }

@@ -24,13 +24,13 @@ use perimeter_report::scan::{to_human, to_json, to_nmap_xml};
 use perimeter_scan::TargetRequest;
 
 use crate::args::{ScanFormat, VerifyArgs};
-use crate::exit_codes;
+use crate::exit_codes::ExitCode;
 use crate::pipeline::scan::{Executed, Job, execute, tuning};
 use crate::pipeline::{environments, store};
 use crate::settings::today;
 use crate::terminal::Terminal;
 
-pub(crate) fn run(args: VerifyArgs, terminal: &Terminal) -> Result<u8> {
+pub(crate) fn run(args: VerifyArgs, terminal: &Terminal) -> Result<ExitCode> {
     let inventory = environments::load(&args.inventory)?;
     if inventory.path.is_none() {
         bail!(
@@ -163,20 +163,15 @@ pub(crate) fn run(args: VerifyArgs, terminal: &Terminal) -> Result<u8> {
         ScanFormat::Xml => print!("{}", to_nmap_xml(&info, &results, "perimeter verify")),
     }
     if interrupted {
-        return Ok(exit_codes::INTERRUPTED);
+        return Ok(ExitCode::Interrupted);
     }
     let threshold: Severity = args.fail_on.into();
-    Ok(
-        if results
+    Ok(ExitCode::findings_if(
+        results
             .iter()
             .flat_map(|r| &r.findings)
-            .any(|f| f.severity >= threshold)
-        {
-            exit_codes::FINDINGS
-        } else {
-            exit_codes::CLEAN
-        },
-    )
+            .any(|f| f.severity >= threshold),
+    ))
 }
 
 /// This machine's own routable addresses (not loopback or link-local), in the namespace perimeter runs

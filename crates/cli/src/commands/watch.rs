@@ -29,7 +29,7 @@ use perimeter_watch::{
 };
 
 use crate::args::{ExecSourceArg, WatchArgs, WatchFormat};
-use crate::exit_codes;
+use crate::exit_codes::ExitCode;
 use crate::settings::{self, Zero, parse_duration, today};
 use crate::terminal::Terminal;
 
@@ -51,7 +51,7 @@ impl StopReason {
     }
 }
 
-pub(crate) fn run(args: WatchArgs, terminal: &Terminal) -> Result<u8> {
+pub(crate) fn run(args: WatchArgs, terminal: &Terminal) -> Result<ExitCode> {
     let interval = parse_duration("--interval", &args.interval, Zero::Refused)?;
     let duration = args
         .duration
@@ -441,10 +441,10 @@ impl<W: Write> Output<W> {
         ControlFlow::Continue(())
     }
 
-    fn finish(self) -> Result<u8> {
+    fn finish(self) -> Result<ExitCode> {
         match self.failed {
             Some(err) => Err(anyhow::Error::new(err).context("cannot write to stdout")),
-            None => Ok(exit_codes::CLEAN),
+            None => Ok(ExitCode::Clean),
         }
     }
 }
