@@ -1,7 +1,10 @@
 //! Versioned output: the JSON documents (`perimeter.audit/1`, `perimeter.scan/1`,
-//! `perimeter.diff/1`, `perimeter.inventory/1`, `perimeter.manifest/1`), the
-//! JSON Lines of scans and of `perimeter.watch-event/1`, nmap-compatible XML,
-//! and the human tables and lines.
+//! `perimeter.diff/1`, `perimeter.inventory/1`, `perimeter.manifest/1`, the
+//! history's `perimeter.scans/1`, `perimeter.audits/1` and
+//! `perimeter.audit-diff/1`, `perimeter.envs/1`), the JSON Lines of scans and
+//! of `perimeter.watch-event/1`, nmap-compatible XML, and the human tables
+//! and lines. The CLI prints what this crate renders and writes no document
+//! of its own.
 //!
 //! Architecture invariant: every machine-readable document carries a `schema`
 //! string naming its format and version; a field's meaning never changes within
@@ -10,6 +13,8 @@
 
 pub mod audit;
 pub mod diff;
+pub mod envs;
+pub mod history;
 pub mod inventory;
 mod json;
 pub mod scan;

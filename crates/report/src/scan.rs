@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
+use std::path::Path;
 
 use comfy_table::Color;
 use perimeter_model::{Finding, PortResult, PortState, ScanInfo, Severity};
@@ -155,6 +156,65 @@ pub fn to_json(info: &ScanInfo, results: &[PortResult], totals: StateTotals) -> 
         },
         "results": results.iter().map(result_json).collect::<Vec<_>>(),
     })
+}
+
+/// What a `perimeter verify` run was judged against, and from where.
+#[derive(Debug, Clone)]
+pub struct Verified<'a> {
+    /// The inventory of environments read.
+    pub inventory: Option<&'a Path>,
+    /// The addresses the targets saw the scan come from.
+    pub vantage: &'a [IpAddr],
+    /// The environments scanned.
+    pub environments: Vec<&'a str>,
+}
+
+/// The `perimeter.scan/1` document of a verification: the scan's, with a
+/// `verify` member saying against what and from where.
+pub fn verify_to_json(
+    info: &ScanInfo,
+    results: &[PortResult],
+    totals: StateTotals,
+    verified: &Verified<'_>,
+) -> serde_json::Value {
+    let mut doc = to_json(info, results, totals);
+    if let Some(map) = doc.as_object_mut() {
+        map.insert(
+            "verify".into(),
+            serde_json::json!({
+                "inventory": verified.inventory.map(|p| p.display().to_string()),
+                "vantage": verified.vantage.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "environments": verified.environments,
+            }),
+        );
+    }
+    doc
+}
+
+/// The human report of a verification: the scan's, then where it was seen
+/// from.
+pub fn verify_to_human(
+    info: &ScanInfo,
+    results: &[PortResult],
+    totals: StateTotals,
+    vantage: &[IpAddr],
+    style: Style,
+) -> String {
+    let mut out = to_human(info, results, totals, style);
+    let _ = writeln!(
+        out,
+        "\nverified from {}",
+        if vantage.is_empty() {
+            "an unknown address".to_owned()
+        } else {
+            vantage
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
+    out
 }
 
 /// One JSON Lines record: the result, with the scan's seed and schema so a

@@ -32,22 +32,31 @@ use perimeter_report::scan::{StateTotals, to_jsonl_line, to_nmap_xml};
 use time::macros::datetime;
 
 /// Snapshot a JSON document with the values that differ between two real
-/// runs (times, pids, the scan's seed) redacted.
+/// runs (times, pids, the scan's seed) redacted. A null stays null: whether a
+/// value is there is part of the schema.
 fn check_json(name: &str, document: &serde_json::Value) {
     let mut settings = insta::Settings::clone_current();
-    for time in [
-        ".**.taken_at",
-        ".**.created_at",
-        ".**.started",
-        ".**.finished",
-        ".**.at",
-    ] {
-        settings.add_redaction(time, "[time]");
+    let redactions = [
+        (".**.taken_at", "[time]"),
+        (".**.created_at", "[time]"),
+        (".**.started", "[time]"),
+        (".**.finished", "[time]"),
+        (".**.at", "[time]"),
+        (".**.last_seen", "[time]"),
+        (".**.pid", "[pid]"),
+        (".**.pids", "[pid]"),
+        (".**.ppid", "[pid]"),
+        (".**.seed", "[seed]"),
+    ];
+    for (selector, replacement) in redactions {
+        settings.add_dynamic_redaction(selector, move |value, _path| {
+            if value.is_nil() {
+                value
+            } else {
+                replacement.into()
+            }
+        });
     }
-    for pid in [".**.pid", ".**.pids", ".**.ppid"] {
-        settings.add_redaction(pid, "[pid]");
-    }
-    settings.add_redaction(".**.seed", "[seed]");
     settings.bind(|| insta::assert_json_snapshot!(name, document));
 }
 
@@ -1303,4 +1312,208 @@ mod watch {
             &visible_escapes(&human_lines(colour())),
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// perimeter verify: perimeter.scan/1 with its `verify` member
+// ---------------------------------------------------------------------------
+
+#[test]
+fn verify_document_and_report() {
+    use perimeter_report::scan::{Verified, verify_to_human, verify_to_json};
+    let (info, results) = (scan_info(), scan_results());
+    let vantage: Vec<IpAddr> = vec![
+        "198.51.100.7".parse().expect("address"),
+        "2001:db8::7".parse().expect("address"),
+    ];
+    let verified = Verified {
+        inventory: Some(Path::new("/etc/perimeter/perimeter.toml")),
+        vantage: &vantage,
+        environments: vec!["prod", "lab"],
+    };
+    check_json(
+        "verify_json",
+        &verify_to_json(&info, &results, scan_totals(), &verified),
+    );
+    check_text(
+        "verify_human",
+        &verify_to_human(&info, &results, scan_totals(), &vantage, Style::plain()),
+    );
+    check_text(
+        "verify_human_unknown_vantage",
+        &verify_to_human(&info, &[], StateTotals::default(), &[], Style::plain()),
+    );
+}
+
+// ---------------------------------------------------------------------------
+// perimeter.scans/1, perimeter.audits/1, perimeter.audit-diff/1
+// ---------------------------------------------------------------------------
+
+mod history {
+    use std::path::Path;
+
+    use perimeter_model::Severity;
+    use perimeter_report::history::{
+        AuditRef, StoredAudit, StoredScan, audit_diff_to_human, audit_diff_to_json,
+        audits_to_human, audits_to_json, scans_to_human, scans_to_json,
+    };
+    use time::macros::datetime;
+
+    use super::{check_json, check_text, scan_info, since};
+
+    const DB: &str = "/root/.local/share/perimeter/perimeter.db";
+
+    #[test]
+    fn stored_scans() {
+        let complete = scan_info();
+        let mut interrupted = scan_info();
+        interrupted.id = 13;
+        interrupted.complete = false;
+        interrupted.profile = "stealth".to_owned();
+        let mut running = scan_info();
+        running.id = 14;
+        running.complete = false;
+        running.finished = None;
+        running.targets = vec!["198.18.0.0/24".to_owned()];
+        running.ports = "top:100".to_owned();
+        let scans = [
+            StoredScan {
+                info: &running,
+                n_results: 0,
+                n_open: 0,
+            },
+            StoredScan {
+                info: &interrupted,
+                n_results: 7,
+                n_open: 2,
+            },
+            StoredScan {
+                info: &complete,
+                n_results: 15,
+                n_open: 3,
+            },
+        ];
+        check_json("scans_json", &scans_to_json(&scans));
+        check_text("scans_human", &scans_to_human(&scans, Path::new(DB)));
+        check_text("scans_human_none", &scans_to_human(&[], Path::new(DB)));
+    }
+
+    #[test]
+    fn stored_audits() {
+        let audits = [
+            StoredAudit {
+                id: 42,
+                host: "web-1",
+                taken_at: datetime!(2026-11-25 12:07:16 UTC),
+                n_listeners: 5,
+                n_findings: 3,
+                worst_severity: Some(Severity::Critical),
+            },
+            StoredAudit {
+                id: 41,
+                host: "web-1",
+                taken_at: datetime!(2026-11-24 12:00:00 UTC),
+                n_listeners: 4,
+                n_findings: 0,
+                worst_severity: None,
+            },
+        ];
+        check_json("audits_json", &audits_to_json(&audits));
+        check_text("audits_human", &audits_to_human(&audits, Path::new(DB)));
+        check_text("audits_human_none", &audits_to_human(&[], Path::new(DB)));
+    }
+
+    #[test]
+    fn audit_to_audit() {
+        let changes = since().changes;
+        let before = AuditRef {
+            id: 41,
+            taken_at: datetime!(2026-11-24 12:00:00 UTC),
+        };
+        let after = AuditRef {
+            id: 42,
+            taken_at: datetime!(2026-11-25 12:07:16 UTC),
+        };
+        check_json(
+            "audit_diff_json",
+            &audit_diff_to_json("web-1", before, after, &changes),
+        );
+        check_text(
+            "audit_diff_human",
+            &audit_diff_to_human(before, after, &changes),
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// perimeter.envs/1
+// ---------------------------------------------------------------------------
+
+#[test]
+fn environments_document_and_lines() {
+    use perimeter_model::{EnvKind, Environment};
+    use perimeter_report::envs::{EnvironmentSeen, SeenHost, to_human, to_json};
+    let net = |text: &str| text.parse().expect("prefix");
+    let prod = Environment {
+        name: "prod".to_owned(),
+        kind: EnvKind::Prod,
+        ranges: vec![net("198.51.100.0/24"), net("2001:db8:1::/64")],
+        hosts: vec!["www.example.org".to_owned()],
+        public_ports: vec![80, 443],
+        allow_from: vec![net("192.0.2.0/24")],
+        owner: Some("web team".to_owned()),
+        expires: None,
+    };
+    let scratch = Environment {
+        name: "scratch".to_owned(),
+        kind: EnvKind::Experiment,
+        ranges: vec![net("198.18.0.0/24")],
+        hosts: vec![],
+        public_ports: vec![],
+        allow_from: vec![],
+        owner: None,
+        expires: Some(time::macros::date!(2026 - 11 - 01)),
+    };
+    let dev = Environment {
+        name: "dev".to_owned(),
+        kind: EnvKind::Dev,
+        ranges: vec![net("10.20.0.0/16")],
+        hosts: vec![],
+        public_ports: vec![],
+        allow_from: vec![net("10.0.0.0/8")],
+        owner: Some("platform".to_owned()),
+        expires: Some(time::macros::date!(2027 - 01 - 15)),
+    };
+    // Open ports in the order scans found them; the human lines sort them.
+    let (web_ports, lab_ports) = ([443, 22, 80], [6379]);
+    let environments = [
+        EnvironmentSeen {
+            environment: &prod,
+            days_overdue: None,
+            hosts: vec![SeenHost {
+                address: "198.51.100.7".parse().expect("address"),
+                last_seen: Some(datetime!(2026-11-25 12:00:00 UTC)),
+                open_ports: &web_ports,
+            }],
+        },
+        EnvironmentSeen {
+            environment: &scratch,
+            days_overdue: Some(24),
+            hosts: vec![SeenHost {
+                address: "198.18.0.2".parse().expect("address"),
+                last_seen: Some(datetime!(2026-11-24 08:00:00 UTC)),
+                open_ports: &lab_ports,
+            }],
+        },
+        EnvironmentSeen {
+            environment: &dev,
+            days_overdue: Some(-51),
+            hosts: vec![],
+        },
+    ];
+    check_json(
+        "envs_json",
+        &to_json(Some(Path::new("perimeter.toml")), &environments),
+    );
+    check_text("envs_human", &to_human(&environments));
 }

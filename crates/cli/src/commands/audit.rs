@@ -3,8 +3,8 @@
 
 use anyhow::Result;
 use perimeter_model::Severity;
-use perimeter_report::audit::{ChangeLine, Since};
-use perimeter_store::{AuditRecord, Store, diff_audits};
+use perimeter_report::audit::Since;
+use perimeter_store::{AuditRecord, Store};
 
 use crate::args::AuditArgs;
 use crate::exit_codes::ExitCode;
@@ -37,15 +37,7 @@ fn record(args: &AuditArgs, audit: &HostAudit) -> Result<Option<Since>> {
         Since {
             audit_id: previous.id,
             taken_at: previous.taken_at,
-            changes: diff_audits(&previous, &current)
-                .into_iter()
-                .map(|change| ChangeLine {
-                    kind: change.kind.as_str().to_owned(),
-                    severity: change.severity,
-                    subject: change.subject,
-                    message: change.message,
-                })
-                .collect(),
+            changes: store::audit_changes(&previous, &current),
         }
     }))
 }

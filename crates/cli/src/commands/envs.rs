@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use anyhow::{Result, bail};
 use perimeter_checks::environments::EXAMPLE;
 use perimeter_model::PortState;
-use perimeter_report::rfc3339;
+use perimeter_report::envs::{self as report_envs, EnvironmentSeen, SeenHost};
 use perimeter_store::Store;
 use time::OffsetDateTime;
 
@@ -70,73 +70,32 @@ pub(crate) fn run(args: EnvsArgs, _terminal: &Terminal) -> Result<ExitCode> {
         }
     }
     let today = today();
-    let mut rows = Vec::new();
-    for env in &inventory.environments {
-        let hosts: Vec<(&IpAddr, &Seen)> = seen.iter().filter(|(a, _)| env.contains(**a)).collect();
-        let expiry = match env.days_overdue(today) {
-            Some(days) if days > 0 => format!("EXPIRED {days} days ago"),
-            Some(days) => format!("expires in {} days", -days),
-            None => "-".into(),
-        };
-        rows.push((env, hosts, expiry));
-    }
-    match args.format {
-        Format::Json => {
-            let environments: Vec<serde_json::Value> = rows
+    let environments: Vec<EnvironmentSeen> = inventory
+        .environments
+        .iter()
+        .map(|env| EnvironmentSeen {
+            environment: env,
+            days_overdue: env.days_overdue(today),
+            hosts: seen
                 .iter()
-                .map(|(env, hosts, expiry)| {
-                    serde_json::json!({
-                        "name": env.name,
-                        "kind": env.kind.as_str(),
-                        "ranges": env.ranges.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                        "hosts": env.hosts,
-                        "public_ports": env.public_ports,
-                        "allow_from": env.allow_from.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                        "owner": env.owner,
-                        "expires": env.expires.map(|d| d.to_string()),
-                        "expiry": expiry,
-                        "seen": hosts.iter().map(|(address, seen)| serde_json::json!({
-                            "address": address.to_string(),
-                            "last_seen": seen.last.map(rfc3339),
-                            "open_ports": seen.ports,
-                        })).collect::<Vec<_>>(),
-                    })
+                .filter(|(address, _)| env.contains(**address))
+                .map(|(address, seen)| SeenHost {
+                    address: *address,
+                    last_seen: seen.last,
+                    open_ports: &seen.ports,
                 })
-                .collect();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&serde_json::json!({
-                    "schema": "perimeter.envs/1",
-                    "inventory": inventory.path.as_ref().map(|p| p.display().to_string()),
-                    "environments": environments,
-                }))?
-            );
-        }
-        Format::Human => {
-            for (env, hosts, expiry) in &rows {
-                let ranges: Vec<String> = env.ranges.iter().map(ToString::to_string).collect();
-                println!(
-                    "{} ({}) {}  owner {}  {}",
-                    env.name,
-                    env.kind,
-                    ranges.join(" "),
-                    env.owner.as_deref().unwrap_or("-"),
-                    expiry
-                );
-                if hosts.is_empty() {
-                    println!("  no hosts seen by stored scans");
-                }
-                for (address, seen) in hosts {
-                    let mut ports = seen.ports.clone();
-                    ports.sort_unstable();
-                    println!(
-                        "  {address:<40} last seen {}  open {:?}",
-                        seen.last.map(rfc3339).unwrap_or_else(|| "-".into()),
-                        ports
-                    );
-                }
-            }
-        }
+                .collect(),
+        })
+        .collect();
+    match args.format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report_envs::to_json(
+                inventory.path.as_deref(),
+                &environments
+            ))?
+        ),
+        Format::Human => print!("{}", report_envs::to_human(&environments)),
     }
     Ok(ExitCode::Clean)
 }
