@@ -25,7 +25,6 @@ pub(crate) fn run(args: CheckArgs, terminal: &Terminal) -> Result<ExitCode> {
             print(&audit, None, Format::Json, terminal)?;
         }
         Format::Human => {
-            let style = terminal.stdout_style();
             for (listener, status) in audit.snapshot.listeners.iter().zip(&audit.statuses) {
                 let owner = audit
                     .snapshot
@@ -61,7 +60,6 @@ pub(crate) fn run(args: CheckArgs, terminal: &Terminal) -> Result<ExitCode> {
                     problem.subject, problem.message
                 );
             }
-            let _ = style;
             if failed {
                 println!(
                     "check FAILED: {n_unapproved} unapproved listeners, {} findings at or above {threshold} (approvals: {})",
