@@ -37,23 +37,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use perimeter_model::{Finding, Severity};
+// The facts are the model's own types, which perimeter-inventory finds; the
+// rules keep their names for them.
+pub use perimeter_model::{Area as FileArea, FileChange as Change, UnitKind as UnitFileKind};
 
 use crate::rules::{PKG_MODIFIED_CONFFILE, PKG_MODIFIED_FILE, PKG_UNOWNED_FILE, PKG_UNOWNED_UNIT};
 
 /// Files named in one grouped finding's evidence; the rest are counted.
 const MAX_FILES_IN_EVIDENCE: usize = 10;
-
-/// Where an unowned executable lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum FileArea {
-    /// A PATH directory the package manager owns.
-    System,
-    UsrLocal,
-    Opt,
-    Srv,
-    /// Anywhere else (found because a process runs it).
-    Elsewhere,
-}
 
 /// An executable no package owns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,34 +61,16 @@ pub struct UnownedExecutable<'a> {
     pub links: &'a [PathBuf],
 }
 
-/// What an unpackaged unit-directory entry is, for the rules that care.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UnitFileKind<'a> {
-    Unit,
-    DropIn,
-    Linked { target: &'a Path },
-}
-
 /// A unit file, drop-in or linked unit no package ships.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnownedUnit<'a> {
     pub path: &'a Path,
-    pub kind: UnitFileKind<'a>,
+    /// Masks and enablement links are state, not code: they make no finding.
+    pub kind: UnitFileKind,
     /// In /lib/systemd/system or /usr/lib/systemd/system.
     pub in_package_dir: bool,
     /// `*.wants` (and similar) directories that pull it in.
     pub enabled_by: &'a [String],
-}
-
-/// How a package file differs from what was shipped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
-    Modified,
-    Missing,
-    /// A directory, FIFO, device or socket where the file was.
-    Replaced {
-        kind: &'static str,
-    },
 }
 
 /// A conffile or package file that no longer matches its recorded md5.
@@ -126,7 +99,13 @@ pub struct PkgFacts<'a> {
 /// Every `pkg.*` finding, worst first.
 pub fn check(facts: &PkgFacts<'_>) -> Vec<Finding> {
     let mut findings = unowned_files(&facts.unowned_files);
-    findings.extend(facts.units.iter().map(unowned_unit));
+    findings.extend(
+        facts
+            .units
+            .iter()
+            .filter(|unit| unit.kind.is_unit())
+            .map(unowned_unit),
+    );
     findings.extend(facts.conffiles.iter().map(modified_conffile));
     findings.extend(facts.modified_files.iter().map(modified_file));
     crate::sort_findings(&mut findings);
@@ -279,10 +258,13 @@ pub fn unowned_unit(unit: &UnownedUnit<'_>) -> Finding {
     } else {
         Severity::Low
     };
-    let what = match unit.kind {
+    let what = match &unit.kind {
         UnitFileKind::Unit => "systemd unit".to_owned(),
         UnitFileKind::DropIn => "systemd drop-in".to_owned(),
         UnitFileKind::Linked { target } => format!("linked systemd unit ({})", target.display()),
+        // `check` never asks about these; said plainly if a caller does.
+        UnitFileKind::Masked => "systemd mask".to_owned(),
+        UnitFileKind::Enablement { .. } => "systemd enablement link".to_owned(),
     };
     let place = if unit.in_package_dir {
         "in a directory that belongs to the package manager"
@@ -380,11 +362,7 @@ pub fn modified_file(file: &ChangedPackageFile<'_>) -> Finding {
 
 impl ChangedPackageFile<'_> {
     fn change_word(&self) -> &'static str {
-        match self.change {
-            Change::Modified => "modified",
-            Change::Missing => "missing",
-            Change::Replaced { .. } => "replaced",
-        }
+        self.change.as_str()
     }
 }
 
@@ -620,7 +598,7 @@ mod tests {
             units: vec![UnownedUnit {
                 path: Path::new("/etc/systemd/system/app.service"),
                 kind: UnitFileKind::Linked {
-                    target: Path::new("/opt/app/app.service"),
+                    target: "/opt/app/app.service".into(),
                 },
                 in_package_dir: false,
                 enabled_by: &[],

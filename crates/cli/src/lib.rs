@@ -1,58 +1,65 @@
-//! The `perimeter` command: flags (args), settings validated from them, and one
-//! module per command under `commands/`. Only this crate touches the terminal,
-//! environment variables and exit codes.
+//! The `perimeter` command, in layers: raw flags (`args`, clap only), the
+//! settings the flags leave to the world outside (`settings`), the runs
+//! several commands share (`pipeline`), and one module per command under
+//! `commands/`, each returning an [`exit_codes::ExitCode`]. Only this crate
+//! touches the terminal, environment variables and exit codes.
 
 mod args;
 mod commands;
 mod exit_codes;
+mod pipeline;
+mod settings;
 mod terminal;
-
-use std::process::ExitCode;
 
 use clap::Parser;
 
 use crate::args::{Cli, Command};
+use crate::exit_codes::ExitCode;
 use crate::terminal::Terminal;
 
 /// Parse the command line, run the command, and turn the outcome into an exit
 /// code: the command's own (0 or 1), or 2 for any error, printed on stderr.
-pub fn main() -> ExitCode {
+pub fn main() -> std::process::ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
             // clap prints help and version on stdout with exit 0, usage errors
             // on stderr; usage errors map to our 2.
             let _ = err.print();
-            return exit_codes::code(if err.use_stderr() {
-                exit_codes::ERROR
+            return if err.use_stderr() {
+                ExitCode::Error
             } else {
-                exit_codes::CLEAN
-            });
+                ExitCode::Clean
+            }
+            .into();
         }
     };
     init_logging(cli.verbose);
-    let terminal = Terminal::detect();
-    let outcome = match cli.command {
-        Command::Audit(args) => commands::audit::run(args, &terminal),
-        Command::Check(args) => commands::check::run(args, &terminal),
-        Command::Approve(args) => commands::approve::run(args, &terminal),
-        Command::Rules => commands::rules::run(&terminal),
-        Command::Scan(args) => commands::scan::run(*args, &terminal),
-        Command::Scans(args) => commands::scans::run(args, &terminal),
-        Command::Diff(args) => commands::diff::run(args, &terminal),
-        Command::Audits(args) => commands::audits::run(args, &terminal),
-        Command::Init(args) => commands::envs::init(args),
-        Command::Envs(args) => commands::envs::run(args, &terminal),
-        Command::Verify(args) => commands::verify::run(*args, &terminal),
-        Command::Inventory(args) => commands::inventory::run(args, &terminal),
-        Command::Watch(args) => commands::watch::run(args, &terminal),
-    };
-    match outcome {
-        Ok(code) => exit_codes::code(code),
+    match run(cli.command, &Terminal::detect()) {
+        Ok(code) => code.into(),
         Err(err) => {
             eprintln!("perimeter: error: {err:#}");
-            exit_codes::code(exit_codes::ERROR)
+            ExitCode::Error.into()
         }
+    }
+}
+
+/// Run one command.
+fn run(command: Command, terminal: &Terminal) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Audit(args) => commands::audit::run(args, terminal),
+        Command::Check(args) => commands::check::run(args, terminal),
+        Command::Approve(args) => commands::approve::run(args, terminal),
+        Command::Rules => commands::rules::run(terminal),
+        Command::Scan(args) => commands::scan::run(*args, terminal),
+        Command::Scans(args) => commands::scans::run(args, terminal),
+        Command::Diff(args) => commands::diff::run(args, terminal),
+        Command::Audits(args) => commands::audits::run(args, terminal),
+        Command::Init(args) => commands::envs::init(args),
+        Command::Envs(args) => commands::envs::run(args, terminal),
+        Command::Verify(args) => commands::verify::run(*args, terminal),
+        Command::Inventory(args) => commands::inventory::run(args, terminal),
+        Command::Watch(args) => commands::watch::run(args, terminal),
     }
 }
 

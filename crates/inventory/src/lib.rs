@@ -31,12 +31,12 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use perimeter_model::{Ownership, PackageRef, Problem};
+use perimeter_model::{Area, FileChange, Ownership, PackageRef, Problem, UnitKind};
 use sha2::{Digest, Sha256};
 
 pub use md5x16::Backend;
-pub use sweep::{Area, SweepStats};
-pub use units::{UnitEntry, UnitKind};
+pub use sweep::SweepStats;
+pub use units::UnitEntry;
 pub use verify::{CheckFailure, Md5Check, VerifyOutcome};
 
 use perimeter_host::packages::{InstalledPackage, PackageDb, PackageIndex};
@@ -189,27 +189,6 @@ pub struct UnownedFile {
     /// Processes running it now.
     pub pids: Vec<u32>,
     pub sha256: Option<[u8; 32]>,
-}
-
-/// How a package file differs from what its package shipped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FileChange {
-    Modified,
-    Missing,
-    /// Something other than a regular file is there.
-    Replaced {
-        kind: &'static str,
-    },
-}
-
-impl FileChange {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            FileChange::Modified => "modified",
-            FileChange::Missing => "missing",
-            FileChange::Replaced { .. } => "replaced",
-        }
-    }
 }
 
 /// A conffile or package file that no longer matches its recorded md5.

@@ -19,7 +19,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use perimeter_model::{Ownership, Problem};
+use perimeter_model::{Area, Ownership, Problem};
 
 use super::{FileMeta, Image};
 use perimeter_host::packages::PackageIndex;
@@ -70,48 +70,6 @@ pub fn parse_login_defs_path(text: &str) -> Vec<PathBuf> {
         }
     }
     dirs
-}
-
-/// Where an unpackaged executable lives, which sets how surprising it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Area {
-    /// A PATH directory the package manager owns (/usr/bin, /usr/sbin, ...).
-    System,
-    UsrLocal,
-    Opt,
-    Srv,
-    /// Anywhere else: found only because a process runs it.
-    Elsewhere,
-}
-
-impl Area {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Area::System => "system",
-            Area::UsrLocal => "usr-local",
-            Area::Opt => "opt",
-            Area::Srv => "srv",
-            Area::Elsewhere => "elsewhere",
-        }
-    }
-
-    /// The area of a path inside the root.
-    pub fn of(path: &Path, path_dirs: &[PathBuf]) -> Area {
-        if path.starts_with("/usr/local") {
-            Area::UsrLocal
-        } else if path.starts_with("/opt") {
-            Area::Opt
-        } else if path.starts_with("/srv") {
-            Area::Srv
-        } else if path
-            .parent()
-            .is_some_and(|dir| path_dirs.iter().any(|d| d == dir))
-        {
-            Area::System
-        } else {
-            Area::Elsewhere
-        }
-    }
 }
 
 /// An executable no package owns.

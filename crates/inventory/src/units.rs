@@ -22,7 +22,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use perimeter_model::{Ownership, Problem};
+use perimeter_model::{Ownership, Problem, UnitKind};
 
 use super::{FileMeta, Image};
 use perimeter_host::packages::PackageIndex;
@@ -52,42 +52,6 @@ const UNIT_SUFFIXES: [&str; 11] = [
 
 /// Directories whose symlinks are dependencies (enablement), not units.
 const ENABLEMENT_DIR_SUFFIXES: [&str; 3] = [".wants", ".requires", ".upholds"];
-
-/// What an unpackaged entry in a unit directory is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UnitKind {
-    /// A unit file.
-    Unit,
-    /// A `NAME.d/*.conf` drop-in changing unit NAME.
-    DropIn,
-    /// A symlink to a unit file outside the unit directories.
-    Linked { target: PathBuf },
-    /// A symlink to /dev/null.
-    Masked,
-    /// A dependency or alias symlink (`systemctl enable`).
-    Enablement { target: Option<PathBuf> },
-}
-
-impl UnitKind {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            UnitKind::Unit => "unit",
-            UnitKind::DropIn => "drop-in",
-            UnitKind::Linked { .. } => "linked",
-            UnitKind::Masked => "masked",
-            UnitKind::Enablement { .. } => "enablement",
-        }
-    }
-
-    /// Whether the entry is code systemd would run (a unit, a drop-in or a
-    /// linked unit), as opposed to enablement state.
-    pub fn is_unit(&self) -> bool {
-        matches!(
-            self,
-            UnitKind::Unit | UnitKind::DropIn | UnitKind::Linked { .. }
-        )
-    }
-}
 
 /// An entry in a unit directory that no package ships.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,7 +10,8 @@ use std::process::Command;
 
 use sha2::Digest;
 
-use perimeter_inventory::{Area, FileChange, Inventory, InventoryOptions, UnitKind, collect};
+use perimeter_inventory::{Inventory, InventoryOptions, collect};
+use perimeter_model::{Area, FileChange, UnitKind};
 
 fn fixture_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/root")
@@ -325,7 +326,7 @@ fn fixture_agrees_with_dpkg_verify() {
         .flatten()
         .find(|f| f.path.ends_with("hello/README"));
     assert_eq!(
-        readme.map(|f| (f.change.clone(), f.executable)),
+        readme.map(|f| (f.change, f.executable)),
         Some((FileChange::Modified, false))
     );
 }

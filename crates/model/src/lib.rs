@@ -1,7 +1,8 @@
 //! The domain types every other perimeter crate speaks: what listens on a host
 //! ([`Listener`], [`Process`], [`Ownership`]), what is wrong with it ([`Finding`],
 //! [`Severity`]), what could not be seen ([`Problem`]), what a scan found
-//! ([`PortResult`], [`ServiceInfo`]) and what the monitor tells people
+//! ([`PortResult`], [`ServiceInfo`]), the package inventory's facts ([`Area`],
+//! [`UnitKind`], [`FileChange`]) and what the monitor tells people
 //! ([`Alert`]).
 //!
 //! Architecture invariant: this crate does no I/O, no async and no serialisation.
@@ -13,6 +14,7 @@ mod alert;
 mod environment;
 mod finding;
 mod host;
+mod inventory;
 mod scan;
 mod scope;
 mod services;
@@ -27,6 +29,7 @@ pub use host::{
     Account, FirewallVerdict, HostSnapshot, Interface, Listener, Netns, NetnsFacts, Ownership,
     PackageRef, Process, Protocol, SocketOwner,
 };
+pub use inventory::{Area, FileChange, UnitKind};
 pub use scan::{AuthState, PortResult, PortState, ScanInfo, ServiceInfo, TlsInfo};
 pub use scope::Scope;
 pub use services::{RedisAuth, RedisFacts, SshdEvaluation, SshdFacts};

@@ -21,7 +21,7 @@ pub enum Schedule {
     Every(Duration),
     /// At the times a five-field cron expression (minute hour day-of-month
     /// month day-of-week, in UTC) names.
-    Cron(CronSchedule),
+    Cron(Box<CronSchedule>),
 }
 
 /// A parsed cron expression, with the text it came from.
@@ -66,7 +66,11 @@ impl CronSchedule {
 impl Schedule {
     /// When a job with this schedule runs next: given when it last started
     /// (`None`: never) and the time now. Never earlier than `now`.
-    pub fn next_run(&self, last_started: Option<OffsetDateTime>, now: OffsetDateTime) -> Option<OffsetDateTime> {
+    pub fn next_run(
+        &self,
+        last_started: Option<OffsetDateTime>,
+        now: OffsetDateTime,
+    ) -> Option<OffsetDateTime> {
         match (self, last_started) {
             (Schedule::Every(_), None) => Some(now),
             (Schedule::Every(every), Some(last)) => {
@@ -109,7 +113,8 @@ fn to_chrono(at: OffsetDateTime) -> Option<chrono::DateTime<chrono::Utc>> {
 }
 
 fn from_chrono(at: chrono::DateTime<chrono::Utc>) -> Option<OffsetDateTime> {
-    let nanos = i128::from(at.timestamp()) * 1_000_000_000 + i128::from(at.timestamp_subsec_nanos());
+    let nanos =
+        i128::from(at.timestamp()) * 1_000_000_000 + i128::from(at.timestamp_subsec_nanos());
     OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()
 }
 
@@ -119,7 +124,7 @@ mod tests {
     use time::macros::datetime;
 
     fn cron(text: &str) -> Schedule {
-        Schedule::Cron(CronSchedule::parse(text).expect("parses"))
+        Schedule::Cron(Box::new(CronSchedule::parse(text).expect("parses")))
     }
 
     #[test]
@@ -143,7 +148,10 @@ mod tests {
         let daily = cron("0 3 * * *");
         let now = datetime!(2026-12-02 14:27 UTC);
         // Never ran: waits for its time instead of starting at install time.
-        assert_eq!(daily.next_run(None, now), Some(datetime!(2026-12-03 03:00 UTC)));
+        assert_eq!(
+            daily.next_run(None, now),
+            Some(datetime!(2026-12-03 03:00 UTC))
+        );
         // Ran this morning: tomorrow.
         assert_eq!(
             daily.next_run(Some(datetime!(2026-12-02 03:00 UTC)), now),
@@ -156,7 +164,10 @@ mod tests {
         );
         let quarter = cron("*/15 * * * *");
         assert_eq!(
-            quarter.next_run(Some(datetime!(2026-12-02 14:15 UTC)), datetime!(2026-12-02 14:16 UTC)),
+            quarter.next_run(
+                Some(datetime!(2026-12-02 14:15 UTC)),
+                datetime!(2026-12-02 14:16 UTC)
+            ),
             Some(datetime!(2026-12-02 14:30 UTC))
         );
         assert_eq!(cron("@hourly").describe(), "cron @hourly");
@@ -167,7 +178,10 @@ mod tests {
         let err = CronSchedule::parse("0 3 * *").expect_err("four fields");
         assert!(err.contains("has 4 fields"), "{err}");
         let err = CronSchedule::parse("61 3 * * *").expect_err("minute 61");
-        assert!(err.starts_with("`61 3 * * *` is not a cron expression"), "{err}");
+        assert!(
+            err.starts_with("`61 3 * * *` is not a cron expression"),
+            "{err}"
+        );
         let err = CronSchedule::parse("0 0 * * * *").expect_err("six fields");
         assert!(err.contains("has 6 fields"), "{err}");
     }

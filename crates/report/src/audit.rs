@@ -6,11 +6,12 @@ use std::path::Path;
 
 use comfy_table::Color;
 use perimeter_model::{
-    Finding, FirewallVerdict, HostSnapshot, Listener, Ownership, Problem, Process, Severity,
+    Finding, FirewallVerdict, HostSnapshot, Listener, Ownership, Process, Severity,
 };
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use crate::json::{FindingJson, ProblemJson, severity_counts, severity_str};
 use crate::style::Style;
 use crate::time_fmt::rfc3339;
 
@@ -27,6 +28,36 @@ pub enum ApprovalStatus {
     /// Only an expired entry matches.
     Expired(String),
     Unapproved,
+}
+
+impl ApprovalStatus {
+    /// The status as documents write it: `approved`, `expired`, `unapproved`
+    /// or `not-needed` (loopback).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ApprovalStatus::NotNeeded => "not-needed",
+            ApprovalStatus::Approved(_) => "approved",
+            ApprovalStatus::Expired(_) => "expired",
+            ApprovalStatus::Unapproved => "unapproved",
+        }
+    }
+
+    /// The entry that approved (or only an expired one), as text.
+    pub fn entry(&self) -> Option<&str> {
+        match self {
+            ApprovalStatus::Approved(entry) | ApprovalStatus::Expired(entry) => Some(entry),
+            ApprovalStatus::NotNeeded | ApprovalStatus::Unapproved => None,
+        }
+    }
+
+    /// Whether a person still has to decide: unapproved, or approved only by
+    /// an expired entry.
+    pub fn needs_decision(&self) -> bool {
+        matches!(
+            self,
+            ApprovalStatus::Unapproved | ApprovalStatus::Expired(_)
+        )
+    }
 }
 
 /// Everything the audit report shows.
@@ -59,14 +90,10 @@ pub struct Since {
 pub struct ChangeLine {
     /// `listener-appeared`, `listener-disappeared`, `finding-appeared`, `finding-resolved`.
     pub kind: String,
-    #[serde(serialize_with = "serialize_severity")]
+    #[serde(serialize_with = "severity_str")]
     pub severity: Severity,
     pub subject: String,
     pub message: String,
-}
-
-fn serialize_severity<S: serde::Serializer>(severity: &Severity, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(severity.as_str())
 }
 
 #[derive(Debug, Serialize)]
@@ -178,36 +205,6 @@ struct ApprovalJson {
 }
 
 #[derive(Debug, Serialize)]
-pub(crate) struct FindingJson<'a> {
-    rule: &'a str,
-    severity: &'static str,
-    subject: &'a str,
-    message: &'a str,
-    evidence: &'a [String],
-    remedy: &'a str,
-}
-
-impl<'a> FindingJson<'a> {
-    pub(crate) fn new(finding: &'a Finding) -> Self {
-        FindingJson {
-            rule: &finding.rule,
-            severity: finding.severity.as_str(),
-            subject: &finding.subject,
-            message: &finding.message,
-            evidence: &finding.evidence,
-            remedy: &finding.remedy,
-        }
-    }
-}
-
-#[derive(Debug, Serialize)]
-struct ProblemJson<'a> {
-    subject: &'a str,
-    message: &'a str,
-    hint: Option<&'a str>,
-}
-
-#[derive(Debug, Serialize)]
 struct SummaryJson {
     listeners: usize,
     exposed: usize,
@@ -261,12 +258,6 @@ fn listener_json(
     approval: &ApprovalStatus,
 ) -> ListenerJson {
     let owner = snapshot.main_owner(listener);
-    let (status, entry) = match approval {
-        ApprovalStatus::NotNeeded => ("not-needed", None),
-        ApprovalStatus::Approved(entry) => ("approved", Some(entry.clone())),
-        ApprovalStatus::Expired(entry) => ("expired", Some(entry.clone())),
-        ApprovalStatus::Unapproved => ("unapproved", None),
-    };
     ListenerJson {
         protocol: listener.protocol.as_str(),
         address: listener.address.to_string(),
@@ -288,7 +279,10 @@ fn listener_json(
         cmdline: owner.map(|p| redacted_cmdline(&p.cmdline)),
         unit: owner.and_then(|p| p.unit.clone()),
         container: owner.and_then(|p| p.container.clone()),
-        approval: ApprovalJson { status, entry },
+        approval: ApprovalJson {
+            status: approval.as_str(),
+            entry: approval.entry().map(str::to_owned),
+        },
         reachable_from: snapshot.reach_of(listener).map(|reach| ReachJson {
             allowed: reach.allowed.iter().map(ToString::to_string).collect(),
             unknown: reach
@@ -302,15 +296,6 @@ fn listener_json(
             unrestricted_accepts: reach.unrestricted_accepts.clone(),
         }),
     }
-}
-
-fn severity_counts(findings: &[Finding]) -> BTreeMap<&'static str, usize> {
-    let mut counts: BTreeMap<&'static str, usize> =
-        Severity::ALL.iter().map(|s| (s.as_str(), 0)).collect();
-    for finding in findings {
-        *counts.entry(finding.severity.as_str()).or_default() += 1;
-    }
-    counts
 }
 
 /// The `perimeter.audit/1` document as a JSON value.
@@ -387,11 +372,7 @@ fn document<'a>(view: &'a AuditView<'a>) -> Document<'a> {
                 .iter()
                 .filter(|l| l.scope.is_exposed())
                 .count(),
-            unapproved: view
-                .approvals
-                .iter()
-                .filter(|a| matches!(a, ApprovalStatus::Unapproved | ApprovalStatus::Expired(_)))
-                .count(),
+            unapproved: view.approvals.iter().filter(|a| a.needs_decision()).count(),
             findings: severity_counts(view.findings),
             problems: snapshot.problems.len(),
         },
@@ -401,16 +382,8 @@ fn document<'a>(view: &'a AuditView<'a>) -> Document<'a> {
             changes: &since.changes,
         }),
         listeners,
-        findings: view.findings.iter().map(FindingJson::new).collect(),
-        problems: snapshot
-            .problems
-            .iter()
-            .map(|p: &Problem| ProblemJson {
-                subject: &p.subject,
-                message: &p.message,
-                hint: p.hint.as_deref(),
-            })
-            .collect(),
+        findings: view.findings.iter().map(FindingJson::from).collect(),
+        problems: snapshot.problems.iter().map(ProblemJson::from).collect(),
     }
 }
 

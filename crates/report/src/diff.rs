@@ -4,10 +4,12 @@
 
 use std::fmt::Write as _;
 
-use perimeter_model::Severity;
+use perimeter_model::{ScanInfo, Severity};
 use serde::Serialize;
 
+use crate::json::severity_str;
 use crate::style::Style;
+use crate::time_fmt::rfc3339;
 
 /// The schema string of the scan diff document.
 pub const SCHEMA: &str = "perimeter.diff/1";
@@ -39,10 +41,6 @@ pub struct PortChange {
     pub after: Option<PortSide>,
 }
 
-fn severity_str<S: serde::Serializer>(severity: &Severity, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(severity.as_str())
-}
-
 /// Which scans were compared.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Compared {
@@ -50,6 +48,18 @@ pub struct Compared {
     pub started: String,
     pub targets: Vec<String>,
     pub complete: bool,
+}
+
+impl Compared {
+    /// A stored scan, as a side of the comparison.
+    pub fn of(info: &ScanInfo) -> Compared {
+        Compared {
+            id: info.id,
+            started: rfc3339(info.started),
+            targets: info.targets.clone(),
+            complete: info.complete,
+        }
+    }
 }
 
 pub fn to_json(before: &Compared, after: &Compared, changes: &[PortChange]) -> serde_json::Value {

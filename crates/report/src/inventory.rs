@@ -12,10 +12,10 @@ pub mod manifest;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use perimeter_model::{Finding, Problem, Severity};
+use perimeter_model::{Finding, Problem};
 use serde::Serialize;
 
-use crate::audit::FindingJson;
+use crate::json::{FindingJson, ProblemJson, severity_counts};
 use crate::style::Style;
 use manifest::Manifest;
 
@@ -93,13 +93,6 @@ struct HostJson<'a> {
 }
 
 #[derive(Debug, Serialize)]
-struct ProblemJson<'a> {
-    subject: &'a str,
-    message: &'a str,
-    hint: Option<&'a str>,
-}
-
-#[derive(Debug, Serialize)]
 struct SummaryJson {
     packages: usize,
     packages_without_origin: usize,
@@ -121,11 +114,7 @@ fn is_unit_kind(kind: &str) -> bool {
 /// The `perimeter.inventory/1` document.
 pub fn to_json(view: &InventoryView<'_>) -> serde_json::Value {
     let manifest = view.manifest;
-    let mut findings: BTreeMap<&'static str, usize> =
-        Severity::ALL.iter().map(|s| (s.as_str(), 0)).collect();
-    for finding in view.findings {
-        *findings.entry(finding.severity.as_str()).or_default() += 1;
-    }
+    let findings = severity_counts(view.findings);
     let document = Document {
         schema: INVENTORY_SCHEMA,
         host: HostJson {
@@ -141,16 +130,8 @@ pub fn to_json(view: &InventoryView<'_>) -> serde_json::Value {
         units: &manifest.units,
         conffiles: &manifest.conffiles,
         modified_files: manifest.modified_files.as_deref(),
-        findings: view.findings.iter().map(FindingJson::new).collect(),
-        problems: view
-            .problems
-            .iter()
-            .map(|p| ProblemJson {
-                subject: &p.subject,
-                message: &p.message,
-                hint: p.hint.as_deref(),
-            })
-            .collect(),
+        findings: view.findings.iter().map(FindingJson::from).collect(),
+        problems: view.problems.iter().map(ProblemJson::from).collect(),
         stats: view.stats,
         summary: SummaryJson {
             packages: manifest.packages.len(),
@@ -444,6 +425,7 @@ mod tests {
         ChangedFileEntry, FileAttrs, MANIFEST_SCHEMA, PackageEntry, UnitFileEntry, UnownedFileEntry,
     };
     use super::*;
+    use perimeter_model::Severity;
 
     fn view_parts() -> (
         Manifest,

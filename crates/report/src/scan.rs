@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
+use std::path::Path;
 
 use comfy_table::Color;
 use perimeter_model::{Finding, PortResult, PortState, ScanInfo, Severity};
@@ -11,7 +12,8 @@ use quick_xml::Writer;
 use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
 use serde::Serialize;
 
-use crate::audit::{FindingJson, finding_text};
+use crate::audit::finding_text;
+use crate::json::{FindingJson, severity_counts};
 use crate::style::Style;
 use crate::time_fmt::rfc3339;
 
@@ -82,7 +84,7 @@ fn result_json(result: &PortResult) -> ResultJson<'_> {
             subject_alt_names: &tls.subject_alt_names,
         }),
         extra: service.map(|s| &s.extra).filter(|e| !e.is_empty()),
-        findings: result.findings.iter().map(FindingJson::new).collect(),
+        findings: result.findings.iter().map(FindingJson::from).collect(),
     }
 }
 
@@ -134,11 +136,7 @@ pub struct StateTotals {
 /// own counts, which also cover the closed and filtered ports not kept in
 /// `results`.
 pub fn to_json(info: &ScanInfo, results: &[PortResult], totals: StateTotals) -> serde_json::Value {
-    let mut findings: BTreeMap<&'static str, usize> =
-        Severity::ALL.iter().map(|s| (s.as_str(), 0)).collect();
-    for finding in results.iter().flat_map(|r| &r.findings) {
-        *findings.entry(finding.severity.as_str()).or_default() += 1;
-    }
+    let findings = severity_counts(results.iter().flat_map(|r| &r.findings));
     let mut hosts: Vec<IpAddr> = results
         .iter()
         .filter(|r| r.state == PortState::Open)
@@ -158,6 +156,65 @@ pub fn to_json(info: &ScanInfo, results: &[PortResult], totals: StateTotals) -> 
         },
         "results": results.iter().map(result_json).collect::<Vec<_>>(),
     })
+}
+
+/// What a `perimeter verify` run was judged against, and from where.
+#[derive(Debug, Clone)]
+pub struct Verified<'a> {
+    /// The inventory of environments read.
+    pub inventory: Option<&'a Path>,
+    /// The addresses the targets saw the scan come from.
+    pub vantage: &'a [IpAddr],
+    /// The environments scanned.
+    pub environments: Vec<&'a str>,
+}
+
+/// The `perimeter.scan/1` document of a verification: the scan's, with a
+/// `verify` member saying against what and from where.
+pub fn verify_to_json(
+    info: &ScanInfo,
+    results: &[PortResult],
+    totals: StateTotals,
+    verified: &Verified<'_>,
+) -> serde_json::Value {
+    let mut doc = to_json(info, results, totals);
+    if let Some(map) = doc.as_object_mut() {
+        map.insert(
+            "verify".into(),
+            serde_json::json!({
+                "inventory": verified.inventory.map(|p| p.display().to_string()),
+                "vantage": verified.vantage.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "environments": verified.environments,
+            }),
+        );
+    }
+    doc
+}
+
+/// The human report of a verification: the scan's, then where it was seen
+/// from.
+pub fn verify_to_human(
+    info: &ScanInfo,
+    results: &[PortResult],
+    totals: StateTotals,
+    vantage: &[IpAddr],
+    style: Style,
+) -> String {
+    let mut out = to_human(info, results, totals, style);
+    let _ = writeln!(
+        out,
+        "\nverified from {}",
+        if vantage.is_empty() {
+            "an unknown address".to_owned()
+        } else {
+            vantage
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
+    out
 }
 
 /// One JSON Lines record: the result, with the scan's seed and schema so a

@@ -1,7 +1,10 @@
 //! Colour for human output, decided once by the CLI (TTY, `NO_COLOR`) and
-//! passed down, so this crate never looks at the terminal itself.
+//! passed down, so this crate never looks at the terminal itself. Tables are
+//! coloured by comfy-table, lines by owo-colors; nothing here writes an
+//! escape sequence by hand.
 
 use comfy_table::{Cell, Color, Table};
+use owo_colors::OwoColorize;
 use perimeter_model::Severity;
 
 /// Whether to colour human output.
@@ -36,25 +39,30 @@ impl Style {
         }
     }
 
+    /// `text` in `color` (comfy-table's colour names, so tables and lines
+    /// share one palette), through owo-colors: the escapes are the 16-colour
+    /// foregrounds, reset with SGR 0.
     pub(crate) fn paint(self, text: &str, color: Color) -> String {
         if !self.color {
             return text.to_owned();
         }
-        let code = match color {
-            Color::Red => "31",
-            Color::Green => "32",
-            Color::Yellow => "33",
-            Color::Magenta => "35",
-            Color::Cyan => "36",
-            Color::Grey | Color::DarkGrey => "90",
-            _ => "0",
+        let style = owo_colors::Style::new();
+        let style = match color {
+            Color::Red => style.red(),
+            Color::Green => style.green(),
+            Color::Yellow => style.yellow(),
+            Color::Magenta => style.magenta(),
+            Color::Cyan => style.cyan(),
+            Color::Grey | Color::DarkGrey => style.bright_black(),
+            // No other colour is used; unstyled rather than guessed.
+            _ => style,
         };
-        format!("\x1b[{code}m{text}\x1b[0m")
+        text.style(style).to_string()
     }
 
     pub(crate) fn bold(self, text: &str) -> String {
         if self.color {
-            format!("\x1b[1m{text}\x1b[0m")
+            text.bold().to_string()
         } else {
             text.to_owned()
         }
@@ -66,5 +74,25 @@ impl Style {
             (true, Some(color)) => cell.fg(color),
             _ => cell,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_are_the_16_colour_ones_reset_with_sgr_0() {
+        let style = Style { color: true };
+        assert_eq!(style.paint("!", Color::Red), "\x1b[31m!\x1b[0m");
+        assert_eq!(style.paint("+", Color::Green), "\x1b[32m+\x1b[0m");
+        assert_eq!(style.paint("-", Color::Yellow), "\x1b[33m-\x1b[0m");
+        assert_eq!(style.paint("c", Color::Magenta), "\x1b[35mc\x1b[0m");
+        assert_eq!(style.paint("l", Color::Cyan), "\x1b[36ml\x1b[0m");
+        assert_eq!(style.paint("i", Color::Grey), "\x1b[90mi\x1b[0m");
+        assert_eq!(style.paint("d", Color::DarkGrey), "\x1b[90md\x1b[0m");
+        assert_eq!(style.bold("b"), "\x1b[1mb\x1b[0m");
+        assert_eq!(Style::plain().paint("!", Color::Red), "!");
+        assert_eq!(Style::plain().bold("b"), "b");
     }
 }

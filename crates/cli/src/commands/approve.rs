@@ -13,14 +13,15 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use perimeter_checks::approvals::{self, Bind, NewApproval, OwnerKey};
 use perimeter_model::{Listener, Ownership, Protocol};
-use perimeter_report::audit::{ApprovalStatus, redacted_cmdline};
+use perimeter_report::audit::redacted_cmdline;
 
 use crate::args::ApproveArgs;
-use crate::commands::host::{HostAudit, MissingApprovals, audit_host, today};
-use crate::exit_codes;
+use crate::exit_codes::ExitCode;
+use crate::pipeline::host::{HostAudit, MissingApprovals, audit_host};
+use crate::settings::today;
 use crate::terminal::Terminal;
 
-pub(crate) fn run(args: ApproveArgs, terminal: &Terminal) -> Result<u8> {
+pub(crate) fn run(args: ApproveArgs, terminal: &Terminal) -> Result<ExitCode> {
     let expires = match &args.expires {
         Some(text) => Some(parse_date(text)?),
         None => None,
@@ -35,7 +36,7 @@ pub(crate) fn run(args: ApproveArgs, terminal: &Terminal) -> Result<u8> {
         .statuses
         .iter()
         .enumerate()
-        .filter(|(_, s)| matches!(s, ApprovalStatus::Unapproved | ApprovalStatus::Expired(_)))
+        .filter(|(_, status)| status.needs_decision())
         .map(|(idx, _)| idx)
         .collect();
 
@@ -85,7 +86,7 @@ fn select_and_approve(
     pending: &[usize],
     approved_by: String,
     expires: Option<time::Date>,
-) -> Result<u8> {
+) -> Result<ExitCode> {
     let Some(port) = args.port else {
         bail!("selecting listeners needs --port");
     };
@@ -126,7 +127,7 @@ fn select_and_approve(
             .any(|l| l.port == port && l.scope.is_exposed());
         if already {
             println!("nothing to approve: the selected listeners are already approved");
-            return Ok(exit_codes::CLEAN);
+            return Ok(ExitCode::Clean);
         }
         bail!("no listener beyond loopback matches the selectors (port {port})");
     }
@@ -147,7 +148,7 @@ fn select_and_approve(
             audit.approvals_path.display()
         );
     }
-    Ok(exit_codes::CLEAN)
+    Ok(ExitCode::Clean)
 }
 
 fn interactive(
@@ -156,13 +157,13 @@ fn interactive(
     pending: &[usize],
     approved_by: String,
     expires: Option<time::Date>,
-) -> Result<u8> {
+) -> Result<ExitCode> {
     if pending.is_empty() {
         println!(
             "every listener beyond loopback is approved ({})",
             audit.approvals_path.display()
         );
-        return Ok(exit_codes::CLEAN);
+        return Ok(ExitCode::Clean);
     }
     println!(
         "{} listeners beyond loopback need a decision; approvals go to {}",
@@ -208,7 +209,7 @@ fn interactive(
         "\n{n_approved} approved; commit {} to keep the decision",
         audit.approvals_path.display()
     );
-    Ok(exit_codes::CLEAN)
+    Ok(ExitCode::Clean)
 }
 
 fn prompt(

@@ -3,18 +3,16 @@
 
 use anyhow::Result;
 use perimeter_model::Severity;
-use std::io::Write;
+use perimeter_report::audit::Since;
+use perimeter_store::{AuditRecord, Store};
 
-use perimeter_report::audit::{AuditView, ChangeLine, Since, to_human, write_json};
-use perimeter_store::{AuditRecord, Store, diff_audits};
-
-use crate::args::{AuditArgs, Format};
-use crate::commands::host::{HostAudit, MissingApprovals, audit_host};
-use crate::commands::store;
-use crate::exit_codes;
+use crate::args::AuditArgs;
+use crate::exit_codes::ExitCode;
+use crate::pipeline::host::{HostAudit, MissingApprovals, audit_host, print};
+use crate::pipeline::store;
 use crate::terminal::Terminal;
 
-pub(crate) fn run(args: AuditArgs, terminal: &Terminal) -> Result<u8> {
+pub(crate) fn run(args: AuditArgs, terminal: &Terminal) -> Result<ExitCode> {
     let audit = audit_host(&args.host, MissingApprovals::Error)?;
     let since = if args.no_store {
         None
@@ -24,11 +22,7 @@ pub(crate) fn run(args: AuditArgs, terminal: &Terminal) -> Result<u8> {
     print(&audit, since.as_ref(), args.format, terminal)?;
     let threshold: Option<Severity> = args.fail_on.map(Into::into);
     let failed = threshold.is_some_and(|t| audit.findings.iter().any(|f| f.severity >= t));
-    Ok(if failed {
-        exit_codes::FINDINGS
-    } else {
-        exit_codes::CLEAN
-    })
+    Ok(ExitCode::findings_if(failed))
 }
 
 /// Store the audit and return what changed since the previous one of this host.
@@ -43,44 +37,7 @@ fn record(args: &AuditArgs, audit: &HostAudit) -> Result<Option<Since>> {
         Since {
             audit_id: previous.id,
             taken_at: previous.taken_at,
-            changes: diff_audits(&previous, &current)
-                .into_iter()
-                .map(|change| ChangeLine {
-                    kind: change.kind.as_str().to_owned(),
-                    severity: change.severity,
-                    subject: change.subject,
-                    message: change.message,
-                })
-                .collect(),
+            changes: store::audit_changes(&previous, &current),
         }
     }))
-}
-
-pub(crate) fn print(
-    audit: &HostAudit,
-    since: Option<&Since>,
-    format: Format,
-    terminal: &Terminal,
-) -> Result<()> {
-    let view = AuditView {
-        snapshot: &audit.snapshot,
-        findings: &audit.findings,
-        approvals: &audit.statuses,
-        approvals_file: audit.approvals.path.as_deref(),
-        taken_at: audit.taken_at,
-        socket_source: &audit.socket_source,
-        perimeter_version: env!("CARGO_PKG_VERSION"),
-        since,
-    };
-    match format {
-        Format::Json => {
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
-            write_json(&view, &mut out)?;
-            writeln!(out)?;
-            out.flush()?;
-        }
-        Format::Human => print!("{}", to_human(&view, terminal.stdout_style())),
-    }
-    Ok(())
 }

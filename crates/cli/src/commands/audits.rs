@@ -3,15 +3,18 @@
 
 use anyhow::{Result, bail};
 use perimeter_model::Severity;
-use perimeter_report::rfc3339;
-use perimeter_store::{Store, diff_audits};
+use perimeter_report::history::{
+    AuditRef, StoredAudit, audit_diff_to_human, audit_diff_to_json, audits_to_human, audits_to_json,
+};
+use perimeter_store::Store;
 
 use crate::args::{AuditsArgs, Format};
-use crate::commands::store;
-use crate::exit_codes;
+use crate::exit_codes::ExitCode;
+use crate::pipeline::store;
+use crate::settings;
 use crate::terminal::Terminal;
 
-pub(crate) fn run(args: AuditsArgs, _terminal: &Terminal) -> Result<u8> {
+pub(crate) fn run(args: AuditsArgs, _terminal: &Terminal) -> Result<ExitCode> {
     let db = store::open_read_only(&args.db)?;
     if args.diff {
         let host = nix::unistd::gethostname()
@@ -24,98 +27,46 @@ pub(crate) fn run(args: AuditsArgs, _terminal: &Terminal) -> Result<u8> {
         };
         let before = db.load_audit(before.id)?;
         let after = db.load_audit(after.id)?;
-        let changes = diff_audits(&before, &after);
+        let changes = store::audit_changes(&before, &after);
+        let (before, after) = (
+            AuditRef {
+                id: before.id,
+                taken_at: before.taken_at,
+            },
+            AuditRef {
+                id: after.id,
+                taken_at: after.taken_at,
+            },
+        );
         match args.format {
-            Format::Json => {
-                let rows: Vec<serde_json::Value> = changes
-                    .iter()
-                    .map(|c| {
-                        serde_json::json!({
-                            "kind": c.kind.as_str(),
-                            "severity": c.severity.as_str(),
-                            "subject": c.subject,
-                            "message": c.message,
-                        })
-                    })
-                    .collect();
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({
-                        "schema": "perimeter.audit-diff/1",
-                        "host": host,
-                        "before": {"id": before.id, "taken_at": rfc3339(before.taken_at)},
-                        "after": {"id": after.id, "taken_at": rfc3339(after.taken_at)},
-                        "changes": rows,
-                    }))?
-                );
-            }
-            Format::Human => {
-                println!(
-                    "audit #{} ({}) -> audit #{} ({}): {} changes",
-                    before.id,
-                    rfc3339(before.taken_at),
-                    after.id,
-                    rfc3339(after.taken_at),
-                    changes.len()
-                );
-                for c in &changes {
-                    println!(
-                        "{:<8} {:<21} {}",
-                        c.severity.as_str().to_ascii_uppercase(),
-                        c.kind.as_str(),
-                        c.message
-                    );
-                }
-            }
+            Format::Json => println!(
+                "{}",
+                serde_json::to_string_pretty(&audit_diff_to_json(&host, before, after, &changes))?
+            ),
+            Format::Human => print!("{}", audit_diff_to_human(before, after, &changes)),
         }
-        return Ok(if changes.iter().any(|c| c.severity >= Severity::Medium) {
-            exit_codes::FINDINGS
-        } else {
-            exit_codes::CLEAN
-        });
+        return Ok(ExitCode::findings_if(
+            changes.iter().any(|c| c.severity >= Severity::Medium),
+        ));
     }
     let audits = db.list_audits(args.limit)?;
+    let rows: Vec<StoredAudit> = audits
+        .iter()
+        .map(|a| StoredAudit {
+            id: a.id,
+            host: &a.host,
+            taken_at: a.taken_at,
+            n_listeners: a.n_listeners,
+            n_findings: a.n_findings,
+            worst_severity: a.worst_severity,
+        })
+        .collect();
     match args.format {
-        Format::Json => {
-            let rows: Vec<serde_json::Value> = audits
-                .iter()
-                .map(|a| {
-                    serde_json::json!({
-                        "id": a.id,
-                        "host": a.host,
-                        "taken_at": rfc3339(a.taken_at),
-                        "listeners": a.n_listeners,
-                        "findings": a.n_findings,
-                        "worst": a.worst_severity.map(|s| s.as_str()),
-                    })
-                })
-                .collect();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(
-                    &serde_json::json!({"schema": "perimeter.audits/1", "audits": rows})
-                )?
-            );
-        }
-        Format::Human => {
-            if audits.is_empty() {
-                println!(
-                    "no audits stored in {}",
-                    store::db_path(&args.db)?.display()
-                );
-            }
-            for a in &audits {
-                println!(
-                    "{:>5}  {}  {:<20}  {:>3} listeners  {:>3} findings  worst {}",
-                    a.id,
-                    rfc3339(a.taken_at),
-                    a.host,
-                    a.n_listeners,
-                    a.n_findings,
-                    a.worst_severity.map(|s| s.as_str()).unwrap_or("-")
-                );
-            }
-        }
+        Format::Json => println!("{}", serde_json::to_string_pretty(&audits_to_json(&rows))?),
+        Format::Human => print!(
+            "{}",
+            audits_to_human(&rows, &settings::db_path(args.db.db.as_deref())?)
+        ),
     }
-    Ok(exit_codes::CLEAN)
+    Ok(ExitCode::Clean)
 }

@@ -6,11 +6,11 @@ use perimeter_model::Severity;
 use perimeter_report::audit::ApprovalStatus;
 
 use crate::args::{CheckArgs, Format};
-use crate::commands::host::{MissingApprovals, audit_host};
-use crate::exit_codes;
+use crate::exit_codes::ExitCode;
+use crate::pipeline::host::{MissingApprovals, audit_host, print};
 use crate::terminal::Terminal;
 
-pub(crate) fn run(args: CheckArgs, terminal: &Terminal) -> Result<u8> {
+pub(crate) fn run(args: CheckArgs, terminal: &Terminal) -> Result<ExitCode> {
     let audit = audit_host(&args.host, MissingApprovals::Error)?;
     let threshold: Severity = args.fail_on.into();
     let failing: Vec<_> = audit
@@ -22,10 +22,9 @@ pub(crate) fn run(args: CheckArgs, terminal: &Terminal) -> Result<u8> {
     let failed = n_unapproved > 0 || !failing.is_empty();
     match args.format {
         Format::Json => {
-            crate::commands::audit::print(&audit, None, Format::Json, terminal)?;
+            print(&audit, None, Format::Json, terminal)?;
         }
         Format::Human => {
-            let style = terminal.stdout_style();
             for (listener, status) in audit.snapshot.listeners.iter().zip(&audit.statuses) {
                 let owner = audit
                     .snapshot
@@ -61,7 +60,6 @@ pub(crate) fn run(args: CheckArgs, terminal: &Terminal) -> Result<u8> {
                     problem.subject, problem.message
                 );
             }
-            let _ = style;
             if failed {
                 println!(
                     "check FAILED: {n_unapproved} unapproved listeners, {} findings at or above {threshold} (approvals: {})",
@@ -75,9 +73,5 @@ pub(crate) fn run(args: CheckArgs, terminal: &Terminal) -> Result<u8> {
             }
         }
     }
-    Ok(if failed {
-        exit_codes::FINDINGS
-    } else {
-        exit_codes::CLEAN
-    })
+    Ok(ExitCode::findings_if(failed))
 }

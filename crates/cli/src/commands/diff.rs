@@ -2,17 +2,16 @@
 //! the newest scan against the previous complete scan of the same target set.
 
 use anyhow::{Result, bail};
-use perimeter_model::{ScanInfo, Severity};
-use perimeter_report::diff::{Compared, PortChange, PortSide, to_human, to_json};
-use perimeter_report::rfc3339;
-use perimeter_store::{Change, PortSummary, Store, TargetKey, diff_scan_runs};
+use perimeter_model::Severity;
+use perimeter_report::diff::{Compared, to_human, to_json};
+use perimeter_store::{Store, TargetKey};
 
 use crate::args::{DiffArgs, Format};
-use crate::commands::store;
-use crate::exit_codes;
+use crate::exit_codes::ExitCode;
+use crate::pipeline::{scan_diff, store};
 use crate::terminal::Terminal;
 
-pub(crate) fn run(args: DiffArgs, terminal: &Terminal) -> Result<u8> {
+pub(crate) fn run(args: DiffArgs, terminal: &Terminal) -> Result<ExitCode> {
     let db = store::open_read_only(&args.db)?;
     let (before_id, after_id) = match (args.before, args.after) {
         (Some(a), Some(b)) => (a, b),
@@ -44,11 +43,10 @@ pub(crate) fn run(args: DiffArgs, terminal: &Terminal) -> Result<u8> {
             let skipped = newest
                 .filter(|n| n.info.id != latest.info.id)
                 .map(|n| (n.info.id, n.status.as_str()));
-            let previous = db
-                .previous_scans_of(&TargetKey::of(&latest.info), 3)?
-                .into_iter()
-                .find(|s| s.info.id != latest.info.id);
-            match (previous, skipped) {
+            match (
+                scan_diff::previous_complete_scan(&db, &latest.info)?,
+                skipped,
+            ) {
                 (Some(previous), _) => (previous.info.id, latest.info.id),
                 (None, Some((id, status))) => bail!(
                     "scan {} (the newest complete one; scan {id} after it is {status}) has no earlier complete scan of the same targets and ports to compare with: name two scans to compare partial results (perimeter diff {} {id})",
@@ -64,11 +62,8 @@ pub(crate) fn run(args: DiffArgs, terminal: &Terminal) -> Result<u8> {
     };
     let (before_info, before) = db.load_scan(before_id)?;
     let (after_info, after) = db.load_scan(after_id)?;
-    let changes: Vec<PortChange> = diff_scan_runs(&before_info, &before, &after_info, &after)
-        .into_iter()
-        .map(port_change)
-        .collect();
-    let (b, a) = (compared(&before_info), compared(&after_info));
+    let changes = scan_diff::port_changes(&before_info, &before, &after_info, &after);
+    let (b, a) = (Compared::of(&before_info), Compared::of(&after_info));
     match args.format {
         Format::Json => println!(
             "{}",
@@ -77,44 +72,7 @@ pub(crate) fn run(args: DiffArgs, terminal: &Terminal) -> Result<u8> {
         Format::Human => print!("{}", to_human(&b, &a, &changes, terminal.stdout_style())),
     }
     let threshold: Severity = args.fail_on.into();
-    Ok(if changes.iter().any(|c| c.severity >= threshold) {
-        exit_codes::FINDINGS
-    } else {
-        exit_codes::CLEAN
-    })
-}
-
-fn compared(info: &ScanInfo) -> Compared {
-    Compared {
-        id: info.id,
-        started: rfc3339(info.started),
-        targets: info.targets.clone(),
-        complete: info.complete,
-    }
-}
-
-fn side(summary: PortSummary) -> PortSide {
-    PortSide {
-        state: summary.state.as_str().to_owned(),
-        service: summary.service,
-        product: summary.product,
-        version: summary.version,
-        auth: summary.auth.as_str().to_owned(),
-        tls_subject: summary.tls_subject,
-        findings: summary.findings.into_iter().map(|(rule, _)| rule).collect(),
-    }
-}
-
-pub(crate) fn port_change(change: Change) -> PortChange {
-    PortChange {
-        kind: change.kind.as_str().to_owned(),
-        address: change.address.to_string(),
-        port: change.port,
-        protocol: change.protocol.as_str().to_owned(),
-        severity: change.severity,
-        rule: change.rule,
-        message: change.message,
-        before: change.before.map(side),
-        after: change.after.map(side),
-    }
+    Ok(ExitCode::findings_if(
+        changes.iter().any(|c| c.severity >= threshold),
+    ))
 }

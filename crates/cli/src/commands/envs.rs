@@ -4,65 +4,21 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
-use perimeter_checks::environments::{self, EXAMPLE, Environments};
+use perimeter_checks::environments::EXAMPLE;
 use perimeter_model::PortState;
-use perimeter_report::rfc3339;
+use perimeter_report::envs::{self as report_envs, EnvironmentSeen, SeenHost};
 use perimeter_store::Store;
 use time::OffsetDateTime;
 
-use crate::args::{EnvsArgs, Format, InitArgs, InventoryFileArgs};
-use crate::commands::host::today;
-use crate::commands::store;
-use crate::exit_codes;
+use crate::args::{EnvsArgs, Format, InitArgs};
+use crate::exit_codes::ExitCode;
+use crate::pipeline::{environments, store};
+use crate::settings::{LOCAL_INVENTORY, SYSTEM_INVENTORY, today};
 use crate::terminal::Terminal;
 
-/// The inventory in the working directory, checked first.
-pub(crate) const LOCAL_INVENTORY: &str = "perimeter.toml";
-/// The system-wide inventory.
-pub(crate) const SYSTEM_INVENTORY: &str = "/etc/perimeter/perimeter.toml";
-
-/// Load the inventory named by `--inventory`, else the first default that
-/// exists; none at all is an empty inventory. A forced `--env` must name one
-/// of its environments.
-pub(crate) fn load_inventory(args: &InventoryFileArgs) -> Result<Environments> {
-    let (path, named) = match &args.path {
-        Some(path) => (path.clone(), true),
-        None => {
-            let local = Path::new(LOCAL_INVENTORY);
-            if local.exists() {
-                (local.to_path_buf(), false)
-            } else {
-                (PathBuf::from(SYSTEM_INVENTORY), false)
-            }
-        }
-    };
-    let inventory = environments::load(&path, !named)?;
-    if let Some(env) = &args.env
-        && inventory.by_name(env).is_none()
-    {
-        let known: Vec<&str> = inventory
-            .environments
-            .iter()
-            .map(|e| e.name.as_str())
-            .collect();
-        if inventory.path.is_none() {
-            bail!(
-                "--env {env}: there is no inventory (looked for {LOCAL_INVENTORY} and {SYSTEM_INVENTORY}; see `perimeter init`)"
-            );
-        }
-        bail!(
-            "--env {env}: {} has no such environment (it has: {})",
-            path.display(),
-            known.join(", ")
-        );
-    }
-    Ok(inventory)
-}
-
-pub(crate) fn init(args: InitArgs) -> Result<u8> {
+pub(crate) fn init(args: InitArgs) -> Result<ExitCode> {
     if args.path.exists() && !args.force {
         bail!(
             "{} exists; pass --force to overwrite it",
@@ -74,7 +30,7 @@ pub(crate) fn init(args: InitArgs) -> Result<u8> {
         "wrote {}: edit the environments, then `perimeter audit` and `perimeter verify` use it",
         args.path.display()
     );
-    Ok(exit_codes::CLEAN)
+    Ok(ExitCode::Clean)
 }
 
 /// A host seen in stored scans: when, and which ports answered.
@@ -87,8 +43,8 @@ struct Seen {
 /// How many recent scans `perimeter envs` reads for "last seen".
 const RECENT_SCANS: usize = 50;
 
-pub(crate) fn run(args: EnvsArgs, _terminal: &Terminal) -> Result<u8> {
-    let inventory = load_inventory(&args.inventory)?;
+pub(crate) fn run(args: EnvsArgs, _terminal: &Terminal) -> Result<ExitCode> {
+    let inventory = environments::load(&args.inventory)?;
     if inventory.path.is_none() {
         bail!(
             "no inventory: looked for {LOCAL_INVENTORY} and {SYSTEM_INVENTORY} (write one with `perimeter init`)"
@@ -98,19 +54,7 @@ pub(crate) fn run(args: EnvsArgs, _terminal: &Terminal) -> Result<u8> {
     // sighting of an address is its last).
     let mut seen: BTreeMap<IpAddr, Seen> = BTreeMap::new();
     // No history yet is no sightings, not an error; nothing is created.
-    let db = match store::open_read_only(&args.db) {
-        Ok(db) => Some(db),
-        Err(err)
-            if matches!(
-                err.downcast_ref::<perimeter_store::StoreError>(),
-                Some(perimeter_store::StoreError::Missing { .. })
-            ) =>
-        {
-            None
-        }
-        Err(err) => return Err(err),
-    };
-    if let Some(db) = db {
+    if let Some(db) = store::open_read_only_if_any(&args.db)? {
         for summary in db.list_scans(RECENT_SCANS)? {
             let (info, results) = db.load_scan(summary.info.id)?;
             for result in results.iter().filter(|r| r.state == PortState::Open) {
@@ -125,73 +69,32 @@ pub(crate) fn run(args: EnvsArgs, _terminal: &Terminal) -> Result<u8> {
         }
     }
     let today = today();
-    let mut rows = Vec::new();
-    for env in &inventory.environments {
-        let hosts: Vec<(&IpAddr, &Seen)> = seen.iter().filter(|(a, _)| env.contains(**a)).collect();
-        let expiry = match env.days_overdue(today) {
-            Some(days) if days > 0 => format!("EXPIRED {days} days ago"),
-            Some(days) => format!("expires in {} days", -days),
-            None => "-".into(),
-        };
-        rows.push((env, hosts, expiry));
-    }
-    match args.format {
-        Format::Json => {
-            let environments: Vec<serde_json::Value> = rows
+    let environments: Vec<EnvironmentSeen> = inventory
+        .environments
+        .iter()
+        .map(|env| EnvironmentSeen {
+            environment: env,
+            days_overdue: env.days_overdue(today),
+            hosts: seen
                 .iter()
-                .map(|(env, hosts, expiry)| {
-                    serde_json::json!({
-                        "name": env.name,
-                        "kind": env.kind.as_str(),
-                        "ranges": env.ranges.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                        "hosts": env.hosts,
-                        "public_ports": env.public_ports,
-                        "allow_from": env.allow_from.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                        "owner": env.owner,
-                        "expires": env.expires.map(|d| d.to_string()),
-                        "expiry": expiry,
-                        "seen": hosts.iter().map(|(address, seen)| serde_json::json!({
-                            "address": address.to_string(),
-                            "last_seen": seen.last.map(rfc3339),
-                            "open_ports": seen.ports,
-                        })).collect::<Vec<_>>(),
-                    })
+                .filter(|(address, _)| env.contains(**address))
+                .map(|(address, seen)| SeenHost {
+                    address: *address,
+                    last_seen: seen.last,
+                    open_ports: &seen.ports,
                 })
-                .collect();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&serde_json::json!({
-                    "schema": "perimeter.envs/1",
-                    "inventory": inventory.path.as_ref().map(|p| p.display().to_string()),
-                    "environments": environments,
-                }))?
-            );
-        }
-        Format::Human => {
-            for (env, hosts, expiry) in &rows {
-                let ranges: Vec<String> = env.ranges.iter().map(ToString::to_string).collect();
-                println!(
-                    "{} ({}) {}  owner {}  {}",
-                    env.name,
-                    env.kind,
-                    ranges.join(" "),
-                    env.owner.as_deref().unwrap_or("-"),
-                    expiry
-                );
-                if hosts.is_empty() {
-                    println!("  no hosts seen by stored scans");
-                }
-                for (address, seen) in hosts {
-                    let mut ports = seen.ports.clone();
-                    ports.sort_unstable();
-                    println!(
-                        "  {address:<40} last seen {}  open {:?}",
-                        seen.last.map(rfc3339).unwrap_or_else(|| "-".into()),
-                        ports
-                    );
-                }
-            }
-        }
+                .collect(),
+        })
+        .collect();
+    match args.format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report_envs::to_json(
+                inventory.path.as_deref(),
+                &environments
+            ))?
+        ),
+        Format::Human => print!("{}", report_envs::to_human(&environments)),
     }
-    Ok(exit_codes::CLEAN)
+    Ok(ExitCode::Clean)
 }

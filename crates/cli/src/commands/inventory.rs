@@ -8,16 +8,9 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Subcommand};
-use perimeter_checks::pkg::{
-    self, Change, ChangedPackageFile, FileArea, PkgFacts, UnitFileKind, UnownedExecutable,
-    UnownedUnit,
-};
-use perimeter_inventory::{
-    Area, ChangedFile, FileChange, FileMeta, Inventory, InventoryOptions, ProcessOwnership,
-    UnitKind,
-};
-use perimeter_model::{Finding, Severity};
+use perimeter_checks::pkg::{self, ChangedPackageFile, PkgFacts, UnownedExecutable, UnownedUnit};
+use perimeter_inventory::{ChangedFile, FileMeta, Inventory, InventoryOptions, ProcessOwnership};
+use perimeter_model::{FileChange, Finding, Severity, UnitKind};
 use perimeter_report::inventory::diff::{
     ManifestSide, diff_manifests, diff_to_human, diff_to_json,
 };
@@ -29,103 +22,17 @@ use perimeter_report::inventory::{InventoryView, ProcessEntry, StatsEntry, to_hu
 use perimeter_report::rfc3339;
 use time::OffsetDateTime;
 
-use crate::args::{Format, SeverityArg};
-use crate::exit_codes;
+use crate::args::{
+    ExportArgs, Format, InventoryAction, InventoryArgs, ManifestDiffArgs, ShowArgs, SourceArgs,
+};
+use crate::exit_codes::ExitCode;
 use crate::terminal::Terminal;
 
 /// A manifest larger than this is not one perimeter wrote (a host with a
 /// hundred thousand unowned files makes about 50 MB).
 const MAX_MANIFEST_BYTES: u64 = 512 * 1024 * 1024;
 
-#[derive(Debug, Args)]
-#[command(args_conflicts_with_subcommands = true)]
-pub(crate) struct InventoryArgs {
-    #[command(subcommand)]
-    pub(crate) action: Option<InventoryAction>,
-
-    #[command(flatten)]
-    pub(crate) show: ShowArgs,
-}
-
-#[derive(Debug, Subcommand)]
-pub(crate) enum InventoryAction {
-    /// Write the rebuild manifest (perimeter.manifest/1): packages with
-    /// versions and origins, changed conffiles, unowned files and units with
-    /// their sha256, mode and owner.
-    Export(ExportArgs),
-    /// Compare two manifests (two hosts, or one host at two times). Exit 1
-    /// when they differ.
-    Diff(ManifestDiffArgs),
-}
-
-/// What to inventory and how.
-#[derive(Debug, Clone, Args)]
-pub(crate) struct SourceArgs {
-    /// The system to inventory: / for this host, or the root of a mounted
-    /// image. Running processes are only looked at for /.
-    #[arg(long, value_name = "DIR", default_value = "/")]
-    pub(crate) root: PathBuf,
-
-    /// Also check every package file against the md5sums its package shipped
-    /// (reads every file; conffiles are always checked).
-    #[arg(long)]
-    pub(crate) verify: bool,
-
-    /// Checksum workers (default: one per core).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub(crate) workers: Option<u16>,
-
-    /// Do not look up each package's origin in apt's package lists.
-    #[arg(long)]
-    pub(crate) no_origins: bool,
-
-    /// Do not look at running processes.
-    #[arg(long)]
-    pub(crate) no_processes: bool,
-}
-
-#[derive(Debug, Args)]
-pub(crate) struct ShowArgs {
-    #[command(flatten)]
-    pub(crate) source: SourceArgs,
-
-    #[arg(long, value_enum, default_value = "human")]
-    pub(crate) format: Format,
-
-    /// List every installed package in the human report.
-    #[arg(long)]
-    pub(crate) packages: bool,
-
-    /// Exit 1 when a finding is at or above this severity.
-    #[arg(long, value_enum, value_name = "SEVERITY")]
-    pub(crate) fail_on: Option<SeverityArg>,
-}
-
-#[derive(Debug, Args)]
-pub(crate) struct ExportArgs {
-    #[command(flatten)]
-    pub(crate) source: SourceArgs,
-
-    /// Write the manifest here (atomically: temporary file, fsync, rename)
-    /// instead of standard output.
-    #[arg(long, short, value_name = "FILE")]
-    pub(crate) output: Option<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-pub(crate) struct ManifestDiffArgs {
-    /// The earlier (or reference) manifest.
-    #[arg(value_name = "A")]
-    pub(crate) a: PathBuf,
-    /// The later (or compared) manifest.
-    #[arg(value_name = "B")]
-    pub(crate) b: PathBuf,
-
-    #[arg(long, value_enum, default_value = "human")]
-    pub(crate) format: Format,
-}
-
-pub(crate) fn run(args: InventoryArgs, terminal: &Terminal) -> Result<u8> {
+pub(crate) fn run(args: InventoryArgs, terminal: &Terminal) -> Result<ExitCode> {
     match args.action {
         None => show(args.show, terminal),
         Some(InventoryAction::Export(export_args)) => export(export_args),
@@ -149,7 +56,7 @@ fn options(source: &SourceArgs, hash_files: bool) -> Result<InventoryOptions> {
     Ok(opts)
 }
 
-fn show(args: ShowArgs, terminal: &Terminal) -> Result<u8> {
+fn show(args: ShowArgs, terminal: &Terminal) -> Result<ExitCode> {
     let opts = options(&args.source, false)?;
     let taken_at = OffsetDateTime::now_utc();
     let collected = perimeter_inventory::collect(&opts);
@@ -173,14 +80,10 @@ fn show(args: ShowArgs, terminal: &Terminal) -> Result<u8> {
     }
     let threshold: Option<Severity> = args.fail_on.map(Into::into);
     let failed = threshold.is_some_and(|t| findings.iter().any(|f| f.severity >= t));
-    Ok(if failed {
-        exit_codes::FINDINGS
-    } else {
-        exit_codes::CLEAN
-    })
+    Ok(ExitCode::findings_if(failed))
 }
 
-fn export(args: ExportArgs) -> Result<u8> {
+fn export(args: ExportArgs) -> Result<ExitCode> {
     let opts = options(&args.source, true)?;
     let taken_at = OffsetDateTime::now_utc();
     let collected = perimeter_inventory::collect(&opts);
@@ -199,10 +102,10 @@ fn export(args: ExportArgs) -> Result<u8> {
             problem.subject, problem.message
         );
     }
-    Ok(exit_codes::CLEAN)
+    Ok(ExitCode::Clean)
 }
 
-fn diff(args: ManifestDiffArgs, terminal: &Terminal) -> Result<u8> {
+fn diff(args: ManifestDiffArgs, terminal: &Terminal) -> Result<ExitCode> {
     let a = read_manifest(&args.a)?;
     let b = read_manifest(&args.b)?;
     let side = |path: &Path, manifest: &Manifest| ManifestSide {
@@ -222,11 +125,7 @@ fn diff(args: ManifestDiffArgs, terminal: &Terminal) -> Result<u8> {
             diff_to_human(&side_a, &side_b, &changes, terminal.stdout_style())
         ),
     }
-    Ok(if changes.is_empty() {
-        exit_codes::CLEAN
-    } else {
-        exit_codes::FINDINGS
-    })
+    Ok(ExitCode::findings_if(!changes.is_empty()))
 }
 
 fn read_manifest(path: &Path) -> Result<Manifest> {
@@ -276,13 +175,6 @@ fn write_atomic(path: &Path, contents: &str) -> std::io::Result<()> {
 
 /// The `pkg.*` findings for an inventory.
 fn findings(collected: &Inventory) -> Vec<Finding> {
-    let area = |area: Area| match area {
-        Area::System => FileArea::System,
-        Area::UsrLocal => FileArea::UsrLocal,
-        Area::Opt => FileArea::Opt,
-        Area::Srv => FileArea::Srv,
-        Area::Elsewhere => FileArea::Elsewhere,
-    };
     let conffile_packages: Vec<String> = collected
         .conffiles
         .iter()
@@ -305,7 +197,7 @@ fn findings(collected: &Inventory) -> Vec<Finding> {
             .iter()
             .map(|file| UnownedExecutable {
                 path: &file.path,
-                area: area(file.area),
+                area: file.area,
                 in_path: file.in_path,
                 mode: file.meta.mode,
                 pids: &file.pids,
@@ -315,19 +207,11 @@ fn findings(collected: &Inventory) -> Vec<Finding> {
         units: collected
             .units
             .iter()
-            .filter_map(|unit| {
-                let kind = match &unit.kind {
-                    UnitKind::Unit => UnitFileKind::Unit,
-                    UnitKind::DropIn => UnitFileKind::DropIn,
-                    UnitKind::Linked { target } => UnitFileKind::Linked { target },
-                    UnitKind::Masked | UnitKind::Enablement { .. } => return None,
-                };
-                Some(UnownedUnit {
-                    path: &unit.path,
-                    kind,
-                    in_package_dir: unit.in_package_dir,
-                    enabled_by: &unit.enabled_by,
-                })
+            .map(|unit| UnownedUnit {
+                path: &unit.path,
+                kind: unit.kind.clone(),
+                in_package_dir: unit.in_package_dir,
+                enabled_by: &unit.enabled_by,
             })
             .collect(),
         conffiles,
@@ -348,11 +232,7 @@ fn changed_facts<'a>(
             path: &file.path,
             listed_as: file.listed_as.as_deref(),
             package,
-            change: match &file.change {
-                FileChange::Modified => Change::Modified,
-                FileChange::Missing => Change::Missing,
-                FileChange::Replaced { kind } => Change::Replaced { kind },
-            },
+            change: file.change,
             executable: file.executable,
         })
         .collect()

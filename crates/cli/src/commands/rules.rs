@@ -2,9 +2,10 @@
 
 use anyhow::Result;
 
+use crate::exit_codes::ExitCode;
 use crate::terminal::Terminal;
 
-pub(crate) fn run(_terminal: &Terminal) -> Result<u8> {
+pub(crate) fn run(_terminal: &Terminal) -> Result<ExitCode> {
     println!("{:<28} {:<9} WHAT IT MEANS", "RULE", "SEVERITY");
     for rule in perimeter_checks::rules::AUDIT_RULES
         .iter()
@@ -29,5 +30,5 @@ pub(crate) fn run(_terminal: &Terminal) -> Result<u8> {
         "{:<28} {:<9} any other open port, with the service that answers (perimeter scan)",
         "exposed.service", "info"
     );
-    Ok(crate::exit_codes::CLEAN)
+    Ok(ExitCode::Clean)
 }

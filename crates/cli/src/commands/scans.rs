@@ -1,71 +1,36 @@
 //! `perimeter scans`: the stored scans, newest first.
 
 use anyhow::Result;
-use perimeter_report::rfc3339;
+use perimeter_report::history::{StoredScan, scans_to_human, scans_to_json};
 use perimeter_store::Store;
 
 use crate::args::{Format, ScansArgs};
-use crate::commands::store;
-use crate::exit_codes;
+use crate::exit_codes::ExitCode;
+use crate::pipeline::store;
+use crate::settings;
 use crate::terminal::Terminal;
 
-pub(crate) fn run(args: ScansArgs, _terminal: &Terminal) -> Result<u8> {
+pub(crate) fn run(args: ScansArgs, _terminal: &Terminal) -> Result<ExitCode> {
     if args.limit == 0 {
         anyhow::bail!("--limit 0 would list nothing: give a count of at least 1");
     }
     let db = store::open_read_only(&args.db)?;
     let scans = db.list_scans(args.limit)?;
+    let rows: Vec<StoredScan> = scans
+        .iter()
+        .map(|s| StoredScan {
+            info: &s.info,
+            status: s.status.as_str(),
+            n_results: s.n_results,
+            n_open: s.n_open,
+        })
+        .collect();
     match args.format {
-        Format::Json => {
-            let rows: Vec<serde_json::Value> = scans
-                .iter()
-                .map(|s| {
-                    serde_json::json!({
-                        "id": s.info.id,
-                        "targets": s.info.targets,
-                        "ports": s.info.ports,
-                        "profile": s.info.profile,
-                        "seed": s.info.seed.to_string(),
-                        "started": rfc3339(s.info.started),
-                        "finished": s.info.finished.map(rfc3339),
-                        "complete": s.info.complete,
-                        "status": s.status.as_str(),
-                        "n_results": s.n_results,
-                        "n_open": s.n_open,
-                    })
-                })
-                .collect();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&serde_json::json!({
-                    "schema": "perimeter.scans/1",
-                    "scans": rows,
-                }))?
-            );
-        }
-        Format::Human => {
-            if scans.is_empty() {
-                println!("no scans stored in {}", store::db_path(&args.db)?.display());
-            } else {
-                println!(
-                    "{:>5}  {:<20}  {:<8}  {:>5}  {:<10}  TARGETS (PORTS)",
-                    "ID", "STARTED", "PROFILE", "OPEN", "STATUS"
-                );
-                for s in &scans {
-                    let status = s.status.as_str();
-                    println!(
-                        "{:>5}  {:<20}  {:<8}  {:>5}  {:<10}  {} ({})",
-                        s.info.id,
-                        rfc3339(s.info.started),
-                        s.info.profile,
-                        s.n_open,
-                        status,
-                        s.info.targets.join(" "),
-                        s.info.ports
-                    );
-                }
-            }
-        }
+        Format::Json => println!("{}", serde_json::to_string_pretty(&scans_to_json(&rows))?),
+        Format::Human => print!(
+            "{}",
+            scans_to_human(&rows, &settings::db_path(args.db.db.as_deref())?)
+        ),
     }
-    Ok(exit_codes::CLEAN)
+    Ok(ExitCode::Clean)
 }

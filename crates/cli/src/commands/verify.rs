@@ -20,19 +20,18 @@ use std::net::IpAddr;
 
 use anyhow::{Context, Result, bail};
 use perimeter_model::{Environment, Severity};
-use perimeter_report::scan::{to_human, to_json, to_nmap_xml};
+use perimeter_report::scan::{Verified, to_nmap_xml, verify_to_human, verify_to_json};
 use perimeter_scan::TargetRequest;
 
 use crate::args::{ScanFormat, VerifyArgs};
-use crate::commands::envs::load_inventory;
-use crate::commands::host::today;
-use crate::commands::scan::{Executed, Job, execute, tuning};
-use crate::commands::store;
-use crate::exit_codes;
+use crate::exit_codes::ExitCode;
+use crate::pipeline::scan::{Executed, Job, execute, tuning};
+use crate::pipeline::{environments, store};
+use crate::settings::today;
 use crate::terminal::Terminal;
 
-pub(crate) fn run(args: VerifyArgs, terminal: &Terminal) -> Result<u8> {
-    let inventory = load_inventory(&args.inventory)?;
+pub(crate) fn run(args: VerifyArgs, terminal: &Terminal) -> Result<ExitCode> {
+    let inventory = environments::load(&args.inventory)?;
     if inventory.path.is_none() {
         bail!(
             "verify needs an inventory of environments: --inventory FILE, ./perimeter.toml or /etc/perimeter/perimeter.toml (see `perimeter init`)"
@@ -129,55 +128,33 @@ pub(crate) fn run(args: VerifyArgs, terminal: &Terminal) -> Result<u8> {
     }
 
     match args.format {
-        ScanFormat::Human => {
-            print!(
-                "{}",
-                to_human(&info, &results, totals, terminal.stdout_style())
-            );
-            println!(
-                "\nverified from {}",
-                if vantage.is_empty() {
-                    "an unknown address".to_owned()
-                } else {
-                    vantage
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                }
-            );
-        }
+        ScanFormat::Human => print!(
+            "{}",
+            verify_to_human(&info, &results, totals, &vantage, terminal.stdout_style())
+        ),
         ScanFormat::Json | ScanFormat::Jsonl => {
-            let mut doc = to_json(&info, &results, totals);
-            if let Some(map) = doc.as_object_mut() {
-                map.insert(
-                    "verify".into(),
-                    serde_json::json!({
-                        "inventory": inventory.path.as_ref().map(|p| p.display().to_string()),
-                        "vantage": vantage.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                        "environments": selected.iter().map(|e| e.name.clone()).collect::<Vec<_>>(),
-                    }),
-                );
-            }
-            println!("{}", serde_json::to_string_pretty(&doc)?);
+            let verified = Verified {
+                inventory: inventory.path.as_deref(),
+                vantage: &vantage,
+                environments: selected.iter().map(|e| e.name.as_str()).collect(),
+            };
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&verify_to_json(&info, &results, totals, &verified))?
+            );
         }
         ScanFormat::Xml => print!("{}", to_nmap_xml(&info, &results, "perimeter verify")),
     }
     if interrupted {
-        return Ok(exit_codes::INTERRUPTED);
+        return Ok(ExitCode::Interrupted);
     }
     let threshold: Severity = args.fail_on.into();
-    Ok(
-        if results
+    Ok(ExitCode::findings_if(
+        results
             .iter()
             .flat_map(|r| &r.findings)
-            .any(|f| f.severity >= threshold)
-        {
-            exit_codes::FINDINGS
-        } else {
-            exit_codes::CLEAN
-        },
-    )
+            .any(|f| f.severity >= threshold),
+    ))
 }
 
 /// This machine's own routable addresses (not loopback or link-local), in the namespace perimeter runs

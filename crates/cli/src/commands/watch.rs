@@ -4,9 +4,10 @@
 //! appears or goes away, one line or one JSON object per event, until
 //! `--duration` passes or Ctrl-C.
 //!
-//! The events come from `perimeter_watch`; this module owns the flags,
-//! the approvals check of new listeners, the `perimeter.watch-event/1` JSON
-//! Lines schema, the human lines, and stopping on SIGINT/SIGTERM.
+//! The events come from `perimeter_watch`, their rendering (the
+//! `perimeter.watch-event/1` JSON Lines and the human lines) from
+//! `perimeter_report::watch`; this module owns the approvals check of new
+//! listeners, writing each event as it comes, and stopping on SIGINT/SIGTERM.
 
 use std::io::{self, Write};
 use std::ops::ControlFlow;
@@ -15,87 +16,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Context, Result, bail};
-use clap::{Args, ValueEnum};
+use anyhow::{Context, Result};
 use nix::sys::signal::{SigSet, Signal};
-use perimeter_checks::approvals::{self, Approvals, Verdict};
-use perimeter_model::{Ownership, Problem, Process};
-use perimeter_report::audit::redacted_cmdline;
+use perimeter_checks::approvals::{self, Approvals};
+use perimeter_model::{Problem, Process};
+use perimeter_report::Style;
+use perimeter_report::audit::ApprovalStatus;
+use perimeter_report::watch::{self as doc, ListenerChange};
 use perimeter_watch::{
     ExecEvent, ExecSource, ExecSourceChoice, ListenerEvent, Started, WatchEvent, WatchOptions,
     WatchSummary, Watcher,
 };
-use serde::Serialize;
-use time::OffsetDateTime;
 
-use crate::commands::host::{LOCAL_APPROVALS, SYSTEM_APPROVALS, today};
-use crate::exit_codes;
+use crate::args::{ExecSourceArg, WatchArgs, WatchFormat};
+use crate::exit_codes::ExitCode;
+use crate::settings::{self, Zero, parse_duration, today};
 use crate::terminal::Terminal;
-
-/// The schema of every JSON Lines object `perimeter watch` writes.
-pub(crate) const WATCH_EVENT_SCHEMA: &str = "perimeter.watch-event/1";
-
-#[derive(Debug, Args)]
-pub(crate) struct WatchArgs {
-    /// How often listening sockets are compared with the previous look
-    /// (execs are reported as they happen).
-    #[arg(long, value_name = "DURATION", default_value = "2s")]
-    pub(crate) interval: String,
-
-    /// Stop after this long (e.g. 30s, 10m). Default: until Ctrl-C.
-    #[arg(long, value_name = "DURATION")]
-    pub(crate) duration: Option<String>,
-
-    #[arg(long, value_enum, default_value = "human")]
-    pub(crate) format: WatchFormat,
-
-    /// Print only execs that are unpackaged, run from a world-writable
-    /// directory, deleted or from memory (memfd), and listeners beyond
-    /// loopback.
-    #[arg(long)]
-    pub(crate) only_suspicious: bool,
-
-    /// The approvals file new listeners are checked against. Default:
-    /// ./perimeter-approvals.toml if it exists, else
-    /// /etc/perimeter/approvals.toml.
-    #[arg(long, value_name = "FILE", env = "PERIMETER_APPROVALS")]
-    pub(crate) approvals: Option<PathBuf>,
-
-    /// Watch the listeners of every network namespace on the host, not only
-    /// the one perimeter runs in (each interval then walks /proc).
-    #[arg(long)]
-    pub(crate) all_netns: bool,
-
-    /// Where execs come from: the kernel's process events connector, falling
-    /// back to polling /proc (auto); the connector or an error (connector);
-    /// polling /proc, which misses short-lived processes (poll).
-    #[arg(long, value_enum, default_value = "auto")]
-    pub(crate) exec_source: ExecSourceArg,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum WatchFormat {
-    /// One line per event, timestamped (UTC).
-    Human,
-    /// One perimeter.watch-event/1 JSON object per line.
-    Jsonl,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum ExecSourceArg {
-    Auto,
-    Connector,
-    Poll,
-}
-
-fn parse_duration(flag: &str, text: &str) -> Result<Duration> {
-    let duration = humantime::parse_duration(text)
-        .with_context(|| format!("{flag} `{text}` is not a duration like 500ms, 30s, 10m"))?;
-    if duration.is_zero() {
-        bail!("{flag} must be longer than zero");
-    }
-    Ok(duration)
-}
 
 /// Why the watch ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,12 +51,12 @@ impl StopReason {
     }
 }
 
-pub(crate) fn run(args: WatchArgs, terminal: &Terminal) -> Result<u8> {
-    let interval = parse_duration("--interval", &args.interval)?;
+pub(crate) fn run(args: WatchArgs, terminal: &Terminal) -> Result<ExitCode> {
+    let interval = parse_duration("--interval", &args.interval, Zero::Refused)?;
     let duration = args
         .duration
         .as_deref()
-        .map(|text| parse_duration("--duration", text))
+        .map(|text| parse_duration("--duration", text, Zero::Refused))
         .transpose()?;
     let mut approvals = ApprovalsFile::load(args.approvals.as_deref())?;
 
@@ -164,7 +100,7 @@ pub(crate) fn run(args: WatchArgs, terminal: &Terminal) -> Result<u8> {
     let mut out = Output {
         out: io::LineWriter::new(stdout.lock()),
         format: args.format,
-        color: terminal.stdout_style().color,
+        style: terminal.stdout_style(),
         only_suspicious: args.only_suspicious,
         failed: None,
     };
@@ -182,9 +118,9 @@ pub(crate) fn run(args: WatchArgs, terminal: &Terminal) -> Result<u8> {
             WatchEvent::Exec(exec) => out.exec(&exec),
             WatchEvent::ListenerAppeared(event) => {
                 let approval = approvals.verdict(&event);
-                out.listener("listener-appeared", &event, approval.as_ref())
+                out.listener(ListenerChange::Appeared, &event, Some(&approval))
             }
-            WatchEvent::ListenerGone(event) => out.listener("listener-gone", &event, None),
+            WatchEvent::ListenerGone(event) => out.listener(ListenerChange::Gone, &event, None),
             WatchEvent::Problem(problem) => out.problem(&problem),
         };
         closed |= flow.is_break();
@@ -232,7 +168,7 @@ fn announce(started: &Started, interval: Duration, approvals: &ApprovalsFile, fo
             exec_source_label(started.exec_source),
             namespaces.join(", "),
             humantime::format_duration(interval),
-            stamp(SystemTime::now()),
+            perimeter_report::time_of_day(SystemTime::now()),
             match &approvals.path {
                 Some(path) => format!("; approvals: {}", path.display()),
                 None => String::new(),
@@ -267,26 +203,15 @@ struct ApprovalsFile {
     modified: Option<SystemTime>,
 }
 
-/// A new listener's approval, as the audit names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Approval {
-    status: &'static str,
-    detail: Option<String>,
-}
-
 impl ApprovalsFile {
     /// The same resolution as the audit: a named file must exist and parse;
     /// else ./perimeter-approvals.toml, else /etc/perimeter/approvals.toml,
     /// and no file approves nothing.
     fn load(named: Option<&Path>) -> Result<ApprovalsFile> {
-        let (path, missing_ok) = match named {
-            Some(path) => (path.to_path_buf(), false),
-            None if Path::new(LOCAL_APPROVALS).exists() => (PathBuf::from(LOCAL_APPROVALS), true),
-            None => (PathBuf::from(SYSTEM_APPROVALS), true),
-        };
-        let approvals = approvals::load(&path, missing_ok)?;
+        let file = settings::approvals_file(named);
+        let approvals = approvals::load(&file.path, !file.named)?;
         Ok(ApprovalsFile {
-            modified: modified(&path),
+            modified: modified(&file.path),
             path: approvals.path.clone(),
             approvals,
         })
@@ -313,40 +238,16 @@ impl ApprovalsFile {
         }
     }
 
-    fn verdict(&mut self, event: &ListenerEvent) -> Option<Approval> {
+    /// A new listener's approval, as the audit names it.
+    fn verdict(&mut self, event: &ListenerEvent) -> ApprovalStatus {
         if let Some(problem) = self.refresh() {
             eprintln!("perimeter: problem: {}", problem_text(&problem));
         }
         if !event.is_exposed() {
-            return Some(Approval {
-                status: "not-needed",
-                detail: None,
-            });
+            return ApprovalStatus::NotNeeded;
         }
         let owners: Vec<&Process> = event.owners.iter().collect();
-        Some(
-            match self.approvals.verdict(&event.listener, &owners, today()) {
-                Verdict::Approved(entry) => Approval {
-                    status: "approved",
-                    detail: Some(format!(
-                        "line {}: {} ({})",
-                        entry.line, entry.reason, entry.approved_by
-                    )),
-                },
-                Verdict::Expired(entry) => Approval {
-                    status: "expired",
-                    detail: Some(format!(
-                        "line {}: expired {}",
-                        entry.line,
-                        entry.expires.map(|d| d.to_string()).unwrap_or_default()
-                    )),
-                },
-                Verdict::Unapproved => Approval {
-                    status: "unapproved",
-                    detail: None,
-                },
-            },
-        )
+        settings::approval_status(self.approvals.verdict(&event.listener, &owners, today()))
     }
 }
 
@@ -356,249 +257,46 @@ fn modified(path: &Path) -> Option<SystemTime> {
         .ok()
 }
 
-// ---------------------------------------------------------------------------
-// The perimeter.watch-event/1 objects
-// ---------------------------------------------------------------------------
-
-#[derive(Debug, Serialize)]
-struct StartedJson<'a> {
-    schema: &'static str,
-    kind: &'static str,
-    at: String,
-    pid: u32,
-    exec_source: &'static str,
-    /// Why the connector is not used, when it is not.
-    exec_source_note: Option<&'a str>,
-    /// Set when execs are polled: processes shorter-lived than this can be missed.
-    poll_interval_ms: Option<u128>,
-    entered_initial_netns: bool,
-    interval_ms: u128,
-    namespaces: Vec<&'a str>,
-    listeners: usize,
-    approvals: Option<String>,
-    problems: Vec<ProblemJson<'a>>,
-}
-
-#[derive(Debug, Serialize)]
-struct ProblemJson<'a> {
-    subject: &'a str,
-    message: &'a str,
-    hint: Option<&'a str>,
-}
-
-impl<'a> From<&'a Problem> for ProblemJson<'a> {
-    fn from(problem: &'a Problem) -> Self {
-        ProblemJson {
-            subject: &problem.subject,
-            message: &problem.message,
-            hint: problem.hint.as_deref(),
-        }
-    }
-}
-
-#[derive(Debug, Serialize)]
-struct ProblemEventJson<'a> {
-    schema: &'static str,
-    kind: &'static str,
-    at: String,
-    #[serde(flatten)]
-    problem: ProblemJson<'a>,
-}
-
-#[derive(Debug, Serialize)]
-struct ExecJson<'a> {
-    schema: &'static str,
-    kind: &'static str,
-    at: String,
-    source: &'static str,
-    pid: u32,
-    ppid: Option<u32>,
-    parent_comm: Option<&'a str>,
-    parent_exe: Option<String>,
-    uid: Option<u32>,
-    user: Option<&'a str>,
-    comm: Option<&'a str>,
-    exe: Option<String>,
-    exe_deleted: bool,
-    /// Why `exe` is null.
-    exe_unreadable: Option<&'a str>,
-    /// With password-like options redacted.
-    cmdline: String,
-    cwd: Option<String>,
-    netns: Option<&'a str>,
-    unit: Option<&'a str>,
-    container: Option<&'a str>,
-    /// `package`, `unpackaged` or `unknown`.
-    ownership: &'static str,
-    package: Option<String>,
-    ownership_note: Option<&'a str>,
-    world_writable_dir: Option<String>,
-    flags: Vec<&'static str>,
-    suspicious: bool,
-    /// The process exited before /proc could be read: the fields above are
-    /// what the kernel's events told.
-    gone: bool,
-    /// The process exec'd again before this exec could be read (a
-    /// `#!/usr/bin/env` script): what it ran is unknown; the next exec event
-    /// of the same pid shows what it runs now.
-    superseded: bool,
-}
-
-#[derive(Debug, Serialize)]
-struct ListenerJson<'a> {
-    schema: &'static str,
-    kind: &'static str,
-    at: String,
-    netns: &'a str,
-    protocol: &'static str,
-    address: String,
-    port: u16,
-    endpoint: String,
-    scope: &'static str,
-    /// Beyond loopback.
-    exposed: bool,
-    v6only: Option<bool>,
-    accepts_ipv4: bool,
-    interface: Option<&'a str>,
-    inode: u64,
-    pids: Vec<u32>,
-    pid: Option<u32>,
-    process: Option<String>,
-    user: Option<String>,
-    exe: Option<String>,
-    cmdline: Option<String>,
-    ownership: &'static str,
-    package: Option<String>,
-    /// `approved`, `expired`, `unapproved` or `not-needed` for a listener
-    /// that appeared; null for one that went away.
-    approval: Option<&'static str>,
-    approval_detail: Option<&'a str>,
-    suspicious: bool,
-}
-
-#[derive(Debug, Serialize)]
-struct StoppedJson {
-    schema: &'static str,
-    kind: &'static str,
-    at: String,
-    reason: &'static str,
-    seconds: f64,
-    execs: usize,
-    suspicious_execs: usize,
-    /// Execs whose process exited before it could be read (flags unknown).
-    gone_execs: usize,
-    listeners_appeared: usize,
-    listeners_gone: usize,
-    /// Times the kernel dropped process events (its buffer was full).
-    lost: usize,
-}
-
-fn ownership_label(ownership: &Ownership) -> &'static str {
-    match ownership {
-        Ownership::Package(_) => "package",
-        Ownership::Unpackaged => "unpackaged",
-        Ownership::Unknown(_) | Ownership::NotChecked => "unknown",
-    }
-}
-
-fn ownership_note(ownership: &Ownership) -> Option<&str> {
-    match ownership {
-        Ownership::Unknown(why) => Some(why),
-        _ => None,
-    }
-}
-
-fn path_text(path: Option<&Path>) -> Option<String> {
-    path.map(|path| path.display().to_string())
-}
-
-/// RFC 3339, UTC, to the millisecond.
-fn timestamp(at: SystemTime) -> String {
-    let at = OffsetDateTime::from(at);
-    at.format(time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    ))
-    .unwrap_or_else(|_| at.unix_timestamp().to_string())
-}
-
-/// The time of day, UTC, for human lines.
-fn stamp(at: SystemTime) -> String {
-    let at = OffsetDateTime::from(at);
-    at.format(time::macros::format_description!(
-        "[hour]:[minute]:[second]"
-    ))
-    .unwrap_or_else(|_| at.unix_timestamp().to_string())
-}
-
-fn exec_json(exec: &ExecEvent) -> ExecJson<'_> {
-    let flags = exec.flags();
-    ExecJson {
-        schema: WATCH_EVENT_SCHEMA,
-        kind: "exec",
-        at: timestamp(exec.at),
+/// The watch's exec event as the report reads it.
+fn exec_view(exec: &ExecEvent) -> doc::Exec<'_> {
+    doc::Exec {
+        at: exec.at,
         source: exec.source.as_str(),
         pid: exec.pid,
         ppid: exec.ppid,
         parent_comm: exec.parent_comm.as_deref(),
-        parent_exe: path_text(exec.parent_exe.as_deref()),
+        parent_exe: exec.parent_exe.as_deref(),
         uid: exec.uid,
         user: exec.user.as_deref(),
         comm: exec.comm.as_deref(),
-        exe: path_text(exec.exe.as_deref()),
+        exe: exec.exe.as_deref(),
         exe_deleted: exec.exe_deleted,
         exe_unreadable: exec.exe_unreadable.as_deref(),
-        cmdline: redacted_cmdline(&exec.cmdline),
-        cwd: path_text(exec.cwd.as_deref()),
-        netns: exec.netns.as_ref().map(|ns| ns.name.as_str()),
+        cmdline: &exec.cmdline,
+        cwd: exec.cwd.as_deref(),
+        netns: exec.netns.as_ref(),
         unit: exec.unit.as_deref(),
         container: exec.container.as_deref(),
-        ownership: ownership_label(&exec.ownership),
-        package: exec.ownership.package().map(ToString::to_string),
-        ownership_note: ownership_note(&exec.ownership),
-        world_writable_dir: path_text(exec.world_writable_dir.as_deref()),
-        suspicious: !flags.is_empty(),
-        flags: flags.iter().map(|flag| flag.as_str()).collect(),
+        ownership: &exec.ownership,
+        world_writable_dir: exec.world_writable_dir.as_deref(),
+        flags: exec.flags().iter().map(|flag| flag.as_str()).collect(),
         gone: exec.gone,
         superseded: exec.superseded,
     }
 }
 
-fn listener_json<'a>(
-    kind: &'static str,
+/// The watch's listener event as the report reads it.
+fn listener_view<'a>(
+    change: ListenerChange,
     event: &'a ListenerEvent,
-    approval: Option<&'a Approval>,
-) -> ListenerJson<'a> {
-    let listener = &event.listener;
-    let owner = event.main_owner();
-    ListenerJson {
-        schema: WATCH_EVENT_SCHEMA,
-        kind,
-        at: timestamp(event.at),
-        netns: &listener.netns.name,
-        protocol: listener.protocol.as_str(),
-        address: listener.address.to_string(),
-        port: listener.port,
-        endpoint: listener.endpoint(),
-        scope: listener.scope.as_str(),
-        exposed: listener.scope.is_exposed(),
-        v6only: listener.v6only,
-        accepts_ipv4: listener.accepts_ipv4(),
-        interface: listener.interface.as_deref(),
-        inode: listener.inode,
-        pids: listener.pids(),
-        pid: owner.map(|p| p.pid),
-        process: owner.map(Process::name),
-        user: owner.map(Process::user_name),
-        exe: owner.and_then(|p| path_text(p.exe.as_deref())),
-        cmdline: owner.map(|p| redacted_cmdline(&p.cmdline)),
-        ownership: match owner {
-            Some(owner) => ownership_label(&owner.ownership),
-            None => "unknown",
-        },
-        package: owner.and_then(|p| p.ownership.package().map(ToString::to_string)),
-        approval: approval.map(|a| a.status),
-        approval_detail: approval.and_then(|a| a.detail.as_deref()),
-        suspicious: event.is_exposed(),
+    approval: Option<&'a ApprovalStatus>,
+) -> doc::ListenerEvent<'a> {
+    doc::ListenerEvent {
+        change,
+        at: event.at,
+        listener: &event.listener,
+        owner: event.main_owner(),
+        approval,
     }
 }
 
@@ -609,26 +307,13 @@ fn listener_json<'a>(
 struct Output<W: Write> {
     out: W,
     format: WatchFormat,
-    color: bool,
+    style: Style,
     only_suspicious: bool,
     /// The write error that ended the watch, unless it was a closed pipe.
     failed: Option<io::Error>,
 }
 
-const RED: &str = "31";
-const GREEN: &str = "32";
-const YELLOW: &str = "33";
-const GREY: &str = "90";
-
 impl<W: Write> Output<W> {
-    fn paint(&self, text: &str, code: &str) -> String {
-        if self.color {
-            format!("\x1b[{code}m{text}\x1b[0m")
-        } else {
-            text.to_owned()
-        }
-    }
-
     /// Writes one line; a write that fails ends the watch (a closed pipe
     /// quietly, anything else as an error).
     fn line(&mut self, text: &str) -> ControlFlow<()> {
@@ -643,8 +328,8 @@ impl<W: Write> Output<W> {
         }
     }
 
-    fn json(&mut self, value: &impl Serialize) -> ControlFlow<()> {
-        match serde_json::to_string(value) {
+    fn json(&mut self, line: serde_json::Result<String>) -> ControlFlow<()> {
+        match line {
             Ok(text) => self.line(&text),
             Err(err) => {
                 self.failed = Some(io::Error::other(err));
@@ -662,26 +347,24 @@ impl<W: Write> Output<W> {
         if self.format != WatchFormat::Jsonl {
             return ControlFlow::Continue(());
         }
-        self.json(&StartedJson {
-            schema: WATCH_EVENT_SCHEMA,
-            kind: "started",
-            at: timestamp(SystemTime::now()),
+        self.json(doc::started_json(&doc::Started {
+            at: SystemTime::now(),
             pid: std::process::id(),
             exec_source: started.exec_source.as_str(),
             exec_source_note: started.fallback_reason.as_deref(),
-            poll_interval_ms: (started.exec_source == ExecSource::ProcPoll)
-                .then(|| perimeter_watch::PROC_POLL_INTERVAL.as_millis()),
+            poll_interval: (started.exec_source == ExecSource::ProcPoll)
+                .then_some(perimeter_watch::PROC_POLL_INTERVAL),
             entered_initial_netns: started.entered_initial_netns,
-            interval_ms: interval.as_millis(),
+            interval,
             namespaces: started
                 .namespaces
                 .iter()
                 .map(|ns| ns.name.as_str())
                 .collect(),
-            listeners: started.n_listeners,
-            approvals: path_text(approvals.path.as_deref()),
-            problems: started.problems.iter().map(ProblemJson::from).collect(),
-        })
+            n_listeners: started.n_listeners,
+            approvals: approvals.path.as_deref(),
+            problems: &started.problems,
+        }))
     }
 
     fn problem(&mut self, problem: &Problem) -> ControlFlow<()> {
@@ -689,12 +372,7 @@ impl<W: Write> Output<W> {
         if self.format != WatchFormat::Jsonl {
             return ControlFlow::Continue(());
         }
-        self.json(&ProblemEventJson {
-            schema: WATCH_EVENT_SCHEMA,
-            kind: "problem",
-            at: timestamp(SystemTime::now()),
-            problem: ProblemJson::from(problem),
-        })
+        self.json(doc::problem_json(SystemTime::now(), problem))
     }
 
     fn exec(&mut self, exec: &ExecEvent) -> ControlFlow<()> {
@@ -702,170 +380,29 @@ impl<W: Write> Output<W> {
         if self.only_suspicious && !suspicious {
             return ControlFlow::Continue(());
         }
+        let view = exec_view(exec);
         if self.format == WatchFormat::Jsonl {
-            return self.json(&exec_json(exec));
+            return self.json(doc::exec_json(&view));
         }
-        let text = self.exec_line(exec);
+        let text = doc::exec_line(&view, self.style);
         self.line(&text)
-    }
-
-    fn exec_line(&self, exec: &ExecEvent) -> String {
-        let flags = exec.flags();
-        let mark = if flags.is_empty() {
-            " ".to_owned()
-        } else {
-            self.paint("!", RED)
-        };
-        let mut text = format!("{} {mark} exec     pid {}", stamp(exec.at), exec.pid);
-        if let Some(ppid) = exec.ppid {
-            text.push_str(&format!(" ppid {ppid}"));
-            if let Some(parent) = &exec.parent_comm {
-                text.push_str(&format!(" ({parent})"));
-            }
-        }
-        let user = match (&exec.user, exec.uid) {
-            (Some(user), _) => user.clone(),
-            (None, Some(uid)) => format!("uid {uid}"),
-            (None, None) => "user ?".to_owned(),
-        };
-        text.push_str(&format!("  {user}  "));
-        match &exec.exe {
-            Some(exe) => {
-                text.push_str(&exe.display().to_string());
-                if exec.exe_deleted {
-                    text.push_str(" (deleted)");
-                }
-            }
-            None => match &exec.comm {
-                Some(comm) => text.push_str(&format!("[{comm}]")),
-                None => text.push('?'),
-            },
-        }
-        text.push_str(&match &exec.ownership {
-            Ownership::Package(package) => format!(" ({package})"),
-            Ownership::Unpackaged => " (no package)".to_owned(),
-            Ownership::Unknown(_) | Ownership::NotChecked => String::new(),
-        });
-        if !exec.cmdline.is_empty() {
-            text.push_str(&format!("  $ {}", redacted_cmdline(&exec.cmdline)));
-        }
-        if let Some(cwd) = &exec.cwd {
-            text.push_str(&format!("  cwd {}", cwd.display()));
-        }
-        if let Some(netns) = &exec.netns
-            && netns.name != "host"
-        {
-            text.push_str(&format!("  netns {netns}"));
-        }
-        if let Some(container) = &exec.container {
-            text.push_str(&format!("  container {container}"));
-        }
-        if exec.gone {
-            text.push_str(&self.paint("  (exited before it could be read)", GREY));
-        }
-        if exec.superseded {
-            text.push_str(&self.paint(
-                "  (exec'd again before it could be read: see the next line)",
-                GREY,
-            ));
-        }
-        if !flags.is_empty() {
-            let labels: Vec<String> = flags
-                .iter()
-                .map(|flag| match (flag, &exec.world_writable_dir) {
-                    (perimeter_watch::ExecFlag::WorldWritable, Some(dir)) => {
-                        format!("world-writable {}", dir.display())
-                    }
-                    _ => flag.as_str().to_owned(),
-                })
-                .collect();
-            text.push_str(&format!(
-                "  {}",
-                self.paint(&format!("[{}]", labels.join(", ")), RED)
-            ));
-        }
-        text
     }
 
     fn listener(
         &mut self,
-        kind: &'static str,
+        change: ListenerChange,
         event: &ListenerEvent,
-        approval: Option<&Approval>,
+        approval: Option<&ApprovalStatus>,
     ) -> ControlFlow<()> {
         if self.only_suspicious && !event.is_exposed() {
             return ControlFlow::Continue(());
         }
+        let view = listener_view(change, event, approval);
         if self.format == WatchFormat::Jsonl {
-            return self.json(&listener_json(kind, event, approval));
+            return self.json(doc::listener_json(&view));
         }
-        let text = self.listener_line(kind, event, approval);
+        let text = doc::listener_line(&view, self.style);
         self.line(&text)
-    }
-
-    fn listener_line(
-        &self,
-        kind: &'static str,
-        event: &ListenerEvent,
-        approval: Option<&Approval>,
-    ) -> String {
-        let listener = &event.listener;
-        let exposed = event.is_exposed();
-        let mark = if exposed {
-            self.paint("!", RED)
-        } else {
-            " ".to_owned()
-        };
-        let label = if kind == "listener-appeared" {
-            self.paint("listen+ ", GREEN)
-        } else {
-            self.paint("listen- ", YELLOW)
-        };
-        let mut text = format!(
-            "{} {mark} {label} {} ({}",
-            stamp(event.at),
-            listener.endpoint(),
-            listener.scope.as_str()
-        );
-        if let Some(interface) = &listener.interface {
-            text.push_str(&format!(", dev {interface}"));
-        }
-        text.push_str(&format!(", netns {})", listener.netns));
-        match event.main_owner() {
-            Some(owner) => {
-                text.push_str(&format!(
-                    "  pid {} {}  {}",
-                    owner.pid,
-                    owner.name(),
-                    owner.user_name()
-                ));
-                if let Some(exe) = &owner.exe {
-                    text.push_str(&format!("  {}", exe.display()));
-                }
-                text.push_str(&match &owner.ownership {
-                    Ownership::Package(package) => format!(" ({package})"),
-                    Ownership::Unpackaged => format!(" {}", self.paint("(no package)", RED)),
-                    Ownership::Unknown(_) | Ownership::NotChecked => String::new(),
-                });
-            }
-            None => text.push_str("  owner unknown"),
-        }
-        if let Some(approval) = approval
-            && approval.status != "not-needed"
-        {
-            let status = match approval.status {
-                "approved" => approval.status.to_owned(),
-                other => self.paint(other, RED),
-            };
-            text.push_str(&format!("  approval: {status}"));
-            if let Some(detail) = &approval.detail {
-                text.push_str(&format!(" ({detail})"));
-            }
-        }
-        if exposed && kind == "listener-appeared" {
-            text.push_str(&format!("  {}", self.paint("[beyond loopback]", RED)));
-        }
-        text
     }
 
     fn stopped(
@@ -875,19 +412,17 @@ impl<W: Write> Output<W> {
         elapsed: Duration,
     ) -> ControlFlow<()> {
         if self.format == WatchFormat::Jsonl {
-            return self.json(&StoppedJson {
-                schema: WATCH_EVENT_SCHEMA,
-                kind: "stopped",
-                at: timestamp(SystemTime::now()),
+            return self.json(doc::stopped_json(&doc::Stopped {
+                at: SystemTime::now(),
                 reason: reason.as_str(),
-                seconds: (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
-                execs: summary.n_execs,
-                suspicious_execs: summary.n_suspicious_execs,
-                gone_execs: summary.n_gone,
-                listeners_appeared: summary.n_listeners_appeared,
-                listeners_gone: summary.n_listeners_gone,
-                lost: summary.n_lost,
-            });
+                elapsed,
+                n_execs: summary.n_execs,
+                n_suspicious_execs: summary.n_suspicious_execs,
+                n_gone_execs: summary.n_gone,
+                n_listeners_appeared: summary.n_listeners_appeared,
+                n_listeners_gone: summary.n_listeners_gone,
+                n_lost: summary.n_lost,
+            }));
         }
         eprintln!(
             "perimeter: watched {}: {} ({} suspicious, {} exited before they could be read), {} appeared, {} went away{}",
@@ -906,10 +441,10 @@ impl<W: Write> Output<W> {
         ControlFlow::Continue(())
     }
 
-    fn finish(self) -> Result<u8> {
+    fn finish(self) -> Result<ExitCode> {
         match self.failed {
             Some(err) => Err(anyhow::Error::new(err).context("cannot write to stdout")),
-            None => Ok(exit_codes::CLEAN),
+            None => Ok(ExitCode::Clean),
         }
     }
 }
@@ -917,7 +452,7 @@ impl<W: Write> Output<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use perimeter_model::{Netns, PackageRef, Protocol, Scope, SocketOwner};
+    use perimeter_model::{Netns, Ownership, PackageRef, Protocol, Scope, SocketOwner};
     use perimeter_watch::ExecSource;
 
     fn at() -> SystemTime {
@@ -963,51 +498,39 @@ mod tests {
         Output {
             out: Vec::new(),
             format: WatchFormat::Human,
-            color: false,
+            style: Style::plain(),
             only_suspicious: false,
             failed: None,
         }
     }
 
+    /// The views carry every field the report needs: what reaches the
+    /// output is what the watch saw.
     #[test]
-    fn exec_json_redacts_and_flags() {
-        let exec = miner();
-        let value = serde_json::to_value(exec_json(&exec)).expect("json");
-        assert_eq!(value["schema"], WATCH_EVENT_SCHEMA);
-        assert_eq!(value["kind"], "exec");
-        assert_eq!(value["at"], "2026-11-18T11:06:40.123Z");
-        assert_eq!(value["cmdline"], "miner --pool-password ***");
+    fn events_reach_the_output_through_the_views() {
+        let mut out = output();
+        assert!(out.exec(&miner()).is_continue());
+        let approval = ApprovalStatus::Unapproved;
+        assert!(
+            out.listener(ListenerChange::Appeared, &listener_event(), Some(&approval))
+                .is_continue()
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.out),
+            "11:06:40 ! exec     pid 4242 ppid 4200 (redis-server)  root  /tmp/.x/miner (no package)  $ miner --pool-password ***  cwd /tmp  [unpackaged, world-writable /tmp]\n\
+             11:06:40 ! listen+  tcp 198.18.0.1:8080 (public, netns lab)  pid 50 python3.11  0  /usr/bin/python3.11 (python3.11-minimal)  approval: unapproved  [beyond loopback]\n"
+        );
+        let mut jsonl = output();
+        jsonl.format = WatchFormat::Jsonl;
+        assert!(jsonl.exec(&miner()).is_continue());
+        let value: serde_json::Value = serde_json::from_slice(&jsonl.out).expect("one JSON object");
+        assert_eq!(value["schema"], "perimeter.watch-event/1");
+        assert_eq!(value["source"], "netlink-connector");
+        assert_eq!(value["parent_exe"], "/opt/redis/bin/redis-server");
+        assert_eq!(value["netns"], "host");
         assert_eq!(
             value["flags"],
             serde_json::json!(["unpackaged", "world-writable"])
-        );
-        assert_eq!(value["suspicious"], true);
-        assert_eq!(value["ownership"], "unpackaged");
-        assert_eq!(value["package"], serde_json::Value::Null);
-        assert_eq!(value["world_writable_dir"], "/tmp");
-        assert_eq!(value["parent_comm"], "redis-server");
-        assert!(!value.to_string().contains("hunter2"));
-    }
-
-    #[test]
-    fn exec_line_for_humans() {
-        let line = output().exec_line(&miner());
-        assert_eq!(
-            line,
-            "11:06:40 ! exec     pid 4242 ppid 4200 (redis-server)  root  /tmp/.x/miner (no package)  $ miner --pool-password ***  cwd /tmp  [unpackaged, world-writable /tmp]"
-        );
-        let mut gone = miner();
-        gone.exe = None;
-        gone.cmdline.clear();
-        gone.cwd = None;
-        gone.user = None;
-        gone.uid = None;
-        gone.ownership = Ownership::Unknown("the process exited before it could be read".into());
-        gone.world_writable_dir = None;
-        gone.gone = true;
-        assert_eq!(
-            output().exec_line(&gone),
-            "11:06:40   exec     pid 4242 ppid 4200 (redis-server)  user ?  [miner]  (exited before it could be read)"
         );
     }
 
@@ -1058,31 +581,6 @@ mod tests {
     }
 
     #[test]
-    fn listener_json_and_line() {
-        let event = listener_event();
-        let approval = Approval {
-            status: "unapproved",
-            detail: None,
-        };
-        let value =
-            serde_json::to_value(listener_json("listener-appeared", &event, Some(&approval)))
-                .expect("json");
-        assert_eq!(value["kind"], "listener-appeared");
-        assert_eq!(value["endpoint"], "tcp 198.18.0.1:8080");
-        assert_eq!(value["scope"], "public");
-        assert_eq!(value["exposed"], true);
-        assert_eq!(value["pid"], 50);
-        assert_eq!(value["user"], "0");
-        assert_eq!(value["package"], "python3.11-minimal");
-        assert_eq!(value["approval"], "unapproved");
-        assert_eq!(value["netns"], "lab");
-        assert_eq!(
-            output().listener_line("listener-appeared", &event, Some(&approval)),
-            "11:06:40 ! listen+  tcp 198.18.0.1:8080 (public, netns lab)  pid 50 python3.11  0  /usr/bin/python3.11 (python3.11-minimal)  approval: unapproved  [beyond loopback]"
-        );
-    }
-
-    #[test]
     fn only_suspicious_drops_the_rest() {
         let mut out = output();
         out.only_suspicious = true;
@@ -1094,28 +592,12 @@ mod tests {
         let mut loopback = listener_event();
         loopback.listener.address = "127.0.0.1".parse().expect("address");
         loopback.listener.scope = Scope::Loopback;
-        assert!(out.listener("listener-gone", &loopback, None).is_continue());
+        assert!(
+            out.listener(ListenerChange::Gone, &loopback, None)
+                .is_continue()
+        );
         assert!(out.out.is_empty());
         assert!(out.exec(&miner()).is_continue());
         assert_eq!(String::from_utf8_lossy(&out.out).lines().count(), 1);
-    }
-
-    #[test]
-    fn colour_only_when_asked() {
-        let mut out = output();
-        out.color = true;
-        assert!(out.exec_line(&miner()).contains("\x1b[31m"));
-        assert!(!output().exec_line(&miner()).contains('\x1b'));
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(
-            parse_duration("--interval", "250ms").expect("parses"),
-            Duration::from_millis(250)
-        );
-        assert!(parse_duration("--interval", "0s").is_err());
-        let err = parse_duration("--duration", "soon").expect_err("refused");
-        assert!(err.to_string().contains("--duration `soon`"), "{err}");
     }
 }

@@ -1,0 +1,13 @@
+//! The runs two or more commands share, built from validated settings: the
+//! audit of this host (`audit`, `check`, `approve`), a scan job (`scan`,
+//! `verify`), the changes between two scans (`scan`, `diff`), the inventory
+//! of environments (the audit, `envs`, `verify`) and the history database.
+//!
+//! Architecture invariant: commands import `args`, `settings` and
+//! `pipeline`, never each other; what two commands need lives here.
+
+pub(crate) mod environments;
+pub(crate) mod host;
+pub(crate) mod scan;
+pub(crate) mod scan_diff;
+pub(crate) mod store;
