@@ -35,6 +35,10 @@ pub const FORMAT_VERSION: i64 = 1;
 pub struct Environments {
     pub path: Option<PathBuf>,
     pub environments: Vec<Environment>,
+    /// The line of `example = true`: the file is `perimeter init`'s example,
+    /// whose documentation ranges nothing may scan until a person replaced
+    /// them and deleted that line.
+    pub example_line: Option<usize>,
 }
 
 impl Environments {
@@ -47,6 +51,23 @@ impl Environments {
     /// (the parser refuses it), so there is at most one.
     pub fn environment_of(&self, address: IpAddr) -> Option<&Environment> {
         self.environments.iter().find(|env| env.contains(address))
+    }
+
+    /// Refuses to let the environments be scanned when the file is
+    /// `perimeter init`'s unedited example: its ranges are documentation
+    /// addresses that some networks really use, and a scan of them is a scan
+    /// of someone else's hosts.
+    pub fn check_scannable(&self) -> Result<(), String> {
+        match (self.example_line, &self.path) {
+            (Some(line), Some(path)) => Err(format!(
+                "{}:{line}: this is perimeter init's example (`example = true`): its ranges are documentation addresses, not yours; put your own ranges in and delete that line before scanning them",
+                path.display()
+            )),
+            (Some(line), None) => Err(format!(
+                "line {line}: this is perimeter init's example (`example = true`): put your own ranges in and delete that line before scanning them"
+            )),
+            (None, _) => Ok(()),
+        }
     }
 
     pub fn by_name(&self, name: &str) -> Option<&Environment> {
@@ -62,8 +83,13 @@ pub type EnvironmentsError = ApprovalsError;
 #[serde(deny_unknown_fields)]
 struct RawFile {
     version: Option<Spanned<i64>>,
+    example: Option<Spanned<bool>>,
     #[serde(default)]
     environment: Vec<Spanned<RawEnvironment>>,
+    /// The monitor's part of the file, parsed by `perimeter-monitor` from the
+    /// same text (so its errors carry the same lines); the environments
+    /// parser only lets it through.
+    monitor: Option<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -231,9 +257,15 @@ pub fn parse_environments(text: &str, path: &Path) -> Result<Environments, Envir
             expires,
         });
     }
+    let example_line = raw
+        .example
+        .as_ref()
+        .filter(|example| *example.get_ref())
+        .map(|example| lines.line_column(text, example.span().start).0);
     Ok(Environments {
         path: Some(path.to_owned()),
         environments,
+        example_line,
     })
 }
 
@@ -351,6 +383,13 @@ mod tests {
             .map(|e| e.name.as_str())
             .collect();
         assert_eq!(names, ["prod", "dev", "scratch"]);
+        // It says it is the example, and nothing may scan it as it is.
+        assert!(environments.example_line.is_some());
+        assert!(environments.check_scannable().is_err());
+        let edited = EXAMPLE.replace("example = true\n", "");
+        let edited = parse(&edited).expect("edited parses");
+        assert_eq!(edited.example_line, None);
+        assert!(edited.check_scannable().is_ok());
         let scratch = environments.by_name("scratch").expect("scratch");
         assert_eq!(scratch.kind, EnvKind::Experiment);
         assert_eq!(scratch.expires, Some(time::macros::date!(2026 - 12 - 01)));

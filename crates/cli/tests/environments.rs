@@ -53,6 +53,80 @@ fn init_writes_the_example_and_refuses_to_overwrite() {
     assert_eq!(names, ["prod", "dev", "scratch"]);
 }
 
+/// The example's ranges are documentation addresses that some networks use
+/// for real (this project's own CI machine sits on 192.0.2.0/24): verify must
+/// refuse to scan them until a person replaced them. Run inside a namespace of
+/// its own, so that even a regression could reach nothing.
+#[test]
+fn verify_refuses_the_unedited_example() {
+    if !require(Requirement::Netns) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("perimeter.toml");
+    let path_text = path.to_string_lossy().into_owned();
+    assert_eq!(code(&run(None, &["init", &path_text])), 0);
+    let ns = Ns::new("example").expect("namespace");
+    let db = dir.path().join("h.db");
+    let output = run(
+        Some(&ns),
+        &[
+            "verify",
+            "--inventory",
+            &path_text,
+            "--db",
+            &db.to_string_lossy(),
+            "-p",
+            "443",
+        ],
+    );
+    assert_eq!(code(&output), 2, "stdout: {}", stdout(&output));
+    let line = std::fs::read_to_string(&path)
+        .expect("read")
+        .lines()
+        .position(|l| l == "example = true")
+        .expect("the example says it is one")
+        + 1;
+    assert!(
+        stderr(&output).contains(&format!(
+            "{path_text}:{line}: this is perimeter init's example (`example = true`)"
+        )),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!db.exists(), "a scan was stored");
+
+    // Edited (the marker deleted), the same file is scanned.
+    let edited = std::fs::read_to_string(&path)
+        .expect("read")
+        .replace("example = true\n", "");
+    std::fs::write(&path, edited).expect("write");
+    let output = run(
+        Some(&ns),
+        &[
+            "verify",
+            "--inventory",
+            &path_text,
+            "--no-store",
+            "-p",
+            "443",
+            "--timeout",
+            "50ms",
+            "--retries",
+            "0",
+            "--format",
+            "json",
+            "-q",
+        ],
+    );
+    assert_ne!(code(&output), 2, "{}", stderr(&output));
+    assert!(
+        !stderr(&output).contains("example = true"),
+        "{}",
+        stderr(&output)
+    );
+}
+
 #[test]
 fn a_bad_inventory_stops_audit_with_its_position() {
     let dir = tempfile::tempdir().expect("tempdir");

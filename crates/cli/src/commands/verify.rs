@@ -37,6 +37,9 @@ pub(crate) fn run(args: VerifyArgs, terminal: &Terminal) -> Result<ExitCode> {
             "verify needs an inventory of environments: --inventory FILE, ./perimeter.toml or /etc/perimeter/perimeter.toml (see `perimeter init`)"
         );
     }
+    if let Err(refusal) = inventory.check_scannable() {
+        bail!("{refusal}");
+    }
     for name in &args.only {
         if inventory.by_name(name).is_none() {
             bail!("--only {name}: no such environment in the inventory");
