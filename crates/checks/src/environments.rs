@@ -89,7 +89,8 @@ struct RawFile {
     /// The monitor's part of the file, parsed by `perimeter-monitor` from the
     /// same text (so its errors carry the same lines); the environments
     /// parser only lets it through.
-    monitor: Option<toml::Value>,
+    #[serde(rename = "monitor")]
+    _monitor: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Deserialize)]

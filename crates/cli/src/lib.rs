@@ -4,9 +4,28 @@
 //! `commands/`, each returning an [`exit_codes::ExitCode`]. Only this crate
 //! touches the terminal, environment variables and exit codes.
 
+/// `print!` to stdout through [`output`]: never panics on a closed pipe or a
+/// full disk.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write_fmt(format_args!($($arg)*))
+    };
+}
+
+/// `println!` to stdout through [`output`].
+macro_rules! outln {
+    () => {
+        $crate::output::write_fmt(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_fmt(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod args;
 mod commands;
 mod exit_codes;
+mod output;
 mod pipeline;
 mod settings;
 mod terminal;
@@ -35,13 +54,47 @@ pub fn main() -> std::process::ExitCode {
         }
     };
     init_logging(cli.verbose);
-    match run(cli.command, &Terminal::detect()) {
-        Ok(code) => code.into(),
-        Err(err) => {
-            eprintln!("perimeter: error: {err:#}");
+    let outcome = run(cli.command, &Terminal::detect());
+    // Whatever the command decided, output that did not reach stdout (a full
+    // disk) makes the run an error: its answer was not delivered.
+    let written = output::finish();
+    match (outcome, written) {
+        (Ok(code), Ok(())) => code.into(),
+        (Ok(_), Err(write)) => {
+            eprintln!("perimeter: error: cannot write the output: {write}");
+            ExitCode::Error.into()
+        }
+        (Err(err), Err(write)) => {
+            // A command stopped by its own output failing says so once; one
+            // that failed for another reason says both.
+            let message = error_chain(&err);
+            if message != write.to_string() {
+                eprintln!("perimeter: error: {message}");
+            }
+            eprintln!("perimeter: error: cannot write the output: {write}");
+            ExitCode::Error.into()
+        }
+        (Err(err), Ok(())) => {
+            eprintln!("perimeter: error: {}", error_chain(&err));
             ExitCode::Error.into()
         }
     }
+}
+
+/// An error and its causes on one line, each cause said once: many errors
+/// already include their cause's text in their own (`cannot read X: no such
+/// file`), and printing the chain again would double it ("malformed:
+/// malformed").
+pub(crate) fn error_chain(err: &anyhow::Error) -> String {
+    let mut message = err.to_string();
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+    }
+    message
 }
 
 /// Run one command.

@@ -269,7 +269,10 @@ impl ScanOptions {
             profile: self.profile,
             rate: RateLimit {
                 per_second,
-                burst: defaults.burst,
+                // The burst after a quiet spell never exceeds what the rate
+                // allows in one second: `--rate 2` once let the normal
+                // profile's 20 probes out in 9 ms.
+                burst: burst_within(defaults.burst, per_second),
                 jitter,
             },
             concurrency,
@@ -290,6 +293,24 @@ impl ScanOptions {
             report_unanswered: self.report_unanswered,
         })
     }
+}
+
+/// The profile's burst, capped at the probes `per_second` allows in one
+/// second (and at least 1, which every token bucket needs).
+fn burst_within(profile_burst: u32, per_second: f64) -> u32 {
+    let one_second = if per_second.is_finite() && per_second >= 1.0 {
+        // Truncation is the point: 2.9 probes a second allow 2 at once.
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "a positive, finite rate floored into u32's range"
+        )]
+        let whole = per_second.floor().min(f64::from(u32::MAX)) as u32;
+        whole
+    } else {
+        1
+    };
+    profile_burst.min(one_second).max(1)
 }
 
 /// When to launch first attempts so a scan ends near the end of its spread.
@@ -403,5 +424,21 @@ mod tests {
             "quick".parse::<Profile>().map_err(|e| e.to_string()),
             Err("unknown scan profile `quick` (expected fast, normal or stealth)".into())
         );
+    }
+
+    #[test]
+    fn the_burst_never_exceeds_one_second_of_the_rate() {
+        assert_eq!(burst_within(20, 2.0), 2);
+        assert_eq!(burst_within(20, 2.9), 2);
+        assert_eq!(burst_within(20, 0.5), 1);
+        assert_eq!(burst_within(200, 1_000_000.0), 200);
+        assert_eq!(burst_within(1, 100.0), 1);
+        assert_eq!(burst_within(20, f64::INFINITY), 1);
+        let normal = ScanOptions {
+            rate: Some(2.0),
+            ..ScanOptions::new(Profile::Normal)
+        };
+        let settings = normal.settings(1000, None).expect("settings");
+        assert_eq!(settings.rate.burst, 2);
     }
 }

@@ -58,7 +58,7 @@ pub enum TargetError {
     )]
     InternetWide { text: String, family: &'static str },
     #[error("no target address is left: {reason}")]
-    NothingLeft { reason: &'static str },
+    NothingLeft { reason: String },
 }
 
 /// One target or exclusion, as parsed from its text.
@@ -389,14 +389,24 @@ pub async fn resolve_targets<R: Resolver>(
         _ => {}
     }
     if union.is_empty() {
+        // Say why each name failed, in the resolver's words: "no target name
+        // resolved" alone leaves a typo and a dead DNS server looking alike.
+        let why: Vec<String> = problems
+            .iter()
+            .map(|problem| format!("{} ({})", problem.subject, problem.message))
+            .collect();
         return Err(TargetError::NothingLeft {
-            reason: "no target name resolved",
+            reason: if why.is_empty() {
+                "no target name resolved".to_owned()
+            } else {
+                format!("no target name resolved: {}", why.join("; "))
+            },
         });
     }
     let set = TargetSet::new(&target_ranges, &exclude_ranges);
     if set.is_empty() {
         return Err(TargetError::NothingLeft {
-            reason: "every target address is excluded",
+            reason: "every target address is excluded".to_owned(),
         });
     }
     Ok(Targets {
@@ -1041,7 +1051,7 @@ mod tests {
         );
         assert_eq!(
             err(&["gone.lab.example"], &[]).await,
-            Some("no target address is left: no target name resolved".into())
+            Some("no target address is left: no target name resolved: gone.lab.example (cannot resolve: name not known)".into())
         );
         assert_eq!(
             err(&["198.18.0.1"], &["nowhere.example"]).await,

@@ -109,16 +109,34 @@ impl SqliteStore {
                 });
             }
         }
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX
-                | OpenFlags::SQLITE_OPEN_URI,
-        )
-        .map_err(|source| StoreError::Open {
-            path: path.to_owned(),
-            source,
-        })?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        let open = |uri: &str| {
+            Connection::open_with_flags(uri, flags).map_err(|source| StoreError::Open {
+                path: path.to_owned(),
+                source,
+            })
+        };
+        let conn = open(&file_uri(path, ""))?;
+        // A database in WAL mode needs its -shm file to be read, and whoever
+        // closed it last removed that file: a user who may read the database
+        // but not write its directory cannot create it again. Such a reader
+        // opens the file as immutable instead (no locks, no -shm): fine for
+        // one command's look at history, which a writer changing it meanwhile
+        // can at worst make a moment stale.
+        let conn = match read_header(&conn, path) {
+            Err(StoreError::Sqlite { source, .. })
+                if matches!(
+                    source.sqlite_error_code(),
+                    Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen)
+                ) =>
+            {
+                drop(conn);
+                open(&file_uri(path, "immutable=1"))?
+            }
+            _ => conn,
+        };
         conn.set_prepared_statement_cache_capacity(32);
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|source| StoreError::Sqlite {
@@ -592,6 +610,26 @@ impl Store for SqliteStore {
             None => Ok(None),
         }
     }
+}
+
+/// `path` as an SQLite `file:` URI with `query` (`immutable=1`, or empty):
+/// every byte but unreserved ASCII percent-encoded, so any path (spaces, `?`,
+/// `#`, bytes that are not UTF-8) names exactly that file.
+fn file_uri(path: &Path, query: &str) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut uri = String::from("file:");
+    for &byte in path.as_os_str().as_bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'/' | b'-' | b'_' | b'.' | b'~') {
+            uri.push(char::from(byte));
+        } else {
+            uri.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    if !query.is_empty() {
+        uri.push('?');
+        uri.push_str(query);
+    }
+    uri
 }
 
 /// Creates missing parent directories (0700) and the file itself (0600), so

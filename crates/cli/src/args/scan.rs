@@ -35,14 +35,19 @@ pub(crate) struct ScanTuning {
     )]
     pub(crate) ports: Option<String>,
 
-    /// The N most exposure-relevant ports from perimeter's curated list.
+    /// The N most exposure-relevant ports from perimeter's curated list
+    /// (65535 or more is every port).
     #[arg(long, value_name = "N", conflicts_with = "ports")]
     pub(crate) top_ports: Option<usize>,
 
     #[arg(long, value_enum, default_value = "normal")]
     pub(crate) profile: ProfileArg,
 
-    /// Probes per second, a hard ceiling (overrides the profile).
+    /// Probes per second, a hard ceiling (overrides the profile), counting
+    /// retries and identification connections: over any span of T seconds at
+    /// most RATE x T + B probes go out, where B, the burst allowed after a
+    /// quiet spell, is the profile's (fast 200, normal 20, stealth 1) and
+    /// never more than RATE.
     #[arg(long)]
     pub(crate) rate: Option<f64>,
 

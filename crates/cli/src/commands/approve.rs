@@ -126,7 +126,7 @@ fn select_and_approve(
             .iter()
             .any(|l| l.port == port && l.scope.is_exposed());
         if already {
-            println!("nothing to approve: the selected listeners are already approved");
+            outln!("nothing to approve: the selected listeners are already approved");
             return Ok(ExitCode::Clean);
         }
         bail!("no listener beyond loopback matches the selectors (port {port})");
@@ -142,7 +142,7 @@ fn select_and_approve(
             expires,
         )?;
         write_entry(&audit.approvals_path, &entry)?;
-        println!(
+        outln!(
             "approved {} in {}",
             describe(audit, listener),
             audit.approvals_path.display()
@@ -159,13 +159,13 @@ fn interactive(
     expires: Option<time::Date>,
 ) -> Result<ExitCode> {
     if pending.is_empty() {
-        println!(
+        outln!(
             "every listener beyond loopback is approved ({})",
             audit.approvals_path.display()
         );
         return Ok(ExitCode::Clean);
     }
-    println!(
+    outln!(
         "{} listeners beyond loopback need a decision; approvals go to {}",
         pending.len(),
         audit.approvals_path.display()
@@ -175,14 +175,14 @@ fn interactive(
     let mut n_approved = 0;
     for (n, &idx) in pending.iter().enumerate() {
         let listener = &audit.snapshot.listeners[idx];
-        println!();
-        println!("[{}/{}] {}", n + 1, pending.len(), details(audit, listener));
+        outln!();
+        outln!("[{}/{}] {}", n + 1, pending.len(), details(audit, listener));
         let answer = prompt(&mut lines, "approve this listener? [y/N/q] ")?;
         match answer.trim().to_ascii_lowercase().as_str() {
             "y" | "yes" => {}
             "q" | "quit" => break,
             _ => {
-                println!("not approved");
+                outln!("not approved");
                 continue;
             }
         }
@@ -191,7 +191,7 @@ fn interactive(
             if !reason.trim().is_empty() {
                 break reason.trim().to_owned();
             }
-            println!("a reason is required");
+            outln!("a reason is required");
         };
         let entry = new_entry(
             audit,
@@ -203,9 +203,9 @@ fn interactive(
         )?;
         write_entry(&audit.approvals_path, &entry)?;
         n_approved += 1;
-        println!("approved");
+        outln!("approved");
     }
-    println!(
+    outln!(
         "\n{n_approved} approved; commit {} to keep the decision",
         audit.approvals_path.display()
     );
@@ -216,8 +216,8 @@ fn prompt(
     lines: &mut impl Iterator<Item = std::io::Result<String>>,
     question: &str,
 ) -> Result<String> {
-    print!("{question}");
-    std::io::stdout().flush()?;
+    out!("{question}");
+    crate::output::Stdout.flush()?;
     match lines.next() {
         Some(line) => Ok(line?),
         None => bail!("stdin closed before an answer"),

@@ -2,7 +2,7 @@
 //! from, what is wrong with it, and what changed since the last audit.
 
 use anyhow::Result;
-use perimeter_model::Severity;
+use perimeter_model::{Problem, Severity};
 use perimeter_report::audit::Since;
 use perimeter_store::{AuditRecord, Store};
 
@@ -13,11 +13,26 @@ use crate::pipeline::store;
 use crate::terminal::Terminal;
 
 pub(crate) fn run(args: AuditArgs, terminal: &Terminal) -> Result<ExitCode> {
-    let audit = audit_host(&args.host, MissingApprovals::Error)?;
+    let mut audit = audit_host(&args.host, MissingApprovals::Error)?;
     let since = if args.no_store {
         None
     } else {
-        record(&args, &audit)?
+        // The audit never stops for what it cannot do: history that cannot
+        // be recorded (no writable home, a read-only database) is a problem
+        // in the report, and the audit is still shown and judged.
+        match record(&args, &audit) {
+            Ok(since) => since,
+            Err(err) => {
+                audit.snapshot.problems.push(
+                    Problem::new(
+                        "history",
+                        format!("this audit was not recorded: {}", crate::error_chain(&err)),
+                    )
+                    .with_hint("give a writable --db FILE (or PERIMETER_DB), or pass --no-store"),
+                );
+                None
+            }
+        }
     };
     print(&audit, since.as_ref(), args.format, terminal)?;
     let threshold: Option<Severity> = args.fail_on.map(Into::into);

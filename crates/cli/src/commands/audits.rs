@@ -39,11 +39,11 @@ pub(crate) fn run(args: AuditsArgs, _terminal: &Terminal) -> Result<ExitCode> {
             },
         );
         match args.format {
-            Format::Json => println!(
+            Format::Json => outln!(
                 "{}",
                 serde_json::to_string_pretty(&audit_diff_to_json(&host, before, after, &changes))?
             ),
-            Format::Human => print!("{}", audit_diff_to_human(before, after, &changes)),
+            Format::Human => out!("{}", audit_diff_to_human(before, after, &changes)),
         }
         return Ok(ExitCode::findings_if(
             changes.iter().any(|c| c.severity >= Severity::Medium),
@@ -62,8 +62,8 @@ pub(crate) fn run(args: AuditsArgs, _terminal: &Terminal) -> Result<ExitCode> {
         })
         .collect();
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&audits_to_json(&rows))?),
-        Format::Human => print!(
+        Format::Json => outln!("{}", serde_json::to_string_pretty(&audits_to_json(&rows))?),
+        Format::Human => out!(
             "{}",
             audits_to_human(&rows, &settings::db_path(args.db.db.as_deref())?)
         ),

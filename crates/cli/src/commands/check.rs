@@ -33,20 +33,20 @@ pub(crate) fn run(args: CheckArgs, terminal: &Terminal) -> Result<ExitCode> {
                     .unwrap_or_else(|| "owner unknown".into());
                 match status {
                     ApprovalStatus::Unapproved => {
-                        println!(
+                        outln!(
                             "UNAPPROVED  {} {owner} in netns {}",
                             listener.endpoint(),
                             listener.netns
                         )
                     }
                     ApprovalStatus::Expired(entry) => {
-                        println!("EXPIRED     {} {owner} ({entry})", listener.endpoint())
+                        outln!("EXPIRED     {} {owner} ({entry})", listener.endpoint())
                     }
                     _ => {}
                 }
             }
             for finding in &failing {
-                println!(
+                outln!(
                     "{:<11} {} {}: {}",
                     finding.severity.as_str().to_ascii_uppercase(),
                     finding.rule,
@@ -61,13 +61,13 @@ pub(crate) fn run(args: CheckArgs, terminal: &Terminal) -> Result<ExitCode> {
                 );
             }
             if failed {
-                println!(
+                outln!(
                     "check FAILED: {n_unapproved} unapproved listeners, {} findings at or above {threshold} (approvals: {})",
                     failing.len(),
                     audit.approvals_path.display()
                 );
             } else {
-                println!(
+                outln!(
                     "check passed: every listener beyond loopback is approved, no findings at or above {threshold}"
                 );
             }

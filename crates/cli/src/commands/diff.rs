@@ -65,11 +65,11 @@ pub(crate) fn run(args: DiffArgs, terminal: &Terminal) -> Result<ExitCode> {
     let changes = scan_diff::port_changes(&before_info, &before, &after_info, &after);
     let (b, a) = (Compared::of(&before_info), Compared::of(&after_info));
     match args.format {
-        Format::Json => println!(
+        Format::Json => outln!(
             "{}",
             serde_json::to_string_pretty(&to_json(&b, &a, &changes))?
         ),
-        Format::Human => print!("{}", to_human(&b, &a, &changes, terminal.stdout_style())),
+        Format::Human => out!("{}", to_human(&b, &a, &changes, terminal.stdout_style())),
     }
     let threshold: Severity = args.fail_on.into();
     Ok(ExitCode::findings_if(

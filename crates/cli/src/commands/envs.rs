@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use perimeter_checks::environments::EXAMPLE;
 use perimeter_model::PortState;
 use perimeter_report::envs::{self as report_envs, EnvironmentSeen, SeenHost};
@@ -25,8 +25,9 @@ pub(crate) fn init(args: InitArgs) -> Result<ExitCode> {
             args.path.display()
         );
     }
-    perimeter_checks::approvals::save_atomic(&args.path, EXAMPLE)?;
-    println!(
+    perimeter_files::write_atomic(&args.path, EXAMPLE.as_bytes(), 0o644)
+        .context("cannot write the example")?;
+    outln!(
         "wrote {}: edit the environments, then `perimeter audit` and `perimeter verify` use it",
         args.path.display()
     );
@@ -87,14 +88,14 @@ pub(crate) fn run(args: EnvsArgs, _terminal: &Terminal) -> Result<ExitCode> {
         })
         .collect();
     match args.format {
-        Format::Json => println!(
+        Format::Json => outln!(
             "{}",
             serde_json::to_string_pretty(&report_envs::to_json(
                 inventory.path.as_deref(),
                 &environments
             ))?
         ),
-        Format::Human => print!("{}", report_envs::to_human(&environments)),
+        Format::Human => out!("{}", report_envs::to_human(&environments)),
     }
     Ok(ExitCode::Clean)
 }

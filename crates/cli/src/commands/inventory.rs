@@ -3,9 +3,7 @@
 //! that is not theirs, with `pkg.*` findings); `export` writes the rebuild
 //! manifest; `diff` compares two manifests.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use perimeter_checks::pkg::{self, ChangedPackageFile, PkgFacts, UnownedExecutable, UnownedUnit};
@@ -27,10 +25,6 @@ use crate::args::{
 };
 use crate::exit_codes::ExitCode;
 use crate::terminal::Terminal;
-
-/// A manifest larger than this is not one perimeter wrote (a host with a
-/// hundred thousand unowned files makes about 50 MB).
-const MAX_MANIFEST_BYTES: u64 = 512 * 1024 * 1024;
 
 pub(crate) fn run(args: InventoryArgs, terminal: &Terminal) -> Result<ExitCode> {
     match args.action {
@@ -72,8 +66,8 @@ fn show(args: ShowArgs, terminal: &Terminal) -> Result<ExitCode> {
         stats: &stats,
     };
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&to_json(&view))?),
-        Format::Human => print!(
+        Format::Json => outln!("{}", serde_json::to_string_pretty(&to_json(&view))?),
+        Format::Human => out!(
             "{}",
             to_human(&view, terminal.stdout_style(), args.packages)
         ),
@@ -90,9 +84,9 @@ fn export(args: ExportArgs) -> Result<ExitCode> {
     let manifest = manifest_of(&collected, taken_at, false);
     let text = manifest_to_json(&manifest);
     match &args.output {
-        Some(path) => write_atomic(path, &text)
-            .with_context(|| format!("cannot write the manifest to {}", path.display()))?,
-        None => std::io::stdout().write_all(text.as_bytes())?,
+        Some(path) => perimeter_files::write_atomic(path, text.as_bytes(), 0o644)
+            .context("cannot write the manifest")?,
+        None => out!("{text}"),
     }
     // The manifest records the host; what could not be read is said here so
     // nobody mistakes an incomplete manifest for a complete one.
@@ -116,11 +110,11 @@ fn diff(args: ManifestDiffArgs, terminal: &Terminal) -> Result<ExitCode> {
     let (side_a, side_b) = (side(&args.a, &a), side(&args.b, &b));
     let changes = diff_manifests(&a, &b);
     match args.format {
-        Format::Json => println!(
+        Format::Json => outln!(
             "{}",
             serde_json::to_string_pretty(&diff_to_json(&side_a, &side_b, &changes))?
         ),
-        Format::Human => print!(
+        Format::Human => out!(
             "{}",
             diff_to_human(&side_a, &side_b, &changes, terminal.stdout_style())
         ),
@@ -129,48 +123,12 @@ fn diff(args: ManifestDiffArgs, terminal: &Terminal) -> Result<ExitCode> {
 }
 
 fn read_manifest(path: &Path) -> Result<Manifest> {
-    let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut text = String::new();
-    file.take(MAX_MANIFEST_BYTES + 1)
-        .read_to_string(&mut text)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    if text.len() as u64 > MAX_MANIFEST_BYTES {
-        bail!(
-            "{}: larger than {} MiB, not a manifest perimeter wrote",
-            path.display(),
-            MAX_MANIFEST_BYTES / 1024 / 1024
-        );
+    let text = perimeter_files::read_text(path, "a manifest", perimeter_files::MAX_DOCUMENT_BYTES)?;
+    let manifest = parse_manifest(&text).with_context(|| path.display().to_string())?;
+    for warning in manifest.duplicate_packages() {
+        eprintln!("perimeter: warning: {}: {warning}", path.display());
     }
-    parse_manifest(&text).with_context(|| path.display().to_string())
-}
-
-/// Writes `contents` to `path` so a reader sees the old file or the new one,
-/// never half: a temporary file beside it, fsync, rename, fsync the directory.
-/// (`approvals::save_atomic` does the same for its own error type; this one
-/// names its temporary file after the manifest.)
-fn write_atomic(path: &Path, contents: &str) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map_or_else(|| "manifest".into(), |n| n.to_string_lossy().into_owned());
-    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)?;
-        file.write_all(contents.as_bytes())?;
-        file.sync_all()?;
-        fs::rename(&temp, path)?;
-        File::open(&dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    result
+    Ok(manifest)
 }
 
 /// The `pkg.*` findings for an inventory.

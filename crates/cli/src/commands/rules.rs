@@ -6,12 +6,12 @@ use crate::exit_codes::ExitCode;
 use crate::terminal::Terminal;
 
 pub(crate) fn run(_terminal: &Terminal) -> Result<ExitCode> {
-    println!("{:<28} {:<9} WHAT IT MEANS", "RULE", "SEVERITY");
+    outln!("{:<28} {:<9} WHAT IT MEANS", "RULE", "SEVERITY");
     for rule in perimeter_checks::rules::AUDIT_RULES
         .iter()
         .chain(perimeter_checks::rules::PKG_RULES)
     {
-        println!(
+        outln!(
             "{:<28} {:<9} {}",
             rule.id,
             rule.severity.as_str(),
@@ -19,16 +19,17 @@ pub(crate) fn run(_terminal: &Terminal) -> Result<ExitCode> {
         );
     }
     for finding in perimeter_probe::rules::catalogue() {
-        println!(
+        outln!(
             "{:<28} {:<9} {} (perimeter scan)",
             finding.rule,
             finding.severity.as_str(),
             finding.message
         );
     }
-    println!(
+    outln!(
         "{:<28} {:<9} any other open port, with the service that answers (perimeter scan)",
-        "exposed.service", "info"
+        "exposed.service",
+        "info"
     );
     Ok(ExitCode::Clean)
 }

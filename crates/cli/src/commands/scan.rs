@@ -51,12 +51,22 @@ fn settings(args: &ScanArgs) -> Result<Settings> {
         },
         ports,
         options,
-        args_text: std::env::args().collect::<Vec<_>>().join(" "),
+        // args_os: an argument that is not UTF-8 (a path) must not panic;
+        // the record shows it lossily.
+        args_text: std::env::args_os()
+            .map(|arg| arg.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" "),
     })
 }
 
 pub(crate) fn run(args: ScanArgs, terminal: &Terminal) -> Result<ExitCode> {
     let settings = settings(&args)?;
+    // An output that can never be written (a device, a directory) is refused
+    // before a packet is sent, not after a scan of hours.
+    if let Some(path) = &args.xml_out {
+        perimeter_files::resolve_write_target(path).context("cannot write the nmap XML")?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -94,22 +104,24 @@ async fn scan(args: ScanArgs, settings: Settings, terminal: &Terminal) -> Result
     .await?;
 
     match args.format {
-        ScanFormat::Human => print!(
+        ScanFormat::Human => out!(
             "{}",
             to_human(&info, &kept, totals, terminal.stdout_style())
         ),
-        ScanFormat::Json => println!(
+        ScanFormat::Json => outln!(
             "{}",
             serde_json::to_string_pretty(&to_json(&info, &kept, totals))?
         ),
-        ScanFormat::Xml => print!("{}", to_nmap_xml(&info, &kept, &settings.args_text)),
+        ScanFormat::Xml => out!("{}", to_nmap_xml(&info, &kept, &settings.args_text)),
         ScanFormat::Jsonl => {}
     }
     if let Some(path) = &args.xml_out {
-        perimeter_checks::approvals::save_atomic(
+        perimeter_files::write_atomic(
             path,
-            &to_nmap_xml(&info, &kept, &settings.args_text),
-        )?;
+            to_nmap_xml(&info, &kept, &settings.args_text).as_bytes(),
+            0o644,
+        )
+        .context("cannot write the nmap XML")?;
     }
     if args.format == ScanFormat::Human {
         if let Some(db) = db.as_ref() {
@@ -147,7 +159,7 @@ fn print_changes(
         return Ok(());
     }
     let Some(previous) = scan_diff::previous_complete_scan(db, info)? else {
-        println!(
+        outln!(
             "\nfirst complete scan of these targets and ports (#{}); the next one will be compared with it",
             info.id
         );
@@ -157,8 +169,8 @@ fn print_changes(
     let changes = scan_diff::port_changes(&before_info, &before, info, results);
     let before_view = Compared::of(&before_info);
     let after_view = Compared::of(info);
-    println!();
-    print!(
+    outln!();
+    out!(
         "{}",
         perimeter_report::diff::to_human(
             &before_view,

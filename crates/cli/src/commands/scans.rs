@@ -26,8 +26,8 @@ pub(crate) fn run(args: ScansArgs, _terminal: &Terminal) -> Result<ExitCode> {
         })
         .collect();
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&scans_to_json(&rows))?),
-        Format::Human => print!(
+        Format::Json => outln!("{}", serde_json::to_string_pretty(&scans_to_json(&rows))?),
+        Format::Human => out!(
             "{}",
             scans_to_human(&rows, &settings::db_path(args.db.db.as_deref())?)
         ),

@@ -131,7 +131,7 @@ pub(crate) fn run(args: VerifyArgs, terminal: &Terminal) -> Result<ExitCode> {
     }
 
     match args.format {
-        ScanFormat::Human => print!(
+        ScanFormat::Human => out!(
             "{}",
             verify_to_human(&info, &results, totals, &vantage, terminal.stdout_style())
         ),
@@ -141,12 +141,12 @@ pub(crate) fn run(args: VerifyArgs, terminal: &Terminal) -> Result<ExitCode> {
                 vantage: &vantage,
                 environments: selected.iter().map(|e| e.name.as_str()).collect(),
             };
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&verify_to_json(&info, &results, totals, &verified))?
             );
         }
-        ScanFormat::Xml => print!("{}", to_nmap_xml(&info, &results, "perimeter verify")),
+        ScanFormat::Xml => out!("{}", to_nmap_xml(&info, &results, "perimeter verify")),
     }
     if interrupted {
         return Ok(ExitCode::Interrupted);

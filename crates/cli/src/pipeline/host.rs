@@ -115,13 +115,12 @@ pub(crate) fn print(
     };
     match format {
         Format::Json => {
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
+            let mut out = std::io::BufWriter::new(crate::output::Stdout);
             write_json(&view, &mut out)?;
             writeln!(out)?;
             out.flush()?;
         }
-        Format::Human => print!("{}", to_human(&view, terminal.stdout_style())),
+        Format::Human => out!("{}", to_human(&view, terminal.stdout_style())),
     }
     Ok(())
 }

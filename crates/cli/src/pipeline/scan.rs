@@ -7,7 +7,6 @@
 //! incomplete, and the caller is told it was interrupted.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,7 +37,14 @@ const STORE_BATCH: usize = 512;
 pub(crate) fn tuning(args: &ScanTuning) -> Result<(PortSet, ScanOptions)> {
     let ports = match (&args.ports, args.top_ports) {
         (Some(spec), _) => PortSet::parse(spec)?,
-        (None, Some(n)) => PortSet::top(n)?,
+        (None, Some(n)) => {
+            if n > usize::from(u16::MAX) {
+                eprintln!(
+                    "perimeter: note: --top-ports {n} is more than there are ports: scanning every port (1-65535)"
+                );
+            }
+            PortSet::top(n)?
+        }
         (None, None) => PortSet::top(DEFAULT_TOP_PORTS)?,
     };
     let profile = match args.profile {
@@ -214,7 +220,6 @@ pub(crate) async fn execute(job: Job) -> Result<Executed> {
     let mut batch: Vec<PortResult> = Vec::new();
     let mut last_flush = std::time::Instant::now();
     let mut n_open = 0u64;
-    let stdout = std::io::stdout();
     while let Some(event) = rx.recv().await {
         match event {
             ScanEvent::Result(result) => {
@@ -225,9 +230,7 @@ pub(crate) async fn execute(job: Job) -> Result<Executed> {
                     continue;
                 }
                 if jsonl {
-                    let mut out = stdout.lock();
-                    let _ = writeln!(out, "{}", to_jsonl_line(&result));
-                    let _ = out.flush();
+                    outln!("{}", to_jsonl_line(&result));
                 }
                 if db.is_some() {
                     batch.push(result.clone());

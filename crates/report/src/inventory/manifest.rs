@@ -39,6 +39,40 @@ pub struct Manifest {
     pub units: Vec<UnitFileEntry>,
 }
 
+impl Manifest {
+    /// One warning per package listed more than once (same manager, name and
+    /// architecture), naming the entries as JSON pointers
+    /// (`/packages/3` and `/packages/17`): a diff keys packages on those, so
+    /// only the last entry counts, and a hand-edited or merged manifest that
+    /// lists one twice deserves a word.
+    pub fn duplicate_packages(&self) -> Vec<String> {
+        let mut first: std::collections::HashMap<(&str, &str, Option<&str>), usize> =
+            std::collections::HashMap::new();
+        let mut warnings = Vec::new();
+        for (idx, package) in self.packages.iter().enumerate() {
+            let key = (
+                package.manager.as_str(),
+                package.name.as_str(),
+                package.arch.as_deref(),
+            );
+            match first.get(&key) {
+                Some(&earlier) => warnings.push(format!(
+                    "package {} is listed twice, at /packages/{earlier} and /packages/{idx} (versions {} and {}): the diff uses the second",
+                    package.name,
+                    self.packages
+                        .get(earlier)
+                        .map_or("?", |p| p.version.as_str()),
+                    package.version
+                )),
+                None => {
+                    first.insert(key, idx);
+                }
+            }
+        }
+        warnings
+    }
+}
+
 /// An installed package.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackageEntry {
