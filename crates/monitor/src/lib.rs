@@ -2,4 +2,6 @@
 //! verifies, compares each run with the previous complete run of the same
 //! job, and advises of every unexpected change, once, through alert channels.
 
+pub mod changes;
+pub mod config;
 pub mod schedule;

@@ -1051,7 +1051,7 @@ mod tests {
         );
         assert_eq!(
             err(&["gone.lab.example"], &[]).await,
-            Some("no target address is left: no target name resolved: gone.lab.example (cannot resolve: name not known)".into())
+            Some("no target address is left: no target name resolved: gone.lab.example (the name resolved to no address)".into())
         );
         assert_eq!(
             err(&["198.18.0.1"], &["nowhere.example"]).await,

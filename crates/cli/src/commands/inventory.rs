@@ -123,7 +123,8 @@ fn diff(args: ManifestDiffArgs, terminal: &Terminal) -> Result<ExitCode> {
 }
 
 fn read_manifest(path: &Path) -> Result<Manifest> {
-    let text = perimeter_files::read_text(path, "a manifest", perimeter_files::MAX_DOCUMENT_BYTES)?;
+    let text = perimeter_files::read_text(path, "a manifest", perimeter_files::MAX_DOCUMENT_BYTES)
+        .context("cannot read the manifest")?;
     let manifest = parse_manifest(&text).with_context(|| path.display().to_string())?;
     for warning in manifest.duplicate_packages() {
         eprintln!("perimeter: warning: {}: {warning}", path.display());
