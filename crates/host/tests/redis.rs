@@ -253,7 +253,12 @@ fn redis_sees_only_read_only_commands() {
     let after = command_calls(&ns, 6379);
     let sent: BTreeMap<&str, u64> = after
         .iter()
-        .map(|(name, calls)| (name.as_str(), calls - before.get(name).copied().unwrap_or(0)))
+        .map(|(name, calls)| {
+            (
+                name.as_str(),
+                calls - before.get(name).copied().unwrap_or(0),
+            )
+        })
         .filter(|(_, calls)| *calls > 0)
         .collect();
     // One INFO is the first `info commandstats`, counted now.
