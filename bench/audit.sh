@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# The audit benchmark (issue 2): `perimeter audit` on a busy host, side by side
-# with `ss -tulpn` and with `ss -tulpn` plus `dpkg -S` per executable (what an
-# operator would script for the same core answer).
+# The audit benchmark (issues 2 and 13): `perimeter audit` on a busy host, side
+# by side with `ss -tulpn` and with `ss -tulpn` plus `dpkg -S` per executable
+# (what an operator would script for the same core answer).
+#
+# perimeter is timed as users run it: `perimeter audit`, which records the
+# audit in its history database, once with a database that already holds
+# earlier audits of this host (what a user's has) and once with a fresh
+# database per run; and with `--no-store` beside them.
 #
 # The busy host is a network namespace this script creates: 200 processes
 # holding 4,000 listening sockets (TCP and UDP, IPv4 and IPv6; three per
@@ -11,7 +16,14 @@
 # namespace and the load are removed on exit, also when interrupted.
 #
 # Usage: bench/audit.sh [RUNS]      (as root; RUNS defaults to 20, at least 10)
-# Environment: PERIMETER_BIN to time an already built binary instead of
+# Environment: BENCH_VARIANT=unpackaged for the host of hand-built services:
+# the load runs from a copy of the interpreter that no package owns, each of
+# its TCP listeners accepts and never answers, and one renamed, unauthenticated
+# Redis (a copy of redis-server called `cachesrv`) listens among them on
+# 198.18.0.1:7379, started after the load, so its pid comes after all 200
+# (the audit asks every such listener whether it is Redis; the Redis must be
+# found). BENCH_HISTORY=N: audits recorded in each history database before
+# timing (default 20). PERIMETER_BIN to time an already built binary instead of
 # building; PERIMETER_COMPARE="LABEL=PATH ..." to time other perimeter builds
 # side by side in the same run (say, before and after a change); BENCH_OUT to
 # keep the raw results in that directory; BENCH_PHASES=1 to also time each
@@ -33,6 +45,20 @@ LAB_V4_TCP=198.18.0.1
 LAB_V4_UDP=198.18.0.2
 LAB_V6_TCP=fd00:198:18::1
 NS="perimeter-bench-audit-$$"
+VARIANT=${BENCH_VARIANT:-packaged}
+N_HISTORY=${BENCH_HISTORY:-20}
+REDIS_PORT=7379
+case "$VARIANT" in
+packaged | unpackaged) ;;
+*)
+    echo "audit.sh: BENCH_VARIANT is packaged or unpackaged, not '$VARIANT'" >&2
+    exit 2
+    ;;
+esac
+if ! [[ "$N_HISTORY" =~ ^[0-9]+$ ]]; then
+    echo "audit.sh: BENCH_HISTORY must be a number" >&2
+    exit 2
+fi
 
 BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$BENCH_DIR/.." && pwd)
@@ -99,6 +125,10 @@ done
 WORK=$(mktemp -d /tmp/perimeter-bench-audit.XXXXXX)
 chmod 755 "$WORK"
 LOAD_PID=
+REDIS_PID=
+# The unpackaged variant's executables live in a root-owned 0755 directory:
+# under /tmp every listener would also be judged world-writable.
+OPT_DIR=
 
 cleanup() {
     local status=$?
@@ -107,6 +137,9 @@ cleanup() {
         # The load's driver ends its children on SIGTERM; they also die with it
         # (PR_SET_PDEATHSIG).
         kill -TERM "$LOAD_PID" 2>/dev/null || true
+    fi
+    if [ -n "$REDIS_PID" ]; then
+        kill -TERM "$REDIS_PID" 2>/dev/null || true
     fi
     # Anything still living in our namespace is ours: end it by pid.
     if ip netns list | grep -qw "^$NS"; then
@@ -126,6 +159,9 @@ cleanup() {
         mkdir -p "$BENCH_OUT" && cp -r "$WORK"/. "$BENCH_OUT"/
     fi
     rm -rf "$WORK"
+    if [ -n "$OPT_DIR" ]; then
+        rm -rf "$OPT_DIR"
+    fi
     exit "$status"
 }
 trap cleanup EXIT
@@ -149,9 +185,20 @@ ip -n "$NS" addr add "$LAB_V4_TCP/32" dev lo
 ip -n "$NS" addr add "$LAB_V4_UDP/32" dev lo
 ip -n "$NS" addr add "$LAB_V6_TCP/128" dev lo nodad
 
-echo "== load: $N_PROCS processes" >&2
-ip netns exec "$NS" "$PYTHON" "$BENCH_DIR/audit/load.py" "$N_PROCS" "$N_TCP_LOOPBACK" "$N_CONNS" \
-    "$LAB_V4_TCP" "$LAB_V4_UDP" "$LAB_V6_TCP" >"$WORK/load.out" 2>"$WORK/load.err" &
+LOAD_PYTHON=$PYTHON
+LOAD_MODE=()
+if [ "$VARIANT" = unpackaged ]; then
+    OPT_DIR=$(mktemp -d /opt/perimeter-bench-audit.XXXXXX)
+    chmod 755 "$OPT_DIR"
+    cp "$(readlink -f "$PYTHON")" "$OPT_DIR/appd"
+    cp "$(readlink -f /usr/bin/redis-server)" "$OPT_DIR/cachesrv"
+    LOAD_PYTHON="$OPT_DIR/appd"
+    LOAD_MODE=(accept)
+fi
+
+echo "== load: $N_PROCS processes ($VARIANT)" >&2
+ip netns exec "$NS" "$LOAD_PYTHON" "$BENCH_DIR/audit/load.py" "$N_PROCS" "$N_TCP_LOOPBACK" "$N_CONNS" \
+    "$LAB_V4_TCP" "$LAB_V4_UDP" "$LAB_V6_TCP" "${LOAD_MODE[@]}" >"$WORK/load.out" 2>"$WORK/load.err" &
 LOAD_PID=$!
 for _ in $(seq 1 600); do
     grep -q '^ready' "$WORK/load.out" 2>/dev/null && break
@@ -167,6 +214,18 @@ if ! grep -q '^ready' "$WORK/load.out"; then
     exit 1
 fi
 
+if [ "$VARIANT" = unpackaged ]; then
+    echo "== a renamed Redis on $LAB_V4_TCP:$REDIS_PORT, after the load" >&2
+    ip netns exec "$NS" "$OPT_DIR/cachesrv" --port "$REDIS_PORT" --bind "$LAB_V4_TCP" \
+        --protected-mode no --save "" --appendonly no --daemonize no \
+        >"$WORK/redis.out" 2>&1 &
+    REDIS_PID=$!
+    for _ in $(seq 1 100); do
+        in_ns ss -Htln "sport = :$REDIS_PORT" | grep -q . && break
+        sleep 0.1
+    done
+fi
+
 # Check the namespace holds what the benchmark claims before timing anything.
 n_listen=$(in_ns ss -Htuln | wc -l)
 n_estab=$(in_ns ss -Htn state established | wc -l)
@@ -174,9 +233,14 @@ echo "== namespace holds $n_listen listening sockets, $n_estab established TCP s
 
 cd "$WORK" # no perimeter-approvals.toml from the caller's directory
 in_ns "$PERIMETER" audit --format json --no-store >"$WORK/audit.json"
-"$PYTHON" - "$WORK/audit.json" "$n_listen" <<'EOF' >&2
+"$PYTHON" - "$WORK/audit.json" "$n_listen" "$VARIANT" "$LAB_V4_TCP:$REDIS_PORT" <<'EOF' >&2
 import json, sys
 doc = json.load(open(sys.argv[1]))
+if sys.argv[3] == "unpackaged":
+    redis = sorted((f["rule"], f["subject"]) for f in doc["findings"] if f["rule"].startswith("redis."))
+    print(f"== Redis findings: {redis}")
+    if not any(r == "redis.no-auth" and sys.argv[4] in s for r, s in redis):
+        sys.exit(f"audit.sh: the renamed Redis on {sys.argv[4]} was not found")
 listeners = doc["listeners"]
 n_attributed = sum(1 for l in listeners if l["pids"])
 n_exposed = sum(1 for l in listeners if l["scope"] != "loopback")
@@ -189,6 +253,16 @@ if len(listeners) != int(sys.argv[2]):
 if n_attributed != len(listeners):
     sys.exit("audit.sh: some listeners were not traced to a process")
 EOF
+
+# Each perimeter build gets its own history (an older build may refuse a
+# newer schema), filled with N_HISTORY audits of this host before timing; the
+# fresh database is removed before every run.
+echo "== recording $N_HISTORY audits into each history database" >&2
+for idx in "${!PERIMETER_PATHS[@]}"; do
+    for _ in $(seq 1 "$N_HISTORY"); do
+        in_ns "${PERIMETER_PATHS[$idx]}" audit --format json --db "$WORK/history-$idx.db" >/dev/null
+    done
+done
 
 # The fraction of CPU time idle over the next two seconds, in percent.
 idle_percent() {
@@ -226,30 +300,53 @@ echo "== timing: $RUNS runs each (load average $load_before, $n_builds cargo/rus
 
 # hyperfine runs inside the namespace, so each timed command is only itself
 # (no `ip netns exec` in the measurement). -N: no intermediate shell.
+# hyperfine takes one --prepare for all commands or one for each, in order:
+# the fresh-database runs remove it first, the others do nothing.
 commands=()
+prepares=()
 for idx in "${!PERIMETER_PATHS[@]}"; do
-    commands+=(-n "${PERIMETER_LABELS[$idx]}" "${PERIMETER_PATHS[$idx]} audit --format json --no-store")
+    label=${PERIMETER_LABELS[$idx]}
+    path=${PERIMETER_PATHS[$idx]}
+    fresh="$WORK/fresh-$idx.db"
+    commands+=(-n "$label (history)" "$path audit --format json --db $WORK/history-$idx.db")
+    prepares+=(--prepare true)
+    commands+=(-n "$label (fresh db)" "$path audit --format json --db $fresh")
+    prepares+=(--prepare "rm -f $fresh $fresh-wal $fresh-shm")
+    commands+=(-n "$label --no-store" "$path audit --format json --no-store")
+    prepares+=(--prepare true)
 done
 in_ns hyperfine -N --warmup 3 --runs "$RUNS" --export-json "$WORK/hyperfine.json" \
+    "${prepares[@]}" --prepare true --prepare true \
     "${commands[@]}" \
     -n "ss -tulpn" "ss -tulpn" \
     -n "ss -tulpn + dpkg -S" "bash $BENCH_DIR/audit/ss_dpkg.sh" >&2
 
 # Peak RSS, GNU time's "Maximum resident set size" (ru_maxrss; for the
 # pipeline, the largest single process in it, not their sum).
-rss() {
+rss_once() {
     local name=$1
     shift
+    in_ns /usr/bin/time -f '%M' -o "$WORK/rss.one" "$@" >/dev/null 2>"$WORK/rss.err" || {
+        cat "$WORK/rss.err" >&2
+        exit 1
+    }
+    printf '%s\t%s\n' "$name" "$(tail -n1 "$WORK/rss.one")" >>"$WORK/rss.tsv"
+}
+rss() {
     for _ in $(seq 1 "$RSS_RUNS"); do
-        in_ns /usr/bin/time -f '%M' -o "$WORK/rss.one" "$@" >/dev/null 2>"$WORK/rss.err" || {
-            cat "$WORK/rss.err" >&2
-            exit 1
-        }
-        printf '%s\t%s\n' "$name" "$(tail -n1 "$WORK/rss.one")" >>"$WORK/rss.tsv"
+        rss_once "$@"
     done
 }
 for idx in "${!PERIMETER_PATHS[@]}"; do
-    rss "${PERIMETER_LABELS[$idx]}" "${PERIMETER_PATHS[$idx]}" audit --format json --no-store
+    label=${PERIMETER_LABELS[$idx]}
+    path=${PERIMETER_PATHS[$idx]}
+    fresh="$WORK/fresh-$idx.db"
+    rss "$label (history)" "$path" audit --format json --db "$WORK/history-$idx.db"
+    for _ in $(seq 1 "$RSS_RUNS"); do
+        rm -f "$fresh" "$fresh-wal" "$fresh-shm"
+        rss_once "$label (fresh db)" "$path" audit --format json --db "$fresh"
+    done
+    rss "$label --no-store" "$path" audit --format json --no-store
 done
 rss "ss -tulpn" ss -tulpn
 rss "ss -tulpn + dpkg -S" bash "$BENCH_DIR/audit/ss_dpkg.sh"
@@ -274,7 +371,8 @@ ss_median = statistics.median(ss["times"])
 print()
 print("machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), Linux $(uname -r)")
 print("load average before $load_before, after $load_after; CPU idle $idle_before% in the 2 s before timing; cargo/rustc processes: $n_builds at start, $n_builds_after at end")
-print("namespace: $n_listen listening sockets, $((n_estab / 2)) established loopback connections, $N_PROCS processes")
+print("namespace ($VARIANT): $n_listen listening sockets, $((n_estab / 2)) established loopback connections, $N_PROCS processes")
+print("history databases: $N_HISTORY audits recorded before timing (then one more per run)")
 print()
 width = max(len(r["command"]) for r in results)
 print(f"| {'command':<{width}} | median ms | mean ± sd ms | min ms | vs ss | peak RSS MB, median (max) |")

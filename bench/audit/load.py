@@ -10,14 +10,18 @@
 # and UDP listeners, a mix of owners (half the processes drop to `nobody`, so
 # account lookups are not all uid 0), and children that die with their parent.
 #
-# Usage: load.py N_PROCS N_TCP_LOOPBACK N_CONNS LAB_V4_TCP LAB_V4_UDP LAB_V6_TCP
+# Usage: load.py N_PROCS N_TCP_LOOPBACK N_CONNS LAB_V4_TCP LAB_V4_UDP LAB_V6_TCP [accept]
 # Per process: N_TCP_LOOPBACK TCP listeners on 127.0.0.1 and ::1 (one in eight
 # on ::1), one TCP listener on LAB_V4_TCP, one on LAB_V6_TCP, one UDP socket on
 # 127.0.0.1 and one on LAB_V4_UDP; and N_CONNS connections to its own loopback
 # listeners, each accepted, so two established sockets per connection.
 # Prints "ready LISTENERS CONNECTIONS" once every process holds its sockets.
+# With `accept`, each process also accepts every further connection to its TCP
+# listeners and never answers (a service that waits for its own protocol): what
+# the audit's Redis questions meet on a host of hand-built services.
 import ctypes
 import os
+import selectors
 import signal
 import socket
 import sys
@@ -34,7 +38,7 @@ def die_with_parent():
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
-def child(idx, n_tcp_loopback, n_conns, lab_v4_tcp, lab_v4_udp, lab_v6_tcp, ready_fd):
+def child(idx, n_tcp_loopback, n_conns, lab_v4_tcp, lab_v4_udp, lab_v6_tcp, ready_fd, accept):
     die_with_parent()
     if idx % 2 == 0:
         os.setgroups([])
@@ -51,6 +55,7 @@ def child(idx, n_tcp_loopback, n_conns, lab_v4_tcp, lab_v4_udp, lab_v6_tcp, read
         s.listen(128)
         loopback.append(s)
     held += loopback
+    tcp_listeners = list(loopback)
     for family, kind, host in (
         (socket.AF_INET, socket.SOCK_STREAM, lab_v4_tcp),
         (socket.AF_INET6, socket.SOCK_STREAM, lab_v6_tcp),
@@ -61,6 +66,7 @@ def child(idx, n_tcp_loopback, n_conns, lab_v4_tcp, lab_v4_udp, lab_v6_tcp, read
         s.bind((host, 0))
         if kind == socket.SOCK_STREAM:
             s.listen(128)
+            tcp_listeners.append(s)
         held.append(s)
     for k in range(n_conns):
         server = loopback[k % len(loopback)]
@@ -68,13 +74,41 @@ def child(idx, n_tcp_loopback, n_conns, lab_v4_tcp, lab_v4_udp, lab_v6_tcp, read
         accepted, _ = server.accept()
         held += [client, accepted]
     os.write(ready_fd, b"x")
+    if not accept:
+        while True:
+            signal.pause()
+    # Accept, read and never answer; close what the peer closed, so the
+    # descriptors (and the audit's /proc walk) do not grow from run to run.
+    selector = selectors.DefaultSelector()
+    for s in tcp_listeners:
+        s.setblocking(False)
+        selector.register(s, selectors.EVENT_READ, "listener")
     while True:
-        signal.pause()
+        for key, _ in selector.select():
+            sock = key.fileobj
+            if key.data == "listener":
+                try:
+                    conn, _ = sock.accept()
+                except BlockingIOError:
+                    continue
+                conn.setblocking(False)
+                selector.register(conn, selectors.EVENT_READ, "connection")
+                continue
+            try:
+                gone = not sock.recv(4096)
+            except BlockingIOError:
+                continue
+            except OSError:
+                gone = True
+            if gone:
+                selector.unregister(sock)
+                sock.close()
 
 
 def main():
     n_procs, n_tcp_loopback, n_conns = (int(a) for a in sys.argv[1:4])
     lab_v4_tcp, lab_v4_udp, lab_v6_tcp = sys.argv[4:7]
+    accept = sys.argv[7:8] == ["accept"]
     r, w = os.pipe()
     kids = []
 
@@ -100,7 +134,7 @@ def main():
         if pid == 0:
             os.close(r)
             try:
-                child(idx, n_tcp_loopback, n_conns, lab_v4_tcp, lab_v4_udp, lab_v6_tcp, w)
+                child(idx, n_tcp_loopback, n_conns, lab_v4_tcp, lab_v4_udp, lab_v6_tcp, w, accept)
             except BaseException:
                 traceback.print_exc()
             os._exit(1)

@@ -1,6 +1,7 @@
 //! Redis rules: `redis.no-auth`, `redis.protected-mode-off`, `redis.exposed`,
 //! decided on what each running instance answered, never on a config file
-//! guessed from its path.
+//! guessed from its path. Only a confirmed Redis gets them: a listener that
+//! answered something else, or nothing, is not known to be Redis.
 
 use perimeter_model::{Finding, HostSnapshot, RedisAuth, RedisFacts, Scope, Severity};
 
@@ -42,16 +43,16 @@ fn version_evidence(finding: Finding, redis: &RedisFacts) -> Finding {
         finding = finding.with_evidence(format!("redis_version:{version}"));
     }
     match redis.config_file.as_deref() {
-        Some("") | None => {
-            finding.with_evidence("started without a config file (config_file is empty)")
-        }
+        Some("") => finding.with_evidence("started without a config file (config_file is empty)"),
         Some(file) => finding.with_evidence(format!("config_file:{file}")),
+        // A config file never read is not an empty one.
+        None => finding.with_evidence("config file unknown (INFO server did not name it)"),
     }
 }
 
 pub(crate) fn check(snapshot: &HostSnapshot) -> Vec<Finding> {
     let mut findings = Vec::new();
-    for redis in &snapshot.redis {
+    for redis in snapshot.redis.iter().filter(|r| r.auth.is_confirmed()) {
         let scope = widest_scope(snapshot, redis);
         let exposed = scope.is_exposed();
         if redis.auth == RedisAuth::Open {
@@ -244,6 +245,54 @@ mod tests {
               | CONFIG GET protected-mode: no
               | config_file:/etc/redis/redis.conf
         "#]],
+        );
+    }
+
+    #[test]
+    fn only_a_confirmed_redis_gets_findings_and_an_unread_config_is_not_empty() {
+        // A service on 6379 whose answer was not RESP, and one that never
+        // answered: neither is Redis as far as anyone knows.
+        let mut snap = snapshot(
+            vec![
+                listener("tcp", "0.0.0.0", 6379, &[7]),
+                listener("tcp", "0.0.0.0", 6380, &[8]),
+                listener("tcp", "0.0.0.0", 6381, &[9]),
+            ],
+            vec![
+                process(7, 1, "/opt/web/server", 0, "root"),
+                process(8, 1, "/opt/web/other", 0, "root"),
+                process(9, 1, "/opt/redis/redis-server", 0, "root"),
+            ],
+        );
+        let mut not_resp = redis(
+            "tcp 0.0.0.0:6379",
+            7,
+            RedisAuth::NotRedis("not RESP".into()),
+            None,
+        );
+        not_resp.config_file = None;
+        snap.redis.push(not_resp);
+        let mut silent = redis(
+            "tcp 0.0.0.0:6380",
+            8,
+            RedisAuth::Unreachable("no answer".into()),
+            None,
+        );
+        silent.config_file = None;
+        snap.redis.push(silent);
+        // A Redis asking for a password, whose INFO could not be read.
+        let mut locked = redis("tcp 0.0.0.0:6381", 9, RedisAuth::Required, None);
+        locked.config_file = None;
+        locked.version = None;
+        locked.bind = None;
+        snap.redis.push(locked);
+        check(
+            &snap,
+            expect![[r#"
+                high redis.exposed redis tcp 0.0.0.0:6381 (pid 9)
+                  Redis listens on tcp 0.0.0.0:6381 (wildcard)
+                  | config file unknown (INFO server did not name it)
+            "#]],
         );
     }
 }

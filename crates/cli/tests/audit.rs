@@ -303,6 +303,45 @@ fn default_drop_firewall_silences_firewall_none() {
     assert!(finding(&doc, "firewall.none", open.name()).is_some());
 }
 
+/// Issue 13: a service on 6379 whose answer to PING is not RESP got
+/// `redis.exposed` ("started without a config file") while the problems said
+/// its answer was "not a RESP reply". Not Redis means no Redis findings.
+#[test]
+fn a_web_server_on_the_redis_port_gets_no_redis_findings() {
+    if !require(Requirement::Netns) || !require(Requirement::Tool("/usr/bin/python3")) {
+        return;
+    }
+    let ns = Ns::new("notredis").expect("netns");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let web = common::start_listening(
+        &ns,
+        "/usr/bin/python3",
+        &["-m", "http.server", "6379", "--bind", "0.0.0.0"],
+        "127.0.0.1:6379",
+    );
+    let (_, doc) = audit_json(Some(&ns), &no_approvals(dir.path()), &[]);
+    let redis_rules: Vec<&str> = doc["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["rule"].as_str())
+        .filter(|rule| rule.starts_with("redis."))
+        .collect();
+    assert_eq!(redis_rules, Vec::<&str>::new(), "{doc:#}");
+    let problem = doc["problems"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["subject"] == "tcp 0.0.0.0:6379")
+        .unwrap_or_else(|| panic!("no problem about 6379: {doc:#}"));
+    let message = problem["message"].as_str().unwrap_or("");
+    assert!(
+        message.starts_with("not Redis:") && message.contains("not a RESP reply"),
+        "{problem}"
+    );
+    drop(web);
+}
+
 #[test]
 fn unprivileged_audit_says_what_it_could_not_see() {
     if !require(Requirement::Netns)

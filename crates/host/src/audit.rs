@@ -15,7 +15,7 @@ use perimeter_model::{
 };
 
 use crate::listeners::{ListenerOptions, collect_listeners};
-use crate::netns::{netns_inode, run_in_netns};
+use crate::netns::netns_inode;
 use crate::packages::PackageDb;
 use perimeter_firewall::reachability;
 
@@ -74,7 +74,6 @@ pub fn collect(opts: &AuditOptions) -> Collected {
         });
         (facts, firewall.and_then(|thread| thread.join().ok()))
     });
-    let mut own_ruleset = own_ruleset;
     let mut processes = facts.processes;
     // perimeter does not audit itself: run from a build tree under /tmp it
     // would otherwise report its own executable on every run.
@@ -104,16 +103,56 @@ pub fn collect(opts: &AuditOptions) -> Collected {
         })
         .collect();
 
-    if opts.probe_services {
-        let (redis, problems) = probe_redis(&snapshot, &enter_paths, current_inode);
+    // The Redis questions wait on the network (a silent listener costs its
+    // whole patience): ask them while sshd and the firewalls are read.
+    let (about, questions) = if opts.probe_services {
+        redis_questions(&snapshot, &enter_paths, current_inode)
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let redis = std::thread::scope(|scope| {
+        let asking = std::thread::Builder::new()
+            .name("redis".into())
+            .spawn_scoped(scope, || probe_redis(&about, &questions))
+            .ok();
+        let (sshd, problems) = inspect_sshds(&snapshot);
+        snapshot.sshd = sshd;
+        snapshot.problems.extend(problems);
+        read_firewalls(
+            &mut snapshot,
+            facts.namespaces,
+            &enter_paths,
+            current_inode,
+            own_ruleset,
+        );
+        // No thread (resource limits) just means asking now, in turn.
+        match asking {
+            Some(thread) => thread.join().ok(),
+            None => Some(probe_redis(&about, &questions)),
+        }
+    });
+    if let Some((redis, problems)) = redis {
         snapshot.redis = redis;
         snapshot.problems.extend(problems);
     }
-    let (sshd, problems) = inspect_sshds(&snapshot);
-    snapshot.sshd = sshd;
-    snapshot.problems.extend(problems);
 
-    for (netns, interfaces) in facts.namespaces {
+    Collected {
+        snapshot,
+        socket_source: facts.source.to_string(),
+    }
+}
+
+/// Each namespace's firewall into the snapshot: its verdict, and with a
+/// complete reading, what reaches each exposed listener.
+fn read_firewalls(
+    snapshot: &mut HostSnapshot,
+    namespaces: Vec<(perimeter_model::Netns, Vec<perimeter_model::Interface>)>,
+    enter_paths: &BTreeMap<u64, Option<PathBuf>>,
+    current_inode: Option<u64>,
+    own_ruleset: Option<(perimeter_firewall::Ruleset, Vec<Problem>, Vec<String>)>,
+) {
+    let mut own_ruleset = own_ruleset;
+    for (netns, interfaces) in namespaces {
         let enter = enter_paths.get(&netns.inode).cloned().flatten();
         let firewall = if Some(netns.inode) != current_inode && enter.is_none() {
             FirewallVerdict::Unknown(format!(
@@ -144,11 +183,6 @@ pub fn collect(opts: &AuditOptions) -> Collected {
             interfaces,
             firewall,
         });
-    }
-
-    Collected {
-        snapshot,
-        socket_source: facts.source.to_string(),
     }
 }
 
@@ -290,17 +324,17 @@ enum RedisCandidate {
     /// Its owner is unknown (not root) or unpackaged (a tarball build, renamed
     /// or not): ask briefly, and say nothing if it is not Redis.
     Speculative,
-    /// Named like Redis, or on one of its ports.
-    Likely,
+    /// On one of Redis's ports: a listener there that is not Redis is worth
+    /// saying so.
+    RedisPort,
+    /// Its process is named like Redis.
+    Named,
 }
 
-/// A Redis instance: namespace inode, main pid, and the port when no process
-/// could be seen.
-type InstanceKey = (u64, Option<u32>, Option<u16>);
-
-/// The most listeners asked speculatively per audit, so an unprivileged audit
-/// of a host with thousands of sockets stays quick.
-const MAX_SPECULATIVE: usize = 32;
+/// One question per namespace, process and port (per namespace and port when
+/// no process could be seen): a process listening on the same port on IPv4 and
+/// IPv6 is asked once, on its widest bind.
+type QuestionKey = (u64, Option<u32>, u16);
 
 /// Whether a listener might be Redis. Redis rewrites its process title, but not
 /// `comm` or the executable; a renamed tarball build is unpackaged, and one we
@@ -312,8 +346,11 @@ fn redis_candidate(process: Option<&Process>, listener: &Listener) -> Option<Red
             || p.name().contains("redis")
             || p.cmdline.first().is_some_and(|c| c.starts_with("redis"))
     });
-    if named || matches!(listener.port, 6379 | 6380 | 16379) {
-        return Some(RedisCandidate::Likely);
+    if named {
+        return Some(RedisCandidate::Named);
+    }
+    if matches!(listener.port, 6379 | 6380 | 16379) {
+        return Some(RedisCandidate::RedisPort);
     }
     match process.map(|p| &p.ownership) {
         None | Some(Ownership::Unpackaged) | Some(Ownership::Unknown(_)) => {
@@ -323,16 +360,26 @@ fn redis_candidate(process: Option<&Process>, listener: &Listener) -> Option<Red
     }
 }
 
-/// Probe each Redis instance once (per namespace and main process), on its
-/// most reachable listener.
-fn probe_redis(
+/// A listener to ask, with what its answer will be recorded against.
+#[derive(Debug)]
+struct RedisQuestion {
+    listener: Listener,
+    /// The main owner's pid, when one could be seen.
+    owner: Option<u32>,
+    candidate: RedisCandidate,
+    /// Why it could not be asked at all (its namespace cannot be entered).
+    unaskable: Option<String>,
+}
+
+/// Every TCP listener that might be Redis, once per namespace, process and
+/// port. No cap: a Redis behind many silent listeners is asked like any other;
+/// [`redis::ask_all`] asks them all at once.
+fn redis_questions(
     snapshot: &HostSnapshot,
     enter_paths: &BTreeMap<u64, Option<PathBuf>>,
     current_inode: Option<u64>,
-) -> (Vec<RedisFacts>, Vec<Problem>) {
-    // One probe per instance: per namespace and main process, or per port when
-    // the process cannot be seen.
-    let mut chosen: BTreeMap<InstanceKey, (&Listener, RedisCandidate)> = BTreeMap::new();
+) -> (Vec<RedisQuestion>, Vec<redis::Question>) {
+    let mut chosen: BTreeMap<QuestionKey, (&Listener, RedisCandidate)> = BTreeMap::new();
     for listener in snapshot
         .listeners
         .iter()
@@ -342,66 +389,102 @@ fn probe_redis(
         let Some(candidate) = redis_candidate(owner, listener) else {
             continue;
         };
-        let key = (
-            listener.netns.inode,
-            owner.map(|p| p.pid),
-            owner.is_none().then_some(listener.port),
-        );
+        let key = (listener.netns.inode, owner.map(|p| p.pid), listener.port);
         let entry = chosen.entry(key).or_insert((listener, candidate));
-        // Report the widest bind; that is the one the findings are about.
+        // Ask the widest bind; that is the one the findings are about.
         if listener.scope > entry.0.scope {
             entry.0 = listener;
         }
     }
+    let mut about = Vec::with_capacity(chosen.len());
+    let mut questions = Vec::with_capacity(chosen.len());
+    for ((_, owner, _), (listener, candidate)) in chosen {
+        let current = Some(listener.netns.inode) == current_inode;
+        let enter = enter_paths.get(&listener.netns.inode).cloned().flatten();
+        let unaskable = (!current && enter.is_none())
+            .then(|| format!("no way into netns {}", listener.netns.name));
+        questions.push(redis::Question {
+            address: redis::probe_address(listener),
+            enter: if current { None } else { enter },
+            patience: if candidate == RedisCandidate::Speculative {
+                redis::SPECULATIVE_TIMEOUT
+            } else {
+                redis::TIMEOUT
+            },
+        });
+        about.push(RedisQuestion {
+            listener: listener.clone(),
+            owner,
+            candidate,
+            unaskable,
+        });
+    }
+    (about, questions)
+}
+
+/// Asks every listener that might be Redis, all at once, and keeps the
+/// confirmed Redis instances. A likely candidate (named like Redis, or on a
+/// Redis port) that is not Redis, or could not be asked, is a problem, unless
+/// its process answered as Redis on another port (a cluster bus, a TLS port);
+/// a speculative one is silence.
+fn probe_redis(
+    about: &[RedisQuestion],
+    questions: &[redis::Question],
+) -> (Vec<RedisFacts>, Vec<Problem>) {
+    let askable: Vec<redis::Question> = about
+        .iter()
+        .zip(questions)
+        .filter(|(q, _)| q.unaskable.is_none())
+        .map(|(_, question)| question.clone())
+        .collect();
+    let mut asked = redis::ask_all(&askable).into_iter();
+    let answers: Vec<Result<redis::RedisAnswer, String>> = about
+        .iter()
+        .map(|q| match &q.unaskable {
+            Some(why) => Err(why.clone()),
+            None => asked.next().unwrap_or_else(|| Err("not asked".to_owned())),
+        })
+        .collect();
+    let confirmed_processes: BTreeSet<(u64, u32)> = about
+        .iter()
+        .zip(&answers)
+        .filter(|(_, answer)| answer.as_ref().is_ok_and(|a| a.auth.is_confirmed()))
+        .filter_map(|(q, _)| Some((q.listener.netns.inode, q.owner?)))
+        .collect();
     let mut facts = Vec::new();
     let mut problems = Vec::new();
-    let mut n_speculative = 0;
-    for (listener, candidate) in chosen.into_values() {
-        let speculative = candidate == RedisCandidate::Speculative;
-        if speculative {
-            n_speculative += 1;
-            if n_speculative > MAX_SPECULATIVE {
-                continue;
-            }
-        }
-        let timeout = if speculative {
-            redis::SPECULATIVE_TIMEOUT
-        } else {
-            redis::TIMEOUT
-        };
-        let address = redis::probe_address(listener);
-        let answer = if Some(listener.netns.inode) == current_inode {
-            Ok(redis::ask(address, timeout))
-        } else {
-            match enter_paths.get(&listener.netns.inode).cloned().flatten() {
-                Some(path) => run_in_netns(&path, move || redis::ask(address, timeout))
-                    .map_err(|e| e.to_string()),
-                None => Err(format!("no way into netns {}", listener.netns.name)),
-            }
+    for (question, answer) in about.iter().zip(answers) {
+        let listener = &question.listener;
+        let likely = question.candidate != RedisCandidate::Speculative;
+        let answered_elsewhere = question
+            .owner
+            .is_some_and(|pid| confirmed_processes.contains(&(listener.netns.inode, pid)));
+        let why_asked = match question.candidate {
+            RedisCandidate::Named => "asked because its process is named like Redis",
+            _ => "asked because it listens on a port Redis uses",
         };
         let answer = match answer {
             Ok(answer) => answer,
-            Err(_) if speculative => continue,
             Err(err) => {
-                problems.push(
-                    Problem::new(listener.endpoint(), format!("could not ask Redis: {err}"))
-                        .with_hint("entering another network namespace needs CAP_SYS_ADMIN"),
-                );
+                if likely && !answered_elsewhere {
+                    problems.push(
+                        Problem::new(listener.endpoint(), format!("could not ask Redis: {err}"))
+                            .with_hint("entering another network namespace needs CAP_SYS_ADMIN"),
+                    );
+                }
                 continue;
             }
         };
-        match &answer.auth {
-            RedisAuth::Unreachable(why) | RedisAuth::NotRedis(why) => {
-                // A process on a Redis port that is not Redis is not a finding;
-                // one we could not ask is a gap the reader should know about.
-                if matches!(answer.auth, RedisAuth::Unreachable(_)) && !speculative {
-                    problems.push(Problem::new(listener.endpoint(), why.clone()));
-                }
-                if matches!(answer.auth, RedisAuth::NotRedis(_)) || speculative {
-                    continue;
-                }
+        if !answer.auth.is_confirmed() {
+            if likely && !answered_elsewhere {
+                let message = match &answer.auth {
+                    RedisAuth::NotRedis(why) => format!("not Redis: {why}"),
+                    RedisAuth::Unreachable(why) => why.clone(),
+                    _ => String::new(),
+                };
+                problems.push(Problem::new(listener.endpoint(), message).with_hint(why_asked));
             }
-            _ => {}
+            continue;
         }
         facts.push(RedisFacts {
             endpoint: listener.endpoint(),

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use crate::host::Netns;
 
 /// What a Redis instance said when asked, read-only, on its listening address.
+/// Only a confirmed Redis ([`RedisAuth::is_confirmed`]) is recorded: a listener
+/// that answered something else, or nothing, is not Redis as far as anyone can
+/// tell, and gets no Redis findings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisFacts {
     /// The listener the instance was found on (`tcp 0.0.0.0:6379`).
@@ -18,7 +21,8 @@ pub struct RedisFacts {
     pub version: Option<String>,
     /// `config_file` from INFO server: Redis rewrites its process title, so this is
     /// the only reliable way to find the file the instance was started from. Empty
-    /// when it was started without one.
+    /// when it was started without one; `None` when INFO did not say (not asked,
+    /// refused, or no such field), which is not the same thing.
     pub config_file: Option<String>,
     /// `protected-mode` from CONFIG GET, when CONFIG answered.
     pub protected_mode: Option<bool>,
@@ -39,6 +43,17 @@ pub enum RedisAuth {
     NotRedis(String),
     /// Connecting or reading failed; the text says how.
     Unreachable(String),
+}
+
+impl RedisAuth {
+    /// Whether the answer shows the listener is Redis: it answered PING as
+    /// Redis does, or refused it as only Redis does (`-NOAUTH`, `-DENIED`).
+    pub fn is_confirmed(&self) -> bool {
+        matches!(
+            self,
+            RedisAuth::Open | RedisAuth::Required | RedisAuth::ProtectedMode
+        )
+    }
 }
 
 /// The effective settings of one running sshd, per class of client source

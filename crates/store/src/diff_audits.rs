@@ -20,9 +20,10 @@
 //! resolved findings), each in identity order, so the result does not depend on
 //! the order of either input.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::os::unix::ffi::OsStrExt;
 
 use perimeter_model::{Finding, Protocol, Severity};
 
@@ -72,89 +73,87 @@ pub fn diff_audits(before: &AuditRecord, after: &AuditRecord) -> Vec<AuditChange
     let new_findings = findings_by_identity(&after.findings);
     let mut changes = Vec::new();
 
-    for (identity, listener) in &new_listeners {
-        if !old_listeners.contains_key(identity) {
-            let severity = if listener.scope.is_exposed() {
-                Severity::Medium
-            } else {
-                Severity::Low
-            };
-            let subject = describe_listener(listener);
-            changes.push(AuditChange {
-                kind: AuditChangeKind::ListenerAppeared,
-                severity,
-                message: format!("{subject} started listening ({} scope)", listener.scope),
-                subject,
-                listener: Some((*listener).clone()),
-                finding: None,
-            });
-        }
+    // Hash maps to match thousands of unchanged values; the few changes are
+    // then put in identity order.
+    for (_, listener) in only_in(&new_listeners, &old_listeners) {
+        let severity = if listener.scope.is_exposed() {
+            Severity::Medium
+        } else {
+            Severity::Low
+        };
+        let subject = describe_listener(listener);
+        changes.push(AuditChange {
+            kind: AuditChangeKind::ListenerAppeared,
+            severity,
+            message: format!("{subject} started listening ({} scope)", listener.scope),
+            subject,
+            listener: Some((*listener).clone()),
+            finding: None,
+        });
     }
-    for (identity, listener) in &old_listeners {
-        if !new_listeners.contains_key(identity) {
-            let subject = describe_listener(listener);
-            changes.push(AuditChange {
-                kind: AuditChangeKind::ListenerDisappeared,
-                severity: Severity::Low,
-                message: format!("{subject} no longer listens"),
-                subject,
-                listener: Some((*listener).clone()),
-                finding: None,
-            });
-        }
+    for (_, listener) in only_in(&old_listeners, &new_listeners) {
+        let subject = describe_listener(listener);
+        changes.push(AuditChange {
+            kind: AuditChangeKind::ListenerDisappeared,
+            severity: Severity::Low,
+            message: format!("{subject} no longer listens"),
+            subject,
+            listener: Some((*listener).clone()),
+            finding: None,
+        });
     }
-    for (identity, finding) in &new_findings {
-        if !old_findings.contains_key(identity) {
-            changes.push(AuditChange {
-                kind: AuditChangeKind::FindingAppeared,
-                severity: finding.severity,
-                subject: finding.subject.clone(),
-                message: format!(
-                    "new finding {} ({}) on {}: {}",
-                    finding.rule, finding.severity, finding.subject, finding.message
-                ),
-                listener: None,
-                finding: Some((*finding).clone()),
-            });
-        }
+    for (_, finding) in only_in(&new_findings, &old_findings) {
+        changes.push(AuditChange {
+            kind: AuditChangeKind::FindingAppeared,
+            severity: finding.severity,
+            subject: finding.subject.clone(),
+            message: format!(
+                "new finding {} ({}) on {}: {}",
+                finding.rule, finding.severity, finding.subject, finding.message
+            ),
+            listener: None,
+            finding: Some((*finding).clone()),
+        });
     }
-    for (identity, finding) in &old_findings {
-        if !new_findings.contains_key(identity) {
-            changes.push(AuditChange {
-                kind: AuditChangeKind::FindingResolved,
-                severity: Severity::Info,
-                subject: finding.subject.clone(),
-                message: format!("finding {} on {} resolved", finding.rule, finding.subject),
-                listener: None,
-                finding: Some((*finding).clone()),
-            });
-        }
+    for (_, finding) in only_in(&old_findings, &new_findings) {
+        changes.push(AuditChange {
+            kind: AuditChangeKind::FindingResolved,
+            severity: Severity::Info,
+            subject: finding.subject.clone(),
+            message: format!("finding {} on {} resolved", finding.rule, finding.subject),
+            listener: None,
+            finding: Some((*finding).clone()),
+        });
     }
     changes
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct ListenerIdentity {
-    netns: String,
+/// Borrowed from the record, so identifying thousands of listeners copies
+/// nothing; the executable compares as bytes (component-wise `Path`
+/// comparison costs a parse per comparison, and any fixed order will do).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct ListenerIdentity<'a> {
+    netns: &'a str,
     protocol: Protocol,
     address: IpAddr,
     port: u16,
-    exe: Option<PathBuf>,
+    exe: Option<&'a [u8]>,
 }
 
 /// Listeners by identity; among sockets sharing one, the one whose debug text
 /// sorts first is kept, so the pick never depends on input order.
 fn listeners_by_identity(
     listeners: &[ListenerRecord],
-) -> BTreeMap<ListenerIdentity, &ListenerRecord> {
-    let mut by_identity: BTreeMap<ListenerIdentity, &ListenerRecord> = BTreeMap::new();
+) -> HashMap<ListenerIdentity<'_>, &ListenerRecord> {
+    let mut by_identity: HashMap<ListenerIdentity<'_>, &ListenerRecord> =
+        HashMap::with_capacity(listeners.len());
     for listener in listeners {
         let identity = ListenerIdentity {
-            netns: listener.netns.name.clone(),
+            netns: &listener.netns.name,
             protocol: listener.protocol,
             address: listener.address,
             port: listener.port,
-            exe: listener.exe().cloned(),
+            exe: listener.exe().map(|exe| exe.as_os_str().as_bytes()),
         };
         by_identity
             .entry(identity)
@@ -170,10 +169,10 @@ fn listeners_by_identity(
 
 /// Findings by (rule, subject with pids masked); of several, the worst is
 /// kept, then the one whose debug text sorts first.
-fn findings_by_identity(findings: &[Finding]) -> BTreeMap<(String, String), &Finding> {
-    let mut by_identity: BTreeMap<(String, String), &Finding> = BTreeMap::new();
+fn findings_by_identity(findings: &[Finding]) -> HashMap<(&str, String), &Finding> {
+    let mut by_identity: HashMap<(&str, String), &Finding> = HashMap::with_capacity(findings.len());
     for finding in findings {
-        let identity = (finding.rule.clone(), mask_pids(&finding.subject));
+        let identity = (finding.rule.as_str(), mask_pids(&finding.subject));
         by_identity
             .entry(identity)
             .and_modify(|kept| {
@@ -189,11 +188,24 @@ fn findings_by_identity(findings: &[Finding]) -> BTreeMap<(String, String), &Fin
     by_identity
 }
 
+/// The entries of `these` whose identity `those` lacks, in identity order.
+fn only_in<'m, K: Ord + Hash + Eq, V>(
+    these: &'m HashMap<K, V>,
+    those: &HashMap<K, V>,
+) -> Vec<(&'m K, &'m V)> {
+    let mut only: Vec<(&K, &V)> = these
+        .iter()
+        .filter(|(identity, _)| !those.contains_key(*identity))
+        .collect();
+    only.sort_by(|a, b| a.0.cmp(b.0));
+    only
+}
+
 /// Replaces the digits after `pid ` (and `pid=`, `pid:`) with `*`.
 ///
 /// Hand-written rather than a regex crate: one fixed pattern does not justify a
 /// dependency, and the loop below is simple to check.
-fn mask_pids(subject: &str) -> String {
+pub(crate) fn mask_pids(subject: &str) -> String {
     const PID: &str = "pid";
     let mut masked = String::with_capacity(subject.len());
     let mut copied_up_to = 0;
@@ -243,6 +255,7 @@ fn describe_listener(listener: &ListenerRecord) -> String {
 #[cfg(test)]
 mod tests {
     use std::net::IpAddr;
+    use std::path::PathBuf;
 
     use perimeter_model::{Netns, Ownership, Scope};
     use time::macros::datetime;

@@ -23,6 +23,7 @@ mod diff_audits;
 mod diff_scans;
 mod error;
 mod path;
+mod spans;
 mod sqlite;
 mod target_key;
 mod writer;
@@ -80,6 +81,24 @@ pub struct ScanSummary {
     pub n_open: u64,
 }
 
+/// An audit just stored, and what changed since the host's previous one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedAudit {
+    pub id: i64,
+    /// `None` for the host's first audit.
+    pub since: Option<AuditSince>,
+}
+
+/// What changed on a host since one of its audits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditSince {
+    /// The earlier audit.
+    pub audit_id: i64,
+    pub taken_at: OffsetDateTime,
+    /// As [`diff_audits`] lists them.
+    pub changes: Vec<AuditChange>,
+}
+
 /// The history of scans and audits.
 ///
 /// Synchronous on purpose: SQLite is a blocking library, and the CLI calls the
@@ -130,6 +149,31 @@ pub trait Store {
         snapshot: &HostSnapshot,
         findings: &[Finding],
     ) -> Result<i64, StoreError>;
+
+    /// Stores one audit of `host`, as [`Store::record_audit`] does, and says
+    /// what changed since the host's previous audit: exactly what
+    /// [`diff_audits`] of that audit and this one says. This default loads the
+    /// previous audit whole; a store that keeps what changed between audits
+    /// (SQLite's spans) answers from the changes alone.
+    fn record_audit_since(
+        &mut self,
+        host: &str,
+        taken_at: OffsetDateTime,
+        snapshot: &HostSnapshot,
+        findings: &[Finding],
+    ) -> Result<RecordedAudit, StoreError> {
+        let previous = self.previous_audit(host)?;
+        let id = self.record_audit(host, taken_at, snapshot, findings)?;
+        let since = previous.map(|previous| {
+            let current = AuditRecord::from_snapshot(host, taken_at, snapshot, findings);
+            AuditSince {
+                audit_id: previous.id,
+                taken_at: previous.taken_at,
+                changes: diff_audits(&previous, &current),
+            }
+        });
+        Ok(RecordedAudit { id, since })
+    }
 
     /// The latest `limit` audits of any host, newest first.
     fn list_audits(&self, limit: usize) -> Result<Vec<AuditSummary>, StoreError>;

@@ -5,13 +5,15 @@
 //! write is one transaction, so a killed process loses at most the transaction
 //! it was in; a power cut can also lose the last few committed transactions, but
 //! never corrupts the file (SQLite's documented WAL guarantees). That trade buys
-//! the insert throughput a large scan needs.
+//! the insert throughput a large scan needs. The WAL stays when the store is
+//! closed (checkpointed as it grows, not at every close), so a run that records
+//! one audit makes no fsync.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{DirBuilder, OpenOptions};
 use std::io;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -20,6 +22,7 @@ use perimeter_model::{
     Finding, HostSnapshot, Netns, Ownership, PackageRef, PortResult, PortState, Problem, ScanInfo,
     ServiceInfo, Severity, TlsInfo,
 };
+use rusqlite::config::DbConfig;
 use rusqlite::{
     Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
 };
@@ -30,12 +33,14 @@ use crate::audit::{AuditRecord, AuditSummary, ListenerRecord, OwnerRecord};
 use crate::codec::{
     decode_address, decode_auth, decode_bool, decode_count, decode_map, decode_pids, decode_port,
     decode_port_state, decode_protocol, decode_resolved, decode_scope, decode_severity,
-    decode_strings, decode_time, decode_u32, encode_count, encode_map, encode_pids,
-    encode_resolved, encode_strings, encode_time, u64_from_bits, u64_to_bits,
+    decode_strings, decode_time, decode_u32, encode_count, encode_map, encode_resolved,
+    encode_strings, encode_time, u64_from_bits,
 };
+use crate::diff_audits::diff_audits;
 use crate::error::StoreError;
+use crate::spans;
 use crate::target_key::TargetKey;
-use crate::{ScanSummary, Store};
+use crate::{AuditSince, RecordedAudit, ScanSummary, Store};
 
 /// The migrations, in order: `MIGRATIONS[i]` takes a database from schema
 /// version `i` to `i + 1`. Released migrations are never edited, only appended
@@ -43,6 +48,7 @@ use crate::{ScanSummary, Store};
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_initial.sql"),
     include_str!("../migrations/0002_scan_writer.sql"),
+    include_str!("../migrations/0003_audit_spans.sql"),
 ];
 
 /// The schema version this binary writes and the newest it can read.
@@ -199,6 +205,13 @@ impl SqliteStore {
             .map_err(sql_error("set synchronous mode"))?;
         conn.pragma_update(None, "foreign_keys", true)
             .map_err(sql_error("turn on foreign keys"))?;
+        // Closing the last connection would copy the WAL into the database
+        // and remove it, with two or more fsyncs: most of what a run that
+        // recorded one small audit costs. The WAL is checkpointed as it grows
+        // instead (every 1000 pages, SQLite's default), in whichever run
+        // crosses that; commits are as durable either way.
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+            .map_err(sql_error("keep the WAL on close"))?;
         if header.user_version < SCHEMA_VERSION {
             migrate(&mut conn, &path)?;
         }
@@ -220,6 +233,23 @@ impl SqliteStore {
             action,
             source,
         }
+    }
+
+    /// How audit `audit_id` is stored: 1, its own rows (before schema
+    /// version 3); 2, spans of its host's rows.
+    fn audit_layout(&self, audit_id: i64) -> Result<i64, StoreError> {
+        if self.schema_version < 3 {
+            return Ok(1);
+        }
+        self.conn
+            .query_row(
+                "SELECT layout FROM audits WHERE id = ?1",
+                [audit_id],
+                |row| row.get(0),
+            )
+            .optional()
+            .map(|layout| layout.unwrap_or(1))
+            .map_err(self.sql_error(format!("load audit {audit_id}")))
     }
 
     fn corrupt(&self, context: &str, detail: String) -> StoreError {
@@ -311,20 +341,6 @@ impl SqliteStore {
                 },
             )
             .collect()
-    }
-
-    fn insert_audit(&mut self, record: &AuditRecord) -> Result<i64, StoreError> {
-        let action = format!("record an audit of {}", record.host);
-        let taken_at = encode_time("audit time", record.taken_at)?;
-        let n_listeners = encode_count("listener count", record.listeners.len() as u64)?;
-        let n_findings = encode_count("finding count", record.findings.len() as u64)?;
-        let worst = record.worst_severity().map(Severity::as_str);
-        let on_error = self.sql_error(action.clone());
-        let tx = self.write_transaction(&action)?;
-        let audit_id = insert_audit_rows(&tx, record, &taken_at, n_listeners, n_findings, worst)
-            .and_then(|audit_id| tx.commit().map(|()| audit_id))
-            .map_err(on_error)?;
-        Ok(audit_id)
     }
 }
 
@@ -506,9 +522,132 @@ impl Store for SqliteStore {
         snapshot: &HostSnapshot,
         findings: &[Finding],
     ) -> Result<i64, StoreError> {
-        self.insert_audit(&AuditRecord::from_snapshot(
-            host, taken_at, snapshot, findings,
-        ))
+        self.record_audit_since(host, taken_at, snapshot, findings)
+            .map(|recorded| recorded.id)
+    }
+
+    fn record_audit_since(
+        &mut self,
+        host: &str,
+        taken_at: OffsetDateTime,
+        snapshot: &HostSnapshot,
+        findings: &[Finding],
+    ) -> Result<RecordedAudit, StoreError> {
+        // A previous audit stored before schema version 3 has no spans to
+        // compare with: it is loaded whole and diffed (once per host, at the
+        // first audit after the upgrade).
+        let legacy_previous = match self.audits_of(host, 1)?.into_iter().next() {
+            Some(previous) if self.audit_layout(previous.id)? == 1 => {
+                Some(self.load_audit(previous.id)?)
+            }
+            _ => None,
+        };
+        let action = format!("record an audit of {host}");
+        let taken_at_text = encode_time("audit time", taken_at)?;
+        let n_listeners = encode_count("listener count", snapshot.listeners.len() as u64)?;
+        let n_findings = encode_count("finding count", findings.len() as u64)?;
+        let worst = findings
+            .iter()
+            .map(|finding| finding.severity)
+            .max()
+            .map(Severity::as_str);
+        let path = self.path.clone();
+        let on_error = self.sql_error(action.clone());
+        let tx = self.write_transaction(&action)?;
+        let sql = |source| StoreError::Sqlite {
+            path: path.clone(),
+            action: action.clone(),
+            source,
+        };
+        let corrupt = |context: String, detail: String| StoreError::Corrupt {
+            path: path.clone(),
+            detail: format!("{context}: {detail}"),
+        };
+        // The host's latest audit, read under the write lock.
+        let previous: Option<(i64, String)> = tx
+            .query_row(
+                "SELECT id, taken_at FROM audits WHERE host = ?1 ORDER BY id DESC LIMIT 1",
+                [host],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+            .map_err(sql)?;
+        tx.execute(
+            "INSERT INTO audits (host, taken_at, hostname, n_listeners, n_findings, worst_severity, layout) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 2)",
+            params![host, taken_at_text, snapshot.hostname, n_listeners, n_findings, worst],
+        )
+        .map_err(sql)?;
+        let audit_id = tx.last_insert_rowid();
+        let recorded = spans::record_spans(&tx, host, audit_id, snapshot, findings).map_err(sql)?;
+        let since = match previous {
+            None => None,
+            Some((previous_id, previous_taken_at)) => {
+                let changes = match legacy_previous.filter(|legacy| legacy.id == previous_id) {
+                    Some(legacy) => diff_audits(
+                        &legacy,
+                        &AuditRecord::from_snapshot(host, taken_at, snapshot, findings),
+                    ),
+                    None => {
+                        // Only the values whose identity is new and the rows
+                        // whose identity went: everything else is on both
+                        // sides and would diff to nothing.
+                        let mut before = AuditRecord::from_snapshot(
+                            host,
+                            taken_at,
+                            &HostSnapshot::default(),
+                            &[],
+                        );
+                        let mut after = before.clone();
+                        let mut statement = tx
+                            .prepare_cached(&spans::LISTENERS.select_one_sql())
+                            .map_err(sql)?;
+                        for &id in &recorded.listeners.disappeared {
+                            let raw = statement
+                                .query_row([id], RawListener::from_row)
+                                .map_err(sql)?;
+                            before.listeners.push(raw.decode().map_err(|detail| {
+                                corrupt(format!("audit {previous_id}, listener {id}"), detail)
+                            })?);
+                        }
+                        let mut statement = tx
+                            .prepare_cached(&spans::FINDINGS.select_one_sql())
+                            .map_err(sql)?;
+                        for &id in &recorded.findings.disappeared {
+                            let raw = statement
+                                .query_row([id], |row| RawFinding::from_row(row, 0))
+                                .map_err(sql)?;
+                            before.findings.push(raw.decode().map_err(|detail| {
+                                corrupt(format!("audit {previous_id}, finding {id}"), detail)
+                            })?);
+                        }
+                        for &idx in &recorded.listeners.appeared {
+                            if let Some(listener) = snapshot.listeners.get(idx) {
+                                after
+                                    .listeners
+                                    .push(ListenerRecord::from_listener(snapshot, listener));
+                            }
+                        }
+                        for &idx in &recorded.findings.appeared {
+                            after.findings.extend(findings.get(idx).cloned());
+                        }
+                        diff_audits(&before, &after)
+                    }
+                };
+                let taken_at = decode_time(&previous_taken_at)
+                    .map_err(|detail| corrupt(format!("audit {previous_id}"), detail))?;
+                Some(AuditSince {
+                    audit_id: previous_id,
+                    taken_at,
+                    changes,
+                })
+            }
+        };
+        tx.commit().map_err(on_error)?;
+        Ok(RecordedAudit {
+            id: audit_id,
+            since,
+        })
     }
 
     fn list_audits(&self, limit: usize) -> Result<Vec<AuditSummary>, StoreError> {
@@ -537,19 +676,34 @@ impl Store for SqliteStore {
                 id: audit_id,
             })?;
 
+        // Audits before schema version 3 have their own rows; later ones
+        // are spans of their host's rows (see spans.rs).
+        let layout = self.audit_layout(audit_id)?;
+        let (host, latest) = if layout == 2 {
+            let newest = self.audits_of(&summary.host, 1)?;
+            let latest = newest.first().is_some_and(|newest| newest.id == audit_id);
+            (Some(summary.host.as_str()), latest)
+        } else {
+            (None, false)
+        };
+        let sql = |table: spans::SpanTable, legacy: &str| match host {
+            Some(_) => table.select_sql(latest),
+            None => format!(
+                "SELECT id, {} FROM {legacy} WHERE audit_id = ?2 AND ?1 IS NOT NULL ORDER BY id",
+                table.columns
+            ),
+        };
+        // Bound either way; the legacy tables need only the audit id.
+        let params = params![host.unwrap_or(""), audit_id];
+
         let mut statement = tx
-            .prepare_cached(
-                "SELECT id, protocol, address, port, scope, v6only, interface, inode, socket_uid, netns_inode, \
-                 netns_name, pids, process_name, uid, user, exe, exe_deleted, unit, container, ownership, \
-                 ownership_detail, package_manager, package_name, package_arch \
-                 FROM audit_listeners WHERE audit_id = ?1 ORDER BY id",
-            )
+            .prepare_cached(&sql(spans::LISTENERS, "audit_listeners"))
             .map_err(self.sql_error(action.clone()))?;
         let raw_listeners = statement
-            .query_map([audit_id], RawListener::from_row)
+            .query_map(params, RawListener::from_row)
             .and_then(Iterator::collect::<Result<Vec<_>, _>>)
             .map_err(self.sql_error(action.clone()))?;
-        let listeners = raw_listeners
+        let mut listeners = raw_listeners
             .into_iter()
             .map(|raw| {
                 let context = format!("audit {audit_id}, listener {}", raw.id);
@@ -557,18 +711,24 @@ impl Store for SqliteStore {
                     .map_err(|detail| self.corrupt(&context, detail))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // The order the audit listed them in (host::listeners sorts so),
+        // which rows stored in that order mostly have already.
+        let order = |a: &ListenerRecord, b: &ListenerRecord| {
+            (&a.netns, a.protocol, a.port, a.address, a.inode)
+                .cmp(&(&b.netns, b.protocol, b.port, b.address, b.inode))
+        };
+        if !listeners.is_sorted_by(|a, b| order(a, b).is_le()) {
+            listeners.sort_by(order);
+        }
 
         let mut statement = tx
-            .prepare_cached(
-                "SELECT id, rule, severity, subject, message, evidence, remedy \
-                 FROM audit_findings WHERE audit_id = ?1 ORDER BY id",
-            )
+            .prepare_cached(&sql(spans::FINDINGS, "audit_findings"))
             .map_err(self.sql_error(action.clone()))?;
         let raw_findings = statement
-            .query_map([audit_id], |row| RawFinding::from_row(row, 0))
+            .query_map(params, |row| RawFinding::from_row(row, 0))
             .and_then(Iterator::collect::<Result<Vec<_>, _>>)
             .map_err(self.sql_error(action.clone()))?;
-        let findings = raw_findings
+        let mut findings = raw_findings
             .into_iter()
             .map(|raw| {
                 let context = format!("audit {audit_id}, finding {}", raw.id);
@@ -576,18 +736,23 @@ impl Store for SqliteStore {
                     .map_err(|detail| self.corrupt(&context, detail))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // Worst first, as reports list them; otherwise as stored.
+        findings.sort_by(|a, b| {
+            b.severity
+                .cmp(&a.severity)
+                .then_with(|| a.rule.cmp(&b.rule))
+                .then_with(|| a.subject.cmp(&b.subject))
+        });
 
         let mut statement = tx
-            .prepare_cached(
-                "SELECT subject, message, hint FROM audit_problems WHERE audit_id = ?1 ORDER BY id",
-            )
+            .prepare_cached(&sql(spans::PROBLEMS, "audit_problems"))
             .map_err(self.sql_error(action.clone()))?;
         let problems = statement
-            .query_map([audit_id], |row| {
+            .query_map(params, |row| {
                 Ok(Problem {
-                    subject: row.get(0)?,
-                    message: row.get(1)?,
-                    hint: row.get(2)?,
+                    subject: row.get(1)?,
+                    message: row.get(2)?,
+                    hint: row.get(3)?,
                 })
             })
             .and_then(Iterator::collect::<Result<Vec<_>, _>>)
@@ -1103,103 +1268,6 @@ impl RawFinding {
             remedy: self.remedy,
         })
     }
-}
-
-fn insert_audit_rows(
-    tx: &Transaction<'_>,
-    record: &AuditRecord,
-    taken_at: &str,
-    n_listeners: i64,
-    n_findings: i64,
-    worst: Option<&str>,
-) -> rusqlite::Result<i64> {
-    tx.execute(
-        "INSERT INTO audits (host, taken_at, hostname, n_listeners, n_findings, worst_severity) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
-            record.host,
-            taken_at,
-            record.hostname,
-            n_listeners,
-            n_findings,
-            worst
-        ],
-    )?;
-    let audit_id = tx.last_insert_rowid();
-
-    let mut insert_listener = tx.prepare_cached(
-        "INSERT INTO audit_listeners (audit_id, protocol, address, port, scope, v6only, interface, inode, \
-         socket_uid, netns_inode, netns_name, pids, process_name, uid, user, exe, exe_deleted, unit, container, \
-         ownership, ownership_detail, package_manager, package_name, package_arch) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, \
-         ?21, ?22, ?23, ?24)",
-    )?;
-    for listener in &record.listeners {
-        let process = listener.process.as_ref();
-        let (ownership, detail, package) = match process.map(|process| &process.ownership) {
-            Some(Ownership::Package(package)) => ("package", None, Some(package)),
-            Some(Ownership::Unpackaged) => ("unpackaged", None, None),
-            Some(Ownership::Unknown(why)) => ("unknown", Some(why.as_str()), None),
-            Some(Ownership::NotChecked) | None => ("not-checked", None, None),
-        };
-        insert_listener.execute(params![
-            audit_id,
-            listener.protocol.as_str(),
-            listener.address.to_string(),
-            listener.port,
-            listener.scope.as_str(),
-            listener.v6only,
-            listener.interface,
-            u64_to_bits(listener.inode),
-            listener.socket_uid,
-            u64_to_bits(listener.netns.inode),
-            listener.netns.name,
-            encode_pids(&listener.pids),
-            process.map(|process| process.name.as_str()),
-            process.map(|process| process.uid),
-            process.and_then(|process| process.user.as_deref()),
-            process
-                .and_then(|process| process.exe.as_ref())
-                .map(|exe| exe.as_os_str().as_bytes()),
-            process.is_some_and(|process| process.exe_deleted),
-            process.and_then(|process| process.unit.as_deref()),
-            process.and_then(|process| process.container.as_deref()),
-            ownership,
-            detail,
-            package.map(|package| package.manager.as_str()),
-            package.map(|package| package.name.as_str()),
-            package.and_then(|package| package.arch.as_deref()),
-        ])?;
-    }
-
-    let mut insert_finding = tx.prepare_cached(
-        "INSERT INTO audit_findings (audit_id, rule, severity, subject, message, evidence, remedy) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?;
-    for finding in &record.findings {
-        insert_finding.execute(params![
-            audit_id,
-            finding.rule,
-            finding.severity.as_str(),
-            finding.subject,
-            finding.message,
-            encode_strings(&finding.evidence),
-            finding.remedy,
-        ])?;
-    }
-
-    let mut insert_problem = tx.prepare_cached(
-        "INSERT INTO audit_problems (audit_id, subject, message, hint) VALUES (?1, ?2, ?3, ?4)",
-    )?;
-    for problem in &record.problems {
-        insert_problem.execute(params![
-            audit_id,
-            problem.subject,
-            problem.message,
-            problem.hint
-        ])?;
-    }
-    Ok(audit_id)
 }
 
 /// An `audit_listeners` row as read, before decoding.

@@ -429,15 +429,21 @@ fn audits_round_trip_every_field() -> TestResult {
 
     let store = SqliteStore::open(&path)?;
     let loaded = store.load_audit(audit_id)?;
-    let expected = AuditRecord {
+    let mut expected = AuditRecord {
         id: audit_id,
         ..AuditRecord::from_snapshot("lab", taken_at, &snapshot, &audit_findings())
     };
+    // Listeners come back in the order the collector lists them (namespace,
+    // protocol, port, address, inode), whatever order they were given in.
+    expected.listeners.sort_by(|a, b| {
+        (&a.netns, a.protocol, a.port, a.address, a.inode)
+            .cmp(&(&b.netns, b.protocol, b.port, b.address, b.inode))
+    });
     assert_eq!(loaded, expected);
     assert_eq!(loaded.taken_at.offset(), taken_at.offset());
 
     // The flattening itself: main owner, user, package or why not.
-    let redis = loaded.listeners.first().ok_or("redis listener")?;
+    let redis = loaded.listeners.get(1).ok_or("redis listener")?;
     assert_eq!(redis.pids, vec![812, 813]);
     let owner = redis.process.as_ref().ok_or("redis has an owner")?;
     assert_eq!(owner.name, "redis-server");
@@ -450,7 +456,7 @@ fn audits_round_trip_every_field() -> TestResult {
         redis.package().map(ToString::to_string),
         Some("redis-server:amd64".to_owned())
     );
-    let sshd = loaded.listeners.get(1).ok_or("sshd listener")?;
+    let sshd = loaded.listeners.first().ok_or("sshd listener")?;
     assert_eq!(
         sshd.process.as_ref().map(|p| p.user_name()),
         Some("0".to_owned())
@@ -800,7 +806,11 @@ fn an_older_schema_is_read_as_it_is_when_opened_read_only() -> TestResult {
     // Take the file back to schema version 1 (as an older perimeter wrote it).
     {
         let conn = rusqlite::Connection::open(&path)?;
-        conn.execute_batch("ALTER TABLE scans DROP COLUMN writer; PRAGMA user_version = 1;")?;
+        conn.execute_batch(
+            "DROP TABLE audit_listener_spans; DROP TABLE audit_finding_spans; \
+             DROP TABLE audit_problem_spans; ALTER TABLE audits DROP COLUMN layout; \
+             ALTER TABLE scans DROP COLUMN writer; PRAGMA user_version = 1;",
+        )?;
     }
     let store = SqliteStore::open_read_only(&path)?;
     let scans = store.list_scans(5)?;
@@ -815,5 +825,247 @@ fn an_older_schema_is_read_as_it_is_when_opened_read_only() -> TestResult {
     // A writing open migrates it.
     drop(SqliteStore::open(&path)?);
     assert_eq!(schema_version(&path)?, SCHEMA_VERSION);
+    Ok(())
+}
+
+/// Rows in one of the store's tables.
+fn n_rows(path: &Path, table: &str) -> Result<i64, rusqlite::Error> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
+        row.get(0)
+    })
+}
+
+/// The listeners' ports, findings' rules and problems' subjects of an audit.
+fn contents(record: &AuditRecord) -> (Vec<u16>, Vec<String>, Vec<String>) {
+    let mut ports: Vec<u16> = record.listeners.iter().map(|l| l.port).collect();
+    ports.sort_unstable();
+    let mut rules: Vec<String> = record.findings.iter().map(|f| f.rule.clone()).collect();
+    rules.sort();
+    let mut subjects: Vec<String> = record.problems.iter().map(|p| p.subject.clone()).collect();
+    subjects.sort();
+    (ports, rules, subjects)
+}
+
+#[test]
+fn an_unchanged_audit_writes_no_listener_finding_or_problem_again() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("history.db");
+    let mut store = SqliteStore::open(&path)?;
+    let snapshot = snapshot();
+    let findings = audit_findings();
+    let first = store.record_audit("lab", datetime!(2024-05-01 0:00 UTC), &snapshot, &findings)?;
+    let counts = |path: &Path| -> Result<[i64; 3], rusqlite::Error> {
+        Ok([
+            n_rows(path, "audit_listener_spans")?,
+            n_rows(path, "audit_finding_spans")?,
+            n_rows(path, "audit_problem_spans")?,
+        ])
+    };
+    assert_eq!(counts(&path)?, [5, 2, 2]);
+    let mut ids = vec![first];
+    for day in 2..=5u8 {
+        let taken_at = datetime!(2024-05-01 0:00 UTC) + time::Duration::days(i64::from(day));
+        ids.push(store.record_audit("lab", taken_at, &snapshot, &findings)?);
+    }
+    assert_eq!(counts(&path)?, [5, 2, 2], "nothing new was written");
+    let expected = store.load_audit(first)?;
+    for id in ids {
+        let loaded = store.load_audit(id)?;
+        assert_eq!(
+            (loaded.listeners, loaded.findings, loaded.problems),
+            (
+                expected.listeners.clone(),
+                expected.findings.clone(),
+                expected.problems.clone()
+            )
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn every_audit_reads_back_as_it_was_when_values_come_and_go() -> TestResult {
+    let mut store = SqliteStore::open_in_memory()?;
+    let full = snapshot();
+    let findings = audit_findings();
+    // Audit 1: everything. Audit 2: the listener on 8080 and a problem gone,
+    // one finding resolved, and the redis listener's owners changed (a
+    // restart: the same port, a new row). Audit 3: 8080 back. An audit of
+    // another host in between changes nothing here.
+    let mut fewer = full.clone();
+    fewer.listeners.retain(|l| l.port != 8080);
+    fewer.problems.truncate(1);
+    for listener in fewer.listeners.iter_mut().filter(|l| l.port == 6379) {
+        listener.owners.truncate(1);
+    }
+    let t = datetime!(2024-05-01 0:00 UTC);
+    let one = store.record_audit("lab", t, &full, &findings)?;
+    let two = store.record_audit("lab", t, &fewer, &findings[..1])?;
+    let other = store.record_audit("other", t, &full, &[])?;
+    let three = store.record_audit("lab", t, &full, &findings)?;
+
+    let expect = |snapshot: &HostSnapshot, findings: &[Finding]| {
+        contents(&AuditRecord::from_snapshot("lab", t, snapshot, findings))
+    };
+    assert_eq!(contents(&store.load_audit(one)?), expect(&full, &findings));
+    assert_eq!(
+        contents(&store.load_audit(two)?),
+        expect(&fewer, &findings[..1])
+    );
+    assert_eq!(contents(&store.load_audit(other)?), expect(&full, &[]));
+    assert_eq!(
+        contents(&store.load_audit(three)?),
+        expect(&full, &findings)
+    );
+    // Every field, not only the identities: audit 2's redis listener has one pid.
+    let redis = store
+        .load_audit(two)?
+        .listeners
+        .into_iter()
+        .find(|l| l.port == 6379)
+        .ok_or("redis listener")?;
+    let kept = fewer
+        .listeners
+        .iter()
+        .find(|l| l.port == 6379)
+        .map(|l| l.pids())
+        .ok_or("redis listener in the snapshot")?;
+    assert_eq!((redis.pids.len(), &redis.pids), (1, &kept));
+    assert_eq!(store.previous_audit("lab")?.map(|a| a.id), Some(three));
+    Ok(())
+}
+
+#[test]
+fn a_value_listed_twice_is_kept_twice() -> TestResult {
+    let mut store = SqliteStore::open_in_memory()?;
+    let twice = [audit_findings(), audit_findings()].concat();
+    let t = datetime!(2024-05-01 0:00 UTC);
+    let one = store.record_audit("lab", t, &HostSnapshot::default(), &twice)?;
+    let two = store.record_audit("lab", t, &HostSnapshot::default(), &audit_findings())?;
+    let three = store.record_audit("lab", t, &HostSnapshot::default(), &twice)?;
+    assert_eq!(store.load_audit(one)?.findings.len(), 4);
+    assert_eq!(store.load_audit(two)?.findings.len(), 2);
+    assert_eq!(store.load_audit(three)?.findings.len(), 4);
+    Ok(())
+}
+
+#[test]
+fn audits_stored_before_version_3_are_read_and_followed() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("v2.db");
+    // A version 2 history, as perimeter wrote it: an audit with its own rows.
+    {
+        let conn = rusqlite::Connection::open(&path)?;
+        conn.execute_batch(include_str!("../migrations/0001_initial.sql"))?;
+        conn.execute_batch(include_str!("../migrations/0002_scan_writer.sql"))?;
+        conn.execute_batch(
+            "PRAGMA application_id = 1347571028; PRAGMA user_version = 2;
+             INSERT INTO audits (host, taken_at, hostname, n_listeners, n_findings, worst_severity)
+               VALUES ('lab', '2024-05-01T00:00:00Z', 'lab-host', 1, 1, 'high');
+             INSERT INTO audit_listeners (audit_id, protocol, address, port, scope, inode, socket_uid,
+               netns_inode, netns_name, pids, process_name, uid, user, exe, ownership)
+               VALUES (1, 'tcp', '0.0.0.0', 6379, 'wildcard', 97379, 107, 4026531840, 'host', '[812]',
+               'redis-server', 107, 'redis', CAST('/usr/bin/redis-server' AS BLOB), 'unpackaged');
+             INSERT INTO audit_findings (audit_id, rule, severity, subject, message, evidence, remedy)
+               VALUES (1, 'redis.no-auth', 'high', 'redis (pid 812)', 'open', '[]', '');
+             INSERT INTO audit_problems (audit_id, subject, message, hint)
+               VALUES (1, '/proc/4242/fd', 'permission denied', NULL);",
+        )?;
+    }
+    let mut store = SqliteStore::open(&path)?;
+    assert_eq!(schema_version(&path)?, SCHEMA_VERSION);
+    let old = store.previous_audit("lab")?.ok_or("the old audit")?;
+    assert_eq!(old.id, 1);
+    assert_eq!(
+        contents(&old),
+        (
+            vec![6379],
+            vec!["redis.no-auth".to_owned()],
+            vec!["/proc/4242/fd".to_owned()]
+        )
+    );
+    // The first audit after the upgrade writes all its values, diffed with
+    // the old audit whole; both read back.
+    let recorded = store.record_audit_since(
+        "lab",
+        datetime!(2024-05-02 0:00 UTC),
+        &snapshot(),
+        &audit_findings(),
+    )?;
+    let new = recorded.id;
+    let since = recorded.since.ok_or("the old audit is the previous one")?;
+    assert_eq!(since.audit_id, 1);
+    assert_eq!(
+        since.changes,
+        perimeter_store::diff_audits(&old, &store.load_audit(new)?)
+    );
+    assert!(!since.changes.is_empty());
+    assert_eq!(store.load_audit(1)?, old);
+    assert_eq!(
+        contents(&store.load_audit(new)?),
+        contents(&AuditRecord::from_snapshot(
+            "lab",
+            datetime!(2024-05-02 0:00 UTC),
+            &snapshot(),
+            &audit_findings()
+        ))
+    );
+    Ok(())
+}
+
+#[test]
+fn recording_says_what_diff_audits_of_the_whole_audits_says() -> TestResult {
+    // A series of audits of one host, each changing something: a listener
+    // gone, a restart (new pids, same identity), a listener moved to another
+    // executable, a finding resolved and one whose pid changed, duplicates.
+    let full = snapshot();
+    let findings = audit_findings();
+    let mut series: Vec<(HostSnapshot, Vec<Finding>)> = vec![(full.clone(), findings.clone())];
+    let mut gone = full.clone();
+    gone.listeners.retain(|l| l.port != 9000);
+    series.push((gone.clone(), findings[..1].to_vec()));
+    let mut restarted = gone.clone();
+    for listener in restarted.listeners.iter_mut() {
+        listener.inode += 1;
+    }
+    series.push((restarted.clone(), findings.clone()));
+    let mut moved = restarted.clone();
+    for process in moved.processes.values_mut() {
+        if process.pid == 950 || process.pid == 812 {
+            process.exe = Some(PathBuf::from("/opt/other/server"));
+        }
+    }
+    let mut renamed = findings.clone();
+    for finding in &mut renamed {
+        finding.subject = finding.subject.replace("pid 812", "pid 9812");
+    }
+    renamed.push(renamed[0].clone());
+    series.push((moved, renamed));
+    series.push((HostSnapshot::default(), Vec::new()));
+    series.push((full, findings));
+
+    let mut store = SqliteStore::open_in_memory()?;
+    let mut previous: Option<AuditRecord> = None;
+    for (idx, (snapshot, findings)) in series.iter().enumerate() {
+        let taken_at = datetime!(2024-05-01 0:00 UTC) + time::Duration::hours(idx as i64);
+        let recorded = store.record_audit_since("lab", taken_at, snapshot, findings)?;
+        let current = store.load_audit(recorded.id)?;
+        match (&previous, recorded.since) {
+            (None, None) => {}
+            (Some(previous), Some(since)) => {
+                assert_eq!(since.audit_id, previous.id);
+                assert_eq!(since.taken_at, previous.taken_at);
+                let whole = perimeter_store::diff_audits(previous, &current);
+                assert!(
+                    idx == 0 || !whole.is_empty() || idx == 2,
+                    "audit {idx} changes something"
+                );
+                assert_eq!(since.changes, whole, "audit {idx}");
+            }
+            (previous, since) => panic!("audit {idx}: previous {previous:?}, since {since:?}"),
+        }
+        previous = Some(current);
+    }
     Ok(())
 }

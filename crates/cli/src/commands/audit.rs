@@ -3,8 +3,8 @@
 
 use anyhow::Result;
 use perimeter_model::{Problem, Severity};
-use perimeter_report::audit::Since;
-use perimeter_store::{AuditRecord, Store};
+use perimeter_report::audit::{ChangeLine, Since};
+use perimeter_store::Store;
 
 use crate::args::AuditArgs;
 use crate::exit_codes::ExitCode;
@@ -44,15 +44,21 @@ pub(crate) fn run(args: AuditArgs, terminal: &Terminal) -> Result<ExitCode> {
 fn record(args: &AuditArgs, audit: &HostAudit) -> Result<Option<Since>> {
     let mut db = store::open(&args.db)?;
     let host = &audit.snapshot.hostname;
-    let previous = db.previous_audit(host)?;
-    db.record_audit(host, audit.taken_at, &audit.snapshot, &audit.findings)?;
-    Ok(previous.map(|previous| {
-        let current =
-            AuditRecord::from_snapshot(host, audit.taken_at, &audit.snapshot, &audit.findings);
-        Since {
-            audit_id: previous.id,
-            taken_at: previous.taken_at,
-            changes: store::audit_changes(&previous, &current),
-        }
+    // The store says what changed as it records, without loading either
+    // audit whole.
+    let recorded = db.record_audit_since(host, audit.taken_at, &audit.snapshot, &audit.findings)?;
+    Ok(recorded.since.map(|since| Since {
+        audit_id: since.audit_id,
+        taken_at: since.taken_at,
+        changes: since
+            .changes
+            .into_iter()
+            .map(|change| ChangeLine {
+                kind: change.kind.as_str().to_owned(),
+                severity: change.severity,
+                subject: change.subject,
+                message: change.message,
+            })
+            .collect(),
     }))
 }
