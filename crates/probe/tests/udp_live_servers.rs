@@ -100,6 +100,18 @@ fn free_udp_port() -> u16 {
         .unwrap_or_else(|error| panic!("no free UDP port: {error}"))
 }
 
+/// A port free for both UDP and TCP on 127.0.0.1 at the time of asking, for
+/// daemons (dnsmasq) that bind both: the kernel hands out UDP and TCP
+/// ephemeral ports independently, so a parallel test may hold the TCP twin.
+fn free_udp_and_tcp_port() -> u16 {
+    loop {
+        let port = free_udp_port();
+        if std::net::TcpListener::bind((LOCALHOST, port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// Which local addresses have a UDP socket bound on `port`, from
 /// /proc/net/udp (`0100007F:007B` is 127.0.0.1:123).
 fn udp_bound(port: u16) -> Vec<Ipv4Addr> {
@@ -118,7 +130,18 @@ fn udp_bound(port: u16) -> Vec<Ipv4Addr> {
 
 /// Starts `command` with its output in the temp dir and waits until `port` is
 /// bound on 127.0.0.1, failing with the daemon's log if it exits first.
-fn start(what: &'static str, mut command: Command, dir: tempfile::TempDir, port: u16) -> Daemon {
+fn start(what: &'static str, command: Command, dir: tempfile::TempDir, port: u16) -> Daemon {
+    try_start(what, command, dir, port).unwrap_or_else(|why| panic!("{why}"))
+}
+
+/// [`start`], with the daemon's early exit as an error (and its log) so a
+/// caller that lost a race for its port can try another.
+fn try_start(
+    what: &'static str,
+    mut command: Command,
+    dir: tempfile::TempDir,
+    port: u16,
+) -> Result<Daemon, String> {
     let log = std::fs::File::create(dir.path().join("stderr.log"))
         .unwrap_or_else(|error| panic!("log file: {error}"));
     let log_err = log
@@ -134,17 +157,17 @@ fn start(what: &'static str, mut command: Command, dir: tempfile::TempDir, port:
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
         if udp_bound(port).contains(&LOCALHOST) {
-            return daemon;
+            return Ok(daemon);
         }
         if let Ok(Some(status)) = daemon.child.try_wait() {
-            panic!(
+            return Err(format!(
                 "{what} exited ({status}) before binding {port}:\n{}",
                 daemon.log()
-            );
+            ));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("{what} did not bind 127.0.0.1:{port}:\n{}", daemon.log());
+    Err(format!("{what} did not bind 127.0.0.1:{port}:\n{}", daemon.log()))
 }
 
 /// Sends one datagram to 127.0.0.1:`port` from a fresh socket connected to it
@@ -325,22 +348,32 @@ fn dnsmasq_binary() -> Option<PathBuf> {
     find_binary(&["/usr/sbin/dnsmasq"])
 }
 
-/// A dnsmasq on 127.0.0.1:`port` reading no system files (`-C /dev/null`,
-/// `--no-resolv`, `--no-hosts`), with `extra` arguments.
-fn dnsmasq(binary: &Path, port: u16, extra: &[String]) -> Daemon {
-    let mut command = Command::new(binary);
-    command.args([
-        "--keep-in-foreground",
-        "--conf-file=/dev/null",
-        "--no-resolv",
-        "--no-hosts",
-        "--bind-interfaces",
-        "--listen-address=127.0.0.1",
-        "--pid-file=",
-    ]);
-    command.arg(format!("--port={port}"));
-    command.args(extra);
-    start("dnsmasq", command, temp_dir(), port)
+/// A dnsmasq on a free 127.0.0.1 port (returned) reading no system files
+/// (`-C /dev/null`, `--no-resolv`, `--no-hosts`), with `extra` arguments.
+/// dnsmasq binds TCP beside UDP, so a port another test took between the
+/// choice and the bind is given up for a fresh one (a few times at most).
+fn dnsmasq(binary: &Path, extra: &[String]) -> (Daemon, u16) {
+    let mut last = String::new();
+    for _ in 0..5 {
+        let port = free_udp_and_tcp_port();
+        let mut command = Command::new(binary);
+        command.args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            "--listen-address=127.0.0.1",
+            "--pid-file=",
+        ]);
+        command.arg(format!("--port={port}"));
+        command.args(extra);
+        match try_start("dnsmasq", command, temp_dir(), port) {
+            Ok(daemon) => return (daemon, port),
+            Err(why) => last = why,
+        }
+    }
+    panic!("{last}")
 }
 
 #[test]
@@ -349,19 +382,15 @@ fn dnsmasq_forwarding_for_anyone_is_an_open_resolver() {
     let binary = require!(test, dnsmasq_binary(), NO_DNSMASQ);
     // The upstream: a second dnsmasq on loopback holding `example.com` as local
     // data, so no query ever leaves the host.
-    let upstream_port = free_udp_port();
-    let _upstream = dnsmasq(
+    let (_upstream, upstream_port) = dnsmasq(
         &binary,
-        upstream_port,
         &[
             "--host-record=example.com,192.0.2.1".into(),
             "--local-ttl=300".into(),
         ],
     );
-    let port = free_udp_port();
-    let _resolver = dnsmasq(
+    let (_resolver, port) = dnsmasq(
         &binary,
-        port,
         &[format!("--server=127.0.0.1#{upstream_port}")],
     );
     let payloads = udp::udp_payloads_for(53);
@@ -412,8 +441,7 @@ fn dnsmasq_forwarding_for_anyone_is_an_open_resolver() {
 fn dnsmasq_without_upstream_refuses_and_is_no_finding() {
     let test = "dnsmasq_without_upstream_refuses_and_is_no_finding";
     let binary = require!(test, dnsmasq_binary(), NO_DNSMASQ);
-    let port = free_udp_port();
-    let _resolver = dnsmasq(&binary, port, &[]);
+    let (_resolver, port) = dnsmasq(&binary, &[]);
     let (found, counts) = run_plan(&udp::udp_payloads_for(53), 53, port);
     let found = found.unwrap_or_else(|| panic!("not identified: {counts:?}"));
     assert_eq!(found.service.name, "domain");

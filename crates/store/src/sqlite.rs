@@ -22,7 +22,6 @@ use perimeter_model::{
     Finding, HostSnapshot, Netns, Ownership, PackageRef, PortResult, PortState, Problem, ScanInfo,
     ServiceInfo, Severity, TlsInfo,
 };
-use rusqlite::config::DbConfig;
 use rusqlite::{
     Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
 };
@@ -205,13 +204,13 @@ impl SqliteStore {
             .map_err(sql_error("set synchronous mode"))?;
         conn.pragma_update(None, "foreign_keys", true)
             .map_err(sql_error("turn on foreign keys"))?;
-        // Closing the last connection would copy the WAL into the database
-        // and remove it, with two or more fsyncs: most of what a run that
-        // recorded one small audit costs. The WAL is checkpointed as it grows
-        // instead (every 1000 pages, SQLite's default), in whichever run
-        // crosses that; commits are as durable either way.
-        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
-            .map_err(sql_error("keep the WAL on close"))?;
+        // Closing the last connection copies the WAL into the database and
+        // removes it (SQLite's default, kept on purpose). Leaving the WAL in
+        // place would save a checkpoint's fsyncs per run, but a user allowed
+        // to read the database and not its WAL (the WAL keeps the mode the
+        // database had when the WAL was made; `chmod 644` on the database
+        // later does not reach it) would then read an empty or stale
+        // history without knowing it.
         if header.user_version < SCHEMA_VERSION {
             migrate(&mut conn, &path)?;
         }
