@@ -22,6 +22,7 @@ mod coverage;
 mod diff_audits;
 mod diff_scans;
 mod error;
+mod monitor;
 mod path;
 mod spans;
 mod sqlite;
@@ -38,6 +39,10 @@ pub use diff_scans::{
     Change, ChangeKind, PortSummary, diff_scan_runs, diff_scans, diff_scans_within,
 };
 pub use error::StoreError;
+pub use monitor::{
+    AlertRow, ChannelTally, ConditionRow, JobKind, MonitorRun, MonitorStore, NewAlert, NewDelivery,
+    PendingDelivery, RunStatus,
+};
 pub use path::{DB_FILE_NAME, default_db_path};
 pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 pub use target_key::TargetKey;

@@ -48,6 +48,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_initial.sql"),
     include_str!("../migrations/0002_scan_writer.sql"),
     include_str!("../migrations/0003_audit_spans.sql"),
+    include_str!("../migrations/0004_monitor.sql"),
 ];
 
 /// The schema version this binary writes and the newest it can read.
@@ -65,12 +66,12 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The history in one SQLite file.
 #[derive(Debug)]
 pub struct SqliteStore {
-    conn: Connection,
+    pub(crate) conn: Connection,
     path: PathBuf,
     /// The schema version of the file as opened. A read-only store cannot
     /// migrate, so it reads an older schema as it is (columns added later
     /// read as absent).
-    schema_version: i64,
+    pub(crate) schema_version: i64,
 }
 
 impl SqliteStore {
@@ -221,7 +222,7 @@ impl SqliteStore {
         })
     }
 
-    fn sql_error<A: Into<String>>(
+    pub(crate) fn sql_error<A: Into<String>>(
         &self,
         action: A,
     ) -> impl FnOnce(rusqlite::Error) -> StoreError + use<A> {
@@ -251,14 +252,17 @@ impl SqliteStore {
             .map_err(self.sql_error(format!("load audit {audit_id}")))
     }
 
-    fn corrupt(&self, context: &str, detail: String) -> StoreError {
+    pub(crate) fn corrupt(&self, context: &str, detail: String) -> StoreError {
         StoreError::Corrupt {
             path: self.path.clone(),
             detail: format!("{context}: {detail}"),
         }
     }
 
-    fn write_transaction(&mut self, action: &str) -> Result<Transaction<'_>, StoreError> {
+    pub(crate) fn write_transaction(
+        &mut self,
+        action: &str,
+    ) -> Result<Transaction<'_>, StoreError> {
         // IMMEDIATE takes the write lock up front: a deferred transaction that
         // reads first and then writes fails at once with SQLITE_BUSY, without
         // waiting out the busy timeout, when another writer committed between.

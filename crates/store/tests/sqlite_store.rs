@@ -809,13 +809,23 @@ fn an_older_schema_is_read_as_it_is_when_opened_read_only() -> TestResult {
         conn.execute_batch(
             "DROP TABLE audit_listener_spans; DROP TABLE audit_finding_spans; \
              DROP TABLE audit_problem_spans; ALTER TABLE audits DROP COLUMN layout; \
-             ALTER TABLE scans DROP COLUMN writer; PRAGMA user_version = 1;",
+             ALTER TABLE scans DROP COLUMN writer; DROP TABLE monitor_acks; \
+             DROP TABLE monitor_deliveries; DROP TABLE monitor_alerts; \
+             DROP TABLE monitor_conditions; DROP TABLE monitor_runs; \
+             PRAGMA user_version = 1;",
         )?;
     }
     let store = SqliteStore::open_read_only(&path)?;
     let scans = store.list_scans(5)?;
     assert_eq!(scans.len(), 1);
     assert_eq!(scans[0].status, perimeter_store::ScanStatus::Complete);
+    // A history older than the monitor has no alerts, rather than an error.
+    {
+        use perimeter_store::MonitorStore as _;
+        assert!(store.alerts(5)?.is_empty());
+        assert!(store.open_conditions()?.is_empty());
+        assert!(store.channel_tallies()?.is_empty());
+    }
     assert_eq!(
         schema_version(&path)?,
         1,
