@@ -90,6 +90,81 @@ pub fn to_json_bytes(alert: &Alert) -> Vec<u8> {
     serde_json::to_vec(&document(alert)).unwrap_or_default()
 }
 
+/// Why a stored `perimeter.alert/1` document could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum AlertParseError {
+    #[error("not a perimeter.alert/1 document: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("schema `{0}` is not perimeter.alert/1")]
+    Schema(String),
+    #[error("{0}")]
+    Value(String),
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct OwnedDocument {
+    schema: String,
+    idempotency_key: String,
+    job: String,
+    run_id: String,
+    host: String,
+    created_at: String,
+    changes: Vec<OwnedChange>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct OwnedChange {
+    kind: String,
+    severity: String,
+    state: String,
+    subject: String,
+    message: String,
+    evidence: Vec<String>,
+    remedy: String,
+}
+
+/// Reads back a document [`to_json_bytes`] wrote (the monitor's outbox keeps
+/// each channel's alert this way and delivers it from there after a
+/// restart). The inverse of [`to_json_bytes`]: the alert read back renders
+/// the same bytes.
+pub fn from_json(text: &str) -> Result<Alert, AlertParseError> {
+    use perimeter_model::{ChangeKind, ChangeState, IdempotencyKey};
+    let doc: OwnedDocument = serde_json::from_str(text)?;
+    if doc.schema != SCHEMA {
+        return Err(AlertParseError::Schema(doc.schema));
+    }
+    let bad = |what: &str, value: &str| AlertParseError::Value(format!("{what} `{value}`"));
+    let key = IdempotencyKey::parse(&doc.idempotency_key)
+        .map_err(|_| bad("idempotency key", &doc.idempotency_key))?;
+    let created_at = time::OffsetDateTime::parse(
+        &doc.created_at,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .map_err(|_| bad("time", &doc.created_at))?;
+    let mut changes = Vec::with_capacity(doc.changes.len());
+    for change in doc.changes {
+        changes.push(AlertChange {
+            kind: ChangeKind::from_str(&change.kind)
+                .map_err(|_| bad("change kind", &change.kind))?,
+            severity: Severity::from_str(&change.severity)
+                .map_err(|_| bad("severity", &change.severity))?,
+            state: match change.state.as_str() {
+                "new" => ChangeState::New,
+                "resolved" => ChangeState::Resolved,
+                "escalated" => ChangeState::Escalated,
+                other => return Err(bad("change state", other)),
+            },
+            subject: change.subject,
+            message: change.message,
+            evidence: change.evidence,
+            remedy: change.remedy,
+        });
+    }
+    Ok(Alert::new(
+        key, doc.job, doc.run_id, created_at, doc.host, changes,
+    ))
+}
+
 // ---------------------------------------------------------------------------
 // Hostile text
 

@@ -19,6 +19,7 @@ pub mod envs;
 pub mod history;
 pub mod inventory;
 mod json;
+pub mod monitor;
 pub mod scan;
 mod style;
 mod time_fmt;

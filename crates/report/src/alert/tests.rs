@@ -442,3 +442,19 @@ fn one_line_makes_controls_visible() {
         expect![[r#"a\nb\rc\td\u{0}e\u{7f}f\u{85}g\u{2028}h\u{202e}i\u{2066}j é 日本"#]],
     );
 }
+
+#[test]
+fn a_stored_document_reads_back_to_the_same_bytes() {
+    let alert = fixture();
+    let bytes = to_json_bytes(&alert);
+    let text = String::from_utf8(bytes.clone()).expect("utf-8");
+    let back = from_json(&text).expect("reads back");
+    assert_eq!(to_json_bytes(&back), bytes);
+    assert!(matches!(
+        from_json(
+            "{\"schema\":\"perimeter.scan/1\",\"idempotency_key\":\"a\",\"job\":\"j\",\"run_id\":\"1\",\"host\":\"h\",\"created_at\":\"2026-12-02T00:00:00Z\",\"changes\":[]}"
+        ),
+        Err(AlertParseError::Schema(_))
+    ));
+    assert!(from_json("not json").is_err());
+}
