@@ -4,4 +4,8 @@
 
 pub mod changes;
 pub mod config;
+pub mod metrics;
+pub mod observe;
+pub mod runner;
 pub mod schedule;
+pub mod service;

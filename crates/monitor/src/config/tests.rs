@@ -331,3 +331,49 @@ fn secret_files_readable_by_others_are_refused_when_channels_are_built() {
         "{err}"
     );
 }
+
+/// `perimeter init`'s example, its commented [monitor] part uncommented as
+/// a user would: it parses, with the jobs and channels it shows.
+#[test]
+fn the_init_example_uncommented_parses() {
+    let example = perimeter_checks::environments::EXAMPLE;
+    let start = example
+        .find("# [monitor]")
+        .expect("the example has a [monitor] part");
+    let (head, monitor) = example.split_at(start);
+    let uncommented: String = monitor
+        .lines()
+        .filter_map(|line| line.strip_prefix("# "))
+        .filter(|line| !line.starts_with("# "))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let text = format!("{head}{uncommented}");
+    let path = Path::new("perimeter.toml");
+    let environments = parse_environments(&text, path).expect("environments parse");
+    let config = parse(
+        &text,
+        path,
+        ParseContext {
+            environments: &environments,
+            readable_by_others: true,
+        },
+    )
+    .unwrap_or_else(|err| panic!("{err}\n{uncommented}"))
+    .expect("a [monitor] part");
+    assert_eq!(config.job_names(), ["outside", "audit", "verify"]);
+    let channels: Vec<&str> = config.channels.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(channels, ["ops", "mail"]);
+    // Commented out, the part is not there.
+    assert!(
+        parse(
+            example,
+            path,
+            ParseContext {
+                environments: &environments,
+                readable_by_others: true,
+            },
+        )
+        .expect("parses")
+        .is_none()
+    );
+}
