@@ -53,7 +53,12 @@ pub fn main() -> std::process::ExitCode {
             .into();
         }
     };
-    init_logging(cli.verbose);
+    // The monitor is a service: what it does is its log, at info by default.
+    let verbose = match cli.command {
+        Command::Monitor(_) => cli.verbose.max(1),
+        _ => cli.verbose,
+    };
+    init_logging(verbose);
     let outcome = run(cli.command, &Terminal::detect());
     // Whatever the command decided, output that did not reach stdout (a full
     // disk) makes the run an error: its answer was not delivered.
@@ -113,6 +118,8 @@ fn run(command: Command, terminal: &Terminal) -> anyhow::Result<ExitCode> {
         Command::Verify(args) => commands::verify::run(*args, terminal),
         Command::Inventory(args) => commands::inventory::run(args, terminal),
         Command::Watch(args) => commands::watch::run(args, terminal),
+        Command::Monitor(args) => commands::monitor::run(args, terminal),
+        Command::Alerts(args) => commands::alerts::run(args, terminal),
     }
 }
 

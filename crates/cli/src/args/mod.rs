@@ -12,6 +12,7 @@ mod envs;
 mod history;
 mod host;
 mod inventory;
+mod monitor;
 mod scan;
 mod watch;
 
@@ -25,6 +26,7 @@ pub(crate) use host::{ApproveArgs, AuditArgs, CheckArgs};
 pub(crate) use inventory::{
     ExportArgs, InventoryAction, InventoryArgs, ManifestDiffArgs, ShowArgs, SourceArgs,
 };
+pub(crate) use monitor::{AckArgs, AlertsAction, AlertsArgs, MonitorArgs};
 pub(crate) use scan::{ProfileArg, ScanArgs, ScanFormat, ScanTuning, VerifyArgs};
 pub(crate) use watch::{ExecSourceArg, WatchArgs, WatchFormat};
 
@@ -83,6 +85,14 @@ pub(crate) enum Command {
     /// from a world-writable directory, deleted or from memory), and every
     /// listener that appears or goes away. Until --duration or Ctrl-C.
     Watch(WatchArgs),
+    /// Run until stopped: the scans, audits and verifies of the [monitor]
+    /// part of perimeter.toml on their schedules, every unexpected change
+    /// told once to its channels (webhook, Slack, email, syslog, a command),
+    /// with Prometheus metrics. SIGHUP reloads, SIGTERM stops cleanly.
+    Monitor(MonitorArgs),
+    /// The monitor's alerts with their deliveries, and the conditions still
+    /// open; `ack` acknowledges one.
+    Alerts(AlertsArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -7,6 +7,7 @@
 //! commands share lives in `settings` or `pipeline`; the test below reads the
 //! sources and holds the layers to it.
 
+pub(crate) mod alerts;
 pub(crate) mod approve;
 pub(crate) mod audit;
 pub(crate) mod audits;
@@ -14,6 +15,7 @@ pub(crate) mod check;
 pub(crate) mod diff;
 pub(crate) mod envs;
 pub(crate) mod inventory;
+pub(crate) mod monitor;
 pub(crate) mod rules;
 pub(crate) mod scan;
 pub(crate) mod scans;

@@ -90,6 +90,7 @@ async fn scan(args: ScanArgs, settings: Settings, terminal: &Terminal) -> Result
         results: kept,
         interrupted,
         db,
+        ..
     } = execute(Job {
         request: settings.request,
         ports: settings.ports,
@@ -100,6 +101,7 @@ async fn scan(args: ScanArgs, settings: Settings, terminal: &Terminal) -> Result
         progress: terminal.stderr_tty && !args.quiet && args.format != ScanFormat::Jsonl,
         record,
         syn: args.tuning.syn,
+        cancel: None,
     })
     .await?;
 

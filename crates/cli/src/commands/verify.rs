@@ -27,7 +27,6 @@ use crate::args::{ScanFormat, VerifyArgs};
 use crate::exit_codes::ExitCode;
 use crate::pipeline::scan::{Executed, Job, execute, tuning};
 use crate::pipeline::{environments, store};
-use crate::settings::today;
 use crate::terminal::Terminal;
 
 pub(crate) fn run(args: VerifyArgs, terminal: &Terminal) -> Result<ExitCode> {
@@ -61,7 +60,7 @@ pub(crate) fn run(args: VerifyArgs, terminal: &Terminal) -> Result<ExitCode> {
     }
 
     let vantage: Vec<IpAddr> = if args.from.is_empty() {
-        own_addresses()
+        crate::pipeline::verify::own_addresses()
     } else {
         args.from.clone()
     };
@@ -106,29 +105,10 @@ pub(crate) fn run(args: VerifyArgs, terminal: &Terminal) -> Result<ExitCode> {
         progress: terminal.stderr_tty && !args.quiet,
         record,
         syn: args.tuning.syn,
+        cancel: None,
     }))?;
 
-    // Host names of environments resolve to addresses: those addresses belong
-    // to the environment too.
-    let mut named: BTreeMap<IpAddr, &Environment> = BTreeMap::new();
-    for (name, addresses) in &info.resolved {
-        if let Some(env) = selected.iter().find(|e| e.hosts.contains(name)) {
-            for address in addresses {
-                named.insert(*address, env);
-            }
-        }
-    }
-    let environment_of = |address: IpAddr| -> Option<&Environment> {
-        inventory
-            .environment_of(address)
-            .or_else(|| named.get(&address).copied())
-    };
-    let findings = perimeter_checks::verify_findings(&results, &vantage, today(), environment_of);
-    for (idx, finding) in findings {
-        if let Some(result) = results.get_mut(idx) {
-            result.findings.push(finding);
-        }
-    }
+    crate::pipeline::verify::add_findings(&inventory, &selected, &info, &mut results, &vantage);
 
     match args.format {
         ScanFormat::Human => out!(
@@ -158,30 +138,4 @@ pub(crate) fn run(args: VerifyArgs, terminal: &Terminal) -> Result<ExitCode> {
             .flat_map(|r| &r.findings)
             .any(|f| f.severity >= threshold),
     ))
-}
-
-/// This machine's own routable addresses (not loopback or link-local), in the namespace perimeter runs
-/// in: the sources the targets see.
-fn own_addresses() -> Vec<IpAddr> {
-    perimeter_host::interfaces::read_interfaces()
-        .map(|interfaces| {
-            let mut addresses: Vec<IpAddr> = interfaces
-                .into_iter()
-                .map(|i| i.address)
-                // Link-local addresses never leave the link: a target on
-                // another network cannot see them as the source.
-                .filter(|a| {
-                    !matches!(
-                        perimeter_model::Scope::of(*a),
-                        perimeter_model::Scope::Loopback
-                            | perimeter_model::Scope::LinkLocal
-                            | perimeter_model::Scope::Wildcard
-                    )
-                })
-                .collect();
-            addresses.sort();
-            addresses.dedup();
-            addresses
-        })
-        .unwrap_or_default()
 }

@@ -1,6 +1,6 @@
 //! The runs two or more commands share, built from validated settings: the
 //! audit of this host (`audit`, `check`, `approve`), a scan job (`scan`,
-//! `verify`), the changes between two scans (`scan`, `diff`), the inventory
+//! `verify`, the monitor's jobs), the changes between two scans (`scan`, `diff`), the inventory
 //! of environments (the audit, `envs`, `verify`) and the history database.
 //!
 //! Architecture invariant: commands import `args`, `settings` and
@@ -8,6 +8,8 @@
 
 pub(crate) mod environments;
 pub(crate) mod host;
+pub(crate) mod monitor;
 pub(crate) mod scan;
 pub(crate) mod scan_diff;
 pub(crate) mod store;
+pub(crate) mod verify;

@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use perimeter_model::{PortResult, PortState, ScanInfo};
 use perimeter_report::scan::{StateTotals, to_jsonl_line};
 use perimeter_scan::{
-    PortSet, Profile, ScanEvent, ScanOptions, ScanPlan, SystemResolver, TargetRequest,
+    PortSet, Profile, ScanEvent, ScanOptions, ScanPlan, SystemResolver, TargetRequest, TargetSet,
     TcpTransport, resolve_targets, standard_probes,
 };
 use perimeter_store::{SqliteStore, Store};
@@ -78,7 +78,7 @@ pub(crate) fn tuning(args: &ScanTuning) -> Result<(PortSet, ScanOptions)> {
     Ok((ports, options))
 }
 
-fn rand_seed() -> u64 {
+pub(crate) fn rand_seed() -> u64 {
     let mut bytes = [0u8; 8];
     if std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
@@ -105,6 +105,9 @@ pub(crate) struct Job {
     pub(crate) record: BTreeMap<String, String>,
     /// A SYN scan from a raw socket instead of a connect scan.
     pub(crate) syn: bool,
+    /// Who stops the scan: `None` for Ctrl-C (a one-shot command), or the
+    /// caller's token (the monitor, which owns the signals).
+    pub(crate) cancel: Option<CancellationToken>,
 }
 
 /// A finished (or interrupted) scan run.
@@ -116,6 +119,9 @@ pub(crate) struct Executed {
     pub(crate) results: Vec<PortResult>,
     pub(crate) interrupted: bool,
     pub(crate) db: Option<SqliteStore>,
+    /// Every address the scan was asked to cover (what it did not reach is
+    /// why an interrupted scan is incomplete).
+    pub(crate) targets: TargetSet,
 }
 
 /// Resolve, scan, stream results to JSON Lines and the store as they come,
@@ -131,6 +137,7 @@ pub(crate) async fn execute(job: Job) -> Result<Executed> {
         progress,
         mut record,
         syn,
+        cancel,
     } = job;
     // Opened before anything is resolved or stored: a missing privilege is an
     // error at once, not an empty scan.
@@ -182,23 +189,36 @@ pub(crate) async fn execute(job: Job) -> Result<Executed> {
         .saturating_mul(ports.len() as u64);
     let bar = progress_bar(progress, total);
 
-    let cancel = CancellationToken::new();
     let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    {
-        let cancel = cancel.clone();
-        let interrupted = Arc::clone(&interrupted);
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
+    let cancel = match cancel {
+        Some(cancel) => {
+            let watched = cancel.clone();
+            let interrupted = Arc::clone(&interrupted);
+            tokio::spawn(async move {
+                watched.cancelled().await;
                 interrupted.store(true, std::sync::atomic::Ordering::SeqCst);
-                cancel.cancel();
-            }
-        });
-    }
+            });
+            cancel
+        }
+        None => {
+            let cancel = CancellationToken::new();
+            let on_signal = cancel.clone();
+            let interrupted = Arc::clone(&interrupted);
+            tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    interrupted.store(true, std::sync::atomic::Ordering::SeqCst);
+                    on_signal.cancel();
+                }
+            });
+            cancel
+        }
+    };
     let (tx, mut rx) = mpsc::channel::<ScanEvent>(4096);
     // Closed and filtered ports are counted by the engine either way; only
     // an --all-states scan needs each of them as an event.
     let mut options = options;
     options.report_unanswered = all_states;
+    let covered = targets.set.clone();
     let plan = ScanPlan {
         targets,
         ports,
@@ -276,7 +296,8 @@ pub(crate) async fn execute(job: Job) -> Result<Executed> {
             return Err(err.into());
         }
     };
-    let interrupted = interrupted.load(std::sync::atomic::Ordering::SeqCst);
+    let interrupted =
+        interrupted.load(std::sync::atomic::Ordering::SeqCst) || cancel.is_cancelled();
     info.finished = Some(
         outcome
             .info
@@ -305,6 +326,7 @@ pub(crate) async fn execute(job: Job) -> Result<Executed> {
         results: kept,
         interrupted,
         db,
+        targets: covered,
     })
 }
 

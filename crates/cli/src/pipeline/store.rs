@@ -51,3 +51,11 @@ pub(crate) fn audit_changes(before: &AuditRecord, after: &AuditRecord) -> Vec<Ch
         })
         .collect()
 }
+
+/// The history for a command that changes what is already there (`alerts
+/// ack`): a missing database is the error [`open_read_only`] gives, never a
+/// new empty one.
+pub(crate) fn open_existing(args: &DbArgs) -> Result<SqliteStore> {
+    drop(open_read_only(args)?);
+    open(args)
+}

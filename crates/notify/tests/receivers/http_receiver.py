@@ -124,11 +124,15 @@ def main():
     parser.add_argument("--key-file", required=True)
     parser.add_argument("--tls-cert")
     parser.add_argument("--tls-key")
+    # A fixed port, for a test that stops the receiver and starts it again
+    # where the sender already points (0: the kernel picks).
+    parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
     with open(args.key_file, "rb") as key_file:
         key = key_file.read()
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(args, key))
+    ThreadingHTTPServer.allow_reuse_address = True
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(args, key))
     server.daemon_threads = True
     if args.tls_cert:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
