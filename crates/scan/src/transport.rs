@@ -194,8 +194,25 @@ fn conclude(
 fn open(stream: TcpStream) -> Connect<TcpStream> {
     // Best effort: without it the close is merely slower.
     let _ = stream.set_zero_linger();
+    if met_itself(&stream) {
+        // A connection to a local port nobody listens on, whose ephemeral
+        // source port the kernel happened to pick equal to it: the SYN met
+        // itself (TCP simultaneous open) and "connected". Nothing listens
+        // there; had the kernel picked any other source port, the answer
+        // would have been a RST. Dropping it (zero linger) frees the port.
+        return Connect::Closed;
+    }
     let _ = stream.set_nodelay(true);
     Connect::Open(stream)
+}
+
+/// Whether a connection's two ends are one socket address: only a
+/// self-connection can be that.
+fn met_itself(stream: &TcpStream) -> bool {
+    match (stream.local_addr(), stream.peer_addr()) {
+        (Ok(local), Ok(peer)) => local == peer,
+        _ => false,
+    }
 }
 
 /// Maps a failed `connect(2)` to what it says about the port.
