@@ -167,7 +167,10 @@ fn try_start(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Err(format!("{what} did not bind 127.0.0.1:{port}:\n{}", daemon.log()))
+    Err(format!(
+        "{what} did not bind 127.0.0.1:{port}:\n{}",
+        daemon.log()
+    ))
 }
 
 /// Sends one datagram to 127.0.0.1:`port` from a fresh socket connected to it
@@ -389,10 +392,7 @@ fn dnsmasq_forwarding_for_anyone_is_an_open_resolver() {
             "--local-ttl=300".into(),
         ],
     );
-    let (_resolver, port) = dnsmasq(
-        &binary,
-        &[format!("--server=127.0.0.1#{upstream_port}")],
-    );
+    let (_resolver, port) = dnsmasq(&binary, &[format!("--server=127.0.0.1#{upstream_port}")]);
     let payloads = udp::udp_payloads_for(53);
     let Some(recursion) = payloads.first() else {
         panic!("a plan for 53");
