@@ -113,6 +113,8 @@ fn run(command: Command, terminal: &Terminal) -> anyhow::Result<ExitCode> {
         Command::Verify(args) => commands::verify::run(*args, terminal),
         Command::Inventory(args) => commands::inventory::run(args, terminal),
         Command::Watch(args) => commands::watch::run(args, terminal),
+        Command::Completions(args) => commands::completions::run(args),
+        Command::Man(args) => commands::man::run(args),
     }
 }
 
