@@ -8,6 +8,7 @@
 //! filesystem or the environment are resolved in `settings`, validation
 //! happens in each command.
 
+mod docs;
 mod envs;
 mod history;
 mod host;
@@ -20,6 +21,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub(crate) use docs::{CompletionsArgs, ManArgs};
 pub(crate) use envs::{EnvsArgs, InitArgs};
 pub(crate) use history::{AuditsArgs, DiffArgs, ScansArgs};
 pub(crate) use host::{ApproveArgs, AuditArgs, CheckArgs};
@@ -93,6 +95,12 @@ pub(crate) enum Command {
     /// The monitor's alerts with their deliveries, and the conditions still
     /// open; `ack` acknowledges one.
     Alerts(AlertsArgs),
+    /// Print the shell completion script for bash, zsh, fish, elvish or
+    /// powershell.
+    Completions(CompletionsArgs),
+    /// Print the manual page, or write every page (one per command) with
+    /// --dir.
+    Man(ManArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
