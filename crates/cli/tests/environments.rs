@@ -127,6 +127,82 @@ fn verify_refuses_the_unedited_example() {
     );
 }
 
+/// The unedited example (what `perimeter init` and the package's conffile
+/// write) is not this network: the audit says so and judges nothing by it.
+/// Edited, the same file's dev range makes the listener env.dev-open. The
+/// listener is on the loopback of the test's own namespace (an address of
+/// the example's dev range); the audit sends nothing beyond it.
+#[test]
+fn the_audit_does_not_judge_a_host_by_the_unedited_example() {
+    if !require(Requirement::Netns) || !require(Requirement::Tool("/usr/bin/python3")) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("perimeter.toml");
+    let path_text = path.to_string_lossy().into_owned();
+    assert_eq!(code(&run(None, &["init", &path_text])), 0);
+    let ns = Ns::new("exaudit").expect("namespace");
+    ns.ip(&["addr", "add", "192.0.2.5/32", "dev", "lo"])
+        .expect("an address of the example's dev range");
+    let _web = listen(&ns, "192.0.2.5", 8080);
+    let approvals = dir.path().join("approvals.toml");
+    std::fs::write(&approvals, "version = 1\n").expect("write");
+    let audit = |extra: &[&str]| {
+        let approvals = approvals.to_string_lossy().into_owned();
+        let mut args = vec![
+            "audit",
+            "--format",
+            "json",
+            "--no-store",
+            "--no-service-probes",
+            "--approvals",
+            approvals.as_str(),
+            "--inventory",
+            path_text.as_str(),
+        ];
+        args.extend_from_slice(extra);
+        run(Some(&ns), &args)
+    };
+    let output = audit(&[]);
+    assert!(
+        stderr(&output).contains("this is perimeter init's example")
+            && stderr(&output).contains("its environments are not used"),
+        "{}",
+        stderr(&output)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert!(
+        audit_rules(&doc)
+            .iter()
+            .all(|rule| !rule.starts_with("env.")),
+        "{:?}",
+        audit_rules(&doc)
+    );
+
+    let edited = std::fs::read_to_string(&path)
+        .expect("read")
+        .replace("example = true\n", "");
+    std::fs::write(&path, edited).expect("write");
+    let output = audit(&[]);
+    assert!(!stderr(&output).contains("example"), "{}", stderr(&output));
+    let doc: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert!(
+        audit_rules(&doc).iter().any(|rule| rule == "env.dev-open"),
+        "{:?}",
+        audit_rules(&doc)
+    );
+}
+
+/// The rule ids of an audit document's findings.
+fn audit_rules(doc: &serde_json::Value) -> Vec<String> {
+    doc["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["rule"].as_str().map(str::to_owned))
+        .collect()
+}
+
 #[test]
 fn a_bad_inventory_stops_audit_with_its_position() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -57,7 +57,14 @@ pub(crate) fn audit_host(args: &HostArgs, missing: MissingApprovals) -> Result<H
     for warning in approvals.duplicate_warnings() {
         eprintln!("perimeter: warning: {warning}");
     }
-    let inventory = environments::load(&args.inventory)?;
+    let mut inventory = environments::load(&args.inventory)?;
+    if let Err(refusal) = inventory.check_scannable() {
+        // The unedited example (what `perimeter init` and the package write
+        // to /etc/perimeter/perimeter.toml) describes documentation ranges,
+        // not this network: judging this host against it would be noise.
+        eprintln!("perimeter: warning: {refusal}; its environments are not used");
+        inventory = perimeter_checks::environments::Environments::default();
+    }
     let taken_at = OffsetDateTime::now_utc();
     let collected = collect(&AuditOptions {
         all_netns: args.all_netns,
