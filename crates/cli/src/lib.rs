@@ -39,7 +39,7 @@ use crate::terminal::Terminal;
 /// Parse the command line, run the command, and turn the outcome into an exit
 /// code: the command's own (0 or 1), or 2 for any error, printed on stderr.
 pub fn main() -> std::process::ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(nmap_style_flags(std::env::args_os())) {
         Ok(cli) => cli,
         Err(err) => {
             // clap prints help and version on stdout with exit 0, usage errors
@@ -84,6 +84,28 @@ pub fn main() -> std::process::ExitCode {
             ExitCode::Error.into()
         }
     }
+}
+
+/// nmap's two-letter scan types as people type them (`-sU`, `-sS`), which
+/// clap would read as `-s -U`: each becomes its long flag. Only these exact
+/// words are rewritten, and never after `--`.
+fn nmap_style_flags(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut after_dashes = false;
+    args.map(|arg| {
+        if after_dashes {
+            return arg;
+        }
+        match arg.to_str() {
+            Some("--") => {
+                after_dashes = true;
+                arg
+            }
+            Some("-sU") => "--udp".into(),
+            Some("-sS") => "--syn".into(),
+            _ => arg,
+        }
+    })
+    .collect()
 }
 
 /// An error and its causes on one line, each cause said once: many errors

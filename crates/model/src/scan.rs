@@ -9,14 +9,18 @@ use time::OffsetDateTime;
 use crate::finding::Finding;
 use crate::host::Protocol;
 
-/// Port states as nmap defines them for a connect scan: `Open` (the handshake
-/// completed), `Closed` (a RST came back), `Filtered` (no answer after retries, or
-/// an ICMP unreachable).
+/// Port states as nmap defines them: for TCP, `Open` (the handshake
+/// completed), `Closed` (a RST came back), `Filtered` (no answer after
+/// retries, or an ICMP unreachable); for UDP, `Open` (a datagram came back),
+/// `Closed` (ICMP port unreachable), `Filtered` (another ICMP unreachable) and
+/// `OpenFiltered` (silence after the retries: an open port that ignored the
+/// questions, or a firewall that dropped them, cannot be told apart).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PortState {
     Open,
     Closed,
     Filtered,
+    OpenFiltered,
 }
 
 impl PortState {
@@ -25,6 +29,7 @@ impl PortState {
             PortState::Open => "open",
             PortState::Closed => "closed",
             PortState::Filtered => "filtered",
+            PortState::OpenFiltered => "open|filtered",
         }
     }
 
@@ -33,6 +38,7 @@ impl PortState {
             "open" => Some(PortState::Open),
             "closed" => Some(PortState::Closed),
             "filtered" => Some(PortState::Filtered),
+            "open|filtered" => Some(PortState::OpenFiltered),
             _ => None,
         }
     }

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use comfy_table::Color;
-use perimeter_model::{Finding, PortResult, PortState, ScanInfo, Severity};
+use perimeter_model::{Finding, PortResult, PortState, Protocol, ScanInfo, Severity};
 use quick_xml::Writer;
 use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
 use serde::Serialize;
@@ -120,6 +120,9 @@ struct SummaryJson {
     open: u64,
     closed: u64,
     filtered: u64,
+    /// UDP ports that stayed silent: only in documents of UDP scans.
+    #[serde(skip_serializing_if = "is_zero")]
+    open_filtered: u64,
     findings: BTreeMap<&'static str, usize>,
 }
 
@@ -130,6 +133,12 @@ pub struct StateTotals {
     pub open: u64,
     pub closed: u64,
     pub filtered: u64,
+    /// UDP ports that stayed silent (open|filtered).
+    pub open_filtered: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The `perimeter.scan/1` document, its summary giving `totals`: the scan's
@@ -152,6 +161,7 @@ pub fn to_json(info: &ScanInfo, results: &[PortResult], totals: StateTotals) -> 
             open: totals.open,
             closed: totals.closed,
             filtered: totals.filtered,
+            open_filtered: totals.open_filtered,
             findings,
         },
         "results": results.iter().map(result_json).collect::<Vec<_>>(),
@@ -244,7 +254,7 @@ pub fn to_human(
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{} {} ({} profile, seed {}): {}, {} closed, {} filtered{}",
+        "{} {} ({} profile, seed {}): {}, {} closed, {} filtered{}{}",
         style.bold("perimeter scan of"),
         info.targets.join(" "),
         info.profile,
@@ -252,6 +262,11 @@ pub fn to_human(
         crate::count(totals.open as usize, "open port"),
         totals.closed,
         totals.filtered,
+        if totals.open_filtered > 0 {
+            format!(", {} open|filtered", totals.open_filtered)
+        } else {
+            String::new()
+        },
         if info.complete {
             ""
         } else {
@@ -292,7 +307,7 @@ pub fn to_human(
             let state_color = match result.state {
                 PortState::Open => Some(Color::Green),
                 PortState::Closed => Some(Color::DarkGrey),
-                PortState::Filtered => Some(Color::Yellow),
+                PortState::Filtered | PortState::OpenFiltered => Some(Color::Yellow),
             };
             table.add_row(vec![
                 style.cell(result.address, None),
@@ -422,10 +437,15 @@ pub fn to_nmap_xml(info: &ScanInfo, results: &[PortResult], args: &str) -> Strin
             state.push_attribute(("state", result.state.as_str()));
             state.push_attribute((
                 "reason",
-                match result.state {
-                    PortState::Open => "syn-ack",
-                    PortState::Closed => refused,
-                    PortState::Filtered => "no-response",
+                match (result.protocol, result.state) {
+                    // nmap's reasons for UDP: a datagram, ICMP port
+                    // unreachable, another ICMP unreachable, silence.
+                    (Protocol::Udp, PortState::Open) => "udp-response",
+                    (Protocol::Udp, PortState::Closed) => "port-unreach",
+                    (Protocol::Udp, PortState::Filtered) => "host-unreach",
+                    (_, PortState::Open) => "syn-ack",
+                    (_, PortState::Closed) => refused,
+                    (_, PortState::Filtered | PortState::OpenFiltered) => "no-response",
                 },
             ));
             state.push_attribute(("reason_ttl", "0"));
@@ -590,6 +610,7 @@ mod tests {
                 open: 1,
                 closed: 1,
                 filtered: 0,
+                open_filtered: 0,
             },
         );
         assert_eq!(doc["schema"], "perimeter.scan/1");
@@ -610,6 +631,7 @@ mod tests {
             open: 1,
             closed: 65_000,
             filtered: 3,
+            open_filtered: 0,
         };
         let doc = to_json(&info(), &results(), totals);
         assert_eq!(doc["summary"]["closed"], 65_000);
@@ -626,6 +648,7 @@ mod tests {
             open: 1,
             closed: 65_000,
             filtered: 3,
+            open_filtered: 0,
         };
         let text = to_human(&info(), &results(), totals, crate::Style::plain());
         let first = text.lines().next().unwrap_or_default();

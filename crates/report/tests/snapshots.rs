@@ -501,6 +501,7 @@ fn scan_totals() -> StateTotals {
         open: 3,
         closed: 10,
         filtered: 2,
+        open_filtered: 0,
     }
 }
 

@@ -109,6 +109,8 @@ pub struct StateCounts {
     pub open: u64,
     pub closed: u64,
     pub filtered: u64,
+    /// UDP ports that stayed silent after the retries.
+    pub open_filtered: u64,
     /// Pairs without a state: cancelled before they were decided, or local errors.
     pub undecided: u64,
 }
@@ -209,6 +211,7 @@ struct StateCounters {
     open: AtomicU64,
     closed: AtomicU64,
     filtered: AtomicU64,
+    open_filtered: AtomicU64,
 }
 
 impl StateCounters {
@@ -217,6 +220,7 @@ impl StateCounters {
             PortState::Open => &self.open,
             PortState::Closed => &self.closed,
             PortState::Filtered => &self.filtered,
+            PortState::OpenFiltered => &self.open_filtered,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -226,6 +230,7 @@ impl StateCounters {
             open: self.open.load(Ordering::Relaxed),
             closed: self.closed.load(Ordering::Relaxed),
             filtered: self.filtered.load(Ordering::Relaxed),
+            open_filtered: self.open_filtered.load(Ordering::Relaxed),
             undecided: 0,
         }
     }
@@ -849,7 +854,8 @@ pub async fn run<T: Transport>(
     let n_done = ctx.n_done.load(Ordering::Relaxed);
     let attempts = ctx.rate.n_granted();
     let mut counts = ctx.counts.snapshot();
-    counts.undecided = total - (counts.open + counts.closed + counts.filtered);
+    counts.undecided =
+        total - (counts.open + counts.closed + counts.filtered + counts.open_filtered);
     let complete =
         !cancel.is_cancelled() && n_launched + n_skipped == total && n_done == n_launched;
     let elapsed = start.elapsed();

@@ -25,6 +25,7 @@ pub mod syn;
 pub mod targets;
 mod top_ports;
 pub mod transport;
+pub mod udp;
 
 pub use engine::{
     ScanError, ScanEvent, ScanOutcome, ScanPlan, StateCounts, fd_budget, raise_fd_limit, run,
@@ -42,3 +43,4 @@ pub use targets::{
     TargetSpec, Targets, parse_target, parse_target_list, read_target_file, resolve_targets,
 };
 pub use transport::{Connect, FilterCause, TcpTransport, Transport};
+pub use udp::run_udp;

@@ -154,6 +154,24 @@ impl PortSet {
         })
     }
 
+    /// The `n` most exposure-relevant UDP ports (`perimeter_probe`'s curated
+    /// [`UDP_TOP_PORTS`](perimeter_probe::udp::UDP_TOP_PORTS)), all of them
+    /// when `n` is `None` or past its end.
+    pub fn udp_top(n: Option<usize>) -> Result<PortSet, PortError> {
+        let list = perimeter_probe::udp::UDP_TOP_PORTS;
+        let n = n.unwrap_or(list.len());
+        if n == 0 {
+            return Err(PortError::TopZero(n));
+        }
+        let mut ports: Vec<u16> = list.iter().copied().take(n).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        Ok(PortSet {
+            ports,
+            spec: format!("udp-top:{}", n.min(list.len())),
+        })
+    }
+
     /// The ports, ascending.
     pub fn ports(&self) -> &[u16] {
         &self.ports

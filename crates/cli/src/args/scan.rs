@@ -78,6 +78,19 @@ pub(crate) struct ScanTuning {
     /// Open ports are still identified over ordinary connections.
     #[arg(long, visible_alias = "sS")]
     pub(crate) syn: bool,
+
+    /// Scan UDP instead of TCP (`-sU` works too): each port is asked what its
+    /// protocol answers (DNS, NTP, SNMP, memcached, SSDP, NetBIOS, mDNS; an
+    /// empty datagram elsewhere) and is open (a datagram came back), closed
+    /// (ICMP port unreachable), filtered (another ICMP unreachable) or
+    /// open|filtered (silence). Without -p or --top-ports: the curated UDP
+    /// list. No privilege needed.
+    #[arg(long, visible_alias = "sU")]
+    pub(crate) udp: bool,
+
+    /// With --udp, scan TCP too (connect, or --syn), in the same scan.
+    #[arg(long, requires = "udp")]
+    pub(crate) tcp: bool,
 }
 
 #[derive(Debug, Args)]

@@ -16,7 +16,7 @@ use perimeter_store::{SqliteStore, Store};
 
 use crate::args::{ScanArgs, ScanFormat};
 use crate::exit_codes::ExitCode;
-use crate::pipeline::scan::{Executed, Job, execute, tuning};
+use crate::pipeline::scan::{Executed, Job, execute, tuning, udp_ports};
 use crate::pipeline::{scan_diff, store};
 use crate::terminal::Terminal;
 
@@ -101,6 +101,8 @@ async fn scan(args: ScanArgs, settings: Settings, terminal: &Terminal) -> Result
         progress: terminal.stderr_tty && !args.quiet && args.format != ScanFormat::Jsonl,
         record,
         syn: args.tuning.syn,
+        tcp: !args.tuning.udp || args.tuning.tcp,
+        udp_ports: udp_ports(&args.tuning)?,
         cancel: None,
     })
     .await?;

@@ -25,7 +25,7 @@ use perimeter_scan::TargetRequest;
 
 use crate::args::{ScanFormat, VerifyArgs};
 use crate::exit_codes::ExitCode;
-use crate::pipeline::scan::{Executed, Job, execute, tuning};
+use crate::pipeline::scan::{Executed, Job, execute, tuning, udp_ports};
 use crate::pipeline::{environments, store};
 use crate::terminal::Terminal;
 
@@ -105,6 +105,8 @@ pub(crate) fn run(args: VerifyArgs, terminal: &Terminal) -> Result<ExitCode> {
         progress: terminal.stderr_tty && !args.quiet,
         record,
         syn: args.tuning.syn,
+        tcp: !args.tuning.udp || args.tuning.tcp,
+        udp_ports: udp_ports(&args.tuning)?,
         cancel: None,
     }))?;
 

@@ -58,6 +58,8 @@ impl JobRunner for CliRunner {
             progress: false,
             record,
             syn: request.syn,
+            tcp: true,
+            udp_ports: None,
             cancel: Some(cancel),
         })
         .await?;
@@ -152,6 +154,8 @@ impl JobRunner for CliRunner {
             progress: false,
             record,
             syn: job.syn,
+            tcp: true,
+            udp_ports: None,
             cancel: Some(cancel),
         })
         .await?;

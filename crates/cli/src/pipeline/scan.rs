@@ -15,8 +15,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use perimeter_model::{PortResult, PortState, ScanInfo};
 use perimeter_report::scan::{StateTotals, to_jsonl_line};
 use perimeter_scan::{
-    PortSet, Profile, ScanEvent, ScanOptions, ScanPlan, SystemResolver, TargetRequest, TargetSet,
-    TcpTransport, resolve_targets, standard_probes,
+    PortSet, Profile, ScanError, ScanEvent, ScanOptions, ScanOutcome, ScanPlan, SystemResolver,
+    TargetRequest, TargetSet, TcpTransport, resolve_targets, run_udp, standard_probes,
 };
 use perimeter_store::{SqliteStore, Store};
 use time::OffsetDateTime;
@@ -78,6 +78,18 @@ pub(crate) fn tuning(args: &ScanTuning) -> Result<(PortSet, ScanOptions)> {
     Ok((ports, options))
 }
 
+/// The UDP ports of a `--udp` scan: as -p or --top-ports say (the UDP
+/// ranking for --top-ports), else the curated UDP list; `None` without --udp.
+pub(crate) fn udp_ports(args: &ScanTuning) -> Result<Option<PortSet>> {
+    if !args.udp {
+        return Ok(None);
+    }
+    Ok(Some(match (&args.ports, args.top_ports) {
+        (Some(spec), _) => PortSet::parse(spec)?,
+        (None, n) => PortSet::udp_top(n)?,
+    }))
+}
+
 pub(crate) fn rand_seed() -> u64 {
     let mut bytes = [0u8; 8];
     if std::fs::File::open("/dev/urandom")
@@ -105,6 +117,10 @@ pub(crate) struct Job {
     pub(crate) record: BTreeMap<String, String>,
     /// A SYN scan from a raw socket instead of a connect scan.
     pub(crate) syn: bool,
+    /// Scan TCP (`ports`): true unless the scan is UDP alone.
+    pub(crate) tcp: bool,
+    /// Scan these UDP ports too (`--udp`).
+    pub(crate) udp_ports: Option<PortSet>,
     /// Who stops the scan: `None` for Ctrl-C (a one-shot command), or the
     /// caller's token (the monitor, which owns the signals).
     pub(crate) cancel: Option<CancellationToken>,
@@ -137,11 +153,13 @@ pub(crate) async fn execute(job: Job) -> Result<Executed> {
         progress,
         mut record,
         syn,
+        tcp,
+        udp_ports,
         cancel,
     } = job;
     // Opened before anything is resolved or stored: a missing privilege is an
     // error at once, not an empty scan.
-    let syn_transport = if syn {
+    let syn_transport = if syn && tcp {
         Some(Arc::new(perimeter_scan::SynTransport::open()?))
     } else {
         None
@@ -158,20 +176,39 @@ pub(crate) async fn execute(job: Job) -> Result<Executed> {
         record.insert("rate".into(), rate.to_string());
     }
     record.insert("identify".into(), options.identify.to_string());
+    let tcp_technique = if syn { "syn" } else { "connect" };
     record.insert(
         "technique".into(),
-        if syn { "syn" } else { "connect" }.to_owned(),
+        match (tcp, &udp_ports) {
+            (true, Some(_)) => format!("{tcp_technique}+udp"),
+            (false, Some(_)) => "udp".to_owned(),
+            (_, None) => tcp_technique.to_owned(),
+        },
     );
-    record.insert(
-        "port_list".into(),
-        perimeter_report::scan::port_ranges(ports.ports()),
-    );
+    if tcp {
+        record.insert(
+            "port_list".into(),
+            perimeter_report::scan::port_ranges(ports.ports()),
+        );
+    }
+    if let Some(udp) = &udp_ports {
+        record.insert(
+            "udp_port_list".into(),
+            perimeter_report::scan::port_ranges(udp.ports()),
+        );
+    }
+    // nmap's notation when UDP is in the scan: `T:22,80,U:53,161`.
+    let ports_spec = match (tcp, &udp_ports) {
+        (true, Some(udp)) => format!("T:{},U:{}", ports.spec(), udp.spec()),
+        (false, Some(udp)) => udp.spec().to_owned(),
+        (_, None) => ports.spec().to_owned(),
+    };
     let mut info = ScanInfo {
         id: 0,
         targets: targets.given.clone(),
         resolved: targets.resolved.clone(),
         excluded: targets.excluded.clone(),
-        ports: ports.spec().to_owned(),
+        ports: ports_spec,
         profile: options.profile.as_str().to_owned(),
         seed: options.seed.unwrap_or_default(),
         options: record,
@@ -184,9 +221,10 @@ pub(crate) async fn execute(job: Job) -> Result<Executed> {
         info.id = db.begin_scan(&info)?;
     }
 
+    let n_ports = if tcp { ports.len() } else { 0 } + udp_ports.as_ref().map_or(0, PortSet::len);
     let total = u64::try_from(targets.set.len())
         .unwrap_or(u64::MAX)
-        .saturating_mul(ports.len() as u64);
+        .saturating_mul(n_ports as u64);
     let bar = progress_bar(progress, total);
 
     let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -219,21 +257,25 @@ pub(crate) async fn execute(job: Job) -> Result<Executed> {
     let mut options = options;
     options.report_unanswered = all_states;
     let covered = targets.set.clone();
-    let plan = ScanPlan {
+    let udp_plan = udp_ports.map(|udp| ScanPlan {
+        targets: targets.clone(),
+        ports: udp,
+        options: options.clone(),
+        probes: standard_probes(),
+    });
+    let tcp_plan = tcp.then(|| ScanPlan {
         targets,
         ports,
         options,
         probes: standard_probes(),
-    };
-    let engine = match syn_transport {
-        Some(transport) => tokio::spawn(perimeter_scan::run(transport, plan, tx, cancel.clone())),
-        None => tokio::spawn(perimeter_scan::run(
-            Arc::new(TcpTransport),
-            plan,
-            tx,
-            cancel.clone(),
-        )),
-    };
+    });
+    let engine = tokio::spawn(run_engines(
+        tcp_plan,
+        syn_transport,
+        udp_plan,
+        tx,
+        cancel.clone(),
+    ));
 
     let keep = |r: &PortResult| all_states || r.state == PortState::Open;
     let mut kept: Vec<PortResult> = Vec::new();
@@ -319,6 +361,7 @@ pub(crate) async fn execute(job: Job) -> Result<Executed> {
         open: outcome.counts.open,
         closed: outcome.counts.closed,
         filtered: outcome.counts.filtered,
+        open_filtered: outcome.counts.open_filtered,
     };
     Ok(Executed {
         info,
@@ -328,6 +371,46 @@ pub(crate) async fn execute(job: Job) -> Result<Executed> {
         db,
         targets: covered,
     })
+}
+
+/// TCP (connect or SYN) and then UDP, as asked, into one outcome.
+async fn run_engines(
+    tcp: Option<ScanPlan>,
+    syn: Option<Arc<perimeter_scan::SynTransport>>,
+    udp: Option<ScanPlan>,
+    events: mpsc::Sender<ScanEvent>,
+    cancel: CancellationToken,
+) -> Result<ScanOutcome, ScanError> {
+    let mut outcome: Option<ScanOutcome> = None;
+    if let Some(plan) = tcp {
+        outcome = Some(match syn {
+            Some(transport) => {
+                perimeter_scan::run(transport, plan, events.clone(), cancel.clone()).await?
+            }
+            None => {
+                perimeter_scan::run(Arc::new(TcpTransport), plan, events.clone(), cancel.clone())
+                    .await?
+            }
+        });
+    }
+    if let Some(plan) = udp {
+        let udp = run_udp(plan, events, cancel).await?;
+        outcome = Some(match outcome {
+            None => udp,
+            Some(mut both) => {
+                both.info.complete &= udp.info.complete;
+                both.info.n_probes += udp.info.n_probes;
+                both.info.finished = udp.info.finished;
+                both.counts.open += udp.counts.open;
+                both.counts.closed += udp.counts.closed;
+                both.counts.filtered += udp.counts.filtered;
+                both.counts.open_filtered += udp.counts.open_filtered;
+                both.counts.undecided += udp.counts.undecided;
+                both
+            }
+        });
+    }
+    outcome.ok_or(ScanError::Empty("nothing to scan"))
 }
 
 fn flush(db: Option<&mut SqliteStore>, scan_id: i64, batch: &mut Vec<PortResult>) -> Result<()> {

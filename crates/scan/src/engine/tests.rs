@@ -153,6 +153,7 @@ async fn port_states_follow_the_connect_scan_rules() {
             open: 1,
             closed: 3,
             filtered: 2,
+            open_filtered: 0,
             undecided: 0
         }
     );
@@ -242,6 +243,7 @@ async fn without_report_unanswered_only_open_ports_are_sent_and_all_are_counted(
             open: 1,
             closed: 4,
             filtered: 1,
+            open_filtered: 0,
             undecided: 0
         }
     );
