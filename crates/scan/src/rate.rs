@@ -134,16 +134,55 @@ impl RateLimiter {
         }
     }
 
+    /// Takes up to `wanted` tokens that are ready now, without waiting, under
+    /// one lock: for a sender that sends in batches (the SYN scan's), which
+    /// would otherwise take the lock once per packet. Returns how many it
+    /// took and, when that is fewer than `wanted`, when the next one will be
+    /// ready. `slept_until` is the instant the caller last slept until
+    /// waiting for a token, if it did (for the jitter's repayment, as in
+    /// [`RateLimiter::acquire`]).
+    ///
+    /// It does not queue behind [`RateLimiter::acquire`]'s waiters: the
+    /// ceiling binds every grant either way, and a batch sender that waited
+    /// its turn in the line would be handed from task to task once per token.
+    pub fn try_take(&self, wanted: u32, slept_until: Option<Instant>) -> (u32, Option<Instant>) {
+        let Some(limit) = self.limit else {
+            self.n_granted
+                .fetch_add(u64::from(wanted), Ordering::Relaxed);
+            return (wanted, None);
+        };
+        let mut state = self.lock_state();
+        let mut slept_until = slept_until;
+        for n_taken in 0..wanted {
+            if let Err(earliest) = self.grant_locked(&mut state, limit, slept_until.take()) {
+                return (n_taken, Some(earliest));
+            }
+        }
+        (wanted, None)
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
+        // Nothing panics while holding the lock, and the state is consistent
+        // after every statement, so a poisoned lock's state is still good.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Takes a token if one is ready now; otherwise says when the next one
     /// will be. `slept_until` is the instant the caller's last sleep aimed
     /// at, if it slept.
     fn try_grant(&self, limit: RateLimit, slept_until: Option<Instant>) -> Result<(), Instant> {
-        // Nothing panics while holding the lock, and the state is consistent
-        // after every statement, so a poisoned lock's state is still good.
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = self.lock_state();
+        self.grant_locked(&mut state, limit, slept_until)
+    }
+
+    fn grant_locked(
+        &self,
+        state: &mut State,
+        limit: RateLimit,
+        slept_until: Option<Instant>,
+    ) -> Result<(), Instant> {
         let now = Instant::now();
         let earliest = state.tat.checked_sub(self.tolerance).unwrap_or(state.tat);
         if earliest > now {
@@ -351,6 +390,46 @@ mod tests {
             ["first", "second", "third"]
         );
         assert_eq!(limiter.n_granted(), 4);
+    }
+
+    /// A batch sender taking many tokens at a time gets no more than the
+    /// ceiling allows, told when the next one is ready, and its grants
+    /// share the bucket with single waiters.
+    #[tokio::test(start_paused = true)]
+    async fn batches_take_only_what_the_ceiling_allows() {
+        let limit = RateLimit {
+            per_second: 1000.0,
+            burst: 10,
+            jitter: 0.0,
+        };
+        let limiter = Arc::new(RateLimiter::new(Some(limit), 1));
+        let start = Instant::now();
+        // The burst at once, then nothing until the next interval.
+        assert_eq!(
+            limiter.try_take(64, None),
+            (10, Some(start + Duration::from_millis(1)))
+        );
+        assert_eq!(limiter.try_take(64, None).0, 0);
+        let single = {
+            let limiter = limiter.clone();
+            tokio::spawn(async move {
+                limiter.acquire().await;
+                Instant::now()
+            })
+        };
+        let mut times = vec![start; 10];
+        while times.len() < 1000 {
+            let (granted, next) = limiter.try_take(64, None);
+            times.extend(std::iter::repeat_n(Instant::now(), granted as usize));
+            match next {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => tokio::task::yield_now().await,
+            }
+        }
+        times.push(single.await.expect("single waiter"));
+        times.sort();
+        assert_ceiling(&times, limit);
+        assert_eq!(limiter.n_granted(), times.len() as u64);
     }
 
     #[tokio::test(start_paused = true)]
