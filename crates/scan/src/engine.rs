@@ -42,6 +42,7 @@ use crate::options::{ScanOptions, Settings};
 use crate::permutation::Permutation;
 use crate::ports::PortSet;
 use crate::rate::RateLimiter;
+use crate::syn::PacketIo;
 use crate::targets::{TargetSet, Targets};
 use crate::transport::{Connect, FilterCause, Transport};
 
@@ -128,6 +129,15 @@ pub struct ScanOutcome {
 /// Local errors tolerated per port before it is given up as a problem.
 const MAX_LOCAL_ERRORS: u32 = 6;
 
+/// The problem reported for a port whose local errors did not clear.
+fn local_error_problem(address: SocketAddr, err: &std::io::Error) -> Problem {
+    Problem::new(
+        identify::subject(address),
+        format!("cannot connect from this machine: {err}"),
+    )
+    .with_hint("lower the concurrency or the rate, or raise the open-file limit")
+}
+
 /// The most concurrency can use of the open-file limit: the rest is headroom for
 /// the process's own files (the store, logs, the terminal).
 pub fn fd_budget(soft_limit: u64) -> usize {
@@ -159,14 +169,14 @@ pub fn raise_fd_limit() -> std::io::Result<u64> {
 }
 
 /// An RFC 6298 round-trip estimator for the adaptive connect timeout.
-#[derive(Debug)]
-struct RttEstimator {
+#[derive(Debug, Default)]
+pub(crate) struct RttEstimator {
     srtt: Option<Duration>,
     rttvar: Duration,
 }
 
 impl RttEstimator {
-    fn observe(&mut self, sample: Duration) {
+    pub(crate) fn observe(&mut self, sample: Duration) {
         match self.srtt {
             None => {
                 self.srtt = Some(sample);
@@ -180,7 +190,7 @@ impl RttEstimator {
         }
     }
 
-    fn timeout(&self, min: Duration, max: Duration) -> Duration {
+    pub(crate) fn timeout(&self, min: Duration, max: Duration) -> Duration {
         match self.srtt {
             None => max,
             Some(srtt) => (srtt + self.rttvar * 4).clamp(min, max),
@@ -448,7 +458,11 @@ impl<T: Transport> Context<T> {
             return None;
         }
         let started = Instant::now();
-        let outcome = self.transport.probe(address, self.connect_timeout()).await;
+        let outcome = self
+            .transport
+            .connect(address, self.connect_timeout())
+            .await
+            .map(Some);
         Some((outcome, started.elapsed()))
     }
 
@@ -484,15 +498,7 @@ impl<T: Transport> Context<T> {
                 Connect::LocalError(err) => {
                     n_local_errors += 1;
                     if n_local_errors > MAX_LOCAL_ERRORS {
-                        return Decision::Failed(
-                            Problem::new(
-                                identify::subject(address),
-                                format!("cannot connect from this machine: {err}"),
-                            )
-                            .with_hint(
-                                "lower the concurrency or the rate, or raise the open-file limit",
-                            ),
-                        );
+                        return Decision::Failed(local_error_problem(address, &err));
                     }
                     // Back off: the shortage is usually shared by every task.
                     let backoff = Duration::from_millis(50) * (1 << n_local_errors.min(5));
@@ -715,186 +721,312 @@ pub async fn run<T: Transport>(
     events: mpsc::Sender<ScanEvent>,
     cancel: CancellationToken,
 ) -> Result<ScanOutcome, ScanError> {
-    let started_at = OffsetDateTime::now_utc();
-    let targets = &plan.targets.set;
-    let ports = plan.ports.ports();
-    if targets.is_empty() {
-        return Err(ScanError::Empty("the target set is empty"));
-    }
-    if ports.is_empty() {
-        return Err(ScanError::Empty("no ports"));
-    }
-    let too_large = || ScanError::TooLarge {
-        n_addresses: targets.len(),
-        n_ports: ports.len(),
-    };
-    let n_addresses = u64::try_from(targets.len()).map_err(|_| too_large())?;
-    let n_ports = u64::try_from(ports.len()).map_err(|_| too_large())?;
-    let total = n_addresses.checked_mul(n_ports).ok_or_else(too_large)?;
-
-    let fd_limit = if plan.options.raise_fd_limit {
-        raise_fd_limit().ok()
-    } else {
-        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-            .ok()
-            .map(|(soft, _)| soft)
-    };
-    let settings = plan.options.settings(total, fd_limit.map(fd_budget))?;
-    let mut options_record = settings.record(total);
-    if let Some(limit) = fd_limit {
-        options_record.insert("fd_limit".into(), limit.to_string());
-    }
-    if settings.concurrency < settings.requested_concurrency {
-        tracing::warn!(
-            requested = settings.requested_concurrency,
-            granted = settings.concurrency,
-            "concurrency capped by the open-file limit"
-        );
-    }
-
-    // Our own token, so a receiver that hangs up stops the scan without
-    // cancelling the caller's token.
-    let cancel = cancel.child_token();
-    let rate = RateLimiter::new(Some(settings.rate), settings.seed);
-    let receiver_gone = Arc::new(AtomicBool::new(false));
-    let (forward, forward_input) = mpsc::channel(FORWARD_BURST * 4);
-    let forwarder = tokio::spawn(forward_events(
-        forward_input,
-        events.clone(),
-        cancel.clone(),
-        receiver_gone.clone(),
-    ));
-    let ctx = Arc::new(Context {
-        transport,
-        rate,
-        settings: settings.clone(),
-        probes: plan.probes.clone(),
-        targets: targets.clone(),
-        ports: ports.to_vec(),
-        rtt: Mutex::new(RttEstimator {
-            srtt: None,
-            rttvar: Duration::ZERO,
-        }),
-        cancel: cancel.clone(),
-        stop: StopSignal::default(),
-        events,
-        forward,
-        n_done: AtomicU64::new(0),
-        counts: StateCounters::default(),
-        problems: Mutex::new(plan.targets.problems.clone()),
-        receiver_gone,
-    });
-
-    let start = Instant::now();
-    if let Some(schedule) = settings.schedule {
-        let needed = total as f64 / schedule.window.as_secs_f64();
-        if settings.rate.per_second < needed {
-            let takes = Duration::from_secs_f64(total as f64 / settings.rate.per_second);
-            ctx.problem(
-                Problem::new(
-                    "scan",
-                    format!(
-                        "a rate of {}/s cannot fit {total} probes into the {:?} spread; the scan will take about {:?}",
-                        settings.rate.per_second, schedule.spread, takes
-                    ),
-                )
-                .with_hint("raise the rate or lengthen the spread"),
-            )
-            .await;
-        }
-    }
-
-    let progress_done = CancellationToken::new();
-    let progress = tokio::spawn(progress_loop(
-        ctx.clone(),
-        total,
-        start,
-        progress_done.clone(),
-    ));
-    let stop_watch = {
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            ctx.cancel.cancelled().await;
-            ctx.stop.stop();
-        })
-    };
-
-    let launcher = Arc::new(Launcher {
-        state: Mutex::new(LaunchState {
-            next_position: 0,
-            schedule_rng: ChaCha8Rng::seed_from_u64(settings.seed ^ 0x5eed_5eed),
-            n_launched: 0,
-            n_skipped: 0,
-        }),
-        permutation: Permutation::new(total, settings.seed),
-        total,
-        n_addresses,
-        start,
-    });
-    let n_lanes = usize::try_from(total)
-        .map_or(settings.concurrency, |total| {
-            total.min(settings.concurrency)
+    let scan = Scan::start(transport, plan, events, cancel).await?;
+    let n_lanes = usize::try_from(scan.launcher.total)
+        .map_or(scan.ctx.settings.concurrency, |total| {
+            total.min(scan.ctx.settings.concurrency)
         })
         .max(1);
     let mut lanes = JoinSet::new();
     for _ in 0..n_lanes {
-        lanes.spawn(lane(ctx.clone(), launcher.clone()));
+        lanes.spawn(lane(scan.ctx.clone(), scan.launcher.clone()));
     }
     while let Some(joined) = lanes.join_next().await {
-        report_join(&ctx, joined).await;
+        report_join(&scan.ctx, joined).await;
     }
-    // Every result out before the final progress event.
-    ctx.flush().await;
-    forwarder.abort();
-    stop_watch.abort();
-    progress_done.cancel();
-    let _ = progress.await;
+    Ok(scan.finish().await)
+}
 
-    let (n_launched, n_skipped) = launcher.counts();
-    let n_done = ctx.n_done.load(Ordering::Relaxed);
-    let attempts = ctx.rate.n_granted();
-    let mut counts = ctx.counts.snapshot();
-    counts.undecided =
-        total - (counts.open + counts.closed + counts.filtered + counts.open_filtered);
-    let complete =
-        !cancel.is_cancelled() && n_launched + n_skipped == total && n_done == n_launched;
-    let elapsed = start.elapsed();
-    let final_progress = ScanEvent::Progress {
-        done: n_done,
-        total,
-        open: counts.open,
-        rate: if elapsed.is_zero() {
-            0.0
+/// Runs a SYN scan: the states are decided by SYNs that `packets` sends in
+/// batches from one task, walking the same permutation of the same target
+/// set under the same rate ceiling as [`run`] (see [`batched`]); open ports
+/// are identified over connections through `transport`. Cancellation and
+/// the outcome are as for [`run`].
+pub async fn run_syn<P: PacketIo, T: Transport>(
+    packets: P,
+    transport: Arc<T>,
+    plan: ScanPlan,
+    events: mpsc::Sender<ScanEvent>,
+    cancel: CancellationToken,
+) -> Result<ScanOutcome, ScanError> {
+    let scan = Scan::start(transport, plan, events, cancel).await?;
+    let runtime = tokio::runtime::Handle::current();
+    let shared = Arc::new(batched::Shared::new(&scan.ctx, packets.source_port()));
+    let n_threads = packets.sender_threads();
+    if n_threads == 0 {
+        batched::sender(&scan.ctx, &scan.launcher, &shared, packets, &runtime, true).await;
+    } else {
+        // Each sender on a thread of its own, with a runtime of its own
+        // whose reactor watches only that sender's sockets and is looked at
+        // only when the sender waits.
+        let mut handles = vec![packets];
+        while handles.len() < n_threads {
+            match handles.first().map(PacketIo::another) {
+                Some(Ok(another)) => handles.push(another),
+                _ => break,
+            }
+        }
+        let (done, mut finished) = mpsc::channel::<()>(handles.len());
+        let mut n_started = 0;
+        for (i, packets) in handles.into_iter().enumerate() {
+            let (ctx, launcher, shared) = (scan.ctx.clone(), scan.launcher.clone(), shared.clone());
+            let (runtime, done) = (runtime.clone(), done.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("perimeter-syn-{i}"))
+                .spawn(move || {
+                    match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(own) => own.block_on(batched::sender(
+                            &ctx, &launcher, &shared, packets, &runtime, false,
+                        )),
+                        Err(err) => tracing::warn!("a SYN sender could not start: {err}"),
+                    }
+                    let _ = done.blocking_send(());
+                });
+            match thread {
+                Ok(_) => n_started += 1,
+                Err(err) => tracing::warn!("a SYN sender could not start: {err}"),
+            }
+        }
+        drop(done);
+        if n_started == 0 {
+            scan.ctx
+                .problem(Problem::new(
+                    "scan",
+                    "cannot start the SYN scan's sender thread".to_owned(),
+                ))
+                .await;
+            scan.ctx.cancel.cancel();
+        }
+        // Every thread says when it ends; the channel closes after the last.
+        while finished.recv().await.is_some() {}
+    }
+    tracing::debug!(
+        unmatched = shared.n_unmatched(),
+        "SYN scan answers that matched no probe"
+    );
+    Ok(scan.finish().await)
+}
+
+/// A scan between its start and its end, whichever way its ports are
+/// decided.
+struct Scan<T: Transport> {
+    ctx: Arc<Context<T>>,
+    launcher: Arc<Launcher>,
+    plan: ScanPlan,
+    started_at: OffsetDateTime,
+    options_record: std::collections::BTreeMap<String, String>,
+    forwarder: tokio::task::JoinHandle<()>,
+    stop_watch: tokio::task::JoinHandle<()>,
+    progress: tokio::task::JoinHandle<()>,
+    progress_done: CancellationToken,
+}
+
+impl<T: Transport> Scan<T> {
+    /// Checks the plan, resolves the settings, and starts the tasks every
+    /// scan has (the forwarder of events, progress, the stop watch).
+    async fn start(
+        transport: Arc<T>,
+        plan: ScanPlan,
+        events: mpsc::Sender<ScanEvent>,
+        cancel: CancellationToken,
+    ) -> Result<Scan<T>, ScanError> {
+        let started_at = OffsetDateTime::now_utc();
+        let targets = &plan.targets.set;
+        let ports = plan.ports.ports();
+        if targets.is_empty() {
+            return Err(ScanError::Empty("the target set is empty"));
+        }
+        if ports.is_empty() {
+            return Err(ScanError::Empty("no ports"));
+        }
+        let too_large = || ScanError::TooLarge {
+            n_addresses: targets.len(),
+            n_ports: ports.len(),
+        };
+        let n_addresses = u64::try_from(targets.len()).map_err(|_| too_large())?;
+        let n_ports = u64::try_from(ports.len()).map_err(|_| too_large())?;
+        let total = n_addresses.checked_mul(n_ports).ok_or_else(too_large)?;
+
+        let fd_limit = if plan.options.raise_fd_limit {
+            raise_fd_limit().ok()
         } else {
-            attempts as f64 / elapsed.as_secs_f64()
-        },
-        eta: Some(Duration::ZERO).filter(|_| complete),
-    };
-    if !ctx.receiver_gone.load(Ordering::Relaxed) {
-        let _ = ctx.events.send(final_progress).await;
-    }
-    let problems = ctx.problems.lock().map(|p| p.clone()).unwrap_or_default();
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .ok()
+                .map(|(soft, _)| soft)
+        };
+        let settings = plan.options.settings(total, fd_limit.map(fd_budget))?;
+        let mut options_record = settings.record(total);
+        if let Some(limit) = fd_limit {
+            options_record.insert("fd_limit".into(), limit.to_string());
+        }
+        if settings.concurrency < settings.requested_concurrency {
+            tracing::warn!(
+                requested = settings.requested_concurrency,
+                granted = settings.concurrency,
+                "concurrency capped by the open-file limit"
+            );
+        }
 
-    let info = ScanInfo {
-        id: 0,
-        targets: plan.targets.given.clone(),
-        resolved: plan.targets.resolved.clone(),
-        excluded: plan.targets.excluded.clone(),
-        ports: plan.ports.spec().to_owned(),
-        profile: settings.profile.as_str().to_owned(),
-        seed: settings.seed,
-        options: options_record,
-        started: started_at,
-        finished: Some(OffsetDateTime::now_utc()),
-        complete,
-        n_probes: attempts,
-    };
-    Ok(ScanOutcome {
-        info,
-        settings,
-        counts,
-        problems,
-    })
+        // Our own token, so a receiver that hangs up stops the scan without
+        // cancelling the caller's token.
+        let cancel = cancel.child_token();
+        let rate = RateLimiter::new(Some(settings.rate), settings.seed);
+        let receiver_gone = Arc::new(AtomicBool::new(false));
+        let (forward, forward_input) = mpsc::channel(FORWARD_BURST * 4);
+        let forwarder = tokio::spawn(forward_events(
+            forward_input,
+            events.clone(),
+            cancel.clone(),
+            receiver_gone.clone(),
+        ));
+        let ctx = Arc::new(Context {
+            transport,
+            rate,
+            settings: settings.clone(),
+            probes: plan.probes.clone(),
+            targets: targets.clone(),
+            ports: ports.to_vec(),
+            rtt: Mutex::new(RttEstimator::default()),
+            cancel: cancel.clone(),
+            stop: StopSignal::default(),
+            events,
+            forward,
+            n_done: AtomicU64::new(0),
+            counts: StateCounters::default(),
+            problems: Mutex::new(plan.targets.problems.clone()),
+            receiver_gone,
+        });
+
+        let start = Instant::now();
+        if let Some(schedule) = settings.schedule {
+            let needed = total as f64 / schedule.window.as_secs_f64();
+            if settings.rate.per_second < needed {
+                let takes = Duration::from_secs_f64(total as f64 / settings.rate.per_second);
+                ctx.problem(
+                    Problem::new(
+                        "scan",
+                        format!(
+                            "a rate of {}/s cannot fit {total} probes into the {:?} spread; the scan will take about {:?}",
+                            settings.rate.per_second, schedule.spread, takes
+                        ),
+                    )
+                    .with_hint("raise the rate or lengthen the spread"),
+                )
+                .await;
+            }
+        }
+
+        let progress_done = CancellationToken::new();
+        let progress = tokio::spawn(progress_loop(
+            ctx.clone(),
+            total,
+            start,
+            progress_done.clone(),
+        ));
+        let stop_watch = {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                ctx.cancel.cancelled().await;
+                ctx.stop.stop();
+            })
+        };
+
+        let launcher = Arc::new(Launcher {
+            state: Mutex::new(LaunchState {
+                next_position: 0,
+                schedule_rng: ChaCha8Rng::seed_from_u64(settings.seed ^ 0x5eed_5eed),
+                n_launched: 0,
+                n_skipped: 0,
+            }),
+            permutation: Permutation::new(total, settings.seed),
+            total,
+            n_addresses,
+            start,
+        });
+        Ok(Scan {
+            ctx,
+            launcher,
+            plan,
+            started_at,
+            options_record,
+            forwarder,
+            stop_watch,
+            progress,
+            progress_done,
+        })
+    }
+
+    /// Flushes the events, stops the scan's tasks, and says how it went.
+    async fn finish(self) -> ScanOutcome {
+        let Scan {
+            ctx,
+            launcher,
+            plan,
+            started_at,
+            options_record,
+            forwarder,
+            stop_watch,
+            progress,
+            progress_done,
+        } = self;
+        // Every result out before the final progress event.
+        ctx.flush().await;
+        forwarder.abort();
+        stop_watch.abort();
+        progress_done.cancel();
+        let _ = progress.await;
+
+        let total = launcher.total;
+        let (n_launched, n_skipped) = launcher.counts();
+        let n_done = ctx.n_done.load(Ordering::Relaxed);
+        let attempts = ctx.rate.n_granted();
+        let mut counts = ctx.counts.snapshot();
+        counts.undecided =
+            total - (counts.open + counts.closed + counts.filtered + counts.open_filtered);
+        let complete =
+            !ctx.cancel.is_cancelled() && n_launched + n_skipped == total && n_done == n_launched;
+        let elapsed = launcher.start.elapsed();
+        let final_progress = ScanEvent::Progress {
+            done: n_done,
+            total,
+            open: counts.open,
+            rate: if elapsed.is_zero() {
+                0.0
+            } else {
+                attempts as f64 / elapsed.as_secs_f64()
+            },
+            eta: Some(Duration::ZERO).filter(|_| complete),
+        };
+        if !ctx.receiver_gone.load(Ordering::Relaxed) {
+            let _ = ctx.events.send(final_progress).await;
+        }
+        let problems = ctx.problems.lock().map(|p| p.clone()).unwrap_or_default();
+
+        let settings = ctx.settings.clone();
+        let info = ScanInfo {
+            id: 0,
+            targets: plan.targets.given.clone(),
+            resolved: plan.targets.resolved.clone(),
+            excluded: plan.targets.excluded.clone(),
+            ports: plan.ports.spec().to_owned(),
+            profile: settings.profile.as_str().to_owned(),
+            seed: settings.seed,
+            options: options_record,
+            started: started_at,
+            finished: Some(OffsetDateTime::now_utc()),
+            complete,
+            n_probes: attempts,
+        };
+        ScanOutcome {
+            info,
+            settings,
+            counts,
+            problems,
+        }
+    }
 }
 
 async fn report_join<T: Transport>(ctx: &Context<T>, joined: Result<(), tokio::task::JoinError>) {
@@ -953,5 +1085,8 @@ async fn progress_loop<T: Transport>(
     }
 }
 
+mod batched;
+#[cfg(test)]
+mod syn_tests;
 #[cfg(test)]
 mod tests;

@@ -29,6 +29,7 @@ pub mod udp;
 
 pub use engine::{
     ScanError, ScanEvent, ScanOutcome, ScanPlan, StateCounts, fd_budget, raise_fd_limit, run,
+    run_syn,
 };
 pub use identify::{IdentifySettings, ProbeCatalog, SharedCatalog, no_probes, standard_probes};
 pub use options::{
@@ -37,7 +38,7 @@ pub use options::{
 pub use permutation::Permutation;
 pub use ports::{PortError, PortSet};
 pub use rate::{RateLimit, RateLimiter};
-pub use syn::{SynError, SynTransport};
+pub use syn::{PacketIo, SynError, SynSockets};
 pub use targets::{
     AddressRange, Resolver, StaticResolver, SystemResolver, TargetError, TargetRequest, TargetSet,
     TargetSpec, Targets, parse_target, parse_target_list, read_target_file, resolve_targets,

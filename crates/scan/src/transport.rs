@@ -56,18 +56,6 @@ pub trait Transport: Send + Sync + 'static {
         address: SocketAddr,
         timeout: Duration,
     ) -> impl Future<Output = Connect<Self::Stream>> + Send;
-
-    /// One attempt to decide the port's state, which is all a scan asks before
-    /// identification. A connect scan answers it with a connection (kept for
-    /// the first identification probe); a SYN scan answers it without one, and
-    /// identification then opens its own with [`Transport::connect`].
-    fn probe(
-        &self,
-        address: SocketAddr,
-        timeout: Duration,
-    ) -> impl Future<Output = Connect<Option<Self::Stream>>> + Send {
-        async move { self.connect(address, timeout).await.map(Some) }
-    }
 }
 
 impl<S> Connect<S> {

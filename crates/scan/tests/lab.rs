@@ -14,11 +14,9 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{LoggingTransport, scan};
+use common::{LoggingTransport, scan, scan_syn};
 use perimeter_model::PortState;
-use perimeter_scan::{
-    Connect, FilterCause, Profile, ScanOptions, SynTransport, Transport, no_probes, standard_probes,
-};
+use perimeter_scan::{Profile, ScanOptions, no_probes, standard_probes};
 use perimeter_testlab::{Lab, Ns, Requirement, require};
 
 const SCANNER: [&str; 2] = ["198.18.0.1/15", "fd00:198:18::1/64"];
@@ -88,6 +86,22 @@ fn options(profile: Profile) -> ScanOptions {
         identify: false,
         ..ScanOptions::new(profile)
     }
+}
+
+/// The packets the nftables `counter` on the rule for `tcp dport PORT` in
+/// `chain input` of table `perimeter_lab` has seen.
+fn counted_packets_to(ns: &Ns, port: u16) -> u64 {
+    let listing = ns
+        .exec("nft", &["list", "chain", "inet", "perimeter_lab", "input"])
+        .expect("list the counters");
+    let rule = listing
+        .lines()
+        .find(|line| line.contains(&format!("dport {port} ")))
+        .expect("a rule for the port");
+    rule.split("counter packets ")
+        .nth(1)
+        .and_then(|after| after.split_whitespace().next()?.parse().ok())
+        .expect("a packet count")
 }
 
 /// The packets an nftables `counter` in `chain input` of table `perimeter_lab`
@@ -182,73 +196,102 @@ fn lab_port_states_are_exact() {
     assert!(finished.outcome.info.complete);
 }
 
-/// The SYN transport against the lab, probe by probe: a SYN-ACK is open, a
-/// RST closed, an ICMP unreachable filtered at once (it can only come from
-/// the ICMP reader: silence would be `NoAnswer`), silence filtered. IPv4 and
-/// IPv6.
+/// The SYN scan against the same lab: a SYN-ACK is open, a RST closed, an
+/// ICMP unreachable filtered at once, silence filtered after the retries,
+/// IPv4 and IPv6. The target's nftables count the SYNs each port got: one
+/// for the port that answers with an ICMP error (it can only have been read
+/// by the ICMP reader: silence would have been retried), the first try and
+/// both retries for the silent one.
 #[test]
-fn lab_syn_probes_read_every_kind_of_answer() {
+fn lab_syn_scan_reads_every_kind_of_answer() {
     if !require(Requirement::Netns) || !require(Requirement::Tool("nft")) {
         return;
     }
-    let (_lab, scanner, target) = states_lab();
+    let mut lab = Lab::new().expect("lab");
+    let scanner = lab.add_host("scan", &SCANNER).expect("scanner host");
+    let target = lab
+        .add_host("tgt", &["198.18.0.2/15", "fd00:198:18::2/64"])
+        .expect("target host");
+    target
+        .nft(
+            "table inet perimeter_lab {
+                chain input {
+                    type filter hook input priority filter; policy accept;
+                    tcp dport 2000 counter drop
+                    tcp dport 2001 counter reject with icmpx type admin-prohibited
+                    tcp dport 2002 reject with tcp reset
+                }
+            }",
+        )
+        .expect("target ruleset");
     let v4 = listeners(&target, "198.18.0.2:0", 1);
     let v6 = listeners(&target, "[fd00:198:18::2]:0", 1);
     let open = [
         v4[0].local_addr().expect("addr"),
         v6[0].local_addr().expect("addr"),
     ];
-    let outcomes = scan_from(&scanner, move || async move {
-        let syn = SynTransport::open().expect("raw sockets as root");
-        let mut outcomes = Vec::new();
-        for (ip, open) in [("198.18.0.2", open[0]), ("fd00:198:18::2", open[1])] {
-            let at = |port: u16| SocketAddr::new(ip.parse().expect("ip"), port);
-            for (address, timeout) in [
-                (open, 5),
-                (at(2000), 1),
-                (at(2001), 5),
-                (at(2002), 5),
-                (at(2003), 5),
-            ] {
-                let outcome = syn.probe(address, Duration::from_secs(timeout)).await;
-                outcomes.push((address, describe(&outcome)));
-            }
-        }
-        outcomes
+    let ports = format!("{},{},2000-2003", open[0].port(), open[1].port());
+    let mut opts = options(Profile::Normal);
+    opts.timeout = Some(Duration::from_millis(300));
+    opts.retries = Some(2);
+    let finished = scan_from(&scanner, move || async move {
+        scan_syn(
+            &LoggingTransport::default(),
+            &["198.18.0.2", "fd00:198:18::2"],
+            &[],
+            &ports,
+            opts,
+            Arc::new(no_probes),
+        )
+        .await
     });
     for (ip, open) in [("198.18.0.2", open[0]), ("[fd00:198:18::2]", open[1])] {
         let at = |port: u16| sock(&format!("{ip}:{port}"));
-        let expected = [
-            (open, "open"),
-            (at(2000), "filtered: no answer"),
-            (at(2001), "filtered: unreachable"),
-            (at(2002), "closed"),
-            (at(2003), "closed"),
-        ];
-        for (address, state) in expected {
-            let got = outcomes
-                .iter()
-                .find(|(a, _)| *a == address)
-                .map(|(_, s)| s.as_str());
-            assert_eq!(got, Some(state), "{address}");
-        }
+        assert_eq!(finished.state(open), Some(PortState::Open), "{open}");
+        assert_eq!(
+            finished.state(at(2000)),
+            Some(PortState::Filtered),
+            "{ip} dropped"
+        );
+        assert_eq!(
+            finished.state(at(2001)),
+            Some(PortState::Filtered),
+            "{ip} icmp"
+        );
+        assert_eq!(
+            finished.state(at(2002)),
+            Some(PortState::Closed),
+            "{ip} reset"
+        );
+        assert_eq!(
+            finished.state(at(2003)),
+            Some(PortState::Closed),
+            "{ip} nothing"
+        );
     }
-}
-
-fn describe<S>(outcome: &Connect<S>) -> String {
-    match outcome {
-        Connect::Open(_) => "open".into(),
-        Connect::Closed => "closed".into(),
-        Connect::Filtered(FilterCause::NoAnswer) => "filtered: no answer".into(),
-        Connect::Filtered(FilterCause::Unreachable) => "filtered: unreachable".into(),
-        Connect::LocalError(err) => format!("local error: {err}"),
-    }
+    // Both families: three SYNs each to the silent port, one to the
+    // refusing one.
+    assert_eq!(counted_packets_to(&target, 2000), 6);
+    assert_eq!(counted_packets_to(&target, 2001), 2);
+    assert!(finished.outcome.info.complete);
+    assert_eq!(finished.outcome.counts.open, 2);
 }
 
 /// Excluded hosts see no packet at all from the scanner: an nftables counter on
 /// each host counts every packet from the scanner's address.
 #[test]
 fn lab_excluded_host_sees_no_packet() {
+    excluded_host_sees_no_packet(false);
+}
+
+/// The same with SYNs from raw sockets: the senders claim from the same
+/// target set.
+#[test]
+fn lab_excluded_host_sees_no_syn() {
+    excluded_host_sees_no_packet(true);
+}
+
+fn excluded_host_sees_no_packet(syn: bool) {
     if !require(Requirement::Netns) || !require(Requirement::Tool("nft")) {
         return;
     }
@@ -274,15 +317,29 @@ fn lab_excluded_host_sees_no_packet() {
     let transport = LoggingTransport::default();
     let scan_transport = transport.clone();
     let finished = scan_from(&scanner, move || async move {
-        scan(
-            &scan_transport,
-            &["198.18.0.2-198.18.0.5"],
-            &["198.18.0.3"],
-            "22,80,443",
-            options(Profile::Fast),
-            Arc::new(no_probes),
-        )
-        .await
+        let (targets, excludes) = (&["198.18.0.2-198.18.0.5"], &["198.18.0.3"]);
+        let (ports, opts) = ("22,80,443", options(Profile::Fast));
+        if syn {
+            scan_syn(
+                &scan_transport,
+                targets,
+                excludes,
+                ports,
+                opts,
+                Arc::new(no_probes),
+            )
+            .await
+        } else {
+            scan(
+                &scan_transport,
+                targets,
+                excludes,
+                ports,
+                opts,
+                Arc::new(no_probes),
+            )
+            .await
+        }
     });
     assert_eq!(counted_packets(&excluded), 0);
     assert!(counted_packets(&scanned) >= 3);

@@ -159,8 +159,8 @@ pub(crate) async fn execute(job: Job) -> Result<Executed> {
     } = job;
     // Opened before anything is resolved or stored: a missing privilege is an
     // error at once, not an empty scan.
-    let syn_transport = if syn && tcp {
-        Some(Arc::new(perimeter_scan::SynTransport::open()?))
+    let syn_sockets = if syn && tcp {
+        Some(perimeter_scan::SynSockets::open()?)
     } else {
         None
     };
@@ -271,7 +271,7 @@ pub(crate) async fn execute(job: Job) -> Result<Executed> {
     });
     let engine = tokio::spawn(run_engines(
         tcp_plan,
-        syn_transport,
+        syn_sockets,
         udp_plan,
         tx,
         cancel.clone(),
@@ -376,7 +376,7 @@ pub(crate) async fn execute(job: Job) -> Result<Executed> {
 /// TCP (connect or SYN) and then UDP, as asked, into one outcome.
 async fn run_engines(
     tcp: Option<ScanPlan>,
-    syn: Option<Arc<perimeter_scan::SynTransport>>,
+    syn: Option<perimeter_scan::SynSockets>,
     udp: Option<ScanPlan>,
     events: mpsc::Sender<ScanEvent>,
     cancel: CancellationToken,
@@ -384,8 +384,15 @@ async fn run_engines(
     let mut outcome: Option<ScanOutcome> = None;
     if let Some(plan) = tcp {
         outcome = Some(match syn {
-            Some(transport) => {
-                perimeter_scan::run(transport, plan, events.clone(), cancel.clone()).await?
+            Some(sockets) => {
+                perimeter_scan::run_syn(
+                    sockets,
+                    Arc::new(TcpTransport),
+                    plan,
+                    events.clone(),
+                    cancel.clone(),
+                )
+                .await?
             }
             None => {
                 perimeter_scan::run(Arc::new(TcpTransport), plan, events.clone(), cancel.clone())

@@ -14,11 +14,11 @@ use crate::options::Profile;
 use crate::targets::{AddressRange, TargetSet, parse_target};
 use crate::transport::fake::{Attempt, FakeNetwork, FakePort, FakeService, ServerStep};
 
-fn ip(text: &str) -> IpAddr {
+pub(super) fn ip(text: &str) -> IpAddr {
     text.parse().expect("test address")
 }
 
-fn sock(text: &str) -> SocketAddr {
+pub(super) fn sock(text: &str) -> SocketAddr {
     text.parse().expect("test socket address")
 }
 
@@ -29,7 +29,7 @@ fn range(text: &str) -> AddressRange {
         .expect("literal target")
 }
 
-fn targets(targets: &[&str], excludes: &[&str]) -> Targets {
+pub(super) fn targets(targets: &[&str], excludes: &[&str]) -> Targets {
     let target_ranges: Vec<_> = targets.iter().map(|t| range(t)).collect();
     let exclude_ranges: Vec<_> = excludes.iter().map(|t| range(t)).collect();
     Targets {
@@ -41,7 +41,7 @@ fn targets(targets: &[&str], excludes: &[&str]) -> Targets {
     }
 }
 
-fn test_catalog(_address: IpAddr, _port: u16) -> Vec<Box<dyn Probe>> {
+pub(super) fn test_catalog(_address: IpAddr, _port: u16) -> Vec<Box<dyn Probe>> {
     vec![
         Box::new(BannerProbe {
             prefix: b"SSH-",
@@ -51,7 +51,7 @@ fn test_catalog(_address: IpAddr, _port: u16) -> Vec<Box<dyn Probe>> {
     ]
 }
 
-fn plan(targets: Targets, ports: &str, options: ScanOptions) -> ScanPlan {
+pub(super) fn plan(targets: Targets, ports: &str, options: ScanOptions) -> ScanPlan {
     ScanPlan {
         targets,
         ports: PortSet::parse(ports).expect("test ports"),
@@ -60,7 +60,7 @@ fn plan(targets: Targets, ports: &str, options: ScanOptions) -> ScanPlan {
     }
 }
 
-fn options(profile: Profile) -> ScanOptions {
+pub(super) fn options(profile: Profile) -> ScanOptions {
     ScanOptions {
         seed: Some(7),
         raise_fd_limit: false,
@@ -69,14 +69,14 @@ fn options(profile: Profile) -> ScanOptions {
     }
 }
 
-struct Finished {
-    outcome: ScanOutcome,
-    results: BTreeMap<SocketAddr, PortResult>,
-    events: Vec<ScanEvent>,
+pub(super) struct Finished {
+    pub(super) outcome: ScanOutcome,
+    pub(super) results: BTreeMap<SocketAddr, PortResult>,
+    pub(super) events: Vec<ScanEvent>,
 }
 
 impl Finished {
-    fn state(&self, address: &str) -> Option<PortState> {
+    pub(super) fn state(&self, address: &str) -> Option<PortState> {
         self.results.get(&sock(address)).map(|r| r.state)
     }
 }
@@ -86,6 +86,24 @@ async fn scan(network: &FakeNetwork, plan: ScanPlan) -> Finished {
 }
 
 async fn scan_with(network: &FakeNetwork, plan: ScanPlan, cancel: CancellationToken) -> Finished {
+    scan_by(Technique::Connect, network, plan, cancel).await
+}
+
+/// How the ports are decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Technique {
+    Connect,
+    /// SYNs through the network's [`FakeNetwork::packets`], identification
+    /// over its connections.
+    Syn,
+}
+
+pub(super) async fn scan_by(
+    technique: Technique,
+    network: &FakeNetwork,
+    plan: ScanPlan,
+    cancel: CancellationToken,
+) -> Finished {
     let (sender, mut receiver) = mpsc::channel(64);
     let collector = tokio::spawn(async move {
         let mut events = Vec::new();
@@ -94,9 +112,12 @@ async fn scan_with(network: &FakeNetwork, plan: ScanPlan, cancel: CancellationTo
         }
         events
     });
-    let outcome = run(Arc::new(network.clone()), plan, sender, cancel)
-        .await
-        .expect("scan runs");
+    let transport = Arc::new(network.clone());
+    let outcome = match technique {
+        Technique::Connect => run(transport, plan, sender, cancel).await,
+        Technique::Syn => run_syn(network.packets(), transport, plan, sender, cancel).await,
+    }
+    .expect("scan runs");
     let events = collector.await.expect("collector");
     let mut results = BTreeMap::new();
     for event in &events {
@@ -118,7 +139,7 @@ async fn scan_with(network: &FakeNetwork, plan: ScanPlan, cancel: CancellationTo
     }
 }
 
-fn attempts_to(network: &FakeNetwork, address: &str) -> Vec<Attempt> {
+pub(super) fn attempts_to(network: &FakeNetwork, address: &str) -> Vec<Attempt> {
     network
         .attempts()
         .into_iter()

@@ -1,9 +1,10 @@
 //! A scripted network for unit tests: each address answers as told, every
 //! attempt is logged with its virtual time, and the number of connections in
 //! flight at once is tracked, so tests can check states, retries, rates,
-//! concurrency and exclusions without a socket.
+//! concurrency and exclusions without a socket. The same network answers
+//! SYNs too ([`FakeNetwork::packets`]), for the SYN scan's sender.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,6 +17,8 @@ use tokio::io::{
 use tokio::time::Instant;
 
 use super::{Connect, FilterCause, Transport};
+use crate::syn::codec::{Answer, Reply};
+use crate::syn::{PacketIo, Syn};
 
 /// How an address answers connection attempts.
 #[derive(Debug, Clone)]
@@ -131,6 +134,63 @@ impl FakeNetwork {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Logs an attempt on `address` and says how it is answered: the port's
+    /// script with its "first n attempts" layers unwrapped against this
+    /// attempt's number; `None` for a local error.
+    fn attempt(&self, address: SocketAddr, connection: bool) -> Option<FakePort> {
+        let (port, n_previous) = {
+            let mut state = self.lock();
+            state.attempts.push(Attempt {
+                address,
+                at: Instant::now(),
+            });
+            if connection {
+                state.in_flight += 1;
+                state.max_in_flight = state.max_in_flight.max(state.in_flight);
+            }
+            let n_previous = state.n_attempts_by_address.entry(address).or_insert(0);
+            let previous = *n_previous;
+            *n_previous += 1;
+            let port = state
+                .ports
+                .get(&address)
+                .cloned()
+                .unwrap_or_else(|| self.default.clone());
+            (port, previous)
+        };
+        let mut behaviour = port;
+        loop {
+            match behaviour {
+                FakePort::DropFirst(n, inner) => {
+                    behaviour = if n_previous < n {
+                        FakePort::Silent
+                    } else {
+                        *inner
+                    };
+                }
+                FakePort::LocalErrorFirst(n, inner) => {
+                    if n_previous < n {
+                        return None;
+                    }
+                    behaviour = *inner;
+                }
+                other => return Some(other),
+            }
+        }
+    }
+
+    /// The network as a SYN scan's raw sockets see it: every SYN is an
+    /// attempt (logged, and answered as the port's script says, after the
+    /// round trip); a local error is a full send buffer, which stops the
+    /// batch.
+    pub fn packets(&self) -> FakePackets {
+        FakePackets {
+            network: self.clone(),
+            source_port: 40_000,
+            answers: VecDeque::new(),
+        }
+    }
+
     fn leave(state: &Arc<Mutex<State>>) {
         let mut state = state
             .lock()
@@ -143,50 +203,10 @@ impl Transport for FakeNetwork {
     type Stream = FakeStream;
 
     async fn connect(&self, address: SocketAddr, timeout: Duration) -> Connect<FakeStream> {
-        let (port, n_previous) = {
-            let mut state = self.lock();
-            state.attempts.push(Attempt {
-                address,
-                at: Instant::now(),
-            });
-            state.in_flight += 1;
-            state.max_in_flight = state.max_in_flight.max(state.in_flight);
-            let n_previous = state.n_attempts_by_address.entry(address).or_insert(0);
-            let previous = *n_previous;
-            *n_previous += 1;
-            let port = state
-                .ports
-                .get(&address)
-                .cloned()
-                .unwrap_or_else(|| self.default.clone());
-            (port, previous)
+        let Some(behaviour) = self.attempt(address, true) else {
+            FakeNetwork::leave(&self.state);
+            return Connect::LocalError(std::io::Error::from_raw_os_error(nix::libc::EMFILE));
         };
-        let mut behaviour = port;
-        // Unwrap the "first n attempts" layers against this attempt's number.
-        loop {
-            match behaviour {
-                FakePort::DropFirst(n, inner) => {
-                    behaviour = if n_previous < n {
-                        FakePort::Silent
-                    } else {
-                        *inner
-                    };
-                }
-                FakePort::LocalErrorFirst(n, inner) => {
-                    if n_previous < n {
-                        FakeNetwork::leave(&self.state);
-                        return Connect::LocalError(std::io::Error::from_raw_os_error(
-                            nix::libc::EMFILE,
-                        ));
-                    }
-                    behaviour = *inner;
-                }
-                other => {
-                    behaviour = other;
-                    break;
-                }
-            }
-        }
         let answered_in_time = self.rtt < timeout;
         tokio::time::sleep(if answered_in_time { self.rtt } else { timeout }).await;
         let outcome = match behaviour {
@@ -288,5 +308,68 @@ impl AsyncWrite for FakeStream {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The scripted network behind a SYN scan's [`PacketIo`]
+/// ([`FakeNetwork::packets`]).
+#[derive(Debug)]
+pub struct FakePackets {
+    network: FakeNetwork,
+    source_port: u16,
+    /// Answers on their way, in the order they arrive (one round trip for
+    /// every port, so in the order sent).
+    answers: VecDeque<(Instant, Reply)>,
+}
+
+impl PacketIo for FakePackets {
+    fn source_port(&self) -> u16 {
+        self.source_port
+    }
+
+    fn send(&mut self, syns: &[Syn], failed: &mut Vec<(usize, std::io::Error)>) -> usize {
+        let arrives = Instant::now() + self.network.rtt;
+        for (i, syn) in syns.iter().enumerate() {
+            let Some(behaviour) = self.network.attempt(syn.address, false) else {
+                failed.push((i, std::io::Error::from_raw_os_error(nix::libc::ENOBUFS)));
+                return i + 1;
+            };
+            let answer = match behaviour {
+                FakePort::Open(_) => Answer::SynAck,
+                FakePort::Closed => Answer::Rst,
+                FakePort::Unreachable => Answer::Unreachable,
+                // Unwrapped by `attempt`.
+                FakePort::Silent | FakePort::DropFirst(..) | FakePort::LocalErrorFirst(..) => {
+                    continue;
+                }
+            };
+            let reply = Reply {
+                from: syn.address.ip(),
+                port: syn.address.port(),
+                to_port: self.source_port,
+                ack: syn.seq.wrapping_add(1),
+                answer,
+            };
+            self.answers.push_back((arrives, reply));
+        }
+        syns.len()
+    }
+
+    fn receive(&mut self, replies: &mut Vec<Reply>, max: usize) {
+        let now = Instant::now();
+        let mut n = 0;
+        while n < max && self.answers.front().is_some_and(|(at, _)| *at <= now) {
+            if let Some((_, reply)) = self.answers.pop_front() {
+                replies.push(reply);
+            }
+            n += 1;
+        }
+    }
+
+    async fn readable(&mut self) {
+        match self.answers.front() {
+            Some((at, _)) => tokio::time::sleep_until(*at).await,
+            None => std::future::pending().await,
+        }
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use perimeter_model::{PortResult, PortState};
 use perimeter_scan::{
     Connect, PortSet, ScanEvent, ScanOptions, ScanOutcome, ScanPlan, SharedCatalog, StaticResolver,
-    TargetRequest, TcpTransport, Transport, resolve_targets,
+    SynSockets, TargetRequest, TcpTransport, Transport, resolve_targets,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -74,6 +74,41 @@ pub(crate) async fn scan(
     options: ScanOptions,
     probes: SharedCatalog,
 ) -> Finished {
+    scan_by(None, transport, targets, excludes, ports, options, probes).await
+}
+
+/// [`scan`] with SYNs from raw sockets (as root); `transport` logs the
+/// identification's connections only.
+pub(crate) async fn scan_syn(
+    transport: &LoggingTransport,
+    targets: &[&str],
+    excludes: &[&str],
+    ports: &str,
+    options: ScanOptions,
+    probes: SharedCatalog,
+) -> Finished {
+    let sockets = SynSockets::open().expect("raw sockets as root");
+    scan_by(
+        Some(sockets),
+        transport,
+        targets,
+        excludes,
+        ports,
+        options,
+        probes,
+    )
+    .await
+}
+
+async fn scan_by(
+    syn: Option<SynSockets>,
+    transport: &LoggingTransport,
+    targets: &[&str],
+    excludes: &[&str],
+    ports: &str,
+    options: ScanOptions,
+    probes: SharedCatalog,
+) -> Finished {
     let request = TargetRequest {
         targets: targets.iter().map(|t| t.to_string()).collect(),
         excludes: excludes.iter().map(|t| t.to_string()).collect(),
@@ -98,13 +133,29 @@ pub(crate) async fn scan(
         }
         results
     });
-    let outcome = perimeter_scan::run(
-        Arc::new(transport.clone()),
-        plan,
-        sender,
-        CancellationToken::new(),
-    )
-    .await
+    let outcome = match syn {
+        // SYNs from raw sockets; identification connects through the logging
+        // transport.
+        Some(sockets) => {
+            perimeter_scan::run_syn(
+                sockets,
+                Arc::new(transport.clone()),
+                plan,
+                sender,
+                CancellationToken::new(),
+            )
+            .await
+        }
+        None => {
+            perimeter_scan::run(
+                Arc::new(transport.clone()),
+                plan,
+                sender,
+                CancellationToken::new(),
+            )
+            .await
+        }
+    }
     .expect("scan runs");
     let results = collector.await.expect("collector task");
     Finished { outcome, results }
