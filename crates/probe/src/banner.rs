@@ -183,6 +183,10 @@ impl Probe for BannerProbe {
         }
     }
 
+    fn waits_for_greeting(&self) -> bool {
+        true
+    }
+
     fn on_end(&mut self, received: &[u8], _timed_out: bool) -> Option<Identified> {
         match &self.stage {
             Stage::Greeting => match self.on_greeting(received, true) {

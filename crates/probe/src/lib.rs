@@ -107,9 +107,18 @@ pub trait Probe: Send + std::fmt::Debug {
     fn max_response(&self) -> usize {
         16 * 1024
     }
+
+    /// Whether the probe only listens for the peer to speak first (the
+    /// banner wait). A driver need not wait out its silence before asking:
+    /// it may run the probes after it on other connections meanwhile.
+    fn waits_for_greeting(&self) -> bool {
+        false
+    }
 }
 
-/// Ports whose usual occupant is worth trying right after the banner wait.
+/// Ports whose usual occupant waits to be asked: its probe goes first, before
+/// the banner wait (Redis, memcached, the databases and web servers never
+/// speak first, so waiting for them to is time lost).
 fn likely_probes(port: u16) -> &'static [&'static str] {
     match port {
         6379 | 6380 | 7000..=7005 | 16379 | 26379 => &["redis"],
@@ -167,26 +176,28 @@ fn make_probe(name: &str, port: u16, address: Option<IpAddr>) -> Option<Box<dyn 
 }
 
 fn plan(port: u16, address: Option<IpAddr>) -> Vec<Box<dyn Probe>> {
-    let mut names: Vec<&str> = Vec::new();
-    for name in likely_probes(port).iter().chain(GENERAL_ORDER.iter()) {
-        if !names.contains(name) {
-            names.push(name);
-        }
-    }
-    let mut probes: Vec<Box<dyn Probe>> = vec![Box::new(BannerProbe::new())];
+    let likely = likely_probes(port);
+    let mut probes: Vec<Box<dyn Probe>> = likely
+        .iter()
+        .filter_map(|name| make_probe(name, port, address))
+        .collect();
+    probes.push(Box::new(BannerProbe::new()));
     probes.extend(
-        names
-            .into_iter()
+        GENERAL_ORDER
+            .iter()
+            .filter(|name| !likely.contains(name))
             .filter_map(|name| make_probe(name, port, address)),
     );
     probes
 }
 
 /// The probes a driver tries on an open port, in order, each on a fresh
-/// connection until one returns `Done(Some(..))`: the banner wait first, then
-/// what usually listens on `port`, then the rest in an order safe for all.
-/// HTTP requests carry `Host: localhost`; use [`probes_for_address`] when the
-/// address is known.
+/// connection until one returns `Done(Some(..))`: what usually listens on
+/// `port` when that is a service that waits to be asked, then the banner
+/// wait (for services that speak first), then the rest in an order safe for
+/// all. A driver may run the probes after the banner wait while it waits
+/// ([`Probe::waits_for_greeting`]). HTTP requests carry `Host: localhost`;
+/// use [`probes_for_address`] when the address is known.
 pub fn probes_for(port: u16) -> Vec<Box<dyn Probe>> {
     plan(port, None)
 }

@@ -7,12 +7,13 @@ fn names(probes: &[Box<dyn Probe>]) -> Vec<&'static str> {
 }
 
 #[test]
-fn banner_first_then_the_port_then_the_rest() {
+fn the_port_first_then_the_banner_then_the_rest() {
+    // Redis waits to be asked: its probe goes before the banner wait.
     assert_eq!(
         names(&probes_for(6379)),
         vec![
-            "banner",
             "redis",
+            "banner",
             "memcached",
             "http",
             "https",
@@ -23,9 +24,9 @@ fn banner_first_then_the_port_then_the_rest() {
     assert_eq!(
         names(&probes_for(10250)),
         vec![
-            "banner",
             "https",
             "http",
+            "banner",
             "redis",
             "memcached",
             "postgresql",
@@ -35,9 +36,9 @@ fn banner_first_then_the_port_then_the_rest() {
     assert_eq!(
         names(&probes_for(27017)),
         vec![
-            "banner",
             "mongodb",
             "mongodb-legacy",
+            "banner",
             "redis",
             "memcached",
             "http",
@@ -45,18 +46,30 @@ fn banner_first_then_the_port_then_the_rest() {
             "postgresql"
         ]
     );
-    assert_eq!(
-        names(&probes_for(40000)),
-        vec![
-            "banner",
-            "redis",
-            "memcached",
-            "http",
-            "https",
-            "postgresql",
-            "mongodb"
-        ]
-    );
+    // A port that suggests nothing, or a service that speaks first: the
+    // banner wait first.
+    for port in [40000, 22, 25] {
+        assert_eq!(
+            names(&probes_for(port)),
+            vec![
+                "banner",
+                "redis",
+                "memcached",
+                "http",
+                "https",
+                "postgresql",
+                "mongodb"
+            ],
+            "port {port}"
+        );
+    }
+    // Only the banner probe waits for a greeting.
+    let waiting: Vec<_> = probes_for(1)
+        .iter()
+        .filter(|probe| probe.waits_for_greeting())
+        .map(|probe| probe.name())
+        .collect();
+    assert_eq!(waiting, ["banner"]);
 }
 
 #[test]

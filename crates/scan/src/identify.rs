@@ -9,8 +9,9 @@
 //! capped at the probe's `max_response()`, and the whole identification of a port
 //! sits under one deadline set by the engine.
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use perimeter_model::{Finding, PortState, ServiceInfo, Severity};
@@ -56,6 +57,10 @@ pub struct IdentifySettings {
     /// How long one read waits for bytes (the banner wait, for a probe that
     /// starts by listening).
     pub read_timeout: Duration,
+    /// How long a port may stay silent on the banner wait before the probes
+    /// after it start on connections of their own; at `read_timeout` or
+    /// above, they wait for the banner wait to end.
+    pub ask_after: Duration,
     /// Timeout for each fresh connection.
     pub connect_timeout: Duration,
     /// At most this many probes per port (stealth keeps it small).
@@ -66,7 +71,7 @@ pub struct IdentifySettings {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Identification {
     pub identified: Option<Identified>,
-    /// The probes that ran, in order, for logs and tests.
+    /// The probes that ran, in the order they started, for logs and tests.
     pub probes_run: Vec<&'static str>,
     /// Fresh connections opened (not counting the scan's own).
     pub n_connections: u64,
@@ -74,6 +79,16 @@ pub struct Identification {
 
 /// Runs the probes for `address` in order until one identifies the service.
 /// `first` is the scan's own connection, used for the first probe.
+///
+/// Two things keep a port that answers at once from waiting: the catalogue
+/// puts the probe of what the port suggests (Redis on 6379, HTTP on 80)
+/// before the banner wait, and the banner wait is not waited out: after
+/// `ask_after` of silence the probes after it run on connections of their
+/// own, and whichever names the service first wins (a service that speaks
+/// first greets those connections too, and their probes name it by its
+/// greeting). An answer that names a service whose own probe is still to
+/// come (a Redis error to an HTTP request) sends that probe next, for what
+/// only it can prove (that Redis wants no password).
 pub async fn identify<T: Transport>(
     transport: &T,
     rate: &RateLimiter,
@@ -82,33 +97,184 @@ pub async fn identify<T: Transport>(
     probes: Vec<Box<dyn Probe>>,
     settings: IdentifySettings,
 ) -> Identification {
-    let mut identification = Identification::default();
-    let mut first = first;
-    for mut probe in probes.into_iter().take(settings.max_probes) {
-        let stream = match first.take() {
+    let session = Session {
+        transport,
+        rate,
+        address,
+        settings,
+        log: Mutex::new(Identification::default()),
+    };
+    let mut plan: VecDeque<Box<dyn Probe>> = probes.into_iter().take(settings.max_probes).collect();
+    let identified = session.in_order(&mut plan, first).await;
+    let mut identification = session
+        .log
+        .into_inner()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    identification.identified = identified;
+    identification
+}
+
+/// One port's identification: where it connects, and what it ran.
+struct Session<'a, T: Transport> {
+    transport: &'a T,
+    rate: &'a RateLimiter,
+    address: SocketAddr,
+    settings: IdentifySettings,
+    /// The probes run and connections made, by whichever of two racing
+    /// conversations made them (a lock, not a `RefCell`: the future is
+    /// sent between threads).
+    log: Mutex<Identification>,
+}
+
+/// What one probe came to.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one Step per probe, returned and matched at once, never stored"
+)]
+enum Step {
+    Found(Identified),
+    /// It did not recognise the service.
+    Nothing,
+    /// A fresh connection failed: the port stopped answering, or this
+    /// machine ran short of something. The scan already decided it is
+    /// open, so identification keeps what it has rather than guess.
+    Stop,
+}
+
+impl<T: Transport> Session<'_, T> {
+    fn logged(&self, change: impl FnOnce(&mut Identification)) {
+        if let Ok(mut log) = self.log.lock() {
+            change(&mut log);
+        }
+    }
+
+    /// One probe, on `stream` or on a fresh connection (which takes a rate
+    /// token).
+    async fn run(&self, mut probe: Box<dyn Probe>, stream: Option<T::Stream>) -> Step {
+        let mut stream = match stream {
             Some(stream) => stream,
             None => {
-                rate.acquire().await;
-                identification.n_connections += 1;
-                match transport.connect(address, settings.connect_timeout).await {
+                self.rate.acquire().await;
+                self.logged(|log| log.n_connections += 1);
+                match self
+                    .transport
+                    .connect(self.address, self.settings.connect_timeout)
+                    .await
+                {
                     Connect::Open(stream) => stream,
-                    // The port stopped answering, or this machine ran short of
-                    // something: the scan already decided it is open, so keep what
-                    // we have rather than guess.
-                    Connect::Closed | Connect::Filtered(_) | Connect::LocalError(_) => break,
+                    Connect::Closed | Connect::Filtered(_) | Connect::LocalError(_) => {
+                        return Step::Stop;
+                    }
                 }
             }
         };
-        identification.probes_run.push(probe.name());
-        let mut stream = stream;
-        if let Some(identified) =
-            run_probe(&mut stream, probe.as_mut(), settings.read_timeout).await
-        {
-            identification.identified = Some(identified);
-            break;
+        self.logged(|log| log.probes_run.push(probe.name()));
+        match run_probe(&mut stream, probe.as_mut(), self.settings.read_timeout).await {
+            Some(found) => Step::Found(found),
+            None => Step::Nothing,
         }
     }
-    identification
+
+    /// Runs `plan` in order until a probe names the service, racing a
+    /// banner wait against the rest of the plan.
+    async fn in_order(
+        &self,
+        plan: &mut VecDeque<Box<dyn Probe>>,
+        mut first: Option<T::Stream>,
+    ) -> Option<Identified> {
+        let mut sniffed = None;
+        while let Some(probe) = plan.pop_front() {
+            if probe.waits_for_greeting()
+                && !plan.is_empty()
+                && self.settings.ask_after < self.settings.read_timeout
+            {
+                return self.race(probe, first.take(), plan).await.or(sniffed);
+            }
+            match self.run(probe, first.take()).await {
+                Step::Stop => break,
+                Step::Nothing => {}
+                Step::Found(found) => match follow_up(found, plan, &mut sniffed) {
+                    Some(found) => return Some(found),
+                    None => continue,
+                },
+            }
+        }
+        sniffed
+    }
+
+    /// Runs `plan` in order, one probe after another, with no race.
+    async fn in_turn(&self, plan: &mut VecDeque<Box<dyn Probe>>) -> Option<Identified> {
+        let mut sniffed = None;
+        while let Some(probe) = plan.pop_front() {
+            match self.run(probe, None).await {
+                Step::Stop => break,
+                Step::Nothing => {}
+                Step::Found(found) => match follow_up(found, plan, &mut sniffed) {
+                    Some(found) => return Some(found),
+                    None => continue,
+                },
+            }
+        }
+        sniffed
+    }
+
+    /// The banner wait (`listener`, on `first` or a connection of its own)
+    /// against the rest of `plan`, started after `ask_after` of silence:
+    /// the first to name the service wins.
+    async fn race(
+        &self,
+        listener: Box<dyn Probe>,
+        first: Option<T::Stream>,
+        plan: &mut VecDeque<Box<dyn Probe>>,
+    ) -> Option<Identified> {
+        let listening = self.run(listener, first);
+        let asking = async {
+            tokio::time::sleep(self.settings.ask_after).await;
+            self.in_turn(plan).await
+        };
+        tokio::pin!(listening, asking);
+        tokio::select! {
+            step = &mut listening => match step {
+                Step::Found(found) => Some(found),
+                Step::Nothing | Step::Stop => asking.await,
+            },
+            found = &mut asking => match found {
+                Some(found) => Some(found),
+                None => match listening.await {
+                    Step::Found(found) => Some(found),
+                    Step::Nothing | Step::Stop => None,
+                },
+            },
+        }
+    }
+}
+
+/// What a probe's identification means for the rest of the plan. A name
+/// read from an answer to another probe's question proves nothing else
+/// (no findings); when the probe of that name is still in `plan`, it goes
+/// next, the name is kept in `sniffed` in case it fails, and `None` says
+/// to go on. Otherwise the identification stands.
+fn follow_up(
+    found: Identified,
+    plan: &mut VecDeque<Box<dyn Probe>>,
+    sniffed: &mut Option<Identified>,
+) -> Option<Identified> {
+    let own_probe = found
+        .findings
+        .is_empty()
+        .then(|| {
+            plan.iter()
+                .position(|probe| probe.name() == found.service.name)
+        })
+        .flatten();
+    match own_probe.and_then(|at| plan.remove(at)) {
+        Some(probe) => {
+            plan.push_front(probe);
+            sniffed.get_or_insert(found);
+            None
+        }
+        None => Some(found),
+    }
 }
 
 /// One probe conversation on one connection.
@@ -241,6 +407,10 @@ pub(crate) mod test_probes {
             "banner"
         }
 
+        fn waits_for_greeting(&self) -> bool {
+            true
+        }
+
         fn start(&mut self) -> Next {
             Next::Receive
         }
@@ -351,6 +521,7 @@ mod tests {
 
     const SETTINGS: IdentifySettings = IdentifySettings {
         read_timeout: Duration::from_millis(500),
+        ask_after: Duration::from_millis(50),
         connect_timeout: Duration::from_secs(1),
         max_probes: 8,
     };
@@ -397,7 +568,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn silent_service_falls_through_to_the_next_probe_on_a_fresh_connection() {
+    async fn a_silent_port_is_asked_without_waiting_out_the_banner() {
         let redis = FakeService::steps(vec![
             ServerStep::Expect(b"PING\r\n".to_vec()),
             ServerStep::Send(b"+PONG\r\n".to_vec()),
@@ -410,8 +581,126 @@ mod tests {
         assert_eq!(identification.probes_run, ["banner", "ping"]);
         assert_eq!(identification.n_connections, 1);
         assert_eq!(network.attempts().len(), 2);
-        // The banner wait ran out once (500 ms) before the second probe.
-        assert!(start.elapsed() >= Duration::from_millis(500));
+        // The ping went out on a second connection after 50 ms of silence
+        // (virtual time), not after the 500 ms banner wait.
+        let elapsed = start.elapsed();
+        assert!(
+            elapsed >= SETTINGS.ask_after && elapsed < SETTINGS.read_timeout,
+            "{elapsed:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_ask_after_the_banner_wait_is_waited_out() {
+        let redis = FakeService::steps(vec![
+            ServerStep::Expect(b"PING\r\n".to_vec()),
+            ServerStep::Send(b"+PONG\r\n".to_vec()),
+        ]);
+        let network = FakeNetwork::new(FakePort::Open(redis), Duration::from_millis(1));
+        let rate = RateLimiter::new(None, 0);
+        let start = tokio::time::Instant::now();
+        let settings = IdentifySettings {
+            ask_after: SETTINGS.read_timeout,
+            ..SETTINGS
+        };
+        let target = addr("198.18.0.2:6379");
+        let identification = identify(&network, &rate, target, None, catalog(), settings).await;
+        assert_eq!(identification.probes_run, ["banner", "ping"]);
+        assert!(identification.identified.is_some());
+        // The stealth profile's way: a second connection only after the
+        // first said nothing for the whole wait.
+        assert!(start.elapsed() >= SETTINGS.read_timeout);
+    }
+
+    /// A greeting that comes after the second connection was opened still
+    /// names the service: whichever conversation names it first wins.
+    #[tokio::test(start_paused = true)]
+    async fn a_late_greeting_still_names_the_service() {
+        let slow_ssh = FakeService::steps(vec![
+            ServerStep::Wait(Duration::from_millis(150)),
+            ServerStep::Send(b"SSH-2.0-slow\r\n".to_vec()),
+        ]);
+        let network = FakeNetwork::new(FakePort::Open(slow_ssh), Duration::from_millis(1));
+        let rate = RateLimiter::new(None, 0);
+        let target = addr("198.18.0.2:2222");
+        let identification = identify(&network, &rate, target, None, catalog(), SETTINGS).await;
+        let identified = identification.identified.expect("identified");
+        assert_eq!(identified.service.name, "ssh");
+        assert_eq!(identification.probes_run, ["banner", "ping"]);
+    }
+
+    /// Redis on a port that suggests nothing is still named, and flagged,
+    /// by the standard catalogue, without waiting out the banner.
+    #[tokio::test(start_paused = true)]
+    async fn redis_on_an_unexpected_port_is_named() {
+        let network = FakeNetwork::new(FakePort::Open(fake_redis()), Duration::from_millis(1));
+        let rate = RateLimiter::new(None, 0);
+        let target = addr("198.18.0.2:2000");
+        let start = tokio::time::Instant::now();
+        let identification = identify(
+            &network,
+            &rate,
+            target,
+            None,
+            standard_probes().probes_for(target.ip(), target.port()),
+            SETTINGS,
+        )
+        .await;
+        let identified = identification.identified.expect("identified");
+        assert_eq!(identified.service.name, "redis");
+        assert_eq!(identified.service.version.as_deref(), Some("7.0.15"));
+        let rules: Vec<_> = identified
+            .findings
+            .iter()
+            .map(|f| f.rule.as_str())
+            .collect();
+        assert_eq!(rules, [perimeter_probe::rules::REDIS_NOAUTH]);
+        assert_eq!(identification.probes_run, ["banner", "redis"]);
+        assert!(start.elapsed() < SETTINGS.read_timeout);
+    }
+
+    /// On a port that suggests HTTP, the HTTP probe asks at once; a Redis
+    /// error to its request names Redis, and the Redis probe goes next for
+    /// what only it can prove.
+    #[tokio::test(start_paused = true)]
+    async fn a_sniffed_name_sends_its_own_probe_next() {
+        let network = FakeNetwork::new(FakePort::Open(fake_redis()), Duration::from_millis(1));
+        let rate = RateLimiter::new(None, 0);
+        let target = addr("198.18.0.2:8080");
+        let start = tokio::time::Instant::now();
+        let identification = identify(
+            &network,
+            &rate,
+            target,
+            None,
+            standard_probes().probes_for(target.ip(), target.port()),
+            SETTINGS,
+        )
+        .await;
+        let identified = identification.identified.expect("identified");
+        assert_eq!(identified.service.name, "redis");
+        assert_eq!(identified.findings.len(), 1);
+        assert_eq!(identification.probes_run, ["http", "redis"]);
+        // Neither waited for a banner.
+        assert!(start.elapsed() < SETTINGS.ask_after);
+    }
+
+    /// A Redis without a password: PING, INFO, and an error for anything
+    /// else (as Redis answers an HTTP request line).
+    fn fake_redis() -> FakeService {
+        let info = "# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\n";
+        FakeService::steps(vec![ServerStep::Respond {
+            rules: vec![
+                (b"PING".to_vec(), b"+PONG\r\n".to_vec()),
+                (
+                    b"INFO".to_vec(),
+                    format!("${}\r\n{info}\r\n", info.len()).into_bytes(),
+                ),
+            ],
+            otherwise: Some(
+                b"-ERR unknown command 'GET', with args beginning with: '/' \r\n".to_vec(),
+            ),
+        }])
     }
 
     #[tokio::test(start_paused = true)]

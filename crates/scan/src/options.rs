@@ -62,6 +62,7 @@ impl Profile {
                 min_timeout: Some(Duration::from_millis(250)),
                 retries: 1,
                 banner_wait: Duration::from_millis(700),
+                ask_after: Duration::from_millis(50),
                 port_deadline: Duration::from_secs(5),
                 max_probes: usize::MAX,
             },
@@ -74,6 +75,7 @@ impl Profile {
                 min_timeout: None,
                 retries: 2,
                 banner_wait: Duration::from_secs(2),
+                ask_after: Duration::from_millis(250),
                 port_deadline: Duration::from_secs(10),
                 max_probes: usize::MAX,
             },
@@ -86,6 +88,9 @@ impl Profile {
                 min_timeout: None,
                 retries: 1,
                 banner_wait: Duration::from_secs(3),
+                // The whole banner wait: a quiet scan opens a second
+                // connection only when the first said nothing.
+                ask_after: Duration::from_secs(3),
                 port_deadline: Duration::from_secs(20),
                 max_probes: 2,
             },
@@ -129,6 +134,13 @@ pub struct ProfileDefaults {
     pub min_timeout: Option<Duration>,
     pub retries: u32,
     pub banner_wait: Duration,
+    /// How long identification lets a port stay silent before it asks on a
+    /// second connection what the rest of the probes ask, without waiting
+    /// out the banner wait. Short enough that a service that waits to be
+    /// asked is asked at once; long enough that one that speaks first has
+    /// usually done so (a greeting that comes later still names it, on
+    /// either connection).
+    pub ask_after: Duration,
     pub port_deadline: Duration,
     pub max_probes: usize,
 }
@@ -284,6 +296,7 @@ impl ScanOptions {
             identify: self.identify,
             identify_settings: IdentifySettings {
                 read_timeout: self.banner_wait.unwrap_or(defaults.banner_wait),
+                ask_after: defaults.ask_after,
                 connect_timeout: timeout,
                 max_probes: self.max_probes_per_port.unwrap_or(defaults.max_probes),
             },
@@ -368,6 +381,10 @@ impl Settings {
         put(
             "banner_wait",
             format!("{:?}", self.identify_settings.read_timeout),
+        );
+        put(
+            "ask_after",
+            format!("{:?}", self.identify_settings.ask_after),
         );
         put("port_deadline", format!("{:?}", self.port_deadline));
         put("n_pairs", n_pairs.to_string());

@@ -442,7 +442,10 @@ fn lab_retries_recover_from_packet_loss() {
     eprintln!("20% loss: {wrong} of 200 ports misjudged without retries, 0 with 8");
 }
 
-/// Real daemons in the target namespace, identified by `perimeter-probe`.
+/// Real daemons in the target namespace, identified by `perimeter-probe`:
+/// Redis on its own port and on 2000, a port that suggests nothing (the
+/// banner wait is not waited out there, and Redis is still named), and
+/// memcached.
 #[test]
 fn lab_identifies_real_services() {
     if !require(Requirement::Netns)
@@ -473,6 +476,24 @@ fn lab_identifies_real_services() {
             ],
         )
         .expect("redis-server");
+    // And one on a port that suggests nothing: named all the same.
+    let _redis_elsewhere = target
+        .spawn(
+            "redis-server",
+            &[
+                "--port",
+                "2000",
+                "--bind",
+                "198.18.0.2",
+                "--protected-mode",
+                "no",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+        )
+        .expect("redis-server on 2000");
     let _memcached = target
         .spawn(
             "memcached",
@@ -480,10 +501,14 @@ fn lab_identifies_real_services() {
         )
         .expect("memcached");
     let redis = sock("198.18.0.2:6379");
+    let redis_elsewhere = sock("198.18.0.2:2000");
     let memcached = sock("198.18.0.2:11211");
     target
         .wait_tcp(redis, Duration::from_secs(10))
         .expect("redis up");
+    target
+        .wait_tcp(redis_elsewhere, Duration::from_secs(10))
+        .expect("redis on 2000 up");
     target
         .wait_tcp(memcached, Duration::from_secs(10))
         .expect("memcached up");
@@ -496,13 +521,14 @@ fn lab_identifies_real_services() {
             &LoggingTransport::default(),
             &["198.18.0.2"],
             &[],
-            "6379,11211,22",
+            "6379,11211,22,2000",
             opts,
             standard_probes(),
         )
         .await
     });
     assert_eq!(finished.service(redis).as_deref(), Some("redis"));
+    assert_eq!(finished.service(redis_elsewhere).as_deref(), Some("redis"));
     assert_eq!(finished.service(memcached).as_deref(), Some("memcached"));
     let rules = |address: SocketAddr| -> Vec<String> {
         finished.results[&address]
@@ -512,6 +538,7 @@ fn lab_identifies_real_services() {
             .collect()
     };
     assert_eq!(rules(redis), ["exposed.redis-noauth"]);
+    assert_eq!(rules(redis_elsewhere), ["exposed.redis-noauth"]);
     assert_eq!(rules(memcached), ["exposed.memcached"]);
     assert_eq!(
         finished.results[&redis].findings[0].subject,

@@ -45,8 +45,18 @@ pub enum ServerStep {
     Send(Vec<u8>),
     /// Read until these bytes have arrived (or the client leaves).
     Expect(Vec<u8>),
+    /// Say nothing for this long.
+    Wait(Duration),
     /// Write this byte forever, as fast as the client reads.
     Flood(u8),
+    /// Answer every request until the client leaves: with the reply of the
+    /// first rule whose needle the request contains, or with `otherwise`
+    /// (nothing when `None`). A request is what one read returns (a probe
+    /// writes each request at once).
+    Respond {
+        rules: Vec<(Vec<u8>, Vec<u8>)>,
+        otherwise: Option<Vec<u8>>,
+    },
     /// Close the connection.
     Close,
 }
@@ -256,6 +266,30 @@ async fn serve(mut server: DuplexStream, service: FakeService) {
                     }
                 }
                 received.clear();
+            }
+            ServerStep::Wait(duration) => tokio::time::sleep(duration).await,
+            ServerStep::Respond { rules, otherwise } => {
+                let mut chunk = [0u8; 1024];
+                loop {
+                    let request = match server.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => chunk.get(..n).unwrap_or_default(),
+                    };
+                    let reply = rules
+                        .iter()
+                        .find(|(needle, _)| {
+                            request
+                                .windows(needle.len().max(1))
+                                .any(|w| w == needle.as_slice())
+                        })
+                        .map(|(_, reply)| reply)
+                        .or(otherwise.as_ref());
+                    if let Some(reply) = reply
+                        && server.write_all(reply).await.is_err()
+                    {
+                        return;
+                    }
+                }
             }
             ServerStep::Flood(byte) => {
                 let chunk = [byte; 1024];
