@@ -13,6 +13,11 @@
 //! [`ScanEvent`]s as they are decided; the returned [`ScanOutcome`] holds the
 //! `ScanInfo` and the counts.
 //!
+//! The SYN scan ([`run_syn`]) shares everything here but the lanes: its ports
+//! are decided by senders that send SYNs in batches from the same launcher
+//! ([`batched`]), and only its open ports come back here, to be identified
+//! over connections as the connect scan's are.
+//!
 //! Port states follow nmap's connect scan: open when the handshake completes,
 //! closed on a RST, filtered on an ICMP unreachable or when every attempt went
 //! unanswered. A local error (out of descriptors or ephemeral ports) is not a
