@@ -49,6 +49,7 @@ async fn states_follow_nmaps_syn_scan() {
             open: 1,
             closed: 3,
             filtered: 2,
+            open_filtered: 0,
             undecided: 0
         }
     );
@@ -116,6 +117,7 @@ async fn only_open_ports_are_sent_unless_every_state_is_asked_for() {
             open: 1,
             closed: 4,
             filtered: 1,
+            open_filtered: 0,
             undecided: 0
         }
     );
