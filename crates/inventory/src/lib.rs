@@ -22,7 +22,7 @@ pub mod sweep;
 pub mod units;
 pub mod verify;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
@@ -35,9 +35,10 @@ use perimeter_model::{Area, FileChange, Ownership, PackageRef, Problem, UnitKind
 use sha2::{Digest, Sha256};
 
 pub use md5x16::Backend;
+pub use md5x16::Calibration;
 pub use sweep::SweepStats;
 pub use units::UnitEntry;
-pub use verify::{CheckFailure, Md5Check, VerifyOutcome};
+pub use verify::{CheckFailure, CheckList, VerifyOutcome};
 
 use perimeter_host::packages::{InstalledPackage, PackageDb, PackageIndex};
 use perimeter_host::procs::walk_processes;
@@ -53,6 +54,10 @@ pub struct InventoryOptions {
     pub verify: bool,
     /// Checksum workers; see [`verify::default_workers`].
     pub workers: usize,
+    /// The MD5 backend to hash with; `None` measures which is fastest here
+    /// ([`Backend::detect`]). A forced one must run on this CPU
+    /// ([`Backend::is_supported`]).
+    pub md5_backend: Option<Backend>,
     /// Compute the sha256 of every unowned file, unit and changed file (for
     /// the rebuild manifest).
     pub hash_files: bool,
@@ -73,6 +78,7 @@ impl InventoryOptions {
             root: root.to_owned(),
             verify: false,
             workers: verify::default_workers(),
+            md5_backend: None,
             hash_files: false,
             processes: root == Path::new("/"),
             proc_root: PathBuf::from("/proc"),
@@ -239,7 +245,12 @@ pub struct InventoryStats {
     /// Packages that ship no md5sums: nothing to verify their files against.
     pub n_packages_without_md5sums: usize,
     pub checksum_backend: Option<&'static str>,
+    /// What the backend was chosen on: each candidate's measured speed in
+    /// bytes per second on one core (empty when forced or the only one).
+    pub checksum_calibration: Vec<(Backend, u64)>,
     pub n_workers: usize,
+    /// Of the checksum phase, the time spent ordering files by size.
+    pub order_time: Duration,
     /// Wall-clock time of each phase, in order.
     pub phases: Vec<(&'static str, Duration)>,
 }
@@ -357,6 +368,9 @@ pub fn collect(opts: &InventoryOptions) -> Inventory {
         );
         clock.lap("processes", &mut inventory.stats);
     }
+    // Every question to the index has been asked: its hundred thousand paths
+    // need not stay in memory beside the checksum pool's.
+    drop(index);
     // The index is dpkg's; on a host with rpm too, rpm is asked once about
     // everything dpkg does not own.
     if db.has_rpm() {
@@ -622,25 +636,55 @@ fn read_md5sums(
     sums
 }
 
-/// What each check is, to turn failures back into files.
+/// What each check is, to turn failures back into files. Eight bytes a
+/// check: the few paths a diversion moved are kept apart.
+#[derive(Clone, Copy)]
 struct CheckSource {
-    package_idx: usize,
-    listed_as: PathBuf,
-    conffile: bool,
+    package_idx: u32,
+    kind: CheckKind,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CheckKind {
+    Conffile,
+    /// A file with a checksum in its package's md5sums.
+    File,
+    /// A listed directory, symlink or file without a checksum: it must exist.
+    Presence,
 }
 
 /// Conffiles against `status`, and with `verify` every file against its
-/// package's md5sums, in one pass of the checksum pool.
+/// package's md5sums (and every other listed path for presence), in one pass
+/// of the checksum pool.
 fn check_package_files(
     db: &PackageDb,
     installed: &[InstalledPackage],
     opts: &InventoryOptions,
     inventory: &mut Inventory,
 ) {
-    let mut checks: Vec<Md5Check> = Vec::new();
+    let mut checks = CheckList::new();
     let mut sources: Vec<CheckSource> = Vec::new();
-    // Listed paths without a checksum, checked for presence only.
-    let mut presence: Vec<(usize, PathBuf)> = Vec::new();
+    // Check index -> where its package lists it, for the diverted ones.
+    let mut diverted: HashMap<usize, PathBuf> = HashMap::new();
+    let mut add = |checks: &mut CheckList,
+                   package: &InstalledPackage,
+                   package_idx: usize,
+                   listed: &Path,
+                   expected: Option<[u8; 16]>,
+                   kind: CheckKind| {
+        let path = db.installed_path(&package.name, listed);
+        let check_idx = match expected {
+            Some(md5) => checks.push_md5(path, md5),
+            None => checks.push_presence(path),
+        };
+        if path != listed {
+            diverted.insert(check_idx, listed.to_owned());
+        }
+        sources.push(CheckSource {
+            package_idx: u32::try_from(package_idx).unwrap_or(u32::MAX),
+            kind,
+        });
+    };
     for (package_idx, package) in installed.iter().enumerate() {
         if opts
             .only_packages
@@ -657,46 +701,50 @@ fn check_package_files(
             let Some(md5) = conffile.md5.filter(|_| !conffile.obsolete) else {
                 continue;
             };
-            checks.push(Md5Check {
-                path: db.installed_path(&package.name, &conffile.path).to_owned(),
-                expected: md5,
-            });
-            sources.push(CheckSource {
+            add(
+                &mut checks,
+                package,
                 package_idx,
-                listed_as: conffile.path.clone(),
-                conffile: true,
-            });
+                &conffile.path,
+                Some(md5),
+                CheckKind::Conffile,
+            );
         }
-        inventory.stats.n_conffiles_checked = checks.len();
         if !opts.verify {
             continue;
         }
         let sums = read_md5sums(db, package, inventory);
-        let mut with_md5: HashSet<PathBuf> = HashSet::with_capacity(sums.len());
-        for (path, md5) in sums {
+        let with_md5: HashSet<&Path> = sums.iter().map(|(path, _)| path.as_path()).collect();
+        for (path, md5) in &sums {
             // A conffile listed in md5sums too is checked against `status`,
             // as dpkg does: that hash is the one dpkg keeps current.
-            if conffile_paths.contains(path.as_path()) {
-                continue;
+            if !conffile_paths.contains(path.as_path()) {
+                add(
+                    &mut checks,
+                    package,
+                    package_idx,
+                    path,
+                    Some(*md5),
+                    CheckKind::File,
+                );
             }
-            with_md5.insert(path.clone());
-            checks.push(Md5Check {
-                path: db.installed_path(&package.name, &path).to_owned(),
-                expected: md5,
-            });
-            sources.push(CheckSource {
-                package_idx,
-                listed_as: path,
-                conffile: false,
-            });
         }
         // Like `dpkg --verify`, every other listed path (directories,
         // symlinks, files without a checksum) must at least exist.
         match db.listed_paths(package) {
             Ok(paths) => {
                 for path in paths {
-                    if !with_md5.contains(&path) && !conffile_paths.contains(path.as_path()) {
-                        presence.push((package_idx, path));
+                    if !with_md5.contains(path.as_path())
+                        && !conffile_paths.contains(path.as_path())
+                    {
+                        add(
+                            &mut checks,
+                            package,
+                            package_idx,
+                            &path,
+                            None,
+                            CheckKind::Presence,
+                        );
                     }
                 }
             }
@@ -705,10 +753,18 @@ fn check_package_files(
                 .push(Problem::new(package.name.clone(), err.to_string())),
         }
     }
-    inventory.stats.n_conffiles_checked = sources.iter().filter(|s| s.conffile).count();
-    inventory.stats.n_files_verified = sources.iter().filter(|s| !s.conffile).count();
+    inventory.stats.n_conffiles_checked = sources
+        .iter()
+        .filter(|s| s.kind == CheckKind::Conffile)
+        .count();
+    inventory.stats.n_files_verified = sources.iter().filter(|s| s.kind == CheckKind::File).count();
 
-    let outcome = match verify::verify_md5(&opts.root, &checks, opts.workers) {
+    let backend = opts.md5_backend.unwrap_or_else(|| {
+        let calibration = Backend::detect();
+        inventory.stats.checksum_calibration = calibration.measured;
+        calibration.chosen
+    });
+    let outcome = match verify::verify(&opts.root, &checks, opts.workers, backend) {
         Ok(outcome) => outcome,
         Err(err) => {
             inventory.problems.push(Problem::new(
@@ -721,15 +777,16 @@ fn check_package_files(
     inventory.stats.n_bytes_hashed = outcome.n_bytes;
     inventory.stats.checksum_backend = Some(outcome.backend.as_str());
     inventory.stats.n_workers = outcome.n_workers;
+    inventory.stats.order_time = outcome.order_time;
 
     let root = RootDir::open(&opts.root).ok();
     let mut conffiles = Vec::new();
     let mut modified = Vec::new();
     for (check_idx, failure) in outcome.failures {
-        let (Some(check), Some(source)) = (checks.get(check_idx), sources.get(check_idx)) else {
+        let (Some(path), Some(source)) = (checks.path(check_idx), sources.get(check_idx)) else {
             continue;
         };
-        let Some(package) = installed.get(source.package_idx) else {
+        let Some(package) = installed.get(source.package_idx as usize) else {
             continue;
         };
         let change = match failure {
@@ -739,7 +796,7 @@ fn check_package_files(
             CheckFailure::Unreadable(reason) => {
                 inventory.problems.push(
                     Problem::new(
-                        check.path.display().to_string(),
+                        path.display().to_string(),
                         format!("cannot check: {reason}"),
                     )
                     .with_hint("run as root to read every package file"),
@@ -747,49 +804,30 @@ fn check_package_files(
                 continue;
             }
         };
-        let meta = fs::symlink_metadata(opts.root.join(relative(&check.path)))
-            .ok()
-            .map(|m| FileMeta::from_metadata(&m));
+        let meta = match source.kind {
+            CheckKind::Presence => None,
+            CheckKind::Conffile | CheckKind::File => {
+                fs::symlink_metadata(opts.root.join(relative(path)))
+                    .ok()
+                    .map(|m| FileMeta::from_metadata(&m))
+            }
+        };
         let executable = change == FileChange::Modified
             && (meta.is_some_and(|m| m.mode & 0o111 != 0)
-                || root.as_ref().is_some_and(|root| is_elf(root, &check.path)));
+                || root.as_ref().is_some_and(|root| is_elf(root, path)));
         let changed = ChangedFile {
-            path: check.path.clone(),
-            listed_as: (source.listed_as != check.path).then(|| source.listed_as.clone()),
+            path: path.to_owned(),
+            listed_as: diverted.get(&check_idx).cloned(),
             package: package.package_ref(),
             change,
             meta,
             executable,
             sha256: None,
         };
-        if source.conffile {
+        if source.kind == CheckKind::Conffile {
             conffiles.push(changed);
         } else {
             modified.push(changed);
-        }
-    }
-    if let Some(root) = &root {
-        for (package_idx, listed) in presence {
-            let Some(package) = installed.get(package_idx) else {
-                continue;
-            };
-            let path = db.installed_path(&package.name, &listed).to_owned();
-            match root.exists(&path) {
-                Ok(true) => {}
-                Ok(false) => modified.push(ChangedFile {
-                    listed_as: (listed != path).then_some(listed),
-                    path,
-                    package: package.package_ref(),
-                    change: FileChange::Missing,
-                    meta: None,
-                    executable: false,
-                    sha256: None,
-                }),
-                Err(errno) => inventory.problems.push(Problem::new(
-                    path.display().to_string(),
-                    format!("cannot check: {}", io::Error::from(errno)),
-                )),
-            }
         }
     }
     conffiles.sort_by(|a, b| a.path.cmp(&b.path));
