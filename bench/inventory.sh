@@ -11,6 +11,10 @@
 # is timed as a whole: package list, origins, package index, sweep, units,
 # processes and the checksums, which is more work than `dpkg --verify` does.
 #
+# Every MD5 path this CPU runs is timed on its own too (PERIMETER_MD5=avx512,
+# avx2, portable, beside the default, which measures them at start and picks
+# the fastest), and each one's verdicts are checked against dpkg's first.
+#
 # Usage: bench/inventory.sh [RUNS] [--cold]   (as root; RUNS defaults to 5)
 #   --cold  also time both with an empty page cache (drops the caches before
 #           every run: it slows everything else on the machine for a while)
@@ -78,21 +82,42 @@ trap 'exit 143' TERM
 trap 'exit 129' HUP
 cd "$WORK"
 
+# The default rows time the default: a PERIMETER_MD5 from the caller would
+# force one path into all of them.
+unset PERIMETER_MD5
 VERIFY_CMD="$PERIMETER inventory --verify --format json"
 SWEEP_CMD="$PERIMETER inventory --no-origins --no-processes --format json"
 
-# Same verdicts first. This run also warms the page cache for both tools.
+# Same verdicts first, for the default and for every MD5 path this CPU runs
+# (a path it cannot run is refused, and left out). These runs also warm the
+# page cache for both tools.
 echo "== checking that perimeter and dpkg --verify agree (and warming the page cache)" >&2
-$VERIFY_CMD >"$WORK/perimeter.json"
 dpkg --verify >"$WORK/dpkg-verify.txt" || true
-"$PYTHON" "$BENCH_DIR/inventory/compare.py" "$WORK/perimeter.json" "$WORK/dpkg-verify.txt" >&2
+PATHS=()
+for md5 in auto avx512 avx2 portable; do
+    if PERIMETER_MD5=$md5 $VERIFY_CMD >"$WORK/perimeter-$md5.json" 2>"$WORK/perimeter-$md5.err"; then
+        echo -n "   PERIMETER_MD5=$md5: " >&2
+        "$PYTHON" "$BENCH_DIR/inventory/compare.py" "$WORK/perimeter-$md5.json" "$WORK/dpkg-verify.txt" "$md5" >&2
+        PATHS+=("$md5")
+    elif grep -q "does not run" "$WORK/perimeter-$md5.err"; then
+        echo "   PERIMETER_MD5=$md5: not on this CPU, left out" >&2
+    else
+        cat "$WORK/perimeter-$md5.err" >&2
+        exit 1
+    fi
+done
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 n_builds=$(pgrep -c 'cargo|rustc' || true)
 echo "== timing, warm cache: $RUNS runs each (load average $load_before, $n_builds cargo/rustc processes)" >&2
+WARM=(-n "perimeter inventory --verify" "$VERIFY_CMD")
+for md5 in "${PATHS[@]}"; do
+    if [ "$md5" != auto ]; then
+        WARM+=(-n "  PERIMETER_MD5=$md5" "env PERIMETER_MD5=$md5 $VERIFY_CMD")
+    fi
+done
 hyperfine -N --warmup 1 --runs "$RUNS" --ignore-failure --export-json "$WORK/warm.json" \
-    -n "perimeter inventory --verify" "$VERIFY_CMD" \
-    -n "dpkg --verify" "dpkg --verify" >&2
+    "${WARM[@]}" -n "dpkg --verify" "dpkg --verify" >&2
 
 echo "== workers: perimeter inventory --verify --workers 1, 2, 4" >&2
 hyperfine -N --warmup 1 --runs "$RUNS" --export-json "$WORK/workers.json" \
@@ -127,6 +152,11 @@ rss() {
     done
 }
 rss "perimeter inventory --verify" $VERIFY_CMD
+for md5 in "${PATHS[@]}"; do
+    if [ "$md5" != auto ]; then
+        rss "  PERIMETER_MD5=$md5" env PERIMETER_MD5=$md5 $VERIFY_CMD
+    fi
+done
 rss "dpkg --verify" dpkg --verify
 rss "perimeter inventory (no --verify)" $SWEEP_CMD
 

@@ -40,6 +40,12 @@ print()
 print(f"machine: {machine}")
 print(f"load average before {load_before}, after {load_after}; {n_builds} cargo/rustc processes at start")
 print(f"perimeter: {perimeter}")
+default = os.path.join(work, "perimeter-auto.json")
+if os.path.exists(default):
+    stats = json.load(open(default))["stats"]
+    measured = ", ".join(f"{name} {mb_s / 1000:.1f} GB/s" for name, mb_s in stats.get("checksum_calibration", []))
+    print(f"default hashing path: {stats['checksum_backend']}"
+          + (f" (measured at start, one core: {measured})" if measured else ""))
 print()
 print("Checksums of every package file, warm page cache (speed-up = dpkg --verify median / median):")
 print()

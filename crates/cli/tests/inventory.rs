@@ -107,6 +107,64 @@ fn fixture_findings_with_verify() {
     assert_eq!(doc["unowned_files"][0]["file"]["sha256"], Value::Null);
 }
 
+/// `PERIMETER_MD5` forces a checksum backend: every one this CPU runs
+/// reaches the same verdicts, and the document says which ran; a name it does
+/// not know, or a backend this CPU cannot run, is an error.
+#[test]
+fn md5_backend_forced_by_environment() {
+    let root = fixture_root();
+    let verify = |backend: &str| {
+        Command::new(common::perimeter())
+            .args(["inventory", "--root", &root, "--verify", "--format", "json"])
+            .env("PERIMETER_MD5", backend)
+            .env_remove("PERIMETER_APPROVALS")
+            .env_remove("PERIMETER_DB")
+            .stdin(Stdio::null())
+            .output()
+            .expect("perimeter runs")
+    };
+    let auto = json(&verify("auto"));
+    let calibration = auto["stats"]["checksum_calibration"].clone();
+    let mut ran = vec!["portable".to_owned()];
+    for measured in calibration.as_array().into_iter().flatten() {
+        ran.push(measured[0].as_str().unwrap_or_default().to_owned());
+    }
+    for backend in ["portable", "avx2", "avx512"] {
+        let output = verify(backend);
+        let runs_here = ran.iter().any(|name| name.starts_with(backend))
+            || auto["stats"]["checksum_backend"]
+                .as_str()
+                .is_some_and(|name| name.starts_with(backend));
+        if !runs_here {
+            assert_eq!(code(&output), 2, "{backend}: {}", stderr(&output));
+            assert!(
+                stderr(&output).contains("does not run"),
+                "{}",
+                stderr(&output)
+            );
+            continue;
+        }
+        assert_eq!(code(&output), 0, "{backend}: {}", stderr(&output));
+        let doc = json(&output);
+        assert!(
+            doc["stats"]["checksum_backend"]
+                .as_str()
+                .is_some_and(|name| name.starts_with(backend)),
+            "{backend}: {}",
+            doc["stats"]
+        );
+        assert_eq!(doc["stats"]["checksum_calibration"], serde_json::json!([]));
+        assert_eq!(findings(&doc), findings(&auto), "{backend}");
+    }
+    let output = verify("sse9");
+    assert_eq!(code(&output), 2);
+    assert!(
+        stderr(&output).contains("PERIMETER_MD5=sse9: not one of auto, avx512, avx2, portable"),
+        "{}",
+        stderr(&output)
+    );
+}
+
 #[test]
 fn fixture_without_verify_and_fail_on() {
     let root = fixture_root();

@@ -22,7 +22,7 @@ pub mod sweep;
 pub mod units;
 pub mod verify;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
@@ -35,12 +35,13 @@ use perimeter_model::{Area, FileChange, Ownership, PackageRef, Problem, UnitKind
 use sha2::{Digest, Sha256};
 
 pub use md5x16::Backend;
+pub use md5x16::Calibration;
 pub use sweep::SweepStats;
 pub use units::UnitEntry;
-pub use verify::{CheckFailure, Md5Check, VerifyOutcome};
+pub use verify::{CheckFailure, CheckList, VerifyOutcome};
 
 use perimeter_host::packages::{InstalledPackage, PackageDb, PackageIndex};
-use perimeter_host::procs::walk_processes;
+use perimeter_host::procs::{ProcessWalk, walk_processes};
 use verify::RootDir;
 
 /// What to collect.
@@ -53,6 +54,10 @@ pub struct InventoryOptions {
     pub verify: bool,
     /// Checksum workers; see [`verify::default_workers`].
     pub workers: usize,
+    /// The MD5 backend to hash with; `None` measures which is fastest here
+    /// ([`Backend::detect`]). A forced one must run on this CPU
+    /// ([`Backend::is_supported`]).
+    pub md5_backend: Option<Backend>,
     /// Compute the sha256 of every unowned file, unit and changed file (for
     /// the rebuild manifest).
     pub hash_files: bool,
@@ -73,6 +78,7 @@ impl InventoryOptions {
             root: root.to_owned(),
             verify: false,
             workers: verify::default_workers(),
+            md5_backend: None,
             hash_files: false,
             processes: root == Path::new("/"),
             proc_root: PathBuf::from("/proc"),
@@ -239,7 +245,12 @@ pub struct InventoryStats {
     /// Packages that ship no md5sums: nothing to verify their files against.
     pub n_packages_without_md5sums: usize,
     pub checksum_backend: Option<&'static str>,
+    /// What the backend was chosen on: each candidate's measured speed in
+    /// bytes per second on one core (empty when forced or the only one).
+    pub checksum_calibration: Vec<(Backend, u64)>,
     pub n_workers: usize,
+    /// Of the checksum phase, the time spent ordering files by size.
+    pub order_time: Duration,
     /// Wall-clock time of each phase, in order.
     pub phases: Vec<(&'static str, Duration)>,
 }
@@ -293,9 +304,74 @@ pub fn collect(opts: &InventoryOptions) -> Inventory {
     inventory.problems.extend(problems);
     let (installed, problems) = db.installed();
     inventory.problems.extend(problems);
-    inventory.packages = packages(&db, &installed, opts, &mut inventory.problems);
-    clock.lap("packages", &mut inventory.stats);
+    // The checksums need only the package list and dpkg's info files, so
+    // they run beside what needs neither the pool's list nor the package
+    // index: the origins from apt's indexes and the walk of the processes.
+    // The index is built once the checks are done and their list is freed,
+    // so the two largest things a run holds are never in memory together.
+    let walk = std::thread::scope(|scope| {
+        // The list is built here, not in the checking thread: memory a
+        // thread allocates stays with that thread's malloc arena once freed,
+        // where the index could not reuse it.
+        let checking = db.has_database().then(|| {
+            let mut checked = package_checks(&db, &installed, opts);
+            std::thread::Builder::new()
+                .name("verify".to_owned())
+                .spawn_scoped(scope, move || {
+                    run_checks(opts, &mut checked);
+                    checked
+                })
+        });
+        inventory.packages = packages(&db, &installed, opts, &mut inventory.problems);
+        clock.lap("packages", &mut inventory.stats);
+        let walk = (opts.processes && db.has_database()).then(|| {
+            let walk = walk_processes(&opts.proc_root);
+            clock.lap("processes", &mut inventory.stats);
+            walk
+        });
+        let checked = match checking {
+            None => return walk,
+            Some(Ok(handle)) => match handle.join() {
+                Ok(checked) => checked,
+                Err(panic) => std::panic::resume_unwind(panic),
+            },
+            // Without the thread the checks run here, after the rest.
+            Some(Err(_)) => {
+                let mut checked = package_checks(&db, &installed, opts);
+                run_checks(opts, &mut checked);
+                checked
+            }
+        };
+        // Its own time, from its start beside the phases above.
+        let phase = if opts.verify { "verify" } else { "conffiles" };
+        inventory.stats.phases.push((phase, checked.took));
+        record_checks(&installed, opts, checked, &mut inventory);
+        clock.restart();
+        walk
+    });
+    if !collect_facts(&image, &db, opts, walk, &mut clock, &mut inventory) {
+        return inventory;
+    }
 
+    if opts.hash_files {
+        hash_files(&opts.root, opts.workers, &mut inventory);
+        clock.lap("sha256", &mut inventory.stats);
+    }
+    name_accounts(&image, &mut inventory);
+    inventory
+}
+
+/// What no package owns, from the package index: the sweeps, units, and the
+/// processes `walk` saw. Without a package database, only a problem saying
+/// so, and `false`.
+fn collect_facts(
+    image: &Image,
+    db: &PackageDb,
+    opts: &InventoryOptions,
+    walk: Option<ProcessWalk>,
+    clock: &mut Clock,
+    inventory: &mut Inventory,
+) -> bool {
     if !db.has_database() {
         // Without a package database everything would be "unowned", which
         // says nothing; the report says why it is empty instead.
@@ -306,7 +382,7 @@ pub fn collect(opts: &InventoryOptions) -> Inventory {
             )
             .with_hint("perimeter inventory reads dpkg (Debian, Ubuntu) and rpm databases"),
         );
-        return inventory;
+        return false;
     }
     let (index, problems) = db.index();
     inventory.problems.extend(problems);
@@ -319,7 +395,7 @@ pub fn collect(opts: &InventoryOptions) -> Inventory {
     }
     .unwrap_or_else(|| sweep::DEFAULT_PATH.iter().map(PathBuf::from).collect());
     let trees: Vec<PathBuf> = sweep::TREES.iter().map(PathBuf::from).collect();
-    let (swept, sweep_stats, problems) = sweep::sweep(&image, &index, &path_dirs, &trees);
+    let (swept, sweep_stats, problems) = sweep::sweep(image, &index, &path_dirs, &trees);
     inventory.problems.extend(problems);
     inventory.stats.sweep = sweep_stats;
     let mut unowned: BTreeMap<PathBuf, UnownedFile> = swept
@@ -341,27 +417,31 @@ pub fn collect(opts: &InventoryOptions) -> Inventory {
         .collect();
     clock.lap("sweep", &mut inventory.stats);
 
-    let (units, problems) = units::sweep_units(&image, &index);
+    let (units, problems) = units::sweep_units(image, &index);
     inventory.units = units;
     inventory.problems.extend(problems);
     clock.lap("units", &mut inventory.stats);
 
-    if opts.processes {
+    if let Some(walk) = walk {
         inventory.processes = unowned_processes(
             opts,
-            &image,
+            walk,
+            image,
             &index,
             &path_dirs,
             &mut unowned,
             &mut inventory.problems,
         );
-        clock.lap("processes", &mut inventory.stats);
+        clock.lap("process owners", &mut inventory.stats);
     }
+    // Every question to the index has been asked: its hundred thousand paths
+    // need not stay in memory beside the checksum pool's.
+    drop(index);
     // The index is dpkg's; on a host with rpm too, rpm is asked once about
     // everything dpkg does not own.
     if db.has_rpm() {
         drop_rpm_owned(
-            &db,
+            db,
             &mut unowned,
             &mut inventory.units,
             &mut inventory.problems,
@@ -377,19 +457,7 @@ pub fn collect(opts: &InventoryOptions) -> Inventory {
         }
     }
     inventory.unowned_files = unowned.into_values().collect();
-
-    check_package_files(&db, &installed, opts, &mut inventory);
-    clock.lap(
-        if opts.verify { "verify" } else { "conffiles" },
-        &mut inventory.stats,
-    );
-
-    if opts.hash_files {
-        hash_files(&opts.root, opts.workers, &mut inventory);
-        clock.lap("sha256", &mut inventory.stats);
-    }
-    name_accounts(&image, &mut inventory);
-    inventory
+    true
 }
 
 /// Phase timings.
@@ -402,6 +470,11 @@ impl Clock {
         Clock {
             last: Instant::now(),
         }
+    }
+
+    /// Starts the next phase now: what ran since was timed on its own.
+    fn restart(&mut self) {
+        self.last = Instant::now();
     }
 
     fn lap(&mut self, phase: &'static str, stats: &mut InventoryStats) {
@@ -475,13 +548,13 @@ fn packages(
 /// join the unowned files (with their pids) wherever they are.
 fn unowned_processes(
     opts: &InventoryOptions,
+    walk: ProcessWalk,
     image: &Image,
     index: &PackageIndex,
     path_dirs: &[PathBuf],
     unowned: &mut BTreeMap<PathBuf, UnownedFile>,
     problems: &mut Vec<Problem>,
 ) -> Vec<UnownedProcess> {
-    let walk = walk_processes(&opts.proc_root);
     problems.extend(walk.problems);
     let mut accounts = perimeter_host::users::AccountCache::new();
     let mut out = Vec::new();
@@ -597,16 +670,16 @@ fn same_file(proc_root: &Path, pid: u32, path: &Path) -> bool {
 fn read_md5sums(
     db: &PackageDb,
     package: &InstalledPackage,
-    inventory: &mut Inventory,
+    checked: &mut CheckedFiles,
 ) -> Vec<(PathBuf, [u8; 16])> {
     let Some(file) = db.md5sums_file(package) else {
-        inventory.stats.n_packages_without_md5sums += 1;
+        checked.n_packages_without_md5sums += 1;
         return Vec::new();
     };
     let text = match fs::read(&file) {
         Ok(text) => text,
         Err(err) => {
-            inventory.problems.push(Problem::new(
+            checked.problems.push(Problem::new(
                 file.display().to_string(),
                 format!("cannot read md5sums: {err}"),
             ));
@@ -614,7 +687,7 @@ fn read_md5sums(
         }
     };
     let (sums, errors) = perimeter_host::packages::parse_md5sums(&text, &file);
-    inventory.problems.extend(
+    checked.problems.extend(
         errors
             .iter()
             .map(|err| Problem::new(file.display().to_string(), err.to_string())),
@@ -622,25 +695,75 @@ fn read_md5sums(
     sums
 }
 
-/// What each check is, to turn failures back into files.
+/// What each check is, to turn failures back into files. Eight bytes a
+/// check: the few paths a diversion moved are kept apart.
+#[derive(Clone, Copy)]
 struct CheckSource {
-    package_idx: usize,
-    listed_as: PathBuf,
-    conffile: bool,
+    package_idx: u32,
+    kind: CheckKind,
 }
 
-/// Conffiles against `status`, and with `verify` every file against its
-/// package's md5sums, in one pass of the checksum pool.
-fn check_package_files(
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CheckKind {
+    Conffile,
+    /// A file with a checksum in its package's md5sums.
+    File,
+    /// A listed directory, symlink or file without a checksum: it must exist.
+    Presence,
+}
+
+/// The checks of one run, what came of them, and how to turn their failures
+/// back into files.
+struct CheckedFiles {
+    checks: CheckList,
+    sources: Vec<CheckSource>,
+    /// Check index -> where its package lists it, for the diverted ones.
+    diverted: HashMap<usize, PathBuf>,
+    outcome: Option<VerifyOutcome>,
+    calibration: Vec<(Backend, u64)>,
+    n_packages_without_md5sums: usize,
+    problems: Vec<Problem>,
+    /// Wall-clock time of all of it: building the list, then the pool.
+    took: Duration,
+}
+
+/// What to check: conffiles against `status`, and with `verify` every file
+/// against its package's md5sums and every other listed path for presence.
+fn package_checks(
     db: &PackageDb,
     installed: &[InstalledPackage],
     opts: &InventoryOptions,
-    inventory: &mut Inventory,
-) {
-    let mut checks: Vec<Md5Check> = Vec::new();
-    let mut sources: Vec<CheckSource> = Vec::new();
-    // Listed paths without a checksum, checked for presence only.
-    let mut presence: Vec<(usize, PathBuf)> = Vec::new();
+) -> CheckedFiles {
+    let start = Instant::now();
+    let mut checked = CheckedFiles {
+        checks: CheckList::new(),
+        sources: Vec::new(),
+        diverted: HashMap::new(),
+        outcome: None,
+        calibration: Vec::new(),
+        n_packages_without_md5sums: 0,
+        problems: Vec::new(),
+        took: Duration::ZERO,
+    };
+    let add = |checked: &mut CheckedFiles,
+               package: &InstalledPackage,
+               package_idx: usize,
+               listed: &Path,
+               expected: Option<[u8; 16]>,
+               kind: CheckKind| {
+        let path = db.installed_path(&package.name, listed);
+        let check_idx = match expected {
+            Some(md5) => checked.checks.push_md5(path, md5),
+            None => checked.checks.push_presence(path),
+        };
+        if path != listed {
+            checked.diverted.insert(check_idx, listed.to_owned());
+        }
+        checked.sources.push(CheckSource {
+            package_idx: u32::try_from(package_idx).unwrap_or(u32::MAX),
+            kind,
+        });
+    };
     for (package_idx, package) in installed.iter().enumerate() {
         if opts
             .only_packages
@@ -657,79 +780,124 @@ fn check_package_files(
             let Some(md5) = conffile.md5.filter(|_| !conffile.obsolete) else {
                 continue;
             };
-            checks.push(Md5Check {
-                path: db.installed_path(&package.name, &conffile.path).to_owned(),
-                expected: md5,
-            });
-            sources.push(CheckSource {
+            add(
+                &mut checked,
+                package,
                 package_idx,
-                listed_as: conffile.path.clone(),
-                conffile: true,
-            });
+                &conffile.path,
+                Some(md5),
+                CheckKind::Conffile,
+            );
         }
-        inventory.stats.n_conffiles_checked = checks.len();
         if !opts.verify {
             continue;
         }
-        let sums = read_md5sums(db, package, inventory);
-        let mut with_md5: HashSet<PathBuf> = HashSet::with_capacity(sums.len());
-        for (path, md5) in sums {
+        let sums = read_md5sums(db, package, &mut checked);
+        let with_md5: HashSet<&Path> = sums.iter().map(|(path, _)| path.as_path()).collect();
+        for (path, md5) in &sums {
             // A conffile listed in md5sums too is checked against `status`,
             // as dpkg does: that hash is the one dpkg keeps current.
-            if conffile_paths.contains(path.as_path()) {
-                continue;
+            if !conffile_paths.contains(path.as_path()) {
+                add(
+                    &mut checked,
+                    package,
+                    package_idx,
+                    path,
+                    Some(*md5),
+                    CheckKind::File,
+                );
             }
-            with_md5.insert(path.clone());
-            checks.push(Md5Check {
-                path: db.installed_path(&package.name, &path).to_owned(),
-                expected: md5,
-            });
-            sources.push(CheckSource {
-                package_idx,
-                listed_as: path,
-                conffile: false,
-            });
         }
         // Like `dpkg --verify`, every other listed path (directories,
         // symlinks, files without a checksum) must at least exist.
         match db.listed_paths(package) {
             Ok(paths) => {
                 for path in paths {
-                    if !with_md5.contains(&path) && !conffile_paths.contains(path.as_path()) {
-                        presence.push((package_idx, path));
+                    if !with_md5.contains(path.as_path())
+                        && !conffile_paths.contains(path.as_path())
+                    {
+                        add(
+                            &mut checked,
+                            package,
+                            package_idx,
+                            &path,
+                            None,
+                            CheckKind::Presence,
+                        );
                     }
                 }
             }
-            Err(err) => inventory
+            Err(err) => checked
                 .problems
                 .push(Problem::new(package.name.clone(), err.to_string())),
         }
     }
-    inventory.stats.n_conffiles_checked = sources.iter().filter(|s| s.conffile).count();
-    inventory.stats.n_files_verified = sources.iter().filter(|s| !s.conffile).count();
 
-    let outcome = match verify::verify_md5(&opts.root, &checks, opts.workers) {
-        Ok(outcome) => outcome,
-        Err(err) => {
-            inventory.problems.push(Problem::new(
-                opts.root.display().to_string(),
-                format!("cannot open the root to check files: {err}"),
-            ));
-            return;
-        }
+    checked.took = start.elapsed();
+    checked
+}
+
+/// Every check, in one pass of the checksum pool. Touches nothing but its own
+/// result, so it can run beside the rest of the collection.
+fn run_checks(opts: &InventoryOptions, checked: &mut CheckedFiles) {
+    let start = Instant::now();
+    let backend = opts.md5_backend.unwrap_or_else(|| {
+        let calibration = Backend::detect();
+        checked.calibration = calibration.measured;
+        calibration.chosen
+    });
+    match verify::verify(&opts.root, &checked.checks, opts.workers, backend) {
+        Ok(outcome) => checked.outcome = Some(outcome),
+        Err(err) => checked.problems.push(Problem::new(
+            opts.root.display().to_string(),
+            format!("cannot open the root to check files: {err}"),
+        )),
+    }
+    checked.took += start.elapsed();
+}
+
+/// The checks' counts, and their failures as changed conffiles and files
+/// (or problems, for what could not be read).
+fn record_checks(
+    installed: &[InstalledPackage],
+    opts: &InventoryOptions,
+    checked: CheckedFiles,
+    inventory: &mut Inventory,
+) {
+    let CheckedFiles {
+        checks,
+        sources,
+        diverted,
+        outcome,
+        calibration,
+        n_packages_without_md5sums,
+        problems,
+        took: _,
+    } = checked;
+    inventory.problems.extend(problems);
+    inventory.stats.n_packages_without_md5sums = n_packages_without_md5sums;
+    inventory.stats.n_conffiles_checked = sources
+        .iter()
+        .filter(|s| s.kind == CheckKind::Conffile)
+        .count();
+    inventory.stats.n_files_verified = sources.iter().filter(|s| s.kind == CheckKind::File).count();
+    let Some(outcome) = outcome else {
+        return;
     };
     inventory.stats.n_bytes_hashed = outcome.n_bytes;
     inventory.stats.checksum_backend = Some(outcome.backend.as_str());
+    inventory.stats.checksum_calibration = calibration;
     inventory.stats.n_workers = outcome.n_workers;
+    inventory.stats.order_time = outcome.order_time;
 
     let root = RootDir::open(&opts.root).ok();
     let mut conffiles = Vec::new();
     let mut modified = Vec::new();
     for (check_idx, failure) in outcome.failures {
-        let (Some(check), Some(source)) = (checks.get(check_idx), sources.get(check_idx)) else {
+        let (Some(path), Some(source)) = (checks.path(check_idx), sources.get(check_idx)) else {
             continue;
         };
-        let Some(package) = installed.get(source.package_idx) else {
+        let Some(package) = installed.get(source.package_idx as usize) else {
             continue;
         };
         let change = match failure {
@@ -739,7 +907,7 @@ fn check_package_files(
             CheckFailure::Unreadable(reason) => {
                 inventory.problems.push(
                     Problem::new(
-                        check.path.display().to_string(),
+                        path.display().to_string(),
                         format!("cannot check: {reason}"),
                     )
                     .with_hint("run as root to read every package file"),
@@ -747,49 +915,30 @@ fn check_package_files(
                 continue;
             }
         };
-        let meta = fs::symlink_metadata(opts.root.join(relative(&check.path)))
-            .ok()
-            .map(|m| FileMeta::from_metadata(&m));
+        let meta = match source.kind {
+            CheckKind::Presence => None,
+            CheckKind::Conffile | CheckKind::File => {
+                fs::symlink_metadata(opts.root.join(relative(path)))
+                    .ok()
+                    .map(|m| FileMeta::from_metadata(&m))
+            }
+        };
         let executable = change == FileChange::Modified
             && (meta.is_some_and(|m| m.mode & 0o111 != 0)
-                || root.as_ref().is_some_and(|root| is_elf(root, &check.path)));
+                || root.as_ref().is_some_and(|root| is_elf(root, path)));
         let changed = ChangedFile {
-            path: check.path.clone(),
-            listed_as: (source.listed_as != check.path).then(|| source.listed_as.clone()),
+            path: path.to_owned(),
+            listed_as: diverted.get(&check_idx).cloned(),
             package: package.package_ref(),
             change,
             meta,
             executable,
             sha256: None,
         };
-        if source.conffile {
+        if source.kind == CheckKind::Conffile {
             conffiles.push(changed);
         } else {
             modified.push(changed);
-        }
-    }
-    if let Some(root) = &root {
-        for (package_idx, listed) in presence {
-            let Some(package) = installed.get(package_idx) else {
-                continue;
-            };
-            let path = db.installed_path(&package.name, &listed).to_owned();
-            match root.exists(&path) {
-                Ok(true) => {}
-                Ok(false) => modified.push(ChangedFile {
-                    listed_as: (listed != path).then_some(listed),
-                    path,
-                    package: package.package_ref(),
-                    change: FileChange::Missing,
-                    meta: None,
-                    executable: false,
-                    sha256: None,
-                }),
-                Err(errno) => inventory.problems.push(Problem::new(
-                    path.display().to_string(),
-                    format!("cannot check: {}", io::Error::from(errno)),
-                )),
-            }
         }
     }
     conffiles.sort_by(|a, b| a.path.cmp(&b.path));

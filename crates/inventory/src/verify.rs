@@ -2,14 +2,24 @@
 //! package ships, the `Conffiles:` hashes in `status`), the way `dpkg --verify`
 //! does, but with every core and every lane busy.
 //!
-//! Shape: a fixed pool of workers (one per core by default) pulls files from a
-//! shared list, largest first so no big file starts last and runs alone. Each
-//! worker keeps sixteen files open at once, one per MD5 lane (`md5x16`), reads
-//! each in 64 KiB chunks into its own slot of a 1 MiB arena, and compresses
-//! all sixteen lanes together; a lane whose file ends gets the next file. So
-//! memory is bounded by the pool (about 1 MiB a worker plus one result per
-//! failed file), whatever the size of the files, and no file is ever read
-//! whole into memory.
+//! Shape: a fixed pool of workers (one per core by default) pulls checks from
+//! a shared list ([`CheckList`]: every path in one buffer), largest file first
+//! so no big file starts last and runs alone, and the paths that need only
+//! exist (directories, symlinks, files without a checksum) last, where they
+//! fill the tail. Each worker keeps sixteen files open at once, one per MD5
+//! lane (`md5x16`), reads each in 32 KiB chunks into its own slot of a 512
+//! KiB arena, and compresses all sixteen lanes together; a lane whose file
+//! ends gets the next file. So memory is bounded by the pool (about 512 KiB a
+//! worker plus one result per failed check), whatever the size of the files,
+//! and no file is ever read whole into memory.
+//!
+//! Where the time goes, warm page cache, on the Xeon measured
+//! (BENCHMARKS.md): two thirds in the kernel copying each file out of the
+//! page cache (bound by memory: about 3 GB/s a core), a quarter in the MD5
+//! kernel (about 8.7 GB/s a core with AVX-512), the rest in the four system
+//! calls a file costs (`openat2`, `fstat`, `read`, `close`) and the `stat` of
+//! the size ordering. None of those calls is duplicated: the read stops at
+//! the size `fstat` gave.
 //!
 //! Every path is opened under the root with `openat2(RESOLVE_IN_ROOT)`, so an
 //! absolute symlink in an image mounted at `--root` resolves inside the image,
@@ -23,6 +33,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
@@ -30,22 +41,86 @@ use rustix::io::Errno;
 use super::md5x16::{self, BLOCK, Backend, LANES, LaneState};
 
 /// Bytes read into a lane at a time. A multiple of the MD5 block; each lane's
-/// slot has one block more for the padding.
-const CHUNK: usize = 64 * 1024;
-const LANE_STRIDE: usize = CHUNK + BLOCK;
+/// slot has one block more for the padding. Sixteen slots of 32 KiB (512 KiB
+/// a worker) stay in a 1 MiB L2 cache (AMD's Zen 4) with room for what the
+/// kernel copies from; on the Xeon measured, 16 to 64 KiB cost the same
+/// (the copy out of the page cache is bound by memory, whatever the size)
+/// and 4 KiB more (four times the reads).
+const CHUNK: usize = 32 * 1024;
 /// Below this many files the size-ordering pass costs more than the tail it
 /// avoids (conffiles alone are a few hundred small files).
 const ORDER_BY_SIZE_FROM: usize = 2048;
 /// No more workers than this, whatever is asked: past a few per core they only
 /// add contention.
 pub const MAX_WORKERS: usize = 64;
+/// Alignment of each worker's lane slots: a cache line.
+const ARENA_ALIGN: usize = 64;
 
-/// One file to check: where a package installed it, and the md5 dpkg
-/// recorded for it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Md5Check {
-    pub path: PathBuf,
-    pub expected: [u8; 16],
+/// The files to check, compactly: every path in one buffer, and for each
+/// check where its path ends there and the md5 dpkg recorded for it (`None`:
+/// a listed directory, symlink or file without a checksum, which need only
+/// be there). A check costs 25 bytes plus its path, where a `PathBuf` apiece
+/// cost three times as much.
+#[derive(Debug, Clone, Default)]
+pub struct CheckList {
+    paths: Vec<u8>,
+    /// Where each check's path ends in `paths`; it starts where the one
+    /// before ends.
+    path_ends: Vec<usize>,
+    expected: Vec<Option<[u8; 16]>>,
+}
+
+impl CheckList {
+    pub fn new() -> CheckList {
+        CheckList::default()
+    }
+
+    /// Adds a file whose content must hash to `expected`; returns its index.
+    pub fn push_md5(&mut self, path: &Path, expected: [u8; 16]) -> usize {
+        self.push(path, Some(expected))
+    }
+
+    /// Adds a path that must only exist (a final symlink is not followed);
+    /// returns its index.
+    pub fn push_presence(&mut self, path: &Path) -> usize {
+        self.push(path, None)
+    }
+
+    fn push(&mut self, path: &Path, expected: Option<[u8; 16]>) -> usize {
+        self.paths.extend_from_slice(path.as_os_str().as_bytes());
+        self.path_ends.push(self.paths.len());
+        self.expected.push(expected);
+        self.path_ends.len() - 1
+    }
+
+    pub fn len(&self) -> usize {
+        self.path_ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.path_ends.is_empty()
+    }
+
+    /// The path of check `idx`.
+    pub fn path(&self, idx: usize) -> Option<&Path> {
+        let end = *self.path_ends.get(idx)?;
+        let start = match idx.checked_sub(1) {
+            Some(before) => *self.path_ends.get(before)?,
+            None => 0,
+        };
+        let bytes = self.paths.get(start..end)?;
+        Some(Path::new(std::ffi::OsStr::from_bytes(bytes)))
+    }
+
+    /// The md5 check `idx` expects; `None` for a presence check.
+    pub fn expected(&self, idx: usize) -> Option<[u8; 16]> {
+        self.expected.get(idx).copied().flatten()
+    }
+
+    /// Checks with an md5 (the rest only need to exist).
+    pub fn n_md5(&self) -> usize {
+        self.expected.iter().filter(|e| e.is_some()).count()
+    }
 }
 
 /// Why a file did not check out.
@@ -71,6 +146,8 @@ pub struct VerifyOutcome {
     pub n_bytes: u64,
     pub backend: Backend,
     pub n_workers: usize,
+    /// Time spent finding each file's size to order them, before any read.
+    pub order_time: Duration,
 }
 
 /// The root directory every checked path is resolved under.
@@ -196,14 +273,21 @@ pub fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
-/// Checks every file in `checks` under `root` with `n_workers` workers (at
-/// least one, at most [`MAX_WORKERS`]). Fails only when the root itself cannot
-/// be opened; every file's own trouble is a [`CheckFailure`].
-pub fn verify_md5(root: &Path, checks: &[Md5Check], n_workers: usize) -> io::Result<VerifyOutcome> {
+/// Checks every entry of `checks` under `root` with `n_workers` workers (at
+/// least one, at most [`MAX_WORKERS`]), hashing with `backend` (which must
+/// run on this CPU: [`Backend::is_supported`]). Fails only when the root
+/// itself cannot be opened; every file's own trouble is a [`CheckFailure`].
+pub fn verify(
+    root: &Path,
+    checks: &CheckList,
+    n_workers: usize,
+    backend: Backend,
+) -> io::Result<VerifyOutcome> {
     let root_dir = RootDir::open(root)?;
-    let backend = Backend::detect();
     let n_workers = n_workers.clamp(1, MAX_WORKERS).min(checks.len().max(1));
+    let order_start = Instant::now();
     let order = read_order(&root_dir, checks, n_workers);
+    let order_time = order_start.elapsed();
     let next = AtomicUsize::new(0);
     let queue = Queue {
         checks,
@@ -245,22 +329,32 @@ pub fn verify_md5(root: &Path, checks: &[Md5Check], n_workers: usize) -> io::Res
         n_bytes,
         backend,
         n_workers,
+        order_time,
     })
 }
 
 /// The order files are handed out in: largest first when there are many, so
-/// the last files to start are small and every lane stays busy to the end.
-fn read_order(root: &RootDir, checks: &[Md5Check], n_workers: usize) -> Vec<usize> {
+/// the last files to start are small and every lane stays busy to the end;
+/// the presence checks, which read nothing, come last of all and fill the
+/// lanes' tail.
+fn read_order(root: &RootDir, checks: &CheckList, n_workers: usize) -> Vec<u32> {
+    let n_checks = u32::try_from(checks.len()).unwrap_or(u32::MAX);
     if checks.len() < ORDER_BY_SIZE_FROM {
-        return (0..checks.len()).collect();
+        return (0..n_checks).collect();
     }
     let mut sizes = vec![0u64; checks.len()];
     let chunk_len = checks.len().div_ceil(n_workers);
     std::thread::scope(|scope| {
-        for (sizes, checks) in sizes.chunks_mut(chunk_len).zip(checks.chunks(chunk_len)) {
+        for (chunk_idx, sizes) in sizes.chunks_mut(chunk_len).enumerate() {
+            let first = chunk_idx * chunk_len;
             let stat_all = move || {
-                for (size, check) in sizes.iter_mut().zip(checks) {
-                    *size = root.size_hint(&check.path);
+                for (idx, size) in (first..).zip(sizes.iter_mut()) {
+                    if checks.expected(idx).is_some()
+                        && let Some(path) = checks.path(idx)
+                    {
+                        // Presence checks stay at 0 and sort last.
+                        *size = root.size_hint(path).saturating_add(1);
+                    }
                 }
             };
             if std::thread::Builder::new()
@@ -272,24 +366,35 @@ fn read_order(root: &RootDir, checks: &[Md5Check], n_workers: usize) -> Vec<usiz
             }
         }
     });
-    let mut order: Vec<usize> = (0..checks.len()).collect();
-    order.sort_by_key(|&idx| std::cmp::Reverse(sizes.get(idx).copied().unwrap_or(0)));
+    let mut order: Vec<u32> = (0..n_checks).collect();
+    order.sort_by_key(|&idx| std::cmp::Reverse(sizes.get(idx as usize).copied().unwrap_or(0)));
     order
 }
 
 /// The shared list of files, handed out one at a time.
 #[derive(Debug)]
 struct Queue<'a> {
-    checks: &'a [Md5Check],
-    order: &'a [usize],
+    checks: &'a CheckList,
+    order: &'a [u32],
     next: &'a AtomicUsize,
 }
 
-impl Queue<'_> {
-    fn take(&self) -> Option<(usize, &Md5Check)> {
+/// One entry taken from the queue.
+struct Job<'a> {
+    check_idx: usize,
+    path: &'a Path,
+    expected: Option<[u8; 16]>,
+}
+
+impl<'a> Queue<'a> {
+    fn take(&self) -> Option<Job<'a>> {
         let position = self.next.fetch_add(1, Ordering::Relaxed);
-        let &idx = self.order.get(position)?;
-        Some((idx, self.checks.get(idx)?))
+        let check_idx = *self.order.get(position)? as usize;
+        Some(Job {
+            check_idx,
+            path: self.checks.path(check_idx)?,
+            expected: self.checks.expected(check_idx),
+        })
     }
 }
 
@@ -297,6 +402,7 @@ impl Queue<'_> {
 #[derive(Debug)]
 struct OpenFile {
     check_idx: usize,
+    expected: [u8; 16],
     file: File,
     /// The size `fstat` gave when the file was opened: reading stops there,
     /// which saves the read that would only confirm the end.
@@ -321,7 +427,12 @@ fn run_worker(
     backend: Backend,
     queue: &Queue<'_>,
 ) -> (Vec<(usize, CheckFailure)>, u64) {
-    let mut arena = vec![0u8; LANES * LANE_STRIDE];
+    let lane_stride = CHUNK + BLOCK;
+    // Every slot starts on a cache line, so the vector loads out of it never
+    // split one (malloc's large blocks start 16 bytes into a page). The Xeon
+    // measured does not care (within 2 %); it costs nothing on those that do.
+    let mut arena = vec![0u8; LANES * lane_stride + ARENA_ALIGN];
+    let arena_start = arena.as_ptr().align_offset(ARENA_ALIGN).min(ARENA_ALIGN);
     let mut lanes: [Lane; LANES] = std::array::from_fn(|_| Lane::default());
     let mut state: LaneState = [[0; LANES]; 4];
     let mut failures = Vec::new();
@@ -335,26 +446,38 @@ fn run_worker(
                 continue;
             }
             if let Some(file) = lane.file.take_if(|file| file.padded)
-                && let Some(check) = queue.checks.get(file.check_idx)
-                && md5x16::lane_digest(&state, lane_idx) != check.expected
+                && md5x16::lane_digest(&state, lane_idx) != file.expected
             {
                 failures.push((file.check_idx, CheckFailure::Mismatch));
             }
-            let Some(slot) = arena.get_mut(lane_idx * LANE_STRIDE..(lane_idx + 1) * LANE_STRIDE)
-            else {
+            let slot_start = arena_start + lane_idx * lane_stride;
+            let Some(slot) = arena.get_mut(slot_start..slot_start + lane_stride) else {
                 continue;
             };
             while !(queue_empty && lane.file.is_none()) {
                 if lane.file.is_none() {
-                    let Some((check_idx, check)) = queue.take() else {
+                    let Some(job) = queue.take() else {
                         queue_empty = true;
                         break;
                     };
-                    match root.open_regular(&check.path) {
+                    let Some(expected) = job.expected else {
+                        // Only presence: nothing to read, the lane stays free.
+                        match root.exists(job.path) {
+                            Ok(true) => {}
+                            Ok(false) => failures.push((job.check_idx, CheckFailure::Missing)),
+                            Err(errno) => failures.push((
+                                job.check_idx,
+                                CheckFailure::Unreadable(io::Error::from(errno).to_string()),
+                            )),
+                        }
+                        continue;
+                    };
+                    match root.open_regular(job.path) {
                         Ok((file, size)) => {
                             md5x16::reset_lane(&mut state, lane_idx);
                             lane.file = Some(OpenFile {
-                                check_idx,
+                                check_idx: job.check_idx,
+                                expected,
                                 file,
                                 size,
                                 n_read: 0,
@@ -362,7 +485,7 @@ fn run_worker(
                             });
                         }
                         Err(failure) => {
-                            failures.push((check_idx, failure));
+                            failures.push((job.check_idx, failure));
                             continue;
                         }
                     }
@@ -401,7 +524,7 @@ fn run_worker(
             .unwrap_or(0);
         let offsets: [usize; LANES] = std::array::from_fn(|lane_idx| {
             let pos = lanes.get(lane_idx).map_or(0, |lane| lane.pos);
-            lane_idx * LANE_STRIDE + pos * BLOCK
+            arena_start + lane_idx * lane_stride + pos * BLOCK
         });
         md5x16::compress_lanes(backend, &mut state, &arena, &offsets, active, n_blocks);
         for lane in lanes.iter_mut().filter(|lane| lane.file.is_some()) {
@@ -459,6 +582,30 @@ mod tests {
         Md5::digest(bytes).into()
     }
 
+    fn supported_backends() -> Vec<Backend> {
+        Backend::ALL
+            .into_iter()
+            .filter(|backend| backend.is_supported())
+            .collect()
+    }
+
+    #[test]
+    fn check_list_paths() {
+        let mut checks = CheckList::new();
+        assert!(checks.is_empty());
+        assert_eq!(checks.push_md5(Path::new("/usr/bin/a"), [1; 16]), 0);
+        assert_eq!(checks.push_presence(Path::new("/usr/share/doc")), 1);
+        assert_eq!(checks.push_md5(Path::new("/b"), [2; 16]), 2);
+        assert_eq!(checks.len(), 3);
+        assert_eq!(checks.n_md5(), 2);
+        assert_eq!(checks.path(0), Some(Path::new("/usr/bin/a")));
+        assert_eq!(checks.path(1), Some(Path::new("/usr/share/doc")));
+        assert_eq!(checks.path(2), Some(Path::new("/b")));
+        assert_eq!(checks.path(3), None);
+        assert_eq!(checks.expected(0), Some([1; 16]));
+        assert_eq!(checks.expected(1), None);
+    }
+
     /// Files of many sizes (empty, around block and chunk edges, several
     /// chunks) under a temporary root; a few altered, one missing, one a
     /// directory, one a FIFO. Every verdict is checked, through 1 and 3
@@ -489,7 +636,7 @@ mod tests {
             70_000,
             300_001,
         ];
-        let mut checks = Vec::new();
+        let mut checks = CheckList::new();
         let mut expected_failures = Vec::new();
         for (idx, &size) in sizes.iter().enumerate() {
             let content: Vec<u8> = (0..size).map(|i| (i * 7 + idx) as u8).collect();
@@ -501,36 +648,36 @@ mod tests {
                 expected[0] ^= 1;
                 expected_failures.push((checks.len(), CheckFailure::Mismatch));
             }
-            checks.push(Md5Check { path, expected });
+            checks.push_md5(&path, expected);
         }
         expected_failures.push((checks.len(), CheckFailure::Missing));
-        checks.push(Md5Check {
-            path: PathBuf::from("/usr/bin/gone"),
-            expected: md5_of(b""),
-        });
+        checks.push_md5(Path::new("/usr/bin/gone"), md5_of(b""));
         expected_failures.push((checks.len(), CheckFailure::Missing));
-        checks.push(Md5Check {
-            path: PathBuf::from("/usr/bin/f0/not-a-dir"),
-            expected: md5_of(b""),
-        });
+        checks.push_md5(Path::new("/usr/bin/f0/not-a-dir"), md5_of(b""));
         expected_failures.push((checks.len(), CheckFailure::NotRegular { kind: "directory" }));
-        checks.push(Md5Check {
-            path: PathBuf::from("/usr"),
-            expected: md5_of(b""),
-        });
+        checks.push_md5(Path::new("/usr"), md5_of(b""));
         nix::unistd::mkfifo(&root.join("usr/bin/pipe"), nix::sys::stat::Mode::S_IRWXU)
             .expect("mkfifo");
         expected_failures.push((checks.len(), CheckFailure::NotRegular { kind: "fifo" }));
-        checks.push(Md5Check {
-            path: PathBuf::from("/usr/bin/pipe"),
-            expected: md5_of(b""),
-        });
+        checks.push_md5(Path::new("/usr/bin/pipe"), md5_of(b""));
         let total: u64 = sizes.iter().map(|&s| s as u64).sum();
-        for workers in [1, 3] {
-            let outcome = verify_md5(root, &checks, workers).expect("root opens");
-            assert_eq!(outcome.failures, expected_failures, "{workers} workers");
-            assert_eq!(outcome.n_bytes, total);
-            assert_eq!(outcome.n_files, checks.len());
+        // Presence only: a directory, a dangling symlink (there, though it
+        // leads nowhere), and a path with nothing at it.
+        std::os::unix::fs::symlink("/nowhere", root.join("usr/bin/dangling")).expect("symlink");
+        checks.push_presence(Path::new("/usr/bin"));
+        checks.push_presence(Path::new("/usr/bin/dangling"));
+        expected_failures.push((checks.len(), CheckFailure::Missing));
+        checks.push_presence(Path::new("/usr/lib/gone"));
+        for backend in supported_backends() {
+            for workers in [1, 3] {
+                let outcome = verify(root, &checks, workers, backend).expect("root opens");
+                assert_eq!(
+                    outcome.failures, expected_failures,
+                    "{backend:?}, {workers} workers"
+                );
+                assert_eq!(outcome.n_bytes, total);
+                assert_eq!(outcome.n_files, checks.len());
+            }
         }
     }
 
@@ -539,7 +686,7 @@ mod tests {
     #[test]
     fn many_files_in_size_order() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut checks = Vec::new();
+        let mut checks = CheckList::new();
         let mut altered = Vec::new();
         for idx in 0..(ORDER_BY_SIZE_FROM + 300) {
             let content = vec![(idx % 251) as u8; (idx * 37) % 9000];
@@ -549,12 +696,9 @@ mod tests {
                 expected[15] ^= 0x80;
                 altered.push(idx);
             }
-            checks.push(Md5Check {
-                path: PathBuf::from(format!("/f{idx}")),
-                expected,
-            });
+            checks.push_md5(Path::new(&format!("/f{idx}")), expected);
         }
-        let outcome = verify_md5(dir.path(), &checks, 2).expect("root opens");
+        let outcome = verify(dir.path(), &checks, 2, Backend::detect().chosen).expect("root opens");
         let failed: Vec<usize> = outcome.failures.iter().map(|(idx, _)| *idx).collect();
         assert_eq!(failed, altered);
         assert!(
@@ -575,11 +719,9 @@ mod tests {
         std::fs::write(root.join("etc/passwd"), b"image\n").expect("write");
         std::fs::create_dir_all(root.join("usr/share")).expect("mkdir");
         std::os::unix::fs::symlink("/etc/passwd", root.join("usr/share/link")).expect("symlink");
-        let checks = vec![Md5Check {
-            path: PathBuf::from("/usr/share/link"),
-            expected: md5_of(b"image\n"),
-        }];
-        let outcome = verify_md5(root, &checks, 1).expect("root opens");
+        let mut checks = CheckList::new();
+        checks.push_md5(Path::new("/usr/share/link"), md5_of(b"image\n"));
+        let outcome = verify(root, &checks, 1, Backend::Portable).expect("root opens");
         assert_eq!(outcome.failures, vec![]);
     }
 

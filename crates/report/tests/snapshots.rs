@@ -859,7 +859,12 @@ fn inventory_parts() -> (Vec<ProcessEntry>, Vec<Finding>, Vec<Problem>, StatsEnt
         bytes_hashed: 2_400_000_000,
         packages_without_md5sums: 2,
         checksum_backend: Some("avx512 x16".to_owned()),
+        checksum_calibration: vec![
+            ("avx512x16".to_owned(), 8_700),
+            ("avx2x16".to_owned(), 5_600),
+        ],
         workers: 4,
+        checksum_order_ms: 3,
         phases_ms: vec![
             ("status".to_owned(), 12),
             ("sweep".to_owned(), 340),

@@ -44,6 +44,18 @@ pub(crate) struct SourceArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub(crate) workers: Option<u16>,
 
+    /// The MD5 implementation for the checksums: auto (measure which is
+    /// fastest on this CPU), avx512, avx2 or portable. For benchmarks and
+    /// bug reports; a backend this CPU cannot run is an error.
+    #[arg(
+        long,
+        value_name = "BACKEND",
+        env = "PERIMETER_MD5",
+        hide = true,
+        default_value = "auto"
+    )]
+    pub(crate) md5_backend: String,
+
     /// Do not look up each package's origin in apt's package lists.
     #[arg(long)]
     pub(crate) no_origins: bool,

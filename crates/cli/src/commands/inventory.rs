@@ -7,7 +7,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use perimeter_checks::pkg::{self, ChangedPackageFile, PkgFacts, UnownedExecutable, UnownedUnit};
-use perimeter_inventory::{ChangedFile, FileMeta, Inventory, InventoryOptions, ProcessOwnership};
+use perimeter_inventory::{
+    Backend, ChangedFile, FileMeta, Inventory, InventoryOptions, ProcessOwnership,
+};
 use perimeter_model::{FileChange, Finding, Severity, UnitKind};
 use perimeter_report::inventory::diff::{
     ManifestSide, diff_manifests, diff_to_human, diff_to_json,
@@ -47,6 +49,21 @@ fn options(source: &SourceArgs, hash_files: bool) -> Result<InventoryOptions> {
     if let Some(workers) = source.workers {
         opts.workers = usize::from(workers);
     }
+    opts.md5_backend = match source.md5_backend.as_str() {
+        "auto" | "" => None,
+        name => {
+            let Some(backend) = Backend::from_name(name) else {
+                bail!("PERIMETER_MD5={name}: not one of auto, avx512, avx2, portable");
+            };
+            if !backend.is_supported() {
+                bail!(
+                    "PERIMETER_MD5={name}: this CPU does not run the {} backend",
+                    backend.as_str()
+                );
+            }
+            Some(backend)
+        }
+    };
     Ok(opts)
 }
 
@@ -330,7 +347,13 @@ fn stats_entry(collected: &Inventory) -> StatsEntry {
         bytes_hashed: stats.n_bytes_hashed,
         packages_without_md5sums: stats.n_packages_without_md5sums,
         checksum_backend: stats.checksum_backend.map(str::to_owned),
+        checksum_calibration: stats
+            .checksum_calibration
+            .iter()
+            .map(|(backend, speed)| (backend.as_str().to_owned(), speed / 1_000_000))
+            .collect(),
         workers: stats.n_workers,
+        checksum_order_ms: u64::try_from(stats.order_time.as_millis()).unwrap_or(u64::MAX),
         phases_ms: stats
             .phases
             .iter()

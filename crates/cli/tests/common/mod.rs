@@ -23,6 +23,7 @@ pub(crate) fn run(ns: Option<&Ns>, args: &[&str]) -> Output {
         .env("NO_COLOR", "1")
         .env_remove("PERIMETER_APPROVALS")
         .env_remove("PERIMETER_DB")
+        .env_remove("PERIMETER_MD5")
         .stdin(Stdio::null());
     cmd.output().expect("perimeter runs")
 }
