@@ -26,7 +26,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -200,6 +200,76 @@ impl RttEstimator {
             None => max,
             Some(srtt) => (srtt + self.rttvar * 4).clamp(min, max),
         }
+    }
+
+    fn has_samples(&self) -> bool {
+        self.srtt.is_some()
+    }
+}
+
+/// Round trips as the connect scan measured them: one estimator per host,
+/// and one per network (/24 for IPv4, /64 for IPv6) for the hosts of that
+/// network that have not answered yet, such as a host whose firewall drops
+/// everything beside hosts that answer in microseconds. A host of a network
+/// nothing has answered from waits the profile's whole timeout: its round
+/// trip is unknown, and guessing short would call a slow host's open ports
+/// filtered.
+#[derive(Debug, Default)]
+struct RttTable {
+    hosts: std::collections::HashMap<IpAddr, RttEstimator>,
+    networks: std::collections::HashMap<IpAddr, RttEstimator>,
+}
+
+impl RttTable {
+    /// Hosts (and networks) given their own estimator; past it, a new
+    /// host's samples go to its network only, so a scan of a /8 holds a
+    /// bounded table.
+    const MAX_ENTRIES: usize = 65_536;
+
+    fn network_of(address: IpAddr) -> IpAddr {
+        match address {
+            IpAddr::V4(v4) => IpAddr::V4(std::net::Ipv4Addr::from(u32::from(v4) & 0xffff_ff00)),
+            IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        }
+    }
+
+    fn observe(&mut self, address: IpAddr, sample: Duration) {
+        for (table, key) in [
+            (&mut self.hosts, address),
+            (&mut self.networks, Self::network_of(address)),
+        ] {
+            if let Some(estimator) = table.get_mut(&key) {
+                estimator.observe(sample);
+            } else if table.len() < Self::MAX_ENTRIES {
+                table.entry(key).or_default().observe(sample);
+            }
+        }
+    }
+
+    /// The timeout of attempt number `n_unanswered + 1` to `address`: from
+    /// the host's own round trips, else its network's, else `max`; doubled
+    /// for every attempt that went unanswered (as TCP backs off its own
+    /// SYN), never beyond `max`.
+    fn timeout(
+        &self,
+        address: IpAddr,
+        n_unanswered: u32,
+        min: Duration,
+        max: Duration,
+    ) -> Duration {
+        let base = self
+            .hosts
+            .get(&address)
+            .filter(|e| e.has_samples())
+            .or_else(|| {
+                self.networks
+                    .get(&Self::network_of(address))
+                    .filter(|e| e.has_samples())
+            })
+            .map_or(max, |estimator| estimator.timeout(min, max));
+        base.saturating_mul(1 << n_unanswered.min(16)).min(max)
     }
 }
 
@@ -417,7 +487,7 @@ struct Context<T: Transport> {
     probes: SharedCatalog,
     targets: TargetSet,
     ports: Vec<u16>,
-    rtt: Mutex<RttEstimator>,
+    rtt: Mutex<RttTable>,
     cancel: CancellationToken,
     stop: StopSignal,
     /// The caller's channel, for progress (results and problems go through
@@ -431,30 +501,34 @@ struct Context<T: Transport> {
 }
 
 impl<T: Transport> Context<T> {
-    fn connect_timeout(&self) -> Duration {
+    fn connect_timeout(&self, address: IpAddr, n_unanswered: u32) -> Duration {
         match self.settings.min_timeout {
             Some(min) => self
                 .rtt
                 .lock()
-                .map(|rtt| rtt.timeout(min, self.settings.timeout))
+                .map(|rtt| rtt.timeout(address, n_unanswered, min, self.settings.timeout))
                 .unwrap_or(self.settings.timeout),
             None => self.settings.timeout,
         }
     }
 
-    fn observe_rtt(&self, sample: Duration) {
+    fn observe_rtt(&self, address: IpAddr, sample: Duration) {
         if self.settings.min_timeout.is_none() {
             return;
         }
         if let Ok(mut rtt) = self.rtt.lock() {
-            rtt.observe(sample);
+            rtt.observe(address, sample);
         }
     }
 
     /// One attempt: a rate token, then a connection, and how long the
     /// connection took. `None` when the scan was cancelled while it waited for
     /// the token.
-    async fn attempt(&self, address: SocketAddr) -> Option<(Connect<Option<T::Stream>>, Duration)> {
+    async fn attempt(
+        &self,
+        address: SocketAddr,
+        n_unanswered: u32,
+    ) -> Option<(Connect<Option<T::Stream>>, Duration)> {
         self.rate.acquire().await;
         // The stop signal reaches the lanes one task later than the token
         // fires; asking the token itself (once per attempt, not on every poll)
@@ -465,7 +539,7 @@ impl<T: Transport> Context<T> {
         let started = Instant::now();
         let outcome = self
             .transport
-            .connect(address, self.connect_timeout())
+            .connect(address, self.connect_timeout(address.ip(), n_unanswered))
             .await
             .map(Some);
         Some((outcome, started.elapsed()))
@@ -479,16 +553,16 @@ impl<T: Transport> Context<T> {
         let mut n_unanswered = 0;
         let mut n_local_errors = 0;
         loop {
-            let Some((outcome, elapsed)) = self.attempt(address).await else {
+            let Some((outcome, elapsed)) = self.attempt(address, n_unanswered).await else {
                 return Decision::Abandoned;
             };
             match outcome {
                 Connect::Open(stream) => {
-                    self.observe_rtt(elapsed);
+                    self.observe_rtt(address.ip(), elapsed);
                     return Decision::State(PortState::Open, stream);
                 }
                 Connect::Closed => {
-                    self.observe_rtt(elapsed);
+                    self.observe_rtt(address.ip(), elapsed);
                     return Decision::State(PortState::Closed, None);
                 }
                 Connect::Filtered(FilterCause::Unreachable) => {
@@ -894,7 +968,7 @@ impl<T: Transport> Scan<T> {
             probes: plan.probes.clone(),
             targets: targets.clone(),
             ports: ports.to_vec(),
-            rtt: Mutex::new(RttEstimator::default()),
+            rtt: Mutex::new(RttTable::default()),
             cancel: cancel.clone(),
             stop: StopSignal::default(),
             events,

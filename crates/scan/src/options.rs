@@ -72,7 +72,10 @@ impl Profile {
                 jitter: 0.0,
                 concurrency: 256,
                 timeout: Duration::from_secs(2),
-                min_timeout: None,
+                // The connect timeout follows the round trips measured per
+                // host (per network before a host answered), between this
+                // floor and the 2 s ceiling, doubling on each silence.
+                min_timeout: Some(Duration::from_millis(100)),
                 retries: 2,
                 banner_wait: Duration::from_secs(2),
                 ask_after: Duration::from_millis(250),

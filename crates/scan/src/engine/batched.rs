@@ -79,7 +79,14 @@ impl Shared {
                     window: settings.concurrency.max(1),
                     retries: settings.retries,
                     timeout: settings.timeout,
-                    min_timeout: settings.min_timeout,
+                    // The sweep keeps one estimate for the whole scan (a
+                    // batch of SYNs to many hosts shares one deadline), not
+                    // the connect scan's per host: it adapts only where the
+                    // profile puts speed first; the normal profile's SYNs
+                    // wait out the whole timeout.
+                    min_timeout: settings
+                        .min_timeout
+                        .filter(|_| settings.profile == crate::options::Profile::Fast),
                     max_local_errors: MAX_LOCAL_ERRORS,
                 },
                 source_port,

@@ -783,3 +783,33 @@ async fn progress_is_reported_while_scanning() {
     let (_, mid_rate) = progress[1];
     assert!((90.0..=101.0).contains(&mid_rate), "{mid_rate}");
 }
+
+#[test]
+fn timeouts_follow_each_host_then_its_network_and_double_on_silence() {
+    let (min, max) = (Duration::from_millis(100), Duration::from_secs(2));
+    let mut table = RttTable::default();
+    let fast: IpAddr = "198.18.0.5".parse().expect("ip");
+    let dropping: IpAddr = "198.18.0.9".parse().expect("ip");
+    let elsewhere: IpAddr = "198.19.7.1".parse().expect("ip");
+    // Nothing measured yet: the ceiling.
+    assert_eq!(table.timeout(fast, 0, min, max), max);
+    for _ in 0..8 {
+        table.observe(fast, Duration::from_micros(300));
+    }
+    // A sub-millisecond network: the floor, for the host that answered and
+    // for its neighbour that never does.
+    assert_eq!(table.timeout(fast, 0, min, max), min);
+    assert_eq!(table.timeout(dropping, 0, min, max), min);
+    // Each silence doubles the wait, up to the ceiling.
+    assert_eq!(table.timeout(dropping, 1, min, max), min * 2);
+    assert_eq!(table.timeout(dropping, 2, min, max), min * 4);
+    assert_eq!(table.timeout(dropping, 9, min, max), max);
+    // Another network is not judged by this one.
+    assert_eq!(table.timeout(elsewhere, 0, min, max), max);
+    // A slow host's own round trips win over its fast network's.
+    let slow: IpAddr = "198.18.0.77".parse().expect("ip");
+    for _ in 0..8 {
+        table.observe(slow, Duration::from_millis(400));
+    }
+    assert!(table.timeout(slow, 0, min, max) >= Duration::from_millis(400));
+}
