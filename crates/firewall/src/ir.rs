@@ -13,7 +13,8 @@ pub enum Backend {
     Nftables,
     /// `iptables-legacy-save` / `ip6tables-legacy-save`.
     IptablesLegacy,
-    /// `iptables-nft-save`, read only when `nft` itself is missing.
+    /// `iptables-nft-save`: the tables whose nft listing holds xt
+    /// expressions, or every table when `nft` itself is missing.
     IptablesNft,
 }
 

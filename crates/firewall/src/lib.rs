@@ -13,8 +13,10 @@
 //!
 //! Sources, and why each is read (by `host`):
 //! - `nft -j list ruleset` sees every nf_tables table, including those made by
-//!   iptables-nft, so `iptables-nft-save` is only read when `nft` is missing
-//!   (reading both would count the same chains twice);
+//!   iptables-nft; but a match or target it cannot translate shows only as an
+//!   xt expression, so a table holding one is read from `iptables-nft-save`
+//!   instead ([`xt`]), as is everything when `nft` is missing (each table is
+//!   read once: reading both would count the same chains twice);
 //! - `iptables-legacy-save` and `ip6tables-legacy-save` see the legacy x_tables
 //!   hooks, which nft does not show. A packet passes through both, so either
 //!   can deny it.
@@ -25,11 +27,13 @@ mod iptables;
 mod ir;
 mod nft;
 pub mod reachability;
+mod xt;
 
 pub use deny::{default_deny, verdict_from_iptables_save, verdict_from_nft_json, verdict_of};
 pub use iptables::parse_iptables_save;
 pub use ir::*;
 pub use nft::parse_nft_json;
+pub use xt::{iptables_nft_tables, read_through_iptables};
 
 #[cfg(test)]
 mod tests;

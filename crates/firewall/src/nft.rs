@@ -23,6 +23,14 @@ use serde::Deserialize;
 
 use crate::ir::*;
 
+/// How an xt match nft could not translate reads in the model: an opaque
+/// condition `xt match NAME`. Only iptables-nft writes xt expressions, so a
+/// table holding one is iptables-nft's (see [`crate::xt`]).
+pub(crate) const XT_MATCH: &str = "xt match ";
+
+/// How an xt target reads in the model: `Verdict::Other("xt target NAME")`.
+pub(crate) const XT_TARGET: &str = "xt target ";
+
 /// The model of `nft -j list ruleset` output.
 pub fn parse_nft_json(text: &str) -> Result<Ruleset, FirewallError> {
     let mut builder = NftBuilder::default();
@@ -519,11 +527,11 @@ fn add_statement(statement: &Statement<'_>, parts: &mut RuleParts) {
                 .and_then(|v| v.as_str())
                 .unwrap_or("?");
             if kind == "target" {
-                parts.verdict = Some(Verdict::Other(format!("xt target {name}")));
+                parts.verdict = Some(Verdict::Other(format!("{XT_TARGET}{name}")));
             } else {
                 parts
                     .conditions
-                    .push(Condition::Opaque(format!("xt match {name}")));
+                    .push(Condition::Opaque(format!("{XT_MATCH}{name}")));
             }
         }
         Statement::VerdictMap(vmap) => {

@@ -171,6 +171,35 @@ pub fn describe_sources(nets: &[IpNet], version: AddrFamily) -> String {
 
 /// Which sources can reach the listener `probe` describes through `ruleset`.
 pub fn reachability(ruleset: &Ruleset, probe: &Probe) -> Reachability {
+    walk(ruleset, probe, false)
+}
+
+/// Which sources can open a new `protocol` connection of `version` to a
+/// local address and port that no rule names, arriving on an interface no
+/// rule names: what the ruleset does by default, worked out by the same walk
+/// as [`reachability`] (the default-deny verdict, [`crate::default_deny`]).
+/// A test of the destination address, port or interface holds only when it
+/// admits every one (`ip daddr != 192.0.2.1` holds, `tcp dport 22` fails).
+pub fn reachability_by_default(
+    ruleset: &Ruleset,
+    protocol: Protocol,
+    version: AddrFamily,
+) -> Reachability {
+    let dst = match version {
+        AddrFamily::V4 => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        AddrFamily::V6 => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+    };
+    let probe = Probe {
+        protocol,
+        dst,
+        dport: 0,
+    };
+    walk(ruleset, &probe, true)
+}
+
+/// The walk of every input base chain for `probe`; with `unnamed`, the
+/// probe's destination address, port and interface are ones no rule names.
+fn walk(ruleset: &Ruleset, probe: &Probe, unnamed: bool) -> Reachability {
     let version = probe.version();
     let universe = AddrRanges::universe(version);
     let mut bases: Vec<usize> = ruleset
@@ -238,6 +267,7 @@ pub fn reachability(ruleset: &Ruleset, probe: &Probe) -> Reachability {
         address_sets: HashMap::new(),
         map_cache: HashMap::new(),
         steps: 0,
+        unnamed,
     };
     let mut outcomes: Vec<(usize, Vec<Part>)> = Vec::new();
     for &base in &bases {
@@ -429,6 +459,9 @@ struct Walker<'r> {
     /// each base chain.
     map_cache: HashMap<(usize, usize), Rc<Vec<Branch>>>,
     steps: usize,
+    /// The probe's destination address, port and interface are ones no rule
+    /// names ([`reachability_by_default`]).
+    unnamed: bool,
 }
 
 /// One verdict a verdict map gives the probe, and the sources it gives it to.
@@ -864,6 +897,11 @@ impl<'r> Walker<'r> {
         let (field, op, value) = match condition {
             Condition::Match { field, op, value } => (field, op, value),
             Condition::Opaque(text) => {
+                // ip6tables' `-m rt` matches packets with a routing header
+                // (ufw drops type 0); a connection needs none.
+                if text.starts_with("-m rt ") {
+                    return Test::Fails;
+                }
                 return match addrtype_is_local(text) {
                     Some(true) => Test::Holds,
                     Some(false) => Test::Fails,
@@ -877,6 +915,9 @@ impl<'r> Walker<'r> {
                 self.test_payload(chain, condition, protocol, field, *op, value)
             }
             Field::Meta(key) => match key.as_str() {
+                "iif" | "iifname" if self.unnamed => {
+                    with_op(*op, self.member(chain, value, &|_| Member::No))
+                }
                 "iif" | "iifname" => with_op(*op, self.member(chain, value, &interface_member)),
                 "iiftype" => with_op(
                     *op,
@@ -1031,6 +1072,10 @@ impl<'r> Walker<'r> {
                     },
                     Err(why) => Test::Undecided(format!("`{condition}`: {why}")),
                 },
+                "daddr" if self.unnamed => match self.address_set(chain, value) {
+                    Ok(set) => with_op(op, yes_if(set == self.universe)),
+                    Err(why) => Test::Undecided(format!("`{condition}`: {why}")),
+                },
                 "daddr" => {
                     if self.probe.dst.is_unspecified() {
                         return Test::Undecided(format!(
@@ -1057,6 +1102,14 @@ impl<'r> Walker<'r> {
                 _ => cannot(),
             },
             "tcp" | "udp" | "th" => match field {
+                "dport" if self.unnamed => match op {
+                    Op::Eq | Op::Ne | Op::In => {
+                        with_op(op, self.member(chain, value, &every_port_member))
+                    }
+                    _ => Test::Undecided(format!(
+                        "`{condition}` depends on the port a listener uses"
+                    )),
+                },
                 "dport" => {
                     let dport = u64::from(self.probe.dport);
                     match op {
@@ -1417,6 +1470,26 @@ fn port_member(value: &Value, port: u64) -> Member {
         },
         other => match number(other) {
             Some(n) => yes_if(n == port),
+            None => Member::Undecided(format!("port `{other}` is not understood")),
+        },
+    }
+}
+
+/// Whether a port value admits every port, which is how a port no rule names
+/// can be among its ports.
+fn every_port_member(value: &Value) -> Member {
+    let number = |v: &Value| match v {
+        Value::Number(n) => Some(*n),
+        Value::Text(text) => text.parse::<u64>().ok(),
+        _ => None,
+    };
+    match value {
+        Value::Range(low, high) => match (number(low), number(high)) {
+            (Some(low), Some(high)) => yes_if(low <= 1 && high >= 65535),
+            _ => Member::Undecided(format!("port range `{value}` is not understood")),
+        },
+        other => match number(other) {
+            Some(_) => Member::No,
             None => Member::Undecided(format!("port `{other}` is not understood")),
         },
     }

@@ -27,7 +27,7 @@ fn nft_drop_policy_with_allow_list() {
         "drop-policy.json",
         expect![[r#"
             default deny
-              nftables: inet filter input (hook input, priority 0): policy drop
+              nftables: inet filter input (priority 0): every source denied by policy drop
         "#]],
     );
 }
@@ -37,9 +37,9 @@ fn nft_firewalld_style_trailing_reject() {
     check_nft(
         "firewalld-reject.json",
         expect![[r#"
-        default deny
-          nftables: inet firewalld filter_INPUT (hook input, priority 10): rule handle 13 `reject with icmpx admin-prohibited` drops what earlier rules did not accept
-    "#]],
+            default deny
+              nftables: inet firewalld filter_INPUT (priority 10): every source denied by rule handle 13 `reject with icmpx admin-prohibited`
+        "#]],
     );
 }
 
@@ -48,10 +48,10 @@ fn nft_ip_table_alone_leaves_ipv6_open() {
     check_nft(
         "ip-only.json",
         expect![[r#"
-        open
-          nftables: ip filter input (hook input, priority 0): policy drop
-          IPv6: no input chain sees IPv6 packets (input chains exist only in family ip), so IPv6 is not filtered
-    "#]],
+            open
+              nftables: ip filter input (priority 0): every source denied by policy drop
+              IPv6: no input chain sees IPv6 packets (input chains exist only in family ip), so IPv6 is not filtered
+        "#]],
     );
 }
 
@@ -60,10 +60,11 @@ fn nft_split_families_and_netdev() {
     check_nft(
         "split-families.json",
         expect![[r#"
-        open
-          nftables: ip6 filter6 input (hook input, priority 0): rule handle 5 `drop` drops what earlier rules did not accept
-          IPv4: no input chain denies by default (nftables: inet accounting input (hook input, priority -10): policy accept, and no final drop or reject)
-    "#]],
+            open
+              nftables: ip6 filter6 input (priority 0): every source denied by rule handle 5 `drop`
+              IPv4: a new tcp connection to a port no rule names is accepted from every source by nftables: inet accounting input: policy accept
+              IPv4: a new udp connection to a port no rule names is accepted from every source by nftables: inet accounting input: policy accept
+        "#]],
     );
 }
 
@@ -72,10 +73,12 @@ fn nft_conditional_drop_is_not_default_deny() {
     check_nft(
         "conditional-drop.json",
         expect![[r#"
-        open
-          IPv4: no input chain denies by default (nftables: inet filter input (hook input, priority 0): policy accept, and no final drop or reject)
-          IPv6: no input chain denies by default (nftables: inet filter input (hook input, priority 0): policy accept, and no final drop or reject)
-    "#]],
+            open
+              IPv4: a new tcp connection to a port no rule names is accepted from every source by nftables: inet filter input: policy accept
+              IPv4: a new udp connection to a port no rule names is accepted from every source by nftables: inet filter input: policy accept
+              IPv6: a new tcp connection to a port no rule names is accepted from every source by nftables: inet filter input: policy accept
+              IPv6: a new udp connection to a port no rule names is accepted from every source by nftables: inet filter input: policy accept
+        "#]],
     );
 }
 
@@ -96,10 +99,11 @@ fn nft_listing_of_iptables_nft_rules() {
     check_nft(
         "nft-backend.json",
         expect![[r#"
-        open
-          nftables: ip filter INPUT (hook input, priority 0): rule handle 8 `counter drop` drops what earlier rules did not accept
-          IPv6: no input chain sees IPv6 packets (input chains exist only in family ip), so IPv6 is not filtered
-    "#]],
+            open
+              IPv4: whether a new tcp connection to a port no rule names is accepted cannot be decided: nftables: ip filter INPUT: rule handle 5 `xt match conntrack counter accept`: `xt match conntrack` cannot be evaluated
+              IPv4: whether a new udp connection to a port no rule names is accepted cannot be decided: nftables: ip filter INPUT: rule handle 5 `xt match conntrack counter accept`: `xt match conntrack` cannot be evaluated
+              IPv6: no input chain sees IPv6 packets (input chains exist only in family ip), so IPv6 is not filtered
+        "#]],
     );
 }
 
@@ -111,7 +115,7 @@ fn nft_conntrack_verdict_map_jumping_to_an_allow_list() {
         "vmap-nixos.json",
         expect![[r#"
             default deny
-              nftables: inet nixos-fw input (hook input, priority 0): policy drop
+              nftables: inet nixos-fw input (priority 0): every source denied by policy drop
         "#]],
     );
 }
@@ -124,8 +128,9 @@ fn nft_final_conntrack_verdict_map_per_family() {
         "vmap-final.json",
         expect![[r#"
             open
-              nftables: inet filter input (hook input, priority 0): rule handle 6 `meta nfproto vmap { ipv4 : jump in4, ipv6 : jump in6 }` (element `ipv4 : jump in4`), in chain in4: rule handle 10 `ct state vmap { invalid : drop, established : accept, related : accept, new : drop, untracked : drop }` (element `new : drop`) drops what earlier rules did not accept
-              IPv6: no input chain denies by default (nftables: inet filter input (hook input, priority 0): policy accept, and no final drop or reject)
+              nftables: inet filter input (priority 0): every source denied by chain in4: rule handle 10 `ct state vmap { invalid : drop, established : accept, related : accept, new : drop, untracked : drop }`
+              IPv6: a new tcp connection to a port no rule names is accepted from every source by nftables: inet filter input: policy accept
+              IPv6: a new udp connection to a port no rule names is accepted from every source by nftables: inet filter input: policy accept
         "#]],
     );
 }
@@ -136,8 +141,10 @@ fn nft_conntrack_verdict_map_accepting_new_defeats_policy_drop() {
         "vmap-open.json",
         expect![[r#"
             open
-              IPv4: no input chain denies by default (nftables: inet filter input (hook input, priority 0): rule handle 3 `ct state vmap { invalid : drop, established : accept, related : accept, new : accept }` (element `new : accept`) accepts everything left)
-              IPv6: no input chain denies by default (nftables: inet filter input (hook input, priority 0): rule handle 3 `ct state vmap { invalid : drop, established : accept, related : accept, new : accept }` (element `new : accept`) accepts everything left)
+              IPv4: a new tcp connection to a port no rule names is accepted from every source by nftables: inet filter input: rule handle 3 `ct state vmap { invalid : drop, established : accept, related : accept, new : accept }`
+              IPv4: a new udp connection to a port no rule names is accepted from every source by nftables: inet filter input: rule handle 3 `ct state vmap { invalid : drop, established : accept, related : accept, new : accept }`
+              IPv6: a new tcp connection to a port no rule names is accepted from every source by nftables: inet filter input: rule handle 3 `ct state vmap { invalid : drop, established : accept, related : accept, new : accept }`
+              IPv6: a new udp connection to a port no rule names is accepted from every source by nftables: inet filter input: rule handle 3 `ct state vmap { invalid : drop, established : accept, related : accept, new : accept }`
         "#]],
     );
 }
@@ -151,8 +158,8 @@ fn iptables_legacy_policy_drop_and_final_reject() {
     );
     expect![[r#"
         default deny
-          iptables-legacy: ip filter INPUT (hook input, priority 0): policy drop
-          iptables-legacy: ip6 filter INPUT (hook input, priority 0): rule 3 `-A INPUT -j REJECT --reject-with icmp6-port-unreachable` drops what earlier rules did not accept
+          iptables-legacy: ip filter INPUT (priority 0): every source denied by policy drop
+          iptables-legacy: ip6 filter INPUT (priority 0): every source denied by rule 3 `-A INPUT -j REJECT --reject-with icmp6-port-unreachable`
     "#]].assert_eq(&render(&verdict));
 }
 
@@ -165,7 +172,7 @@ fn iptables_nft_save_final_drop_after_a_jump() {
     );
     expect![[r#"
         open
-          iptables-nft: ip filter INPUT (hook input, priority 0): rule 5 `-A INPUT -j DROP` drops what earlier rules did not accept
+          iptables-nft: ip filter INPUT (priority 0): every source denied by rule 5 `-A INPUT -j DROP`
           IPv6: no input chain sees IPv6 packets (input chains exist only in family ip), so IPv6 is not filtered
     "#]].assert_eq(&render(&verdict));
 }
@@ -184,8 +191,8 @@ fn legacy_and_nft_rulesets_combine() {
     ruleset.extend(v6);
     expect![[r#"
         default deny
-          nftables: ip filter input (hook input, priority 0): policy drop
-          iptables-legacy: ip6 filter INPUT (hook input, priority 0): rule 3 `-A INPUT -j REJECT --reject-with icmp6-port-unreachable` drops what earlier rules did not accept
+          nftables: ip filter input (priority 0): every source denied by policy drop
+          iptables-legacy: ip6 filter INPUT (priority 0): every source denied by rule 3 `-A INPUT -j REJECT --reject-with icmp6-port-unreachable`
     "#]].assert_eq(&render(&default_deny(&ruleset)));
 }
 

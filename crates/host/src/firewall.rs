@@ -1,6 +1,7 @@
 //! The live firewall of a network namespace: `nft -j list ruleset` and the
 //! iptables save commands run inside it (through `nsenter --net`), bounded,
-//! and read into the `perimeter-firewall` model. What could not be listed
+//! and read into the `perimeter-firewall` model. A table iptables-nft manages
+//! (xt expressions in nft's listing) is read through `iptables-nft-save`. What could not be listed
 //! becomes a `Problem` naming the capability that would fix it.
 
 use std::path::Path;
@@ -8,7 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use perimeter_firewall::{
-    AddrFamily, Backend, Ruleset, parse_iptables_save, parse_nft_json, verdict_of,
+    AddrFamily, Backend, Family, Ruleset, iptables_nft_tables, parse_iptables_save, parse_nft_json,
+    read_through_iptables, verdict_of,
 };
 use perimeter_model::{FirewallVerdict, Problem};
 
@@ -73,6 +75,48 @@ pub fn read_ruleset(netns_file: Option<&Path>) -> (Ruleset, Vec<Problem>, Vec<St
                                 MAX_LISTING / (1024 * 1024)
                             ),
                         ));
+                    }
+                    // Tables iptables-nft manages (ufw's, Docker's) show
+                    // their matches only as xt expressions: read them
+                    // through iptables' own view.
+                    let xt_tables = iptables_nft_tables(&parsed);
+                    if !xt_tables.is_empty() {
+                        let mut saved = Ruleset::default();
+                        for (tool_name, version, family) in [
+                            ("iptables-nft-save", AddrFamily::V4, Family::Ip),
+                            ("ip6tables-nft-save", AddrFamily::V6, Family::Ip6),
+                        ] {
+                            if !xt_tables.iter().any(|(f, _)| *f == family) {
+                                continue;
+                            }
+                            let Some(tool) = find_tool(tool_name) else {
+                                problems.push(
+                                    Problem::new(
+                                        subject(tool_name),
+                                        format!("iptables-nft manages tables of family {} whose matches nft shows only as xt expressions, and {tool_name} is not installed to read them, so their tests are unknown", family.as_str()),
+                                    )
+                                    .with_hint("install iptables"),
+                                );
+                                continue;
+                            };
+                            match runner(&tool, &[]).and_then(|out| checked_stdout(out, tool_name))
+                            {
+                                Ok(text) => {
+                                    match parse_iptables_save(&text, version, Backend::IptablesNft)
+                                    {
+                                        Ok(part) => saved.extend(part),
+                                        Err(err) => problems.push(Problem::new(
+                                            subject(tool_name),
+                                            err.to_string(),
+                                        )),
+                                    }
+                                }
+                                Err(message) => {
+                                    problems.push(listing_problem(subject(tool_name), &message));
+                                }
+                            }
+                        }
+                        read_through_iptables(&mut parsed, &xt_tables, saved);
                     }
                     ruleset.extend(parsed);
                 }

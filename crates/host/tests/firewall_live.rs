@@ -85,7 +85,7 @@ fn live_namespace_with_drop_policy() {
     assert!(problems.is_empty(), "{problems:?}");
     expect![[r#"
         default deny
-          nftables: inet filter input (hook input, priority 0): policy drop
+          nftables: inet filter input (priority 0): every source denied by policy drop
     "#]]
     .assert_eq(&render(&verdict));
 }
@@ -148,8 +148,8 @@ fn live_nft_ipv4_and_legacy_ipv6_together_deny() {
     assert!(problems.is_empty(), "{problems:?}");
     expect![[r#"
         default deny
-          nftables: ip filter input (hook input, priority 0): policy drop
-          iptables-legacy: ip6 filter INPUT (hook input, priority 0): policy drop
+          nftables: ip filter input (priority 0): every source denied by policy drop
+          iptables-legacy: ip6 filter INPUT (priority 0): every source denied by policy drop
     "#]]
     .assert_eq(&render(&verdict));
 }
