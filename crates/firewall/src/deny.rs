@@ -57,6 +57,19 @@ pub fn default_deny(ruleset: &Ruleset) -> FirewallVerdict {
         let mut denied = Vec::new();
         for protocol in [Protocol::Tcp, Protocol::Udp] {
             let reach = reachability_by_default(ruleset, protocol, version);
+            if !reach.allowed.is_empty() && !mostly_open(&reach.allowed, version) {
+                // Trusted sources (an office, a VPN, a bastion) may open any
+                // port; everyone else is denied: that is default-deny, with
+                // its exception said.
+                let line = format!(
+                    "{v}: a new {protocol} connection to a port no rule names is accepted only from {} and denied from everywhere else",
+                    describe_sources(&reach.allowed, version)
+                );
+                if !denied.contains(&line) {
+                    denied.push(line);
+                }
+                continue;
+            }
             if !reach.allowed.is_empty() {
                 let by: Vec<String> = reach
                     .accepting_rules
@@ -113,6 +126,23 @@ pub fn default_deny(ruleset: &Ruleset) -> FirewallVerdict {
     } else {
         FirewallVerdict::DefaultDeny { evidence: denials }
     }
+}
+
+/// Whether `allowed` covers at least half of the family's addresses: a
+/// ruleset that lets most of the world open any port is not denying by
+/// default, whatever few sources it blocks; one that lets a few trusted
+/// networks in and drops the rest is.
+fn mostly_open(allowed: &[ipnet::IpNet], version: AddrFamily) -> bool {
+    let ranges = perimeter_model::addrset::AddrRanges::from_nets(allowed, version);
+    let covered: f64 = ranges
+        .iter()
+        .map(|(low, high)| (high - low) as f64 + 1.0)
+        .sum();
+    let universe = match version {
+        AddrFamily::V4 => 2f64.powi(32),
+        AddrFamily::V6 => 2f64.powi(128),
+    };
+    covered >= universe / 2.0
 }
 
 /// `default_deny` on the output of `nft -j list ruleset`.

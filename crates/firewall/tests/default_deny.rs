@@ -416,3 +416,29 @@ mod no_panics {
         }
     }
 }
+
+/// A network trusted for every port (an office, a VPN) and everyone else
+/// dropped is default-deny with an exception; accepting the world but a
+/// blocklist is not.
+#[test]
+fn nft_trusted_sources_are_default_deny_and_a_blocklist_is_not() {
+    check_nft(
+        "trusted-source.json",
+        expect![[r#"
+            default deny
+              IPv4: a new tcp connection to a port no rule names is accepted only from 198.51.100.0/24 and denied from everywhere else
+              IPv4: a new udp connection to a port no rule names is accepted only from 198.51.100.0/24 and denied from everywhere else
+              nftables: inet filter input (priority 0): every source denied by policy drop
+        "#]],
+    );
+    check_nft(
+        "blocklist.json",
+        expect![[r#"
+        open
+          IPv4: a new tcp connection to a port no rule names is accepted from every source except 192.0.2.0/24, 203.0.113.0/24 by nftables: inet filter input: rule handle 5 `ip saddr 0.0.0.0/0 accept`
+          IPv4: a new udp connection to a port no rule names is accepted from every source except 192.0.2.0/24, 203.0.113.0/24 by nftables: inet filter input: rule handle 5 `ip saddr 0.0.0.0/0 accept`
+          IPv6: a new tcp connection to a port no rule names is accepted from every source by nftables: inet filter input: rule handle 6 `ip6 saddr ::/0 accept`
+          IPv6: a new udp connection to a port no rule names is accepted from every source by nftables: inet filter input: rule handle 6 `ip6 saddr ::/0 accept`
+    "#]],
+    );
+}
