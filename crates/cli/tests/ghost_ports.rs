@@ -1,7 +1,10 @@
 //! No ghost ports: a connect scan of loopback ports nobody listens on, from
 //! the same machine, can have the kernel pick the port being scanned as the
 //! connection's own source port; the SYN meets itself and the connection
-//! "succeeds" (TCP simultaneous open). Such a port is not open.
+//! "succeeds" (TCP simultaneous open); and two of the scan's own
+//! connections whose source and destination ports are each other's meet
+//! each other the same way (seen here as 40000 and 40002 both "open").
+//! Neither is an open port.
 //!
 //! The namespace's ephemeral port range (per namespace) is narrowed to the
 //! ports scanned, so that the kernel picks a scanned port as the source for

@@ -182,23 +182,103 @@ fn conclude(
 fn open(stream: TcpStream) -> Connect<TcpStream> {
     // Best effort: without it the close is merely slower.
     let _ = stream.set_zero_linger();
-    if met_itself(&stream) {
-        // A connection to a local port nobody listens on, whose ephemeral
-        // source port the kernel happened to pick equal to it: the SYN met
-        // itself (TCP simultaneous open) and "connected". Nothing listens
-        // there; had the kernel picked any other source port, the answer
-        // would have been a RST. Dropping it (zero linger) frees the port.
+    if !really_open(&stream) {
         return Connect::Closed;
     }
     let _ = stream.set_nodelay(true);
     Connect::Open(stream)
 }
 
-/// Whether a connection's two ends are one socket address: only a
-/// self-connection can be that.
-fn met_itself(stream: &TcpStream) -> bool {
-    match (stream.local_addr(), stream.peer_addr()) {
-        (Ok(local), Ok(peer)) => local == peer,
+/// Whether a completed handshake reached a listener. Connecting to this
+/// host's own ports can complete with no listener at all (TCP simultaneous
+/// open): when the kernel picks the scanned port as the connection's own
+/// source port, the SYN meets itself; and two of the scan's own connections
+/// whose source and destination ports are each other's (40000 -> 40002 and
+/// 40002 -> 40000) meet each other. Had the kernel picked other source
+/// ports, the answer would have been a RST. So a connection to this host
+/// (its source address is its destination address) counts only when a
+/// listening socket holds that port, as the kernel's own table says.
+fn really_open(stream: &TcpStream) -> bool {
+    let (Ok(local), Ok(peer)) = (stream.local_addr(), stream.peer_addr()) else {
+        return true;
+    };
+    if local == peer {
+        return false;
+    }
+    if local.ip() != peer.ip() {
+        return true;
+    }
+    listening_here(peer).unwrap_or(true)
+}
+
+/// Whether /proc/net/tcp (or tcp6) of this network namespace has a socket
+/// listening on `address` (or on the wildcard address) and its port; `None`
+/// when the table cannot be read.
+fn listening_here(address: SocketAddr) -> Option<bool> {
+    /// The tables are a few hundred bytes a socket; a host with a million
+    /// sockets is not scanning its own loopback.
+    const MAX_TABLE: u64 = 256 * 1024 * 1024;
+    let path = match address {
+        SocketAddr::V4(_) => "/proc/net/tcp",
+        SocketAddr::V6(_) => "/proc/net/tcp6",
+    };
+    let file = std::fs::File::open(path).ok()?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::Read::take(file, MAX_TABLE), &mut text).ok()?;
+    Some(text.lines().skip(1).any(|line| listens(line, address)))
+}
+
+/// One line of /proc/net/tcp{,6}: `sl local_address rem_address st ...`,
+/// addresses as hex `ADDR:PORT` (the address in the kernel's byte order,
+/// as 32-bit words), state 0A for LISTEN.
+fn listens(line: &str, address: SocketAddr) -> bool {
+    let mut fields = line.split_whitespace();
+    let (Some(_), Some(local), Some(_), Some(state)) =
+        (fields.next(), fields.next(), fields.next(), fields.next())
+    else {
+        return false;
+    };
+    if state != "0A" {
+        return false;
+    }
+    let Some((hex_addr, hex_port)) = local.split_once(':') else {
+        return false;
+    };
+    if u16::from_str_radix(hex_port, 16).ok() != Some(address.port()) {
+        return false;
+    }
+    let words: Option<Vec<u32>> = (0..hex_addr.len() / 8)
+        .map(|i| {
+            hex_addr
+                .get(i * 8..i * 8 + 8)
+                .and_then(|word| u32::from_str_radix(word, 16).ok())
+        })
+        .collect();
+    let Some(words) = words else {
+        return false;
+    };
+    // Each 32-bit word is the raw network-order bytes printed as a native
+    // integer: its native bytes are the address's bytes.
+    let bytes: Vec<u8> = words.iter().flat_map(|word| word.to_ne_bytes()).collect();
+    let listening: Option<std::net::IpAddr> = match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes.as_slice())
+            .ok()
+            .map(|b| std::net::Ipv4Addr::from(b).into()),
+        16 => <[u8; 16]>::try_from(bytes.as_slice())
+            .ok()
+            .map(|b| std::net::Ipv6Addr::from(b).into()),
+        _ => None,
+    };
+    match listening {
+        Some(ip) => ip.is_unspecified() || ip == address.ip() || mapped_equal(ip, address.ip()),
+        None => false,
+    }
+}
+
+/// An IPv6 listener's IPv4-mapped address equal to an IPv4 target.
+fn mapped_equal(listening: std::net::IpAddr, target: std::net::IpAddr) -> bool {
+    match (listening, target) {
+        (std::net::IpAddr::V6(v6), std::net::IpAddr::V4(v4)) => v6.to_ipv4_mapped() == Some(v4),
         _ => false,
     }
 }
@@ -229,6 +309,24 @@ pub fn classify_connect_error<S>(err: io::Error, address: SocketAddr) -> Connect
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listeners_are_read_from_the_kernels_table() {
+        let target: SocketAddr = "127.0.0.1:6379".parse().expect("addr");
+        // 127.0.0.1:6379 listening, as a little-endian kernel prints it.
+        let line = "   0: 0100007F:18EB 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1234 1 0000000000000000 100 0 0 10 0";
+        assert_eq!(listens(line, target), cfg!(target_endian = "little"));
+        // The wildcard listens on every address; another state does not count.
+        let wildcard = "   1: 00000000:18EB 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0";
+        assert!(listens(wildcard, target));
+        let established = "   2: 0100007F:18EB 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0";
+        assert!(!listens(established, target));
+        assert!(!listens("garbage", target));
+        assert!(!listens("0: zz:18EB 0:0 0A", target));
+        // ::ffff:127.0.0.1 (an IPv6 socket taking IPv4) on 6379.
+        let mapped = "   0: 0000000000000000FFFF00000100007F:18EB 00000000000000000000000000000000:0000 0A 0 0 0 0 0 1 1";
+        assert_eq!(listens(mapped, target), cfg!(target_endian = "little"));
+    }
 
     fn classify(code: i32) -> &'static str {
         classify_for(code, "198.18.0.2:80")
