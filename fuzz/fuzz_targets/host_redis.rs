@@ -1,10 +1,10 @@
 #![no_main]
 //! How the audit reads a Redis instance's answer to an unauthenticated PING
-//! (`host::redis::classify_ping`) on whatever reply the RESP parser makes of
+//! (`host::redis::conversation::classify_ping`) on whatever reply the RESP parser makes of
 //! the bytes: what it quotes of an unexpected answer is cut short.
 
 use libfuzzer_sys::fuzz_target;
-use perimeter_host::redis::classify_ping;
+use perimeter_host::redis::conversation::classify_ping;
 use perimeter_model::RedisAuth;
 use perimeter_probe::redis;
 
