@@ -243,10 +243,12 @@ timeout = "10s"
         ])
     }
 
-    /// The service, its log in the temp dir.
-    fn service(&self) -> Child {
+    /// The service, its log in the temp dir; killed when dropped, so a
+    /// failing test leaves no monitor behind.
+    fn service(&self) -> Service {
         let log = std::fs::File::create(self.dir.path().join("monitor.log")).expect("log");
-        self.ns
+        let child = self
+            .ns
             .command(perimeter())
             .args(self.args(&["monitor", "--retry-initial", "1s", "--retry-max", "2s"]))
             .env("NO_COLOR", "1")
@@ -254,7 +256,8 @@ timeout = "10s"
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("the monitor starts")
+            .expect("the monitor starts");
+        Service(child)
     }
 
     fn log(&self) -> String {
@@ -297,6 +300,29 @@ timeout = "10s"
         let output = self.perimeter(&["alerts", "--format", "json"]);
         assert_eq!(code(&output), 0, "{}", stderr(&output));
         serde_json::from_slice(&output.stdout).expect("alerts JSON")
+    }
+}
+
+/// A running monitor, killed (and reaped) on drop.
+struct Service(Child);
+
+impl std::ops::Deref for Service {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Service {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
