@@ -22,6 +22,7 @@ mod coverage;
 mod diff_audits;
 mod diff_scans;
 mod error;
+pub mod fleet;
 mod monitor;
 mod path;
 mod spans;

@@ -1,0 +1,400 @@
+//! The fleet's memory, for `perimeter server`: enrolled agents (each known by
+//! the public key it generated, never by hostname or machine id), the host
+//! states their reports carry, approvals with a scope (one host, one
+//! environment, the whole fleet), people and their API tokens, and an
+//! append-only trail of every approval, revocation, acceptance and
+//! acknowledgement.
+//!
+//! Two backends implement [`FleetStore`] with the same behaviour, proved by one
+//! test suite run against both (`tests/fleet.rs`): `SqliteFleet`, embedded, the
+//! default (a fresh machine needs nothing else), and `PostgresFleet` for
+//! fleets. Each backend has its own migration history; a database whose schema
+//! is newer than this binary is refused, never misread.
+//!
+//! The store keeps what it is given and checks the report chain; it never
+//! parses a host state (it is the API crate's JSON document, stored as text)
+//! and never decides what is approved (the server does, with `checks`).
+//!
+//! Synchronous, like [`crate::Store`]: the server calls it through
+//! `spawn_blocking`.
+
+use time::OffsetDateTime;
+
+/// What a fleet store could not do.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    /// The database could not be reached or answered with an error. `target`
+    /// names the database without any password.
+    #[error("{backend} database {target}: could not {action}: {message}")]
+    Backend {
+        backend: &'static str,
+        target: String,
+        action: String,
+        message: String,
+    },
+    #[error(
+        "{backend} database {target} has fleet schema version {found}, this perimeter knows up to {known}: upgrade perimeter"
+    )]
+    TooNew {
+        backend: &'static str,
+        target: String,
+        found: i64,
+        known: i64,
+    },
+    /// A unique key is taken (a user name, an agent's key).
+    #[error("{what} already exists")]
+    Exists { what: String },
+    #[error("no {what}")]
+    NotFound { what: String },
+    /// A stored value that does not decode (a status word this binary does not
+    /// know): the database was written by something else.
+    #[error("{backend} database {target}: {detail}")]
+    Corrupt {
+        backend: &'static str,
+        target: String,
+        detail: String,
+    },
+}
+
+/// Where an agent stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentStatus {
+    /// Enrolled, waiting for an administrator to accept it: its reports are
+    /// refused.
+    Pending,
+    Accepted,
+    /// Its key no longer works, for good.
+    Revoked,
+}
+
+impl AgentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentStatus::Pending => "pending",
+            AgentStatus::Accepted => "accepted",
+            AgentStatus::Revoked => "revoked",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<AgentStatus> {
+        match text {
+            "pending" => Some(AgentStatus::Pending),
+            "accepted" => Some(AgentStatus::Accepted),
+            "revoked" => Some(AgentStatus::Revoked),
+            _ => None,
+        }
+    }
+}
+
+/// An agent asking to enrol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAgent {
+    /// Derived from the public key by the server (`ag_` and hex); unique.
+    pub id: String,
+    /// The ed25519 public key, 32 bytes.
+    pub public_key: Vec<u8>,
+    /// What the host called itself at enrolment: a label, never an identity.
+    pub hostname: String,
+    pub status: AgentStatus,
+    pub enrolled_at: OffsetDateTime,
+}
+
+/// An enrolled agent: one host of the fleet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRow {
+    pub id: String,
+    pub public_key: Vec<u8>,
+    /// The hostname of its latest report (or of its enrolment).
+    pub hostname: String,
+    pub status: AgentStatus,
+    pub enrolled_at: OffsetDateTime,
+    /// The environment the host belongs to, as an administrator set it.
+    pub environment: Option<String>,
+    /// The sequence number of its last stored report (0: none yet).
+    pub last_seq: u64,
+    /// The digest of its last stored report's body (empty: none yet).
+    pub last_digest: String,
+    pub last_seen: Option<OffsetDateTime>,
+}
+
+/// A report an agent sent, checked (signature, clock, size) by the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewReport {
+    pub agent_id: String,
+    /// The agent's sequence number: its previous report's plus one.
+    pub seq: u64,
+    /// SHA-256 of the signed body, hex: a resend of the same report has the same
+    /// digest; another report under the same number does not.
+    pub digest: String,
+    pub hostname: String,
+    /// When the agent took it (its clock) and when the server received it.
+    pub taken_at: OffsetDateTime,
+    pub received_at: OffsetDateTime,
+    /// The host's complete state after this report, as the API's JSON document,
+    /// when it differs from the previous stored state; `None` when nothing
+    /// changed (only the agent's sequence and last-seen move).
+    pub state: Option<String>,
+    /// Events the report carried (exec events, queue overflow notes), as the
+    /// API's JSON documents, each stored once.
+    pub events: Vec<String>,
+}
+
+/// What became of a report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportOutcome {
+    /// Stored: the agent's sequence is now this report's.
+    Stored,
+    /// This very report was stored before (same number, same digest): nothing
+    /// changed; the agent may drop it from its queue.
+    Duplicate,
+    /// The number is not the next one: the agent must resend from `expected`.
+    OutOfOrder { expected: u64 },
+    /// Another report was already stored under this number: two hosts use the
+    /// same key (a cloned machine). Refused; the agent must enrol anew.
+    Forked,
+    /// The agent is not accepted (pending or revoked) or unknown.
+    NotAccepted { status: Option<AgentStatus> },
+}
+
+/// A stored host state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateRow {
+    pub agent_id: String,
+    /// The report that brought this state.
+    pub seq: u64,
+    pub taken_at: OffsetDateTime,
+    pub received_at: OffsetDateTime,
+    pub state: String,
+}
+
+/// A stored event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRow {
+    pub id: i64,
+    pub agent_id: String,
+    pub seq: u64,
+    pub received_at: OffsetDateTime,
+    pub event: String,
+}
+
+/// Which hosts an approval covers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ApprovalScope {
+    Fleet,
+    Environment(String),
+    /// One agent's host.
+    Host(String),
+}
+
+/// An approval as given: the approvals file's keys, plus a scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewFleetApproval {
+    pub scope: ApprovalScope,
+    /// The approvals file's keys, as its TOML spells them (netns, protocol,
+    /// address or scope, port, exe, package, user, unowned): the server renders
+    /// and parses them with `checks::approvals`, the store keeps them as text.
+    pub selector: String,
+    pub approved_by: String,
+    pub approved_at: OffsetDateTime,
+    pub reason: String,
+    pub expires: Option<OffsetDateTime>,
+}
+
+/// A stored approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetApproval {
+    pub id: i64,
+    pub scope: ApprovalScope,
+    pub selector: String,
+    pub approved_by: String,
+    pub approved_at: OffsetDateTime,
+    pub reason: String,
+    pub expires: Option<OffsetDateTime>,
+    /// Set once, when revoked: who, when, why.
+    pub revoked: Option<Revocation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    pub by: String,
+    pub at: OffsetDateTime,
+    pub reason: String,
+}
+
+/// What a person may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    Viewer,
+    Approver,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Approver => "approver",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "viewer" => Some(Role::Viewer),
+            "approver" => Some(Role::Approver),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRow {
+    pub name: String,
+    pub role: Role,
+    /// The argon2 PHC string.
+    pub password_hash: String,
+    pub created_at: OffsetDateTime,
+    pub disabled: bool,
+}
+
+/// An API token: only its hash is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    pub id: i64,
+    pub user: String,
+    /// The user's role (joined), so one lookup authenticates.
+    pub role: Role,
+    pub label: String,
+    pub created_at: OffsetDateTime,
+    pub expires: Option<OffsetDateTime>,
+    pub revoked: bool,
+}
+
+/// One entry of the append-only trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrailEntry {
+    pub id: i64,
+    pub at: OffsetDateTime,
+    /// Who did it: a user name, `agent:<id>`, or `server`.
+    pub actor: String,
+    /// What was done: `approval.add`, `approval.revoke`, `agent.enrol`,
+    /// `agent.accept`, `agent.revoke`, `user.add`, `token.add`,
+    /// `token.revoke`, `alert.ack`, ...
+    pub action: String,
+    /// What it was done to (an approval id, an agent id, a user name).
+    pub subject: String,
+    pub reason: String,
+}
+
+/// A trail entry to append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTrailEntry {
+    pub at: OffsetDateTime,
+    pub actor: String,
+    pub action: String,
+    pub subject: String,
+    pub reason: String,
+}
+
+/// The fleet's memory.
+///
+/// Every method that changes something and says who did it writes its trail
+/// entry in the same transaction, so the trail never misses a change and never
+/// records one that did not happen. Listings are in the order rows were stored.
+pub trait FleetStore: Send {
+    /// "sqlite" or "postgresql".
+    fn backend(&self) -> &'static str;
+
+    /// Enrols an agent, with an `agent.enrol` trail entry by `agent:<id>`.
+    /// `Exists` when an agent with this id or key is already enrolled.
+    fn enrol_agent(&mut self, agent: &NewAgent) -> Result<AgentRow, FleetError>;
+    fn agent(&self, id: &str) -> Result<Option<AgentRow>, FleetError>;
+    fn agents(&self) -> Result<Vec<AgentRow>, FleetError>;
+    /// Accepts or revokes an agent (trail `agent.accept` / `agent.revoke`).
+    /// `NotFound` for an unknown id. A revoked agent stays revoked: changing
+    /// its status again is `NotFound { what: "agent <id> that is not revoked" }`.
+    fn set_agent_status(
+        &mut self,
+        id: &str,
+        status: AgentStatus,
+        by: &str,
+        reason: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), FleetError>;
+    /// Sets the environment an agent's host belongs to (trail `agent.environment`).
+    fn set_agent_environment(
+        &mut self,
+        id: &str,
+        environment: Option<&str>,
+        by: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), FleetError>;
+
+    /// Stores a report in one transaction: the chain check (`seq` must be the
+    /// agent's `last_seq + 1`; the same number and digest again is a
+    /// `Duplicate`; the same number with another digest is `Forked`), the new
+    /// state when there is one, the events, and the agent's sequence, digest,
+    /// hostname and last-seen. Nothing is written unless the outcome is
+    /// `Stored`.
+    fn record_report(&mut self, report: &NewReport) -> Result<ReportOutcome, FleetError>;
+    /// The agent's latest stored state.
+    fn latest_state(&self, agent_id: &str) -> Result<Option<StateRow>, FleetError>;
+    /// The agent's stored states, newest first, at most `limit`.
+    fn states(&self, agent_id: &str, limit: usize) -> Result<Vec<StateRow>, FleetError>;
+    /// Events with an id above `after`, oldest first, at most `limit`; of one
+    /// agent or of all.
+    fn events(
+        &self,
+        agent_id: Option<&str>,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<EventRow>, FleetError>;
+
+    /// Adds an approval (trail `approval.add` by its `approved_by`).
+    fn add_approval(&mut self, approval: &NewFleetApproval) -> Result<FleetApproval, FleetError>;
+    /// Revokes one (trail `approval.revoke`); `NotFound` for an unknown or
+    /// already revoked id.
+    fn revoke_approval(
+        &mut self,
+        id: i64,
+        by: &str,
+        reason: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), FleetError>;
+    /// Every approval, in id order; revoked ones only when asked.
+    fn approvals(&self, include_revoked: bool) -> Result<Vec<FleetApproval>, FleetError>;
+
+    /// Adds a person (trail `user.add` by `by`); `Exists` when the name is taken.
+    fn add_user(
+        &mut self,
+        name: &str,
+        role: Role,
+        password_hash: &str,
+        by: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), FleetError>;
+    fn user(&self, name: &str) -> Result<Option<UserRow>, FleetError>;
+    fn users(&self) -> Result<Vec<UserRow>, FleetError>;
+
+    /// Stores an API token's hash (SHA-256 hex of the token; the token itself is
+    /// shown once and never stored), trail `token.add`.
+    fn add_token(
+        &mut self,
+        token_hash: &str,
+        user: &str,
+        label: &str,
+        at: OffsetDateTime,
+        expires: Option<OffsetDateTime>,
+    ) -> Result<TokenRow, FleetError>;
+    /// The token with this hash, with its user's role; `None` when unknown.
+    /// Revoked and expired tokens are returned as stored: the caller refuses them.
+    fn token(&self, token_hash: &str) -> Result<Option<TokenRow>, FleetError>;
+    fn revoke_token(&mut self, id: i64, by: &str, at: OffsetDateTime) -> Result<(), FleetError>;
+
+    /// Appends to the trail (for what no method above records, such as an
+    /// alert's acknowledgement).
+    fn append_trail(&mut self, entry: &NewTrailEntry) -> Result<i64, FleetError>;
+    /// The trail, newest first, at most `limit`.
+    fn trail(&self, limit: usize) -> Result<Vec<TrailEntry>, FleetError>;
+}
