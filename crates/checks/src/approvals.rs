@@ -182,10 +182,91 @@ impl Approvals {
     }
 }
 
+/// A listener as facts without the host's model: what a report to the server
+/// says (`perimeter server` judges reported listeners with the same rule the
+/// local audit uses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerFacts<'a> {
+    pub netns: &'a str,
+    pub protocol: Protocol,
+    pub address: IpAddr,
+    pub scope: Scope,
+    pub port: u16,
+    /// The processes holding it; empty for a socket no process holds.
+    pub owners: Vec<OwnerFacts<'a>>,
+}
+
+/// A process holding a listener, as facts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerFacts<'a> {
+    pub exe: Option<&'a Path>,
+    /// The package as shown: `name` or `name:arch`.
+    pub package: Option<&'a str>,
+    pub user: &'a str,
+}
+
+impl Approvals {
+    /// [`Approvals::verdict`] over facts; the index is the entry's position.
+    pub fn verdict_facts(
+        &self,
+        listener: &ListenerFacts<'_>,
+        today: Date,
+    ) -> (Verdict<'_>, Option<usize>) {
+        let mut expired = None;
+        for (index, entry) in self.entries.iter().enumerate() {
+            if !entry.matches_facts(listener) {
+                continue;
+            }
+            match entry.expires {
+                Some(expires) if expires < today => {
+                    expired.get_or_insert((entry, index));
+                }
+                _ => return (Verdict::Approved(entry), Some(index)),
+            }
+        }
+        match expired {
+            Some((entry, index)) => (Verdict::Expired(entry), Some(index)),
+            None => (Verdict::Unapproved, None),
+        }
+    }
+}
+
 impl Approval {
     /// Whether this entry covers the listener. Expiry is not considered here.
     pub fn matches(&self, listener: &Listener, owners: &[&Process]) -> bool {
-        if self.netns != "*" && self.netns != listener.netns.name {
+        let packages: Vec<Option<String>> = owners
+            .iter()
+            .map(|process| process.ownership.package().map(ToString::to_string))
+            .collect();
+        let users: Vec<String> = owners.iter().map(|process| process.user_name()).collect();
+        let facts = ListenerFacts {
+            netns: &listener.netns.name,
+            protocol: listener.protocol,
+            address: listener.address,
+            scope: listener.scope,
+            port: listener.port,
+            owners: owners
+                .iter()
+                .zip(&packages)
+                .zip(&users)
+                .map(|((process, package), user)| OwnerFacts {
+                    exe: process.exe.as_deref(),
+                    package: package.as_deref(),
+                    user,
+                })
+                .collect(),
+        };
+        // A socket the kernel says some process holds, though none could be
+        // read, is not "unowned".
+        if matches!(self.owner, OwnerKey::Unowned) && !listener.owners.is_empty() {
+            return false;
+        }
+        self.matches_facts(&facts)
+    }
+
+    /// Whether this entry covers the listener described by `facts`.
+    pub fn matches_facts(&self, listener: &ListenerFacts<'_>) -> bool {
+        if self.netns != "*" && self.netns != listener.netns {
             return false;
         }
         if self.protocol != listener.protocol || self.port != listener.port {
@@ -199,23 +280,17 @@ impl Approval {
             return false;
         }
         match &self.owner {
-            OwnerKey::Unowned => owners.is_empty() && listener.owners.is_empty(),
-            OwnerKey::Process { exe, package, user } => owners.iter().any(|process| {
-                let exe_ok = exe.as_deref().is_none_or(|exe| {
-                    process
-                        .exe
-                        .as_deref()
-                        .is_some_and(|actual| actual == Path::new(exe))
-                });
-                let package_ok = package.as_deref().is_none_or(|wanted| {
-                    process
-                        .ownership
-                        .package()
-                        .is_some_and(|pkg| pkg.name == wanted || pkg.to_string() == wanted)
-                });
-                let user_ok = user
+            OwnerKey::Unowned => listener.owners.is_empty(),
+            OwnerKey::Process { exe, package, user } => listener.owners.iter().any(|owner| {
+                let exe_ok = exe
                     .as_deref()
-                    .is_none_or(|wanted| process.user_name() == wanted);
+                    .is_none_or(|exe| owner.exe.is_some_and(|actual| actual == Path::new(exe)));
+                let package_ok = package.as_deref().is_none_or(|wanted| {
+                    owner.package.is_some_and(|shown| {
+                        shown == wanted || shown.split(':').next() == Some(wanted)
+                    })
+                });
+                let user_ok = user.as_deref().is_none_or(|wanted| owner.user == wanted);
                 exe_ok && package_ok && user_ok
             }),
         }
@@ -592,32 +667,7 @@ pub fn append_entry(
             message: err.message().to_owned(),
         }
     })?;
-    let mut table = toml_edit::Table::new();
-    if entry.netns != "host" {
-        table.insert("netns", toml_edit::value(entry.netns.as_str()));
-    }
-    table.insert("protocol", toml_edit::value(entry.protocol.as_str()));
-    match entry.bind {
-        Bind::Address(address) => table.insert("address", toml_edit::value(address.to_string())),
-        Bind::Scope(scope) => table.insert("scope", toml_edit::value(scope.as_str())),
-    };
-    table.insert("port", toml_edit::value(i64::from(entry.port)));
-    match &entry.owner {
-        OwnerKey::Unowned => {
-            table.insert("unowned", toml_edit::value(true));
-        }
-        OwnerKey::Process { exe, package, user } => {
-            if let Some(exe) = exe {
-                table.insert("exe", toml_edit::value(exe.as_str()));
-            }
-            if let Some(package) = package {
-                table.insert("package", toml_edit::value(package.as_str()));
-            }
-            if let Some(user) = user {
-                table.insert("user", toml_edit::value(user.as_str()));
-            }
-        }
-    }
+    let mut table = key_table(entry);
     table.insert("approved_by", toml_edit::value(entry.approved_by.as_str()));
     table.insert(
         "approved_at",
@@ -644,6 +694,122 @@ pub fn append_entry(
     let new_text = doc.to_string();
     parse_approvals(&new_text, path)?;
     Ok(new_text)
+}
+
+/// The entry's keys (what it matches on), as a TOML table.
+fn key_table(entry: &NewApproval) -> toml_edit::Table {
+    let mut table = toml_edit::Table::new();
+    if entry.netns != "host" {
+        table.insert("netns", toml_edit::value(entry.netns.as_str()));
+    }
+    table.insert("protocol", toml_edit::value(entry.protocol.as_str()));
+    match entry.bind {
+        Bind::Address(address) => table.insert("address", toml_edit::value(address.to_string())),
+        Bind::Scope(scope) => table.insert("scope", toml_edit::value(scope.as_str())),
+    };
+    table.insert("port", toml_edit::value(i64::from(entry.port)));
+    match &entry.owner {
+        OwnerKey::Unowned => {
+            table.insert("unowned", toml_edit::value(true));
+        }
+        OwnerKey::Process { exe, package, user } => {
+            if let Some(exe) = exe {
+                table.insert("exe", toml_edit::value(exe.as_str()));
+            }
+            if let Some(package) = package {
+                table.insert("package", toml_edit::value(package.as_str()));
+            }
+            if let Some(user) = user {
+                table.insert("user", toml_edit::value(user.as_str()));
+            }
+        }
+    }
+    table
+}
+
+/// The keys of an entry as the approvals file writes them, one `key = value`
+/// per line: what `perimeter server` stores as an approval's selector.
+pub fn selector_toml(entry: &NewApproval) -> String {
+    let mut doc = toml_edit::DocumentMut::new();
+    for (key, item) in key_table(entry) {
+        doc.insert(&key, item);
+    }
+    doc.to_string()
+}
+
+impl Approval {
+    /// The entry as a new one (for moving entries between a file and the
+    /// server).
+    pub fn to_new(&self) -> NewApproval {
+        NewApproval {
+            netns: self.netns.clone(),
+            protocol: self.protocol,
+            bind: self.bind,
+            port: self.port,
+            owner: self.owner.clone(),
+            approved_by: self.approved_by.clone(),
+            approved_at: self.approved_at,
+            reason: self.reason.clone(),
+            expires: self.expires,
+        }
+    }
+}
+
+/// One entry of an approvals file rendered from stored approvals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEntry<'a> {
+    /// As [`selector_toml`] wrote it.
+    pub selector: &'a str,
+    pub approved_by: &'a str,
+    pub approved_at: Date,
+    pub reason: &'a str,
+    pub expires: Option<Date>,
+}
+
+/// An approvals file holding `entries` in order, checked to parse (so its
+/// entries are the stored ones, index for index). A selector that is not a
+/// table of keys is an error naming its position.
+pub fn render_file(header: &str, entries: &[StoredEntry<'_>]) -> Result<String, String> {
+    let mut doc: toml_edit::DocumentMut = format!("{header}version = {FORMAT_VERSION}\n")
+        .parse()
+        .map_err(|err: toml_edit::TomlError| format!("the header does not parse: {err}"))?;
+    let mut array = toml_edit::ArrayOfTables::new();
+    for (index, entry) in entries.iter().enumerate() {
+        let selector: toml_edit::DocumentMut = entry
+            .selector
+            .parse()
+            .map_err(|err: toml_edit::TomlError| format!("entry {index}: {err}"))?;
+        let mut table = toml_edit::Table::new();
+        for (key, item) in selector.as_table().iter() {
+            match key {
+                "approved_by" | "approved_at" | "reason" | "expires" => {
+                    return Err(format!("entry {index}: `{key}` is not a selector key"));
+                }
+                _ => {
+                    table.insert(key, item.clone());
+                }
+            }
+        }
+        table.insert("approved_by", toml_edit::value(entry.approved_by));
+        table.insert(
+            "approved_at",
+            toml_edit::value(toml_datetime(entry.approved_at)),
+        );
+        table.insert("reason", toml_edit::value(entry.reason));
+        if let Some(expires) = entry.expires {
+            table.insert("expires", toml_edit::value(toml_datetime(expires)));
+        }
+        array.push(table);
+    }
+    if !array.is_empty() {
+        doc.insert("listener", toml_edit::Item::ArrayOfTables(array));
+    }
+    let text = doc.to_string();
+    let parsed = parse_approvals(&text, Path::new("<server>")).map_err(|err| err.to_string())?;
+    if parsed.entries.len() != entries.len() {
+        return Err("the rendered file does not hold every entry".into());
+    }
+    Ok(text)
 }
 
 fn toml_datetime(date: Date) -> toml_edit::Datetime {

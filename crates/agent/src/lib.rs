@@ -1,0 +1,567 @@
+//! `perimeter agent`: reports this host's state to `perimeter server`.
+//!
+//! - **Identity is a key pair the agent generates**, kept in its state
+//!   directory; the server knows the agent by the key alone. A renamed host
+//!   keeps its key and stays the same host; a cloned disk is noticed by its
+//!   changed machine id (and, failing that, by the server, which sees two
+//!   report chains under one key) and enrols anew as a new host.
+//! - **Only changes travel**: the first report carries the full state, later
+//!   ones what changed since the previous one (an empty delta is the
+//!   heartbeat). The server keeps complete states.
+//! - **Nothing is lost within the bound**: every report is queued on disk
+//!   before it is sent and removed only when the server acknowledged it; a
+//!   lost acknowledgement is resent byte for byte and the server calls it a
+//!   duplicate. When the queue is full its reports are folded into one full
+//!   report, and the events that could not be kept are counted in it, so the
+//!   overflow is told, not silent.
+//!
+//! The host's state and its events come from the caller (the CLI runs the
+//! audit and the watch): this crate knows the protocol, not the host.
+
+mod state_dir;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use perimeter_api::client::{ApiClient, Auth, ClientError, Trust};
+use perimeter_api::sign::AgentKey;
+use perimeter_api::{EnrolRequest, EnrolResponse, Event, HostState, Report, ReportAck, SCHEMA};
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use state_dir::{Acked, Enrolment, StateDir};
+
+/// Why the agent stopped or could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("agent state: {0}")]
+    State(String),
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("the server revoked this agent's key ({0}); it reports no more")]
+    Revoked(String),
+    #[error("this host is not enrolled and no enrolment secret was given (--enrol-secret-file)")]
+    NoSecret,
+}
+
+/// What the agent reports.
+pub trait Collector: Send {
+    /// The host's state now (the audit). Blocking; called off the async
+    /// threads.
+    fn collect(&mut self) -> HostState;
+}
+
+/// Something the caller saw between two audits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    /// A listener appeared or went away: report now.
+    ListenersChanged(Event),
+    /// A suspicious exec: told with the next report.
+    Event(Event),
+}
+
+/// How the agent runs.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// `https://host:port`.
+    pub server: String,
+    pub trust: Trust,
+    pub state_dir: PathBuf,
+    /// Needed only to enrol.
+    pub enrol_secret: Option<String>,
+    /// The full audit's period.
+    pub interval: Duration,
+    /// The most reports kept while the server is out of reach.
+    pub queue_limit: usize,
+    /// The most events carried by one report.
+    pub max_events: usize,
+    /// This machine's id (/etc/machine-id): compared with the one at
+    /// enrolment to notice a cloned disk. Never sent as an identity.
+    pub machine_id: Option<String>,
+    pub hostname: String,
+}
+
+/// How one cycle ended, for `--once` and the tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Flushed {
+    /// Reports the server acknowledged (stored or duplicate).
+    pub acknowledged: usize,
+    /// Reports still queued.
+    pub queued: usize,
+}
+
+/// The agent.
+#[derive(Debug)]
+pub struct Agent {
+    config: AgentConfig,
+    dir: StateDir,
+    key: Option<Arc<AgentKey>>,
+    enrolment: Option<Enrolment>,
+    /// Events waiting for the next report.
+    pending_events: Vec<Event>,
+    /// Events dropped (pending past the cap, or in reports folded away).
+    dropped_events: u64,
+}
+
+impl Agent {
+    pub fn new(config: AgentConfig) -> Result<Agent, AgentError> {
+        if !config.server.starts_with("https://") {
+            return Err(AgentError::Config(format!(
+                "{}: the server URL must start with https://",
+                config.server
+            )));
+        }
+        let dir = StateDir::open(&config.state_dir)?;
+        let mut agent = Agent {
+            config,
+            dir,
+            key: None,
+            enrolment: None,
+            pending_events: Vec::new(),
+            dropped_events: 0,
+        };
+        agent.load()?;
+        Ok(agent)
+    }
+
+    /// The agent id, once enrolled.
+    pub fn agent_id(&self) -> Option<&str> {
+        self.enrolment.as_ref().map(|e| e.agent_id.as_str())
+    }
+
+    fn load(&mut self) -> Result<(), AgentError> {
+        let key = self.dir.key()?;
+        let enrolment = self.dir.enrolment()?;
+        match (key, enrolment) {
+            (Some(key), Some(enrolment)) => {
+                let cloned = match (&enrolment.machine_id, &self.config.machine_id) {
+                    (Some(then), Some(now)) => then != now,
+                    _ => false,
+                };
+                if cloned {
+                    tracing::warn!(
+                        agent = %enrolment.agent_id,
+                        "the machine id changed since enrolment (a cloned disk?): enrolling as a new host"
+                    );
+                    self.dir.forget()?;
+                } else if enrolment.server.trim_end_matches('/')
+                    != self.config.server.trim_end_matches('/')
+                {
+                    tracing::warn!(
+                        was = %enrolment.server,
+                        now = %self.config.server,
+                        "enrolled with another server: enrolling with this one"
+                    );
+                    self.dir.forget()?;
+                } else if key.agent_id() != enrolment.agent_id {
+                    return Err(AgentError::State(format!(
+                        "the key in {} is not agent {}'s",
+                        self.config.state_dir.display(),
+                        enrolment.agent_id
+                    )));
+                } else {
+                    self.key = Some(Arc::new(key));
+                    self.enrolment = Some(enrolment);
+                }
+            }
+            (None, None) => {}
+            _ => {
+                tracing::warn!("an incomplete enrolment in the state directory: enrolling anew");
+                self.dir.forget()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn client(&self, auth: Auth) -> Result<ApiClient, AgentError> {
+        Ok(ApiClient::new(
+            &self.config.server,
+            &self.config.trust,
+            auth,
+        )?)
+    }
+
+    /// Enrols if not enrolled: a new key, the secret, the server's answer.
+    pub async fn ensure_enrolled(&mut self) -> Result<(), AgentError> {
+        if self.enrolment.is_some() {
+            return Ok(());
+        }
+        let secret = self
+            .config
+            .enrol_secret
+            .clone()
+            .ok_or(AgentError::NoSecret)?;
+        let key = AgentKey::generate();
+        // The key is on disk before the server hears of it, so an agent killed
+        // between the two re-sends the same key (the server answers with
+        // where that key stands).
+        self.dir.save_key(&key)?;
+        let client = self.client(Auth::None)?;
+        let answer: EnrolResponse = client
+            .post_json(
+                &format!("{}/enrol", perimeter_api::PREFIX),
+                &EnrolRequest {
+                    schema: SCHEMA.to_owned(),
+                    public_key: key.public_key_base64(),
+                    hostname: self.config.hostname.clone(),
+                    secret,
+                },
+            )
+            .await?;
+        if answer.agent_id != key.agent_id() {
+            return Err(AgentError::Config(format!(
+                "the server calls this agent {}, but its key is {}'s",
+                answer.agent_id,
+                key.agent_id()
+            )));
+        }
+        let enrolment = Enrolment {
+            server: self.config.server.clone(),
+            agent_id: answer.agent_id.clone(),
+            machine_id: self.config.machine_id.clone(),
+        };
+        self.dir.save_enrolment(&enrolment)?;
+        self.dir.clear_queue()?;
+        tracing::info!(agent = %answer.agent_id, status = %answer.status, "enrolled");
+        self.key = Some(Arc::new(key));
+        self.enrolment = Some(enrolment);
+        Ok(())
+    }
+
+    /// Keeps an event for the next report (past the cap, counts it).
+    pub fn note_event(&mut self, event: Event) {
+        if self.pending_events.len() < self.config.max_events {
+            self.pending_events.push(event);
+        } else {
+            self.dropped_events += 1;
+        }
+    }
+
+    /// The state after the last queued report (or the last acknowledged
+    /// one), and the next sequence number.
+    fn tail(&self) -> Result<(Option<HostState>, u64), AgentError> {
+        let acked = self.dir.acked()?;
+        let mut state = acked.as_ref().map(|a| a.state.clone());
+        let mut next = acked.as_ref().map_or(1, |a| a.seq + 1);
+        for (seq, body) in self.dir.queue()? {
+            let report: Report = serde_json::from_slice(&body)
+                .map_err(|err| AgentError::State(format!("queued report {seq}: {err}")))?;
+            state = Some(state_after(state.as_ref(), &report));
+            next = seq + 1;
+        }
+        Ok((state, next))
+    }
+
+    /// Queues a report of `state`: a delta over the queue's tail when there is
+    /// one, else the full state. A full queue is folded into one full report.
+    pub fn queue_report(&mut self, state: &HostState) -> Result<u64, AgentError> {
+        let enrolment = self
+            .enrolment
+            .clone()
+            .ok_or_else(|| AgentError::State("not enrolled".into()))?;
+        let queued = self.dir.queue()?;
+        let mut full = false;
+        if queued.len() >= self.config.queue_limit {
+            // Fold: the queued reports' states are replaced by this one (the
+            // server gets the latest state whole), their events are counted.
+            let mut lost = 0u64;
+            for (_, body) in &queued {
+                if let Ok(report) = serde_json::from_slice::<Report>(body) {
+                    lost += report.events.len() as u64 + report.dropped_events;
+                }
+            }
+            tracing::warn!(
+                reports = queued.len(),
+                events = lost,
+                "the report queue is full while the server is out of reach: folding it into one full report"
+            );
+            self.dropped_events += lost;
+            self.dir.clear_queue()?;
+            full = true;
+        }
+        let (tail, next) = self.tail()?;
+        let (full_state, delta) = match (&tail, full) {
+            (Some(tail), false) => (None, Some(tail.delta_to(state))),
+            _ => (Some(state.clone()), None),
+        };
+        let report = Report {
+            schema: SCHEMA.to_owned(),
+            agent_id: enrolment.agent_id,
+            seq: next,
+            taken_at: OffsetDateTime::now_utc(),
+            hostname: self.config.hostname.clone(),
+            full: full_state,
+            delta,
+            events: std::mem::take(&mut self.pending_events),
+            dropped_events: std::mem::take(&mut self.dropped_events),
+        };
+        let body = serde_json::to_vec(&report)
+            .map_err(|err| AgentError::State(format!("cannot encode a report: {err}")))?;
+        self.dir.push(next, &body)?;
+        Ok(next)
+    }
+
+    /// Sends the queue in order until it is empty or the server cannot take
+    /// more now.
+    pub async fn flush(&mut self) -> Result<Flushed, AgentError> {
+        let key = self
+            .key
+            .clone()
+            .ok_or_else(|| AgentError::State("not enrolled".into()))?;
+        let client = self.client(Auth::Agent(key))?;
+        let path = format!("{}/reports", perimeter_api::PREFIX);
+        let mut flushed = Flushed::default();
+        // Bounded: each pass either removes a report or stops.
+        for _ in 0..(self.config.queue_limit + 4) {
+            let queue = self.dir.queue()?;
+            let Some((seq, body)) = queue.first().cloned() else {
+                break;
+            };
+            match client.post_raw::<ReportAck>(&path, body.clone()).await {
+                Ok(ack) => {
+                    tracing::debug!(seq, outcome = %ack.outcome, "report acknowledged");
+                    self.acknowledge(seq, &body)?;
+                    flushed.acknowledged += 1;
+                }
+                Err(err) => match err.code() {
+                    Some("out_of_order") => {
+                        let expected = match &err {
+                            ClientError::Refused { doc, .. } => doc.expected_seq,
+                            _ => None,
+                        };
+                        match expected {
+                            // The server has this one already (its answer
+                            // was lost before a restart of ours).
+                            Some(expected) if expected > seq => self.acknowledge(seq, &body)?,
+                            // The server lacks earlier reports (its database
+                            // was restored): start again from what it expects.
+                            Some(expected) => self.restart_from(expected)?,
+                            None => return Err(err.into()),
+                        }
+                    }
+                    Some("need_full") => self.restart_from(seq)?,
+                    Some("forked") => {
+                        tracing::warn!(
+                            "the server saw another machine report with this agent's key: enrolling anew"
+                        );
+                        self.dir.forget()?;
+                        self.key = None;
+                        self.enrolment = None;
+                        break;
+                    }
+                    Some("not_accepted") => {
+                        let message = err.to_string();
+                        if message.contains("revoked") {
+                            return Err(AgentError::Revoked(message));
+                        }
+                        tracing::info!("{message}");
+                        break;
+                    }
+                    Some("bad_request" | "too_large") => {
+                        // The server will never take this report: replace the
+                        // queue by the full state under the same number.
+                        tracing::error!("the server refused report {seq} for good: {err}");
+                        if serde_json::from_slice::<Report>(&body).is_ok_and(|r| r.full.is_some()) {
+                            return Err(err.into());
+                        }
+                        self.restart_from(seq)?;
+                    }
+                    _ => {
+                        if matches!(err, ClientError::Unreachable { .. })
+                            || err.code() == Some("rate_limited")
+                            || err.code() == Some("unavailable")
+                        {
+                            tracing::info!("{err}; the report stays queued");
+                            break;
+                        }
+                        return Err(err.into());
+                    }
+                },
+            }
+        }
+        flushed.queued = self.dir.queue()?.len();
+        Ok(flushed)
+    }
+
+    fn acknowledge(&mut self, seq: u64, body: &[u8]) -> Result<(), AgentError> {
+        let report: Report = serde_json::from_slice(body)
+            .map_err(|err| AgentError::State(format!("queued report {seq}: {err}")))?;
+        let base = self.dir.acked()?.map(|a| a.state);
+        let state = state_after(base.as_ref(), &report);
+        self.dir.save_acked(&Acked { seq, state })?;
+        self.dir.pop(seq)
+    }
+
+    /// Replaces the queue by one full report numbered `seq`, of the state the
+    /// queue would have left (the latest the agent knows).
+    fn restart_from(&mut self, seq: u64) -> Result<(), AgentError> {
+        let (tail, _) = self.tail()?;
+        let mut events = Vec::new();
+        let mut dropped = 0;
+        for (_, body) in self.dir.queue()? {
+            if let Ok(report) = serde_json::from_slice::<Report>(&body) {
+                events.extend(report.events);
+                dropped += report.dropped_events;
+            }
+        }
+        events.truncate(self.config.max_events);
+        self.dir.clear_queue()?;
+        let acked_state = tail.unwrap_or_default();
+        // The acknowledged base no longer matters: the next report is full.
+        self.dir.save_acked(&Acked {
+            seq: seq.saturating_sub(1),
+            state: HostState::default(),
+        })?;
+        let enrolment = self
+            .enrolment
+            .clone()
+            .ok_or_else(|| AgentError::State("not enrolled".into()))?;
+        let report = Report {
+            schema: SCHEMA.to_owned(),
+            agent_id: enrolment.agent_id,
+            seq,
+            taken_at: OffsetDateTime::now_utc(),
+            hostname: self.config.hostname.clone(),
+            full: Some(acked_state),
+            delta: None,
+            events,
+            dropped_events: dropped,
+        };
+        let body = serde_json::to_vec(&report)
+            .map_err(|err| AgentError::State(format!("cannot encode a report: {err}")))?;
+        self.dir.push(seq, &body)
+    }
+
+    /// One cycle: enrol if needed, audit, queue the report, send the queue.
+    pub async fn cycle(
+        &mut self,
+        collector: &Arc<Mutex<Box<dyn Collector>>>,
+    ) -> Result<Flushed, AgentError> {
+        self.ensure_enrolled().await?;
+        let collector = Arc::clone(collector);
+        let state = tokio::task::spawn_blocking(move || {
+            collector
+                .lock()
+                .map(|mut c| c.collect())
+                .map_err(|_| AgentError::State("the collector panicked before".into()))
+        })
+        .await
+        .map_err(|err| AgentError::State(format!("the audit failed: {err}")))??;
+        self.queue_report(&state)?;
+        let flushed = self.flush().await?;
+        if self.enrolment.is_none() {
+            // Forked: enrol with a new key and send the full state at once.
+            self.ensure_enrolled().await?;
+            self.queue_report(&state)?;
+            return self.flush().await;
+        }
+        Ok(flushed)
+    }
+
+    /// Runs until `stop`: a cycle every interval, and at once (after two
+    /// quiet seconds) when a listener appears or goes; retries a queue the
+    /// server could not take every 30 seconds.
+    pub async fn run(
+        mut self,
+        collector: Box<dyn Collector>,
+        mut triggers: mpsc::Receiver<Trigger>,
+        stop: CancellationToken,
+    ) -> Result<(), AgentError> {
+        let collector = Arc::new(Mutex::new(collector));
+        let retry = Duration::from_secs(30).min(self.config.interval);
+        let mut next_cycle = tokio::time::Instant::now();
+        let mut queued = 0usize;
+        let mut triggers_open = true;
+        loop {
+            let wake = if queued > 0 {
+                next_cycle.min(tokio::time::Instant::now() + retry)
+            } else {
+                next_cycle
+            };
+            tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                () = tokio::time::sleep_until(wake) => {
+                    let result = if tokio::time::Instant::now() >= next_cycle {
+                        next_cycle = tokio::time::Instant::now() + self.config.interval;
+                        self.cycle(&collector).await
+                    } else {
+                        self.flush().await
+                    };
+                    queued = self.outcome(result)?;
+                }
+                trigger = triggers.recv(), if triggers_open => match trigger {
+                    // The watch stopped: audits on the interval go on.
+                    None => triggers_open = false,
+                    Some(Trigger::Event(event)) => self.note_event(event),
+                    Some(Trigger::ListenersChanged(event)) => {
+                        self.note_event(event);
+                        // Let a burst (a daemon opening several sockets) settle.
+                        let settle = tokio::time::Instant::now() + Duration::from_secs(2);
+                        while let Ok(Some(more)) = tokio::time::timeout_at(settle, triggers.recv()).await {
+                            match more {
+                                Trigger::Event(event) | Trigger::ListenersChanged(event) => self.note_event(event),
+                            }
+                        }
+                        next_cycle = tokio::time::Instant::now();
+                    }
+                },
+            }
+        }
+    }
+
+    /// Reports a cycle's outcome; only a revocation or a broken state
+    /// directory ends the agent.
+    fn outcome(&self, result: Result<Flushed, AgentError>) -> Result<usize, AgentError> {
+        match result {
+            Ok(flushed) => Ok(flushed.queued),
+            Err(
+                err @ (AgentError::Revoked(_)
+                | AgentError::State(_)
+                | AgentError::NoSecret
+                | AgentError::Config(_)),
+            ) => Err(err),
+            Err(err) => {
+                tracing::warn!("{err}");
+                self.dir.queue().map(|q| q.len())
+            }
+        }
+    }
+}
+
+/// The enrolled agent's id and key in a state directory, for a command that
+/// acts as this host (`check --server`); `None` when it is not enrolled.
+pub fn load_identity(
+    state_dir: &std::path::Path,
+) -> Result<Option<(String, AgentKey)>, AgentError> {
+    if !state_dir.join("enrolment.json").exists() {
+        return Ok(None);
+    }
+    let dir = StateDir::open(state_dir)?;
+    match (dir.enrolment()?, dir.key()?) {
+        (Some(enrolment), Some(key)) if key.agent_id() == enrolment.agent_id => {
+            Ok(Some((enrolment.agent_id, key)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The state a report leaves, over the state before it.
+fn state_after(before: Option<&HostState>, report: &Report) -> HostState {
+    match (&report.full, &report.delta) {
+        (Some(full), _) => {
+            let mut full = full.clone();
+            full.hostname.clone_from(&report.hostname);
+            full.canonicalise();
+            full
+        }
+        (None, Some(delta)) => before
+            .cloned()
+            .unwrap_or_default()
+            .apply(delta, &report.hostname),
+        (None, None) => before.cloned().unwrap_or_default(),
+    }
+}

@@ -1,0 +1,188 @@
+//! `perimeter server`: one place for a fleet's listeners, approvals and
+//! changes. An HTTPS API (`perimeter.api/1`, rustls, HTTP/1.1) over a
+//! [`FleetStore`] (embedded SQLite by default, PostgreSQL for fleets).
+//!
+//! - Agents enrol once with the enrolment secret and are known from then on
+//!   by the key pair they generated; every request they send is signed, and
+//!   their reports form a chain (sequence numbers) the store checks, so a
+//!   replay is a duplicate, a lost acknowledgement is resent safely, and two
+//!   machines sharing one key (a cloned VM) are told apart and refused.
+//! - People and scripts use API tokens with a role (viewer, approver, admin).
+//! - Approvals are scoped (fleet, environment, host) and judged with the same
+//!   rule as the local `perimeter check`; `approvals.toml` gives the gate its
+//!   file.
+//! - Everything a client sends is bounded: body size, listeners and events per
+//!   report, string lengths, reports per agent per minute; every request has a
+//!   deadline; connections are capped.
+
+mod auth;
+mod error;
+mod judge;
+mod routes;
+mod tls;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use perimeter_store::fleet::FleetStore;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::ServiceExt as _;
+
+pub use auth::{
+    NewToken, PasswordError, TOKEN_PREFIX, hash_password, new_token, token_hash, verify_password,
+};
+pub use tls::{ServerTls, TlsError, TlsSource};
+
+/// Bounds on what clients may send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest request body (a full report of a host with 20,000
+    /// listeners is about 5 MiB).
+    pub max_body_bytes: usize,
+    pub max_listeners: usize,
+    pub max_events: usize,
+    pub max_findings: usize,
+    /// The longest string in any field.
+    pub max_string: usize,
+    /// Reports one agent may send per minute.
+    pub reports_per_minute: u32,
+    /// How far an agent's clock may be from the server's.
+    pub max_clock_skew: Duration,
+    /// Connections served at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// The deadline of one request, body included.
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 8 * 1024 * 1024,
+            max_listeners: 20_000,
+            max_events: 1_000,
+            max_findings: 5_000,
+            max_string: 4_096,
+            reports_per_minute: 30,
+            max_clock_skew: Duration::from_secs(300),
+            max_connections: 1_024,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// The enrolment secret agents present; `None` closes enrolment.
+    pub enrol_secret: Option<String>,
+    /// New agents wait for an administrator's acceptance.
+    pub require_acceptance: bool,
+    pub limits: Limits,
+}
+
+/// What the handlers share.
+pub(crate) struct AppState {
+    pub(crate) store: Mutex<Box<dyn FleetStore>>,
+    pub(crate) config: ServerConfig,
+    /// Reports per agent in the current minute.
+    pub(crate) rate: Mutex<HashMap<String, (Instant, u32)>>,
+}
+
+impl AppState {
+    /// Runs `f` on the store in a blocking thread.
+    pub(crate) async fn with_store<T, F>(self: &Arc<Self>, f: F) -> Result<T, error::ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut dyn FleetStore) -> Result<T, error::ApiError> + Send + 'static,
+    {
+        let state = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let mut store = state
+                .store
+                .lock()
+                .map_err(|_| error::ApiError::internal("the store's lock is poisoned"))?;
+            f(store.as_mut())
+        })
+        .await
+        .map_err(|err| error::ApiError::internal(format!("a store task failed: {err}")))?
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` resolves; connections in
+/// flight then finish (each within the request deadline).
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    store: Box<dyn FleetStore>,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let limits = config.limits.clone();
+    let state = Arc::new(AppState {
+        store: Mutex::new(store),
+        config,
+        rate: Mutex::new(HashMap::new()),
+    });
+    let app = routes::router(state, &limits);
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            permit = Arc::clone(&slots).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // EMFILE and friends: wait a little rather than spin.
+                    tracing::warn!("accept: {err}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let tls_stream = match tokio::time::timeout(
+                Duration::from_secs(10),
+                acceptor.accept(stream),
+            )
+            .await
+            {
+                Ok(Ok(tls_stream)) => tls_stream,
+                Ok(Err(err)) => {
+                    tracing::debug!("{peer}: TLS handshake failed: {err}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("{peer}: TLS handshake timed out");
+                    return;
+                }
+            };
+            let service = hyper::service::service_fn(move |request| app.clone().oneshot(request));
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .max_buf_size(64 * 1024)
+                .serve_connection(TokioIo::new(tls_stream), service);
+            if let Err(err) = connection.await {
+                tracing::debug!("{peer}: {err}");
+            }
+        });
+    }
+    Ok(())
+}
