@@ -6,8 +6,8 @@
 //! acknowledgement.
 //!
 //! Two backends implement [`FleetStore`] with the same behaviour, proved by one
-//! test suite run against both (`tests/fleet.rs`): `SqliteFleet`, embedded, the
-//! default (a fresh machine needs nothing else), and `PostgresFleet` for
+//! test suite run against both (`tests/fleet.rs`): [`SqliteFleet`], embedded,
+//! the default (a fresh machine needs nothing else), and `PostgresFleet` for
 //! fleets. Each backend has its own migration history; a database whose schema
 //! is newer than this binary is refused, never misread.
 //!
@@ -19,6 +19,11 @@
 //! `spawn_blocking`.
 
 use time::OffsetDateTime;
+
+mod codec;
+mod sqlite;
+
+pub use self::sqlite::SqliteFleet;
 
 /// What a fleet store could not do.
 #[derive(Debug, thiserror::Error)]
