@@ -7,7 +7,7 @@
 //!
 //! Two backends implement [`FleetStore`] with the same behaviour, proved by one
 //! test suite run against both (`tests/fleet.rs`): [`SqliteFleet`], embedded,
-//! the default (a fresh machine needs nothing else), and `PostgresFleet` for
+//! the default (a fresh machine needs nothing else), and [`PostgresFleet`] for
 //! fleets. Each backend has its own migration history; a database whose schema
 //! is newer than this binary is refused, never misread.
 //!
@@ -21,8 +21,10 @@
 use time::OffsetDateTime;
 
 mod codec;
+mod postgres;
 mod sqlite;
 
+pub use self::postgres::PostgresFleet;
 pub use self::sqlite::SqliteFleet;
 
 /// What a fleet store could not do.
