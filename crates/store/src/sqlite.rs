@@ -803,7 +803,7 @@ fn file_uri(path: &Path, query: &str) -> String {
 /// Creates missing parent directories (0700) and the file itself (0600), so
 /// SQLite never creates either with the umask's looser defaults. Directories
 /// that already exist keep their modes: `/tmp` is not ours to tighten.
-fn prepare_file(path: &Path) -> Result<(), StoreError> {
+pub(crate) fn prepare_file(path: &Path) -> Result<(), StoreError> {
     if let Some(parent) = path
         .parent()
         .filter(|parent| !parent.as_os_str().is_empty())

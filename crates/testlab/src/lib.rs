@@ -10,6 +10,9 @@
 //! an operator would use by hand, and needs root. A test first asks
 //! [`require`] for what it needs (root, namespaces, a program): without it the
 //! test is skipped, saying so, or fails under `PERIMETER_TEST_STRICT=1`.
+//!
+//! A [`PgCluster`] is a throwaway PostgreSQL server on a Unix socket in a
+//! temporary directory, for the fleet store's and the server's tests.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
@@ -22,8 +25,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub use postgres::{PG_DATABASE, PG_USER, PgCluster, require_postgres};
 pub use require::{Requirement, STRICT_VAR, require, require_rpm, require_that, require_tool};
 
+mod postgres;
 mod require;
 
 /// A copy of `program` named `name` in a fresh directory under /tmp (mode

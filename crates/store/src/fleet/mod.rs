@@ -6,8 +6,8 @@
 //! acknowledgement.
 //!
 //! Two backends implement [`FleetStore`] with the same behaviour, proved by one
-//! test suite run against both (`tests/fleet.rs`): `SqliteFleet`, embedded, the
-//! default (a fresh machine needs nothing else), and `PostgresFleet` for
+//! test suite run against both (`tests/fleet.rs`): [`SqliteFleet`], embedded,
+//! the default (a fresh machine needs nothing else), and [`PostgresFleet`] for
 //! fleets. Each backend has its own migration history; a database whose schema
 //! is newer than this binary is refused, never misread.
 //!
@@ -17,8 +17,21 @@
 //!
 //! Synchronous, like [`crate::Store`]: the server calls it through
 //! `spawn_blocking`.
+//!
+//! Timestamps are kept to the nanosecond and read back in UTC (the same
+//! instant, which is what `OffsetDateTime` compares), between 1677-09-21 and
+//! 2262-04-11 (signed 64-bit unix nanoseconds in both backends); a time
+//! outside that range, or a sequence number above `i64::MAX`, is refused with
+//! [`FleetError::Backend`] and nothing of the change is written.
 
 use time::OffsetDateTime;
+
+mod codec;
+mod postgres;
+mod sqlite;
+
+pub use self::postgres::PostgresFleet;
+pub use self::sqlite::SqliteFleet;
 
 /// What a fleet store could not do.
 #[derive(Debug, thiserror::Error)]
@@ -311,9 +324,12 @@ pub trait FleetStore: Send {
     fn enrol_agent(&mut self, agent: &NewAgent) -> Result<AgentRow, FleetError>;
     fn agent(&self, id: &str) -> Result<Option<AgentRow>, FleetError>;
     fn agents(&self) -> Result<Vec<AgentRow>, FleetError>;
-    /// Accepts or revokes an agent (trail `agent.accept` / `agent.revoke`).
+    /// Accepts or revokes an agent (trail `agent.accept` / `agent.revoke`;
+    /// putting an accepted agent back to pending is `agent.suspend`). Setting
+    /// the status it already has changes nothing and writes no trail entry.
     /// `NotFound` for an unknown id. A revoked agent stays revoked: changing
-    /// its status again is `NotFound { what: "agent <id> that is not revoked" }`.
+    /// its status again (to anything) is
+    /// `NotFound { what: "agent <id> that is not revoked" }`.
     fn set_agent_status(
         &mut self,
         id: &str,
@@ -322,7 +338,10 @@ pub trait FleetStore: Send {
         reason: &str,
         at: OffsetDateTime,
     ) -> Result<(), FleetError>;
-    /// Sets the environment an agent's host belongs to (trail `agent.environment`).
+    /// Sets the environment an agent's host belongs to (trail
+    /// `agent.environment`, its reason `environment <name>` or `no
+    /// environment`); the environment it already has writes nothing.
+    /// `NotFound` for an unknown id.
     fn set_agent_environment(
         &mut self,
         id: &str,
@@ -333,10 +352,13 @@ pub trait FleetStore: Send {
 
     /// Stores a report in one transaction: the chain check (`seq` must be the
     /// agent's `last_seq + 1`; the same number and digest again is a
-    /// `Duplicate`; the same number with another digest is `Forked`), the new
-    /// state when there is one, the events, and the agent's sequence, digest,
-    /// hostname and last-seen. Nothing is written unless the outcome is
-    /// `Stored`.
+    /// `Duplicate`; the same number with another digest, or any lower number,
+    /// is `Forked`, since an agent never goes back; 0, or a number beyond the
+    /// next, is `OutOfOrder`), the new state when there is one, the events,
+    /// and the agent's sequence, digest, hostname and last-seen (the
+    /// report's `received_at`). An unknown, pending or revoked agent is
+    /// `NotAccepted`, checked first. Nothing is written unless the outcome is
+    /// `Stored`, and a report writes no trail entry.
     fn record_report(&mut self, report: &NewReport) -> Result<ReportOutcome, FleetError>;
     /// The agent's latest stored state.
     fn latest_state(&self, agent_id: &str) -> Result<Option<StateRow>, FleetError>;
@@ -378,7 +400,9 @@ pub trait FleetStore: Send {
     fn users(&self) -> Result<Vec<UserRow>, FleetError>;
 
     /// Stores an API token's hash (SHA-256 hex of the token; the token itself is
-    /// shown once and never stored), trail `token.add`.
+    /// shown once and never stored), trail `token.add` by `user`, its reason
+    /// the label. `NotFound` for an unknown user; `Exists` when the hash is
+    /// already stored.
     fn add_token(
         &mut self,
         token_hash: &str,
@@ -390,6 +414,8 @@ pub trait FleetStore: Send {
     /// The token with this hash, with its user's role; `None` when unknown.
     /// Revoked and expired tokens are returned as stored: the caller refuses them.
     fn token(&self, token_hash: &str) -> Result<Option<TokenRow>, FleetError>;
+    /// Revokes a token (trail `token.revoke`); `NotFound` for an unknown or
+    /// already revoked id.
     fn revoke_token(&mut self, id: i64, by: &str, at: OffsetDateTime) -> Result<(), FleetError>;
 
     /// Appends to the trail (for what no method above records, such as an

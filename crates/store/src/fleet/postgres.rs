@@ -1,0 +1,1047 @@
+//! The fleet store in PostgreSQL, for fleets whose server wants a database of
+//! its own (or several servers sharing one).
+//!
+//! The sync `postgres` client, like rusqlite beside it: the store is
+//! synchronous by design and the server calls it through `spawn_blocking`.
+//! (sqlx was not used: its SQLite driver would link a second libsqlite3-sys,
+//! which cannot sit beside rusqlite's.)
+//!
+//! Behaviour the SQLite backend does not need:
+//! - migrations run under a transaction-scoped advisory lock, so two servers
+//!   starting at once do not both migrate; each migration is its own
+//!   transaction and reads the version again under the lock;
+//! - `record_report` locks the agent's row (`SELECT ... FOR UPDATE`), so two
+//!   servers (or connections) receiving the same agent's reports decide its
+//!   chain one after the other; a report carrying events also takes an
+//!   advisory lock before inserting them, so events become visible in id
+//!   order and a reader polling with `after` never skips one that committed
+//!   late;
+//! - a lost connection (the server restarted) is reconnected once, by the next
+//!   call: when the connection is already known to be closed, or when `BEGIN`
+//!   itself fails because the connection is gone, the store connects again and
+//!   runs the operation on the new connection. An operation that fails after
+//!   `BEGIN` is never retried (it may have committed, or half-run): its error
+//!   is returned, and the call after it reconnects.
+//!
+//! Errors name the database by its parsed connection settings (hosts, ports,
+//! user, database name), rebuilt from the parsed configuration, so a password
+//! in the URL or conninfo never reaches an error message.
+
+use std::fmt;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use ::postgres::config::Host;
+use ::postgres::error::SqlState;
+use ::postgres::{Client, Config, NoTls, Row, Transaction};
+use time::OffsetDateTime;
+
+use super::codec::{
+    decode_opt_time, decode_role, decode_scope, decode_seq, decode_status, decode_time,
+    encode_opt_time, encode_scope, encode_seq, encode_time, enrol_reason, environment_reason,
+    exists_agent, judge_report, new_agent_row, not_found, status_action,
+};
+use super::{
+    AgentRow, AgentStatus, EventRow, FleetApproval, FleetError, FleetStore, NewAgent,
+    NewFleetApproval, NewReport, NewTrailEntry, ReportOutcome, Revocation, Role, StateRow,
+    TokenRow, TrailEntry, UserRow,
+};
+
+const BACKEND: &str = "postgresql";
+
+/// The fleet's migrations, in order: `MIGRATIONS[i]` takes the database from
+/// version `i` to `i + 1`. Released migrations are never edited, only appended
+/// to.
+const MIGRATIONS: &[&str] = &[include_str!(
+    "../../migrations/fleet/postgres/0001_initial.sql"
+)];
+
+/// The advisory lock key of migrations ("prmtmigr").
+const MIGRATION_LOCK: i64 = 0x7072_6d74_6d69_6772;
+
+/// The advisory lock key taken before inserting events ("prmtevnt").
+const EVENTS_LOCK: i64 = 0x7072_6d74_6576_6e74;
+
+/// [`FleetStore`] in a PostgreSQL database.
+pub struct PostgresFleet {
+    config: Config,
+    /// The database as errors name it: without any password.
+    target: String,
+    /// Behind a mutex because the trait's readers take `&self` and a query
+    /// needs the client mutably (and a reader may have to reconnect).
+    client: Mutex<Client>,
+}
+
+impl fmt::Debug for PostgresFleet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresFleet")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an operation failed, before the backend and database are named.
+#[derive(Debug)]
+enum Failure {
+    Sql(::postgres::Error),
+    /// A complete error (`Exists`, `NotFound`, `TooNew`).
+    Fleet(FleetError),
+    /// A stored value that does not decode.
+    Corrupt(String),
+    /// A value given that cannot be stored (a time outside the range).
+    Unstorable(String),
+}
+
+impl From<::postgres::Error> for Failure {
+    fn from(err: ::postgres::Error) -> Failure {
+        Failure::Sql(err)
+    }
+}
+
+impl PostgresFleet {
+    /// The newest fleet schema version this binary knows.
+    pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+    /// Connects to the database `url` names, a `postgres://` or
+    /// `postgresql://` URL or a libpq key=value string (`host=/run/postgresql
+    /// dbname=perimeter`; a host that is a path is a Unix socket directory),
+    /// and migrates its fleet schema. A database whose fleet schema is newer
+    /// than this binary's is refused ([`FleetError::TooNew`]) and left as it
+    /// was. TLS is not offered: use a Unix socket or a trusted network.
+    pub fn connect(url: &str) -> Result<PostgresFleet, FleetError> {
+        let config: Config = url.parse().map_err(|err| FleetError::Backend {
+            backend: BACKEND,
+            target: "(a connection string that does not parse)".to_owned(),
+            action: "read the connection string".to_owned(),
+            message: describe(&err),
+        })?;
+        let target = describe_config(&config);
+        let client = config.connect(NoTls).map_err(|err| FleetError::Backend {
+            backend: BACKEND,
+            target: target.clone(),
+            action: "connect".to_owned(),
+            message: describe(&err),
+        })?;
+        let fleet = PostgresFleet {
+            config,
+            target,
+            client: Mutex::new(client),
+        };
+        fleet.migrate()?;
+        Ok(fleet)
+    }
+
+    /// The database as errors name it: hosts, ports, user and database name,
+    /// never a password.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Applies the migrations the database lacks, one transaction each, each
+    /// under the migration lock and reading the version again under it.
+    fn migrate(&self) -> Result<(), FleetError> {
+        loop {
+            let migrated = self.run("migrate the fleet schema", |tx| {
+                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+                let version = fleet_version(tx)?;
+                if version > PostgresFleet::SCHEMA_VERSION {
+                    return Err(self.too_new(version));
+                }
+                let Some(sql) = usize::try_from(version)
+                    .ok()
+                    .and_then(|idx| MIGRATIONS.get(idx))
+                else {
+                    return if version == PostgresFleet::SCHEMA_VERSION {
+                        Ok(false)
+                    } else {
+                        Err(Failure::Corrupt(format!(
+                            "negative fleet schema version {version}"
+                        )))
+                    };
+                };
+                tx.batch_execute(sql)?;
+                tx.execute("UPDATE fleet_schema SET version = $1", &[&(version + 1)])?;
+                Ok(true)
+            })?;
+            if !migrated {
+                return Ok(());
+            }
+        }
+    }
+
+    fn too_new(&self, found: i64) -> Failure {
+        Failure::Fleet(FleetError::TooNew {
+            backend: BACKEND,
+            target: self.target.clone(),
+            found,
+            known: PostgresFleet::SCHEMA_VERSION,
+        })
+    }
+
+    fn failed(&self, action: &str, failure: Failure) -> FleetError {
+        match failure {
+            Failure::Sql(err) => FleetError::Backend {
+                backend: BACKEND,
+                target: self.target.clone(),
+                action: action.to_owned(),
+                message: describe(&err),
+            },
+            Failure::Fleet(err) => err,
+            Failure::Corrupt(detail) => FleetError::Corrupt {
+                backend: BACKEND,
+                target: self.target.clone(),
+                detail,
+            },
+            Failure::Unstorable(message) => FleetError::Backend {
+                backend: BACKEND,
+                target: self.target.clone(),
+                action: action.to_owned(),
+                message,
+            },
+        }
+    }
+
+    fn client(&self) -> MutexGuard<'_, Client> {
+        // A panic inside an operation dropped its transaction while unwinding,
+        // which rolled it back: the client is fit to use.
+        self.client.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn reconnect(&self, action: &str) -> Result<Client, FleetError> {
+        self.config
+            .connect(NoTls)
+            .map_err(|err| FleetError::Backend {
+                backend: BACKEND,
+                target: self.target.clone(),
+                action: format!("connect again to {action} (the connection was lost)"),
+                message: describe(&err),
+            })
+    }
+
+    /// Runs `op` in one transaction, committed when `op` succeeds and rolled
+    /// back otherwise; reads run in one too, so they see one snapshot. A lost
+    /// connection is reconnected once, as the module's documentation says:
+    /// only before or at `BEGIN`, so `op` runs at most once.
+    fn run<T>(
+        &self,
+        action: &str,
+        mut op: impl FnMut(&mut Transaction<'_>) -> Result<T, Failure>,
+    ) -> Result<T, FleetError> {
+        let mut client = self.client();
+        let mut reconnected = false;
+        if client.is_closed() {
+            *client = self.reconnect(action)?;
+            reconnected = true;
+        }
+        loop {
+            let lost = match client.transaction() {
+                Ok(mut tx) => {
+                    let result = op(&mut tx).and_then(|value| {
+                        tx.commit()?;
+                        Ok(value)
+                    });
+                    return result.map_err(|failure| self.failed(action, failure));
+                }
+                Err(err) => err,
+            };
+            if reconnected || !(client.is_closed() || is_connection_lost(&lost)) {
+                return Err(self.failed(action, Failure::Sql(lost)));
+            }
+            *client = self.reconnect(action)?;
+            reconnected = true;
+        }
+    }
+}
+
+/// Whether an error says the connection is gone (closed, an I/O error, the
+/// server shutting down or not up yet) rather than that a statement failed.
+fn is_connection_lost(err: &::postgres::Error) -> bool {
+    if err.is_closed() {
+        return true;
+    }
+    if let Some(code) = err.code() {
+        return [
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+        ]
+        .contains(code);
+    }
+    std::error::Error::source(err).is_some_and(|source| source.is::<std::io::Error>())
+}
+
+/// An error with its cause: the client's own `Display` says only "db error".
+fn describe(err: &::postgres::Error) -> String {
+    if let Some(db) = err.as_db_error() {
+        let mut text = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+        if let Some(detail) = db.detail() {
+            text.push_str(&format!(" ({detail})"));
+        }
+        return text;
+    }
+    match std::error::Error::source(err) {
+        Some(source) => format!("{err}: {source}"),
+        None => err.to_string(),
+    }
+}
+
+/// The connection settings that name a database, with no password:
+/// `host=/run/postgresql port=5432 user=perimeter dbname=fleet`.
+fn describe_config(config: &Config) -> String {
+    let mut parts = Vec::new();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|host| match host {
+            Host::Tcp(name) => name.clone(),
+            Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    if !hosts.is_empty() {
+        parts.push(format!("host={}", hosts.join(",")));
+    }
+    let ports: Vec<String> = config.get_ports().iter().map(u16::to_string).collect();
+    if !ports.is_empty() {
+        parts.push(format!("port={}", ports.join(",")));
+    }
+    if let Some(user) = config.get_user() {
+        parts.push(format!("user={user}"));
+    }
+    if let Some(dbname) = config.get_dbname() {
+        parts.push(format!("dbname={dbname}"));
+    }
+    if parts.is_empty() {
+        "(default settings)".to_owned()
+    } else {
+        parts.join(" ")
+    }
+}
+
+/// The fleet schema version: 0 before the first migration.
+fn fleet_version(tx: &mut Transaction<'_>) -> Result<i64, Failure> {
+    let has_table: bool = tx
+        .query_one("SELECT to_regclass('fleet_schema') IS NOT NULL", &[])?
+        .try_get(0)?;
+    if !has_table {
+        return Ok(0);
+    }
+    let row = tx.query_one("SELECT count(*), max(version) FROM fleet_schema", &[])?;
+    let n_rows: i64 = row.try_get(0)?;
+    let version: Option<i64> = row.try_get(1)?;
+    match (n_rows, version) {
+        (1, Some(version)) => Ok(version),
+        _ => Err(Failure::Corrupt(format!(
+            "fleet_schema has {n_rows} rows, not one"
+        ))),
+    }
+}
+
+fn time_column(what: &str, at: OffsetDateTime) -> Result<i64, Failure> {
+    encode_time(what, at).map_err(Failure::Unstorable)
+}
+
+fn opt_time_column(what: &str, at: Option<OffsetDateTime>) -> Result<Option<i64>, Failure> {
+    encode_opt_time(what, at).map_err(Failure::Unstorable)
+}
+
+fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// A unique key taken by a concurrent writer between our check and our insert
+/// is `Exists`, as if the check had seen it.
+fn unique_or_sql(err: ::postgres::Error, what: impl FnOnce() -> String) -> Failure {
+    if err.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+        Failure::Fleet(FleetError::Exists { what: what() })
+    } else {
+        Failure::Sql(err)
+    }
+}
+
+fn insert_trail(
+    tx: &mut Transaction<'_>,
+    at: OffsetDateTime,
+    actor: &str,
+    action: &str,
+    subject: &str,
+    reason: &str,
+) -> Result<i64, Failure> {
+    let at = time_column("trail time", at)?;
+    Ok(tx
+        .query_one(
+            "INSERT INTO fleet_trail (at, actor, action, subject, reason) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            &[&at, &actor, &action, &subject, &reason],
+        )?
+        .try_get(0)?)
+}
+
+const AGENT_COLUMNS: &str =
+    "id, public_key, hostname, status, enrolled_at, environment, last_seq, last_digest, last_seen";
+
+fn agent_from_row(row: &Row) -> Result<AgentRow, Failure> {
+    let id: String = row.try_get(0)?;
+    let corrupt = |detail: String| Failure::Corrupt(format!("agent {id}: {detail}"));
+    let agent = AgentRow {
+        public_key: row.try_get(1)?,
+        hostname: row.try_get(2)?,
+        status: decode_status(row.try_get(3)?).map_err(corrupt)?,
+        enrolled_at: decode_time(row.try_get(4)?).map_err(corrupt)?,
+        environment: row.try_get(5)?,
+        last_seq: decode_seq(row.try_get(6)?).map_err(corrupt)?,
+        last_digest: row.try_get(7)?,
+        last_seen: decode_opt_time(row.try_get(8)?).map_err(corrupt)?,
+        id,
+    };
+    Ok(agent)
+}
+
+const STATE_COLUMNS: &str = "agent_id, seq, taken_at, received_at, state";
+
+fn state_from_row(row: &Row) -> Result<StateRow, Failure> {
+    let agent_id: String = row.try_get(0)?;
+    let corrupt = |detail: String| Failure::Corrupt(format!("state of agent {agent_id}: {detail}"));
+    let state = StateRow {
+        seq: decode_seq(row.try_get(1)?).map_err(corrupt)?,
+        taken_at: decode_time(row.try_get(2)?).map_err(corrupt)?,
+        received_at: decode_time(row.try_get(3)?).map_err(corrupt)?,
+        state: row.try_get(4)?,
+        agent_id,
+    };
+    Ok(state)
+}
+
+fn event_from_row(row: &Row) -> Result<EventRow, Failure> {
+    let id: i64 = row.try_get(0)?;
+    let corrupt = |detail: String| Failure::Corrupt(format!("event {id}: {detail}"));
+    Ok(EventRow {
+        id,
+        agent_id: row.try_get(1)?,
+        seq: decode_seq(row.try_get(2)?).map_err(corrupt)?,
+        received_at: decode_time(row.try_get(3)?).map_err(corrupt)?,
+        event: row.try_get(4)?,
+    })
+}
+
+const APPROVAL_COLUMNS: &str = "id, scope_kind, scope_name, selector, approved_by, approved_at, \
+                                reason, expires, revoked_by, revoked_at, revoked_reason";
+
+fn approval_from_row(row: &Row) -> Result<FleetApproval, Failure> {
+    let id: i64 = row.try_get(0)?;
+    let corrupt = |detail: String| Failure::Corrupt(format!("approval {id}: {detail}"));
+    let revoked_by: Option<String> = row.try_get(8)?;
+    let revoked_at: Option<i64> = row.try_get(9)?;
+    let revoked_reason: Option<String> = row.try_get(10)?;
+    let revoked = match (revoked_by, revoked_at, revoked_reason) {
+        (None, None, None) => None,
+        (Some(by), Some(at), Some(reason)) => Some(Revocation {
+            by,
+            at: decode_time(at).map_err(corrupt)?,
+            reason,
+        }),
+        _ => return Err(corrupt("a revocation with missing parts".to_owned())),
+    };
+    Ok(FleetApproval {
+        id,
+        scope: decode_scope(row.try_get(1)?, row.try_get(2)?).map_err(corrupt)?,
+        selector: row.try_get(3)?,
+        approved_by: row.try_get(4)?,
+        approved_at: decode_time(row.try_get(5)?).map_err(corrupt)?,
+        reason: row.try_get(6)?,
+        expires: decode_opt_time(row.try_get(7)?).map_err(corrupt)?,
+        revoked,
+    })
+}
+
+const USER_COLUMNS: &str = "name, role, password_hash, created_at, disabled";
+
+fn user_from_row(row: &Row) -> Result<UserRow, Failure> {
+    let name: String = row.try_get(0)?;
+    let corrupt = |detail: String| Failure::Corrupt(format!("user {name}: {detail}"));
+    let user = UserRow {
+        role: decode_role(row.try_get(1)?).map_err(corrupt)?,
+        password_hash: row.try_get(2)?,
+        created_at: decode_time(row.try_get(3)?).map_err(corrupt)?,
+        disabled: row.try_get(4)?,
+        name,
+    };
+    Ok(user)
+}
+
+const TOKEN_COLUMNS: &str =
+    "t.id, t.user_name, u.role, t.label, t.created_at, t.expires, t.revoked";
+
+fn token_from_row(row: &Row) -> Result<TokenRow, Failure> {
+    let id: i64 = row.try_get(0)?;
+    let corrupt = |detail: String| Failure::Corrupt(format!("token {id}: {detail}"));
+    Ok(TokenRow {
+        id,
+        user: row.try_get(1)?,
+        role: decode_role(row.try_get(2)?).map_err(corrupt)?,
+        label: row.try_get(3)?,
+        created_at: decode_time(row.try_get(4)?).map_err(corrupt)?,
+        expires: decode_opt_time(row.try_get(5)?).map_err(corrupt)?,
+        revoked: row.try_get(6)?,
+    })
+}
+
+fn trail_from_row(row: &Row) -> Result<TrailEntry, Failure> {
+    let id: i64 = row.try_get(0)?;
+    Ok(TrailEntry {
+        id,
+        at: decode_time(row.try_get(1)?)
+            .map_err(|detail| Failure::Corrupt(format!("trail entry {id}: {detail}")))?,
+        actor: row.try_get(2)?,
+        action: row.try_get(3)?,
+        subject: row.try_get(4)?,
+        reason: row.try_get(5)?,
+    })
+}
+
+fn decode_all<T>(
+    rows: Vec<Row>,
+    decode: impl Fn(&Row) -> Result<T, Failure>,
+) -> Result<Vec<T>, Failure> {
+    rows.iter().map(decode).collect()
+}
+
+impl FleetStore for PostgresFleet {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn enrol_agent(&mut self, agent: &NewAgent) -> Result<AgentRow, FleetError> {
+        self.run(&format!("enrol agent {}", agent.id), |tx| {
+            let enrolled_at = time_column("enrolment time", agent.enrolled_at)?;
+            let existing = tx.query_opt(
+                "SELECT id FROM fleet_agents WHERE id = $1 OR public_key = $2 LIMIT 1",
+                &[&agent.id, &agent.public_key],
+            )?;
+            if let Some(existing) = existing {
+                let existing: String = existing.try_get(0)?;
+                return Err(Failure::Fleet(exists_agent(&agent.id, &existing)));
+            }
+            tx.execute(
+                "INSERT INTO fleet_agents (id, public_key, hostname, status, enrolled_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    &agent.id,
+                    &agent.public_key,
+                    &agent.hostname,
+                    &agent.status.as_str(),
+                    &enrolled_at,
+                ],
+            )
+            .map_err(|err| unique_or_sql(err, || format!("agent {} or its key", agent.id)))?;
+            insert_trail(
+                tx,
+                agent.enrolled_at,
+                &format!("agent:{}", agent.id),
+                "agent.enrol",
+                &agent.id,
+                &enrol_reason(agent),
+            )?;
+            Ok(new_agent_row(agent))
+        })
+    }
+
+    fn agent(&self, id: &str) -> Result<Option<AgentRow>, FleetError> {
+        self.run(&format!("look up agent {id}"), |tx| {
+            tx.query_opt(
+                &format!("SELECT {AGENT_COLUMNS} FROM fleet_agents WHERE id = $1"),
+                &[&id],
+            )?
+            .as_ref()
+            .map(agent_from_row)
+            .transpose()
+        })
+    }
+
+    fn agents(&self) -> Result<Vec<AgentRow>, FleetError> {
+        self.run("list agents", |tx| {
+            let rows = tx.query(
+                &format!("SELECT {AGENT_COLUMNS} FROM fleet_agents ORDER BY row_id"),
+                &[],
+            )?;
+            decode_all(rows, agent_from_row)
+        })
+    }
+
+    fn set_agent_status(
+        &mut self,
+        id: &str,
+        status: AgentStatus,
+        by: &str,
+        reason: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), FleetError> {
+        self.run(&format!("set the status of agent {id}"), |tx| {
+            let Some(current) = tx.query_opt(
+                "SELECT status FROM fleet_agents WHERE id = $1 FOR UPDATE",
+                &[&id],
+            )?
+            else {
+                return Err(Failure::Fleet(not_found(format!("agent {id}"))));
+            };
+            let current = decode_status(current.try_get(0)?)
+                .map_err(|detail| Failure::Corrupt(format!("agent {id}: {detail}")))?;
+            if current == AgentStatus::Revoked {
+                return Err(Failure::Fleet(not_found(format!(
+                    "agent {id} that is not revoked"
+                ))));
+            }
+            if current == status {
+                return Ok(());
+            }
+            tx.execute(
+                "UPDATE fleet_agents SET status = $2 WHERE id = $1",
+                &[&id, &status.as_str()],
+            )?;
+            insert_trail(tx, at, by, status_action(status), id, reason)?;
+            Ok(())
+        })
+    }
+
+    fn set_agent_environment(
+        &mut self,
+        id: &str,
+        environment: Option<&str>,
+        by: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), FleetError> {
+        self.run(&format!("set the environment of agent {id}"), |tx| {
+            let Some(current) = tx.query_opt(
+                "SELECT environment FROM fleet_agents WHERE id = $1 FOR UPDATE",
+                &[&id],
+            )?
+            else {
+                return Err(Failure::Fleet(not_found(format!("agent {id}"))));
+            };
+            let current: Option<&str> = current.try_get(0)?;
+            if current == environment {
+                return Ok(());
+            }
+            tx.execute(
+                "UPDATE fleet_agents SET environment = $2 WHERE id = $1",
+                &[&id, &environment],
+            )?;
+            insert_trail(
+                tx,
+                at,
+                by,
+                "agent.environment",
+                id,
+                &environment_reason(environment),
+            )?;
+            Ok(())
+        })
+    }
+
+    fn record_report(&mut self, report: &NewReport) -> Result<ReportOutcome, FleetError> {
+        let action = format!("record report {} of agent {}", report.seq, report.agent_id);
+        self.run(&action, |tx| {
+            // The row lock makes concurrent reports of one agent (two servers,
+            // two connections) take their turns: the second sees the first's
+            // sequence once it commits.
+            let agent = tx
+                .query_opt(
+                    "SELECT status, last_seq, last_digest FROM fleet_agents WHERE id = $1 \
+                     FOR UPDATE",
+                    &[&report.agent_id],
+                )?
+                .map(|row| {
+                    let corrupt =
+                        |detail| Failure::Corrupt(format!("agent {}: {detail}", report.agent_id));
+                    Ok::<_, Failure>((
+                        decode_status(row.try_get(0)?).map_err(corrupt)?,
+                        decode_seq(row.try_get(1)?).map_err(corrupt)?,
+                        row.try_get::<_, String>(2)?,
+                    ))
+                })
+                .transpose()?;
+            let judged = judge_report(
+                agent
+                    .as_ref()
+                    .map(|(status, seq, digest)| (*status, *seq, digest.as_str())),
+                report.seq,
+                &report.digest,
+            );
+            if let Some(outcome) = judged {
+                return Ok(outcome);
+            }
+            let seq = encode_seq(report.seq).map_err(Failure::Unstorable)?;
+            let taken_at = time_column("taken time", report.taken_at)?;
+            let received_at = time_column("received time", report.received_at)?;
+            if let Some(state) = &report.state {
+                tx.execute(
+                    "INSERT INTO fleet_states (agent_id, seq, taken_at, received_at, state) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                    &[&report.agent_id, &seq, &taken_at, &received_at, state],
+                )?;
+            }
+            tx.execute(
+                "UPDATE fleet_agents SET last_seq = $2, last_digest = $3, hostname = $4, \
+                 last_seen = $5 WHERE id = $1",
+                &[
+                    &report.agent_id,
+                    &seq,
+                    &report.digest,
+                    &report.hostname,
+                    &received_at,
+                ],
+            )?;
+            if !report.events.is_empty() {
+                // Taken last and held to the commit: event ids are handed
+                // out and committed in one order across all writers.
+                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&EVENTS_LOCK])?;
+                let insert = tx.prepare(
+                    "INSERT INTO fleet_events (agent_id, seq, received_at, event) \
+                     VALUES ($1, $2, $3, $4)",
+                )?;
+                for event in &report.events {
+                    tx.execute(&insert, &[&report.agent_id, &seq, &received_at, event])?;
+                }
+            }
+            Ok(ReportOutcome::Stored)
+        })
+    }
+
+    fn latest_state(&self, agent_id: &str) -> Result<Option<StateRow>, FleetError> {
+        self.run(&format!("load the state of agent {agent_id}"), |tx| {
+            tx.query_opt(
+                &format!(
+                    "SELECT {STATE_COLUMNS} FROM fleet_states WHERE agent_id = $1 \
+                     ORDER BY id DESC LIMIT 1"
+                ),
+                &[&agent_id],
+            )?
+            .as_ref()
+            .map(state_from_row)
+            .transpose()
+        })
+    }
+
+    fn states(&self, agent_id: &str, limit: usize) -> Result<Vec<StateRow>, FleetError> {
+        self.run(&format!("list the states of agent {agent_id}"), |tx| {
+            let rows = tx.query(
+                &format!(
+                    "SELECT {STATE_COLUMNS} FROM fleet_states WHERE agent_id = $1 \
+                     ORDER BY id DESC LIMIT $2"
+                ),
+                &[&agent_id, &sql_limit(limit)],
+            )?;
+            decode_all(rows, state_from_row)
+        })
+    }
+
+    fn events(
+        &self,
+        agent_id: Option<&str>,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<EventRow>, FleetError> {
+        self.run("list events", |tx| {
+            let rows = tx.query(
+                "SELECT id, agent_id, seq, received_at, event FROM fleet_events \
+                 WHERE id > $1 AND ($2::TEXT IS NULL OR agent_id = $2) ORDER BY id LIMIT $3",
+                &[&after, &agent_id, &sql_limit(limit)],
+            )?;
+            decode_all(rows, event_from_row)
+        })
+    }
+
+    fn add_approval(&mut self, approval: &NewFleetApproval) -> Result<FleetApproval, FleetError> {
+        self.run("add an approval", |tx| {
+            let (kind, name) = encode_scope(&approval.scope);
+            let approved_at = time_column("approval time", approval.approved_at)?;
+            let expires = opt_time_column("expiry", approval.expires)?;
+            let id: i64 = tx
+                .query_one(
+                    "INSERT INTO fleet_approvals (scope_kind, scope_name, selector, approved_by, \
+                     approved_at, reason, expires) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     RETURNING id",
+                    &[
+                        &kind,
+                        &name,
+                        &approval.selector,
+                        &approval.approved_by,
+                        &approved_at,
+                        &approval.reason,
+                        &expires,
+                    ],
+                )?
+                .try_get(0)?;
+            insert_trail(
+                tx,
+                approval.approved_at,
+                &approval.approved_by,
+                "approval.add",
+                &id.to_string(),
+                &approval.reason,
+            )?;
+            Ok(FleetApproval {
+                id,
+                scope: approval.scope.clone(),
+                selector: approval.selector.clone(),
+                approved_by: approval.approved_by.clone(),
+                approved_at: approval.approved_at,
+                reason: approval.reason.clone(),
+                expires: approval.expires,
+                revoked: None,
+            })
+        })
+    }
+
+    fn revoke_approval(
+        &mut self,
+        id: i64,
+        by: &str,
+        reason: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), FleetError> {
+        self.run(&format!("revoke approval {id}"), |tx| {
+            let revoked: Option<bool> = tx
+                .query_opt(
+                    "SELECT revoked_at IS NOT NULL FROM fleet_approvals WHERE id = $1 FOR UPDATE",
+                    &[&id],
+                )?
+                .map(|row| row.try_get(0))
+                .transpose()?;
+            match revoked {
+                None => return Err(Failure::Fleet(not_found(format!("approval {id}")))),
+                Some(true) => {
+                    return Err(Failure::Fleet(not_found(format!(
+                        "approval {id} that is not revoked"
+                    ))));
+                }
+                Some(false) => {}
+            }
+            let at_column = time_column("revocation time", at)?;
+            tx.execute(
+                "UPDATE fleet_approvals SET revoked_by = $2, revoked_at = $3, revoked_reason = $4 \
+                 WHERE id = $1",
+                &[&id, &by, &at_column, &reason],
+            )?;
+            insert_trail(tx, at, by, "approval.revoke", &id.to_string(), reason)?;
+            Ok(())
+        })
+    }
+
+    fn approvals(&self, include_revoked: bool) -> Result<Vec<FleetApproval>, FleetError> {
+        self.run("list approvals", |tx| {
+            let rows = tx.query(
+                &format!(
+                    "SELECT {APPROVAL_COLUMNS} FROM fleet_approvals \
+                     WHERE $1 OR revoked_at IS NULL ORDER BY id"
+                ),
+                &[&include_revoked],
+            )?;
+            decode_all(rows, approval_from_row)
+        })
+    }
+
+    fn add_user(
+        &mut self,
+        name: &str,
+        role: Role,
+        password_hash: &str,
+        by: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), FleetError> {
+        let exists = || format!("user {name}");
+        self.run(&format!("add user {name}"), |tx| {
+            let created_at = time_column("creation time", at)?;
+            let taken = tx
+                .query_opt("SELECT 1 FROM fleet_users WHERE name = $1", &[&name])?
+                .is_some();
+            if taken {
+                return Err(Failure::Fleet(FleetError::Exists { what: exists() }));
+            }
+            tx.execute(
+                "INSERT INTO fleet_users (name, role, password_hash, created_at) \
+                 VALUES ($1, $2, $3, $4)",
+                &[&name, &role.as_str(), &password_hash, &created_at],
+            )
+            .map_err(|err| unique_or_sql(err, exists))?;
+            insert_trail(
+                tx,
+                at,
+                by,
+                "user.add",
+                name,
+                &format!("role {}", role.as_str()),
+            )?;
+            Ok(())
+        })
+    }
+
+    fn user(&self, name: &str) -> Result<Option<UserRow>, FleetError> {
+        self.run(&format!("look up user {name}"), |tx| {
+            tx.query_opt(
+                &format!("SELECT {USER_COLUMNS} FROM fleet_users WHERE name = $1"),
+                &[&name],
+            )?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+        })
+    }
+
+    fn users(&self) -> Result<Vec<UserRow>, FleetError> {
+        self.run("list users", |tx| {
+            let rows = tx.query(
+                &format!("SELECT {USER_COLUMNS} FROM fleet_users ORDER BY row_id"),
+                &[],
+            )?;
+            decode_all(rows, user_from_row)
+        })
+    }
+
+    fn add_token(
+        &mut self,
+        token_hash: &str,
+        user: &str,
+        label: &str,
+        at: OffsetDateTime,
+        expires: Option<OffsetDateTime>,
+    ) -> Result<TokenRow, FleetError> {
+        let exists = || "a token with this hash".to_owned();
+        self.run(&format!("add a token of user {user}"), |tx| {
+            let created_at = time_column("creation time", at)?;
+            let expires_column = opt_time_column("expiry", expires)?;
+            // FOR SHARE: the user cannot vanish (or change role) before the
+            // token naming them commits.
+            let Some(role) = tx.query_opt(
+                "SELECT role FROM fleet_users WHERE name = $1 FOR SHARE",
+                &[&user],
+            )?
+            else {
+                return Err(Failure::Fleet(not_found(format!("user {user}"))));
+            };
+            let role = decode_role(role.try_get(0)?)
+                .map_err(|detail| Failure::Corrupt(format!("user {user}: {detail}")))?;
+            let taken = tx
+                .query_opt(
+                    "SELECT 1 FROM fleet_tokens WHERE token_hash = $1",
+                    &[&token_hash],
+                )?
+                .is_some();
+            if taken {
+                return Err(Failure::Fleet(FleetError::Exists { what: exists() }));
+            }
+            let id: i64 = tx
+                .query_one(
+                    "INSERT INTO fleet_tokens (token_hash, user_name, label, created_at, expires) \
+                     VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                    &[&token_hash, &user, &label, &created_at, &expires_column],
+                )
+                .map_err(|err| unique_or_sql(err, exists))?
+                .try_get(0)?;
+            insert_trail(tx, at, user, "token.add", &id.to_string(), label)?;
+            Ok(TokenRow {
+                id,
+                user: user.to_owned(),
+                role,
+                label: label.to_owned(),
+                created_at: at,
+                expires,
+                revoked: false,
+            })
+        })
+    }
+
+    fn token(&self, token_hash: &str) -> Result<Option<TokenRow>, FleetError> {
+        self.run("look up a token", |tx| {
+            tx.query_opt(
+                &format!(
+                    "SELECT {TOKEN_COLUMNS} FROM fleet_tokens t \
+                     JOIN fleet_users u ON u.name = t.user_name WHERE t.token_hash = $1"
+                ),
+                &[&token_hash],
+            )?
+            .as_ref()
+            .map(token_from_row)
+            .transpose()
+        })
+    }
+
+    fn revoke_token(&mut self, id: i64, by: &str, at: OffsetDateTime) -> Result<(), FleetError> {
+        self.run(&format!("revoke token {id}"), |tx| {
+            let revoked: Option<bool> = tx
+                .query_opt(
+                    "SELECT revoked FROM fleet_tokens WHERE id = $1 FOR UPDATE",
+                    &[&id],
+                )?
+                .map(|row| row.try_get(0))
+                .transpose()?;
+            match revoked {
+                None => return Err(Failure::Fleet(not_found(format!("token {id}")))),
+                Some(true) => {
+                    return Err(Failure::Fleet(not_found(format!(
+                        "token {id} that is not revoked"
+                    ))));
+                }
+                Some(false) => {}
+            }
+            tx.execute(
+                "UPDATE fleet_tokens SET revoked = TRUE WHERE id = $1",
+                &[&id],
+            )?;
+            insert_trail(tx, at, by, "token.revoke", &id.to_string(), "")?;
+            Ok(())
+        })
+    }
+
+    fn append_trail(&mut self, entry: &NewTrailEntry) -> Result<i64, FleetError> {
+        self.run("append to the trail", |tx| {
+            insert_trail(
+                tx,
+                entry.at,
+                &entry.actor,
+                &entry.action,
+                &entry.subject,
+                &entry.reason,
+            )
+        })
+    }
+
+    fn trail(&self, limit: usize) -> Result<Vec<TrailEntry>, FleetError> {
+        self.run("read the trail", |tx| {
+            let rows = tx.query(
+                "SELECT id, at, actor, action, subject, reason FROM fleet_trail \
+                 ORDER BY id DESC LIMIT $1",
+                &[&sql_limit(limit)],
+            )?;
+            decode_all(rows, trail_from_row)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_target_never_holds_the_password() {
+        for text in [
+            "postgresql://fleet:hunter2-secret@%2Frun%2Fpostgresql:5433/perimeter",
+            "postgres://fleet:hunter2-secret@/perimeter?host=/run/postgresql&port=5433",
+            "host=/run/postgresql port=5433 user=fleet password=hunter2-secret dbname=perimeter",
+            "host=/run/postgresql port=5433 user=fleet password='hunter2-secret' dbname=perimeter",
+        ] {
+            let config: Config = text.parse().expect("parses");
+            assert_eq!(
+                describe_config(&config),
+                "host=/run/postgresql port=5433 user=fleet dbname=perimeter",
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_connection_string_that_does_not_parse_is_not_repeated() {
+        let err = PostgresFleet::connect("host=/x password=hunter2-secret bogus").expect_err("bad");
+        let text = err.to_string();
+        assert!(!text.contains("hunter2-secret"), "{text}");
+        assert!(text.starts_with("postgresql database"), "{text}");
+    }
+}
