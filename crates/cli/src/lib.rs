@@ -142,6 +142,8 @@ fn run(command: Command, terminal: &Terminal) -> anyhow::Result<ExitCode> {
         Command::Watch(args) => commands::watch::run(args, terminal),
         Command::Monitor(args) => commands::monitor::run(args, terminal),
         Command::Alerts(args) => commands::alerts::run(args, terminal),
+        Command::Server(args) => commands::server::run(args, terminal),
+        Command::Agent(args) => commands::agent::run(*args, terminal),
         Command::Completions(args) => commands::completions::run(args),
         Command::Man(args) => commands::man::run(args),
     }

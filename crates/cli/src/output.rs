@@ -67,6 +67,14 @@ pub(crate) fn write_fmt(args: fmt::Arguments<'_>) {
     let _ = record(stdout.write_fmt(args));
 }
 
+/// Flushes stdout now (a service's start lines, read by whoever waits for
+/// them while the service runs).
+pub(crate) fn flush() {
+    if open() {
+        let _ = record(io::stdout().lock().flush());
+    }
+}
+
 /// Flushes stdout at the end of a command and says whether everything
 /// written reached it: `Err` with the first write error other than a closed
 /// pipe.

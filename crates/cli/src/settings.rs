@@ -82,6 +82,33 @@ pub(crate) fn db_path(named: Option<&Path>) -> Result<PathBuf> {
         .context("no place for the history database: set --db, PERIMETER_DB, XDG_DATA_HOME or HOME")
 }
 
+/// Who is acting: the name given, else $SUDO_USER, $USER or $LOGNAME (for
+/// the trails of approvals and decisions).
+pub(crate) fn acting_user(named: Option<String>) -> Result<String> {
+    if let Some(name) = named.filter(|name| !name.trim().is_empty()) {
+        return Ok(name);
+    }
+    for var in ["SUDO_USER", "USER", "LOGNAME"] {
+        if let Ok(value) = std::env::var(var)
+            && !value.trim().is_empty()
+        {
+            return Ok(value);
+        }
+    }
+    // A service manager's environment may have none of them: the account
+    // of the effective uid.
+    if let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::geteuid()) {
+        return Ok(user.name);
+    }
+    anyhow::bail!("cannot tell who is acting: pass --by NAME")
+}
+
+/// A time as RFC 3339, for listings.
+pub(crate) fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| at.unix_timestamp().to_string())
+}
+
 /// Today, for approval and environment expiry.
 pub(crate) fn today() -> time::Date {
     // Approval dates are calendar dates in UTC: the same file means the same

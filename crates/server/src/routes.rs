@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, OriginalUri, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -355,7 +355,7 @@ fn within_rate(state: &AppState, agent_id: &str) -> bool {
 async fn report(
     State(state): Shared,
     headers: HeaderMap,
-    uri: Uri,
+    OriginalUri(uri): OriginalUri,
     body: Bytes,
 ) -> Result<Json<ReportAck>, ApiError> {
     let agent = signed_agent(&state, &headers, "POST", &uri, &body).await?;
@@ -884,7 +884,7 @@ struct TomlQuery {
 async fn approvals_toml(
     State(state): Shared,
     headers: HeaderMap,
-    uri: Uri,
+    OriginalUri(uri): OriginalUri,
     Query(query): Query<TomlQuery>,
 ) -> Result<Response, ApiError> {
     // A person's token, or the agent asking for its own host's file.

@@ -3,7 +3,7 @@
 
 use clap::Args;
 
-use super::{DbArgs, Format, HostArgs, SeverityArg};
+use super::{DbArgs, Format, GateServerArgs, HostArgs, SeverityArg};
 
 #[derive(Debug, Args)]
 pub(crate) struct AuditArgs {
@@ -38,6 +38,9 @@ pub(crate) struct CheckArgs {
 
     #[arg(long, value_enum, default_value = "human")]
     pub(crate) format: Format,
+
+    #[command(flatten)]
+    pub(crate) server: GateServerArgs,
 }
 
 #[derive(Debug, Args)]

@@ -10,6 +10,7 @@
 
 mod docs;
 mod envs;
+mod fleet;
 mod history;
 mod host;
 mod inventory;
@@ -23,6 +24,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub(crate) use docs::{CompletionsArgs, ManArgs};
 pub(crate) use envs::{EnvsArgs, InitArgs};
+pub(crate) use fleet::{
+    AgentArgs, AgentsAction, AgentsArgs, GateServerArgs, RoleArg, ServerAction, ServerArgs,
+    ServerTrustArgs, TokenAction, UserAction,
+};
 pub(crate) use history::{AuditsArgs, DiffArgs, ScansArgs};
 pub(crate) use host::{ApproveArgs, AuditArgs, CheckArgs};
 pub(crate) use inventory::{
@@ -95,6 +100,13 @@ pub(crate) enum Command {
     /// The monitor's alerts with their deliveries, and the conditions still
     /// open; `ack` acknowledges one.
     Alerts(AlertsArgs),
+    /// Serve the fleet's API: agents report their hosts, people approve
+    /// listeners for the whole fleet, `check --server` gates against them.
+    /// SQLite by default, PostgreSQL with --database postgres://...
+    Server(ServerArgs),
+    /// Report this host to `perimeter server`: its audit on an interval and
+    /// at once when a listener appears or goes, suspicious execs with it.
+    Agent(Box<AgentArgs>),
     /// Print the shell completion script for bash, zsh, fish, elvish or
     /// powershell.
     Completions(CompletionsArgs),

@@ -7,11 +7,20 @@ use perimeter_report::audit::ApprovalStatus;
 
 use crate::args::{CheckArgs, Format};
 use crate::exit_codes::ExitCode;
-use crate::pipeline::host::{MissingApprovals, audit_host, print};
+use crate::pipeline::fleet::server_approvals;
+use crate::pipeline::host::{MissingApprovals, audit_host, audit_with, print};
 use crate::terminal::Terminal;
 
 pub(crate) fn run(args: CheckArgs, terminal: &Terminal) -> Result<ExitCode> {
-    let audit = audit_host(&args.host, MissingApprovals::Error)?;
+    let audit = if args.server.server.is_some() {
+        if args.host.approvals.is_some() {
+            anyhow::bail!("give --server or --approvals, not both: the gate judges by one of them");
+        }
+        let (approvals, from) = server_approvals(&args.server)?;
+        audit_with(&args.host, approvals, from)?
+    } else {
+        audit_host(&args.host, MissingApprovals::Error)?
+    };
     let threshold: Severity = args.fail_on.into();
     let failing: Vec<_> = audit
         .findings

@@ -7,6 +7,7 @@
 //! commands share lives in `settings` or `pipeline`; the test below reads the
 //! sources and holds the layers to it.
 
+pub(crate) mod agent;
 pub(crate) mod alerts;
 pub(crate) mod approve;
 pub(crate) mod audit;
@@ -21,6 +22,7 @@ pub(crate) mod monitor;
 pub(crate) mod rules;
 pub(crate) mod scan;
 pub(crate) mod scans;
+pub(crate) mod server;
 pub(crate) mod verify;
 pub(crate) mod watch;
 

@@ -57,6 +57,17 @@ pub(crate) fn audit_host(args: &HostArgs, missing: MissingApprovals) -> Result<H
     for warning in approvals.duplicate_warnings() {
         eprintln!("perimeter: warning: {warning}");
     }
+    audit_with(args, approvals, approvals_file.path)
+}
+
+/// Collect and check with approvals from elsewhere (the server's, or none for
+/// an agent, whose server judges approvals itself); `approvals_path` names
+/// where they came from in messages.
+pub(crate) fn audit_with(
+    args: &HostArgs,
+    approvals: Approvals,
+    approvals_path: PathBuf,
+) -> Result<HostAudit> {
     let mut inventory = environments::load(&args.inventory)?;
     if let Err(refusal) = inventory.check_scannable() {
         // The unedited example (what `perimeter init` and the package write
@@ -96,7 +107,7 @@ pub(crate) fn audit_host(args: &HostArgs, missing: MissingApprovals) -> Result<H
         findings,
         statuses,
         approvals,
-        approvals_path: approvals_file.path,
+        approvals_path,
         socket_source: collected.socket_source,
         taken_at,
     })

@@ -1,12 +1,14 @@
 //! The runs two or more commands share, built from validated settings: the
 //! audit of this host (`audit`, `check`, `approve`), a scan job (`scan`,
 //! `verify`, the monitor's jobs), the changes between two scans (`scan`, `diff`), the inventory
-//! of environments (the audit, `envs`, `verify`) and the history database.
+//! of environments (the audit, `envs`, `verify`), the history database, and
+//! the fleet's client side (`agent`, `check --server`).
 //!
 //! Architecture invariant: commands import `args`, `settings` and
 //! `pipeline`, never each other; what two commands need lives here.
 
 pub(crate) mod environments;
+pub(crate) mod fleet;
 pub(crate) mod host;
 pub(crate) mod monitor;
 pub(crate) mod scan;

@@ -1,0 +1,265 @@
+//! Flags of the fleet's commands: `server` (and its administration:
+//! `server user`, `server token`, `server agents`), `agent`, and what a
+//! client of the server needs (`check --server`, `approvals`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use super::HostArgs;
+
+#[derive(Debug, Args)]
+pub(crate) struct ServerArgs {
+    #[command(subcommand)]
+    pub(crate) action: Option<ServerAction>,
+
+    /// The server's database: a file for the embedded SQLite (default
+    /// /var/lib/perimeter/server.db as root, else
+    /// $XDG_DATA_HOME/perimeter/server.db), or a postgres:// URL (or
+    /// key=value connection string) for PostgreSQL.
+    #[arg(
+        long,
+        value_name = "PATH|URL",
+        env = "PERIMETER_SERVER_DATABASE",
+        global = true
+    )]
+    pub(crate) database: Option<String>,
+
+    /// The address and port to serve on. Loopback by default: give an
+    /// address the agents can reach (0.0.0.0:8443 for every interface).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8443")]
+    pub(crate) listen: SocketAddr,
+
+    /// The server's certificate chain (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+
+    /// The certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
+
+    /// Generate a self-signed certificate at start (never written to disk)
+    /// and print its fingerprint for clients to pin with --fingerprint. For
+    /// trying things out; a new fingerprint at every start.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub(crate) dev_self_signed: bool,
+
+    /// A file holding the enrolment secret agents present to join. Without
+    /// it enrolment is closed (enrolled agents keep reporting).
+    #[arg(long, value_name = "FILE", env = "PERIMETER_ENROL_SECRET_FILE")]
+    pub(crate) enrol_secret_file: Option<PathBuf>,
+
+    /// New agents wait until an administrator accepts them (`perimeter
+    /// server agents accept ID`, or the API); their reports are refused until
+    /// then.
+    #[arg(long)]
+    pub(crate) require_acceptance: bool,
+
+    /// Reports one agent may send per minute.
+    #[arg(long, value_name = "N", default_value = "30")]
+    pub(crate) reports_per_minute: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ServerAction {
+    /// People who use the server: add one.
+    User(UserArgs),
+    /// API tokens for people and scripts: add (shown once) or revoke.
+    Token(TokenArgs),
+    /// The enrolled agents: list, accept, revoke, set their environment.
+    Agents(AgentsArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UserArgs {
+    #[command(subcommand)]
+    pub(crate) action: UserAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum UserAction {
+    /// Add a person. The password (12 characters or more) is read from
+    /// --password-file, or from the first line of standard input; it is
+    /// stored as an argon2id hash.
+    Add(UserAddArgs),
+    /// List the people.
+    List,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UserAddArgs {
+    pub(crate) name: String,
+
+    #[arg(long, value_enum)]
+    pub(crate) role: RoleArg,
+
+    #[arg(long, value_name = "FILE")]
+    pub(crate) password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum RoleArg {
+    /// Reads everything.
+    Viewer,
+    /// Reads, and approves and revokes listeners.
+    Approver,
+    /// Everything, agents and people included.
+    Admin,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TokenArgs {
+    #[command(subcommand)]
+    pub(crate) action: TokenAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokenAction {
+    /// Make an API token for a person (it acts with their role). Printed
+    /// once; only its hash is stored.
+    Add(TokenAddArgs),
+    /// Revoke a token by its id.
+    Revoke(TokenRevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TokenAddArgs {
+    pub(crate) user: String,
+
+    /// What the token is for (shown in listings).
+    #[arg(long, default_value = "")]
+    pub(crate) label: String,
+
+    /// For how long it works (`90d`, `12h`); for good without it.
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) expires: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TokenRevokeArgs {
+    pub(crate) id: i64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AgentsArgs {
+    #[command(subcommand)]
+    pub(crate) action: Option<AgentsAction>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AgentsAction {
+    /// List the agents (the default).
+    List,
+    /// Accept a pending agent.
+    Accept(AgentDecisionArgs),
+    /// Revoke an agent's key for good: its reports are refused from now on.
+    Revoke(AgentDecisionArgs),
+    /// Put an agent's host in an environment (or none with no NAME): the
+    /// environment's approvals then cover it.
+    Environment(AgentEnvironmentArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AgentDecisionArgs {
+    pub(crate) id: String,
+
+    #[arg(long)]
+    pub(crate) reason: String,
+
+    /// Who decides (default: $SUDO_USER, else $USER).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) by: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AgentEnvironmentArgs {
+    pub(crate) id: String,
+
+    pub(crate) environment: Option<String>,
+
+    #[arg(long, value_name = "NAME")]
+    pub(crate) by: Option<String>,
+}
+
+/// How a client reaches and trusts the server.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ServerTrustArgs {
+    /// The SHA-256 fingerprint of the server's certificate, as `perimeter
+    /// server` prints it: that certificate alone is trusted.
+    #[arg(long, value_name = "SHA256", env = "PERIMETER_SERVER_FINGERPRINT")]
+    pub(crate) fingerprint: Option<String>,
+
+    /// Trust only the CA certificates in this PEM file (default: the
+    /// system's CA store).
+    #[arg(long, value_name = "FILE", conflicts_with = "fingerprint")]
+    pub(crate) ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AgentArgs {
+    /// The server, https://HOST:PORT.
+    #[arg(long, value_name = "URL", env = "PERIMETER_SERVER")]
+    pub(crate) server: String,
+
+    #[command(flatten)]
+    pub(crate) trust: ServerTrustArgs,
+
+    /// A file with the enrolment secret; needed only until the agent is
+    /// enrolled.
+    #[arg(long, value_name = "FILE", env = "PERIMETER_ENROL_SECRET_FILE")]
+    pub(crate) enrol_secret_file: Option<PathBuf>,
+
+    /// Where the agent keeps its key, its enrolment and its queue (default
+    /// /var/lib/perimeter/agent as root, else
+    /// $XDG_DATA_HOME/perimeter/agent).
+    #[arg(long, value_name = "DIR", env = "PERIMETER_AGENT_DIR")]
+    pub(crate) state_dir: Option<PathBuf>,
+
+    /// How often the full audit is reported; a listener that appears or goes
+    /// is reported at once.
+    #[arg(long, value_name = "DURATION", default_value = "5m")]
+    pub(crate) interval: String,
+
+    /// The most reports kept while the server is out of reach; past it they
+    /// are folded into one full report and the lost events counted.
+    #[arg(long, value_name = "N", default_value = "500")]
+    pub(crate) queue_limit: usize,
+
+    /// Enrol if needed, report once, send the queue, and exit (0 when the
+    /// server took everything, 1 when reports stay queued).
+    #[arg(long)]
+    pub(crate) once: bool,
+
+    /// Do not watch for listeners and execs between audits.
+    #[arg(long)]
+    pub(crate) no_watch: bool,
+
+    #[command(flatten)]
+    pub(crate) host: HostArgs,
+}
+
+/// `check --server`: the gate against the server's approvals.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct GateServerArgs {
+    /// Judge this host's listeners by the approvals the server holds for it
+    /// (fleet-wide, its environment's and its own) instead of a local file.
+    #[arg(long, value_name = "URL", env = "PERIMETER_SERVER")]
+    pub(crate) server: Option<String>,
+
+    #[command(flatten)]
+    pub(crate) trust: ServerTrustArgs,
+
+    /// A file with an API token (viewer or more). Without it, the host's
+    /// enrolled agent signs the request (its state directory, --agent-dir).
+    #[arg(long, value_name = "FILE", env = "PERIMETER_TOKEN_FILE")]
+    pub(crate) token_file: Option<PathBuf>,
+
+    /// The host's agent id on the server (default: the enrolled agent's).
+    #[arg(long, value_name = "ID")]
+    pub(crate) host_id: Option<String>,
+
+    /// The agent's state directory, for its id and key.
+    #[arg(long, value_name = "DIR", env = "PERIMETER_AGENT_DIR")]
+    pub(crate) agent_dir: Option<PathBuf>,
+}

@@ -1,0 +1,287 @@
+//! `perimeter server`: the fleet's HTTPS API (crates/server) over the fleet
+//! store (SQLite by default, PostgreSQL with a postgres:// URL), and its
+//! administration on the same database: `server user`, `server token`,
+//! `server agents`.
+
+use std::io::BufRead as _;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use perimeter_server::{Limits, ServerConfig, TlsSource};
+use perimeter_store::fleet::{AgentStatus, FleetStore, PostgresFleet, Role, SqliteFleet};
+use time::OffsetDateTime;
+
+use crate::args::{
+    AgentsAction, AgentsArgs, RoleArg, ServerAction, ServerArgs, TokenAction, UserAction,
+};
+use crate::exit_codes::ExitCode;
+use crate::settings::{self, Zero, parse_duration};
+use crate::terminal::Terminal;
+
+/// The largest enrolment secret or password file read.
+const MAX_SECRET_BYTES: u64 = 4096;
+
+pub(crate) fn run(args: ServerArgs, _terminal: &Terminal) -> Result<ExitCode> {
+    let mut store = open_store(args.database.as_deref())?;
+    match args.action {
+        None => serve(&args, store),
+        Some(ServerAction::User(user)) => match user.action {
+            UserAction::Add(add) => {
+                let password = match &add.password_file {
+                    Some(path) => {
+                        perimeter_files::read_text(path, "a password file", MAX_SECRET_BYTES)?
+                            .lines()
+                            .next()
+                            .unwrap_or("")
+                            .to_owned()
+                    }
+                    None => {
+                        let mut line = String::new();
+                        std::io::stdin()
+                            .lock()
+                            .read_line(&mut line)
+                            .context("cannot read the password from standard input")?;
+                        line.trim_end_matches(['\n', '\r']).to_owned()
+                    }
+                };
+                let hash = perimeter_server::hash_password(&password)?;
+                let role = match add.role {
+                    RoleArg::Viewer => Role::Viewer,
+                    RoleArg::Approver => Role::Approver,
+                    RoleArg::Admin => Role::Admin,
+                };
+                store.add_user(
+                    &add.name,
+                    role,
+                    &hash,
+                    &settings::acting_user(None)?,
+                    OffsetDateTime::now_utc(),
+                )?;
+                outln!("added {} ({})", add.name, role.as_str());
+                Ok(ExitCode::Clean)
+            }
+            UserAction::List => {
+                for user in store.users()? {
+                    outln!(
+                        "{:<24} {:<9} {}{}",
+                        user.name,
+                        user.role.as_str(),
+                        settings::rfc3339(user.created_at),
+                        if user.disabled { "  disabled" } else { "" }
+                    );
+                }
+                Ok(ExitCode::Clean)
+            }
+        },
+        Some(ServerAction::Token(token)) => match token.action {
+            TokenAction::Add(add) => {
+                if store.user(&add.user)?.is_none() {
+                    bail!(
+                        "no user {} (add one with `perimeter server user add`)",
+                        add.user
+                    );
+                }
+                let now = OffsetDateTime::now_utc();
+                let expires = match &add.expires {
+                    Some(text) => Some(now + parse_duration("--expires", text, Zero::Refused)?),
+                    None => None,
+                };
+                let new = perimeter_server::new_token();
+                let row = store.add_token(&new.hash, &add.user, &add.label, now, expires)?;
+                eprintln!(
+                    "perimeter: token {} for {} ({}): shown once, keep it in a file only its user reads",
+                    row.id,
+                    row.user,
+                    row.role.as_str()
+                );
+                outln!("{}", new.token);
+                Ok(ExitCode::Clean)
+            }
+            TokenAction::Revoke(revoke) => {
+                store.revoke_token(
+                    revoke.id,
+                    &settings::acting_user(None)?,
+                    OffsetDateTime::now_utc(),
+                )?;
+                outln!("revoked token {}", revoke.id);
+                Ok(ExitCode::Clean)
+            }
+        },
+        Some(ServerAction::Agents(agents)) => run_agents(agents, store.as_mut()),
+    }
+}
+
+fn run_agents(args: AgentsArgs, store: &mut dyn FleetStore) -> Result<ExitCode> {
+    let now = OffsetDateTime::now_utc();
+    match args.action.unwrap_or(crate::args::AgentsAction::List) {
+        AgentsAction::List => {
+            let agents = store.agents()?;
+            if agents.is_empty() {
+                outln!("no agent has enrolled");
+            }
+            for agent in agents {
+                outln!(
+                    "{}  {:<9} {:<24} env {:<12} reports {:<6} last seen {}",
+                    agent.id,
+                    agent.status.as_str(),
+                    agent.hostname,
+                    agent.environment.as_deref().unwrap_or("-"),
+                    agent.last_seq,
+                    agent
+                        .last_seen
+                        .map_or_else(|| "never".to_owned(), settings::rfc3339),
+                );
+            }
+        }
+        AgentsAction::Accept(decision) => {
+            let by = settings::acting_user(decision.by)?;
+            store.set_agent_status(
+                &decision.id,
+                AgentStatus::Accepted,
+                &by,
+                &decision.reason,
+                now,
+            )?;
+            outln!("accepted {}", decision.id);
+        }
+        AgentsAction::Revoke(decision) => {
+            let by = settings::acting_user(decision.by)?;
+            store.set_agent_status(
+                &decision.id,
+                AgentStatus::Revoked,
+                &by,
+                &decision.reason,
+                now,
+            )?;
+            outln!(
+                "revoked {}: its reports are refused from now on",
+                decision.id
+            );
+        }
+        AgentsAction::Environment(set) => {
+            let by = settings::acting_user(set.by)?;
+            store.set_agent_environment(&set.id, set.environment.as_deref(), &by, now)?;
+            outln!(
+                "{} is in environment {}",
+                set.id,
+                set.environment.as_deref().unwrap_or("(none)")
+            );
+        }
+    }
+    Ok(ExitCode::Clean)
+}
+
+/// The database named, or the default file.
+fn open_store(database: Option<&str>) -> Result<Box<dyn FleetStore>> {
+    match database {
+        Some(url)
+            if url.starts_with("postgres://")
+                || url.starts_with("postgresql://")
+                || url.contains("host=")
+                || url.contains("dbname=") =>
+        {
+            Ok(Box::new(PostgresFleet::connect(url)?))
+        }
+        Some(path) => Ok(Box::new(SqliteFleet::open(&PathBuf::from(path))?)),
+        None => {
+            let path = default_database()?;
+            Ok(Box::new(SqliteFleet::open(&path)?))
+        }
+    }
+}
+
+fn default_database() -> Result<PathBuf> {
+    if nix::unistd::geteuid().is_root() {
+        return Ok(PathBuf::from("/var/lib/perimeter/server.db"));
+    }
+    let xdg = std::env::var_os("XDG_DATA_HOME").map(PathBuf::from);
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    xdg.filter(|p| p.is_absolute())
+        .map(|p| p.join("perimeter/server.db"))
+        .or_else(|| {
+            home.filter(|p| p.is_absolute())
+                .map(|p| p.join(".local/share/perimeter/server.db"))
+        })
+        .context("no place for the server's database: set --database, XDG_DATA_HOME or HOME")
+}
+
+fn serve(args: &ServerArgs, store: Box<dyn FleetStore>) -> Result<ExitCode> {
+    let tls = match (&args.tls_cert, &args.tls_key, args.dev_self_signed) {
+        (Some(cert), Some(key), false) => TlsSource::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        (None, None, true) => {
+            let mut names = vec!["localhost".to_owned()];
+            if !args.listen.ip().is_unspecified() {
+                names.push(args.listen.ip().to_string());
+            }
+            TlsSource::DevSelfSigned { names }
+        }
+        _ => bail!(
+            "the server speaks HTTPS only: give --tls-cert and --tls-key, or --dev-self-signed to try it out"
+        ),
+    };
+    let tls = tls.load()?;
+    let enrol_secret = match &args.enrol_secret_file {
+        Some(path) => {
+            let text =
+                perimeter_files::read_text(path, "an enrolment secret file", MAX_SECRET_BYTES)?;
+            let secret = text.trim().to_owned();
+            if secret.len() < 16 {
+                bail!(
+                    "{}: the enrolment secret must have at least 16 characters",
+                    path.display()
+                );
+            }
+            Some(secret)
+        }
+        None => None,
+    };
+    let config = ServerConfig {
+        listen: args.listen,
+        enrol_secret,
+        require_acceptance: args.require_acceptance,
+        limits: Limits {
+            reports_per_minute: args.reports_per_minute.max(1),
+            ..Limits::default()
+        },
+    };
+    let backend = store.backend();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let bound = listener.local_addr().context("the listening address")?;
+        outln!("perimeter server: https://{bound} ({backend})");
+        outln!("certificate fingerprint {}", tls.fingerprint);
+        if config.enrol_secret.is_none() {
+            outln!("enrolment closed (no --enrol-secret-file)");
+        }
+        crate::output::flush();
+        perimeter_server::serve(listener, tls.config, store, config, stop_signal()).await?;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::Clean)
+}
+
+/// SIGTERM or SIGINT.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}
