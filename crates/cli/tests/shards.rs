@@ -15,7 +15,7 @@ mod common;
 mod scan_lab;
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, TcpListener};
 use std::path::Path;
 
 use common::{code, run, stderr, stdout};
@@ -23,8 +23,8 @@ use perimeter_model::PortResult;
 use perimeter_store::{SqliteStore, Store};
 use perimeter_testlab::{Requirement, require};
 use scan_lab::{
-    PORT_LIST, PORTS, ServiceLab, json_of, json_states, nmap_states, perimeter_in,
-    require_service_lab, results,
+    BareLab, PORT_LIST, PORTS, ServiceLab, counted_packets, ip, json_of, json_states, nmap_states,
+    perimeter_in, require_service_lab, results,
 };
 use serde_json::Value;
 
@@ -238,6 +238,105 @@ fn three_shards_merged_equal_the_unsharded_scan_and_nmap() {
         "{}",
         stderr(&output)
     );
+}
+
+/// Every shard keeps the excludes, whichever technique walks the
+/// permutation: across the shards of a connect, a SYN and a UDP scan, an
+/// excluded lab host's nftables counter stays at zero, while the shards
+/// between them decide each port of the other hosts once.
+#[test]
+fn excludes_hold_in_every_shard_of_every_technique() {
+    if !require(Requirement::Netns) || !require(Requirement::Tool("/usr/sbin/nft")) {
+        return;
+    }
+    let mut lab = BareLab::new();
+    let counter = "table inet perimeter_lab {
+        chain input {
+            type filter hook input priority filter; policy accept;
+            ip saddr 198.18.0.1 counter
+        }
+    }";
+    let excluded = lab.host("excl", &["198.18.0.3/15"]);
+    let scanned = [
+        lab.host("seen2", &["198.18.0.2/15"]),
+        lab.host("seen4", &["198.18.0.4/15"]),
+    ];
+    excluded.nft(counter).expect("excluded host counter");
+    for host in &scanned {
+        host.nft(counter).expect("scanned host counter");
+    }
+    let _listener = scanned[0]
+        .enter(|| TcpListener::bind("198.18.0.2:22").expect("bind"))
+        .expect("enter");
+    let _excluded_listener = excluded
+        .enter(|| TcpListener::bind("198.18.0.3:22").expect("bind"))
+        .expect("enter");
+
+    for technique in [&[][..], &["--syn"][..], &["--udp"][..]] {
+        let mut union: BTreeMap<(IpAddr, u16), String> = BTreeMap::new();
+        for k in 0..3 {
+            let shard = format!("{k}/3");
+            let mut args = vec![
+                "scan",
+                "198.18.0.2-198.18.0.4",
+                "--exclude",
+                "198.18.0.3",
+                "-p",
+                "22,80,443",
+                "--shard",
+                &shard,
+                "--seed",
+                "7",
+                "--format",
+                "json",
+                "--all-states",
+                "--no-store",
+                "--no-identify",
+                "--timeout",
+                "300ms",
+            ];
+            args.extend_from_slice(technique);
+            let output = perimeter_in(&lab.scanner, &args);
+            assert_eq!(
+                code(&output),
+                0,
+                "{technique:?} {shard}: {}",
+                stderr(&output)
+            );
+            let doc = json_of(&output);
+            assert_eq!(doc["scan"]["complete"], true);
+            for (port, state) in json_states(results(&doc)) {
+                assert!(
+                    union.insert(port, state).is_none(),
+                    "{technique:?}: {port:?} in two shards"
+                );
+            }
+            assert_eq!(
+                counted_packets(&excluded),
+                0,
+                "{technique:?} shard {shard} sent the excluded host a packet"
+            );
+        }
+        let expected: Vec<(IpAddr, u16)> = ["198.18.0.2", "198.18.0.4"]
+            .into_iter()
+            .flat_map(|address| [22, 80, 443].map(|port| (ip(address), port)))
+            .collect();
+        assert_eq!(
+            union.keys().copied().collect::<Vec<_>>(),
+            expected,
+            "{technique:?}"
+        );
+        if technique != ["--udp"] {
+            assert_eq!(union[&(ip("198.18.0.2"), 22)], "open", "{technique:?}");
+            assert_eq!(union[&(ip("198.18.0.4"), 22)], "closed", "{technique:?}");
+        }
+    }
+    for host in &scanned {
+        assert!(
+            counted_packets(host) >= 9,
+            "every technique reached each host"
+        );
+    }
 }
 
 /// Shards are 0-based, at most 65535, and need an explicit seed: anything
