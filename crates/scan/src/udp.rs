@@ -102,6 +102,7 @@ pub async fn run_udp(
     let mut last_progress = start;
     let mut tasks = JoinSet::new();
     let mut n_launched = 0u64;
+    let mut n_skipped = 0u64;
     let timeout = settings.timeout;
     let retries = settings.retries;
     let identify = settings.identify;
@@ -122,6 +123,12 @@ pub async fn run_udp(
         else {
             continue;
         };
+        // Exclusions were subtracted when the target set was built; this
+        // check stands behind that, as the TCP launcher's does.
+        if targets.is_excluded(address) {
+            n_skipped += 1;
+            continue;
+        }
         let permit = tokio::select! {
             permit = Arc::clone(&permits).acquire_owned() => match permit {
                 Ok(permit) => permit,
@@ -161,7 +168,8 @@ pub async fn run_udp(
     let mut totals = counts.snapshot();
     let decided = totals.open + totals.closed + totals.filtered + totals.open_filtered;
     totals.undecided = total - decided;
-    let complete = !cancel.is_cancelled() && n_launched == total && decided == total;
+    let complete =
+        !cancel.is_cancelled() && n_launched + n_skipped == total && decided == n_launched;
     let _ = events.send(progress(&counts, total, &rate, start)).await;
     let info = ScanInfo {
         id: 0,
