@@ -75,7 +75,7 @@ fn merge(args: MergeArgs) -> Result<ExitCode> {
     for path in &args.from {
         // The database written is read already: named again, it would offer
         // each of its runs twice.
-        if identity(path).is_some() && identity(path) == db_identity {
+        if db_identity.is_some() && identity(path) == db_identity {
             continue;
         }
         let store = SqliteStore::open_read_only(path)
