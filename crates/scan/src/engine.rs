@@ -44,9 +44,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::identify::{self, SharedCatalog};
 use crate::options::{ScanOptions, Settings};
-use crate::permutation::Permutation;
 use crate::ports::PortSet;
 use crate::rate::RateLimiter;
+use crate::shard::ShardWalk;
 use crate::syn::PacketIo;
 use crate::targets::{TargetSet, Targets};
 use crate::transport::{Connect, FilterCause, Transport};
@@ -402,7 +402,9 @@ impl Future for Stopped<'_> {
 /// the launch time of each when the scan is spread over a window.
 struct Launcher {
     state: Mutex<LaunchState>,
-    permutation: Permutation,
+    /// The permutation, or the shard's part of it.
+    walk: ShardWalk,
+    /// The positions of `walk`: the pairs this scan (or shard) covers.
     total: u64,
     n_addresses: u64,
     start: Instant,
@@ -445,7 +447,7 @@ impl Launcher {
                     schedule.window.as_secs_f64() * (position as f64 + within) / self.total as f64;
                 self.start + Duration::from_secs_f64(offset)
             });
-            let idx = self.permutation.get(position);
+            let idx = self.walk.get(position);
             let (address_idx, port_idx) = (idx % self.n_addresses, idx / self.n_addresses);
             let address = ctx.targets.get(u128::from(address_idx));
             let port = usize::try_from(port_idx)
@@ -927,7 +929,10 @@ impl<T: Transport> Scan<T> {
         };
         let n_addresses = u64::try_from(targets.len()).map_err(|_| too_large())?;
         let n_ports = u64::try_from(ports.len()).map_err(|_| too_large())?;
-        let total = n_addresses.checked_mul(n_ports).ok_or_else(too_large)?;
+        // The whole index space, and the part of it this shard walks (all of
+        // it unsharded): the shard's pairs are the scan's total from here on.
+        let space = n_addresses.checked_mul(n_ports).ok_or_else(too_large)?;
+        let total = plan.options.shard.len_of(space);
 
         let fd_limit = if plan.options.raise_fd_limit {
             raise_fd_limit().ok()
@@ -1020,7 +1025,7 @@ impl<T: Transport> Scan<T> {
                 n_launched: 0,
                 n_skipped: 0,
             }),
-            permutation: Permutation::new(total, settings.seed),
+            walk: ShardWalk::new(space, settings.seed, settings.shard),
             total,
             n_addresses,
             start,

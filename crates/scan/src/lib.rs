@@ -3,7 +3,8 @@
 //!
 //! The pieces, in the order a scan uses them: [`targets`] parses and resolves
 //! the scope into a [`TargetSet`]; [`ports`] parses the port list; a seeded
-//! [`Permutation`] orders the (address, port) pairs; [`rate`] holds every
+//! [`Permutation`] orders the (address, port) pairs, and a [`Shard`] takes one
+//! of N disjoint parts of it; [`rate`] holds every
 //! connection attempt under a ceiling; [`transport`] puts the network behind a
 //! trait (and [`syn`] sends SYNs from raw sockets instead of connecting);
 //! [`options`] turns a profile and the caller's overrides into the settings a
@@ -21,6 +22,7 @@ pub mod options;
 pub mod permutation;
 pub mod ports;
 pub mod rate;
+pub mod shard;
 pub mod syn;
 pub mod targets;
 mod top_ports;
@@ -38,6 +40,7 @@ pub use options::{
 pub use permutation::Permutation;
 pub use ports::{PortError, PortSet};
 pub use rate::{RateLimit, RateLimiter};
+pub use shard::{Shard, ShardError, ShardWalk};
 pub use syn::{PacketIo, SynError, SynSockets};
 pub use targets::{
     AddressRange, Resolver, StaticResolver, SystemResolver, TargetError, TargetRequest, TargetSet,

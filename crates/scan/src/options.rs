@@ -19,6 +19,7 @@ use std::time::Duration;
 use crate::engine::ScanError;
 use crate::identify::IdentifySettings;
 use crate::rate::RateLimit;
+use crate::shard::Shard;
 
 /// How hard a scan pushes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -166,6 +167,10 @@ pub struct ScanOptions {
     pub jitter: Option<f64>,
     /// The permutation seed; random when not given. Recorded in `ScanInfo`.
     pub seed: Option<u64>,
+    /// The part of the permutation to walk ([`Shard::WHOLE`] for all of
+    /// it). Every shard of a scan needs the same seed; the rate and the
+    /// concurrency are this shard's own.
+    pub shard: Shard,
     /// Run service identification on open ports.
     pub identify: bool,
     /// How long to wait for a banner or an answer (each read).
@@ -200,6 +205,7 @@ impl ScanOptions {
             spread: None,
             jitter: None,
             seed: None,
+            shard: Shard::WHOLE,
             identify: true,
             banner_wait: None,
             port_deadline: None,
@@ -210,8 +216,9 @@ impl ScanOptions {
         }
     }
 
-    /// The concrete settings for a scan of `n_pairs` (address, port) pairs, with
-    /// at most `fd_budget` sockets open at once.
+    /// The concrete settings for a scan of `n_pairs` (address, port) pairs
+    /// (this shard's, for a shard), with at most `fd_budget` sockets open at
+    /// once.
     pub fn settings(&self, n_pairs: u64, fd_budget: Option<usize>) -> Result<Settings, ScanError> {
         let defaults = self.profile.defaults();
         let invalid =
@@ -239,6 +246,12 @@ impl ScanOptions {
             .is_some_and(|j| !(j.is_finite() && (0.0..=10.0).contains(&j)))
         {
             return Err(invalid("jitter", "must be between 0 and 10"));
+        }
+        if !self.shard.is_whole() && self.seed.is_none() {
+            return Err(invalid(
+                "shard",
+                "needs an explicit seed: every shard of a scan must walk the same permutation",
+            ));
         }
         if self.max_probes_per_port == Some(0) && self.identify {
             return Err(invalid(
@@ -305,6 +318,7 @@ impl ScanOptions {
             },
             port_deadline,
             seed: self.seed.unwrap_or_else(rand::random),
+            shard: self.shard,
             progress_interval: self.progress_interval.max(Duration::from_millis(10)),
             report_unanswered: self.report_unanswered,
         })
@@ -356,6 +370,7 @@ pub struct Settings {
     pub identify_settings: IdentifySettings,
     pub port_deadline: Duration,
     pub seed: u64,
+    pub shard: Shard,
     pub progress_interval: Duration,
     /// Send results for closed and filtered ports too.
     pub report_unanswered: bool,
@@ -391,6 +406,9 @@ impl Settings {
         );
         put("port_deadline", format!("{:?}", self.port_deadline));
         put("n_pairs", n_pairs.to_string());
+        if !self.shard.is_whole() {
+            put("shard", self.shard.to_string());
+        }
         options
     }
 }

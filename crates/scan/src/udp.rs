@@ -40,8 +40,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::{ScanError, ScanEvent, ScanOutcome, ScanPlan, StateCounts, fd_budget};
 use crate::identify::subject;
-use crate::permutation::Permutation;
 use crate::rate::RateLimiter;
+use crate::shard::ShardWalk;
 
 /// The most datagrams read back for one question (an SNMP or memcached
 /// reply may come in several); the rest are ignored.
@@ -84,7 +84,9 @@ pub async fn run_udp(
     };
     let n_addresses = u64::try_from(targets.len()).map_err(|_| too_large())?;
     let n_ports = u64::try_from(ports.len()).map_err(|_| too_large())?;
-    let total = n_addresses.checked_mul(n_ports).ok_or_else(too_large)?;
+    // The whole index space, and the part of it this shard walks.
+    let space = n_addresses.checked_mul(n_ports).ok_or_else(too_large)?;
+    let total = plan.options.shard.len_of(space);
     let fd_limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .ok()
         .map(|(soft, _)| soft);
@@ -94,12 +96,13 @@ pub async fn run_udp(
     let report_unanswered = plan.options.report_unanswered;
     let rate = Arc::new(RateLimiter::new(Some(settings.rate), settings.seed));
     let permits = Arc::new(Semaphore::new(settings.concurrency.max(1)));
-    let permutation = Permutation::new(total, settings.seed);
+    let walk = ShardWalk::new(space, settings.seed, settings.shard);
     let counts = Arc::new(Counts::default());
     let start = Instant::now();
     let mut last_progress = start;
     let mut tasks = JoinSet::new();
     let mut n_launched = 0u64;
+    let mut n_skipped = 0u64;
     let timeout = settings.timeout;
     let retries = settings.retries;
     let identify = settings.identify;
@@ -108,7 +111,7 @@ pub async fn run_udp(
         if cancel.is_cancelled() {
             break;
         }
-        let index = permutation.get(position);
+        let index = walk.get(position);
         // Consecutive indices go to different hosts first: one host's ICMP
         // limit is spent as slowly as the scan allows.
         let Some(address) = targets.get(u128::from(index % n_addresses)) else {
@@ -120,6 +123,12 @@ pub async fn run_udp(
         else {
             continue;
         };
+        // Exclusions were subtracted when the target set was built; this
+        // check stands behind that, as the TCP launcher's does.
+        if targets.is_excluded(address) {
+            n_skipped += 1;
+            continue;
+        }
         let permit = tokio::select! {
             permit = Arc::clone(&permits).acquire_owned() => match permit {
                 Ok(permit) => permit,
@@ -159,7 +168,8 @@ pub async fn run_udp(
     let mut totals = counts.snapshot();
     let decided = totals.open + totals.closed + totals.filtered + totals.open_filtered;
     totals.undecided = total - decided;
-    let complete = !cancel.is_cancelled() && n_launched == total && decided == total;
+    let complete =
+        !cancel.is_cancelled() && n_launched + n_skipped == total && decided == n_launched;
     let _ = events.send(progress(&counts, total, &rate, start)).await;
     let info = ScanInfo {
         id: 0,

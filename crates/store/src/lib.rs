@@ -25,6 +25,7 @@ mod error;
 pub mod fleet;
 mod monitor;
 mod path;
+mod shards;
 mod spans;
 mod sqlite;
 mod target_key;
@@ -45,8 +46,12 @@ pub use monitor::{
     PendingDelivery, RunStatus,
 };
 pub use path::{DB_FILE_NAME, default_db_path};
+pub use shards::{
+    MERGED_FROM_OPTION, MERGED_SHARDS_OPTION, MergeError, MergePlan, ScanGroup, Selection,
+    ShardPart, ShardRun, merge_results, merged_info, plan_merge,
+};
 pub use sqlite::{SCHEMA_VERSION, SqliteStore};
-pub use target_key::TargetKey;
+pub use target_key::{SHARD_OPTION, TargetKey};
 
 /// Where a stored scan stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,6 +5,10 @@ use std::fmt;
 
 use perimeter_model::ScanInfo;
 
+/// The `ScanInfo.options` key a shard of a scan is recorded under, as `K/N`
+/// (0-based K).
+pub const SHARD_OPTION: &str = "shard";
+
 /// A canonical, readable key for what a scan covered: its targets, its excludes
 /// and its ports, each normalised so that spelling differences that do not change
 /// the scan do not change the key.
@@ -26,6 +30,15 @@ use perimeter_model::ScanInfo;
 /// unambiguous whatever characters the items hold, and readable in sqlite3.
 /// The scan profile is not part of it: a quick and a full scan of the same
 /// targets are the same target set.
+///
+/// A shard of a scan (`perimeter scan --shard K/N`, recorded as the
+/// [`SHARD_OPTION`] option) covers a part of the target set by design, so it
+/// has a key of its own, with the shard and the seed added
+/// (`{..,"ports":[..],"shard":"1/3","seed":"42"}`): it is never compared
+/// with an unsharded scan, with another shard, or with the same shard of
+/// another seed (which is another part), only with earlier runs of the very
+/// same part. `perimeter scans merge` stores the shards' union under the
+/// plain key, where `diff` and the monitor find it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TargetKey(String);
 
@@ -46,8 +59,30 @@ impl TargetKey {
         ))
     }
 
+    /// The key of a stored or running scan: its shard's own key for a shard.
     pub fn of(info: &ScanInfo) -> TargetKey {
+        let key = TargetKey::of_whole(info);
+        match info.options.get(SHARD_OPTION) {
+            Some(shard) => key.with_shard(shard, info.seed),
+            None => key,
+        }
+    }
+
+    /// The key of the whole scan a scan or shard is part of: what the shards
+    /// of one scan share, and what their merge is stored under.
+    pub fn of_whole(info: &ScanInfo) -> TargetKey {
         TargetKey::new(&info.targets, &info.excluded, &info.ports)
+    }
+
+    fn with_shard(&self, shard: &str, seed: u64) -> TargetKey {
+        // The plain key is a JSON object written above, so it ends in `}`;
+        // the shard's fields go before it.
+        let open = self.0.strip_suffix('}').unwrap_or(&self.0);
+        TargetKey(format!(
+            r#"{open},"shard":{},"seed":{}}}"#,
+            serde_json::Value::from(shard),
+            serde_json::Value::from(seed.to_string()),
+        ))
     }
 
     /// Wraps a key read back from storage, as it was written.
@@ -97,6 +132,41 @@ mod tests {
             a.as_str(),
             r#"{"targets":["10.0.0.0/24","example.org"],"excluded":["10.0.0.5"],"ports":["22","80"]}"#
         );
+    }
+
+    #[test]
+    fn a_shard_has_a_key_of_its_own_per_part_and_seed() {
+        let info = |shard: Option<&str>, seed: u64| ScanInfo {
+            id: 0,
+            targets: vec!["198.18.0.0/24".into()],
+            resolved: Vec::new(),
+            excluded: Vec::new(),
+            ports: "22,80".into(),
+            profile: "normal".into(),
+            seed,
+            options: shard
+                .map(|shard| (SHARD_OPTION.to_owned(), shard.to_owned()))
+                .into_iter()
+                .collect(),
+            started: time::OffsetDateTime::UNIX_EPOCH,
+            finished: None,
+            complete: true,
+            n_probes: 0,
+        };
+        let whole = TargetKey::of(&info(None, 7));
+        // The seed of an unsharded scan does not matter: it covers everything.
+        assert_eq!(whole, TargetKey::of(&info(None, 8)));
+        let shard = TargetKey::of(&info(Some("1/3"), 7));
+        assert_eq!(
+            shard.as_str(),
+            r#"{"targets":["198.18.0.0/24"],"excluded":[],"ports":["22","80"],"shard":"1/3","seed":"7"}"#
+        );
+        assert_ne!(shard, whole);
+        assert_ne!(shard, TargetKey::of(&info(Some("0/3"), 7)));
+        assert_ne!(shard, TargetKey::of(&info(Some("1/4"), 7)));
+        assert_ne!(shard, TargetKey::of(&info(Some("1/3"), 8)));
+        assert_eq!(shard, TargetKey::of(&info(Some("1/3"), 7)));
+        assert_eq!(TargetKey::of_whole(&info(Some("1/3"), 7)), whole);
     }
 
     #[test]

@@ -193,6 +193,50 @@ fn scans_round_trip_every_field() -> TestResult {
     Ok(())
 }
 
+/// Shards (issue 11) are stored with a key of their own: never the
+/// previous scan of the whole target set or of another shard, and the key
+/// survives the round trip.
+#[test]
+fn shards_are_kept_apart_from_the_whole_scan_and_each_other() -> TestResult {
+    let mut store = SqliteStore::open_in_memory()?;
+    let whole = scan_info(&["198.18.0.0/24"]);
+    let shard = |part: &str| {
+        let mut info = whole.clone();
+        info.options
+            .insert(perimeter_store::SHARD_OPTION.to_owned(), part.to_owned());
+        info
+    };
+    let mut ids = BTreeMap::new();
+    for (name, info) in [
+        ("whole", whole.clone()),
+        ("0/2", shard("0/2")),
+        ("1/2", shard("1/2")),
+        ("0/2 again", shard("0/2")),
+    ] {
+        let scan_id = store.begin_scan(&info)?;
+        store.finish_scan(scan_id, datetime!(2024-05-01 12:00 UTC), true, 10)?;
+        ids.insert(name, scan_id);
+    }
+    let previous = |info: &ScanInfo| -> Result<Vec<i64>, StoreError> {
+        Ok(store
+            .previous_scans_of(&TargetKey::of(info), 10)?
+            .iter()
+            .map(|summary| summary.info.id)
+            .collect())
+    };
+    assert_eq!(previous(&whole)?, vec![ids["whole"]]);
+    assert_eq!(previous(&shard("0/2"))?, vec![ids["0/2 again"], ids["0/2"]]);
+    assert_eq!(previous(&shard("1/2"))?, vec![ids["1/2"]]);
+    let stored = store
+        .list_scans(1)?
+        .into_iter()
+        .next()
+        .ok_or("no scan listed")?;
+    assert_eq!(stored.target_key, TargetKey::of(&shard("0/2")));
+    assert_ne!(stored.target_key, TargetKey::of_whole(&stored.info));
+    Ok(())
+}
+
 #[test]
 fn previous_scans_are_the_complete_ones_with_the_same_key() -> TestResult {
     let mut store = SqliteStore::open_in_memory()?;

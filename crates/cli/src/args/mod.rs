@@ -28,7 +28,7 @@ pub(crate) use fleet::{
     AgentArgs, AgentsAction, AgentsArgs, GateServerArgs, RoleArg, ServerAction, ServerArgs,
     ServerTrustArgs, TokenAction, UserAction,
 };
-pub(crate) use history::{AuditsArgs, DiffArgs, ScansArgs};
+pub(crate) use history::{AuditsArgs, DiffArgs, MergeArgs, ScansAction, ScansArgs};
 pub(crate) use host::{ApproveArgs, AuditArgs, CheckArgs};
 pub(crate) use inventory::{
     ExportArgs, InventoryAction, InventoryArgs, ManifestDiffArgs, ShowArgs, SourceArgs,
@@ -69,7 +69,7 @@ pub(crate) enum Command {
     /// Scan address ranges from outside: open ports, services, unauthenticated
     /// services. Stored in the history database.
     Scan(Box<ScanArgs>),
-    /// List stored scans.
+    /// List stored scans; `merge` combines the shards of a scan into one.
     Scans(ScansArgs),
     /// Compare two stored scans (default: the last two of the same target set).
     Diff(DiffArgs),

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
+use perimeter_scan::Shard;
 
 use super::{DbArgs, InventoryFileArgs, SeverityArg};
 
@@ -47,7 +48,8 @@ pub(crate) struct ScanTuning {
     /// retries and identification connections: over any span of T seconds at
     /// most RATE x T + B probes go out, where B, the burst allowed after a
     /// quiet spell, is the profile's (fast 200, normal 20, stealth 1) and
-    /// never more than RATE.
+    /// never more than RATE. With `scan --shard`, the ceiling is per shard:
+    /// N shards running at once send up to N x RATE together.
     #[arg(long)]
     pub(crate) rate: Option<f64>,
 
@@ -69,6 +71,7 @@ pub(crate) struct ScanTuning {
     pub(crate) retries: Option<u32>,
 
     /// Permutation seed, to replay a scan's order (default: random, recorded).
+    /// Every shard of a --shard scan needs the same one.
     #[arg(long)]
     pub(crate) seed: Option<u64>,
 
@@ -112,6 +115,17 @@ pub(crate) struct ScanArgs {
 
     #[command(flatten)]
     pub(crate) tuning: ScanTuning,
+
+    /// Scan only part K of N of the scan: N runs with the same targets,
+    /// excludes, ports and --seed, one per K, cover it exactly once between
+    /// them, with no coordination (ZMap's shards). K is 0-based: 0/3, 1/3
+    /// and 2/3 are the three parts of a scan in three. Needs an explicit
+    /// --seed. --rate and --concurrency are each part's own: N parts running
+    /// at once send up to N x RATE together. Each part is stored as a shard,
+    /// compared only with earlier runs of the same part and seed;
+    /// `perimeter scans merge` combines the N parts into one scan.
+    #[arg(long, value_name = "K/N")]
+    pub(crate) shard: Option<Shard>,
 
     /// Skip service identification and unauthenticated-service checks.
     #[arg(long)]

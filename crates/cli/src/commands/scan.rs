@@ -12,7 +12,7 @@ use perimeter_model::{PortResult, ScanInfo, Severity};
 use perimeter_report::diff::Compared;
 use perimeter_report::scan::{to_human, to_json, to_nmap_xml};
 use perimeter_scan::{PortSet, ScanOptions, TargetRequest, read_target_file};
-use perimeter_store::{SqliteStore, Store};
+use perimeter_store::{SHARD_OPTION, SqliteStore, Store};
 
 use crate::args::{ScanArgs, ScanFormat};
 use crate::exit_codes::ExitCode;
@@ -43,6 +43,16 @@ fn settings(args: &ScanArgs) -> Result<Settings> {
     }
     let (ports, mut options) = tuning(&args.tuning)?;
     options.identify = !args.no_identify;
+    if let Some(shard) = args.shard {
+        // A random seed per shard would walk N different permutations,
+        // whose parts overlap and leave gaps.
+        if args.tuning.seed.is_none() {
+            bail!(
+                "--shard {shard} needs an explicit --seed: every shard of a scan must walk the same permutation, so give each the same --seed (any number)"
+            );
+        }
+        options.shard = shard;
+    }
     Ok(Settings {
         request: TargetRequest {
             targets,
@@ -78,6 +88,11 @@ async fn scan(args: ScanArgs, settings: Settings, terminal: &Terminal) -> Result
     let mut record = BTreeMap::new();
     if let Some(spread) = args.tuning.spread.as_ref() {
         record.insert("spread".into(), spread.clone());
+    }
+    if let Some(shard) = args.shard {
+        // Stored with the scan: it gives the shard a target key of its own,
+        // and `scans merge` finds the parts of a scan by it.
+        record.insert(SHARD_OPTION.into(), shard.to_string());
     }
     let db = if args.no_store {
         None
@@ -163,10 +178,17 @@ fn print_changes(
         return Ok(());
     }
     let Some(previous) = scan_diff::previous_complete_scan(db, info)? else {
-        outln!(
-            "\nfirst complete scan of these targets and ports (#{}); the next one will be compared with it",
-            info.id
-        );
+        match info.options.get(SHARD_OPTION) {
+            Some(shard) => outln!(
+                "\nshard {shard} of seed {} stored as scan #{}: `perimeter scans merge` combines the shards into one scan",
+                info.seed,
+                info.id
+            ),
+            None => outln!(
+                "\nfirst complete scan of these targets and ports (#{}); the next one will be compared with it",
+                info.id
+            ),
+        }
         return Ok(());
     };
     let (before_info, before) = db.load_scan(previous.info.id)?;

@@ -7,7 +7,10 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use super::tests::{Finished, Technique, attempts_to, ip, options, plan, scan_by, sock, targets};
+use super::tests::{
+    Finished, Technique, attempts_to, ip, options, plan, scan_by,
+    shards_keep_exclusions_and_cover_the_scan, sock, targets,
+};
 use super::*;
 use crate::options::Profile;
 use crate::transport::fake::{FakeNetwork, FakePort, FakeService, ServerStep};
@@ -247,6 +250,11 @@ async fn excluded_addresses_are_never_sent_a_syn() {
     assert_eq!(touched.len(), 64 - 3 + 8);
     assert_eq!(attempts.len(), (64 - 3 + 8) * 2);
     assert_eq!(finished.results.len(), attempts.len());
+}
+
+#[tokio::test(start_paused = true)]
+async fn shards_keep_exclusions_and_cover_the_syn_scan() {
+    shards_keep_exclusions_and_cover_the_scan(Technique::Syn).await;
 }
 
 /// The SYNs go out in the permutation's order, as the connect scan's

@@ -11,6 +11,7 @@ use perimeter_probe::Probe;
 use super::*;
 use crate::identify::test_probes::{BannerProbe, PingProbe};
 use crate::options::Profile;
+use crate::shard::Shard;
 use crate::targets::{AddressRange, TargetSet, parse_target};
 use crate::transport::fake::{Attempt, FakeNetwork, FakePort, FakeService, ServerStep};
 
@@ -462,6 +463,131 @@ async fn excluded_addresses_are_never_connected() {
     assert_eq!(touched.len(), 64 - 3 + 8);
     assert_eq!(attempts.len(), (64 - 3 + 8) * 2);
     assert_eq!(finished.results.len(), attempts.len());
+}
+
+/// Every shard of a scan (issue 11) keeps its exclusions, and the shards
+/// together decide exactly the ports the unsharded scan decides, each once
+/// and in the same state, whichever technique decides them.
+pub(super) async fn shards_keep_exclusions_and_cover_the_scan(technique: Technique) {
+    let network = || {
+        let network = FakeNetwork::new(FakePort::Closed, Duration::from_millis(1));
+        for open in ["198.18.0.1:22", "198.18.0.17:80", "198.18.0.40:443"] {
+            network.set(sock(open), FakePort::Open(FakeService::silent()));
+        }
+        network.set(sock("198.18.0.33:22"), FakePort::Unreachable);
+        network
+    };
+    let scan_plan = |shard: Shard| {
+        let mut opts = options(Profile::Fast);
+        opts.rate = Some(100_000.0);
+        opts.seed = Some(0x5eed);
+        opts.shard = shard;
+        plan(
+            targets(
+                &["198.18.0.0/26"],
+                &["198.18.0.5", "198.18.0.8-198.18.0.9", "198.18.0.17"],
+            ),
+            "22,80,443",
+            opts,
+        )
+    };
+    let excluded = [
+        ip("198.18.0.5"),
+        ip("198.18.0.8"),
+        ip("198.18.0.9"),
+        ip("198.18.0.17"),
+    ];
+    let state_of = |finished: &Finished| -> BTreeMap<SocketAddr, PortState> {
+        finished
+            .results
+            .iter()
+            .map(|(address, result)| (*address, result.state))
+            .collect()
+    };
+    let unsharded = scan_by(
+        technique,
+        &network(),
+        scan_plan(Shard::WHOLE),
+        CancellationToken::new(),
+    )
+    .await;
+    assert!(unsharded.outcome.info.complete);
+    assert!(!unsharded.outcome.info.options.contains_key("shard"));
+    let whole = state_of(&unsharded);
+    assert_eq!(whole.len(), (64 - 4) * 3);
+    assert_eq!(whole.values().filter(|s| **s == PortState::Open).count(), 2);
+
+    for n_shards in [1u32, 2, 3, 7, 64, 200] {
+        let mut union: BTreeMap<SocketAddr, PortState> = BTreeMap::new();
+        for shard_idx in 0..n_shards {
+            let shard = Shard::new(shard_idx, n_shards).expect("a valid shard");
+            let network = network();
+            let finished = scan_by(
+                technique,
+                &network,
+                scan_plan(shard),
+                CancellationToken::new(),
+            )
+            .await;
+            let touched: BTreeSet<IpAddr> =
+                network.attempts().iter().map(|a| a.address.ip()).collect();
+            for address in excluded {
+                assert!(
+                    !touched.contains(&address),
+                    "{address} was sent a packet by shard {shard}"
+                );
+            }
+            let info = &finished.outcome.info;
+            assert!(info.complete, "shard {shard} incomplete");
+            assert_eq!(
+                info.options.get("shard").cloned(),
+                (n_shards > 1).then(|| shard.to_string())
+            );
+            // The shard's share of the 64 × 3 index space (excluded
+            // addresses are not in the set, so no position lands on one).
+            assert_eq!(
+                finished.results.len() as u64,
+                shard.len_of((64 - 4) * 3),
+                "shard {shard}"
+            );
+            for (address, state) in state_of(&finished) {
+                assert!(
+                    union.insert(address, state).is_none(),
+                    "{address} decided by two shards of {n_shards}"
+                );
+            }
+        }
+        assert_eq!(union, whole, "{n_shards} shards");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn shards_keep_exclusions_and_cover_the_connect_scan() {
+    shards_keep_exclusions_and_cover_the_scan(Technique::Connect).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shard_without_a_seed_is_refused() {
+    let mut opts = options(Profile::Normal);
+    opts.seed = None;
+    opts.shard = Shard::new(0, 2).expect("a valid shard");
+    let network = FakeNetwork::new(FakePort::Closed, Duration::from_millis(1));
+    let (sender, _receiver) = mpsc::channel(64);
+    let refused = run(
+        Arc::new(network.clone()),
+        plan(targets(&["198.18.0.0/30"], &[]), "22", opts),
+        sender,
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(
+        refused.err().map(|e| e.to_string()),
+        Some(
+            "invalid option shard: needs an explicit seed: every shard of a scan must walk the same permutation"
+                .into()
+        )
+    );
+    assert!(network.attempts().is_empty());
 }
 
 #[tokio::test(start_paused = true)]
