@@ -770,9 +770,10 @@ pub struct StoredEntry<'a> {
 /// entries are the stored ones, index for index). A selector that is not a
 /// table of keys is an error naming its position.
 pub fn render_file(header: &str, entries: &[StoredEntry<'_>]) -> Result<String, String> {
-    let mut doc: toml_edit::DocumentMut = format!("{header}version = {FORMAT_VERSION}\n")
-        .parse()
-        .map_err(|err: toml_edit::TomlError| format!("the header does not parse: {err}"))?;
+    let mut doc: toml_edit::DocumentMut =
+        format!("{header}version = {FORMAT_VERSION}\n")
+            .parse()
+            .map_err(|err: toml_edit::TomlError| format!("the header does not parse: {err}"))?;
     let mut array = toml_edit::ArrayOfTables::new();
     for (index, entry) in entries.iter().enumerate() {
         let selector: toml_edit::DocumentMut = entry
