@@ -53,9 +53,12 @@ pub(crate) fn server_approvals(args: &GateServerArgs) -> Result<(Approvals, Path
     let trust = trust(&args.trust)?;
     let identity = perimeter_agent::load_identity(&agent_dir(args.agent_dir.clone())?)?;
     let (auth, enrolled_id) = match (&args.token_file, identity) {
-        (Some(path), _) => {
+        (Some(path), identity) => {
             let token = perimeter_files::read_text(path, "a token file", MAX_TOKEN_BYTES)?;
-            (Auth::Token(token.trim().to_owned()), None)
+            (
+                Auth::Token(token.trim().to_owned()),
+                identity.map(|(id, _)| id),
+            )
         }
         (None, Some((id, key))) => (Auth::Agent(Arc::new(key)), Some(id)),
         (None, None) => bail!(
