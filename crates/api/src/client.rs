@@ -275,7 +275,8 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-fn client_config(trust: &Trust) -> Result<rustls::ClientConfig, ClientError> {
+/// The rustls configuration of a client with this trust (HTTP/1.1 only).
+pub fn client_config(trust: &Trust) -> Result<rustls::ClientConfig, ClientError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

@@ -49,15 +49,44 @@ pub(crate) fn router(state: Arc<AppState>, limits: &Limits) -> Router {
         .route("/approvals/{id}/revoke", post(revoke_approval))
         .route("/approvals.toml", get(approvals_toml))
         .route("/trail", get(trail));
+    let max_body = limits.max_body_bytes;
     Router::new()
         .nest(PREFIX, api)
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| async move {
+                refuse_declared_oversize(request, next, max_body).await
+            },
+        ))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout,
         ))
         .with_state(state)
+}
+
+/// A body whose declared length is over the limit is refused before a byte of
+/// it is read (a chunked one is cut by `DefaultBodyLimit` as it comes).
+async fn refuse_declared_oversize(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+    max_body: usize,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > max_body as u64) {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the body is larger than {max_body} bytes"),
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 async fn not_found() -> ApiError {
