@@ -32,10 +32,12 @@ const BINARY: &str = "/usr/bin/perimeter";
 /// Where the package installs the units.
 const UNIT_DIR: &str = "usr/lib/systemd/system";
 /// The unit files, in crates/cli/debian/ and in the package.
-const UNITS: [&str; 3] = [
+const UNITS: [&str; 5] = [
     "perimeter-monitor.service",
     "perimeter-audit.service",
     "perimeter-audit.timer",
+    "perimeter-server.service",
+    "perimeter-agent.service",
 ];
 /// The conffile: `perimeter init`'s example.
 const CONFFILE: &str = "/etc/perimeter/perimeter.toml";
@@ -44,6 +46,11 @@ const CONFFILE: &str = "/etc/perimeter/perimeter.toml";
 const MONITOR_COMMAND: &str = "/usr/bin/perimeter monitor --inventory /etc/perimeter/perimeter.toml --db /var/lib/perimeter/perimeter.db";
 /// The daily audit's command line.
 const AUDIT_COMMAND: &str = "/usr/bin/perimeter audit --inventory /etc/perimeter/perimeter.toml --db /var/lib/perimeter-audit/perimeter.db";
+/// The server's command line: its database in its state directory, its
+/// certificate, key and enrolment secret as credentials.
+const SERVER_COMMAND: &str = "/usr/bin/perimeter server --database /var/lib/perimeter-server/server.db --listen 0.0.0.0:8443 --tls-cert %d/tls-cert --tls-key %d/tls-key --enrol-secret-file %d/enrol-secret";
+/// The agent's command line (the server and its trust come from agent.env).
+const AGENT_COMMAND: &str = "/usr/bin/perimeter agent --state-dir /var/lib/perimeter-agent --inventory /etc/perimeter/perimeter.toml";
 /// What the lintian of Debian 12 may say about this package at warning
 /// level, each with why it is not fixed. Errors are never accepted.
 const ACCEPTED_LINTIAN_WARNINGS: [(&str, &str); 1] = [(
@@ -91,6 +98,10 @@ fn units_exposure_stays_low() {
         ("perimeter-monitor.service", 2.0),
         // Root, with the capabilities that read other processes' sockets.
         ("perimeter-audit.service", 3.0),
+        // A dynamic user with no capability (1.1 with systemd 252).
+        ("perimeter-server.service", 1.3),
+        // The audit's privileges, and the watch's connector (2.9).
+        ("perimeter-agent.service", 3.0),
     ] {
         let report = security(&debian_dir().join(unit));
         let score = exposure(&report, unit);
@@ -658,7 +669,7 @@ fn check_maintainer_scripts(package: &Package) {
             getent passwd perimeter || echo "no account"
             id -gn perimeter 2>/dev/null || true
             stat -c 'home %U %G %a' /var/lib/perimeter 2>/dev/null || echo "no home"
-            for unit in perimeter-monitor.service perimeter-audit.timer; do
+            for unit in perimeter-monitor.service perimeter-audit.timer perimeter-server.service perimeter-agent.service; do
                 if [ -L "/etc/systemd/system/$unit" ]; then echo "$unit masked"; fi
             done
         }
@@ -719,6 +730,8 @@ fn check_maintainer_scripts(package: &Package) {
     removed.extend([
         "perimeter-monitor.service masked",
         "perimeter-audit.timer masked",
+        "perimeter-server.service masked",
+        "perimeter-agent.service masked",
     ]);
     assert_eq!(step("remove"), removed, "{said}");
     assert_eq!(step("purge"), [install[0], install[1], "no home"], "{said}");
@@ -892,6 +905,60 @@ fn check_unit_settings(dir: &Path) {
     assert!(
         !audit.has("Install", "WantedBy"),
         "the timer starts the audit"
+    );
+
+    let server = UnitFile::read(&dir.join("perimeter-server.service"));
+    for (key, value) in hardening {
+        assert_eq!(server.value("Service", key), value, "server: {key}");
+    }
+    for (key, value) in [
+        ("ExecStart", SERVER_COMMAND),
+        ("DynamicUser", "yes"),
+        ("StateDirectory", "perimeter-server"),
+        ("ProtectSystem", "strict"),
+        ("CapabilityBoundingSet", ""),
+        ("AmbientCapabilities", ""),
+        ("PrivateUsers", "yes"),
+        ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"),
+    ] {
+        assert_eq!(server.value("Service", key), value, "server: {key}");
+    }
+    // The key and the secret reach the service as credentials, never through
+    // a file its user could read otherwise.
+    let credentials = server.values("Service", "LoadCredential");
+    assert_eq!(
+        credentials,
+        [
+            "tls-cert:/etc/perimeter/server.crt",
+            "tls-key:/etc/perimeter/server.key",
+            "enrol-secret:/etc/perimeter/enrol-secret",
+        ]
+    );
+    assert!(!server.has("Service", "User"), "the server's user is dynamic");
+
+    let agent = UnitFile::read(&dir.join("perimeter-agent.service"));
+    for (key, value) in hardening {
+        assert_eq!(agent.value("Service", key), value, "agent: {key}");
+    }
+    for (key, value) in [
+        ("ExecStart", AGENT_COMMAND),
+        ("EnvironmentFile", "/etc/perimeter/agent.env"),
+        ("StateDirectory", "perimeter-agent"),
+        ("RestartPreventExitStatus", "2"),
+        ("ProtectSystem", "full"),
+    ] {
+        assert_eq!(agent.value("Service", key), value, "agent: {key}");
+    }
+    assert!(!agent.has("Service", "User"), "the agent audits as root");
+    let capabilities: BTreeSet<&str> = agent
+        .value("Service", "CapabilityBoundingSet")
+        .split_whitespace()
+        .collect();
+    assert!(
+        capabilities.contains("CAP_SYS_PTRACE")
+            && capabilities.contains("CAP_NET_ADMIN")
+            && !capabilities.contains("CAP_SYS_ADMIN"),
+        "{capabilities:?}"
     );
 
     let timer = UnitFile::read(&dir.join("perimeter-audit.timer"));
