@@ -207,6 +207,13 @@ pub struct NewApprovalDoc {
     /// A date (YYYY-MM-DD) after which it approves nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,
+    /// For an import from an approvals file (administrators only): who
+    /// approved it there and when (YYYY-MM-DD), kept as the approval's;
+    /// the trail also records the import and who made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded_at: Option<String>,
 }
 
 /// A stored approval.

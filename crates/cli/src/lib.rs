@@ -143,6 +143,7 @@ fn run(command: Command, terminal: &Terminal) -> anyhow::Result<ExitCode> {
         Command::Monitor(args) => commands::monitor::run(args, terminal),
         Command::Alerts(args) => commands::alerts::run(args, terminal),
         Command::Server(args) => commands::server::run(args, terminal),
+        Command::Approvals(args) => commands::approvals::run(args, terminal),
         Command::Agent(args) => commands::agent::run(*args, terminal),
         Command::Completions(args) => commands::completions::run(args),
         Command::Man(args) => commands::man::run(args),

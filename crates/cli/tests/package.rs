@@ -934,7 +934,10 @@ fn check_unit_settings(dir: &Path) {
             "enrol-secret:/etc/perimeter/enrol-secret",
         ]
     );
-    assert!(!server.has("Service", "User"), "the server's user is dynamic");
+    assert!(
+        !server.has("Service", "User"),
+        "the server's user is dynamic"
+    );
 
     let agent = UnitFile::read(&dir.join("perimeter-agent.service"));
     for (key, value) in hardening {

@@ -335,6 +335,8 @@ fn gate_flow(fleet: &Fleet) {
         unowned: false,
         reason: "the lab's test service".into(),
         expires: None,
+        recorded_by: None,
+        recorded_at: None,
     };
     let _: perimeter_api::ApprovalDoc = fleet.api(move |c| {
         Box::pin(async move {
@@ -580,4 +582,109 @@ fn the_running_agent_reports_a_new_listener_as_it_appears() {
             .iter()
             .any(|l| l.listener.port == 7003 && l.approval == "unapproved")
     });
+}
+
+#[test]
+fn approve_on_the_server_and_approvals_round_trip_through_a_file() {
+    if !requirements() {
+        return;
+    }
+    let fleet = Fleet::new(None, &[]);
+    let token_file = fleet.path("token");
+    std::fs::write(&token_file, &fleet.token).expect("token file");
+    let _listener = listen(&fleet.agents[0], "198.18.70.11", 7005);
+    assert_ok(&fleet.agent_once(0, &[]), "report");
+    let id = fleet.agent_id(0);
+    let url = fleet.url();
+    let agent_dir = fleet.agent_dir(0);
+    let server_flags = [
+        "--server",
+        url.as_str(),
+        "--fingerprint",
+        fleet.fingerprint.as_str(),
+        "--token-file",
+        token_file.as_str(),
+        "--agent-dir",
+        agent_dir.as_str(),
+    ];
+
+    // `approve --server` by selectors, on the host that runs the listener.
+    let mut args = vec!["approve"];
+    args.extend_from_slice(&server_flags);
+    args.extend_from_slice(&[
+        "--port",
+        "7005",
+        "--reason",
+        "the lab's service",
+        "--no-service-probes",
+    ]);
+    let approved = common::run(Some(&fleet.agents[0]), &args);
+    assert_ok(&approved, "approve --server");
+    assert!(
+        stdout(&approved).contains(&format!("the server for host:{id}")),
+        "{}",
+        stdout(&approved)
+    );
+    assert_eq!(
+        fleet
+            .host(&id)
+            .listeners
+            .iter()
+            .find(|l| l.listener.port == 7005)
+            .map(|l| l.approval.clone()),
+        Some("approved".to_owned())
+    );
+
+    // Export the host's scope, import it into an environment, twice.
+    let exported = fleet.path("exported.toml");
+    let scope = format!("host:{id}");
+    let mut args = vec![
+        "approvals",
+        "export",
+        "--scope",
+        scope.as_str(),
+        "-o",
+        exported.as_str(),
+    ];
+    args.extend_from_slice(&server_flags);
+    assert_ok(&common::run(Some(&fleet.agents[0]), &args), "export");
+    let text = std::fs::read_to_string(&exported).expect("exported file");
+    assert!(text.contains("port = 7005"), "{text}");
+    assert!(text.contains("approved_by = \"admin\""), "{text}");
+    let import = |file: &str, sync: bool| {
+        let mut args = vec!["approvals", "import", file, "--scope", "environment:lab"];
+        if sync {
+            args.push("--sync");
+        }
+        args.extend_from_slice(&server_flags);
+        common::run(Some(&fleet.agents[0]), &args)
+    };
+    let first = import(&exported, false);
+    assert_ok(&first, "import");
+    assert!(
+        stdout(&first).contains("1 added, 0 already held"),
+        "{}",
+        stdout(&first)
+    );
+    let again = import(&exported, false);
+    assert!(
+        stdout(&again).contains("0 added, 1 already held"),
+        "{}",
+        stdout(&again)
+    );
+    // The file as the source of truth: an empty one revokes what it lacks.
+    let empty = fleet.path("empty.toml");
+    std::fs::write(&empty, "version = 1\n").expect("empty file");
+    let synced = import(&empty, true);
+    assert_ok(&synced, "import --sync");
+    assert!(
+        stdout(&synced).contains("0 added, 0 already held, 1 revoked"),
+        "{}",
+        stdout(&synced)
+    );
+    let trail: TrailList =
+        fleet.api(|c| Box::pin(async move { c.get_json("/api/v1/trail").await.expect("trail") }));
+    let actions: Vec<&str> = trail.entries.iter().map(|e| e.action.as_str()).collect();
+    assert!(actions.contains(&"approval.import"), "{actions:?}");
+    assert!(actions.contains(&"approval.revoke"), "{actions:?}");
 }

@@ -862,20 +862,75 @@ async fn add_approval(
     }
     let scope = parse_approval_scope(&doc.scope)?;
     let now = OffsetDateTime::now_utc();
-    let entry = new_approval(&doc, &who.user, now)?;
+    // An import keeps the file's approver and date; only an administrator
+    // may say who approved, and the trail says who imported.
+    let (approved_by, approved_at) = match (&doc.recorded_by, &doc.recorded_at) {
+        (None, None) => (who.user.clone(), now),
+        (Some(by), Some(at)) => {
+            who.require(Role::Admin)?;
+            check_text("recorded_by", by, 255)?;
+            if by.trim().is_empty() {
+                return Err(ApiError::bad_request("recorded_by must not be empty"));
+            }
+            let date = parse_date(at, "recorded_at")?;
+            (by.clone(), date.midnight().assume_utc())
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "recorded_by and recorded_at go together",
+            ));
+        }
+    };
+    let entry = new_approval(&doc, &approved_by, approved_at)?;
     let new = NewFleetApproval {
         scope,
         selector: selector_toml(&entry),
-        approved_by: who.user.clone(),
-        approved_at: now,
+        approved_by,
+        approved_at,
         reason: entry.reason.clone(),
         expires: entry.expires.map(|date| date.midnight().assume_utc()),
     };
+    let imported = doc.recorded_by.is_some();
+    let importer = who.user.clone();
     let row = state
-        .with_store(move |store| Ok(store.add_approval(&new)?))
+        .with_store(move |store| {
+            let active = store.approvals(false)?;
+            if let Some(same) = active
+                .iter()
+                .find(|row| row.scope == new.scope && row.selector == new.selector)
+            {
+                return Err(ApiError::conflict(
+                    "conflict",
+                    format!(
+                        "approval {} already approves this for {}",
+                        same.id,
+                        judge::scope_text(&same.scope)
+                    ),
+                ));
+            }
+            let row = store.add_approval(&new)?;
+            if imported {
+                store.append_trail(&perimeter_store::fleet::NewTrailEntry {
+                    at: OffsetDateTime::now_utc(),
+                    actor: importer,
+                    action: "approval.import".into(),
+                    subject: row.id.to_string(),
+                    reason: format!("approved by {} in an approvals file", row.approved_by),
+                })?;
+            }
+            Ok(row)
+        })
         .await?;
     tracing::info!(id = row.id, by = %who.user, scope = %judge::scope_text(&row.scope), "approval added");
     Ok((StatusCode::CREATED, Json(approval_doc(&row))))
+}
+
+fn parse_date(text: &str, field: &str) -> Result<time::Date, ApiError> {
+    time::Date::parse(
+        text,
+        time::macros::format_description!("[year]-[month]-[day]"),
+    )
+    .map_err(|_| ApiError::bad_request(format!("{field} must be a date, YYYY-MM-DD")))
 }
 
 async fn revoke_approval(

@@ -272,6 +272,8 @@ async fn reports_chain_and_listeners_are_judged_by_scoped_approvals() {
         unowned: false,
         reason: "the cache of web-1, behind the firewall".into(),
         expires: None,
+        recorded_by: None,
+        recorded_at: None,
     };
     let viewer = h.client(Auth::Token(h.viewer.clone()));
     let denied = viewer

@@ -263,3 +263,51 @@ pub(crate) struct GateServerArgs {
     #[arg(long, value_name = "DIR", env = "PERIMETER_AGENT_DIR")]
     pub(crate) agent_dir: Option<PathBuf>,
 }
+
+#[derive(Debug, Args)]
+pub(crate) struct ApprovalsArgs {
+    #[command(subcommand)]
+    pub(crate) action: ApprovalsAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ApprovalsAction {
+    /// Write one scope's approvals on the server as an approvals file (to
+    /// stdout, or atomically to --output).
+    Export(ApprovalsExportArgs),
+    /// Add the entries of an approvals file to one scope on the server,
+    /// keeping each entry's approver and date (administrators only); entries
+    /// the server already holds are left alone. With --sync the file is the
+    /// source of truth: the scope's approvals it does not list are revoked.
+    Import(ApprovalsImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ApprovalsExportArgs {
+    /// `fleet`, `environment:NAME` or `host:AGENT_ID`.
+    #[arg(long, value_name = "SCOPE")]
+    pub(crate) scope: String,
+
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub(crate) server: GateServerArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ApprovalsImportArgs {
+    /// The approvals file.
+    pub(crate) file: PathBuf,
+
+    /// `fleet`, `environment:NAME` or `host:AGENT_ID`.
+    #[arg(long, value_name = "SCOPE")]
+    pub(crate) scope: String,
+
+    /// Revoke the scope's approvals that the file does not list.
+    #[arg(long)]
+    pub(crate) sync: bool,
+
+    #[command(flatten)]
+    pub(crate) server: GateServerArgs,
+}

@@ -80,4 +80,12 @@ pub(crate) struct ApproveArgs {
     /// Key the approval on the package instead of the executable path.
     #[arg(long)]
     pub(crate) by_package: bool,
+
+    #[command(flatten)]
+    pub(crate) server: GateServerArgs,
+
+    /// With --server: whom the approval covers: `host:AGENT_ID` (default:
+    /// this host), `environment:NAME`, or `fleet`.
+    #[arg(long, value_name = "SCOPE", requires = "server")]
+    pub(crate) scope: Option<String>,
 }

@@ -25,8 +25,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub(crate) use docs::{CompletionsArgs, ManArgs};
 pub(crate) use envs::{EnvsArgs, InitArgs};
 pub(crate) use fleet::{
-    AgentArgs, AgentsAction, AgentsArgs, GateServerArgs, RoleArg, ServerAction, ServerArgs,
-    ServerTrustArgs, TokenAction, UserAction,
+    AgentArgs, AgentsAction, AgentsArgs, ApprovalsAction, ApprovalsArgs, GateServerArgs, RoleArg,
+    ServerAction, ServerArgs, ServerTrustArgs, TokenAction, UserAction,
 };
 pub(crate) use history::{AuditsArgs, DiffArgs, MergeArgs, ScansAction, ScansArgs};
 pub(crate) use host::{ApproveArgs, AuditArgs, CheckArgs};
@@ -104,6 +104,9 @@ pub(crate) enum Command {
     /// listeners for the whole fleet, `check --server` gates against them.
     /// SQLite by default, PostgreSQL with --database postgres://...
     Server(ServerArgs),
+    /// The server's approvals as an approvals file, and back: `export`,
+    /// `import` (with --sync, the file is the source of truth).
+    Approvals(ApprovalsArgs),
     /// Report this host to `perimeter server`: its audit on an interval and
     /// at once when a listener appears or goes, suspicious execs with it.
     Agent(Box<AgentArgs>),

@@ -8,7 +8,7 @@
 
 use std::io::{BufRead, Write};
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use perimeter_checks::approvals::{self, Bind, NewApproval, OwnerKey};
@@ -17,7 +17,8 @@ use perimeter_report::audit::redacted_cmdline;
 
 use crate::args::ApproveArgs;
 use crate::exit_codes::ExitCode;
-use crate::pipeline::host::{HostAudit, MissingApprovals, audit_host};
+use crate::pipeline::fleet::{As, Session};
+use crate::pipeline::host::{HostAudit, MissingApprovals, audit_host, audit_with};
 use crate::settings::today;
 use crate::terminal::Terminal;
 
@@ -31,7 +32,28 @@ pub(crate) fn run(args: ApproveArgs, terminal: &Terminal) -> Result<ExitCode> {
         || args.protocol.is_some()
         || args.address.is_some()
         || args.netns.is_some();
-    let audit = audit_host(&args.host, MissingApprovals::WillCreate)?;
+    let (audit, dest) = if args.server.server.is_some() {
+        if args.host.approvals.is_some() {
+            bail!("give --server or --approvals, not both: approvals go to one of them");
+        }
+        let session = Session::open(&args.server, As::Person)?;
+        let scope = match &args.scope {
+            Some(scope) => scope.clone(),
+            None => session.host_scope()?,
+        };
+        let (approvals, from) = session.host_approvals()?;
+        (
+            audit_with(&args.host, approvals, from)?,
+            Destination::Server { session, scope },
+        )
+    } else {
+        if args.scope.is_some() {
+            bail!("--scope is for approvals on a server (--server)");
+        }
+        let audit = audit_host(&args.host, MissingApprovals::WillCreate)?;
+        let path = audit.approvals_path.clone();
+        (audit, Destination::File(path))
+    };
     let pending: Vec<usize> = audit
         .statuses
         .iter()
@@ -41,7 +63,7 @@ pub(crate) fn run(args: ApproveArgs, terminal: &Terminal) -> Result<ExitCode> {
         .collect();
 
     if selecting {
-        select_and_approve(&args, &audit, &pending, approved_by, expires)
+        select_and_approve(&args, &audit, &dest, &pending, approved_by, expires)
     } else {
         if args.reason.is_some() {
             bail!(
@@ -53,25 +75,17 @@ pub(crate) fn run(args: ApproveArgs, terminal: &Terminal) -> Result<ExitCode> {
                 "interactive approval needs a terminal on stdin; to approve from a script, select listeners with --port (and --protocol, --address, --netns) and give --reason"
             );
         }
-        interactive(&args, &audit, &pending, approved_by, expires)
+        interactive(&args, &audit, &dest, &pending, approved_by, expires)
     }
 }
 
 fn approver(args: &ApproveArgs) -> Result<String> {
-    if let Some(by) = &args.approved_by {
-        if by.trim().is_empty() {
-            bail!("--by must not be empty");
-        }
-        return Ok(by.clone());
+    if let Some(by) = &args.approved_by
+        && by.trim().is_empty()
+    {
+        bail!("--by must not be empty");
     }
-    for var in ["SUDO_USER", "USER", "LOGNAME"] {
-        if let Ok(value) = std::env::var(var)
-            && !value.trim().is_empty()
-        {
-            return Ok(value);
-        }
-    }
-    bail!("cannot tell who approves: pass --by NAME")
+    crate::settings::acting_user(args.approved_by.clone())
 }
 
 fn parse_date(text: &str) -> Result<time::Date> {
@@ -83,6 +97,7 @@ fn parse_date(text: &str) -> Result<time::Date> {
 fn select_and_approve(
     args: &ApproveArgs,
     audit: &HostAudit,
+    dest: &Destination,
     pending: &[usize],
     approved_by: String,
     expires: Option<time::Date>,
@@ -141,12 +156,8 @@ fn select_and_approve(
             &reason,
             expires,
         )?;
-        write_entry(&audit.approvals_path, &entry)?;
-        outln!(
-            "approved {} in {}",
-            describe(audit, listener),
-            audit.approvals_path.display()
-        );
+        let place = dest.write(&entry)?;
+        outln!("approved {} in {place}", describe(audit, listener));
     }
     Ok(ExitCode::Clean)
 }
@@ -154,6 +165,7 @@ fn select_and_approve(
 fn interactive(
     args: &ApproveArgs,
     audit: &HostAudit,
+    dest: &Destination,
     pending: &[usize],
     approved_by: String,
     expires: Option<time::Date>,
@@ -201,14 +213,19 @@ fn interactive(
             &reason,
             expires,
         )?;
-        write_entry(&audit.approvals_path, &entry)?;
+        dest.write(&entry)?;
         n_approved += 1;
         outln!("approved");
     }
-    outln!(
-        "\n{n_approved} approved; commit {} to keep the decision",
-        audit.approvals_path.display()
-    );
+    match dest {
+        Destination::File(path) => outln!(
+            "\n{n_approved} approved; commit {} to keep the decision",
+            path.display()
+        ),
+        Destination::Server { scope, .. } => {
+            outln!("\n{n_approved} approved on the server for {scope}");
+        }
+    }
     Ok(ExitCode::Clean)
 }
 
@@ -337,9 +354,30 @@ fn new_entry(
     })
 }
 
-/// Append one entry: under a lock, re-read the file (someone may have
-/// edited it meanwhile), append, write atomically through any symlink.
-fn write_entry(path: &Path, entry: &NewApproval) -> Result<()> {
-    approvals::append_to_file(path, entry)?;
-    Ok(())
+/// Where approvals go: the approvals file, or the server for a scope.
+enum Destination {
+    File(PathBuf),
+    Server { session: Session, scope: String },
+}
+
+impl Destination {
+    /// Writes one entry and says where it went. A file: under a lock,
+    /// re-read (someone may have edited it meanwhile), append, write
+    /// atomically through any symlink. The server: one approval for the
+    /// scope, the token's user recorded as the approver.
+    fn write(&self, entry: &NewApproval) -> Result<String> {
+        match self {
+            Destination::File(path) => {
+                approvals::append_to_file(path, entry)?;
+                Ok(path.display().to_string())
+            }
+            Destination::Server { session, scope } => {
+                let stored = session.approve(scope, entry, false)?;
+                Ok(format!(
+                    "the server for {scope} (approval {}, by {})",
+                    stored.id, stored.approved_by
+                ))
+            }
+        }
+    }
 }

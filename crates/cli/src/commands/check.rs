@@ -7,7 +7,7 @@ use perimeter_report::audit::ApprovalStatus;
 
 use crate::args::{CheckArgs, Format};
 use crate::exit_codes::ExitCode;
-use crate::pipeline::fleet::server_approvals;
+use crate::pipeline::fleet::{As, Session};
 use crate::pipeline::host::{MissingApprovals, audit_host, audit_with, print};
 use crate::terminal::Terminal;
 
@@ -16,7 +16,7 @@ pub(crate) fn run(args: CheckArgs, terminal: &Terminal) -> Result<ExitCode> {
         if args.host.approvals.is_some() {
             anyhow::bail!("give --server or --approvals, not both: the gate judges by one of them");
         }
-        let (approvals, from) = server_approvals(&args.server)?;
+        let (approvals, from) = Session::open(&args.server, As::HostOrPerson)?.host_approvals()?;
         audit_with(&args.host, approvals, from)?
     } else {
         audit_host(&args.host, MissingApprovals::Error)?

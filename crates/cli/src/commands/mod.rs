@@ -9,6 +9,7 @@
 
 pub(crate) mod agent;
 pub(crate) mod alerts;
+pub(crate) mod approvals;
 pub(crate) mod approve;
 pub(crate) mod audit;
 pub(crate) mod audits;
