@@ -406,7 +406,7 @@ fn a_fleet_on_postgresql_enrols_reports_and_gates() {
     if !requirements() || !require_postgres() {
         return;
     }
-    let cluster = PgCluster::start().expect("PostgreSQL");
+    let mut cluster = PgCluster::start().expect("PostgreSQL");
     let fleet = Fleet::new(Some(cluster.url()), &[]);
     assert!(
         fleet
@@ -419,6 +419,15 @@ fn a_fleet_on_postgresql_enrols_reports_and_gates() {
             .contains("postgresql")
     );
     gate_flow(&fleet);
+    // PostgreSQL restarted under the server: it reconnects and keeps
+    // serving; an agent whose report met the restart sends it again.
+    cluster.restart().expect("restart PostgreSQL");
+    let after = fleet.agent_once(2, &[]);
+    if code(&after) != 0 {
+        assert!(stdout(&after).contains("1 queued"), "{}{}", stdout(&after), stderr(&after));
+        assert_ok(&fleet.agent_once(2, &[]), "the report after the restart");
+    }
+    assert!(fleet.host(&fleet.agent_id(2)).state_taken_at.is_some());
 }
 
 #[test]
