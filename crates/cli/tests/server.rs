@@ -424,7 +424,12 @@ fn a_fleet_on_postgresql_enrols_reports_and_gates() {
     cluster.restart().expect("restart PostgreSQL");
     let after = fleet.agent_once(2, &[]);
     if code(&after) != 0 {
-        assert!(stdout(&after).contains("1 queued"), "{}{}", stdout(&after), stderr(&after));
+        assert!(
+            stdout(&after).contains("1 queued"),
+            "{}{}",
+            stdout(&after),
+            stderr(&after)
+        );
         assert_ok(&fleet.agent_once(2, &[]), "the report after the restart");
     }
     assert!(fleet.host(&fleet.agent_id(2)).state_taken_at.is_some());
@@ -696,4 +701,63 @@ fn approve_on_the_server_and_approvals_round_trip_through_a_file() {
     let actions: Vec<&str> = trail.entries.iter().map(|e| e.action.as_str()).collect();
     assert!(actions.contains(&"approval.import"), "{actions:?}");
     assert!(actions.contains(&"approval.revoke"), "{actions:?}");
+}
+
+#[test]
+fn the_monitor_runs_inside_the_server_when_configured_there() {
+    if !requirements() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("perimeter.toml");
+    std::fs::write(&config, "[monitor]\n\n[monitor.audit]\nevery = \"1h\"\n").expect("config");
+    let history = dir.path().join("history.db");
+    let config_text = config.to_string_lossy().into_owned();
+    let history_text = history.to_string_lossy().into_owned();
+    let fleet = Fleet::new(
+        None,
+        &["--monitor", &config_text, "--history", &history_text],
+    );
+    // The audit job was due at start: the monitor's history gets its audit
+    // while the server serves.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let audits = common::run(None, &["audits", "--db", &history_text]);
+        if code(&audits) == 0 && stdout(&audits).contains(" listeners") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no audit in the monitor's history: {}{}",
+            stdout(&audits),
+            stderr(&audits)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let health: serde_json::Value =
+        fleet.api(|c| Box::pin(async move { c.get_json("/api/v1/health").await.expect("health") }));
+    assert_eq!(health["status"], "ok");
+
+    // A monitor configuration that does not parse stops the server from
+    // starting, with the file's line and column.
+    std::fs::write(&config, "[monitor]\nbogus = 1\n").expect("bad config");
+    let refused = common::run(
+        Some(&fleet.server_ns),
+        &[
+            "server",
+            "--database",
+            &fleet.path("other.db"),
+            "--dev-self-signed",
+            "--listen",
+            "198.18.70.1:8444",
+            "--monitor",
+            &config_text,
+        ],
+    );
+    assert_eq!(code(&refused), 2, "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("perimeter.toml:2:"),
+        "{}",
+        stderr(&refused)
+    );
 }

@@ -59,6 +59,17 @@ pub(crate) struct ServerArgs {
     /// Reports one agent may send per minute.
     #[arg(long, value_name = "N", default_value = "30")]
     pub(crate) reports_per_minute: u32,
+
+    /// Run the monitor inside the server: the jobs of this perimeter.toml's
+    /// [monitor] part (scheduled scans, audits, verifies and their alerts),
+    /// as `perimeter monitor` runs them. SIGHUP reloads it.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) monitor: Option<PathBuf>,
+
+    /// The monitor's history database (default: history.db beside a SQLite
+    /// server database, else perimeter's default history).
+    #[arg(long, value_name = "FILE", requires = "monitor")]
+    pub(crate) history: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,15 +6,21 @@
 use std::io::BufRead as _;
 use std::path::PathBuf;
 
+use std::time::Duration;
+
 use anyhow::{Context, Result, bail};
+use perimeter_monitor::service::{self, Control, ServiceOptions};
 use perimeter_server::{Limits, ServerConfig, TlsSource};
 use perimeter_store::fleet::{AgentStatus, FleetStore, PostgresFleet, Role, SqliteFleet};
 use time::OffsetDateTime;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::args::{
     AgentsAction, AgentsArgs, RoleArg, ServerAction, ServerArgs, TokenAction, UserAction,
 };
 use crate::exit_codes::ExitCode;
+use crate::pipeline::monitor::CliRunner;
 use crate::settings::{self, Zero, parse_duration};
 use crate::terminal::Terminal;
 
@@ -174,14 +180,7 @@ fn run_agents(args: AgentsArgs, store: &mut dyn FleetStore) -> Result<ExitCode> 
 /// The database named, or the default file.
 fn open_store(database: Option<&str>) -> Result<Box<dyn FleetStore>> {
     match database {
-        Some(url)
-            if url.starts_with("postgres://")
-                || url.starts_with("postgresql://")
-                || url.contains("host=")
-                || url.contains("dbname=") =>
-        {
-            Ok(Box::new(PostgresFleet::connect(url)?))
-        }
+        Some(url) if is_postgres(url) => Ok(Box::new(PostgresFleet::connect(url)?)),
         Some(path) => Ok(Box::new(SqliteFleet::open(&PathBuf::from(path))?)),
         None => {
             let path = default_database()?;
@@ -248,6 +247,30 @@ fn serve(args: &ServerArgs, store: Box<dyn FleetStore>) -> Result<ExitCode> {
         },
     };
     let backend = store.backend();
+    let monitor = match &args.monitor {
+        Some(config) => {
+            let history = match &args.history {
+                Some(path) => path.clone(),
+                None => match args.database.as_deref() {
+                    Some(db) if !is_postgres(db) => PathBuf::from(db).with_file_name("history.db"),
+                    None => default_database()?.with_file_name("history.db"),
+                    Some(_) => settings::db_path(None)?,
+                },
+            };
+            // Checked before the server starts: a monitor that cannot run is
+            // an error now, not a log line later.
+            service::check_config(config)?;
+            Some(ServiceOptions {
+                config_path: config.clone(),
+                db_path: history,
+                host: hostname(),
+                once: None,
+                retry_initial: Duration::from_secs(30),
+                retry_max: Duration::from_secs(3600),
+            })
+        }
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -262,26 +285,89 @@ fn serve(args: &ServerArgs, store: Box<dyn FleetStore>) -> Result<ExitCode> {
         if config.enrol_secret.is_none() {
             outln!("enrolment closed (no --enrol-secret-file)");
         }
+        if let Some(options) = &monitor {
+            outln!(
+                "monitor: the jobs of {}, history {}",
+                options.config_path.display(),
+                options.db_path.display()
+            );
+        }
         crate::output::flush();
-        perimeter_server::serve(listener, tls.config, store, config, stop_signal()).await?;
+        let stop = CancellationToken::new();
+        let (control, controls) = mpsc::channel(8);
+        tokio::spawn(forward_signals(stop.clone(), control));
+        let server = perimeter_server::serve(
+            listener,
+            tls.config,
+            store,
+            config,
+            stop.clone().cancelled_owned(),
+        );
+        let monitor_run = async {
+            match monitor {
+                Some(options) => {
+                    let runner = CliRunner {
+                        db: options.db_path.clone(),
+                        inventory: options.config_path.clone(),
+                    };
+                    service::run(&runner, options, controls).await.map(drop)
+                }
+                None => {
+                    drop(controls);
+                    std::future::pending::<anyhow::Result<()>>().await
+                }
+            }
+        };
+        tokio::pin!(server, monitor_run);
+        tokio::select! {
+            served = &mut server => served?,
+            monitored = &mut monitor_run => {
+                // The monitor stopped (SIGTERM) or failed: the server stops too.
+                stop.cancel();
+                server.await?;
+                monitored?;
+            }
+        }
         anyhow::Ok(())
     })?;
     Ok(ExitCode::Clean)
 }
 
-/// SIGTERM or SIGINT.
-async fn stop_signal() {
+fn is_postgres(database: &str) -> bool {
+    database.starts_with("postgres://")
+        || database.starts_with("postgresql://")
+        || database.contains("host=")
+        || database.contains("dbname=")
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|name| name.into_string().ok())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// SIGTERM or SIGINT stop the server (and the monitor in it); SIGHUP reloads
+/// the monitor's configuration.
+async fn forward_signals(stop: CancellationToken, control: mpsc::Sender<Control>) {
     use tokio::signal::unix::{SignalKind, signal};
-    match (
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::hangup()),
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+    ) else {
+        tracing::error!("cannot listen for signals");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                let _ = control.send(Control::Reload).await;
             }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
         }
-        _ => std::future::pending().await,
     }
+    let _ = control.send(Control::Stop).await;
+    stop.cancel();
 }
