@@ -710,7 +710,18 @@ fn the_monitor_runs_inside_the_server_when_configured_there() {
     }
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("perimeter.toml");
-    std::fs::write(&config, "[monitor]\n\n[monitor.audit]\nevery = \"1h\"\n").expect("config");
+    let alerts = dir.path().join("alerts.jsonl");
+    std::fs::write(
+        &config,
+        format!(
+            "[monitor]\n\n[monitor.audit]\nevery = \"1h\"\n\n[monitor.fleet]\nevery = \"2s\"\n\n\
+             [[monitor.channel]]\nname = \"pipe\"\nkind = \"command\"\n\
+             argv = [\"/bin/sh\", \"-c\", \"cat >> {}; echo >> {}\"]\ntimeout = \"10s\"\n",
+            alerts.display(),
+            alerts.display()
+        ),
+    )
+    .expect("config");
     let history = dir.path().join("history.db");
     let config_text = config.to_string_lossy().into_owned();
     let history_text = history.to_string_lossy().into_owned();

@@ -57,6 +57,8 @@ pub struct MonitorConfig {
     pub scans: Vec<ScanJob>,
     pub audit: Option<AuditJob>,
     pub verify: Option<VerifyJob>,
+    /// The fleet's agents' reports (a monitor inside `perimeter server`).
+    pub fleet: Option<FleetJob>,
     pub channels: Vec<ChannelSpec>,
     /// Where `/metrics` is served; `None`: not served.
     pub metrics: Option<SocketAddr>,
@@ -83,6 +85,9 @@ impl MonitorConfig {
         if self.verify.is_some() {
             names.push(VERIFY_JOB);
         }
+        if self.fleet.is_some() {
+            names.push(FLEET_JOB);
+        }
         names
     }
 
@@ -93,6 +98,7 @@ impl MonitorConfig {
         match job {
             AUDIT_JOB => self.audit.as_ref().map(|a| (&a.schedule, a.jitter)),
             VERIFY_JOB => self.verify.as_ref().map(|v| (&v.schedule, v.jitter)),
+            FLEET_JOB => self.fleet.as_ref().map(|f| (&f.schedule, f.jitter)),
             _ => None,
         }
     }
@@ -102,6 +108,20 @@ impl MonitorConfig {
 pub const AUDIT_JOB: &str = "audit";
 /// The verify job's name.
 pub const VERIFY_JOB: &str = "verify";
+/// The fleet job's name.
+pub const FLEET_JOB: &str = "fleet";
+
+/// The fleet's hosts as their agents report them, judged on a schedule: every
+/// unapproved listener and finding of every host becomes a condition, and a
+/// host whose agent has been silent too long is one too. Runs only inside
+/// `perimeter server --monitor`.
+#[derive(Debug, Clone)]
+pub struct FleetJob {
+    pub schedule: Schedule,
+    pub jitter: Duration,
+    /// An accepted agent with no report for this long is a finding.
+    pub silent_after: Duration,
+}
 
 /// One scheduled scan.
 #[derive(Debug, Clone)]
@@ -218,6 +238,7 @@ struct RawMonitor {
     #[serde(default)]
     scan: Vec<Spanned<RawScan>>,
     audit: Option<Spanned<RawAudit>>,
+    fleet: Option<Spanned<RawFleet>>,
     verify: Option<Spanned<RawVerify>>,
     #[serde(default)]
     channel: Vec<Spanned<RawChannel>>,
@@ -248,6 +269,15 @@ struct RawAudit {
     cron: Option<Spanned<String>>,
     jitter: Option<Spanned<String>>,
     approvals: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFleet {
+    every: Option<Spanned<String>>,
+    cron: Option<Spanned<String>>,
+    jitter: Option<Spanned<String>>,
+    silent_after: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -445,6 +475,21 @@ pub fn parse(
             })
         }
     };
+    let fleet = match raw.fleet {
+        None => None,
+        Some(spanned) => {
+            let span = spanned.span();
+            let raw = spanned.into_inner();
+            let (schedule, jitter) =
+                schedule(&raw.every, &raw.cron, &raw.jitter, FLEET_JOB, span, &at)?;
+            Some(FleetJob {
+                schedule,
+                jitter,
+                silent_after: duration(&raw.silent_after, "silent_after", &at)?
+                    .unwrap_or(Duration::from_secs(30 * 60)),
+            })
+        }
+    };
     let verify = match raw.verify {
         None => None,
         Some(spanned) => {
@@ -492,6 +537,7 @@ pub fn parse(
     }
 
     Ok(Some(MonitorConfig {
+        fleet,
         path: path.to_owned(),
         scans,
         audit,
@@ -520,7 +566,7 @@ fn job_name(
             format!("job name `{text}` must be 1-64 letters, digits, `-`, `_` or `.`"),
         ));
     }
-    if text == AUDIT_JOB || text == VERIFY_JOB {
+    if text == AUDIT_JOB || text == VERIFY_JOB || text == FLEET_JOB {
         return Err(at(
             name.span(),
             format!(

@@ -368,6 +368,94 @@ pub fn verify_observation(findings: &[Finding], thresholds: Thresholds) -> Obser
     }
 }
 
+/// The conditions of the fleet: each host's unapproved listeners and its
+/// findings at or above the threshold, keyed by the agent (never by its
+/// hostname, which may change), and each accepted agent silent for longer
+/// than `silent_after`.
+pub fn fleet_observation(
+    run: &crate::runner::FleetRun,
+    thresholds: Thresholds,
+    silent_after: std::time::Duration,
+    now: OffsetDateTime,
+) -> Observation {
+    let mut conditions = Vec::new();
+    for host in &run.hosts {
+        let name = match &host.environment {
+            Some(env) => format!("{} ({}, {env})", host.hostname, host.agent_id),
+            None => format!("{} ({})", host.hostname, host.agent_id),
+        };
+        for listener in &host.unapproved {
+            conditions.push(Condition {
+                key: format!(
+                    "fleet {} listener {} {}",
+                    host.agent_id,
+                    listener.netns,
+                    listener.endpoint.replace(' ', "/")
+                ),
+                kind: ChangeKind::ListenerUnapproved,
+                severity: Severity::High,
+                subject: format!("{} on {name}", listener.endpoint),
+                message: format!(
+                    "{} on {name} listens beyond loopback and no approval covers it ({})",
+                    listener.endpoint, listener.approval
+                ),
+                evidence: vec![
+                    format!("netns {}", listener.netns),
+                    format!("held by {}", listener.owner),
+                ],
+                remedy: "approve it on the server (`perimeter approve --server`) if it should be there, or stop it".to_owned(),
+                expected: false,
+            });
+        }
+        for finding in host
+            .findings
+            .iter()
+            .filter(|f| f.severity >= thresholds.min_severity)
+        {
+            conditions.push(Condition {
+                key: format!(
+                    "fleet {} finding {} {}",
+                    host.agent_id,
+                    finding.rule,
+                    finding.subject.replace(' ', "_")
+                ),
+                kind: ChangeKind::FindingNew,
+                severity: finding.severity,
+                subject: format!("{} on {name}", finding.subject),
+                message: finding.message.clone(),
+                evidence: finding.evidence.clone(),
+                remedy: finding.remedy.clone(),
+                expected: false,
+            });
+        }
+        let silent = host.last_seen.is_none_or(|seen| {
+            now - seen > time::Duration::try_from(silent_after).unwrap_or(time::Duration::MAX)
+        });
+        if silent {
+            let since = host
+                .last_seen
+                .map_or_else(|| "never".to_owned(), |seen| seen.to_string());
+            conditions.push(Condition {
+                key: format!("fleet {} silent", host.agent_id),
+                kind: ChangeKind::FindingNew,
+                severity: Severity::Medium,
+                subject: name.clone(),
+                message: format!(
+                    "the agent of {name} has not reported for longer than {} (last report: {since})",
+                    humantime::format_duration(silent_after)
+                ),
+                evidence: vec![format!("last report {since}")],
+                remedy: "check the host and its perimeter-agent service; revoke the agent if the host is gone".to_owned(),
+                expected: false,
+            });
+        }
+    }
+    Observation {
+        conditions,
+        events: Vec::new(),
+    }
+}
+
 /// The current time's date in UTC, for expiry questions.
 pub fn today(now: OffsetDateTime) -> Date {
     now.date()

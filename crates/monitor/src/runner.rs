@@ -59,6 +59,36 @@ pub struct VerifyRun {
     pub findings: Vec<Finding>,
 }
 
+/// The fleet as the server's agents reported it.
+#[derive(Debug, Clone, Default)]
+pub struct FleetRun {
+    pub hosts: Vec<FleetHost>,
+}
+
+/// One accepted agent's host, judged by the server's approvals.
+#[derive(Debug, Clone)]
+pub struct FleetHost {
+    pub agent_id: String,
+    pub hostname: String,
+    pub environment: Option<String>,
+    pub last_seen: Option<time::OffsetDateTime>,
+    /// Exposed listeners no approval covers (or whose approval expired).
+    pub unapproved: Vec<FleetListener>,
+    pub findings: Vec<perimeter_model::Finding>,
+}
+
+/// A listener of a fleet host.
+#[derive(Debug, Clone)]
+pub struct FleetListener {
+    pub netns: String,
+    /// `tcp 0.0.0.0:6379`.
+    pub endpoint: String,
+    /// `/usr/bin/redis-server (pid 42, redis)`, or that none holds it.
+    pub owner: String,
+    /// `unapproved` or `expired`.
+    pub approval: String,
+}
+
 /// Runs the monitor's jobs. Each method is called for one run at a time; a
 /// scan stops early (and is stored incomplete) when `cancel` fires.
 pub trait JobRunner: Send + Sync {
@@ -78,4 +108,13 @@ pub trait JobRunner: Send + Sync {
         job: &crate::config::VerifyJob,
         cancel: CancellationToken,
     ) -> impl Future<Output = anyhow::Result<VerifyRun>> + Send;
+
+    /// The fleet's hosts; only a monitor inside `perimeter server` has them.
+    fn fleet(&self) -> impl Future<Output = anyhow::Result<FleetRun>> + Send {
+        async {
+            anyhow::bail!(
+                "a fleet job runs only inside `perimeter server --monitor`, which holds the agents' reports"
+            )
+        }
+    }
 }

@@ -36,7 +36,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::changes::{Condition, Observation, StoredCondition, judge};
-use crate::config::{AUDIT_JOB, JobTarget, MonitorConfig, ScanJob, VERIFY_JOB, build_channels};
+use crate::config::{
+    AUDIT_JOB, FLEET_JOB, JobTarget, MonitorConfig, ScanJob, VERIFY_JOB, build_channels,
+};
 use crate::metrics::{ChannelLabels, EnvironmentLabels, FindingLabels, JobLabels, Metrics};
 use crate::observe::{self, Thresholds, key_place, scan_covers};
 use crate::runner::{JobRunner, ScanRequest, ScanRun};
@@ -172,6 +174,7 @@ enum Ran {
     Scan(ScanRun, bool),
     Audit(crate::runner::AuditRun),
     Verify(crate::runner::VerifyRun, bool),
+    Fleet(crate::runner::FleetRun),
 }
 
 /// Runs the monitor until `control` says stop (or, with `once`, one pass).
@@ -445,6 +448,18 @@ fn start_job<'r, R: JobRunner>(
             }
         }));
     }
+    if job == FLEET_JOB {
+        let run_id = store.begin_run(job, JobKind::Fleet, started)?;
+        return Ok(Box::pin(async move {
+            let outcome = runner.fleet().await.map(Ran::Fleet);
+            JobDone {
+                job: job_name,
+                run_id,
+                started,
+                outcome,
+            }
+        }));
+    }
     if job == VERIFY_JOB {
         let run_id = store.begin_run(job, JobKind::Verify, started)?;
         let Some(verify) = loaded.config.verify.clone() else {
@@ -637,6 +652,16 @@ fn finish_job(
             }
             let observation = observe::audit_observation(&run, thresholds);
             (observation, Box::new(|_: &str| true), None, run.audit_id, 0)
+        }
+        Ran::Fleet(run) => {
+            let silent_after = loaded
+                .config
+                .fleet
+                .as_ref()
+                .map_or(std::time::Duration::from_secs(1800), |f| f.silent_after);
+            let observation = observe::fleet_observation(&run, thresholds, silent_after, now);
+            // Every run sees every host the server holds.
+            (observation, Box::new(|_: &str| true), None, None, 0)
         }
     };
     let stored: Vec<StoredCondition> = store

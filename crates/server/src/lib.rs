@@ -86,6 +86,46 @@ pub struct ServerConfig {
     pub limits: Limits,
 }
 
+/// One accepted agent's host as the fleet job of a monitor inside the server
+/// sees it: its latest state, each listener judged by the approvals that
+/// cover it.
+#[derive(Debug, Clone)]
+pub struct JudgedHost {
+    pub agent: perimeter_store::fleet::AgentRow,
+    pub listeners: Vec<perimeter_api::JudgedListener>,
+    pub findings: Vec<perimeter_api::FindingDoc>,
+}
+
+/// Every accepted agent's host, judged as the API judges it.
+pub fn judge_fleet(store: &dyn FleetStore) -> Result<Vec<JudgedHost>, String> {
+    let approvals = store.approvals(false).map_err(|err| err.to_string())?;
+    let mut hosts = Vec::new();
+    for agent in store.agents().map_err(|err| err.to_string())? {
+        if agent.status != perimeter_store::fleet::AgentStatus::Accepted {
+            continue;
+        }
+        let latest = match store
+            .latest_state(&agent.id)
+            .map_err(|err| err.to_string())?
+        {
+            Some(row) => Some((
+                row.taken_at,
+                serde_json::from_str::<perimeter_api::HostState>(&row.state)
+                    .map_err(|err| format!("agent {}: stored state: {err}", agent.id))?,
+            )),
+            None => None,
+        };
+        let judged =
+            routes::summarise(agent.clone(), latest, &approvals).map_err(|err| err.message)?;
+        hosts.push(JudgedHost {
+            agent,
+            listeners: judged.listeners,
+            findings: judged.findings,
+        });
+    }
+    Ok(hosts)
+}
+
 /// What the handlers share.
 pub(crate) struct AppState {
     pub(crate) store: Mutex<Box<dyn FleetStore>>,

@@ -509,15 +509,15 @@ async fn report(
 
 /// A host's summary, its latest state's time, its judged listeners and its
 /// findings.
-struct Judged {
-    summary: HostSummary,
-    taken_at: Option<OffsetDateTime>,
-    listeners: Vec<perimeter_api::JudgedListener>,
-    findings: Vec<FindingDoc>,
+pub(crate) struct Judged {
+    pub(crate) summary: HostSummary,
+    pub(crate) taken_at: Option<OffsetDateTime>,
+    pub(crate) listeners: Vec<perimeter_api::JudgedListener>,
+    pub(crate) findings: Vec<FindingDoc>,
 }
 
 /// An agent's summary and its judged listeners.
-fn summarise(
+pub(crate) fn summarise(
     agent: AgentRow,
     state: Option<(OffsetDateTime, HostState)>,
     approvals: &[FleetApproval],

@@ -23,6 +23,9 @@ pub enum JobKind {
     Scan,
     Audit,
     Verify,
+    /// The fleet's hosts as their agents reported them (a monitor inside
+    /// `perimeter server`).
+    Fleet,
     /// The monitor watching itself (its channels).
     Monitor,
 }
@@ -33,6 +36,7 @@ impl JobKind {
             JobKind::Scan => "scan",
             JobKind::Audit => "audit",
             JobKind::Verify => "verify",
+            JobKind::Fleet => "fleet",
             JobKind::Monitor => "monitor",
         }
     }
@@ -42,6 +46,7 @@ impl JobKind {
             "scan" => Some(JobKind::Scan),
             "audit" => Some(JobKind::Audit),
             "verify" => Some(JobKind::Verify),
+            "fleet" => Some(JobKind::Fleet),
             "monitor" => Some(JobKind::Monitor),
             _ => None,
         }

@@ -62,6 +62,7 @@ pub(crate) fn run(args: MonitorArgs, _terminal: &Terminal) -> Result<ExitCode> {
     let runner = CliRunner {
         db: db_path,
         inventory: config.path,
+        fleet_database: None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use perimeter_monitor::service::{self, Control, ServiceOptions};
 use perimeter_server::{Limits, ServerConfig, TlsSource};
-use perimeter_store::fleet::{AgentStatus, FleetStore, PostgresFleet, Role, SqliteFleet};
+use perimeter_store::fleet::{AgentStatus, FleetStore, Role};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +20,7 @@ use crate::args::{
     AgentsAction, AgentsArgs, RoleArg, ServerAction, ServerArgs, TokenAction, UserAction,
 };
 use crate::exit_codes::ExitCode;
+use crate::pipeline::fleet::{default_fleet_database, is_postgres, open_fleet_store};
 use crate::pipeline::monitor::CliRunner;
 use crate::settings::{self, Zero, parse_duration};
 use crate::terminal::Terminal;
@@ -28,7 +29,7 @@ use crate::terminal::Terminal;
 const MAX_SECRET_BYTES: u64 = 4096;
 
 pub(crate) fn run(args: ServerArgs, _terminal: &Terminal) -> Result<ExitCode> {
-    let mut store = open_store(args.database.as_deref())?;
+    let mut store = open_fleet_store(args.database.as_deref())?;
     match args.action {
         None => serve(&args, store),
         Some(ServerAction::User(user)) => match user.action {
@@ -177,33 +178,6 @@ fn run_agents(args: AgentsArgs, store: &mut dyn FleetStore) -> Result<ExitCode> 
     Ok(ExitCode::Clean)
 }
 
-/// The database named, or the default file.
-fn open_store(database: Option<&str>) -> Result<Box<dyn FleetStore>> {
-    match database {
-        Some(url) if is_postgres(url) => Ok(Box::new(PostgresFleet::connect(url)?)),
-        Some(path) => Ok(Box::new(SqliteFleet::open(&PathBuf::from(path))?)),
-        None => {
-            let path = default_database()?;
-            Ok(Box::new(SqliteFleet::open(&path)?))
-        }
-    }
-}
-
-fn default_database() -> Result<PathBuf> {
-    if nix::unistd::geteuid().is_root() {
-        return Ok(PathBuf::from("/var/lib/perimeter/server.db"));
-    }
-    let xdg = std::env::var_os("XDG_DATA_HOME").map(PathBuf::from);
-    let home = std::env::var_os("HOME").map(PathBuf::from);
-    xdg.filter(|p| p.is_absolute())
-        .map(|p| p.join("perimeter/server.db"))
-        .or_else(|| {
-            home.filter(|p| p.is_absolute())
-                .map(|p| p.join(".local/share/perimeter/server.db"))
-        })
-        .context("no place for the server's database: set --database, XDG_DATA_HOME or HOME")
-}
-
 fn serve(args: &ServerArgs, store: Box<dyn FleetStore>) -> Result<ExitCode> {
     let tls = match (&args.tls_cert, &args.tls_key, args.dev_self_signed) {
         (Some(cert), Some(key), false) => TlsSource::Files {
@@ -247,13 +221,18 @@ fn serve(args: &ServerArgs, store: Box<dyn FleetStore>) -> Result<ExitCode> {
         },
     };
     let backend = store.backend();
+    // The monitor's fleet job opens the same database on its own connection.
+    let fleet_database = match args.database.clone() {
+        Some(database) => database,
+        None => default_fleet_database()?.to_string_lossy().into_owned(),
+    };
     let monitor = match &args.monitor {
         Some(config) => {
             let history = match &args.history {
                 Some(path) => path.clone(),
                 None => match args.database.as_deref() {
                     Some(db) if !is_postgres(db) => PathBuf::from(db).with_file_name("history.db"),
-                    None => default_database()?.with_file_name("history.db"),
+                    None => default_fleet_database()?.with_file_name("history.db"),
                     Some(_) => settings::db_path(None)?,
                 },
             };
@@ -309,6 +288,7 @@ fn serve(args: &ServerArgs, store: Box<dyn FleetStore>) -> Result<ExitCode> {
                     let runner = CliRunner {
                         db: options.db_path.clone(),
                         inventory: options.config_path.clone(),
+                        fleet_database: Some(fleet_database),
                     };
                     service::run(&runner, options, controls).await.map(drop)
                 }
@@ -331,13 +311,6 @@ fn serve(args: &ServerArgs, store: Box<dyn FleetStore>) -> Result<ExitCode> {
         anyhow::Ok(())
     })?;
     Ok(ExitCode::Clean)
-}
-
-fn is_postgres(database: &str) -> bool {
-    database.starts_with("postgres://")
-        || database.starts_with("postgresql://")
-        || database.contains("host=")
-        || database.contains("dbname=")
 }
 
 fn hostname() -> String {

@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use perimeter_api::client::{ApiClient, Auth, Trust};
 use perimeter_api::{ApprovalDoc, ApprovalList, Decision, NewApprovalDoc, SCHEMA};
 use perimeter_checks::approvals::{Approvals, Bind, NewApproval, OwnerKey, parse_approvals};
+use perimeter_store::fleet::{FleetStore, PostgresFleet, SqliteFleet};
 
 use crate::args::{GateServerArgs, ServerTrustArgs};
 
@@ -219,4 +220,40 @@ fn query_escape(text: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// The database named, or the default file.
+pub(crate) fn open_fleet_store(database: Option<&str>) -> Result<Box<dyn FleetStore>> {
+    match database {
+        Some(url) if is_postgres(url) => Ok(Box::new(PostgresFleet::connect(url)?)),
+        Some(path) => Ok(Box::new(SqliteFleet::open(&PathBuf::from(path))?)),
+        None => {
+            let path = default_fleet_database()?;
+            Ok(Box::new(SqliteFleet::open(&path)?))
+        }
+    }
+}
+
+/// The server's default database file.
+pub(crate) fn default_fleet_database() -> Result<PathBuf> {
+    if nix::unistd::geteuid().is_root() {
+        return Ok(PathBuf::from("/var/lib/perimeter/server.db"));
+    }
+    let xdg = std::env::var_os("XDG_DATA_HOME").map(PathBuf::from);
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    xdg.filter(|p| p.is_absolute())
+        .map(|p| p.join("perimeter/server.db"))
+        .or_else(|| {
+            home.filter(|p| p.is_absolute())
+                .map(|p| p.join(".local/share/perimeter/server.db"))
+        })
+        .context("no place for the server's database: set --database, XDG_DATA_HOME or HOME")
+}
+
+/// Whether a `--database` names PostgreSQL rather than a SQLite file.
+pub(crate) fn is_postgres(database: &str) -> bool {
+    database.starts_with("postgres://")
+        || database.starts_with("postgresql://")
+        || database.contains("host=")
+        || database.contains("dbname=")
 }

@@ -8,13 +8,17 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use perimeter_model::Environment;
+use perimeter_model::Finding;
 use perimeter_monitor::config::VerifyJob;
-use perimeter_monitor::runner::{AuditRun, JobRunner, ScanRequest, ScanRun, VerifyRun};
+use perimeter_monitor::runner::{
+    AuditRun, FleetHost, FleetListener, FleetRun, JobRunner, ScanRequest, ScanRun, VerifyRun,
+};
 use perimeter_scan::{ScanOptions, TargetRequest};
 use perimeter_store::{SqliteStore, Store as _};
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{HostArgs, InventoryFileArgs};
+use crate::pipeline::fleet::open_fleet_store;
 use crate::pipeline::host::{MissingApprovals, audit_host};
 use crate::pipeline::scan::{Executed, Job, execute, rand_seed};
 use crate::pipeline::{environments, verify};
@@ -24,6 +28,9 @@ use crate::pipeline::{environments, verify};
 pub(crate) struct CliRunner {
     pub(crate) db: PathBuf,
     pub(crate) inventory: PathBuf,
+    /// The server's database, for the fleet job of a monitor inside
+    /// `perimeter server`.
+    pub(crate) fleet_database: Option<String>,
 }
 
 impl CliRunner {
@@ -176,6 +183,66 @@ impl JobRunner for CliRunner {
         let mut scan = scan_run(executed, job.ports.clone());
         scan.sources = vantage;
         Ok(VerifyRun { scan, findings })
+    }
+
+    async fn fleet(&self) -> Result<FleetRun> {
+        let Some(database) = self.fleet_database.clone() else {
+            bail!(
+                "a fleet job runs only inside `perimeter server --monitor`, which holds the agents' reports"
+            );
+        };
+        tokio::task::spawn_blocking(move || {
+            let store = open_fleet_store(Some(&database))?;
+            let hosts =
+                perimeter_server::judge_fleet(store.as_ref()).map_err(anyhow::Error::msg)?;
+            Ok(FleetRun {
+                hosts: hosts.into_iter().map(fleet_host).collect(),
+            })
+        })
+        .await
+        .context("the fleet job's thread")?
+    }
+}
+
+/// The monitor's view of a judged host.
+fn fleet_host(host: perimeter_server::JudgedHost) -> FleetHost {
+    FleetHost {
+        agent_id: host.agent.id,
+        hostname: host.agent.hostname,
+        environment: host.agent.environment,
+        last_seen: host.agent.last_seen,
+        unapproved: host
+            .listeners
+            .iter()
+            .filter(|l| l.approval == "unapproved" || l.approval == "expired")
+            .map(|l| FleetListener {
+                netns: l.listener.netns.clone(),
+                endpoint: l.listener.endpoint(),
+                owner: l.listener.owners.first().map_or_else(
+                    || "no process holds it".to_owned(),
+                    |o| {
+                        format!(
+                            "{} (pid {}, {})",
+                            o.exe.as_deref().unwrap_or(&o.name),
+                            o.pid,
+                            o.user
+                        )
+                    },
+                ),
+                approval: l.approval.clone(),
+            })
+            .collect(),
+        findings: host
+            .findings
+            .into_iter()
+            .filter_map(|f| {
+                let severity = f.severity.parse().ok()?;
+                let mut finding = Finding::new(f.rule, severity, f.subject, f.message);
+                finding.evidence = f.evidence;
+                finding.remedy = f.remedy;
+                Some(finding)
+            })
+            .collect(),
     }
 }
 

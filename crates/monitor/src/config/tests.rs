@@ -170,11 +170,42 @@ fn no_monitor_part_is_no_monitor() {
 }
 
 #[test]
+fn a_fleet_job_parses_and_its_name_is_reserved() {
+    let config = parse_with("[monitor.fleet]\nevery = \"5m\"\n", false)
+        .expect("parses")
+        .expect("a [monitor]");
+    assert_eq!(config.job_names(), ["fleet"]);
+    let fleet = config.fleet.as_ref().expect("the fleet job");
+    assert_eq!(fleet.schedule.describe(), "every 5m");
+    assert_eq!(fleet.silent_after, Duration::from_secs(1800));
+    let config = parse_with(
+        "[monitor.fleet]\nevery = \"5m\"\nsilent_after = \"2h\"\n",
+        false,
+    )
+    .expect("parses")
+    .expect("a [monitor]");
+    assert_eq!(
+        config.fleet.as_ref().map(|f| f.silent_after),
+        Some(Duration::from_secs(7200))
+    );
+    error(
+        "[[monitor.scan]]\nname = \"fleet\"\ntargets = [\"198.18.0.1\"]\nevery = \"1h\"\n",
+        expect![[
+            r#"line 2:8: `fleet` is the name of the monitor's fleet job; name this scan job otherwise"#
+        ]],
+    );
+    error(
+        "[monitor.fleet]\nevery = \"5m\"\nsilent_after = \"soon\"\n",
+        expect![[r#"line 3:16: silent_after `soon` is not a duration like 90s, 15m, 6h, 1d"#]],
+    );
+}
+
+#[test]
 fn errors_say_where() {
     error(
         "[monitor]\nbogus = 1\n",
         expect![[
-            r#"line 2:1: unknown field `bogus`, expected one of `metrics`, `close_after`, `tls_expiry_days`, `min_severity`, `vantage`, `scan`, `audit`, `verify`, `channel`"#
+            r#"line 2:1: unknown field `bogus`, expected one of `metrics`, `close_after`, `tls_expiry_days`, `min_severity`, `vantage`, `scan`, `audit`, `fleet`, `verify`, `channel`"#
         ]],
     );
     error(
@@ -360,7 +391,7 @@ fn the_init_example_uncommented_parses() {
     )
     .unwrap_or_else(|err| panic!("{err}\n{uncommented}"))
     .expect("a [monitor] part");
-    assert_eq!(config.job_names(), ["outside", "audit", "verify"]);
+    assert_eq!(config.job_names(), ["outside", "audit", "verify", "fleet"]);
     let channels: Vec<&str> = config.channels.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(channels, ["ops", "mail"]);
     // Commented out, the part is not there.
