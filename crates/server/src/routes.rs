@@ -204,7 +204,7 @@ async fn enrol(State(state): Shared, body: Bytes) -> Result<Json<EnrolResponse>,
     }))
 }
 
-fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+pub(crate) fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     if value.len() > max {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -480,15 +480,15 @@ async fn report(
 
 /// A host's summary, its latest state's time, its judged listeners and its
 /// findings.
-struct Judged {
-    summary: HostSummary,
-    taken_at: Option<OffsetDateTime>,
-    listeners: Vec<perimeter_api::JudgedListener>,
-    findings: Vec<FindingDoc>,
+pub(crate) struct Judged {
+    pub(crate) summary: HostSummary,
+    pub(crate) taken_at: Option<OffsetDateTime>,
+    pub(crate) listeners: Vec<perimeter_api::JudgedListener>,
+    pub(crate) findings: Vec<FindingDoc>,
 }
 
 /// An agent's summary and its judged listeners.
-fn summarise(
+pub(crate) fn summarise(
     agent: AgentRow,
     state: Option<(OffsetDateTime, HostState)>,
     approvals: &[FleetApproval],
@@ -531,7 +531,7 @@ fn summarise(
     })
 }
 
-fn decode_state(agent_id: &str, json: &str) -> Result<HostState, ApiError> {
+pub(crate) fn decode_state(agent_id: &str, json: &str) -> Result<HostState, ApiError> {
     serde_json::from_str(json).map_err(|err| {
         ApiError::internal(format!(
             "agent {agent_id}: stored state does not parse: {err}"
@@ -720,7 +720,7 @@ async fn list_approvals(
     }))
 }
 
-fn parse_approval_scope(text: &str) -> Result<ApprovalScope, ApiError> {
+pub(crate) fn parse_approval_scope(text: &str) -> Result<ApprovalScope, ApiError> {
     match perimeter_api::parse_scope(text) {
         Some(("fleet", None)) => Ok(ApprovalScope::Fleet),
         Some(("environment", Some(name))) => Ok(ApprovalScope::Environment(name.to_owned())),
@@ -819,6 +819,26 @@ fn new_approval(
     })
 }
 
+/// The stored approval of an approval request, checked: its scope, and its
+/// keys as the approvals file's parser checks them. The API and the dashboard
+/// both add approvals through this.
+pub(crate) fn fleet_approval(
+    doc: &NewApprovalDoc,
+    by: &str,
+    now: OffsetDateTime,
+) -> Result<NewFleetApproval, ApiError> {
+    let scope = parse_approval_scope(&doc.scope)?;
+    let entry = new_approval(doc, by, now)?;
+    Ok(NewFleetApproval {
+        scope,
+        selector: selector_toml(&entry),
+        approved_by: by.to_owned(),
+        approved_at: now,
+        reason: entry.reason.clone(),
+        expires: entry.expires.map(|date| date.midnight().assume_utc()),
+    })
+}
+
 async fn add_approval(
     State(state): Shared,
     headers: HeaderMap,
@@ -831,17 +851,7 @@ async fn add_approval(
     if doc.schema != SCHEMA {
         return Err(ApiError::bad_request(format!("schema must be {SCHEMA}")));
     }
-    let scope = parse_approval_scope(&doc.scope)?;
-    let now = OffsetDateTime::now_utc();
-    let entry = new_approval(&doc, &who.user, now)?;
-    let new = NewFleetApproval {
-        scope,
-        selector: selector_toml(&entry),
-        approved_by: who.user.clone(),
-        approved_at: now,
-        reason: entry.reason.clone(),
-        expires: entry.expires.map(|date| date.midnight().assume_utc()),
-    };
+    let new = fleet_approval(&doc, &who.user, OffsetDateTime::now_utc())?;
     let row = state
         .with_store(move |store| Ok(store.add_approval(&new)?))
         .await?;
