@@ -9,8 +9,9 @@
 //!   ([`session::Sessions`]) behind an HttpOnly, Secure, SameSite=Strict
 //!   cookie.
 //! - Every form that changes something carries the session's CSRF token, and
-//!   a POST whose `Origin` is another site is refused; the login form has its
-//!   own double-submit token, so no other site can sign a browser in.
+//!   a POST that the browser says comes from another site (`Sec-Fetch-Site`,
+//!   `Origin`) is refused; the login form has its own double-submit token, so
+//!   no other site can sign a browser in.
 //! - Roles are the API's: a viewer reads, an approver adds and revokes
 //!   approvals, an administrator accepts and revokes agents, checked with the
 //!   same [`Principal::require`]; a refusal is a 403 page. Approvals are added
@@ -195,13 +196,24 @@ async fn signed_in(web: &Arc<Web>, headers: &HeaderMap) -> Result<Viewer, Respon
     }
 }
 
-/// Whether a POST comes from a page of this server: a browser names the page's
-/// origin in `Origin`; one that names another is refused (SameSite cookies
-/// and the CSRF token are the main defence; this is the second).
+/// Whether a POST comes from a page of this server, as far as the browser
+/// says: `Sec-Fetch-Site` (sent by current browsers) must be `same-origin`
+/// (or `none`, typed by the person), and an `Origin` must be this server.
+/// `Origin: null` says nothing: browsers send it for every form post from a
+/// page with `Referrer-Policy: no-referrer`, which ours are. SameSite cookies
+/// and the CSRF token are the main defence; this is the second.
 fn same_origin(headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site")
+        && !matches!(site.as_bytes(), b"same-origin" | b"none")
+    {
+        return false;
+    }
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };
+    if origin.as_bytes() == b"null" {
+        return true;
+    }
     let (Ok(origin), Some(Ok(host))) = (
         origin.to_str(),
         headers.get(header::HOST).map(HeaderValue::to_str),

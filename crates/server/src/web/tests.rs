@@ -491,6 +491,13 @@ async fn roles_and_csrf_guard_every_change() {
         .body(Body::from(format!("csrf={alice_csrf}&host={id}&netns=host&protocol=tcp&address=0.0.0.0&port=6379&scope=host&reason=x")))
         .expect("request");
     assert_eq!(h.send(request).await.status, StatusCode::FORBIDDEN);
+    let request = Request::post("/approvals")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::COOKIE, format!("perimeter_session={alice}"))
+        .header("sec-fetch-site", "cross-site")
+        .body(Body::from(format!("csrf={alice_csrf}&host={id}&netns=host&protocol=tcp&address=0.0.0.0&port=6379&scope=host&reason=x")))
+        .expect("request");
+    assert_eq!(h.send(request).await.status, StatusCode::FORBIDDEN);
     // A reason is required.
     let no_reason = h
         .post(
