@@ -20,6 +20,7 @@ mod error;
 mod judge;
 mod routes;
 mod tls;
+mod web;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -169,7 +170,7 @@ pub async fn serve(
         config,
         rate: Mutex::new(HashMap::new()),
     });
-    let app = routes::router(state, &limits);
+    let app = routes::router(Arc::clone(&state), &limits).merge(web::router(state));
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
@@ -213,7 +214,13 @@ pub async fn serve(
                     return;
                 }
             };
-            let service = hyper::service::service_fn(move |request| app.clone().oneshot(request));
+            let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
+                // The dashboard limits login attempts per source address.
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                app.clone().oneshot(request)
+            });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))

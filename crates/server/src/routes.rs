@@ -233,7 +233,7 @@ async fn enrol(State(state): Shared, body: Bytes) -> Result<Json<EnrolResponse>,
     }))
 }
 
-fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+pub(crate) fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     if value.len() > max {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -560,7 +560,7 @@ pub(crate) fn summarise(
     })
 }
 
-fn decode_state(agent_id: &str, json: &str) -> Result<HostState, ApiError> {
+pub(crate) fn decode_state(agent_id: &str, json: &str) -> Result<HostState, ApiError> {
     serde_json::from_str(json).map_err(|err| {
         ApiError::internal(format!(
             "agent {agent_id}: stored state does not parse: {err}"
@@ -749,7 +749,7 @@ async fn list_approvals(
     }))
 }
 
-fn parse_approval_scope(text: &str) -> Result<ApprovalScope, ApiError> {
+pub(crate) fn parse_approval_scope(text: &str) -> Result<ApprovalScope, ApiError> {
     match perimeter_api::parse_scope(text) {
         Some(("fleet", None)) => Ok(ApprovalScope::Fleet),
         Some(("environment", Some(name))) => Ok(ApprovalScope::Environment(name.to_owned())),
@@ -827,13 +827,7 @@ fn new_approval(
     }
     let expires = match &doc.expires {
         None => None,
-        Some(text) => Some(
-            time::Date::parse(
-                text,
-                time::macros::format_description!("[year]-[month]-[day]"),
-            )
-            .map_err(|_| ApiError::bad_request("expires must be a date, YYYY-MM-DD"))?,
-        ),
+        Some(text) => Some(parse_date(text, "expires")?),
     };
     Ok(NewApproval {
         netns: doc.netns.clone().unwrap_or_else(|| "host".to_owned()),
@@ -845,6 +839,26 @@ fn new_approval(
         approved_at: at.date(),
         reason: reason.to_owned(),
         expires,
+    })
+}
+
+/// The stored approval of an approval request, checked: its scope, and its
+/// keys as the approvals file's parser checks them. The API and the dashboard
+/// both add approvals through this.
+pub(crate) fn fleet_approval(
+    doc: &NewApprovalDoc,
+    by: &str,
+    at: OffsetDateTime,
+) -> Result<NewFleetApproval, ApiError> {
+    let scope = parse_approval_scope(&doc.scope)?;
+    let entry = new_approval(doc, by, at)?;
+    Ok(NewFleetApproval {
+        scope,
+        selector: selector_toml(&entry),
+        approved_by: by.to_owned(),
+        approved_at: at,
+        reason: entry.reason.clone(),
+        expires: entry.expires.map(|date| date.midnight().assume_utc()),
     })
 }
 
@@ -860,7 +874,6 @@ async fn add_approval(
     if doc.schema != SCHEMA {
         return Err(ApiError::bad_request(format!("schema must be {SCHEMA}")));
     }
-    let scope = parse_approval_scope(&doc.scope)?;
     let now = OffsetDateTime::now_utc();
     // An import keeps the file's approver and date; only an administrator
     // may say who approved, and the trail says who imported.
@@ -881,15 +894,7 @@ async fn add_approval(
             ));
         }
     };
-    let entry = new_approval(&doc, &approved_by, approved_at)?;
-    let new = NewFleetApproval {
-        scope,
-        selector: selector_toml(&entry),
-        approved_by,
-        approved_at,
-        reason: entry.reason.clone(),
-        expires: entry.expires.map(|date| date.midnight().assume_utc()),
-    };
+    let new = fleet_approval(&doc, &approved_by, approved_at)?;
     let imported = doc.recorded_by.is_some();
     let importer = who.user.clone();
     let row = state

@@ -1,0 +1,579 @@
+//! The dashboard through its router, as a browser would drive it: sign-in,
+//! sessions, CSRF, roles, escaping of hostile agent data, security headers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use perimeter_api::{FindingDoc, HostState, ListenerDoc, OwnerDoc};
+use perimeter_store::fleet::{
+    AgentStatus, FleetStore, NewAgent, NewReport, ReportOutcome, Role, SqliteFleet,
+};
+use time::OffsetDateTime;
+use tower::ServiceExt as _;
+
+use crate::{AppState, Limits, ServerConfig};
+
+const PASSWORD: &str = "correct horse battery staple";
+const HOSTILE: &str = "<script>alert(1)</script>\"'&\u{1b}[31m";
+
+fn listener(port: u16, address: &str, scope: &str, owner: OwnerDoc) -> ListenerDoc {
+    ListenerDoc {
+        netns: "host".into(),
+        protocol: "tcp".into(),
+        address: address.into(),
+        port,
+        scope: scope.into(),
+        owners: vec![owner],
+    }
+}
+
+fn owner(name: &str, exe: &str, package: Option<&str>) -> OwnerDoc {
+    OwnerDoc {
+        pid: 4242,
+        name: name.into(),
+        exe: Some(exe.into()),
+        package: package.map(str::to_owned),
+        user: "redis".into(),
+    }
+}
+
+/// A store with three people and one host whose state holds an unapproved
+/// Redis, a hostile unpackaged process and a critical finding.
+fn store() -> (SqliteFleet, String) {
+    let mut store = SqliteFleet::open_in_memory().expect("store");
+    let now = OffsetDateTime::now_utc();
+    let hash = crate::hash_password(PASSWORD).expect("hash");
+    for (name, role) in [
+        ("vera", Role::Viewer),
+        ("alice", Role::Approver),
+        ("root", Role::Admin),
+    ] {
+        store
+            .add_user(name, role, &hash, "test", now)
+            .expect("user");
+    }
+    let id = "ag_0123456789abcdef".to_owned();
+    store
+        .enrol_agent(&NewAgent {
+            id: id.clone(),
+            public_key: vec![7; 32],
+            hostname: format!("web-1{HOSTILE}"),
+            status: AgentStatus::Accepted,
+            enrolled_at: now,
+        })
+        .expect("enrol");
+    let state = HostState {
+        hostname: "web-1".into(),
+        listeners: vec![
+            listener(
+                6379,
+                "0.0.0.0",
+                "wildcard",
+                owner(
+                    "redis-server",
+                    "/usr/bin/redis-server",
+                    Some("redis-server"),
+                ),
+            ),
+            listener(
+                31337,
+                "10.0.0.5",
+                "private",
+                owner(HOSTILE, "/tmp/\"><img src=x onerror=alert(2)>", None),
+            ),
+            listener(
+                5432,
+                "127.0.0.1",
+                "loopback",
+                owner(
+                    "postgres",
+                    "/usr/lib/postgresql/15/bin/postgres",
+                    Some("postgresql-15"),
+                ),
+            ),
+        ],
+        findings: vec![FindingDoc {
+            rule: "redis.no-auth".into(),
+            severity: "critical".into(),
+            subject: "tcp 0.0.0.0:6379".into(),
+            message: format!("Redis answers without a password {HOSTILE}"),
+            evidence: vec![format!("PING -> +PONG {HOSTILE}")],
+            remedy: "set requirepass".into(),
+        }],
+    };
+    let outcome = store
+        .record_report(&NewReport {
+            agent_id: id.clone(),
+            seq: 1,
+            digest: "d1".into(),
+            hostname: "web-1".into(),
+            taken_at: now,
+            received_at: now,
+            state: Some(serde_json::to_string(&state).expect("json")),
+            events: vec![
+                serde_json::json!({"at": now.unix_timestamp(), "kind": "exec", "summary": HOSTILE})
+                    .to_string(),
+            ],
+        })
+        .expect("report");
+    assert_eq!(outcome, ReportOutcome::Stored);
+    (store, id)
+}
+
+struct Harness {
+    app: axum::Router,
+    state: Arc<AppState>,
+    agent_id: String,
+}
+
+fn harness() -> Harness {
+    let (store, agent_id) = store();
+    let state = Arc::new(AppState {
+        store: Mutex::new(Box::new(store)),
+        config: ServerConfig {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            enrol_secret: None,
+            require_acceptance: false,
+            limits: Limits::default(),
+        },
+        rate: Mutex::new(HashMap::new()),
+    });
+    let app = super::router(Arc::clone(&state));
+    Harness {
+        app,
+        state,
+        agent_id,
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn location(&self) -> &str {
+        self.headers
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    fn set_cookie(&self, name: &str) -> Option<String> {
+        self.headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with(&format!("{name}=")))
+            .map(str::to_owned)
+    }
+
+    /// The value of the first hidden input named `name`.
+    fn hidden(&self, name: &str) -> String {
+        let needle = format!("name=\"{name}\" value=\"");
+        let start = self.body.find(&needle).expect("the field") + needle.len();
+        let end = self.body[start..].find('"').expect("its end") + start;
+        self.body[start..end].to_owned()
+    }
+}
+
+impl Harness {
+    async fn send(&self, request: Request<Body>) -> Answer {
+        let response = self.app.clone().oneshot(request).await.expect("answer");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 22)
+            .await
+            .expect("body");
+        Answer {
+            status,
+            headers,
+            body: String::from_utf8(bytes.to_vec()).expect("utf-8"),
+        }
+    }
+
+    async fn get(&self, path: &str, session: Option<&str>) -> Answer {
+        let mut request = Request::get(path);
+        if let Some(session) = session {
+            request = request.header(header::COOKIE, format!("perimeter_session={session}"));
+        }
+        self.send(request.body(Body::empty()).expect("request"))
+            .await
+    }
+
+    async fn post(&self, path: &str, cookie: &str, form: &[(&str, &str)]) -> Answer {
+        let body = form
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "{}={}",
+                    super::html::url_component(k),
+                    super::html::url_component(v)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("&");
+        let request = Request::post(path)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::COOKIE, cookie)
+            .header(header::HOST, "dash.example")
+            .body(Body::from(body))
+            .expect("request");
+        self.send(request).await
+    }
+
+    async fn try_login(&self, user: &str, password: &str) -> Answer {
+        let page = self.get("/login", None).await;
+        let token = page.hidden("login_token");
+        self.post(
+            "/login",
+            &format!("perimeter_login={token}"),
+            &[
+                ("login_token", &token),
+                ("user", user),
+                ("password", password),
+            ],
+        )
+        .await
+    }
+
+    /// Signs in; the session id and the CSRF token of its pages.
+    async fn login(&self, user: &str) -> (String, String) {
+        let answer = self.try_login(user, PASSWORD).await;
+        assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+        let cookie = answer
+            .set_cookie("perimeter_session")
+            .expect("session cookie");
+        let id = cookie
+            .trim_start_matches("perimeter_session=")
+            .split(';')
+            .next()
+            .expect("value")
+            .to_owned();
+        let page = self.get("/", Some(&id)).await;
+        assert_eq!(page.status, StatusCode::OK);
+        let csrf = page.hidden("csrf");
+        (id, csrf)
+    }
+
+    fn approvals_in_store(&self) -> usize {
+        self.state
+            .store
+            .lock()
+            .expect("lock")
+            .approvals(false)
+            .expect("approvals")
+            .len()
+    }
+}
+
+fn approve_form<'a>(agent_id: &'a str, csrf: &'a str, reason: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("csrf", csrf),
+        ("host", agent_id),
+        ("netns", "host"),
+        ("protocol", "tcp"),
+        ("address", "0.0.0.0"),
+        ("port", "6379"),
+        ("scope", "host"),
+        ("reason", reason),
+        ("expires", ""),
+    ]
+}
+
+#[tokio::test]
+async fn pages_need_a_session_and_carry_the_security_headers() {
+    let h = harness();
+    for path in ["/", "/approvals", "/changes", "/hosts/ag_0123456789abcdef"] {
+        let answer = h.get(path, None).await;
+        assert_eq!(answer.status, StatusCode::SEE_OTHER, "{path}");
+        assert_eq!(answer.location(), "/login", "{path}");
+        let forged = h.get(path, Some(&"ab".repeat(32))).await;
+        assert_eq!(forged.location(), "/login", "{path}: an unknown session");
+    }
+    let login = h.get("/login", None).await;
+    assert_eq!(login.status, StatusCode::OK);
+    let csp = login.headers[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .expect("csp");
+    assert!(csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"));
+    assert!(!csp.contains("unsafe-inline"));
+    assert_eq!(login.headers[header::X_FRAME_OPTIONS], "DENY");
+    assert_eq!(login.headers[header::REFERRER_POLICY], "no-referrer");
+    assert_eq!(login.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    assert_eq!(login.headers[header::CACHE_CONTROL], "no-store");
+    let css = h.get("/static/style.css", None).await;
+    assert_eq!(css.status, StatusCode::OK, "assets need no session");
+    assert!(
+        css.headers[header::CONTENT_TYPE]
+            .to_str()
+            .expect("type")
+            .starts_with("text/css")
+    );
+    assert_eq!(
+        h.get("/static/../Cargo.toml", None).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn sign_in_sets_a_strict_cookie_and_refuses_alike_unknown_and_wrong() {
+    let h = harness();
+    let wrong = h.try_login("alice", "not the password at all").await;
+    let unknown = h.try_login("nobody", "not the password at all").await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(unknown.status, StatusCode::UNAUTHORIZED);
+    assert!(wrong.body.contains("wrong user name or password"));
+    // The same page but for the name typed and the form's fresh token.
+    let same = |answer: &Answer, name: &str| {
+        answer
+            .body
+            .replace(name, "X")
+            .replace(&answer.hidden("login_token"), "T")
+    };
+    assert_eq!(
+        same(&wrong, "alice"),
+        same(&unknown, "nobody"),
+        "the same answer"
+    );
+    assert!(wrong.set_cookie("perimeter_session").is_none());
+
+    // Without the login form's own token (a cross-site post): refused.
+    let forged = h
+        .post(
+            "/login",
+            "",
+            &[
+                ("user", "alice"),
+                ("password", PASSWORD),
+                ("login_token", "x"),
+            ],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+
+    let ok = h.try_login("alice", PASSWORD).await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER);
+    assert_eq!(ok.location(), "/");
+    let cookie = ok.set_cookie("perimeter_session").expect("cookie");
+    for attribute in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(attribute), "{cookie} lacks {attribute}");
+    }
+
+    let (session, csrf) = h.login("alice").await;
+    // Logout needs the CSRF token, then ends the session.
+    let refused = h
+        .post(
+            "/logout",
+            &format!("perimeter_session={session}"),
+            &[("csrf", "nope")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(h.get("/", Some(&session)).await.status, StatusCode::OK);
+    let out = h
+        .post(
+            "/logout",
+            &format!("perimeter_session={session}"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    assert_eq!(h.get("/", Some(&session)).await.location(), "/login");
+}
+
+#[tokio::test]
+async fn failed_sign_ins_are_limited_per_user_name() {
+    let h = harness();
+    for _ in 0..super::MAX_FAILURES_PER_USER {
+        let answer = h.try_login("root", "guess guess guess").await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    }
+    let blocked = h.try_login("root", PASSWORD).await;
+    assert_eq!(blocked.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(blocked.body.contains("too many failed sign-ins"));
+    assert!(blocked.set_cookie("perimeter_session").is_none());
+}
+
+#[tokio::test]
+async fn hostile_agent_values_render_as_text_on_every_page() {
+    let h = harness();
+    let (session, _) = h.login("root").await;
+    let pages = [
+        "/".to_owned(),
+        "/approvals".to_owned(),
+        "/changes".to_owned(),
+        format!("/hosts/{}", h.agent_id),
+    ];
+    for path in &pages {
+        let page = h.get(path, Some(&session)).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.body);
+        assert!(!page.body.contains("<script>alert"), "{path}");
+        assert!(!page.body.contains("<img"), "{path}");
+        assert!(!page.body.contains('\u{1b}'), "{path}");
+        assert_eq!(
+            page.body.matches("<script").count(),
+            1,
+            "{path}: only app.js"
+        );
+        assert!(
+            page.body
+                .contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#39;&amp;\\u{1b}[31m"),
+            "{path}"
+        );
+    }
+    let overview = h.get("/", Some(&session)).await;
+    // The worst first: the unapproved Redis leads the problems.
+    let problems = &overview.body[overview
+        .body
+        .find("<ol class=\"problems\">")
+        .expect("problems")..];
+    let redis = problems.find("0.0.0.0:6379").expect("redis listed");
+    let finding = problems.find("sev-critical").expect("the finding listed");
+    assert!(redis < finding);
+    assert!(problems.contains("UNPACKAGED"));
+    let host = h
+        .get(&format!("/hosts/{}", h.agent_id), Some(&session))
+        .await;
+    assert!(host.body.contains("UNPACKAGED"));
+    assert!(host.body.contains("redis-server"));
+    assert!(host.body.contains("set requirepass"));
+}
+
+#[tokio::test]
+async fn roles_and_csrf_guard_every_change() {
+    let h = harness();
+    let id = h.agent_id.clone();
+
+    // A viewer sees no approve form and is refused the post with a page.
+    let (vera, vera_csrf) = h.login("vera").await;
+    let page = h.get("/approvals", Some(&vera)).await;
+    assert!(!page.body.contains("action=\"/approvals\""));
+    let refused = h
+        .post(
+            "/approvals",
+            &format!("perimeter_session={vera}"),
+            &approve_form(&id, &vera_csrf, "viewer tries"),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(
+        refused
+            .body
+            .contains("this needs the approver role; vera has viewer")
+    );
+    assert!(
+        refused.headers[header::CONTENT_TYPE]
+            .to_str()
+            .expect("type")
+            .starts_with("text/html")
+    );
+
+    // An approver with another session's token, or from another site: refused.
+    let (alice, alice_csrf) = h.login("alice").await;
+    let cross = h
+        .post(
+            "/approvals",
+            &format!("perimeter_session={alice}"),
+            &approve_form(&id, &vera_csrf, "wrong token"),
+        )
+        .await;
+    assert_eq!(cross.status, StatusCode::FORBIDDEN);
+    assert!(cross.body.contains("CSRF"));
+    let request = Request::post("/approvals")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::COOKIE, format!("perimeter_session={alice}"))
+        .header(header::HOST, "dash.example")
+        .header(header::ORIGIN, "https://evil.example")
+        .body(Body::from(format!("csrf={alice_csrf}&host={id}&netns=host&protocol=tcp&address=0.0.0.0&port=6379&scope=host&reason=x")))
+        .expect("request");
+    assert_eq!(h.send(request).await.status, StatusCode::FORBIDDEN);
+    let request = Request::post("/approvals")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::COOKIE, format!("perimeter_session={alice}"))
+        .header("sec-fetch-site", "cross-site")
+        .body(Body::from(format!("csrf={alice_csrf}&host={id}&netns=host&protocol=tcp&address=0.0.0.0&port=6379&scope=host&reason=x")))
+        .expect("request");
+    assert_eq!(h.send(request).await.status, StatusCode::FORBIDDEN);
+    // A reason is required.
+    let no_reason = h
+        .post(
+            "/approvals",
+            &format!("perimeter_session={alice}"),
+            &approve_form(&id, &alice_csrf, "   "),
+        )
+        .await;
+    assert_eq!(no_reason.status, StatusCode::BAD_REQUEST);
+    assert_eq!(h.approvals_in_store(), 0);
+
+    // The approver's own post goes through the API's validation and store.
+    let added = h
+        .post(
+            "/approvals",
+            &format!("perimeter_session={alice}"),
+            &approve_form(&id, &alice_csrf, "the cache of the web tier <b>"),
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
+    assert_eq!(added.location(), "/approvals?added=1");
+    assert_eq!(h.approvals_in_store(), 1);
+    let host = h.get(&format!("/hosts/{id}"), Some(&alice)).await;
+    let row = &host.body[host.body.find("data-port=\"6379\"").expect("row")..];
+    let row = &row[..row.find("</tr>").expect("end")];
+    assert!(row.contains("verdict-ok"), "{row}");
+    assert!(
+        row.contains("by alice") && row.contains("the cache of the web tier &lt;b&gt;"),
+        "{row}"
+    );
+
+    // Accepting or revoking agents is the administrator's.
+    let refused = h
+        .post(
+            &format!("/hosts/{id}/revoke"),
+            &format!("perimeter_session={alice}"),
+            &[("csrf", &alice_csrf), ("reason", "decommissioned")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let (root, root_csrf) = h.login("root").await;
+    let revoked = h
+        .post(
+            &format!("/hosts/{id}/revoke"),
+            &format!("perimeter_session={root}"),
+            &[("csrf", &root_csrf), ("reason", "decommissioned")],
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::SEE_OTHER, "{}", revoked.body);
+    let trail = h
+        .state
+        .store
+        .lock()
+        .expect("lock")
+        .trail(10)
+        .expect("trail");
+    assert_eq!(trail[0].action, "agent.revoke");
+    assert_eq!(trail[0].actor, "root");
+    assert_eq!(trail[1].action, "approval.add");
+    assert_eq!(trail[1].actor, "alice");
+
+    // The approver revokes the approval, with a reason.
+    let revoke = h
+        .post(
+            "/approvals/1/revoke",
+            &format!("perimeter_session={alice}"),
+            &[
+                ("csrf", &alice_csrf),
+                ("reason", "moved to a private address"),
+            ],
+        )
+        .await;
+    assert_eq!(revoke.status, StatusCode::SEE_OTHER);
+    assert_eq!(h.approvals_in_store(), 0);
+    let changes = h.get("/changes?kind=approval&host=", Some(&alice)).await;
+    assert!(changes.body.contains("approval.revoke"));
+    assert!(changes.body.contains("moved to a private address"));
+    assert!(!changes.body.contains("agent.revoke"), "filtered by kind");
+}
