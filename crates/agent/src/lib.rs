@@ -31,7 +31,7 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use state_dir::{Acked, Enrolment, StateDir};
+use state_dir::{Acked, Enrolment, Lock, StateDir};
 
 /// Why the agent stopped or could not go on.
 #[derive(Debug, thiserror::Error)]
@@ -115,7 +115,7 @@ impl Agent {
                 config.server
             )));
         }
-        let dir = StateDir::open(&config.state_dir)?;
+        let dir = StateDir::open(&config.state_dir, Lock::Exclusive)?;
         let mut agent = Agent {
             config,
             dir,
@@ -540,7 +540,7 @@ pub fn load_identity(
     if !state_dir.join("enrolment.json").exists() {
         return Ok(None);
     }
-    let dir = StateDir::open(state_dir)?;
+    let dir = StateDir::open(state_dir, Lock::None)?;
     match (dir.enrolment()?, dir.key()?) {
         (Some(enrolment), Some(key)) if key.agent_id() == enrolment.agent_id => {
             Ok(Some((enrolment.agent_id, key)))
@@ -563,5 +563,133 @@ fn state_after(before: Option<&HostState>, report: &Report) -> HostState {
             .unwrap_or_default()
             .apply(delta, &report.hostname),
         (None, None) => before.cloned().unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use perimeter_api::{ListenerDoc, state::ListenerKey};
+
+    fn enrolled_agent(dir: &std::path::Path, queue_limit: usize) -> Agent {
+        let key = AgentKey::generate();
+        let state = StateDir::open(dir, Lock::None).expect("dir");
+        state.save_key(&key).expect("key");
+        state
+            .save_enrolment(&Enrolment {
+                server: "https://198.18.0.1:8443".into(),
+                agent_id: key.agent_id(),
+                machine_id: Some("m1".into()),
+            })
+            .expect("enrolment");
+        drop(state);
+        Agent::new(AgentConfig {
+            server: "https://198.18.0.1:8443".into(),
+            trust: Trust::System,
+            state_dir: dir.to_owned(),
+            enrol_secret: None,
+            interval: Duration::from_secs(300),
+            queue_limit,
+            max_events: 2,
+            machine_id: Some("m1".into()),
+            hostname: "h".into(),
+        })
+        .expect("agent")
+    }
+
+    fn state(ports: &[u16]) -> HostState {
+        let mut state = HostState {
+            hostname: "h".into(),
+            listeners: ports
+                .iter()
+                .map(|&port| ListenerDoc {
+                    netns: "host".into(),
+                    protocol: "tcp".into(),
+                    address: "0.0.0.0".into(),
+                    port,
+                    scope: "wildcard".into(),
+                    owners: Vec::new(),
+                })
+                .collect(),
+            findings: Vec::new(),
+        };
+        state.canonicalise();
+        state
+    }
+
+    fn event(n: u32) -> Event {
+        Event {
+            at: OffsetDateTime::now_utc(),
+            kind: "exec".into(),
+            summary: format!("exec {n}"),
+            flags: vec!["unpackaged".into()],
+        }
+    }
+
+    fn queued(agent: &Agent) -> Vec<Report> {
+        agent
+            .dir
+            .queue()
+            .expect("queue")
+            .iter()
+            .map(|(_, body)| serde_json::from_slice(body).expect("a report"))
+            .collect()
+    }
+
+    #[test]
+    fn reports_are_full_then_deltas_and_a_full_queue_folds_with_its_events_counted() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut agent = enrolled_agent(dir.path(), 3);
+        assert_eq!(agent.queue_report(&state(&[22])).expect("1"), 1);
+        agent.note_event(event(1));
+        agent.note_event(event(2));
+        // Past max_events: counted, not kept.
+        agent.note_event(event(3));
+        assert_eq!(agent.queue_report(&state(&[22, 6379])).expect("2"), 2);
+        assert_eq!(agent.queue_report(&state(&[6379])).expect("3"), 3);
+        let reports = queued(&agent);
+        assert!(reports[0].full.is_some(), "the first report is full");
+        let delta = reports[1].delta.as_ref().expect("then deltas");
+        let keys: Vec<ListenerKey> = delta.upsert.iter().map(ListenerDoc::key).collect();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].3, 6379);
+        assert_eq!(reports[1].events.len(), 2);
+        assert_eq!(reports[1].dropped_events, 1);
+        assert_eq!(reports[2].delta.as_ref().map(|d| d.remove.len()), Some(1));
+
+        // The fourth while three wait: one full report of the latest state,
+        // numbered after the acknowledged one (none: 1), the lost counted.
+        agent.note_event(event(4));
+        assert_eq!(agent.queue_report(&state(&[6379, 8080])).expect("4"), 1);
+        let reports = queued(&agent);
+        assert_eq!(reports.len(), 1);
+        let full = reports[0].full.as_ref().expect("folded into a full report");
+        let ports: Vec<u16> = full.listeners.iter().map(|l| l.port).collect();
+        assert_eq!(ports, [6379, 8080]);
+        // The two events of report 2 and the one it had dropped.
+        assert_eq!(reports[0].dropped_events, 3);
+        assert_eq!(reports[0].events.len(), 1);
+    }
+
+    #[test]
+    fn a_changed_machine_id_forgets_the_enrolment() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let agent = enrolled_agent(dir.path(), 3);
+        assert!(agent.agent_id().is_some());
+        drop(agent);
+        let cloned = Agent::new(AgentConfig {
+            server: "https://198.18.0.1:8443".into(),
+            trust: Trust::System,
+            state_dir: dir.path().to_owned(),
+            enrol_secret: None,
+            interval: Duration::from_secs(300),
+            queue_limit: 3,
+            max_events: 2,
+            machine_id: Some("m2".into()),
+            hostname: "h".into(),
+        })
+        .expect("agent");
+        assert_eq!(cloned.agent_id(), None, "a clone enrols anew");
+        assert!(!dir.path().join("key").exists(), "the copied key is gone");
     }
 }

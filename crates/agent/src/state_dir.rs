@@ -13,7 +13,7 @@
 //! and set aside, never silently trusted.
 
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use perimeter_api::HostState;
@@ -45,6 +45,19 @@ pub(crate) struct Acked {
 #[derive(Debug)]
 pub(crate) struct StateDir {
     root: PathBuf,
+    /// The running agent's exclusive lock on the directory (`lock`), held
+    /// while it lives: two agents on one directory would send two report
+    /// chains under one key, which the server takes for a cloned machine.
+    _lock: Option<fs::File>,
+}
+
+/// Whether opening the directory takes the running agent's lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lock {
+    /// The agent itself: refuse to run beside another.
+    Exclusive,
+    /// A reader (`check --server` reading the id and key).
+    None,
 }
 
 fn io_error(path: &Path, err: impl std::fmt::Display) -> AgentError {
@@ -52,7 +65,7 @@ fn io_error(path: &Path, err: impl std::fmt::Display) -> AgentError {
 }
 
 impl StateDir {
-    pub(crate) fn open(root: &Path) -> Result<StateDir, AgentError> {
+    pub(crate) fn open(root: &Path, lock: Lock) -> Result<StateDir, AgentError> {
         for dir in [root.to_owned(), root.join("queue")] {
             fs::DirBuilder::new()
                 .recursive(true)
@@ -63,8 +76,33 @@ impl StateDir {
         // Tighten a directory made by someone else.
         fs::set_permissions(root, fs::Permissions::from_mode(0o700))
             .map_err(|err| io_error(root, err))?;
+        let lock = match lock {
+            Lock::None => None,
+            Lock::Exclusive => {
+                let path = root.join("lock");
+                let file = fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .map_err(|err| io_error(&path, err))?;
+                match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+                {
+                    Ok(()) => Some(file),
+                    Err(rustix::io::Errno::WOULDBLOCK) => {
+                        return Err(AgentError::State(format!(
+                            "another perimeter agent is using {}: stop it first (two agents on one key look like a cloned machine to the server)",
+                            root.display()
+                        )));
+                    }
+                    Err(err) => return Err(io_error(&path, err)),
+                }
+            }
+        };
         Ok(StateDir {
             root: root.to_owned(),
+            _lock: lock,
         })
     }
 
@@ -184,5 +222,57 @@ impl StateDir {
             self.pop(seq)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_agent_per_directory_and_readers_do_not_wait() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let first = StateDir::open(dir.path(), Lock::Exclusive).expect("first agent");
+        let second = StateDir::open(dir.path(), Lock::Exclusive).expect_err("second agent");
+        assert!(
+            second.to_string().contains("another perimeter agent"),
+            "{second}"
+        );
+        StateDir::open(dir.path(), Lock::None).expect("a reader");
+        drop(first);
+        StateDir::open(dir.path(), Lock::Exclusive).expect("after the first stopped");
+    }
+
+    #[test]
+    fn the_queue_is_kept_in_order_and_files_are_private() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let state = StateDir::open(dir.path(), Lock::Exclusive).expect("open");
+        for seq in [3, 1, 2] {
+            state
+                .push(seq, format!("{{\"seq\":{seq}}}").as_bytes())
+                .expect("push");
+        }
+        let seqs: Vec<u64> = state
+            .queue()
+            .expect("queue")
+            .iter()
+            .map(|(s, _)| *s)
+            .collect();
+        assert_eq!(seqs, [1, 2, 3]);
+        state.pop(2).expect("pop");
+        let seqs: Vec<u64> = state
+            .queue()
+            .expect("queue")
+            .iter()
+            .map(|(s, _)| *s)
+            .collect();
+        assert_eq!(seqs, [1, 3]);
+        let mode = fs::metadata(dir.path().join("queue/00000000000000000001.json"))
+            .expect("queued file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let mode = fs::metadata(dir.path()).expect("dir").permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
     }
 }
