@@ -207,6 +207,10 @@ impl RttEstimator {
     }
 }
 
+/// How often an attempt that began with an unknown round trip looks again at
+/// what the host's network says.
+const TIMEOUT_RECHECK: Duration = Duration::from_millis(50);
+
 /// Round trips as the connect scan measured them: one estimator per host,
 /// and one per network (/24 for IPv4, /64 for IPv6) for the hosts of that
 /// network that have not answered yet, such as a host whose firewall drops
@@ -539,12 +543,30 @@ impl<T: Transport> Context<T> {
             return None;
         }
         let started = Instant::now();
-        let outcome = self
-            .transport
-            .connect(address, self.connect_timeout(address.ip(), n_unanswered))
-            .await
-            .map(Some);
-        Some((outcome, started.elapsed()))
+        let timeout = self.connect_timeout(address.ip(), n_unanswered);
+        let connect = self.transport.connect(address, timeout);
+        let outcome = if self.settings.min_timeout.is_some() && timeout >= self.settings.timeout {
+            // The round trip was unknown when this attempt began, so it waits
+            // the whole ceiling; answers from the host's network may make it
+            // known meanwhile (the first ports of a scan are all in flight
+            // before any answer). Look again now and then, and give up as
+            // soon as the wait passes what the network now says.
+            tokio::pin!(connect);
+            loop {
+                tokio::select! {
+                    outcome = &mut connect => break outcome,
+                    () = tokio::time::sleep(TIMEOUT_RECHECK) => {
+                        let now_due = self.connect_timeout(address.ip(), n_unanswered);
+                        if now_due < timeout && started.elapsed() >= now_due {
+                            break Connect::Filtered(FilterCause::NoAnswer);
+                        }
+                    }
+                }
+            }
+        } else {
+            connect.await
+        };
+        Some((outcome.map(Some), started.elapsed()))
     }
 
     /// Attempts until the port has a state: retries silence, backs off on local

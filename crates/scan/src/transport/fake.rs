@@ -217,9 +217,16 @@ impl Transport for FakeNetwork {
             FakeNetwork::leave(&self.state);
             return Connect::LocalError(std::io::Error::from_raw_os_error(nix::libc::EMFILE));
         };
+        // As a kernel socket is closed when the connecting future is dropped
+        // (the engine gave up on it early), the attempt leaves the network
+        // then too, not only when it ends on its own.
+        let attempt = InFlight {
+            state: self.state.clone(),
+            armed: true,
+        };
         let answered_in_time = self.rtt < timeout;
         tokio::time::sleep(if answered_in_time { self.rtt } else { timeout }).await;
-        let outcome = match behaviour {
+        match behaviour {
             FakePort::Silent => {
                 if answered_in_time {
                     tokio::time::sleep(timeout - self.rtt).await;
@@ -232,16 +239,36 @@ impl Transport for FakeNetwork {
             FakePort::Open(service) => {
                 let (client, server) = tokio::io::duplex(64 * 1024);
                 tokio::spawn(serve(server, service));
-                return Connect::Open(FakeStream {
+                Connect::Open(FakeStream {
                     inner: client,
-                    state: self.state.clone(),
-                });
+                    state: attempt.into_stream(),
+                })
             }
             // Unwrapped above.
             FakePort::DropFirst(..) | FakePort::LocalErrorFirst(..) => Connect::Closed,
-        };
-        FakeNetwork::leave(&self.state);
-        outcome
+        }
+    }
+}
+
+/// A connection attempt in flight: it leaves the network when dropped,
+/// unless it became an open stream (which leaves when it is dropped).
+struct InFlight {
+    state: Arc<Mutex<State>>,
+    armed: bool,
+}
+
+impl InFlight {
+    fn into_stream(mut self) -> Arc<Mutex<State>> {
+        self.armed = false;
+        self.state.clone()
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.armed {
+            FakeNetwork::leave(&self.state);
+        }
     }
 }
 
