@@ -939,3 +939,46 @@ fn timeouts_follow_each_host_then_its_network_and_double_on_silence() {
     }
     assert!(table.timeout(slow, 0, min, max) >= Duration::from_millis(400));
 }
+
+/// The first ports of a scan are all in flight before any answer: a port of
+/// a host that drops everything, begun then, waited the whole 2 s ceiling
+/// (issue 13 §5). Once its neighbours' answers make the network's round trip
+/// known, it gives up at the network's timeout instead, and its retries
+/// follow that timeout doubled.
+#[tokio::test(start_paused = true)]
+async fn an_attempt_begun_blind_follows_its_network_once_it_answers() {
+    let network = FakeNetwork::new(FakePort::Closed, Duration::from_millis(1));
+    network.set(sock("198.18.0.1:22"), FakePort::Silent);
+    // Both ports go out in the first burst, before any answer.
+    let finished = scan(
+        &network,
+        plan(
+            targets(&["198.18.0.1", "198.18.0.2"], &[]),
+            "22",
+            options(Profile::Normal),
+        ),
+    )
+    .await;
+    assert_eq!(finished.state("198.18.0.1:22"), Some(PortState::Filtered));
+    assert_eq!(finished.state("198.18.0.2:22"), Some(PortState::Closed));
+    let attempts: Vec<Instant> = network
+        .attempts()
+        .iter()
+        .filter(|a| a.address == sock("198.18.0.1:22"))
+        .map(|a| a.at)
+        .collect();
+    // The first and two retries (the normal profile's two).
+    assert_eq!(attempts.len(), 3, "{attempts:?}");
+    let first_wait = attempts[1] - attempts[0];
+    // The floor (100 ms) and at most one look-again period, not the ceiling.
+    assert!(
+        first_wait >= Duration::from_millis(100) && first_wait < Duration::from_millis(200),
+        "the first attempt waited {first_wait:?}"
+    );
+    let second_wait = attempts[2] - attempts[1];
+    assert!(
+        second_wait >= Duration::from_millis(200) && second_wait < Duration::from_millis(300),
+        "the second attempt waited {second_wait:?}"
+    );
+    assert_eq!(network.in_flight(), 0, "every attempt left the network");
+}
