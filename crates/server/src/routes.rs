@@ -413,14 +413,22 @@ async fn report(
         .events
         .iter()
         .filter_map(|event| serde_json::to_string(event).ok())
-        .chain((report.dropped_events > 0).then(|| {
-            serde_json::json!({
-                "at": received_at.unix_timestamp(),
-                "kind": "queue.overflow",
-                "summary": format!("the agent's queue overflowed while the server was out of reach: {} events lost", report.dropped_events),
-            })
-            .to_string()
-        }))
+        .chain(
+            (report.dropped_events > 0)
+                .then(|| {
+                    serde_json::to_string(&perimeter_api::Event {
+                        at: received_at,
+                        kind: "queue.overflow".into(),
+                        summary: format!(
+                            "the agent could not keep {} events while the server was out of reach",
+                            report.dropped_events
+                        ),
+                        flags: Vec::new(),
+                    })
+                    .ok()
+                })
+                .flatten(),
+        )
         .collect();
     let agent_id = agent.id.clone();
     let seq = report.seq;

@@ -535,3 +535,38 @@ async fn hostile_requests_are_refused_with_a_clear_answer() {
     let hosts: HostList = h.admin().get_json("/api/v1/hosts").await.expect("hosts");
     assert_eq!(hosts.hosts.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_and_an_overflow_are_stored_as_event_documents() {
+    let h = Harness::start(false, Limits::default()).await;
+    let key = Arc::new(AgentKey::generate());
+    h.enrol(&key).await;
+    let mut r1 = report(&key, 1, Some(state(Vec::new())), None);
+    r1.events = vec![perimeter_api::Event {
+        at: OffsetDateTime::now_utc(),
+        kind: "exec".into(),
+        summary: "pid 7 /tmp/xmrig as www-data".into(),
+        flags: vec!["unpackaged".into(), "world-writable".into()],
+    }];
+    r1.dropped_events = 12;
+    assert_eq!(send(&h, &key, &r1).await.expect("stored").outcome, "stored");
+    // The dashboard's changes page reads the events back as documents.
+    let dir_store = {
+        // The harness's database, read directly.
+        let path = h._dir.path().join("server.db");
+        SqliteFleet::open(&path).expect("reopen")
+    };
+    let events = dir_store
+        .events(Some(&key.agent_id()), 0, 10)
+        .expect("events");
+    let kinds: Vec<String> = events
+        .iter()
+        .map(|row| {
+            serde_json::from_str::<perimeter_api::Event>(&row.event)
+                .unwrap_or_else(|err| panic!("{}: {err}", row.event))
+                .kind
+        })
+        .collect();
+    assert_eq!(kinds, ["exec", "queue.overflow"]);
+    assert!(events[1].event.contains("12 events"), "{}", events[1].event);
+}
