@@ -108,12 +108,25 @@ async fn principal(state: &Arc<AppState>, headers: &HeaderMap) -> Result<Princip
         ApiError::unauthenticated("this needs an API token (Authorization: Bearer)")
     })?;
     let hash = token_hash(token);
-    let row = state
-        .with_store(move |store| Ok(store.token(&hash)?))
+    let (row, disabled) = state
+        .with_store(move |store| {
+            let row = store.token(&hash)?;
+            let disabled = match &row {
+                Some(row) => store.user(&row.user)?.is_none_or(|user| user.disabled),
+                None => false,
+            };
+            Ok((row, disabled))
+        })
         .await?;
     let Some(row) = row else {
         return Err(ApiError::unauthenticated("unknown API token"));
     };
+    if disabled {
+        return Err(ApiError::unauthenticated(format!(
+            "user {} is disabled",
+            row.user
+        )));
+    }
     if row.revoked {
         return Err(ApiError::unauthenticated("this API token was revoked"));
     }

@@ -570,3 +570,24 @@ async fn events_and_an_overflow_are_stored_as_event_documents() {
     assert_eq!(kinds, ["exec", "queue.overflow"]);
     assert!(events[1].event.contains("12 events"), "{}", events[1].event);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_persons_tokens_stop_working() {
+    let h = Harness::start(false, Limits::default()).await;
+    let viewer = h.client(Auth::Token(h.viewer.clone()));
+    let _: HostList = viewer.get_json("/api/v1/hosts").await.expect("works");
+    let mut store = SqliteFleet::open(&h._dir.path().join("server.db")).expect("reopen");
+    store
+        .set_user_disabled("viewer", true, "admin", OffsetDateTime::now_utc())
+        .expect("disable");
+    let refused = viewer
+        .get_json::<HostList>("/api/v1/hosts")
+        .await
+        .expect_err("disabled");
+    assert_eq!(refused.code(), Some("unauthenticated"));
+    assert!(refused.to_string().contains("disabled"), "{refused}");
+    store
+        .set_user_disabled("viewer", false, "admin", OffsetDateTime::now_utc())
+        .expect("enable");
+    let _: HostList = viewer.get_json("/api/v1/hosts").await.expect("works again");
+}

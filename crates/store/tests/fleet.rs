@@ -1097,6 +1097,28 @@ fn users_and_duplicates(database: &dyn Database) {
             entry("zed", "user.add", "max", "role approver"),
         ]
     );
+
+    // Disabled and enabled again, each once in the trail; setting what is
+    // set writes nothing; an unknown name is NotFound.
+    store
+        .set_user_disabled("amy", true, "zed", at(5))
+        .expect("disable");
+    assert!(store.user("amy").expect("user").expect("amy").disabled);
+    store
+        .set_user_disabled("amy", true, "zed", at(6))
+        .expect("again");
+    store
+        .set_user_disabled("amy", false, "zed", at(7))
+        .expect("enable");
+    assert!(!store.user("amy").expect("user").expect("amy").disabled);
+    match store.set_user_disabled("nobody", true, "zed", at(8)) {
+        Err(FleetError::NotFound { what }) => assert_eq!(what, "user nobody"),
+        other => panic!("unknown user: {other:?}"),
+    }
+    let mut expected = trail_before;
+    expected.push(entry("zed", "user.disable", "amy", ""));
+    expected.push(entry("zed", "user.enable", "amy", ""));
+    assert_eq!(trail_of(store.as_ref()), expected);
 }
 
 fn tokens_as_stored(database: &dyn Database) {

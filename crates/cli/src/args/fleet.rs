@@ -96,6 +96,20 @@ pub(crate) enum UserAction {
     Add(UserAddArgs),
     /// List the people.
     List,
+    /// Disable a person: they sign in to nothing and their tokens stop
+    /// working (kept in the trail; `enable` undoes it).
+    Disable(UserNameArgs),
+    /// Enable a disabled person again.
+    Enable(UserNameArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UserNameArgs {
+    pub(crate) name: String,
+
+    /// Who decides (default: $SUDO_USER, else $USER).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) by: Option<String>,
 }
 
 #[derive(Debug, Args)]

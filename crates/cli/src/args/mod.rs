@@ -26,7 +26,7 @@ pub(crate) use docs::{CompletionsArgs, ManArgs};
 pub(crate) use envs::{EnvsArgs, InitArgs};
 pub(crate) use fleet::{
     AgentArgs, AgentsAction, AgentsArgs, ApprovalsAction, ApprovalsArgs, GateServerArgs, RoleArg,
-    ServerAction, ServerArgs, ServerTrustArgs, TokenAction, UserAction,
+    ServerAction, ServerArgs, ServerTrustArgs, TokenAction, UserAction, UserNameArgs,
 };
 pub(crate) use history::{AuditsArgs, DiffArgs, MergeArgs, ScansAction, ScansArgs};
 pub(crate) use host::{ApproveArgs, AuditArgs, CheckArgs};

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::args::{
     AgentsAction, AgentsArgs, RoleArg, ServerAction, ServerArgs, TokenAction, UserAction,
+    UserNameArgs,
 };
 use crate::exit_codes::ExitCode;
 use crate::pipeline::fleet::{default_fleet_database, is_postgres, open_fleet_store};
@@ -67,6 +68,8 @@ pub(crate) fn run(args: ServerArgs, _terminal: &Terminal) -> Result<ExitCode> {
                 outln!("added {} ({})", add.name, role.as_str());
                 Ok(ExitCode::Clean)
             }
+            UserAction::Disable(user) => set_disabled(store.as_mut(), user, true),
+            UserAction::Enable(user) => set_disabled(store.as_mut(), user, false),
             UserAction::List => {
                 for user in store.users()? {
                     outln!(
@@ -116,6 +119,21 @@ pub(crate) fn run(args: ServerArgs, _terminal: &Terminal) -> Result<ExitCode> {
         },
         Some(ServerAction::Agents(agents)) => run_agents(agents, store.as_mut()),
     }
+}
+
+fn set_disabled(store: &mut dyn FleetStore, user: UserNameArgs, disable: bool) -> Result<ExitCode> {
+    store.set_user_disabled(
+        &user.name,
+        disable,
+        &settings::acting_user(user.by)?,
+        OffsetDateTime::now_utc(),
+    )?;
+    outln!(
+        "{} {}",
+        if disable { "disabled" } else { "enabled" },
+        user.name
+    );
+    Ok(ExitCode::Clean)
 }
 
 fn run_agents(args: AgentsArgs, store: &mut dyn FleetStore) -> Result<ExitCode> {

@@ -396,6 +396,17 @@ pub trait FleetStore: Send {
         by: &str,
         at: OffsetDateTime,
     ) -> Result<(), FleetError>;
+    /// Disables or enables a person (trail `user.disable` / `user.enable`):
+    /// a disabled person signs in to nothing and their tokens stop working.
+    /// `NotFound` for an unknown name; setting what is already set writes
+    /// nothing.
+    fn set_user_disabled(
+        &mut self,
+        name: &str,
+        disabled: bool,
+        by: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), FleetError>;
     fn user(&self, name: &str) -> Result<Option<UserRow>, FleetError>;
     fn users(&self) -> Result<Vec<UserRow>, FleetError>;
 

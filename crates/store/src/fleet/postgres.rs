@@ -874,6 +874,40 @@ impl FleetStore for PostgresFleet {
         })
     }
 
+    fn set_user_disabled(
+        &mut self,
+        name: &str,
+        disabled: bool,
+        by: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), FleetError> {
+        self.run(&format!("disable or enable user {name}"), |tx| {
+            let now: Option<bool> = tx
+                .query_opt(
+                    "SELECT disabled FROM fleet_users WHERE name = $1 FOR UPDATE",
+                    &[&name],
+                )?
+                .map(|row| row.try_get(0))
+                .transpose()?;
+            match now {
+                None => return Err(Failure::Fleet(not_found(format!("user {name}")))),
+                Some(now) if now == disabled => return Ok(()),
+                Some(_) => {}
+            }
+            tx.execute(
+                "UPDATE fleet_users SET disabled = $2 WHERE name = $1",
+                &[&name, &disabled],
+            )?;
+            let action = if disabled {
+                "user.disable"
+            } else {
+                "user.enable"
+            };
+            insert_trail(tx, at, by, action, name, "")?;
+            Ok(())
+        })
+    }
+
     fn user(&self, name: &str) -> Result<Option<UserRow>, FleetError> {
         self.run(&format!("look up user {name}"), |tx| {
             tx.query_opt(

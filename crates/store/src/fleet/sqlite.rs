@@ -836,6 +836,40 @@ impl FleetStore for SqliteFleet {
         })
     }
 
+    fn set_user_disabled(
+        &mut self,
+        name: &str,
+        disabled: bool,
+        by: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), FleetError> {
+        self.write(&format!("disable or enable user {name}"), |tx| {
+            let now: Option<bool> = tx
+                .query_row(
+                    "SELECT disabled FROM fleet_users WHERE name = ?1",
+                    [name],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            match now {
+                None => return Err(Failure::Fleet(not_found(format!("user {name}")))),
+                Some(now) if now == disabled => return Ok(()),
+                Some(_) => {}
+            }
+            tx.execute(
+                "UPDATE fleet_users SET disabled = ?2 WHERE name = ?1",
+                params![name, disabled],
+            )?;
+            let action = if disabled {
+                "user.disable"
+            } else {
+                "user.enable"
+            };
+            insert_trail(tx, at, by, action, name, "")?;
+            Ok(())
+        })
+    }
+
     fn user(&self, name: &str) -> Result<Option<UserRow>, FleetError> {
         self.read(&format!("look up user {name}"), |conn| {
             first(
