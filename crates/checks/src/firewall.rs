@@ -1,8 +1,11 @@
-//! Firewall rule: `firewall.none`, per audited network namespace.
+//! Firewall rules: `firewall.none`, per audited network namespace, and
+//! `firewall.bypassed`, per listener whose port a DNAT publishes past the
+//! input chain (Docker's `-p`).
 
+use perimeter_model::addrset::{AddrFamily, AddrRanges};
 use perimeter_model::{Finding, FirewallVerdict, HostSnapshot, Severity};
 
-use crate::rules::FIREWALL_NONE;
+use crate::rules::{FIREWALL_BYPASSED, FIREWALL_NONE};
 
 pub(crate) fn check(snapshot: &HostSnapshot) -> Vec<Finding> {
     let mut findings = Vec::new();
@@ -47,10 +50,61 @@ pub(crate) fn check(snapshot: &HostSnapshot) -> Vec<Finding> {
     findings
 }
 
+/// `firewall.bypassed`: a listener's port that the input path denies to some
+/// sources, while a DNAT in nat prerouting sends their connections to
+/// another address (a container) and the forward path lets them through.
+/// `ufw status` says "deny", the port answers: the input chain is never
+/// crossed.
+pub(crate) fn bypassed(snapshot: &HostSnapshot) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for listener in snapshot.listeners.iter().filter(|l| l.scope.is_exposed()) {
+        let Some(reach) = snapshot.reach_of(listener) else {
+            continue;
+        };
+        for path in reach
+            .published
+            .iter()
+            .filter(|p| !p.input_denies.is_empty())
+        {
+            let family = AddrFamily::of(listener.address);
+            let via = path
+                .oif
+                .as_deref()
+                .map_or_else(String::new, |oif| format!(" via {oif}"));
+            let finding = Finding::new(
+                FIREWALL_BYPASSED,
+                Severity::High,
+                listener.endpoint(),
+                format!(
+                    "{} is published to {}{via} by a DNAT in nat prerouting and reachable from {} through the forward chains, though the input firewall denies it",
+                    listener.endpoint(),
+                    path.to,
+                    sources(&path.input_denies, family),
+                ),
+            )
+            .with_evidence(format!("{}: `{}`", path.chain, path.rule))
+            .with_evidence(format!(
+                "the forward path accepts {}; the input path alone denies {}",
+                sources(&path.allowed, family),
+                sources(&path.input_denies, family),
+            ));
+            findings.push(finding.with_remedy(
+                "publish the port on loopback only (`docker run -p 127.0.0.1:PORT:PORT`), or restrict sources in the DOCKER-USER chain (`iptables -I DOCKER-USER -p tcp -m conntrack --ctorigdstport PORT ! -s ALLOWED -j DROP`); rules in INPUT (ufw, firewalld zones) never see these connections",
+            ));
+        }
+    }
+    findings
+}
+
+/// `every source`, or the prefixes.
+fn sources(nets: &[ipnet::IpNet], family: AddrFamily) -> String {
+    AddrRanges::from_nets(nets, family).describe(&AddrRanges::universe(family), family, 4)
+}
+
 #[cfg(test)]
 mod tests {
     use expect_test::{Expect, expect};
-    use perimeter_model::{Netns, NetnsFacts};
+    use perimeter_model::{Netns, NetnsFacts, PublishedPath, Reach};
 
     use super::*;
     use crate::fixtures::{listener, render, snapshot};
@@ -108,5 +162,86 @@ mod tests {
               netns empty has no default-deny inbound firewall policy
         "#]],
         );
+    }
+
+    fn bypass_check(snapshot: &HostSnapshot, expect: Expect) {
+        let mut findings = super::bypassed(snapshot);
+        crate::sort_findings(&mut findings);
+        expect.assert_eq(&render(&findings));
+    }
+
+    fn path(to: &str, rule: &str, allowed: &[&str], input_denies: &[&str]) -> PublishedPath {
+        let nets = |list: &[&str]| list.iter().map(|n| n.parse().expect("net")).collect();
+        PublishedPath {
+            chain: "iptables-nft: ip nat DOCKER".into(),
+            rule: rule.into(),
+            to: to.into(),
+            oif: Some("docker0".into()),
+            allowed: nets(allowed),
+            input_denies: nets(input_denies),
+        }
+    }
+
+    /// What `host::audit` makes of tests/fixtures/docker in the firewall
+    /// crate (Docker's DNATs behind ufw's `default deny incoming`): the
+    /// public port, the port DOCKER-USER restricts, and one published where
+    /// the input path allows it too (nothing hidden: quiet).
+    #[test]
+    fn bypassed_fires_where_input_denies_what_forward_accepts() {
+        let public = listener("tcp", "198.18.91.1", 6379, &[]);
+        let restricted = listener("tcp", "0.0.0.0", 8080, &[]);
+        let open_anyway = listener("tcp", "0.0.0.0", 8443, &[]);
+        let loopback = listener("tcp", "127.0.0.1", 6380, &[]);
+        let mut snap = snapshot(
+            vec![
+                public.clone(),
+                restricted.clone(),
+                open_anyway.clone(),
+                loopback.clone(),
+            ],
+            vec![],
+        );
+        let reach = |path: PublishedPath| Reach {
+            allowed: path.allowed.clone(),
+            published: vec![path],
+            ..Reach::default()
+        };
+        snap.reach.insert(
+            (1, public.inode),
+            reach(path(
+                "198.18.90.2:6379",
+                "-A DOCKER -d 198.18.91.1/32 ! -i docker0 -p tcp -m tcp --dport 6379 -j DNAT --to-destination 198.18.90.2:6379",
+                &["0.0.0.0/0"],
+                &["0.0.0.0/0"],
+            )),
+        );
+        snap.reach.insert(
+            (1, restricted.inode),
+            reach(path(
+                "198.18.90.4:80",
+                "-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 198.18.90.4:80",
+                &["198.18.91.0/24"],
+                &["198.18.91.0/24"],
+            )),
+        );
+        snap.reach.insert(
+            (1, open_anyway.inode),
+            reach(path(
+                "198.18.90.5:443",
+                "-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8443 -j DNAT --to-destination 198.18.90.5:443",
+                &["0.0.0.0/0"],
+                &[],
+            )),
+        );
+        bypass_check(&snap, expect![[r#"
+            high firewall.bypassed tcp 0.0.0.0:8080
+              tcp 0.0.0.0:8080 is published to 198.18.90.4:80 via docker0 by a DNAT in nat prerouting and reachable from 198.18.91.0/24 through the forward chains, though the input firewall denies it
+              | iptables-nft: ip nat DOCKER: `-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 198.18.90.4:80`
+              | the forward path accepts 198.18.91.0/24; the input path alone denies 198.18.91.0/24
+            high firewall.bypassed tcp 198.18.91.1:6379
+              tcp 198.18.91.1:6379 is published to 198.18.90.2:6379 via docker0 by a DNAT in nat prerouting and reachable from every source through the forward chains, though the input firewall denies it
+              | iptables-nft: ip nat DOCKER: `-A DOCKER -d 198.18.91.1/32 ! -i docker0 -p tcp -m tcp --dport 6379 -j DNAT --to-destination 198.18.90.2:6379`
+              | the forward path accepts every source; the input path alone denies every source
+        "#]]);
     }
 }

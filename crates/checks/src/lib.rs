@@ -76,6 +76,7 @@ pub fn run_all(
     findings.extend(redis::check(snapshot));
     findings.extend(ssh::check(snapshot));
     findings.extend(firewall::check(snapshot));
+    findings.extend(firewall::bypassed(snapshot));
     findings.extend(env::check(snapshot, config));
     sort_findings(&mut findings);
     findings

@@ -27,6 +27,7 @@ pub const SSH_ROOT_LOGIN: &str = "ssh.root-login";
 pub const SSH_PASSWORD_AUTH: &str = "ssh.password-auth";
 pub const FIREWALL_NONE: &str = "firewall.none";
 pub const FIREWALL_ALLOWS_ANY: &str = "firewall.allows-any";
+pub const FIREWALL_BYPASSED: &str = "firewall.bypassed";
 pub const ENV_DEV_OPEN: &str = "env.dev-open";
 pub const ENV_PROD_UNEXPECTED_PORT: &str = "env.prod-unexpected-port";
 pub const ENV_EXPIRED: &str = "env.expired";
@@ -99,6 +100,11 @@ pub const AUDIT_RULES: &[Rule] = &[
         id: FIREWALL_ALLOWS_ANY,
         severity: Severity::Medium,
         summary: "an accept rule with no source restriction reaches a listener on a port that is not public in its environment",
+    },
+    Rule {
+        id: FIREWALL_BYPASSED,
+        severity: Severity::High,
+        summary: "a port the input firewall (ufw, firewalld, INPUT) denies is reachable anyway: a DNAT in nat prerouting (Docker's -p) sends it to a container through the forward chains",
     },
     Rule {
         id: ENV_DEV_OPEN,

@@ -16,9 +16,9 @@
 mod common;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::path::Path;
 use std::time::Duration;
 
+use common::{private_ufw_config, ufw};
 use perimeter_testlab::{Daemon, Lab, Ns, Requirement, require};
 
 const INVENTORY: &str = r#"
@@ -46,44 +46,6 @@ fn require_ufw_lab() -> bool {
         && require(Requirement::Tool("iptables-nft-save"))
         && require(Requirement::Tool("unshare"))
         && require(Requirement::Tool("/usr/bin/python3"))
-}
-
-/// A private copy of ufw's configuration, as the package installs it.
-fn private_ufw_config(dir: &Path) {
-    let etc = dir.join("etc-ufw");
-    std::fs::create_dir_all(etc.join("applications.d")).expect("mkdir");
-    let templates = Path::new("/usr/share/ufw");
-    for entry in std::fs::read_dir(templates.join("iptables")).expect("ufw's rule templates") {
-        let path = entry.expect("entry").path();
-        std::fs::copy(&path, etc.join(path.file_name().expect("name"))).expect("copy");
-    }
-    for name in ["before.init", "after.init", "ufw.conf"] {
-        std::fs::copy(templates.join(name), etc.join(name)).expect("copy");
-    }
-    std::fs::write(etc.join("sysctl.conf"), "").expect("write");
-    std::fs::write(
-        dir.join("default-ufw"),
-        "IPV6=yes\nDEFAULT_INPUT_POLICY=\"DROP\"\nDEFAULT_OUTPUT_POLICY=\"ACCEPT\"\n\
-         DEFAULT_FORWARD_POLICY=\"DROP\"\nDEFAULT_APPLICATION_POLICY=\"SKIP\"\n\
-         MANAGE_BUILTINS=no\nIPT_SYSCTL=/etc/ufw/sysctl.conf\nIPT_MODULES=\"\"\n",
-    )
-    .expect("write");
-}
-
-/// `ufw ARGS` inside `ns`, on the private configuration in `dir`.
-fn ufw(ns: &Ns, dir: &Path, args: &[&str]) {
-    let script = "set -e\n\
-                  mount --bind \"$1/etc-ufw\" /etc/ufw\n\
-                  mount --bind \"$1/default-ufw\" /etc/default/ufw\n\
-                  mount -t tmpfs tmpfs /run\n\
-                  shift\n\
-                  exec ufw \"$@\"";
-    let dir_text = dir.to_string_lossy().into_owned();
-    let mut full = vec!["-m", "--propagation", "private", "sh", "-c", script, "sh"];
-    full.push(&dir_text);
-    full.extend_from_slice(args);
-    ns.exec("unshare", &full)
-        .unwrap_or_else(|e| panic!("ufw {args:?}: {e:#}"));
 }
 
 fn listen(ns: &Ns, port: u16) -> Daemon {

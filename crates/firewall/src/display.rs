@@ -82,6 +82,7 @@ impl fmt::Display for Verdict {
             Verdict::Jump(chain) => write!(f, "jump {chain}"),
             Verdict::Goto(chain) => write!(f, "goto {chain}"),
             Verdict::Map(map) => write!(f, "{map}"),
+            Verdict::Dnat(target) => write!(f, "dnat to {}", target.text),
             Verdict::Other(text) => f.write_str(text),
         }
     }

@@ -299,6 +299,23 @@ fn rule_from_iptables(words: &[String], user_chains: &[String]) -> Rule {
                         Verdict::Jump(chain.to_owned())
                     }),
                     target if NON_TERMINATING_TARGETS.contains(&target) => None,
+                    // Docker publishes a port with `-j DNAT --to-destination
+                    // ADDR:PORT`; more than one destination (load balancing
+                    // over several) is not followed.
+                    "DNAT" => {
+                        let targets: Vec<&String> = words
+                            .iter()
+                            .skip(idx + 2)
+                            .collect::<Vec<_>>()
+                            .windows(2)
+                            .filter(|pair| pair[0] == "--to-destination")
+                            .map(|pair| pair[1])
+                            .collect();
+                        match targets.as_slice() {
+                            [one] => Some(Verdict::Dnat(NatTarget::parse(one))),
+                            _ => Some(Verdict::Other("DNAT".to_owned())),
+                        }
+                    }
                     target => Some(Verdict::Other(target.to_owned())),
                 };
                 // Target options (`--reject-with ...`) follow; none is a test.

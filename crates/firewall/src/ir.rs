@@ -209,9 +209,81 @@ pub enum Verdict {
     /// key is in no element gets no verdict from the rule and goes on to the
     /// next one.
     Map(VerdictMap),
+    /// Destination NAT (`-j DNAT --to-destination 198.18.90.2:6379`, nft
+    /// `dnat to 198.18.90.2:6379`): the packet goes on with its destination
+    /// rewritten, and is then routed by the new one (forwarded to a
+    /// container, say, instead of delivered to a local listener).
+    Dnat(NatTarget),
     /// A terminal action that is not a plain verdict (queue, nat, TARPIT):
     /// the packet's fate is decided elsewhere.
     Other(String),
+}
+
+/// Where a DNAT sends a packet. `None` parts could not be read as one
+/// address or one port (a range, a map, an expression): the walk does not
+/// follow such a translation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatTarget {
+    pub addr: Option<IpAddr>,
+    /// `None` also when no port is given: the destination port is kept.
+    pub port: Option<u16>,
+    /// Whether a port (or port range) was given at all.
+    pub port_given: bool,
+    /// The target as written (`198.18.90.2:6379`), for evidence.
+    pub text: String,
+}
+
+impl NatTarget {
+    /// `198.18.90.2:6379`, `[2001:db8::2]:80`, `198.18.90.2` (the port
+    /// kept): iptables' `--to-destination` syntax. A range or anything else
+    /// keeps its text with no address or port read.
+    pub fn parse(text: &str) -> NatTarget {
+        let unread = NatTarget {
+            addr: None,
+            port: None,
+            port_given: text.contains(':') && !text.starts_with('[') || text.contains("]:"),
+            text: text.to_owned(),
+        };
+        let (addr, port) = if let Some(rest) = text.strip_prefix('[') {
+            match rest.split_once(']') {
+                Some((addr, port)) => (addr, port.strip_prefix(':')),
+                None => return unread,
+            }
+        } else if text.matches(':').count() == 1 {
+            match text.split_once(':') {
+                Some((addr, port)) => (addr, Some(port)),
+                None => (text, None),
+            }
+        } else {
+            (text, None)
+        };
+        let Ok(addr) = addr.parse::<IpAddr>() else {
+            return unread;
+        };
+        match port {
+            None => NatTarget {
+                addr: Some(addr),
+                port: None,
+                port_given: false,
+                text: text.to_owned(),
+            },
+            Some(port) => NatTarget {
+                addr: Some(addr),
+                port: port.parse().ok(),
+                port_given: true,
+                text: text.to_owned(),
+            },
+        }
+    }
+
+    /// The port a packet to `dport` leaves with, when it can be told.
+    pub fn port_for(&self, dport: u16) -> Option<u16> {
+        if self.port_given {
+            self.port
+        } else {
+            Some(dport)
+        }
+    }
 }
 
 /// The lookup of an nft `vmap` statement.

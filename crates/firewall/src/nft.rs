@@ -546,7 +546,7 @@ fn add_statement(statement: &Statement<'_>, parts: &mut RuleParts) {
         }
         Statement::Queue(_) => parts.verdict = Some(Verdict::Other("queue".to_owned())),
         Statement::SNAT(_) => parts.verdict = Some(Verdict::Other("snat".to_owned())),
-        Statement::DNAT(_) => parts.verdict = Some(Verdict::Other("dnat".to_owned())),
+        Statement::DNAT(nat) => parts.verdict = Some(dnat_verdict(nat)),
         Statement::Masquerade(_) => parts.verdict = Some(Verdict::Other("masquerade".to_owned())),
         Statement::Redirect(_) => parts.verdict = Some(Verdict::Other("redirect".to_owned())),
         Statement::TProxy(_) => parts.verdict = Some(Verdict::Other("tproxy".to_owned())),
@@ -652,6 +652,39 @@ fn value_from_expr(expr: &Expression<'_>) -> Value {
 }
 
 /// A JSON rendering of an expression, cut short: evidence, not data.
+/// `dnat to ADDR[:PORT]` with a literal address and port; any other form
+/// (a map, a range, an expression) stays an action the walk does not follow.
+fn dnat_verdict(nat: &Option<nftables::stmt::NAT<'_>>) -> Verdict {
+    let Some(nat) = nat else {
+        return Verdict::Other("dnat".to_owned());
+    };
+    let addr = match &nat.addr {
+        Some(Expression::String(text)) => text.parse::<IpAddr>().ok(),
+        _ => None,
+    };
+    let (port, port_given) = match &nat.port {
+        None => (None, false),
+        Some(Expression::Number(n)) => (u16::try_from(*n).ok(), true),
+        Some(_) => (None, true),
+    };
+    match addr {
+        Some(addr) => {
+            let text = match (addr, port) {
+                (IpAddr::V6(v6), Some(port)) => format!("[{v6}]:{port}"),
+                (addr, Some(port)) => format!("{addr}:{port}"),
+                (addr, None) => addr.to_string(),
+            };
+            Verdict::Dnat(NatTarget {
+                addr: Some(addr),
+                port,
+                port_given,
+                text,
+            })
+        }
+        None => Verdict::Other("dnat".to_owned()),
+    }
+}
+
 fn short_json(value: &impl serde::Serialize) -> String {
     let mut text = serde_json::to_string(value).unwrap_or_default();
     if text.len() > 80 {

@@ -47,8 +47,8 @@ use perimeter_model::Protocol;
 use perimeter_model::addrset::{AddrFamily, AddrRanges, address_number};
 
 use crate::ir::{
-    Backend, Chain, Condition, Family, Field, Hook, MapElements, Op, Policy, Rule, Ruleset, Value,
-    Verdict, VerdictMap,
+    Backend, Chain, Condition, Family, Field, Hook, MapElements, NatTarget, Op, Policy, Rule,
+    Ruleset, Value, Verdict, VerdictMap,
 };
 
 /// A new inbound connection, arriving on an interface other than loopback.
@@ -117,6 +117,8 @@ pub struct AcceptingRule {
     pub restricts_source: bool,
     /// The allowed sources this rule accepts, merged and minimal.
     pub sources: Vec<IpNet>,
+    /// Where the rule sends the connection, when it is a DNAT ([`published`]).
+    pub dnat: Option<NatTarget>,
 }
 
 /// What happens to a connection from one source address.
@@ -197,37 +199,330 @@ pub fn reachability_by_default(
     walk(ruleset, &probe, true)
 }
 
+/// An address of the namespace and the interface holding it: where a
+/// translated destination is routed (the link whose prefix holds it) and
+/// which addresses are local.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub interface: String,
+    pub addr: IpAddr,
+    pub prefix_len: u8,
+}
+
+impl Link {
+    fn holds(&self, addr: IpAddr) -> bool {
+        IpNet::new(self.addr, self.prefix_len).is_ok_and(|net| net.contains(&addr))
+    }
+}
+
+/// One way a connection to the probe's port is translated (a DNAT in a nat
+/// prerouting chain) and where it goes from there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// The DNAT rule, with the sources whose connections it translates.
+    pub dnat: AcceptingRule,
+    /// Where it sends them; `None` when the target could not be read as one
+    /// address and port.
+    pub to: Option<std::net::SocketAddr>,
+    /// The interface toward `to` (a bridge such as `docker0`).
+    pub oif: Option<String>,
+    /// The translated sources the forward path (prerouting's filter chains
+    /// before the translation, the forward chains after it) lets through to
+    /// `to`: the sources that reach the published port.
+    pub allowed: Vec<IpNet>,
+    /// Translated sources whose fate hangs on a test perimeter cannot decide.
+    pub unknown: Vec<(IpNet, String)>,
+    pub evidence: Vec<String>,
+}
+
+/// The connections to `probe`'s address and port that the nat prerouting
+/// chains send elsewhere, and whether the forward chains let them through:
+/// how Docker publishes a container's port (`-p 6379:6379` is a DNAT in nat
+/// PREROUTING's DOCKER chain and an accept in FORWARD's), on a path that never
+/// crosses the input chain ufw and most rulesets guard. `links` are the
+/// namespace's addresses; with none, the interfaces the rules name cannot be
+/// told apart and the answers are unknown.
+///
+/// What is assumed: a connection from beyond the host arrives neither on
+/// loopback nor on an interface leading to an address some DNAT sends
+/// connections to (a container bridge), and a forwarded connection leaves by
+/// the link whose prefix holds its translated destination. A DNAT to a local
+/// address, or to more than one, is not followed (unknown).
+///
+/// Returns the DNATs met, and the sources whose translation could not be
+/// decided, with why.
+pub fn published(
+    ruleset: &Ruleset,
+    probe: &Probe,
+    links: &[Link],
+) -> (Vec<Published>, Vec<(IpNet, String)>) {
+    // A connection from beyond the host to a loopback address is a martian
+    // the kernel drops before nat sees it (`-p 127.0.0.1:6380:6379`).
+    if probe.dst.is_loopback() {
+        return (Vec::new(), Vec::new());
+    }
+    let version = probe.version();
+    let universe = AddrRanges::universe(version);
+    let outer_only = dnat_interfaces(ruleset, links);
+    let nat_bases = base_chains(ruleset, version, &[Hook::Prerouting], "nat");
+    let mut translated_before = AddrRanges::empty();
+    let mut published = Vec::new();
+    let mut undecided = Vec::new();
+    for base in nat_bases {
+        let context = Context {
+            mode: Mode::Nat,
+            unnamed: false,
+            outer_only: outer_only.clone(),
+            oif: None,
+        };
+        let nat = evaluate(ruleset, probe, &[base], context);
+        // A connection an earlier chain translated is no longer to this
+        // address and port.
+        for (net, reason) in nat.unknown {
+            let set = AddrRanges::from_nets(&[net], version).difference(&translated_before);
+            undecided.extend(
+                set.prefixes(version)
+                    .into_iter()
+                    .map(|n| (n, reason.clone())),
+            );
+        }
+        for mut rule in nat.accepting_rules {
+            let sources =
+                AddrRanges::from_nets(&rule.sources, version).difference(&translated_before);
+            if sources.is_empty() {
+                continue;
+            }
+            rule.sources = sources.prefixes(version);
+            published.push(forward_path(
+                ruleset,
+                probe,
+                links,
+                &outer_only,
+                rule,
+                &sources,
+            ));
+        }
+        translated_before.insert(&AddrRanges::from_nets(&nat.allowed, version));
+        if translated_before == universe {
+            break;
+        }
+    }
+    (published, undecided)
+}
+
+/// Where the connections `dnat` translates go: the prerouting filter chains
+/// with the original destination, then the forward chains with the new one.
+fn forward_path(
+    ruleset: &Ruleset,
+    probe: &Probe,
+    links: &[Link],
+    outer_only: &[String],
+    dnat: AcceptingRule,
+    sources: &AddrRanges,
+) -> Published {
+    let version = probe.version();
+    let target = dnat.dnat.clone();
+    let to = target
+        .as_ref()
+        .and_then(|t| Some(std::net::SocketAddr::new(t.addr?, t.port_for(probe.dport)?)));
+    let unknown_all = |why: String| -> Vec<(IpNet, String)> {
+        sources
+            .prefixes(version)
+            .into_iter()
+            .map(|net| (net, why.clone()))
+            .collect()
+    };
+    let mut published = Published {
+        dnat,
+        to,
+        oif: None,
+        allowed: Vec::new(),
+        unknown: Vec::new(),
+        evidence: Vec::new(),
+    };
+    let Some(to) = to else {
+        let text = target.map_or_else(String::new, |t| t.text);
+        published.unknown = unknown_all(format!("the translation to {text} is not followed"));
+        return published;
+    };
+    if to.is_ipv4() != probe.dst.is_ipv4() {
+        published.unknown = unknown_all(format!("{to} is of the other family"));
+        return published;
+    }
+    if links.iter().any(|link| link.addr == to.ip()) || to.ip().is_loopback() {
+        published.unknown = unknown_all(format!(
+            "{to} is local: the input path after translation is not walked"
+        ));
+        return published;
+    }
+    let oif = links
+        .iter()
+        .filter(|link| link.holds(to.ip()))
+        .max_by_key(|link| link.prefix_len)
+        .map(|link| link.interface.clone());
+    published.oif = oif.clone();
+
+    let prerouting = base_chains(ruleset, version, &[Hook::Prerouting], "filter");
+    let before = evaluate(
+        ruleset,
+        probe,
+        &prerouting,
+        Context {
+            mode: Mode::Input,
+            unnamed: false,
+            outer_only: outer_only.to_vec(),
+            oif: None,
+        },
+    );
+    let forward_probe = Probe {
+        protocol: probe.protocol,
+        dst: to.ip(),
+        dport: to.port(),
+    };
+    let forward_bases = base_chains(ruleset, version, &[Hook::Forward], "filter");
+    let after = evaluate(
+        ruleset,
+        &forward_probe,
+        &forward_bases,
+        Context {
+            mode: Mode::Forward,
+            unnamed: false,
+            outer_only: outer_only.to_vec(),
+            oif,
+        },
+    );
+    let allowed = sources
+        .intersection(&AddrRanges::from_nets(&before.allowed, version))
+        .intersection(&AddrRanges::from_nets(&after.allowed, version));
+    published.allowed = allowed.prefixes(version);
+    for (net, reason) in before.unknown.into_iter().chain(after.unknown) {
+        let open = AddrRanges::from_nets(&[net], version)
+            .intersection(sources)
+            .difference(&allowed);
+        published.unknown.extend(
+            open.prefixes(version)
+                .into_iter()
+                .map(|n| (n, reason.clone())),
+        );
+    }
+    if !prerouting.is_empty() {
+        published.evidence.extend(before.evidence);
+    }
+    published.evidence.extend(after.evidence);
+    published
+}
+
+/// The interfaces toward the addresses DNAT rules of `ruleset` send
+/// connections to: the links whose prefixes hold them.
+fn dnat_interfaces(ruleset: &Ruleset, links: &[Link]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for rule in ruleset.chains.iter().flat_map(|c| &c.rules) {
+        let Some(Verdict::Dnat(NatTarget {
+            addr: Some(addr), ..
+        })) = &rule.verdict
+        else {
+            continue;
+        };
+        if let Some(link) = links
+            .iter()
+            .filter(|link| link.holds(*addr) && link.addr != *addr)
+            .max_by_key(|link| link.prefix_len)
+            && !names.contains(&link.interface)
+        {
+            names.push(link.interface.clone());
+        }
+    }
+    names
+}
+
 /// The walk of every input base chain for `probe`; with `unnamed`, the
 /// probe's destination address, port and interface are ones no rule names.
 fn walk(ruleset: &Ruleset, probe: &Probe, unnamed: bool) -> Reachability {
-    let version = probe.version();
-    let universe = AddrRanges::universe(version);
-    let mut bases: Vec<usize> = ruleset
+    let bases = base_chains(
+        ruleset,
+        probe.version(),
+        &[Hook::Prerouting, Hook::Input],
+        "filter",
+    );
+    let context = Context {
+        mode: Mode::Input,
+        unnamed,
+        outer_only: Vec::new(),
+        oif: None,
+    };
+    evaluate(ruleset, probe, &bases, context)
+}
+
+/// The base chains of `chain_type` on `hooks` that see `version` packets.
+/// The kernel runs them hook by hook (in the order of `hooks`), a hook's
+/// chains in priority order; for filter chains the order changes no answer
+/// (every chain must accept) but keeps the evidence readable.
+fn base_chains(
+    ruleset: &Ruleset,
+    version: AddrFamily,
+    hooks: &[Hook],
+    chain_type: &str,
+) -> Vec<usize> {
+    let mut bases: Vec<(usize, usize, i32)> = ruleset
         .chains
         .iter()
         .enumerate()
-        .filter(|(_, chain)| {
-            chain.base.as_ref().is_some_and(|b| {
-                matches!(b.hook, Hook::Prerouting | Hook::Input) && b.chain_type == "filter"
-            }) && chain.family.sees(version)
+        .filter(|(_, chain)| chain.family.sees(version))
+        .filter_map(|(idx, chain)| {
+            let base = chain.base.as_ref().filter(|b| b.chain_type == chain_type)?;
+            let hook_idx = hooks.iter().position(|h| *h == base.hook)?;
+            Some((idx, hook_idx, base.priority))
         })
-        .map(|(idx, _)| idx)
         .collect();
-    // The kernel runs prerouting before input, and a hook's chains in
-    // priority order; the order changes no answer (every chain must accept)
-    // but keeps the evidence readable.
-    bases.sort_by_key(|&idx| {
-        ruleset
-            .chains
-            .get(idx)
-            .and_then(|c| c.base.as_ref())
-            .map_or((1, 0), |b| (u8::from(b.hook == Hook::Input), b.priority))
-    });
+    bases.sort_by_key(|&(_, hook_idx, priority)| (hook_idx, priority));
+    bases.into_iter().map(|(idx, _, _)| idx).collect()
+}
 
+/// What a walk is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Whether the filter chains let a new connection through: accept or
+    /// drop (the input path, and prerouting's filter chains).
+    Input,
+    /// Whether the nat prerouting chains translate the connection's
+    /// destination: a DNAT "accepts" (the sources it takes are published);
+    /// an accept, a drop or the policy leaves the destination alone.
+    Nat,
+    /// Whether the forward chains let a translated connection through to
+    /// the address behind the host.
+    Forward,
+}
+
+/// What a walk knows besides the probe.
+#[derive(Debug, Clone)]
+struct Context {
+    mode: Mode,
+    /// The probe's destination address, port and interface are ones no rule
+    /// names ([`reachability_by_default`]).
+    unnamed: bool,
+    /// Interfaces a connection from beyond the host does not arrive on: those
+    /// leading to the addresses DNAT rules send connections to (Docker's
+    /// bridges), besides loopback.
+    outer_only: Vec<String>,
+    /// The interface a forwarded connection leaves by: the link whose prefix
+    /// holds the translated destination.
+    oif: Option<String>,
+}
+
+/// The walk of the base chains `bases` for `probe`, their answers
+/// intersected.
+fn evaluate(ruleset: &Ruleset, probe: &Probe, bases: &[usize], context: Context) -> Reachability {
+    let version = probe.version();
+    let universe = AddrRanges::universe(version);
     let mut evidence = Vec::new();
     if bases.is_empty() {
         evidence.push(format!(
-            "{probe}: no input base chain sees {} packets, so every source is allowed",
+            "{probe}: no {} base chain sees {} packets, so every source is allowed",
+            if context.mode == Mode::Forward {
+                "forward"
+            } else {
+                "input"
+            },
             version.as_str()
         ));
         return Reachability {
@@ -267,10 +562,10 @@ fn walk(ruleset: &Ruleset, probe: &Probe, unnamed: bool) -> Reachability {
         address_sets: HashMap::new(),
         map_cache: HashMap::new(),
         steps: 0,
-        unnamed,
+        context,
     };
     let mut outcomes: Vec<(usize, Vec<Part>)> = Vec::new();
-    for &base in &bases {
+    for &base in bases {
         walker.base = base;
         walker.steps = 0;
         walker.map_cache.clear();
@@ -459,9 +754,7 @@ struct Walker<'r> {
     /// each base chain.
     map_cache: HashMap<(usize, usize), Rc<Vec<Branch>>>,
     steps: usize,
-    /// The probe's destination address, port and interface are ones no rule
-    /// names ([`reachability_by_default`]).
-    unnamed: bool,
+    context: Context,
 }
 
 /// One verdict a verdict map gives the probe, and the sources it gives it to.
@@ -610,11 +903,22 @@ impl<'r> Walker<'r> {
             }]
         };
         match verdict {
+            // In a nat walk a DNAT is what is looked for, and any other end
+            // leaves the destination as it was.
+            Verdict::Dnat(_) if self.context.mode == Mode::Nat => {
+                let restricts = constraint != self.universe;
+                let site = self.site(chain_idx, Some(rule_idx), restricts);
+                vec![Part {
+                    fate: Fate::Accepted,
+                    sources: matched,
+                    sites: vec![site],
+                }]
+            }
             Verdict::Accept | Verdict::Drop | Verdict::Reject => {
                 let restricts = constraint != self.universe;
                 let site = self.site(chain_idx, Some(rule_idx), restricts);
                 vec![Part {
-                    fate: if *verdict == Verdict::Accept {
+                    fate: if *verdict == Verdict::Accept && self.context.mode != Mode::Nat {
                         Fate::Accepted
                     } else {
                         Fate::Denied
@@ -672,6 +976,7 @@ impl<'r> Walker<'r> {
                 self.run(next, matched, hops + 1)
             }
             Verdict::Map(_) => unknown(matched, "a verdict map inside a verdict map".to_owned()),
+            Verdict::Dnat(target) => unknown(matched, format!("translates to {}", target.text)),
             Verdict::Other(action) => unknown(matched, format!("hands packets to {action}")),
         }
     }
@@ -848,8 +1153,8 @@ impl<'r> Walker<'r> {
         let site = self.site(self.base, None, false);
         Part {
             fate: match policy {
-                Policy::Accept => Fate::Accepted,
-                Policy::Drop => Fate::Denied,
+                Policy::Accept if self.context.mode != Mode::Nat => Fate::Accepted,
+                Policy::Accept | Policy::Drop => Fate::Denied,
             },
             sources,
             sites: vec![site],
@@ -915,10 +1220,42 @@ impl<'r> Walker<'r> {
                 self.test_payload(chain, condition, protocol, field, *op, value)
             }
             Field::Meta(key) => match key.as_str() {
-                "iif" | "iifname" if self.unnamed => {
+                "iif" | "iifname" if self.context.unnamed => {
                     with_op(*op, self.member(chain, value, &|_| Member::No))
                 }
-                "iif" | "iifname" => with_op(*op, self.member(chain, value, &interface_member)),
+                "iif" | "iifname" => {
+                    let outer_only = &self.context.outer_only;
+                    with_op(
+                        *op,
+                        self.member(chain, value, &|v| match v {
+                            Value::Text(name)
+                                if outer_only
+                                    .iter()
+                                    .any(|inner| interface_matches(name, inner)) =>
+                            {
+                                Member::No
+                            }
+                            other => interface_member(other),
+                        }),
+                    )
+                }
+                // Where a forwarded connection leaves: the link toward its
+                // translated destination.
+                "oif" | "oifname" if self.context.mode == Mode::Forward => {
+                    match &self.context.oif {
+                        Some(oif) => with_op(
+                            *op,
+                            self.member(chain, value, &|v| match v {
+                                Value::Text(name) => yes_if(interface_matches(name, oif)),
+                                other => Member::Undecided(format!("`{other}` is not understood")),
+                            }),
+                        ),
+                        None => Test::Undecided(format!(
+                            "`{condition}`: no link of this namespace holds the translated destination {}",
+                            self.probe.dst
+                        )),
+                    }
+                }
                 "iiftype" => with_op(
                     *op,
                     self.member(chain, value, &|v| match v {
@@ -971,6 +1308,7 @@ impl<'r> Walker<'r> {
             Field::Ct(key) => {
                 // Conntrack runs at priority -200; before it a packet has no
                 // state to test.
+                let translated = self.context.mode == Mode::Forward;
                 let before_conntrack = self
                     .ruleset
                     .chains
@@ -986,6 +1324,9 @@ impl<'r> Walker<'r> {
                         *op,
                         self.member(chain, value, &|v| match v {
                             Value::Text(t) if t == "new" => Member::Yes,
+                            // iptables' `--ctstate DNAT`: a forwarded
+                            // connection was translated on its way.
+                            Value::Text(t) if t == "dnat" && translated => Member::Yes,
                             Value::Text(t)
                                 if matches!(
                                     t.as_str(),
@@ -1007,7 +1348,8 @@ impl<'r> Walker<'r> {
                     "status" => with_op(
                         *op,
                         self.member(chain, value, &|v| match v {
-                            Value::Text(t) if t == "dnat" || t == "snat" => Member::No,
+                            Value::Text(t) if t == "dnat" => yes_if(translated),
+                            Value::Text(t) if t == "snat" => Member::No,
                             _ => Member::Undecided(format!("`{condition}` cannot be evaluated")),
                         }),
                     ),
@@ -1072,7 +1414,7 @@ impl<'r> Walker<'r> {
                     },
                     Err(why) => Test::Undecided(format!("`{condition}`: {why}")),
                 },
-                "daddr" if self.unnamed => match self.address_set(chain, value) {
+                "daddr" if self.context.unnamed => match self.address_set(chain, value) {
                     Ok(set) => with_op(op, yes_if(set == self.universe)),
                     Err(why) => Test::Undecided(format!("`{condition}`: {why}")),
                 },
@@ -1102,7 +1444,7 @@ impl<'r> Walker<'r> {
                 _ => cannot(),
             },
             "tcp" | "udp" | "th" => match field {
-                "dport" if self.unnamed => match op {
+                "dport" if self.context.unnamed => match op {
                     Op::Eq | Op::Ne | Op::In => {
                         with_op(op, self.member(chain, value, &every_port_member))
                     }
@@ -1332,6 +1674,13 @@ impl<'r> Walker<'r> {
             }
             None => (None, "policy accept".to_owned()),
         };
+        let dnat = site
+            .rule
+            .and_then(|rule_idx| chain.rules.get(rule_idx))
+            .and_then(|rule| match &rule.verdict {
+                Some(Verdict::Dnat(target)) => Some(target.clone()),
+                _ => None,
+            });
         Some(AcceptingRule {
             chain: chain.describe(),
             handle,
@@ -1339,6 +1688,7 @@ impl<'r> Walker<'r> {
             by_policy: site.rule.is_none(),
             restricts_source: site.rule.is_some() && site.restricts_source,
             sources: sources.prefixes(self.version),
+            dnat,
         })
     }
 }
@@ -1438,6 +1788,18 @@ fn interface_member(value: &Value) -> Member {
         _ => Member::Undecided(format!(
             "interface {value}: depends on the interface the connection arrives on"
         )),
+    }
+}
+
+/// Whether interface `name` is matched by `pattern`: the name itself, or
+/// a prefix ending in iptables' `+` or nft's `*`.
+fn interface_matches(pattern: &str, name: &str) -> bool {
+    match pattern
+        .strip_suffix('+')
+        .or_else(|| pattern.strip_suffix('*'))
+    {
+        Some(prefix) => name.starts_with(prefix),
+        None => pattern == name,
     }
 }
 

@@ -173,7 +173,8 @@ fn read_firewalls(
             // Reachability on a partly read ruleset could call open what an
             // unread table drops: only a complete reading is evaluated.
             if unread.is_empty() {
-                let reach = reach_of_listeners(&snapshot.listeners, netns.inode, &ruleset);
+                let reach =
+                    reach_of_listeners(&snapshot.listeners, netns.inode, &interfaces, &ruleset);
                 snapshot.reach.extend(reach);
             }
             verdict
@@ -189,11 +190,26 @@ fn read_firewalls(
 /// Which sources reach each listener beyond loopback of one namespace, through
 /// its firewall. A wildcard `[::]` socket that also takes IPv4 is evaluated
 /// for both families.
+///
+/// A connection a DNAT in nat prerouting sends elsewhere (Docker's published
+/// ports) never reaches the listener or the input chain: its sources are
+/// judged by the forward path to the translated destination instead
+/// (`reachability::published`), and each such path is kept for
+/// `firewall.bypassed`.
 fn reach_of_listeners(
     listeners: &[Listener],
     netns_inode: u64,
+    interfaces: &[perimeter_model::Interface],
     ruleset: &perimeter_firewall::Ruleset,
 ) -> BTreeMap<(u64, u64), perimeter_model::Reach> {
+    let links: Vec<reachability::Link> = interfaces
+        .iter()
+        .map(|i| reachability::Link {
+            interface: i.name.clone(),
+            addr: i.address,
+            prefix_len: i.prefix_len,
+        })
+        .collect();
     let mut out = BTreeMap::new();
     for listener in listeners
         .iter()
@@ -214,8 +230,61 @@ fn reach_of_listeners(
                 dport: listener.port,
             };
             let found = reachability::reachability(ruleset, &probe);
-            reach.allowed.extend(found.allowed);
-            reach.unknown.extend(found.unknown);
+            let (paths, undecided) = reachability::published(ruleset, &probe, &links);
+            let version = probe.version();
+            let input_allowed =
+                perimeter_model::addrset::AddrRanges::from_nets(&found.allowed, version);
+            let input_unknown = perimeter_model::addrset::AddrRanges::from_nets(
+                &found
+                    .unknown
+                    .iter()
+                    .map(|(net, _)| *net)
+                    .collect::<Vec<_>>(),
+                version,
+            );
+            // Sources a DNAT takes (or may take) elsewhere are decided there.
+            let mut elsewhere = perimeter_model::addrset::AddrRanges::from_nets(
+                &undecided.iter().map(|(net, _)| *net).collect::<Vec<_>>(),
+                version,
+            );
+            for path in &paths {
+                elsewhere.insert(&perimeter_model::addrset::AddrRanges::from_nets(
+                    &path.dnat.sources,
+                    version,
+                ));
+            }
+            let mut allowed = input_allowed.difference(&elsewhere);
+            reach
+                .unknown
+                .extend(found.unknown.into_iter().filter(|(net, _)| {
+                    !perimeter_model::addrset::AddrRanges::from_nets(&[*net], version)
+                        .difference(&elsewhere)
+                        .is_empty()
+                }));
+            reach.unknown.extend(undecided);
+            for path in paths {
+                let forwarded =
+                    perimeter_model::addrset::AddrRanges::from_nets(&path.allowed, version);
+                allowed.insert(&forwarded);
+                reach.unknown.extend(path.unknown);
+                reach.evidence.extend(path.evidence);
+                reach.published.push(perimeter_model::PublishedPath {
+                    chain: path.dnat.chain,
+                    rule: path.dnat.text,
+                    to: path
+                        .to
+                        .map(|to| to.to_string())
+                        .or_else(|| path.dnat.dnat.map(|t| t.text))
+                        .unwrap_or_default(),
+                    oif: path.oif,
+                    allowed: path.allowed,
+                    input_denies: forwarded
+                        .difference(&input_allowed)
+                        .difference(&input_unknown)
+                        .prefixes(version),
+                });
+            }
+            reach.allowed.extend(allowed.prefixes(version));
             for rule in found.accepting_rules {
                 if !rule.by_policy
                     && !rule.restricts_source

@@ -97,6 +97,31 @@ pub struct Reach {
     pub unrestricted_accepts: Vec<String>,
     /// Short lines saying which chain, policy or rule decided.
     pub evidence: Vec<String>,
+    /// Connections to the listener's address and port that a DNAT in nat
+    /// prerouting sends elsewhere (a Docker-published port): they never
+    /// reach the listener or the input chain, and are judged by the forward
+    /// path instead. Their sources are already counted in `allowed` and
+    /// `unknown`.
+    pub published: Vec<PublishedPath>,
+}
+
+/// A DNAT that takes connections to a listener's port elsewhere, and whom
+/// the forward path lets through to where it sends them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedPath {
+    /// The chain holding the DNAT rule: `iptables-nft: ip nat DOCKER`.
+    pub chain: String,
+    /// The rule as listed.
+    pub rule: String,
+    /// Where it sends connections (`198.18.90.2:6379`), as written.
+    pub to: String,
+    /// The interface toward it (`docker0`), when known.
+    pub oif: Option<String>,
+    /// Sources the forward path lets through.
+    pub allowed: Vec<IpNet>,
+    /// Of those, the ones the input path alone denies: what a look at the
+    /// input chain (`ufw status`) hides.
+    pub input_denies: Vec<IpNet>,
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ pub use alert::{
     Alert, AlertChange, ChangeKind, ChangeKindParseError, ChangeState, IdempotencyKey,
     IdempotencyKeyError, highest_severity,
 };
-pub use environment::{EnvKind, Environment, Reach};
+pub use environment::{EnvKind, Environment, PublishedPath, Reach};
 pub use finding::{Finding, Problem, Severity, SeverityParseError};
 pub use host::{
     Account, FirewallVerdict, HostSnapshot, Interface, Listener, Netns, NetnsFacts, Ownership,

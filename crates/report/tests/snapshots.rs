@@ -207,6 +207,7 @@ fn host_snapshot() -> HostSnapshot {
             )],
             unrestricted_accepts: vec!["tcp dport 6379 accept".to_owned()],
             evidence: vec!["chain input policy drop".to_owned()],
+            published: Vec::new(),
         },
     );
     HostSnapshot {
