@@ -7,8 +7,8 @@
 # loopback.
 #
 # 1. The agent as it runs (watch on, the default), with --interval
-#    BENCH_INTERVAL (default 2m, shorter than the 5m default so the run sees
-#    several audits) for BENCH_MINUTES (default 7): its utime+stime and VmRSS
+#    BENCH_INTERVAL (default 90s, shorter than the 5m default so the run sees
+#    several audits) for BENCH_MINUTES (default 5): its utime+stime and VmRSS
 #    sampled every 0.5 s; each audit+report cycle found by the agent's own
 #    log line (RUST_LOG=perimeter_agent=debug, "report acknowledged"), its
 #    CPU the CPU from the cycle's start to 10 s later less the idle rate;
@@ -22,7 +22,10 @@
 # Usage: bench/agent-cost.sh [RUNS]     (as root; RUNS defaults to 3)
 # Environment: BENCH_MINUTES, BENCH_INTERVAL, BENCH_OUT (keep the raw
 # results there), PERIMETER_BIN (an already built binary), BENCH_MASSIF=1 to
-# also run one --once delta cycle under valgrind's massif (slow: minutes).
+# also profile the heap with valgrind's massif: one --once delta cycle, and
+# the running agent for 100 s (slow: minutes). Any other variable reaches the
+# agent too (MALLOC_ARENA_MAX=1, say, to see what glibc's per-thread arenas
+# keep).
 set -euo pipefail
 
 RUNS=${1:-3}
@@ -30,8 +33,8 @@ if ! [[ "$RUNS" =~ ^[0-9]+$ ]] || [ "$RUNS" -lt 1 ]; then
     echo "agent-cost.sh: RUNS must be a number, at least 1" >&2
     exit 2
 fi
-MINUTES=${BENCH_MINUTES:-7}
-INTERVAL=${BENCH_INTERVAL:-2m}
+MINUTES=${BENCH_MINUTES:-5}
+INTERVAL=${BENCH_INTERVAL:-90s}
 N_PROCS=200
 N_TCP_LOOPBACK=16 # plus 4 more per process: 20 per process, 4,000 in all
 N_CONNS=35        # per process: 7,000 established connections in all
@@ -171,7 +174,7 @@ agent_args=(agent --server "$URL" --fingerprint "$FINGERPRINT" --enrol-secret-fi
 
 # 1. The running agent.
 echo "== the agent, --interval $INTERVAL, for $MINUTES minutes" >&2
-RUST_LOG=warn,perimeter_agent=debug ip netns exec "$NS" "$PERIMETER" "${agent_args[@]}" \
+NO_COLOR=1 RUST_LOG=warn,perimeter_agent=debug ip netns exec "$NS" "$PERIMETER" "${agent_args[@]}" \
     --state-dir "$WORK/agent-run" --interval "$INTERVAL" >"$WORK/agent.out" 2>"$WORK/results/agent.log" &
 AGENT_PID=$!
 "$PYTHON" - "$AGENT_PID" "$MINUTES" >"$WORK/results/agent-samples.tsv" <<'EOF' &
@@ -228,10 +231,18 @@ for run in $(seq 1 "$RUNS"); do
 done
 
 if [ "${BENCH_MASSIF:-0}" = 1 ] && command -v valgrind >/dev/null; then
+    # The heap (malloc) of one --once delta cycle, then of the running agent
+    # (watch on, --interval 30s) for 100 s, stopped with SIGINT as a user
+    # stops it so massif writes its profile.
     echo "== massif: one --once delta cycle" >&2
-    in_ns valgrind --tool=massif --pages-as-heap=no --massif-out-file="$WORK/results/massif.out" \
+    in_ns valgrind --tool=massif --massif-out-file="$WORK/results/massif-once.out" \
         "$PERIMETER" "${agent_args[@]}" --state-dir "$WORK/agent-once" --once >/dev/null 2>"$WORK/massif.err" || true
-    ms_print "$WORK/results/massif.out" >"$WORK/results/massif.txt" 2>/dev/null || true
+    ms_print "$WORK/results/massif-once.out" >"$WORK/results/massif-once.txt" 2>/dev/null || true
+    echo "== massif: the running agent, 100 s" >&2
+    in_ns timeout -s INT 100 valgrind --tool=massif --massif-out-file="$WORK/results/massif-running.out" \
+        "$PERIMETER" "${agent_args[@]}" --state-dir "$WORK/agent-once" --interval 30s \
+        >/dev/null 2>"$WORK/massif.err" || true
+    ms_print "$WORK/results/massif-running.out" >"$WORK/results/massif-running.txt" 2>/dev/null || true
 fi
 echo "load_end=$(loadavg)" >>"$WORK/results/load.txt"
 echo "listening_sockets_at_end=$(in_ns ss -Htuln | wc -l)" >>"$WORK/results/load.txt"

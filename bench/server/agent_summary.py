@@ -16,8 +16,10 @@ rows = [l.rstrip("\n").split("\t") for l in open(f"{d}/agent-samples.tsv")][1:]
 samples = [(float(t), float(c), int(r), int(h), float(w)) for t, c, r, h, w in rows]
 acks = []
 for line in open(f"{d}/agent.log"):
-    if "report acknowledged" in line:
-        stamp = re.match(r"\S+", line).group(0)
+    line = re.sub(r"\x1b\[[0-9;]*m", "", line)
+    found = re.search(r"\d{4}-\d\d-\d\dT[\d:.]+Z", line)
+    if "report acknowledged" in line and found:
+        stamp = found.group(0)
         stamp = stamp.replace("Z", "+00:00")
         # tracing prints microseconds or nanoseconds; keep six digits.
         stamp = re.sub(r"\.(\d{6})\d*", r".\1", stamp)
