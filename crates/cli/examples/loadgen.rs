@@ -189,7 +189,7 @@ fn listener(agent: usize, j: usize, generation: u64) -> ListenerDoc {
             name: format!("svc{service}d"),
             exe: Some(format!("/usr/sbin/svc{service}d")),
             package: Some(format!("svc{service}-server")),
-            user: if service % 3 == 0 {
+            user: if service.is_multiple_of(3) {
                 "root".into()
             } else {
                 format!("svc{service}")
