@@ -280,3 +280,62 @@ fn udp_states_are_nmaps_and_the_exposures_are_found() {
     assert!(text.contains("protocol=\"udp\" portid=\"53\""), "{text}");
     assert!(text.contains("reason=\"port-unreach\""), "{text}");
 }
+
+/// An address on the scanner's own link that nobody holds: ARP fails, and
+/// the kernel reports host unreachable (to a socket with `IP_RECVERR`).
+/// perimeter calls every port filtered, the address's other ports without a
+/// packet, in about the time ARP takes; nmap -sU (root, same link, `-Pn`)
+/// finds the host down by ARP and reports no port at all.
+#[test]
+fn an_address_nobody_holds_is_filtered_without_waiting_out_its_ports() {
+    if !requirements() {
+        return;
+    }
+    let ns = Ns::new("udpdown").expect("namespace");
+    for args in [
+        &["link", "add", "v0", "type", "veth", "peer", "name", "v1"][..],
+        &["addr", "add", "198.18.51.1/24", "dev", "v0"],
+        &["link", "set", "v0", "up"],
+        &["link", "set", "v1", "up"],
+    ] {
+        ns.ip(args).expect("link");
+    }
+    let absent = "198.18.51.2";
+    let started = Instant::now();
+    let output = common::run(
+        Some(&ns),
+        &[
+            "scan",
+            "-sU",
+            "--top-ports",
+            "100",
+            absent,
+            "--all-states",
+            "--no-store",
+            "--format",
+            "json",
+        ],
+    );
+    let took = started.elapsed();
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    let doc: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(doc["scan"]["complete"], true, "{doc}");
+    let results = doc["results"].as_array().expect("results");
+    assert_eq!(results.len(), 100, "{doc}");
+    for r in results {
+        assert_eq!(r["state"], "filtered", "{r}");
+    }
+    // The default profile waits 2 s a question and asks three times: 100
+    // ports over 256 in flight would take 6 s at least if waited out; ARP
+    // gives up after about 3 s. Generous for a loaded machine.
+    assert!(took < Duration::from_secs(15), "{took:?}");
+
+    let xml = ns
+        .exec(
+            "/usr/bin/nmap",
+            &["-sU", "-n", "-Pn", "-p", "53,161,1000", "-oX", "-", absent],
+        )
+        .expect("nmap runs");
+    assert!(xml.contains("<hosts up=\"0\""), "{xml}");
+    assert!(!xml.contains("<port protocol=\"udp\""), "{xml}");
+}
