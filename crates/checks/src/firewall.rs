@@ -233,7 +233,9 @@ mod tests {
                 &[],
             )),
         );
-        bypass_check(&snap, expect![[r#"
+        bypass_check(
+            &snap,
+            expect![[r#"
             high firewall.bypassed tcp 0.0.0.0:8080
               tcp 0.0.0.0:8080 is published to 198.18.90.4:80 via docker0 by a DNAT in nat prerouting and reachable from 198.18.91.0/24 through the forward chains, though the input firewall denies it
               | iptables-nft: ip nat DOCKER: `-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 198.18.90.4:80`
@@ -242,6 +244,7 @@ mod tests {
               tcp 198.18.91.1:6379 is published to 198.18.90.2:6379 via docker0 by a DNAT in nat prerouting and reachable from every source through the forward chains, though the input firewall denies it
               | iptables-nft: ip nat DOCKER: `-A DOCKER -d 198.18.91.1/32 ! -i docker0 -p tcp -m tcp --dport 6379 -j DNAT --to-destination 198.18.90.2:6379`
               | the forward path accepts every source; the input path alone denies every source
-        "#]]);
+        "#]],
+        );
     }
 }
