@@ -23,8 +23,8 @@ use perimeter_api::{
 use perimeter_checks::approvals::{Bind, NewApproval, OwnerKey, selector_toml};
 use perimeter_model::{Protocol, Scope};
 use perimeter_store::fleet::{
-    AgentRow, AgentStatus, ApprovalScope, FleetApproval, NewAgent, NewFleetApproval, NewReport,
-    ReportOutcome, Role,
+    AgentRow, AgentStatus, ApprovalScope, FleetApproval, FleetStore, NewAgent, NewFleetApproval,
+    NewReport, ReportOutcome, Role,
 };
 use serde::Deserialize;
 use time::OffsetDateTime;
@@ -920,21 +920,7 @@ async fn add_approval(
     let importer = who.user.clone();
     let row = state
         .with_store(move |store| {
-            let active = store.approvals(false)?;
-            if let Some(same) = active
-                .iter()
-                .find(|row| row.scope == new.scope && row.selector == new.selector)
-            {
-                return Err(ApiError::conflict(
-                    "conflict",
-                    format!(
-                        "approval {} already approves this for {}",
-                        same.id,
-                        judge::scope_text(&same.scope)
-                    ),
-                ));
-            }
-            let row = store.add_approval(&new)?;
+            let row = store_approval(store, &new)?;
             if imported {
                 store.append_trail(&perimeter_store::fleet::NewTrailEntry {
                     at: OffsetDateTime::now_utc(),
@@ -949,6 +935,30 @@ async fn add_approval(
         .await?;
     tracing::info!(id = row.id, by = %who.user, scope = %judge::scope_text(&row.scope), "approval added");
     Ok((StatusCode::CREATED, Json(approval_doc(&row))))
+}
+
+/// Stores an approval unless an active one of the same scope approves
+/// exactly the same keys (a conflict, naming it): the API and the dashboard
+/// both add approvals through this.
+pub(crate) fn store_approval(
+    store: &mut dyn FleetStore,
+    new: &NewFleetApproval,
+) -> Result<FleetApproval, ApiError> {
+    let active = store.approvals(false)?;
+    if let Some(same) = active
+        .iter()
+        .find(|row| row.scope == new.scope && row.selector == new.selector)
+    {
+        return Err(ApiError::conflict(
+            "conflict",
+            format!(
+                "approval {} already approves this for {}",
+                same.id,
+                judge::scope_text(&same.scope)
+            ),
+        ));
+    }
+    Ok(store.add_approval(new)?)
 }
 
 fn parse_date(text: &str, field: &str) -> Result<time::Date, ApiError> {

@@ -287,6 +287,17 @@ async fn reports_chain_and_listeners_are_judged_by_scoped_approvals() {
         .await
         .expect("approve");
     assert_eq!(approval.approved_by, "admin");
+    // The same keys for the same scope again: a conflict naming the first.
+    let again = h
+        .admin()
+        .post_json::<_, ApprovalDoc>("/api/v1/approvals", &approve)
+        .await
+        .expect_err("a second identical approval");
+    assert_eq!(again.code(), Some("conflict"));
+    assert!(
+        again.to_string().contains(&format!("approval {}", approval.id)),
+        "{again}"
+    );
     let detail = host(&h, &key.agent_id()).await;
     let redis = detail
         .listeners

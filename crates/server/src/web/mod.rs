@@ -643,7 +643,7 @@ async fn add_approval(
                 form.expires.trim(),
             )?;
             let new = routes::fleet_approval(&doc, &by, OffsetDateTime::now_utc())?;
-            Ok(store.add_approval(&new)?)
+            routes::store_approval(store, &new)
         })
         .await;
     match added {
