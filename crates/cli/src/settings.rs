@@ -82,6 +82,34 @@ pub(crate) fn db_path(named: Option<&Path>) -> Result<PathBuf> {
         .context("no place for the history database: set --db, PERIMETER_DB, XDG_DATA_HOME or HOME")
 }
 
+/// Where a service keeps its data when no flag says: `as_root` for root (the
+/// state directory its systemd unit names), else `relative` under
+/// $XDG_DATA_HOME, else under ~/.local/share (a relative or empty variable
+/// counts as unset, as for the history database).
+pub(crate) fn data_path(as_root: &str, relative: &str, what: &str, flag: &str) -> Result<PathBuf> {
+    if nix::unistd::geteuid().is_root() {
+        return Ok(PathBuf::from(as_root));
+    }
+    let usable = |dir: &PathBuf| dir.is_absolute();
+    let xdg = std::env::var_os("XDG_DATA_HOME").map(PathBuf::from);
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    xdg.filter(usable)
+        .map(|dir| dir.join(relative))
+        .or_else(|| {
+            home.filter(usable)
+                .map(|dir| dir.join(".local/share").join(relative))
+        })
+        .with_context(|| format!("no place for {what}: set {flag}, XDG_DATA_HOME or HOME"))
+}
+
+/// This machine's name, for alerts and reports (a label, never an identity).
+pub(crate) fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|name| name.into_string().ok())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
 /// Who is acting: the name given, else $SUDO_USER, $USER or $LOGNAME (for
 /// the trails of approvals and decisions).
 pub(crate) fn acting_user(named: Option<String>) -> Result<String> {

@@ -15,7 +15,7 @@ pub(crate) struct ServerArgs {
     pub(crate) action: Option<ServerAction>,
 
     /// The server's database: a file for the embedded SQLite (default
-    /// /var/lib/perimeter/server.db as root, else
+    /// /var/lib/perimeter-server/server.db as root, else
     /// $XDG_DATA_HOME/perimeter/server.db), or a postgres:// URL (or
     /// key=value connection string) for PostgreSQL.
     #[arg(
@@ -236,7 +236,7 @@ pub(crate) struct AgentArgs {
     pub(crate) enrol_secret_file: Option<PathBuf>,
 
     /// Where the agent keeps its key, its enrolment and its queue (default
-    /// /var/lib/perimeter/agent as root, else
+    /// /var/lib/perimeter-agent as root, else
     /// $XDG_DATA_HOME/perimeter/agent).
     #[arg(long, value_name = "DIR", env = "PERIMETER_AGENT_DIR")]
     pub(crate) state_dir: Option<PathBuf>,

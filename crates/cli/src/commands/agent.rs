@@ -21,7 +21,7 @@ use crate::args::{AgentArgs, HostArgs};
 use crate::exit_codes::ExitCode;
 use crate::pipeline::fleet::{agent_dir, trust};
 use crate::pipeline::host::audit_with;
-use crate::settings::{Zero, parse_duration};
+use crate::settings::{self, Zero, parse_duration};
 use crate::terminal::Terminal;
 
 /// The largest enrolment secret file read.
@@ -57,7 +57,7 @@ pub(crate) fn run(args: AgentArgs, _terminal: &Terminal) -> Result<ExitCode> {
             .ok()
             .map(|id| id.trim().to_owned())
             .filter(|id| !id.is_empty()),
-        hostname: hostname(),
+        hostname: settings::hostname(),
     };
     let mut agent = Agent::new(config)?;
     let collector: Box<dyn Collector> = Box::new(AuditCollector {
@@ -102,13 +102,6 @@ pub(crate) fn run(args: AgentArgs, _terminal: &Terminal) -> Result<ExitCode> {
     Ok(ExitCode::Clean)
 }
 
-fn hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|name| name.into_string().ok())
-        .unwrap_or_else(|| "localhost".to_owned())
-}
-
 /// The audit, without approvals (the server judges them).
 struct AuditCollector {
     args: HostArgs,
@@ -129,7 +122,7 @@ impl Collector for AuditCollector {
             Err(err) => {
                 tracing::error!("the audit failed: {}", crate::error_chain(&err));
                 HostState {
-                    hostname: hostname(),
+                    hostname: settings::hostname(),
                     ..HostState::default()
                 }
             }

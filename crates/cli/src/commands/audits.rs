@@ -17,10 +17,7 @@ use crate::terminal::Terminal;
 pub(crate) fn run(args: AuditsArgs, _terminal: &Terminal) -> Result<ExitCode> {
     let db = store::open_read_only(&args.db)?;
     if args.diff {
-        let host = nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_else(|| "localhost".into());
+        let host = crate::settings::hostname();
         let recent = db.audits_of(&host, 2)?;
         let [after, before] = recent.as_slice() else {
             bail!("fewer than two audits of {host} are stored: run `perimeter audit` again later");

@@ -54,7 +54,7 @@ pub(crate) fn run(args: MonitorArgs, _terminal: &Terminal) -> Result<ExitCode> {
     let options = ServiceOptions {
         config_path: config.path.clone(),
         db_path: db_path.clone(),
-        host: hostname(),
+        host: settings::hostname(),
         once: once.clone(),
         retry_initial,
         retry_max,
@@ -127,11 +127,4 @@ async fn forward_signals(tx: mpsc::Sender<Control>) {
             return;
         }
     }
-}
-
-fn hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|name| name.into_string().ok())
-        .unwrap_or_else(|| "localhost".to_owned())
 }

@@ -260,7 +260,7 @@ fn serve(args: &ServerArgs, store: Box<dyn FleetStore>) -> Result<ExitCode> {
             Some(ServiceOptions {
                 config_path: config.clone(),
                 db_path: history,
-                host: hostname(),
+                host: settings::hostname(),
                 once: None,
                 retry_initial: Duration::from_secs(30),
                 retry_max: Duration::from_secs(3600),
@@ -329,13 +329,6 @@ fn serve(args: &ServerArgs, store: Box<dyn FleetStore>) -> Result<ExitCode> {
         anyhow::Ok(())
     })?;
     Ok(ExitCode::Clean)
-}
-
-fn hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|name| name.into_string().ok())
-        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 /// SIGTERM or SIGINT stop the server (and the monitor in it); SIGHUP reloads

@@ -29,24 +29,19 @@ pub(crate) fn trust(args: &ServerTrustArgs) -> Result<Trust> {
     }
 }
 
-/// The agent's state directory: the one named, else /var/lib/perimeter/agent
-/// as root, else under $XDG_DATA_HOME or ~/.local/share.
+/// The agent's state directory: the one named, else the agent unit's
+/// /var/lib/perimeter-agent as root, else under $XDG_DATA_HOME or
+/// ~/.local/share.
 pub(crate) fn agent_dir(named: Option<PathBuf>) -> Result<PathBuf> {
-    if let Some(dir) = named {
-        return Ok(dir);
+    match named {
+        Some(dir) => Ok(dir),
+        None => crate::settings::data_path(
+            "/var/lib/perimeter-agent",
+            "perimeter/agent",
+            "the agent's state",
+            "--state-dir",
+        ),
     }
-    if nix::unistd::geteuid().is_root() {
-        return Ok(PathBuf::from("/var/lib/perimeter/agent"));
-    }
-    let xdg = std::env::var_os("XDG_DATA_HOME").map(PathBuf::from);
-    let home = std::env::var_os("HOME").map(PathBuf::from);
-    xdg.filter(|p| p.is_absolute())
-        .map(|p| p.join("perimeter/agent"))
-        .or_else(|| {
-            home.filter(|p| p.is_absolute())
-                .map(|p| p.join(".local/share/perimeter/agent"))
-        })
-        .context("no place for the agent's state: set --state-dir, XDG_DATA_HOME or HOME")
 }
 
 /// Whether a command needs a person's token or may act as the host's agent.
@@ -234,20 +229,15 @@ pub(crate) fn open_fleet_store(database: Option<&str>) -> Result<Box<dyn FleetSt
     }
 }
 
-/// The server's default database file.
+/// The server's default database file: the server unit's as root, else
+/// under $XDG_DATA_HOME or ~/.local/share.
 pub(crate) fn default_fleet_database() -> Result<PathBuf> {
-    if nix::unistd::geteuid().is_root() {
-        return Ok(PathBuf::from("/var/lib/perimeter/server.db"));
-    }
-    let xdg = std::env::var_os("XDG_DATA_HOME").map(PathBuf::from);
-    let home = std::env::var_os("HOME").map(PathBuf::from);
-    xdg.filter(|p| p.is_absolute())
-        .map(|p| p.join("perimeter/server.db"))
-        .or_else(|| {
-            home.filter(|p| p.is_absolute())
-                .map(|p| p.join(".local/share/perimeter/server.db"))
-        })
-        .context("no place for the server's database: set --database, XDG_DATA_HOME or HOME")
+    crate::settings::data_path(
+        "/var/lib/perimeter-server/server.db",
+        "perimeter/server.db",
+        "the server's database",
+        "--database",
+    )
 }
 
 /// Whether a `--database` names PostgreSQL rather than a SQLite file.
