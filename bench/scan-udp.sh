@@ -146,6 +146,8 @@ check_isolated() {
     [ "$links" = "eth0 lo" ] || die "the scanner namespace has links other than lo and eth0: $links"
     links=$(ip -n "$SWITCH" -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | { grep -v -x -e lo -e br0 -e "v${$}x[0-9]*" || true; } | paste -sd' ')
     [ -z "$links" ] || die "the switch namespace has links other than lo, br0 and the lab's veths: $links"
+    # `ip route get` only asks the namespace's routing table (netlink): it
+    # sends no packet. Each of these must have no route at all.
     local outside
     for outside in 192.0.2.1 8.8.8.8 10.0.0.1 172.16.0.1 192.168.0.1 198.20.0.1; do
         if ip netns exec "$SCANNER" ip route get "$outside" >/dev/null 2>&1; then
