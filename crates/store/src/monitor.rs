@@ -505,18 +505,60 @@ impl MonitorStore for SqliteStore {
                 source,
             }
         };
-        tx.execute("DELETE FROM monitor_conditions WHERE job = ?1", [&job])
-            .map_err(sql("replace the job's conditions"))?;
+        // The job's conditions become the run's, row by row rather than
+        // replaced wholesale: a condition keeps its id while it lasts (the id
+        // a person acknowledges by, in `perimeter alerts ack` or on the
+        // dashboard), and an acknowledgement made while this run was under
+        // way (after it read the conditions) is kept, not overwritten.
+        let keys: std::collections::HashSet<&str> =
+            conditions.iter().map(|c| c.key.as_str()).collect();
+        let stored: Vec<(String, Option<String>)> = {
+            let mut select = tx
+                .prepare_cached("SELECT key, acked_until FROM monitor_conditions WHERE job = ?1")
+                .map_err(sql("replace the job's conditions"))?;
+            select
+                .query_map([&job], |row| Ok((row.get(0)?, row.get(1)?)))
+                .and_then(|rows| rows.collect::<Result<_, _>>())
+                .map_err(sql("replace the job's conditions"))?
+        };
+        let mut stored_acks = std::collections::HashMap::new();
+        for (key, acked_until) in stored {
+            if !keys.contains(key.as_str()) {
+                tx.execute(
+                    "DELETE FROM monitor_conditions WHERE job = ?1 AND key = ?2",
+                    params![job, key],
+                )
+                .map_err(sql("replace the job's conditions"))?;
+            } else if let Some(text) = acked_until {
+                let until = decode_time(&text).map_err(|detail| StoreError::Corrupt {
+                    path: path.clone(),
+                    detail: format!("monitor condition {key}: {detail}"),
+                })?;
+                stored_acks.insert(key, until);
+            }
+        }
         {
-            let mut insert = tx
+            let mut upsert = tx
                 .prepare_cached(
                     "INSERT INTO monitor_conditions (job, key, kind, severity, subject, expected, \
                      first_seen, last_seen, absent_runs, acked_until) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+                     ON CONFLICT (job, key) DO UPDATE SET kind = excluded.kind, \
+                     severity = excluded.severity, subject = excluded.subject, \
+                     expected = excluded.expected, first_seen = excluded.first_seen, \
+                     last_seen = excluded.last_seen, absent_runs = excluded.absent_runs, \
+                     acked_until = excluded.acked_until",
                 )
                 .map_err(sql("replace the job's conditions"))?;
             for condition in conditions {
-                insert
+                let acked_until = match (
+                    condition.acked_until,
+                    stored_acks.get(&condition.key).copied(),
+                ) {
+                    (Some(run), Some(stored)) => Some(run.max(stored)),
+                    (run, stored) => run.or(stored),
+                };
+                upsert
                     .execute(params![
                         job,
                         condition.key,
@@ -527,8 +569,7 @@ impl MonitorStore for SqliteStore {
                         encode_time("first seen", condition.first_seen)?,
                         encode_time("last seen", condition.last_seen)?,
                         i64::from(condition.absent_runs),
-                        condition
-                            .acked_until
+                        acked_until
                             .map(|at| encode_time("acknowledged until", at))
                             .transpose()?,
                     ])
@@ -1000,6 +1041,67 @@ mod tests {
                 .acknowledge(9999, "alice", "x", t0, None)
                 .expect("ack")
         );
+    }
+
+    #[test]
+    fn a_condition_keeps_its_id_and_an_acknowledgement_made_during_a_run() {
+        let mut store = SqliteStore::open_in_memory().expect("store");
+        let t0 = datetime!(2026-12-02 00:00 UTC);
+        let first = store
+            .begin_run("outside", JobKind::Scan, t0)
+            .expect("begin");
+        let conditions = [
+            condition("port 198.18.0.7:6379/tcp", false),
+            condition("port 198.18.0.7:22/tcp", false),
+        ];
+        store
+            .complete_run(first, t0, None, None, &conditions, None)
+            .expect("complete");
+        let before = store.conditions("outside").expect("conditions");
+        let redis = before
+            .iter()
+            .find(|c| c.key.contains("6379"))
+            .expect("redis")
+            .clone();
+
+        // The next run reads the conditions (no acknowledgement yet), a person
+        // acknowledges Redis while it runs, then the run ends with Redis
+        // still there and port 22 gone.
+        let second = store
+            .begin_run("outside", JobKind::Scan, t0)
+            .expect("begin");
+        assert!(
+            store
+                .acknowledge(redis.id, "alice", "moving it behind the VPN", t0, None)
+                .expect("ack")
+        );
+        let t1 = datetime!(2026-12-02 01:00 UTC);
+        let mut still = condition("port 198.18.0.7:6379/tcp", false);
+        still.last_seen = t1;
+        store
+            .complete_run(second, t1, None, None, &[still], None)
+            .expect("complete");
+        let after = store.conditions("outside").expect("conditions");
+        assert_eq!(after.len(), 1, "{after:?}");
+        assert_eq!(after[0].id, redis.id, "the same condition keeps its id");
+        assert_eq!(after[0].last_seen, t1);
+        assert!(
+            after[0]
+                .acked_until
+                .is_some_and(|until| until.year() == 9999),
+            "the acknowledgement made during the run is kept: {after:?}"
+        );
+
+        // A later acknowledgement from the run wins over an earlier stored one.
+        let third = store
+            .begin_run("outside", JobKind::Scan, t1)
+            .expect("begin");
+        let mut later = condition("port 198.18.0.7:6379/tcp", false);
+        later.acked_until = Some(datetime!(9999-12-31 23:59:59 UTC));
+        store
+            .complete_run(third, t1, None, None, &[later], None)
+            .expect("complete");
+        assert_eq!(store.conditions("outside").expect("c")[0].id, redis.id);
     }
 
     #[test]
