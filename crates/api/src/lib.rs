@@ -269,3 +269,59 @@ pub struct TrailList {
     pub schema: String,
     pub entries: Vec<TrailDoc>,
 }
+
+/// A person acknowledging one of the monitor's open conditions
+/// (`POST /conditions/{id}/ack`): its escalations stay quiet until `until`
+/// (for good without it); it is still listed, and its end is still told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AckRequest {
+    pub schema: String,
+    pub reason: String,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub until: Option<OffsetDateTime>,
+}
+
+/// What the monitor inside the server raised (`GET /alerts`): the conditions
+/// it still sees, worst first, and its latest alerts, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertList {
+    pub schema: String,
+    pub conditions: Vec<ConditionDoc>,
+    pub alerts: Vec<AlertDoc>,
+}
+
+/// A condition the monitor still sees (an unapproved listener, a finding, a
+/// silent agent, an open port): what a person acknowledges.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConditionDoc {
+    /// Stable while the condition lasts.
+    pub id: i64,
+    pub job: String,
+    /// A change kind as `perimeter.alert/1` names it (`listener-unapproved`).
+    pub kind: String,
+    pub severity: String,
+    /// What it is about; may carry text the network or an agent chose.
+    pub subject: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub first_seen: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_seen: OffsetDateTime,
+    /// While an acknowledgement holds: until when (the year 9999 for good).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub acknowledged_until: Option<OffsetDateTime>,
+}
+
+/// One alert the monitor raised, and where it went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertDoc {
+    pub id: i64,
+    pub job: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created: OffsetDateTime,
+    pub severity: String,
+    /// How many changes it told.
+    pub changes: u64,
+    /// (channel, `pending` | `sent` | `failed`) per delivery.
+    pub deliveries: Vec<(String, String)>,
+}

@@ -15,6 +15,7 @@
 //!   report, string lengths, reports per agent per minute; every request has a
 //!   deadline; connections are capped.
 
+mod alerts;
 mod auth;
 mod error;
 mod judge;
@@ -85,6 +86,10 @@ pub struct ServerConfig {
     /// New agents wait for an administrator's acceptance.
     pub require_acceptance: bool,
     pub limits: Limits,
+    /// The history database of the monitor running inside the server
+    /// (`--monitor`): its alerts and conditions are served, and people
+    /// acknowledge conditions, through the API and the dashboard.
+    pub monitor_history: Option<std::path::PathBuf>,
 }
 
 /// One accepted agent's host as the fleet job of a monitor inside the server

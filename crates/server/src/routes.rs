@@ -16,9 +16,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use perimeter_api::sign::{self, AGENT_HEADER, DATE_HEADER, SIGNATURE_HEADER};
 use perimeter_api::{
-    ApprovalDoc, ApprovalList, Decision, EnrolRequest, EnrolResponse, FindingDoc, HostDetail,
-    HostList, HostState, HostSummary, ListenerDoc, NewApprovalDoc, PREFIX, Report, ReportAck,
-    SCHEMA, TrailDoc, TrailList,
+    AckRequest, AlertList, ApprovalDoc, ApprovalList, ConditionDoc, Decision, EnrolRequest,
+    EnrolResponse, FindingDoc, HostDetail, HostList, HostState, HostSummary, ListenerDoc,
+    NewApprovalDoc, PREFIX, Report, ReportAck, SCHEMA, TrailDoc, TrailList,
 };
 use perimeter_checks::approvals::{Bind, NewApproval, OwnerKey, selector_toml};
 use perimeter_model::{Protocol, Scope};
@@ -31,7 +31,7 @@ use time::OffsetDateTime;
 
 use crate::auth::{Principal, bearer, same_secret, token_hash};
 use crate::error::ApiError;
-use crate::{AppState, Limits, judge};
+use crate::{AppState, Limits, alerts, judge};
 
 type Shared = State<Arc<AppState>>;
 
@@ -48,7 +48,9 @@ pub(crate) fn router(state: Arc<AppState>, limits: &Limits) -> Router {
         .route("/approvals", get(list_approvals).post(add_approval))
         .route("/approvals/{id}/revoke", post(revoke_approval))
         .route("/approvals.toml", get(approvals_toml))
-        .route("/trail", get(trail));
+        .route("/trail", get(trail))
+        .route("/alerts", get(list_alerts))
+        .route("/conditions/{id}/ack", post(ack_condition));
     let max_body = limits.max_body_bytes;
     Router::new()
         .nest(PREFIX, api)
@@ -987,6 +989,42 @@ async fn revoke_approval(
     tracing::info!(id, by = %who.user, "approval revoked");
     Ok(Json(
         serde_json::json!({"schema": SCHEMA, "id": id, "status": "revoked"}),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertsQuery {
+    limit: Option<usize>,
+}
+
+/// The monitor's open conditions and latest alerts.
+async fn list_alerts(
+    State(state): Shared,
+    headers: HeaderMap,
+    Query(query): Query<AlertsQuery>,
+) -> Result<Json<AlertList>, ApiError> {
+    principal(&state, &headers).await?.require(Role::Viewer)?;
+    Ok(Json(alerts::list(&state, query.limit.unwrap_or(50)).await?))
+}
+
+/// A person acknowledges one open condition (approvers and admins).
+async fn ack_condition(
+    State(state): Shared,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    body: Bytes,
+) -> Result<Json<ConditionDoc>, ApiError> {
+    let who = principal(&state, &headers).await?;
+    who.require(Role::Approver)?;
+    let request: AckRequest = serde_json::from_slice(&body)
+        .map_err(|err| ApiError::bad_request(format!("not an acknowledgement: {err}")))?;
+    if request.reason.trim().is_empty() {
+        return Err(ApiError::bad_request("a reason is required"));
+    }
+    check_text("reason", &request.reason, 4096)?;
+    Ok(Json(
+        alerts::acknowledge(&state, id, &who.user, request.reason.trim(), request.until).await?,
     ))
 }
 

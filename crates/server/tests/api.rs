@@ -11,8 +11,9 @@ use std::time::Duration;
 use perimeter_api::client::{ApiClient, Auth, Trust, client_config};
 use perimeter_api::sign::AgentKey;
 use perimeter_api::{
-    ApprovalDoc, Decision, EnrolRequest, EnrolResponse, HostDetail, HostList, HostState,
-    ListenerDoc, NewApprovalDoc, OwnerDoc, Report, ReportAck, SCHEMA, StateDelta, TrailList,
+    AckRequest, AlertList, ApprovalDoc, ConditionDoc, Decision, EnrolRequest, EnrolResponse,
+    HostDetail, HostList, HostState, ListenerDoc, NewApprovalDoc, OwnerDoc, Report, ReportAck,
+    SCHEMA, StateDelta, TrailList,
 };
 use perimeter_server::{Limits, ServerConfig, TlsSource, hash_password, new_token, serve};
 use perimeter_store::fleet::{FleetStore, Role, SqliteFleet};
@@ -32,6 +33,16 @@ struct Harness {
 
 impl Harness {
     async fn start(require_acceptance: bool, limits: Limits) -> Harness {
+        Harness::start_with(require_acceptance, limits, None).await
+    }
+
+    /// With a monitor's history: `history` names a file in the harness's
+    /// directory.
+    async fn start_with(
+        require_acceptance: bool,
+        limits: Limits,
+        history: Option<&str>,
+    ) -> Harness {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut store = SqliteFleet::open(&dir.path().join("server.db")).expect("store");
         let now = OffsetDateTime::now_utc();
@@ -65,6 +76,7 @@ impl Harness {
             enrol_secret: Some(SECRET.into()),
             require_acceptance,
             limits,
+            monitor_history: history.map(|name| dir.path().join(name)),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
@@ -603,4 +615,168 @@ async fn a_disabled_persons_tokens_stop_working() {
         .set_user_disabled("viewer", false, "admin", OffsetDateTime::now_utc())
         .expect("enable");
     let _: HostList = viewer.get_json("/api/v1/hosts").await.expect("works again");
+}
+
+/// A monitor's history with two open conditions of the fleet job, as the
+/// monitor inside the server leaves it.
+fn seed_history(path: &std::path::Path) -> Vec<i64> {
+    use perimeter_store::{ConditionRow, JobKind, MonitorStore as _, SqliteStore};
+    let mut store = SqliteStore::open(path).expect("history");
+    let now = OffsetDateTime::now_utc();
+    let run = store.begin_run("fleet", JobKind::Fleet, now).expect("run");
+    let condition = |key: &str, severity: &str, subject: &str| ConditionRow {
+        id: 0,
+        job: String::new(),
+        key: key.into(),
+        kind: "listener-unapproved".into(),
+        severity: severity.into(),
+        subject: subject.into(),
+        expected: false,
+        first_seen: now,
+        last_seen: now,
+        absent_runs: 0,
+        acked_until: None,
+    };
+    store
+        .complete_run(
+            run,
+            now,
+            None,
+            None,
+            &[
+                condition(
+                    "fleet a listener host tcp/0.0.0.0:8080",
+                    "medium",
+                    "tcp 0.0.0.0:8080 on web-1",
+                ),
+                condition(
+                    "fleet a listener host tcp/0.0.0.0:6379",
+                    "high",
+                    "tcp 0.0.0.0:6379 <script>x</script> on web-1",
+                ),
+            ],
+            None,
+        )
+        .expect("complete");
+    store
+        .open_conditions()
+        .expect("conditions")
+        .iter()
+        .map(|c| c.id)
+        .collect()
+}
+
+#[tokio::test]
+async fn alerts_are_listed_worst_first_and_an_acknowledgement_is_kept_and_in_the_trail() {
+    let h = Harness::start_with(false, Limits::default(), Some("history.db")).await;
+    let ids = seed_history(&h._dir.path().join("history.db"));
+    assert_eq!(ids.len(), 2);
+    let viewer = h.client(Auth::Token(h.viewer.clone()));
+    let list: AlertList = viewer.get_json("/api/v1/alerts").await.expect("alerts");
+    let subjects: Vec<&str> = list.conditions.iter().map(|c| c.subject.as_str()).collect();
+    assert_eq!(
+        subjects,
+        [
+            "tcp 0.0.0.0:6379 <script>x</script> on web-1",
+            "tcp 0.0.0.0:8080 on web-1"
+        ],
+        "high before medium"
+    );
+    let redis = list.conditions[0].id;
+    let ack = |reason: &str, until: Option<OffsetDateTime>| AckRequest {
+        schema: SCHEMA.into(),
+        reason: reason.into(),
+        until,
+    };
+
+    // A viewer may not; a reason is required; the past is refused; an
+    // unknown condition is not found.
+    let denied = viewer
+        .post_json::<_, ConditionDoc>(
+            &format!("/api/v1/conditions/{redis}/ack"),
+            &ack("mine", None),
+        )
+        .await
+        .expect_err("a viewer acknowledges");
+    assert_eq!(denied.code(), Some("forbidden"));
+    let admin = h.admin();
+    for (body, code) in [
+        (ack("  ", None), "bad_request"),
+        (
+            ack(
+                "later",
+                Some(OffsetDateTime::now_utc() - time::Duration::hours(1)),
+            ),
+            "bad_request",
+        ),
+    ] {
+        let err = admin
+            .post_json::<_, ConditionDoc>(&format!("/api/v1/conditions/{redis}/ack"), &body)
+            .await
+            .expect_err("refused");
+        assert_eq!(err.code(), Some(code), "{err}");
+    }
+    let unknown = admin
+        .post_json::<_, ConditionDoc>("/api/v1/conditions/999999/ack", &ack("x", None))
+        .await
+        .expect_err("unknown");
+    assert_eq!(unknown.code(), Some("not_found"));
+
+    let until = OffsetDateTime::now_utc() + time::Duration::days(7);
+    let acked: ConditionDoc = admin
+        .post_json(
+            &format!("/api/v1/conditions/{redis}/ack"),
+            &ack("moving it behind the VPN this week", Some(until)),
+        )
+        .await
+        .expect("ack");
+    assert_eq!(acked.id, redis);
+    let list: AlertList = viewer.get_json("/api/v1/alerts").await.expect("alerts");
+    assert_eq!(list.conditions.len(), 2);
+    assert_eq!(
+        list.conditions[1].id, redis,
+        "an acknowledged condition goes last"
+    );
+    assert!(list.conditions[1].acknowledged_until.is_some());
+    assert!(list.conditions[0].acknowledged_until.is_none());
+
+    let trail: TrailList = viewer.get_json("/api/v1/trail").await.expect("trail");
+    let entry = trail
+        .entries
+        .iter()
+        .find(|e| e.action == "alert.ack")
+        .expect("an alert.ack trail entry");
+    assert_eq!(entry.actor, "admin");
+    assert!(
+        entry.subject.contains(&format!("condition {redis}")),
+        "{entry:?}"
+    );
+    assert!(
+        entry
+            .reason
+            .starts_with("moving it behind the VPN this week"),
+        "{entry:?}"
+    );
+
+    // The monitor's own record of who acknowledged it.
+    let history = rusqlite::Connection::open(h._dir.path().join("history.db")).expect("history");
+    let acks: i64 = history
+        .query_row(
+            "SELECT count(*) FROM monitor_acks WHERE acked_by = 'admin'",
+            [],
+            |row| row.get(0),
+        )
+        .expect("acks");
+    assert_eq!(acks, 1);
+}
+
+#[tokio::test]
+async fn a_server_without_a_monitor_says_so() {
+    let h = Harness::start(false, Limits::default()).await;
+    let err = h
+        .client(Auth::Token(h.viewer.clone()))
+        .get_json::<AlertList>("/api/v1/alerts")
+        .await
+        .expect_err("no monitor");
+    assert_eq!(err.code(), Some("no_monitor"));
 }

@@ -229,7 +229,7 @@ fn serve(args: &ServerArgs, store: Box<dyn FleetStore>) -> Result<ExitCode> {
         }
         None => None,
     };
-    let config = ServerConfig {
+    let mut config = ServerConfig {
         listen: args.listen,
         enrol_secret,
         require_acceptance: args.require_acceptance,
@@ -237,6 +237,7 @@ fn serve(args: &ServerArgs, store: Box<dyn FleetStore>) -> Result<ExitCode> {
             reports_per_minute: args.reports_per_minute.max(1),
             ..Limits::default()
         },
+        monitor_history: None,
     };
     let backend = store.backend();
     // The monitor's fleet job opens the same database on its own connection.
@@ -268,6 +269,7 @@ fn serve(args: &ServerArgs, store: Box<dyn FleetStore>) -> Result<ExitCode> {
         }
         None => None,
     };
+    config.monitor_history = monitor.as_ref().map(|options| options.db_path.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

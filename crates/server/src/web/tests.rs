@@ -137,6 +137,7 @@ fn harness() -> Harness {
             enrol_secret: None,
             require_acceptance: false,
             limits: Limits::default(),
+            monitor_history: None,
         },
         rate: Mutex::new(HashMap::new()),
     });
