@@ -139,7 +139,8 @@ pub fn alerts_to_human(
                 c.job,
                 c.kind,
                 rfc3339(c.first_seen),
-                c.subject
+                // Text the network or an agent chose: no escape sequences.
+                crate::alert::one_line(c.subject)
             );
         }
     }
@@ -226,7 +227,7 @@ mod tests {
                 job: "audit",
                 kind: "listener-unapproved",
                 severity: "high",
-                subject: "tcp 0.0.0.0:8080",
+                subject: "tcp 0.0.0.0:8080 \u{1b}[2Jsh\nfake line",
                 first_seen: now,
                 last_seen: now,
                 // An acknowledgement that ran out is not shown.
@@ -254,6 +255,10 @@ mod tests {
                 .iter()
                 .any(|l| l.contains("8080") && !l.contains("acknowledged")),
             "{text}"
+        );
+        assert!(
+            !text.contains('\u{1b}') && text.contains("\\u{1b}[2Jsh\\nfake line"),
+            "a hostile subject is one escaped line: {text}"
         );
         assert!(text.contains("ops: sent"), "{text}");
         let json = alerts_to_json(&alerts, &conditions, &channels, now);

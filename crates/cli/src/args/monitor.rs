@@ -45,6 +45,11 @@ pub(crate) struct AlertsArgs {
     #[command(flatten)]
     pub(crate) db: DbArgs,
 
+    /// List what the monitor inside a `perimeter server` raised (a token:
+    /// --token-file) instead of a local history.
+    #[command(flatten)]
+    pub(crate) server: crate::args::GateServerArgs,
+
     /// How many alerts to list, newest first.
     #[arg(long, default_value = "20")]
     pub(crate) limit: usize,
@@ -74,10 +79,16 @@ pub(crate) struct AckArgs {
     #[arg(long, value_name = "DURATION|DATE")]
     pub(crate) until: Option<String>,
 
-    /// Who acknowledges (default: $SUDO_USER, else $USER).
-    #[arg(long, value_name = "NAME")]
+    /// Who acknowledges (default: $SUDO_USER, else $USER). With --server
+    /// the token's user acknowledges.
+    #[arg(long, value_name = "NAME", conflicts_with = "server")]
     pub(crate) by: Option<String>,
 
     #[command(flatten)]
     pub(crate) db: DbArgs,
+
+    /// Acknowledge on a `perimeter server` running the monitor (a token of
+    /// an approver or admin: --token-file) instead of in a local history.
+    #[command(flatten)]
+    pub(crate) server: crate::args::GateServerArgs,
 }

@@ -1,8 +1,10 @@
 //! `perimeter alerts`: what the monitor raised and where it went, the
 //! conditions it still sees, how each channel is doing; `alerts ack ID`
-//! acknowledges a condition (who, why, until when are kept).
+//! acknowledges a condition (who, why, until when are kept). With --server,
+//! the same of the monitor inside a `perimeter server`.
 
 use anyhow::{Result, bail};
+use perimeter_report::alert::one_line;
 use perimeter_report::monitor::{
     AlertView, ChannelView, ConditionView, alerts_to_human, alerts_to_json,
 };
@@ -11,6 +13,7 @@ use time::OffsetDateTime;
 
 use crate::args::{AckArgs, AlertsAction, AlertsArgs, Format};
 use crate::exit_codes::ExitCode;
+use crate::pipeline::fleet::{As, Session};
 use crate::pipeline::store;
 use crate::settings::{Zero, parse_duration};
 use crate::terminal::Terminal;
@@ -18,6 +21,9 @@ use crate::terminal::Terminal;
 pub(crate) fn run(args: AlertsArgs, _terminal: &Terminal) -> Result<ExitCode> {
     if let Some(AlertsAction::Ack(ack)) = args.action {
         return acknowledge(ack);
+    }
+    if args.server.server.is_some() {
+        return from_server(&args);
     }
     let db = store::open_read_only(&args.db)?;
     let now = OffsetDateTime::now_utc();
@@ -82,6 +88,62 @@ pub(crate) fn run(args: AlertsArgs, _terminal: &Terminal) -> Result<ExitCode> {
     Ok(ExitCode::Clean)
 }
 
+/// What the monitor inside a `perimeter server` raised, as the local
+/// listing shows a history (the server does not list its channels).
+fn from_server(args: &AlertsArgs) -> Result<ExitCode> {
+    let session = Session::open(&args.server, As::Person)?;
+    let list = session.alerts(args.limit)?;
+    let now = OffsetDateTime::now_utc();
+    let alert_views: Vec<AlertView<'_>> = list
+        .alerts
+        .iter()
+        .map(|a| AlertView {
+            id: a.id,
+            job: &a.job,
+            created: a.created,
+            severity: &a.severity,
+            n_changes: a.changes,
+            deliveries: &a.deliveries,
+        })
+        .collect();
+    let condition_views: Vec<ConditionView<'_>> = list
+        .conditions
+        .iter()
+        .map(|c| ConditionView {
+            id: c.id,
+            job: &c.job,
+            kind: &c.kind,
+            severity: &c.severity,
+            subject: &c.subject,
+            first_seen: c.first_seen,
+            last_seen: c.last_seen,
+            acked_until: c.acknowledged_until,
+        })
+        .collect();
+    match args.format {
+        Format::Json => outln!(
+            "{}",
+            serde_json::to_string_pretty(&alerts_to_json(
+                &alert_views,
+                &condition_views,
+                &[],
+                now
+            ))?
+        ),
+        Format::Human => out!(
+            "{}",
+            alerts_to_human(
+                &alert_views,
+                &condition_views,
+                &[],
+                std::path::Path::new(args.server.server.as_deref().unwrap_or("the server")),
+                now
+            )
+        ),
+    }
+    Ok(ExitCode::Clean)
+}
+
 fn acknowledge(args: AckArgs) -> Result<ExitCode> {
     let reason = args.reason.trim();
     if reason.is_empty() {
@@ -92,6 +154,23 @@ fn acknowledge(args: AckArgs) -> Result<ExitCode> {
         None => None,
         Some(text) => Some(until(text, now)?),
     };
+    if args.server.server.is_some() {
+        let session = Session::open(&args.server, As::Person)?;
+        let condition = session.acknowledge(args.condition, reason, until)?;
+        match until {
+            Some(until) => outln!(
+                "condition {} ({}) acknowledged on the server until {until}",
+                condition.id,
+                one_line(&condition.subject)
+            ),
+            None => outln!(
+                "condition {} ({}) acknowledged on the server for good",
+                condition.id,
+                one_line(&condition.subject)
+            ),
+        }
+        return Ok(ExitCode::Clean);
+    }
     let by = args
         .by
         .clone()

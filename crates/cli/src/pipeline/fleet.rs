@@ -1,6 +1,7 @@
 //! What the fleet's commands share: how a client trusts the server, where
 //! the agent keeps its state, and a session with the server for the commands
-//! that use it (`check --server`, `approve --server`, `approvals`).
+//! that use it (`check --server`, `approve --server`, `approvals`,
+//! `alerts --server`).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -8,7 +9,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use perimeter_api::client::{ApiClient, Auth, Trust};
-use perimeter_api::{ApprovalDoc, ApprovalList, Decision, NewApprovalDoc, SCHEMA};
+use perimeter_api::{
+    AckRequest, AlertList, ApprovalDoc, ApprovalList, ConditionDoc, Decision, NewApprovalDoc,
+    SCHEMA,
+};
 use perimeter_checks::approvals::{Approvals, Bind, NewApproval, OwnerKey, parse_approvals};
 use perimeter_store::fleet::{FleetStore, PostgresFleet, SqliteFleet};
 
@@ -159,6 +163,30 @@ impl Session {
             },
         ))?;
         Ok(())
+    }
+
+    /// The monitor's open conditions and latest alerts.
+    pub(crate) fn alerts(&self, limit: usize) -> Result<AlertList> {
+        let path = format!("{}/alerts?limit={limit}", perimeter_api::PREFIX);
+        Ok(self.runtime.block_on(self.client.get_json(&path))?)
+    }
+
+    /// Acknowledges one of the monitor's open conditions.
+    pub(crate) fn acknowledge(
+        &self,
+        id: i64,
+        reason: &str,
+        until: Option<time::OffsetDateTime>,
+    ) -> Result<ConditionDoc> {
+        let path = format!("{}/conditions/{id}/ack", perimeter_api::PREFIX);
+        Ok(self.runtime.block_on(self.client.post_json(
+            &path,
+            &AckRequest {
+                schema: SCHEMA.to_owned(),
+                reason: reason.to_owned(),
+                until,
+            },
+        ))?)
     }
 
     /// The scope of this host: `host:ID`.
