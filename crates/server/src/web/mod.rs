@@ -103,6 +103,8 @@ pub(crate) fn router(app: Arc<AppState>) -> Router {
         .route("/hosts/{id}/revoke", post(revoke_agent))
         .route("/approvals", get(approvals_page).post(add_approval))
         .route("/approvals/{id}/revoke", post(revoke_approval))
+        .route("/alerts", get(alerts_page))
+        .route("/alerts/{id}/ack", post(ack_condition))
         .route("/changes", get(changes_page))
         .route("/static/{name}", get(asset))
         .layer(axum::middleware::map_response(security_headers))
@@ -581,6 +583,38 @@ async fn changes_page(
     }
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckNotice {
+    acked: Option<i64>,
+}
+
+async fn alerts_page(
+    State(web): Shared,
+    headers: HeaderMap,
+    Query(notice): Query<AckNotice>,
+) -> Response {
+    let viewer = match signed_in(&web, &headers).await {
+        Ok(viewer) => viewer,
+        Err(response) => return response,
+    };
+    let notice = notice
+        .acked
+        .map(|id| format!("Condition {id} acknowledged."));
+    let now = OffsetDateTime::now_utc();
+    match crate::alerts::list(&web.app, 100).await {
+        Ok(list) => html_page(
+            StatusCode::OK,
+            pages::alerts(Some(&list), &viewer, notice.as_deref(), now),
+        ),
+        Err(err) if err.code == "no_monitor" => html_page(
+            StatusCode::OK,
+            pages::alerts(None, &viewer, notice.as_deref(), now),
+        ),
+        Err(err) => error_page(&err, Some(&viewer)),
+    }
+}
+
 // ---- actions -------------------------------------------------------------
 
 /// A reason as the API takes one: required, bounded, no control characters.
@@ -693,6 +727,57 @@ async fn revoke_approval(
             tracing::info!(id, by = %viewer.user, "approval revoked (dashboard)");
             Redirect::to(&format!("/approvals?revoked={id}")).into_response()
         }
+        Err(err) => error_page(&err, Some(&viewer)),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct AckForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    reason: String,
+    /// One of [`pages::ACK_CHOICES`].
+    #[serde(default)]
+    until: String,
+}
+
+async fn ack_condition(
+    State(web): Shared,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    form: Result<Form<AckForm>, FormRejection>,
+) -> Response {
+    let form = match form {
+        Ok(Form(form)) => form,
+        Err(rejection) => return form_error(&rejection, None),
+    };
+    let viewer = match signed_form(&web, &headers, &form.csrf).await {
+        Ok(viewer) => viewer,
+        Err(response) => return response,
+    };
+    if let Some(response) = viewer.refusal(Role::Approver) {
+        return response;
+    }
+    let reason = match reason(&form.reason) {
+        Ok(reason) => reason,
+        Err(err) => return error_page(&err, Some(&viewer)),
+    };
+    let days = match form.until.as_str() {
+        "1d" => Some(1),
+        "7d" => Some(7),
+        "30d" => Some(30),
+        "forever" => None,
+        _ => {
+            return error_page(
+                &ApiError::bad_request("choose how long the acknowledgement lasts"),
+                Some(&viewer),
+            );
+        }
+    };
+    let until = days.map(|days| OffsetDateTime::now_utc() + time::Duration::days(days));
+    match crate::alerts::acknowledge(&web.app, id, &viewer.user, &reason, until).await {
+        Ok(_) => Redirect::to(&format!("/alerts?acked={id}#condition-{id}")).into_response(),
         Err(err) => error_page(&err, Some(&viewer)),
     }
 }

@@ -1162,3 +1162,132 @@ pub(crate) fn changes(changes: &Changes, filter: &ChangeFilter, viewer: &Viewer)
     body.push_str("</section>");
     html::page("Changes", "/changes", Some(&viewer.reader()), &body)
 }
+
+// ---- alerts --------------------------------------------------------------
+
+/// How long an acknowledgement from the page lasts: the form's choices.
+pub(crate) const ACK_CHOICES: [(&str, &str); 4] = [
+    ("1d", "a day"),
+    ("7d", "a week"),
+    ("30d", "30 days"),
+    ("forever", "for good"),
+];
+
+/// The monitor's open conditions (what a person resolves or acknowledges)
+/// and its latest alerts; `None` when the server runs no monitor.
+pub(crate) fn alerts(
+    list: Option<&perimeter_api::AlertList>,
+    viewer: &Viewer,
+    notice: Option<&str>,
+    now: OffsetDateTime,
+) -> String {
+    let mut body = String::from("<h1>Alerts</h1>");
+    if let Some(notice) = notice {
+        let _ = write!(
+            body,
+            "<p class=\"notice\" role=\"status\">{}</p>",
+            Esc(notice)
+        );
+    }
+    let Some(list) = list else {
+        body.push_str(
+            "<p class=\"quiet\">This server runs no monitor. Start it with <code>perimeter server \
+             --monitor FILE</code> to have scheduled scans, audits and the fleet job raise alerts \
+             here.</p>",
+        );
+        return html::page("Alerts", "/alerts", Some(&viewer.reader()), &body);
+    };
+    let can_ack = viewer.can(Role::Approver);
+    body.push_str(
+        "<section><h2>Open conditions</h2><p class=\"hint\">What the monitor still sees, worst \
+         first. Acknowledging one silences its escalations until the date chosen; it stays \
+         listed, and its end is still told.</p>",
+    );
+    if list.conditions.is_empty() {
+        body.push_str("<p class=\"ok\">No open conditions.</p>");
+    } else {
+        body.push_str(
+            "<div class=\"scroll\"><table class=\"conditions\"><thead><tr><th>#</th><th>Severity</th>\
+             <th>Kind</th><th>Subject</th><th>Job</th><th>Since</th><th>Acknowledged</th><th></th>\
+             </tr></thead><tbody>",
+        );
+        for c in &list.conditions {
+            let acked = match c.acknowledged_until {
+                Some(until) if until.year() >= 9999 => "for good".to_owned(),
+                Some(until) => format!("until {}", html::time(until)),
+                None => "<span class=\"quiet\">no</span>".to_owned(),
+            };
+            let form = if can_ack && c.acknowledged_until.is_none() {
+                let mut choices = String::new();
+                for (value, label) in ACK_CHOICES {
+                    let selected = if value == "7d" { " selected" } else { "" };
+                    let _ = write!(
+                        choices,
+                        "<option value=\"{value}\"{selected}>{label}</option>"
+                    );
+                }
+                format!(
+                    "<form class=\"inline ack\" method=\"post\" action=\"/alerts/{}/ack\">{}\
+                     <input name=\"reason\" required maxlength=\"4096\" placeholder=\"reason\" \
+                     aria-label=\"reason to acknowledge\"><select name=\"until\" aria-label=\"for how long\">\
+                     {choices}</select><button type=\"submit\">Acknowledge</button></form>",
+                    c.id,
+                    csrf_field(viewer)
+                )
+            } else {
+                String::new()
+            };
+            let _ = write!(
+                body,
+                "<tr id=\"condition-{}\" data-condition=\"{}\"><td><a href=\"#condition-{}\">{}</a></td>\
+                 <td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{acked}</td>\
+                 <td>{form}</td></tr>",
+                c.id,
+                c.id,
+                c.id,
+                c.id,
+                severity_badge(&c.severity),
+                Esc(&c.kind),
+                Esc(&c.subject),
+                Esc(&c.job),
+                html::age(c.first_seen, now),
+            );
+        }
+        body.push_str("</tbody></table></div>");
+    }
+    body.push_str("</section><section><h2>Alerts raised</h2>");
+    if list.alerts.is_empty() {
+        body.push_str("<p class=\"quiet\">No alerts raised.</p>");
+    } else {
+        body.push_str(
+            "<div class=\"scroll\"><table class=\"alerts\"><thead><tr><th>#</th><th>When</th><th>Job</th>\
+             <th>Severity</th><th>Changes</th><th>Delivered</th></tr></thead><tbody>",
+        );
+        for a in &list.alerts {
+            let deliveries = if a.deliveries.is_empty() {
+                "<span class=\"quiet\">no channel</span>".to_owned()
+            } else {
+                a.deliveries
+                    .iter()
+                    .map(|(channel, state)| format!("{}: {}", Esc(channel), Esc(state)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let _ = write!(
+                body,
+                "<tr id=\"alert-{}\"><td><a href=\"#alert-{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td>\
+                 <td>{}</td><td>{deliveries}</td></tr>",
+                a.id,
+                a.id,
+                a.id,
+                html::time(a.created),
+                Esc(&a.job),
+                severity_badge(&a.severity),
+                a.changes,
+            );
+        }
+        body.push_str("</tbody></table></div>");
+    }
+    body.push_str("</section>");
+    html::page("Alerts", "/alerts", Some(&viewer.reader()), &body)
+}

@@ -129,6 +129,11 @@ struct Harness {
 }
 
 fn harness() -> Harness {
+    harness_with(None)
+}
+
+/// With a monitor whose history is `history`.
+fn harness_with(history: Option<std::path::PathBuf>) -> Harness {
     let (store, agent_id) = store();
     let state = Arc::new(AppState {
         store: Mutex::new(Box::new(store)),
@@ -137,7 +142,7 @@ fn harness() -> Harness {
             enrol_secret: None,
             require_acceptance: false,
             limits: Limits::default(),
-            monitor_history: None,
+            monitor_history: history,
         },
         rate: Mutex::new(HashMap::new()),
     });
@@ -577,4 +582,114 @@ async fn roles_and_csrf_guard_every_change() {
     assert!(changes.body.contains("approval.revoke"));
     assert!(changes.body.contains("moved to a private address"));
     assert!(!changes.body.contains("agent.revoke"), "filtered by kind");
+}
+
+#[tokio::test]
+async fn the_alerts_page_lists_conditions_as_text_and_an_approver_acknowledges_one() {
+    use perimeter_store::{ConditionRow, JobKind, MonitorStore as _, SqliteStore};
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("history.db");
+    let now = OffsetDateTime::now_utc();
+    let id = {
+        let mut history = SqliteStore::open(&path).expect("history");
+        let run = history
+            .begin_run("fleet", JobKind::Fleet, now)
+            .expect("run");
+        let row = ConditionRow {
+            id: 0,
+            job: String::new(),
+            key: "fleet a listener host tcp/0.0.0.0:6379".into(),
+            kind: "listener-unapproved".into(),
+            severity: "high".into(),
+            subject: format!("tcp 0.0.0.0:6379 on web-1{HOSTILE}"),
+            expected: false,
+            first_seen: now,
+            last_seen: now,
+            absent_runs: 0,
+            acked_until: None,
+        };
+        history
+            .complete_run(run, now, None, None, &[row], None)
+            .expect("complete");
+        history.open_conditions().expect("open")[0].id
+    };
+    let h = harness_with(Some(path.clone()));
+
+    // A viewer reads the page, with the hostile subject as text, and no form.
+    let (vera, vera_csrf) = h.login("vera").await;
+    let page = h.get("/alerts", Some(&vera)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains(&format!("id=\"condition-{id}\"")));
+    assert!(page.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(!page.body.contains("<script>alert(1)"));
+    assert!(!page.body.contains("action=\"/alerts/"));
+    let refused = h
+        .post(
+            &format!("/alerts/{id}/ack"),
+            &format!("perimeter_session={vera}"),
+            &[("csrf", &vera_csrf), ("reason", "mine"), ("until", "7d")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+
+    // An approver: a reason and a known duration are required, then it holds.
+    let (alice, alice_csrf) = h.login("alice").await;
+    let page = h.get("/alerts", Some(&alice)).await;
+    assert!(page.body.contains(&format!("action=\"/alerts/{id}/ack\"")));
+    for (reason, until) in [("  ", "7d"), ("known", "a century")] {
+        let bad = h
+            .post(
+                &format!("/alerts/{id}/ack"),
+                &format!("perimeter_session={alice}"),
+                &[("csrf", &alice_csrf), ("reason", reason), ("until", until)],
+            )
+            .await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{reason} {until}");
+    }
+    let done = h
+        .post(
+            &format!("/alerts/{id}/ack"),
+            &format!("perimeter_session={alice}"),
+            &[
+                ("csrf", &alice_csrf),
+                ("reason", "moving it behind the VPN"),
+                ("until", "7d"),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert_eq!(
+        done.location(),
+        format!("/alerts?acked={id}#condition-{id}")
+    );
+    let history = SqliteStore::open_read_only(&path).expect("history");
+    let until = history.open_conditions().expect("open")[0]
+        .acked_until
+        .expect("acknowledged");
+    assert!(until > now + time::Duration::days(6) && until < now + time::Duration::days(8));
+    let trail = h
+        .state
+        .store
+        .lock()
+        .expect("store")
+        .trail(10)
+        .expect("trail");
+    assert!(
+        trail
+            .iter()
+            .any(|e| e.action == "alert.ack" && e.actor == "alice"),
+        "{trail:?}"
+    );
+    let page = h.get(&format!("/alerts?acked={id}"), Some(&alice)).await;
+    assert!(page.body.contains(&format!("Condition {id} acknowledged.")));
+    assert!(!page.body.contains(&format!("action=\"/alerts/{id}/ack\"")));
+}
+
+#[tokio::test]
+async fn the_alerts_page_of_a_server_without_a_monitor_says_how_to_start_one() {
+    let h = harness();
+    let (vera, _) = h.login("vera").await;
+    let page = h.get("/alerts", Some(&vera)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("runs no monitor"), "{}", page.body);
 }
