@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::{code, perimeter, start_listening, stderr, stdout};
 use perimeter_api::client::{ApiClient, Auth, Trust};
-use perimeter_api::{Decision, HostDetail, HostList, NewApprovalDoc, SCHEMA, TrailList};
+use perimeter_api::{AlertList, Decision, HostDetail, HostList, NewApprovalDoc, SCHEMA, TrailList};
 use perimeter_testlab::{Daemon, Lab, Ns, PgCluster, Requirement, require, require_postgres};
 
 const SERVER_IP: &str = "198.18.70.1";
@@ -748,6 +748,136 @@ fn the_monitor_runs_inside_the_server_when_configured_there() {
     let health: serde_json::Value =
         fleet.api(|c| Box::pin(async move { c.get_json("/api/v1/health").await.expect("health") }));
     assert_eq!(health["status"], "ok");
+
+    // The fleet job: an unapproved listener an agent reports becomes an
+    // alert on the channel and an open condition on the API.
+    let _redis = listen(&fleet.agents[0], "198.18.70.11", 7011);
+    let once = fleet.agent_once(0, &[]);
+    assert!(code(&once) <= 1, "agent --once: {}", stderr(&once));
+    let told = |needle: &[&str]| {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let text = std::fs::read_to_string(&alerts).unwrap_or_default();
+            if needle.iter().all(|n| text.contains(n)) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no alert with {needle:?} within 90 s: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    told(&["listener-unapproved", "198.18.70.11:7011"]);
+    let list: AlertList =
+        fleet.api(|c| Box::pin(async move { c.get_json("/api/v1/alerts").await.expect("alerts") }));
+    let condition = list
+        .conditions
+        .iter()
+        .find(|c| c.kind == "listener-unapproved" && c.subject.contains(":7011"))
+        .unwrap_or_else(|| panic!("no open condition for the listener: {list:?}"));
+
+    // A person acknowledges it with the CLI, through the API.
+    let token_file = fleet.path("token");
+    std::fs::write(&token_file, &fleet.token).expect("token file");
+    let url = fleet.url();
+    let id = condition.id.to_string();
+    let acked = common::run(
+        Some(&fleet.server_ns),
+        &[
+            "alerts",
+            "ack",
+            &id,
+            "--reason",
+            "the lab's cache, moving it",
+            "--until",
+            "7d",
+            "--server",
+            &url,
+            "--fingerprint",
+            &fleet.fingerprint,
+            "--token-file",
+            &token_file,
+        ],
+    );
+    assert_eq!(code(&acked), 0, "alerts ack --server: {}", stderr(&acked));
+    let listed = common::run(
+        Some(&fleet.server_ns),
+        &[
+            "alerts",
+            "--format",
+            "json",
+            "--server",
+            &url,
+            "--fingerprint",
+            &fleet.fingerprint,
+            "--token-file",
+            &token_file,
+        ],
+    );
+    assert_eq!(code(&listed), 0, "alerts --server: {}", stderr(&listed));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&listed)).expect("json");
+    let row = doc["conditions"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["id"] == condition.id))
+        .unwrap_or_else(|| panic!("{doc}"));
+    assert!(row["acknowledged_until"].is_string(), "{row}");
+    let trail: TrailList =
+        fleet.api(|c| Box::pin(async move { c.get_json("/api/v1/trail").await.expect("trail") }));
+    assert!(
+        trail
+            .entries
+            .iter()
+            .any(|e| e.action == "alert.ack" && e.actor == "admin"),
+        "{trail:?}"
+    );
+
+    // A suspicious exec on a host with a running agent (watch on) is told
+    // on the channel: an unpackaged copy of sleep, as a miner would be.
+    let state = fleet.agent_dir(1);
+    let secret = fleet.path("secret");
+    let agent = fleet.agents[1]
+        .command(perimeter())
+        .args([
+            "agent",
+            "--server",
+            &url,
+            "--fingerprint",
+            &fleet.fingerprint,
+            "--enrol-secret-file",
+            &secret,
+            "--state-dir",
+            &state,
+            "--interval",
+            "10s",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the agent");
+    let _agent = Daemon::new("perimeter agent", agent);
+    let enrolment = Path::new(&state).join("enrolment.json");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !enrolment.exists() {
+        assert!(Instant::now() < deadline, "the agent did not enrol");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // Its watch is up once its first report is in.
+    let agent_id = fleet.agent_id(1);
+    while fleet.host(&agent_id).state_taken_at.is_none() {
+        assert!(Instant::now() < deadline, "the agent did not report");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let miner = dir.path().join("xminer-perimeter-test");
+    std::fs::copy("/bin/sleep", &miner).expect("copy sleep");
+    let status = fleet.agents[1]
+        .command(&miner.to_string_lossy())
+        .arg("1")
+        .status()
+        .expect("run the copy");
+    assert!(status.success());
+    told(&["suspicious-exec", "xminer-perimeter-test", "unpackaged"]);
 
     // A monitor configuration that does not parse stops the server from
     // starting, with the file's line and column.

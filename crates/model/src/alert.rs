@@ -196,10 +196,14 @@ pub enum ChangeKind {
     ExperimentExpired,
     /// One of the monitor's own channels keeps failing to deliver.
     ChannelFailing,
+    /// A fleet host's agent saw a suspicious process start (an unpackaged
+    /// executable, one in a world-writable directory, a deleted or memfd
+    /// one): the way the founding incident's miner was found.
+    SuspiciousExec,
 }
 
 impl ChangeKind {
-    pub const ALL: [ChangeKind; 13] = [
+    pub const ALL: [ChangeKind; 14] = [
         ChangeKind::PortOpened,
         ChangeKind::PortClosed,
         ChangeKind::ServiceChanged,
@@ -213,6 +217,7 @@ impl ChangeKind {
         ChangeKind::UnknownHost,
         ChangeKind::ExperimentExpired,
         ChangeKind::ChannelFailing,
+        ChangeKind::SuspiciousExec,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -230,6 +235,7 @@ impl ChangeKind {
             ChangeKind::UnknownHost => "unknown-host",
             ChangeKind::ExperimentExpired => "experiment-expired",
             ChangeKind::ChannelFailing => "channel-failing",
+            ChangeKind::SuspiciousExec => "suspicious-exec",
         }
     }
 }

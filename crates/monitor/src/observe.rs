@@ -368,10 +368,15 @@ pub fn verify_observation(findings: &[Finding], thresholds: Thresholds) -> Obser
     }
 }
 
+/// The suspicious execs of one host told one by one in a run; more are
+/// counted in one change.
+pub const MAX_EXECS_PER_HOST: usize = 20;
+
 /// The conditions of the fleet: each host's unapproved listeners and its
 /// findings at or above the threshold, keyed by the agent (never by its
 /// hostname, which may change), and each accepted agent silent for longer
-/// than `silent_after`.
+/// than `silent_after`; and, as one-off changes, the suspicious execs the
+/// agents told of (at most [`MAX_EXECS_PER_HOST`] a host, then a count).
 pub fn fleet_observation(
     run: &crate::runner::FleetRun,
     thresholds: Thresholds,
@@ -379,6 +384,7 @@ pub fn fleet_observation(
     now: OffsetDateTime,
 ) -> Observation {
     let mut conditions = Vec::new();
+    let mut events = Vec::new();
     for host in &run.hosts {
         let name = match &host.environment {
             Some(env) => format!("{} ({}, {env})", host.hostname, host.agent_id),
@@ -428,6 +434,50 @@ pub fn fleet_observation(
                 expected: false,
             });
         }
+        let told = host.execs.len().min(MAX_EXECS_PER_HOST);
+        for exec in &host.execs[..told] {
+            let severity = if exec.flags.iter().any(|f| f == "deleted" || f == "memfd") {
+                Severity::Critical
+            } else {
+                Severity::High
+            };
+            let mut change = AlertChange::new(
+                ChangeKind::SuspiciousExec,
+                severity,
+                ChangeState::New,
+                format!("{} on {name}", exec.summary),
+                format!(
+                    "a suspicious process started on {name}: {} ({})",
+                    exec.summary,
+                    exec.flags.join(", ")
+                ),
+            )
+            .with_evidence(format!("started {}", exec.at))
+            .with_remedy(
+                "find who started it and from where (its parent, the user's logins, the service it \
+                 came from); an unpackaged or deleted executable running on a server is how miners \
+                 and backdoors look",
+            );
+            for flag in &exec.flags {
+                change = change.with_evidence(format!("flag {flag}"));
+            }
+            events.push(change);
+        }
+        if host.execs.len() > told {
+            events.push(
+                AlertChange::new(
+                    ChangeKind::SuspiciousExec,
+                    Severity::High,
+                    ChangeState::New,
+                    name.clone(),
+                    format!(
+                        "{} more suspicious process starts on {name} since the last run",
+                        host.execs.len() - told
+                    ),
+                )
+                .with_remedy("see the host's events on the server's Changes page"),
+            );
+        }
         let silent = host.last_seen.is_none_or(|seen| {
             now - seen > time::Duration::try_from(silent_after).unwrap_or(time::Duration::MAX)
         });
@@ -450,13 +500,110 @@ pub fn fleet_observation(
             });
         }
     }
-    Observation {
-        conditions,
-        events: Vec::new(),
-    }
+    Observation { conditions, events }
 }
 
 /// The current time's date in UTC, for expiry questions.
 pub fn today(now: OffsetDateTime) -> Date {
     now.date()
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::runner::{FleetExec, FleetHost, FleetListener, FleetRun};
+
+    fn exec(summary: &str, flags: &[&str]) -> FleetExec {
+        FleetExec {
+            at: datetime!(2026-12-02 10:00 UTC),
+            summary: summary.to_owned(),
+            flags: flags.iter().map(|f| (*f).to_owned()).collect(),
+        }
+    }
+
+    fn host(execs: Vec<FleetExec>) -> FleetHost {
+        FleetHost {
+            agent_id: "ag_1".into(),
+            hostname: "web-1".into(),
+            environment: Some("prod".into()),
+            last_seen: Some(datetime!(2026-12-02 10:00 UTC)),
+            unapproved: vec![FleetListener {
+                netns: "host".into(),
+                endpoint: "tcp 0.0.0.0:6379".into(),
+                owner: "/opt/redis/redis-server (pid 42, root)".into(),
+                approval: "unapproved".into(),
+            }],
+            findings: Vec::new(),
+            execs,
+        }
+    }
+
+    fn observe(hosts: Vec<FleetHost>) -> Observation {
+        fleet_observation(
+            &FleetRun { hosts },
+            Thresholds {
+                min_severity: Severity::Medium,
+                tls_expiry_days: 14,
+            },
+            std::time::Duration::from_secs(1800),
+            datetime!(2026-12-02 10:05 UTC),
+        )
+    }
+
+    #[test]
+    fn suspicious_execs_are_one_off_changes_worst_for_deleted_and_memfd() {
+        let observation = observe(vec![host(vec![
+            exec(
+                "pid 7 /tmp/xmrig as www-data",
+                &["unpackaged", "world-writable"],
+            ),
+            exec("pid 8 memfd:x (deleted) as root", &["memfd", "deleted"]),
+        ])]);
+        assert_eq!(observation.conditions.len(), 1, "the unapproved listener");
+        assert_eq!(
+            observation.conditions[0].kind,
+            ChangeKind::ListenerUnapproved
+        );
+        let execs: Vec<(&str, Severity)> = observation
+            .events
+            .iter()
+            .map(|c| (c.subject.as_str(), c.severity))
+            .collect();
+        assert_eq!(
+            execs,
+            [
+                (
+                    "pid 7 /tmp/xmrig as www-data on web-1 (ag_1, prod)",
+                    Severity::High
+                ),
+                (
+                    "pid 8 memfd:x (deleted) as root on web-1 (ag_1, prod)",
+                    Severity::Critical
+                ),
+            ]
+        );
+        let first = &observation.events[0];
+        assert_eq!(first.kind, ChangeKind::SuspiciousExec);
+        assert_eq!(first.state, ChangeState::New);
+        assert!(first.message.contains("unpackaged, world-writable"));
+        assert!(first.evidence.iter().any(|e| e == "flag world-writable"));
+        assert!(!first.remedy.is_empty());
+    }
+
+    #[test]
+    fn a_flood_of_execs_is_told_up_to_the_cap_then_counted() {
+        let many = (0..MAX_EXECS_PER_HOST + 5)
+            .map(|n| exec(&format!("pid {n} /tmp/x as nobody"), &["unpackaged"]))
+            .collect();
+        let observation = observe(vec![host(many)]);
+        assert_eq!(observation.events.len(), MAX_EXECS_PER_HOST + 1);
+        let last = observation.events.last().expect("the count");
+        assert!(
+            last.message.starts_with("5 more suspicious process starts"),
+            "{}",
+            last.message
+        );
+    }
 }

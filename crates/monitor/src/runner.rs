@@ -75,6 +75,19 @@ pub struct FleetHost {
     /// Exposed listeners no approval covers (or whose approval expired).
     pub unapproved: Vec<FleetListener>,
     pub findings: Vec<perimeter_model::Finding>,
+    /// The suspicious execs its agent told of in the run's window.
+    pub execs: Vec<FleetExec>,
+}
+
+/// A suspicious process start an agent told of.
+#[derive(Debug, Clone)]
+pub struct FleetExec {
+    pub at: time::OffsetDateTime,
+    /// `pid 4242 /tmp/xmrig as www-data`.
+    pub summary: String,
+    /// Why it is suspicious: `unpackaged`, `world-writable`, `deleted`,
+    /// `memfd`.
+    pub flags: Vec<String>,
 }
 
 /// A listener of a fleet host.
@@ -110,7 +123,14 @@ pub trait JobRunner: Send + Sync {
     ) -> impl Future<Output = anyhow::Result<VerifyRun>> + Send;
 
     /// The fleet's hosts; only a monitor inside `perimeter server` has them.
-    fn fleet(&self) -> impl Future<Output = anyhow::Result<FleetRun>> + Send {
+    /// Each host's suspicious execs are those the server received within
+    /// `events` (consecutive runs get adjoining windows, so each exec is told
+    /// once).
+    fn fleet(
+        &self,
+        events: std::ops::Range<time::OffsetDateTime>,
+    ) -> impl Future<Output = anyhow::Result<FleetRun>> + Send {
+        let _ = events;
         async {
             anyhow::bail!(
                 "a fleet job runs only inside `perimeter server --monitor`, which holds the agents' reports"

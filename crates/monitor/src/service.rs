@@ -50,6 +50,14 @@ pub const SELF_JOB: &str = "_monitor";
 /// Attempts in a row after which a channel counts as failing.
 const FAILING_AFTER: u32 = 3;
 
+/// How far behind its start a fleet run reads the agents' events: a report
+/// received just before may still be in its transaction (the server's
+/// request deadline is 30 s).
+const FLEET_EVENT_LAG: time::Duration = time::Duration::seconds(60);
+
+/// The events the first fleet run of a history reads.
+const FIRST_FLEET_WINDOW: time::Duration = time::Duration::hours(1);
+
 /// What the service is told from outside (the CLI turns signals into these).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {
@@ -449,9 +457,18 @@ fn start_job<'r, R: JobRunner>(
         }));
     }
     if job == FLEET_JOB {
+        // Execs are read in windows that end a little before each run's
+        // start (a report received just before it may still be committing)
+        // and begin where the last complete run's ended; a failed run's
+        // window is read again by the next.
+        let window_end = started - FLEET_EVENT_LAG;
+        let window_start = match store.last_complete_run(job)? {
+            Some(previous) => previous.started - FLEET_EVENT_LAG,
+            None => window_end - FIRST_FLEET_WINDOW,
+        };
         let run_id = store.begin_run(job, JobKind::Fleet, started)?;
         return Ok(Box::pin(async move {
-            let outcome = runner.fleet().await.map(Ran::Fleet);
+            let outcome = runner.fleet(window_start..window_end).await.map(Ran::Fleet);
             JobDone {
                 job: job_name,
                 run_id,

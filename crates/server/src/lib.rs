@@ -132,6 +132,40 @@ pub fn judge_fleet(store: &dyn FleetStore) -> Result<Vec<JudgedHost>, String> {
     Ok(hosts)
 }
 
+/// The most events one fleet run reads; beyond, the rest of the window is
+/// left (and said in the log): a flood must not stall the monitor.
+const MAX_WINDOW_EVENTS: usize = 100_000;
+
+/// The suspicious execs (`exec` events) the agents told of, received within
+/// `window`, per agent id, oldest first: what the monitor's fleet job turns
+/// into alerts.
+pub fn suspicious_execs(
+    store: &dyn FleetStore,
+    window: std::ops::Range<time::OffsetDateTime>,
+) -> Result<HashMap<String, Vec<perimeter_api::Event>>, String> {
+    let rows = store
+        .events_received(window, MAX_WINDOW_EVENTS)
+        .map_err(|err| err.to_string())?;
+    if rows.len() == MAX_WINDOW_EVENTS {
+        tracing::warn!(
+            "more than {MAX_WINDOW_EVENTS} events since the last fleet run: the rest are not alerted"
+        );
+    }
+    let mut execs: HashMap<String, Vec<perimeter_api::Event>> = HashMap::new();
+    for row in rows {
+        // Every event was checked and serialised by the server itself; one
+        // that does not parse (a newer server's?) is skipped, not fatal.
+        match serde_json::from_str::<perimeter_api::Event>(&row.event) {
+            Ok(event) if event.kind == "exec" => {
+                execs.entry(row.agent_id).or_default().push(event);
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(id = row.id, "a stored event does not parse: {err}"),
+        }
+    }
+    Ok(execs)
+}
+
 /// What the handlers share.
 pub(crate) struct AppState {
     pub(crate) store: Mutex<Box<dyn FleetStore>>,

@@ -954,6 +954,31 @@ fn states_and_events(database: &dyn Database) {
         store.events(Some("ag_unknown"), 0, 100).expect("events"),
         vec![]
     );
+
+    // By the time received: adjoining windows (start in, end out) hold each
+    // event once.
+    let first = reports[0].received_at;
+    let second = reports[2].received_at;
+    assert_eq!(
+        store.events_received(first..second, 100).expect("window"),
+        all[..3].to_vec()
+    );
+    assert_eq!(
+        store
+            .events_received(second..second + time::Duration::seconds(1), 100)
+            .expect("window"),
+        vec![all[3].clone()]
+    );
+    assert_eq!(
+        store
+            .events_received(first - time::Duration::hours(1)..first, 100)
+            .expect("window"),
+        vec![]
+    );
+    assert_eq!(
+        store.events_received(first..second, 1).expect("window"),
+        vec![all[0].clone()]
+    );
 }
 
 fn approvals_with_each_scope(database: &dyn Database) {

@@ -11,7 +11,8 @@ use perimeter_model::Environment;
 use perimeter_model::Finding;
 use perimeter_monitor::config::VerifyJob;
 use perimeter_monitor::runner::{
-    AuditRun, FleetHost, FleetListener, FleetRun, JobRunner, ScanRequest, ScanRun, VerifyRun,
+    AuditRun, FleetExec, FleetHost, FleetListener, FleetRun, JobRunner, ScanRequest, ScanRun,
+    VerifyRun,
 };
 use perimeter_scan::{ScanOptions, TargetRequest};
 use perimeter_store::{SqliteStore, Store as _};
@@ -185,7 +186,7 @@ impl JobRunner for CliRunner {
         Ok(VerifyRun { scan, findings })
     }
 
-    async fn fleet(&self) -> Result<FleetRun> {
+    async fn fleet(&self, events: std::ops::Range<time::OffsetDateTime>) -> Result<FleetRun> {
         let Some(database) = self.fleet_database.clone() else {
             bail!(
                 "a fleet job runs only inside `perimeter server --monitor`, which holds the agents' reports"
@@ -195,8 +196,25 @@ impl JobRunner for CliRunner {
             let store = open_fleet_store(Some(&database))?;
             let hosts =
                 perimeter_server::judge_fleet(store.as_ref()).map_err(anyhow::Error::msg)?;
+            let mut execs = perimeter_server::suspicious_execs(store.as_ref(), events)
+                .map_err(anyhow::Error::msg)?;
             Ok(FleetRun {
-                hosts: hosts.into_iter().map(fleet_host).collect(),
+                hosts: hosts
+                    .into_iter()
+                    .map(|host| {
+                        let execs = execs
+                            .remove(&host.agent.id)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|event| FleetExec {
+                                at: event.at,
+                                summary: event.summary,
+                                flags: event.flags,
+                            })
+                            .collect();
+                        fleet_host(host, execs)
+                    })
+                    .collect(),
             })
         })
         .await
@@ -205,7 +223,7 @@ impl JobRunner for CliRunner {
 }
 
 /// The monitor's view of a judged host.
-fn fleet_host(host: perimeter_server::JudgedHost) -> FleetHost {
+fn fleet_host(host: perimeter_server::JudgedHost, execs: Vec<FleetExec>) -> FleetHost {
     FleetHost {
         agent_id: host.agent.id,
         hostname: host.agent.hostname,
@@ -243,6 +261,7 @@ fn fleet_host(host: perimeter_server::JudgedHost) -> FleetHost {
                 Some(finding)
             })
             .collect(),
+        execs,
     }
 }
 

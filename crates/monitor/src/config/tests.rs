@@ -285,7 +285,7 @@ fn errors_say_where() {
     error(
         "[[monitor.channel]]\nname = \"x\"\nkind = \"syslog\"\nkinds = [\"port-opened\", \"port-exploded\"]\n",
         expect![
-            "line 4:25: `port-exploded` is not a change kind (one of: port-opened, port-closed, service-changed, auth-changed, tls-changed, tls-expiring, finding-new, finding-resolved, severity-raised, listener-unapproved, unknown-host, experiment-expired, channel-failing)"
+            "line 4:25: `port-exploded` is not a change kind (one of: port-opened, port-closed, service-changed, auth-changed, tls-changed, tls-expiring, finding-new, finding-resolved, severity-raised, listener-unapproved, unknown-host, experiment-expired, channel-failing, suspicious-exec)"
         ],
     );
     error(

@@ -373,6 +373,15 @@ pub trait FleetStore: Send {
         limit: usize,
     ) -> Result<Vec<EventRow>, FleetError>;
 
+    /// Events received within `window` (start included, end not), in the
+    /// order stored, at most `limit`: what the monitor's fleet job reads
+    /// since its last run.
+    fn events_received(
+        &self,
+        window: std::ops::Range<OffsetDateTime>,
+        limit: usize,
+    ) -> Result<Vec<EventRow>, FleetError>;
+
     /// Adds an approval (trail `approval.add` by its `approved_by`).
     fn add_approval(&mut self, approval: &NewFleetApproval) -> Result<FleetApproval, FleetError>;
     /// Revokes one (trail `approval.revoke`); `NotFound` for an unknown or

@@ -51,9 +51,10 @@ const BACKEND: &str = "postgresql";
 /// The fleet's migrations, in order: `MIGRATIONS[i]` takes the database from
 /// version `i` to `i + 1`. Released migrations are never edited, only appended
 /// to.
-const MIGRATIONS: &[&str] = &[include_str!(
-    "../../migrations/fleet/postgres/0001_initial.sql"
-)];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/fleet/postgres/0001_initial.sql"),
+    include_str!("../../migrations/fleet/postgres/0002_events_by_time.sql"),
+];
 
 /// The advisory lock key of migrations ("prmtmigr").
 const MIGRATION_LOCK: i64 = 0x7072_6d74_6d69_6772;
@@ -744,6 +745,23 @@ impl FleetStore for PostgresFleet {
                 "SELECT id, agent_id, seq, received_at, event FROM fleet_events \
                  WHERE id > $1 AND ($2::TEXT IS NULL OR agent_id = $2) ORDER BY id LIMIT $3",
                 &[&after, &agent_id, &sql_limit(limit)],
+            )?;
+            decode_all(rows, event_from_row)
+        })
+    }
+
+    fn events_received(
+        &self,
+        window: std::ops::Range<OffsetDateTime>,
+        limit: usize,
+    ) -> Result<Vec<EventRow>, FleetError> {
+        self.run("list events by time", |tx| {
+            let from = time_column("window start", window.start)?;
+            let to = time_column("window end", window.end)?;
+            let rows = tx.query(
+                "SELECT id, agent_id, seq, received_at, event FROM fleet_events \
+                 WHERE received_at >= $1 AND received_at < $2 ORDER BY id LIMIT $3",
+                &[&from, &to, &sql_limit(limit)],
             )?;
             decode_all(rows, event_from_row)
         })

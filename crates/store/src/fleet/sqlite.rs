@@ -30,9 +30,10 @@ const BACKEND: &str = "sqlite";
 /// The fleet's migrations, in order: `MIGRATIONS[i]` takes the fleet tables
 /// from version `i` to `i + 1`, each in its own transaction. Released
 /// migrations are never edited, only appended to.
-const MIGRATIONS: &[&str] = &[include_str!(
-    "../../migrations/fleet/sqlite/0001_initial.sql"
-)];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/fleet/sqlite/0001_initial.sql"),
+    include_str!("../../migrations/fleet/sqlite/0002_events_by_time.sql"),
+];
 
 /// SQLite's `application_id` of a perimeter database ("PRMT"), as
 /// [`crate::SqliteStore`] writes it.
@@ -705,6 +706,24 @@ impl FleetStore for SqliteFleet {
                 "SELECT id, agent_id, seq, received_at, event FROM fleet_events \
                  WHERE id > ?1 AND (?2 IS NULL OR agent_id = ?2) ORDER BY id LIMIT ?3",
                 params![after, agent_id, sql_limit(limit)],
+                event_from_row,
+            )
+        })
+    }
+
+    fn events_received(
+        &self,
+        window: std::ops::Range<OffsetDateTime>,
+        limit: usize,
+    ) -> Result<Vec<EventRow>, FleetError> {
+        self.read("list events by time", |conn| {
+            let from = time_column("window start", window.start)?;
+            let to = time_column("window end", window.end)?;
+            collect(
+                conn,
+                "SELECT id, agent_id, seq, received_at, event FROM fleet_events \
+                 WHERE received_at >= ?1 AND received_at < ?2 ORDER BY id LIMIT ?3",
+                params![from, to, sql_limit(limit)],
                 event_from_row,
             )
         })

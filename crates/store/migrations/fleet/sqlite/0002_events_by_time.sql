@@ -1,0 +1,3 @@
+-- The monitor's fleet job reads the agents' events received in a time
+-- window (the suspicious execs since its last run).
+CREATE INDEX fleet_events_by_time ON fleet_events (received_at);
