@@ -22,7 +22,7 @@ use crate::error::ApiError;
 /// The alerts listed at most.
 pub(crate) const MAX_ALERTS: usize = 1_000;
 
-fn history(state: &AppState) -> Result<PathBuf, ApiError> {
+pub(crate) fn history(state: &AppState) -> Result<PathBuf, ApiError> {
     state.config.monitor_history.clone().ok_or_else(|| {
         ApiError::new(
             axum::http::StatusCode::NOT_FOUND,
@@ -32,7 +32,7 @@ fn history(state: &AppState) -> Result<PathBuf, ApiError> {
     })
 }
 
-fn open_history(path: &Path, write: bool) -> Result<SqliteStore, ApiError> {
+pub(crate) fn open_history(path: &Path, write: bool) -> Result<SqliteStore, ApiError> {
     if !path.is_file() {
         tracing::warn!("the monitor's history {} is not there yet", path.display());
         return Err(ApiError::new(

@@ -128,6 +128,7 @@ pub(crate) fn page(title: &str, current: &str, reader: Option<&Reader<'_>>, body
         for (href, label) in [
             ("/", "Overview"),
             ("/approvals", "Approvals"),
+            ("/exposure", "Exposure"),
             ("/alerts", "Alerts"),
             ("/changes", "Changes"),
         ] {

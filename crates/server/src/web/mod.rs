@@ -23,6 +23,7 @@
 //! - Pages work without JavaScript; /static/app.js only shows times in the
 //!   reader's time zone.
 
+mod exposure;
 mod html;
 mod pages;
 mod session;
@@ -103,6 +104,8 @@ pub(crate) fn router(app: Arc<AppState>) -> Router {
         .route("/hosts/{id}/revoke", post(revoke_agent))
         .route("/approvals", get(approvals_page).post(add_approval))
         .route("/approvals/{id}/revoke", post(revoke_approval))
+        .route("/exposure", get(exposure_page))
+        .route("/exposure/scans/{id}", get(scan_page))
         .route("/alerts", get(alerts_page))
         .route("/alerts/{id}/ack", post(ack_condition))
         .route("/changes", get(changes_page))
@@ -610,6 +613,42 @@ async fn alerts_page(
         Err(err) if err.code == "no_monitor" => html_page(
             StatusCode::OK,
             pages::alerts(None, &viewer, notice.as_deref(), now),
+        ),
+        Err(err) => error_page(&err, Some(&viewer)),
+    }
+}
+
+async fn exposure_page(State(web): Shared, headers: HeaderMap) -> Response {
+    show_exposure(web, headers, None).await
+}
+
+async fn scan_page(State(web): Shared, headers: HeaderMap, Path(id): Path<i64>) -> Response {
+    show_exposure(web, headers, Some(id)).await
+}
+
+async fn show_exposure(web: Arc<Web>, headers: HeaderMap, scan: Option<i64>) -> Response {
+    let viewer = match signed_in(&web, &headers).await {
+        Ok(viewer) => viewer,
+        Err(response) => return response,
+    };
+    let now = OffsetDateTime::now_utc();
+    let history = match crate::alerts::history(&web.app) {
+        Ok(history) => history,
+        Err(_) => {
+            return html_page(
+                StatusCode::OK,
+                exposure::page(None, scan.is_some(), &viewer, now),
+            );
+        }
+    };
+    let loaded = tokio::task::spawn_blocking(move || exposure::load(&history, scan))
+        .await
+        .map_err(|err| ApiError::internal(format!("the exposure task failed: {err}")))
+        .and_then(|loaded| loaded);
+    match loaded {
+        Ok(exposure) => html_page(
+            StatusCode::OK,
+            exposure::page(Some(&exposure), scan.is_some(), &viewer, now),
         ),
         Err(err) => error_page(&err, Some(&viewer)),
     }

@@ -379,7 +379,7 @@ fn severity_rank(severity: &str) -> usize {
 
 /// A severity as a badge: its name is always written, so colour is never
 /// the only sign.
-fn severity_badge(severity: &str) -> String {
+pub(crate) fn severity_badge(severity: &str) -> String {
     let class = if SEVERITIES.contains(&severity) {
         severity
     } else {

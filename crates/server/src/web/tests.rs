@@ -1,7 +1,7 @@
 //! The dashboard through its router, as a browser would drive it: sign-in,
 //! sessions, CSRF, roles, escaping of hostile agent data, security headers.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
@@ -692,4 +692,95 @@ async fn the_alerts_page_of_a_server_without_a_monitor_says_how_to_start_one() {
     let page = h.get("/alerts", Some(&vera)).await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.body.contains("runs no monitor"), "{}", page.body);
+}
+
+#[tokio::test]
+async fn the_exposure_page_shows_unauthenticated_services_first_with_certificates_and_changes() {
+    use perimeter_model::{
+        AuthState, PortResult, PortState, Protocol, ScanInfo, ServiceInfo, TlsInfo,
+    };
+    use perimeter_store::{SqliteStore, Store as _};
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("history.db");
+    let now = OffsetDateTime::now_utc();
+    let port = |port: u16, service: ServiceInfo| PortResult {
+        address: "198.18.0.7".parse().expect("address"),
+        port,
+        protocol: Protocol::Tcp,
+        state: PortState::Open,
+        service: Some(service),
+        findings: Vec::new(),
+    };
+    let mut https = ServiceInfo::named("https");
+    https.product = Some(format!("nginx{HOSTILE}"));
+    https.tls = Some(TlsInfo {
+        subject: format!("CN=www{HOSTILE}"),
+        issuer: "CN=lab CA".into(),
+        not_after: Some(now + time::Duration::days(3)),
+        subject_alt_names: Vec::new(),
+    });
+    let mut redis = ServiceInfo::named("redis");
+    redis.auth = AuthState::None;
+    let (first, second) = {
+        let mut store = SqliteStore::open(&path).expect("history");
+        let mut scan = |results: Vec<PortResult>, minutes: i64| {
+            let info = ScanInfo {
+                id: 0,
+                targets: vec!["198.18.0.0/24".into()],
+                resolved: Vec::new(),
+                excluded: Vec::new(),
+                ports: "top:100".into(),
+                profile: "normal".into(),
+                seed: 7,
+                options: BTreeMap::new(),
+                started: now - time::Duration::minutes(minutes),
+                finished: None,
+                complete: false,
+                n_probes: 0,
+            };
+            let id = store.begin_scan(&info).expect("begin");
+            store.record_results(id, &results).expect("results");
+            store
+                .finish_scan(id, now - time::Duration::minutes(minutes - 1), true, 100)
+                .expect("finish");
+            id
+        };
+        let first = scan(vec![port(443, https.clone())], 60);
+        let second = scan(vec![port(443, https), port(6379, redis)], 10);
+        (first, second)
+    };
+    let h = harness_with(Some(path));
+    let (vera, _) = h.login("vera").await;
+    let page = h.get("/exposure", Some(&vera)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let body = &page.body;
+    let redis_at = body.find("data-port=\"6379\"").expect("redis listed");
+    let https_at = body.find("data-port=\"443\"").expect("https listed");
+    assert!(redis_at < https_at, "the unauthenticated Redis comes first");
+    assert!(body.contains("<strong class=\"bad\">NONE</strong>"));
+    assert!(
+        body.contains("3 days left") || body.contains("2 days left"),
+        "{body}"
+    );
+    assert!(
+        body.contains("CN=www&lt;script&gt;"),
+        "the certificate subject as text"
+    );
+    assert!(!body.contains("<script>alert(1)"));
+    assert!(body.contains(&format!("href=\"/exposure/scans/{first}\"")));
+    assert!(
+        body.contains("opened"),
+        "the diff against the scan before: {body}"
+    );
+    let one = h
+        .get(&format!("/exposure/scans/{second}"), Some(&vera))
+        .await;
+    assert_eq!(one.status, StatusCode::OK);
+    assert!(one.body.contains(&format!("id=\"scan-{second}\"")));
+    let missing = h.get("/exposure/scans/999999", Some(&vera)).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let nothing = harness();
+    let (vera, _) = nothing.login("vera").await;
+    let page = nothing.get("/exposure", Some(&vera)).await;
+    assert!(page.body.contains("runs no monitor"));
 }
