@@ -102,6 +102,7 @@ pub(crate) fn router(app: Arc<AppState>) -> Router {
         .route("/hosts/{id}", get(host_page))
         .route("/hosts/{id}/accept", post(accept_agent))
         .route("/hosts/{id}/revoke", post(revoke_agent))
+        .route("/hosts/{id}/environment", post(set_environment))
         .route("/approvals", get(approvals_page).post(add_approval))
         .route("/approvals/{id}/revoke", post(revoke_approval))
         .route("/exposure", get(exposure_page))
@@ -857,6 +858,62 @@ async fn set_agent_status(
     match changed {
         Ok(()) => {
             tracing::info!(agent = %id, by = %viewer.user, status = status.as_str(), "agent status changed (dashboard)");
+            Redirect::to(&format!("/hosts/{}", html::url_component(&id))).into_response()
+        }
+        Err(err) => error_page(&err, Some(&viewer)),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct EnvironmentForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    environment: String,
+}
+
+/// An administrator puts a host in an environment (or in none), as the API's
+/// `POST /hosts/{id}/environment` does; the trail records it.
+async fn set_environment(
+    State(web): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    form: Result<Form<EnvironmentForm>, FormRejection>,
+) -> Response {
+    let form = match form {
+        Ok(Form(form)) => form,
+        Err(rejection) => return form_error(&rejection, None),
+    };
+    let viewer = match signed_form(&web, &headers, &form.csrf).await {
+        Ok(viewer) => viewer,
+        Err(response) => return response,
+    };
+    if let Some(response) = viewer.refusal(Role::Admin) {
+        return response;
+    }
+    let name = form.environment.trim().to_owned();
+    let environment = if name.is_empty() { None } else { Some(name) };
+    if let Some(name) = &environment
+        && let Err(err) = routes::check_text("environment", name, 255)
+    {
+        return error_page(&err, Some(&viewer));
+    }
+    let by = viewer.user.clone();
+    let id2 = id.clone();
+    let set = web
+        .app
+        .with_store(move |store| {
+            Ok(store.set_agent_environment(
+                &id2,
+                environment.as_deref(),
+                &by,
+                OffsetDateTime::now_utc(),
+            )?)
+        })
+        .await;
+    match set {
+        Ok(()) => {
+            tracing::info!(id = %id, by = %viewer.user, "environment set (dashboard)");
             Redirect::to(&format!("/hosts/{}", html::url_component(&id))).into_response()
         }
         Err(err) => error_page(&err, Some(&viewer)),

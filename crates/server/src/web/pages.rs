@@ -871,6 +871,18 @@ pub(crate) fn host(page: &HostPage, viewer: &Viewer, now: OffsetDateTime) -> Str
         summary.unapproved,
     );
     body.push_str(&agent_forms(viewer, &summary.agent_id, &summary.status));
+    if viewer.can(Role::Admin) {
+        let _ = write!(
+            body,
+            "<form class=\"inline environment\" method=\"post\" action=\"/hosts/{}/environment\">{}\
+             <label>Environment <input name=\"environment\" maxlength=\"255\" value=\"{}\" \
+             placeholder=\"prod, dev, experiment-...\"></label>\
+             <button type=\"submit\">Set</button> <small class=\"quiet\">empty: none</small></form>",
+            html::url_component(&summary.agent_id),
+            csrf_field(viewer),
+            Esc(summary.environment.as_deref().unwrap_or("")),
+        );
+    }
     let _ = write!(
         body,
         "<section><h2>Listeners</h2>{}",

@@ -784,3 +784,56 @@ async fn the_exposure_page_shows_unauthenticated_services_first_with_certificate
     let page = nothing.get("/exposure", Some(&vera)).await;
     assert!(page.body.contains("runs no monitor"));
 }
+
+#[tokio::test]
+async fn an_administrator_sets_a_hosts_environment_from_its_page() {
+    let h = harness();
+    let id = h.agent_id.clone();
+    let path = format!("/hosts/{id}/environment");
+    let (alice, alice_csrf) = h.login("alice").await;
+    let page = h.get(&format!("/hosts/{id}"), Some(&alice)).await;
+    assert!(!page.body.contains(&format!("action=\"{path}\"")));
+    let refused = h
+        .post(
+            &path,
+            &format!("perimeter_session={alice}"),
+            &[("csrf", &alice_csrf), ("environment", "prod")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+
+    let (root, root_csrf) = h.login("root").await;
+    let page = h.get(&format!("/hosts/{id}"), Some(&root)).await;
+    assert!(page.body.contains(&format!("action=\"{path}\"")));
+    let set = h
+        .post(
+            &path,
+            &format!("perimeter_session={root}"),
+            &[("csrf", &root_csrf), ("environment", " prod ")],
+        )
+        .await;
+    assert_eq!(set.status, StatusCode::SEE_OTHER, "{}", set.body);
+    let environment = |h: &Harness| {
+        h.state
+            .store
+            .lock()
+            .expect("store")
+            .agent(&id)
+            .expect("agent")
+            .expect("known")
+            .environment
+    };
+    assert_eq!(environment(&h).as_deref(), Some("prod"));
+    let page = h.get(&format!("/hosts/{id}"), Some(&root)).await;
+    assert!(page.body.contains("value=\"prod\""));
+    // Empty: no environment.
+    let cleared = h
+        .post(
+            &path,
+            &format!("perimeter_session={root}"),
+            &[("csrf", &root_csrf), ("environment", "")],
+        )
+        .await;
+    assert_eq!(cleared.status, StatusCode::SEE_OTHER);
+    assert_eq!(environment(&h), None);
+}
