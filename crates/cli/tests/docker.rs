@@ -21,7 +21,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{private_ufw_config, ufw};
+use common::{private_ufw_config, stdout, ufw};
 use perimeter_testlab::{Daemon, Lab, Ns, Requirement, require, require_that};
 
 const DOCKER_HOST_ADDR: &str = "198.18.92.5";
@@ -284,6 +284,52 @@ fn published_port_behind_ufw_is_firewall_bypassed() {
     let listener = common::listener(&doc, PORT);
     let allowed = listener["reachable_from"]["allowed"].to_string();
     assert!(allowed.contains("0.0.0.0/0"), "{listener:#}");
+    // ...and is the container's port, named from Docker's own state, not
+    // the package docker.io listening.
+    let container_id = dockerd.docker_ok(&["inspect", "-f", "{{.Id}}", CONTAINER]);
+    let reference = &listener["container_ref"];
+    assert_eq!(reference["via"], "docker-proxy", "{listener:#}");
+    assert_eq!(reference["runtime"], "docker", "{listener:#}");
+    assert_eq!(reference["name"], CONTAINER, "{listener:#}");
+    assert_eq!(reference["image"], image, "{listener:#}");
+    assert_eq!(reference["id"], container_id.trim(), "{listener:#}");
+    assert!(
+        reference["image_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("sha256:")),
+        "{listener:#}"
+    );
+    // With every namespace, the container's own socket is traced to it by
+    // its process's cgroup.
+    let (_, everything) = common::audit_json(
+        Some(&host),
+        &approvals,
+        &["--no-service-probes", "--all-netns"],
+    );
+    let inside = everything["listeners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|l| l["port"] == PORT && l["container_ref"]["via"] == "process")
+        .unwrap_or_else(|| {
+            panic!("the container's own listener, traced by its process: {everything:#}")
+        });
+    assert_eq!(inside["container_ref"]["name"], CONTAINER, "{inside:#}");
+    let text = common::run(
+        Some(&host),
+        &[
+            "audit",
+            "--no-store",
+            "--no-service-probes",
+            "--approvals",
+            &approvals.to_string_lossy(),
+        ],
+    );
+    assert!(
+        stdout(&text).contains(&format!("container {CONTAINER} ({image})")),
+        "the table names the container: {}",
+        stdout(&text)
+    );
     drop(dockerd);
     drop(lab);
 }

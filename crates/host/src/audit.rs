@@ -87,6 +87,10 @@ pub fn collect(opts: &AuditOptions) -> Collected {
     };
 
     assign_packages(&mut snapshot, &opts.fs_root);
+    let (containers, problems) =
+        crate::containers::docker_containers(&snapshot.processes, &opts.fs_root);
+    snapshot.containers = containers;
+    snapshot.problems.extend(problems);
     snapshot.exe_dir_modes = exe_dir_modes(snapshot.processes.values());
 
     let current_inode = netns_inode(&opts.proc_root.join("thread-self/ns/net")).ok();

@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod command;
+pub mod containers;
 pub mod firewall;
 pub mod interfaces;
 pub mod listeners;

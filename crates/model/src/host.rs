@@ -268,10 +268,40 @@ pub struct HostSnapshot {
     /// beyond loopback, keyed by (netns inode, socket inode). Absent when the
     /// ruleset could not be read.
     pub reach: BTreeMap<(u64, u64), crate::Reach>,
+    /// The containers the host's runtimes know (Docker's state, read-only).
+    pub containers: Vec<crate::Container>,
     pub problems: Vec<Problem>,
 }
 
 impl HostSnapshot {
+    /// The container behind a listener, and how it was traced: the main
+    /// owner runs in the container (its cgroup names it), or it is Docker's
+    /// userland proxy forwarding the host's port to the container's address.
+    pub fn container_of(
+        &self,
+        listener: &Listener,
+    ) -> Option<(&crate::Container, crate::ContainerVia)> {
+        let owner = self.main_owner(listener)?;
+        if let Some((runtime, id)) = owner.container.as_deref().and_then(|c| c.split_once(':'))
+            && !id.is_empty()
+            && let Some(container) = self
+                .containers
+                .iter()
+                .find(|c| c.runtime == runtime && c.id.starts_with(id))
+        {
+            return Some((container, crate::ContainerVia::Process));
+        }
+        if owner.name() == "docker-proxy" {
+            let target = crate::proxy_target(&owner.cmdline)?;
+            let container = self
+                .containers
+                .iter()
+                .find(|c| c.running && c.addresses.contains(&target))?;
+            return Some((container, crate::ContainerVia::Proxy));
+        }
+        None
+    }
+
     /// The processes holding a listener, in pid order.
     pub fn owners_of<'a>(
         &'a self,

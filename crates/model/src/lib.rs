@@ -11,6 +11,7 @@
 
 pub mod addrset;
 mod alert;
+mod container;
 mod environment;
 mod finding;
 mod host;
@@ -23,6 +24,7 @@ pub use alert::{
     Alert, AlertChange, ChangeKind, ChangeKindParseError, ChangeState, IdempotencyKey,
     IdempotencyKeyError, highest_severity,
 };
+pub use container::{Container, ContainerVia, proxy_target};
 pub use environment::{EnvKind, Environment, PublishedPath, Reach};
 pub use finding::{Finding, Problem, Severity, SeverityParseError};
 pub use host::{

@@ -174,11 +174,27 @@ struct ListenerJson {
     cmdline: Option<String>,
     unit: Option<String>,
     container: Option<String>,
+    /// The container behind the listener, from the runtime's state: the
+    /// one its process runs in, or the one Docker's proxy forwards the
+    /// host's port to (`via`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container_ref: Option<ContainerJson>,
     approval: ApprovalJson,
     /// Who the namespace's firewall lets through to this listener (beyond
     /// loopback only; absent when the ruleset could not be read).
     #[serde(skip_serializing_if = "Option::is_none")]
     reachable_from: Option<ReachJson>,
+}
+
+#[derive(Debug, Serialize)]
+struct ContainerJson {
+    runtime: String,
+    id: String,
+    name: String,
+    image: String,
+    image_id: String,
+    /// `process` or `docker-proxy`.
+    via: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -279,6 +295,16 @@ fn listener_json(
         cmdline: owner.map(|p| redacted_cmdline(&p.cmdline)),
         unit: owner.and_then(|p| p.unit.clone()),
         container: owner.and_then(|p| p.container.clone()),
+        container_ref: snapshot
+            .container_of(listener)
+            .map(|(container, via)| ContainerJson {
+                runtime: container.runtime.clone(),
+                id: container.id.clone(),
+                name: container.name.clone(),
+                image: container.image.clone(),
+                image_id: container.image_id.clone(),
+                via: via.as_str(),
+            }),
         approval: ApprovalJson {
             status: approval.as_str(),
             entry: approval.entry().map(str::to_owned),
@@ -446,11 +472,25 @@ pub fn to_human(view: &AuditView<'_>, style: Style) -> String {
             }
             None => "?".to_owned(),
         };
-        let (package, package_color) = match owner.map(|p| &p.ownership) {
-            Some(Ownership::Package(pkg)) => (pkg.name.clone(), dim),
-            Some(Ownership::Unpackaged) => ("UNPACKAGED".to_owned(), Some(Color::Red)),
-            Some(Ownership::Unknown(_)) | Some(Ownership::NotChecked) => ("?".to_owned(), dim),
-            None => ("?".to_owned(), dim),
+        let container = snapshot.container_of(listener);
+        let (package, package_color) = match (container, owner.map(|p| &p.ownership)) {
+            // The container behind it is what a person needs to know: Docker's
+            // proxy is only Docker's, and inside a container the image is
+            // what shipped the binary.
+            (Some((c, perimeter_model::ContainerVia::Proxy)), _) => (
+                crate::alert::one_line(&format!("container {} ({})", c.name, c.image)),
+                Some(Color::Yellow),
+            ),
+            (Some((c, perimeter_model::ContainerVia::Process)), _) => (
+                crate::alert::one_line(&format!("image {} ({})", c.image, c.name)),
+                dim,
+            ),
+            (None, Some(Ownership::Package(pkg))) => (pkg.name.clone(), dim),
+            (None, Some(Ownership::Unpackaged)) => ("UNPACKAGED".to_owned(), Some(Color::Red)),
+            (None, Some(Ownership::Unknown(_)) | Some(Ownership::NotChecked)) => {
+                ("?".to_owned(), dim)
+            }
+            (None, None) => ("?".to_owned(), dim),
         };
         let user = owner.map(Process::user_name).unwrap_or_else(|| "?".into());
         let user_color = if owner.is_some_and(|p| p.uid == 0) && exposed {

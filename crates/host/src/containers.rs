@@ -1,0 +1,405 @@
+//! The containers Docker keeps, from its own state directory, read-only:
+//! `<data-root>/containers/<id>/config.v2.json` (name, image, state, network
+//! addresses, mounts) and `hostconfig.json` (privileged, network mode, binds).
+//! The data root is the one each running `dockerd` was given
+//! (`--data-root`, or `data-root` in its daemon.json), else Docker's default
+//! `/var/lib/docker`.
+//!
+//! Docker's API socket would give the same facts, but asking it means
+//! speaking to a root daemon that can also start containers; the files need
+//! no more than read access and cannot change anything. Every file is
+//! untrusted input: sizes are capped, and a file that does not parse is a
+//! problem of its own, not the end of the audit.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use perimeter_model::{Container, Problem, Process};
+use serde::Deserialize;
+
+/// The largest state file read.
+const MAX_STATE_BYTES: u64 = 4 * 1024 * 1024;
+/// The most containers read from one data root.
+const MAX_CONTAINERS: usize = 10_000;
+/// Docker's data root when its daemon is given none.
+const DEFAULT_DATA_ROOT: &str = "/var/lib/docker";
+/// Docker's daemon configuration when its daemon is given none.
+const DEFAULT_DAEMON_JSON: &str = "/etc/docker/daemon.json";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ConfigV2 {
+    #[serde(rename = "ID")]
+    id: String,
+    #[serde(rename = "Name")]
+    name: String,
+    #[serde(rename = "Image")]
+    image_id: String,
+    #[serde(rename = "Config")]
+    config: ContainerConfig,
+    #[serde(rename = "State")]
+    state: State,
+    #[serde(rename = "NetworkSettings")]
+    network_settings: NetworkSettings,
+    #[serde(rename = "MountPoints")]
+    mount_points: BTreeMap<String, MountPoint>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ContainerConfig {
+    #[serde(rename = "Image")]
+    image: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct State {
+    #[serde(rename = "Running")]
+    running: bool,
+    #[serde(rename = "Pid")]
+    pid: i64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct NetworkSettings {
+    #[serde(rename = "Networks")]
+    networks: BTreeMap<String, Endpoint>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Endpoint {
+    #[serde(rename = "IPAddress")]
+    ip_address: String,
+    #[serde(rename = "GlobalIPv6Address")]
+    global_ipv6_address: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct MountPoint {
+    #[serde(rename = "Source")]
+    source: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct HostConfig {
+    #[serde(rename = "Privileged")]
+    privileged: bool,
+    #[serde(rename = "NetworkMode")]
+    network_mode: String,
+    #[serde(rename = "Binds")]
+    binds: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct DaemonJson {
+    #[serde(rename = "data-root")]
+    data_root: Option<String>,
+}
+
+/// The value of `--flag VALUE` or `--flag=VALUE` in a command line.
+fn flag_value<'a>(cmdline: &'a [String], names: &[&str]) -> Option<&'a str> {
+    let mut args = cmdline.iter();
+    while let Some(arg) = args.next() {
+        if let Some((name, value)) = arg.split_once('=')
+            && names.contains(&name)
+        {
+            return Some(value);
+        }
+        if names.contains(&arg.as_str()) {
+            return args.next().map(String::as_str);
+        }
+    }
+    None
+}
+
+/// Where each running dockerd keeps its state; Docker's default when none
+/// runs but the default directory exists (containers stopped with it still
+/// tell what was published).
+fn data_roots(
+    processes: &BTreeMap<u32, Process>,
+    fs_root: &Path,
+    problems: &mut Vec<Problem>,
+) -> BTreeSet<PathBuf> {
+    let mut roots = BTreeSet::new();
+    for process in processes.values().filter(|p| p.name() == "dockerd") {
+        let root = match flag_value(&process.cmdline, &["--data-root", "-g", "--graph"]) {
+            Some(root) => Some(PathBuf::from(root)),
+            None => {
+                let config = flag_value(&process.cmdline, &["--config-file"])
+                    .map_or_else(|| PathBuf::from(DEFAULT_DAEMON_JSON), PathBuf::from);
+                daemon_json_root(&rooted(fs_root, &config), problems)
+            }
+        };
+        roots.insert(root.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_ROOT)));
+    }
+    if roots.is_empty()
+        && rooted(fs_root, Path::new(DEFAULT_DATA_ROOT))
+            .join("containers")
+            .is_dir()
+    {
+        roots.insert(PathBuf::from(DEFAULT_DATA_ROOT));
+    }
+    roots
+}
+
+fn daemon_json_root(path: &Path, problems: &mut Vec<Problem>) -> Option<PathBuf> {
+    if !path.exists() {
+        return None;
+    }
+    match perimeter_files::read_bytes(path, "Docker's daemon configuration", MAX_STATE_BYTES) {
+        Ok(bytes) => match serde_json::from_slice::<DaemonJson>(&bytes) {
+            Ok(doc) => doc.data_root.map(PathBuf::from),
+            Err(err) => {
+                problems.push(Problem::new(
+                    path.display().to_string(),
+                    format!("Docker's daemon.json does not parse: {err}"),
+                ));
+                None
+            }
+        },
+        Err(err) => {
+            problems.push(Problem::new(path.display().to_string(), err.to_string()));
+            None
+        }
+    }
+}
+
+/// `path` under `fs_root` (an image or a mounted root; `/` normally).
+fn rooted(fs_root: &Path, path: &Path) -> PathBuf {
+    match path.strip_prefix("/") {
+        Ok(relative) => fs_root.join(relative),
+        Err(_) => fs_root.join(path),
+    }
+}
+
+fn is_container_id(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn read_json<T: serde::de::DeserializeOwned + Default>(
+    path: &Path,
+    what: &'static str,
+) -> Result<T, String> {
+    if !path.exists() {
+        return Ok(T::default());
+    }
+    let bytes =
+        perimeter_files::read_bytes(path, what, MAX_STATE_BYTES).map_err(|err| err.to_string())?;
+    serde_json::from_slice(&bytes)
+        .map_err(|err| format!("{}: {what} does not parse: {err}", path.display()))
+}
+
+/// One container's state directory.
+fn read_container(dir: &Path, id: &str) -> Result<Container, String> {
+    let config: ConfigV2 = read_json(&dir.join("config.v2.json"), "a Docker container's state")?;
+    let host: HostConfig = read_json(
+        &dir.join("hostconfig.json"),
+        "a Docker container's host configuration",
+    )?;
+    if !config.id.is_empty() && config.id != id {
+        return Err(format!(
+            "{}: names container {} in the directory of {id}",
+            dir.display(),
+            config.id
+        ));
+    }
+    let mut addresses: Vec<IpAddr> = config
+        .network_settings
+        .networks
+        .values()
+        .flat_map(|e| [e.ip_address.as_str(), e.global_ipv6_address.as_str()])
+        .filter_map(|text| text.parse().ok())
+        .collect();
+    addresses.sort();
+    addresses.dedup();
+    let socket = |path: &str| path.ends_with("/docker.sock") || path.ends_with("/podman.sock");
+    let runtime_socket_mounted = config.mount_points.values().any(|m| socket(&m.source))
+        || host
+            .binds
+            .iter()
+            .flatten()
+            .any(|bind| bind.split(':').next().is_some_and(socket));
+    Ok(Container {
+        runtime: "docker".to_owned(),
+        id: id.to_owned(),
+        name: config.name.trim_start_matches('/').to_owned(),
+        image: config.config.image,
+        image_id: config.image_id,
+        running: config.state.running,
+        pid: u32::try_from(config.state.pid).ok().filter(|pid| *pid > 0),
+        addresses,
+        privileged: host.privileged,
+        network_mode: host.network_mode,
+        runtime_socket_mounted,
+    })
+}
+
+/// Docker's containers, and what could not be read.
+pub fn docker_containers(
+    processes: &BTreeMap<u32, Process>,
+    fs_root: &Path,
+) -> (Vec<Container>, Vec<Problem>) {
+    let mut problems = Vec::new();
+    let mut containers = Vec::new();
+    for root in data_roots(processes, fs_root, &mut problems) {
+        let dir = rooted(fs_root, &root).join("containers");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(err) => {
+                problems.push(
+                    Problem::new(
+                        dir.display().to_string(),
+                        format!("cannot list Docker's containers: {err}"),
+                    )
+                    .with_hint("run as root to see which container holds a published port"),
+                );
+                continue;
+            }
+        };
+        let mut ids: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter_map(|entry| entry.file_name().into_string().ok())
+            .filter(|name| is_container_id(name))
+            .collect();
+        ids.sort();
+        if ids.len() > MAX_CONTAINERS {
+            problems.push(Problem::new(
+                dir.display().to_string(),
+                format!(
+                    "{} containers; only the first {MAX_CONTAINERS} were read",
+                    ids.len()
+                ),
+            ));
+            ids.truncate(MAX_CONTAINERS);
+        }
+        for id in ids {
+            match read_container(&dir.join(&id), &id) {
+                Ok(container) => containers.push(container),
+                Err(message) => {
+                    problems.push(Problem::new(format!("container {}", &id[..12]), message))
+                }
+            }
+        }
+    }
+    (containers, problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "4f9a0d2c6b1e8f3a5d7c9e0b2a4f6d8c1e3b5a7f9d0c2e4b6a8f0d1c3e5b7a9f";
+
+    fn write_container(root: &Path, id: &str, config: &str, host: &str) {
+        let dir = root.join("containers").join(id);
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("config.v2.json"), config).expect("config");
+        std::fs::write(dir.join("hostconfig.json"), host).expect("host");
+    }
+
+    fn dockerd(args: &str) -> BTreeMap<u32, Process> {
+        let process = Process {
+            pid: 10,
+            ppid: 1,
+            comm: "dockerd".into(),
+            cmdline: args.split_whitespace().map(str::to_owned).collect(),
+            uid: 0,
+            account: None,
+            exe: Some(PathBuf::from("/usr/sbin/dockerd")),
+            exe_deleted: false,
+            cwd: None,
+            cgroup: None,
+            unit: None,
+            container: None,
+            netns_inode: None,
+            ownership: perimeter_model::Ownership::NotChecked,
+        };
+        BTreeMap::from([(10, process)])
+    }
+
+    #[test]
+    fn a_containers_name_image_addresses_and_risks_are_read_from_its_state() {
+        let dir = tempfile::tempdir().expect("dir");
+        let root = dir.path().join("docker-data");
+        write_container(
+            &root,
+            ID,
+            &format!(
+                r#"{{"ID":"{ID}","Name":"/cache","Image":"sha256:abc","Config":{{"Image":"redis:7","Env":["X=1"]}},
+                "State":{{"Running":true,"Pid":4242}},
+                "NetworkSettings":{{"Networks":{{"bridge":{{"IPAddress":"172.17.0.2","GlobalIPv6Address":""}},
+                "lab":{{"IPAddress":"198.18.90.2","GlobalIPv6Address":"fd00::2"}}}}}},
+                "MountPoints":{{"/var/run/docker.sock":{{"Source":"/run/docker.sock"}}}},
+                "SomethingNew":[1,2,3]}}"#
+            ),
+            r#"{"Privileged":true,"NetworkMode":"bridge","Binds":null}"#,
+        );
+        // A directory that is not a container, and a container whose state
+        // does not parse: a problem, the rest still read.
+        std::fs::create_dir_all(root.join("containers/not-a-container")).expect("dir");
+        let broken = "0".repeat(64);
+        write_container(&root, &broken, "{not json", "{}");
+        let (containers, problems) = docker_containers(
+            &dockerd(&format!("/usr/sbin/dockerd --data-root {}", root.display())),
+            Path::new("/"),
+        );
+        assert_eq!(containers.len(), 1, "{containers:?}");
+        let c = &containers[0];
+        assert_eq!(
+            (
+                c.name.as_str(),
+                c.image.as_str(),
+                c.image_id.as_str(),
+                c.short_id()
+            ),
+            ("cache", "redis:7", "sha256:abc", "4f9a0d2c6b1e")
+        );
+        assert!(c.running && c.privileged && c.runtime_socket_mounted);
+        assert_eq!(c.pid, Some(4242));
+        assert_eq!(c.network_mode, "bridge");
+        let addresses: Vec<String> = c.addresses.iter().map(ToString::to_string).collect();
+        assert_eq!(addresses, ["172.17.0.2", "198.18.90.2", "fd00::2"]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].message.contains("does not parse"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn the_data_root_comes_from_the_flag_or_daemon_json_or_the_default() {
+        let mut problems = Vec::new();
+        let flagged = data_roots(
+            &dockerd("dockerd --data-root=/srv/docker"),
+            Path::new("/"),
+            &mut problems,
+        );
+        assert_eq!(flagged, BTreeSet::from([PathBuf::from("/srv/docker")]));
+        let dir = tempfile::tempdir().expect("dir");
+        let config = dir.path().join("daemon.json");
+        std::fs::write(
+            &config,
+            r#"{"data-root": "/data/docker", "log-level": "warn"}"#,
+        )
+        .expect("json");
+        let configured = data_roots(
+            &dockerd(&format!("dockerd --config-file {}", config.display())),
+            Path::new("/"),
+            &mut problems,
+        );
+        assert_eq!(configured, BTreeSet::from([PathBuf::from("/data/docker")]));
+        let bare = data_roots(&dockerd("dockerd"), dir.path(), &mut problems);
+        assert_eq!(bare, BTreeSet::from([PathBuf::from(DEFAULT_DATA_ROOT)]));
+        assert!(problems.is_empty(), "{problems:?}");
+        // No dockerd and no default directory under this root: nothing.
+        assert!(data_roots(&BTreeMap::new(), dir.path(), &mut problems).is_empty());
+    }
+}

@@ -1,0 +1,110 @@
+//! Containers as their runtime keeps them, and how a listener is traced to
+//! one: a process inside the container holds the socket (the cgroup names the
+//! container), or Docker's userland proxy holds the host's published port and
+//! forwards to the container's address.
+
+use std::net::IpAddr;
+
+/// A container a runtime on the host knows, read from the runtime's own
+/// state (Docker: `<data-root>/containers/<id>/config.v2.json` and
+/// `hostconfig.json`), read-only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    /// `docker`.
+    pub runtime: String,
+    /// The full id (64 hex characters).
+    pub id: String,
+    /// Its name, without Docker's leading `/`.
+    pub name: String,
+    /// The image as it was asked for (`redis:7`).
+    pub image: String,
+    /// The image's id (`sha256:...`).
+    pub image_id: String,
+    pub running: bool,
+    /// Its first process, as the host sees it.
+    pub pid: Option<u32>,
+    /// Its addresses on the runtime's networks.
+    pub addresses: Vec<IpAddr>,
+    pub privileged: bool,
+    /// `bridge`, `host`, `none`, `container:<id>` or a network's name.
+    pub network_mode: String,
+    /// The runtime's API socket is mounted into it (`docker.sock`): whoever
+    /// controls the container controls the host.
+    pub runtime_socket_mounted: bool,
+}
+
+impl Container {
+    /// The 12 characters `docker ps` shows.
+    pub fn short_id(&self) -> &str {
+        self.id.get(..12).unwrap_or(&self.id)
+    }
+}
+
+/// How a listener was traced to its container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerVia {
+    /// A process of the container holds the socket.
+    Process,
+    /// `docker-proxy` holds the host's port and forwards to the container.
+    Proxy,
+}
+
+impl ContainerVia {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerVia::Process => "process",
+            ContainerVia::Proxy => "docker-proxy",
+        }
+    }
+}
+
+/// The container address `docker-proxy` forwards to, from its command line
+/// (`-container-ip 172.17.0.2`, or `-container-ip=...`).
+pub fn proxy_target(cmdline: &[String]) -> Option<IpAddr> {
+    let mut args = cmdline.iter();
+    while let Some(arg) = args.next() {
+        let value = match arg.split_once('=') {
+            Some(("-container-ip" | "--container-ip", value)) => Some(value),
+            None if arg == "-container-ip" || arg == "--container-ip" => {
+                args.next().map(String::as_str)
+            }
+            _ => None,
+        };
+        if let Some(value) = value {
+            return value.parse().ok();
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(text: &str) -> Vec<String> {
+        text.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn the_proxy_names_its_container_address() {
+        assert_eq!(
+            proxy_target(&args(
+                "/usr/sbin/docker-proxy -proto tcp -host-ip 0.0.0.0 -host-port 6379 \
+                 -container-ip 172.17.0.2 -container-port 6379"
+            )),
+            Some("172.17.0.2".parse().expect("address"))
+        );
+        assert_eq!(
+            proxy_target(&args(
+                "docker-proxy -container-ip=fd00::2 -container-port=80"
+            )),
+            Some("fd00::2".parse().expect("address"))
+        );
+        assert_eq!(proxy_target(&args("docker-proxy -container-ip")), None);
+        assert_eq!(
+            proxy_target(&args("docker-proxy -container-ip not-an-ip")),
+            None
+        );
+        assert_eq!(proxy_target(&args("redis-server *:6379")), None);
+    }
+}
