@@ -88,6 +88,26 @@ pub(crate) fn bypassed(snapshot: &HostSnapshot) -> Vec<Finding> {
                 sources(&path.allowed, family),
                 sources(&path.input_denies, family),
             ));
+            // The container the DNAT sends to, when the runtime's state
+            // names one with that address.
+            let target: Option<std::net::IpAddr> = path
+                .to
+                .parse::<std::net::SocketAddr>()
+                .map(|to| to.ip())
+                .or_else(|_| path.to.parse())
+                .ok();
+            let finding = match target.and_then(|ip| {
+                snapshot
+                    .containers
+                    .iter()
+                    .find(|c| c.running && c.addresses.contains(&ip))
+            }) {
+                Some(container) => finding.with_evidence(format!(
+                    "it reaches {}",
+                    crate::container::container_subject(container)
+                )),
+                None => finding,
+            };
             findings.push(finding.with_remedy(
                 "publish the port on loopback only (`docker run -p 127.0.0.1:PORT:PORT`), or restrict sources in the DOCKER-USER chain (`iptables -I DOCKER-USER -p tcp -m conntrack --ctorigdstport PORT ! -s ALLOWED -j DROP`); rules in INPUT (ufw, firewalld zones) never see these connections",
             ));

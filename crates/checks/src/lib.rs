@@ -6,6 +6,7 @@
 //! `load`/`save` wrappers around its pure parser and editor.
 
 pub mod approvals;
+pub mod container;
 mod env;
 pub mod environments;
 pub mod exec;
@@ -77,6 +78,7 @@ pub fn run_all(
     findings.extend(ssh::check(snapshot));
     findings.extend(firewall::check(snapshot));
     findings.extend(firewall::bypassed(snapshot));
+    findings.extend(container::check(snapshot));
     findings.extend(env::check(snapshot, config));
     sort_findings(&mut findings);
     findings

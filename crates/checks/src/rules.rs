@@ -28,6 +28,10 @@ pub const SSH_PASSWORD_AUTH: &str = "ssh.password-auth";
 pub const FIREWALL_NONE: &str = "firewall.none";
 pub const FIREWALL_ALLOWS_ANY: &str = "firewall.allows-any";
 pub const FIREWALL_BYPASSED: &str = "firewall.bypassed";
+pub const CONTAINER_RUNTIME_SOCKET: &str = "container.runtime-socket";
+pub const CONTAINER_PRIVILEGED: &str = "container.privileged";
+pub const CONTAINER_HOST_NETWORK: &str = "container.host-network";
+pub const CONTAINER_ROOT: &str = "container.root";
 pub const ENV_DEV_OPEN: &str = "env.dev-open";
 pub const ENV_PROD_UNEXPECTED_PORT: &str = "env.prod-unexpected-port";
 pub const ENV_EXPIRED: &str = "env.expired";
@@ -105,6 +109,26 @@ pub const AUDIT_RULES: &[Rule] = &[
         id: FIREWALL_BYPASSED,
         severity: Severity::High,
         summary: "a port the input firewall (ufw, firewalld, INPUT) denies is reachable anyway: a DNAT in nat prerouting (Docker's -p) sends it to a container through the forward chains",
+    },
+    Rule {
+        id: CONTAINER_RUNTIME_SOCKET,
+        severity: Severity::Critical,
+        summary: "a running container has the container runtime's API socket (docker.sock) mounted",
+    },
+    Rule {
+        id: CONTAINER_PRIVILEGED,
+        severity: Severity::High,
+        summary: "a running container is privileged (every device and capability of the host)",
+    },
+    Rule {
+        id: CONTAINER_HOST_NETWORK,
+        severity: Severity::Medium,
+        summary: "a running container uses the host's network namespace",
+    },
+    Rule {
+        id: CONTAINER_ROOT,
+        severity: Severity::Medium,
+        summary: "a running container's main process is the host's root (no user namespace)",
     },
     Rule {
         id: ENV_DEV_OPEN,

@@ -277,6 +277,7 @@ fn published_port_behind_ufw_is_firewall_bypassed() {
     assert!(
         text.contains(&format!("{container_ip}:{PORT}"))
             && text.contains("-j DNAT --to-destination")
+            && text.contains(&format!("it reaches container {CONTAINER} ({image}, "))
             && finding["severity"] == "high",
         "{finding:#}"
     );
@@ -298,6 +299,11 @@ fn published_port_behind_ufw_is_firewall_bypassed() {
             .as_str()
             .is_some_and(|id| id.starts_with("sha256:")),
         "{listener:#}"
+    );
+    // It runs as the host's root: its own finding.
+    assert!(
+        common::finding(&doc, "container.root", CONTAINER).is_some(),
+        "container.root about {CONTAINER} in {doc:#}"
     );
     // With every namespace, the container's own socket is traced to it by
     // its process's cgroup.

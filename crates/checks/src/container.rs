@@ -1,0 +1,152 @@
+//! What makes a running container a way into its host, from the runtime's
+//! own state: privileged, the runtime's API socket mounted, the host's
+//! network, its processes running as the host's root.
+
+use perimeter_model::{Container, Finding, HostSnapshot, Severity};
+
+use crate::rules::{
+    CONTAINER_HOST_NETWORK, CONTAINER_PRIVILEGED, CONTAINER_ROOT, CONTAINER_RUNTIME_SOCKET,
+};
+
+/// How a container is named in findings: `container cache (redis:7, 4f9a0d2c6b1e)`.
+pub fn container_subject(container: &Container) -> String {
+    format!(
+        "container {} ({}, {})",
+        container.name,
+        container.image,
+        container.short_id()
+    )
+}
+
+pub(crate) fn check(snapshot: &HostSnapshot) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for container in snapshot.containers.iter().filter(|c| c.running) {
+        let subject = container_subject(container);
+        let evidence = format!("{} state of container {}", container.runtime, container.id);
+        if container.runtime_socket_mounted {
+            findings.push(
+                Finding::new(
+                    CONTAINER_RUNTIME_SOCKET,
+                    Severity::Critical,
+                    &subject,
+                    format!(
+                        "{subject} has the container runtime's API socket mounted: whoever controls the container controls the host"
+                    ),
+                )
+                .with_evidence(evidence.clone())
+                .with_remedy(
+                    "do not mount docker.sock into containers; give a tool that needs the API a proxy that allows only the calls it needs",
+                ),
+            );
+        }
+        if container.privileged {
+            findings.push(
+                Finding::new(
+                    CONTAINER_PRIVILEGED,
+                    Severity::High,
+                    &subject,
+                    format!("{subject} runs privileged: every device and capability of the host"),
+                )
+                .with_evidence(evidence.clone())
+                .with_remedy(
+                    "run it without --privileged; add only the capabilities and devices it needs",
+                ),
+            );
+        }
+        if container.network_mode == "host" {
+            findings.push(
+                Finding::new(
+                    CONTAINER_HOST_NETWORK,
+                    Severity::Medium,
+                    &subject,
+                    format!(
+                        "{subject} uses the host's network: its listeners are the host's, on every address the host has"
+                    ),
+                )
+                .with_evidence(evidence.clone())
+                .with_remedy("use a bridge network and publish only the ports it serves, on the addresses they are for"),
+            );
+        }
+        if let Some(process) = container.pid.and_then(|pid| snapshot.processes.get(&pid))
+            && process.uid == 0
+        {
+            findings.push(
+                Finding::new(
+                    CONTAINER_ROOT,
+                    Severity::Medium,
+                    &subject,
+                    format!(
+                        "{subject} runs as the host's root (pid {}): an escape from it is root on the host",
+                        process.pid
+                    ),
+                )
+                .with_evidence(evidence)
+                .with_remedy(
+                    "run it as an unprivileged user (USER in the image, or --user), or with user namespaces (dockerd --userns-remap, rootless Docker or Podman)",
+                ),
+            );
+        }
+    }
+    findings
+}
+
+#[cfg(test)]
+mod tests {
+    use expect_test::expect;
+
+    use super::*;
+    use crate::fixtures::{process, render, snapshot};
+
+    fn container(name: &str, pid: u32) -> Container {
+        Container {
+            runtime: "docker".into(),
+            id: format!("{:0<64}", "4f9a0d2c6b1e"),
+            name: name.into(),
+            image: "redis:7".into(),
+            image_id: "sha256:abc".into(),
+            running: true,
+            pid: Some(pid),
+            addresses: Vec::new(),
+            privileged: false,
+            network_mode: "bridge".into(),
+            runtime_socket_mounted: false,
+        }
+    }
+
+    #[test]
+    fn risky_containers_are_named_and_tame_or_stopped_ones_are_not() {
+        let mut snap = snapshot(
+            Vec::new(),
+            vec![
+                process(100, 1, "/usr/bin/redis-server", 0, "root"),
+                process(200, 1, "/usr/bin/nginx", 101, "www-data"),
+            ],
+        );
+        let mut risky = container("ci-runner", 100);
+        risky.privileged = true;
+        risky.runtime_socket_mounted = true;
+        risky.network_mode = "host".into();
+        let tame = container("web", 200);
+        let mut stopped = container("old", 300);
+        stopped.running = false;
+        stopped.privileged = true;
+        snap.containers = vec![risky, tame, stopped];
+        let mut findings = check(&snap);
+        crate::sort_findings(&mut findings);
+        expect![[r#"
+            critical container.runtime-socket container ci-runner (redis:7, 4f9a0d2c6b1e)
+              container ci-runner (redis:7, 4f9a0d2c6b1e) has the container runtime's API socket mounted: whoever controls the container controls the host
+              | docker state of container 4f9a0d2c6b1e0000000000000000000000000000000000000000000000000000
+            high container.privileged container ci-runner (redis:7, 4f9a0d2c6b1e)
+              container ci-runner (redis:7, 4f9a0d2c6b1e) runs privileged: every device and capability of the host
+              | docker state of container 4f9a0d2c6b1e0000000000000000000000000000000000000000000000000000
+            medium container.host-network container ci-runner (redis:7, 4f9a0d2c6b1e)
+              container ci-runner (redis:7, 4f9a0d2c6b1e) uses the host's network: its listeners are the host's, on every address the host has
+              | docker state of container 4f9a0d2c6b1e0000000000000000000000000000000000000000000000000000
+            medium container.root container ci-runner (redis:7, 4f9a0d2c6b1e)
+              container ci-runner (redis:7, 4f9a0d2c6b1e) runs as the host's root (pid 100): an escape from it is root on the host
+              | docker state of container 4f9a0d2c6b1e0000000000000000000000000000000000000000000000000000
+        "#]]
+        .assert_eq(&render(&findings));
+    }
+}
