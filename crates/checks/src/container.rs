@@ -5,7 +5,8 @@
 use perimeter_model::{Container, Finding, HostSnapshot, Severity};
 
 use crate::rules::{
-    CONTAINER_HOST_NETWORK, CONTAINER_PRIVILEGED, CONTAINER_ROOT, CONTAINER_RUNTIME_SOCKET,
+    CONTAINER_DRIFT, CONTAINER_HOST_NETWORK, CONTAINER_PRIVILEGED, CONTAINER_ROOT,
+    CONTAINER_RUNTIME_SOCKET,
 };
 
 /// How a container is named in findings: `container cache (redis:7, 4f9a0d2c6b1e)`.
@@ -23,6 +24,33 @@ pub(crate) fn check(snapshot: &HostSnapshot) -> Vec<Finding> {
     for container in snapshot.containers.iter().filter(|c| c.running) {
         let subject = container_subject(container);
         let evidence = format!("{} state of container {}", container.runtime, container.id);
+        for (pid, exe) in &container.drift {
+            let process = snapshot.processes.get(pid);
+            let mut finding = Finding::new(
+                CONTAINER_DRIFT,
+                Severity::High,
+                format!("{subject} {}", exe.display()),
+                format!(
+                    "{subject} runs {} (pid {pid}), which its image did not ship: written after the container started, run from a scratch directory, or deleted since",
+                    exe.display()
+                ),
+            )
+            .with_evidence(evidence.clone());
+            if let Some(process) = process {
+                finding = finding.with_evidence(format!(
+                    "pid {pid} as {}{}",
+                    process.user_name(),
+                    if process.exe_deleted {
+                        ", executable deleted"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            findings.push(finding.with_remedy(
+                "find how it got there (docker diff shows the container's changes), keep a copy for analysis, then replace the container from its image; a container should run only what its image ships",
+            ));
+        }
         if container.runtime_socket_mounted {
             findings.push(
                 Finding::new(
@@ -110,6 +138,8 @@ mod tests {
             privileged: false,
             network_mode: "bridge".into(),
             runtime_socket_mounted: false,
+            writable_layer: None,
+            drift: Vec::new(),
         }
     }
 
@@ -126,7 +156,8 @@ mod tests {
         risky.privileged = true;
         risky.runtime_socket_mounted = true;
         risky.network_mode = "host".into();
-        let tame = container("web", 200);
+        let mut tame = container("web", 200);
+        tame.drift = vec![(200, std::path::PathBuf::from("/tmp/xmrig"))];
         let mut stopped = container("old", 300);
         stopped.running = false;
         stopped.privileged = true;
@@ -137,6 +168,10 @@ mod tests {
             critical container.runtime-socket container ci-runner (redis:7, 4f9a0d2c6b1e)
               container ci-runner (redis:7, 4f9a0d2c6b1e) has the container runtime's API socket mounted: whoever controls the container controls the host
               | docker state of container 4f9a0d2c6b1e0000000000000000000000000000000000000000000000000000
+            high container.drift container web (redis:7, 4f9a0d2c6b1e) /tmp/xmrig
+              container web (redis:7, 4f9a0d2c6b1e) runs /tmp/xmrig (pid 200), which its image did not ship: written after the container started, run from a scratch directory, or deleted since
+              | docker state of container 4f9a0d2c6b1e0000000000000000000000000000000000000000000000000000
+              | pid 200 as www-data
             high container.privileged container ci-runner (redis:7, 4f9a0d2c6b1e)
               container ci-runner (redis:7, 4f9a0d2c6b1e) runs privileged: every device and capability of the host
               | docker state of container 4f9a0d2c6b1e0000000000000000000000000000000000000000000000000000

@@ -28,6 +28,7 @@ pub const SSH_PASSWORD_AUTH: &str = "ssh.password-auth";
 pub const FIREWALL_NONE: &str = "firewall.none";
 pub const FIREWALL_ALLOWS_ANY: &str = "firewall.allows-any";
 pub const FIREWALL_BYPASSED: &str = "firewall.bypassed";
+pub const CONTAINER_DRIFT: &str = "container.drift";
 pub const CONTAINER_RUNTIME_SOCKET: &str = "container.runtime-socket";
 pub const CONTAINER_PRIVILEGED: &str = "container.privileged";
 pub const CONTAINER_HOST_NETWORK: &str = "container.host-network";
@@ -109,6 +110,11 @@ pub const AUDIT_RULES: &[Rule] = &[
         id: FIREWALL_BYPASSED,
         severity: Severity::High,
         summary: "a port the input firewall (ufw, firewalld, INPUT) denies is reachable anyway: a DNAT in nat prerouting (Docker's -p) sends it to a container through the forward chains",
+    },
+    Rule {
+        id: CONTAINER_DRIFT,
+        severity: Severity::High,
+        summary: "a container runs an executable its image did not ship (written into its writable layer, run from /tmp, or deleted)",
     },
     Rule {
         id: CONTAINER_RUNTIME_SOCKET,

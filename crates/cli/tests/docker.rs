@@ -305,12 +305,58 @@ fn published_port_behind_ufw_is_firewall_bypassed() {
         common::finding(&doc, "container.root", CONTAINER).is_some(),
         "container.root about {CONTAINER} in {doc:#}"
     );
+    // A binary dropped into the running container, as a miner would be.
+    dockerd.docker_ok(&[
+        "exec",
+        "-d",
+        CONTAINER,
+        "sh",
+        "-c",
+        // busybox runs the applet its argv[0] names: a link named sleep.
+        "busybox mkdir -p /tmp && busybox cp /bin/busybox /tmp/xminer && \
+         busybox ln -s xminer /tmp/sleep && exec /tmp/sleep 300",
+    ]);
     // With every namespace, the container's own socket is traced to it by
-    // its process's cgroup.
-    let (_, everything) = common::audit_json(
-        Some(&host),
-        &approvals,
-        &["--no-service-probes", "--all-netns"],
+    // its process's cgroup, and the dropped binary is drift.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let everything = loop {
+        let (_, doc) = common::audit_json(
+            Some(&host),
+            &approvals,
+            &["--no-service-probes", "--all-netns"],
+        );
+        if common::finding(&doc, "container.drift", "/tmp/xminer").is_some() {
+            break doc;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no container.drift about /tmp/xminer: {doc:#}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let drift =
+        common::finding(&everything, "container.drift", "/tmp/xminer").expect("the drift finding");
+    assert_eq!(drift["severity"], "high", "{drift:#}");
+    assert!(
+        drift["subject"]
+            .as_str()
+            .is_some_and(|s| s.contains(&format!("container {CONTAINER} ({image}, "))),
+        "{drift:#}"
+    );
+    // The image's own busybox (the nc the container serves with) is neither
+    // drift nor unpackaged, and the host's busybox-static package, which
+    // owns the same path on the host, is not claimed for it.
+    let drifts: Vec<&serde_json::Value> = everything["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["rule"] == "container.drift")
+        .collect();
+    assert_eq!(drifts.len(), 1, "{drifts:?}");
+    assert!(
+        common::finding(&everything, "exec.unpackaged", "/bin/busybox").is_none(),
+        "the image's binaries are not judged by the host's packages: {:#}",
+        everything["findings"]
     );
     let inside = everything["listeners"]
         .as_array()
@@ -321,6 +367,7 @@ fn published_port_behind_ufw_is_firewall_bypassed() {
             panic!("the container's own listener, traced by its process: {everything:#}")
         });
     assert_eq!(inside["container_ref"]["name"], CONTAINER, "{inside:#}");
+    assert!(inside["package"].is_null(), "{inside:#}");
     let text = common::run(
         Some(&host),
         &[

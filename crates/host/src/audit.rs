@@ -91,6 +91,7 @@ pub fn collect(opts: &AuditOptions) -> Collected {
         crate::containers::docker_containers(&snapshot.processes, &opts.fs_root);
     snapshot.containers = containers;
     snapshot.problems.extend(problems);
+    judge_container_processes(&mut snapshot);
     snapshot.exe_dir_modes = exe_dir_modes(snapshot.processes.values());
 
     let current_inode = netns_inode(&opts.proc_root.join("thread-self/ns/net")).ok();
@@ -364,6 +365,54 @@ fn assign_packages(snapshot: &mut HostSnapshot, fs_root: &Path) {
                     "the executable could not be read (kernel thread, or not permitted)".into(),
                 ),
             };
+        }
+    }
+}
+
+/// Directories a process's executable should never come from, inside a
+/// container as on a host.
+const SCRATCH_DIRS: [&str; 3] = ["/tmp/", "/var/tmp/", "/dev/shm/"];
+
+/// A containerised process answers to its image, not to the host's package
+/// database (which may own an unrelated file at the same path): its
+/// ownership is the image's, and an executable the image did not ship is
+/// drift: written into the container's writable layer after it started,
+/// run from a scratch directory, or deleted since it started.
+fn judge_container_processes(snapshot: &mut HostSnapshot) {
+    let mut judged = Vec::new();
+    for process in snapshot.processes.values() {
+        let Some(idx) = snapshot.container_index(process) else {
+            continue;
+        };
+        let container = &snapshot.containers[idx];
+        let exe = process.exe.clone();
+        let written = match (&container.writable_layer, &exe) {
+            (Some(layer), Some(exe)) => exe.strip_prefix("/").is_ok_and(|relative| {
+                std::fs::symlink_metadata(layer.join(relative)).is_ok_and(|meta| meta.is_file())
+            }),
+            _ => false,
+        };
+        let scratch = exe.as_ref().is_some_and(|exe| {
+            let text = exe.to_string_lossy();
+            SCRATCH_DIRS.iter().any(|dir| text.starts_with(dir))
+        });
+        let drifted = written || scratch || process.exe_deleted;
+        judged.push((process.pid, idx, exe, drifted));
+    }
+    for (pid, idx, exe, drifted) in judged {
+        let name = snapshot.containers[idx].name.clone();
+        let image = snapshot.containers[idx].image.clone();
+        if drifted && let Some(exe) = &exe {
+            snapshot.containers[idx].drift.push((pid, exe.clone()));
+        }
+        if let Some(process) = snapshot.processes.get_mut(&pid) {
+            process.ownership = Ownership::Unknown(if drifted {
+                format!("in container {name}: not shipped by its image {image} (drift)")
+            } else {
+                format!(
+                    "in container {name}: shipped by its image {image}, not judged by the host's packages"
+                )
+            });
         }
     }
 }

@@ -196,8 +196,32 @@ fn read_json<T: serde::de::DeserializeOwned + Default>(
         .map_err(|err| format!("{}: {what} does not parse: {err}", path.display()))
 }
 
+/// The container's writable layer under overlay2: the layer store names its
+/// mount, and the mount's `diff` directory holds what the container wrote.
+fn writable_layer(data_root: &Path, id: &str) -> Option<PathBuf> {
+    let mount_file = data_root
+        .join("image/overlay2/layerdb/mounts")
+        .join(id)
+        .join("mount-id");
+    let text = perimeter_files::read_text(&mount_file, "a Docker layer's mount id", 4096).ok()?;
+    let mount_id = text.trim();
+    // A name of one path component, as Docker writes it, and nothing else.
+    if mount_id.is_empty()
+        || mount_id.len() > 128
+        || !mount_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return None;
+    }
+    let diff = data_root.join("overlay2").join(mount_id).join("diff");
+    diff.is_dir().then_some(diff)
+}
+
 /// One container's state directory.
-fn read_container(dir: &Path, id: &str) -> Result<Container, String> {
+fn read_container(data_root: &Path, id: &str) -> Result<Container, String> {
+    let dir = data_root.join("containers").join(id);
+    let dir = dir.as_path();
     let config: ConfigV2 = read_json(&dir.join("config.v2.json"), "a Docker container's state")?;
     let host: HostConfig = read_json(
         &dir.join("hostconfig.json"),
@@ -238,6 +262,8 @@ fn read_container(dir: &Path, id: &str) -> Result<Container, String> {
         privileged: host.privileged,
         network_mode: host.network_mode,
         runtime_socket_mounted,
+        writable_layer: writable_layer(data_root, id),
+        drift: Vec::new(),
     })
 }
 
@@ -249,7 +275,8 @@ pub fn docker_containers(
     let mut problems = Vec::new();
     let mut containers = Vec::new();
     for root in data_roots(processes, fs_root, &mut problems) {
-        let dir = rooted(fs_root, &root).join("containers");
+        let data_root = rooted(fs_root, &root);
+        let dir = data_root.join("containers");
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
@@ -281,7 +308,7 @@ pub fn docker_containers(
             ids.truncate(MAX_CONTAINERS);
         }
         for id in ids {
-            match read_container(&dir.join(&id), &id) {
+            match read_container(&data_root, &id) {
                 Ok(container) => containers.push(container),
                 Err(message) => {
                     problems.push(Problem::new(format!("container {}", &id[..12]), message))

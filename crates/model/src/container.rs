@@ -31,6 +31,15 @@ pub struct Container {
     /// The runtime's API socket is mounted into it (`docker.sock`): whoever
     /// controls the container controls the host.
     pub runtime_socket_mounted: bool,
+    /// Its writable layer on the host (overlay2's `diff` directory): what was
+    /// written inside the container after it started. `None` when the
+    /// storage driver keeps no separate layer or it could not be found.
+    pub writable_layer: Option<std::path::PathBuf>,
+    /// Its processes running an executable that is not the image's: one
+    /// written into the writable layer after the container started, or one
+    /// deleted since it was started (pid, executable as the container sees
+    /// it). Filled by the collector.
+    pub drift: Vec<(u32, std::path::PathBuf)>,
 }
 
 impl Container {

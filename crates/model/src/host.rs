@@ -274,6 +274,24 @@ pub struct HostSnapshot {
 }
 
 impl HostSnapshot {
+    /// The index in `containers` of the container a process runs in, by the
+    /// runtime and id its cgroup names.
+    pub fn container_index(&self, process: &Process) -> Option<usize> {
+        let (runtime, id) = process.container.as_deref()?.split_once(':')?;
+        if id.is_empty() {
+            return None;
+        }
+        self.containers
+            .iter()
+            .position(|c| c.runtime == runtime && c.id.starts_with(id))
+    }
+
+    /// The container a process runs in.
+    pub fn container_of_process(&self, process: &Process) -> Option<&crate::Container> {
+        self.container_index(process)
+            .map(|idx| &self.containers[idx])
+    }
+
     /// The container behind a listener, and how it was traced: the main
     /// owner runs in the container (its cgroup names it), or it is Docker's
     /// userland proxy forwarding the host's port to the container's address.
@@ -282,13 +300,7 @@ impl HostSnapshot {
         listener: &Listener,
     ) -> Option<(&crate::Container, crate::ContainerVia)> {
         let owner = self.main_owner(listener)?;
-        if let Some((runtime, id)) = owner.container.as_deref().and_then(|c| c.split_once(':'))
-            && !id.is_empty()
-            && let Some(container) = self
-                .containers
-                .iter()
-                .find(|c| c.runtime == runtime && c.id.starts_with(id))
-        {
+        if let Some(container) = self.container_of_process(owner) {
             return Some((container, crate::ContainerVia::Process));
         }
         if owner.name() == "docker-proxy" {
