@@ -31,7 +31,13 @@ pub(crate) struct ScanView {
     pub(crate) open: Vec<PortResult>,
     /// The complete scan of the same targets before it, and what changed.
     pub(crate) previous: Option<(ScanSummary, Vec<Change>)>,
+    /// Open ports in the complete scans of the same targets up to this one,
+    /// oldest first (at most [`HISTORY`]): the plot.
+    pub(crate) history: Vec<(OffsetDateTime, u64)>,
 }
+
+/// The scans a plot shows at most.
+const HISTORY: usize = 60;
 
 /// The page's data.
 pub(crate) struct Exposure {
@@ -66,9 +72,19 @@ fn view(store: &SqliteStore, summary: ScanSummary) -> Result<ScanView, ApiError>
             .cmp(&badness(b))
             .then_with(|| (a.address, a.port).cmp(&(b.address, b.port)))
     });
-    let before = store
-        .previous_scans_of(&summary.target_key, 50)
+    let earlier: Vec<ScanSummary> = store
+        .previous_scans_of(&summary.target_key, HISTORY + 1)
         .map_err(store_error)?
+        .into_iter()
+        .filter(|earlier| earlier.info.id <= summary.info.id)
+        .collect();
+    let mut history: Vec<(OffsetDateTime, u64)> = earlier
+        .iter()
+        .take(HISTORY)
+        .map(|s| (s.info.started, s.n_open))
+        .collect();
+    history.reverse();
+    let before = earlier
         .into_iter()
         .find(|earlier| earlier.info.id < summary.info.id);
     let previous = match before {
@@ -84,6 +100,7 @@ fn view(store: &SqliteStore, summary: ScanSummary) -> Result<ScanView, ApiError>
         summary,
         open,
         previous,
+        history,
     })
 }
 
@@ -177,6 +194,9 @@ fn scan_section(out: &mut String, view: &ScanView, now: OffsetDateTime) {
         view.open.len(),
         view.summary.n_results
     );
+    if view.history.len() >= 2 {
+        out.push_str(&plot(&view.history, "open ports per scan"));
+    }
     if view.open.is_empty() {
         out.push_str("<p class=\"ok\">Nothing open.</p>");
     } else {
@@ -258,6 +278,73 @@ fn scan_section(out: &mut String, view: &ScanView, now: OffsetDateTime) {
         }
     }
     out.push_str("</section>");
+}
+
+/// A small line plot of counts over time as inline SVG: presentation
+/// attributes only (the page's Content-Security-Policy allows no inline
+/// style), one series with a marker on every point (readable without
+/// colour), the first, last and highest values written out, and a text
+/// equivalent for screen readers.
+pub(crate) fn plot(points: &[(OffsetDateTime, u64)], what: &str) -> String {
+    const W: f64 = 480.0;
+    const H: f64 = 120.0;
+    const PAD: f64 = 24.0;
+    let (Some(first), Some(last)) = (points.first(), points.last()) else {
+        return String::new();
+    };
+    let max = points.iter().map(|(_, n)| *n).max().unwrap_or(0).max(1);
+    let t0 = first.0.unix_timestamp() as f64;
+    let span = ((last.0.unix_timestamp() as f64) - t0).max(1.0);
+    let xy = |(at, n): &(OffsetDateTime, u64)| {
+        let x = PAD + (at.unix_timestamp() as f64 - t0) / span * (W - 2.0 * PAD);
+        let y = H - PAD - (*n as f64) / (max as f64) * (H - 2.0 * PAD);
+        (x, y)
+    };
+    let line: Vec<String> = points
+        .iter()
+        .map(|p| {
+            let (x, y) = xy(p);
+            format!("{x:.1},{y:.1}")
+        })
+        .collect();
+    let mut out = format!(
+        "<figure class=\"plot\"><svg viewBox=\"0 0 {W} {H}\" width=\"{W}\" height=\"{H}\" role=\"img\" \
+         aria-label=\"{}: from {} to {}, highest {max}\">\
+         <line x1=\"{PAD}\" y1=\"{y0}\" x2=\"{x1}\" y2=\"{y0}\" stroke=\"#888\" stroke-width=\"1\"/>\
+         <polyline fill=\"none\" stroke=\"#1f5fa8\" stroke-width=\"2\" points=\"{}\"/>",
+        Esc(what),
+        first.1,
+        last.1,
+        line.join(" "),
+        y0 = H - PAD,
+        x1 = W - PAD,
+    );
+    for point in points {
+        let (x, y) = xy(point);
+        let _ = write!(
+            out,
+            "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"3\" fill=\"#1f5fa8\"><title>{}: {}</title></circle>",
+            point.0.date(),
+            point.1
+        );
+    }
+    let _ = write!(
+        out,
+        "<text x=\"{PAD}\" y=\"{}\" font-size=\"11\" fill=\"#444\">{}</text>\
+         <text x=\"{}\" y=\"{}\" font-size=\"11\" fill=\"#444\" text-anchor=\"end\">{}</text>\
+         <text x=\"2\" y=\"{}\" font-size=\"11\" fill=\"#444\">{max}</text></svg>\
+         <figcaption>{}: {} then, {} now</figcaption></figure>",
+        H - 6.0,
+        first.0.date(),
+        W - PAD,
+        H - 6.0,
+        last.0.date(),
+        PAD,
+        Esc(what),
+        first.1,
+        last.1
+    );
+    out
 }
 
 /// The page; `None` when the server runs no monitor. `one` is a single
