@@ -201,9 +201,28 @@ pub(crate) struct ChangeFilter {
     pub(crate) host: Option<String>,
     #[serde(default)]
     pub(crate) kind: Option<String>,
+    /// The hosts of one environment (`-` for hosts in none).
+    #[serde(default)]
+    pub(crate) environment: Option<String>,
+    /// Only agents' events at least this severe (the trail, people's
+    /// decisions, has no severity and is left out).
+    #[serde(default)]
+    pub(crate) severity: Option<String>,
 }
 
 impl ChangeFilter {
+    fn environment(&self) -> Option<&str> {
+        self.environment
+            .as_deref()
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+    }
+
+    fn severity(&self) -> Option<usize> {
+        let wanted = self.severity.as_deref().map(str::trim)?;
+        SEVERITIES.iter().position(|s| *s == wanted)
+    }
+
     fn host(&self) -> Option<&str> {
         self.host
             .as_deref()
@@ -224,35 +243,92 @@ pub(crate) struct Changes {
     pub(crate) events: Vec<EventView>,
     /// Every host, id and name, for the filter and the links.
     pub(crate) hosts: Vec<(String, String)>,
+    /// Every environment a host is in, for the filter.
+    pub(crate) environments: Vec<String>,
+}
+
+/// How severe an agent's event is: a suspicious exec is high (critical when
+/// its executable is deleted or a memfd, the way fileless malware runs), a
+/// new listener medium, a lost batch of events medium, the rest info.
+pub(crate) fn event_severity(event: &EventView) -> &'static str {
+    match &event.event {
+        Some(e) if e.kind == "exec" => {
+            if e.flags.iter().any(|f| f == "deleted" || f == "memfd") {
+                "critical"
+            } else {
+                "high"
+            }
+        }
+        Some(e) if e.kind == "listener.new" || e.kind == "queue.overflow" => "medium",
+        _ => "info",
+    }
 }
 
 pub(crate) fn load_changes(
     store: &mut dyn FleetStore,
     filter: &ChangeFilter,
 ) -> Result<Changes, ApiError> {
-    let hosts: Vec<(String, String)> = store
-        .agents()?
+    let agents = store.agents()?;
+    let mut environments: Vec<String> = agents
+        .iter()
+        .filter_map(|agent| agent.environment.clone())
+        .collect();
+    environments.sort();
+    environments.dedup();
+    // The hosts of the environment asked for, when one is.
+    let in_environment: Option<BTreeSet<String>> = filter.environment().map(|wanted| {
+        agents
+            .iter()
+            .filter(|agent| agent.environment.as_deref().unwrap_or("-") == wanted)
+            .map(|agent| agent.id.clone())
+            .collect()
+    });
+    let hosts: Vec<(String, String)> = agents
         .into_iter()
         .map(|agent| (agent.id, agent.hostname))
         .collect();
     let kind = filter.kind();
     let host = filter.host();
-    let trail = store
-        .trail(10_000)?
-        .into_iter()
-        .filter(|entry| {
-            host.is_none_or(|host| entry.subject == host || entry.actor == format!("agent:{host}"))
-        })
-        .filter(|entry| kind.is_none_or(|kind| entry.action.starts_with(kind)))
-        .take(MAX_CHANGES)
-        .collect();
+    let min_severity = filter.severity();
+    let of_hosts = |id: &str| in_environment.as_ref().is_none_or(|set| set.contains(id));
+    let trail = if min_severity.is_some_and(|rank| rank < SEVERITIES.len() - 1) {
+        Vec::new()
+    } else {
+        store
+            .trail(10_000)?
+            .into_iter()
+            .filter(|entry| {
+                host.is_none_or(|host| {
+                    entry.subject == host || entry.actor == format!("agent:{host}")
+                })
+            })
+            .filter(|entry| {
+                in_environment.is_none()
+                    || of_hosts(&entry.subject)
+                    || entry
+                        .actor
+                        .strip_prefix("agent:")
+                        .is_some_and(&of_hosts)
+            })
+            .filter(|entry| kind.is_none_or(|kind| entry.action.starts_with(kind)))
+            .take(MAX_CHANGES)
+            .collect()
+    };
     let events = newest_events(store, host, MAX_CHANGES, |event| {
         kind.is_none_or(|kind| event.kind().starts_with(kind))
+            && of_hosts(&event.agent_id)
+            && min_severity.is_none_or(|rank| {
+                SEVERITIES
+                    .iter()
+                    .position(|s| *s == event_severity(event))
+                    .is_some_and(|at| at <= rank)
+            })
     })?;
     Ok(Changes {
         trail,
         events,
         hosts,
+        environments,
     })
 }
 
@@ -1121,6 +1197,38 @@ pub(crate) fn changes(changes: &Changes, filter: &ChangeFilter, viewer: &Viewer)
             Esc(id)
         );
     }
+    body.push_str("</select></label><label>Environment <select name=\"environment\"><option value=\"\">every environment</option>");
+    for name in changes
+        .environments
+        .iter()
+        .map(String::as_str)
+        .chain(std::iter::once("-"))
+    {
+        let selected = if filter.environment() == Some(name) {
+            " selected"
+        } else {
+            ""
+        };
+        let label = if name == "-" { "in none" } else { name };
+        let _ = write!(
+            body,
+            "<option value=\"{}\"{selected}>{}</option>",
+            Esc(name),
+            Esc(label)
+        );
+    }
+    body.push_str("</select></label><label>Severity <select name=\"severity\"><option value=\"\">any</option>");
+    for (rank, name) in SEVERITIES.iter().enumerate() {
+        let selected = if filter.severity() == Some(rank) {
+            " selected"
+        } else {
+            ""
+        };
+        let _ = write!(
+            body,
+            "<option value=\"{name}\"{selected}>{name} or worse</option>"
+        );
+    }
     let _ = write!(
         body,
         "</select></label><label>Kind <input name=\"kind\" value=\"{}\" placeholder=\"approval, agent, exec, listener\"></label>\
@@ -1163,8 +1271,9 @@ pub(crate) fn changes(changes: &Changes, filter: &ChangeFilter, viewer: &Viewer)
                 .unwrap_or(event.agent_id.as_str());
             let _ = write!(
                 body,
-                "<li id=\"event-{}\">{}: {}</li>",
+                "<li id=\"event-{}\">{} {}: {}</li>",
                 event.id,
+                severity_badge(event_severity(event)),
                 host_link(&event.agent_id, name),
                 event_line(event)
             );

@@ -837,3 +837,67 @@ async fn an_administrator_sets_a_hosts_environment_from_its_page() {
     assert_eq!(cleared.status, StatusCode::SEE_OTHER);
     assert_eq!(environment(&h), None);
 }
+
+#[tokio::test]
+async fn changes_filter_by_environment_and_severity() {
+    let h = harness();
+    let id = h.agent_id.clone();
+    h.state
+        .store
+        .lock()
+        .expect("store")
+        .set_agent_environment(&id, Some("prod"), "root", OffsetDateTime::now_utc())
+        .expect("environment");
+    // A second report: an exec from a memfd (critical) and a new listener
+    // (medium), beside the first report's event that does not decode (info).
+    let now = OffsetDateTime::now_utc();
+    let event = |kind: &str, flags: &[&str]| {
+        serde_json::to_string(&perimeter_api::Event {
+            at: now,
+            kind: kind.into(),
+            summary: format!("{kind} on web-1"),
+            flags: flags.iter().map(|f| (*f).to_owned()).collect(),
+        })
+        .expect("json")
+    };
+    let outcome = h
+        .state
+        .store
+        .lock()
+        .expect("store")
+        .record_report(&NewReport {
+            agent_id: id.clone(),
+            seq: 2,
+            digest: "d2".into(),
+            hostname: "web-1".into(),
+            taken_at: now,
+            received_at: now,
+            state: None,
+            events: vec![
+                event("exec", &["memfd", "deleted"]),
+                event("listener.new", &[]),
+            ],
+        })
+        .expect("report");
+    assert_eq!(outcome, ReportOutcome::Stored);
+    let (vera, _) = h.login("vera").await;
+    let events = |body: &str| body.matches("<li id=\"event-").count();
+    let all = h.get("/changes", Some(&vera)).await;
+    assert_eq!(events(&all.body), 3, "{}", all.body);
+    assert!(all.body.contains("<option value=\"prod\">prod</option>"));
+    let critical = h.get("/changes?severity=critical", Some(&vera)).await;
+    assert_eq!(events(&critical.body), 1, "{}", critical.body);
+    assert!(critical.body.contains("exec on web-1"));
+    assert!(
+        critical.body.contains("Nothing recorded."),
+        "no trail with a severity"
+    );
+    let medium = h.get("/changes?severity=medium", Some(&vera)).await;
+    assert_eq!(events(&medium.body), 2);
+    let prod = h.get("/changes?environment=prod", Some(&vera)).await;
+    assert_eq!(events(&prod.body), 3);
+    assert!(prod.body.contains("agent.environment"), "{}", prod.body);
+    let dev = h.get("/changes?environment=dev", Some(&vera)).await;
+    assert_eq!(events(&dev.body), 0);
+    assert!(dev.body.contains("Nothing recorded."));
+}
