@@ -105,6 +105,7 @@ pub(crate) fn router(app: Arc<AppState>) -> Router {
         .route("/hosts/{id}/environment", post(set_environment))
         .route("/approvals", get(approvals_page).post(add_approval))
         .route("/approvals/{id}/revoke", post(revoke_approval))
+        .route("/approvals/reject", post(reject_listener))
         .route("/exposure", get(exposure_page))
         .route("/exposure/scans/{id}", get(scan_page))
         .route("/alerts", get(alerts_page))
@@ -542,6 +543,7 @@ async fn host_page(State(web): Shared, headers: HeaderMap, Path(id): Path<String
 struct Notice {
     added: Option<i64>,
     revoked: Option<i64>,
+    rejected: Option<u16>,
 }
 
 async fn approvals_page(
@@ -553,15 +555,26 @@ async fn approvals_page(
         Ok(viewer) => viewer,
         Err(response) => return response,
     };
-    let notice = match (notice.added, notice.revoked) {
-        (Some(id), _) => Some(format!("Approval {id} added.")),
-        (None, Some(id)) => Some(format!("Approval {id} revoked.")),
-        (None, None) => None,
+    let notice = match (notice.added, notice.revoked, notice.rejected) {
+        (Some(id), _, _) => Some(format!("Approval {id} added.")),
+        (None, Some(id), _) => Some(format!("Approval {id} revoked.")),
+        (None, None, Some(port)) => Some(format!(
+            "The listener on port {port} is rejected: it stays pending until it is gone."
+        )),
+        (None, None, None) => None,
     };
-    match web.app.with_store(|store| pages::load_fleet(store)).await {
-        Ok(fleet) => html_page(
+    let loaded = web
+        .app
+        .with_store(|store| {
+            let fleet = pages::load_fleet(store)?;
+            let rejected = pages::rejections(store.trail(10_000)?);
+            Ok((fleet, rejected))
+        })
+        .await;
+    match loaded {
+        Ok((fleet, rejected)) => html_page(
             StatusCode::OK,
-            pages::approvals(&fleet, &viewer, notice.as_deref()),
+            pages::approvals(&fleet, &rejected, &viewer, notice.as_deref()),
         ),
         Err(err) => error_page(&err, Some(&viewer)),
     }
@@ -724,6 +737,72 @@ async fn add_approval(
         Ok(row) => {
             tracing::info!(id = row.id, by = %viewer.user, scope = %crate::judge::scope_text(&row.scope), "approval added (dashboard)");
             Redirect::to(&format!("/approvals?added={}", row.id)).into_response()
+        }
+        Err(err) => error_page(&err, Some(&viewer)),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct RejectForm {
+    #[serde(default)]
+    csrf: String,
+    host: String,
+    netns: String,
+    protocol: String,
+    address: String,
+    port: u16,
+    #[serde(default)]
+    reason: String,
+}
+
+/// A person decides a pending listener must not be there: the trail keeps
+/// who, when and why (`listener.reject`), the pending list shows it, and it
+/// stays unapproved (the gate still fails) until it is gone.
+async fn reject_listener(
+    State(web): Shared,
+    headers: HeaderMap,
+    form: Result<Form<RejectForm>, FormRejection>,
+) -> Response {
+    let form = match form {
+        Ok(Form(form)) => form,
+        Err(rejection) => return form_error(&rejection, None),
+    };
+    let viewer = match signed_form(&web, &headers, &form.csrf).await {
+        Ok(viewer) => viewer,
+        Err(response) => return response,
+    };
+    if let Some(response) = viewer.refusal(Role::Approver) {
+        return response;
+    }
+    let by = viewer.user.clone();
+    let port = form.port;
+    let rejected = web
+        .app
+        .with_store(move |store| {
+            let reason = reason(&form.reason)?;
+            let choice = pages::ListenerChoice {
+                host: &form.host,
+                netns: &form.netns,
+                protocol: &form.protocol,
+                address: &form.address,
+                port: form.port,
+            };
+            // The listener must be one the host reported, as for an approval.
+            pages::approval_request(store, &choice, "host", &reason, "")?;
+            store.append_trail(&perimeter_store::fleet::NewTrailEntry {
+                at: OffsetDateTime::now_utc(),
+                actor: by,
+                action: "listener.reject".to_owned(),
+                subject: pages::rejection_subject(&form.host, &choice),
+                reason,
+            })?;
+            Ok(())
+        })
+        .await;
+    match rejected {
+        Ok(()) => {
+            tracing::info!(port, by = %viewer.user, "listener rejected (dashboard)");
+            Redirect::to(&format!("/approvals?rejected={port}")).into_response()
         }
         Err(err) => error_page(&err, Some(&viewer)),
     }

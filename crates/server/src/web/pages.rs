@@ -299,16 +299,14 @@ pub(crate) fn load_changes(
             .into_iter()
             .filter(|entry| {
                 host.is_none_or(|host| {
-                    entry.subject == host || entry.actor == format!("agent:{host}")
+                    entry.subject.split(' ').next() == Some(host)
+                        || entry.actor == format!("agent:{host}")
                 })
             })
             .filter(|entry| {
                 in_environment.is_none()
-                    || of_hosts(&entry.subject)
-                    || entry
-                        .actor
-                        .strip_prefix("agent:")
-                        .is_some_and(&of_hosts)
+                    || of_hosts(entry.subject.split(' ').next().unwrap_or(""))
+                    || entry.actor.strip_prefix("agent:").is_some_and(&of_hosts)
             })
             .filter(|entry| kind.is_none_or(|kind| entry.action.starts_with(kind)))
             .take(MAX_CHANGES)
@@ -1021,6 +1019,57 @@ pub(crate) fn host(page: &HostPage, viewer: &Viewer, now: OffsetDateTime) -> Str
 
 // ---- approvals -----------------------------------------------------------
 
+/// The trail's subject of a rejected listener: the host's agent id, then
+/// the listener as approvals key it (namespace, protocol, address, port).
+pub(crate) fn rejection_subject(agent_id: &str, listener: &ListenerChoice<'_>) -> String {
+    format!(
+        "{agent_id} {} {} {}:{}",
+        listener.netns, listener.protocol, listener.address, listener.port
+    )
+}
+
+/// A person's rejection of a listener: who, when, why.
+pub(crate) struct Rejection {
+    pub(crate) by: String,
+    pub(crate) at: OffsetDateTime,
+    pub(crate) reason: String,
+}
+
+/// The latest rejection of each listener, by its trail subject.
+pub(crate) fn rejections(trail: Vec<TrailEntry>) -> BTreeMap<String, Rejection> {
+    let mut found = BTreeMap::new();
+    // The trail comes newest first: the first seen of a subject is its latest.
+    for entry in trail.into_iter().filter(|e| e.action == "listener.reject") {
+        found.entry(entry.subject).or_insert(Rejection {
+            by: entry.actor,
+            at: entry.at,
+            reason: entry.reason,
+        });
+    }
+    found
+}
+
+fn reject_form(viewer: &Viewer, host: &Judged, listener: &ListenerDoc) -> String {
+    format!(
+        "<form class=\"reject\" method=\"post\" action=\"/approvals/reject\" data-host=\"{}\" data-port=\"{}\">{}\
+         <input type=\"hidden\" name=\"host\" value=\"{}\">\
+         <input type=\"hidden\" name=\"netns\" value=\"{}\">\
+         <input type=\"hidden\" name=\"protocol\" value=\"{}\">\
+         <input type=\"hidden\" name=\"address\" value=\"{}\">\
+         <input type=\"hidden\" name=\"port\" value=\"{}\">\
+         <label>Reason <input name=\"reason\" required maxlength=\"4096\" placeholder=\"why it must go\"></label>\
+         <button type=\"submit\" class=\"revoke\">Reject</button></form>",
+        Esc(&host.summary.agent_id),
+        listener.port,
+        csrf_field(viewer),
+        Esc(&host.summary.agent_id),
+        Esc(&listener.netns),
+        Esc(&listener.protocol),
+        Esc(&listener.address),
+        listener.port,
+    )
+}
+
 fn approve_form(viewer: &Viewer, host: &Judged, listener: &ListenerDoc) -> String {
     let environment = match &host.summary.environment {
         Some(name) => format!(
@@ -1052,7 +1101,12 @@ fn approve_form(viewer: &Viewer, host: &Judged, listener: &ListenerDoc) -> Strin
     )
 }
 
-pub(crate) fn approvals(fleet: &Fleet, viewer: &Viewer, notice: Option<&str>) -> String {
+pub(crate) fn approvals(
+    fleet: &Fleet,
+    rejected: &BTreeMap<String, Rejection>,
+    viewer: &Viewer,
+    notice: Option<&str>,
+) -> String {
     let mut body = String::from("<h1>Approvals</h1>");
     if let Some(notice) = notice {
         let _ = write!(
@@ -1076,6 +1130,26 @@ pub(crate) fn approvals(fleet: &Fleet, viewer: &Viewer, notice: Option<&str>) ->
             }
             n_pending += 1;
             let owner = owner_cells(&judged.listener);
+            let subject = rejection_subject(
+                &host.summary.agent_id,
+                &ListenerChoice {
+                    host: &host.summary.agent_id,
+                    netns: &judged.listener.netns,
+                    protocol: &judged.listener.protocol,
+                    address: &judged.listener.address,
+                    port: judged.listener.port,
+                },
+            );
+            let verdict = match rejected.get(&subject) {
+                Some(r) => format!(
+                    "{}<br><small class=\"bad rejection\">REJECTED by {} {}: {}</small>",
+                    verdict_badge(&judged.approval),
+                    Esc(&r.by),
+                    html::time(r.at),
+                    Esc(&r.reason)
+                ),
+                None => verdict_badge(&judged.approval),
+            };
             let _ = write!(
                 rows,
                 "<tr data-port=\"{}\"><td>{}</td><td><code>{}</code><br><small>{}</small></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -1085,9 +1159,17 @@ pub(crate) fn approvals(fleet: &Fleet, viewer: &Viewer, notice: Option<&str>) ->
                 Esc(&judged.listener.scope),
                 owner.process,
                 owner.package,
-                verdict_badge(&judged.approval),
+                verdict,
                 if can_approve {
-                    approve_form(viewer, host, &judged.listener)
+                    format!(
+                        "{}{}",
+                        approve_form(viewer, host, &judged.listener),
+                        if rejected.contains_key(&subject) {
+                            String::new()
+                        } else {
+                            reject_form(viewer, host, &judged.listener)
+                        }
+                    )
                 } else {
                     "<small class=\"quiet\">an approver decides</small>".to_owned()
                 }

@@ -901,3 +901,86 @@ async fn changes_filter_by_environment_and_severity() {
     assert_eq!(events(&dev.body), 0);
     assert!(dev.body.contains("Nothing recorded."));
 }
+
+#[tokio::test]
+async fn an_approver_rejects_a_pending_listener_and_it_stays_pending_with_the_reason() {
+    let h = harness();
+    let id = h.agent_id.clone();
+    let reject = |csrf: &str, port: &'static str, reason: &str| -> Vec<(String, String)> {
+        [
+            ("csrf", csrf),
+            ("host", id.as_str()),
+            ("netns", "host"),
+            ("protocol", "tcp"),
+            ("address", "0.0.0.0"),
+            ("port", port),
+            ("reason", reason),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+    };
+    let post = |cookie: String, form: Vec<(String, String)>| {
+        let h = &h;
+        async move {
+            let pairs: Vec<(&str, &str)> =
+                form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            h.post("/approvals/reject", &cookie, &pairs).await
+        }
+    };
+    let (vera, vera_csrf) = h.login("vera").await;
+    let refused = post(
+        format!("perimeter_session={vera}"),
+        reject(&vera_csrf, "6379", "not mine to say"),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+
+    let (alice, alice_csrf) = h.login("alice").await;
+    let page = h.get("/approvals", Some(&alice)).await;
+    assert!(page.body.contains("action=\"/approvals/reject\""));
+    // A listener the host did not report cannot be rejected; a reason is required.
+    let unknown = post(
+        format!("perimeter_session={alice}"),
+        reject(&alice_csrf, "6380", "no such listener"),
+    )
+    .await;
+    assert!(unknown.status.is_client_error(), "{}", unknown.status);
+    let no_reason = post(
+        format!("perimeter_session={alice}"),
+        reject(&alice_csrf, "6379", "  "),
+    )
+    .await;
+    assert_eq!(no_reason.status, StatusCode::BAD_REQUEST);
+
+    let done = post(
+        format!("perimeter_session={alice}"),
+        reject(&alice_csrf, "6379", "a forgotten Redis <b>: remove it"),
+    )
+    .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    let page = h.get("/approvals?rejected=6379", Some(&alice)).await;
+    assert!(
+        page.body.contains("REJECTED by alice"),
+        "the pending row says who rejected it: {}",
+        page.body
+    );
+    assert!(page.body.contains("a forgotten Redis &lt;b&gt;: remove it"));
+    assert!(page.body.contains("The listener on port 6379 is rejected"));
+    let trail = h
+        .state
+        .store
+        .lock()
+        .expect("store")
+        .trail(10)
+        .expect("trail");
+    let entry = trail
+        .iter()
+        .find(|e| e.action == "listener.reject")
+        .expect("a trail entry");
+    assert_eq!(entry.subject, format!("{id} host tcp 0.0.0.0:6379"));
+    assert_eq!(entry.actor, "alice");
+    // The host's changes list it.
+    let changes = h.get(&format!("/changes?host={id}"), Some(&alice)).await;
+    assert!(changes.body.contains("listener.reject"), "{}", changes.body);
+}
