@@ -140,6 +140,8 @@ mod tests {
             runtime_socket_mounted: false,
             writable_layer: None,
             drift: Vec::new(),
+            published: Vec::new(),
+            daemon_netns: None,
         }
     }
 

@@ -57,16 +57,40 @@ pub(crate) fn check(snapshot: &HostSnapshot) -> Vec<Finding> {
 /// crossed.
 pub(crate) fn bypassed(snapshot: &HostSnapshot) -> Vec<Finding> {
     let mut findings = Vec::new();
-    for listener in snapshot.listeners.iter().filter(|l| l.scope.is_exposed()) {
-        let Some(reach) = snapshot.reach_of(listener) else {
-            continue;
+    // Listeners (a userland proxy holding the port, or any socket a DNAT
+    // shadows), then ports a container publishes that nothing on the host
+    // listens on: only the kernel's DNAT answers them, and `ss` shows
+    // nothing.
+    let listeners = snapshot
+        .listeners
+        .iter()
+        .filter(|l| l.scope.is_exposed())
+        .filter_map(|l| {
+            snapshot
+                .reach_of(l)
+                .map(|reach| (l.endpoint(), l.address, reach, None))
+        });
+    let bindings = snapshot.published.iter().map(|(idx, binding, reach)| {
+        let endpoint = match binding.host_ip {
+            std::net::IpAddr::V6(v6) => {
+                format!("{} [{v6}]:{}", binding.protocol.as_str(), binding.host_port)
+            }
+            v4 => format!("{} {v4}:{}", binding.protocol.as_str(), binding.host_port),
         };
+        (
+            endpoint,
+            binding.host_ip,
+            reach,
+            snapshot.containers.get(*idx),
+        )
+    });
+    for (endpoint, address, reach, publisher) in listeners.chain(bindings) {
         for path in reach
             .published
             .iter()
             .filter(|p| !p.input_denies.is_empty())
         {
-            let family = AddrFamily::of(listener.address);
+            let family = AddrFamily::of(address);
             let via = path
                 .oif
                 .as_deref()
@@ -74,10 +98,9 @@ pub(crate) fn bypassed(snapshot: &HostSnapshot) -> Vec<Finding> {
             let finding = Finding::new(
                 FIREWALL_BYPASSED,
                 Severity::High,
-                listener.endpoint(),
+                &endpoint,
                 format!(
-                    "{} is published to {}{via} by a DNAT in nat prerouting and reachable from {} through the forward chains, though the input firewall denies it",
-                    listener.endpoint(),
+                    "{endpoint} is published to {}{via} by a DNAT in nat prerouting and reachable from {} through the forward chains, though the input firewall denies it",
                     path.to,
                     sources(&path.input_denies, family),
                 ),
@@ -96,17 +119,26 @@ pub(crate) fn bypassed(snapshot: &HostSnapshot) -> Vec<Finding> {
                 .map(|to| to.ip())
                 .or_else(|_| path.to.parse())
                 .ok();
-            let finding = match target.and_then(|ip| {
-                snapshot
-                    .containers
-                    .iter()
-                    .find(|c| c.running && c.addresses.contains(&ip))
+            let finding = match publisher.or_else(|| {
+                target.and_then(|ip| {
+                    snapshot
+                        .containers
+                        .iter()
+                        .find(|c| c.running && c.addresses.contains(&ip))
+                })
             }) {
                 Some(container) => finding.with_evidence(format!(
                     "it reaches {}",
                     crate::container::container_subject(container)
                 )),
                 None => finding,
+            };
+            let finding = if publisher.is_some() {
+                finding.with_evidence(
+                    "no process on the host listens on it (no userland proxy): only the kernel's DNAT answers, so `ss` lists nothing",
+                )
+            } else {
+                finding
             };
             findings.push(finding.with_remedy(
                 "publish the port on loopback only (`docker run -p 127.0.0.1:PORT:PORT`), or restrict sources in the DOCKER-USER chain (`iptables -I DOCKER-USER -p tcp -m conntrack --ctorigdstport PORT ! -s ALLOWED -j DROP`); rules in INPUT (ufw, firewalld zones) never see these connections",
@@ -265,6 +297,60 @@ mod tests {
               | iptables-nft: ip nat DOCKER: `-A DOCKER -d 198.18.91.1/32 ! -i docker0 -p tcp -m tcp --dport 6379 -j DNAT --to-destination 198.18.90.2:6379`
               | the forward path accepts every source; the input path alone denies every source
         "#]],
+        );
+    }
+
+    #[test]
+    fn a_port_published_with_nothing_listening_on_the_host_is_judged_too() {
+        let mut snap = snapshot(vec![], vec![]);
+        snap.containers = vec![perimeter_model::Container {
+            runtime: "docker".into(),
+            id: format!("{:0<64}", "ab12"),
+            name: "cache".into(),
+            image: "redis:7".into(),
+            image_id: "sha256:1".into(),
+            running: true,
+            pid: None,
+            addresses: vec!["198.18.90.2".parse().expect("address")],
+            privileged: false,
+            network_mode: "bridge".into(),
+            runtime_socket_mounted: false,
+            writable_layer: None,
+            drift: Vec::new(),
+            published: Vec::new(),
+            daemon_netns: Some(1),
+        }];
+        let binding = perimeter_model::Binding {
+            protocol: perimeter_model::Protocol::Tcp,
+            host_ip: "0.0.0.0".parse().expect("address"),
+            host_port: 6379,
+            container_port: 6379,
+        };
+        let published = path(
+            "198.18.90.2:6379",
+            "-A DOCKER ! -i docker0 -p tcp -m tcp --dport 6379 -j DNAT --to-destination 198.18.90.2:6379",
+            &["0.0.0.0/0"],
+            &["0.0.0.0/0"],
+        );
+        snap.published = vec![(
+            0,
+            binding,
+            Reach {
+                allowed: published.allowed.clone(),
+                published: vec![published],
+                ..Reach::default()
+            },
+        )];
+        bypass_check(
+            &snap,
+            expect![[r#"
+                high firewall.bypassed tcp 0.0.0.0:6379
+                  tcp 0.0.0.0:6379 is published to 198.18.90.2:6379 via docker0 by a DNAT in nat prerouting and reachable from every source through the forward chains, though the input firewall denies it
+                  | iptables-nft: ip nat DOCKER: `-A DOCKER ! -i docker0 -p tcp -m tcp --dport 6379 -j DNAT --to-destination 198.18.90.2:6379`
+                  | the forward path accepts every source; the input path alone denies every source
+                  | it reaches container cache (redis:7, ab1200000000)
+                  | no process on the host listens on it (no userland proxy): only the kernel's DNAT answers, so `ss` lists nothing
+            "#]],
         );
     }
 }

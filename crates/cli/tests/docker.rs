@@ -57,7 +57,8 @@ struct Dockerd {
 }
 
 impl Dockerd {
-    fn start(ns: &Ns) -> Dockerd {
+    /// dockerd with `extra` flags (`--userland-proxy=false`).
+    fn start(ns: &Ns, extra: &[&str]) -> Dockerd {
         let dir = tempfile::tempdir().expect("tempdir");
         // `ip netns exec` gives dockerd a private mount namespace with a fresh
         // sysfs and none of the cgroup mounts: mount them again (cgroup v2
@@ -102,7 +103,10 @@ impl Dockerd {
                     "--default-address-pool",
                     "base=198.18.96.0/20,size=24",
                     "--ip6tables=false",
-                ],
+                ]
+                .into_iter()
+                .chain(extra.iter().copied())
+                .collect::<Vec<_>>(),
             )
             .expect("dockerd starts");
         let mut dockerd = Dockerd { daemon, dir };
@@ -201,11 +205,20 @@ fn answer(client: &Ns, address: SocketAddr) -> Option<String> {
         .expect("enter the client's namespace")
 }
 
-#[test]
-fn published_port_behind_ufw_is_firewall_bypassed() {
-    if !require_docker_lab() {
-        return;
-    }
+/// The lab of both tests: dockerd (with `extra` flags) in a host namespace
+/// behind ufw's `default deny incoming`, a busybox container publishing
+/// port 6379 on the host's address, and a client that reaches it anyway.
+struct Published {
+    host: std::sync::Arc<Ns>,
+    dockerd: Dockerd,
+    image: &'static str,
+    container_ip: String,
+    ufw_dir: tempfile::TempDir,
+    // Last: the namespaces go after dockerd has stopped.
+    lab: Lab,
+}
+
+fn published_behind_ufw(extra: &[&str]) -> Published {
     let mut lab = Lab::new().expect("lab");
     let host = lab
         .add_host("dkr", &[&format!("{DOCKER_HOST_ADDR}/24")])
@@ -215,7 +228,7 @@ fn published_port_behind_ufw_is_firewall_bypassed() {
         .expect("client");
     host.ip(&["link", "set", "lo", "up"]).expect("lo up");
 
-    let dockerd = Dockerd::start(&host);
+    let dockerd = Dockerd::start(&host, extra);
     let image = dockerd.busybox_image();
     let publish = format!("{DOCKER_HOST_ADDR}:{PORT}:{PORT}");
     dockerd.docker_ok(&[
@@ -267,6 +280,29 @@ fn published_port_behind_ufw_is_firewall_bypassed() {
         "a client reaches the container through ufw's deny"
     );
 
+    Published {
+        host,
+        dockerd,
+        image,
+        container_ip,
+        ufw_dir,
+        lab,
+    }
+}
+
+#[test]
+fn published_port_behind_ufw_is_firewall_bypassed() {
+    if !require_docker_lab() {
+        return;
+    }
+    let Published {
+        host,
+        dockerd,
+        image,
+        container_ip,
+        ufw_dir,
+        lab,
+    } = published_behind_ufw(&[]);
     let approvals = ufw_dir.path().join("approvals.toml");
     std::fs::write(&approvals, "version = 1\n").expect("write");
     let (_, doc) = common::audit_json(Some(&host), &approvals, &["--no-service-probes"]);
@@ -382,6 +418,42 @@ fn published_port_behind_ufw_is_firewall_bypassed() {
         stdout(&text).contains(&format!("container {CONTAINER} ({image})")),
         "the table names the container: {}",
         stdout(&text)
+    );
+    drop(dockerd);
+    drop(lab);
+}
+
+#[test]
+fn a_port_published_without_the_userland_proxy_is_firewall_bypassed_too() {
+    if !require_docker_lab() {
+        return;
+    }
+    let Published {
+        host,
+        dockerd,
+        image,
+        container_ip,
+        ufw_dir,
+        lab,
+    } = published_behind_ufw(&["--userland-proxy=false"]);
+    let approvals = ufw_dir.path().join("approvals.toml");
+    std::fs::write(&approvals, "version = 1\n").expect("write");
+    let (_, doc) = common::audit_json(Some(&host), &approvals, &["--no-service-probes"]);
+    // No proxy: dockerd itself holds the host's port (to reserve it) while
+    // the kernel's DNAT forwards; the port is still the container's.
+    let listener = common::listener(&doc, PORT);
+    assert_eq!(listener["process"], "dockerd", "{listener:#}");
+    assert_eq!(listener["container_ref"]["via"], "daemon", "{listener:#}");
+    assert_eq!(listener["container_ref"]["name"], CONTAINER, "{listener:#}");
+    let needle = format!("{DOCKER_HOST_ADDR}:{PORT}");
+    let finding = common::finding(&doc, "firewall.bypassed", &needle)
+        .unwrap_or_else(|| panic!("firewall.bypassed about {needle} in {doc:#}"));
+    let text = finding.to_string();
+    assert!(
+        text.contains(&format!("{container_ip}:{PORT}"))
+            && text.contains(&format!("it reaches container {CONTAINER} ({image}, "))
+            && finding["severity"] == "high",
+        "{finding:#}"
     );
     drop(dockerd);
     drop(lab);

@@ -181,6 +181,8 @@ fn read_firewalls(
                 let reach =
                     reach_of_listeners(&snapshot.listeners, netns.inode, &interfaces, &ruleset);
                 snapshot.reach.extend(reach);
+                let published = reach_of_bindings(snapshot, netns.inode, &interfaces, &ruleset);
+                snapshot.published.extend(published);
             }
             verdict
         };
@@ -190,6 +192,64 @@ fn read_firewalls(
             firewall,
         });
     }
+}
+
+/// The ports the containers of a daemon in this namespace publish with no
+/// process of the namespace listening on them (Docker without its userland
+/// proxy: the DNAT alone answers), judged as a listener on the published
+/// address would be.
+fn reach_of_bindings(
+    snapshot: &HostSnapshot,
+    netns_inode: u64,
+    interfaces: &[perimeter_model::Interface],
+    ruleset: &perimeter_firewall::Ruleset,
+) -> Vec<(usize, perimeter_model::Binding, perimeter_model::Reach)> {
+    let mut out = Vec::new();
+    for (idx, container) in snapshot.containers.iter().enumerate() {
+        if !container.running || container.daemon_netns != Some(netns_inode) {
+            continue;
+        }
+        for binding in &container.published {
+            let held = snapshot.listeners.iter().any(|l| {
+                l.netns.inode == netns_inode
+                    && l.protocol == binding.protocol
+                    && l.port == binding.host_port
+            });
+            if held {
+                continue;
+            }
+            // As a listener on the published address would be: the same
+            // evaluation, for a socket that does not exist.
+            let pseudo = Listener {
+                protocol: binding.protocol,
+                address: binding.host_ip,
+                port: binding.host_port,
+                scope: perimeter_model::Scope::of(binding.host_ip),
+                v6only: binding.host_ip.is_ipv6().then_some(true),
+                interface: None,
+                inode: 0,
+                socket_uid: 0,
+                netns: perimeter_model::Netns {
+                    inode: netns_inode,
+                    name: String::new(),
+                },
+                owners: Vec::new(),
+            };
+            if !pseudo.scope.is_exposed() {
+                continue;
+            }
+            let mut reach = reach_of_listeners(
+                std::slice::from_ref(&pseudo),
+                netns_inode,
+                interfaces,
+                ruleset,
+            );
+            if let Some(reach) = reach.remove(&(netns_inode, 0)) {
+                out.push((idx, binding.clone(), reach));
+            }
+        }
+    }
+    out
 }
 
 /// Which sources reach each listener beyond loopback of one namespace, through

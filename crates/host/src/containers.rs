@@ -11,7 +11,7 @@
 //! untrusted input: sizes are capped, and a file that does not parse is a
 //! problem of its own, not the end of the audit.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -67,6 +67,48 @@ struct State {
 struct NetworkSettings {
     #[serde(rename = "Networks")]
     networks: BTreeMap<String, Endpoint>,
+    /// `"6379/tcp": [{"HostIp": "0.0.0.0", "HostPort": "6379"}]`; null for
+    /// an exposed port not published.
+    #[serde(rename = "Ports")]
+    ports: BTreeMap<String, Option<Vec<PortBinding>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct PortBinding {
+    #[serde(rename = "HostIp")]
+    host_ip: String,
+    #[serde(rename = "HostPort")]
+    host_port: String,
+}
+
+/// The bindings of `"6379/tcp"`; what does not parse is left out.
+fn bindings(key: &str, published: &[PortBinding]) -> Vec<perimeter_model::Binding> {
+    let Some((port, protocol)) = key.split_once('/') else {
+        return Vec::new();
+    };
+    let (Ok(container_port), Some(protocol)) = (
+        port.parse::<u16>(),
+        perimeter_model::Protocol::parse(protocol),
+    ) else {
+        return Vec::new();
+    };
+    published
+        .iter()
+        .filter_map(|b| {
+            let host_ip = if b.host_ip.is_empty() {
+                IpAddr::from([0, 0, 0, 0])
+            } else {
+                b.host_ip.parse().ok()?
+            };
+            Some(perimeter_model::Binding {
+                protocol,
+                host_ip,
+                host_port: b.host_port.parse().ok()?,
+                container_port,
+            })
+        })
+        .collect()
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -126,8 +168,8 @@ fn data_roots(
     processes: &BTreeMap<u32, Process>,
     fs_root: &Path,
     problems: &mut Vec<Problem>,
-) -> BTreeSet<PathBuf> {
-    let mut roots = BTreeSet::new();
+) -> BTreeMap<PathBuf, Option<u64>> {
+    let mut roots = BTreeMap::new();
     for process in processes.values().filter(|p| p.name() == "dockerd") {
         let root = match flag_value(&process.cmdline, &["--data-root", "-g", "--graph"]) {
             Some(root) => Some(PathBuf::from(root)),
@@ -137,14 +179,17 @@ fn data_roots(
                 daemon_json_root(&rooted(fs_root, &config), problems)
             }
         };
-        roots.insert(root.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_ROOT)));
+        roots.insert(
+            root.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_ROOT)),
+            process.netns_inode,
+        );
     }
     if roots.is_empty()
         && rooted(fs_root, Path::new(DEFAULT_DATA_ROOT))
             .join("containers")
             .is_dir()
     {
-        roots.insert(PathBuf::from(DEFAULT_DATA_ROOT));
+        roots.insert(PathBuf::from(DEFAULT_DATA_ROOT), None);
     }
     roots
 }
@@ -264,6 +309,13 @@ fn read_container(data_root: &Path, id: &str) -> Result<Container, String> {
         runtime_socket_mounted,
         writable_layer: writable_layer(data_root, id),
         drift: Vec::new(),
+        published: config
+            .network_settings
+            .ports
+            .iter()
+            .flat_map(|(key, published)| bindings(key, published.as_deref().unwrap_or(&[])))
+            .collect(),
+        daemon_netns: None,
     })
 }
 
@@ -274,7 +326,7 @@ pub fn docker_containers(
 ) -> (Vec<Container>, Vec<Problem>) {
     let mut problems = Vec::new();
     let mut containers = Vec::new();
-    for root in data_roots(processes, fs_root, &mut problems) {
+    for (root, daemon_netns) in data_roots(processes, fs_root, &mut problems) {
         let data_root = rooted(fs_root, &root);
         let dir = data_root.join("containers");
         let entries = match std::fs::read_dir(&dir) {
@@ -309,7 +361,10 @@ pub fn docker_containers(
         }
         for id in ids {
             match read_container(&data_root, &id) {
-                Ok(container) => containers.push(container),
+                Ok(mut container) => {
+                    container.daemon_netns = daemon_netns;
+                    containers.push(container);
+                }
                 Err(message) => {
                     problems.push(Problem::new(format!("container {}", &id[..12]), message))
                 }
@@ -362,7 +417,7 @@ mod tests {
             &format!(
                 r#"{{"ID":"{ID}","Name":"/cache","Image":"sha256:abc","Config":{{"Image":"redis:7","Env":["X=1"]}},
                 "State":{{"Running":true,"Pid":4242}},
-                "NetworkSettings":{{"Networks":{{"bridge":{{"IPAddress":"172.17.0.2","GlobalIPv6Address":""}},
+                "NetworkSettings":{{"Ports":{{"6379/tcp":[{{"HostIp":"0.0.0.0","HostPort":"6379"}},{{"HostIp":"::","HostPort":"6379"}}],"80/tcp":null}},"Networks":{{"bridge":{{"IPAddress":"172.17.0.2","GlobalIPv6Address":""}},
                 "lab":{{"IPAddress":"198.18.90.2","GlobalIPv6Address":"fd00::2"}}}}}},
                 "MountPoints":{{"/var/run/docker.sock":{{"Source":"/run/docker.sock"}}}},
                 "SomethingNew":[1,2,3]}}"#
@@ -394,6 +449,20 @@ mod tests {
         assert_eq!(c.network_mode, "bridge");
         let addresses: Vec<String> = c.addresses.iter().map(ToString::to_string).collect();
         assert_eq!(addresses, ["172.17.0.2", "198.18.90.2", "fd00::2"]);
+        let published: Vec<String> = c
+            .published
+            .iter()
+            .map(|b| {
+                format!(
+                    "{} {} {}->{}",
+                    b.protocol.as_str(),
+                    b.host_ip,
+                    b.host_port,
+                    b.container_port
+                )
+            })
+            .collect();
+        assert_eq!(published, ["tcp 0.0.0.0 6379->6379", "tcp :: 6379->6379"]);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(
             problems[0].message.contains("does not parse"),
@@ -409,7 +478,10 @@ mod tests {
             Path::new("/"),
             &mut problems,
         );
-        assert_eq!(flagged, BTreeSet::from([PathBuf::from("/srv/docker")]));
+        assert_eq!(
+            flagged,
+            BTreeMap::from([(PathBuf::from("/srv/docker"), None)])
+        );
         let dir = tempfile::tempdir().expect("dir");
         let config = dir.path().join("daemon.json");
         std::fs::write(
@@ -422,9 +494,15 @@ mod tests {
             Path::new("/"),
             &mut problems,
         );
-        assert_eq!(configured, BTreeSet::from([PathBuf::from("/data/docker")]));
+        assert_eq!(
+            configured,
+            BTreeMap::from([(PathBuf::from("/data/docker"), None)])
+        );
         let bare = data_roots(&dockerd("dockerd"), dir.path(), &mut problems);
-        assert_eq!(bare, BTreeSet::from([PathBuf::from(DEFAULT_DATA_ROOT)]));
+        assert_eq!(
+            bare,
+            BTreeMap::from([(PathBuf::from(DEFAULT_DATA_ROOT), None)])
+        );
         assert!(problems.is_empty(), "{problems:?}");
         // No dockerd and no default directory under this root: nothing.
         assert!(data_roots(&BTreeMap::new(), dir.path(), &mut problems).is_empty());

@@ -40,6 +40,21 @@ pub struct Container {
     /// deleted since it was started (pid, executable as the container sees
     /// it). Filled by the collector.
     pub drift: Vec<(u32, std::path::PathBuf)>,
+    /// The host ports it publishes (`-p`), as the runtime recorded them.
+    pub published: Vec<Binding>,
+    /// The network namespace of the daemon that runs it: where its
+    /// published ports' DNAT rules are.
+    pub daemon_netns: Option<u64>,
+}
+
+/// One published port: the host's address and port, and the container's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    pub protocol: crate::Protocol,
+    /// `0.0.0.0` or `::` for every address.
+    pub host_ip: IpAddr,
+    pub host_port: u16,
+    pub container_port: u16,
 }
 
 impl Container {
@@ -56,6 +71,10 @@ pub enum ContainerVia {
     Process,
     /// `docker-proxy` holds the host's port and forwards to the container.
     Proxy,
+    /// The runtime's daemon holds the host's port for the container's
+    /// published binding (Docker without its userland proxy reserves it so)
+    /// while the kernel's DNAT forwards the connections.
+    Daemon,
 }
 
 impl ContainerVia {
@@ -63,6 +82,7 @@ impl ContainerVia {
         match self {
             ContainerVia::Process => "process",
             ContainerVia::Proxy => "docker-proxy",
+            ContainerVia::Daemon => "daemon",
         }
     }
 }

@@ -270,6 +270,11 @@ pub struct HostSnapshot {
     pub reach: BTreeMap<(u64, u64), crate::Reach>,
     /// The containers the host's runtimes know (Docker's state, read-only).
     pub containers: Vec<crate::Container>,
+    /// Ports a container publishes that no process of the host listens on
+    /// (Docker without its userland proxy: the kernel's DNAT alone answers),
+    /// with who reaches them: (container index, binding, reach). A port a
+    /// proxy holds is a listener and judged as one.
+    pub published: Vec<(usize, crate::Binding, crate::Reach)>,
     pub problems: Vec<Problem>,
 }
 
@@ -310,6 +315,17 @@ impl HostSnapshot {
                 .iter()
                 .find(|c| c.running && c.addresses.contains(&target))?;
             return Some((container, crate::ContainerVia::Proxy));
+        }
+        if owner.name() == "dockerd" {
+            let container = self.containers.iter().find(|c| {
+                c.running
+                    && c.published.iter().any(|b| {
+                        b.protocol == listener.protocol
+                            && b.host_port == listener.port
+                            && (b.host_ip == listener.address || b.host_ip.is_unspecified())
+                    })
+            })?;
+            return Some((container, crate::ContainerVia::Daemon));
         }
         None
     }

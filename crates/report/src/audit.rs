@@ -193,7 +193,8 @@ struct ContainerJson {
     name: String,
     image: String,
     image_id: String,
-    /// `process` or `docker-proxy`.
+    /// `process`, `docker-proxy`, or `daemon` (dockerd holding the port
+    /// for the container without a userland proxy).
     via: &'static str,
 }
 
@@ -477,7 +478,13 @@ pub fn to_human(view: &AuditView<'_>, style: Style) -> String {
             // The container behind it is what a person needs to know: Docker's
             // proxy is only Docker's, and inside a container the image is
             // what shipped the binary.
-            (Some((c, perimeter_model::ContainerVia::Proxy)), _) => (
+            (
+                Some((
+                    c,
+                    perimeter_model::ContainerVia::Proxy | perimeter_model::ContainerVia::Daemon,
+                )),
+                _,
+            ) => (
                 crate::alert::one_line(&format!("container {} ({})", c.name, c.image)),
                 Some(Color::Yellow),
             ),

@@ -260,6 +260,7 @@ fn host_snapshot() -> HostSnapshot {
         exe_dir_modes: BTreeMap::new(),
         reach,
         containers: Vec::new(),
+        published: Vec::new(),
         problems: vec![
             Problem::new("pid 5150", "cannot read /proc/5150/exe: permission denied")
                 .with_hint("run as root"),
