@@ -25,6 +25,7 @@
 
 mod exposure;
 mod html;
+mod overview_cache;
 mod pages;
 mod session;
 
@@ -44,6 +45,7 @@ use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 
 use self::html::{Esc, Reader};
+use self::overview_cache::OverviewCache;
 use self::session::{COOKIE, LoginAttempts, SessionLimits, Sessions};
 use crate::AppState;
 use crate::auth::{Principal, same_secret};
@@ -75,6 +77,8 @@ pub(crate) struct Web {
     sessions: Sessions,
     attempts: LoginAttempts,
     verifications: Semaphore,
+    /// Each host's judgement as the overview last saw it.
+    overview: OverviewCache,
 }
 
 type Shared = State<Arc<Web>>;
@@ -94,6 +98,7 @@ pub(crate) fn router(app: Arc<AppState>) -> Router {
             MAX_FAILURES_PER_USER,
         ),
         verifications: Semaphore::new(MAX_VERIFICATIONS),
+        overview: OverviewCache::default(),
     });
     Router::new()
         .route("/", get(overview))
@@ -507,15 +512,35 @@ async fn logout(
 
 // ---- pages ---------------------------------------------------------------
 
-async fn overview(State(web): Shared, headers: HeaderMap) -> Response {
+/// The overview's query: `hosts=all` lists every host of each environment.
+#[derive(Debug, Deserialize)]
+struct OverviewQuery {
+    hosts: Option<String>,
+}
+
+async fn overview(
+    State(web): Shared,
+    headers: HeaderMap,
+    Query(query): Query<OverviewQuery>,
+) -> Response {
     let viewer = match signed_in(&web, &headers).await {
         Ok(viewer) => viewer,
         Err(response) => return response,
     };
-    match web.app.with_store(|store| pages::load_fleet(store)).await {
+    let cached = Arc::clone(&web);
+    match web
+        .app
+        .with_store(move |store| cached.overview.overview(store))
+        .await
+    {
         Ok(fleet) => html_page(
             StatusCode::OK,
-            pages::overview(&fleet, &viewer, OffsetDateTime::now_utc()),
+            pages::overview(
+                &fleet,
+                &viewer,
+                OffsetDateTime::now_utc(),
+                query.hosts.as_deref() == Some("all"),
+            ),
         ),
         Err(err) => error_page(&err, Some(&viewer)),
     }
@@ -563,10 +588,11 @@ async fn approvals_page(
         )),
         (None, None, None) => None,
     };
+    let cached = Arc::clone(&web);
     let loaded = web
         .app
-        .with_store(|store| {
-            let fleet = pages::load_fleet(store)?;
+        .with_store(move |store| {
+            let fleet = pages::load_approvals(store, &cached.overview)?;
             let rejected = pages::rejections(store.trail(10_000)?);
             Ok((fleet, rejected))
         })

@@ -5,16 +5,20 @@
 //! Hosts are judged exactly as the API judges them ([`routes::summarise`]),
 //! so a page and `GET /api/v1/hosts/{id}` never disagree.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use perimeter_api::{Event, FindingDoc, HostState, JudgedListener, ListenerDoc, NewApprovalDoc};
+use perimeter_api::{
+    Event, FindingDoc, HostState, HostSummary, JudgedListener, ListenerDoc, NewApprovalDoc,
+};
 use perimeter_store::fleet::{AgentStatus, FleetApproval, FleetStore, Role, TrailEntry};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
 use super::Viewer;
 use super::html::{self, Esc};
+use super::overview_cache::{HostProblem, MAX_HOST_PROBLEMS, Overview, OverviewCache};
 use crate::error::ApiError;
 use crate::judge;
 use crate::routes::{self, Judged};
@@ -23,6 +27,14 @@ use crate::routes::{self, Judged};
 const SILENT_AFTER: time::Duration = time::Duration::hours(1);
 /// The most problems the overview lists.
 const MAX_PROBLEMS: usize = 200;
+/// The most hosts the overview lists per environment, worst first, unless
+/// every host is asked for (`/?hosts=all`): a page of 10,000 rows is
+/// megabytes to send and to lay out.
+const MAX_HOSTS_PER_ENVIRONMENT: usize = 100;
+/// The most pending listeners the approvals page lists: each is a form, and
+/// a fleet of 10,000 hosts with 75 unapproved listeners each would make a
+/// page of hundreds of megabytes.
+const MAX_PENDING_ROWS: usize = 500;
 /// The most rows of the changes page's two tables.
 const MAX_CHANGES: usize = 200;
 /// Events are read in pages of this many...
@@ -30,10 +42,14 @@ const EVENT_PAGE: usize = 5_000;
 /// ...at most this many pages per request (see [`newest_events`]).
 const MAX_EVENT_PAGES: usize = 40;
 
-/// Every host judged, and the approvals (revoked ones too, for the record).
+/// The hosts with pending listeners the approvals page lists (judged), the
+/// approvals (revoked ones too, for the record), and how many listeners are
+/// pending on how many hosts in all.
 pub(crate) struct Fleet {
     pub(crate) hosts: Vec<Judged>,
     pub(crate) approvals: Vec<FleetApproval>,
+    pub(crate) n_pending: u64,
+    pub(crate) n_hosts_pending: usize,
 }
 
 fn judge_agent(
@@ -48,7 +64,14 @@ fn judge_agent(
     routes::summarise(agent, latest, approvals)
 }
 
-pub(crate) fn load_fleet(store: &mut dyn FleetStore) -> Result<Fleet, ApiError> {
+/// What the approvals page shows: the hosts' counts from the overview's
+/// cache, and the listeners of only as many hosts (in the store's order) as
+/// fill [`MAX_PENDING_ROWS`] rows.
+pub(crate) fn load_approvals(
+    store: &mut dyn FleetStore,
+    cache: &OverviewCache,
+) -> Result<Fleet, ApiError> {
+    let overview = cache.overview(store)?;
     let approvals = store.approvals(true)?;
     let live: Vec<FleetApproval> = approvals
         .iter()
@@ -56,10 +79,33 @@ pub(crate) fn load_fleet(store: &mut dyn FleetStore) -> Result<Fleet, ApiError> 
         .cloned()
         .collect();
     let mut hosts = Vec::new();
-    for agent in store.agents()? {
-        hosts.push(judge_agent(store, agent, &live)?);
+    let mut n_listed = 0;
+    let mut n_pending = 0;
+    let mut n_hosts_pending = 0;
+    for host in overview
+        .hosts
+        .iter()
+        .filter(|host| host.summary.unapproved > 0)
+    {
+        n_pending += host.summary.unapproved;
+        n_hosts_pending += 1;
+        if n_listed >= MAX_PENDING_ROWS as u64 {
+            continue;
+        }
+        // Gone since the overview read it: nothing to list.
+        let Some(agent) = store.agent(&host.summary.agent_id)? else {
+            continue;
+        };
+        let judged = judge_agent(store, agent, &live)?;
+        n_listed += judged.summary.unapproved;
+        hosts.push(judged);
     }
-    Ok(Fleet { hosts, approvals })
+    Ok(Fleet {
+        hosts,
+        approvals,
+        n_pending,
+        n_hosts_pending,
+    })
 }
 
 /// One stored state compared with the one before it.
@@ -581,99 +627,145 @@ fn agent_forms(viewer: &Viewer, agent_id: &str, status: &str) -> String {
 
 // ---- overview ------------------------------------------------------------
 
-/// One of the fleet's problems, for the top of the overview.
-struct Problem {
-    /// Lower is worse.
-    rank: u8,
-    host_id: String,
-    hostname: String,
-    html: String,
+/// The problems of a host's latest state, in the order found (its listeners
+/// in the state's order, then its findings): exposed listeners no approval
+/// covers, unpackaged executables, critical and high findings.
+pub(crate) fn state_problems(host: &Judged) -> Vec<HostProblem> {
+    let mut problems = Vec::new();
+    let mut push = |rank: u8, html: String| problems.push(HostProblem { rank, html });
+    for judged in &host.listeners {
+        let listener = &judged.listener;
+        let owner = listener
+            .owners
+            .first()
+            .map(|o| format!(" held by {} ({})", Esc(&o.name), Esc(&o.user)))
+            .unwrap_or_default();
+        if listener.is_exposed() && judged.approval != "approved" {
+            push(
+                if judged.approval == "expired" { 1 } else { 0 },
+                format!(
+                    "{} <code>{}</code>{owner}",
+                    verdict_badge(&judged.approval),
+                    Esc(&listener.endpoint()),
+                ),
+            );
+        }
+        if is_unpackaged(listener) {
+            let exes: BTreeSet<&str> = listener
+                .owners
+                .iter()
+                .filter(|o| o.package.is_none())
+                .filter_map(|o| o.exe.as_deref())
+                .collect();
+            for exe in exes {
+                push(
+                    if listener.is_exposed() { 1 } else { 3 },
+                    format!(
+                        "<strong class=\"bad\">UNPACKAGED</strong> <code>{}</code> listens on <code>{}</code>",
+                        Esc(exe),
+                        Esc(&listener.endpoint())
+                    ),
+                );
+            }
+        }
+    }
+    for finding in &host.findings {
+        if severity_rank(&finding.severity) <= 1 {
+            push(
+                2,
+                format!(
+                    "{} {}: {}",
+                    severity_badge(&finding.severity),
+                    Esc(&finding.subject),
+                    Esc(&finding.message)
+                ),
+            );
+        }
+    }
+    problems
 }
 
-fn problems(fleet: &Fleet, now: OffsetDateTime) -> Vec<Problem> {
+/// One line of the overview's problems.
+struct Problem<'a> {
+    /// Lower is worse.
+    rank: u8,
+    host: &'a HostSummary,
+    /// Escaped HTML.
+    html: Cow<'a, str>,
+    /// The line that says how many more a host has, not a problem itself.
+    more: bool,
+}
+
+/// The fleet's problems, worst first, and how many there are in all (a host
+/// lists at most [`MAX_HOST_PROBLEMS`] of its own, then how many more).
+fn problems(fleet: &Overview, now: OffsetDateTime) -> (Vec<Problem<'_>>, usize) {
     let mut problems = Vec::new();
+    let mut n_all = 0;
     for host in &fleet.hosts {
         let summary = &host.summary;
-        let mut push = |rank: u8, html: String| {
+        let judgement = &host.judgement;
+        let mut push = |rank: u8, html: Cow<'static, str>| {
             problems.push(Problem {
                 rank,
-                host_id: summary.agent_id.clone(),
-                hostname: summary.hostname.clone(),
+                host: summary,
                 html,
+                more: false,
             });
         };
         if summary.status == AgentStatus::Pending.as_str() {
             push(
                 4,
-                "waits for an administrator to accept its agent".to_owned(),
+                Cow::Borrowed("waits for an administrator to accept its agent"),
             );
-        }
-        for judged in &host.listeners {
-            let listener = &judged.listener;
-            let owner = listener
-                .owners
-                .first()
-                .map(|o| format!(" held by {} ({})", Esc(&o.name), Esc(&o.user)))
-                .unwrap_or_default();
-            if listener.is_exposed() && judged.approval != "approved" {
-                push(
-                    if judged.approval == "expired" { 1 } else { 0 },
-                    format!(
-                        "{} <code>{}</code>{owner}",
-                        verdict_badge(&judged.approval),
-                        Esc(&listener.endpoint()),
-                    ),
-                );
-            }
-            if is_unpackaged(listener) {
-                let exes: BTreeSet<&str> = listener
-                    .owners
-                    .iter()
-                    .filter(|o| o.package.is_none())
-                    .filter_map(|o| o.exe.as_deref())
-                    .collect();
-                for exe in exes {
-                    push(
-                        if listener.is_exposed() { 1 } else { 3 },
-                        format!(
-                            "<strong class=\"bad\">UNPACKAGED</strong> <code>{}</code> listens on <code>{}</code>",
-                            Esc(exe),
-                            Esc(&listener.endpoint())
-                        ),
-                    );
-                }
-            }
-        }
-        for finding in &host.findings {
-            if severity_rank(&finding.severity) <= 1 {
-                push(
-                    2,
-                    format!(
-                        "{} {}: {}",
-                        severity_badge(&finding.severity),
-                        Esc(&finding.subject),
-                        Esc(&finding.message)
-                    ),
-                );
-            }
+            n_all += 1;
         }
         if summary.status == AgentStatus::Accepted.as_str() {
             match summary.last_seen {
-                Some(seen) if now - seen > SILENT_AFTER => push(
-                    3,
-                    format!("has not reported since {}", html::age(seen, now)),
-                ),
-                None => push(3, "has never reported".to_owned()),
+                Some(seen) if now - seen > SILENT_AFTER => {
+                    push(
+                        3,
+                        Cow::Owned(format!("has not reported since {}", html::age(seen, now))),
+                    );
+                    n_all += 1;
+                }
+                None => {
+                    push(3, Cow::Borrowed("has never reported"));
+                    n_all += 1;
+                }
                 Some(_) => {}
             }
         }
+        for problem in &judgement.problems {
+            problems.push(Problem {
+                rank: problem.rank,
+                host: summary,
+                html: Cow::Borrowed(&problem.html),
+                more: false,
+            });
+        }
+        n_all += judgement.n_problems;
+        let n_hidden = judgement
+            .n_problems
+            .saturating_sub(judgement.problems.len());
+        if let Some(last) = judgement.problems.last().filter(|_| n_hidden > 0) {
+            problems.push(Problem {
+                rank: last.rank,
+                host: summary,
+                html: Cow::Owned(format!(
+                    "and {n_hidden} more on <a href=\"/hosts/{}\">its page</a>",
+                    html::url_component(&summary.agent_id)
+                )),
+                more: true,
+            });
+        }
     }
+    // Stable: a host's lines of one rank stay in the order found.
     problems.sort_by(|a, b| {
         a.rank
             .cmp(&b.rank)
-            .then_with(|| a.hostname.cmp(&b.hostname))
+            .then_with(|| a.host.hostname.cmp(&b.host.hostname))
     });
-    problems
+    (problems, n_all)
 }
 
 fn findings_cell(findings: &BTreeMap<String, u64>) -> String {
@@ -692,21 +784,29 @@ fn findings_cell(findings: &BTreeMap<String, u64>) -> String {
 /// How bad a host looks, for its place in its environment: unapproved
 /// listeners, then critical and high findings.
 fn host_badness(
-    host: &Judged,
+    summary: &HostSummary,
 ) -> (
     std::cmp::Reverse<u64>,
     std::cmp::Reverse<u64>,
     std::cmp::Reverse<u64>,
 ) {
-    let count = |severity: &str| host.summary.findings.get(severity).copied().unwrap_or(0);
+    let count = |severity: &str| summary.findings.get(severity).copied().unwrap_or(0);
     (
-        std::cmp::Reverse(host.summary.unapproved),
+        std::cmp::Reverse(summary.unapproved),
         std::cmp::Reverse(count("critical")),
         std::cmp::Reverse(count("high")),
     )
 }
 
-pub(crate) fn overview(fleet: &Fleet, viewer: &Viewer, now: OffsetDateTime) -> String {
+/// The overview: the fleet's totals, its worst problems, and each
+/// environment's hosts worst first (at most [`MAX_HOSTS_PER_ENVIRONMENT`] of
+/// each unless `all_hosts`).
+pub(crate) fn overview(
+    fleet: &Overview,
+    viewer: &Viewer,
+    now: OffsetDateTime,
+    all_hosts: bool,
+) -> String {
     let mut body = String::from("<h1>Overview</h1>");
     let n_unapproved: u64 = fleet.hosts.iter().map(|h| h.summary.unapproved).sum();
     let n_exposed: u64 = fleet.hosts.iter().map(|h| h.summary.exposed).sum();
@@ -718,7 +818,7 @@ pub(crate) fn overview(fleet: &Fleet, viewer: &Viewer, now: OffsetDateTime) -> S
         if n_unapproved > 0 { "bad" } else { "ok" }
     );
 
-    let problems = problems(fleet, now);
+    let (problems, n_all) = problems(fleet, now);
     body.push_str("<section><h2>Problems, worst first</h2>");
     if problems.is_empty() {
         body.push_str(
@@ -726,22 +826,32 @@ pub(crate) fn overview(fleet: &Fleet, viewer: &Viewer, now: OffsetDateTime) -> S
         );
     } else {
         body.push_str("<ol class=\"problems\">");
+        let mut n_shown = 0;
         for problem in problems.iter().take(MAX_PROBLEMS) {
             let _ = write!(
                 body,
-                "<li class=\"rank-{}\">{}: {}",
+                "<li class=\"rank-{}{}\">{}: {}",
                 problem.rank,
-                host_link(&problem.host_id, &problem.hostname),
+                if problem.more { " more" } else { "" },
+                host_link(&problem.host.agent_id, &problem.host.hostname),
                 problem.html
             );
             if problem.rank == 4 {
-                body.push_str(&agent_forms(viewer, &problem.host_id, "pending"));
+                body.push_str(&agent_forms(viewer, &problem.host.agent_id, "pending"));
             }
             body.push_str("</li>");
+            if !problem.more {
+                n_shown += 1;
+            }
         }
         body.push_str("</ol>");
-        if problems.len() > MAX_PROBLEMS {
-            let _ = write!(body, "<p>and {} more.</p>", problems.len() - MAX_PROBLEMS);
+        if n_all > n_shown {
+            let _ = write!(
+                body,
+                "<p>{} problems in all: here the worst, at most {MAX_HOST_PROBLEMS} a host; \
+                 each host's page lists all of its own.</p>",
+                n_all
+            );
         }
         if n_unapproved > 0 {
             body.push_str("<p><a href=\"/approvals\">Review the unapproved listeners</a></p>");
@@ -749,12 +859,12 @@ pub(crate) fn overview(fleet: &Fleet, viewer: &Viewer, now: OffsetDateTime) -> S
     }
     body.push_str("</section>");
 
-    let mut by_environment: BTreeMap<Option<&str>, Vec<&Judged>> = BTreeMap::new();
+    let mut by_environment: BTreeMap<Option<&str>, Vec<&HostSummary>> = BTreeMap::new();
     for host in &fleet.hosts {
         by_environment
             .entry(host.summary.environment.as_deref())
             .or_default()
-            .push(host);
+            .push(&host.summary);
     }
     if fleet.hosts.is_empty() {
         body.push_str(
@@ -765,7 +875,7 @@ pub(crate) fn overview(fleet: &Fleet, viewer: &Viewer, now: OffsetDateTime) -> S
         hosts.sort_by(|a, b| {
             host_badness(a)
                 .cmp(&host_badness(b))
-                .then_with(|| a.summary.hostname.cmp(&b.summary.hostname))
+                .then_with(|| a.hostname.cmp(&b.hostname))
         });
         let _ = write!(
             body,
@@ -777,8 +887,12 @@ pub(crate) fn overview(fleet: &Fleet, viewer: &Viewer, now: OffsetDateTime) -> S
                 None => "No environment".to_owned(),
             }
         );
-        for host in hosts {
-            let summary = &host.summary;
+        let n_listed = if all_hosts {
+            hosts.len()
+        } else {
+            hosts.len().min(MAX_HOSTS_PER_ENVIRONMENT)
+        };
+        for summary in hosts.iter().take(n_listed) {
             let last = match summary.last_seen {
                 Some(seen) => format!(
                     "{} <small>{}</small>",
@@ -800,7 +914,16 @@ pub(crate) fn overview(fleet: &Fleet, viewer: &Viewer, now: OffsetDateTime) -> S
                 findings_cell(&summary.findings)
             );
         }
-        body.push_str("</tbody></table></div></section>");
+        body.push_str("</tbody></table></div>");
+        if hosts.len() > n_listed {
+            let _ = write!(
+                body,
+                "<p class=\"more\">and {} more hosts in this environment, none worse than these: \
+                 <a href=\"/?hosts=all\">list every host</a></p>",
+                hosts.len() - n_listed
+            );
+        }
+        body.push_str("</section>");
     }
     html::page("Overview", "/", Some(&viewer.reader()), &body)
 }
@@ -1121,14 +1244,17 @@ pub(crate) fn approvals(
          An approval for this host keys on the address; one for an environment or the fleet keys on the \
          bind scope (wildcard, private, public), since their hosts have addresses of their own.</p>",
     );
-    let mut n_pending = 0;
+    let mut n_rows = 0;
     let mut rows = String::new();
     for host in &fleet.hosts {
         for judged in &host.listeners {
             if !judged.listener.is_exposed() || judged.approval == "approved" {
                 continue;
             }
-            n_pending += 1;
+            if n_rows == MAX_PENDING_ROWS {
+                break;
+            }
+            n_rows += 1;
             let owner = owner_cells(&judged.listener);
             let subject = rejection_subject(
                 &host.summary.agent_id,
@@ -1176,7 +1302,7 @@ pub(crate) fn approvals(
             );
         }
     }
-    if n_pending == 0 {
+    if n_rows == 0 {
         body.push_str("<p class=\"ok\">Nothing pending: every exposed listener is approved.</p>");
     } else {
         let _ = write!(
@@ -1184,6 +1310,20 @@ pub(crate) fn approvals(
             "<div class=\"scroll\"><table class=\"pending\"><thead><tr><th>Host</th><th>Listener</th><th>Process</th>\
              <th>Package</th><th>Verdict</th><th>Decision</th></tr></thead><tbody>{rows}</tbody></table></div>"
         );
+        if fleet.n_pending > n_rows as u64 {
+            let _ = write!(
+                body,
+                "<p class=\"more\">{} listeners are pending on {} {} in all: the first {n_rows} here; \
+                 the next appear as these are approved.</p>",
+                fleet.n_pending,
+                fleet.n_hosts_pending,
+                if fleet.n_hosts_pending == 1 {
+                    "host"
+                } else {
+                    "hosts"
+                }
+            );
+        }
     }
     body.push_str("</section><section><h2>Approved</h2>");
     let live: Vec<&FleetApproval> = fleet

@@ -984,3 +984,172 @@ async fn an_approver_rejects_a_pending_listener_and_it_stays_pending_with_the_re
     let changes = h.get(&format!("/changes?host={id}"), Some(&alice)).await;
     assert!(changes.body.contains("listener.reject"), "{}", changes.body);
 }
+
+/// The overview's problems, from its list to the end of the page.
+fn problems_of(page: &Answer) -> &str {
+    page.body
+        .find("<ol class=\"problems\">")
+        .map_or("", |start| &page.body[start..])
+}
+
+#[tokio::test]
+async fn the_overview_shows_a_new_approval_and_a_new_state_on_the_next_view() {
+    let h = harness();
+    let (alice, alice_csrf) = h.login("alice").await;
+    let redis = "UNAPPROVED</span> <code>tcp 0.0.0.0:6379</code>";
+    let before = h.get("/", Some(&alice)).await;
+    assert!(problems_of(&before).contains(redis));
+    assert!(problems_of(&before).contains("10.0.0.5:31337"));
+
+    let added = h
+        .post(
+            "/approvals",
+            &format!("perimeter_session={alice}"),
+            &approve_form(&h.agent_id, &alice_csrf, "the session cache"),
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
+    let approved = h.get("/", Some(&alice)).await;
+    assert!(!problems_of(&approved).contains(redis));
+    assert!(problems_of(&approved).contains("10.0.0.5:31337"));
+
+    // A new state without the hostile listener.
+    let now = OffsetDateTime::now_utc();
+    let state = HostState {
+        hostname: "web-1".into(),
+        listeners: Vec::new(),
+        findings: Vec::new(),
+    };
+    let outcome = h
+        .state
+        .store
+        .lock()
+        .expect("store")
+        .record_report(&NewReport {
+            agent_id: h.agent_id.clone(),
+            seq: 2,
+            digest: "d2".into(),
+            hostname: "web-1".into(),
+            taken_at: now,
+            received_at: now,
+            state: Some(serde_json::to_string(&state).expect("json")),
+            events: Vec::new(),
+        })
+        .expect("report");
+    assert_eq!(outcome, ReportOutcome::Stored);
+    let quiet = h.get("/", Some(&alice)).await;
+    assert!(
+        quiet
+            .body
+            .contains("Nothing unexpected: every exposed listener is approved."),
+        "{}",
+        quiet.body
+    );
+}
+
+#[tokio::test]
+async fn the_overview_lists_the_worst_hosts_of_each_environment_and_all_on_request() {
+    let h = harness();
+    let now = OffsetDateTime::now_utc();
+    {
+        let mut store = h.state.store.lock().expect("store");
+        // 120 hosts in production that never reported, beside web-1 (whose
+        // key is sevens).
+        for n in 0..120_u8 {
+            let id = format!("ag_quiet{n:03}");
+            store
+                .enrol_agent(&NewAgent {
+                    id: id.clone(),
+                    public_key: vec![n + 128; 32],
+                    hostname: format!("quiet-{n:03}"),
+                    status: AgentStatus::Accepted,
+                    enrolled_at: now,
+                })
+                .expect("enrol");
+            store
+                .set_agent_environment(&id, Some("production"), "root", now)
+                .expect("environment");
+        }
+        store
+            .set_agent_environment(&h.agent_id, Some("production"), "root", now)
+            .expect("environment");
+    }
+    let (vera, _) = h.login("vera").await;
+    let page = h.get("/", Some(&vera)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("<strong>121</strong> hosts"));
+    // The worst first: web-1 and its unapproved listeners lead its
+    // environment's table, then 99 of the quiet ones.
+    let table = &page.body[page.body.find("Environment production").expect("listed")..];
+    assert!(table.find("web-1").expect("web-1") < table.find("quiet-000").expect("quiet-000"));
+    assert_eq!(table.matches("<tr><td>").count(), 100);
+    assert!(table.contains("and 21 more hosts in this environment"));
+    assert!(table.contains("href=\"/?hosts=all\""));
+    // Every environment is there, with no host left out of the totals.
+    let all = h.get("/?hosts=all", Some(&vera)).await;
+    let table = &all.body[all.body.find("Environment production").expect("listed")..];
+    assert_eq!(table.matches("<tr><td>").count(), 121);
+    assert!(!table.contains("more hosts in this environment"));
+    // web-1's problems come first; the silent hosts' after.
+    let problems = problems_of(&page);
+    assert!(
+        problems
+            .find("UNAPPROVED</span> <code>tcp 0.0.0.0:6379")
+            .expect("redis")
+            < problems.find("has never reported").expect("the quiet ones")
+    );
+}
+
+#[tokio::test]
+async fn the_approvals_page_lists_a_bounded_number_of_pending_listeners() {
+    let h = harness();
+    let now = OffsetDateTime::now_utc();
+    let state = HostState {
+        hostname: "web-1".into(),
+        listeners: (0..600)
+            .map(|n| {
+                listener(
+                    10_000 + n,
+                    "0.0.0.0",
+                    "wildcard",
+                    owner("svc", "/usr/sbin/svc", Some("svc")),
+                )
+            })
+            .collect(),
+        findings: Vec::new(),
+    };
+    let outcome = h
+        .state
+        .store
+        .lock()
+        .expect("store")
+        .record_report(&NewReport {
+            agent_id: h.agent_id.clone(),
+            seq: 2,
+            digest: "d2".into(),
+            hostname: "web-1".into(),
+            taken_at: now,
+            received_at: now,
+            state: Some(serde_json::to_string(&state).expect("json")),
+            events: Vec::new(),
+        })
+        .expect("report");
+    assert_eq!(outcome, ReportOutcome::Stored);
+    let (alice, _) = h.login("alice").await;
+    let page = h.get("/approvals", Some(&alice)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(page.body.matches("<form class=\"approve\"").count(), 500);
+    assert!(
+        page.body
+            .contains("600 listeners are pending on 1 host in all: the first 500 here"),
+        "{}",
+        page.body
+    );
+    let overview = h.get("/", Some(&alice)).await;
+    assert!(
+        overview
+            .body
+            .contains("<strong class=\"bad\">600</strong> unapproved")
+    );
+    assert!(overview.body.contains("and 592 more on <a href=\"/hosts/"));
+}
