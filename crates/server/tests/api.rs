@@ -295,7 +295,9 @@ async fn reports_chain_and_listeners_are_judged_by_scoped_approvals() {
         .expect_err("a second identical approval");
     assert_eq!(again.code(), Some("conflict"));
     assert!(
-        again.to_string().contains(&format!("approval {}", approval.id)),
+        again
+            .to_string()
+            .contains(&format!("approval {}", approval.id)),
         "{again}"
     );
     let detail = host(&h, &key.agent_id()).await;
