@@ -109,7 +109,7 @@ impl fmt::Debug for PostgresFleet {
 /// test each connection with a query at checkout (a round trip per call) or
 /// not at all, open connections from background threads, and turn a refused
 /// connection into a wait of its `connection_timeout`; what is left for the
-/// pool itself is the forty lines below.
+/// pool itself (a stack, a count, a condition variable) is short.
 struct Pool {
     state: Mutex<PoolState>,
     freed: Condvar,
