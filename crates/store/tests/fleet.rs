@@ -495,7 +495,42 @@ fn postgresql() {
         })
     });
     postgres_errors_never_hold_the_password(&cluster);
+    postgres_store_drops_inside_an_async_runtime(&cluster);
     postgres_reconnects_after_a_restart(&mut cluster);
+}
+
+/// The server's last reference to the store may go on a thread that drives
+/// async tasks (at shutdown): the store and its handles drop there without
+/// a panic (the client closes a connection by blocking on a runtime of its
+/// own, which tokio refuses inside another).
+fn postgres_store_drops_inside_an_async_runtime(cluster: &PgCluster) {
+    cluster.create_database("dropped").expect("create");
+    let url = cluster.url_for("dropped");
+    let mut store = PostgresFleet::connect(&url).expect("connect");
+    let handle = store.concurrent_handle().expect("a handle");
+    // Two connections in the pool: one held by a call on another thread
+    // while this one enrols.
+    let barrier = Barrier::new(2);
+    let handle = std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            barrier.wait();
+            handle.agents().expect("agents");
+            handle
+        });
+        barrier.wait();
+        store
+            .enrol_agent(&new_agent(1, AgentStatus::Accepted))
+            .expect("enrol");
+        reader.join().expect("the thread")
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async move {
+        drop(store);
+        drop(handle);
+    });
+    eprintln!("postgresql: store_drops_inside_an_async_runtime: ok");
 }
 
 /// Whatever the connection string, errors name the database without its

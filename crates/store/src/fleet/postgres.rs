@@ -164,6 +164,27 @@ impl Drop for Checkout<'_> {
     }
 }
 
+impl Drop for Pool {
+    /// A `postgres::Client` closes its connection by blocking on a runtime
+    /// of its own, which panics on a thread that drives async tasks (the
+    /// server's, whose last reference to the store may go at shutdown). So
+    /// the connections are closed on a thread of their own, waited for.
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let idle = std::mem::take(&mut state.idle);
+        if idle.is_empty() {
+            return;
+        }
+        std::thread::scope(|scope| {
+            // Without a thread (none can be made) they close here, as any
+            // client would.
+            let _closer = std::thread::Builder::new()
+                .name("fleet-pg-close".to_owned())
+                .spawn_scoped(scope, move || drop(idle));
+        });
+    }
+}
+
 impl Pool {
     fn new(first: Connection, max: usize) -> Pool {
         Pool {
