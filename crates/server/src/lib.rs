@@ -14,6 +14,10 @@
 //! - Everything a client sends is bounded: body size, listeners and events per
 //!   report, string lengths, reports per agent per minute; every request has a
 //!   deadline; connections are capped.
+//! - What the store keeps is bounded too: host states that stopped being
+//!   current longer ago than [`Limits::keep_history`] are pruned in small
+//!   batches (each host's latest state always stays; events and the trail
+//!   are an audit trail, never pruned).
 
 mod alerts;
 mod auth;
@@ -40,7 +44,8 @@ pub use auth::{
 };
 pub use tls::{ServerTls, TlsError, TlsSource};
 
-/// Bounds on what clients may send.
+/// Bounds on what clients may send, and on how long the server keeps the
+/// states they sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// The largest request body (a full report of a host with 20,000
@@ -59,6 +64,10 @@ pub struct Limits {
     pub max_connections: usize,
     /// The deadline of one request, body included.
     pub request_timeout: Duration,
+    /// How long a host state is kept after a newer one replaced it (each
+    /// host's latest state is kept for good), so the host's history can be
+    /// read back this far.
+    pub keep_history: Duration,
 }
 
 impl Default for Limits {
@@ -73,9 +82,23 @@ impl Default for Limits {
             max_clock_skew: Duration::from_secs(300),
             max_connections: 1_024,
             request_timeout: Duration::from_secs(30),
+            keep_history: DEFAULT_KEEP_HISTORY,
         }
     }
 }
+
+/// The default of [`Limits::keep_history`]: 30 days.
+pub const DEFAULT_KEEP_HISTORY: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// How often the server prunes old states; the first pass runs at start.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+/// States deleted per transaction while pruning: small, so a report waits at
+/// most one batch for SQLite's write lock.
+const PRUNE_BATCH: usize = 500;
+
+/// The pause between two batches, for the reports queued behind one.
+const PRUNE_PAUSE: Duration = Duration::from_millis(20);
 
 /// How the server runs.
 #[derive(Debug, Clone)]
@@ -175,7 +198,11 @@ pub(crate) struct AppState {
 }
 
 impl AppState {
-    /// Runs `f` on the store in a blocking thread.
+    /// Runs `f` on the store in a blocking thread: on a handle of its own
+    /// when the backend has a pool of connections (PostgreSQL), so calls run
+    /// side by side and the lock is held only to take the handle; else on
+    /// the one store under the lock, one call at a time (SQLite: a pool of
+    /// one).
     pub(crate) async fn with_store<T, F>(self: &Arc<Self>, f: F) -> Result<T, error::ApiError>
     where
         T: Send + 'static,
@@ -187,10 +214,57 @@ impl AppState {
                 .store
                 .lock()
                 .map_err(|_| error::ApiError::internal("the store's lock is poisoned"))?;
+            if let Some(mut handle) = store.concurrent_handle() {
+                drop(store);
+                return f(handle.as_mut());
+            }
             f(store.as_mut())
         })
         .await
         .map_err(|err| error::ApiError::internal(format!("a store task failed: {err}")))?
+    }
+}
+
+/// Prunes old states now and every [`PRUNE_EVERY`], for as long as the server
+/// runs; a pass that fails is logged and tried again at the next.
+async fn prune_history(state: Arc<AppState>) {
+    let mut every = tokio::time::interval(PRUNE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let keep = time::Duration::try_from(state.config.limits.keep_history)
+            .unwrap_or(time::Duration::MAX);
+        let Some(before) = time::OffsetDateTime::now_utc().checked_sub(keep) else {
+            continue;
+        };
+        match prune_states_before(&state, before, PRUNE_BATCH, PRUNE_PAUSE).await {
+            Ok(0) => {}
+            Ok(n_deleted) => tracing::info!(
+                "pruned {n_deleted} host states replaced before {before} (--keep-history)"
+            ),
+            Err(err) => tracing::warn!("pruning old host states: {}", err.message),
+        }
+    }
+}
+
+/// Deletes every state due before `before`, `batch` per transaction with a
+/// pause between; how many were deleted.
+async fn prune_states_before(
+    state: &Arc<AppState>,
+    before: time::OffsetDateTime,
+    batch: usize,
+    pause: Duration,
+) -> Result<usize, error::ApiError> {
+    let mut n_deleted = 0;
+    loop {
+        let n_batch = state
+            .with_store(move |store| Ok(store.prune_states(before, batch)?))
+            .await?;
+        n_deleted += n_batch;
+        if n_batch < batch {
+            return Ok(n_deleted);
+        }
+        tokio::time::sleep(pause).await;
     }
 }
 
@@ -209,6 +283,7 @@ pub async fn serve(
         config,
         rate: Mutex::new(HashMap::new()),
     });
+    let pruning = tokio::spawn(prune_history(Arc::clone(&state)));
     let app = routes::router(Arc::clone(&state), &limits).merge(web::router(state));
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -276,5 +351,78 @@ pub async fn serve(
             }
         });
     }
+    pruning.abort();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use perimeter_store::fleet::{AgentStatus, NewAgent, NewReport, SqliteFleet};
+    use time::OffsetDateTime;
+    use time::macros::datetime;
+
+    use super::*;
+
+    const AT: OffsetDateTime = datetime!(2026-05-20 09:00 UTC);
+
+    fn app_state(store: SqliteFleet) -> Arc<AppState> {
+        Arc::new(AppState {
+            store: Mutex::new(Box::new(store)),
+            config: ServerConfig {
+                listen: "127.0.0.1:0".parse().expect("address"),
+                enrol_secret: None,
+                require_acceptance: false,
+                limits: Limits::default(),
+                monitor_history: None,
+            },
+            rate: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// One pass deletes every state due, batch after batch, and keeps the
+    /// latest.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pruning_pass_deletes_every_due_state_in_batches() {
+        let mut store = SqliteFleet::open_in_memory().expect("store");
+        let agent_id = "ag_01".to_owned();
+        store
+            .enrol_agent(&NewAgent {
+                id: agent_id.clone(),
+                public_key: vec![1; 32],
+                hostname: "host".to_owned(),
+                status: AgentStatus::Accepted,
+                enrolled_at: AT,
+            })
+            .expect("enrol");
+        for seq in 1..=7_u64 {
+            let received_at = AT + time::Duration::seconds(seq as i64);
+            store
+                .record_report(&NewReport {
+                    agent_id: agent_id.clone(),
+                    seq,
+                    digest: format!("d{seq}"),
+                    hostname: "host".to_owned(),
+                    taken_at: received_at,
+                    received_at,
+                    state: Some(format!("{{\"seq\":{seq}}}")),
+                    events: Vec::new(),
+                })
+                .expect("report");
+        }
+        let state = app_state(store);
+        let before = AT + time::Duration::minutes(10);
+        let n_deleted = prune_states_before(&state, before, 2, Duration::ZERO)
+            .await
+            .expect("prune");
+        assert_eq!(n_deleted, 6);
+        let again = prune_states_before(&state, before, 2, Duration::ZERO)
+            .await
+            .expect("prune");
+        assert_eq!(again, 0);
+        let states = state
+            .with_store(move |store| Ok(store.states(&agent_id, 100)?))
+            .await
+            .expect("states");
+        assert_eq!(states.iter().map(|row| row.seq).collect::<Vec<_>>(), [7]);
+    }
 }

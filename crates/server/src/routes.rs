@@ -23,8 +23,8 @@ use perimeter_api::{
 use perimeter_checks::approvals::{Bind, NewApproval, OwnerKey, selector_toml};
 use perimeter_model::{Protocol, Scope};
 use perimeter_store::fleet::{
-    AgentRow, AgentStatus, ApprovalScope, FleetApproval, FleetStore, NewAgent, NewFleetApproval,
-    NewReport, ReportOutcome, Role,
+    Abandon, AgentRow, AgentStatus, ApprovalScope, FleetApproval, FleetStore, NewAgent,
+    NewFleetApproval, NewReport, ReportOutcome, Role, StateRow,
 };
 use serde::Deserialize;
 use time::OffsetDateTime;
@@ -396,6 +396,48 @@ fn within_rate(state: &AppState, agent_id: &str) -> bool {
     entry.1 <= state.config.limits.reports_per_minute
 }
 
+/// The host's state after `report`, from the agent's latest stored state:
+/// `None` when it did not change (the same digest), so only the agent's
+/// sequence and last-seen move.
+fn next_state(
+    report: &Report,
+    agent_id: &str,
+    latest: Option<StateRow>,
+) -> Result<Option<String>, ApiError> {
+    let latest_state: Option<HostState> = match &latest {
+        Some(row) => Some(serde_json::from_str(&row.state).map_err(|err| {
+            ApiError::internal(format!(
+                "agent {agent_id}: stored state does not parse: {err}"
+            ))
+        })?),
+        None => None,
+    };
+    let next = match (&report.full, &report.delta) {
+        (Some(full), _) => {
+            let mut full = full.clone();
+            full.hostname.clone_from(&report.hostname);
+            full.canonicalise();
+            full
+        }
+        (None, Some(delta)) => match &latest_state {
+            Some(base) => base.apply(delta, &report.hostname),
+            None => {
+                return Err(ApiError::conflict(
+                    "need_full",
+                    "the server holds no state of this host: send the full state",
+                ));
+            }
+        },
+        (None, None) => return Err(ApiError::bad_request("no state in the report")),
+    };
+    if latest_state.as_ref().map(HostState::digest) == Some(next.digest()) {
+        return Ok(None);
+    }
+    Ok(Some(
+        serde_json::to_string(&next).map_err(ApiError::internal)?,
+    ))
+}
+
 async fn report(
     State(state): Shared,
     headers: HeaderMap,
@@ -447,55 +489,31 @@ async fn report(
         .collect();
     let agent_id = agent.id.clone();
     let seq = report.seq;
+    // One transaction: the chain judged under the agent's lock, the new state
+    // built from the latest stored one (only when the report is to be
+    // stored), and both written.
     let outcome = state
         .with_store(move |store| {
-            let current = store
-                .agent(&agent_id)?
-                .ok_or_else(|| ApiError::unauthenticated("unknown agent"))?;
-            let mut state_json = None;
-            if report.seq == current.last_seq + 1 {
-                let latest = store.latest_state(&agent_id)?;
-                let latest_state: Option<HostState> = match &latest {
-                    Some(row) => Some(serde_json::from_str(&row.state).map_err(|err| {
-                        ApiError::internal(format!(
-                            "agent {agent_id}: stored state does not parse: {err}"
-                        ))
-                    })?),
-                    None => None,
-                };
-                let next = match (&report.full, &report.delta) {
-                    (Some(full), _) => {
-                        let mut full = full.clone();
-                        full.hostname.clone_from(&report.hostname);
-                        full.canonicalise();
-                        full
-                    }
-                    (None, Some(delta)) => match &latest_state {
-                        Some(base) => base.apply(delta, &report.hostname),
-                        None => {
-                            return Err(ApiError::conflict(
-                                "need_full",
-                                "the server holds no state of this host: send the full state",
-                            ));
-                        }
-                    },
-                    (None, None) => return Err(ApiError::bad_request("no state in the report")),
-                };
-                if latest_state.as_ref().map(HostState::digest) != Some(next.digest()) {
-                    state_json = Some(serde_json::to_string(&next).map_err(ApiError::internal)?);
-                }
-            }
             let new = NewReport {
-                agent_id: agent_id.clone(),
+                agent_id,
                 seq: report.seq,
                 digest,
                 hostname: report.hostname.clone(),
                 taken_at: report.taken_at,
                 received_at,
-                state: state_json,
+                state: None,
                 events,
             };
-            Ok(store.record_report(&new)?)
+            let mut refusal = None;
+            let recorded = store.record_report_with(&new, &mut |latest| {
+                next_state(&report, &new.agent_id, latest).map_err(|err| {
+                    refusal = Some(err);
+                    Abandon
+                })
+            })?;
+            recorded.map_err(|Abandon| {
+                refusal.unwrap_or_else(|| ApiError::internal("the report's state was refused"))
+            })
         })
         .await?;
     match outcome {

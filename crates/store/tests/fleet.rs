@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Barrier;
 
 use perimeter_store::fleet::{
-    AgentRow, AgentStatus, ApprovalScope, EventRow, FleetError, FleetStore, NewAgent,
+    Abandon, AgentRow, AgentStatus, ApprovalScope, EventRow, FleetError, FleetStore, NewAgent,
     NewFleetApproval, NewReport, NewTrailEntry, PostgresFleet, ReportOutcome, Revocation, Role,
     SqliteFleet, StateRow, TokenRow, UserRow,
 };
@@ -41,6 +41,12 @@ trait Database: Sync {
     fn set_schema_version(&self, version: i64);
     /// Everything that tells one state of the database from another.
     fn dump(&self) -> String;
+    /// Makes the database as fleet schema 1 left it, by hand (its first
+    /// migration, as released), holding `agent` (accepted, at `state.seq`)
+    /// and `state` as schema 1 stored it.
+    fn make_schema_1(&self, agent: &NewAgent, state: &StateRow);
+    /// Whether stores on this database hand out concurrent handles.
+    fn pooled(&self) -> bool;
 }
 
 type Case = fn(&dyn Database);
@@ -81,6 +87,27 @@ const CASES: &[(&str, Case)] = &[
     (
         "concurrent_reports_store_each_once",
         concurrent_reports_store_each_once,
+    ),
+    (
+        "concurrent_handles_share_the_store",
+        concurrent_handles_share_the_store,
+    ),
+    (
+        "report_with_builds_on_the_latest_state",
+        report_with_builds_on_the_latest_state,
+    ),
+    (
+        "large_states_read_back_identically",
+        large_states_read_back_identically,
+    ),
+    (
+        "pruning_keeps_the_latest_and_the_window",
+        pruning_keeps_the_latest_and_the_window,
+    ),
+    ("pruning_in_batches", pruning_in_batches),
+    (
+        "schema_1_states_read_after_migration",
+        schema_1_states_read_after_migration,
     ),
 ];
 
@@ -175,6 +202,82 @@ impl Database for SqliteDatabase {
         dump.push_str(&format!("fleet schema {version}\n"));
         dump
     }
+
+    fn make_schema_1(&self, agent: &NewAgent, state: &StateRow) {
+        std::fs::create_dir_all(self.path.parent().expect("a parent")).expect("directory");
+        let conn = self.connection();
+        conn.pragma_update(None, "application_id", 0x5052_4d54)
+            .expect("application id");
+        conn.execute_batch(SQLITE_SCHEMA_1).expect("schema 1");
+        conn.execute("UPDATE fleet_schema SET version = 1", [])
+            .expect("version 1");
+        conn.execute(
+            "INSERT INTO fleet_agents (id, public_key, hostname, status, enrolled_at, last_seq, \
+             last_digest) VALUES (?1, ?2, ?3, 'accepted', ?4, ?5, 'old')",
+            rusqlite::params![
+                agent.id,
+                agent.public_key,
+                agent.hostname,
+                nanos(agent.enrolled_at),
+                state.seq as i64
+            ],
+        )
+        .expect("agent");
+        conn.execute(
+            "INSERT INTO fleet_states (agent_id, seq, taken_at, received_at, state) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            rusqlite::params![
+                state.agent_id,
+                state.seq as i64,
+                nanos(state.taken_at),
+                nanos(state.received_at),
+                state.state
+            ],
+        )
+        .expect("state");
+    }
+
+    fn pooled(&self) -> bool {
+        false
+    }
+}
+
+/// Schema 1 as released: a database it made must keep opening.
+const SQLITE_SCHEMA_1: &str = include_str!("../migrations/fleet/sqlite/0001_initial.sql");
+const POSTGRES_SCHEMA_1: &str = include_str!("../migrations/fleet/postgres/0001_initial.sql");
+
+fn nanos(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos()).expect("in range")
+}
+
+/// States are stored compressed (a BLOB) from schema 2 on, and read back as
+/// they were given.
+#[test]
+fn sqlite_states_are_stored_compressed() {
+    let database = SqliteDatabase::new();
+    let mut store = database.open().expect("open");
+    let agent = new_agent(1, AgentStatus::Accepted);
+    store.enrol_agent(&agent).expect("enrol");
+    let state = big_state(1);
+    store
+        .record_report(&report(&agent.id, 1, "d1", Some(&state), &[]))
+        .expect("record");
+    let (kind, n_bytes): (String, i64) = database
+        .connection()
+        .query_row(
+            "SELECT typeof(state), length(state) FROM fleet_states",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .expect("the stored row");
+    assert_eq!(kind, "blob");
+    assert!(
+        (n_bytes as usize) * 5 < state.len(),
+        "{n_bytes} bytes stored for {}",
+        state.len()
+    );
+    let latest = store.latest_state(&agent.id).expect("latest").expect("one");
+    assert_eq!(latest.state, state);
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -335,6 +438,44 @@ impl Database for PgDatabase<'_> {
         }
         dump
     }
+
+    fn make_schema_1(&self, agent: &NewAgent, state: &StateRow) {
+        let mut admin = self.admin();
+        admin.batch_execute(POSTGRES_SCHEMA_1).expect("schema 1");
+        admin
+            .execute("UPDATE fleet_schema SET version = 1", &[])
+            .expect("version 1");
+        admin
+            .execute(
+                "INSERT INTO fleet_agents (id, public_key, hostname, status, enrolled_at, \
+                 last_seq, last_digest) VALUES ($1, $2, $3, 'accepted', $4, $5, 'old')",
+                &[
+                    &agent.id,
+                    &agent.public_key,
+                    &agent.hostname,
+                    &nanos(agent.enrolled_at),
+                    &(state.seq as i64),
+                ],
+            )
+            .expect("agent");
+        admin
+            .execute(
+                "INSERT INTO fleet_states (agent_id, seq, taken_at, received_at, state) \
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    &state.agent_id,
+                    &(state.seq as i64),
+                    &nanos(state.taken_at),
+                    &nanos(state.received_at),
+                    &state.state,
+                ],
+            )
+            .expect("state");
+    }
+
+    fn pooled(&self) -> bool {
+        true
+    }
 }
 
 #[test]
@@ -354,7 +495,42 @@ fn postgresql() {
         })
     });
     postgres_errors_never_hold_the_password(&cluster);
+    postgres_store_drops_inside_an_async_runtime(&cluster);
     postgres_reconnects_after_a_restart(&mut cluster);
+}
+
+/// The server's last reference to the store may go on a thread that drives
+/// async tasks (at shutdown): the store and its handles drop there without
+/// a panic (the client closes a connection by blocking on a runtime of its
+/// own, which tokio refuses inside another).
+fn postgres_store_drops_inside_an_async_runtime(cluster: &PgCluster) {
+    cluster.create_database("dropped").expect("create");
+    let url = cluster.url_for("dropped");
+    let mut store = PostgresFleet::connect(&url).expect("connect");
+    let handle = store.concurrent_handle().expect("a handle");
+    // Two connections in the pool: one held by a call on another thread
+    // while this one enrols.
+    let barrier = Barrier::new(2);
+    let handle = std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            barrier.wait();
+            handle.agents().expect("agents");
+            handle
+        });
+        barrier.wait();
+        store
+            .enrol_agent(&new_agent(1, AgentStatus::Accepted))
+            .expect("enrol");
+        reader.join().expect("the thread")
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async move {
+        drop(store);
+        drop(handle);
+    });
+    eprintln!("postgresql: store_drops_inside_an_async_runtime: ok");
 }
 
 /// Whatever the connection string, errors name the database without its
@@ -1619,4 +1795,453 @@ fn concurrent_reports_store_each_once(database: &dyn Database) {
         (row.last_seq, row.last_digest),
         (N_REPORTS, format!("d{N_REPORTS}"))
     );
+}
+
+/// A host state of 100 listeners as the API writes it (about 20 KB), with
+/// text that is not ASCII; `n` makes each one different.
+fn big_state(n: u32) -> String {
+    let listeners: Vec<String> = (0..100)
+        .map(|idx| {
+            format!(
+                "{{\"protocol\":\"tcp\",\"address\":\"198.18.0.{}\",\"port\":{},\
+                 \"owners\":[{{\"pid\":{},\"name\":\"wörker-{idx}\",\
+                 \"exe\":\"/usr/sbin/svc\",\"package\":\"svc\",\"user\":\"www-data\"}}]}}",
+                idx % 250,
+                8000 + idx,
+                1000 * n + idx
+            )
+        })
+        .collect();
+    format!(
+        "{{\"hostname\":\"host ✓\",\"listeners\":[{}],\"n\":{n}}}",
+        listeners.join(",")
+    )
+}
+
+/// A handle from `concurrent_handle` is the same store: what one writes the
+/// other reads, and reports on handles of one store run from several threads
+/// store each number once.
+fn concurrent_handles_share_the_store(database: &dyn Database) {
+    const N_REPORTS: u64 = 30;
+    let mut store = database.open().expect("open");
+    let Some(mut handle) = store.concurrent_handle() else {
+        assert!(!database.pooled(), "a pooled store gave no handle");
+        return;
+    };
+    assert!(database.pooled(), "a store without a pool gave a handle");
+    let agents: Vec<NewAgent> = (1..=3)
+        .map(|n| new_agent(n, AgentStatus::Accepted))
+        .collect();
+    handle.enrol_agent(&agents[0]).expect("enrol");
+    assert_eq!(
+        store.agent(&agents[0].id).expect("agent"),
+        Some(enrolled_row(&agents[0]))
+    );
+    for agent in &agents[1..] {
+        store.enrol_agent(agent).expect("enrol");
+    }
+    // Four threads, each on its own handle: one agent each, and the fourth
+    // on the first agent's chain too, as two servers receiving one agent's
+    // reports (the one behind sees duplicates and, for a number already
+    // passed, a fork; never a gap).
+    let barrier = Barrier::new(4);
+    let outcomes: Vec<(usize, ReportOutcome)> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..4)
+            .map(|thread_idx| {
+                let mut handle = store.concurrent_handle().expect("a handle");
+                let (agents, barrier) = (&agents, &barrier);
+                scope.spawn(move || {
+                    barrier.wait();
+                    let agent_idx = thread_idx % agents.len();
+                    let agent = &agents[agent_idx];
+                    (1..=N_REPORTS)
+                        .map(|seq| {
+                            let state = format!("{{\"seq\":{seq}}}");
+                            let outcome = handle
+                                .record_report_with(
+                                    &report(&agent.id, seq, &format!("d{seq}"), None, &[&state]),
+                                    &mut |_| Ok(Some(state.clone())),
+                                )
+                                .expect("record")
+                                .expect("built");
+                            (agent_idx, outcome)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|thread| thread.join().expect("the thread"))
+            .collect()
+    });
+    for agent_idx in 0..agents.len() {
+        let n_stored = outcomes
+            .iter()
+            .filter(|(idx, outcome)| *idx == agent_idx && *outcome == ReportOutcome::Stored)
+            .count();
+        assert_eq!(
+            n_stored as u64, N_REPORTS,
+            "agent {agent_idx}: {outcomes:?}"
+        );
+    }
+    assert!(
+        outcomes
+            .iter()
+            .all(|(_, outcome)| !matches!(outcome, ReportOutcome::OutOfOrder { .. })),
+        "{outcomes:?}"
+    );
+    for agent in &agents {
+        let mut seqs: Vec<u64> = store
+            .states(&agent.id, 1000)
+            .expect("states")
+            .iter()
+            .map(|state| state.seq)
+            .collect();
+        seqs.reverse();
+        assert_eq!(seqs, (1..=N_REPORTS).collect::<Vec<_>>(), "{}", agent.id);
+        let events = store.events(Some(&agent.id), 0, 1000).expect("events");
+        assert_eq!(events.len() as u64, N_REPORTS, "{}", agent.id);
+        assert_eq!(
+            store
+                .agent(&agent.id)
+                .expect("agent")
+                .expect("known")
+                .last_seq,
+            N_REPORTS
+        );
+    }
+}
+
+/// `record_report_with`: the builder sees the latest stored state, only when
+/// the report is stored; what it returns is stored (or not, when `None`);
+/// giving up writes nothing.
+fn report_with_builds_on_the_latest_state(database: &dyn Database) {
+    let mut store = database.open().expect("open");
+    let agent = new_agent(1, AgentStatus::Accepted);
+    let pending = new_agent(2, AgentStatus::Pending);
+    store.enrol_agent(&agent).expect("enrol");
+    store.enrol_agent(&pending).expect("enrol");
+    let id = agent.id.as_str();
+    let mut seen: Vec<Option<StateRow>> = Vec::new();
+    let record = |store: &mut Box<dyn FleetStore>,
+                  report: &NewReport,
+                  next: Result<Option<&str>, Abandon>,
+                  seen: &mut Vec<Option<StateRow>>| {
+        store
+            .record_report_with(report, &mut |latest| {
+                seen.push(latest);
+                next.map(|state| state.map(str::to_owned))
+            })
+            .expect("record")
+    };
+
+    // The ignored `state` of the report is not what is stored.
+    let first = report(id, 1, "d1", Some("{\"ignored\":1}"), &["e1"]);
+    assert_eq!(
+        record(&mut store, &first, Ok(Some("{\"n\":1}")), &mut seen),
+        Ok(ReportOutcome::Stored)
+    );
+    assert_eq!(seen, vec![None]);
+    let state_1 = StateRow {
+        agent_id: id.to_owned(),
+        seq: 1,
+        taken_at: first.taken_at,
+        received_at: first.received_at,
+        state: "{\"n\":1}".to_owned(),
+    };
+    assert_eq!(
+        store.latest_state(id).expect("latest"),
+        Some(state_1.clone())
+    );
+
+    // Unchanged: the builder sees state 1 and stores nothing new.
+    let second = report(id, 2, "d2", None, &[]);
+    assert_eq!(
+        record(&mut store, &second, Ok(None), &mut seen),
+        Ok(ReportOutcome::Stored)
+    );
+    assert_eq!(seen.last(), Some(&Some(state_1.clone())));
+    assert_eq!(store.states(id, 10).expect("states"), vec![state_1.clone()]);
+    assert_eq!(store.agent(id).expect("agent").expect("known").last_seq, 2);
+
+    // Giving up writes nothing at all.
+    let before = report_footprint(store.as_ref(), id);
+    let third = report(id, 3, "d3", None, &["e3"]);
+    assert_eq!(
+        record(&mut store, &third, Err(Abandon), &mut seen),
+        Err(Abandon)
+    );
+    assert_eq!(seen.last(), Some(&Some(state_1.clone())));
+    assert_eq!(report_footprint(store.as_ref(), id), before);
+
+    // The builder is not asked for what is not stored.
+    let n_seen = seen.len();
+    for (report, expected) in [
+        (second.clone(), ReportOutcome::Duplicate),
+        (report(id, 2, "other", None, &[]), ReportOutcome::Forked),
+        (
+            report(id, 9, "d9", None, &[]),
+            ReportOutcome::OutOfOrder { expected: 3 },
+        ),
+        (
+            report(&pending.id, 1, "p1", None, &[]),
+            ReportOutcome::NotAccepted {
+                status: Some(AgentStatus::Pending),
+            },
+        ),
+    ] {
+        assert_eq!(
+            record(&mut store, &report, Ok(Some("{}")), &mut seen),
+            Ok(expected)
+        );
+    }
+    assert_eq!(seen.len(), n_seen);
+    assert_eq!(report_footprint(store.as_ref(), id), before);
+
+    assert_eq!(
+        record(&mut store, &third, Ok(Some("{\"n\":3}")), &mut seen),
+        Ok(ReportOutcome::Stored)
+    );
+    let states = store.states(id, 10).expect("states");
+    assert_eq!(states.iter().map(|row| row.seq).collect::<Vec<_>>(), [3, 1]);
+    assert_eq!(states[0].state, "{\"n\":3}");
+    let events = store.events(Some(id), 0, 10).expect("events");
+    assert_eq!(
+        events
+            .iter()
+            .map(|event| event.event.as_str())
+            .collect::<Vec<_>>(),
+        ["e1", "e3"]
+    );
+}
+
+/// States of every size come back byte for byte, from `latest_state` and
+/// from `states`, also after the store is opened again.
+fn large_states_read_back_identically(database: &dyn Database) {
+    let agent = new_agent(1, AgentStatus::Accepted);
+    let states = [
+        big_state(1),
+        String::new(),
+        "{}".to_owned(),
+        big_state(2).repeat(20),
+    ];
+    {
+        let mut store = database.open().expect("open");
+        store.enrol_agent(&agent).expect("enrol");
+        for (idx, state) in states.iter().enumerate() {
+            let seq = idx as u64 + 1;
+            store
+                .record_report(&report(
+                    &agent.id,
+                    seq,
+                    &format!("d{seq}"),
+                    Some(state),
+                    &[],
+                ))
+                .expect("record");
+            assert_eq!(
+                store
+                    .latest_state(&agent.id)
+                    .expect("latest")
+                    .expect("one")
+                    .state,
+                *state
+            );
+        }
+    }
+    let store = database.open().expect("open again");
+    let read: Vec<String> = store
+        .states(&agent.id, 10)
+        .expect("states")
+        .into_iter()
+        .rev()
+        .map(|row| row.state)
+        .collect();
+    assert_eq!(read, states);
+}
+
+/// A state `age_secs` after `AT`, stored by `report` `seq`.
+fn state_report(agent_id: &str, seq: u64, received_secs: i64) -> NewReport {
+    NewReport {
+        received_at: at(received_secs),
+        taken_at: at(received_secs) - time::Duration::seconds(1),
+        ..report(
+            agent_id,
+            seq,
+            &format!("d{seq}"),
+            Some(&format!("{{\"seq\":{seq}}}")),
+            &["{\"event\":1}"],
+        )
+    }
+}
+
+fn stored_seqs(store: &dyn FleetStore, agent_id: &str) -> Vec<u64> {
+    let mut seqs: Vec<u64> = store
+        .states(agent_id, 1000)
+        .expect("states")
+        .iter()
+        .map(|state| state.seq)
+        .collect();
+    seqs.reverse();
+    seqs
+}
+
+/// Pruning removes the states replaced before the cutoff, and only those:
+/// the state current at the cutoff stays (it was the host's inside the
+/// window), each agent's latest stays however old, and events and the trail
+/// stay whole.
+fn pruning_keeps_the_latest_and_the_window(database: &dyn Database) {
+    let mut store = database.open().expect("open");
+    let agents: Vec<NewAgent> = (1..=4)
+        .map(|n| new_agent(n, AgentStatus::Accepted))
+        .collect();
+    for agent in &agents {
+        store.enrol_agent(agent).expect("enrol");
+    }
+    let [churning, stale, recent, heartbeat] = [0, 1, 2, 3].map(|idx| agents[idx].id.as_str());
+    // Received at 10, 20, 30 and 50 s; the cutoff is 35 s.
+    for (seq, secs) in [(1, 10), (2, 20), (3, 30), (4, 50)] {
+        store
+            .record_report(&state_report(churning, seq, secs))
+            .expect("record");
+    }
+    // One old state, then reports that changed nothing.
+    store
+        .record_report(&state_report(stale, 1, 5))
+        .expect("record");
+    for seq in 2..=3 {
+        store
+            .record_report(&report(stale, seq, &format!("d{seq}"), None, &[]))
+            .expect("record");
+    }
+    for (seq, secs) in [(1, 40), (2, 45)] {
+        store
+            .record_report(&state_report(recent, seq, secs))
+            .expect("record");
+    }
+    // Replaced exactly at the cutoff: not before it, so kept.
+    for (seq, secs) in [(1, 12), (2, 35)] {
+        store
+            .record_report(&state_report(heartbeat, seq, secs))
+            .expect("record");
+    }
+    let events_before = store.events(None, 0, 1000).expect("events");
+    let trail_before = store.trail(1000).expect("trail");
+    let latest_before: Vec<Option<StateRow>> = agents
+        .iter()
+        .map(|agent| store.latest_state(&agent.id).expect("latest"))
+        .collect();
+
+    assert_eq!(store.prune_states(at(35), 100).expect("prune"), 2);
+    assert_eq!(stored_seqs(store.as_ref(), churning), [3, 4]);
+    assert_eq!(stored_seqs(store.as_ref(), stale), [1]);
+    assert_eq!(stored_seqs(store.as_ref(), recent), [1, 2]);
+    assert_eq!(stored_seqs(store.as_ref(), heartbeat), [1, 2]);
+    assert_eq!(store.prune_states(at(35), 100).expect("prune again"), 0);
+
+    assert_eq!(store.events(None, 0, 1000).expect("events"), events_before);
+    assert_eq!(store.trail(1000).expect("trail"), trail_before);
+    let latest_after: Vec<Option<StateRow>> = agents
+        .iter()
+        .map(|agent| store.latest_state(&agent.id).expect("latest"))
+        .collect();
+    assert_eq!(latest_after, latest_before);
+
+    // A cutoff past everything leaves each agent its latest state alone.
+    assert_eq!(store.prune_states(at(10_000), 100).expect("prune"), 3);
+    for (agent, latest) in agents.iter().zip(&latest_before) {
+        let states = store.states(&agent.id, 1000).expect("states");
+        assert_eq!(states.len(), 1, "{}", agent.id);
+        assert_eq!(Some(&states[0]), latest.as_ref());
+    }
+    // Storing goes on after pruning, on top of the kept state.
+    store
+        .record_report(&state_report(churning, 5, 60))
+        .expect("record");
+    assert_eq!(stored_seqs(store.as_ref(), churning), [4, 5]);
+    assert_eq!(
+        store.events(None, 0, 1000).expect("events").len(),
+        events_before.len() + 1
+    );
+}
+
+/// At most `limit` states a call, oldest first, until none is due.
+fn pruning_in_batches(database: &dyn Database) {
+    let mut store = database.open().expect("open");
+    let agents: Vec<NewAgent> = (1..=2)
+        .map(|n| new_agent(n, AgentStatus::Accepted))
+        .collect();
+    for agent in &agents {
+        store.enrol_agent(agent).expect("enrol");
+    }
+    // Interleaved: agent 1 at 1, 3, 5, ... s, agent 2 at 2, 4, 6, ... s.
+    for seq in 1..=6_u64 {
+        for (agent_idx, agent) in agents.iter().enumerate() {
+            let secs = (seq as i64 - 1) * 2 + agent_idx as i64 + 1;
+            store
+                .record_report(&state_report(&agent.id, seq, secs))
+                .expect("record");
+        }
+    }
+    assert_eq!(store.prune_states(at(100), 3).expect("prune"), 3);
+    // The three oldest: agent 1's first two and agent 2's first.
+    assert_eq!(stored_seqs(store.as_ref(), &agents[0].id), [3, 4, 5, 6]);
+    assert_eq!(stored_seqs(store.as_ref(), &agents[1].id), [2, 3, 4, 5, 6]);
+    assert_eq!(store.prune_states(at(100), 3).expect("prune"), 3);
+    assert_eq!(store.prune_states(at(100), 3).expect("prune"), 3);
+    assert_eq!(store.prune_states(at(100), 3).expect("prune"), 1);
+    assert_eq!(store.prune_states(at(100), 3).expect("prune"), 0);
+    assert_eq!(stored_seqs(store.as_ref(), &agents[0].id), [6]);
+    assert_eq!(stored_seqs(store.as_ref(), &agents[1].id), [6]);
+    assert_eq!(store.prune_states(at(100), 0).expect("prune nothing"), 0);
+}
+
+/// A database schema 1 made (states stored as they came) migrates to the
+/// current schema untouched: its state reads back as it was, the next
+/// report builds on it, and both read back identically after pruning
+/// nothing.
+fn schema_1_states_read_after_migration(database: &dyn Database) {
+    let agent = new_agent(1, AgentStatus::Accepted);
+    let old = StateRow {
+        agent_id: agent.id.clone(),
+        seq: 4,
+        taken_at: at(100),
+        received_at: at(101),
+        state: big_state(4),
+    };
+    database.make_schema_1(&agent, &old);
+    let mut store = database.open().expect("open and migrate");
+    assert!(
+        database
+            .dump()
+            .contains(&format!("{}", database.known_version())),
+        "not migrated"
+    );
+    assert_eq!(
+        store.latest_state(&agent.id).expect("latest"),
+        Some(old.clone())
+    );
+    let next = NewReport {
+        received_at: at(200),
+        ..report(&agent.id, 5, "d5", None, &[])
+    };
+    let new_state = big_state(5);
+    assert_eq!(
+        store
+            .record_report_with(&next, &mut |latest| {
+                assert_eq!(latest.as_ref(), Some(&old));
+                Ok(Some(new_state.clone()))
+            })
+            .expect("record"),
+        Ok(ReportOutcome::Stored)
+    );
+    assert_eq!(store.prune_states(at(150), 10).expect("prune"), 0);
+    let states = store.states(&agent.id, 10).expect("states");
+    assert_eq!(states.len(), 2);
+    assert_eq!(states[0].state, new_state);
+    assert_eq!(states[1], old);
+    // The old row goes like any other once its successor is old enough.
+    assert_eq!(store.prune_states(at(300), 10).expect("prune"), 1);
+    assert_eq!(stored_seqs(store.as_ref(), &agent.id), [5]);
 }

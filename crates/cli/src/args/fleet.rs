@@ -60,6 +60,14 @@ pub(crate) struct ServerArgs {
     #[arg(long, value_name = "N", default_value = "30")]
     pub(crate) reports_per_minute: u32,
 
+    /// How long a host's state is kept after a newer one replaced it, so
+    /// its history reads back this far (`30d`, `12h`; `0s` keeps only the
+    /// latest). Each host's latest state is always kept, and events and the
+    /// trail never go; older states are deleted at start and every 10
+    /// minutes, in small batches.
+    #[arg(long, value_name = "DURATION", default_value = "30d")]
+    pub(crate) keep_history: String,
+
     /// Run the monitor inside the server: the jobs of this perimeter.toml's
     /// [monitor] part (scheduled scans, audits, verifies and their alerts),
     /// as `perimeter monitor` runs them. SIGHUP reloads it.

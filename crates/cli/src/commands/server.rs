@@ -235,6 +235,7 @@ fn serve(args: &ServerArgs, store: Box<dyn FleetStore>) -> Result<ExitCode> {
         require_acceptance: args.require_acceptance,
         limits: Limits {
             reports_per_minute: args.reports_per_minute.max(1),
+            keep_history: parse_duration("--keep-history", &args.keep_history, Zero::Allowed)?,
             ..Limits::default()
         },
         monitor_history: None,

@@ -295,6 +295,23 @@ mod tests {
         fn backend(&self) -> &'static str {
             self.inner.backend()
         }
+        fn concurrent_handle(&self) -> Option<Box<dyn FleetStore>> {
+            None
+        }
+        fn record_report_with(
+            &mut self,
+            report: &NewReport,
+            next_state: &mut perimeter_store::fleet::StateBuilder<'_>,
+        ) -> Result<Result<ReportOutcome, perimeter_store::fleet::Abandon>, FleetError> {
+            self.inner.record_report_with(report, next_state)
+        }
+        fn prune_states(
+            &mut self,
+            before: OffsetDateTime,
+            limit: usize,
+        ) -> Result<usize, FleetError> {
+            self.inner.prune_states(before, limit)
+        }
         fn enrol_agent(&mut self, agent: &NewAgent) -> Result<AgentRow, FleetError> {
             self.inner.enrol_agent(agent)
         }

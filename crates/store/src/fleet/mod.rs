@@ -12,11 +12,18 @@
 //! is newer than this binary is refused, never misread.
 //!
 //! The store keeps what it is given and checks the report chain; it never
-//! parses a host state (it is the API crate's JSON document, stored as text)
-//! and never decides what is approved (the server does, with `checks`).
+//! parses a host state (it is the API crate's JSON document, stored as text,
+//! compressed on SQLite) and never decides what is approved (the server does,
+//! with `checks`).
+//!
+//! Host states are the one thing that grows with time and is not an audit
+//! trail: [`FleetStore::prune_states`] removes the states that stopped being
+//! their host's before a cutoff, in small batches, always keeping each host's
+//! latest. Events and the trail are never removed.
 //!
 //! Synchronous, like [`crate::Store`]: the server calls it through
-//! `spawn_blocking`.
+//! `spawn_blocking`, on a handle of its own where the backend has a pool of
+//! connections ([`FleetStore::concurrent_handle`]), else one call at a time.
 //!
 //! Timestamps are kept to the nanosecond and read back in UTC (the same
 //! instant, which is what `OffsetDateTime` compares), between 1677-09-21 and
@@ -27,6 +34,7 @@
 use time::OffsetDateTime;
 
 mod codec;
+mod packed;
 mod postgres;
 mod sqlite;
 
@@ -168,6 +176,17 @@ pub enum ReportOutcome {
     /// The agent is not accepted (pending or revoked) or unknown.
     NotAccepted { status: Option<AgentStatus> },
 }
+
+/// What a state builder returns to give up on a report: the store writes
+/// nothing of it and hands this back. The builder keeps its own reason (the
+/// server's answer to the agent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Abandon;
+
+/// Makes a report's new state from the agent's latest stored one (`None`
+/// when it has none): `Ok(Some(state))` stores it, `Ok(None)` means the state
+/// did not change.
+pub type StateBuilder<'a> = dyn FnMut(Option<StateRow>) -> Result<Option<String>, Abandon> + 'a;
 
 /// A stored host state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -319,6 +338,12 @@ pub trait FleetStore: Send {
     /// "sqlite" or "postgresql".
     fn backend(&self) -> &'static str;
 
+    /// Another handle on the same database whose calls run beside this
+    /// one's, when the backend has a pool of connections (PostgreSQL); `None`
+    /// when every call must take its turn on this one (SQLite's single
+    /// connection: its writers queue on the file's lock anyway).
+    fn concurrent_handle(&self) -> Option<Box<dyn FleetStore>>;
+
     /// Enrols an agent, with an `agent.enrol` trail entry by `agent:<id>`.
     /// `Exists` when an agent with this id or key is already enrolled.
     fn enrol_agent(&mut self, agent: &NewAgent) -> Result<AgentRow, FleetError>;
@@ -360,6 +385,25 @@ pub trait FleetStore: Send {
     /// `NotAccepted`, checked first. Nothing is written unless the outcome is
     /// `Stored`, and a report writes no trail entry.
     fn record_report(&mut self, report: &NewReport) -> Result<ReportOutcome, FleetError>;
+    /// [`FleetStore::record_report`] with the new state made inside the same
+    /// transaction: once the chain says the report is to be stored (and only
+    /// then), `next_state` is called once, with the agent's latest stored
+    /// state read under the agent's lock, and what it returns is stored as
+    /// `report.state` would be (which is ignored). When it returns
+    /// `Err(Abandon)`, nothing is written and `Ok(Err(Abandon))` comes back.
+    /// The server rebuilds a state from a delta this way in one transaction.
+    fn record_report_with(
+        &mut self,
+        report: &NewReport,
+        next_state: &mut StateBuilder<'_>,
+    ) -> Result<Result<ReportOutcome, Abandon>, FleetError>;
+    /// Deletes at most `limit` stored states, oldest first, each one that a
+    /// newer state of the same agent replaced before `before` (the state
+    /// that followed it was received before then). So every agent keeps its
+    /// latest state, and every state that was its host's at any time since
+    /// `before`; events and the trail are never deleted. Returns how many
+    /// were deleted: fewer than `limit` when no more are due.
+    fn prune_states(&mut self, before: OffsetDateTime, limit: usize) -> Result<usize, FleetError>;
     /// The agent's latest stored state.
     fn latest_state(&self, agent_id: &str) -> Result<Option<StateRow>, FleetError>;
     /// The agent's stored states, newest first, at most `limit`.

@@ -7,32 +7,45 @@
 //! which cannot sit beside rusqlite's.)
 //!
 //! Behaviour the SQLite backend does not need:
+//! - a small pool of connections ([`PostgresFleet::POOL_SIZE`]), shared by the store and the
+//!   handles it gives out ([`FleetStore::concurrent_handle`]), so the
+//!   server's calls run side by side; each connection prepares each statement
+//!   once and keeps it, so a call costs one round trip per statement, and a
+//!   read of one statement runs without `BEGIN` and `COMMIT`;
 //! - migrations run under a transaction-scoped advisory lock, so two servers
 //!   starting at once do not both migrate; each migration is its own
 //!   transaction and reads the version again under the lock;
 //! - `record_report` locks the agent's row (`SELECT ... FOR UPDATE`), so two
 //!   servers (or connections) receiving the same agent's reports decide its
-//!   chain one after the other; a report carrying events also takes an
+//!   chain one after the other; the latest state is read after the lock, in
+//!   a statement of its own, so it is the one the previous report committed;
+//!   the new state and the agent's row are written by one statement; a
+//!   report carrying events also takes an
 //!   advisory lock before inserting them, so events become visible in id
 //!   order and a reader polling with `after` never skips one that committed
 //!   late;
 //! - a lost connection (the server restarted) is reconnected once, by the next
-//!   call: when the connection is already known to be closed, or when `BEGIN`
-//!   itself fails because the connection is gone, the store connects again and
-//!   runs the operation on the new connection. An operation that fails after
-//!   `BEGIN` is never retried (it may have committed, or half-run): its error
-//!   is returned, and the call after it reconnects.
+//!   call that takes it from the pool: when the connection is already known
+//!   to be closed, or when `BEGIN` itself fails because the connection is
+//!   gone, the store connects again and runs the operation on the new
+//!   connection. An operation that fails after `BEGIN` is never retried (it
+//!   may have committed, or half-run): its error is returned, and the call
+//!   after it reconnects. A read (one statement, no transaction) that fails
+//!   because the connection is gone is read again once on a new connection.
 //!
 //! Errors name the database by its parsed connection settings (hosts, ports,
 //! user, database name), rebuilt from the parsed configuration, so a password
 //! in the URL or conninfo never reaches an error message.
 
+use std::collections::HashMap;
+use std::convert::Infallible;
 use std::fmt;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use ::postgres::config::Host;
 use ::postgres::error::SqlState;
-use ::postgres::{Client, Config, NoTls, Row, Transaction};
+use ::postgres::types::ToSql;
+use ::postgres::{Client, Config, GenericClient, NoTls, Row, Statement, Transaction};
 use time::OffsetDateTime;
 
 use super::codec::{
@@ -41,9 +54,9 @@ use super::codec::{
     exists_agent, judge_report, new_agent_row, not_found, status_action,
 };
 use super::{
-    AgentRow, AgentStatus, EventRow, FleetApproval, FleetError, FleetStore, NewAgent,
-    NewFleetApproval, NewReport, NewTrailEntry, ReportOutcome, Revocation, Role, StateRow,
-    TokenRow, TrailEntry, UserRow,
+    Abandon, AgentRow, AgentStatus, EventRow, FleetApproval, FleetError, FleetStore, NewAgent,
+    NewFleetApproval, NewReport, NewTrailEntry, ReportOutcome, Revocation, Role, StateBuilder,
+    StateRow, TokenRow, TrailEntry, UserRow,
 };
 
 const BACKEND: &str = "postgresql";
@@ -53,7 +66,8 @@ const BACKEND: &str = "postgresql";
 /// to.
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/fleet/postgres/0001_initial.sql"),
-    include_str!("../../migrations/fleet/postgres/0002_events_by_time.sql"),
+    include_str!("../../migrations/fleet/postgres/0002_pruning.sql"),
+    include_str!("../../migrations/fleet/postgres/0003_events_by_time.sql"),
 ];
 
 /// The advisory lock key of migrations ("prmtmigr").
@@ -62,21 +76,218 @@ const MIGRATION_LOCK: i64 = 0x7072_6d74_6d69_6772;
 /// The advisory lock key taken before inserting events ("prmtevnt").
 const EVENTS_LOCK: i64 = 0x7072_6d74_6576_6e74;
 
-/// [`FleetStore`] in a PostgreSQL database.
+/// [`FleetStore`] in a PostgreSQL database: a pool of connections shared by
+/// the store and every handle [`FleetStore::concurrent_handle`] gives out.
 pub struct PostgresFleet {
+    shared: Arc<Shared>,
+}
+
+/// What the store and its handles share.
+struct Shared {
     config: Config,
     /// The database as errors name it: without any password.
     target: String,
-    /// Behind a mutex because the trait's readers take `&self` and a query
-    /// needs the client mutably (and a reader may have to reconnect).
-    client: Mutex<Client>,
+    pool: Pool,
 }
 
 impl fmt::Debug for PostgresFleet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresFleet")
-            .field("target", &self.target)
+            .field("target", &self.shared.target)
             .finish_non_exhaustive()
+    }
+}
+
+/// A small pool of connections: the idle ones in a stack (the most recently
+/// used first, so a quiet server keeps using the same warm connection and its
+/// prepared statements), a count of those open, and a condition variable for
+/// callers waiting for one.
+///
+/// Written here rather than taken from r2d2: the store's reconnection rule
+/// (once, only before or at `BEGIN`, so an operation never runs twice; errors
+/// that never show the password) has to decide what happens to a broken
+/// connection, and each connection carries its statement cache. r2d2 would
+/// test each connection with a query at checkout (a round trip per call) or
+/// not at all, open connections from background threads, and turn a refused
+/// connection into a wait of its `connection_timeout`; what is left for the
+/// pool itself (a stack, a count, a condition variable) is short.
+struct Pool {
+    state: Mutex<PoolState>,
+    freed: Condvar,
+    max: usize,
+}
+
+struct PoolState {
+    idle: Vec<Connection>,
+    /// Connections that exist: idle, checked out, or being opened.
+    n_open: usize,
+}
+
+/// One connection and the statements prepared on it.
+struct Connection {
+    client: Client,
+    /// Keyed by their SQL: the store's statements are a fixed set (a few
+    /// dozen), so the cache is bounded by the code, not by the data.
+    statements: HashMap<String, Statement>,
+}
+
+impl Connection {
+    fn new(client: Client) -> Connection {
+        Connection {
+            client,
+            statements: HashMap::new(),
+        }
+    }
+}
+
+/// A connection taken from the pool, put back when dropped (a broken one too:
+/// the next call that takes it reconnects it).
+struct Checkout<'a> {
+    pool: &'a Pool,
+    connection: Option<Connection>,
+}
+
+impl Checkout<'_> {
+    fn connection(&mut self) -> Option<&mut Connection> {
+        self.connection.as_mut()
+    }
+}
+
+impl Drop for Checkout<'_> {
+    fn drop(&mut self) {
+        let mut state = self.pool.lock();
+        match self.connection.take() {
+            Some(connection) => state.idle.push(connection),
+            None => state.n_open = state.n_open.saturating_sub(1),
+        }
+        drop(state);
+        self.pool.freed.notify_one();
+    }
+}
+
+impl Drop for Pool {
+    /// A `postgres::Client` closes its connection by blocking on a runtime
+    /// of its own, which panics on a thread that drives async tasks (the
+    /// server's, whose last reference to the store may go at shutdown). So
+    /// the connections are closed on a thread of their own, waited for.
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let idle = std::mem::take(&mut state.idle);
+        if idle.is_empty() {
+            return;
+        }
+        std::thread::scope(|scope| {
+            // Without a thread (none can be made) they close here, as any
+            // client would.
+            let _closer = std::thread::Builder::new()
+                .name("fleet-pg-close".to_owned())
+                .spawn_scoped(scope, move || drop(idle));
+        });
+    }
+}
+
+impl Pool {
+    fn new(first: Connection, max: usize) -> Pool {
+        Pool {
+            state: Mutex::new(PoolState {
+                idle: vec![first],
+                n_open: 1,
+            }),
+            freed: Condvar::new(),
+            max: max.max(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        // The state is a stack and a count, each changed in one step: a
+        // panic elsewhere cannot leave it half-changed.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// An idle connection, else a new one while fewer than `max` are open
+    /// (`connect` opens it, outside the lock), else the first one put back.
+    fn checkout(
+        &self,
+        connect: impl FnOnce() -> Result<Client, FleetError>,
+    ) -> Result<Checkout<'_>, FleetError> {
+        let mut state = self.lock();
+        loop {
+            if let Some(connection) = state.idle.pop() {
+                return Ok(Checkout {
+                    pool: self,
+                    connection: Some(connection),
+                });
+            }
+            if state.n_open < self.max {
+                state.n_open += 1;
+                drop(state);
+                // On failure the empty checkout gives its place back.
+                let mut checkout = Checkout {
+                    pool: self,
+                    connection: None,
+                };
+                checkout.connection = Some(Connection::new(connect()?));
+                return Ok(checkout);
+            }
+            state = self
+                .freed
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+/// A connection (or its open transaction) with its statement cache: every
+/// statement is prepared once per connection, then only bound and executed,
+/// one round trip each.
+struct Session<'a, C> {
+    client: &'a mut C,
+    statements: &'a mut HashMap<String, Statement>,
+}
+
+/// A session inside a transaction.
+type Tx<'a, 'b> = Session<'a, Transaction<'b>>;
+
+type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
+
+impl<C: GenericClient> Session<'_, C> {
+    fn prepared(&mut self, sql: &str) -> Result<Statement, ::postgres::Error> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare(sql)?;
+        self.statements.insert(sql.to_owned(), statement.clone());
+        Ok(statement)
+    }
+
+    fn query(&mut self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, ::postgres::Error> {
+        let statement = self.prepared(sql)?;
+        self.client.query(&statement, params)
+    }
+
+    fn query_opt(
+        &mut self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<Option<Row>, ::postgres::Error> {
+        let statement = self.prepared(sql)?;
+        self.client.query_opt(&statement, params)
+    }
+
+    fn query_one(&mut self, sql: &str, params: Params<'_>) -> Result<Row, ::postgres::Error> {
+        let statement = self.prepared(sql)?;
+        self.client.query_one(&statement, params)
+    }
+
+    fn execute(&mut self, sql: &str, params: Params<'_>) -> Result<u64, ::postgres::Error> {
+        let statement = self.prepared(sql)?;
+        self.client.execute(&statement, params)
+    }
+
+    /// Statements without parameters, run as they are (migrations): never
+    /// cached.
+    fn batch_execute(&mut self, sql: &str) -> Result<(), ::postgres::Error> {
+        self.client.batch_execute(sql)
     }
 }
 
@@ -102,13 +313,32 @@ impl PostgresFleet {
     /// The newest fleet schema version this binary knows.
     pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
+    /// How many connections one store (and every handle on it) opens at
+    /// most. Reports of different agents run beside each other, each on its
+    /// own connection: a report is a handful of round trips, mostly waiting,
+    /// so a few connections keep a server's cores busy; more would only queue
+    /// inside PostgreSQL. Several servers sharing a database each open this
+    /// many.
+    pub const POOL_SIZE: usize = 8;
+
     /// Connects to the database `url` names, a `postgres://` or
     /// `postgresql://` URL or a libpq key=value string (`host=/run/postgresql
     /// dbname=perimeter`; a host that is a path is a Unix socket directory),
     /// and migrates its fleet schema. A database whose fleet schema is newer
     /// than this binary's is refused ([`FleetError::TooNew`]) and left as it
-    /// was. TLS is not offered: use a Unix socket or a trusted network.
+    /// was. TLS is not offered: use a Unix socket or a trusted network. One
+    /// connection is opened now, up to [`PostgresFleet::POOL_SIZE`] as calls
+    /// need them.
     pub fn connect(url: &str) -> Result<PostgresFleet, FleetError> {
+        PostgresFleet::connect_with_pool(url, PostgresFleet::POOL_SIZE)
+    }
+
+    /// [`PostgresFleet::connect`] with at most `max_connections` (at least
+    /// one).
+    pub fn connect_with_pool(
+        url: &str,
+        max_connections: usize,
+    ) -> Result<PostgresFleet, FleetError> {
         let config: Config = url.parse().map_err(|err| FleetError::Backend {
             backend: BACKEND,
             target: "(a connection string that does not parse)".to_owned(),
@@ -123,9 +353,11 @@ impl PostgresFleet {
             message: describe(&err),
         })?;
         let fleet = PostgresFleet {
-            config,
-            target,
-            client: Mutex::new(client),
+            shared: Arc::new(Shared {
+                config,
+                target,
+                pool: Pool::new(Connection::new(client), max_connections),
+            }),
         };
         fleet.migrate()?;
         Ok(fleet)
@@ -134,7 +366,7 @@ impl PostgresFleet {
     /// The database as errors name it: hosts, ports, user and database name,
     /// never a password.
     pub fn target(&self) -> &str {
-        &self.target
+        &self.shared.target
     }
 
     /// Applies the migrations the database lacks, one transaction each, each
@@ -172,72 +404,109 @@ impl PostgresFleet {
     fn too_new(&self, found: i64) -> Failure {
         Failure::Fleet(FleetError::TooNew {
             backend: BACKEND,
-            target: self.target.clone(),
+            target: self.shared.target.clone(),
             found,
             known: PostgresFleet::SCHEMA_VERSION,
         })
     }
 
     fn failed(&self, action: &str, failure: Failure) -> FleetError {
+        let target = || self.shared.target.clone();
         match failure {
             Failure::Sql(err) => FleetError::Backend {
                 backend: BACKEND,
-                target: self.target.clone(),
+                target: target(),
                 action: action.to_owned(),
                 message: describe(&err),
             },
             Failure::Fleet(err) => err,
             Failure::Corrupt(detail) => FleetError::Corrupt {
                 backend: BACKEND,
-                target: self.target.clone(),
+                target: target(),
                 detail,
             },
             Failure::Unstorable(message) => FleetError::Backend {
                 backend: BACKEND,
-                target: self.target.clone(),
+                target: target(),
                 action: action.to_owned(),
                 message,
             },
         }
     }
 
-    fn client(&self) -> MutexGuard<'_, Client> {
-        // A panic inside an operation dropped its transaction while unwinding,
-        // which rolled it back: the client is fit to use.
-        self.client.lock().unwrap_or_else(PoisonError::into_inner)
+    /// A connection from the pool; a new one is opened (with the same
+    /// errors as [`PostgresFleet::connect`]'s) while fewer than the pool's
+    /// size are open.
+    fn checkout(&self) -> Result<Checkout<'_>, FleetError> {
+        let shared = &self.shared;
+        shared.pool.checkout(|| {
+            shared
+                .config
+                .connect(NoTls)
+                .map_err(|err| FleetError::Backend {
+                    backend: BACKEND,
+                    target: shared.target.clone(),
+                    action: "connect".to_owned(),
+                    message: describe(&err),
+                })
+        })
     }
 
-    fn reconnect(&self, action: &str) -> Result<Client, FleetError> {
-        self.config
+    fn reconnect(&self, action: &str) -> Result<Connection, FleetError> {
+        self.shared
+            .config
             .connect(NoTls)
+            .map(Connection::new)
             .map_err(|err| FleetError::Backend {
                 backend: BACKEND,
-                target: self.target.clone(),
+                target: self.shared.target.clone(),
                 action: format!("connect again to {action} (the connection was lost)"),
                 message: describe(&err),
             })
     }
 
-    /// Runs `op` in one transaction, committed when `op` succeeds and rolled
-    /// back otherwise; reads run in one too, so they see one snapshot. A lost
-    /// connection is reconnected once, as the module's documentation says:
-    /// only before or at `BEGIN`, so `op` runs at most once.
+    /// A checked-out connection, reconnected first when it is known to be
+    /// closed; and whether it was.
+    fn connection<'c>(
+        &self,
+        checkout: &'c mut Checkout<'_>,
+        action: &str,
+    ) -> Result<(&'c mut Connection, bool), FleetError> {
+        let internal = || FleetError::Backend {
+            backend: BACKEND,
+            target: self.shared.target.clone(),
+            action: action.to_owned(),
+            message: "the pool handed out no connection".to_owned(),
+        };
+        let connection = checkout.connection().ok_or_else(internal)?;
+        if connection.client.is_closed() {
+            *connection = self.reconnect(action)?;
+            return Ok((connection, true));
+        }
+        Ok((connection, false))
+    }
+
+    /// Runs `op` in one transaction on a connection of the pool, committed
+    /// when `op` succeeds and rolled back otherwise. A lost connection is
+    /// reconnected once, as the module's documentation says: only before or
+    /// at `BEGIN`, so `op` runs at most once.
     fn run<T>(
         &self,
         action: &str,
-        mut op: impl FnMut(&mut Transaction<'_>) -> Result<T, Failure>,
+        mut op: impl FnMut(&mut Tx<'_, '_>) -> Result<T, Failure>,
     ) -> Result<T, FleetError> {
-        let mut client = self.client();
-        let mut reconnected = false;
-        if client.is_closed() {
-            *client = self.reconnect(action)?;
-            reconnected = true;
-        }
+        let mut checkout = self.checkout()?;
+        let (connection, mut reconnected) = self.connection(&mut checkout, action)?;
         loop {
+            let Connection { client, statements } = &mut *connection;
             let lost = match client.transaction() {
-                Ok(mut tx) => {
-                    let result = op(&mut tx).and_then(|value| {
-                        tx.commit()?;
+                Ok(mut transaction) => {
+                    let result = op(&mut Session {
+                        client: &mut transaction,
+                        statements,
+                    })
+                    .and_then(|value| {
+                        transaction.commit()?;
                         Ok(value)
                     });
                     return result.map_err(|failure| self.failed(action, failure));
@@ -247,9 +516,131 @@ impl PostgresFleet {
             if reconnected || !(client.is_closed() || is_connection_lost(&lost)) {
                 return Err(self.failed(action, Failure::Sql(lost)));
             }
-            *client = self.reconnect(action)?;
+            *connection = self.reconnect(action)?;
             reconnected = true;
         }
+    }
+
+    /// Runs `op`, one statement that only reads, outside any transaction (a
+    /// statement sees one snapshot by itself; `BEGIN` and `COMMIT` would be
+    /// two more round trips). Reading twice changes nothing, so a read that
+    /// finds its connection lost reconnects once and reads again.
+    fn read<T>(
+        &self,
+        action: &str,
+        mut op: impl FnMut(&mut Session<'_, Client>) -> Result<T, Failure>,
+    ) -> Result<T, FleetError> {
+        let mut checkout = self.checkout()?;
+        let (connection, mut reconnected) = self.connection(&mut checkout, action)?;
+        loop {
+            let Connection { client, statements } = &mut *connection;
+            let result = op(&mut Session { client, statements });
+            match result {
+                Err(Failure::Sql(err))
+                    if !reconnected && (client.is_closed() || is_connection_lost(&err)) =>
+                {
+                    *connection = self.reconnect(action)?;
+                    reconnected = true;
+                }
+                other => return other.map_err(|failure| self.failed(action, failure)),
+            }
+        }
+    }
+
+    /// Stores a report in one transaction of four round trips when nothing
+    /// else is asked (`BEGIN`; the agent's row locked and the chain judged;
+    /// the new state and the agent's row written by one statement; `COMMIT`),
+    /// one more to read the latest state when `want_latest` (after the lock,
+    /// in its own statement: one that took the lock would have read it from
+    /// a snapshot older than the report it waited for), and the events'
+    /// lock and rows when there are events. `next_state` runs before anything
+    /// is written, so giving up (`Err`) writes nothing.
+    fn record<E>(
+        &self,
+        report: &NewReport,
+        want_latest: bool,
+        mut next_state: impl FnMut(Option<StateRow>) -> Result<Option<String>, E>,
+    ) -> Result<Result<ReportOutcome, E>, FleetError> {
+        let action = format!("record report {} of agent {}", report.seq, report.agent_id);
+        self.run(&action, |tx| {
+            // The row lock makes concurrent reports of one agent (two servers,
+            // two connections) take their turns: the second sees the first's
+            // sequence once it commits.
+            let agent = tx
+                .query_opt(
+                    "SELECT status, last_seq, last_digest FROM fleet_agents WHERE id = $1 \
+                     FOR UPDATE",
+                    &[&report.agent_id],
+                )?
+                .map(|row| {
+                    let corrupt =
+                        |detail| Failure::Corrupt(format!("agent {}: {detail}", report.agent_id));
+                    Ok::<_, Failure>((
+                        decode_status(row.try_get(0)?).map_err(corrupt)?,
+                        decode_seq(row.try_get(1)?).map_err(corrupt)?,
+                        row.try_get::<_, String>(2)?,
+                    ))
+                })
+                .transpose()?;
+            let judged = judge_report(
+                agent
+                    .as_ref()
+                    .map(|(status, seq, digest)| (*status, *seq, digest.as_str())),
+                report.seq,
+                &report.digest,
+            );
+            if let Some(outcome) = judged {
+                return Ok(Ok(outcome));
+            }
+            let seq = encode_seq(report.seq).map_err(Failure::Unstorable)?;
+            let taken_at = time_column("taken time", report.taken_at)?;
+            let received_at = time_column("received time", report.received_at)?;
+            let latest = if want_latest {
+                tx.query_opt(LATEST_STATE, &[&report.agent_id])?
+                    .as_ref()
+                    .map(state_from_row)
+                    .transpose()?
+            } else {
+                None
+            };
+            let state = match next_state(latest) {
+                Ok(state) => state,
+                // Nothing written yet: committing is rolling back.
+                Err(abandoned) => return Ok(Err(abandoned)),
+            };
+            // The state (when there is one) and the agent's row in one
+            // statement: a data-modifying WITH runs whether or not it is read.
+            tx.execute(
+                "WITH new_state AS ( \
+                     INSERT INTO fleet_states (agent_id, seq, taken_at, received_at, state) \
+                     SELECT $1::TEXT, $2::BIGINT, $3::BIGINT, $4::BIGINT, $6::TEXT \
+                     WHERE $6::TEXT IS NOT NULL) \
+                 UPDATE fleet_agents SET last_seq = $2, last_digest = $5, hostname = $7, \
+                 last_seen = $4 WHERE id = $1",
+                &[
+                    &report.agent_id,
+                    &seq,
+                    &taken_at,
+                    &received_at,
+                    &report.digest,
+                    &state,
+                    &report.hostname,
+                ],
+            )?;
+            if !report.events.is_empty() {
+                // Taken last and held to the commit: event ids are handed
+                // out and committed in one order across all writers.
+                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&EVENTS_LOCK])?;
+                for event in &report.events {
+                    tx.execute(
+                        "INSERT INTO fleet_events (agent_id, seq, received_at, event) \
+                         VALUES ($1, $2, $3, $4)",
+                        &[&report.agent_id, &seq, &received_at, event],
+                    )?;
+                }
+            }
+            Ok(Ok(ReportOutcome::Stored))
+        })
     }
 }
 
@@ -318,7 +709,7 @@ fn describe_config(config: &Config) -> String {
 }
 
 /// The fleet schema version: 0 before the first migration.
-fn fleet_version(tx: &mut Transaction<'_>) -> Result<i64, Failure> {
+fn fleet_version(tx: &mut Tx<'_, '_>) -> Result<i64, Failure> {
     let has_table: bool = tx
         .query_one("SELECT to_regclass('fleet_schema') IS NOT NULL", &[])?
         .try_get(0)?;
@@ -359,7 +750,7 @@ fn unique_or_sql(err: ::postgres::Error, what: impl FnOnce() -> String) -> Failu
 }
 
 fn insert_trail(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_, '_>,
     at: OffsetDateTime,
     actor: &str,
     action: &str,
@@ -397,6 +788,9 @@ fn agent_from_row(row: &Row) -> Result<AgentRow, Failure> {
 }
 
 const STATE_COLUMNS: &str = "agent_id, seq, taken_at, received_at, state";
+
+const LATEST_STATE: &str = "SELECT agent_id, seq, taken_at, received_at, state FROM fleet_states \
+                            WHERE agent_id = $1 ORDER BY id DESC LIMIT 1";
 
 fn state_from_row(row: &Row) -> Result<StateRow, Failure> {
     let agent_id: String = row.try_get(0)?;
@@ -510,6 +904,12 @@ impl FleetStore for PostgresFleet {
         BACKEND
     }
 
+    fn concurrent_handle(&self) -> Option<Box<dyn FleetStore>> {
+        Some(Box::new(PostgresFleet {
+            shared: Arc::clone(&self.shared),
+        }))
+    }
+
     fn enrol_agent(&mut self, agent: &NewAgent) -> Result<AgentRow, FleetError> {
         self.run(&format!("enrol agent {}", agent.id), |tx| {
             let enrolled_at = time_column("enrolment time", agent.enrolled_at)?;
@@ -546,8 +946,8 @@ impl FleetStore for PostgresFleet {
     }
 
     fn agent(&self, id: &str) -> Result<Option<AgentRow>, FleetError> {
-        self.run(&format!("look up agent {id}"), |tx| {
-            tx.query_opt(
+        self.read(&format!("look up agent {id}"), |db| {
+            db.query_opt(
                 &format!("SELECT {AGENT_COLUMNS} FROM fleet_agents WHERE id = $1"),
                 &[&id],
             )?
@@ -558,8 +958,8 @@ impl FleetStore for PostgresFleet {
     }
 
     fn agents(&self) -> Result<Vec<AgentRow>, FleetError> {
-        self.run("list agents", |tx| {
-            let rows = tx.query(
+        self.read("list agents", |db| {
+            let rows = db.query(
                 &format!("SELECT {AGENT_COLUMNS} FROM fleet_agents ORDER BY row_id"),
                 &[],
             )?;
@@ -638,92 +1038,52 @@ impl FleetStore for PostgresFleet {
     }
 
     fn record_report(&mut self, report: &NewReport) -> Result<ReportOutcome, FleetError> {
-        let action = format!("record report {} of agent {}", report.seq, report.agent_id);
-        self.run(&action, |tx| {
-            // The row lock makes concurrent reports of one agent (two servers,
-            // two connections) take their turns: the second sees the first's
-            // sequence once it commits.
-            let agent = tx
-                .query_opt(
-                    "SELECT status, last_seq, last_digest FROM fleet_agents WHERE id = $1 \
-                     FOR UPDATE",
-                    &[&report.agent_id],
-                )?
-                .map(|row| {
-                    let corrupt =
-                        |detail| Failure::Corrupt(format!("agent {}: {detail}", report.agent_id));
-                    Ok::<_, Failure>((
-                        decode_status(row.try_get(0)?).map_err(corrupt)?,
-                        decode_seq(row.try_get(1)?).map_err(corrupt)?,
-                        row.try_get::<_, String>(2)?,
-                    ))
-                })
-                .transpose()?;
-            let judged = judge_report(
-                agent
-                    .as_ref()
-                    .map(|(status, seq, digest)| (*status, *seq, digest.as_str())),
-                report.seq,
-                &report.digest,
-            );
-            if let Some(outcome) = judged {
-                return Ok(outcome);
-            }
-            let seq = encode_seq(report.seq).map_err(Failure::Unstorable)?;
-            let taken_at = time_column("taken time", report.taken_at)?;
-            let received_at = time_column("received time", report.received_at)?;
-            if let Some(state) = &report.state {
-                tx.execute(
-                    "INSERT INTO fleet_states (agent_id, seq, taken_at, received_at, state) \
-                     VALUES ($1, $2, $3, $4, $5)",
-                    &[&report.agent_id, &seq, &taken_at, &received_at, state],
-                )?;
-            }
-            tx.execute(
-                "UPDATE fleet_agents SET last_seq = $2, last_digest = $3, hostname = $4, \
-                 last_seen = $5 WHERE id = $1",
-                &[
-                    &report.agent_id,
-                    &seq,
-                    &report.digest,
-                    &report.hostname,
-                    &received_at,
-                ],
+        let recorded = self.record(report, false, |_| Ok::<_, Infallible>(report.state.clone()))?;
+        match recorded {
+            Ok(outcome) => Ok(outcome),
+            Err(never) => match never {},
+        }
+    }
+
+    fn record_report_with(
+        &mut self,
+        report: &NewReport,
+        next_state: &mut StateBuilder<'_>,
+    ) -> Result<Result<ReportOutcome, Abandon>, FleetError> {
+        self.record(report, true, next_state)
+    }
+
+    fn prune_states(&mut self, before: OffsetDateTime, limit: usize) -> Result<usize, FleetError> {
+        self.run("prune old states", |tx| {
+            let before = time_column("cutoff", before)?;
+            // A state goes when the one that followed it (the next id of its
+            // agent) was received before the cutoff: it stopped being its
+            // host's state before then. Each agent's latest has no follower.
+            let n_deleted = tx.execute(
+                "DELETE FROM fleet_states WHERE id IN ( \
+                 SELECT s.id FROM fleet_states s WHERE s.received_at < $1 \
+                 AND (SELECT n.received_at FROM fleet_states n \
+                      WHERE n.agent_id = s.agent_id AND n.id > s.id \
+                      ORDER BY n.id LIMIT 1) < $1 \
+                 ORDER BY s.received_at LIMIT $2)",
+                &[&before, &sql_limit(limit)],
             )?;
-            if !report.events.is_empty() {
-                // Taken last and held to the commit: event ids are handed
-                // out and committed in one order across all writers.
-                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&EVENTS_LOCK])?;
-                let insert = tx.prepare(
-                    "INSERT INTO fleet_events (agent_id, seq, received_at, event) \
-                     VALUES ($1, $2, $3, $4)",
-                )?;
-                for event in &report.events {
-                    tx.execute(&insert, &[&report.agent_id, &seq, &received_at, event])?;
-                }
-            }
-            Ok(ReportOutcome::Stored)
+            Ok(usize::try_from(n_deleted).unwrap_or(usize::MAX))
         })
     }
 
     fn latest_state(&self, agent_id: &str) -> Result<Option<StateRow>, FleetError> {
-        self.run(&format!("load the state of agent {agent_id}"), |tx| {
-            tx.query_opt(
-                &format!(
-                    "SELECT {STATE_COLUMNS} FROM fleet_states WHERE agent_id = $1 \
-                     ORDER BY id DESC LIMIT 1"
-                ),
-                &[&agent_id],
-            )?
-            .as_ref()
-            .map(state_from_row)
-            .transpose()
+        self.read(&format!("load the state of agent {agent_id}"), |db| {
+            db.query_opt(LATEST_STATE, &[&agent_id])?
+                .as_ref()
+                .map(state_from_row)
+                .transpose()
         })
     }
 
     fn states(&self, agent_id: &str, limit: usize) -> Result<Vec<StateRow>, FleetError> {
-        self.run(&format!("list the states of agent {agent_id}"), |tx| {
-            let rows = tx.query(
+        self.read(&format!("list the states of agent {agent_id}"), |db| {
+            let rows = db.query(
                 &format!(
                     "SELECT {STATE_COLUMNS} FROM fleet_states WHERE agent_id = $1 \
                      ORDER BY id DESC LIMIT $2"
@@ -740,8 +1100,8 @@ impl FleetStore for PostgresFleet {
         after: i64,
         limit: usize,
     ) -> Result<Vec<EventRow>, FleetError> {
-        self.run("list events", |tx| {
-            let rows = tx.query(
+        self.read("list events", |db| {
+            let rows = db.query(
                 "SELECT id, agent_id, seq, received_at, event FROM fleet_events \
                  WHERE id > $1 AND ($2::TEXT IS NULL OR agent_id = $2) ORDER BY id LIMIT $3",
                 &[&after, &agent_id, &sql_limit(limit)],
@@ -845,8 +1205,8 @@ impl FleetStore for PostgresFleet {
     }
 
     fn approvals(&self, include_revoked: bool) -> Result<Vec<FleetApproval>, FleetError> {
-        self.run("list approvals", |tx| {
-            let rows = tx.query(
+        self.read("list approvals", |db| {
+            let rows = db.query(
                 &format!(
                     "SELECT {APPROVAL_COLUMNS} FROM fleet_approvals \
                      WHERE $1 OR revoked_at IS NULL ORDER BY id"
@@ -927,8 +1287,8 @@ impl FleetStore for PostgresFleet {
     }
 
     fn user(&self, name: &str) -> Result<Option<UserRow>, FleetError> {
-        self.run(&format!("look up user {name}"), |tx| {
-            tx.query_opt(
+        self.read(&format!("look up user {name}"), |db| {
+            db.query_opt(
                 &format!("SELECT {USER_COLUMNS} FROM fleet_users WHERE name = $1"),
                 &[&name],
             )?
@@ -939,8 +1299,8 @@ impl FleetStore for PostgresFleet {
     }
 
     fn users(&self) -> Result<Vec<UserRow>, FleetError> {
-        self.run("list users", |tx| {
-            let rows = tx.query(
+        self.read("list users", |db| {
+            let rows = db.query(
                 &format!("SELECT {USER_COLUMNS} FROM fleet_users ORDER BY row_id"),
                 &[],
             )?;
@@ -1002,8 +1362,8 @@ impl FleetStore for PostgresFleet {
     }
 
     fn token(&self, token_hash: &str) -> Result<Option<TokenRow>, FleetError> {
-        self.run("look up a token", |tx| {
-            tx.query_opt(
+        self.read("look up a token", |db| {
+            db.query_opt(
                 &format!(
                     "SELECT {TOKEN_COLUMNS} FROM fleet_tokens t \
                      JOIN fleet_users u ON u.name = t.user_name WHERE t.token_hash = $1"
@@ -1057,8 +1417,8 @@ impl FleetStore for PostgresFleet {
     }
 
     fn trail(&self, limit: usize) -> Result<Vec<TrailEntry>, FleetError> {
-        self.run("read the trail", |tx| {
-            let rows = tx.query(
+        self.read("read the trail", |db| {
+            let rows = db.query(
                 "SELECT id, at, actor, action, subject, reason FROM fleet_trail \
                  ORDER BY id DESC LIMIT $1",
                 &[&sql_limit(limit)],

@@ -7,10 +7,14 @@
 //! Both share the application id that marks a perimeter database, so a file
 //! either of them made is accepted by the other. Durability is the history's:
 //! WAL with `synchronous = NORMAL`, every change one `IMMEDIATE` transaction.
+//! Host states are stored compressed since fleet schema 2 (packed.rs); older
+//! rows stay as the JSON text they were.
 
+use std::convert::Infallible;
 use std::path::Path;
 use std::time::Duration;
 
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 use time::OffsetDateTime;
 
@@ -19,10 +23,11 @@ use super::codec::{
     encode_opt_time, encode_scope, encode_seq, encode_time, enrol_reason, environment_reason,
     exists_agent, judge_report, new_agent_row, not_found, status_action,
 };
+use super::packed::{pack, unpack};
 use super::{
-    AgentRow, AgentStatus, EventRow, FleetApproval, FleetError, FleetStore, NewAgent,
-    NewFleetApproval, NewReport, NewTrailEntry, ReportOutcome, Revocation, Role, StateRow,
-    TokenRow, TrailEntry, UserRow,
+    Abandon, AgentRow, AgentStatus, EventRow, FleetApproval, FleetError, FleetStore, NewAgent,
+    NewFleetApproval, NewReport, NewTrailEntry, ReportOutcome, Revocation, Role, StateBuilder,
+    StateRow, TokenRow, TrailEntry, UserRow,
 };
 
 const BACKEND: &str = "sqlite";
@@ -32,7 +37,8 @@ const BACKEND: &str = "sqlite";
 /// migrations are never edited, only appended to.
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/fleet/sqlite/0001_initial.sql"),
-    include_str!("../../migrations/fleet/sqlite/0002_events_by_time.sql"),
+    include_str!("../../migrations/fleet/sqlite/0002_packed_states_and_pruning.sql"),
+    include_str!("../../migrations/fleet/sqlite/0003_events_by_time.sql"),
 ];
 
 /// SQLite's `application_id` of a perimeter database ("PRMT"), as
@@ -237,6 +243,92 @@ impl SqliteFleet {
         })();
         result.map_err(|failure| self.failed(action, failure))
     }
+
+    /// Stores a report in one `IMMEDIATE` transaction: the chain judged on
+    /// the agent's row, then (when it is to be stored) `next_state` given the
+    /// latest stored state (read only when `want_latest`), then the writes.
+    /// `next_state` runs before anything is written, so giving up (`Err`)
+    /// writes nothing.
+    fn record<E>(
+        &mut self,
+        report: &NewReport,
+        want_latest: bool,
+        mut next_state: impl FnMut(Option<StateRow>) -> Result<Option<String>, E>,
+    ) -> Result<Result<ReportOutcome, E>, FleetError> {
+        let action = format!("record report {} of agent {}", report.seq, report.agent_id);
+        self.write(&action, |tx| {
+            let agent: Option<(String, i64, String)> = tx
+                .prepare_cached(
+                    "SELECT status, last_seq, last_digest FROM fleet_agents WHERE id = ?1",
+                )?
+                .query_row([&report.agent_id], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })
+                .optional()?;
+            let agent = agent
+                .map(|(status, last_seq, last_digest)| {
+                    let corrupt = |detail| {
+                        Failure::Corrupt(format!("agent {}: {detail}", report.agent_id))
+                    };
+                    Ok::<_, Failure>((
+                        decode_status(&status).map_err(corrupt)?,
+                        decode_seq(last_seq).map_err(corrupt)?,
+                        last_digest,
+                    ))
+                })
+                .transpose()?;
+            let judged = judge_report(
+                agent
+                    .as_ref()
+                    .map(|(status, seq, digest)| (*status, *seq, digest.as_str())),
+                report.seq,
+                &report.digest,
+            );
+            if let Some(outcome) = judged {
+                return Ok(Ok(outcome));
+            }
+            let seq = encode_seq(report.seq).map_err(Failure::Unstorable)?;
+            let taken_at = time_column("taken time", report.taken_at)?;
+            let received_at = time_column("received time", report.received_at)?;
+            let latest = if want_latest {
+                first(tx, LATEST_STATE, [&report.agent_id], state_from_row)?
+            } else {
+                None
+            };
+            let state = match next_state(latest) {
+                Ok(state) => state,
+                // Nothing written yet: committing the transaction is
+                // rolling it back.
+                Err(abandoned) => return Ok(Err(abandoned)),
+            };
+            if let Some(state) = &state {
+                let packed = pack(state).map_err(Failure::Unstorable)?;
+                tx.prepare_cached(
+                    "INSERT INTO fleet_states (agent_id, seq, taken_at, received_at, state) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![report.agent_id, seq, taken_at, received_at, packed])?;
+            }
+            let mut insert_event = tx.prepare_cached(
+                "INSERT INTO fleet_events (agent_id, seq, received_at, event) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for event in &report.events {
+                insert_event.execute(params![report.agent_id, seq, received_at, event])?;
+            }
+            tx.prepare_cached(
+                "UPDATE fleet_agents SET last_seq = ?2, last_digest = ?3, hostname = ?4, \
+                 last_seen = ?5 WHERE id = ?1",
+            )?
+            .execute(params![
+                report.agent_id,
+                seq,
+                report.digest,
+                report.hostname,
+                received_at
+            ])?;
+            Ok(Ok(ReportOutcome::Stored))
+        })
+    }
 }
 
 /// Refuses a file that is not perimeter's: one with another application id,
@@ -340,15 +432,30 @@ const STATE_COLUMNS: &str = "agent_id, seq, taken_at, received_at, state";
 fn state_from_row(row: &Row<'_>) -> Result<StateRow, Failure> {
     let agent_id: String = row.get(0)?;
     let corrupt = |detail: String| Failure::Corrupt(format!("state of agent {agent_id}: {detail}"));
+    // TEXT: a row from before schema 2, the JSON as it came; BLOB: packed.
+    let text = match row.get_ref(4)? {
+        ValueRef::Text(bytes) => String::from_utf8(bytes.to_vec())
+            .map_err(|err| corrupt(format!("a state that is not UTF-8: {err}")))?,
+        ValueRef::Blob(packed) => unpack(packed).map_err(corrupt)?,
+        other => {
+            return Err(corrupt(format!(
+                "a state stored as {:?}",
+                other.data_type()
+            )));
+        }
+    };
     let state = StateRow {
         seq: decode_seq(row.get(1)?).map_err(corrupt)?,
         taken_at: decode_time(row.get(2)?).map_err(corrupt)?,
         received_at: decode_time(row.get(3)?).map_err(corrupt)?,
-        state: row.get(4)?,
+        state: text,
         agent_id,
     };
     Ok(state)
 }
+
+const LATEST_STATE: &str = "SELECT agent_id, seq, taken_at, received_at, state FROM fleet_states \
+                            WHERE agent_id = ?1 ORDER BY id DESC LIMIT 1";
 
 fn event_from_row(row: &Row<'_>) -> Result<EventRow, Failure> {
     let id: i64 = row.get(0)?;
@@ -468,6 +575,10 @@ fn first<T>(
 impl FleetStore for SqliteFleet {
     fn backend(&self) -> &'static str {
         BACKEND
+    }
+
+    fn concurrent_handle(&self) -> Option<Box<dyn FleetStore>> {
+        None
     }
 
     fn enrol_agent(&mut self, agent: &NewAgent) -> Result<AgentRow, FleetError> {
@@ -604,79 +715,44 @@ impl FleetStore for SqliteFleet {
     }
 
     fn record_report(&mut self, report: &NewReport) -> Result<ReportOutcome, FleetError> {
-        let action = format!("record report {} of agent {}", report.seq, report.agent_id);
-        self.write(&action, |tx| {
-            let agent: Option<(String, i64, String)> = tx
-                .query_row(
-                    "SELECT status, last_seq, last_digest FROM fleet_agents WHERE id = ?1",
-                    [&report.agent_id],
-                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-                )
-                .optional()?;
-            let agent = agent
-                .map(|(status, last_seq, last_digest)| {
-                    let corrupt = |detail| {
-                        Failure::Corrupt(format!("agent {}: {detail}", report.agent_id))
-                    };
-                    Ok::<_, Failure>((
-                        decode_status(&status).map_err(corrupt)?,
-                        decode_seq(last_seq).map_err(corrupt)?,
-                        last_digest,
-                    ))
-                })
-                .transpose()?;
-            let judged = judge_report(
-                agent
-                    .as_ref()
-                    .map(|(status, seq, digest)| (*status, *seq, digest.as_str())),
-                report.seq,
-                &report.digest,
-            );
-            if let Some(outcome) = judged {
-                return Ok(outcome);
-            }
-            let seq = encode_seq(report.seq).map_err(Failure::Unstorable)?;
-            let taken_at = time_column("taken time", report.taken_at)?;
-            let received_at = time_column("received time", report.received_at)?;
-            if let Some(state) = &report.state {
-                tx.prepare_cached(
-                    "INSERT INTO fleet_states (agent_id, seq, taken_at, received_at, state) \
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+        let recorded = self.record(report, false, |_| Ok::<_, Infallible>(report.state.clone()))?;
+        match recorded {
+            Ok(outcome) => Ok(outcome),
+            Err(never) => match never {},
+        }
+    }
+
+    fn record_report_with(
+        &mut self,
+        report: &NewReport,
+        next_state: &mut StateBuilder<'_>,
+    ) -> Result<Result<ReportOutcome, Abandon>, FleetError> {
+        self.record(report, true, next_state)
+    }
+
+    fn prune_states(&mut self, before: OffsetDateTime, limit: usize) -> Result<usize, FleetError> {
+        self.write("prune old states", |tx| {
+            let before = time_column("cutoff", before)?;
+            // A state goes when the one that followed it (the next id of its
+            // agent) was received before the cutoff: it stopped being its
+            // host's state before then. Each agent's latest has no follower.
+            let n_deleted = tx
+                .prepare_cached(
+                    "DELETE FROM fleet_states WHERE id IN ( \
+                     SELECT s.id FROM fleet_states s WHERE s.received_at < ?1 \
+                     AND (SELECT n.received_at FROM fleet_states n \
+                          WHERE n.agent_id = s.agent_id AND n.id > s.id \
+                          ORDER BY n.id LIMIT 1) < ?1 \
+                     ORDER BY s.received_at LIMIT ?2)",
                 )?
-                .execute(params![report.agent_id, seq, taken_at, received_at, state])?;
-            }
-            let mut insert_event = tx.prepare_cached(
-                "INSERT INTO fleet_events (agent_id, seq, received_at, event) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            for event in &report.events {
-                insert_event.execute(params![report.agent_id, seq, received_at, event])?;
-            }
-            tx.prepare_cached(
-                "UPDATE fleet_agents SET last_seq = ?2, last_digest = ?3, hostname = ?4, \
-                 last_seen = ?5 WHERE id = ?1",
-            )?
-            .execute(params![
-                report.agent_id,
-                seq,
-                report.digest,
-                report.hostname,
-                received_at
-            ])?;
-            Ok(ReportOutcome::Stored)
+                .execute(params![before, sql_limit(limit)])?;
+            Ok(n_deleted)
         })
     }
 
     fn latest_state(&self, agent_id: &str) -> Result<Option<StateRow>, FleetError> {
         self.read(&format!("load the state of agent {agent_id}"), |conn| {
-            first(
-                conn,
-                &format!(
-                    "SELECT {STATE_COLUMNS} FROM fleet_states WHERE agent_id = ?1 \
-                     ORDER BY id DESC LIMIT 1"
-                ),
-                [agent_id],
-                state_from_row,
-            )
+            first(conn, LATEST_STATE, [agent_id], state_from_row)
         })
     }
 

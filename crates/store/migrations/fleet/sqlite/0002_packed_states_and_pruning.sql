@@ -1,0 +1,13 @@
+-- Fleet schema 2: host states compressed, and old states pruned.
+--
+-- fleet_states.state holds TEXT (the JSON as it came: every row written
+-- before schema 2) or, from now on, a BLOB: one format byte (1: zlib, RFC
+-- 1950) and the compressed JSON (see src/fleet/packed.rs). Rows already
+-- stored are not rewritten. A perimeter that knows only schema 1 refuses this
+-- file as too new, so none reads a BLOB as JSON.
+--
+-- The server deletes, in small batches, the states a newer one replaced
+-- longer ago than its --keep-history (each host's latest state is always
+-- kept): this index lets it walk them oldest first. Events and the trail are
+-- never deleted.
+CREATE INDEX fleet_states_by_received ON fleet_states (received_at);
