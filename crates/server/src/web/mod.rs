@@ -54,6 +54,8 @@ use crate::routes;
 
 /// The largest form a page posts.
 const MAX_FORM_BYTES: usize = 64 * 1024;
+/// Hosts judged per batch while the overview's cache warms at start.
+const WARM_BATCH: usize = 100;
 /// The cookie that carries the login form's double-submit token.
 const LOGIN_COOKIE: &str = "perimeter_login";
 /// Failed logins counted over this window...
@@ -100,6 +102,33 @@ pub(crate) fn router(app: Arc<AppState>) -> Router {
         verifications: Semaphore::new(MAX_VERIFICATIONS),
         overview: OverviewCache::default(),
     });
+    // The first view of a big fleet would judge every host at once (seconds
+    // at 10,000): judge them now, a batch at a time, the store taken for one
+    // batch only so reports go on being stored in between.
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let warming = Arc::clone(&web);
+        runtime.spawn(async move {
+            let started = Instant::now();
+            let mut n = 0;
+            loop {
+                let web = Arc::clone(&warming);
+                let batch = warming
+                    .app
+                    .with_store(move |store| web.overview.warm(store, WARM_BATCH))
+                    .await;
+                match batch {
+                    Ok(0) => break,
+                    Ok(judged) => n += judged,
+                    Err(err) => {
+                        tracing::warn!("warming the overview: {}", err.message);
+                        break;
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+            tracing::info!(hosts = n, elapsed = ?started.elapsed(), "overview warmed");
+        });
+    }
     Router::new()
         .route("/", get(overview))
         .route("/login", get(login_page).post(login))

@@ -211,6 +211,40 @@ impl OverviewCache {
         Ok(Overview { hosts })
     }
 
+    /// Judges at most `limit` hosts the cache does not hold fresh, and says
+    /// how many it judged: the server warms the cache in such batches at
+    /// start, taking the store for one batch at a time, so the first view
+    /// finds the fleet judged and reports are stored in between.
+    pub(crate) fn warm(&self, store: &dyn FleetStore, limit: usize) -> Result<usize, ApiError> {
+        let live = store.approvals(false)?;
+        let agents = store.agents()?;
+        let day = OffsetDateTime::now_utc().date();
+        let mut inner = match self.inner.lock() {
+            Ok(inner) => inner,
+            Err(poisoned) => {
+                let mut inner = poisoned.into_inner();
+                *inner = Inner::default();
+                inner
+            }
+        };
+        {
+            let listed: HashSet<&str> = agents.iter().map(|agent| agent.id.as_str()).collect();
+            inner.invalidate(ApprovalIds::of(&live), day, &listed);
+        }
+        let mut judged = 0;
+        for agent in &agents {
+            if judged >= limit {
+                break;
+            }
+            if fresh(&inner.entries, agent) {
+                continue;
+            }
+            judgement(&mut inner.entries, store, agent, &live)?;
+            judged += 1;
+        }
+        Ok(judged)
+    }
+
     /// How many hosts it holds (for the tests).
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
@@ -222,6 +256,16 @@ impl OverviewCache {
     }
 }
 
+/// Whether the agent's entry still stands: no report, and no change of
+/// environment, since it was judged.
+fn fresh(entries: &HashMap<String, Entry>, agent: &AgentRow) -> bool {
+    entries.get(&agent.id).is_some_and(|entry| {
+        entry.last_seq == agent.last_seq
+            && entry.last_digest == agent.last_digest
+            && entry.environment == agent.environment
+    })
+}
+
 /// The agent's judgement: its entry's when that still stands, else read and
 /// judged again (and the entry replaced).
 fn judgement(
@@ -230,10 +274,8 @@ fn judgement(
     agent: &AgentRow,
     live: &[FleetApproval],
 ) -> Result<Arc<HostJudgement>, ApiError> {
-    if let Some(entry) = entries.get(&agent.id)
-        && entry.last_seq == agent.last_seq
-        && entry.last_digest == agent.last_digest
-        && entry.environment == agent.environment
+    if fresh(entries, agent)
+        && let Some(entry) = entries.get(&agent.id)
     {
         return Ok(Arc::clone(&entry.judgement));
     }
@@ -569,6 +611,22 @@ mod tests {
             .find(|host| host.summary.agent_id == id)
             .expect("listed")
             .judgement
+    }
+
+    #[test]
+    fn warming_judges_in_batches_and_the_first_view_then_reads_nothing() {
+        let store = fleet();
+        let cache = OverviewCache::default();
+        assert_eq!(cache.warm(&store, 1).expect("warm"), 1);
+        assert_eq!(cache.warm(&store, 1).expect("warm"), 1);
+        assert_eq!(cache.warm(&store, 1).expect("warm"), 0, "all judged");
+        assert_eq!(store.reads(), 2);
+        let first = cache.overview(&store).expect("overview");
+        assert_eq!(store.reads(), 0, "the first view finds the fleet judged");
+        assert_eq!(
+            unapproved(&first),
+            [("web-1".to_owned(), 1), ("web-2".to_owned(), 1)]
+        );
     }
 
     #[test]
