@@ -24,10 +24,11 @@
 #
 # BENCH_QUICKACK=1 is a diagnosis, not a configuration a user has: the whole
 # run moves into a network namespace this script creates, whose loopback
-# routes carry `quickack 1` (no delayed ACKs), to show what the 40 ms stalls
-# of the default run come from (the server does not set TCP_NODELAY, so its
-# answer waits behind the unacknowledged TLS session tickets until the
-# client's delayed ACK; see bench/results/server-ingest.md).
+# routes carry `quickack 1` (no delayed ACKs). It showed where the 40 ms
+# stalls of the first measurement came from (the server did not set
+# TCP_NODELAY then, so its answer waited behind the unacknowledged TLS session
+# tickets until the client's delayed ACK; it sets it since, see
+# bench/results/server-ingest.md).
 #
 # Usage: bench/server-ingest.sh [RUNS]      (as root: postgres runs as its
 #                                            account; RUNS defaults to 3)
