@@ -933,24 +933,17 @@ impl ListenerEvent {
     }
 }
 
-/// Keys of `now` that `before` lacks, and keys of `before` that `now` lacks,
-/// each sorted.
-pub fn diff_listeners<'a, V>(
-    before: &'a BTreeMap<ListenerKey, V>,
-    now: &'a HashSet<ListenerKey>,
-) -> (Vec<ListenerKey>, Vec<ListenerKey>) {
-    let mut appeared: Vec<ListenerKey> = now
-        .iter()
-        .filter(|key| !before.contains_key(key))
-        .cloned()
-        .collect();
-    appeared.sort();
-    let gone = before
+/// Keys of `before` that `now` (sorted) lacks, in order: the sockets that
+/// went away.
+pub fn gone_listeners<V>(
+    before: &BTreeMap<ListenerKey, V>,
+    now: &[ListenerKey],
+) -> Vec<ListenerKey> {
+    before
         .keys()
-        .filter(|key| !now.contains(key))
+        .filter(|key| now.binary_search(key).is_err())
         .cloned()
-        .collect();
-    (appeared, gone)
+        .collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -1706,11 +1699,31 @@ impl NamespaceNames {
     }
 }
 
-/// A listening socket being watched, with its owners as first seen.
+/// A listening socket being watched, with its owners as first seen. The
+/// owners are shared: a process holding many sockets (a pre-forked server, a
+/// worker pool) is kept once, however many sockets it holds.
 #[derive(Debug, Clone)]
 struct Tracked {
     listener: Listener,
-    owners: Vec<Process>,
+    owners: Vec<Arc<Process>>,
+}
+
+impl Tracked {
+    fn event(&self, at: SystemTime) -> ListenerEvent {
+        ListenerEvent {
+            at,
+            listener: self.listener.clone(),
+            owners: self.owners.iter().map(|owner| (**owner).clone()).collect(),
+        }
+    }
+}
+
+/// One dump compared with what is known: the keys present now (sorted), and
+/// the sockets not known before, each traced to its owners.
+struct Dump {
+    keys: Vec<ListenerKey>,
+    new: Vec<Tracked>,
+    problems: Vec<Problem>,
 }
 
 /// The listeners of our namespace (or of all), between two dumps.
@@ -1747,9 +1760,11 @@ impl ListenerWatch {
             namespaces: Vec::new(),
         };
         watch.refresh_names();
-        let (current, mut dump_problems) = watch.dump(true, accounts, packages);
-        problems.append(&mut dump_problems);
-        watch.known = current
+        // Nothing is known yet: every socket is new, and traced.
+        let dump = watch.dump(accounts, packages);
+        problems.extend(dump.problems);
+        watch.known = dump
+            .new
             .into_iter()
             .map(|tracked| (ListenerKey::of(&tracked.listener), tracked))
             .collect();
@@ -1771,17 +1786,17 @@ impl ListenerWatch {
         self.names.named = named_namespaces(Path::new(RUN_NETNS)).0;
     }
 
-    /// One dump: the listeners now. With `attribute_all` (the baseline) every
-    /// socket is traced to its owners; later only the new ones are.
-    fn dump(
-        &mut self,
-        attribute_all: bool,
-        accounts: &mut AccountCache,
-        packages: &mut PackageCache,
-    ) -> (Vec<Tracked>, Vec<Problem>) {
+    /// One dump, compared with what is known. In our own namespace a dump
+    /// that finds no new socket costs only the kernel's list of listening
+    /// sockets (sock_diag, filtered to listeners in the kernel): no /proc
+    /// walk, no copy of what is known; only new sockets are traced to their
+    /// owners. With every namespace, /proc is walked each time (that is how
+    /// the namespaces are found), but still only new sockets are traced.
+    fn dump(&mut self, accounts: &mut AccountCache, packages: &mut PackageCache) -> Dump {
         let mut problems = Vec::new();
+        let mut keys: Vec<ListenerKey>;
+        let new_listeners: Vec<Listener>;
         let mut processes: BTreeMap<u32, Process>;
-        let listeners: Vec<Listener>;
         if self.all_netns {
             let facts = collect_listeners(&ListenerOptions {
                 all_netns: true,
@@ -1794,88 +1809,105 @@ impl ListenerWatch {
                 .into_iter()
                 .map(|(netns, _)| netns)
                 .collect();
-            listeners = facts.listeners;
+            keys = facts.listeners.iter().map(ListenerKey::of).collect();
+            new_listeners = facts
+                .listeners
+                .into_iter()
+                .filter(|listener| !self.known.contains_key(&ListenerKey::of(listener)))
+                .collect();
             processes = facts.processes;
         } else {
             let dump = dump_sockets(&self.proc_root.join("thread-self/net"), false);
             problems.extend(dump.problems);
-            let netns = self.names.name(self.own_inode);
-            let is_new = |raw: &RawSocket| {
-                attribute_all
-                    || !self.known.contains_key(&ListenerKey {
-                        netns_inode: netns.inode,
-                        protocol: raw.protocol,
-                        address: raw.address,
-                        port: raw.port,
-                        inode: raw.inode,
-                    })
+            let netns_inode = self.names.name(self.own_inode).inode;
+            let key_of = |raw: &RawSocket| ListenerKey {
+                netns_inode,
+                protocol: raw.protocol,
+                address: raw.address,
+                port: raw.port,
+                inode: raw.inode,
             };
-            let any_new = dump.sockets.iter().any(is_new);
-            let any_bound = dump
+            keys = dump.sockets.iter().map(key_of).collect();
+            let new_raw: Vec<RawSocket> = dump
                 .sockets
-                .iter()
-                .any(|raw| is_new(raw) && raw.ifindex.is_some());
-            let interfaces = if any_bound {
+                .into_iter()
+                .filter(|raw| !self.known.contains_key(&key_of(raw)))
+                .collect();
+            if new_raw.is_empty() {
+                keys.sort_unstable();
+                return Dump {
+                    keys,
+                    new: Vec::new(),
+                    problems,
+                };
+            }
+            let netns = self.names.name(self.own_inode);
+            let interfaces = if new_raw.iter().any(|raw| raw.ifindex.is_some()) {
                 interface_names().unwrap_or_default()
             } else {
                 BTreeMap::new()
             };
-            // Only new sockets need owners; a dump with none costs no walk.
-            let walk = any_new.then(|| walk_processes(&self.proc_root));
-            if let Some(walk) = &walk {
-                // Permission problems of the walk are the same every time.
-                problems.extend(walk.problems.iter().cloned());
-            }
-            listeners = dump
-                .sockets
+            let walk = walk_processes(&self.proc_root);
+            // Permission problems of the walk are the same every time.
+            problems.extend(walk.problems.iter().cloned());
+            new_listeners = new_raw
                 .into_iter()
-                .map(|raw| to_listener(raw, &netns, &interfaces, walk.as_ref()))
+                .map(|raw| to_listener(raw, &netns, &interfaces, Some(&walk)))
                 .collect();
-            processes = walk.map(|walk| walk.processes).unwrap_or_default();
+            processes = walk.processes;
         }
+        keys.sort_unstable();
         // perimeter does not report itself.
         processes.remove(&std::process::id());
 
-        let mut tracked = Vec::with_capacity(listeners.len());
-        let mut new_exes = Vec::new();
-        for listener in listeners {
-            let key = ListenerKey::of(&listener);
-            if !attribute_all && let Some(known) = self.known.get(&key) {
-                tracked.push(known.clone());
-                continue;
-            }
-            let owners: Vec<Process> = listener
-                .pids()
-                .into_iter()
-                .filter_map(|pid| processes.get(&pid).cloned())
-                .collect();
-            new_exes.extend(owners.iter().filter_map(|p| p.exe.clone()));
-            tracked.push(Tracked { listener, owners });
-        }
-        problems.extend(packages.resolve(new_exes.iter().map(PathBuf::as_path)));
-        for entry in &mut tracked {
-            let key = ListenerKey::of(&entry.listener);
-            if !attribute_all && self.known.contains_key(&key) {
-                continue;
-            }
-            for owner in &mut entry.owners {
-                if owner.account.is_none() {
-                    match accounts.lookup(owner.uid) {
-                        Ok(account) => owner.account = account,
-                        Err(err) => problems
-                            .push(Problem::new(format!("uid {}", owner.uid), err.to_string())),
+        // Each owner of a new socket is filled (account, package) once and
+        // shared by every socket it holds.
+        let mut owner_pids: Vec<u32> = new_listeners.iter().flat_map(Listener::pids).collect();
+        owner_pids.sort_unstable();
+        owner_pids.dedup();
+        let mut owners: Vec<Process> = owner_pids
+            .iter()
+            .filter_map(|pid| processes.remove(pid))
+            .collect();
+        drop(processes);
+        problems.extend(packages.resolve(owners.iter().filter_map(|p| p.exe.as_deref())));
+        for owner in &mut owners {
+            if owner.account.is_none() {
+                match accounts.lookup(owner.uid) {
+                    Ok(account) => owner.account = account,
+                    Err(err) => {
+                        problems.push(Problem::new(format!("uid {}", owner.uid), err.to_string()));
                     }
                 }
-                owner.ownership = match &owner.exe {
-                    Some(exe) => packages.ownership(exe),
-                    None => Ownership::Unknown(
-                        "the executable could not be read (not permitted, or the process exited)"
-                            .to_owned(),
-                    ),
-                };
             }
+            owner.ownership = match &owner.exe {
+                Some(exe) => packages.ownership(exe),
+                None => Ownership::Unknown(
+                    "the executable could not be read (not permitted, or the process exited)"
+                        .to_owned(),
+                ),
+            };
         }
-        (tracked, problems)
+        let owners: BTreeMap<u32, Arc<Process>> = owners
+            .into_iter()
+            .map(|owner| (owner.pid, Arc::new(owner)))
+            .collect();
+        let new = new_listeners
+            .into_iter()
+            .map(|listener| Tracked {
+                owners: listener
+                    .pids()
+                    .into_iter()
+                    .filter_map(|pid| owners.get(&pid).cloned())
+                    .collect(),
+                listener,
+            })
+            .collect();
+        Dump {
+            keys,
+            new,
+            problems,
+        }
     }
 
     /// Dumps again and reports what appeared and what went away.
@@ -1885,36 +1917,30 @@ impl ListenerWatch {
         packages: &mut PackageCache,
     ) -> Vec<WatchEvent> {
         self.refresh_names();
-        let (current, problems) = self.dump(false, accounts, packages);
+        let Dump {
+            keys,
+            new,
+            problems,
+        } = self.dump(accounts, packages);
         let at = SystemTime::now();
         let mut events: Vec<WatchEvent> = problems.into_iter().map(WatchEvent::Problem).collect();
-        let now_keys: HashSet<ListenerKey> = current
-            .iter()
-            .map(|tracked| ListenerKey::of(&tracked.listener))
-            .collect();
-        let (appeared, gone) = diff_listeners(&self.known, &now_keys);
-        let mut current: HashMap<ListenerKey, Tracked> = current
-            .into_iter()
-            .map(|tracked| (ListenerKey::of(&tracked.listener), tracked))
-            .collect();
-        for key in gone {
+        for key in gone_listeners(&self.known, &keys) {
             if let Some(tracked) = self.known.remove(&key) {
                 events.push(WatchEvent::ListenerGone(Box::new(ListenerEvent {
                     at,
                     listener: tracked.listener,
-                    owners: tracked.owners,
+                    owners: tracked.owners.iter().map(|o| (**o).clone()).collect(),
                 })));
             }
         }
-        for key in appeared {
-            if let Some(tracked) = current.remove(&key) {
-                events.push(WatchEvent::ListenerAppeared(Box::new(ListenerEvent {
-                    at,
-                    listener: tracked.listener.clone(),
-                    owners: tracked.owners.clone(),
-                })));
-                self.known.insert(key, tracked);
-            }
+        let mut new: Vec<(ListenerKey, Tracked)> = new
+            .into_iter()
+            .map(|tracked| (ListenerKey::of(&tracked.listener), tracked))
+            .collect();
+        new.sort_by(|a, b| a.0.cmp(&b.0));
+        for (key, tracked) in new {
+            events.push(WatchEvent::ListenerAppeared(Box::new(tracked.event(at))));
+            self.known.insert(key, tracked);
         }
         events
     }
@@ -2492,10 +2518,9 @@ mod tests {
         let before: BTreeMap<ListenerKey, ()> =
             BTreeMap::from([(key(22, 100), ()), (key(80, 200), ())]);
         // Port 80 was restarted: same port, new socket inode.
-        let now = HashSet::from([key(22, 100), key(80, 201), key(6379, 300)]);
-        let (appeared, gone) = diff_listeners(&before, &now);
-        assert_eq!(appeared, vec![key(80, 201), key(6379, 300)]);
-        assert_eq!(gone, vec![key(80, 200)]);
+        let mut now = vec![key(6379, 300), key(22, 100), key(80, 201)];
+        now.sort_unstable();
+        assert_eq!(gone_listeners(&before, &now), vec![key(80, 200)]);
     }
 
     #[test]
