@@ -63,9 +63,13 @@ pub(crate) fn run(args: AgentArgs, _terminal: &Terminal) -> Result<ExitCode> {
     let collector: Box<dyn Collector> = Box::new(AuditCollector {
         args: args.host.clone(),
     });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .max_blocking_threads(4)
+    // One thread runs the protocol (a request at a time, nothing else to
+    // overlap) and one more the audit, when it runs: every thread that
+    // allocates gets a malloc arena of its own from glibc, which keeps what
+    // was freed in it, so each thread less is memory the agent does not
+    // hold for good (bench/agent-cost.sh).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(1)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
