@@ -1132,16 +1132,20 @@ pub struct WatchSummary {
     pub n_lost: usize,
 }
 
-/// Messages from the exec thread to the watch loop.
+/// Messages from the exec thread to the watch loop. Each variant is a
+/// pointer at most: the channel's slots are allocated and touched up front,
+/// all [`EXEC_QUEUE`] of them, so a message of 16 bytes rather than a whole
+/// [`Problem`] keeps the idle watch over a megabyte smaller.
 enum ExecMessage {
     Exec(Box<ExecEvent>),
     Lost,
-    Problem(Problem),
+    Problem(Box<Problem>),
 }
 
 /// The most exec events waiting for the watch loop; past it the exec thread
 /// blocks, the kernel's buffer fills, and lost events are reported.
 const EXEC_QUEUE: usize = 16 * 1024;
+const _: () = assert!(std::mem::size_of::<ExecMessage>() <= 16);
 /// The most fork records kept to name the parent of a process that exited
 /// before it could be read.
 const MAX_FORK_RECORDS: usize = 64 * 1024;
@@ -1392,7 +1396,7 @@ impl Watcher {
                         .with_hint("a burst of processes outran the watch; nothing to fix unless it repeats"),
                     ));
                 }
-                ExecMessage::Problem(problem) => events.push(WatchEvent::Problem(problem)),
+                ExecMessage::Problem(problem) => events.push(WatchEvent::Problem(*problem)),
             }
         }
         events
@@ -1452,10 +1456,10 @@ fn send(tx: &SyncSender<ExecMessage>, message: ExecMessage, stop: &AtomicBool) -
 const MAX_DRAINED_DATAGRAMS: usize = 64;
 
 fn receive_failed(err: &io::Error) -> ExecMessage {
-    ExecMessage::Problem(
+    ExecMessage::Problem(Box::new(
         Problem::new("process events", format!("receiving failed: {err}"))
             .with_hint("execs are no longer watched; listeners still are"),
-    )
+    ))
 }
 
 /// The positions of exec events followed, in the same batch, by another exec
@@ -1633,10 +1637,10 @@ fn poll_execs(
         Err(err) => {
             let _ = send(
                 tx,
-                ExecMessage::Problem(Problem::new(
+                ExecMessage::Problem(Box::new(Problem::new(
                     proc_root.display().to_string(),
                     format!("cannot list processes: {err}"),
-                )),
+                ))),
                 stop,
             );
             return;
