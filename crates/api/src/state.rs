@@ -173,6 +173,10 @@ impl HostState {
         for listener in &mut self.listeners {
             listener.owners.sort();
             listener.owners.dedup();
+            // A parsed list of one owner has room for four (serde grows it
+            // so): on a host of thousands of listeners that is megabytes
+            // held by a state kept for long (the agent's acknowledged one).
+            listener.owners.shrink_to_fit();
         }
         self.listeners.sort();
         // The key is the first four fields of the order: listeners of one
