@@ -51,8 +51,9 @@ pub enum AgentError {
 
 /// What the agent reports.
 pub trait Collector: Send {
-    /// The host's state now (the audit). Blocking; called off the async
-    /// threads.
+    /// The host's state now (the audit). Blocking: called from the blocking
+    /// pool, or on a current-thread runtime from its thread (see
+    /// `Agent::collect`).
     fn collect(&mut self) -> HostState;
 }
 
@@ -499,17 +500,33 @@ impl Agent {
         self.dir.push_report(&report)
     }
 
-    /// The host's state now, from the collector, off the async thread.
+    /// The host's state now, from the collector. On a multi-thread runtime
+    /// it runs in the blocking pool. On a current-thread runtime (the
+    /// `perimeter agent` command's) it runs on the runtime's own thread:
+    /// nothing else waits for that thread meanwhile (the cycle awaits the
+    /// audit either way, and a stop is acted on between cycles), and the
+    /// audit's memory then comes from the same malloc arena as the rest of
+    /// the agent's instead of a thread's arena of its own, which would keep
+    /// what the audit freed for good.
     async fn collect(collector: &Arc<Mutex<Box<dyn Collector>>>) -> Result<HostState, AgentError> {
-        let collector = Arc::clone(collector);
-        tokio::task::spawn_blocking(move || {
+        let run = |collector: &Mutex<Box<dyn Collector>>| {
             collector
                 .lock()
                 .map(|mut c| c.collect())
                 .map_err(|_| AgentError::State("the collector panicked before".into()))
-        })
-        .await
-        .map_err(|err| AgentError::State(format!("the audit failed: {err}")))?
+        };
+        if tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::CurrentThread
+        {
+            // A panic in the audit fails the cycle, as it does in the
+            // blocking pool, rather than the agent.
+            return std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(collector)))
+                .map_err(|_| AgentError::State("the audit failed: it panicked".into()))?;
+        }
+        let collector = Arc::clone(collector);
+        tokio::task::spawn_blocking(move || run(&collector))
+            .await
+            .map_err(|err| AgentError::State(format!("the audit failed: {err}")))?
     }
 
     /// One cycle: enrol if needed, audit, queue the report, send the queue.

@@ -64,10 +64,11 @@ pub(crate) fn run(args: AgentArgs, _terminal: &Terminal) -> Result<ExitCode> {
         args: args.host.clone(),
     });
     // One thread runs the protocol (a request at a time, nothing else to
-    // overlap) and one more the audit, when it runs: every thread that
-    // allocates gets a malloc arena of its own from glibc, which keeps what
-    // was freed in it, so each thread less is memory the agent does not
-    // hold for good (bench/agent-cost.sh).
+    // overlap) and the audit (on a current-thread runtime the agent runs
+    // its collector there): every thread that allocates gets a malloc arena
+    // of its own from glibc, which keeps what was freed in it, so each
+    // thread less is memory the agent does not hold for good
+    // (bench/agent-cost.sh). The one blocking thread is for name lookups.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .max_blocking_threads(1)
         .enable_all()
