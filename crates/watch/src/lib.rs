@@ -1063,6 +1063,14 @@ pub struct WatchOptions {
     /// then walks /proc, as `perimeter audit --all-netns` does).
     pub all_netns: bool,
     pub exec_source: ExecSourceChoice,
+    /// How long an exec may wait for others before they are handed on, so
+    /// that one package lookup (a pass over every dpkg file list) serves
+    /// them all. Zero hands each batch on as soon as it is received (the
+    /// watch command); the agent, which sends execs with its next report
+    /// anyway, holds them a few seconds, so a host that runs many new
+    /// executables (a build server) costs it one lookup per hold, not one
+    /// per batch.
+    pub exec_hold: Duration,
     /// How often /proc is listed when polling for new processes.
     pub poll_interval: Duration,
     /// Normally `/proc`.
@@ -1077,6 +1085,7 @@ impl Default for WatchOptions {
             interval: Duration::from_secs(2),
             all_netns: false,
             exec_source: ExecSourceChoice::Auto,
+            exec_hold: Duration::ZERO,
             poll_interval: PROC_POLL_INTERVAL,
             proc_root: PathBuf::from("/proc"),
             fs_root: PathBuf::from("/"),
@@ -1297,6 +1306,9 @@ impl Watcher {
         };
 
         let mut next_tick = Instant::now() + self.opts.interval;
+        // Execs received and held (`exec_hold`), and until when.
+        let mut held: Vec<ExecMessage> = Vec::new();
+        let mut held_until: Option<Instant> = None;
         'watch: loop {
             let now = Instant::now();
             if stop.load(Ordering::Relaxed) || deadline.is_some_and(|deadline| now >= deadline) {
@@ -1310,7 +1322,19 @@ impl Watcher {
                 }
                 next_tick = (next_tick + self.opts.interval).max(Instant::now());
             }
+            if held_until.is_some_and(|until| now >= until) || held.len() >= EXEC_BATCH {
+                held_until = None;
+                let batch = std::mem::take(&mut held);
+                for event in self.enrich(batch, &mut summary) {
+                    if emit(event, &mut summary).is_break() {
+                        break 'watch;
+                    }
+                }
+            }
             let mut wake = next_tick.min(now + STOP_CHECK);
+            if let Some(until) = held_until {
+                wake = wake.min(until);
+            }
             if let Some(deadline) = deadline {
                 wake = wake.min(deadline);
             }
@@ -1327,7 +1351,14 @@ impl Watcher {
                     continue;
                 }
             };
-            let batch = take_batch(first, rx);
+            let mut batch = take_batch(first, rx);
+            if !self.opts.exec_hold.is_zero() {
+                if held.is_empty() {
+                    held_until = Some(Instant::now() + self.opts.exec_hold);
+                }
+                held.append(&mut batch);
+                continue;
+            }
             for event in self.enrich(batch, &mut summary) {
                 if emit(event, &mut summary).is_break() {
                     break 'watch;
@@ -1340,8 +1371,12 @@ impl Watcher {
         if let Some(thread) = thread {
             let _ = thread.join();
         }
+        // What was held, and what came meanwhile, is reported too.
+        let mut pending = held;
         if let Some(rx) = &rx {
-            let pending: Vec<ExecMessage> = rx.try_iter().collect();
+            pending.extend(rx.try_iter());
+        }
+        if !pending.is_empty() {
             for event in self.enrich(pending, &mut summary) {
                 if emit(event, &mut summary).is_break() {
                     break;

@@ -158,6 +158,10 @@ fn start_watch(
         // with the known ones (/proc is walked only for a new socket);
         // bench/agent-cost.sh measures what it costs with 4,000 listeners.
         interval: Duration::from_secs(5),
+        // Execs travel with the next report: held a few seconds, those of
+        // a busy host (a build server running new executables all the
+        // time) cost one package lookup per hold, not one per batch.
+        exec_hold: Duration::from_secs(5),
         all_netns: args.all_netns,
         ..WatchOptions::default()
     })
