@@ -13,7 +13,7 @@
 #    log line (RUST_LOG=perimeter_agent=debug, "report acknowledged"), its
 #    CPU the CPU from the cycle's start to 10 s later less the idle rate;
 #    the idle CPU the rate outside those windows; the peak RSS VmHWM, with
-#    /proc/PID/smaps_rollup at the end.
+#    /proc/PID/smaps_rollup at the end, and the CPU of each of its threads.
 # 2. `perimeter agent --once` under GNU time, RUNS times with a fresh state
 #    directory (enrolment and the full report) and RUNS times with an
 #    enrolled one (a delta): user+sys CPU and peak RSS of a whole cycle,
@@ -199,6 +199,13 @@ SAMPLER_PID=$!
 wait "$SAMPLER_PID"
 SAMPLER_PID=
 cp "/proc/$AGENT_PID/smaps_rollup" "$WORK/results/agent-smaps_rollup.txt"
+# CPU seconds per thread over the whole run (main: the protocol and the
+# audits; agent-watch: the listener ticks and the handling of exec events;
+# watch-execs: reading each exec from /proc as its event comes).
+for task in /proc/"$AGENT_PID"/task/*; do
+    stat=$(cut -d')' -f2- "$task/stat")
+    printf '%s\t%s\n' "$(cat "$task/comm")" "$(echo "$stat" | awk '{printf "%.2f", ($12 + $13) / 100}')"
+done >"$WORK/results/agent-threads.tsv"
 grep -E '^(VmPeak|VmSize|VmHWM|VmRSS|RssAnon|RssFile|RssShmem|Threads)' "/proc/$AGENT_PID/status" \
     >"$WORK/results/agent-status.txt"
 kill -TERM "$AGENT_PID"

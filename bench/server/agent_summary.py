@@ -59,6 +59,11 @@ for n, cpu, rss in cycles:
     kind = "enrol + full report" if n == 1 else "delta report"
     print(f"cycle {n} ({kind}): {cpu:.2f} s CPU beyond idle, RSS up to {rss / 1024:.1f} MB")
 print(f"peak RSS (VmHWM): {hwm:.1f} MB; RSS at the end {samples[-1][2] / 1024:.1f} MB")
+try:
+    threads = [l.rstrip("\n").split("\t") for l in open(f"{d}/agent-threads.tsv")]
+    print("CPU by thread over the run: " + ", ".join(f"{name} {cpu} s" for name, cpu in threads))
+except OSError:
+    pass
 print()
 once = [l.rstrip("\n").split("\t") for l in open(f"{d}/once.tsv")][1:]
 for kind in ("full", "delta"):

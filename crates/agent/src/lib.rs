@@ -20,6 +20,7 @@
 
 mod state_dir;
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,8 +51,9 @@ pub enum AgentError {
 
 /// What the agent reports.
 pub trait Collector: Send {
-    /// The host's state now (the audit). Blocking; called off the async
-    /// threads.
+    /// The host's state now (the audit). Blocking: called from the blocking
+    /// pool, or on a current-thread runtime from its thread (see
+    /// `Agent::collect`).
     fn collect(&mut self) -> HostState;
 }
 
@@ -105,6 +107,14 @@ pub struct Agent {
     pending_events: Vec<Event>,
     /// Events dropped (pending past the cap, or in reports folded away).
     dropped_events: u64,
+    /// The last acknowledged report and its state, as `acked.json` holds
+    /// them: read from disk once, then kept, so a cycle neither reads nor
+    /// parses the file again (the state of a host with thousands of
+    /// listeners is megabytes of JSON).
+    acked: Option<Acked>,
+    /// Whether `acked` is what the disk holds; false until it is read, and
+    /// after a write of it failed.
+    acked_loaded: bool,
 }
 
 impl Agent {
@@ -123,6 +133,8 @@ impl Agent {
             enrolment: None,
             pending_events: Vec::new(),
             dropped_events: 0,
+            acked: None,
+            acked_loaded: false,
         };
         agent.load()?;
         Ok(agent)
@@ -147,7 +159,7 @@ impl Agent {
                         agent = %enrolment.agent_id,
                         "the machine id changed since enrolment (a cloned disk?): enrolling as a new host"
                     );
-                    self.dir.forget()?;
+                    self.forget()?;
                 } else if enrolment.server.trim_end_matches('/')
                     != self.config.server.trim_end_matches('/')
                 {
@@ -156,7 +168,7 @@ impl Agent {
                         now = %self.config.server,
                         "enrolled with another server: enrolling with this one"
                     );
-                    self.dir.forget()?;
+                    self.forget()?;
                 } else if key.agent_id() != enrolment.agent_id {
                     return Err(AgentError::State(format!(
                         "the key in {} is not agent {}'s",
@@ -171,9 +183,46 @@ impl Agent {
             (None, None) => {}
             _ => {
                 tracing::warn!("an incomplete enrolment in the state directory: enrolling anew");
-                self.dir.forget()?;
+                self.forget()?;
             }
         }
+        Ok(())
+    }
+
+    /// Forgets the enrolment, the key and everything reported under it.
+    fn forget(&mut self) -> Result<(), AgentError> {
+        self.acked = None;
+        self.acked_loaded = false;
+        self.dir.forget()?;
+        self.acked_loaded = true;
+        Ok(())
+    }
+
+    /// The last acknowledged report, read from disk the first time.
+    fn acked(&mut self) -> Result<Option<&Acked>, AgentError> {
+        if !self.acked_loaded {
+            self.acked = self.dir.acked()?;
+            self.acked_loaded = true;
+        }
+        Ok(self.acked.as_ref())
+    }
+
+    /// Takes the acknowledged state out (to build the next one from it
+    /// without a copy); until [`Agent::save_acked`], the disk is the
+    /// reference again.
+    fn take_acked(&mut self) -> Result<Option<Acked>, AgentError> {
+        self.acked()?;
+        self.acked_loaded = false;
+        Ok(self.acked.take())
+    }
+
+    /// Writes `acked.json` (atomically) and keeps it in memory.
+    fn save_acked(&mut self, acked: Acked) -> Result<(), AgentError> {
+        self.acked = None;
+        self.acked_loaded = false;
+        self.dir.save_acked(&acked)?;
+        self.acked = Some(acked);
+        self.acked_loaded = true;
         Ok(())
     }
 
@@ -242,15 +291,18 @@ impl Agent {
     }
 
     /// The state after the last queued report (or the last acknowledged
-    /// one), and the next sequence number.
-    fn tail(&self) -> Result<(Option<HostState>, u64), AgentError> {
-        let acked = self.dir.acked()?;
-        let mut state = acked.as_ref().map(|a| a.state.clone());
-        let mut next = acked.as_ref().map_or(1, |a| a.seq + 1);
-        for (seq, body) in self.dir.queue()? {
-            let report: Report = serde_json::from_slice(&body)
-                .map_err(|err| AgentError::State(format!("queued report {seq}: {err}")))?;
-            state = Some(state_after(state.as_ref(), &report));
+    /// one), and the next sequence number. With nothing queued (the usual
+    /// case) the acknowledged state is lent, not copied.
+    fn tail(&mut self) -> Result<(Option<Cow<'_, HostState>>, u64), AgentError> {
+        self.acked()?;
+        let acked = self.acked.as_ref();
+        let mut next = acked.map_or(1, |a| a.seq + 1);
+        let mut state = acked.map(|a| Cow::Borrowed(&a.state));
+        for seq in self.dir.queue_seqs()? {
+            let Some(report) = self.dir.queued_report(seq)? else {
+                continue;
+            };
+            state = Some(Cow::Owned(state_after(state, report)));
             next = seq + 1;
         }
         Ok((state, next))
@@ -258,19 +310,22 @@ impl Agent {
 
     /// Queues a report of `state`: a delta over the queue's tail when there is
     /// one, else the full state. A full queue is folded into one full report.
-    pub fn queue_report(&mut self, state: &HostState) -> Result<u64, AgentError> {
-        let enrolment = self
+    /// `state` is consumed: a full report carries it as it is, and it is gone
+    /// before the report is sent.
+    pub fn queue_report(&mut self, state: HostState) -> Result<u64, AgentError> {
+        let agent_id = self
             .enrolment
-            .clone()
+            .as_ref()
+            .map(|e| e.agent_id.clone())
             .ok_or_else(|| AgentError::State("not enrolled".into()))?;
-        let queued = self.dir.queue()?;
+        let queued = self.dir.queue_seqs()?;
         let mut full = false;
         if queued.len() >= self.config.queue_limit {
             // Fold: the queued reports' states are replaced by this one (the
             // server gets the latest state whole), their events are counted.
             let mut lost = 0u64;
-            for (_, body) in &queued {
-                if let Ok(report) = serde_json::from_slice::<Report>(body) {
+            for seq in &queued {
+                if let Ok(Some(report)) = self.dir.queued_report(*seq) {
                     lost += report.events.len() as u64 + report.dropped_events;
                 }
             }
@@ -284,13 +339,13 @@ impl Agent {
             full = true;
         }
         let (tail, next) = self.tail()?;
-        let (full_state, delta) = match (&tail, full) {
-            (Some(tail), false) => (None, Some(tail.delta_to(state))),
-            _ => (Some(state.clone()), None),
+        let (full_state, delta) = match (tail, full) {
+            (Some(tail), false) => (None, Some(tail.delta_to(&state))),
+            _ => (Some(state), None),
         };
         let report = Report {
             schema: SCHEMA.to_owned(),
-            agent_id: enrolment.agent_id,
+            agent_id,
             seq: next,
             taken_at: OffsetDateTime::now_utc(),
             hostname: self.config.hostname.clone(),
@@ -299,9 +354,7 @@ impl Agent {
             events: std::mem::take(&mut self.pending_events),
             dropped_events: std::mem::take(&mut self.dropped_events),
         };
-        let body = serde_json::to_vec(&report)
-            .map_err(|err| AgentError::State(format!("cannot encode a report: {err}")))?;
-        self.dir.push(next, &body)?;
+        self.dir.push_report(&report)?;
         Ok(next)
     }
 
@@ -317,14 +370,19 @@ impl Agent {
         let mut flushed = Flushed::default();
         // Bounded: each pass either removes a report or stops.
         for _ in 0..(self.config.queue_limit + 4) {
-            let queue = self.dir.queue()?;
-            let Some((seq, body)) = queue.first().cloned() else {
+            let Some(&seq) = self.dir.queue_seqs()?.first() else {
                 break;
             };
-            match client.post_raw::<ReportAck>(&path, body.clone()).await {
+            let Some(body) = self.dir.queued(seq)? else {
+                continue;
+            };
+            // The bytes go to the request as they are; what the report says
+            // is read again from the queue only once it is acknowledged, so
+            // a full report is never in memory twice.
+            match client.post_raw::<ReportAck>(&path, body).await {
                 Ok(ack) => {
                     tracing::debug!(seq, outcome = %ack.outcome, "report acknowledged");
-                    self.acknowledge(seq, &body)?;
+                    self.acknowledge(seq)?;
                     flushed.acknowledged += 1;
                 }
                 Err(err) => match err.code() {
@@ -336,7 +394,7 @@ impl Agent {
                         match expected {
                             // The server has this one already (its answer
                             // was lost before a restart of ours).
-                            Some(expected) if expected > seq => self.acknowledge(seq, &body)?,
+                            Some(expected) if expected > seq => self.acknowledge(seq)?,
                             // The server lacks earlier reports (its database
                             // was restored): start again from what it expects.
                             Some(expected) => self.restart_from(expected)?,
@@ -348,7 +406,7 @@ impl Agent {
                         tracing::warn!(
                             "the server saw another machine report with this agent's key: enrolling anew"
                         );
-                        self.dir.forget()?;
+                        self.forget()?;
                         self.key = None;
                         self.enrolment = None;
                         break;
@@ -365,7 +423,11 @@ impl Agent {
                         // The server will never take this report: replace the
                         // queue by the full state under the same number.
                         tracing::error!("the server refused report {seq} for good: {err}");
-                        if serde_json::from_slice::<Report>(&body).is_ok_and(|r| r.full.is_some()) {
+                        if self
+                            .dir
+                            .queued_report(seq)
+                            .is_ok_and(|r| r.is_some_and(|r| r.full.is_some()))
+                        {
                             return Err(err.into());
                         }
                         self.restart_from(seq)?;
@@ -383,16 +445,20 @@ impl Agent {
                 },
             }
         }
-        flushed.queued = self.dir.queue()?.len();
+        flushed.queued = self.dir.queue_seqs()?.len();
         Ok(flushed)
     }
 
-    fn acknowledge(&mut self, seq: u64, body: &[u8]) -> Result<(), AgentError> {
-        let report: Report = serde_json::from_slice(body)
-            .map_err(|err| AgentError::State(format!("queued report {seq}: {err}")))?;
-        let base = self.dir.acked()?.map(|a| a.state);
-        let state = state_after(base.as_ref(), &report);
-        self.dir.save_acked(&Acked { seq, state })?;
+    /// The server took report `seq`: the state it leaves becomes the
+    /// acknowledged one, built in place from the one before.
+    fn acknowledge(&mut self, seq: u64) -> Result<(), AgentError> {
+        let report = self
+            .dir
+            .queued_report(seq)?
+            .ok_or_else(|| AgentError::State(format!("queued report {seq} went away")))?;
+        let base = self.take_acked()?.map(|acked| Cow::Owned(acked.state));
+        let state = state_after(base, report);
+        self.save_acked(Acked { seq, state })?;
         self.dir.pop(seq)
     }
 
@@ -400,19 +466,19 @@ impl Agent {
     /// queue would have left (the latest the agent knows).
     fn restart_from(&mut self, seq: u64) -> Result<(), AgentError> {
         let (tail, _) = self.tail()?;
+        let acked_state = tail.map(Cow::into_owned).unwrap_or_default();
         let mut events = Vec::new();
         let mut dropped = 0;
-        for (_, body) in self.dir.queue()? {
-            if let Ok(report) = serde_json::from_slice::<Report>(&body) {
+        for queued in self.dir.queue_seqs()? {
+            if let Ok(Some(report)) = self.dir.queued_report(queued) {
                 events.extend(report.events);
                 dropped += report.dropped_events;
             }
         }
         events.truncate(self.config.max_events);
         self.dir.clear_queue()?;
-        let acked_state = tail.unwrap_or_default();
         // The acknowledged base no longer matters: the next report is full.
-        self.dir.save_acked(&Acked {
+        self.save_acked(Acked {
             seq: seq.saturating_sub(1),
             state: HostState::default(),
         })?;
@@ -431,9 +497,36 @@ impl Agent {
             events,
             dropped_events: dropped,
         };
-        let body = serde_json::to_vec(&report)
-            .map_err(|err| AgentError::State(format!("cannot encode a report: {err}")))?;
-        self.dir.push(seq, &body)
+        self.dir.push_report(&report)
+    }
+
+    /// The host's state now, from the collector. On a multi-thread runtime
+    /// it runs in the blocking pool. On a current-thread runtime (the
+    /// `perimeter agent` command's) it runs on the runtime's own thread:
+    /// nothing else waits for that thread meanwhile (the cycle awaits the
+    /// audit either way, and a stop is acted on between cycles), and the
+    /// audit's memory then comes from the same malloc arena as the rest of
+    /// the agent's instead of a thread's arena of its own, which would keep
+    /// what the audit freed for good.
+    async fn collect(collector: &Arc<Mutex<Box<dyn Collector>>>) -> Result<HostState, AgentError> {
+        let run = |collector: &Mutex<Box<dyn Collector>>| {
+            collector
+                .lock()
+                .map(|mut c| c.collect())
+                .map_err(|_| AgentError::State("the collector panicked before".into()))
+        };
+        if tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::CurrentThread
+        {
+            // A panic in the audit fails the cycle, as it does in the
+            // blocking pool, rather than the agent.
+            return std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(collector)))
+                .map_err(|_| AgentError::State("the audit failed: it panicked".into()))?;
+        }
+        let collector = Arc::clone(collector);
+        tokio::task::spawn_blocking(move || run(&collector))
+            .await
+            .map_err(|err| AgentError::State(format!("the audit failed: {err}")))?
     }
 
     /// One cycle: enrol if needed, audit, queue the report, send the queue.
@@ -442,21 +535,15 @@ impl Agent {
         collector: &Arc<Mutex<Box<dyn Collector>>>,
     ) -> Result<Flushed, AgentError> {
         self.ensure_enrolled().await?;
-        let collector = Arc::clone(collector);
-        let state = tokio::task::spawn_blocking(move || {
-            collector
-                .lock()
-                .map(|mut c| c.collect())
-                .map_err(|_| AgentError::State("the collector panicked before".into()))
-        })
-        .await
-        .map_err(|err| AgentError::State(format!("the audit failed: {err}")))??;
-        self.queue_report(&state)?;
+        let state = Agent::collect(collector).await?;
+        self.queue_report(state)?;
         let flushed = self.flush().await?;
         if self.enrolment.is_none() {
-            // Forked: enrol with a new key and send the full state at once.
+            // Forked: enrol with a new key and send the full state at once,
+            // from a new audit (the last one was handed to the report).
             self.ensure_enrolled().await?;
-            self.queue_report(&state)?;
+            let state = Agent::collect(collector).await?;
+            self.queue_report(state)?;
             return self.flush().await;
         }
         Ok(flushed)
@@ -526,7 +613,7 @@ impl Agent {
             ) => Err(err),
             Err(err) => {
                 tracing::warn!("{err}");
-                self.dir.queue().map(|q| q.len())
+                self.dir.queue_seqs().map(|q| q.len())
             }
         }
     }
@@ -549,20 +636,21 @@ pub fn load_identity(
     }
 }
 
-/// The state a report leaves, over the state before it.
-fn state_after(before: Option<&HostState>, report: &Report) -> HostState {
-    match (&report.full, &report.delta) {
-        (Some(full), _) => {
-            let mut full = full.clone();
-            full.hostname.clone_from(&report.hostname);
+/// The state a report leaves, over the state before it (changed in place
+/// when it is owned).
+fn state_after(before: Option<Cow<'_, HostState>>, report: Report) -> HostState {
+    match (report.full, &report.delta) {
+        (Some(mut full), _) => {
+            full.hostname = report.hostname;
             full.canonicalise();
             full
         }
-        (None, Some(delta)) => before
-            .cloned()
-            .unwrap_or_default()
-            .apply(delta, &report.hostname),
-        (None, None) => before.cloned().unwrap_or_default(),
+        (None, Some(delta)) => {
+            let mut state = before.map(Cow::into_owned).unwrap_or_default();
+            state.apply_in_place(delta, &report.hostname);
+            state
+        }
+        (None, None) => before.map(Cow::into_owned).unwrap_or_default(),
     }
 }
 
@@ -640,13 +728,13 @@ mod tests {
     fn reports_are_full_then_deltas_and_a_full_queue_folds_with_its_events_counted() {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut agent = enrolled_agent(dir.path(), 3);
-        assert_eq!(agent.queue_report(&state(&[22])).expect("1"), 1);
+        assert_eq!(agent.queue_report(state(&[22])).expect("1"), 1);
         agent.note_event(event(1));
         agent.note_event(event(2));
         // Past max_events: counted, not kept.
         agent.note_event(event(3));
-        assert_eq!(agent.queue_report(&state(&[22, 6379])).expect("2"), 2);
-        assert_eq!(agent.queue_report(&state(&[6379])).expect("3"), 3);
+        assert_eq!(agent.queue_report(state(&[22, 6379])).expect("2"), 2);
+        assert_eq!(agent.queue_report(state(&[6379])).expect("3"), 3);
         let reports = queued(&agent);
         assert!(reports[0].full.is_some(), "the first report is full");
         let delta = reports[1].delta.as_ref().expect("then deltas");
@@ -660,7 +748,7 @@ mod tests {
         // The fourth while three wait: one full report of the latest state,
         // numbered after the acknowledged one (none: 1), the lost counted.
         agent.note_event(event(4));
-        assert_eq!(agent.queue_report(&state(&[6379, 8080])).expect("4"), 1);
+        assert_eq!(agent.queue_report(state(&[6379, 8080])).expect("4"), 1);
         let reports = queued(&agent);
         assert_eq!(reports.len(), 1);
         let full = reports[0].full.as_ref().expect("folded into a full report");
@@ -669,6 +757,33 @@ mod tests {
         // The two events of report 2 and the one it had dropped.
         assert_eq!(reports[0].dropped_events, 3);
         assert_eq!(reports[0].events.len(), 1);
+    }
+
+    #[test]
+    fn the_acknowledged_state_kept_in_memory_is_the_one_on_disk() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut agent = enrolled_agent(dir.path(), 3);
+        assert_eq!(agent.queue_report(state(&[22, 80])).expect("1"), 1);
+        agent.acknowledge(1).expect("ack 1");
+        assert_eq!(agent.queue_report(state(&[22, 6379])).expect("2"), 2);
+        agent.acknowledge(2).expect("ack 2");
+        assert!(agent.dir.queue().expect("queue").is_empty());
+        let on_disk = agent.dir.acked().expect("read").expect("acked.json");
+        assert_eq!(agent.acked.as_ref(), Some(&on_disk));
+        assert_eq!(on_disk.seq, 2);
+        let ports: Vec<u16> = on_disk.state.listeners.iter().map(|l| l.port).collect();
+        assert_eq!(ports, [22, 6379]);
+
+        // A restarted agent reads it back: the next report is a delta over it.
+        let config = agent.config.clone();
+        drop(agent);
+        let mut agent = Agent::new(config).expect("restarted");
+        assert_eq!(agent.queue_report(state(&[22, 6379, 8080])).expect("3"), 3);
+        let reports = queued(&agent);
+        let delta = reports[0].delta.as_ref().expect("a delta");
+        let upserts: Vec<u16> = delta.upsert.iter().map(|l| l.port).collect();
+        assert_eq!(upserts, [8080]);
+        assert!(delta.remove.is_empty());
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //!   enrolment (a machine id that changed means the disk was cloned: the clone
 //!   enrols anew with a key of its own);
 //! - `acked.json`: the last report the server acknowledged and the state it
-//!   left, the base of the next delta;
+//!   left, the base of the next delta (read once; the running agent keeps it
+//!   in memory and writes each new one here);
 //! - `queue/`: reports not yet acknowledged, one file each, the exact bytes
 //!   to send (a resend then has the same digest, and the server knows it).
 //!
@@ -16,8 +17,8 @@ use std::fs;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
-use perimeter_api::HostState;
 use perimeter_api::sign::AgentKey;
+use perimeter_api::{HostState, Report};
 use serde::{Deserialize, Serialize};
 
 use crate::AgentError;
@@ -139,10 +140,25 @@ impl StateDir {
             .map_err(|err| io_error(&self.root.join(name), format!("does not parse: {err}")))
     }
 
-    fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<(), AgentError> {
-        let bytes = serde_json::to_vec_pretty(value)
-            .map_err(|err| AgentError::State(format!("cannot encode {name}: {err}")))?;
-        self.write(name, &bytes)
+    /// Writes `value` as JSON (pretty when `pretty`), encoded straight into
+    /// the file: a state of thousands of listeners is never whole in memory
+    /// as text.
+    fn write_json<T: Serialize>(
+        &self,
+        name: &str,
+        value: &T,
+        pretty: bool,
+    ) -> Result<(), AgentError> {
+        let path = self.root.join(name);
+        perimeter_files::write_atomic_with(&path, 0o600, |file| {
+            let written = if pretty {
+                serde_json::to_writer_pretty(file, value)
+            } else {
+                serde_json::to_writer(file, value)
+            };
+            written.map_err(std::io::Error::other)
+        })
+        .map_err(|err| AgentError::State(err.to_string()))
     }
 
     pub(crate) fn key(&self) -> Result<Option<AgentKey>, AgentError> {
@@ -164,7 +180,7 @@ impl StateDir {
     }
 
     pub(crate) fn save_enrolment(&self, enrolment: &Enrolment) -> Result<(), AgentError> {
-        self.write_json("enrolment.json", enrolment)
+        self.write_json("enrolment.json", enrolment, true)
     }
 
     pub(crate) fn acked(&self) -> Result<Option<Acked>, AgentError> {
@@ -172,7 +188,7 @@ impl StateDir {
     }
 
     pub(crate) fn save_acked(&self, acked: &Acked) -> Result<(), AgentError> {
-        self.write_json("acked.json", acked)
+        self.write_json("acked.json", acked, true)
     }
 
     /// Forgets the enrolment, the key and everything reported under it.
@@ -188,7 +204,20 @@ impl StateDir {
     }
 
     /// The queued reports, by sequence number.
+    #[cfg(test)]
     pub(crate) fn queue(&self) -> Result<Vec<(u64, Vec<u8>)>, AgentError> {
+        let mut queue = Vec::new();
+        for seq in self.queue_seqs()? {
+            if let Some(bytes) = self.queued(seq)? {
+                queue.push((seq, bytes));
+            }
+        }
+        Ok(queue)
+    }
+
+    /// The sequence numbers of the queued reports, in order (their files are
+    /// not read).
+    pub(crate) fn queue_seqs(&self) -> Result<Vec<u64>, AgentError> {
         let dir = self.root.join("queue");
         let mut seqs: Vec<u64> = fs::read_dir(&dir)
             .map_err(|err| io_error(&dir, err))?
@@ -200,17 +229,28 @@ impl StateDir {
             })
             .collect();
         seqs.sort_unstable();
-        let mut queue = Vec::with_capacity(seqs.len());
-        for seq in seqs {
-            if let Some(bytes) = self.read(&StateDir::queue_name(seq))? {
-                queue.push((seq, bytes));
-            }
-        }
-        Ok(queue)
+        Ok(seqs)
     }
 
+    /// The bytes of queued report `seq`, `None` when it is not queued.
+    pub(crate) fn queued(&self, seq: u64) -> Result<Option<Vec<u8>>, AgentError> {
+        self.read(&StateDir::queue_name(seq))
+    }
+
+    /// Queued report `seq`, parsed.
+    pub(crate) fn queued_report(&self, seq: u64) -> Result<Option<Report>, AgentError> {
+        self.read_json(&StateDir::queue_name(seq))
+    }
+
+    #[cfg(test)]
     pub(crate) fn push(&self, seq: u64, body: &[u8]) -> Result<(), AgentError> {
         self.write(&StateDir::queue_name(seq), body)
+    }
+
+    /// Queues `report` under its number, encoded as it is written: the exact
+    /// bytes that will be sent, and resent.
+    pub(crate) fn push_report(&self, report: &Report) -> Result<(), AgentError> {
+        self.write_json(&StateDir::queue_name(report.seq), report, false)
     }
 
     pub(crate) fn pop(&self, seq: u64) -> Result<(), AgentError> {
@@ -218,7 +258,7 @@ impl StateDir {
     }
 
     pub(crate) fn clear_queue(&self) -> Result<(), AgentError> {
-        for (seq, _) in self.queue()? {
+        for seq in self.queue_seqs()? {
             self.pop(seq)?;
         }
         Ok(())

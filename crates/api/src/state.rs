@@ -101,6 +101,12 @@ impl ListenerDoc {
         )
     }
 
+    /// The key, borrowed: what [`ListenerDoc::key`] gives without a copy,
+    /// and ordered the same way.
+    pub fn key_ref(&self) -> (&str, &str, &str, u16) {
+        (&self.netns, &self.protocol, &self.address, self.port)
+    }
+
     /// Whether it listens beyond loopback.
     pub fn is_exposed(&self) -> bool {
         self.scope != "loopback"
@@ -167,42 +173,93 @@ impl HostState {
         for listener in &mut self.listeners {
             listener.owners.sort();
             listener.owners.dedup();
+            // A parsed list of one owner has room for four (serde grows it
+            // so): on a host of thousands of listeners that is megabytes
+            // held by a state kept for long (the agent's acknowledged one).
+            listener.owners.shrink_to_fit();
         }
         self.listeners.sort();
-        let mut seen = BTreeSet::new();
+        // The key is the first four fields of the order: listeners of one
+        // key are next to each other, the first the least.
         self.listeners
-            .retain(|listener| seen.insert(listener.key()));
+            .dedup_by(|later, first| later.key_ref() == first.key_ref());
         self.findings.sort();
         self.findings.dedup();
     }
 
+    /// Whether [`HostState::canonicalise`] would leave it as it is.
+    pub fn is_canonical(&self) -> bool {
+        // Sorted and without repeats: each strictly after the one before (a
+        // key strictly after the previous key is a listener after it too).
+        self.listeners
+            .iter()
+            .all(|listener| listener.owners.is_sorted_by(|a, b| a < b))
+            && self
+                .listeners
+                .is_sorted_by(|a, b| a.key_ref() < b.key_ref())
+            && self.findings.is_sorted_by(|a, b| a < b)
+    }
+
     /// SHA-256 of the canonical JSON, hex.
     pub fn digest(&self) -> String {
-        let mut canonical = self.clone();
-        canonical.canonicalise();
-        let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
-        hex::encode(Sha256::digest(&bytes))
+        let mut hasher = HashWriter(Sha256::new());
+        // The JSON goes straight into the hash; a state that is canonical
+        // already (every stored one) is not copied first.
+        let written = if self.is_canonical() {
+            serde_json::to_writer(&mut hasher, self)
+        } else {
+            let mut canonical = self.clone();
+            canonical.canonicalise();
+            serde_json::to_writer(&mut hasher, &canonical)
+        };
+        if written.is_err() {
+            // As `to_vec(..).unwrap_or_default()` did: the digest of nothing.
+            // Serialising these types cannot fail (string keys, no maps).
+            hasher = HashWriter(Sha256::new());
+        }
+        hex::encode(hasher.0.finalize())
     }
 
     /// What turns `self` into `next` (hostname changes travel with the report).
     pub fn delta_to(&self, next: &HostState) -> StateDelta {
-        let before: BTreeMap<ListenerKey, &ListenerDoc> =
-            self.listeners.iter().map(|l| (l.key(), l)).collect();
-        let after: BTreeMap<ListenerKey, &ListenerDoc> =
-            next.listeners.iter().map(|l| (l.key(), l)).collect();
-        let upsert = after
-            .iter()
-            .filter(|(key, listener)| before.get(*key) != Some(*listener))
-            .map(|(_, listener)| (*listener).clone())
-            .collect();
-        let remove = before
-            .iter()
-            .filter(|(key, _)| !after.contains_key(*key))
-            .map(|(_, listener)| ListenerDoc {
-                owners: Vec::new(),
-                ..(*listener).clone()
-            })
-            .collect();
+        let before = self.listeners_by_key();
+        let after = next.listeners_by_key();
+        let mut upsert = Vec::new();
+        let mut remove = Vec::new();
+        // Both lists are sorted by key with one listener per key: walk them
+        // side by side.
+        let (mut before_iter, mut after_iter) =
+            (before.into_iter().peekable(), after.into_iter().peekable());
+        loop {
+            match (before_iter.peek(), after_iter.peek()) {
+                (None, None) => break,
+                (Some(gone), None) => {
+                    remove.push(removal(gone));
+                    before_iter.next();
+                }
+                (None, Some(new)) => {
+                    upsert.push(ListenerDoc::clone(new));
+                    after_iter.next();
+                }
+                (Some(old), Some(new)) => match old.key_ref().cmp(&new.key_ref()) {
+                    std::cmp::Ordering::Less => {
+                        remove.push(removal(old));
+                        before_iter.next();
+                    }
+                    std::cmp::Ordering::Greater => {
+                        upsert.push(ListenerDoc::clone(new));
+                        after_iter.next();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        if old != new {
+                            upsert.push(ListenerDoc::clone(new));
+                        }
+                        before_iter.next();
+                        after_iter.next();
+                    }
+                },
+            }
+        }
         let findings = (self.findings != next.findings).then(|| next.findings.clone());
         StateDelta {
             upsert,
@@ -211,29 +268,88 @@ impl HostState {
         }
     }
 
+    /// The listeners sorted by key, one per key (the last of a key, as a map
+    /// keyed by it would keep).
+    fn listeners_by_key(&self) -> Vec<&ListenerDoc> {
+        if self
+            .listeners
+            .is_sorted_by(|a, b| a.key_ref() < b.key_ref())
+        {
+            return self.listeners.iter().collect();
+        }
+        let by_key: BTreeMap<(&str, &str, &str, u16), &ListenerDoc> =
+            self.listeners.iter().map(|l| (l.key_ref(), l)).collect();
+        by_key.into_values().collect()
+    }
+
     /// The state after `delta`, under `hostname`.
     pub fn apply(&self, delta: &StateDelta, hostname: &str) -> HostState {
-        let mut listeners: BTreeMap<ListenerKey, ListenerDoc> = self
-            .listeners
-            .iter()
-            .map(|l| (l.key(), l.clone()))
-            .collect();
-        for gone in &delta.remove {
-            listeners.remove(&gone.key());
-        }
-        for listener in &delta.upsert {
-            listeners.insert(listener.key(), listener.clone());
-        }
-        let mut state = HostState {
-            hostname: hostname.to_owned(),
-            listeners: listeners.into_values().collect(),
-            findings: delta
-                .findings
-                .clone()
-                .unwrap_or_else(|| self.findings.clone()),
-        };
-        state.canonicalise();
+        let mut state = self.clone();
+        state.apply_in_place(delta, hostname);
         state
+    }
+
+    /// [`HostState::apply`] without a copy: `self` becomes the state after
+    /// `delta`, under `hostname`.
+    pub fn apply_in_place(&mut self, delta: &StateDelta, hostname: &str) {
+        // The upserts by key, the last of a key winning, as a map would.
+        let upserts: BTreeMap<(&str, &str, &str, u16), &ListenerDoc> = delta
+            .upsert
+            .iter()
+            .map(|listener| (listener.key_ref(), listener))
+            .collect();
+        let removed: BTreeSet<(&str, &str, &str, u16)> =
+            delta.remove.iter().map(ListenerDoc::key_ref).collect();
+        if self.is_canonical() {
+            self.listeners.retain(|listener| {
+                let key = listener.key_ref();
+                !removed.contains(&key) && !upserts.contains_key(&key)
+            });
+        } else {
+            // A map keyed by the listener's key keeps the last of a key.
+            let mut by_key: BTreeMap<ListenerKey, ListenerDoc> =
+                std::mem::take(&mut self.listeners)
+                    .into_iter()
+                    .map(|l| (l.key(), l))
+                    .collect();
+            by_key.retain(|key, _| {
+                let key = (key.0.as_str(), key.1.as_str(), key.2.as_str(), key.3);
+                !removed.contains(&key) && !upserts.contains_key(&key)
+            });
+            self.listeners = by_key.into_values().collect();
+        }
+        self.listeners.extend(upserts.into_values().cloned());
+        hostname.clone_into(&mut self.hostname);
+        if let Some(findings) = &delta.findings {
+            self.findings.clone_from(findings);
+        }
+        self.canonicalise();
+    }
+}
+
+/// A listener gone, as a delta names it: by key, without owners.
+fn removal(listener: &ListenerDoc) -> ListenerDoc {
+    ListenerDoc {
+        netns: listener.netns.clone(),
+        protocol: listener.protocol.clone(),
+        address: listener.address.clone(),
+        port: listener.port,
+        scope: listener.scope.clone(),
+        owners: Vec::new(),
+    }
+}
+
+/// Hashes what is written to it.
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -285,6 +401,127 @@ mod tests {
         assert!(delta.findings.is_none());
         assert_eq!(before.apply(&delta, "h"), after);
         assert!(after.delta_to(&after).is_empty());
+    }
+
+    /// `delta_to` and `apply` as they were first written, over maps keyed by
+    /// the listener's key: the oracle of the side-by-side walk and the
+    /// in-place apply, which must agree with them on any state, canonical or
+    /// not.
+    fn reference_delta_to(before: &HostState, next: &HostState) -> StateDelta {
+        let old: BTreeMap<ListenerKey, &ListenerDoc> =
+            before.listeners.iter().map(|l| (l.key(), l)).collect();
+        let new: BTreeMap<ListenerKey, &ListenerDoc> =
+            next.listeners.iter().map(|l| (l.key(), l)).collect();
+        StateDelta {
+            upsert: new
+                .iter()
+                .filter(|(key, listener)| old.get(*key) != Some(*listener))
+                .map(|(_, listener)| (*listener).clone())
+                .collect(),
+            remove: old
+                .iter()
+                .filter(|(key, _)| !new.contains_key(*key))
+                .map(|(_, listener)| ListenerDoc {
+                    owners: Vec::new(),
+                    ..(*listener).clone()
+                })
+                .collect(),
+            findings: (before.findings != next.findings).then(|| next.findings.clone()),
+        }
+    }
+
+    fn reference_apply(before: &HostState, delta: &StateDelta, hostname: &str) -> HostState {
+        let mut listeners: BTreeMap<ListenerKey, ListenerDoc> = before
+            .listeners
+            .iter()
+            .map(|l| (l.key(), l.clone()))
+            .collect();
+        for gone in &delta.remove {
+            listeners.remove(&gone.key());
+        }
+        for listener in &delta.upsert {
+            listeners.insert(listener.key(), listener.clone());
+        }
+        let mut state = HostState {
+            hostname: hostname.to_owned(),
+            listeners: listeners.into_values().collect(),
+            findings: delta
+                .findings
+                .clone()
+                .unwrap_or_else(|| before.findings.clone()),
+        };
+        state.canonicalise();
+        state
+    }
+
+    fn finding(n: u8) -> FindingDoc {
+        FindingDoc {
+            rule: format!("rule.{n}"),
+            severity: "high".into(),
+            subject: String::new(),
+            message: String::new(),
+            evidence: Vec::new(),
+            remedy: String::new(),
+        }
+    }
+
+    /// A state as it may arrive: listeners in any order, repeated keys,
+    /// several owners, findings unsorted.
+    fn raw_state(listeners: Vec<(u16, u32, bool)>, findings: Vec<u8>) -> HostState {
+        HostState {
+            hostname: "h".into(),
+            listeners: listeners
+                .into_iter()
+                .map(|(port, pid, two_owners)| {
+                    let mut doc = listener(port, pid);
+                    if two_owners {
+                        let mut other = doc.owners[0].clone();
+                        other.pid = pid + 100;
+                        doc.owners.insert(0, other);
+                    }
+                    doc
+                })
+                .collect(),
+            findings: findings.into_iter().map(finding).collect(),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn delta_and_apply_agree_with_the_map_based_oracle(
+            a in proptest::collection::vec((1u16..30, 1u32..4, any::<bool>()), 0..25),
+            b in proptest::collection::vec((1u16..30, 1u32..4, any::<bool>()), 0..25),
+            fa in proptest::collection::vec(0u8..4, 0..4),
+            fb in proptest::collection::vec(0u8..4, 0..4),
+            canonical in any::<bool>(),
+        ) {
+            let mut before = raw_state(a, fa);
+            let mut after = raw_state(b, fb);
+            if canonical {
+                before.canonicalise();
+                after.canonicalise();
+            }
+            let delta = before.delta_to(&after);
+            prop_assert_eq!(&delta, &reference_delta_to(&before, &after));
+            let applied = before.apply(&delta, "g");
+            prop_assert_eq!(&applied, &reference_apply(&before, &delta, "g"));
+            prop_assert!(applied.is_canonical());
+            // The same delta twice, and a hostile one with repeated keys.
+            let mut twice = delta.clone();
+            twice.upsert.extend(delta.upsert.iter().cloned());
+            twice.remove.extend(after.listeners.iter().take(2).cloned());
+            prop_assert_eq!(before.apply(&twice, "g"), reference_apply(&before, &twice, "g"));
+            let mut copy = after.clone();
+            copy.canonicalise();
+            prop_assert_eq!(after.digest(), copy.digest());
+        }
+    }
+
+    #[test]
+    fn the_digest_is_of_the_canonical_json() {
+        let state = state(vec![listener(6379, 10), listener(22, 5)]);
+        let bytes = serde_json::to_vec(&state).expect("json");
+        assert_eq!(state.digest(), hex::encode(Sha256::digest(&bytes)));
     }
 
     proptest! {

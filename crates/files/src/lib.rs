@@ -13,7 +13,8 @@
 //!   (a link into a repository stays a link and the repository gets the
 //!   change), never replaces anything but a regular file (a device node, a
 //!   directory or a socket is refused), and keeps the owner, group and mode of
-//!   the file it replaces.
+//!   the file it replaces. [`write_atomic_with`] does the same for a
+//!   document encoded straight into the file.
 //! - [`lock_for_update`] takes an exclusive lock for a read-modify-write, so
 //!   two processes updating the same file both land, one after the other.
 //! - [`LineIndex`] turns byte offsets into 1-based line and column in linear
@@ -30,7 +31,7 @@ mod write;
 pub use lines::LineIndex;
 pub use lock::{UpdateLock, lock_for_update};
 pub use read::{MAX_CONFIG_BYTES, MAX_DOCUMENT_BYTES, read_bytes, read_text};
-pub use write::{resolve_write_target, write_atomic};
+pub use write::{resolve_write_target, write_atomic, write_atomic_with};
 
 use std::path::PathBuf;
 

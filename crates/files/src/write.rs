@@ -55,6 +55,17 @@ pub fn resolve_write_target(path: &Path) -> Result<PathBuf, FileError> {
 /// A new file gets mode `new_mode` (before the umask). Parent directories are
 /// not created: a typo in a directory name is an error, not a new tree.
 pub fn write_atomic(path: &Path, contents: &[u8], new_mode: u32) -> Result<(), FileError> {
+    write_atomic_with(path, new_mode, |file| file.write_all(contents))
+}
+
+/// [`write_atomic`] of what `write` writes: a large document (an agent's
+/// state, a report) goes to the temporary file as it is encoded, never whole
+/// in memory. An error of `write` leaves the target as it was.
+pub fn write_atomic_with(
+    path: &Path,
+    new_mode: u32,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<(), FileError> {
     let target = resolve_write_target(path)?;
     let dir = match target.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
@@ -98,7 +109,11 @@ pub fn write_atomic(path: &Path, contents: &[u8], new_mode: u32) -> Result<(), F
                 .map_err(io_err)?;
         }
     }
-    temp.write_all(contents).map_err(io_err)?;
+    {
+        let mut buffered = std::io::BufWriter::new(temp.as_file_mut());
+        write(&mut buffered).map_err(io_err)?;
+        buffered.flush().map_err(io_err)?;
+    }
     temp.as_file().sync_all().map_err(io_err)?;
     temp.persist(&target).map_err(|err| io_err(err.error))?;
     if let Ok(dir) = fs::File::open(&dir) {

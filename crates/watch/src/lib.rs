@@ -933,24 +933,17 @@ impl ListenerEvent {
     }
 }
 
-/// Keys of `now` that `before` lacks, and keys of `before` that `now` lacks,
-/// each sorted.
-pub fn diff_listeners<'a, V>(
-    before: &'a BTreeMap<ListenerKey, V>,
-    now: &'a HashSet<ListenerKey>,
-) -> (Vec<ListenerKey>, Vec<ListenerKey>) {
-    let mut appeared: Vec<ListenerKey> = now
-        .iter()
-        .filter(|key| !before.contains_key(key))
-        .cloned()
-        .collect();
-    appeared.sort();
-    let gone = before
+/// Keys of `before` that `now` (sorted) lacks, in order: the sockets that
+/// went away.
+pub fn gone_listeners<V>(
+    before: &BTreeMap<ListenerKey, V>,
+    now: &[ListenerKey],
+) -> Vec<ListenerKey> {
+    before
         .keys()
-        .filter(|key| !now.contains(key))
+        .filter(|key| now.binary_search(key).is_err())
         .cloned()
-        .collect();
-    (appeared, gone)
+        .collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -1070,6 +1063,14 @@ pub struct WatchOptions {
     /// then walks /proc, as `perimeter audit --all-netns` does).
     pub all_netns: bool,
     pub exec_source: ExecSourceChoice,
+    /// How long an exec may wait for others before they are handed on, so
+    /// that one package lookup (a pass over every dpkg file list) serves
+    /// them all. Zero hands each batch on as soon as it is received (the
+    /// watch command); the agent, which sends execs with its next report
+    /// anyway, holds them a few seconds, so a host that runs many new
+    /// executables (a build server) costs it one lookup per hold, not one
+    /// per batch.
+    pub exec_hold: Duration,
     /// How often /proc is listed when polling for new processes.
     pub poll_interval: Duration,
     /// Normally `/proc`.
@@ -1084,6 +1085,7 @@ impl Default for WatchOptions {
             interval: Duration::from_secs(2),
             all_netns: false,
             exec_source: ExecSourceChoice::Auto,
+            exec_hold: Duration::ZERO,
             poll_interval: PROC_POLL_INTERVAL,
             proc_root: PathBuf::from("/proc"),
             fs_root: PathBuf::from("/"),
@@ -1139,16 +1141,20 @@ pub struct WatchSummary {
     pub n_lost: usize,
 }
 
-/// Messages from the exec thread to the watch loop.
+/// Messages from the exec thread to the watch loop. Each variant is a
+/// pointer at most: the channel's slots are allocated and touched up front,
+/// all [`EXEC_QUEUE`] of them, so a message of 16 bytes rather than a whole
+/// [`Problem`] keeps the idle watch over a megabyte smaller.
 enum ExecMessage {
     Exec(Box<ExecEvent>),
     Lost,
-    Problem(Problem),
+    Problem(Box<Problem>),
 }
 
 /// The most exec events waiting for the watch loop; past it the exec thread
 /// blocks, the kernel's buffer fills, and lost events are reported.
 const EXEC_QUEUE: usize = 16 * 1024;
+const _: () = assert!(std::mem::size_of::<ExecMessage>() <= 16);
 /// The most fork records kept to name the parent of a process that exited
 /// before it could be read.
 const MAX_FORK_RECORDS: usize = 64 * 1024;
@@ -1300,6 +1306,9 @@ impl Watcher {
         };
 
         let mut next_tick = Instant::now() + self.opts.interval;
+        // Execs received and held (`exec_hold`), and until when.
+        let mut held: Vec<ExecMessage> = Vec::new();
+        let mut held_until: Option<Instant> = None;
         'watch: loop {
             let now = Instant::now();
             if stop.load(Ordering::Relaxed) || deadline.is_some_and(|deadline| now >= deadline) {
@@ -1313,7 +1322,19 @@ impl Watcher {
                 }
                 next_tick = (next_tick + self.opts.interval).max(Instant::now());
             }
+            if held_until.is_some_and(|until| now >= until) || held.len() >= EXEC_BATCH {
+                held_until = None;
+                let batch = std::mem::take(&mut held);
+                for event in self.enrich(batch, &mut summary) {
+                    if emit(event, &mut summary).is_break() {
+                        break 'watch;
+                    }
+                }
+            }
             let mut wake = next_tick.min(now + STOP_CHECK);
+            if let Some(until) = held_until {
+                wake = wake.min(until);
+            }
             if let Some(deadline) = deadline {
                 wake = wake.min(deadline);
             }
@@ -1330,7 +1351,14 @@ impl Watcher {
                     continue;
                 }
             };
-            let batch = take_batch(first, rx);
+            let mut batch = take_batch(first, rx);
+            if !self.opts.exec_hold.is_zero() {
+                if held.is_empty() {
+                    held_until = Some(Instant::now() + self.opts.exec_hold);
+                }
+                held.append(&mut batch);
+                continue;
+            }
             for event in self.enrich(batch, &mut summary) {
                 if emit(event, &mut summary).is_break() {
                     break 'watch;
@@ -1343,8 +1371,12 @@ impl Watcher {
         if let Some(thread) = thread {
             let _ = thread.join();
         }
+        // What was held, and what came meanwhile, is reported too.
+        let mut pending = held;
         if let Some(rx) = &rx {
-            let pending: Vec<ExecMessage> = rx.try_iter().collect();
+            pending.extend(rx.try_iter());
+        }
+        if !pending.is_empty() {
             for event in self.enrich(pending, &mut summary) {
                 if emit(event, &mut summary).is_break() {
                     break;
@@ -1399,7 +1431,7 @@ impl Watcher {
                         .with_hint("a burst of processes outran the watch; nothing to fix unless it repeats"),
                     ));
                 }
-                ExecMessage::Problem(problem) => events.push(WatchEvent::Problem(problem)),
+                ExecMessage::Problem(problem) => events.push(WatchEvent::Problem(*problem)),
             }
         }
         events
@@ -1459,10 +1491,10 @@ fn send(tx: &SyncSender<ExecMessage>, message: ExecMessage, stop: &AtomicBool) -
 const MAX_DRAINED_DATAGRAMS: usize = 64;
 
 fn receive_failed(err: &io::Error) -> ExecMessage {
-    ExecMessage::Problem(
+    ExecMessage::Problem(Box::new(
         Problem::new("process events", format!("receiving failed: {err}"))
             .with_hint("execs are no longer watched; listeners still are"),
-    )
+    ))
 }
 
 /// The positions of exec events followed, in the same batch, by another exec
@@ -1640,10 +1672,10 @@ fn poll_execs(
         Err(err) => {
             let _ = send(
                 tx,
-                ExecMessage::Problem(Problem::new(
+                ExecMessage::Problem(Box::new(Problem::new(
                     proc_root.display().to_string(),
                     format!("cannot list processes: {err}"),
-                )),
+                ))),
                 stop,
             );
             return;
@@ -1706,11 +1738,31 @@ impl NamespaceNames {
     }
 }
 
-/// A listening socket being watched, with its owners as first seen.
+/// A listening socket being watched, with its owners as first seen. The
+/// owners are shared: a process holding many sockets (a pre-forked server, a
+/// worker pool) is kept once, however many sockets it holds.
 #[derive(Debug, Clone)]
 struct Tracked {
     listener: Listener,
-    owners: Vec<Process>,
+    owners: Vec<Arc<Process>>,
+}
+
+impl Tracked {
+    fn event(&self, at: SystemTime) -> ListenerEvent {
+        ListenerEvent {
+            at,
+            listener: self.listener.clone(),
+            owners: self.owners.iter().map(|owner| (**owner).clone()).collect(),
+        }
+    }
+}
+
+/// One dump compared with what is known: the keys present now (sorted), and
+/// the sockets not known before, each traced to its owners.
+struct Dump {
+    keys: Vec<ListenerKey>,
+    new: Vec<Tracked>,
+    problems: Vec<Problem>,
 }
 
 /// The listeners of our namespace (or of all), between two dumps.
@@ -1747,9 +1799,11 @@ impl ListenerWatch {
             namespaces: Vec::new(),
         };
         watch.refresh_names();
-        let (current, mut dump_problems) = watch.dump(true, accounts, packages);
-        problems.append(&mut dump_problems);
-        watch.known = current
+        // Nothing is known yet: every socket is new, and traced.
+        let dump = watch.dump(accounts, packages);
+        problems.extend(dump.problems);
+        watch.known = dump
+            .new
             .into_iter()
             .map(|tracked| (ListenerKey::of(&tracked.listener), tracked))
             .collect();
@@ -1771,17 +1825,17 @@ impl ListenerWatch {
         self.names.named = named_namespaces(Path::new(RUN_NETNS)).0;
     }
 
-    /// One dump: the listeners now. With `attribute_all` (the baseline) every
-    /// socket is traced to its owners; later only the new ones are.
-    fn dump(
-        &mut self,
-        attribute_all: bool,
-        accounts: &mut AccountCache,
-        packages: &mut PackageCache,
-    ) -> (Vec<Tracked>, Vec<Problem>) {
+    /// One dump, compared with what is known. In our own namespace a dump
+    /// that finds no new socket costs only the kernel's list of listening
+    /// sockets (sock_diag, filtered to listeners in the kernel): no /proc
+    /// walk, no copy of what is known; only new sockets are traced to their
+    /// owners. With every namespace, /proc is walked each time (that is how
+    /// the namespaces are found), but still only new sockets are traced.
+    fn dump(&mut self, accounts: &mut AccountCache, packages: &mut PackageCache) -> Dump {
         let mut problems = Vec::new();
+        let mut keys: Vec<ListenerKey>;
+        let new_listeners: Vec<Listener>;
         let mut processes: BTreeMap<u32, Process>;
-        let listeners: Vec<Listener>;
         if self.all_netns {
             let facts = collect_listeners(&ListenerOptions {
                 all_netns: true,
@@ -1794,88 +1848,105 @@ impl ListenerWatch {
                 .into_iter()
                 .map(|(netns, _)| netns)
                 .collect();
-            listeners = facts.listeners;
+            keys = facts.listeners.iter().map(ListenerKey::of).collect();
+            new_listeners = facts
+                .listeners
+                .into_iter()
+                .filter(|listener| !self.known.contains_key(&ListenerKey::of(listener)))
+                .collect();
             processes = facts.processes;
         } else {
             let dump = dump_sockets(&self.proc_root.join("thread-self/net"), false);
             problems.extend(dump.problems);
-            let netns = self.names.name(self.own_inode);
-            let is_new = |raw: &RawSocket| {
-                attribute_all
-                    || !self.known.contains_key(&ListenerKey {
-                        netns_inode: netns.inode,
-                        protocol: raw.protocol,
-                        address: raw.address,
-                        port: raw.port,
-                        inode: raw.inode,
-                    })
+            let netns_inode = self.names.name(self.own_inode).inode;
+            let key_of = |raw: &RawSocket| ListenerKey {
+                netns_inode,
+                protocol: raw.protocol,
+                address: raw.address,
+                port: raw.port,
+                inode: raw.inode,
             };
-            let any_new = dump.sockets.iter().any(is_new);
-            let any_bound = dump
+            keys = dump.sockets.iter().map(key_of).collect();
+            let new_raw: Vec<RawSocket> = dump
                 .sockets
-                .iter()
-                .any(|raw| is_new(raw) && raw.ifindex.is_some());
-            let interfaces = if any_bound {
+                .into_iter()
+                .filter(|raw| !self.known.contains_key(&key_of(raw)))
+                .collect();
+            if new_raw.is_empty() {
+                keys.sort_unstable();
+                return Dump {
+                    keys,
+                    new: Vec::new(),
+                    problems,
+                };
+            }
+            let netns = self.names.name(self.own_inode);
+            let interfaces = if new_raw.iter().any(|raw| raw.ifindex.is_some()) {
                 interface_names().unwrap_or_default()
             } else {
                 BTreeMap::new()
             };
-            // Only new sockets need owners; a dump with none costs no walk.
-            let walk = any_new.then(|| walk_processes(&self.proc_root));
-            if let Some(walk) = &walk {
-                // Permission problems of the walk are the same every time.
-                problems.extend(walk.problems.iter().cloned());
-            }
-            listeners = dump
-                .sockets
+            let walk = walk_processes(&self.proc_root);
+            // Permission problems of the walk are the same every time.
+            problems.extend(walk.problems.iter().cloned());
+            new_listeners = new_raw
                 .into_iter()
-                .map(|raw| to_listener(raw, &netns, &interfaces, walk.as_ref()))
+                .map(|raw| to_listener(raw, &netns, &interfaces, Some(&walk)))
                 .collect();
-            processes = walk.map(|walk| walk.processes).unwrap_or_default();
+            processes = walk.processes;
         }
+        keys.sort_unstable();
         // perimeter does not report itself.
         processes.remove(&std::process::id());
 
-        let mut tracked = Vec::with_capacity(listeners.len());
-        let mut new_exes = Vec::new();
-        for listener in listeners {
-            let key = ListenerKey::of(&listener);
-            if !attribute_all && let Some(known) = self.known.get(&key) {
-                tracked.push(known.clone());
-                continue;
-            }
-            let owners: Vec<Process> = listener
-                .pids()
-                .into_iter()
-                .filter_map(|pid| processes.get(&pid).cloned())
-                .collect();
-            new_exes.extend(owners.iter().filter_map(|p| p.exe.clone()));
-            tracked.push(Tracked { listener, owners });
-        }
-        problems.extend(packages.resolve(new_exes.iter().map(PathBuf::as_path)));
-        for entry in &mut tracked {
-            let key = ListenerKey::of(&entry.listener);
-            if !attribute_all && self.known.contains_key(&key) {
-                continue;
-            }
-            for owner in &mut entry.owners {
-                if owner.account.is_none() {
-                    match accounts.lookup(owner.uid) {
-                        Ok(account) => owner.account = account,
-                        Err(err) => problems
-                            .push(Problem::new(format!("uid {}", owner.uid), err.to_string())),
+        // Each owner of a new socket is filled (account, package) once and
+        // shared by every socket it holds.
+        let mut owner_pids: Vec<u32> = new_listeners.iter().flat_map(Listener::pids).collect();
+        owner_pids.sort_unstable();
+        owner_pids.dedup();
+        let mut owners: Vec<Process> = owner_pids
+            .iter()
+            .filter_map(|pid| processes.remove(pid))
+            .collect();
+        drop(processes);
+        problems.extend(packages.resolve(owners.iter().filter_map(|p| p.exe.as_deref())));
+        for owner in &mut owners {
+            if owner.account.is_none() {
+                match accounts.lookup(owner.uid) {
+                    Ok(account) => owner.account = account,
+                    Err(err) => {
+                        problems.push(Problem::new(format!("uid {}", owner.uid), err.to_string()));
                     }
                 }
-                owner.ownership = match &owner.exe {
-                    Some(exe) => packages.ownership(exe),
-                    None => Ownership::Unknown(
-                        "the executable could not be read (not permitted, or the process exited)"
-                            .to_owned(),
-                    ),
-                };
             }
+            owner.ownership = match &owner.exe {
+                Some(exe) => packages.ownership(exe),
+                None => Ownership::Unknown(
+                    "the executable could not be read (not permitted, or the process exited)"
+                        .to_owned(),
+                ),
+            };
         }
-        (tracked, problems)
+        let owners: BTreeMap<u32, Arc<Process>> = owners
+            .into_iter()
+            .map(|owner| (owner.pid, Arc::new(owner)))
+            .collect();
+        let new = new_listeners
+            .into_iter()
+            .map(|listener| Tracked {
+                owners: listener
+                    .pids()
+                    .into_iter()
+                    .filter_map(|pid| owners.get(&pid).cloned())
+                    .collect(),
+                listener,
+            })
+            .collect();
+        Dump {
+            keys,
+            new,
+            problems,
+        }
     }
 
     /// Dumps again and reports what appeared and what went away.
@@ -1885,36 +1956,30 @@ impl ListenerWatch {
         packages: &mut PackageCache,
     ) -> Vec<WatchEvent> {
         self.refresh_names();
-        let (current, problems) = self.dump(false, accounts, packages);
+        let Dump {
+            keys,
+            new,
+            problems,
+        } = self.dump(accounts, packages);
         let at = SystemTime::now();
         let mut events: Vec<WatchEvent> = problems.into_iter().map(WatchEvent::Problem).collect();
-        let now_keys: HashSet<ListenerKey> = current
-            .iter()
-            .map(|tracked| ListenerKey::of(&tracked.listener))
-            .collect();
-        let (appeared, gone) = diff_listeners(&self.known, &now_keys);
-        let mut current: HashMap<ListenerKey, Tracked> = current
-            .into_iter()
-            .map(|tracked| (ListenerKey::of(&tracked.listener), tracked))
-            .collect();
-        for key in gone {
+        for key in gone_listeners(&self.known, &keys) {
             if let Some(tracked) = self.known.remove(&key) {
                 events.push(WatchEvent::ListenerGone(Box::new(ListenerEvent {
                     at,
                     listener: tracked.listener,
-                    owners: tracked.owners,
+                    owners: tracked.owners.iter().map(|o| (**o).clone()).collect(),
                 })));
             }
         }
-        for key in appeared {
-            if let Some(tracked) = current.remove(&key) {
-                events.push(WatchEvent::ListenerAppeared(Box::new(ListenerEvent {
-                    at,
-                    listener: tracked.listener.clone(),
-                    owners: tracked.owners.clone(),
-                })));
-                self.known.insert(key, tracked);
-            }
+        let mut new: Vec<(ListenerKey, Tracked)> = new
+            .into_iter()
+            .map(|tracked| (ListenerKey::of(&tracked.listener), tracked))
+            .collect();
+        new.sort_by(|a, b| a.0.cmp(&b.0));
+        for (key, tracked) in new {
+            events.push(WatchEvent::ListenerAppeared(Box::new(tracked.event(at))));
+            self.known.insert(key, tracked);
         }
         events
     }
@@ -2492,10 +2557,9 @@ mod tests {
         let before: BTreeMap<ListenerKey, ()> =
             BTreeMap::from([(key(22, 100), ()), (key(80, 200), ())]);
         // Port 80 was restarted: same port, new socket inode.
-        let now = HashSet::from([key(22, 100), key(80, 201), key(6379, 300)]);
-        let (appeared, gone) = diff_listeners(&before, &now);
-        assert_eq!(appeared, vec![key(80, 201), key(6379, 300)]);
-        assert_eq!(gone, vec![key(80, 200)]);
+        let mut now = vec![key(6379, 300), key(22, 100), key(80, 201)];
+        now.sort_unstable();
+        assert_eq!(gone_listeners(&before, &now), vec![key(80, 200)]);
     }
 
     #[test]

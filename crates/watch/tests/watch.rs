@@ -213,6 +213,53 @@ fn a_packaged_exec_is_not_suspicious() {
 }
 
 #[test]
+fn held_execs_are_judged_together_and_still_reported() {
+    if !require(Requirement::Root) {
+        return;
+    }
+    // The agent's way: execs wait for each other, then one package lookup
+    // serves them all.
+    let running = Running::start(WatchOptions {
+        exec_hold: Duration::from_millis(300),
+        ..connector_opts()
+    });
+    let (_dir, exe) = copy_to_tmp("/usr/bin/sleep", "held-copy");
+    let mut copy = Command::new(&exe).arg("5").spawn().expect("run the copy");
+    let mut packaged = Command::new("/usr/bin/sleep")
+        .arg("5")
+        .spawn()
+        .expect("run sleep");
+    let (copy_pid, packaged_pid) = (copy.id(), packaged.id());
+    let (mut copied, mut original) = (None, None);
+    running.wait_for("the execs of both", |event| {
+        if let WatchEvent::Exec(exec) = event {
+            if exec.pid == copy_pid {
+                copied = Some((**exec).clone());
+            } else if exec.pid == packaged_pid {
+                original = Some((**exec).clone());
+            }
+        }
+        (copied.is_some() && original.is_some()).then_some(())
+    });
+    let copied = copied.expect("the copy's exec was seen");
+    let original = original.expect("sleep's exec was seen");
+    for child in [&mut copy, &mut packaged] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert_eq!(copied.ownership, Ownership::Unpackaged);
+    assert!(copied.flags().contains(&ExecFlag::Unpackaged), "{copied:?}");
+    if require(Requirement::Path("/var/lib/dpkg/info")) {
+        assert!(
+            matches!(original.ownership, Ownership::Package(_)),
+            "{original:?}"
+        );
+    }
+    let summary = running.stop();
+    assert!(summary.n_execs >= 2, "{summary:?}");
+}
+
+#[test]
 fn processes_that_exit_at_once_are_reported_never_dropped() {
     if !require(Requirement::Root) {
         return;

@@ -63,9 +63,14 @@ pub(crate) fn run(args: AgentArgs, _terminal: &Terminal) -> Result<ExitCode> {
     let collector: Box<dyn Collector> = Box::new(AuditCollector {
         args: args.host.clone(),
     });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .max_blocking_threads(4)
+    // One thread runs the protocol (a request at a time, nothing else to
+    // overlap) and the audit (on a current-thread runtime the agent runs
+    // its collector there): every thread that allocates gets a malloc arena
+    // of its own from glibc, which keeps what was freed in it, so each
+    // thread less is memory the agent does not hold for good
+    // (bench/agent-cost.sh). The one blocking thread is for name lookups.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(1)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
@@ -148,11 +153,15 @@ fn start_watch(
 ) -> Result<std::thread::JoinHandle<()>> {
     let watcher = Watcher::start(WatchOptions {
         // Every 5 s rather than the watch command's 2 s: a new listener
-        // still reaches the server within seconds, and the agent's idle
-        // cost, which is this dump of every socket and its owners, is less
-        // than half (bench/agent-cost.sh: 1.7 % of a core at 2 s with 4,000
-        // listeners).
+        // still reaches the server within seconds. A tick that finds no new
+        // socket is one sock_diag dump of the listening sockets compared
+        // with the known ones (/proc is walked only for a new socket);
+        // bench/agent-cost.sh measures what it costs with 4,000 listeners.
         interval: Duration::from_secs(5),
+        // Execs travel with the next report: held a few seconds, those of
+        // a busy host (a build server running new executables all the
+        // time) cost one package lookup per hold, not one per batch.
+        exec_hold: Duration::from_secs(5),
         all_netns: args.all_netns,
         ..WatchOptions::default()
     })

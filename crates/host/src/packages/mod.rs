@@ -188,11 +188,27 @@ impl PackageDb {
             }
         }
 
+        // Most of the 100,000-odd lines of the lists have a length no
+        // wanted path has: a table of lengths turns them away before a hash
+        // is computed (the lookup runs for every new executable the watch
+        // sees, so its cost is the watch's on a host that runs many).
+        let mut wanted_lengths = Vec::new();
+        for path in &wanted {
+            if wanted_lengths.len() <= path.len() {
+                wanted_lengths.resize(path.len() + 1, false);
+            }
+            if let Some(slot) = wanted_lengths.get_mut(path.len()) {
+                *slot = true;
+            }
+        }
         let mut listing = Listing::default();
         if let Some(info) = &self.dpkg_info {
             problems.extend(stream_lists(
                 info,
-                |path| wanted.contains(path),
+                |path| {
+                    wanted_lengths.get(path.len()).copied().unwrap_or(false)
+                        && wanted.contains(path)
+                },
                 &mut listing,
             ));
         }
