@@ -57,12 +57,19 @@ pub trait Collector: Send {
     fn collect(&mut self) -> HostState;
 }
 
+/// How soon after a suspicious exec the agent reports (execs that follow
+/// within it travel together).
+pub const EXEC_REPORT_DELAY: Duration = Duration::from_secs(10);
+
+/// At most one early report for execs in this long.
+pub const EXEC_REPORT_SPACING: Duration = Duration::from_secs(60);
+
 /// Something the caller saw between two audits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Trigger {
     /// A listener appeared or went away: report now.
     ListenersChanged(Event),
-    /// A suspicious exec: told with the next report.
+    /// A suspicious exec: told with a report within [`EXEC_REPORT_DELAY`].
     Event(Event),
 }
 
@@ -563,6 +570,7 @@ impl Agent {
         let mut next_cycle = tokio::time::Instant::now();
         let mut queued = 0usize;
         let mut triggers_open = true;
+        let mut last_exec_cycle: Option<tokio::time::Instant> = None;
         loop {
             let wake = if queued > 0 {
                 next_cycle.min(tokio::time::Instant::now() + retry)
@@ -583,7 +591,25 @@ impl Agent {
                 trigger = triggers.recv(), if triggers_open => match trigger {
                     // The watch stopped: audits on the interval go on.
                     None => triggers_open = false,
-                    Some(Trigger::Event(event)) => self.note_event(event),
+                    Some(Trigger::Event(event)) => {
+                        self.note_event(event);
+                        // A suspicious exec is news (the way the founding
+                        // incident's miner was found): report it soon, with
+                        // what else comes meanwhile, but early cycles for
+                        // execs are a minute apart at least, so a host that
+                        // runs unpackaged programs all day costs an audit a
+                        // minute at worst, and every exec is told within a
+                        // minute and the delay.
+                        let now = tokio::time::Instant::now();
+                        let earliest = match last_exec_cycle {
+                            Some(at) => (at + EXEC_REPORT_SPACING).max(now + EXEC_REPORT_DELAY),
+                            None => now + EXEC_REPORT_DELAY,
+                        };
+                        if earliest < next_cycle {
+                            next_cycle = earliest;
+                            last_exec_cycle = Some(earliest);
+                        }
+                    }
                     Some(Trigger::ListenersChanged(event)) => {
                         self.note_event(event);
                         // Let a burst (a daemon opening several sockets) settle.
