@@ -48,7 +48,7 @@ pub(crate) struct AlertsArgs {
     /// List what the monitor inside a `perimeter server` raised (a token:
     /// --token-file) instead of a local history.
     #[command(flatten)]
-    pub(crate) server: crate::args::GateServerArgs,
+    pub(crate) server: super::GateServerArgs,
 
     /// How many alerts to list, newest first.
     #[arg(long, default_value = "20")]
@@ -90,5 +90,5 @@ pub(crate) struct AckArgs {
     /// Acknowledge on a `perimeter server` running the monitor (a token of
     /// an approver or admin: --token-file) instead of in a local history.
     #[command(flatten)]
-    pub(crate) server: crate::args::GateServerArgs,
+    pub(crate) server: super::GateServerArgs,
 }
