@@ -289,6 +289,30 @@ async fn signed_form(web: &Arc<Web>, headers: &HeaderMap, csrf: &str) -> Result<
     Ok(viewer)
 }
 
+/// A form that carries the session's CSRF token.
+trait Signed {
+    fn csrf(&self) -> &str;
+}
+
+/// The form of a change a person makes: parsed, its CSRF token the
+/// session's, and the person allowed `role`; else the answer to send.
+async fn decision_form<F: Signed>(
+    web: &Arc<Web>,
+    headers: &HeaderMap,
+    form: Result<Form<F>, FormRejection>,
+    role: Role,
+) -> Result<(F, Viewer), Response> {
+    let form = match form {
+        Ok(Form(form)) => form,
+        Err(rejection) => return Err(form_error(&rejection, None)),
+    };
+    let viewer = signed_form(web, headers, form.csrf()).await?;
+    if let Some(response) = viewer.refusal(role) {
+        return Err(response);
+    }
+    Ok((form, viewer))
+}
+
 /// An error as a page with its status: a forbidden action, a bad form, a
 /// missing host, the store out of reach.
 fn error_page(err: &ApiError, viewer: Option<&Viewer>) -> Response {
@@ -751,22 +775,21 @@ struct ApproveForm {
     expires: String,
 }
 
+impl Signed for ApproveForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 async fn add_approval(
     State(web): Shared,
     headers: HeaderMap,
     form: Result<Form<ApproveForm>, FormRejection>,
 ) -> Response {
-    let form = match form {
-        Ok(Form(form)) => form,
-        Err(rejection) => return form_error(&rejection, None),
-    };
-    let viewer = match signed_form(&web, &headers, &form.csrf).await {
-        Ok(viewer) => viewer,
+    let (form, viewer) = match decision_form(&web, &headers, form, Role::Approver).await {
+        Ok(decided) => decided,
         Err(response) => return response,
     };
-    if let Some(response) = viewer.refusal(Role::Approver) {
-        return response;
-    }
     let by = viewer.user.clone();
     let added = web
         .app
@@ -810,6 +833,12 @@ struct RejectForm {
     reason: String,
 }
 
+impl Signed for RejectForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 /// A person decides a pending listener must not be there: the trail keeps
 /// who, when and why (`listener.reject`), the pending list shows it, and it
 /// stays unapproved (the gate still fails) until it is gone.
@@ -818,17 +847,10 @@ async fn reject_listener(
     headers: HeaderMap,
     form: Result<Form<RejectForm>, FormRejection>,
 ) -> Response {
-    let form = match form {
-        Ok(Form(form)) => form,
-        Err(rejection) => return form_error(&rejection, None),
-    };
-    let viewer = match signed_form(&web, &headers, &form.csrf).await {
-        Ok(viewer) => viewer,
+    let (form, viewer) = match decision_form(&web, &headers, form, Role::Approver).await {
+        Ok(decided) => decided,
         Err(response) => return response,
     };
-    if let Some(response) = viewer.refusal(Role::Approver) {
-        return response;
-    }
     let by = viewer.user.clone();
     let port = form.port;
     let rejected = web
@@ -871,23 +893,22 @@ struct DecisionForm {
     reason: String,
 }
 
+impl Signed for DecisionForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 async fn revoke_approval(
     State(web): Shared,
     headers: HeaderMap,
     Path(id): Path<i64>,
     form: Result<Form<DecisionForm>, FormRejection>,
 ) -> Response {
-    let form = match form {
-        Ok(Form(form)) => form,
-        Err(rejection) => return form_error(&rejection, None),
-    };
-    let viewer = match signed_form(&web, &headers, &form.csrf).await {
-        Ok(viewer) => viewer,
+    let (form, viewer) = match decision_form(&web, &headers, form, Role::Approver).await {
+        Ok(decided) => decided,
         Err(response) => return response,
     };
-    if let Some(response) = viewer.refusal(Role::Approver) {
-        return response;
-    }
     let by = viewer.user.clone();
     let revoked = web
         .app
@@ -916,23 +937,22 @@ struct AckForm {
     until: String,
 }
 
+impl Signed for AckForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 async fn ack_condition(
     State(web): Shared,
     headers: HeaderMap,
     Path(id): Path<i64>,
     form: Result<Form<AckForm>, FormRejection>,
 ) -> Response {
-    let form = match form {
-        Ok(Form(form)) => form,
-        Err(rejection) => return form_error(&rejection, None),
-    };
-    let viewer = match signed_form(&web, &headers, &form.csrf).await {
-        Ok(viewer) => viewer,
+    let (form, viewer) = match decision_form(&web, &headers, form, Role::Approver).await {
+        Ok(decided) => decided,
         Err(response) => return response,
     };
-    if let Some(response) = viewer.refusal(Role::Approver) {
-        return response;
-    }
     let reason = match reason(&form.reason) {
         Ok(reason) => reason,
         Err(err) => return error_page(&err, Some(&viewer)),
@@ -963,17 +983,10 @@ async fn set_agent_status(
     form: Result<Form<DecisionForm>, FormRejection>,
     status: AgentStatus,
 ) -> Response {
-    let form = match form {
-        Ok(Form(form)) => form,
-        Err(rejection) => return form_error(&rejection, None),
-    };
-    let viewer = match signed_form(&web, &headers, &form.csrf).await {
-        Ok(viewer) => viewer,
+    let (form, viewer) = match decision_form(&web, &headers, form, Role::Admin).await {
+        Ok(decided) => decided,
         Err(response) => return response,
     };
-    if let Some(response) = viewer.refusal(Role::Admin) {
-        return response;
-    }
     let by = viewer.user.clone();
     let agent_id = id.clone();
     let changed = web
@@ -1006,6 +1019,12 @@ struct EnvironmentForm {
     environment: String,
 }
 
+impl Signed for EnvironmentForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 /// An administrator puts a host in an environment (or in none), as the API's
 /// `POST /hosts/{id}/environment` does; the trail records it.
 async fn set_environment(
@@ -1014,17 +1033,10 @@ async fn set_environment(
     Path(id): Path<String>,
     form: Result<Form<EnvironmentForm>, FormRejection>,
 ) -> Response {
-    let form = match form {
-        Ok(Form(form)) => form,
-        Err(rejection) => return form_error(&rejection, None),
-    };
-    let viewer = match signed_form(&web, &headers, &form.csrf).await {
-        Ok(viewer) => viewer,
+    let (form, viewer) = match decision_form(&web, &headers, form, Role::Admin).await {
+        Ok(decided) => decided,
         Err(response) => return response,
     };
-    if let Some(response) = viewer.refusal(Role::Admin) {
-        return response;
-    }
     let name = form.environment.trim().to_owned();
     let environment = if name.is_empty() { None } else { Some(name) };
     if let Some(name) = &environment
