@@ -49,6 +49,22 @@ pub(crate) fn open_history(path: &Path, write: bool) -> Result<SqliteStore, ApiE
     opened.map_err(ApiError::unavailable)
 }
 
+fn condition_doc(
+    row: perimeter_store::ConditionRow,
+    acknowledged_until: Option<OffsetDateTime>,
+) -> ConditionDoc {
+    ConditionDoc {
+        id: row.id,
+        job: row.job,
+        kind: row.kind,
+        severity: row.severity,
+        subject: row.subject,
+        first_seen: row.first_seen,
+        last_seen: row.last_seen,
+        acknowledged_until,
+    }
+}
+
 fn rank(severity: &str) -> Option<Severity> {
     severity.parse().ok()
 }
@@ -65,15 +81,9 @@ pub(crate) async fn list(state: &Arc<AppState>, limit: usize) -> Result<AlertLis
             .open_conditions()
             .map_err(ApiError::internal)?
             .into_iter()
-            .map(|row| ConditionDoc {
-                id: row.id,
-                job: row.job,
-                kind: row.kind,
-                severity: row.severity,
-                subject: row.subject,
-                first_seen: row.first_seen,
-                last_seen: row.last_seen,
-                acknowledged_until: row.acked_until.filter(|until| *until > now),
+            .map(|row| {
+                let until = row.acked_until.filter(|until| *until > now);
+                condition_doc(row, until)
             })
             .collect();
         conditions.sort_by(|a, b| {
@@ -143,18 +153,8 @@ pub(crate) async fn acknowledge(
                 "condition {id} ended before it was acknowledged"
             )));
         }
-        Ok(ConditionDoc {
-            id: row.id,
-            job: row.job,
-            kind: row.kind,
-            severity: row.severity,
-            subject: row.subject,
-            first_seen: row.first_seen,
-            last_seen: row.last_seen,
-            acknowledged_until: Some(
-                until.unwrap_or(time::macros::datetime!(9999-12-31 23:59:59 UTC)),
-            ),
-        })
+        let acknowledged = until.unwrap_or(time::macros::datetime!(9999-12-31 23:59:59 UTC));
+        Ok(condition_doc(row, Some(acknowledged)))
     })
     .await
     .map_err(|err| ApiError::internal(format!("the acknowledgement's task failed: {err}")))??;

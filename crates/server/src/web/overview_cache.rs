@@ -20,7 +20,7 @@
 //! - the day (approvals expire by date).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use perimeter_api::HostSummary;
 use perimeter_store::fleet::{AgentRow, ApprovalScope, FleetApproval, FleetStore};
@@ -169,10 +169,13 @@ pub(crate) struct OverviewCache {
 }
 
 impl OverviewCache {
-    /// Every host with its judgement: re-read from the store and re-judged
-    /// only where something it was judged from changed. The cache stays
-    /// locked meanwhile, so two views at once judge a host once.
-    pub(crate) fn overview(&self, store: &dyn FleetStore) -> Result<Overview, ApiError> {
+    /// The cache, locked, with what no longer stands dropped, and the live
+    /// approvals and the agents it was checked against.
+    #[expect(clippy::type_complexity, reason = "a private helper's plain tuple")]
+    fn current(
+        &self,
+        store: &dyn FleetStore,
+    ) -> Result<(MutexGuard<'_, Inner>, Vec<FleetApproval>, Vec<AgentRow>), ApiError> {
         let live = store.approvals(false)?;
         let agents = store.agents()?;
         let day = OffsetDateTime::now_utc().date();
@@ -190,6 +193,14 @@ impl OverviewCache {
             let listed: HashSet<&str> = agents.iter().map(|agent| agent.id.as_str()).collect();
             inner.invalidate(ApprovalIds::of(&live), day, &listed);
         }
+        Ok((inner, live, agents))
+    }
+
+    /// Every host with its judgement: re-read from the store and re-judged
+    /// only where something it was judged from changed. The cache stays
+    /// locked meanwhile, so two views at once judge a host once.
+    pub(crate) fn overview(&self, store: &dyn FleetStore) -> Result<Overview, ApiError> {
+        let (mut inner, live, agents) = self.current(store)?;
         let mut hosts = Vec::with_capacity(agents.len());
         for agent in agents {
             let judgement = judgement(&mut inner.entries, store, &agent, &live)?;
@@ -216,21 +227,7 @@ impl OverviewCache {
     /// start, taking the store for one batch at a time, so the first view
     /// finds the fleet judged and reports are stored in between.
     pub(crate) fn warm(&self, store: &dyn FleetStore, limit: usize) -> Result<usize, ApiError> {
-        let live = store.approvals(false)?;
-        let agents = store.agents()?;
-        let day = OffsetDateTime::now_utc().date();
-        let mut inner = match self.inner.lock() {
-            Ok(inner) => inner,
-            Err(poisoned) => {
-                let mut inner = poisoned.into_inner();
-                *inner = Inner::default();
-                inner
-            }
-        };
-        {
-            let listed: HashSet<&str> = agents.iter().map(|agent| agent.id.as_str()).collect();
-            inner.invalidate(ApprovalIds::of(&live), day, &listed);
-        }
+        let (mut inner, live, agents) = self.current(store)?;
         let mut judged = 0;
         for agent in &agents {
             if judged >= limit {
