@@ -189,6 +189,54 @@ impl Fleet {
         common::run(Some(&self.agents[i]), &args)
     }
 
+    /// `perimeter agent` running in agent namespace `i` (watch on, an hour
+    /// between audits), once it has enrolled and its first report is in
+    /// (its watch is up then); with its id.
+    fn run_agent(&self, i: usize) -> (Daemon, String) {
+        let url = self.url();
+        let secret = self.path("secret");
+        let state = self.agent_dir(i);
+        let agent = self.agents[i]
+            .command(perimeter())
+            .args([
+                "agent",
+                "--server",
+                &url,
+                "--fingerprint",
+                &self.fingerprint,
+                "--enrol-secret-file",
+                &secret,
+                "--state-dir",
+                &state,
+                "--interval",
+                "1h",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the agent");
+        let agent = Daemon::new("perimeter agent", agent);
+        let enrolment = Path::new(&state).join("enrolment.json");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !enrolment.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not enrol within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let id = self.agent_id(i);
+        while self.host(&id).state_taken_at.is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not report within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        (agent, id)
+    }
+
     fn agent_id(&self, i: usize) -> String {
         let text = std::fs::read_to_string(Path::new(&self.agent_dir(i)).join("enrolment.json"))
             .expect("enrolment.json");
@@ -547,31 +595,8 @@ fn the_running_agent_reports_a_new_listener_as_it_appears() {
         return;
     }
     let fleet = Fleet::new(None, &[]);
-    let url = fleet.url();
-    let secret = fleet.path("secret");
-    let state = fleet.agent_dir(2);
     // An hour between audits: only the watch can bring the listener early.
-    let agent = fleet.agents[2]
-        .command(perimeter())
-        .args([
-            "agent",
-            "--server",
-            &url,
-            "--fingerprint",
-            &fleet.fingerprint,
-            "--enrol-secret-file",
-            &secret,
-            "--state-dir",
-            &state,
-            "--interval",
-            "1h",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the agent");
-    let _agent = Daemon::new("perimeter agent", agent);
+    let (_agent, id) = fleet.run_agent(2);
     let wait_for = |what: &str, check: &dyn Fn() -> bool| {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !check() {
@@ -582,12 +607,6 @@ fn the_running_agent_reports_a_new_listener_as_it_appears() {
             std::thread::sleep(Duration::from_millis(250));
         }
     };
-    let enrolment = Path::new(&state).join("enrolment.json");
-    wait_for("enrolment", &|| enrolment.exists());
-    let id = fleet.agent_id(2);
-    wait_for("the first report", &|| {
-        fleet.host(&id).state_taken_at.is_some()
-    });
     let _listener = listen(&fleet.agents[2], "198.18.70.13", 7003);
     wait_for("the new listener on the server", &|| {
         fleet
@@ -837,41 +856,7 @@ fn the_monitor_runs_inside_the_server_when_configured_there() {
     // A suspicious exec on a host with a running agent (watch on) is told
     // on the channel: an unpackaged copy of sleep, as a miner would be. An
     // hour between audits: only the exec brings the report early.
-    let state = fleet.agent_dir(1);
-    let secret = fleet.path("secret");
-    let agent = fleet.agents[1]
-        .command(perimeter())
-        .args([
-            "agent",
-            "--server",
-            &url,
-            "--fingerprint",
-            &fleet.fingerprint,
-            "--enrol-secret-file",
-            &secret,
-            "--state-dir",
-            &state,
-            "--interval",
-            "1h",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the agent");
-    let _agent = Daemon::new("perimeter agent", agent);
-    let enrolment = Path::new(&state).join("enrolment.json");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !enrolment.exists() {
-        assert!(Instant::now() < deadline, "the agent did not enrol");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    // Its watch is up once its first report is in.
-    let agent_id = fleet.agent_id(1);
-    while fleet.host(&agent_id).state_taken_at.is_none() {
-        assert!(Instant::now() < deadline, "the agent did not report");
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    let (_agent, _) = fleet.run_agent(1);
     let miner = dir.path().join("xminer-perimeter-test");
     std::fs::copy("/bin/sleep", &miner).expect("copy sleep");
     let status = fleet.agents[1]
