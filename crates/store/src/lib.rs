@@ -25,6 +25,7 @@ mod error;
 pub mod fleet;
 mod monitor;
 mod path;
+mod run_doc;
 mod shards;
 mod spans;
 mod sqlite;
@@ -46,6 +47,7 @@ pub use monitor::{
     PendingDelivery, RunStatus,
 };
 pub use path::{DB_FILE_NAME, default_db_path};
+pub use run_doc::{RUN_SCHEMA, RunLimits, decode_run, encode_run};
 pub use shards::{
     MERGED_FROM_OPTION, MERGED_SHARDS_OPTION, MergeError, MergePlan, ScanGroup, Selection,
     ShardPart, ShardRun, merge_results, merged_info, plan_merge,

@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Barrier;
 
 use perimeter_store::fleet::{
-    Abandon, AgentRow, AgentStatus, ApprovalScope, EventRow, FleetError, FleetStore, NewAgent,
-    NewFleetApproval, NewReport, NewTrailEntry, PostgresFleet, ReportOutcome, Revocation, Role,
-    SqliteFleet, StateRow, TokenRow, UserRow,
+    Abandon, AgentRow, AgentStatus, ApprovalScope, EventRow, FleetError, FleetStore, LeaseCheck,
+    NewAgent, NewFleetApproval, NewReport, NewScanJob, NewTrailEntry, PostgresFleet, ReportOutcome,
+    Revocation, Role, ShardState, SqliteFleet, StateRow, TokenRow, TokenScope, UserRow,
 };
 use perimeter_testlab::{PgCluster, require_postgres};
 use sha2::{Digest, Sha256};
@@ -66,6 +66,19 @@ const CASES: &[(&str, Case)] = &[
     ("approvals_with_each_scope", approvals_with_each_scope),
     ("users_and_duplicates", users_and_duplicates),
     ("tokens_as_stored", tokens_as_stored),
+    (
+        "scan_jobs_leased_renewed_finished",
+        scan_jobs_leased_renewed_finished,
+    ),
+    (
+        "expired_leases_taken_again_late_runs_refused",
+        expired_leases_taken_again_late_runs_refused,
+    ),
+    ("scan_jobs_by_vantage_point", scan_jobs_by_vantage_point),
+    (
+        "concurrent_leases_take_each_part_once",
+        concurrent_leases_take_each_part_once,
+    ),
     ("trail_appended_newest_first", trail_appended_newest_first),
     (
         "timestamps_round_trip_exactly",
@@ -1340,6 +1353,7 @@ fn tokens_as_stored(database: &dyn Database) {
             created_at: at(10),
             expires: Some(at(1_000_000)),
             revoked: false,
+            scope: TokenScope::Full,
         }
     );
     // Expired already: stored and returned as it is; the caller refuses it.
@@ -1388,6 +1402,22 @@ fn tokens_as_stored(database: &dyn Database) {
             entry("amy", "token.add", &forever.id.to_string(), "ci"),
             entry("zed", "token.revoke", &live.id.to_string(), ""),
         ]
+    );
+    // A scanner node's token: its scope kept, its own trail action.
+    let scanner = store
+        .add_scoped_token("dd44", "amy", "node-a", at(13), None, TokenScope::Scanner)
+        .expect("add scanner token");
+    assert_eq!(scanner.scope, TokenScope::Scanner);
+    assert_eq!(store.token("dd44").expect("token"), Some(scanner.clone()));
+    assert!(
+        trail_of(store.as_ref()).contains(&(
+            "amy".to_owned(),
+            "token.add-scanner".to_owned(),
+            scanner.id.to_string(),
+            "node-a".to_owned()
+        )),
+        "{:?}",
+        trail_of(store.as_ref())
     );
 }
 
@@ -2244,4 +2274,256 @@ fn schema_1_states_read_after_migration(database: &dyn Database) {
     // The old row goes like any other once its successor is old enough.
     assert_eq!(store.prune_states(at(300), 10).expect("prune"), 1);
     assert_eq!(stored_seqs(store.as_ref(), &agent.id), [5]);
+}
+
+fn scan_job(shards: u32, vantage: Option<&str>, lease_seconds: u32) -> NewScanJob {
+    NewScanJob {
+        created_by: "amy".to_owned(),
+        created_at: at(100),
+        scan_args: vec!["--ports".into(), "22,80".into(), "198.18.0.0/24".into()],
+        seed: u64::MAX - 1,
+        shards,
+        vantage: vantage.map(str::to_owned),
+        lease_seconds,
+    }
+}
+
+fn lease_token(n: u32) -> String {
+    format!("lease-{n:04}")
+}
+
+fn scan_jobs_leased_renewed_finished(database: &dyn Database) {
+    let mut store = database.open().expect("open");
+    let job = store.add_scan_job(&scan_job(3, None, 60)).expect("add job");
+    assert_eq!((job.shards, job.done, job.leased), (3, 0, 0));
+    assert_eq!(job.seed, u64::MAX - 1, "the seed keeps its 64 bits");
+    assert!(
+        trail_of(store.as_ref()).contains(&(
+            "amy".to_owned(),
+            "scan.submit".to_owned(),
+            job.id.to_string(),
+            "3 shards of seed 18446744073709551614: --ports 22,80 198.18.0.0/24".to_owned()
+        )),
+        "{:?}",
+        trail_of(store.as_ref())
+    );
+    let (listed, parts) = store.scan_job(job.id).expect("read").expect("the job");
+    assert_eq!(listed, job);
+    assert_eq!(parts.len(), 3);
+    assert!(parts.iter().all(|part| part.state == ShardState::Pending));
+
+    // Parts are handed out in order, each once.
+    let first = store
+        .lease_shard("node-a", None, &lease_token(1), at(200))
+        .expect("lease")
+        .expect("a part");
+    assert_eq!((first.job.id, first.index, first.attempt), (job.id, 0, 1));
+    assert_eq!(first.expires, at(260));
+    let second = store
+        .lease_shard("node-b", None, &lease_token(2), at(201))
+        .expect("lease")
+        .expect("a part");
+    assert_eq!(second.index, 1);
+
+    // Renewed from its renewal time.
+    assert_eq!(
+        store.renew_lease(&lease_token(1), at(230)).expect("renew"),
+        LeaseCheck::Held {
+            job_id: job.id,
+            index: 0,
+            expires: at(290)
+        }
+    );
+    assert!(matches!(
+        store
+            .finish_shard(&lease_token(1), at(240), "{\"run\":0}")
+            .expect("finish"),
+        LeaseCheck::Held { index: 0, .. }
+    ));
+    // Done: neither renewed nor finished again.
+    for check in [
+        store.renew_lease(&lease_token(1), at(241)).expect("renew"),
+        store
+            .finish_shard(&lease_token(1), at(241), "{\"run\":\"again\"}")
+            .expect("finish"),
+    ] {
+        match check {
+            LeaseCheck::Lost(why) => assert!(why.contains("already done"), "{why}"),
+            held => panic!("a done part's lease held: {held:?}"),
+        }
+    }
+    assert!(matches!(
+        store
+            .renew_lease("never-handed-out", at(241))
+            .expect("renew"),
+        LeaseCheck::Lost(_)
+    ));
+    let third = store
+        .lease_shard("node-a", None, &lease_token(3), at(242))
+        .expect("lease")
+        .expect("a part");
+    assert_eq!(third.index, 2);
+    assert_eq!(
+        store
+            .lease_shard("node-c", None, &lease_token(4), at(243))
+            .expect("lease"),
+        None,
+        "every part is leased or done"
+    );
+    store
+        .finish_shard(&lease_token(3), at(250), "{\"run\":2}")
+        .expect("finish");
+    store
+        .finish_shard(&lease_token(2), at(251), "{\"run\":1}")
+        .expect("finish");
+    let (done, parts) = store.scan_job(job.id).expect("read").expect("the job");
+    assert!(done.is_complete());
+    assert_eq!((done.done, done.leased), (3, 0));
+    assert_eq!(
+        parts.iter().map(|p| p.node.as_deref()).collect::<Vec<_>>(),
+        [Some("node-a"), Some("node-b"), Some("node-a")]
+    );
+    assert_eq!(parts[2].finished_at, Some(at(250)));
+    assert_eq!(
+        store.shard_runs(job.id).expect("runs"),
+        vec![
+            (0, "{\"run\":0}".to_owned()),
+            (1, "{\"run\":1}".to_owned()),
+            (2, "{\"run\":2}".to_owned())
+        ]
+    );
+    assert_eq!(store.scan_jobs(10).expect("jobs"), vec![done]);
+}
+
+fn expired_leases_taken_again_late_runs_refused(database: &dyn Database) {
+    let mut store = database.open().expect("open");
+    let job = store.add_scan_job(&scan_job(1, None, 10)).expect("add job");
+    store
+        .lease_shard("node-a", None, &lease_token(1), at(200))
+        .expect("lease")
+        .expect("a part");
+    // Not expired yet: nothing to lease.
+    assert_eq!(
+        store
+            .lease_shard("node-b", None, &lease_token(2), at(209))
+            .expect("lease"),
+        None
+    );
+    // Expired but not taken again: its holder may still renew and finish.
+    assert!(matches!(
+        store.renew_lease(&lease_token(1), at(215)).expect("renew"),
+        LeaseCheck::Held { .. }
+    ));
+    // Expired again (renewed to 225), and taken by another node.
+    let again = store
+        .lease_shard("node-b", None, &lease_token(2), at(226))
+        .expect("lease")
+        .expect("the expired part");
+    assert_eq!((again.index, again.attempt), (0, 2));
+    // The first node comes back late: refused, nothing stored.
+    match store
+        .finish_shard(&lease_token(1), at(227), "{\"late\":true}")
+        .expect("finish")
+    {
+        LeaseCheck::Lost(why) => assert!(why.contains("leased to another node"), "{why}"),
+        held => panic!("a late run was taken: {held:?}"),
+    }
+    assert_eq!(store.shard_runs(job.id).expect("runs"), vec![]);
+    store
+        .finish_shard(&lease_token(2), at(228), "{\"late\":false}")
+        .expect("finish");
+    assert_eq!(
+        store.shard_runs(job.id).expect("runs"),
+        vec![(0, "{\"late\":false}".to_owned())]
+    );
+    let (_, parts) = store.scan_job(job.id).expect("read").expect("the job");
+    assert_eq!(parts[0].attempts, 2);
+    assert_eq!(parts[0].node.as_deref(), Some("node-b"));
+}
+
+fn scan_jobs_by_vantage_point(database: &dyn Database) {
+    let mut store = database.open().expect("open");
+    let office = store
+        .add_scan_job(&scan_job(1, Some("office"), 60))
+        .expect("add job");
+    let anywhere = store.add_scan_job(&scan_job(1, None, 60)).expect("add job");
+    // A node of another vantage point takes only the job that names none.
+    let lease = store
+        .lease_shard("dc2-a", Some("dc-2"), &lease_token(1), at(200))
+        .expect("lease")
+        .expect("a part");
+    assert_eq!(lease.job.id, anywhere.id);
+    assert_eq!(
+        store
+            .lease_shard("dc2-b", Some("dc-2"), &lease_token(2), at(200))
+            .expect("lease"),
+        None
+    );
+    assert_eq!(
+        store
+            .lease_shard("plain", None, &lease_token(3), at(200))
+            .expect("lease"),
+        None,
+        "a node naming no vantage point takes only jobs that name none"
+    );
+    let lease = store
+        .lease_shard("office-a", Some("office"), &lease_token(4), at(200))
+        .expect("lease")
+        .expect("a part");
+    assert_eq!(lease.job.id, office.id);
+    assert_eq!(lease.job.vantage.as_deref(), Some("office"));
+}
+
+fn concurrent_leases_take_each_part_once(database: &dyn Database) {
+    const PARTS: u32 = 64;
+    const NODES: u32 = 4;
+    let job = {
+        let mut store = database.open().expect("open");
+        store
+            .add_scan_job(&scan_job(PARTS, None, 600))
+            .expect("add job")
+    };
+    let barrier = Barrier::new(NODES as usize);
+    let mut taken: Vec<(u32, u32)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..NODES)
+            .map(|node| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    let mut store = database.open().expect("open");
+                    barrier.wait();
+                    let mut mine = Vec::new();
+                    for n in 0.. {
+                        let token = format!("node-{node}-{n}");
+                        let Some(lease) = store
+                            .lease_shard(&format!("node-{node}"), None, &token, at(200))
+                            .expect("lease")
+                        else {
+                            break;
+                        };
+                        store
+                            .finish_shard(&token, at(201), &format!("{{\"part\":{}}}", lease.index))
+                            .expect("finish");
+                        mine.push((lease.index, node));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|handle| handle.join().expect("a node thread"))
+            .collect()
+    });
+    taken.sort_unstable();
+    assert_eq!(
+        taken.iter().map(|(index, _)| *index).collect::<Vec<_>>(),
+        (0..PARTS).collect::<Vec<_>>(),
+        "each part leased exactly once"
+    );
+    let runs = database
+        .open()
+        .expect("open")
+        .shard_runs(job.id)
+        .expect("runs");
+    assert_eq!(runs.len(), PARTS as usize);
 }

@@ -14,7 +14,10 @@
 
 use time::OffsetDateTime;
 
-use super::{AgentRow, AgentStatus, ApprovalScope, FleetError, NewAgent, ReportOutcome, Role};
+use super::{
+    AgentRow, AgentStatus, ApprovalScope, FleetError, Lease, LeaseCheck, NewAgent, NewScanJob,
+    ReportOutcome, Role, ScanJobRow, ShardState, TokenScope,
+};
 
 /// A timestamp as unix nanoseconds; refused outside 1677-09-21..2262-04-11.
 pub(super) fn encode_time(what: &str, at: OffsetDateTime) -> Result<i64, String> {
@@ -52,6 +55,48 @@ pub(super) fn decode_status(text: &str) -> Result<AgentStatus, String> {
 
 pub(super) fn decode_role(text: &str) -> Result<Role, String> {
     Role::parse(text).ok_or_else(|| format!("unknown role `{text}`"))
+}
+
+pub(super) fn decode_token_scope(text: &str) -> Result<TokenScope, String> {
+    TokenScope::parse(text).ok_or_else(|| format!("unknown token scope `{text}`"))
+}
+
+pub(super) fn decode_shard_state(text: &str) -> Result<ShardState, String> {
+    ShardState::parse(text).ok_or_else(|| format!("unknown shard state `{text}`"))
+}
+
+/// A seed (any u64) in a signed 64-bit column, bit for bit.
+pub(super) use crate::codec::{u64_from_bits as decode_seed, u64_to_bits as encode_seed};
+
+/// A count stored in a 64-bit column that must fit a u32 (shards, part
+/// indexes, attempts, lease seconds).
+pub(super) fn decode_u32(what: &str, column: i64) -> Result<u32, String> {
+    u32::try_from(column).map_err(|_| format!("{what} {column} is out of range"))
+}
+
+/// The scan options of a job, stored as a JSON array of strings.
+pub(super) fn encode_scan_args(args: &[String]) -> String {
+    serde_json::Value::from(args.to_vec()).to_string()
+}
+
+pub(super) fn decode_scan_args(text: &str) -> Result<Vec<String>, String> {
+    serde_json::from_str(text).map_err(|err| format!("scan options that do not parse: {err}"))
+}
+
+/// What a job's options say in the trail: its arguments, joined.
+pub(super) fn scan_job_reason(job: &super::NewScanJob) -> String {
+    let mut reason = format!(
+        "{} shard{} of seed {}",
+        job.shards,
+        if job.shards == 1 { "" } else { "s" },
+        job.seed
+    );
+    if let Some(vantage) = &job.vantage {
+        reason.push_str(&format!(" from {vantage}"));
+    }
+    reason.push_str(": ");
+    reason.push_str(&job.scan_args.join(" "));
+    reason
 }
 
 /// An approval scope as its two columns: the kind (`fleet`, `environment`,
@@ -231,4 +276,65 @@ mod tests {
             Some(ReportOutcome::OutOfOrder { expected: 4 })
         );
     }
+}
+
+/// A job as just stored: nothing leased or done yet.
+pub(super) fn new_scan_job_row(id: i64, job: &NewScanJob) -> ScanJobRow {
+    ScanJobRow {
+        id,
+        created_by: job.created_by.clone(),
+        created_at: job.created_at,
+        scan_args: job.scan_args.clone(),
+        seed: job.seed,
+        shards: job.shards,
+        vantage: job.vantage.clone(),
+        lease_seconds: job.lease_seconds,
+        done: 0,
+        leased: 0,
+    }
+}
+
+/// Whether the part a lease token was found on (job, part, state) still
+/// holds it: `Err` says why not, for the node.
+pub(super) fn judge_lease(found: Option<(i64, i64, String)>) -> Result<(i64, i64), String> {
+    match found {
+        None => Err(
+            "no lease holds with this token: it expired and its part was leased to \
+                     another node (or it was never handed out)"
+                .to_owned(),
+        ),
+        Some((job, index, state)) if state == ShardState::Leased.as_str() => Ok((job, index)),
+        Some((job, index, state)) if state == ShardState::Done.as_str() => {
+            Err(format!("part {index} of scan job {job} is already done"))
+        }
+        Some((job, index, state)) => Err(format!(
+            "part {index} of scan job {job} is {state}, not leased"
+        )),
+    }
+}
+
+/// A lease that holds, until `expires` (nanoseconds).
+pub(super) fn held_check((job_id, index): (i64, i64), expires: i64) -> Result<LeaseCheck, String> {
+    Ok(LeaseCheck::Held {
+        job_id,
+        index: decode_u32("part", index)?,
+        expires: decode_time(expires)?,
+    })
+}
+
+/// A lease just handed out.
+pub(super) fn lease_of(
+    job: ScanJobRow,
+    index: i64,
+    token: &str,
+    expires: i64,
+    attempts: i64,
+) -> Result<Lease, String> {
+    Ok(Lease {
+        index: decode_u32("part", index)?,
+        token: token.to_owned(),
+        expires: decode_time(expires)?,
+        attempt: decode_u32("attempts", attempts)?,
+        job,
+    })
 }

@@ -34,10 +34,12 @@
 use time::OffsetDateTime;
 
 mod codec;
+mod jobs;
 mod packed;
 mod postgres;
 mod sqlite;
 
+pub use self::jobs::{Lease, LeaseCheck, NewScanJob, ScanJobRow, ShardRow, ShardState};
 pub use self::postgres::PostgresFleet;
 pub use self::sqlite::SqliteFleet;
 
@@ -290,6 +292,33 @@ pub struct UserRow {
     pub disabled: bool,
 }
 
+/// What an API token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenScope {
+    /// Everything its user's role allows.
+    Full,
+    /// Only what a scanner node does: lease parts of scan jobs and send
+    /// their runs. Nothing else, whatever its user's role.
+    Scanner,
+}
+
+impl TokenScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenScope::Full => "full",
+            TokenScope::Scanner => "scanner",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<TokenScope> {
+        match text {
+            "full" => Some(TokenScope::Full),
+            "scanner" => Some(TokenScope::Scanner),
+            _ => None,
+        }
+    }
+}
+
 /// An API token: only its hash is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRow {
@@ -301,6 +330,7 @@ pub struct TokenRow {
     pub created_at: OffsetDateTime,
     pub expires: Option<OffsetDateTime>,
     pub revoked: bool,
+    pub scope: TokenScope,
 }
 
 /// One entry of the append-only trail.
@@ -474,6 +504,19 @@ pub trait FleetStore: Send {
         label: &str,
         at: OffsetDateTime,
         expires: Option<OffsetDateTime>,
+    ) -> Result<TokenRow, FleetError> {
+        self.add_scoped_token(token_hash, user, label, at, expires, TokenScope::Full)
+    }
+    /// [`FleetStore::add_token`] with a scope (trail `token.add` or
+    /// `token.add-scanner`).
+    fn add_scoped_token(
+        &mut self,
+        token_hash: &str,
+        user: &str,
+        label: &str,
+        at: OffsetDateTime,
+        expires: Option<OffsetDateTime>,
+        scope: TokenScope,
     ) -> Result<TokenRow, FleetError>;
     /// The token with this hash, with its user's role; `None` when unknown.
     /// Revoked and expired tokens are returned as stored: the caller refuses them.
@@ -487,4 +530,39 @@ pub trait FleetStore: Send {
     fn append_trail(&mut self, entry: &NewTrailEntry) -> Result<i64, FleetError>;
     /// The trail, newest first, at most `limit`.
     fn trail(&self, limit: usize) -> Result<Vec<TrailEntry>, FleetError>;
+
+    /// Stores a scan job and its `shards` pending parts (trail `scan.submit`
+    /// by its creator, subject the job id, reason its options).
+    fn add_scan_job(&mut self, job: &NewScanJob) -> Result<ScanJobRow, FleetError>;
+    /// The newest jobs first, at most `limit`.
+    fn scan_jobs(&self, limit: usize) -> Result<Vec<ScanJobRow>, FleetError>;
+    /// A job and its parts in order; `None` when unknown.
+    fn scan_job(&self, id: i64) -> Result<Option<(ScanJobRow, Vec<ShardRow>)>, FleetError>;
+    /// Leases the first part (oldest job first) that is pending or whose
+    /// lease expired before `now`, of a job this node may scan (the job names
+    /// no vantage point and neither does the node, or both name the same),
+    /// to `node` under `token` until `now` plus the job's lease time.
+    /// `None`: nothing to scan.
+    fn lease_shard(
+        &mut self,
+        node: &str,
+        vantage: Option<&str>,
+        token: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<Lease>, FleetError>;
+    /// Extends a lease to `now` plus its job's lease time, if it still holds:
+    /// it is the part's current lease and the part is not done (a lease past
+    /// its expiry still holds until another node takes the part).
+    fn renew_lease(&mut self, token: &str, now: OffsetDateTime) -> Result<LeaseCheck, FleetError>;
+    /// Stores the run of a leased part and marks it done, if the lease still
+    /// holds (as for [`FleetStore::renew_lease`]); a lost lease stores
+    /// nothing.
+    fn finish_shard(
+        &mut self,
+        token: &str,
+        now: OffsetDateTime,
+        run: &str,
+    ) -> Result<LeaseCheck, FleetError>;
+    /// The stored runs of a job's done parts, by part index.
+    fn shard_runs(&self, job_id: i64) -> Result<Vec<(u32, String)>, FleetError>;
 }

@@ -53,11 +53,17 @@ use super::codec::{
     encode_opt_time, encode_scope, encode_seq, encode_time, enrol_reason, environment_reason,
     exists_agent, judge_report, new_agent_row, not_found, status_action,
 };
+use super::codec::{
+    decode_scan_args, decode_seed, decode_shard_state, decode_token_scope, decode_u32,
+    encode_scan_args, encode_seed, held_check, judge_lease, lease_of, new_scan_job_row,
+    scan_job_reason,
+};
 use super::{
     Abandon, AgentRow, AgentStatus, EventRow, FleetApproval, FleetError, FleetStore, NewAgent,
     NewFleetApproval, NewReport, NewTrailEntry, ReportOutcome, Revocation, Role, StateBuilder,
-    StateRow, TokenRow, TrailEntry, UserRow,
+    StateRow, TokenRow, TokenScope, TrailEntry, UserRow,
 };
+use super::{Lease, LeaseCheck, NewScanJob, ScanJobRow, ShardRow};
 
 const BACKEND: &str = "postgresql";
 
@@ -68,6 +74,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/fleet/postgres/0001_initial.sql"),
     include_str!("../../migrations/fleet/postgres/0002_pruning.sql"),
     include_str!("../../migrations/fleet/postgres/0003_events_by_time.sql"),
+    include_str!("../../migrations/fleet/postgres/0004_scan_jobs.sql"),
 ];
 
 /// The advisory lock key of migrations ("prmtmigr").
@@ -863,7 +870,7 @@ fn user_from_row(row: &Row) -> Result<UserRow, Failure> {
 }
 
 const TOKEN_COLUMNS: &str =
-    "t.id, t.user_name, u.role, t.label, t.created_at, t.expires, t.revoked";
+    "t.id, t.user_name, u.role, t.label, t.created_at, t.expires, t.revoked, t.scope";
 
 fn token_from_row(row: &Row) -> Result<TokenRow, Failure> {
     let id: i64 = row.try_get(0)?;
@@ -876,6 +883,7 @@ fn token_from_row(row: &Row) -> Result<TokenRow, Failure> {
         created_at: decode_time(row.try_get(4)?).map_err(corrupt)?,
         expires: decode_opt_time(row.try_get(5)?).map_err(corrupt)?,
         revoked: row.try_get(6)?,
+        scope: decode_token_scope(row.try_get(7)?).map_err(corrupt)?,
     })
 }
 
@@ -890,6 +898,61 @@ fn trail_from_row(row: &Row) -> Result<TrailEntry, Failure> {
         subject: row.try_get(4)?,
         reason: row.try_get(5)?,
     })
+}
+
+const JOB_COLUMNS: &str = "j.id, j.created_by, j.created_at, j.scan_args, j.seed, j.shards, \
+     j.vantage, j.lease_seconds, \
+     (SELECT count(*) FROM fleet_scan_shards s WHERE s.job_id = j.id AND s.state = 'done'), \
+     (SELECT count(*) FROM fleet_scan_shards s WHERE s.job_id = j.id AND s.state = 'leased')";
+
+fn job_from_row(row: &Row) -> Result<ScanJobRow, Failure> {
+    let id: i64 = row.try_get(0)?;
+    let corrupt = |detail: String| Failure::Corrupt(format!("scan job {id}: {detail}"));
+    Ok(ScanJobRow {
+        id,
+        created_by: row.try_get(1)?,
+        created_at: decode_time(row.try_get(2)?).map_err(corrupt)?,
+        scan_args: decode_scan_args(row.try_get(3)?).map_err(corrupt)?,
+        seed: decode_seed(row.try_get(4)?),
+        shards: decode_u32("shard count", row.try_get(5)?).map_err(corrupt)?,
+        vantage: row.try_get(6)?,
+        lease_seconds: decode_u32("lease time", row.try_get(7)?).map_err(corrupt)?,
+        done: decode_u32("done parts", row.try_get(8)?).map_err(corrupt)?,
+        leased: decode_u32("leased parts", row.try_get(9)?).map_err(corrupt)?,
+    })
+}
+
+const SHARD_COLUMNS: &str =
+    "job_id, idx, state, node, leased_at, lease_expires, attempts, finished_at";
+
+fn shard_from_row(row: &Row) -> Result<ShardRow, Failure> {
+    let job_id: i64 = row.try_get(0)?;
+    let index: i64 = row.try_get(1)?;
+    let corrupt =
+        |detail: String| Failure::Corrupt(format!("scan job {job_id} shard {index}: {detail}"));
+    Ok(ShardRow {
+        job_id,
+        index: decode_u32("part", index).map_err(corrupt)?,
+        state: decode_shard_state(row.try_get(2)?).map_err(corrupt)?,
+        node: row.try_get(3)?,
+        leased_at: decode_opt_time(row.try_get(4)?).map_err(corrupt)?,
+        lease_expires: decode_opt_time(row.try_get(5)?).map_err(corrupt)?,
+        attempts: decode_u32("attempts", row.try_get(6)?).map_err(corrupt)?,
+        finished_at: decode_opt_time(row.try_get(7)?).map_err(corrupt)?,
+    })
+}
+
+/// The part a lease token holds, locked, if it still holds one: `Err` says
+/// why not.
+fn held_lease(tx: &mut Tx<'_, '_>, token: &str) -> Result<Result<(i64, i64), String>, Failure> {
+    let found = tx
+        .query_opt(
+            "SELECT job_id, idx, state FROM fleet_scan_shards WHERE lease_token = $1 FOR UPDATE",
+            &[&token],
+        )?
+        .map(|row| Ok::<_, Failure>((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+        .transpose()?;
+    Ok(judge_lease(found))
 }
 
 fn decode_all<T>(
@@ -1308,13 +1371,14 @@ impl FleetStore for PostgresFleet {
         })
     }
 
-    fn add_token(
+    fn add_scoped_token(
         &mut self,
         token_hash: &str,
         user: &str,
         label: &str,
         at: OffsetDateTime,
         expires: Option<OffsetDateTime>,
+        scope: TokenScope,
     ) -> Result<TokenRow, FleetError> {
         let exists = || "a token with this hash".to_owned();
         self.run(&format!("add a token of user {user}"), |tx| {
@@ -1342,13 +1406,25 @@ impl FleetStore for PostgresFleet {
             }
             let id: i64 = tx
                 .query_one(
-                    "INSERT INTO fleet_tokens (token_hash, user_name, label, created_at, expires) \
-                     VALUES ($1, $2, $3, $4, $5) RETURNING id",
-                    &[&token_hash, &user, &label, &created_at, &expires_column],
+                    "INSERT INTO fleet_tokens \
+                     (token_hash, user_name, label, created_at, expires, scope) \
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                    &[
+                        &token_hash,
+                        &user,
+                        &label,
+                        &created_at,
+                        &expires_column,
+                        &scope.as_str(),
+                    ],
                 )
                 .map_err(|err| unique_or_sql(err, exists))?
                 .try_get(0)?;
-            insert_trail(tx, at, user, "token.add", &id.to_string(), label)?;
+            let action = match scope {
+                TokenScope::Full => "token.add",
+                TokenScope::Scanner => "token.add-scanner",
+            };
+            insert_trail(tx, at, user, action, &id.to_string(), label)?;
             Ok(TokenRow {
                 id,
                 user: user.to_owned(),
@@ -1357,6 +1433,7 @@ impl FleetStore for PostgresFleet {
                 created_at: at,
                 expires,
                 revoked: false,
+                scope,
             })
         })
     }
@@ -1424,6 +1501,190 @@ impl FleetStore for PostgresFleet {
                 &[&sql_limit(limit)],
             )?;
             decode_all(rows, trail_from_row)
+        })
+    }
+
+    fn add_scan_job(&mut self, job: &NewScanJob) -> Result<ScanJobRow, FleetError> {
+        self.run("store a scan job", |tx| {
+            let created_at = time_column("creation time", job.created_at)?;
+            let id: i64 = tx
+                .query_one(
+                    "INSERT INTO fleet_scan_jobs \
+                     (created_by, created_at, scan_args, seed, shards, vantage, lease_seconds) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                    &[
+                        &job.created_by,
+                        &created_at,
+                        &encode_scan_args(&job.scan_args),
+                        &encode_seed(job.seed),
+                        &i64::from(job.shards),
+                        &job.vantage,
+                        &i64::from(job.lease_seconds),
+                    ],
+                )?
+                .try_get(0)?;
+            // One statement for every part, however many.
+            tx.execute(
+                "INSERT INTO fleet_scan_shards (job_id, idx) \
+                 SELECT $1::BIGINT, generate_series(0, $2::BIGINT - 1)",
+                &[&id, &i64::from(job.shards)],
+            )?;
+            insert_trail(
+                tx,
+                job.created_at,
+                &job.created_by,
+                "scan.submit",
+                &id.to_string(),
+                &scan_job_reason(job),
+            )?;
+            Ok(new_scan_job_row(id, job))
+        })
+    }
+
+    fn scan_jobs(&self, limit: usize) -> Result<Vec<ScanJobRow>, FleetError> {
+        self.read("read the scan jobs", |db| {
+            let rows = db.query(
+                &format!("SELECT {JOB_COLUMNS} FROM fleet_scan_jobs j ORDER BY j.id DESC LIMIT $1"),
+                &[&sql_limit(limit)],
+            )?;
+            decode_all(rows, job_from_row)
+        })
+    }
+
+    fn scan_job(&self, id: i64) -> Result<Option<(ScanJobRow, Vec<ShardRow>)>, FleetError> {
+        // One transaction: the job's counts and its parts from one snapshot.
+        self.run(&format!("read scan job {id}"), |tx| {
+            let Some(job) = tx.query_opt(
+                &format!("SELECT {JOB_COLUMNS} FROM fleet_scan_jobs j WHERE j.id = $1"),
+                &[&id],
+            )?
+            else {
+                return Ok(None);
+            };
+            let job = job_from_row(&job)?;
+            let rows = tx.query(
+                &format!(
+                    "SELECT {SHARD_COLUMNS} FROM fleet_scan_shards WHERE job_id = $1 ORDER BY idx"
+                ),
+                &[&id],
+            )?;
+            Ok(Some((job, decode_all(rows, shard_from_row)?)))
+        })
+    }
+
+    fn lease_shard(
+        &mut self,
+        node: &str,
+        vantage: Option<&str>,
+        token: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<Lease>, FleetError> {
+        self.run(&format!("lease a scan shard to {node}"), |tx| {
+            let now_column = time_column("lease time", now)?;
+            // SKIP LOCKED: nodes asking at once each take a different part,
+            // none waits for another's transaction. The row lock is held to
+            // the commit, so a part is never leased twice at once.
+            let Some(leased) = tx.query_opt(
+                "WITH next AS ( \
+                     SELECT s.job_id, s.idx FROM fleet_scan_shards s \
+                     JOIN fleet_scan_jobs j ON j.id = s.job_id \
+                     WHERE (s.state = 'pending' \
+                            OR (s.state = 'leased' AND s.lease_expires <= $1)) \
+                     AND (j.vantage IS NULL OR j.vantage = $2) \
+                     ORDER BY s.job_id, s.idx LIMIT 1 \
+                     FOR UPDATE OF s SKIP LOCKED) \
+                 UPDATE fleet_scan_shards u SET state = 'leased', node = $3, \
+                     lease_token = $4, leased_at = $1, attempts = u.attempts + 1, \
+                     lease_expires = $1 + j.lease_seconds * 1000000000 \
+                 FROM next, fleet_scan_jobs j \
+                 WHERE u.job_id = next.job_id AND u.idx = next.idx AND j.id = u.job_id \
+                 RETURNING u.job_id, u.idx, u.lease_expires, u.attempts",
+                &[&now_column, &vantage, &node, &token],
+            )?
+            else {
+                return Ok(None);
+            };
+            let job_id: i64 = leased.try_get(0)?;
+            let job = tx
+                .query_opt(
+                    &format!("SELECT {JOB_COLUMNS} FROM fleet_scan_jobs j WHERE j.id = $1"),
+                    &[&job_id],
+                )?
+                .ok_or_else(|| Failure::Corrupt(format!("scan job {job_id} vanished")))?;
+            lease_of(
+                job_from_row(&job)?,
+                leased.try_get(1)?,
+                token,
+                leased.try_get(2)?,
+                leased.try_get(3)?,
+            )
+            .map(Some)
+            .map_err(Failure::Corrupt)
+        })
+    }
+
+    fn renew_lease(&mut self, token: &str, now: OffsetDateTime) -> Result<LeaseCheck, FleetError> {
+        self.run("renew a scan shard's lease", |tx| {
+            let held = match held_lease(tx, token)? {
+                Ok(held) => held,
+                Err(lost) => return Ok(LeaseCheck::Lost(lost)),
+            };
+            let now_column = time_column("renewal time", now)?;
+            let expires: i64 = tx
+                .query_one(
+                    "UPDATE fleet_scan_shards s SET lease_expires = $2 + j.lease_seconds * 1000000000 \
+                     FROM fleet_scan_jobs j WHERE s.lease_token = $1 AND j.id = s.job_id \
+                     RETURNING s.lease_expires",
+                    &[&token, &now_column],
+                )?
+                .try_get(0)?;
+            held_check(held, expires).map_err(Failure::Corrupt)
+        })
+    }
+
+    fn finish_shard(
+        &mut self,
+        token: &str,
+        now: OffsetDateTime,
+        run: &str,
+    ) -> Result<LeaseCheck, FleetError> {
+        self.run("store a scan shard's run", |tx| {
+            let held = match held_lease(tx, token)? {
+                Ok(held) => held,
+                Err(lost) => return Ok(LeaseCheck::Lost(lost)),
+            };
+            let now_column = time_column("finish time", now)?;
+            let expires: i64 = tx
+                .query_one(
+                    "UPDATE fleet_scan_shards SET state = 'done', finished_at = $2, run = $3 \
+                     WHERE lease_token = $1 RETURNING lease_expires",
+                    &[&token, &now_column, &run],
+                )?
+                .try_get(0)?;
+            held_check(held, expires).map_err(Failure::Corrupt)
+        })
+    }
+
+    fn shard_runs(&self, job_id: i64) -> Result<Vec<(u32, String)>, FleetError> {
+        self.read(&format!("read the runs of scan job {job_id}"), |db| {
+            let rows = db.query(
+                "SELECT idx, run FROM fleet_scan_shards \
+                 WHERE job_id = $1 AND state = 'done' ORDER BY idx",
+                &[&job_id],
+            )?;
+            rows.iter()
+                .map(|row| {
+                    let index: i64 = row.try_get(0)?;
+                    let corrupt = |detail: String| {
+                        Failure::Corrupt(format!("scan job {job_id} shard {index}: {detail}"))
+                    };
+                    let run: Option<String> = row.try_get(1)?;
+                    Ok((
+                        decode_u32("part", index).map_err(corrupt)?,
+                        run.ok_or_else(|| corrupt("done without a run".to_owned()))?,
+                    ))
+                })
+                .collect()
         })
     }
 }

@@ -23,12 +23,18 @@ use super::codec::{
     encode_opt_time, encode_scope, encode_seq, encode_time, enrol_reason, environment_reason,
     exists_agent, judge_report, new_agent_row, not_found, status_action,
 };
+use super::codec::{
+    decode_scan_args, decode_seed, decode_shard_state, decode_token_scope, decode_u32,
+    encode_scan_args, encode_seed, held_check, judge_lease, lease_of, new_scan_job_row,
+    scan_job_reason,
+};
 use super::packed::{pack, unpack};
 use super::{
     Abandon, AgentRow, AgentStatus, EventRow, FleetApproval, FleetError, FleetStore, NewAgent,
     NewFleetApproval, NewReport, NewTrailEntry, ReportOutcome, Revocation, Role, StateBuilder,
-    StateRow, TokenRow, TrailEntry, UserRow,
+    StateRow, TokenRow, TokenScope, TrailEntry, UserRow,
 };
+use super::{Lease, LeaseCheck, NewScanJob, ScanJobRow, ShardRow};
 
 const BACKEND: &str = "sqlite";
 
@@ -39,6 +45,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/fleet/sqlite/0001_initial.sql"),
     include_str!("../../migrations/fleet/sqlite/0002_packed_states_and_pruning.sql"),
     include_str!("../../migrations/fleet/sqlite/0003_events_by_time.sql"),
+    include_str!("../../migrations/fleet/sqlite/0004_scan_jobs.sql"),
 ];
 
 /// SQLite's `application_id` of a perimeter database ("PRMT"), as
@@ -515,7 +522,7 @@ fn user_from_row(row: &Row<'_>) -> Result<UserRow, Failure> {
 }
 
 const TOKEN_COLUMNS: &str =
-    "t.id, t.user_name, u.role, t.label, t.created_at, t.expires, t.revoked";
+    "t.id, t.user_name, u.role, t.label, t.created_at, t.expires, t.revoked, t.scope";
 
 fn token_from_row(row: &Row<'_>) -> Result<TokenRow, Failure> {
     let id: i64 = row.get(0)?;
@@ -528,6 +535,7 @@ fn token_from_row(row: &Row<'_>) -> Result<TokenRow, Failure> {
         created_at: decode_time(row.get(4)?).map_err(corrupt)?,
         expires: decode_opt_time(row.get(5)?).map_err(corrupt)?,
         revoked: row.get(6)?,
+        scope: decode_token_scope(&row.get::<_, String>(7)?).map_err(corrupt)?,
     })
 }
 
@@ -558,6 +566,57 @@ fn collect<T>(
         decoded.push(decode(row)?);
     }
     Ok(decoded)
+}
+
+const JOB_COLUMNS: &str = "j.id, j.created_by, j.created_at, j.scan_args, j.seed, j.shards, \
+     j.vantage, j.lease_seconds, \
+     (SELECT count(*) FROM fleet_scan_shards s WHERE s.job_id = j.id AND s.state = 'done'), \
+     (SELECT count(*) FROM fleet_scan_shards s WHERE s.job_id = j.id AND s.state = 'leased')";
+
+fn job_from_row(row: &Row<'_>) -> Result<ScanJobRow, Failure> {
+    let id: i64 = row.get(0)?;
+    let corrupt = |detail: String| Failure::Corrupt(format!("scan job {id}: {detail}"));
+    Ok(ScanJobRow {
+        id,
+        created_by: row.get(1)?,
+        created_at: decode_time(row.get(2)?).map_err(corrupt)?,
+        scan_args: decode_scan_args(&row.get::<_, String>(3)?).map_err(corrupt)?,
+        seed: decode_seed(row.get(4)?),
+        shards: decode_u32("shard count", row.get(5)?).map_err(corrupt)?,
+        vantage: row.get(6)?,
+        lease_seconds: decode_u32("lease time", row.get(7)?).map_err(corrupt)?,
+        done: decode_u32("done parts", row.get(8)?).map_err(corrupt)?,
+        leased: decode_u32("leased parts", row.get(9)?).map_err(corrupt)?,
+    })
+}
+
+const SHARD_COLUMNS: &str =
+    "job_id, idx, state, node, leased_at, lease_expires, attempts, finished_at";
+
+fn shard_from_row(row: &Row<'_>) -> Result<ShardRow, Failure> {
+    let job_id: i64 = row.get(0)?;
+    let index: i64 = row.get(1)?;
+    let corrupt =
+        |detail: String| Failure::Corrupt(format!("scan job {job_id} shard {index}: {detail}"));
+    Ok(ShardRow {
+        job_id,
+        index: decode_u32("part", index).map_err(corrupt)?,
+        state: decode_shard_state(&row.get::<_, String>(2)?).map_err(corrupt)?,
+        node: row.get(3)?,
+        leased_at: decode_opt_time(row.get(4)?).map_err(corrupt)?,
+        lease_expires: decode_opt_time(row.get(5)?).map_err(corrupt)?,
+        attempts: decode_u32("attempts", row.get(6)?).map_err(corrupt)?,
+        finished_at: decode_opt_time(row.get(7)?).map_err(corrupt)?,
+    })
+}
+
+/// The part a lease token holds, if it still holds one: `Err` says why not.
+fn held_lease(tx: &Transaction<'_>, token: &str) -> Result<Result<(i64, i64), String>, Failure> {
+    let found: Option<(i64, i64, String)> = tx
+        .prepare_cached("SELECT job_id, idx, state FROM fleet_scan_shards WHERE lease_token = ?1")?
+        .query_row([token], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .optional()?;
+    Ok(judge_lease(found))
 }
 
 /// The first row of a query, decoded.
@@ -987,13 +1046,14 @@ impl FleetStore for SqliteFleet {
         })
     }
 
-    fn add_token(
+    fn add_scoped_token(
         &mut self,
         token_hash: &str,
         user: &str,
         label: &str,
         at: OffsetDateTime,
         expires: Option<OffsetDateTime>,
+        scope: TokenScope,
     ) -> Result<TokenRow, FleetError> {
         self.write(&format!("add a token of user {user}"), |tx| {
             let created_at = time_column("creation time", at)?;
@@ -1021,12 +1081,24 @@ impl FleetStore for SqliteFleet {
                 }));
             }
             tx.execute(
-                "INSERT INTO fleet_tokens (token_hash, user_name, label, created_at, expires) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![token_hash, user, label, created_at, expires_column],
+                "INSERT INTO fleet_tokens \
+                 (token_hash, user_name, label, created_at, expires, scope) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    token_hash,
+                    user,
+                    label,
+                    created_at,
+                    expires_column,
+                    scope.as_str()
+                ],
             )?;
             let id = tx.last_insert_rowid();
-            insert_trail(tx, at, user, "token.add", &id.to_string(), label)?;
+            let action = match scope {
+                TokenScope::Full => "token.add",
+                TokenScope::Scanner => "token.add-scanner",
+            };
+            insert_trail(tx, at, user, action, &id.to_string(), label)?;
             Ok(TokenRow {
                 id,
                 user: user.to_owned(),
@@ -1035,6 +1107,7 @@ impl FleetStore for SqliteFleet {
                 created_at: at,
                 expires,
                 revoked: false,
+                scope,
             })
         })
     }
@@ -1098,6 +1171,193 @@ impl FleetStore for SqliteFleet {
                  ORDER BY id DESC LIMIT ?1",
                 [sql_limit(limit)],
                 trail_from_row,
+            )
+        })
+    }
+
+    fn add_scan_job(&mut self, job: &NewScanJob) -> Result<ScanJobRow, FleetError> {
+        self.write("store a scan job", |tx| {
+            let created_at = time_column("creation time", job.created_at)?;
+            tx.execute(
+                "INSERT INTO fleet_scan_jobs \
+                 (created_by, created_at, scan_args, seed, shards, vantage, lease_seconds) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    job.created_by,
+                    created_at,
+                    encode_scan_args(&job.scan_args),
+                    encode_seed(job.seed),
+                    job.shards,
+                    job.vantage,
+                    job.lease_seconds
+                ],
+            )?;
+            let id = tx.last_insert_rowid();
+            let mut insert =
+                tx.prepare_cached("INSERT INTO fleet_scan_shards (job_id, idx) VALUES (?1, ?2)")?;
+            for index in 0..job.shards {
+                insert.execute(params![id, index])?;
+            }
+            insert_trail(
+                tx,
+                job.created_at,
+                &job.created_by,
+                "scan.submit",
+                &id.to_string(),
+                &scan_job_reason(job),
+            )?;
+            Ok(new_scan_job_row(id, job))
+        })
+    }
+
+    fn scan_jobs(&self, limit: usize) -> Result<Vec<ScanJobRow>, FleetError> {
+        self.read("read the scan jobs", |conn| {
+            collect(
+                conn,
+                &format!("SELECT {JOB_COLUMNS} FROM fleet_scan_jobs j ORDER BY j.id DESC LIMIT ?1"),
+                [sql_limit(limit)],
+                job_from_row,
+            )
+        })
+    }
+
+    fn scan_job(&self, id: i64) -> Result<Option<(ScanJobRow, Vec<ShardRow>)>, FleetError> {
+        self.read(&format!("read scan job {id}"), |conn| {
+            let Some(job) = first(
+                conn,
+                &format!("SELECT {JOB_COLUMNS} FROM fleet_scan_jobs j WHERE j.id = ?1"),
+                [id],
+                job_from_row,
+            )?
+            else {
+                return Ok(None);
+            };
+            let shards = collect(
+                conn,
+                &format!(
+                    "SELECT {SHARD_COLUMNS} FROM fleet_scan_shards WHERE job_id = ?1 ORDER BY idx"
+                ),
+                [id],
+                shard_from_row,
+            )?;
+            Ok(Some((job, shards)))
+        })
+    }
+
+    fn lease_shard(
+        &mut self,
+        node: &str,
+        vantage: Option<&str>,
+        token: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<Lease>, FleetError> {
+        self.write(&format!("lease a scan shard to {node}"), |tx| {
+            let now_column = time_column("lease time", now)?;
+            // The write lock IMMEDIATE takes is all the concurrency control
+            // SQLite needs: no other writer runs until this commits.
+            let next: Option<(i64, i64)> = tx
+                .prepare_cached(
+                    "SELECT s.job_id, s.idx FROM fleet_scan_shards s \
+                     JOIN fleet_scan_jobs j ON j.id = s.job_id \
+                     WHERE (s.state = 'pending' OR (s.state = 'leased' AND s.lease_expires <= ?1)) \
+                     AND (j.vantage IS NULL OR j.vantage = ?2) \
+                     ORDER BY s.job_id, s.idx LIMIT 1",
+                )?
+                .query_row(params![now_column, vantage], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
+                .optional()?;
+            let Some((job_id, index)) = next else {
+                return Ok(None);
+            };
+            let (expires, attempts): (i64, i64) = tx
+                .prepare_cached(
+                    "UPDATE fleet_scan_shards SET state = 'leased', node = ?3, lease_token = ?4, \
+                     leased_at = ?5, attempts = attempts + 1, lease_expires = ?5 + \
+                     (SELECT lease_seconds FROM fleet_scan_jobs WHERE id = ?1) * 1000000000 \
+                     WHERE job_id = ?1 AND idx = ?2 RETURNING lease_expires, attempts",
+                )?
+                .query_row(params![job_id, index, node, token, now_column], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })?;
+            let job = first(
+                tx,
+                &format!("SELECT {JOB_COLUMNS} FROM fleet_scan_jobs j WHERE j.id = ?1"),
+                [job_id],
+                job_from_row,
+            )?
+            .ok_or_else(|| Failure::Corrupt(format!("scan job {job_id} vanished")))?;
+            lease_of(job, index, token, expires, attempts)
+                .map(Some)
+                .map_err(Failure::Corrupt)
+        })
+    }
+
+    fn renew_lease(&mut self, token: &str, now: OffsetDateTime) -> Result<LeaseCheck, FleetError> {
+        self.write("renew a scan shard's lease", |tx| {
+            let held = match held_lease(tx, token)? {
+                Ok(held) => held,
+                Err(lost) => return Ok(LeaseCheck::Lost(lost)),
+            };
+            let now_column = time_column("renewal time", now)?;
+            let expires: i64 = tx
+                .prepare_cached(
+                    "UPDATE fleet_scan_shards SET lease_expires = ?2 + \
+                     (SELECT lease_seconds FROM fleet_scan_jobs j WHERE j.id = job_id) \
+                     * 1000000000 WHERE lease_token = ?1 RETURNING lease_expires",
+                )?
+                .query_row(params![token, now_column], |row| row.get(0))?;
+            held_check(held, expires).map_err(Failure::Corrupt)
+        })
+    }
+
+    fn finish_shard(
+        &mut self,
+        token: &str,
+        now: OffsetDateTime,
+        run: &str,
+    ) -> Result<LeaseCheck, FleetError> {
+        self.write("store a scan shard's run", |tx| {
+            let held = match held_lease(tx, token)? {
+                Ok(held) => held,
+                Err(lost) => return Ok(LeaseCheck::Lost(lost)),
+            };
+            let now_column = time_column("finish time", now)?;
+            let packed = pack(run).map_err(Failure::Unstorable)?;
+            let expires: i64 = tx
+                .prepare_cached(
+                    "UPDATE fleet_scan_shards SET state = 'done', finished_at = ?2, run = ?3 \
+                     WHERE lease_token = ?1 RETURNING lease_expires",
+                )?
+                .query_row(params![token, now_column, packed], |row| row.get(0))?;
+            held_check(held, expires).map_err(Failure::Corrupt)
+        })
+    }
+
+    fn shard_runs(&self, job_id: i64) -> Result<Vec<(u32, String)>, FleetError> {
+        self.read(&format!("read the runs of scan job {job_id}"), |conn| {
+            collect(
+                conn,
+                "SELECT idx, run FROM fleet_scan_shards \
+                 WHERE job_id = ?1 AND state = 'done' ORDER BY idx",
+                [job_id],
+                |row| {
+                    let index: i64 = row.get(0)?;
+                    let corrupt = |detail: String| {
+                        Failure::Corrupt(format!("scan job {job_id} shard {index}: {detail}"))
+                    };
+                    let index = decode_u32("part", index).map_err(corrupt)?;
+                    let run = match row.get_ref(1)? {
+                        ValueRef::Blob(packed) => unpack(packed).map_err(corrupt)?,
+                        other => {
+                            return Err(corrupt(format!(
+                                "a run stored as {:?}, not a packed BLOB",
+                                other.data_type()
+                            )));
+                        }
+                    };
+                    Ok((index, run))
+                },
             )
         })
     }
