@@ -162,6 +162,22 @@ impl ApiClient {
         self.decode(path, &answer)
     }
 
+    /// [`ApiClient::post_json`] where the server may answer `204 No
+    /// Content` (a node asking for work when there is none): `None` then.
+    pub async fn post_json_or_none<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<Option<T>, ClientError> {
+        let bytes = serde_json::to_vec(body)
+            .map_err(|err| ClientError::Config(format!("cannot encode the request: {err}")))?;
+        let answer = self.request(Method::POST, path, bytes).await?;
+        if answer.is_empty() {
+            return Ok(None);
+        }
+        self.decode(path, &answer).map(Some)
+    }
+
     /// Posts bytes already encoded (a queued report is resent byte for byte,
     /// so the server sees the same digest and knows it for a duplicate).
     pub async fn post_raw<T: DeserializeOwned>(

@@ -9,12 +9,17 @@
 //! digests and derives ids from keys).
 
 pub mod client;
+mod scan_jobs;
 pub mod sign;
 pub mod state;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+pub use scan_jobs::{
+    FinishRequest, LeaseDoc, LeaseRef, LeaseRequest, LeaseStatus, NewScanJobDoc, ScanJobDoc,
+    ScanJobList, ShardDoc, ShardRunDoc, ShardRunList,
+};
 pub use state::{FindingDoc, HostState, ListenerDoc, OwnerDoc, StateDelta};
 
 /// The schema string of every document of this API version.

@@ -145,6 +145,7 @@ fn run(command: Command, terminal: &Terminal) -> anyhow::Result<ExitCode> {
         Command::Server(args) => commands::server::run(args, terminal),
         Command::Approvals(args) => commands::approvals::run(args, terminal),
         Command::Agent(args) => commands::agent::run(*args, terminal),
+        Command::Scanner(args) => commands::scanner::run(*args, terminal),
         Command::Completions(args) => commands::completions::run(args),
         Command::Man(args) => commands::man::run(args),
     }

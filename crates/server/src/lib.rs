@@ -24,6 +24,7 @@ mod auth;
 mod error;
 mod judge;
 mod routes;
+mod scan_jobs;
 mod tls;
 mod web;
 
@@ -42,6 +43,7 @@ use tower::ServiceExt as _;
 pub use auth::{
     NewToken, PasswordError, TOKEN_PREFIX, hash_password, new_token, token_hash, verify_password,
 };
+pub use scan_jobs::{DEFAULT_LEASE_SECONDS, MAX_SHARDS, new_lease_token};
 pub use tls::{ServerTls, TlsError, TlsSource};
 
 /// Bounds on what clients may send, and on how long the server keeps the

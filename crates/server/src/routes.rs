@@ -24,14 +24,14 @@ use perimeter_checks::approvals::{Bind, NewApproval, OwnerKey, selector_toml};
 use perimeter_model::{Protocol, Scope};
 use perimeter_store::fleet::{
     Abandon, AgentRow, AgentStatus, ApprovalScope, FleetApproval, FleetStore, NewAgent,
-    NewFleetApproval, NewReport, ReportOutcome, Role, StateRow,
+    NewFleetApproval, NewReport, ReportOutcome, Role, StateRow, TokenScope,
 };
 use serde::Deserialize;
 use time::OffsetDateTime;
 
 use crate::auth::{Principal, bearer, same_secret, token_hash};
 use crate::error::ApiError;
-use crate::{AppState, Limits, alerts, judge};
+use crate::{AppState, Limits, alerts, judge, scan_jobs};
 
 type Shared = State<Arc<AppState>>;
 
@@ -50,7 +50,13 @@ pub(crate) fn router(state: Arc<AppState>, limits: &Limits) -> Router {
         .route("/approvals.toml", get(approvals_toml))
         .route("/trail", get(trail))
         .route("/alerts", get(list_alerts))
-        .route("/conditions/{id}/ack", post(ack_condition));
+        .route("/conditions/{id}/ack", post(ack_condition))
+        .route("/scan-jobs", get(scan_jobs::list).post(scan_jobs::submit))
+        .route("/scan-jobs/{id}", get(scan_jobs::show))
+        .route("/scan-jobs/{id}/runs", get(scan_jobs::runs))
+        .route("/leases", post(scan_jobs::lease))
+        .route("/leases/renew", post(scan_jobs::renew))
+        .route("/leases/finish", post(scan_jobs::finish));
     let max_body = limits.max_body_bytes;
     Router::new()
         .nest(PREFIX, api)
@@ -104,8 +110,26 @@ async fn health(State(state): Shared) -> Response {
     Json(serde_json::json!({"schema": SCHEMA, "status": "ok", "backend": backend})).into_response()
 }
 
-/// The person or script behind a bearer token.
-async fn principal(state: &Arc<AppState>, headers: &HeaderMap) -> Result<Principal, ApiError> {
+/// The person or script behind a bearer token of the full scope (a scanner
+/// node's token may only lease: see scan_jobs.rs).
+pub(crate) async fn principal(
+    state: &Arc<AppState>,
+    headers: &HeaderMap,
+) -> Result<Principal, ApiError> {
+    let (who, scope) = token_principal(state, headers).await?;
+    if scope != TokenScope::Full {
+        return Err(ApiError::forbidden(
+            "this token is a scanner node's: it may only lease parts of scan jobs",
+        ));
+    }
+    Ok(who)
+}
+
+/// Whoever is behind a bearer token, and what the token may do.
+pub(crate) async fn token_principal(
+    state: &Arc<AppState>,
+    headers: &HeaderMap,
+) -> Result<(Principal, TokenScope), ApiError> {
     let token = bearer(headers).ok_or_else(|| {
         ApiError::unauthenticated("this needs an API token (Authorization: Bearer)")
     })?;
@@ -138,10 +162,13 @@ async fn principal(state: &Arc<AppState>, headers: &HeaderMap) -> Result<Princip
     {
         return Err(ApiError::unauthenticated("this API token has expired"));
     }
-    Ok(Principal {
-        user: row.user,
-        role: row.role,
-    })
+    Ok((
+        Principal {
+            user: row.user,
+            role: row.role,
+        },
+        row.scope,
+    ))
 }
 
 /// The agent that signed this request, checked: known, signature good, clock

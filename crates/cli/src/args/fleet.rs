@@ -167,6 +167,12 @@ pub(crate) struct TokenAddArgs {
     /// For how long it works (`90d`, `12h`); for good without it.
     #[arg(long, value_name = "DURATION")]
     pub(crate) expires: Option<String>,
+
+    /// A scanner node's token (`perimeter scanner`): it may lease parts of
+    /// scan jobs and send their results, and nothing else, whatever the
+    /// user's role.
+    #[arg(long)]
+    pub(crate) scanner: bool,
 }
 
 #[derive(Debug, Args)]
@@ -270,6 +276,47 @@ pub(crate) struct AgentArgs {
 
     #[command(flatten)]
     pub(crate) host: HostArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ScannerArgs {
+    /// The server, https://HOST:PORT (on PostgreSQL: a server on SQLite runs
+    /// its jobs itself).
+    #[arg(long, value_name = "URL", env = "PERIMETER_SERVER")]
+    pub(crate) server: String,
+
+    #[command(flatten)]
+    pub(crate) trust: ServerTrustArgs,
+
+    /// A file with a scanner token (`perimeter server token add USER
+    /// --scanner`).
+    #[arg(long, value_name = "FILE", env = "PERIMETER_TOKEN_FILE")]
+    pub(crate) token_file: PathBuf,
+
+    /// This node's name, as the job's parts record it (default: the host
+    /// name).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) node: Option<String>,
+
+    /// Where this node scans from (office, internet, dc-2): it takes the jobs
+    /// that ask for this vantage point, and those that ask for none.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) vantage: Option<String>,
+
+    /// Scan only targets inside these ranges: a part of a job with a target
+    /// outside them (or a host name) is refused, and left to its lease's
+    /// expiry. Repeat, or separate with commas. Without it, the node scans
+    /// what the server asks.
+    #[arg(long = "allow-targets", value_name = "CIDR", value_delimiter = ',')]
+    pub(crate) allow_targets: Vec<ipnet::IpNet>,
+
+    /// How long to wait before asking again when there is nothing to scan.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub(crate) poll: String,
+
+    /// Exit when there is nothing left to scan (a batch job's node).
+    #[arg(long)]
+    pub(crate) once: bool,
 }
 
 /// `check --server`: the gate against the server's approvals.

@@ -33,6 +33,77 @@ pub(crate) enum ScansAction {
     /// incomplete, and the parts are named.
     #[command(after_help = MERGE_AFTER_HELP)]
     Merge(MergeArgs),
+    /// Submit a scan to a `perimeter server` on PostgreSQL as a job cut in
+    /// --shards parts, which scanner nodes (`perimeter scanner`) lease one
+    /// at a time; `scans merge --server URL --job ID` fetches the parts'
+    /// results and merges them into one scan. The scan's own options
+    /// (targets, ports, profile, rate) follow `--`, as `perimeter scan`
+    /// takes them. A server on SQLite runs the job on its own scanner, as
+    /// one part.
+    #[command(after_help = SUBMIT_AFTER_HELP)]
+    Submit(SubmitArgs),
+    /// The scan jobs of a `perimeter server`, newest first, or one job with
+    /// each of its parts (state, node, attempts).
+    Jobs(JobsArgs),
+}
+
+const SUBMIT_AFTER_HELP: &str = "\
+Example: perimeter scans submit --server https://fleet:8443 --token-file \
+~/.perimeter-token --shards 16 --vantage office -- --ports top:100 --rate 500 \
+198.18.0.0/20
+
+--rate and --concurrency are each node's own: 4 nodes at --rate 500 send up \
+to 2,000 probes a second together. A node whose lease runs out (it died, or \
+lost the network for longer than --lease) loses its part to the next node \
+that asks; its late results are refused, so each part is stored once.";
+
+#[derive(Debug, Args)]
+pub(crate) struct SubmitArgs {
+    #[command(flatten)]
+    pub(crate) server: super::GateServerArgs,
+
+    /// N: the parts the scan is cut in, each leased by one node at a time.
+    #[arg(long, default_value = "1", value_name = "N")]
+    pub(crate) shards: u32,
+
+    /// The permutation's seed (default: the server picks one).
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
+
+    /// Only nodes of this vantage point may scan it (office, internet,
+    /// dc-2): a node started with `perimeter scanner --vantage NAME`.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) vantage: Option<String>,
+
+    /// How long a node holds a part without renewing its lease (nodes renew
+    /// a third of the way through); when it runs out, the part goes to the
+    /// next node that asks (default 2m).
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) lease: Option<String>,
+
+    #[arg(long, value_enum, default_value = "human")]
+    pub(crate) format: Format,
+
+    /// The scan's options and targets, after `--`, as `perimeter scan`
+    /// takes them (without --shard, --seed, --db or output options).
+    #[arg(last = true, required = true, value_name = "SCAN OPTIONS")]
+    pub(crate) scan_args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct JobsArgs {
+    #[command(flatten)]
+    pub(crate) server: super::GateServerArgs,
+
+    /// One job, with its parts.
+    pub(crate) id: Option<i64>,
+
+    /// How many jobs to list, newest first.
+    #[arg(long, default_value = "20")]
+    pub(crate) limit: usize,
+
+    #[arg(long, value_enum, default_value = "human")]
+    pub(crate) format: Format,
 }
 
 const MERGE_AFTER_HELP: &str = "\
@@ -70,6 +141,14 @@ pub(crate) struct MergeArgs {
     /// Merge the newest scan of this seed rather than the newest of any.
     #[arg(long)]
     pub(crate) seed: Option<u64>,
+
+    /// Merge the parts of this scan job of --server (`scans submit`): their
+    /// runs are fetched and stored in --db as shard runs, then merged.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["scans", "seed", "from"])]
+    pub(crate) job: Option<i64>,
+
+    #[command(flatten)]
+    pub(crate) server: super::GateServerArgs,
 }
 
 #[derive(Debug, Args)]

@@ -26,9 +26,11 @@ pub(crate) use docs::{CompletionsArgs, ManArgs};
 pub(crate) use envs::{EnvsArgs, InitArgs};
 pub(crate) use fleet::{
     AgentArgs, AgentsAction, AgentsArgs, ApprovalsAction, ApprovalsArgs, GateServerArgs, RoleArg,
-    ServerAction, ServerArgs, ServerTrustArgs, TokenAction, UserAction, UserNameArgs,
+    ScannerArgs, ServerAction, ServerArgs, ServerTrustArgs, TokenAction, UserAction, UserNameArgs,
 };
-pub(crate) use history::{AuditsArgs, DiffArgs, MergeArgs, ScansAction, ScansArgs};
+pub(crate) use history::{
+    AuditsArgs, DiffArgs, JobsArgs, MergeArgs, ScansAction, ScansArgs, SubmitArgs,
+};
 pub(crate) use host::{ApproveArgs, AuditArgs, CheckArgs};
 pub(crate) use inventory::{
     ExportArgs, InventoryAction, InventoryArgs, ManifestDiffArgs, ShowArgs, SourceArgs,
@@ -110,6 +112,11 @@ pub(crate) enum Command {
     /// Report this host to `perimeter server`: its audit on an interval and
     /// at once when a listener appears or goes, suspicious execs with it.
     Agent(Box<AgentArgs>),
+    /// Scan for a `perimeter server` on PostgreSQL: lease one part of a scan
+    /// job at a time (`scans submit`), scan it, send its results, take the
+    /// next; any number of nodes join and leave at will. A node that stops
+    /// renewing its lease loses its part to the next node.
+    Scanner(Box<ScannerArgs>),
     /// Print the shell completion script for bash, zsh, fish, elvish or
     /// powershell.
     Completions(CompletionsArgs),

@@ -22,6 +22,7 @@ pub(crate) mod man;
 pub(crate) mod monitor;
 pub(crate) mod rules;
 pub(crate) mod scan;
+pub(crate) mod scanner;
 pub(crate) mod scans;
 pub(crate) mod server;
 pub(crate) mod verify;

@@ -7,68 +7,17 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use perimeter_model::{PortResult, ScanInfo, Severity};
 use perimeter_report::diff::Compared;
 use perimeter_report::scan::{to_human, to_json, to_nmap_xml};
-use perimeter_scan::{PortSet, ScanOptions, TargetRequest, read_target_file};
 use perimeter_store::{SHARD_OPTION, SqliteStore, Store};
 
 use crate::args::{ScanArgs, ScanFormat};
 use crate::exit_codes::ExitCode;
-use crate::pipeline::scan::{Executed, Job, execute, tuning, udp_ports};
+use crate::pipeline::scan::{Executed, Job, Settings, execute, settings, udp_ports};
 use crate::pipeline::{scan_diff, store};
 use crate::terminal::Terminal;
-
-struct Settings {
-    request: TargetRequest,
-    ports: PortSet,
-    options: ScanOptions,
-    args_text: String,
-}
-
-fn settings(args: &ScanArgs) -> Result<Settings> {
-    let mut targets = args.targets.clone();
-    for file in &args.targets_file {
-        targets.extend(read_target_file(file)?);
-    }
-    let mut excludes = args.exclude.clone();
-    for file in &args.exclude_file {
-        excludes.extend(read_target_file(file)?);
-    }
-    if targets.is_empty() {
-        bail!(
-            "no targets: give addresses, CIDRs, ranges or host names (perimeter scans only what it is told to)"
-        );
-    }
-    let (ports, mut options) = tuning(&args.tuning)?;
-    options.identify = !args.no_identify;
-    if let Some(shard) = args.shard {
-        // A random seed per shard would walk N different permutations,
-        // whose parts overlap and leave gaps.
-        if args.tuning.seed.is_none() {
-            bail!(
-                "--shard {shard} needs an explicit --seed: every shard of a scan must walk the same permutation, so give each the same --seed (any number)"
-            );
-        }
-        options.shard = shard;
-    }
-    Ok(Settings {
-        request: TargetRequest {
-            targets,
-            excludes,
-            allow_internet_wide: args.allow_internet_wide,
-        },
-        ports,
-        options,
-        // args_os: an argument that is not UTF-8 (a path) must not panic;
-        // the record shows it lossily.
-        args_text: std::env::args_os()
-            .map(|arg| arg.to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join(" "),
-    })
-}
 
 pub(crate) fn run(args: ScanArgs, terminal: &Terminal) -> Result<ExitCode> {
     let settings = settings(&args)?;

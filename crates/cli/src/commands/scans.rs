@@ -1,28 +1,38 @@
 //! `perimeter scans`: the stored scans, newest first; `scans merge`: the
 //! shard runs of one scan (`scan --shard K/N`), from this database and
-//! others, combined into one stored scan.
+//! others (or a server's scan job), combined into one stored scan; `scans
+//! submit` and `scans jobs`: scan jobs on a `perimeter server`, whose parts
+//! scanner nodes lease.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use perimeter_api::NewScanJobDoc;
 use perimeter_report::history::{StoredScan, scans_to_human, scans_to_json};
 use perimeter_store::{
-    MergePlan, Selection, ShardRun, SqliteStore, Store, merge_results, merged_info, plan_merge,
+    MergePlan, RunLimits, SHARD_OPTION, Selection, ShardRun, SqliteStore, Store, decode_run,
+    merge_results, merged_info, plan_merge,
 };
 use time::OffsetDateTime;
 
-use crate::args::{Format, MergeArgs, ScansAction, ScansArgs};
+use crate::args::{Format, JobsArgs, MergeArgs, ScansAction, ScansArgs, SubmitArgs};
 use crate::exit_codes::ExitCode;
+use crate::pipeline::fleet::{As, Session};
+use crate::pipeline::scan::settings as scan_settings;
+use crate::pipeline::scanner::{Part, part_args};
 use crate::pipeline::store;
-use crate::settings;
+use crate::settings::{self, Zero, parse_duration};
 use crate::terminal::Terminal;
 
 /// Results are written to the merged scan in batches of this many.
 const MERGE_BATCH: usize = 4096;
 
 pub(crate) fn run(args: ScansArgs, _terminal: &Terminal) -> Result<ExitCode> {
-    if let Some(ScansAction::Merge(merge_args)) = args.action {
-        return merge(merge_args);
+    match args.action {
+        Some(ScansAction::Merge(merge_args)) => return merge(merge_args),
+        Some(ScansAction::Submit(submit_args)) => return submit(submit_args),
+        Some(ScansAction::Jobs(jobs_args)) => return jobs(jobs_args),
+        None => {}
     }
     if args.limit == 0 {
         anyhow::bail!("--limit 0 would list nothing: give a count of at least 1");
@@ -64,7 +74,13 @@ struct Source {
     store: Option<SqliteStore>,
 }
 
-fn merge(args: MergeArgs) -> Result<ExitCode> {
+fn merge(mut args: MergeArgs) -> Result<ExitCode> {
+    if let Some(job) = args.job {
+        if args.server.server.is_none() {
+            bail!("--job needs --server: the scan job's server");
+        }
+        args.seed = Some(fetch_job(&args, job)?);
+    }
     let db_path = settings::db_path(args.db.db.as_deref())?;
     let mut db = store::open(&args.db)?;
     let mut sources = vec![Source {
@@ -263,4 +279,188 @@ fn identity(path: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(path)
         .ok()
         .map(|metadata| (metadata.dev(), metadata.ino()))
+}
+
+/// `scans submit`: the scan's options checked here first (a typo is found
+/// now, not by every node), then sent as a job.
+fn submit(args: SubmitArgs) -> Result<ExitCode> {
+    if args.shards == 0 || args.shards > perimeter_server::MAX_SHARDS {
+        bail!(
+            "--shards must be between 1 and {}",
+            perimeter_server::MAX_SHARDS
+        );
+    }
+    let check = Part {
+        lease: String::new(),
+        job_id: 0,
+        index: 0,
+        shards: args.shards,
+        seed: args.seed.unwrap_or_default(),
+        scan_args: args.scan_args.clone(),
+        lease_seconds: 0,
+        attempt: 0,
+    };
+    let scan_args = part_args(&check, &[]).context("the scan options after --")?;
+    scan_settings(&scan_args).context("the scan options after --")?;
+    let lease_seconds = match &args.lease {
+        Some(text) => {
+            let lease = parse_duration("--lease", text, Zero::Refused)?;
+            Some(
+                u32::try_from(lease.as_secs())
+                    .ok()
+                    .filter(|secs| *secs >= 2)
+                    .context("--lease must be between 2 s and a day")?,
+            )
+        }
+        None => None,
+    };
+    let session = Session::open(&args.server, As::Person)?;
+    let job = session.submit_scan_job(&NewScanJobDoc {
+        schema: perimeter_api::SCHEMA.to_owned(),
+        scan_args: args.scan_args.clone(),
+        shards: args.shards,
+        seed: args.seed,
+        vantage: args.vantage.clone(),
+        lease_seconds,
+    })?;
+    match args.format {
+        Format::Json => outln!("{}", serde_json::to_string_pretty(&job)?),
+        Format::Human => {
+            outln!(
+                "scan job #{}: {} part{} of seed {}{}, run by {}",
+                job.id,
+                job.shards,
+                if job.shards == 1 { "" } else { "s" },
+                job.seed,
+                job.vantage
+                    .as_deref()
+                    .map(|v| format!(" from vantage point {v}"))
+                    .unwrap_or_default(),
+                job.runs_on
+            );
+            if job.shards != args.shards {
+                outln!("  (asked for {} parts)", args.shards);
+            }
+            outln!(
+                "follow it with `perimeter scans jobs {}`; merge it once done with `perimeter scans merge --job {}` (both with --server)",
+                job.id,
+                job.id
+            );
+        }
+    }
+    Ok(ExitCode::Clean)
+}
+
+/// `scans jobs [ID]`.
+fn jobs(args: JobsArgs) -> Result<ExitCode> {
+    let session = Session::open(&args.server, As::Person)?;
+    let jobs = match args.id {
+        Some(id) => vec![session.scan_job(id)?],
+        None => session.scan_jobs(args.limit)?,
+    };
+    if args.format == Format::Json {
+        let value = match (args.id, jobs.first()) {
+            (Some(_), Some(job)) => serde_json::to_value(job)?,
+            _ => serde_json::to_value(&jobs)?,
+        };
+        outln!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(ExitCode::Clean);
+    }
+    if jobs.is_empty() {
+        outln!("no scan jobs");
+    }
+    for job in &jobs {
+        outln!(
+            "#{:<5} {}  {}/{} done{}  {}  by {}  seed {}{}",
+            job.id,
+            settings::rfc3339(job.created_at),
+            job.done,
+            job.shards,
+            if job.leased > 0 {
+                format!(", {} leased", job.leased)
+            } else {
+                String::new()
+            },
+            if job.complete { "complete" } else { "running" },
+            job.created_by,
+            job.seed,
+            job.vantage
+                .as_deref()
+                .map(|v| format!("  vantage {v}"))
+                .unwrap_or_default()
+        );
+        outln!("       {}", job.scan_args.join(" "));
+        for part in &job.parts {
+            outln!(
+                "       part {}/{}: {}{}{}",
+                part.index,
+                job.shards,
+                part.state,
+                part.node
+                    .as_deref()
+                    .map(|node| format!(" by {node}"))
+                    .unwrap_or_default(),
+                if part.attempts > 1 {
+                    format!(" (leased {} times)", part.attempts)
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    Ok(ExitCode::Clean)
+}
+
+/// Fetches the runs of a job's done parts into --db as shard runs (a run
+/// fetched before is not stored twice), and returns the job's seed.
+fn fetch_job(args: &MergeArgs, job_id: i64) -> Result<u64> {
+    let session = Session::open(&args.server, As::Person)?;
+    let list = session.scan_job_runs(job_id)?;
+    let mut db = store::open(&args.db)?;
+    let stored = db.list_scans(usize::MAX)?;
+    let mut fetched = 0;
+    for entry in &list.runs {
+        let (mut info, results) = decode_run(&entry.run.to_string(), RunLimits::default())
+            .map_err(|why| anyhow::anyhow!("scan job {job_id} part {}: {why}", entry.index))?;
+        let part = format!("{}/{}", entry.index, list.job.shards);
+        if info.seed != list.job.seed || info.options.get(SHARD_OPTION) != Some(&part) {
+            bail!(
+                "scan job {job_id}: the server's run of part {part} is not of the job's seed and part"
+            );
+        }
+        let known = stored.iter().any(|summary| {
+            summary.info.seed == info.seed
+                && summary.info.started == info.started
+                && summary.info.options.get(SHARD_OPTION) == Some(&part)
+        });
+        if known {
+            continue;
+        }
+        info.options.insert(
+            "scan_job".to_owned(),
+            format!("{}#{job_id}", session.base()),
+        );
+        if let Some(node) = &entry.node {
+            info.options.insert("node".to_owned(), node.clone());
+        }
+        let id = db.begin_scan(&info)?;
+        for batch in results.chunks(MERGE_BATCH) {
+            db.record_results(id, batch)?;
+        }
+        db.finish_scan(
+            id,
+            info.finished.unwrap_or(info.started),
+            info.complete,
+            info.n_probes,
+        )?;
+        fetched += 1;
+    }
+    eprintln!(
+        "perimeter: scan job {job_id}: {} of {} parts done; {fetched} run{} fetched into {}",
+        list.job.done,
+        list.job.shards,
+        if fetched == 1 { "" } else { "s" },
+        settings::db_path(args.db.db.as_deref())?.display()
+    );
+    Ok(list.job.seed)
 }

@@ -5,13 +5,13 @@
 
 use std::io::BufRead as _;
 use std::path::PathBuf;
-
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use perimeter_monitor::service::{self, Control, ServiceOptions};
 use perimeter_server::{Limits, ServerConfig, TlsSource};
-use perimeter_store::fleet::{AgentStatus, FleetStore, Role};
+use perimeter_store::fleet::{AgentStatus, FleetStore, Role, TokenScope};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -23,11 +23,15 @@ use crate::args::{
 use crate::exit_codes::ExitCode;
 use crate::pipeline::fleet::{default_fleet_database, is_postgres, open_fleet_store};
 use crate::pipeline::monitor::CliRunner;
+use crate::pipeline::scanner::{NodeOptions, StoreLeases, run_node};
 use crate::settings::{self, Zero, parse_duration};
 use crate::terminal::Terminal;
 
 /// The largest enrolment secret or password file read.
 const MAX_SECRET_BYTES: u64 = 4096;
+
+/// How often a server on SQLite looks for a scan job to run.
+const LOCAL_SCANNER_POLL: Duration = Duration::from_secs(5);
 
 pub(crate) fn run(args: ServerArgs, _terminal: &Terminal) -> Result<ExitCode> {
     let mut store = open_fleet_store(args.database.as_deref())?;
@@ -97,12 +101,21 @@ pub(crate) fn run(args: ServerArgs, _terminal: &Terminal) -> Result<ExitCode> {
                     None => None,
                 };
                 let new = perimeter_server::new_token();
-                let row = store.add_token(&new.hash, &add.user, &add.label, now, expires)?;
+                let scope = if add.scanner {
+                    TokenScope::Scanner
+                } else {
+                    TokenScope::Full
+                };
+                let row = store
+                    .add_scoped_token(&new.hash, &add.user, &add.label, now, expires, scope)?;
                 eprintln!(
                     "perimeter: token {} for {} ({}): shown once, keep it in a file only its user reads",
                     row.id,
                     row.user,
-                    row.role.as_str()
+                    match scope {
+                        TokenScope::Full => row.role.as_str(),
+                        TokenScope::Scanner => "scanner node: leases scan parts, nothing else",
+                    }
                 );
                 outln!("{}", new.token);
                 Ok(ExitCode::Clean)
@@ -271,6 +284,16 @@ fn serve(args: &ServerArgs, store: Box<dyn FleetStore>) -> Result<ExitCode> {
         None => None,
     };
     config.monitor_history = monitor.as_ref().map(|options| options.db_path.clone());
+    // On SQLite the server scans its jobs itself, as one part each, on its
+    // own connection to the same file (scanner nodes need PostgreSQL).
+    let local_scanner = if backend == "sqlite" {
+        Some(StoreLeases {
+            store: Arc::new(Mutex::new(open_fleet_store(Some(&fleet_database))?)),
+            node: "server".to_owned(),
+        })
+    } else {
+        None
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -292,10 +315,27 @@ fn serve(args: &ServerArgs, store: Box<dyn FleetStore>) -> Result<ExitCode> {
                 options.db_path.display()
             );
         }
+        if local_scanner.is_some() {
+            outln!("scan jobs: run by this server's own scanner, one part each (SQLite)");
+        }
         crate::output::flush();
         let stop = CancellationToken::new();
         let (control, controls) = mpsc::channel(8);
         tokio::spawn(forward_signals(stop.clone(), control));
+        if let Some(leases) = local_scanner {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let options = NodeOptions {
+                    name: "server".to_owned(),
+                    allow: Vec::new(),
+                    poll: LOCAL_SCANNER_POLL,
+                    once: false,
+                };
+                if let Err(err) = run_node(&leases, &options, &stop).await {
+                    tracing::error!("the server's own scanner stopped: {err:#}");
+                }
+            });
+        }
         let server = perimeter_server::serve(
             listener,
             tls.config,

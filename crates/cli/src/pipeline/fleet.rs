@@ -4,14 +4,14 @@
 //! `alerts --server`).
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use perimeter_api::client::{ApiClient, Auth, Trust};
 use perimeter_api::{
     AckRequest, AlertList, ApprovalDoc, ApprovalList, ConditionDoc, Decision, NewApprovalDoc,
-    SCHEMA,
+    NewScanJobDoc, SCHEMA, ScanJobDoc, ScanJobList, ShardRunList,
 };
 use perimeter_checks::approvals::{Approvals, Bind, NewApproval, OwnerKey, parse_approvals};
 use perimeter_store::fleet::{FleetStore, PostgresFleet, SqliteFleet};
@@ -48,6 +48,16 @@ pub(crate) fn agent_dir(named: Option<PathBuf>) -> Result<PathBuf> {
     }
 }
 
+/// The API token in a file (its first line, trimmed).
+pub(crate) fn read_token(path: &Path) -> Result<String> {
+    let text = perimeter_files::read_text(path, "a token file", MAX_TOKEN_BYTES)?;
+    let token = text.trim().to_owned();
+    if token.is_empty() {
+        bail!("{}: the token file is empty", path.display());
+    }
+    Ok(token)
+}
+
 /// Whether a command needs a person's token or may act as the host's agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum As {
@@ -75,13 +85,7 @@ impl Session {
         let trust = trust(&args.trust)?;
         let identity = perimeter_agent::load_identity(&agent_dir(args.agent_dir.clone())?)?;
         let (auth, enrolled_id) = match (&args.token_file, identity) {
-            (Some(path), identity) => {
-                let token = perimeter_files::read_text(path, "a token file", MAX_TOKEN_BYTES)?;
-                (
-                    Auth::Token(token.trim().to_owned()),
-                    identity.map(|(id, _)| id),
-                )
-            }
+            (Some(path), identity) => (Auth::Token(read_token(path)?), identity.map(|(id, _)| id)),
             (None, Some((id, key))) if who == As::HostOrPerson => {
                 (Auth::Agent(Arc::new(key)), Some(id))
             }
@@ -187,6 +191,36 @@ impl Session {
                 until,
             },
         ))?)
+    }
+
+    /// The server's URL.
+    pub(crate) fn base(&self) -> &str {
+        self.client.base()
+    }
+
+    /// Submits a scan job.
+    pub(crate) fn submit_scan_job(&self, job: &NewScanJobDoc) -> Result<ScanJobDoc> {
+        let path = format!("{}/scan-jobs", perimeter_api::PREFIX);
+        Ok(self.runtime.block_on(self.client.post_json(&path, job))?)
+    }
+
+    /// The newest scan jobs.
+    pub(crate) fn scan_jobs(&self, limit: usize) -> Result<Vec<ScanJobDoc>> {
+        let path = format!("{}/scan-jobs?limit={limit}", perimeter_api::PREFIX);
+        let list: ScanJobList = self.runtime.block_on(self.client.get_json(&path))?;
+        Ok(list.jobs)
+    }
+
+    /// One scan job with its parts.
+    pub(crate) fn scan_job(&self, id: i64) -> Result<ScanJobDoc> {
+        let path = format!("{}/scan-jobs/{id}", perimeter_api::PREFIX);
+        Ok(self.runtime.block_on(self.client.get_json(&path))?)
+    }
+
+    /// The runs of a scan job's done parts.
+    pub(crate) fn scan_job_runs(&self, id: i64) -> Result<ShardRunList> {
+        let path = format!("{}/scan-jobs/{id}/runs", perimeter_api::PREFIX);
+        Ok(self.runtime.block_on(self.client.get_json(&path))?)
     }
 
     /// The scope of this host: `host:ID`.

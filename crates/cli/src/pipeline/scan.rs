@@ -16,14 +16,15 @@ use perimeter_model::{PortResult, PortState, ScanInfo};
 use perimeter_report::scan::{StateTotals, to_jsonl_line};
 use perimeter_scan::{
     PortSet, Profile, ScanError, ScanEvent, ScanOptions, ScanOutcome, ScanPlan, SystemResolver,
-    TargetRequest, TargetSet, TcpTransport, resolve_targets, run_udp, standard_probes,
+    TargetRequest, TargetSet, TcpTransport, read_target_file, resolve_targets, run_udp,
+    standard_probes,
 };
 use perimeter_store::{SqliteStore, Store};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::args::{ProfileArg, ScanTuning};
+use crate::args::{ProfileArg, ScanArgs, ScanTuning};
 use crate::settings::{Zero, parse_duration};
 
 /// Default port list: the 1,000 most exposure-relevant ports, like nmap's
@@ -32,6 +33,60 @@ const DEFAULT_TOP_PORTS: usize = 1000;
 /// Results are written to the database in batches of this many, or at least
 /// once a second.
 const STORE_BATCH: usize = 512;
+
+/// What a `perimeter scan` command line asks for, checked.
+pub(crate) struct Settings {
+    pub(crate) request: TargetRequest,
+    pub(crate) ports: PortSet,
+    pub(crate) options: ScanOptions,
+    /// The command line, for the nmap XML's record.
+    pub(crate) args_text: String,
+}
+
+/// The targets, ports and engine options of `scan`'s flags (a scanner
+/// node's too: a job carries `scan`'s flags).
+pub(crate) fn settings(args: &ScanArgs) -> Result<Settings> {
+    let mut targets = args.targets.clone();
+    for file in &args.targets_file {
+        targets.extend(read_target_file(file)?);
+    }
+    let mut excludes = args.exclude.clone();
+    for file in &args.exclude_file {
+        excludes.extend(read_target_file(file)?);
+    }
+    if targets.is_empty() {
+        bail!(
+            "no targets: give addresses, CIDRs, ranges or host names (perimeter scans only what it is told to)"
+        );
+    }
+    let (ports, mut options) = tuning(&args.tuning)?;
+    options.identify = !args.no_identify;
+    if let Some(shard) = args.shard {
+        // A random seed per shard would walk N different permutations,
+        // whose parts overlap and leave gaps.
+        if args.tuning.seed.is_none() {
+            bail!(
+                "--shard {shard} needs an explicit --seed: every shard of a scan must walk the same permutation, so give each the same --seed (any number)"
+            );
+        }
+        options.shard = shard;
+    }
+    Ok(Settings {
+        request: TargetRequest {
+            targets,
+            excludes,
+            allow_internet_wide: args.allow_internet_wide,
+        },
+        ports,
+        options,
+        // args_os: an argument that is not UTF-8 (a path) must not panic;
+        // the record shows it lossily.
+        args_text: std::env::args_os()
+            .map(|arg| arg.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" "),
+    })
+}
 
 /// The port set and engine options from the shared tuning flags.
 pub(crate) fn tuning(args: &ScanTuning) -> Result<(PortSet, ScanOptions)> {

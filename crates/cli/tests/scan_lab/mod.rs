@@ -316,6 +316,23 @@ impl ServiceLab {
         }
     }
 
+    /// Another host on the lab bridge that scans from its own namespace (a
+    /// scanner node, a server), its neighbour entries and every target
+    /// host's pinned both ways, as the scanner's are.
+    #[allow(dead_code)] // not every test crate that includes the lab uses it
+    pub(crate) fn add_vantage(&mut self, tag: &str, addresses: &[&str]) -> Arc<Ns> {
+        let host = self._lab.lab.add_host(tag, addresses).expect("lab host");
+        pin_neighbours(&host, addresses, &self.web, &[&format!("{WEB}/15")]);
+        pin_neighbours(
+            &host,
+            addresses,
+            &self.db,
+            &[&format!("{DB}/15"), &format!("{DB_V6}/64")],
+        );
+        pin_neighbours(&host, addresses, &self.fw, &[&format!("{FW}/15")]);
+        host
+    }
+
     /// Every target address, as perimeter and nmap are given them.
     pub(crate) fn targets() -> [&'static str; 4] {
         [WEB, DB, FW, DB_V6]
