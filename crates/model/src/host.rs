@@ -298,8 +298,10 @@ impl HostSnapshot {
     }
 
     /// The container behind a listener, and how it was traced: the main
-    /// owner runs in the container (its cgroup names it), or it is Docker's
-    /// userland proxy forwarding the host's port to the container's address.
+    /// owner runs in the container (its cgroup names it), it is Docker's
+    /// userland proxy forwarding the host's port to the container's address,
+    /// dockerd holding a port a container publishes, or the conmon of a
+    /// Podman container holding its published port.
     pub fn container_of(
         &self,
         listener: &Listener,
@@ -326,6 +328,14 @@ impl HostSnapshot {
                     })
             })?;
             return Some((container, crate::ContainerVia::Daemon));
+        }
+        if owner.name() == "conmon" {
+            let id = crate::conmon_container_id(&owner.cmdline)?;
+            let container = self
+                .containers
+                .iter()
+                .find(|c| c.runtime == "podman" && c.id == id)?;
+            return Some((container, crate::ContainerVia::Monitor));
         }
         None
     }
