@@ -4,7 +4,10 @@
 //! connection from another lab namespace is the oracle, and `perimeter
 //! audit` must name the container (from Podman's own state: containers/
 //! storage's lists, the container's userdata and its conmon) for the port
-//! conmon holds, judge an executable copied into the running container as
+//! conmon holds, call it `firewall.bypassed` behind an input chain that
+//! drops (the CNI portmap plugin's DNAT sends it through FORWARD), naming
+//! the container by its address, judge an executable copied into the
+//! running container as
 //! drift (it is in the container's writable layer, not its image), and not
 //! judge the image's own binaries by the host's packages.
 //!
@@ -320,6 +323,35 @@ fn a_podman_containers_published_port_and_drift_are_the_containers() {
     assert!(
         common::finding(&doc, "container.root", CONTAINER).is_some(),
         "container.root about {CONTAINER} in {doc:#}"
+    );
+    // Behind an input chain that drops everything new, the port still
+    // answers (the CNI portmap plugin's DNAT sends it through FORWARD):
+    // firewall.bypassed, naming the container by the address its network
+    // namespace has.
+    host.nft(
+        "table inet lab {\n\
+           chain input {\n\
+             type filter hook input priority 0; policy drop;\n\
+             iif lo accept\n\
+             ct state established,related accept\n\
+           }\n\
+         }\n",
+    )
+    .expect("an input chain that drops");
+    assert_eq!(
+        answer(&client, address).as_deref().map(str::trim),
+        Some("+PONG"),
+        "the input chain's drop does not stop the published port"
+    );
+    let (_, denied) = common::audit_json(Some(&host), &approvals, &["--no-service-probes"]);
+    let needle = format!("{PODMAN_HOST_ADDR}:{PORT}");
+    let finding = common::finding(&denied, "firewall.bypassed", &needle)
+        .unwrap_or_else(|| panic!("firewall.bypassed about {needle} in {denied:#}"));
+    assert!(
+        finding
+            .to_string()
+            .contains(&format!("it reaches container {CONTAINER} ({IMAGE}, ")),
+        "{finding:#}"
     );
     // The table names the container, not conmon's package.
     let text = common::run(
