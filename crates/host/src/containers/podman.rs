@@ -22,7 +22,9 @@
 //! (`/proc/PID/net/fib_trie` and `if_inet6`), which serves CNI and
 //! netavark alike. Published ports are not on disk outside Podman's
 //! database, but conmon holds each of them as a socket: they are listeners,
-//! traced through conmon's `-c`.
+//! traced through conmon's `-c`. A container another manager keeps in the
+//! same store (CRI-O, whose spec says `io.container.manager: cri-o`) is left
+//! out.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -405,6 +407,16 @@ fn read_store(
             } else {
                 None
             };
+            // containers/storage is shared: CRI-O (whose conmons look like
+            // Podman's) and Buildah keep containers in the same lists. Podman
+            // marks the spec it writes as libpod's; another manager's
+            // container is not Podman's to report.
+            let manager = spec
+                .as_ref()
+                .and_then(|spec| spec.annotations.get("io.container.manager"));
+            if manager.is_some_and(|manager| manager != "libpod") {
+                continue;
+            }
             let monitor = monitors.get(id.as_str()).copied();
             let pid_file = store.run_root.as_ref().map(|run_root| {
                 rooted(fs_root, run_root)
@@ -513,6 +525,7 @@ mod tests {
     const IMAGE: &str = "1852097b07f1a398bcb9e48d065388d6dbae4e5ca0b6fb0598c365d94b3fa733";
     const LAYER: &str = "df35e678d8fbe758e731bc4d2815d0f38cfc0d15c96d2cefbbb8422b69f09e35";
     const STOPPED: &str = "0000000000000000000000000000000000000000000000000000000000000001";
+    const CRIO: &str = "0000000000000000000000000000000000000000000000000000000000000002";
 
     fn process(pid: u32, comm: &str, cmdline: &str, container: Option<&str>) -> Process {
         Process {
@@ -639,6 +652,7 @@ fd000198001800940000000000000005 02 40 00 80     eth0
             format!(
                 r#"[{{"id":"{ID}","names":["web"],"image":"{IMAGE}","layer":"{LAYER}","metadata":"{metadata}","created":"2026-12-02T19:25:16Z","flags":{{}}}},
                    {{"id":"{STOPPED}","names":["old"],"image":"{IMAGE}","layer":"../../etc","metadata":"not json"}},
+                   {{"id":"{CRIO}","names":["k8s_pod"],"image":"{IMAGE}","layer":"{LAYER}"}},
                    {{"id":"../../etc","names":["evil"]}}]"#
             ),
         )
@@ -654,7 +668,7 @@ fd000198001800940000000000000005 02 40 00 80     eth0
             userdata.join("config.json"),
             r#"{"ociVersion":"1.0.2","process":{"user":{"uid":0}},
                "mounts":[{"destination":"/proc","source":"proc"},{"destination":"/run/podman/podman.sock","source":"/run/podman/podman.sock"}],
-               "annotations":{"io.podman.annotations.privileged":"TRUE"},
+               "annotations":{"io.container.manager":"libpod","io.podman.annotations.privileged":"TRUE"},
                "linux":{"namespaces":[{"type":"pid"},{"type":"network","path":"/run/netns/netns-1"}]}}"#,
         )
         .expect("config.json");
@@ -663,6 +677,14 @@ fd000198001800940000000000000005 02 40 00 80     eth0
         std::fs::write(
             graph.join(format!("overlay-containers/{STOPPED}/userdata/config.json")),
             "{not json",
+        )
+        .expect("config.json");
+        // CRI-O's container in the same store: not Podman's.
+        let crio = graph.join(format!("overlay-containers/{CRIO}/userdata"));
+        std::fs::create_dir_all(&crio).expect("dir");
+        std::fs::write(
+            crio.join("config.json"),
+            r#"{"annotations":{"io.container.manager":"cri-o"},"linux":{"namespaces":[]}}"#,
         )
         .expect("config.json");
         let run_userdata = run.join(format!("overlay-containers/{ID}/userdata"));
