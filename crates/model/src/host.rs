@@ -310,17 +310,25 @@ impl HostSnapshot {
         if let Some(container) = self.container_of_process(owner) {
             return Some((container, crate::ContainerVia::Process));
         }
+        // Two daemons in two namespaces may give their containers the same
+        // addresses and ports: a proxy or a daemon speaks for the containers
+        // of its own namespace.
+        let here = |c: &crate::Container| {
+            c.running
+                && c.daemon_netns
+                    .is_none_or(|netns| netns == listener.netns.inode)
+        };
         if owner.name() == "docker-proxy" {
             let target = crate::proxy_target(&owner.cmdline)?;
             let container = self
                 .containers
                 .iter()
-                .find(|c| c.running && c.addresses.contains(&target))?;
+                .find(|c| here(c) && c.addresses.contains(&target))?;
             return Some((container, crate::ContainerVia::Proxy));
         }
         if owner.name() == "dockerd" {
             let container = self.containers.iter().find(|c| {
-                c.running
+                here(c)
                     && c.published.iter().any(|b| {
                         b.protocol == listener.protocol
                             && b.host_port == listener.port
