@@ -48,7 +48,7 @@ pub(crate) fn check(snapshot: &HostSnapshot) -> Vec<Finding> {
                 ));
             }
             findings.push(finding.with_remedy(
-                "find how it got there (docker diff shows the container's changes), keep a copy for analysis, then replace the container from its image; a container should run only what its image ships",
+                "find how it got there (docker diff or podman diff shows the container's changes), keep a copy for analysis, then replace the container from its image; a container should run only what its image ships",
             ));
         }
         if container.runtime_socket_mounted {
@@ -132,6 +132,7 @@ mod tests {
             name: name.into(),
             image: "redis:7".into(),
             image_id: "sha256:abc".into(),
+            image_digest: None,
             running: true,
             pid: Some(pid),
             addresses: Vec::new(),

@@ -309,6 +309,7 @@ mod tests {
             name: "cache".into(),
             image: "redis:7".into(),
             image_id: "sha256:1".into(),
+            image_digest: None,
             running: true,
             pid: None,
             addresses: vec!["198.18.90.2".parse().expect("address")],

@@ -1,32 +1,42 @@
 //! Containers as their runtime keeps them, and how a listener is traced to
 //! one: a process inside the container holds the socket (the cgroup names the
-//! container), or Docker's userland proxy holds the host's published port and
-//! forwards to the container's address.
+//! container), Docker's userland proxy holds the host's published port and
+//! forwards to the container's address, or the runtime holds the published
+//! port for the container while the kernel's DNAT forwards (dockerd without
+//! its proxy; Podman's conmon, which names its container on its command
+//! line).
 
 use std::net::IpAddr;
 
 /// A container a runtime on the host knows, read from the runtime's own
 /// state (Docker: `<data-root>/containers/<id>/config.v2.json` and
-/// `hostconfig.json`), read-only.
+/// `hostconfig.json`; Podman: containers/storage's `containers.json` and
+/// `images.json`, and the container's OCI `config.json`), read-only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Container {
-    /// `docker`.
+    /// `docker` or `podman`.
     pub runtime: String,
     /// The full id (64 hex characters).
     pub id: String,
     /// Its name, without Docker's leading `/`.
     pub name: String,
-    /// The image as it was asked for (`redis:7`).
+    /// The image as it was asked for (`redis:7`;
+    /// `docker.io/library/redis:7` as Podman records it).
     pub image: String,
     /// The image's id (`sha256:...`).
     pub image_id: String,
+    /// The digest of the image's manifest (`sha256:...`), when the runtime's
+    /// state records it (Podman's `images.json`).
+    pub image_digest: Option<String>,
     pub running: bool,
     /// Its first process, as the host sees it.
     pub pid: Option<u32>,
     /// Its addresses on the runtime's networks.
     pub addresses: Vec<IpAddr>,
     pub privileged: bool,
-    /// `bridge`, `host`, `none`, `container:<id>` or a network's name.
+    /// Docker: `bridge`, `host`, `none`, `container:<id>` or a network's name;
+    /// Podman: `host`, or `private` for a network namespace of its own; empty
+    /// when the runtime's state did not say.
     pub network_mode: String,
     /// The runtime's API socket is mounted into it (`docker.sock`): whoever
     /// controls the container controls the host.
@@ -41,9 +51,12 @@ pub struct Container {
     /// it). Filled by the collector.
     pub drift: Vec<(u32, std::path::PathBuf)>,
     /// The host ports it publishes (`-p`), as the runtime recorded them.
+    /// Empty for Podman, whose state on disk keeps them only in its
+    /// database: its conmon holds each published host port as a socket, so
+    /// they are listeners, traced by [`conmon_container_id`].
     pub published: Vec<Binding>,
-    /// The network namespace of the daemon that runs it: where its
-    /// published ports' DNAT rules are.
+    /// The network namespace of the daemon (Podman: the conmon) that runs
+    /// it: where its published ports' DNAT rules are.
     pub daemon_netns: Option<u64>,
 }
 
@@ -75,6 +88,10 @@ pub enum ContainerVia {
     /// published binding (Docker without its userland proxy reserves it so)
     /// while the kernel's DNAT forwards the connections.
     Daemon,
+    /// The container's monitor holds the host's port: Podman reserves each
+    /// published port with a socket it hands to the container's conmon,
+    /// while the kernel's DNAT forwards the connections.
+    Monitor,
 }
 
 impl ContainerVia {
@@ -83,6 +100,7 @@ impl ContainerVia {
             ContainerVia::Process => "process",
             ContainerVia::Proxy => "docker-proxy",
             ContainerVia::Daemon => "daemon",
+            ContainerVia::Monitor => "conmon",
         }
     }
 }
@@ -101,6 +119,25 @@ pub fn proxy_target(cmdline: &[String]) -> Option<IpAddr> {
         };
         if let Some(value) = value {
             return value.parse().ok();
+        }
+    }
+    None
+}
+
+/// The container a conmon monitors, from its command line (`-c ID`,
+/// `--cid ID` or `--cid=ID`): the 64 hex characters of a container id, or
+/// nothing.
+pub fn conmon_container_id(cmdline: &[String]) -> Option<&str> {
+    let mut args = cmdline.iter();
+    while let Some(arg) = args.next() {
+        let value = match arg.split_once('=') {
+            Some(("--cid", value)) => Some(value),
+            None if arg == "-c" || arg == "--cid" => args.next().map(String::as_str),
+            _ => None,
+        };
+        if let Some(value) = value {
+            return (value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()))
+                .then_some(value);
         }
     }
     None
@@ -135,5 +172,23 @@ mod tests {
             None
         );
         assert_eq!(proxy_target(&args("redis-server *:6379")), None);
+    }
+
+    #[test]
+    fn conmon_names_the_container_it_monitors() {
+        let id = "465f3b0d3a0ced7b52d26c20478c743e953ea4e9eb7578ba6857af9f8c9bfea3";
+        assert_eq!(
+            conmon_container_id(&args(&format!(
+                "/usr/bin/conmon --api-version 1 -c {id} -u {id} -r /usr/bin/runc -n web"
+            ))),
+            Some(id)
+        );
+        assert_eq!(
+            conmon_container_id(&args(&format!("conmon --cid={id}"))),
+            Some(id)
+        );
+        assert_eq!(conmon_container_id(&args("conmon -c")), None);
+        assert_eq!(conmon_container_id(&args("conmon -c not-an-id")), None);
+        assert_eq!(conmon_container_id(&args("conmon --api-version 1")), None);
     }
 }

@@ -298,8 +298,10 @@ impl HostSnapshot {
     }
 
     /// The container behind a listener, and how it was traced: the main
-    /// owner runs in the container (its cgroup names it), or it is Docker's
-    /// userland proxy forwarding the host's port to the container's address.
+    /// owner runs in the container (its cgroup names it), it is Docker's
+    /// userland proxy forwarding the host's port to the container's address,
+    /// dockerd holding a port a container publishes, or the conmon of a
+    /// Podman container holding its published port.
     pub fn container_of(
         &self,
         listener: &Listener,
@@ -308,17 +310,25 @@ impl HostSnapshot {
         if let Some(container) = self.container_of_process(owner) {
             return Some((container, crate::ContainerVia::Process));
         }
+        // Two daemons in two namespaces may give their containers the same
+        // addresses and ports: a proxy or a daemon speaks for the containers
+        // of its own namespace.
+        let here = |c: &crate::Container| {
+            c.running
+                && c.daemon_netns
+                    .is_none_or(|netns| netns == listener.netns.inode)
+        };
         if owner.name() == "docker-proxy" {
             let target = crate::proxy_target(&owner.cmdline)?;
             let container = self
                 .containers
                 .iter()
-                .find(|c| c.running && c.addresses.contains(&target))?;
+                .find(|c| here(c) && c.addresses.contains(&target))?;
             return Some((container, crate::ContainerVia::Proxy));
         }
         if owner.name() == "dockerd" {
             let container = self.containers.iter().find(|c| {
-                c.running
+                here(c)
                     && c.published.iter().any(|b| {
                         b.protocol == listener.protocol
                             && b.host_port == listener.port
@@ -326,6 +336,14 @@ impl HostSnapshot {
                     })
             })?;
             return Some((container, crate::ContainerVia::Daemon));
+        }
+        if owner.name() == "conmon" {
+            let id = crate::conmon_container_id(&owner.cmdline)?;
+            let container = self
+                .containers
+                .iter()
+                .find(|c| c.runtime == "podman" && c.id == id)?;
+            return Some((container, crate::ContainerVia::Monitor));
         }
         None
     }

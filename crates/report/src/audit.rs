@@ -193,8 +193,13 @@ struct ContainerJson {
     name: String,
     image: String,
     image_id: String,
-    /// `process`, `docker-proxy`, or `daemon` (dockerd holding the port
-    /// for the container without a userland proxy).
+    /// The image manifest's digest, where the runtime's state records it
+    /// (Podman); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image_digest: Option<String>,
+    /// `process`, `docker-proxy`, `daemon` (dockerd holding the port for
+    /// the container without a userland proxy), or `conmon` (Podman's
+    /// monitor holding the port it reserved for the container).
     via: &'static str,
 }
 
@@ -304,6 +309,7 @@ fn listener_json(
                 name: container.name.clone(),
                 image: container.image.clone(),
                 image_id: container.image_id.clone(),
+                image_digest: container.image_digest.clone(),
                 via: via.as_str(),
             }),
         approval: ApprovalJson {
@@ -476,12 +482,14 @@ pub fn to_human(view: &AuditView<'_>, style: Style) -> String {
         let container = snapshot.container_of(listener);
         let (package, package_color) = match (container, owner.map(|p| &p.ownership)) {
             // The container behind it is what a person needs to know: Docker's
-            // proxy is only Docker's, and inside a container the image is
-            // what shipped the binary.
+            // proxy (or dockerd, or Podman's conmon) is only the runtime's, and
+            // inside a container the image is what shipped the binary.
             (
                 Some((
                     c,
-                    perimeter_model::ContainerVia::Proxy | perimeter_model::ContainerVia::Daemon,
+                    perimeter_model::ContainerVia::Proxy
+                    | perimeter_model::ContainerVia::Daemon
+                    | perimeter_model::ContainerVia::Monitor,
                 )),
                 _,
             ) => (

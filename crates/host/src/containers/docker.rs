@@ -4,12 +4,6 @@
 //! The data root is the one each running `dockerd` was given
 //! (`--data-root`, or `data-root` in its daemon.json), else Docker's default
 //! `/var/lib/docker`.
-//!
-//! Docker's API socket would give the same facts, but asking it means
-//! speaking to a root daemon that can also start containers; the files need
-//! no more than read access and cannot change anything. Every file is
-//! untrusted input: sizes are capped, and a file that does not parse is a
-//! problem of its own, not the end of the audit.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -18,10 +12,8 @@ use std::path::{Path, PathBuf};
 use perimeter_model::{Container, Problem, Process};
 use serde::Deserialize;
 
-/// The largest state file read.
-const MAX_STATE_BYTES: u64 = 4 * 1024 * 1024;
-/// The most containers read from one data root.
-const MAX_CONTAINERS: usize = 10_000;
+use super::{MAX_CONTAINERS, MAX_STATE_BYTES, flag_value, is_container_id, read_json, rooted};
+
 /// Docker's data root when its daemon is given none.
 const DEFAULT_DATA_ROOT: &str = "/var/lib/docker";
 /// Docker's daemon configuration when its daemon is given none.
@@ -145,22 +137,6 @@ struct DaemonJson {
     data_root: Option<String>,
 }
 
-/// The value of `--flag VALUE` or `--flag=VALUE` in a command line.
-fn flag_value<'a>(cmdline: &'a [String], names: &[&str]) -> Option<&'a str> {
-    let mut args = cmdline.iter();
-    while let Some(arg) = args.next() {
-        if let Some((name, value)) = arg.split_once('=')
-            && names.contains(&name)
-        {
-            return Some(value);
-        }
-        if names.contains(&arg.as_str()) {
-            return args.next().map(String::as_str);
-        }
-    }
-    None
-}
-
 /// Where each running dockerd keeps its state; Docker's default when none
 /// runs but the default directory exists (containers stopped with it still
 /// tell what was published).
@@ -214,31 +190,6 @@ fn daemon_json_root(path: &Path, problems: &mut Vec<Problem>) -> Option<PathBuf>
             None
         }
     }
-}
-
-/// `path` under `fs_root` (an image or a mounted root; `/` normally).
-fn rooted(fs_root: &Path, path: &Path) -> PathBuf {
-    match path.strip_prefix("/") {
-        Ok(relative) => fs_root.join(relative),
-        Err(_) => fs_root.join(path),
-    }
-}
-
-fn is_container_id(text: &str) -> bool {
-    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-fn read_json<T: serde::de::DeserializeOwned + Default>(
-    path: &Path,
-    what: &'static str,
-) -> Result<T, String> {
-    if !path.exists() {
-        return Ok(T::default());
-    }
-    let bytes =
-        perimeter_files::read_bytes(path, what, MAX_STATE_BYTES).map_err(|err| err.to_string())?;
-    serde_json::from_slice(&bytes)
-        .map_err(|err| format!("{}: {what} does not parse: {err}", path.display()))
 }
 
 /// The container's writable layer under overlay2: the layer store names its
@@ -301,6 +252,7 @@ fn read_container(data_root: &Path, id: &str) -> Result<Container, String> {
         name: config.name.trim_start_matches('/').to_owned(),
         image: config.config.image,
         image_id: config.image_id,
+        image_digest: None,
         running: config.state.running,
         pid: u32::try_from(config.state.pid).ok().filter(|pid| *pid > 0),
         addresses,

@@ -1,0 +1,439 @@
+//! Podman's containers, end to end (issue 12): a real rootful Podman
+//! (Debian's podman, with conmon, runc and the CNI plugins) in a lab
+//! namespace publishes a container's port with `-p ADDR:6379:6379`; a real
+//! connection from another lab namespace is the oracle, and `perimeter
+//! audit` must name the container (from Podman's own state: containers/
+//! storage's lists, the container's userdata and its conmon) for the port
+//! conmon holds, call it `firewall.bypassed` behind an input chain that
+//! drops (the CNI portmap plugin's DNAT sends it through FORWARD), naming
+//! the container by its address, judge an executable copied into the
+//! running container as
+//! drift (it is in the container's writable layer, not its image), and not
+//! judge the image's own binaries by the host's packages.
+//!
+//! Isolation: every podman command runs through `nsenter` into one holder
+//! process, started with `ip netns exec` in the lab namespace, that has
+//! mounted tmpfs over /run and /var/lib in its private mount namespace: the
+//! network namespaces Podman makes (/run/netns), runc's state (/run/runc) and
+//! the CNI plugins' cache and address leases (/var/lib/cni) all stay in it
+//! and go with it, as do the containers' overlay mounts. The store (`--root`,
+//! `--runroot`), the engine's temporary directory and the network
+//! configuration are in a temporary directory (CONTAINERS_CONF and
+//! CONTAINERS_STORAGE_CONF name private files, so /etc/containers is not
+//! read), the container network is 198.18.94.0/24, and every rule the CNI
+//! plugins write is in the lab namespace's tables; the lab has no route out.
+//! The image is imported from a tarball of a static busybox: no registry is
+//! asked.
+//!
+//! Two settings this machine needs: cgroupfs as the cgroup manager and the
+//! file events logger (no systemd as PID 1), and nofile/nproc limits no
+//! higher than the test's own (rootful Podman asks the runtime for more,
+//! which needs CAP_SYS_RESOURCE).
+
+mod common;
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::stdout;
+use perimeter_testlab::{Daemon, Lab, Ns, Requirement, require, require_that};
+
+const PODMAN_HOST_ADDR: &str = "198.18.93.5";
+const CLIENT_ADDR: &str = "198.18.93.9";
+const CONTAINER_SUBNET: &str = "198.18.94.0/24";
+const PORT: u16 = 6379;
+const CONTAINER: &str = "perimeter-podman";
+const IMAGE: &str = "localhost/perimeter-lab/busybox:1";
+
+fn require_podman_lab() -> bool {
+    require(Requirement::Netns)
+        && require(Requirement::Tool("podman"))
+        && require(Requirement::Tool("conmon"))
+        && require(Requirement::Tool("nsenter"))
+        && require(Requirement::Tool("iptables-nft-save"))
+        && require_that(
+            "an OCI runtime for Podman (runc or crun)",
+            if Path::new("/usr/sbin/runc").exists()
+                || Path::new("/usr/bin/runc").exists()
+                || Path::new("/usr/bin/crun").exists()
+            {
+                Ok(())
+            } else {
+                Err("neither runc nor crun is installed".to_owned())
+            },
+        )
+        && require_that(
+            "the CNI plugins Podman's cni backend runs (containernetworking-plugins)",
+            if Path::new("/usr/lib/cni/bridge").exists() {
+                Ok(())
+            } else {
+                Err("/usr/lib/cni/bridge is missing".to_owned())
+            },
+        )
+        && require_that(
+            "a static busybox (Debian's busybox-static) for the container image",
+            if Path::new("/bin/busybox").exists() {
+                Ok(())
+            } else {
+                Err("/bin/busybox is missing".to_owned())
+            },
+        )
+}
+
+/// A limit for the container no higher than the test's own hard limit.
+fn limit(resource: nix::sys::resource::Resource, wanted: u64) -> u64 {
+    nix::sys::resource::getrlimit(resource).map_or(wanted, |(_, hard)| hard.min(wanted))
+}
+
+/// Rootful Podman in a lab namespace, inside a holder's private mount
+/// namespace; its containers removed and the holder stopped on drop.
+struct Podman {
+    holder: Daemon,
+    dir: tempfile::TempDir,
+}
+
+impl Podman {
+    fn start(ns: &Ns) -> Podman {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+        for sub in ["root", "runroot", "tmp", "net"] {
+            std::fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
+        }
+        let nofile = limit(nix::sys::resource::Resource::RLIMIT_NOFILE, 1024);
+        let nproc = limit(nix::sys::resource::Resource::RLIMIT_NPROC, 4096);
+        std::fs::write(
+            dir.path().join("containers.conf"),
+            format!(
+                "[containers]\n\
+                 default_ulimits = [\"nofile={nofile}:{nofile}\", \"nproc={nproc}:{nproc}\"]\n\
+                 [engine]\n\
+                 cgroup_manager = \"cgroupfs\"\n\
+                 events_logger = \"file\"\n\
+                 tmp_dir = \"{}\"\n\
+                 [network]\n\
+                 network_backend = \"cni\"\n\
+                 network_config_dir = \"{}\"\n\
+                 default_subnet = \"{CONTAINER_SUBNET}\"\n",
+                path("tmp"),
+                path("net"),
+            ),
+        )
+        .expect("containers.conf");
+        std::fs::write(
+            dir.path().join("storage.conf"),
+            format!(
+                "[storage]\ndriver = \"overlay\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
+                path("root"),
+                path("runroot"),
+            ),
+        )
+        .expect("storage.conf");
+        // `ip netns exec` gives the holder a private mount namespace with a
+        // fresh sysfs and none of the cgroup mounts: mount them again (as
+        // the Docker test does for dockerd), hide the host's /run and
+        // /var/lib from everything Podman starts, say so, and wait.
+        let holder = dir.path().join("holder");
+        std::fs::write(
+            &holder,
+            "#!/bin/sh\nset -e\n\
+             if ! grep -qv '^0::' /proc/self/cgroup; then\n\
+               mount -t cgroup2 cgroup2 /sys/fs/cgroup\n\
+             else\n\
+               mount -t tmpfs -o mode=755 cgroup /sys/fs/cgroup\n\
+               for c in cpu cpuacct cpuset memory devices freezer blkio pids; do\n\
+                 mkdir -p /sys/fs/cgroup/$c\n\
+                 mount -t cgroup -o $c cgroup /sys/fs/cgroup/$c\n\
+               done\n\
+             fi\n\
+             mount -t tmpfs -o mode=755 tmpfs /run\n\
+             mount -t tmpfs -o mode=755 tmpfs /var/lib\n\
+             touch \"$0.ready\"\n\
+             exec sleep 100000\n",
+        )
+        .expect("write");
+        std::fs::set_permissions(&holder, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let holder = ns
+            .spawn(&holder.to_string_lossy(), &[])
+            .expect("the holder starts");
+        let mut podman = Podman { holder, dir };
+        let ready = podman.dir.path().join("holder.ready");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ready.exists() {
+            if let Err(err) = podman.holder.ensure_running() {
+                panic!("the holder: {err:#}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the holder was not ready in 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        podman
+    }
+
+    fn podman(&self, args: &[&str]) -> std::process::Output {
+        let path = |name: &str| self.dir.path().join(name).to_string_lossy().into_owned();
+        let target = self.holder.pid().to_string();
+        Command::new("nsenter")
+            .args(["-t", &target, "-m", "-n", "podman"])
+            .args(["--root", &path("root"), "--runroot", &path("runroot")])
+            .args(args)
+            .env("CONTAINERS_CONF", path("containers.conf"))
+            .env("CONTAINERS_STORAGE_CONF", path("storage.conf"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("podman runs")
+    }
+
+    fn podman_ok(&self, args: &[&str]) -> String {
+        let output = self.podman(args);
+        assert!(
+            output.status.success(),
+            "podman {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    /// An image holding only a static busybox, imported from a tarball.
+    fn busybox_image(&self) {
+        let rootfs = self.dir.path().join("rootfs");
+        std::fs::create_dir_all(rootfs.join("bin")).expect("mkdir");
+        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("copy busybox");
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).expect("symlink");
+        let tarball = self.dir.path().join("rootfs.tar");
+        let status = Command::new("tar")
+            .arg("-C")
+            .arg(&rootfs)
+            .arg("-cf")
+            .arg(&tarball)
+            .arg(".")
+            .status()
+            .expect("tar runs");
+        assert!(status.success(), "tar");
+        self.podman_ok(&["import", &tarball.to_string_lossy(), IMAGE]);
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        // The containers first (their conmons and processes outlive any
+        // podman command), taking down their CNI networks; then the holder,
+        // the last process of the mount namespace that holds every mount
+        // and state file Podman made outside the temporary directory.
+        let _ = self.podman(&["rm", "--all", "--force", "--time", "0"]);
+        self.holder.stop();
+    }
+}
+
+/// What a client in `client` reads from `address` within two seconds, if it
+/// connects.
+fn answer(client: &Ns, address: SocketAddr) -> Option<String> {
+    client
+        .enter(move || {
+            let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
+            stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            let mut text = String::new();
+            let _ = stream.read_to_string(&mut text);
+            Some(text)
+        })
+        .expect("enter the client's namespace")
+}
+
+#[test]
+fn a_podman_containers_published_port_and_drift_are_the_containers() {
+    if !require_podman_lab() {
+        return;
+    }
+    let mut lab = Lab::new().expect("lab");
+    let host = lab
+        .add_host("pdm", &[&format!("{PODMAN_HOST_ADDR}/24")])
+        .expect("podman host");
+    let client = lab
+        .add_host("pcl", &[&format!("{CLIENT_ADDR}/24")])
+        .expect("client");
+
+    let podman = Podman::start(&host);
+    podman.busybox_image();
+    let publish = format!("{PODMAN_HOST_ADDR}:{PORT}:{PORT}");
+    podman.podman_ok(&[
+        "run",
+        "-d",
+        "--name",
+        CONTAINER,
+        "-p",
+        &publish,
+        IMAGE,
+        "sh",
+        "-c",
+        "while true; do echo +PONG | busybox nc -l -p 6379; done",
+    ]);
+    let container_id = podman.podman_ok(&["inspect", "-f", "{{.Id}}", CONTAINER]);
+    let saved = host
+        .exec("iptables-nft-save", &[])
+        .expect("iptables-nft-save");
+    assert!(
+        saved.contains("CNI-HOSTPORT-DNAT") && saved.contains("198.18.94."),
+        "the CNI portmap plugin's DNAT is in the lab namespace's tables:\n{saved}"
+    );
+
+    // The oracle: a client in another namespace reaches the container.
+    let address = SocketAddr::new(PODMAN_HOST_ADDR.parse().expect("address"), PORT);
+    let mut reply = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        reply = answer(&client, address);
+        if reply.as_deref().is_some_and(|r| r.contains("+PONG")) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        reply.as_deref().map(str::trim),
+        Some("+PONG"),
+        "a client reaches the container's published port"
+    );
+
+    let approvals = podman.dir.path().join("approvals.toml");
+    std::fs::write(&approvals, "version = 1\n").expect("write");
+    let (_, doc) = common::audit_json(Some(&host), &approvals, &["--no-service-probes"]);
+    // conmon holds the host's port (Podman reserves it so) while the DNAT
+    // forwards: the port is the container's, named from Podman's state.
+    let listener = common::listener(&doc, PORT);
+    assert_eq!(listener["process"], "conmon", "{listener:#}");
+    let reference = &listener["container_ref"];
+    assert_eq!(reference["via"], "conmon", "{listener:#}");
+    assert_eq!(reference["runtime"], "podman", "{listener:#}");
+    assert_eq!(reference["name"], CONTAINER, "{listener:#}");
+    assert_eq!(reference["image"], IMAGE, "{listener:#}");
+    assert_eq!(reference["id"], container_id.as_str(), "{listener:#}");
+    for field in ["image_id", "image_digest"] {
+        assert!(
+            reference[field]
+                .as_str()
+                .is_some_and(|id| id.starts_with("sha256:")),
+            "{field}: {listener:#}"
+        );
+    }
+    // It runs as the host's root: its own finding.
+    assert!(
+        common::finding(&doc, "container.root", CONTAINER).is_some(),
+        "container.root about {CONTAINER} in {doc:#}"
+    );
+    // Behind an input chain that drops everything new, the port still
+    // answers (the CNI portmap plugin's DNAT sends it through FORWARD):
+    // firewall.bypassed, naming the container by the address its network
+    // namespace has.
+    host.nft(
+        "table inet lab {\n\
+           chain input {\n\
+             type filter hook input priority 0; policy drop;\n\
+             iif lo accept\n\
+             ct state established,related accept\n\
+           }\n\
+         }\n",
+    )
+    .expect("an input chain that drops");
+    assert_eq!(
+        answer(&client, address).as_deref().map(str::trim),
+        Some("+PONG"),
+        "the input chain's drop does not stop the published port"
+    );
+    let (_, denied) = common::audit_json(Some(&host), &approvals, &["--no-service-probes"]);
+    let needle = format!("{PODMAN_HOST_ADDR}:{PORT}");
+    let finding = common::finding(&denied, "firewall.bypassed", &needle)
+        .unwrap_or_else(|| panic!("firewall.bypassed about {needle} in {denied:#}"));
+    assert!(
+        finding
+            .to_string()
+            .contains(&format!("it reaches container {CONTAINER} ({IMAGE}, ")),
+        "{finding:#}"
+    );
+    // The table names the container, not conmon's package.
+    let text = common::run(
+        Some(&host),
+        &[
+            "audit",
+            "--no-store",
+            "--no-service-probes",
+            "--approvals",
+            &approvals.to_string_lossy(),
+        ],
+    );
+    assert!(
+        stdout(&text).contains(&format!("container {CONTAINER} ({IMAGE})")),
+        "the table names the container: {}",
+        stdout(&text)
+    );
+
+    // A binary dropped into the running container, as a miner would be, and
+    // not in a scratch directory: only the writable layer gives it away.
+    podman.podman_ok(&[
+        "exec",
+        "-d",
+        CONTAINER,
+        "sh",
+        "-c",
+        // busybox runs the applet its argv[0] names: a link named sleep.
+        "busybox mkdir -p /opt && busybox cp /bin/busybox /opt/xminer && \
+         busybox ln -s xminer /opt/sleep && exec /opt/sleep 300",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let everything = loop {
+        let (_, doc) = common::audit_json(
+            Some(&host),
+            &approvals,
+            &["--no-service-probes", "--all-netns"],
+        );
+        if common::finding(&doc, "container.drift", "/opt/xminer").is_some() {
+            break doc;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no container.drift about /opt/xminer: {doc:#}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let drift =
+        common::finding(&everything, "container.drift", "/opt/xminer").expect("the drift finding");
+    assert_eq!(drift["severity"], "high", "{drift:#}");
+    assert!(
+        drift["subject"]
+            .as_str()
+            .is_some_and(|s| s.contains(&format!("container {CONTAINER} ({IMAGE}, "))),
+        "{drift:#}"
+    );
+    // The image's own busybox (the nc the container serves with) is neither
+    // drift nor unpackaged.
+    let drifts: Vec<&serde_json::Value> = everything["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["rule"] == "container.drift")
+        .collect();
+    assert_eq!(drifts.len(), 1, "{drifts:?}");
+    assert!(
+        common::finding(&everything, "exec.unpackaged", "/bin/busybox").is_none(),
+        "the image's binaries are not judged by the host's packages: {:#}",
+        everything["findings"]
+    );
+    // With every namespace, the container's own socket is traced to it by
+    // its process's cgroup.
+    let inside = everything["listeners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|l| l["port"] == PORT && l["container_ref"]["via"] == "process")
+        .unwrap_or_else(|| {
+            panic!("the container's own listener, traced by its process: {everything:#}")
+        });
+    assert_eq!(inside["container_ref"]["name"], CONTAINER, "{inside:#}");
+    assert_eq!(inside["container_ref"]["runtime"], "podman", "{inside:#}");
+    assert!(inside["package"].is_null(), "{inside:#}");
+    drop(podman);
+    drop(lab);
+}
