@@ -224,12 +224,21 @@ pub(crate) async fn show(
     Ok(Json(job_doc(&row, &parts, local(&state))))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RunsQuery {
+    /// Only this part's run (a job's runs together may be larger than one
+    /// answer; a client fetches them part by part).
+    part: Option<u32>,
+}
+
 /// The runs of a job's done parts, to merge (`perimeter scans merge
 /// --server`).
 pub(crate) async fn runs(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<i64>,
+    Query(query): Query<RunsQuery>,
 ) -> Result<Json<ShardRunList>, ApiError> {
     principal(&state, &headers).await?.require(Role::Viewer)?;
     let (row, parts) = load(&state, id).await?;
@@ -238,6 +247,7 @@ pub(crate) async fn runs(
         .await?;
     let runs = stored
         .into_iter()
+        .filter(|(index, _)| query.part.is_none_or(|part| part == *index))
         .map(|(index, text)| {
             let run = serde_json::from_str(&text).map_err(|err| {
                 ApiError::internal(format!("scan job {id} part {index}: stored run: {err}"))

@@ -361,7 +361,7 @@ mod tests {
         let info = ScanInfo {
             id: 7,
             targets: vec!["198.18.0.0/24".into()],
-            resolved: vec![("lab".into(), vec!["198.18.0.1".parse().unwrap()])],
+            resolved: vec![("lab".into(), vec!["198.18.0.1".parse().expect("address")])],
             excluded: vec!["198.18.0.9".into()],
             ports: "top:100".into(),
             profile: "normal".into(),
@@ -384,7 +384,7 @@ mod tests {
             subject_alt_names: vec!["lab".into()],
         });
         let results = vec![PortResult {
-            address: "198.18.0.1".parse().unwrap(),
+            address: "198.18.0.1".parse().expect("address"),
             port: 6379,
             protocol: Protocol::Tcp,
             state: PortState::Open,
@@ -401,8 +401,8 @@ mod tests {
     #[test]
     fn a_run_reads_back_as_it_was_written_but_for_its_store_id() {
         let (info, results) = sample();
-        let text = encode_run(&info, &results).unwrap();
-        let (back, back_results) = decode_run(&text, RunLimits::default()).unwrap();
+        let text = encode_run(&info, &results).expect("encode");
+        let (back, back_results) = decode_run(&text, RunLimits::default()).expect("decode");
         assert_eq!(back, ScanInfo { id: 0, ..info });
         assert_eq!(back_results, results);
     }
@@ -410,14 +410,18 @@ mod tests {
     #[test]
     fn a_document_over_its_bounds_or_with_bad_values_is_refused_with_the_reason() {
         let (info, results) = sample();
-        let text = encode_run(&info, &results).unwrap();
+        let text = encode_run(&info, &results).expect("encode");
         let tight = RunLimits {
             max_results: 0,
             ..RunLimits::default()
         };
-        assert!(decode_run(&text, tight).unwrap_err().contains("1 results"));
+        assert!(
+            decode_run(&text, tight)
+                .expect_err("refused")
+                .contains("1 results")
+        );
         let bad_state = text.replace("\"open\"", "\"ajar\"");
-        let err = decode_run(&bad_state, RunLimits::default()).unwrap_err();
+        let err = decode_run(&bad_state, RunLimits::default()).expect_err("refused");
         assert!(
             err.contains("198.18.0.1:6379") && err.contains("ajar"),
             "{err}"
@@ -428,7 +432,11 @@ mod tests {
             max_string: 8,
             ..RunLimits::default()
         };
-        assert!(decode_run(&text, long).unwrap_err().contains("bytes long"));
+        assert!(
+            decode_run(&text, long)
+                .expect_err("refused")
+                .contains("bytes long")
+        );
     }
 
     proptest! {

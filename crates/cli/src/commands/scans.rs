@@ -415,15 +415,23 @@ fn jobs(args: JobsArgs) -> Result<ExitCode> {
 /// fetched before is not stored twice), and returns the job's seed.
 fn fetch_job(args: &MergeArgs, job_id: i64) -> Result<u64> {
     let session = Session::open(&args.server, As::Person)?;
-    let list = session.scan_job_runs(job_id)?;
+    let job = session.scan_job(job_id)?;
     let mut db = store::open(&args.db)?;
     let stored = db.list_scans(usize::MAX)?;
     let mut fetched = 0;
-    for entry in &list.runs {
+    // Part by part: a job's runs together may be larger than one answer.
+    for done in job.parts.iter().filter(|part| part.state == "done") {
+        let list = session.scan_job_run(job_id, done.index)?;
+        let Some(entry) = list.runs.first() else {
+            continue;
+        };
         let (mut info, results) = decode_run(&entry.run.to_string(), RunLimits::default())
             .map_err(|why| anyhow::anyhow!("scan job {job_id} part {}: {why}", entry.index))?;
-        let part = format!("{}/{}", entry.index, list.job.shards);
-        if info.seed != list.job.seed || info.options.get(SHARD_OPTION) != Some(&part) {
+        let part = format!("{}/{}", entry.index, job.shards);
+        if entry.index != done.index
+            || info.seed != job.seed
+            || info.options.get(SHARD_OPTION) != Some(&part)
+        {
             bail!(
                 "scan job {job_id}: the server's run of part {part} is not of the job's seed and part"
             );
@@ -457,10 +465,10 @@ fn fetch_job(args: &MergeArgs, job_id: i64) -> Result<u64> {
     }
     eprintln!(
         "perimeter: scan job {job_id}: {} of {} parts done; {fetched} run{} fetched into {}",
-        list.job.done,
-        list.job.shards,
+        job.done,
+        job.shards,
         if fetched == 1 { "" } else { "s" },
         settings::db_path(args.db.db.as_deref())?.display()
     );
-    Ok(list.job.seed)
+    Ok(job.seed)
 }

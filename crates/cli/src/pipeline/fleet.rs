@@ -217,9 +217,10 @@ impl Session {
         Ok(self.runtime.block_on(self.client.get_json(&path))?)
     }
 
-    /// The runs of a scan job's done parts.
-    pub(crate) fn scan_job_runs(&self, id: i64) -> Result<ShardRunList> {
-        let path = format!("{}/scan-jobs/{id}/runs", perimeter_api::PREFIX);
+    /// The run of one done part of a scan job (a job's runs together may
+    /// be larger than one answer).
+    pub(crate) fn scan_job_run(&self, id: i64, part: u32) -> Result<ShardRunList> {
+        let path = format!("{}/scan-jobs/{id}/runs?part={part}", perimeter_api::PREFIX);
         Ok(self.runtime.block_on(self.client.get_json(&path))?)
     }
 

@@ -343,13 +343,12 @@ fn within(target: &str, allow: &[IpNet]) -> bool {
     if let Ok(address) = target.parse::<IpAddr>() {
         return inside(&IpNet::from(address));
     }
-    if let Some((start, end)) = target.split_once('-') {
-        if let (Ok(start), Ok(end)) = (start.trim().parse::<IpAddr>(), end.trim().parse::<IpAddr>())
-        {
-            return allow
-                .iter()
-                .any(|allowed| allowed.contains(&start) && allowed.contains(&end));
-        }
+    if let Some((start, end)) = target.split_once('-')
+        && let (Ok(start), Ok(end)) = (start.trim().parse::<IpAddr>(), end.trim().parse::<IpAddr>())
+    {
+        return allow
+            .iter()
+            .any(|allowed| allowed.contains(&start) && allowed.contains(&end));
     }
     false
 }

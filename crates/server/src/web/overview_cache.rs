@@ -447,15 +447,69 @@ mod tests {
         fn users(&self) -> Result<Vec<UserRow>, FleetError> {
             self.inner.users()
         }
-        fn add_token(
+        fn add_scoped_token(
             &mut self,
             token_hash: &str,
             user: &str,
             label: &str,
             at: OffsetDateTime,
             expires: Option<OffsetDateTime>,
+            scope: perimeter_store::fleet::TokenScope,
         ) -> Result<TokenRow, FleetError> {
-            self.inner.add_token(token_hash, user, label, at, expires)
+            self.inner
+                .add_scoped_token(token_hash, user, label, at, expires, scope)
+        }
+        fn add_scan_job(
+            &mut self,
+            job: &perimeter_store::fleet::NewScanJob,
+        ) -> Result<perimeter_store::fleet::ScanJobRow, FleetError> {
+            self.inner.add_scan_job(job)
+        }
+        fn scan_jobs(
+            &self,
+            limit: usize,
+        ) -> Result<Vec<perimeter_store::fleet::ScanJobRow>, FleetError> {
+            self.inner.scan_jobs(limit)
+        }
+        #[allow(clippy::type_complexity)]
+        fn scan_job(
+            &self,
+            id: i64,
+        ) -> Result<
+            Option<(
+                perimeter_store::fleet::ScanJobRow,
+                Vec<perimeter_store::fleet::ShardRow>,
+            )>,
+            FleetError,
+        > {
+            self.inner.scan_job(id)
+        }
+        fn lease_shard(
+            &mut self,
+            node: &str,
+            vantage: Option<&str>,
+            token: &str,
+            now: OffsetDateTime,
+        ) -> Result<Option<perimeter_store::fleet::Lease>, FleetError> {
+            self.inner.lease_shard(node, vantage, token, now)
+        }
+        fn renew_lease(
+            &mut self,
+            token: &str,
+            now: OffsetDateTime,
+        ) -> Result<perimeter_store::fleet::LeaseCheck, FleetError> {
+            self.inner.renew_lease(token, now)
+        }
+        fn finish_shard(
+            &mut self,
+            token: &str,
+            now: OffsetDateTime,
+            run: &str,
+        ) -> Result<perimeter_store::fleet::LeaseCheck, FleetError> {
+            self.inner.finish_shard(token, now, run)
+        }
+        fn shard_runs(&self, job_id: i64) -> Result<Vec<(u32, String)>, FleetError> {
+            self.inner.shard_runs(job_id)
         }
         fn token(&self, token_hash: &str) -> Result<Option<TokenRow>, FleetError> {
             self.inner.token(token_hash)

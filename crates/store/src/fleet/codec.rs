@@ -210,6 +210,67 @@ pub(super) fn new_agent_row(agent: &NewAgent) -> AgentRow {
     }
 }
 
+/// A job as just stored: nothing leased or done yet.
+pub(super) fn new_scan_job_row(id: i64, job: &NewScanJob) -> ScanJobRow {
+    ScanJobRow {
+        id,
+        created_by: job.created_by.clone(),
+        created_at: job.created_at,
+        scan_args: job.scan_args.clone(),
+        seed: job.seed,
+        shards: job.shards,
+        vantage: job.vantage.clone(),
+        lease_seconds: job.lease_seconds,
+        done: 0,
+        leased: 0,
+    }
+}
+
+/// Whether the part a lease token was found on (job, part, state) still
+/// holds it: `Err` says why not, for the node.
+pub(super) fn judge_lease(found: Option<(i64, i64, String)>) -> Result<(i64, i64), String> {
+    match found {
+        None => Err(
+            "no lease holds with this token: it expired and its part was leased to \
+                     another node (or it was never handed out)"
+                .to_owned(),
+        ),
+        Some((job, index, state)) if state == ShardState::Leased.as_str() => Ok((job, index)),
+        Some((job, index, state)) if state == ShardState::Done.as_str() => {
+            Err(format!("part {index} of scan job {job} is already done"))
+        }
+        Some((job, index, state)) => Err(format!(
+            "part {index} of scan job {job} is {state}, not leased"
+        )),
+    }
+}
+
+/// A lease that holds, until `expires` (nanoseconds).
+pub(super) fn held_check((job_id, index): (i64, i64), expires: i64) -> Result<LeaseCheck, String> {
+    Ok(LeaseCheck::Held {
+        job_id,
+        index: decode_u32("part", index)?,
+        expires: decode_time(expires)?,
+    })
+}
+
+/// A lease just handed out.
+pub(super) fn lease_of(
+    job: ScanJobRow,
+    index: i64,
+    token: &str,
+    expires: i64,
+    attempts: i64,
+) -> Result<Lease, String> {
+    Ok(Lease {
+        index: decode_u32("part", index)?,
+        token: token.to_owned(),
+        expires: decode_time(expires)?,
+        attempt: decode_u32("attempts", attempts)?,
+        job,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,65 +337,4 @@ mod tests {
             Some(ReportOutcome::OutOfOrder { expected: 4 })
         );
     }
-}
-
-/// A job as just stored: nothing leased or done yet.
-pub(super) fn new_scan_job_row(id: i64, job: &NewScanJob) -> ScanJobRow {
-    ScanJobRow {
-        id,
-        created_by: job.created_by.clone(),
-        created_at: job.created_at,
-        scan_args: job.scan_args.clone(),
-        seed: job.seed,
-        shards: job.shards,
-        vantage: job.vantage.clone(),
-        lease_seconds: job.lease_seconds,
-        done: 0,
-        leased: 0,
-    }
-}
-
-/// Whether the part a lease token was found on (job, part, state) still
-/// holds it: `Err` says why not, for the node.
-pub(super) fn judge_lease(found: Option<(i64, i64, String)>) -> Result<(i64, i64), String> {
-    match found {
-        None => Err(
-            "no lease holds with this token: it expired and its part was leased to \
-                     another node (or it was never handed out)"
-                .to_owned(),
-        ),
-        Some((job, index, state)) if state == ShardState::Leased.as_str() => Ok((job, index)),
-        Some((job, index, state)) if state == ShardState::Done.as_str() => {
-            Err(format!("part {index} of scan job {job} is already done"))
-        }
-        Some((job, index, state)) => Err(format!(
-            "part {index} of scan job {job} is {state}, not leased"
-        )),
-    }
-}
-
-/// A lease that holds, until `expires` (nanoseconds).
-pub(super) fn held_check((job_id, index): (i64, i64), expires: i64) -> Result<LeaseCheck, String> {
-    Ok(LeaseCheck::Held {
-        job_id,
-        index: decode_u32("part", index)?,
-        expires: decode_time(expires)?,
-    })
-}
-
-/// A lease just handed out.
-pub(super) fn lease_of(
-    job: ScanJobRow,
-    index: i64,
-    token: &str,
-    expires: i64,
-    attempts: i64,
-) -> Result<Lease, String> {
-    Ok(Lease {
-        index: decode_u32("part", index)?,
-        token: token.to_owned(),
-        expires: decode_time(expires)?,
-        attempt: decode_u32("attempts", attempts)?,
-        job,
-    })
 }
