@@ -19,7 +19,8 @@
 //! a cache of its own, [`TrendsCache`]: per host, each stored state's counts
 //! (exposed, findings by severity) and its unapproved count per set of
 //! covering approvals, never its listeners. A host's states are read again
-//! only when its report chain moved or an hour needs a judgement against
+//! only when it stored a new state (a report without one, a heartbeat, costs
+//! one row's read, not parsed) or an hour needs a judgement against
 //! approvals not met before; a view reads at most [`READS_PER_VIEW`] hosts'
 //! states (the rest are listed as not read yet), and the server warms the
 //! cache at start in batches after the overview's, so the page stays quick
@@ -251,9 +252,9 @@ impl TrendsCache {
             if reads >= limit {
                 break;
             }
-            if hosts.get(&agent.id).is_some_and(|history| {
-                history.last_seq == agent.last_seq && history.last_digest == agent.last_digest
-            }) {
+            // Only hosts never read: the warm-up ends, however often the
+            // others report meanwhile (the views keep them current).
+            if hosts.contains_key(&agent.id) {
                 continue;
             }
             counts_of(&mut hosts, store, agent, &times, &live, &mut reads, limit)?;
@@ -282,9 +283,21 @@ fn counts_of(
     reads: &mut usize,
     budget: usize,
 ) -> Result<Option<Vec<Option<Counts>>>, ApiError> {
-    let current = hosts.get(&agent.id).is_some_and(|history| {
+    let mut current = hosts.get(&agent.id).is_some_and(|history| {
         history.last_seq == agent.last_seq && history.last_digest == agent.last_digest
     });
+    if !current && let Some(history) = hosts.get_mut(&agent.id) {
+        // The chain moved: a report came. Most bring no new state (an
+        // agent's heartbeat); the latest state's number says so with one
+        // row read and nothing parsed, and costs no read of the view's.
+        let newest = history.states.last().map(|s| s.seq);
+        let latest = store.latest_state(&agent.id)?.map(|row| row.seq);
+        if latest == newest {
+            history.last_seq = agent.last_seq;
+            history.last_digest.clone_from(&agent.last_digest);
+            current = true;
+        }
+    }
     let mut decoded = None;
     if !current {
         if *reads >= budget {
@@ -760,6 +773,24 @@ mod tests {
         assert_eq!(cache.warm(&store, 2).expect("warm"), 0);
         let warm = cache.trends(&store, now, 0).expect("trends");
         assert_eq!(warm.n_unread, 0);
+        // A heartbeat (a report without a new state) needs no read.
+        store
+            .record_report(&NewReport {
+                agent_id: "ag_0".into(),
+                seq: 2,
+                digest: "ag_0-2".into(),
+                hostname: "ag_0".into(),
+                taken_at: now - Duration::minutes(5),
+                received_at: now - Duration::minutes(5),
+                state: None,
+                events: Vec::new(),
+            })
+            .expect("heartbeat");
+        let warm = cache.trends(&store, now, 0).expect("trends");
+        assert_eq!(warm.n_unread, 0);
+        // A new state does.
+        report(&mut store, "ag_1", 2, now - Duration::minutes(5), &state);
+        assert_eq!(cache.trends(&store, now, 0).expect("trends").n_unread, 1);
         let dev = &warm.environments["dev"];
         assert_eq!(
             (dev[dev.len() - 1].hosts, dev[dev.len() - 1].exposed),
