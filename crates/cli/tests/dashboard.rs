@@ -35,7 +35,7 @@ use perimeter_api::{
     EnrolRequest, EnrolResponse, FindingDoc, HostDetail, HostState, ListenerDoc, OwnerDoc, Report,
     ReportAck, SCHEMA,
 };
-use perimeter_testlab::{Requirement, require};
+use perimeter_testlab::{Daemon, Ns, Requirement, require};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "a long enough password";
@@ -70,7 +70,18 @@ fn admin(database: &Path, args: &[&str]) -> String {
 }
 
 fn start_server(database: &Path, secret_file: &Path) -> Server {
-    let mut child = Command::new(common::perimeter())
+    let secret_file = secret_file.to_str().expect("path");
+    start_server_in(None, database, &["--enrol-secret-file", secret_file])
+}
+
+/// `perimeter server` on 127.0.0.1 (of `ns`, when given) with a fresh
+/// self-signed certificate and `extra` arguments.
+fn start_server_in(ns: Option<&Ns>, database: &Path, extra: &[&str]) -> Server {
+    let mut command = match ns {
+        Some(ns) => ns.command(common::perimeter()),
+        None => Command::new(common::perimeter()),
+    };
+    let mut child = command
         .args([
             "server",
             "--database",
@@ -78,9 +89,8 @@ fn start_server(database: &Path, secret_file: &Path) -> Server {
             "--listen",
             "127.0.0.1:0",
             "--dev-self-signed",
-            "--enrol-secret-file",
-            secret_file.to_str().expect("path"),
         ])
+        .args(extra)
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -269,9 +279,15 @@ impl Drop for Browser {
 }
 
 impl Browser {
-    fn start(chromium: &Path) -> Browser {
+    /// Chromium on the loopback of `ns` when given (its DevTools socket
+    /// opened from inside it), else of this host.
+    fn start(chromium: &Path, ns: Option<&Ns>) -> Browser {
         let profile = tempfile::tempdir().expect("profile dir");
-        let child = Command::new(chromium)
+        let mut command = match ns {
+            Some(ns) => ns.command(&chromium.to_string_lossy()),
+            None => Command::new(chromium),
+        };
+        let child = command
             .args([
                 "--headless",
                 "--no-sandbox",
@@ -310,7 +326,15 @@ impl Browser {
             );
             std::thread::sleep(Duration::from_millis(100));
         };
-        let stream = TcpStream::connect(format!("127.0.0.1:{port}")).expect("DevTools socket");
+        let address = format!("127.0.0.1:{port}");
+        let stream = match ns {
+            // A socket made on a thread inside the namespace stays in it.
+            Some(ns) => ns
+                .enter(move || TcpStream::connect(address))
+                .expect("enter the namespace"),
+            None => TcpStream::connect(address),
+        }
+        .expect("DevTools socket");
         stream
             .set_read_timeout(Some(Duration::from_secs(60)))
             .expect("timeout");
@@ -511,7 +535,7 @@ fn sign_in_see_the_unapproved_listener_approve_it_and_a_viewer_is_refused() {
     let agent_id = report_host(&server, secret);
     let shots = screenshot_dir();
 
-    let mut browser = Browser::start(&chromium);
+    let mut browser = Browser::start(&chromium, None);
     let base = server.base.clone();
 
     // No page without a session: the overview sends the browser to sign in.
@@ -640,6 +664,30 @@ fn sign_in_see_the_unapproved_listener_approve_it_and_a_viewer_is_refused() {
     );
     browser.screenshots(&shots, "changes");
 
+    // The Trends page: the host's listeners over the hours, judged by the
+    // approvals live at each (the Redis approved now: one left unapproved),
+    // and its finding by severity.
+    browser.goto(&format!("{base}/trends"), "/trends");
+    let plot = browser.eval(
+        "(() => { const b = document.querySelector('.plot-box[data-environment=\"-\"]'); \
+         return b && b.querySelector('svg[role=img]') ? b.querySelector('ul.legend').innerText.replace(/\\s+/g, ' ') : null })()",
+    );
+    let plot = plot.as_str().unwrap_or("");
+    assert!(
+        plot.contains("exposed 2")
+            && plot.contains("unapproved 1")
+            && plot.contains("hosts reporting 1"),
+        "{plot}"
+    );
+    let text = browser
+        .text()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(text.contains("critical 1"), "{text}");
+    assert!(text.contains("This server runs no monitor"), "{text}");
+    browser.screenshots(&shots, "trends");
+
     // Sign out; a viewer sees no approve form and is refused a forged post.
     browser.click("form.who button[type=submit]");
     browser.wait_for("location.pathname === '/login'");
@@ -691,6 +739,397 @@ fn sign_in_see_the_unapproved_listener_approve_it_and_a_viewer_is_refused() {
             !(entry["source"] == "network"
                 && ((text.contains("status of 401") && url.ends_with("/login"))
                     || (text.contains("status of 403") && url.ends_with("/approvals"))))
+        })
+        .map(Value::to_string)
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "the pages misbehaved in the browser: {unexpected:#?}"
+    );
+    eprintln!("screenshots in {}", shots.display());
+}
+
+/// The lab's address for the services the monitor scans, on the loopback of
+/// the test's namespace.
+const EDGE: &str = "198.18.42.1";
+/// What the fake SSH service on port 22 says: a software version and
+/// comments written to run as markup in a page that forgot to escape them.
+const HOSTILE_BANNER: &str = "SSH-2.0-<script>alert(3)</script>_9.9 <img src=x onerror=alert(4)>";
+
+/// A TCP service in `ns` that sends `banner` to whoever connects and hangs
+/// up: Debian's Python, one connection at a time.
+fn banner_service(ns: &Ns, address: &str, port: u16, banner: &str) -> Daemon {
+    let program = format!(
+        "import socket\n\
+         s = socket.socket()\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(({address:?}, {port}))\n\
+         s.listen(16)\n\
+         while True:\n\
+         \x20   c, _ = s.accept()\n\
+         \x20   try:\n\
+         \x20       c.sendall({banner:?}.encode() + b'\\r\\n')\n\
+         \x20   except OSError:\n\
+         \x20       pass\n\
+         \x20   c.close()\n"
+    );
+    common::start_listening(
+        ns,
+        "/usr/bin/python3",
+        &["-c", &program],
+        &format!("{address}:{port}"),
+    )
+}
+
+/// Signs `user` in on a fresh session (signing out any other first).
+fn sign_in(browser: &mut Browser, base: &str, user: &str) {
+    if browser.eval("document.querySelector('form.who button[type=submit]') !== null")
+        == json!(true)
+    {
+        browser.click("form.who button[type=submit]");
+        browser.wait_for("location.pathname === '/login'");
+    } else {
+        browser.goto(&format!("{base}/login"), "/login");
+    }
+    browser.type_into("#login input[name=user]", user);
+    browser.type_into("#login input[name=password]", PASSWORD);
+    browser.click("#login button[type=submit]");
+    browser.wait_for("location.pathname === '/'");
+}
+
+/// Opens `path` again and again until `condition` holds in it, for what the
+/// server's monitor writes in its own time.
+fn wait_for_page(browser: &mut Browser, base: &str, path: &str, condition: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        browser.goto(&format!("{base}{path}"), path);
+        if browser.eval(condition) == json!(true) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited {within:?} for `{condition}` on {path}:\n{}",
+            browser.text()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn the_monitors_alerts_are_acknowledged_and_its_scan_shows_what_the_outside_sees() {
+    if !(require(Requirement::Tool("chromium"))
+        && require(Requirement::Root)
+        && require(Requirement::Netns)
+        && require(Requirement::Tool("/usr/bin/redis-server"))
+        && require(Requirement::Tool("/usr/bin/python3")))
+    {
+        return;
+    }
+    let chromium = perimeter_testlab::require_tool("chromium").expect("chromium");
+    // Everything in a namespace of the test's own: the services, the server
+    // with its monitor (whose scan goes only to 198.18.42.1 there) and the
+    // browser.
+    let ns = Ns::new("dash2").expect("namespace");
+    ns.ip(&["addr", "add", &format!("{EDGE}/32"), "dev", "lo"])
+        .expect("the edge address");
+    // A forgotten Redis (no password, every address) and an SSH daemon whose
+    // banner is hostile.
+    let _redis = common::start_redis(&ns, Path::new("/usr/bin/redis-server"), "0.0.0.0", 6379);
+    let _ssh = banner_service(&ns, EDGE, 22, HOSTILE_BANNER);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let database = dir.path().join("server.db");
+    let history = dir.path().join("history.db");
+    let config = dir.path().join("perimeter.toml");
+    let told = dir.path().join("alerts.jsonl");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[[environment]]
+name = "prod"
+kind = "prod"
+ranges = ["{EDGE}/32"]
+public_ports = [443]
+
+[monitor]
+close_after = 1
+
+[[monitor.scan]]
+name = "edge"
+targets = ["env:prod"]
+ports = "22,443,6379"
+profile = "fast"
+every = "1h"
+rate = 1000.0
+
+[[monitor.channel]]
+name = "pipe"
+kind = "command"
+argv = ["/bin/sh", "-c", "cat >> {told}; echo >> {told}"]
+timeout = "10s"
+"#,
+            told = told.display()
+        ),
+    )
+    .expect("config");
+    let password_file = dir.path().join("password");
+    std::fs::write(&password_file, format!("{PASSWORD}\n")).expect("password");
+    for (name, role) in [("alice", "approver"), ("vera", "viewer")] {
+        admin(
+            &database,
+            &[
+                "user",
+                "add",
+                name,
+                "--role",
+                role,
+                "--password-file",
+                password_file.to_str().expect("path"),
+            ],
+        );
+    }
+    // The scan job has never run: it is due as the server starts.
+    let server = start_server_in(
+        Some(&ns),
+        &database,
+        &[
+            "--monitor",
+            config.to_str().expect("path"),
+            "--history",
+            history.to_str().expect("path"),
+        ],
+    );
+    let shots = screenshot_dir();
+    let mut browser = Browser::start(&chromium, Some(&ns));
+    let base = server.base.clone();
+    sign_in(&mut browser, &base, "alice");
+
+    // The monitor's first scan raised an alert: the open Redis is an open
+    // condition, critical, with an acknowledgement form for an approver.
+    let redis_row = "[...document.querySelectorAll('tr[data-condition]')]\
+                     .find(r => r.innerText.includes(':6379') && r.querySelector('form.ack'))";
+    wait_for_page(
+        &mut browser,
+        &base,
+        "/alerts",
+        &format!("({redis_row}) !== undefined && document.querySelector('table.alerts') !== null"),
+        Duration::from_secs(120),
+    );
+    let id = browser.eval(&format!("({redis_row}).dataset.condition"));
+    let id = id.as_str().expect("a condition id").to_owned();
+    let row = browser.eval(&format!("({redis_row}).innerText"));
+    let row = row.as_str().unwrap_or("");
+    assert!(row.contains("edge") && row.contains(EDGE), "{row}");
+    let severities: Vec<String> = browser
+        .eval(
+            "[...document.querySelectorAll('tr[data-condition] td:nth-child(2)')]\
+             .map(c => c.innerText.trim().toLowerCase())",
+        )
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        severities.first().is_some_and(|s| s.contains("critical")),
+        "the worst condition first: {severities:?}"
+    );
+    let alert = browser.eval("document.querySelector('table.alerts tbody tr').innerText");
+    let alert = alert.as_str().unwrap_or("");
+    assert!(
+        alert.contains("edge") && alert.contains("critical") && alert.contains("pipe: "),
+        "the alert and its channel: {alert}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&told)
+        .unwrap_or_default()
+        .contains(":6379")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the channel was not told of the Redis within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    browser.screenshots(&shots, "alerts-open");
+
+    // Acknowledge it, for a week, with a reason: its state changes on the
+    // page, in the monitor's history and in the fleet's trail.
+    let form = format!("tr[data-condition=\"{id}\"] form.ack");
+    browser.type_into(
+        &format!("{form} input[name=reason]"),
+        "moving the cache behind the firewall this week",
+    );
+    browser.click(&format!("{form} button[type=submit]"));
+    browser.wait_for(&format!("location.search === '?acked={id}'"));
+    let text = browser.text();
+    assert!(
+        text.contains(&format!("Condition {id} acknowledged.")),
+        "{text}"
+    );
+    let row = browser.eval(&format!(
+        "document.querySelector('tr[data-condition=\"{id}\"]').innerText"
+    ));
+    let row = row.as_str().unwrap_or("");
+    assert!(row.contains("until "), "acknowledged until a date: {row}");
+    assert_eq!(
+        browser.eval(&format!("document.querySelector('{form}') === null")),
+        json!(true),
+        "no form to acknowledge it again"
+    );
+    let listed = common::run(
+        None,
+        &[
+            "alerts",
+            "--format",
+            "json",
+            "--db",
+            history.to_str().expect("path"),
+        ],
+    );
+    assert_eq!(common::code(&listed), 0, "{}", common::stderr(&listed));
+    let listed: Value = serde_json::from_str(&common::stdout(&listed)).expect("alerts json");
+    let kept = listed["conditions"]
+        .as_array()
+        .and_then(|rows| {
+            rows.iter()
+                .find(|r| r["id"].as_i64().is_some_and(|n| n.to_string() == id))
+        })
+        .unwrap_or_else(|| panic!("condition {id} in the history: {listed}"));
+    assert!(kept["acknowledged_until"].is_string(), "{kept}");
+    browser.goto(&format!("{base}/changes?kind=alert"), "/changes");
+    let text = browser.text();
+    assert!(
+        text.contains("alert.ack") && text.contains("moving the cache behind the firewall"),
+        "the trail has the acknowledgement: {text}"
+    );
+    browser.goto(&format!("{base}/alerts"), "/alerts");
+    browser.screenshots(&shots, "alerts-acknowledged");
+
+    // The Exposure page: the scan's open ports, the unauthenticated Redis
+    // first, the hostile banner as text and nothing of it run.
+    browser.goto(&format!("{base}/exposure"), "/exposure");
+    let ports: Vec<Value> = browser
+        .eval("[...document.querySelectorAll('table.exposure tbody tr')].map(r => r.dataset.port)")
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        ports,
+        vec![json!("6379"), json!("22")],
+        "open ports, worst first"
+    );
+    let first = browser.eval("document.querySelector('table.exposure tbody tr').innerText");
+    let first = first.as_str().unwrap_or("");
+    assert!(
+        first.contains("redis") && first.contains("NONE") && first.contains(EDGE),
+        "{first}"
+    );
+    let ssh =
+        browser.eval("document.querySelector('table.exposure tr[data-port=\"22\"]').innerText");
+    let ssh = ssh.as_str().unwrap_or("");
+    assert!(
+        ssh.contains("<script>alert(3)</script>") && ssh.contains("<img src=x onerror=alert(4)>"),
+        "the banner as text: {ssh}"
+    );
+    assert_eq!(
+        browser.eval("document.querySelectorAll('img').length"),
+        json!(0)
+    );
+    assert_eq!(
+        browser.eval("document.querySelectorAll('script').length"),
+        json!(1),
+        "only /static/app.js"
+    );
+    browser.screenshots(&shots, "exposure");
+    // The scan's own page, a URL to paste into a ticket.
+    browser.click("table.scans tbody tr a");
+    browser.wait_for("location.pathname.startsWith('/exposure/scans/')");
+    assert_eq!(
+        browser.eval("document.querySelector('table.exposure tbody tr').dataset.port"),
+        json!("6379")
+    );
+    browser.screenshots(&shots, "exposure-scan");
+
+    // The Trends page's scan coverage: the scan of the edge, its two open
+    // ports.
+    browser.goto(&format!("{base}/trends"), "/trends");
+    let coverage = browser.eval(
+        "[...document.querySelectorAll('.plot-box')].filter(b => b.querySelector('h3 code'))\
+         .map(b => b.innerText.replace(/\\s+/g, ' ')).join(' | ')",
+    );
+    let coverage = coverage.as_str().unwrap_or("");
+    assert!(
+        coverage.contains(EDGE)
+            && coverage.contains("open 2")
+            && coverage.contains("1 scan, 0 not complete"),
+        "{coverage}"
+    );
+    browser.screenshots(&shots, "trends-scans");
+
+    // A viewer sees the conditions but no form, and a forged post is refused.
+    sign_in(&mut browser, &base, "vera");
+    browser.goto(&format!("{base}/alerts"), "/alerts");
+    assert!(
+        browser
+            .eval("document.querySelectorAll('tr[data-condition]').length")
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+    );
+    assert_eq!(
+        browser.eval("document.querySelectorAll('form.ack').length"),
+        json!(0)
+    );
+    let other = browser.eval(&format!(
+        "[...document.querySelectorAll('tr[data-condition]')].map(r => r.dataset.condition)\
+         .find(c => c !== {})",
+        json!(id)
+    ));
+    let target = other.as_str().unwrap_or(&id).to_owned();
+    let refused = browser.eval(&format!(
+        "fetch('/alerts/{target}/ack', {{method: 'POST', body: new URLSearchParams({{
+            csrf: document.querySelector('form.who input[name=csrf]').value,
+            reason: 'a viewer tries', until: '7d'}})}})
+         .then(async r => [r.status, await r.text()])"
+    ));
+    assert_eq!(refused[0], json!(403), "{refused}");
+    assert!(
+        refused[1]
+            .as_str()
+            .unwrap_or("")
+            .contains("this needs the approver role; vera has viewer"),
+        "{refused}"
+    );
+    let listed = common::run(
+        None,
+        &[
+            "alerts",
+            "--format",
+            "json",
+            "--db",
+            history.to_str().expect("path"),
+        ],
+    );
+    let listed: Value = serde_json::from_str(&common::stdout(&listed)).expect("alerts json");
+    let n_acked = listed["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["acknowledged_until"].is_string())
+        .count();
+    assert_eq!(n_acked, 1, "the viewer's post changed nothing: {listed}");
+
+    let unexpected: Vec<String> = browser
+        .troubles()
+        .into_iter()
+        .filter(|event| {
+            let entry = &event["params"]["entry"];
+            let text = entry["text"].as_str().unwrap_or("");
+            let url = entry["url"].as_str().unwrap_or("");
+            !(entry["source"] == "network"
+                && text.contains("status of 403")
+                && url.ends_with("/ack"))
         })
         .map(Value::to_string)
         .collect();

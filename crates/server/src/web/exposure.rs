@@ -195,13 +195,25 @@ fn scan_section(out: &mut String, view: &ScanView, now: OffsetDateTime) {
         view.summary.n_results
     );
     if view.history.len() >= 2 {
-        out.push_str(&plot(&view.history, "open ports per scan"));
+        let series = super::plot::Series {
+            label: "open ports".to_owned(),
+            style: super::plot::STYLES[1],
+            points: view
+                .history
+                .iter()
+                .map(|(at, n)| super::plot::Point::new(*at, *n))
+                .collect(),
+        };
+        out.push_str(&super::plot::chart(
+            "Open ports in each complete scan of these targets",
+            &[series],
+        ));
     }
     if view.open.is_empty() {
         out.push_str("<p class=\"ok\">Nothing open.</p>");
     } else {
         out.push_str(
-            "<div class=\"scroll\"><table class=\"exposure\"><thead><tr><th>Address</th><th>Port</th>\
+            "<div class=\"scroll\"><table class=\"exposure cards\"><thead><tr><th>Address</th><th>Port</th>\
              <th>Service</th><th>Version</th><th>Authentication</th><th>TLS certificate</th>\
              <th>Findings</th></tr></thead><tbody>",
         );
@@ -233,10 +245,20 @@ fn scan_section(out: &mut String, view: &ScanView, now: OffsetDateTime) {
                 })
                 .collect::<Vec<_>>()
                 .join("<br>");
+            // What the service said, as it said it: the evidence a person
+            // checks the identification against (and the text a hostile
+            // service writes to run in this page, escaped like the rest).
+            let banner = service
+                .and_then(|s| s.banner.as_deref())
+                .filter(|banner| !banner.is_empty())
+                .map(|banner| format!("<br><code class=\"banner\">{}</code>", Esc(banner)))
+                .unwrap_or_default();
             let _ = write!(
                 out,
-                "<tr data-port=\"{}\"><td><code>{}</code></td><td>{}/{}</td><td>{}</td><td>{}</td><td>{auth}</td>\
-                 <td>{}</td><td>{findings}</td></tr>",
+                "<tr data-port=\"{}\"><td data-label=\"Address\"><code>{}</code></td><td data-label=\"Port\">{}/{}</td>\
+                 <td data-label=\"Service\">{}{banner}</td><td data-label=\"Version\">{}</td>\
+                 <td data-label=\"Authentication\">{auth}</td><td data-label=\"TLS certificate\">{}</td>\
+                 <td data-label=\"Findings\">{findings}</td></tr>",
                 result.port,
                 Esc(&result.address.to_string()),
                 result.port,
@@ -278,73 +300,6 @@ fn scan_section(out: &mut String, view: &ScanView, now: OffsetDateTime) {
         }
     }
     out.push_str("</section>");
-}
-
-/// A small line plot of counts over time as inline SVG: presentation
-/// attributes only (the page's Content-Security-Policy allows no inline
-/// style), one series with a marker on every point (readable without
-/// colour), the first, last and highest values written out, and a text
-/// equivalent for screen readers.
-pub(crate) fn plot(points: &[(OffsetDateTime, u64)], what: &str) -> String {
-    const W: f64 = 480.0;
-    const H: f64 = 120.0;
-    const PAD: f64 = 24.0;
-    let (Some(first), Some(last)) = (points.first(), points.last()) else {
-        return String::new();
-    };
-    let max = points.iter().map(|(_, n)| *n).max().unwrap_or(0).max(1);
-    let t0 = first.0.unix_timestamp() as f64;
-    let span = ((last.0.unix_timestamp() as f64) - t0).max(1.0);
-    let xy = |(at, n): &(OffsetDateTime, u64)| {
-        let x = PAD + (at.unix_timestamp() as f64 - t0) / span * (W - 2.0 * PAD);
-        let y = H - PAD - (*n as f64) / (max as f64) * (H - 2.0 * PAD);
-        (x, y)
-    };
-    let line: Vec<String> = points
-        .iter()
-        .map(|p| {
-            let (x, y) = xy(p);
-            format!("{x:.1},{y:.1}")
-        })
-        .collect();
-    let mut out = format!(
-        "<figure class=\"plot\"><svg viewBox=\"0 0 {W} {H}\" width=\"{W}\" height=\"{H}\" role=\"img\" \
-         aria-label=\"{}: from {} to {}, highest {max}\">\
-         <line x1=\"{PAD}\" y1=\"{y0}\" x2=\"{x1}\" y2=\"{y0}\" stroke=\"#888\" stroke-width=\"1\"/>\
-         <polyline fill=\"none\" stroke=\"#1f5fa8\" stroke-width=\"2\" points=\"{}\"/>",
-        Esc(what),
-        first.1,
-        last.1,
-        line.join(" "),
-        y0 = H - PAD,
-        x1 = W - PAD,
-    );
-    for point in points {
-        let (x, y) = xy(point);
-        let _ = write!(
-            out,
-            "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"3\" fill=\"#1f5fa8\"><title>{}: {}</title></circle>",
-            point.0.date(),
-            point.1
-        );
-    }
-    let _ = write!(
-        out,
-        "<text x=\"{PAD}\" y=\"{}\" font-size=\"11\" fill=\"#444\">{}</text>\
-         <text x=\"{}\" y=\"{}\" font-size=\"11\" fill=\"#444\" text-anchor=\"end\">{}</text>\
-         <text x=\"2\" y=\"{}\" font-size=\"11\" fill=\"#444\">{max}</text></svg>\
-         <figcaption>{}: {} then, {} now</figcaption></figure>",
-        H - 6.0,
-        first.0.date(),
-        W - PAD,
-        H - 6.0,
-        last.0.date(),
-        PAD,
-        Esc(what),
-        first.1,
-        last.1
-    );
-    out
 }
 
 /// The page; `None` when the server runs no monitor. `one` is a single

@@ -131,6 +131,7 @@ pub(crate) fn page(title: &str, current: &str, reader: Option<&Reader<'_>>, body
             ("/exposure", "Exposure"),
             ("/alerts", "Alerts"),
             ("/changes", "Changes"),
+            ("/trends", "Trends"),
         ] {
             let here = if href == current {
                 " aria-current=\"page\""

@@ -21,13 +21,16 @@
 //!   `Referrer-Policy: no-referrer`, `X-Content-Type-Options: nosniff` and
 //!   `Cache-Control: no-store`.
 //! - Pages work without JavaScript; /static/app.js only shows times in the
-//!   reader's time zone.
+//!   reader's time zone. Plots (/trends, the Exposure page) are inline SVG
+//!   drawn here ([`plot`]), from the stored states and the monitor's scans.
 
 mod exposure;
 mod html;
 mod overview_cache;
 mod pages;
+mod plot;
 mod session;
+mod trends;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -81,6 +84,8 @@ pub(crate) struct Web {
     verifications: Semaphore,
     /// Each host's judgement as the overview last saw it.
     overview: OverviewCache,
+    /// Each host's states as the Trends page counted them.
+    trends: trends::TrendsCache,
 }
 
 type Shared = State<Arc<Web>>;
@@ -101,6 +106,7 @@ pub(crate) fn router(app: Arc<AppState>) -> Router {
         ),
         verifications: Semaphore::new(MAX_VERIFICATIONS),
         overview: OverviewCache::default(),
+        trends: trends::TrendsCache::default(),
     });
     // The first view of a big fleet would judge every host at once (seconds
     // at 10,000): judge them now, a batch at a time, the store taken for one
@@ -127,6 +133,26 @@ pub(crate) fn router(app: Arc<AppState>) -> Router {
                 tokio::task::yield_now().await;
             }
             tracing::info!(hosts = n, elapsed = ?started.elapsed(), "overview warmed");
+            // Then the Trends page's counts, the same way.
+            let started = Instant::now();
+            let mut n = 0;
+            loop {
+                let web = Arc::clone(&warming);
+                let batch = warming
+                    .app
+                    .with_store(move |store| web.trends.warm(store, WARM_BATCH))
+                    .await;
+                match batch {
+                    Ok(0) => break,
+                    Ok(read) => n += read,
+                    Err(err) => {
+                        tracing::warn!("warming the trends: {}", err.message);
+                        break;
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+            tracing::info!(hosts = n, elapsed = ?started.elapsed(), "trends warmed");
         });
     }
     Router::new()
@@ -145,6 +171,7 @@ pub(crate) fn router(app: Arc<AppState>) -> Router {
         .route("/alerts", get(alerts_page))
         .route("/alerts/{id}/ack", post(ack_condition))
         .route("/changes", get(changes_page))
+        .route("/trends", get(trends_page))
         .route("/static/{name}", get(asset))
         .layer(axum::middleware::map_response(security_headers))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
@@ -745,6 +772,42 @@ async fn show_exposure(web: Arc<Web>, headers: HeaderMap, scan: Option<i64>) -> 
         ),
         Err(err) => error_page(&err, Some(&viewer)),
     }
+}
+
+async fn trends_page(State(web): Shared, headers: HeaderMap) -> Response {
+    let viewer = match signed_in(&web, &headers).await {
+        Ok(viewer) => viewer,
+        Err(response) => return response,
+    };
+    let now = OffsetDateTime::now_utc();
+    let cached = Arc::clone(&web);
+    let fleet = web
+        .app
+        .with_store(move |store| cached.trends.trends(store, now, trends::READS_PER_VIEW))
+        .await;
+    let fleet = match fleet {
+        Ok(fleet) => fleet,
+        Err(err) => return error_page(&err, Some(&viewer)),
+    };
+    // The monitor's scans, when it runs inside the server and has started
+    // its history; without them the page says so.
+    let scans = match crate::alerts::history(&web.app) {
+        Ok(history) if history.is_file() => {
+            let loaded = tokio::task::spawn_blocking(move || trends::load_scans(&history))
+                .await
+                .map_err(|err| ApiError::internal(format!("the scans' task failed: {err}")))
+                .and_then(|loaded| loaded);
+            match loaded {
+                Ok(scans) => Some(scans),
+                Err(err) => return error_page(&err, Some(&viewer)),
+            }
+        }
+        _ => None,
+    };
+    html_page(
+        StatusCode::OK,
+        trends::page(&fleet, scans.as_deref(), &viewer, now),
+    )
 }
 
 // ---- actions -------------------------------------------------------------

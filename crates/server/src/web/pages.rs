@@ -1550,7 +1550,7 @@ pub(crate) fn alerts(
         body.push_str("<p class=\"ok\">No open conditions.</p>");
     } else {
         body.push_str(
-            "<div class=\"scroll\"><table class=\"conditions\"><thead><tr><th>#</th><th>Severity</th>\
+            "<div class=\"scroll\"><table class=\"conditions cards\"><thead><tr><th>#</th><th>Severity</th>\
              <th>Kind</th><th>Subject</th><th>Job</th><th>Since</th><th>Acknowledged</th><th></th>\
              </tr></thead><tbody>",
         );
@@ -1582,9 +1582,10 @@ pub(crate) fn alerts(
             };
             let _ = write!(
                 body,
-                "<tr id=\"condition-{}\" data-condition=\"{}\"><td><a href=\"#condition-{}\">{}</a></td>\
-                 <td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{acked}</td>\
-                 <td>{form}</td></tr>",
+                "<tr id=\"condition-{}\" data-condition=\"{}\"><td data-label=\"#\"><a href=\"#condition-{}\">{}</a></td>\
+                 <td data-label=\"Severity\">{}</td><td data-label=\"Kind\"><code>{}</code></td>\
+                 <td data-label=\"Subject\">{}</td><td data-label=\"Job\">{}</td><td data-label=\"Since\">{}</td>\
+                 <td data-label=\"Acknowledged\">{acked}</td><td data-label=\"\">{form}</td></tr>",
                 c.id,
                 c.id,
                 c.id,
@@ -1603,7 +1604,7 @@ pub(crate) fn alerts(
         body.push_str("<p class=\"quiet\">No alerts raised.</p>");
     } else {
         body.push_str(
-            "<div class=\"scroll\"><table class=\"alerts\"><thead><tr><th>#</th><th>When</th><th>Job</th>\
+            "<div class=\"scroll\"><table class=\"alerts cards\"><thead><tr><th>#</th><th>When</th><th>Job</th>\
              <th>Severity</th><th>Changes</th><th>Delivered</th></tr></thead><tbody>",
         );
         for a in &list.alerts {
@@ -1618,8 +1619,9 @@ pub(crate) fn alerts(
             };
             let _ = write!(
                 body,
-                "<tr id=\"alert-{}\"><td><a href=\"#alert-{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td>\
-                 <td>{}</td><td>{deliveries}</td></tr>",
+                "<tr id=\"alert-{}\"><td data-label=\"#\"><a href=\"#alert-{}\">{}</a></td><td data-label=\"When\">{}</td>\
+                 <td data-label=\"Job\">{}</td><td data-label=\"Severity\">{}</td>\
+                 <td data-label=\"Changes\">{}</td><td data-label=\"Delivered\">{deliveries}</td></tr>",
                 a.id,
                 a.id,
                 a.id,
