@@ -23,7 +23,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{code, perimeter, stderr, stdout};
-use perimeter_store::{MERGED_SHARDS_OPTION, SqliteStore, Store};
+use perimeter_api::client::{ApiClient, Auth, Trust};
+use perimeter_api::{FinishRequest, LeaseDoc, LeaseRef, LeaseRequest, LeaseStatus, SCHEMA};
+use perimeter_model::ScanInfo;
+use perimeter_store::{MERGED_SHARDS_OPTION, SqliteStore, Store, encode_run};
 use perimeter_testlab::{Ns, PgCluster, Requirement, require, require_postgres};
 use scan_lab::{ServiceLab, json_of, json_states, perimeter_in, require_service_lab, results};
 use serde_json::Value;
@@ -261,6 +264,126 @@ impl Server {
     }
 }
 
+impl Server {
+    /// `f` with an API client of the node token, inside the server's
+    /// namespace.
+    fn as_node<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(ApiClient) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>
+        + Send
+        + 'static,
+    ) -> T {
+        let url = self.url();
+        let trust = Trust::parse_fingerprint(&self.fingerprint).expect("fingerprint");
+        let token = std::fs::read_to_string(self.path("node.token")).expect("node token");
+        self.ns
+            .enter(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                let client = ApiClient::new(&url, &trust, Auth::Token(token.trim().to_owned()))
+                    .expect("client");
+                runtime.block_on(f(client))
+            })
+            .expect("inside the server's namespace")
+    }
+}
+
+/// A complete run of one part, as a node would send it (no results).
+fn fake_run(part: &str, seed: u64) -> Value {
+    let now = time::OffsetDateTime::now_utc();
+    let info = ScanInfo {
+        id: 0,
+        targets: vec!["198.18.0.2".into()],
+        resolved: Vec::new(),
+        excluded: Vec::new(),
+        ports: "22".into(),
+        profile: "normal".into(),
+        seed,
+        options: BTreeMap::from([("shard".to_owned(), part.to_owned())]),
+        started: now,
+        finished: Some(now),
+        complete: true,
+        n_probes: 1,
+    };
+    serde_json::from_str(&encode_run(&info, &[]).expect("encode")).expect("json")
+}
+
+/// A lease's requests that break the rules are refused and change nothing:
+/// a run of another part or seed, an unknown lease, a lease of a done part.
+fn hostile_leases(server: &Server) {
+    let job = server.submit("2", &["--seed", "99"]);
+    let id = job["id"].as_i64().expect("job id");
+    let refusals = server.as_node(move |client| {
+        Box::pin(async move {
+            let lease: LeaseDoc = client
+                .post_json_or_none(
+                    "/api/v1/leases",
+                    &LeaseRequest {
+                        schema: SCHEMA.to_owned(),
+                        node: "hostile".into(),
+                        vantage: None,
+                    },
+                )
+                .await
+                .expect("lease")
+                .expect("a part");
+            assert_eq!(lease.job.id, id);
+            let part = format!("{}/2", lease.index);
+            let other = format!("{}/2", 1 - lease.index);
+            let mut codes = Vec::new();
+            for run in [fake_run(&other, 99), fake_run(&part, 98)] {
+                let refused = client
+                    .post_json::<_, LeaseStatus>(
+                        "/api/v1/leases/finish",
+                        &FinishRequest {
+                            schema: SCHEMA.to_owned(),
+                            lease: lease.lease.clone(),
+                            run,
+                        },
+                    )
+                    .await
+                    .expect_err("a run of another part or seed");
+                codes.push(refused.code().unwrap_or("").to_owned());
+            }
+            let unknown = client
+                .post_json::<_, LeaseStatus>(
+                    "/api/v1/leases/renew",
+                    &LeaseRef {
+                        schema: SCHEMA.to_owned(),
+                        lease: "0".repeat(32),
+                    },
+                )
+                .await
+                .expect_err("an unknown lease");
+            codes.push(unknown.code().unwrap_or("").to_owned());
+            // The right run is taken once; again, the part is done.
+            let finish = FinishRequest {
+                schema: SCHEMA.to_owned(),
+                lease: lease.lease.clone(),
+                run: fake_run(&part, 99),
+            };
+            client
+                .post_json::<_, LeaseStatus>("/api/v1/leases/finish", &finish)
+                .await
+                .expect("the part's own run");
+            let again = client
+                .post_json::<_, LeaseStatus>("/api/v1/leases/finish", &finish)
+                .await
+                .expect_err("a done part");
+            codes.push(again.code().unwrap_or("").to_owned());
+            codes
+        })
+    });
+    assert_eq!(
+        refusals,
+        ["bad_request", "bad_request", "lease_lost", "lease_lost"]
+    );
+    let job = server.job(id);
+    assert_eq!(job["done"], 1, "{job}");
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -432,6 +555,7 @@ fn three_nodes_one_stopped_one_killed_complete_the_job_once_each() {
         whole.values().filter(|state| *state == "open").count()
     );
     assert!(merged.values().any(|state| state == "open"));
+    hostile_leases(&server);
     drop(server);
     drop(cluster);
 }
