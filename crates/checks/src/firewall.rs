@@ -68,7 +68,7 @@ pub(crate) fn bypassed(snapshot: &HostSnapshot) -> Vec<Finding> {
         .filter_map(|l| {
             snapshot
                 .reach_of(l)
-                .map(|reach| (l.endpoint(), l.address, reach, None))
+                .map(|reach| (l.endpoint(), l.address, Some(l.netns.inode), reach, None))
         });
     let bindings = snapshot.published.iter().map(|(idx, binding, reach)| {
         let endpoint = match binding.host_ip {
@@ -77,14 +77,12 @@ pub(crate) fn bypassed(snapshot: &HostSnapshot) -> Vec<Finding> {
             }
             v4 => format!("{} {v4}:{}", binding.protocol.as_str(), binding.host_port),
         };
-        (
-            endpoint,
-            binding.host_ip,
-            reach,
-            snapshot.containers.get(*idx),
-        )
+        let publisher = snapshot.containers.get(*idx);
+        // The binding's DNAT is in its daemon's namespace.
+        let netns = publisher.and_then(|c| c.daemon_netns);
+        (endpoint, binding.host_ip, netns, reach, publisher)
     });
-    for (endpoint, address, reach, publisher) in listeners.chain(bindings) {
+    for (endpoint, address, netns, reach, publisher) in listeners.chain(bindings) {
         for path in reach
             .published
             .iter()
@@ -112,7 +110,11 @@ pub(crate) fn bypassed(snapshot: &HostSnapshot) -> Vec<Finding> {
                 sources(&path.input_denies, family),
             ));
             // The container the DNAT sends to, when the runtime's state
-            // names one with that address.
+            // names one with that address. Two daemons in two namespaces may
+            // give their containers the same addresses: the DNAT read from
+            // this namespace's ruleset sends to a container of the daemon
+            // of this namespace (as `HostSnapshot::container_of` judges a
+            // proxy), never to one of another daemon.
             let target: Option<std::net::IpAddr> = path
                 .to
                 .parse::<std::net::SocketAddr>()
@@ -121,10 +123,11 @@ pub(crate) fn bypassed(snapshot: &HostSnapshot) -> Vec<Finding> {
                 .ok();
             let finding = match publisher.or_else(|| {
                 target.and_then(|ip| {
-                    snapshot
-                        .containers
-                        .iter()
-                        .find(|c| c.running && c.addresses.contains(&ip))
+                    snapshot.containers.iter().find(|c| {
+                        c.running
+                            && c.daemon_netns.is_none_or(|daemon| Some(daemon) == netns)
+                            && c.addresses.contains(&ip)
+                    })
                 })
             }) {
                 Some(container) => finding.with_evidence(format!(
@@ -303,24 +306,7 @@ mod tests {
     #[test]
     fn a_port_published_with_nothing_listening_on_the_host_is_judged_too() {
         let mut snap = snapshot(vec![], vec![]);
-        snap.containers = vec![perimeter_model::Container {
-            runtime: "docker".into(),
-            id: format!("{:0<64}", "ab12"),
-            name: "cache".into(),
-            image: "redis:7".into(),
-            image_id: "sha256:1".into(),
-            image_digest: None,
-            running: true,
-            pid: None,
-            addresses: vec!["198.18.90.2".parse().expect("address")],
-            privileged: false,
-            network_mode: "bridge".into(),
-            runtime_socket_mounted: false,
-            writable_layer: None,
-            drift: Vec::new(),
-            published: Vec::new(),
-            daemon_netns: Some(1),
-        }];
+        snap.containers = vec![container("ab12", "cache", "198.18.90.2", 1)];
         let binding = perimeter_model::Binding {
             protocol: perimeter_model::Protocol::Tcp,
             host_ip: "0.0.0.0".parse().expect("address"),
@@ -351,6 +337,92 @@ mod tests {
                   | the forward path accepts every source; the input path alone denies every source
                   | it reaches container cache (redis:7, ab1200000000)
                   | no process on the host listens on it (no userland proxy): only the kernel's DNAT answers, so `ss` lists nothing
+            "#]],
+        );
+    }
+
+    fn container(
+        id: &str,
+        name: &str,
+        address: &str,
+        daemon_netns: u64,
+    ) -> perimeter_model::Container {
+        perimeter_model::Container {
+            runtime: "docker".into(),
+            id: format!("{id:0<64}"),
+            name: name.into(),
+            image: "redis:7".into(),
+            image_id: "sha256:1".into(),
+            image_digest: None,
+            running: true,
+            pid: None,
+            addresses: vec![address.parse().expect("address")],
+            privileged: false,
+            network_mode: "bridge".into(),
+            runtime_socket_mounted: false,
+            writable_layer: None,
+            drift: Vec::new(),
+            published: Vec::new(),
+            daemon_netns: Some(daemon_netns),
+        }
+    }
+
+    /// Two dockerds in two namespaces give their containers the same bridge
+    /// address: the proxy of the second daemon's namespace is published to
+    /// the second daemon's container, whichever comes first in the list.
+    #[test]
+    fn bypassed_names_the_container_of_the_listeners_own_daemon() {
+        let mut proxy = listener("tcp", "0.0.0.0", 6379, &[]);
+        proxy.netns = Netns {
+            inode: 2,
+            name: "lab-b".into(),
+        };
+        let mut snap = snapshot(vec![proxy.clone()], vec![]);
+        snap.containers = vec![
+            container("aa11", "cache-a", "198.18.90.2", 1),
+            container("bb22", "cache-b", "198.18.90.2", 2),
+        ];
+        let published = path(
+            "198.18.90.2:6379",
+            "-A DOCKER ! -i docker0 -p tcp -m tcp --dport 6379 -j DNAT --to-destination 198.18.90.2:6379",
+            &["0.0.0.0/0"],
+            &["0.0.0.0/0"],
+        );
+        snap.reach.insert(
+            (2, proxy.inode),
+            Reach {
+                allowed: published.allowed.clone(),
+                published: vec![published],
+                ..Reach::default()
+            },
+        );
+        bypass_check(
+            &snap,
+            expect![[r#"
+                high firewall.bypassed tcp 0.0.0.0:6379
+                  tcp 0.0.0.0:6379 is published to 198.18.90.2:6379 via docker0 by a DNAT in nat prerouting and reachable from every source through the forward chains, though the input firewall denies it
+                  | iptables-nft: ip nat DOCKER: `-A DOCKER ! -i docker0 -p tcp -m tcp --dport 6379 -j DNAT --to-destination 198.18.90.2:6379`
+                  | the forward path accepts every source; the input path alone denies every source
+                  | it reaches container cache-b (redis:7, bb2200000000)
+            "#]],
+        );
+        // The same listener in the first daemon's namespace reaches the
+        // first daemon's container.
+        let mut first = snap.clone();
+        first.listeners[0].netns = Netns {
+            inode: 1,
+            name: "lab-a".into(),
+        };
+        let reach = first.reach.remove(&(2, proxy.inode)).expect("reach");
+        first.reach.insert((1, proxy.inode), reach);
+        bypass_check(
+            &first,
+            expect![[r#"
+                high firewall.bypassed tcp 0.0.0.0:6379
+                  tcp 0.0.0.0:6379 is published to 198.18.90.2:6379 via docker0 by a DNAT in nat prerouting and reachable from every source through the forward chains, though the input firewall denies it
+                  | iptables-nft: ip nat DOCKER: `-A DOCKER ! -i docker0 -p tcp -m tcp --dport 6379 -j DNAT --to-destination 198.18.90.2:6379`
+                  | the forward path accepts every source; the input path alone denies every source
+                  | it reaches container cache-a (redis:7, aa1100000000)
             "#]],
         );
     }

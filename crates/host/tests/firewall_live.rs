@@ -3,7 +3,8 @@
 //! must give the same answers as their recorded fixtures (in the firewall
 //! crate); and the real-connection oracle, where a client with several source
 //! addresses really connects to listeners behind a ruleset in a veth lab and
-//! the outcome must match the computed reachability.
+//! the outcome must match the computed reachability, also through a
+//! gateway's nat prerouting `dnat` and forward chain to a host behind it.
 
 #[path = "../../firewall/tests/common/mod.rs"]
 mod common;
@@ -687,4 +688,249 @@ fn connect_all(sources: &[&str], server: &str, ports: &[u16]) -> Vec<((IpAddr, u
         }
         results
     })
+}
+
+// ---------------------------------------------------------------------------
+// Oracle through NAT: a plain nftables `dnat` to a host behind the gateway
+
+const GATEWAY: &str = "198.18.0.1";
+/// The host behind the gateway, on its own link (`app0` on the gateway).
+const BEHIND: &str = "198.18.1.2";
+const BEHIND_LINK: &str = "198.18.1.1";
+/// Ports of the gateway the clients connect to: one only its input chain
+/// judges, one translated for every source, one translated to another port,
+/// and one translated for some sources while the others reach the gateway's
+/// own listener.
+const NAT_PORTS: [u16; 4] = [22, 6379, 8080, 9000];
+/// Ports the host behind listens on: 8080 is translated to 80.
+const BEHIND_PORTS: [u16; 3] = [80, 6379, 9000];
+
+/// The gateway's ruleset: the input chain drops the published ports, nat
+/// prerouting's `dnat` sends them to the host behind, and the forward chain
+/// is `forward`.
+fn gateway_ruleset(forward: &str) -> String {
+    format!(
+        "table inet filter {{
+            chain input {{
+                type filter hook input priority filter; policy drop;
+                ct state established,related accept
+                iif lo accept
+                tcp dport 22 ip saddr 198.18.0.128/26 accept
+                tcp dport 9000 ip saddr 198.18.0.0/28 accept
+            }}
+            chain forward {{
+                type filter hook forward priority filter; policy drop;
+                ct state established,related accept
+                {forward}
+            }}
+        }}
+        table ip nat {{
+            chain prerouting {{
+                type nat hook prerouting priority dstnat; policy accept;
+                tcp dport 6379 dnat to {BEHIND}
+                tcp dport 8080 dnat to {BEHIND}:80
+                ip saddr 198.18.0.128/25 tcp dport 9000 dnat to {BEHIND}:9000
+            }}
+        }}"
+    )
+}
+
+/// A gateway whose input chain drops a port while its nat prerouting chain
+/// translates it (plain nftables `dnat`, no container runtime) to a host in a
+/// namespace behind it: what the audit's reachability says for the gateway's
+/// listeners on those ports (`perimeter_host::audit::collect` in the
+/// gateway's namespace) must agree with real connections from a client, once
+/// with a forward chain that accepts the translated connections (some only
+/// from some sources) and once with one that drops them all.
+#[test]
+fn lab_dnat_connections_agree_with_reachability() {
+    if !require(Requirement::Netns)
+        || !require(Requirement::Tool("nft"))
+        || !require(Requirement::Tool("sysctl"))
+    {
+        return;
+    }
+    let mut lab = perimeter_testlab::Lab::new().expect("lab");
+    let gateway = lab
+        .add_host("gw", &[&format!("{GATEWAY}/24")])
+        .expect("gateway namespace");
+    let client_addresses: Vec<String> = CLIENT_SOURCES.iter().map(|a| format!("{a}/24")).collect();
+    let client_refs: Vec<&str> = client_addresses.iter().map(String::as_str).collect();
+    let client = lab.add_host("cli", &client_refs).expect("client namespace");
+
+    // The host behind: a veth of its own to the gateway, a route back to the
+    // clients through it (a DNAT keeps the source), no other route.
+    let behind = perimeter_testlab::Ns::new("behind").expect("namespace behind");
+    gateway
+        .ip(&[
+            "link",
+            "add",
+            "app0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            behind.name(),
+        ])
+        .expect("veth to the host behind");
+    gateway
+        .ip(&["addr", "add", &format!("{BEHIND_LINK}/24"), "dev", "app0"])
+        .expect("gateway address on app0");
+    gateway.ip(&["link", "set", "app0", "up"]).expect("app0 up");
+    behind
+        .ip(&["addr", "add", &format!("{BEHIND}/24"), "dev", "eth0"])
+        .expect("address behind");
+    behind
+        .ip(&["link", "set", "eth0", "up"])
+        .expect("eth0 up behind");
+    behind
+        .ip(&["route", "add", "198.18.0.0/24", "via", BEHIND_LINK])
+        .expect("route back to the clients");
+    // Forwarding in the gateway's namespace only (a namespace's own sysctl).
+    gateway
+        .exec("sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"])
+        .expect("forwarding in the gateway namespace");
+
+    // The gateway's own listeners on every port (a DNAT shadows some of
+    // them) and the listeners behind; never accepted, as above.
+    let listen = |ns: &perimeter_testlab::Ns, address: &'static str, ports: Vec<u16>| {
+        ns.enter(move || {
+            ports
+                .into_iter()
+                .map(|port| std::net::TcpListener::bind((address, port)).map_err(|e| e.to_string()))
+                .collect::<Vec<_>>()
+        })
+        .expect("enter namespace")
+        .into_iter()
+        .map(|l| l.expect("listen in the lab"))
+        .collect::<Vec<_>>()
+    };
+    let _gateway_listeners = listen(&gateway, "0.0.0.0", NAT_PORTS.to_vec());
+    let _behind_listeners = listen(&behind, BEHIND, BEHIND_PORTS.to_vec());
+
+    let cases = [
+        (
+            "dnat, forward accepts",
+            format!(
+                "ip daddr {BEHIND} tcp dport {{ 6379, 9000 }} accept
+                ip daddr {BEHIND} tcp dport 80 ip saddr 198.18.0.0/28 accept"
+            ),
+            // (source, port) pairs that connect.
+            &[
+                ("198.18.0.130", 22),
+                ("198.18.0.140", 22),
+                ("198.18.0.10", 6379),
+                ("198.18.0.20", 6379),
+                ("198.18.0.130", 6379),
+                ("198.18.0.140", 6379),
+                ("198.18.0.200", 6379),
+                ("198.18.0.10", 8080),
+                ("198.18.0.10", 9000),
+                ("198.18.0.130", 9000),
+                ("198.18.0.140", 9000),
+                ("198.18.0.200", 9000),
+            ][..],
+            // Ports the input chain drops for sources the forward path lets
+            // through.
+            &[6379, 8080, 9000][..],
+        ),
+        (
+            "dnat, forward drops",
+            String::new(),
+            &[
+                ("198.18.0.130", 22),
+                ("198.18.0.140", 22),
+                ("198.18.0.10", 9000),
+            ][..],
+            &[][..],
+        ),
+    ];
+    for (name, forward, reached, bypassed) in cases {
+        gateway
+            .exec("nft", &["flush", "ruleset"])
+            .expect("flush nft");
+        gateway
+            .nft(&gateway_ruleset(&forward))
+            .unwrap_or_else(|err| panic!("{name}: {err}"));
+
+        let collected = gateway
+            .enter(|| {
+                perimeter_host::audit::collect(&perimeter_host::audit::AuditOptions {
+                    probe_services: false,
+                    ..perimeter_host::audit::AuditOptions::default()
+                })
+            })
+            .expect("enter gateway namespace");
+        let snapshot = collected.snapshot;
+        let mut expected = Vec::new();
+        let mut undecided = Vec::new();
+        for port in NAT_PORTS {
+            let listener = snapshot
+                .listeners
+                .iter()
+                .find(|l| l.protocol == Protocol::Tcp && l.port == port)
+                .unwrap_or_else(|| panic!("{name}: the audit saw no listener on {port}"));
+            let reach = snapshot.reach_of(listener).unwrap_or_else(|| {
+                panic!(
+                    "{name}: no reachability for {port}: {:?}",
+                    snapshot.problems
+                )
+            });
+            for source in CLIENT_SOURCES {
+                let source: IpAddr = source.parse().expect("literal");
+                if let Some((_, why)) = reach.unknown.iter().find(|(net, _)| net.contains(&source))
+                {
+                    undecided.push(format!("{source} -> {port}: {why}"));
+                }
+                let allowed = reach.allowed.iter().any(|net| net.contains(&source));
+                expected.push(((source, port), allowed));
+            }
+            // Where the input chain drops what the forward chain lets
+            // through, the path is kept for `firewall.bypassed`.
+            let hidden = reach
+                .published
+                .iter()
+                .any(|path| !path.input_denies.is_empty());
+            assert_eq!(
+                hidden,
+                bypassed.contains(&port),
+                "{name}: port {port}: {:#?}",
+                reach.published
+            );
+        }
+        eprintln!("{name}: undecided {undecided:#?}");
+        assert!(undecided.is_empty(), "{name}: undecided {undecided:#?}");
+
+        let connected = client
+            .enter(|| connect_all(&CLIENT_SOURCES, GATEWAY, &NAT_PORTS))
+            .expect("enter client namespace");
+        // The oracle is what the test meant: the real connections are the
+        // ones listed.
+        let meant: Vec<((IpAddr, u16), bool)> = connected
+            .iter()
+            .map(|&((source, port), _)| {
+                let listed = reached
+                    .iter()
+                    .any(|&(s, p)| p == port && s.parse::<IpAddr>().ok() == Some(source));
+                ((source, port), listed)
+            })
+            .collect();
+        assert_eq!(connected, meant, "{name}: the lab did not connect as meant");
+        let mismatches: Vec<String> = expected
+            .iter()
+            .zip(&connected)
+            .filter(|(e, c)| e != c)
+            .map(|(((source, port), allowed), _)| {
+                format!("{source} -> {port}: reachability says allowed={allowed}")
+            })
+            .collect();
+        assert!(mismatches.is_empty(), "{name}: {mismatches:#?}");
+        eprintln!(
+            "{name}: {} of {} connect, as computed",
+            reached.len(),
+            connected.len()
+        );
+    }
 }
