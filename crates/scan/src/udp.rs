@@ -206,8 +206,8 @@ pub async fn run_udp(
     let unreachable = Arc::new(Unreachable::default());
     let mut book = AddressBook::default();
     let mut position = 0u64;
-    // A port held back until the next scout may leave.
-    let mut stalled: Option<(IpAddr, u16, bool)> = None;
+    // Scouts waiting for their turn (new scouts leave SCOUT_INTERVAL apart).
+    let mut waiting_scouts: VecDeque<(IpAddr, u16, Arc<AtomicU64>)> = VecDeque::new();
     let mut next_scout_at = start;
 
     'launch: loop {
@@ -250,16 +250,32 @@ pub async fn run_udp(
             }
             continue;
         }
-        // Ports released by their address's scout, one address after
-        // another; else the next of the walk.
-        // A port waiting for the next scout's turn holds the walk, not the
-        // released ports.
-        let scout_due = Instant::now() >= next_scout_at;
-        let (address, port, walked) = if let Some(stalled) = stalled.take_if(|_| scout_due) {
-            stalled
+        // Next: a scout whose turn has come (they leave paced, in the order
+        // met), else a port released by its address's scout (one address
+        // after another), else the next of the walk.
+        let now = Instant::now();
+        let (address, port, scout) = if now >= next_scout_at
+            && let Some((address, port, sent)) = waiting_scouts.pop_front()
+        {
+            next_scout_at = next_scout_at.max(now) + SCOUT_INTERVAL;
+            (address, port, Some(sent))
         } else if let Some((address, port)) = book.next_released() {
-            (address, port, false)
-        } else if stalled.is_none() && position < total && book.n_deferred() < MAX_DEFERRED {
+            // A released address is known: its ports are asked as they
+            // come, unless it was found unreachable since.
+            if unreachable.is_down(address) {
+                n_unasked += 1;
+                decide_unasked(
+                    SocketAddr::new(address, port),
+                    &unreachable,
+                    &mut counts,
+                    &events,
+                    report_unanswered,
+                )
+                .await;
+                continue;
+            }
+            (address, port, None)
+        } else if position < total && book.n_deferred() < MAX_DEFERRED {
             let index = walk.get(position);
             position += 1;
             // Consecutive indices go to different hosts first: one host's
@@ -273,15 +289,42 @@ pub async fn run_udp(
             else {
                 continue;
             };
-            (address, port, true)
-        } else if tasks.is_empty() && stalled.is_none() {
+            // Exclusions were subtracted when the target set was built;
+            // this check stands behind that, as the TCP launcher's does.
+            if targets.is_excluded(address) {
+                n_skipped += 1;
+                continue;
+            }
+            // An address found unreachable is not asked again: its
+            // remaining ports are filtered without a packet.
+            if unreachable.is_down(address) {
+                n_unasked += 1;
+                decide_unasked(
+                    SocketAddr::new(address, port),
+                    &unreachable,
+                    &mut counts,
+                    &events,
+                    report_unanswered,
+                )
+                .await;
+                continue;
+            }
+            match book.route(address, port) {
+                Route::Defer => continue,
+                Route::Ask => (address, port, None),
+                Route::Scout(sent) => {
+                    waiting_scouts.push_back((address, port, sent));
+                    continue;
+                }
+            }
+        } else if tasks.is_empty() && waiting_scouts.is_empty() {
             // Nothing out, nothing released, nothing left to walk.
             break;
         } else {
-            let wake = if stalled.is_some() {
-                next_scout_at
+            let wake = if waiting_scouts.is_empty() {
+                now + SCOUT_TICK
             } else {
-                Instant::now() + SCOUT_TICK
+                next_scout_at.min(now + SCOUT_TICK)
             };
             tokio::select! {
                 done = tasks.join_next(), if !tasks.is_empty() => {
@@ -293,42 +336,6 @@ pub async fn run_udp(
                 () = cancel.cancelled() => break 'launch,
             }
             continue;
-        };
-        // Exclusions were subtracted when the target set was built; this
-        // check stands behind that, as the TCP launcher's does.
-        if targets.is_excluded(address) {
-            if walked {
-                n_skipped += 1;
-            }
-            continue;
-        }
-        // An address found unreachable is not asked again: its remaining
-        // ports are filtered without a packet.
-        if unreachable.is_down(address) {
-            n_unasked += 1;
-            decide_unasked(
-                SocketAddr::new(address, port),
-                &unreachable,
-                &mut counts,
-                &events,
-                report_unanswered,
-            )
-            .await;
-            continue;
-        }
-        if book.is_new(address) {
-            let now = Instant::now();
-            if now < next_scout_at {
-                // Its turn comes at next_scout_at; released ports go first.
-                stalled = Some((address, port, walked));
-                continue;
-            }
-            next_scout_at = next_scout_at.max(now) + SCOUT_INTERVAL;
-        }
-        let scout = match book.route(address, port) {
-            Route::Defer => continue,
-            Route::Scout(sent) => Some(sent),
-            Route::Ask => None,
         };
         n_launched += 1;
         let task_rate = Arc::clone(&rate);
@@ -566,11 +573,6 @@ impl AddressBook {
     /// Ports held back or released and not yet handed out.
     fn n_deferred(&self) -> usize {
         self.n_deferred
-    }
-
-    /// Whether a port of `address` would be its scout.
-    fn is_new(&self, address: IpAddr) -> bool {
-        self.known.len() < MAX_ADDRESSES && !self.known.contains_key(&address)
     }
 
     fn route(&mut self, address: IpAddr, port: u16) -> Route {
