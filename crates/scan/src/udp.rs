@@ -379,8 +379,8 @@ pub async fn run_udp(
             }
         });
     }
-    // Cancelled: the ports in flight end with the token; wait for them, and
-    // count what they decided before it fired.
+    // Only a cancelled scan leaves ports in flight here (they end with the
+    // token): wait for them, and count what they decided before it fired.
     while let Some(done) = tasks.join_next().await {
         if let Ok(done) = done {
             n_unasked += finish(
