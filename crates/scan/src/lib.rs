@@ -22,6 +22,7 @@ pub mod options;
 pub mod permutation;
 pub mod ports;
 pub mod rate;
+mod rtt;
 pub mod shard;
 pub mod syn;
 pub mod targets;

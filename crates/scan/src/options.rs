@@ -2,7 +2,8 @@
 //!
 //! A [`Profile`] (fast, normal, stealth) names a set of [`ProfileDefaults`]:
 //! the rate ceiling and burst, jitter, concurrency, the connect timeout
-//! (adaptive to the round trip for fast), retries, and identification's
+//! (adaptive to the round trip for fast and normal, and the UDP scan's waits
+//! with it), retries, and identification's
 //! banner wait, per-port deadline and probe count. The caller fills
 //! [`ScanOptions`] (the CLI from its flags), whose explicit values override
 //! the profile's. [`ScanOptions::settings`] checks them and resolves them,
@@ -75,7 +76,10 @@ impl Profile {
                 timeout: Duration::from_secs(2),
                 // The connect timeout follows the round trips measured per
                 // host (per network before a host answered), between this
-                // floor and the 2 s ceiling, doubling on each silence.
+                // floor and the 2 s ceiling, doubling on each silence. The
+                // UDP scan's waits do too (its scouts wait the ceiling), and
+                // its retries are asked only where they can change a state
+                // (`udp::Timing::retries`).
                 min_timeout: Some(Duration::from_millis(100)),
                 retries: 2,
                 banner_wait: Duration::from_secs(2),
