@@ -290,6 +290,75 @@ impl Server {
     }
 }
 
+/// `verify --scan` judges the merged job as seen from where its nodes
+/// scanned: the lab's web host is dev, reachable only from the office range;
+/// from a node outside it, its open ports are env.dev-reachable, from inside
+/// it they are not.
+fn verify_from_the_nodes_vantage_point(server: &Server, db: &str) {
+    let inventory = server.path("perimeter.toml");
+    std::fs::write(
+        &inventory,
+        "[[environment]]\nname = \"dev\"\nkind = \"dev\"\nranges = [\"198.18.0.2/32\"]\n\
+         allow_from = [\"198.18.0.11/32\"]\n",
+    )
+    .expect("inventory");
+    let store = SqliteStore::open_read_only(Path::new(db)).expect("open");
+    let merged = store
+        .list_scans(usize::MAX)
+        .expect("list")
+        .into_iter()
+        .find(|scan| scan.info.options.contains_key(MERGED_SHARDS_OPTION))
+        .expect("the merged scan")
+        .info
+        .id
+        .to_string();
+    let judged = |from: &str| {
+        let output = common::run(
+            None,
+            &[
+                "verify",
+                "--scan",
+                &merged,
+                "--from",
+                from,
+                "--inventory",
+                &inventory,
+                "--db",
+                db,
+                "--format",
+                "json",
+            ],
+        );
+        let doc = json_of(&output);
+        let rules: Vec<String> = results(&doc)
+            .iter()
+            .filter(|result| result["address"] == "198.18.0.2")
+            .flat_map(|result| result["findings"].as_array().cloned().unwrap_or_default())
+            .filter_map(|finding| finding["rule"].as_str().map(str::to_owned))
+            .collect();
+        (code(&output), rules)
+    };
+    let (code_outside, outside) = judged("198.18.0.13");
+    assert_eq!(
+        code_outside, 1,
+        "a high finding fails the gate: {outside:?}"
+    );
+    assert_eq!(
+        outside
+            .iter()
+            .filter(|rule| *rule == "env.dev-reachable")
+            .count(),
+        3,
+        "web's three open ports, reachable from dc-2: {outside:?}"
+    );
+    let (code_inside, inside) = judged("198.18.0.11");
+    assert_eq!(code_inside, 0, "{inside:?}");
+    assert!(
+        !inside.iter().any(|rule| rule == "env.dev-reachable"),
+        "{inside:?}"
+    );
+}
+
 /// A complete run of one part, as a node would send it (no results).
 fn fake_run(part: &str, seed: u64) -> Value {
     let now = time::OffsetDateTime::now_utc();
@@ -555,6 +624,7 @@ fn three_nodes_one_stopped_one_killed_complete_the_job_once_each() {
         whole.values().filter(|state| *state == "open").count()
     );
     assert!(merged.values().any(|state| state == "open"));
+    verify_from_the_nodes_vantage_point(&server, &db);
     hostile_leases(&server);
     drop(server);
     drop(cluster);

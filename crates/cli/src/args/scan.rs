@@ -181,6 +181,13 @@ pub(crate) struct VerifyArgs {
     #[arg(long, value_name = "ADDRESS")]
     pub(crate) from: Vec<std::net::IpAddr>,
 
+    /// Judge this stored scan instead of scanning from here: a scan made
+    /// from another vantage point, such as a scan job that scanner nodes of
+    /// that point ran (`scans merge --server URL --job ID` stores it). Needs
+    /// --from, the addresses it was scanned from.
+    #[arg(long, value_name = "ID", requires = "from")]
+    pub(crate) scan: Option<i64>,
+
     #[command(flatten)]
     pub(crate) tuning: ScanTuning,
 

@@ -13,15 +13,19 @@
 //!   `env.expired`.
 //!
 //! The findings go into the results of the ports they are about, so the output
-//! has the scan's result shape.
+//! has the scan's result shape. With --scan ID, a stored scan is judged
+//! instead (one made from another vantage point, such as a scan job that
+//! scanner nodes there ran), as seen from --from.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use anyhow::{Context, Result, bail};
-use perimeter_model::{Environment, Severity};
-use perimeter_report::scan::{Verified, to_nmap_xml, verify_to_human, verify_to_json};
+use perimeter_checks::environments::Environments;
+use perimeter_model::{Environment, PortResult, PortState, ScanInfo, Severity};
+use perimeter_report::scan::{StateTotals, Verified, to_nmap_xml, verify_to_human, verify_to_json};
 use perimeter_scan::TargetRequest;
+use perimeter_store::Store as _;
 
 use crate::args::{ScanFormat, VerifyArgs};
 use crate::exit_codes::ExitCode;
@@ -64,6 +68,39 @@ pub(crate) fn run(args: VerifyArgs, terminal: &Terminal) -> Result<ExitCode> {
     } else {
         args.from.clone()
     };
+
+    if let Some(id) = args.scan {
+        // A stored scan, judged as it is: it was scanned from --from.
+        let db = store::open_read_only(&args.db)?;
+        let (info, mut results) = db
+            .load_scan(id)
+            .with_context(|| format!("--scan {id}: cannot load the stored scan"))?;
+        if !info.complete {
+            eprintln!(
+                "perimeter: warning: scan {id} is incomplete: what it did not reach is not judged"
+            );
+        }
+        let mut totals = StateTotals::default();
+        for result in &results {
+            match result.state {
+                PortState::Open => totals.open += 1,
+                PortState::Closed => totals.closed += 1,
+                PortState::Filtered => totals.filtered += 1,
+                PortState::OpenFiltered => totals.open_filtered += 1,
+            }
+        }
+        return report(
+            &args,
+            &inventory,
+            &selected,
+            &info,
+            results.as_mut_slice(),
+            totals,
+            &vantage,
+            false,
+            terminal,
+        );
+    }
 
     let (ports, options) = tuning(&args.tuning)?;
     let db = if args.no_store {
@@ -110,25 +147,52 @@ pub(crate) fn run(args: VerifyArgs, terminal: &Terminal) -> Result<ExitCode> {
         cancel: None,
     }))?;
 
-    crate::pipeline::verify::add_findings(&inventory, &selected, &info, &mut results, &vantage);
+    report(
+        &args,
+        &inventory,
+        &selected,
+        &info,
+        &mut results,
+        totals,
+        &vantage,
+        interrupted,
+        terminal,
+    )
+}
+
+/// The env.* findings added to the results, printed, and the exit code.
+#[allow(clippy::too_many_arguments)]
+fn report(
+    args: &VerifyArgs,
+    inventory: &Environments,
+    selected: &[&Environment],
+    info: &ScanInfo,
+    results: &mut [PortResult],
+    totals: StateTotals,
+    vantage: &[IpAddr],
+    interrupted: bool,
+    terminal: &Terminal,
+) -> Result<ExitCode> {
+    crate::pipeline::verify::add_findings(inventory, selected, info, results, vantage);
+    let results = &*results;
 
     match args.format {
         ScanFormat::Human => out!(
             "{}",
-            verify_to_human(&info, &results, totals, &vantage, terminal.stdout_style())
+            verify_to_human(info, results, totals, vantage, terminal.stdout_style())
         ),
         ScanFormat::Json | ScanFormat::Jsonl => {
             let verified = Verified {
                 inventory: inventory.path.as_deref(),
-                vantage: &vantage,
+                vantage,
                 environments: selected.iter().map(|e| e.name.as_str()).collect(),
             };
             outln!(
                 "{}",
-                serde_json::to_string_pretty(&verify_to_json(&info, &results, totals, &verified))?
+                serde_json::to_string_pretty(&verify_to_json(info, results, totals, &verified))?
             );
         }
-        ScanFormat::Xml => out!("{}", to_nmap_xml(&info, &results, "perimeter verify")),
+        ScanFormat::Xml => out!("{}", to_nmap_xml(info, results, "perimeter verify")),
     }
     if interrupted {
         return Ok(ExitCode::Interrupted);
