@@ -63,8 +63,8 @@ const RESERVED: &[&str] = &[
     "--db",
     "--no-store",
     "--xml-out",
+    "-X",
     "--format",
-    "-o",
 ];
 
 fn local(state: &AppState) -> bool {
