@@ -194,12 +194,24 @@ pub fn suspicious_execs(
 /// What the handlers share.
 pub(crate) struct AppState {
     pub(crate) store: Mutex<Box<dyn FleetStore>>,
+    /// The store's backend ("sqlite" or "postgresql"), read once: asking the
+    /// store would wait for its lock behind whatever call holds it.
+    pub(crate) backend: &'static str,
     pub(crate) config: ServerConfig,
     /// Reports per agent in the current minute.
     pub(crate) rate: Mutex<HashMap<String, (Instant, u32)>>,
 }
 
 impl AppState {
+    pub(crate) fn new(store: Box<dyn FleetStore>, config: ServerConfig) -> AppState {
+        AppState {
+            backend: store.backend(),
+            store: Mutex::new(store),
+            config,
+            rate: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// Runs `f` on the store in a blocking thread: on a handle of its own
     /// when the backend has a pool of connections (PostgreSQL), so calls run
     /// side by side and the lock is held only to take the handle; else on
@@ -280,11 +292,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let limits = config.limits.clone();
-    let state = Arc::new(AppState {
-        store: Mutex::new(store),
-        config,
-        rate: Mutex::new(HashMap::new()),
-    });
+    let state = Arc::new(AppState::new(store, config));
     let pruning = tokio::spawn(prune_history(Arc::clone(&state)));
     let app = routes::router(Arc::clone(&state), &limits).merge(web::router(state));
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -368,17 +376,16 @@ mod tests {
     const AT: OffsetDateTime = datetime!(2026-05-20 09:00 UTC);
 
     fn app_state(store: SqliteFleet) -> Arc<AppState> {
-        Arc::new(AppState {
-            store: Mutex::new(Box::new(store)),
-            config: ServerConfig {
+        Arc::new(AppState::new(
+            Box::new(store),
+            ServerConfig {
                 listen: "127.0.0.1:0".parse().expect("address"),
                 enrol_secret: None,
                 require_acceptance: false,
                 limits: Limits::default(),
                 monitor_history: None,
             },
-            rate: Mutex::new(HashMap::new()),
-        })
+        ))
     }
 
     /// One pass deletes every state due, batch after batch, and keeps the

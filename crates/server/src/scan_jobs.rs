@@ -68,11 +68,7 @@ const RESERVED: &[&str] = &[
 ];
 
 fn local(state: &AppState) -> bool {
-    state
-        .store
-        .lock()
-        .map(|store| store.backend() == "sqlite")
-        .unwrap_or(false)
+    state.backend == "sqlite"
 }
 
 fn runs_on(local: bool) -> String {

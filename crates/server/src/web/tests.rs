@@ -1,8 +1,8 @@
 //! The dashboard through its router, as a browser would drive it: sign-in,
 //! sessions, CSRF, roles, escaping of hostile agent data, security headers.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
@@ -135,17 +135,16 @@ fn harness() -> Harness {
 /// With a monitor whose history is `history`.
 fn harness_with(history: Option<std::path::PathBuf>) -> Harness {
     let (store, agent_id) = store();
-    let state = Arc::new(AppState {
-        store: Mutex::new(Box::new(store)),
-        config: ServerConfig {
+    let state = Arc::new(AppState::new(
+        Box::new(store),
+        ServerConfig {
             listen: "127.0.0.1:0".parse().expect("address"),
             enrol_secret: None,
             require_acceptance: false,
             limits: Limits::default(),
             monitor_history: history,
         },
-        rate: Mutex::new(HashMap::new()),
-    });
+    ));
     let app = super::router(Arc::clone(&state));
     Harness {
         app,
