@@ -27,7 +27,9 @@
 # Usage: bench/scan-nodes.sh [RUNS]   (as root; RUNS defaults to 1)
 # Environment: PERIMETER_BIN (an already built binary), BENCH_RATE (per-node
 # rate, default 3000), BENCH_PARTS (default 16), BENCH_NODES (default
-# "1 2 4"), BENCH_KEEP=1 keeps the work directory.
+# "1 2 4"), BENCH_DEFAULT=1 (the job a user submits: `--top-ports 100` and
+# the target, the default profile with identification and its own rate, no
+# cap), BENCH_KEEP=1 keeps the work directory.
 set -euo pipefail
 source "$(dirname "$0")/scan/lib.sh"
 
@@ -37,6 +39,11 @@ RATE=${BENCH_RATE:-3000}
 PARTS=${BENCH_PARTS:-16}
 NODE_COUNTS=${BENCH_NODES:-"1 2 4"}
 RANGE=198.18.16.0/20
+if [ -n "${BENCH_DEFAULT:-}" ]; then
+    SCAN_OPTIONS=(--top-ports 100 "$RANGE")
+else
+    SCAN_OPTIONS=(--top-ports 100 --no-identify --rate "$RATE" "$RANGE")
+fi
 N_ADDRESSES=4096
 SERVER_ADDR=198.18.0.10
 SINK_ADDR=198.18.0.20
@@ -101,14 +108,14 @@ as_person() {
 }
 
 echo "machine: $(machine_note)"
-echo "per-node rate $RATE probes/s, $PARTS parts, $RANGE x top 100 = $((N_ADDRESSES * 100)) probes"
+echo "job: ${SCAN_OPTIONS[*]}; $PARTS parts, $RANGE x top 100 = $((N_ADDRESSES * 100)) probes"
 printf '%-6s %-4s %10s %12s %14s %12s\n' nodes run seconds probes/s "overhead/part" "load"
 for run in $(seq 1 "$RUNS"); do
     for n in $NODE_COUNTS; do
         load=$(cut -d' ' -f1 /proc/loadavg)
         start=$(date +%s.%N)
         job=$(as_person submit --shards "$PARTS" --lease 60s --format json -- \
-            --top-ports 100 --no-identify --rate "$RATE" "$RANGE" |
+            "${SCAN_OPTIONS[@]}" |
             "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["id"])')
         pids=()
         for i in $(seq 1 "$n"); do
