@@ -62,14 +62,27 @@ fn require_binary(candidates: &[&str]) -> Option<PathBuf> {
     find_binary(candidates).or_else(|| require_tool(candidates.last()?))
 }
 
+/// A port free on 127.0.0.1 now, and never handed to another test of this
+/// binary: the tests run side by side, and the kernel may give a port just
+/// released to the next `bind(0)`, so two daemons could be told the same one.
 fn free_port() -> u16 {
-    TcpListener::bind((LOCALHOST, 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .unwrap_or_else(|error| panic!("no free port: {error}"))
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind((LOCALHOST, 0))
+            .and_then(|listener| listener.local_addr())
+            .map(|addr| addr.port())
+            .unwrap_or_else(|error| panic!("no free port: {error}"));
+        let mut given = GIVEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
-/// Starts `command` and waits until its port accepts connections.
+/// Starts `command` and waits until its port accepts connections, failing if
+/// the daemon exits first (so a port some other process answers on is never
+/// taken for the daemon's).
 fn start(mut command: Command, port: u16, dir: tempfile::TempDir) -> Daemon {
     let child = command
         .stdin(Stdio::null())
@@ -77,19 +90,25 @@ fn start(mut command: Command, port: u16, dir: tempfile::TempDir) -> Daemon {
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|error| panic!("starting {command:?}: {error}"));
-    let daemon = Daemon {
+    let mut daemon = Daemon {
         child,
         port,
         _dir: dir,
     };
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
+        if let Ok(Some(status)) = daemon.child.try_wait() {
+            panic!("{command:?} exited ({status}) before listening on {port}");
+        }
         if TcpStream::connect_timeout(
             &SocketAddr::new(LOCALHOST, port),
             Duration::from_millis(200),
         )
         .is_ok()
         {
+            if let Ok(Some(status)) = daemon.child.try_wait() {
+                panic!("{command:?} exited ({status}); something else answers on {port}");
+            }
             return daemon;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -101,33 +120,37 @@ fn temp_dir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap_or_else(|error| panic!("temp dir: {error}"))
 }
 
-/// One probe conversation on a fresh connection.
-fn run_probe(port: u16, probe: &mut dyn Probe) -> Option<Identified> {
+/// One probe conversation on a fresh connection: the identification, or how
+/// the conversation ended without one (for the failure message).
+fn run_probe(port: u16, probe: &mut dyn Probe) -> Result<Identified, String> {
     let address = SocketAddr::new(LOCALHOST, port);
-    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(READ_TIMEOUT)).ok()?;
-    stream.set_write_timeout(Some(READ_TIMEOUT)).ok()?;
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))
+        .map_err(|error| format!("connect: {error}"))?;
+    stream
+        .set_read_timeout(Some(READ_TIMEOUT))
+        .and_then(|()| stream.set_write_timeout(Some(READ_TIMEOUT)))
+        .map_err(|error| format!("socket options: {error}"))?;
     let cap = probe.max_response();
     let mut received = Vec::new();
     let mut next = probe.start();
-    loop {
+    let (found, how) = loop {
         match next {
-            Next::Done(found) => return found,
+            Next::Done(found) => break (found, "done".to_string()),
             Next::Send(request) => {
                 received.clear();
-                if stream.write_all(&request).is_err() {
-                    return probe.on_end(&received, false);
+                if let Err(error) = stream.write_all(&request) {
+                    break (probe.on_end(&received, false), format!("write: {error}"));
                 }
             }
             Next::Receive => {}
         }
         let room = cap.saturating_sub(received.len());
         if room == 0 {
-            return probe.on_end(&received, false);
+            break (probe.on_end(&received, false), "cap reached".into());
         }
         let mut chunk = vec![0u8; room.min(8192)];
         match stream.read(&mut chunk) {
-            Ok(0) => return probe.on_end(&received, false),
+            Ok(0) => break (probe.on_end(&received, false), "closed".into()),
             Ok(n) => {
                 received.extend_from_slice(chunk.get(..n).unwrap_or_default());
                 next = probe.on_data(&received);
@@ -138,23 +161,26 @@ fn run_probe(port: u16, probe: &mut dyn Probe) -> Option<Identified> {
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) =>
             {
-                return probe.on_end(&received, true);
+                break (probe.on_end(&received, true), "silent".into());
             }
-            Err(_) => return probe.on_end(&received, false),
+            Err(error) => break (probe.on_end(&received, false), format!("read: {error}")),
         }
-    }
+    };
+    found.ok_or_else(|| format!("{how} after {} bytes", received.len()))
 }
 
 /// Runs the plan for `port`; returns the identification and the probes run.
 fn identify(port: u16) -> (Identified, Vec<&'static str>) {
     let mut run = Vec::new();
+    let mut outcomes = Vec::new();
     for mut probe in probes_for_address(LOCALHOST, port) {
         run.push(probe.name());
-        if let Some(found) = run_probe(port, probe.as_mut()) {
-            return (found, run);
+        match run_probe(port, probe.as_mut()) {
+            Ok(found) => return (found, run),
+            Err(how) => outcomes.push(format!("{}: {how}", probe.name())),
         }
     }
-    panic!("nothing identified on port {port} after {run:?}");
+    panic!("nothing identified on port {port}: {outcomes:#?}");
 }
 
 /// The text after `marker` in a program's version output, up to a space or comma.
@@ -369,18 +395,21 @@ const LAB_CERT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/lab-
 const LAB_KEY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/lab-key.pem");
 
 /// Python's http.server behind TLS with the lab certificate; `extra_setup`
-/// is Python run on `context` before it wraps the socket.
+/// is Python run on `context` before it wraps the socket. The socket listens
+/// only once TLS is set up, so the port accepting means the server is ready.
 fn python_https(extra_setup: &str) -> Option<Daemon> {
     let python = python()?;
     let dir = temp_dir();
     let port = free_port();
     let script = format!(
         "import http.server, ssl\n\
-         server = http.server.HTTPServer(('127.0.0.1', {port}), http.server.SimpleHTTPRequestHandler)\n\
+         server = http.server.HTTPServer(('127.0.0.1', {port}), http.server.SimpleHTTPRequestHandler, bind_and_activate=False)\n\
          context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
          context.load_cert_chain({LAB_CERT:?}, {LAB_KEY:?})\n\
          {extra_setup}\n\
          server.socket = context.wrap_socket(server.socket, server_side=True)\n\
+         server.server_bind()\n\
+         server.server_activate()\n\
          server.serve_forever()\n"
     );
     let mut command = Command::new(python);
