@@ -8,6 +8,8 @@
 #   perimeter scan T -p- --profile fast --db DB --format json --quiet [--syn]
 #   perimeter scan T -p- --profile fast --db DB --format json --quiet --no-identify [--syn]
 #   perimeter scan T -p PORT --profile fast --db DB --format json --quiet   (PORT 22, 80, 6379)
+#   perimeter scan T --db DB --format json --quiet     (what a user types: the normal
+#                                                       profile's 1,000/s and its top ports)
 #
 # in rotating order, RUNS times each. Prints medians, and whether every
 # full scan found exactly the three open ports and named ssh, http and redis
@@ -65,6 +67,7 @@ scan_cmd() {
     local variant=$1
     local cmd=("$PERIMETER" scan "$TARGET_ADDR" --profile fast --db "$LAB_WORK/$variant.db" --format json --quiet)
     case $variant in
+    default) cmd=("$PERIMETER" scan "$TARGET_ADDR" --db "$LAB_WORK/$variant.db" --format json --quiet) ;;
     identify) cmd+=(-p-) ;;
     identify-syn) cmd+=(-p- --syn) ;;
     ports) cmd+=(-p- --no-identify) ;;
@@ -76,7 +79,7 @@ scan_cmd() {
     echo "${cmd[@]}"
 }
 
-VARIANTS=(identify identify-syn ports ports-syn ssh http redis)
+VARIANTS=(identify identify-syn ports ports-syn ssh http redis default)
 
 log "machine: $(machine_note)"
 log "load before: $(load_note)"
@@ -114,7 +117,7 @@ echo
 # the Redis finding, and find nothing else open.
 EXPECTED="$TARGET_ADDR:22 ssh|$TARGET_ADDR:80 http|$TARGET_ADDR:6379 redis exposed.redis-noauth"
 echo "services named by every full scan ($EXPECTED):"
-for variant in identify identify-syn; do
+for variant in identify identify-syn default; do
     for run in $(seq 1 "$RUNS"); do
         got=$("$PYTHON" "$HELPER" services perimeter "$LAB_WORK/$variant.$run.out" |
             awk '{rules = $5; sub(/;.*/, "", rules); printf "%s%s %s%s", sep, $1, $2, (rules == "exposed.service" ? "" : " " rules); sep = "|"}')
