@@ -1,13 +1,16 @@
 //! HTTP/1.x: the request encoder, a bounded response parser (status line,
 //! headers, `Content-Length`, chunked and read-to-close bodies), `<title>` and
 //! `Server` readers, and [`HttpProbe`], which identifies the web server and the
-//! products that answer over HTTP: Elasticsearch, the Docker Engine API, etcd,
-//! the Kubernetes API server and the kubelet.
+//! products that answer over HTTP: Elasticsearch, the Docker Engine API (and
+//! Podman's, which speaks it), a container registry (the Distribution API,
+//! `/v2/`), etcd, the Kubernetes API server and the kubelet.
 //!
 //! The probe asks `GET /` and follows up with at most two more requests on the
 //! same connection, all of them reads: `GET /version`, then `GET /api`,
 //! `GET /pods`, or etcd's `POST /v3/kv/range` with `count_only` (a range read
-//! that returns a number, not keys or values). Requests ask for keep-alive so the
+//! that returns a number, not keys or values); or, where the root looks like a
+//! registry's (an empty `200`, or port 5000), `GET /v2/` then
+//! `GET /v2/_catalog?n=100`. Requests ask for keep-alive so the
 //! follow-ups can ride the same connection, except the last one, which says
 //! `Connection: close`; the probe knows where each response ends from its
 //! framing, so it never waits for the server to close.
@@ -335,14 +338,31 @@ enum Step {
     Root,
     /// `GET /version` after a Docker-looking root.
     DockerVersion,
-    /// `GET /version` after a Kubernetes `Status` or a Go `404 page not found`.
-    Version,
+    /// `GET /version` after a Kubernetes `Status`, a Go `404 page not found`,
+    /// or another `404` (Podman's API answers `GET /` so, without headers).
+    Version(VersionFor),
     /// `GET /api` after the Kubernetes API server's `/version`.
     KubernetesApi,
     /// `POST /v3/kv/range` after etcd's `/version`.
     EtcdRange,
     /// `GET /pods` after a Go server that is neither etcd nor the API server.
     KubeletPods,
+    /// `GET /v2/` after a root that may be a registry's.
+    Registry,
+    /// `GET /v2/_catalog?n=100` after a registry that answered `/v2/`
+    /// without credentials.
+    RegistryCatalog,
+}
+
+/// Why the probe asked `/version`: what the root answer looked like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VersionFor {
+    /// A Kubernetes `Status` object, or a root listing `/api`.
+    Kubernetes,
+    /// Go's default `404 page not found` (etcd, the kubelet, ...).
+    Go404,
+    /// Any other `404`: only a Docker-compatible API's `/version` is looked for.
+    Other404,
 }
 
 /// Identifies what answers HTTP (see the module docs).
@@ -354,8 +374,8 @@ pub struct HttpProbe {
     /// The identification the answers so far support, returned if a follow-up
     /// fails.
     known: Option<Identified>,
-    /// The first response's status and whether it was Kubernetes-shaped.
-    root_status: u16,
+    /// Whether an answer so far came from Podman (`Libpod` headers).
+    libpod: bool,
 }
 
 impl HttpProbe {
@@ -373,7 +393,7 @@ impl HttpProbe {
             port_hint: None,
             step: Step::Root,
             known: None,
-            root_status: 0,
+            libpod: false,
         }
     }
 
@@ -392,10 +412,12 @@ impl HttpProbe {
         match self.step {
             Step::Root => self.after_root(response, raw),
             Step::DockerVersion => Next::Done(Some(self.docker(Some(response)))),
-            Step::Version => self.after_version(response),
+            Step::Version(why) => self.after_version(response, why),
             Step::KubernetesApi => Next::Done(Some(self.kubernetes_api(response))),
             Step::EtcdRange => Next::Done(Some(self.etcd_range(response))),
             Step::KubeletPods => Next::Done(self.kubelet_pods(response)),
+            Step::Registry => self.after_registry(response),
+            Step::RegistryCatalog => Next::Done(self.registry_catalog(response)),
         }
     }
 
@@ -403,7 +425,6 @@ impl HttpProbe {
         if wants_tls(response) {
             return Next::Done(None);
         }
-        self.root_status = response.status;
         let base = service(response, raw);
         self.known = Some(Identified {
             service: base.clone(),
@@ -413,12 +434,7 @@ impl HttpProbe {
         if let Some(found) = elasticsearch(response, json.as_ref(), base.clone()) {
             return Next::Done(Some(found));
         }
-        let server = response.header("server").unwrap_or_default();
-        if response.header("api-version").is_some()
-            || response.header("libpod-api-version").is_some()
-            || server.starts_with("Docker/")
-            || server.starts_with("Libpod/")
-        {
+        if self.docker_headers(response) {
             self.step = Step::DockerVersion;
             return self.get("/version", true);
         }
@@ -431,21 +447,47 @@ impl HttpProbe {
             .and_then(Value::as_array)
             .is_some_and(|paths| paths.iter().any(|p| p.as_str() == Some("/api")));
         if is_status || lists_api {
-            self.step = Step::Version;
+            self.step = Step::Version(VersionFor::Kubernetes);
             return self.get("/version", false);
         }
         if let Some(found) = kubelet_refusal(response, self.port_hint, base.clone()) {
             return Next::Done(Some(found));
         }
-        if response.status == 404 && response.body.starts_with(b"404 page not found") {
-            // Go's default mux: etcd, the kubelet, and many others.
-            self.step = Step::Version;
-            return self.get("/version", false);
+        // The Distribution registry answers `GET /` with an empty 200 and no
+        // Server header; 5000 is its port.
+        if self.port_hint == Some(5000) || (response.status == 200 && response.body.is_empty()) {
+            self.step = Step::Registry;
+            return self.get("/v2/", false);
+        }
+        if response.status == 404 {
+            if response.body.starts_with(b"404 page not found") {
+                // Go's default mux: etcd, the kubelet, and many others.
+                self.step = Step::Version(VersionFor::Go404);
+                return self.get("/version", false);
+            }
+            self.step = Step::Version(VersionFor::Other404);
+            return self.get("/version", true);
         }
         Next::Done(self.known.take())
     }
 
-    fn after_version(&mut self, response: &Response) -> Next {
+    /// Whether `response` carries the Docker Engine API's headers (Podman's
+    /// included, which it also notes).
+    fn docker_headers(&mut self, response: &Response) -> bool {
+        let server = response.header("server").unwrap_or_default();
+        let libpod =
+            response.header("libpod-api-version").is_some() || server.starts_with("Libpod/");
+        self.libpod |= libpod;
+        libpod || response.header("api-version").is_some() || server.starts_with("Docker/")
+    }
+
+    fn after_version(&mut self, response: &Response, why: VersionFor) -> Next {
+        if self.docker_headers(response) {
+            return Next::Done(Some(self.docker(Some(response))));
+        }
+        if why == VersionFor::Other404 {
+            return Next::Done(self.known.take());
+        }
         let json = response.json();
         let known = self
             .known
@@ -497,7 +539,7 @@ impl HttpProbe {
             self.step = Step::KubernetesApi;
             return self.get("/api", true);
         }
-        if self.root_status == 404 {
+        if why == VersionFor::Go404 {
             self.step = Step::KubeletPods;
             return self.get("/pods", true);
         }
@@ -515,6 +557,13 @@ impl HttpProbe {
     fn fallback(&mut self) -> Option<Identified> {
         match self.step {
             Step::DockerVersion => Some(self.docker(None)),
+            Step::RegistryCatalog => {
+                let mut found = self.known.take()?;
+                found.findings.push(rules::registry_open(vec![
+                    "GET /v2/ answered 200 without credentials".into(),
+                ]));
+                Some(found)
+            }
             _ => self.known.take(),
         }
     }
@@ -525,7 +574,14 @@ impl HttpProbe {
             .take()
             .map(|k| k.service)
             .unwrap_or_else(|| ServiceInfo::named("http"));
-        service.product = Some("Docker Engine API".into());
+        service.product = Some(
+            if self.libpod {
+                "Podman API"
+            } else {
+                "Docker Engine API"
+            }
+            .into(),
+        );
         service.auth = AuthState::None;
         let mut evidence = Vec::new();
         if let Some(server) = service.extra.get("server") {
@@ -560,6 +616,84 @@ impl HttpProbe {
             service,
             findings: vec![rules::docker_api(evidence)],
         }
+    }
+
+    /// After `GET /v2/`: the Distribution API names itself in a header on
+    /// every answer, the refusal included.
+    fn after_registry(&mut self, v2: &Response) -> Next {
+        let distribution = v2
+            .header("docker-distribution-api-version")
+            .is_some_and(|v| v.starts_with("registry/2"));
+        let Some(mut found) = self.known.take() else {
+            return Next::Done(None);
+        };
+        if !distribution {
+            return Next::Done(Some(found));
+        }
+        found.service.product = Some("Docker Registry".into());
+        if let Some(api) = v2.header("docker-distribution-api-version") {
+            found
+                .service
+                .extra
+                .insert("api_version".into(), text::value(api));
+        }
+        match v2.status {
+            200 => {
+                found.service.auth = AuthState::None;
+                self.known = Some(found);
+                self.step = Step::RegistryCatalog;
+                self.get("/v2/_catalog?n=100", true)
+            }
+            401 | 403 => {
+                found.service.auth = AuthState::Required;
+                if let Some(scheme) = v2
+                    .header("www-authenticate")
+                    .and_then(|v| v.split_whitespace().next())
+                {
+                    found
+                        .service
+                        .extra
+                        .insert("auth_scheme".into(), text::value(scheme));
+                }
+                Next::Done(Some(found))
+            }
+            _ => Next::Done(Some(found)),
+        }
+    }
+
+    /// After `GET /v2/_catalog`: the registry's repositories, listed to
+    /// anyone. `/v2/` answering 200 without credentials already proved the
+    /// finding; the catalogue is its evidence.
+    fn registry_catalog(&mut self, catalog: &Response) -> Option<Identified> {
+        let mut found = self.known.take()?;
+        let mut evidence = vec!["GET /v2/ answered 200 without credentials".to_string()];
+        let repositories = catalog
+            .json()
+            .filter(|_| catalog.status == 200)
+            .and_then(|json| json.get("repositories").and_then(Value::as_array).cloned());
+        match repositories {
+            Some(names) => {
+                let shown: Vec<String> = names
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .take(5)
+                    .map(text::value)
+                    .collect();
+                evidence.push(format!(
+                    "GET /v2/_catalog listed {}{} repositories{}",
+                    names.len(),
+                    if names.len() >= 100 { " or more" } else { "" },
+                    if shown.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", shown.join(", "))
+                    }
+                ));
+            }
+            None => evidence.push(format!("GET /v2/_catalog answered {}", catalog.status)),
+        }
+        found.findings.push(rules::registry_open(evidence));
+        Some(found)
     }
 
     fn kubernetes_api(&mut self, api: &Response) -> Identified {
@@ -745,6 +879,7 @@ impl Probe for HttpProbe {
     fn start(&mut self) -> Next {
         self.step = Step::Root;
         self.known = None;
+        self.libpod = false;
         self.get("/", false)
     }
 

@@ -18,6 +18,9 @@ pub const MONGODB_NOAUTH: &str = "exposed.mongodb-noauth";
 pub const ELASTICSEARCH_OPEN: &str = "exposed.elasticsearch-open";
 /// The Docker Engine API answered: whoever reaches it is root on the host.
 pub const DOCKER_API: &str = "exposed.docker-api";
+/// A container registry (the Distribution API) answered `/v2/` without
+/// credentials.
+pub const REGISTRY_OPEN: &str = "exposed.registry-open";
 /// etcd served a key-value read without credentials.
 pub const ETCD_OPEN: &str = "exposed.etcd-open";
 /// The kubelet API listed pods without credentials.
@@ -39,12 +42,13 @@ pub const MEMCACHED_UDP: &str = "exposed.memcached-udp";
 pub const SSDP: &str = "exposed.ssdp";
 
 /// Every rule id above, for documentation and tests.
-pub const ALL: [&str; 14] = [
+pub const ALL: [&str; 15] = [
     REDIS_NOAUTH,
     MEMCACHED,
     MONGODB_NOAUTH,
     ELASTICSEARCH_OPEN,
     DOCKER_API,
+    REGISTRY_OPEN,
     ETCD_OPEN,
     KUBELET_OPEN,
     VNC_NOAUTH,
@@ -66,6 +70,7 @@ pub fn catalogue() -> Vec<Finding> {
         mongodb_noauth(Vec::new()),
         elasticsearch_open(Vec::new()),
         docker_api(Vec::new()),
+        registry_open(Vec::new()),
         etcd_open(Vec::new()),
         kubelet_open(Vec::new()),
         vnc_noauth(Vec::new()),
@@ -139,9 +144,23 @@ pub(crate) fn docker_api(evidence: Vec<String>) -> Finding {
     finding(
         DOCKER_API,
         Severity::Critical,
-        "the Docker Engine API answers without authentication (root on the host for anyone who reaches it)",
-        "stop listening on TCP (remove `-H tcp://...`), or require mutual TLS (`--tlsverify`) and \
-         firewall the port; use the unix socket or SSH for remote access",
+        "the Docker Engine API (or Podman's, which speaks it) answers without authentication \
+         (root on the host for anyone who reaches it, when the daemon runs as root)",
+        "stop listening on TCP (remove dockerd's `-H tcp://...`, or give `podman system service` \
+         a unix socket), or require mutual TLS (`--tlsverify`) and firewall the port; use the \
+         unix socket or SSH for remote access",
+        evidence,
+    )
+}
+
+pub(crate) fn registry_open(evidence: Vec<String>) -> Finding {
+    finding(
+        REGISTRY_OPEN,
+        Severity::High,
+        "a container registry serves its API without authentication: anyone who reaches it can \
+         pull every image and the secrets built into them, and push or delete where its storage allows",
+        "enable authentication (`auth: htpasswd` or a token service) with TLS, or bind the \
+         registry to loopback and reach it through a tunnel",
         evidence,
     )
 }

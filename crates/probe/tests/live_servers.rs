@@ -72,7 +72,9 @@ fn free_port() -> u16 {
             .and_then(|listener| listener.local_addr())
             .map(|addr| addr.port())
             .unwrap_or_else(|error| panic!("no free port: {error}"));
-        let mut given = GIVEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut given = GIVEN
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if !given.contains(&port) {
             given.push(port);
             return port;
@@ -638,5 +640,116 @@ fn postgres_hostssl_scram_over_tls() {
     assert_eq!(
         found.service.tls.map(|tls| tls.subject),
         Some("CN=lab.perimeter.test, O=Perimeter Lab".to_string())
+    );
+}
+
+/// docker-registry (the Distribution registry, Debian's package) serving
+/// from a temporary directory with `extra` appended to its configuration.
+fn registry(extra: &str) -> Option<Daemon> {
+    let binary = require_binary(&["/usr/bin/docker-registry"])?;
+    let dir = temp_dir();
+    let port = free_port();
+    let config = dir.path().join("config.yml");
+    let text = format!(
+        "version: 0.1\n\
+         log:\n  level: error\n\
+         storage:\n  filesystem:\n    rootdirectory: {:?}\n\
+         http:\n  addr: 127.0.0.1:{port}\n\
+         {extra}",
+        dir.path().join("data")
+    );
+    std::fs::write(&config, text).unwrap_or_else(|error| panic!("registry config: {error}"));
+    let mut command = Command::new(binary);
+    command.arg("serve").arg(&config);
+    Some(start(command, port, dir))
+}
+
+#[test]
+fn a_registry_without_auth_is_high() {
+    let Some(daemon) = registry("") else {
+        return;
+    };
+    let (found, _) = identify(daemon.port);
+    assert_eq!(found.service.name, "http");
+    assert_eq!(found.service.product.as_deref(), Some("Docker Registry"));
+    assert_eq!(found.service.auth, AuthState::None);
+    let Some(finding) = found.findings.first() else {
+        panic!("a finding: {found:?}")
+    };
+    assert_eq!(finding.rule, rules::REGISTRY_OPEN);
+    assert_eq!(finding.severity, Severity::High);
+    assert!(
+        finding
+            .evidence
+            .iter()
+            .any(|e| e == "GET /v2/_catalog listed 0 repositories"),
+        "{:?}",
+        finding.evidence
+    );
+}
+
+#[test]
+fn a_registry_wanting_a_token_requires_auth() {
+    // Token authentication as a registry behind an auth service runs it;
+    // the lab certificate stands in for the token issuer's.
+    let auth = format!(
+        "auth:\n  token:\n    realm: https://auth.lab.perimeter.test/token\n    service: lab-registry\n    issuer: lab\n    rootcertbundle: {LAB_CERT:?}\n"
+    );
+    let Some(daemon) = registry(&auth) else {
+        return;
+    };
+    let (found, _) = identify(daemon.port);
+    assert_eq!(found.service.product.as_deref(), Some("Docker Registry"));
+    assert_eq!(found.service.auth, AuthState::Required);
+    assert_eq!(
+        found.service.extra.get("auth_scheme").map(String::as_str),
+        Some("Bearer")
+    );
+    assert!(found.findings.is_empty(), "{:?}", found.findings);
+}
+
+/// `podman system service` on TCP: the Docker-compatible API (root on the
+/// host, run as root here), with its store, run and temporary directories in
+/// a temporary directory, nothing written elsewhere.
+#[test]
+fn the_podman_api_without_auth_is_critical() {
+    let Some(binary) = require_binary(&["/usr/bin/podman"]) else {
+        return;
+    };
+    let dir = temp_dir();
+    let port = free_port();
+    let mut command = Command::new(&binary);
+    for (flag, sub) in [
+        ("--root", "root"),
+        ("--runroot", "run"),
+        ("--tmpdir", "tmp"),
+    ] {
+        command.arg(flag).arg(dir.path().join(sub));
+    }
+    command
+        .args(["--storage-driver", "vfs", "--events-backend", "none"])
+        .args([
+            "--cgroup-manager",
+            "cgroupfs",
+            "system",
+            "service",
+            "--time",
+            "0",
+        ])
+        .arg(format!("tcp:127.0.0.1:{port}"));
+    let daemon = start(command, port, dir);
+    let (found, _) = identify(daemon.port);
+    assert_eq!(found.service.product.as_deref(), Some("Podman API"));
+    assert_eq!(
+        found.service.version,
+        version_from(&binary, &["--version"], "podman version ")
+    );
+    assert_eq!(found.service.auth, AuthState::None);
+    assert_eq!(
+        found
+            .findings
+            .first()
+            .map(|f| (f.rule.as_str(), f.severity)),
+        Some((rules::DOCKER_API, Severity::Critical))
     );
 }

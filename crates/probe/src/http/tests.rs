@@ -492,3 +492,160 @@ fn non_http_answers_are_sniffed() {
     probe.start();
     assert_eq!(probe.on_end(b"", false), None);
 }
+
+/// Podman 4.3's API (`podman system service tcp:...`) answers `GET /` with
+/// a bare 404 and no Docker headers (as captured from the real service); its
+/// `/version` carries them.
+#[test]
+fn podman_api_from_a_bare_404_then_version() {
+    let root = http(
+        "HTTP/1.1 404 Not Found",
+        &[
+            "Content-Type: text/plain; charset=utf-8",
+            "X-Content-Type-Options: nosniff",
+        ],
+        "Not Found\n",
+    );
+    let version = http(
+        "HTTP/1.1 200 OK",
+        &[
+            "Api-Version: 1.41",
+            "Content-Type: application/json",
+            "Libpod-Api-Version: 4.3.1",
+            "Server: Libpod/4.3.1 (linux)",
+        ],
+        r#"{"Platform":{"Name":"linux/amd64/debian-12"},"Version":"4.3.1","ApiVersion":"1.41","MinAPIVersion":"1.24","Os":"linux","Arch":"amd64","KernelVersion":"6.1.0"}"#,
+    );
+    let (found, requests) = converse(HttpProbe::new(), &[&root, &version]);
+    assert!(
+        requests
+            .get(1)
+            .is_some_and(|r| r.starts_with("GET /version ") && r.contains("Connection: close")),
+        "{requests:?}"
+    );
+    let Some(found) = found else {
+        panic!("identified")
+    };
+    assert_eq!(found.service.product.as_deref(), Some("Podman API"));
+    assert_eq!(found.service.version.as_deref(), Some("4.3.1"));
+    assert_eq!(found.service.auth, AuthState::None);
+    assert_eq!(
+        found.findings.first().map(|f| f.rule.as_str()),
+        Some(rules::DOCKER_API)
+    );
+}
+
+/// A plain 404 whose `/version` is another 404 stays a web server: no
+/// `/pods`, no Kubernetes guess.
+#[test]
+fn a_plain_404_asks_version_once_and_stays_http() {
+    let root = http(
+        "HTTP/1.1 404 Not Found",
+        &["Server: nginx/1.22.1", "Content-Type: text/html"],
+        "<html><head><title>404 Not Found</title></head></html>",
+    );
+    let again = root.clone();
+    let (found, requests) = converse(HttpProbe::new(), &[&root, &again]);
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    let Some(found) = found else {
+        panic!("identified")
+    };
+    assert_eq!(found.service.name, "http");
+    assert_eq!(found.service.product.as_deref(), Some("nginx"));
+    assert!(found.findings.is_empty());
+}
+
+/// The Distribution registry (docker-registry 2.8, as captured): an empty
+/// 200 at the root, `{}` at `/v2/` with its header, and the catalogue.
+#[test]
+fn an_open_registry_is_named_and_flagged() {
+    let root = http("HTTP/1.1 200 OK", &["Cache-Control: no-cache"], "");
+    let v2 = http(
+        "HTTP/1.1 200 OK",
+        &[
+            "Content-Type: application/json; charset=utf-8",
+            "Docker-Distribution-Api-Version: registry/2.0",
+        ],
+        "{}",
+    );
+    let catalog = http(
+        "HTTP/1.1 200 OK",
+        &[
+            "Content-Type: application/json; charset=utf-8",
+            "Docker-Distribution-Api-Version: registry/2.0",
+        ],
+        r#"{"repositories":["app/api","app/<script>"]}"#,
+    );
+    let (found, requests) = converse(HttpProbe::new(), &[&root, &v2, &catalog]);
+    assert!(requests.get(1).is_some_and(|r| r.starts_with("GET /v2/ ")));
+    assert!(requests.get(2).is_some_and(
+        |r| r.starts_with("GET /v2/_catalog?n=100 ") && r.contains("Connection: close")
+    ));
+    let Some(found) = found else {
+        panic!("identified")
+    };
+    assert_eq!(found.service.product.as_deref(), Some("Docker Registry"));
+    assert_eq!(found.service.auth, AuthState::None);
+    let Some(finding) = found.findings.first() else {
+        panic!("a finding")
+    };
+    assert_eq!(finding.rule, rules::REGISTRY_OPEN);
+    assert_eq!(finding.severity, Severity::High);
+    assert!(
+        finding
+            .evidence
+            .iter()
+            .any(|e| e == "GET /v2/_catalog listed 2 repositories: app/api, app/<script>"),
+        "{:?}",
+        finding.evidence
+    );
+}
+
+/// A registry that wants a token says so on `/v2/`: named, no finding.
+#[test]
+fn a_registry_requiring_a_token_is_named_without_a_finding() {
+    let root = http("HTTP/1.1 200 OK", &["Cache-Control: no-cache"], "");
+    let v2 = http(
+        "HTTP/1.1 401 Unauthorized",
+        &[
+            "Content-Type: application/json; charset=utf-8",
+            "Docker-Distribution-Api-Version: registry/2.0",
+            "Www-Authenticate: Bearer realm=\"https://auth.example/token\",service=\"registry\"",
+        ],
+        r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required","detail":null}]}"#,
+    );
+    let (found, requests) = converse(HttpProbe::new(), &[&root, &v2]);
+    assert_eq!(requests.len(), 2);
+    let Some(found) = found else {
+        panic!("identified")
+    };
+    assert_eq!(found.service.product.as_deref(), Some("Docker Registry"));
+    assert_eq!(found.service.auth, AuthState::Required);
+    assert_eq!(
+        found.service.extra.get("auth_scheme").map(String::as_str),
+        Some("Bearer")
+    );
+    assert!(found.findings.is_empty());
+}
+
+/// On the registry's port, a web server that is not one stays itself.
+#[test]
+fn port_5000_without_a_registry_stays_http() {
+    let root = http(
+        "HTTP/1.1 200 OK",
+        &["Server: Werkzeug/2.2.2 Python/3.11.2"],
+        "hello",
+    );
+    let v2 = http(
+        "HTTP/1.1 404 NOT FOUND",
+        &["Server: Werkzeug/2.2.2 Python/3.11.2"],
+        "",
+    );
+    let (found, requests) = converse(HttpProbe::new().with_port_hint(5000), &[&root, &v2]);
+    assert_eq!(requests.len(), 2);
+    let Some(found) = found else {
+        panic!("identified")
+    };
+    assert_eq!(found.service.product.as_deref(), Some("Werkzeug"));
+    assert!(found.findings.is_empty());
+}
