@@ -3,13 +3,15 @@
 //! `env.shared-host`, from the environments file, the host's addresses and the local
 //! firewall reachability of each listener.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
 use perimeter_model::{
-    EnvKind, Environment, Finding, HostSnapshot, Listener, PortResult, PortState, Severity,
+    EnvKind, Environment, Finding, HostSnapshot, Listener, PortResult, PortState, Reach, Scope,
+    Severity,
 };
 
 use crate::rules::{
@@ -92,14 +94,11 @@ pub(crate) fn check(snapshot: &HostSnapshot, config: &CheckConfig) -> Vec<Findin
         return Vec::new();
     }
     let mut findings = Vec::new();
-    for listener in snapshot.listeners.iter().filter(|l| l.scope.is_exposed()) {
+    for (listener, reach, subject) in judged(snapshot) {
+        let listener = listener.as_ref();
         let Some(env) = environment_of(snapshot, config, listener) else {
             continue;
         };
-        let Some(reach) = snapshot.reach_of(listener) else {
-            continue;
-        };
-        let subject = listener_subject(snapshot, listener);
         let (outside, unknown) = beyond(reach, &env.allow_from);
         let public = env.public_ports.contains(&listener.port);
         let from_anywhere = covers_family(&reach.allowed, listener.address);
@@ -182,6 +181,62 @@ pub(crate) fn check(snapshot: &HostSnapshot, config: &CheckConfig) -> Vec<Findin
     }
     findings.extend(host_findings(snapshot, config));
     findings
+}
+
+/// What the environment rules judge: each listener beyond loopback whose
+/// reach is known, then each port a container publishes that nothing on the
+/// host listens on (Docker without its userland proxy: the kernel's DNAT
+/// alone answers). To the network such a port is a port of the host, so it
+/// is judged as a listener of the daemon's namespace on the published
+/// address, with the reach the forward path gives it.
+fn judged(snapshot: &HostSnapshot) -> Vec<(Cow<'_, Listener>, &Reach, String)> {
+    let mut out: Vec<(Cow<'_, Listener>, &Reach, String)> = snapshot
+        .listeners
+        .iter()
+        .filter(|l| l.scope.is_exposed())
+        .filter_map(|l| {
+            let reach = snapshot.reach_of(l)?;
+            Some((Cow::Borrowed(l), reach, listener_subject(snapshot, l)))
+        })
+        .collect();
+    for (idx, binding, reach) in &snapshot.published {
+        let Some(container) = snapshot.containers.get(*idx) else {
+            continue;
+        };
+        let Some(netns) = container
+            .daemon_netns
+            .and_then(|inode| snapshot.namespace(inode))
+            .map(|ns| ns.netns.clone())
+        else {
+            continue;
+        };
+        let listener = Listener {
+            protocol: binding.protocol,
+            address: binding.host_ip,
+            port: binding.host_port,
+            scope: Scope::of(binding.host_ip),
+            v6only: binding.host_ip.is_ipv6().then_some(true),
+            interface: None,
+            inode: 0,
+            socket_uid: 0,
+            netns,
+            owners: Vec::new(),
+        };
+        if !listener.scope.is_exposed() {
+            continue;
+        }
+        let mut subject = format!(
+            "{} published by container {} ({})",
+            listener.endpoint(),
+            container.name,
+            container.image
+        );
+        if listener.netns.name != "host" {
+            subject.push_str(&format!(" in netns {}", listener.netns.name));
+        }
+        out.push((Cow::Owned(listener), reach, subject));
+    }
+    out
 }
 
 /// Findings about the host as a whole: it belongs to an expired experiment, or
@@ -389,7 +444,7 @@ mod tests {
 
     use super::*;
     use crate::environments::{Environments, parse_environments};
-    use crate::fixtures::{listener, render, snapshot};
+    use crate::fixtures::{container, listener, render, snapshot};
 
     fn environments() -> Environments {
         parse_environments(
@@ -478,6 +533,42 @@ expires = 2026-11-01
             high env.dev-open tcp 0.0.0.0:8080 (owner unknown)
               dev environment `dev`: tcp 0.0.0.0:8080 is reachable from anywhere beyond allow_from
               | allow_from: 198.51.100.0/24
+        "#]],
+        );
+    }
+
+    /// Docker without its userland proxy: nothing on the host listens on the
+    /// published port, the kernel's DNAT answers. The environment rules judge
+    /// it as the port of the host it is, by the forward path's reach.
+    #[test]
+    fn a_published_port_with_no_listener_is_a_port_of_the_host() {
+        let mut snap = host(&["192.0.2.10"], vec![], &[]);
+        let mut cache = container("ab12", "cache", "172.17.0.2", 1);
+        let binding = perimeter_model::Binding {
+            protocol: perimeter_model::Protocol::Tcp,
+            host_ip: "0.0.0.0".parse().expect("address"),
+            host_port: 6379,
+            container_port: 6379,
+        };
+        cache.published = vec![binding.clone()];
+        snap.containers = vec![cache];
+        snap.published = vec![(0, binding.clone(), reach(&["0.0.0.0/0"]))];
+        check(
+            &snap,
+            &config(),
+            expect![[r#"
+            high env.dev-open tcp 0.0.0.0:6379 published by container cache (redis:7)
+              dev environment `dev`: tcp 0.0.0.0:6379 is reachable from anywhere beyond allow_from
+              | allow_from: 198.51.100.0/24
+        "#]],
+        );
+        // Published to allow_from only (a DOCKER-USER rule): quiet.
+        snap.published = vec![(0, binding, reach(&["198.51.100.0/24"]))];
+        check(
+            &snap,
+            &config(),
+            expect![[r#"
+            no findings
         "#]],
         );
     }

@@ -162,7 +162,7 @@ mod tests {
     use perimeter_model::{Netns, NetnsFacts, PublishedPath, Reach};
 
     use super::*;
-    use crate::fixtures::{listener, render, snapshot};
+    use crate::fixtures::{container, listener, render, snapshot};
 
     /// The firewall family's findings about `snapshot`, worst first.
     fn check(snapshot: &HostSnapshot, expect: Expect) {
@@ -339,32 +339,6 @@ mod tests {
                   | no process on the host listens on it (no userland proxy): only the kernel's DNAT answers, so `ss` lists nothing
             "#]],
         );
-    }
-
-    fn container(
-        id: &str,
-        name: &str,
-        address: &str,
-        daemon_netns: u64,
-    ) -> perimeter_model::Container {
-        perimeter_model::Container {
-            runtime: "docker".into(),
-            id: format!("{id:0<64}"),
-            name: name.into(),
-            image: "redis:7".into(),
-            image_id: "sha256:1".into(),
-            image_digest: None,
-            running: true,
-            pid: None,
-            addresses: vec![address.parse().expect("address")],
-            privileged: false,
-            network_mode: "bridge".into(),
-            runtime_socket_mounted: false,
-            writable_layer: None,
-            drift: Vec::new(),
-            published: Vec::new(),
-            daemon_netns: Some(daemon_netns),
-        }
     }
 
     /// Two dockerds in two namespaces give their containers the same bridge

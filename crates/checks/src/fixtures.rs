@@ -96,6 +96,34 @@ pub(crate) fn snapshot(listeners: Vec<Listener>, processes: Vec<Process>) -> Hos
     }
 }
 
+/// A running Docker container of the daemon in namespace `daemon_netns`,
+/// with one address and the image `redis:7`.
+pub(crate) fn container(
+    id: &str,
+    name: &str,
+    address: &str,
+    daemon_netns: u64,
+) -> perimeter_model::Container {
+    perimeter_model::Container {
+        runtime: "docker".into(),
+        id: format!("{id:0<64}"),
+        name: name.into(),
+        image: "redis:7".into(),
+        image_id: "sha256:1".into(),
+        image_digest: None,
+        running: true,
+        pid: None,
+        addresses: vec![address.parse().expect("address")],
+        privileged: false,
+        network_mode: "bridge".into(),
+        runtime_socket_mounted: false,
+        writable_layer: None,
+        drift: Vec::new(),
+        published: Vec::new(),
+        daemon_netns: Some(daemon_netns),
+    }
+}
+
 /// Findings as the text rule tests snapshot: per finding a line with its
 /// severity, rule and subject, then, indented, its message and each line of
 /// evidence (`| `). The remedy is left out: it is advice, mostly one fixed
