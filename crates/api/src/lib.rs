@@ -315,6 +315,21 @@ pub struct ConditionDoc {
     /// While an acknowledgement holds: until when (the year 9999 for good).
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub acknowledged_until: Option<OffsetDateTime>,
+    /// While an acknowledgement holds: who gave it, when and why (the latest
+    /// one given). Absent from servers older than it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledgement: Option<AcknowledgementDoc>,
+}
+
+/// A person's acknowledgement of a condition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcknowledgementDoc {
+    /// The account that acknowledged it.
+    pub by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// The reason given; text a person chose.
+    pub reason: String,
 }
 
 /// One alert the monitor raised, and where it went.

@@ -972,6 +972,18 @@ timeout = "10s"
     ));
     let row = row.as_str().unwrap_or("");
     assert!(row.contains("until "), "acknowledged until a date: {row}");
+    assert!(
+        row.contains("by alice on ")
+            && row.contains("moving the cache behind the firewall this week"),
+        "who acknowledged it, when and why: {row}"
+    );
+    assert_eq!(
+        browser.eval(&format!(
+            "document.querySelector('tr[data-condition=\"{id}\"] .acknowledgement time').title.endsWith(' UTC')"
+        )),
+        json!(true),
+        "the acknowledgement's time in the reader's zone, UTC as its title"
+    );
     assert_eq!(
         browser.eval(&format!("document.querySelector('{form}') === null")),
         json!(true),

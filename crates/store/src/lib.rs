@@ -43,7 +43,7 @@ pub use diff_scans::{
 };
 pub use error::StoreError;
 pub use monitor::{
-    AlertRow, ChannelTally, ConditionRow, JobKind, MonitorRun, MonitorStore, NewAlert, NewDelivery,
+    AcknowledgementRow, AlertRow, ChannelTally, ConditionRow, JobKind, MonitorRun, MonitorStore, NewAlert, NewDelivery,
     PendingDelivery, RunStatus,
 };
 pub use path::{DB_FILE_NAME, default_db_path};

@@ -1555,11 +1555,22 @@ pub(crate) fn alerts(
              </tr></thead><tbody>",
         );
         for c in &list.conditions {
-            let acked = match c.acknowledged_until {
+            let mut acked = match c.acknowledged_until {
                 Some(until) if until.year() >= 9999 => "for good".to_owned(),
                 Some(until) => format!("until {}", html::time(until)),
                 None => "<span class=\"quiet\">no</span>".to_owned(),
             };
+            // Who acknowledged it, when and why: the reason is a person's
+            // text, escaped like everything else.
+            if let (Some(_), Some(ack)) = (c.acknowledged_until, &c.acknowledgement) {
+                let _ = write!(
+                    acked,
+                    "<br><small class=\"acknowledgement\">by {} on {}: <span class=\"reason\">{}</span></small>",
+                    Esc(&ack.by),
+                    html::time(ack.at),
+                    Esc(&ack.reason)
+                );
+            }
             let form = if can_ack && c.acknowledged_until.is_none() {
                 let mut choices = String::new();
                 for (value, label) in ACK_CHOICES {

@@ -682,6 +682,61 @@ async fn the_alerts_page_lists_conditions_as_text_and_an_approver_acknowledges_o
     let page = h.get(&format!("/alerts?acked={id}"), Some(&alice)).await;
     assert!(page.body.contains(&format!("Condition {id} acknowledged.")));
     assert!(!page.body.contains(&format!("action=\"/alerts/{id}/ack\"")));
+    // Who acknowledged it, when (a <time> the reader's zone applies to) and
+    // why, in the condition's row.
+    let row = page
+        .body
+        .split(&format!("<tr id=\"condition-{id}\""))
+        .nth(1)
+        .and_then(|rest| rest.split("</tr>").next())
+        .expect("the condition's row");
+    assert!(
+        row.contains("<small class=\"acknowledgement\">by alice on <time datetime=\""),
+        "{row}"
+    );
+    assert!(
+        row.contains("<span class=\"reason\">moving it behind the VPN</span>"),
+        "{row}"
+    );
+
+    // A hostile reason renders as text, and the latest acknowledgement is
+    // the one shown. (A reason with control characters is refused.)
+    const HOSTILE_REASON: &str = "<script>alert(1)</script>\"'&";
+    let again = h
+        .post(
+            &format!("/alerts/{id}/ack"),
+            &format!("perimeter_session={alice}"),
+            &[
+                ("csrf", &alice_csrf),
+                ("reason", HOSTILE_REASON),
+                ("until", "30d"),
+            ],
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::SEE_OTHER, "{}", again.body);
+    let page = h.get("/alerts", Some(&vera)).await;
+    assert!(!page.body.contains("<script>alert(1)"));
+    let row = page
+        .body
+        .split(&format!("<tr id=\"condition-{id}\""))
+        .nth(1)
+        .and_then(|rest| rest.split("</tr>").next())
+        .expect("the condition's row");
+    assert!(
+        row.contains("<span class=\"reason\">&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{row}"
+    );
+    assert!(!row.contains("moving it behind the VPN"), "{row}");
+    // The API tells the same.
+    let list = crate::alerts::list(&h.state, 10).await.expect("list");
+    let ack = list.conditions[0]
+        .acknowledgement
+        .as_ref()
+        .expect("who acknowledged it");
+    assert_eq!(
+        (ack.by.as_str(), ack.reason.as_str()),
+        ("alice", HOSTILE_REASON)
+    );
 }
 
 #[tokio::test]
