@@ -20,7 +20,10 @@ pub use scan_jobs::{
     FinishRequest, LeaseDoc, LeaseRef, LeaseRequest, LeaseStatus, NewScanJobDoc, ScanJobDoc,
     ScanJobList, ShardDoc, ShardRunDoc, ShardRunList,
 };
-pub use state::{FindingDoc, HostState, ListenerDoc, OwnerDoc, StateDelta};
+pub use state::{
+    ACCEPTS_LISTENER_REACH, FindingDoc, HostState, ListenerDoc, OwnerDoc, ReachDoc, StateDelta,
+    UndecidedDoc,
+};
 
 /// The schema string of every document of this API version.
 pub const SCHEMA: &str = "perimeter.api/1";
@@ -107,6 +110,12 @@ pub struct ReportAck {
     /// `stored`, or `duplicate` (this report was stored before).
     pub outcome: String,
     pub seq: u64,
+    /// The optional fields of a report this server takes beyond the first
+    /// version of the schema ([`ACCEPTS_LISTENER_REACH`]); absent from older
+    /// servers, which refuse fields they do not know. An agent sends such a
+    /// field only once a server named it here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accepts: Vec<String>,
 }
 
 /// Every error answer: a machine-readable code and a sentence for a person.

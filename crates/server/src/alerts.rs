@@ -180,7 +180,11 @@ pub(crate) async fn acknowledge(
             at: now,
             reason: reason_owned,
         };
-        Ok(condition_doc(row, Some(acknowledged), Some(acknowledgement)))
+        Ok(condition_doc(
+            row,
+            Some(acknowledged),
+            Some(acknowledgement),
+        ))
     })
     .await
     .map_err(|err| ApiError::internal(format!("the acknowledgement's task failed: {err}")))??;

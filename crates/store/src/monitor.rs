@@ -1111,13 +1111,25 @@ mod tests {
         let until = t0 + time::Duration::days(7);
         assert!(
             store
-                .acknowledge(open[0].id, "bob", "<b>still</b> migrating", later, Some(until))
+                .acknowledge(
+                    open[0].id,
+                    "bob",
+                    "<b>still</b> migrating",
+                    later,
+                    Some(until)
+                )
                 .expect("ack")
         );
         let acks = store.latest_acknowledgements().expect("acks");
         assert_eq!(
             acks.iter()
-                .map(|a| (a.key.as_str(), a.by.as_str(), a.reason.as_str(), a.at, a.until))
+                .map(|a| (
+                    a.key.as_str(),
+                    a.by.as_str(),
+                    a.reason.as_str(),
+                    a.at,
+                    a.until
+                ))
                 .collect::<Vec<_>>(),
             vec![(
                 open[0].key.as_str(),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use perimeter_api::{FindingDoc, HostState, ListenerDoc, OwnerDoc};
+use perimeter_api::{FindingDoc, HostState, ListenerDoc, OwnerDoc, ReachDoc, UndecidedDoc};
 use perimeter_store::fleet::{
     AgentStatus, FleetStore, NewAgent, NewReport, ReportOutcome, Role, SqliteFleet,
 };
@@ -26,6 +26,7 @@ fn listener(port: u16, address: &str, scope: &str, owner: OwnerDoc) -> ListenerD
         port,
         scope: scope.into(),
         owners: vec![owner],
+        reach: None,
     }
 }
 
@@ -64,25 +65,41 @@ fn store() -> (SqliteFleet, String) {
             enrolled_at: now,
         })
         .expect("enrol");
+    // Redis reachable from everyone, the hostile process from one range
+    // and, behind a rule perimeter cannot evaluate, maybe another; the
+    // loopback listener carries none.
+    let mut redis = listener(
+        6379,
+        "0.0.0.0",
+        "wildcard",
+        owner(
+            "redis-server",
+            "/usr/bin/redis-server",
+            Some("redis-server"),
+        ),
+    );
+    redis.reach = Some(ReachDoc {
+        allowed: vec!["0.0.0.0/0".into()],
+        undecided: Vec::new(),
+    });
+    let mut hostile = listener(
+        31337,
+        "10.0.0.5",
+        "private",
+        owner(HOSTILE, "/tmp/\"><img src=x onerror=alert(2)>", None),
+    );
+    hostile.reach = Some(ReachDoc {
+        allowed: vec!["10.0.0.0/8".into()],
+        undecided: vec![UndecidedDoc {
+            sources: "192.168.0.0/16".into(),
+            reason: format!("a match on cgroup {HOSTILE}"),
+        }],
+    });
     let state = HostState {
         hostname: "web-1".into(),
         listeners: vec![
-            listener(
-                6379,
-                "0.0.0.0",
-                "wildcard",
-                owner(
-                    "redis-server",
-                    "/usr/bin/redis-server",
-                    Some("redis-server"),
-                ),
-            ),
-            listener(
-                31337,
-                "10.0.0.5",
-                "private",
-                owner(HOSTILE, "/tmp/\"><img src=x onerror=alert(2)>", None),
-            ),
+            redis,
+            hostile,
             listener(
                 5432,
                 "127.0.0.1",
@@ -446,6 +463,38 @@ async fn hostile_agent_values_render_as_text_on_every_page() {
     assert!(host.body.contains("UNPACKAGED"));
     assert!(host.body.contains("redis-server"));
     assert!(host.body.contains("set requirepass"));
+}
+
+/// The cell of the host page's listener table for `port`.
+fn reach_of_port(page: &str, port: u16) -> String {
+    page.split(&format!("<tr data-port=\"{port}\">"))
+        .nth(1)
+        .and_then(|row| row.split("<td class=\"reach\">").nth(1))
+        .and_then(|cell| cell.split("</td>").next())
+        .unwrap_or_else(|| panic!("no reach cell for port {port}: {page}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn the_host_page_shows_whom_the_firewall_lets_through_to_each_listener() {
+    let h = harness();
+    let (vera, _) = h.login("vera").await;
+    let host = h.get(&format!("/hosts/{}", h.agent_id), Some(&vera)).await;
+    assert_eq!(host.status, StatusCode::OK, "{}", host.body);
+    assert!(host.body.contains("<th>Reachable from</th>"));
+    assert_eq!(
+        reach_of_port(&host.body, 6379),
+        "<strong class=\"bad\">everyone</strong>"
+    );
+    assert_eq!(
+        reach_of_port(&host.body, 31337),
+        "<code>10.0.0.0/8</code><br><small>unknown for <code>192.168.0.0/16</code>: \
+         a match on cgroup &lt;script&gt;alert(1)&lt;/script&gt;&quot;&#39;&amp;\\u{1b}[31m</small>"
+    );
+    assert_eq!(
+        reach_of_port(&host.body, 5432),
+        "<span class=\"quiet\">this host only</span>"
+    );
 }
 
 #[tokio::test]
@@ -1206,4 +1255,29 @@ async fn the_approvals_page_lists_a_bounded_number_of_pending_listeners() {
             .contains("<strong class=\"bad\">600</strong> unapproved")
     );
     assert!(overview.body.contains("and 592 more on <a href=\"/hosts/"));
+}
+
+#[test]
+fn a_listener_no_one_reaches_says_nobody_and_one_without_its_reach_says_unknown() {
+    let mut exposed = listener(
+        8080,
+        "0.0.0.0",
+        "wildcard",
+        owner("nginx", "/usr/sbin/nginx", Some("nginx")),
+    );
+    assert!(super::pages::reach_cell(&exposed).contains(">unknown</span>"));
+    exposed.reach = Some(ReachDoc::default());
+    assert_eq!(
+        super::pages::reach_cell(&exposed),
+        "<span class=\"ok\">nobody</span>"
+    );
+    exposed.reach = Some(ReachDoc {
+        allowed: (0..10).map(|n| format!("10.{n}.0.0/16")).collect(),
+        undecided: Vec::new(),
+    });
+    let cell = super::pages::reach_cell(&exposed);
+    assert!(
+        cell.ends_with("<code>10.7.0.0/16</code> and 2 more"),
+        "{cell}"
+    );
 }

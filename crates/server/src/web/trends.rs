@@ -611,6 +611,7 @@ mod tests {
                 package: Some("redis-server".into()),
                 user: "redis".into(),
             }],
+            reach: None,
         }
     }
 
