@@ -149,6 +149,7 @@ fn listener(address: &str, port: u16, scope: &str, owner: OwnerDoc) -> ListenerD
         port,
         scope: scope.into(),
         owners: vec![owner],
+        reach: None,
     }
 }
 
@@ -180,20 +181,27 @@ fn report_host(server: &Server, secret: &str) -> String {
         let agent_id = enrolled.agent_id.clone();
         let client =
             ApiClient::new(&server.base, &trust, Auth::Agent(Arc::new(key))).expect("client");
+        // The Redis reachable from everyone, as the agent's audit walked
+        // the firewall (this server says it accepts the field).
+        let mut redis = listener(
+            "0.0.0.0",
+            6379,
+            "wildcard",
+            owner(
+                "redis-server",
+                "/usr/bin/redis-server",
+                Some("redis-server"),
+                "redis",
+            ),
+        );
+        redis.reach = Some(perimeter_api::ReachDoc {
+            allowed: vec!["0.0.0.0/0".into()],
+            undecided: Vec::new(),
+        });
         let state = HostState {
             hostname: "cache-1".into(),
             listeners: vec![
-                listener(
-                    "0.0.0.0",
-                    6379,
-                    "wildcard",
-                    owner(
-                        "redis-server",
-                        "/usr/bin/redis-server",
-                        Some("redis-server"),
-                        "redis",
-                    ),
-                ),
+                redis,
                 listener(
                     "10.20.0.5",
                     31337,
@@ -593,6 +601,11 @@ fn sign_in_see_the_unapproved_listener_approve_it_and_a_viewer_is_refused() {
     assert!(
         row.contains("wildcard") && row.contains("redis-server") && row.contains("UNAPPROVED"),
         "{row}"
+    );
+    assert_eq!(
+        browser.eval("document.querySelector('tr[data-port=\"6379\"] td.reach').innerText"),
+        json!("everyone"),
+        "whom the firewall lets through to it"
     );
     let hostile_row = browser.eval("document.querySelector('tr[data-port=\"31337\"]').innerText");
     assert!(

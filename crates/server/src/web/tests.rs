@@ -789,6 +789,65 @@ async fn the_alerts_page_lists_conditions_as_text_and_an_approver_acknowledges_o
 }
 
 #[tokio::test]
+async fn the_trends_page_offers_its_ranges_as_links_and_refuses_an_unknown_one() {
+    let h = harness();
+    // Signed out, even a bad range goes to the sign-in page first.
+    let anonymous = h.get("/trends?range=1y", None).await;
+    assert_ne!(anonymous.status, StatusCode::BAD_REQUEST);
+    assert_ne!(anonymous.status, StatusCode::OK);
+
+    let (vera, _) = h.login("vera").await;
+    for (path, current, cadence) in [
+        ("/trends", "48 hours", "Hour by hour over the last 48 hours"),
+        ("/trends?range=48h", "48 hours", "Hour by hour"),
+        (
+            "/trends?range=7d",
+            "7 days",
+            "Every six hours over the last 7 days",
+        ),
+        (
+            "/trends?range=30d",
+            "30 days",
+            "Day by day (at midnight UTC) over the last 30 days",
+        ),
+    ] {
+        let page = h.get(path, Some(&vera)).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.body);
+        assert!(
+            page.body
+                .contains(&format!("<strong aria-current=\"page\">{current}</strong>")),
+            "{path}"
+        );
+        assert!(page.body.contains(cadence), "{path}");
+        // The other ranges are links to paste.
+        for (value, label) in [("48h", "48 hours"), ("7d", "7 days"), ("30d", "30 days")] {
+            if label != current {
+                assert!(
+                    page.body
+                        .contains(&format!("<a href=\"/trends?range={value}\">{label}</a>")),
+                    "{path}: {value}"
+                );
+            }
+        }
+        assert!(page.body.contains("environment") || page.body.contains("hosts in no environment"));
+    }
+    for bad in ["1y", "7D", "<script>alert(1)</script>", ""] {
+        let page = h
+            .get(
+                &format!(
+                    "/trends?range={}",
+                    bad.replace('<', "%3C").replace('>', "%3E")
+                ),
+                Some(&vera),
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(page.body.contains("choose 48h, 7d or 30d"), "{}", page.body);
+        assert!(!page.body.contains("<script>alert"), "{bad}");
+    }
+}
+
+#[tokio::test]
 async fn the_alerts_page_of_a_server_without_a_monitor_says_how_to_start_one() {
     let h = harness();
     let (vera, _) = h.login("vera").await;
