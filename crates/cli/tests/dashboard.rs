@@ -700,6 +700,24 @@ fn sign_in_see_the_unapproved_listener_approve_it_and_a_viewer_is_refused() {
     assert!(text.contains("critical 1"), "{text}");
     assert!(text.contains("This server runs no monitor"), "{text}");
     browser.screenshots(&shots, "trends");
+    // The 30 days: a link, no script; the same host, day by day.
+    browser.click("nav.ranges a[href=\"/trends?range=30d\"]");
+    browser.wait_for("location.search === '?range=30d'");
+    let text = browser.text();
+    assert!(
+        text.contains("Day by day (at midnight UTC) over the last 30 days"),
+        "{text}"
+    );
+    assert_eq!(
+        browser.eval("document.querySelector('nav.ranges [aria-current=page]').innerText"),
+        json!("30 days")
+    );
+    let plot = browser.eval(
+        "(() => { const b = document.querySelector('.plot-box[data-environment=\"-\"]'); \
+         return b && b.querySelector('svg[role=img]') ? b.querySelector('ul.legend').innerText.replace(/\\s+/g, ' ') : null })()",
+    );
+    assert!(plot.as_str().unwrap_or("").contains("exposed 2"), "{plot}");
+    browser.screenshots(&shots, "trends-30d");
 
     // Sign out; a viewer sees no approve form and is refused a forged post.
     browser.click("form.who button[type=submit]");
