@@ -27,7 +27,10 @@ use std::time::Duration;
 
 use perimeter_api::client::{ApiClient, Auth, ClientError, Trust};
 use perimeter_api::sign::AgentKey;
-use perimeter_api::{EnrolRequest, EnrolResponse, Event, HostState, Report, ReportAck, SCHEMA};
+use perimeter_api::{
+    ACCEPTS_LISTENER_REACH, EnrolRequest, EnrolResponse, Event, HostState, Report, ReportAck,
+    SCHEMA,
+};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -223,6 +226,27 @@ impl Agent {
         Ok(self.acked.take())
     }
 
+    /// The optional report fields the server named in its last
+    /// acknowledgement.
+    fn server_accepts(&mut self) -> Result<Vec<String>, AgentError> {
+        Ok(self
+            .acked()?
+            .map(|acked| acked.server_accepts.clone())
+            .unwrap_or_default())
+    }
+
+    /// `state` as the server takes it: without the listeners' reach unless
+    /// the server said it accepts it (an older server refuses a listener
+    /// with a field it does not know).
+    fn as_server_takes(&mut self, state: HostState) -> Result<HostState, AgentError> {
+        let accepts = self.server_accepts()?;
+        if accepts.iter().any(|field| field == ACCEPTS_LISTENER_REACH) {
+            Ok(state)
+        } else {
+            Ok(state.without_reach())
+        }
+    }
+
     /// Writes `acked.json` (atomically) and keeps it in memory.
     fn save_acked(&mut self, acked: Acked) -> Result<(), AgentError> {
         self.acked = None;
@@ -325,6 +349,7 @@ impl Agent {
             .as_ref()
             .map(|e| e.agent_id.clone())
             .ok_or_else(|| AgentError::State("not enrolled".into()))?;
+        let state = self.as_server_takes(state)?;
         let queued = self.dir.queue_seqs()?;
         let mut full = false;
         if queued.len() >= self.config.queue_limit {
@@ -389,7 +414,7 @@ impl Agent {
             match client.post_raw::<ReportAck>(&path, body).await {
                 Ok(ack) => {
                     tracing::debug!(seq, outcome = %ack.outcome, "report acknowledged");
-                    self.acknowledge(seq)?;
+                    self.acknowledge(seq, Some(ack.accepts))?;
                     flushed.acknowledged += 1;
                 }
                 Err(err) => match err.code() {
@@ -401,14 +426,14 @@ impl Agent {
                         match expected {
                             // The server has this one already (its answer
                             // was lost before a restart of ours).
-                            Some(expected) if expected > seq => self.acknowledge(seq)?,
+                            Some(expected) if expected > seq => self.acknowledge(seq, None)?,
                             // The server lacks earlier reports (its database
                             // was restored): start again from what it expects.
-                            Some(expected) => self.restart_from(expected)?,
+                            Some(expected) => self.restart_from(expected, true)?,
                             None => return Err(err.into()),
                         }
                     }
-                    Some("need_full") => self.restart_from(seq)?,
+                    Some("need_full") => self.restart_from(seq, true)?,
                     Some("forked") => {
                         tracing::warn!(
                             "the server saw another machine report with this agent's key: enrolling anew"
@@ -430,14 +455,22 @@ impl Agent {
                         // The server will never take this report: replace the
                         // queue by the full state under the same number.
                         tracing::error!("the server refused report {seq} for good: {err}");
-                        if self
-                            .dir
-                            .queued_report(seq)
-                            .is_ok_and(|r| r.is_some_and(|r| r.full.is_some()))
-                        {
+                        let refused = self.dir.queued_report(seq).ok().flatten();
+                        if refused.as_ref().is_some_and(carries_reach) {
+                            // A server that took the listeners' reach may
+                            // have been replaced by an older one, which
+                            // refuses it: the full state again, without it,
+                            // until a server says it accepts it.
+                            tracing::warn!(
+                                "sending the state again without the listeners' reach, which this server may not know"
+                            );
+                            self.restart_from(seq, false)?;
+                            continue;
+                        }
+                        if refused.is_some_and(|r| r.full.is_some()) {
                             return Err(err.into());
                         }
-                        self.restart_from(seq)?;
+                        self.restart_from(seq, true)?;
                     }
                     _ => {
                         if matches!(err, ClientError::Unreachable { .. })
@@ -457,21 +490,37 @@ impl Agent {
     }
 
     /// The server took report `seq`: the state it leaves becomes the
-    /// acknowledged one, built in place from the one before.
-    fn acknowledge(&mut self, seq: u64) -> Result<(), AgentError> {
+    /// acknowledged one, built in place from the one before. `accepts`: the
+    /// optional fields the server's answer named (`None` when there was no
+    /// answer to read them from: what was known stays).
+    fn acknowledge(&mut self, seq: u64, accepts: Option<Vec<String>>) -> Result<(), AgentError> {
         let report = self
             .dir
             .queued_report(seq)?
             .ok_or_else(|| AgentError::State(format!("queued report {seq} went away")))?;
-        let base = self.take_acked()?.map(|acked| Cow::Owned(acked.state));
+        let (base, known) = match self.take_acked()? {
+            Some(acked) => (Some(Cow::Owned(acked.state)), acked.server_accepts),
+            None => (None, Vec::new()),
+        };
         let state = state_after(base, report);
-        self.save_acked(Acked { seq, state })?;
+        self.save_acked(Acked {
+            seq,
+            state,
+            server_accepts: accepts.unwrap_or(known),
+        })?;
         self.dir.pop(seq)
     }
 
     /// Replaces the queue by one full report numbered `seq`, of the state the
-    /// queue would have left (the latest the agent knows).
-    fn restart_from(&mut self, seq: u64) -> Result<(), AgentError> {
+    /// queue would have left (the latest the agent knows). Without
+    /// `keep_accepts`, what the server said it accepts is forgotten (and
+    /// the report carries none of it).
+    fn restart_from(&mut self, seq: u64, keep_accepts: bool) -> Result<(), AgentError> {
+        let server_accepts = if keep_accepts {
+            self.server_accepts()?
+        } else {
+            Vec::new()
+        };
         let (tail, _) = self.tail()?;
         let acked_state = tail.map(Cow::into_owned).unwrap_or_default();
         let mut events = Vec::new();
@@ -488,7 +537,9 @@ impl Agent {
         self.save_acked(Acked {
             seq: seq.saturating_sub(1),
             state: HostState::default(),
+            server_accepts,
         })?;
+        let acked_state = self.as_server_takes(acked_state)?;
         let enrolment = self
             .enrolment
             .clone()
@@ -662,6 +713,15 @@ pub fn load_identity(
     }
 }
 
+/// Whether a report carries any listener's reach.
+fn carries_reach(report: &Report) -> bool {
+    report.full.as_ref().is_some_and(HostState::has_reach)
+        || report
+            .delta
+            .as_ref()
+            .is_some_and(|delta| delta.upsert.iter().any(|listener| listener.reach.is_some()))
+}
+
 /// The state a report leaves, over the state before it (changed in place
 /// when it is owned).
 fn state_after(before: Option<Cow<'_, HostState>>, report: Report) -> HostState {
@@ -723,6 +783,10 @@ mod tests {
                     port,
                     scope: "wildcard".into(),
                     owners: Vec::new(),
+                    reach: Some(perimeter_api::ReachDoc {
+                        allowed: vec!["10.0.0.0/8".into()],
+                        undecided: Vec::new(),
+                    }),
                 })
                 .collect(),
             findings: Vec::new(),
@@ -790,9 +854,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut agent = enrolled_agent(dir.path(), 3);
         assert_eq!(agent.queue_report(state(&[22, 80])).expect("1"), 1);
-        agent.acknowledge(1).expect("ack 1");
+        agent.acknowledge(1, None).expect("ack 1");
         assert_eq!(agent.queue_report(state(&[22, 6379])).expect("2"), 2);
-        agent.acknowledge(2).expect("ack 2");
+        agent.acknowledge(2, None).expect("ack 2");
         assert!(agent.dir.queue().expect("queue").is_empty());
         let on_disk = agent.dir.acked().expect("read").expect("acked.json");
         assert_eq!(agent.acked.as_ref(), Some(&on_disk));
@@ -810,6 +874,62 @@ mod tests {
         let upserts: Vec<u16> = delta.upsert.iter().map(|l| l.port).collect();
         assert_eq!(upserts, [8080]);
         assert!(delta.remove.is_empty());
+    }
+
+    fn reach_sent(report: &Report) -> bool {
+        carries_reach(report)
+    }
+
+    #[test]
+    fn the_listeners_reach_goes_only_to_a_server_that_said_it_accepts_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut agent = enrolled_agent(dir.path(), 3);
+        // Nothing heard from the server yet: the first report has no reach,
+        // though the audit found it.
+        assert!(state(&[22]).has_reach());
+        assert_eq!(agent.queue_report(state(&[22])).expect("1"), 1);
+        assert!(!reach_sent(&queued(&agent)[0]));
+        // An older server's acknowledgement names nothing: still none.
+        agent.acknowledge(1, Some(Vec::new())).expect("ack 1");
+        assert_eq!(agent.queue_report(state(&[22, 80])).expect("2"), 2);
+        let reports = queued(&agent);
+        assert!(!reach_sent(&reports[0]), "{:?}", reports[0]);
+        agent.acknowledge(2, Some(Vec::new())).expect("ack 2");
+
+        // A server that accepts it: from the next report on, every listener
+        // carries it (the ones unchanged otherwise too, once).
+        assert_eq!(agent.queue_report(state(&[22, 80])).expect("3"), 3);
+        agent
+            .acknowledge(3, Some(vec![ACCEPTS_LISTENER_REACH.to_owned()]))
+            .expect("ack 3");
+        assert_eq!(agent.queue_report(state(&[22, 80])).expect("4"), 4);
+        let reports = queued(&agent);
+        let delta = reports[0].delta.as_ref().expect("a delta");
+        assert_eq!(delta.upsert.len(), 2, "{delta:?}");
+        assert!(delta.upsert.iter().all(|l| l.reach.is_some()));
+        agent.acknowledge(4, None).expect("ack 4, no answer read");
+
+        // Kept on disk: a restarted agent (`--once`) still sends it.
+        let config = agent.config.clone();
+        drop(agent);
+        let mut agent = Agent::new(config).expect("restarted");
+        assert_eq!(agent.queue_report(state(&[22, 80, 443])).expect("5"), 5);
+        let reports = queued(&agent);
+        let delta = reports[0].delta.as_ref().expect("a delta");
+        assert_eq!(delta.upsert.len(), 1);
+        assert!(reach_sent(&reports[0]));
+
+        // A refusal from a server that may no longer know it: the full
+        // state again, without it, and it stays out.
+        agent.restart_from(5, false).expect("restart");
+        let reports = queued(&agent);
+        assert_eq!(reports.len(), 1);
+        let full = reports[0].full.as_ref().expect("full");
+        assert_eq!(full.listeners.len(), 3);
+        assert!(!reach_sent(&reports[0]));
+        agent.acknowledge(5, Some(Vec::new())).expect("ack 5");
+        assert_eq!(agent.queue_report(state(&[22])).expect("6"), 6);
+        assert!(!reach_sent(&queued(&agent)[0]));
     }
 
     #[test]

@@ -41,6 +41,11 @@ pub(crate) struct Enrolment {
 pub(crate) struct Acked {
     pub(crate) seq: u64,
     pub(crate) state: HostState,
+    /// The optional report fields the server named in its last
+    /// acknowledgement (`ReportAck.accepts`): what the next reports may
+    /// carry. Kept here so an agent run once (`--once`) knows it too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) server_accepts: Vec<String>,
 }
 
 #[derive(Debug)]

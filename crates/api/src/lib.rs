@@ -20,7 +20,10 @@ pub use scan_jobs::{
     FinishRequest, LeaseDoc, LeaseRef, LeaseRequest, LeaseStatus, NewScanJobDoc, ScanJobDoc,
     ScanJobList, ShardDoc, ShardRunDoc, ShardRunList,
 };
-pub use state::{FindingDoc, HostState, ListenerDoc, OwnerDoc, StateDelta};
+pub use state::{
+    ACCEPTS_LISTENER_REACH, FindingDoc, HostState, ListenerDoc, OwnerDoc, ReachDoc, StateDelta,
+    UndecidedDoc,
+};
 
 /// The schema string of every document of this API version.
 pub const SCHEMA: &str = "perimeter.api/1";
@@ -107,6 +110,12 @@ pub struct ReportAck {
     /// `stored`, or `duplicate` (this report was stored before).
     pub outcome: String,
     pub seq: u64,
+    /// The optional fields of a report this server takes beyond the first
+    /// version of the schema ([`ACCEPTS_LISTENER_REACH`]); absent from older
+    /// servers, which refuse fields they do not know. An agent sends such a
+    /// field only once a server named it here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accepts: Vec<String>,
 }
 
 /// Every error answer: a machine-readable code and a sentence for a person.
@@ -315,6 +324,21 @@ pub struct ConditionDoc {
     /// While an acknowledgement holds: until when (the year 9999 for good).
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub acknowledged_until: Option<OffsetDateTime>,
+    /// While an acknowledgement holds: who gave it, when and why (the latest
+    /// one given). Absent from servers older than it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledgement: Option<AcknowledgementDoc>,
+}
+
+/// A person's acknowledgement of a condition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcknowledgementDoc {
+    /// The account that acknowledged it.
+    pub by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// The reason given; text a person chose.
+    pub reason: String,
 }
 
 /// One alert the monitor raised, and where it went.

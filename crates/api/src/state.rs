@@ -34,6 +34,64 @@ pub struct ListenerDoc {
     /// holds (or none could be seen).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub owners: Vec<OwnerDoc>,
+    /// Who the namespace's firewall lets through to it, as the agent's audit
+    /// walked the ruleset; absent for a loopback listener, when the ruleset
+    /// could not be read, and from agents that predate it. An agent sends it
+    /// only to a server that accepts it ([`ACCEPTS_LISTENER_REACH`] in its
+    /// `ReportAck`): older servers refuse a listener with fields they do not
+    /// know.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reach: Option<ReachDoc>,
+}
+
+/// What a server names in `ReportAck.accepts` when it takes
+/// [`ListenerDoc::reach`].
+pub const ACCEPTS_LISTENER_REACH: &str = "listener.reach";
+
+/// Whom a listener's firewall lets through (the audit's reachability walk).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReachDoc {
+    /// Source prefixes let through (`0.0.0.0/0` and `::/0`: anywhere);
+    /// empty when the firewall lets nobody through.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed: Vec<String>,
+    /// Source prefixes whose fate depends on a rule perimeter cannot
+    /// evaluate, each with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub undecided: Vec<UndecidedDoc>,
+}
+
+/// Sources the reachability walk could not decide.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UndecidedDoc {
+    pub sources: String,
+    pub reason: String,
+}
+
+impl ReachDoc {
+    /// From the audit's reachability of one listener.
+    pub fn from_reach(reach: &perimeter_model::Reach) -> ReachDoc {
+        ReachDoc {
+            allowed: reach.allowed.iter().map(ToString::to_string).collect(),
+            undecided: reach
+                .unknown
+                .iter()
+                .map(|(sources, reason)| UndecidedDoc {
+                    sources: sources.to_string(),
+                    reason: reason.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether every source is let through (`0.0.0.0/0` or `::/0`).
+    pub fn from_anywhere(&self) -> bool {
+        self.allowed
+            .iter()
+            .any(|prefix| prefix == "0.0.0.0/0" || prefix == "::/0")
+    }
 }
 
 /// A process holding a listener.
@@ -145,6 +203,7 @@ impl HostState {
                         user: process.user_name(),
                     })
                     .collect(),
+                reach: snapshot.reach_of(listener).map(ReachDoc::from_reach),
             })
             .collect();
         let findings = findings
@@ -185,6 +244,22 @@ impl HostState {
             .dedup_by(|later, first| later.key_ref() == first.key_ref());
         self.findings.sort();
         self.findings.dedup();
+    }
+
+    /// Drops every listener's reach: what an agent sends a server that does
+    /// not accept it.
+    pub fn without_reach(mut self) -> HostState {
+        for listener in &mut self.listeners {
+            listener.reach = None;
+        }
+        self
+    }
+
+    /// Whether any listener carries its reach.
+    pub fn has_reach(&self) -> bool {
+        self.listeners
+            .iter()
+            .any(|listener| listener.reach.is_some())
     }
 
     /// Whether [`HostState::canonicalise`] would leave it as it is.
@@ -336,6 +411,7 @@ fn removal(listener: &ListenerDoc) -> ListenerDoc {
         port: listener.port,
         scope: listener.scope.clone(),
         owners: Vec::new(),
+        reach: None,
     }
 }
 
@@ -372,6 +448,7 @@ mod tests {
                 package: Some("redis-server".into()),
                 user: "redis".into(),
             }],
+            reach: None,
         }
     }
 
@@ -423,6 +500,7 @@ mod tests {
                 .filter(|(key, _)| !new.contains_key(*key))
                 .map(|(_, listener)| ListenerDoc {
                     owners: Vec::new(),
+                    reach: None,
                     ..(*listener).clone()
                 })
                 .collect(),

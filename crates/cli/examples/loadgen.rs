@@ -195,6 +195,7 @@ fn listener(agent: usize, j: usize, generation: u64) -> ListenerDoc {
                 format!("svc{service}")
             },
         }],
+        reach: None,
     }
 }
 

@@ -149,6 +149,7 @@ fn listener(address: &str, port: u16, scope: &str, owner: OwnerDoc) -> ListenerD
         port,
         scope: scope.into(),
         owners: vec![owner],
+        reach: None,
     }
 }
 
@@ -180,20 +181,27 @@ fn report_host(server: &Server, secret: &str) -> String {
         let agent_id = enrolled.agent_id.clone();
         let client =
             ApiClient::new(&server.base, &trust, Auth::Agent(Arc::new(key))).expect("client");
+        // The Redis reachable from everyone, as the agent's audit walked
+        // the firewall (this server says it accepts the field).
+        let mut redis = listener(
+            "0.0.0.0",
+            6379,
+            "wildcard",
+            owner(
+                "redis-server",
+                "/usr/bin/redis-server",
+                Some("redis-server"),
+                "redis",
+            ),
+        );
+        redis.reach = Some(perimeter_api::ReachDoc {
+            allowed: vec!["0.0.0.0/0".into()],
+            undecided: Vec::new(),
+        });
         let state = HostState {
             hostname: "cache-1".into(),
             listeners: vec![
-                listener(
-                    "0.0.0.0",
-                    6379,
-                    "wildcard",
-                    owner(
-                        "redis-server",
-                        "/usr/bin/redis-server",
-                        Some("redis-server"),
-                        "redis",
-                    ),
-                ),
+                redis,
                 listener(
                     "10.20.0.5",
                     31337,
@@ -594,6 +602,11 @@ fn sign_in_see_the_unapproved_listener_approve_it_and_a_viewer_is_refused() {
         row.contains("wildcard") && row.contains("redis-server") && row.contains("UNAPPROVED"),
         "{row}"
     );
+    assert_eq!(
+        browser.eval("document.querySelector('tr[data-port=\"6379\"] td.reach').innerText"),
+        json!("everyone"),
+        "whom the firewall lets through to it"
+    );
     let hostile_row = browser.eval("document.querySelector('tr[data-port=\"31337\"]').innerText");
     assert!(
         hostile_row.as_str().unwrap_or("").contains("UNPACKAGED"),
@@ -687,6 +700,24 @@ fn sign_in_see_the_unapproved_listener_approve_it_and_a_viewer_is_refused() {
     assert!(text.contains("critical 1"), "{text}");
     assert!(text.contains("This server runs no monitor"), "{text}");
     browser.screenshots(&shots, "trends");
+    // The 30 days: a link, no script; the same host, day by day.
+    browser.click("nav.ranges a[href=\"/trends?range=30d\"]");
+    browser.wait_for("location.search === '?range=30d'");
+    let text = browser.text();
+    assert!(
+        text.contains("Day by day (at midnight UTC) over the last 30 days"),
+        "{text}"
+    );
+    assert_eq!(
+        browser.eval("document.querySelector('nav.ranges [aria-current=page]').innerText"),
+        json!("30 days")
+    );
+    let plot = browser.eval(
+        "(() => { const b = document.querySelector('.plot-box[data-environment=\"-\"]'); \
+         return b && b.querySelector('svg[role=img]') ? b.querySelector('ul.legend').innerText.replace(/\\s+/g, ' ') : null })()",
+    );
+    assert!(plot.as_str().unwrap_or("").contains("exposed 2"), "{plot}");
+    browser.screenshots(&shots, "trends-30d");
 
     // Sign out; a viewer sees no approve form and is refused a forged post.
     browser.click("form.who button[type=submit]");
@@ -972,6 +1003,18 @@ timeout = "10s"
     ));
     let row = row.as_str().unwrap_or("");
     assert!(row.contains("until "), "acknowledged until a date: {row}");
+    assert!(
+        row.contains("by alice on ")
+            && row.contains("moving the cache behind the firewall this week"),
+        "who acknowledged it, when and why: {row}"
+    );
+    assert_eq!(
+        browser.eval(&format!(
+            "document.querySelector('tr[data-condition=\"{id}\"] .acknowledgement time').title.endsWith(' UTC')"
+        )),
+        json!(true),
+        "the acknowledgement's time in the reader's zone, UTC as its title"
+    );
     assert_eq!(
         browser.eval(&format!("document.querySelector('{form}') === null")),
         json!(true),

@@ -325,6 +325,19 @@ fn gate_flow(fleet: &Fleet) {
         .find(|l| l.listener.port == 7001)
         .unwrap_or_else(|| panic!("7001 not reported: {detail:?}"));
     assert_eq!(found.approval, "unapproved");
+    // The server's first answer said it takes the listeners' reach; the
+    // agent kept that with its acknowledged state and sent it in its next
+    // report: the namespace has no ruleset, so everyone reaches 7001.
+    let acked =
+        std::fs::read_to_string(std::path::Path::new(&fleet.agent_dir(0)).join("acked.json"))
+            .expect("acked.json");
+    assert!(acked.contains("\"listener.reach\""), "{acked}");
+    let reach = found
+        .listener
+        .reach
+        .as_ref()
+        .unwrap_or_else(|| panic!("no reach for 7001: {found:?}"));
+    assert!(reach.from_anywhere(), "{reach:?}");
     let owner = found.listener.owners.first().expect("the python process");
     let exe = owner.exe.clone().expect("its executable");
     // The agent runs inside a named namespace: the approval names it, as an

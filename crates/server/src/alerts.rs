@@ -10,7 +10,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use perimeter_api::{AlertDoc, AlertList, ConditionDoc, SCHEMA};
+use std::collections::HashMap;
+
+use perimeter_api::{AcknowledgementDoc, AlertDoc, AlertList, ConditionDoc, SCHEMA};
 use perimeter_model::Severity;
 use perimeter_store::fleet::NewTrailEntry;
 use perimeter_store::{MonitorStore as _, SqliteStore};
@@ -52,6 +54,7 @@ pub(crate) fn open_history(path: &Path, write: bool) -> Result<SqliteStore, ApiE
 fn condition_doc(
     row: perimeter_store::ConditionRow,
     acknowledged_until: Option<OffsetDateTime>,
+    acknowledgement: Option<AcknowledgementDoc>,
 ) -> ConditionDoc {
     ConditionDoc {
         id: row.id,
@@ -62,6 +65,7 @@ fn condition_doc(
         first_seen: row.first_seen,
         last_seen: row.last_seen,
         acknowledged_until,
+        acknowledgement,
     }
 }
 
@@ -77,13 +81,30 @@ pub(crate) async fn list(state: &Arc<AppState>, limit: usize) -> Result<AlertLis
     tokio::task::spawn_blocking(move || {
         let store = open_history(&path, false)?;
         let now = OffsetDateTime::now_utc();
+        // Who acknowledged each condition, when and why: the latest
+        // acknowledgement of its job and key, shown while one holds.
+        let mut acknowledgements: HashMap<(String, String), AcknowledgementDoc> = store
+            .latest_acknowledgements()
+            .map_err(ApiError::internal)?
+            .into_iter()
+            .map(|ack| {
+                let doc = AcknowledgementDoc {
+                    by: ack.by,
+                    at: ack.at,
+                    reason: ack.reason,
+                };
+                ((ack.job, ack.key), doc)
+            })
+            .collect();
         let mut conditions: Vec<ConditionDoc> = store
             .open_conditions()
             .map_err(ApiError::internal)?
             .into_iter()
             .map(|row| {
                 let until = row.acked_until.filter(|until| *until > now);
-                condition_doc(row, until)
+                let acknowledgement = until
+                    .and_then(|_| acknowledgements.remove(&(row.job.clone(), row.key.clone())));
+                condition_doc(row, until, acknowledgement)
             })
             .collect();
         conditions.sort_by(|a, b| {
@@ -154,7 +175,16 @@ pub(crate) async fn acknowledge(
             )));
         }
         let acknowledged = until.unwrap_or(time::macros::datetime!(9999-12-31 23:59:59 UTC));
-        Ok(condition_doc(row, Some(acknowledged)))
+        let acknowledgement = AcknowledgementDoc {
+            by: by_owned,
+            at: now,
+            reason: reason_owned,
+        };
+        Ok(condition_doc(
+            row,
+            Some(acknowledged),
+            Some(acknowledgement),
+        ))
     })
     .await
     .map_err(|err| ApiError::internal(format!("the acknowledgement's task failed: {err}")))??;

@@ -18,7 +18,7 @@ use perimeter_api::sign::{self, AGENT_HEADER, DATE_HEADER, SIGNATURE_HEADER};
 use perimeter_api::{
     AckRequest, AlertList, ApprovalDoc, ApprovalList, ConditionDoc, Decision, EnrolRequest,
     EnrolResponse, FindingDoc, HostDetail, HostList, HostState, HostSummary, ListenerDoc,
-    NewApprovalDoc, PREFIX, Report, ReportAck, SCHEMA, TrailDoc, TrailList,
+    NewApprovalDoc, PREFIX, ReachDoc, Report, ReportAck, SCHEMA, TrailDoc, TrailList,
 };
 use perimeter_checks::approvals::{Bind, NewApproval, OwnerKey, selector_toml};
 use perimeter_model::{Protocol, Scope};
@@ -301,6 +301,55 @@ fn too_many(what: &str, n: usize, max: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The optional report fields this server takes, told in every `ReportAck`
+/// so an agent sends them only to a server that reads them.
+fn accepts() -> Vec<String> {
+    vec![perimeter_api::ACCEPTS_LISTENER_REACH.to_owned()]
+}
+
+/// Whether `text` is an address prefix as `ipnet` writes one
+/// (`192.0.2.0/24`, `2001:db8::/32`).
+fn is_prefix(text: &str) -> bool {
+    let Some((address, len)) = text.split_once('/') else {
+        return false;
+    };
+    let Ok(len) = len.parse::<u8>() else {
+        return false;
+    };
+    match address.parse::<IpAddr>() {
+        Ok(IpAddr::V4(_)) => len <= 32,
+        Ok(IpAddr::V6(_)) => len <= 128,
+        Err(_) => false,
+    }
+}
+
+/// The most prefixes one listener's reach may name, allowed and undecided
+/// alike (a walk over a large ruleset carves many).
+const MAX_REACH_PREFIXES: usize = 1_024;
+
+fn check_reach(reach: &ReachDoc, limits: &Limits) -> Result<(), ApiError> {
+    too_many(
+        "prefixes in one listener's reach",
+        reach.allowed.len() + reach.undecided.len(),
+        MAX_REACH_PREFIXES,
+    )?;
+    for prefix in reach
+        .allowed
+        .iter()
+        .chain(reach.undecided.iter().map(|u| &u.sources))
+    {
+        if !is_prefix(prefix) {
+            return Err(ApiError::bad_request(
+                "a listener's reach names something that is not an address prefix",
+            ));
+        }
+    }
+    for undecided in &reach.undecided {
+        check_text("reach reason", &undecided.reason, limits.max_string)?;
+    }
+    Ok(())
+}
+
 fn check_listener(listener: &ListenerDoc, limits: &Limits) -> Result<(), ApiError> {
     if Protocol::parse(&listener.protocol).is_none() {
         return Err(ApiError::bad_request(format!(
@@ -318,6 +367,9 @@ fn check_listener(listener: &ListenerDoc, limits: &Limits) -> Result<(), ApiErro
     }
     check_text("netns", &listener.netns, 255)?;
     too_many("owners of one listener", listener.owners.len(), 256)?;
+    if let Some(reach) = &listener.reach {
+        check_reach(reach, limits)?;
+    }
     for owner in &listener.owners {
         check_text("owner name", &owner.name, limits.max_string)?;
         check_text("owner user", &owner.user, limits.max_string)?;
@@ -544,11 +596,13 @@ async fn report(
             schema: SCHEMA.to_owned(),
             outcome: "stored".into(),
             seq,
+            accepts: accepts(),
         })),
         ReportOutcome::Duplicate => Ok(Json(ReportAck {
             schema: SCHEMA.to_owned(),
             outcome: "duplicate".into(),
             seq,
+            accepts: accepts(),
         })),
         ReportOutcome::OutOfOrder { expected } => {
             let mut err = ApiError::conflict(

@@ -12,8 +12,8 @@ use perimeter_api::client::{ApiClient, Auth, Trust, client_config};
 use perimeter_api::sign::AgentKey;
 use perimeter_api::{
     AckRequest, AlertList, ApprovalDoc, ConditionDoc, Decision, EnrolRequest, EnrolResponse,
-    HostDetail, HostList, HostState, ListenerDoc, NewApprovalDoc, OwnerDoc, Report, ReportAck,
-    SCHEMA, StateDelta, TrailList,
+    HostDetail, HostList, HostState, ListenerDoc, NewApprovalDoc, OwnerDoc, ReachDoc, Report,
+    ReportAck, SCHEMA, StateDelta, TrailList, UndecidedDoc,
 };
 use perimeter_server::{Limits, ServerConfig, TlsSource, hash_password, new_token, serve};
 use perimeter_store::fleet::{FleetStore, Role, SqliteFleet};
@@ -170,6 +170,7 @@ fn listener(port: u16, scope: &str, address: &str) -> ListenerDoc {
             package: None,
             user: "root".into(),
         }],
+        reach: None,
     }
 }
 
@@ -382,6 +383,74 @@ async fn reports_chain_and_listeners_are_judged_by_scoped_approvals() {
     let refused = send(&h, &key, &r3).await.expect_err("revoked");
     assert!(refused.starts_with("not_accepted"), "{refused}");
     assert!(refused.contains("revoked"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_with_and_without_the_listeners_reach_are_taken_and_the_answer_says_so() {
+    let h = Harness::start(false, Limits::default()).await;
+    let key = Arc::new(AgentKey::generate());
+    h.enrol(&key).await;
+
+    // An older agent's report: no reach on its listeners, not a byte of it.
+    let before = state(vec![listener(6379, "wildcard", "0.0.0.0")]);
+    let r1 = report(&key, 1, Some(before.clone()), None);
+    assert!(
+        !serde_json::to_string(&r1).expect("json").contains("reach"),
+        "the field is left out when there is none"
+    );
+    let ack = send(&h, &key, &r1).await.expect("stored");
+    assert_eq!(ack.outcome, "stored");
+    assert_eq!(ack.accepts, vec![perimeter_api::ACCEPTS_LISTENER_REACH]);
+    let detail = host(&h, &key.agent_id()).await;
+    assert_eq!(detail.listeners[0].listener.reach, None);
+
+    // A newer agent's: the listener's reach is stored and read back.
+    let mut redis = listener(6379, "wildcard", "0.0.0.0");
+    redis.reach = Some(ReachDoc {
+        allowed: vec!["10.0.0.0/8".into(), "2001:db8::/32".into()],
+        undecided: vec![UndecidedDoc {
+            sources: "192.168.0.0/16".into(),
+            reason: "a match on the socket's cgroup".into(),
+        }],
+    });
+    let after = state(vec![redis.clone()]);
+    let r2 = report(&key, 2, None, Some(before.delta_to(&after)));
+    let ack = send(&h, &key, &r2).await.expect("stored");
+    assert_eq!(ack.outcome, "stored");
+    let detail = host(&h, &key.agent_id()).await;
+    assert_eq!(detail.listeners[0].listener.reach, redis.reach);
+
+    // What is not a prefix, an unknown field inside it, a reason with
+    // control characters: refused, and nothing stored.
+    for (n, bad) in [
+        r#"{"allowed":["everyone"]}"#,
+        r#"{"allowed":["10.0.0.0/33"]}"#,
+        r#"{"allowed":["10.0.0.0/8"],"ports":[1]}"#,
+        r#"{"undecided":[{"sources":"10.0.0.0/8","reason":"\u001b[31m"}]}"#,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut body = serde_json::to_value(report(
+            &key,
+            3,
+            Some(state(vec![listener(6379, "wildcard", "0.0.0.0")])),
+            None,
+        ))
+        .expect("json");
+        body["full"]["listeners"][0]["reach"] = serde_json::from_str(bad).expect("reach json");
+        let refused = h
+            .client(Auth::Agent(Arc::clone(&key)))
+            .post_raw::<ReportAck>(
+                "/api/v1/reports",
+                serde_json::to_vec(&body).expect("encode"),
+            )
+            .await
+            .expect_err(bad);
+        assert_eq!(refused.code(), Some("bad_request"), "{n}: {bad}: {refused}");
+    }
+    let detail = host(&h, &key.agent_id()).await;
+    assert_eq!(detail.listeners[0].listener.reach, redis.reach);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

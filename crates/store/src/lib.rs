@@ -43,8 +43,8 @@ pub use diff_scans::{
 };
 pub use error::StoreError;
 pub use monitor::{
-    AlertRow, ChannelTally, ConditionRow, JobKind, MonitorRun, MonitorStore, NewAlert, NewDelivery,
-    PendingDelivery, RunStatus,
+    AcknowledgementRow, AlertRow, ChannelTally, ConditionRow, JobKind, MonitorRun, MonitorStore,
+    NewAlert, NewDelivery, PendingDelivery, RunStatus,
 };
 pub use path::{DB_FILE_NAME, default_db_path};
 pub use run_doc::{RUN_SCHEMA, RunLimits, decode_run, encode_run};

@@ -122,6 +122,22 @@ pub struct ConditionRow {
     pub acked_until: Option<OffsetDateTime>,
 }
 
+/// A person's acknowledgement of a condition, as the history keeps it: the
+/// latest one given for its job and key (see
+/// [`MonitorStore::latest_acknowledgements`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcknowledgementRow {
+    pub job: String,
+    /// The condition's key within its job.
+    pub key: String,
+    /// The account that acknowledged it.
+    pub by: String,
+    pub reason: String,
+    pub at: OffsetDateTime,
+    /// Until when; `None` for good.
+    pub until: Option<OffsetDateTime>,
+}
+
 /// An alert to store with the run that found it, and what each channel gets.
 #[derive(Debug, Clone)]
 pub struct NewAlert<'a> {
@@ -240,6 +256,12 @@ pub trait MonitorStore {
         at: OffsetDateTime,
         until: Option<OffsetDateTime>,
     ) -> Result<bool, StoreError>;
+
+    /// The latest acknowledgement given for each (job, key) that was ever
+    /// acknowledged, in (job, key) order: who, when and why, for the
+    /// conditions whose `acked_until` is set. Acknowledgements are a person's
+    /// acts, so they are few; the table is read whole.
+    fn latest_acknowledgements(&self) -> Result<Vec<AcknowledgementRow>, StoreError>;
 
     /// Deliveries due at `now`, oldest first.
     fn due_deliveries(&self, now: OffsetDateTime) -> Result<Vec<PendingDelivery>, StoreError>;
@@ -735,6 +757,48 @@ impl MonitorStore for SqliteStore {
         Ok(true)
     }
 
+    fn latest_acknowledgements(&self) -> Result<Vec<AcknowledgementRow>, StoreError> {
+        if self.schema_version < MONITOR_SCHEMA {
+            // A read-only look at a history older than the monitor.
+            return Ok(Vec::new());
+        }
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT id, job, key, acked_by, reason, acked_at, until FROM monitor_acks \
+                 WHERE id IN (SELECT max(id) FROM monitor_acks GROUP BY job, key) ORDER BY job, key",
+            )
+            .map_err(self.sql_error("read acknowledgements"))?;
+        type Raw = (i64, String, String, String, String, String, Option<String>);
+        let rows: Vec<Raw> = statement
+            .query_map([], |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                    row.get(5)?,
+                    row.get(6)?,
+                ))
+            })
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(self.sql_error("read acknowledgements"))?;
+        rows.into_iter()
+            .map(|(id, job, key, by, reason, at, until)| {
+                let bad = |detail: String| self.corrupt(&format!("acknowledgement {id}"), detail);
+                Ok(AcknowledgementRow {
+                    job,
+                    key,
+                    by,
+                    reason,
+                    at: decode_time(&at).map_err(bad)?,
+                    until: until.as_deref().map(decode_time).transpose().map_err(bad)?,
+                })
+            })
+            .collect()
+    }
+
     fn due_deliveries(&self, now: OffsetDateTime) -> Result<Vec<PendingDelivery>, StoreError> {
         let now = encode_time("now", now)?;
         let mut statement = self
@@ -1041,6 +1105,41 @@ mod tests {
                 .acknowledge(9999, "alice", "x", t0, None)
                 .expect("ack")
         );
+        // Who, when and why are kept, and only the latest per condition is
+        // read back.
+        let later = t0 + time::Duration::hours(1);
+        let until = t0 + time::Duration::days(7);
+        assert!(
+            store
+                .acknowledge(
+                    open[0].id,
+                    "bob",
+                    "<b>still</b> migrating",
+                    later,
+                    Some(until)
+                )
+                .expect("ack")
+        );
+        let acks = store.latest_acknowledgements().expect("acks");
+        assert_eq!(
+            acks.iter()
+                .map(|a| (
+                    a.key.as_str(),
+                    a.by.as_str(),
+                    a.reason.as_str(),
+                    a.at,
+                    a.until
+                ))
+                .collect::<Vec<_>>(),
+            vec![(
+                open[0].key.as_str(),
+                "bob",
+                "<b>still</b> migrating",
+                later,
+                Some(until)
+            )]
+        );
+        assert_eq!(acks[0].job, open[0].job);
     }
 
     #[test]

@@ -774,16 +774,45 @@ async fn show_exposure(web: Arc<Web>, headers: HeaderMap, scan: Option<i64>) -> 
     }
 }
 
-async fn trends_page(State(web): Shared, headers: HeaderMap) -> Response {
+/// The Trends page's query: `range=48h` (the default), `7d` or `30d`.
+#[derive(Debug, Deserialize)]
+struct TrendsQuery {
+    range: Option<String>,
+}
+
+async fn trends_page(
+    State(web): Shared,
+    headers: HeaderMap,
+    Query(query): Query<TrendsQuery>,
+) -> Response {
     let viewer = match signed_in(&web, &headers).await {
         Ok(viewer) => viewer,
         Err(response) => return response,
+    };
+    let range = match query.range.as_deref() {
+        None => trends::Range::default(),
+        Some(text) => match trends::Range::parse(text) {
+            Some(range) => range,
+            None => {
+                let shown: String = text.chars().take(32).collect();
+                return error_page(
+                    &ApiError::bad_request(format!(
+                        "no range `{shown}` on the Trends page: choose 48h, 7d or 30d"
+                    )),
+                    Some(&viewer),
+                );
+            }
+        },
     };
     let now = OffsetDateTime::now_utc();
     let cached = Arc::clone(&web);
     let fleet = web
         .app
-        .with_store(move |store| cached.trends.trends(store, now, trends::READS_PER_VIEW))
+        .with_store(move |store| {
+            cached
+                .trends
+                .trends(store, range, now, trends::READS_PER_VIEW)
+        })
         .await;
     let fleet = match fleet {
         Ok(fleet) => fleet,

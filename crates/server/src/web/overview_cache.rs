@@ -544,6 +544,7 @@ mod tests {
                 package: Some("redis-server".into()),
                 user: "redis".into(),
             }],
+            reach: None,
         }
     }
 
@@ -562,6 +563,7 @@ mod tests {
                 package: Some(format!("svc{port}")),
                 user: "root".into(),
             }],
+            reach: None,
         }
     }
 

@@ -933,8 +933,8 @@ pub(crate) fn overview(
 fn listeners_table(listeners: &[JudgedListener], approvals: &[FleetApproval]) -> String {
     let mut out = String::from(
         "<div class=\"scroll\"><table class=\"listeners\"><thead><tr><th>Scope</th><th>Address</th>\
-         <th class=\"num\">Port</th><th>Process</th><th>User</th><th>Package</th><th>Approval</th>\
-         </tr></thead><tbody>",
+         <th class=\"num\">Port</th><th>Process</th><th>User</th><th>Package</th><th>Reachable from</th>\
+         <th>Approval</th></tr></thead><tbody>",
     );
     // Exposed and unapproved first, as the CLI's table sorts by concern.
     let mut sorted: Vec<&JudgedListener> = listeners.iter().collect();
@@ -965,7 +965,7 @@ fn listeners_table(listeners: &[JudgedListener], approvals: &[FleetApproval]) ->
         let _ = write!(
             out,
             "<tr data-port=\"{}\"><td>{}</td><td><code>{} {}</code>{netns}</td><td class=\"num\">{}</td>\
-             <td>{}</td><td>{}</td><td>{}</td><td>{}{note}</td></tr>",
+             <td>{}</td><td>{}</td><td>{}</td><td class=\"reach\">{}</td><td>{}{note}</td></tr>",
             listener.port,
             Esc(&listener.scope),
             Esc(&listener.protocol),
@@ -974,10 +974,70 @@ fn listeners_table(listeners: &[JudgedListener], approvals: &[FleetApproval]) ->
             owner.process,
             owner.user,
             owner.package,
+            reach_cell(listener),
             verdict_badge(&judged.approval),
         );
     }
     out.push_str("</tbody></table></div>");
+    out
+}
+
+/// The most source ranges listed in one cell; the rest are counted.
+const MAX_RANGES_SHOWN: usize = 8;
+
+/// Whom the host's firewall lets through to a listener, worded as the CLI
+/// words it: everyone, these ranges, nobody, or unknown (with what could not
+/// be decided, and why).
+pub(super) fn reach_cell(listener: &ListenerDoc) -> String {
+    if listener.scope == "loopback" {
+        return "<span class=\"quiet\">this host only</span>".to_owned();
+    }
+    let Some(reach) = &listener.reach else {
+        return "<span class=\"quiet\" title=\"the agent did not tell: its firewall could not be read, \
+                or the agent or the server that took its report predates this\">unknown</span>"
+            .to_owned();
+    };
+    let ranges = |prefixes: &mut dyn Iterator<Item = &String>| {
+        let prefixes: Vec<&String> = prefixes.collect();
+        let mut out = prefixes
+            .iter()
+            .take(MAX_RANGES_SHOWN)
+            .map(|prefix| format!("<code>{}</code>", Esc(prefix)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if prefixes.len() > MAX_RANGES_SHOWN {
+            let _ = write!(out, " and {} more", prefixes.len() - MAX_RANGES_SHOWN);
+        }
+        out
+    };
+    let mut out = if reach.from_anywhere() {
+        "<strong class=\"bad\">everyone</strong>".to_owned()
+    } else if reach.allowed.is_empty() && reach.undecided.is_empty() {
+        "<span class=\"ok\">nobody</span>".to_owned()
+    } else if reach.allowed.is_empty() {
+        String::new()
+    } else {
+        ranges(&mut reach.allowed.iter())
+    };
+    if !reach.undecided.is_empty() {
+        if !out.is_empty() {
+            out.push_str("<br>");
+        }
+        let mut reasons: Vec<&str> = reach.undecided.iter().map(|u| u.reason.as_str()).collect();
+        reasons.sort_unstable();
+        reasons.dedup();
+        let _ = write!(
+            out,
+            "<small>unknown for {}: {}</small>",
+            ranges(&mut reach.undecided.iter().map(|u| &u.sources)),
+            reasons
+                .iter()
+                .take(MAX_RANGES_SHOWN)
+                .map(|reason| Esc(reason).to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
     out
 }
 
@@ -1555,11 +1615,22 @@ pub(crate) fn alerts(
              </tr></thead><tbody>",
         );
         for c in &list.conditions {
-            let acked = match c.acknowledged_until {
+            let mut acked = match c.acknowledged_until {
                 Some(until) if until.year() >= 9999 => "for good".to_owned(),
                 Some(until) => format!("until {}", html::time(until)),
                 None => "<span class=\"quiet\">no</span>".to_owned(),
             };
+            // Who acknowledged it, when and why: the reason is a person's
+            // text, escaped like everything else.
+            if let (Some(_), Some(ack)) = (c.acknowledged_until, &c.acknowledgement) {
+                let _ = write!(
+                    acked,
+                    "<br><small class=\"acknowledgement\">by {} on {}: <span class=\"reason\">{}</span></small>",
+                    Esc(&ack.by),
+                    html::time(ack.at),
+                    Esc(&ack.reason)
+                );
+            }
             let form = if can_ack && c.acknowledged_until.is_none() {
                 let mut choices = String::new();
                 for (value, label) in ACK_CHOICES {

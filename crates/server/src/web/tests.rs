@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use perimeter_api::{FindingDoc, HostState, ListenerDoc, OwnerDoc};
+use perimeter_api::{FindingDoc, HostState, ListenerDoc, OwnerDoc, ReachDoc, UndecidedDoc};
 use perimeter_store::fleet::{
     AgentStatus, FleetStore, NewAgent, NewReport, ReportOutcome, Role, SqliteFleet,
 };
@@ -26,6 +26,7 @@ fn listener(port: u16, address: &str, scope: &str, owner: OwnerDoc) -> ListenerD
         port,
         scope: scope.into(),
         owners: vec![owner],
+        reach: None,
     }
 }
 
@@ -64,25 +65,41 @@ fn store() -> (SqliteFleet, String) {
             enrolled_at: now,
         })
         .expect("enrol");
+    // Redis reachable from everyone, the hostile process from one range
+    // and, behind a rule perimeter cannot evaluate, maybe another; the
+    // loopback listener carries none.
+    let mut redis = listener(
+        6379,
+        "0.0.0.0",
+        "wildcard",
+        owner(
+            "redis-server",
+            "/usr/bin/redis-server",
+            Some("redis-server"),
+        ),
+    );
+    redis.reach = Some(ReachDoc {
+        allowed: vec!["0.0.0.0/0".into()],
+        undecided: Vec::new(),
+    });
+    let mut hostile = listener(
+        31337,
+        "10.0.0.5",
+        "private",
+        owner(HOSTILE, "/tmp/\"><img src=x onerror=alert(2)>", None),
+    );
+    hostile.reach = Some(ReachDoc {
+        allowed: vec!["10.0.0.0/8".into()],
+        undecided: vec![UndecidedDoc {
+            sources: "192.168.0.0/16".into(),
+            reason: format!("a match on cgroup {HOSTILE}"),
+        }],
+    });
     let state = HostState {
         hostname: "web-1".into(),
         listeners: vec![
-            listener(
-                6379,
-                "0.0.0.0",
-                "wildcard",
-                owner(
-                    "redis-server",
-                    "/usr/bin/redis-server",
-                    Some("redis-server"),
-                ),
-            ),
-            listener(
-                31337,
-                "10.0.0.5",
-                "private",
-                owner(HOSTILE, "/tmp/\"><img src=x onerror=alert(2)>", None),
-            ),
+            redis,
+            hostile,
             listener(
                 5432,
                 "127.0.0.1",
@@ -448,6 +465,38 @@ async fn hostile_agent_values_render_as_text_on_every_page() {
     assert!(host.body.contains("set requirepass"));
 }
 
+/// The cell of the host page's listener table for `port`.
+fn reach_of_port(page: &str, port: u16) -> String {
+    page.split(&format!("<tr data-port=\"{port}\">"))
+        .nth(1)
+        .and_then(|row| row.split("<td class=\"reach\">").nth(1))
+        .and_then(|cell| cell.split("</td>").next())
+        .unwrap_or_else(|| panic!("no reach cell for port {port}: {page}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn the_host_page_shows_whom_the_firewall_lets_through_to_each_listener() {
+    let h = harness();
+    let (vera, _) = h.login("vera").await;
+    let host = h.get(&format!("/hosts/{}", h.agent_id), Some(&vera)).await;
+    assert_eq!(host.status, StatusCode::OK, "{}", host.body);
+    assert!(host.body.contains("<th>Reachable from</th>"));
+    assert_eq!(
+        reach_of_port(&host.body, 6379),
+        "<strong class=\"bad\">everyone</strong>"
+    );
+    assert_eq!(
+        reach_of_port(&host.body, 31337),
+        "<code>10.0.0.0/8</code><br><small>unknown for <code>192.168.0.0/16</code>: \
+         a match on cgroup &lt;script&gt;alert(1)&lt;/script&gt;&quot;&#39;&amp;\\u{1b}[31m</small>"
+    );
+    assert_eq!(
+        reach_of_port(&host.body, 5432),
+        "<span class=\"quiet\">this host only</span>"
+    );
+}
+
 #[tokio::test]
 async fn roles_and_csrf_guard_every_change() {
     let h = harness();
@@ -682,6 +731,120 @@ async fn the_alerts_page_lists_conditions_as_text_and_an_approver_acknowledges_o
     let page = h.get(&format!("/alerts?acked={id}"), Some(&alice)).await;
     assert!(page.body.contains(&format!("Condition {id} acknowledged.")));
     assert!(!page.body.contains(&format!("action=\"/alerts/{id}/ack\"")));
+    // Who acknowledged it, when (a <time> the reader's zone applies to) and
+    // why, in the condition's row.
+    let row = page
+        .body
+        .split(&format!("<tr id=\"condition-{id}\""))
+        .nth(1)
+        .and_then(|rest| rest.split("</tr>").next())
+        .expect("the condition's row");
+    assert!(
+        row.contains("<small class=\"acknowledgement\">by alice on <time datetime=\""),
+        "{row}"
+    );
+    assert!(
+        row.contains("<span class=\"reason\">moving it behind the VPN</span>"),
+        "{row}"
+    );
+
+    // A hostile reason renders as text, and the latest acknowledgement is
+    // the one shown. (A reason with control characters is refused.)
+    const HOSTILE_REASON: &str = "<script>alert(1)</script>\"'&";
+    let again = h
+        .post(
+            &format!("/alerts/{id}/ack"),
+            &format!("perimeter_session={alice}"),
+            &[
+                ("csrf", &alice_csrf),
+                ("reason", HOSTILE_REASON),
+                ("until", "30d"),
+            ],
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::SEE_OTHER, "{}", again.body);
+    let page = h.get("/alerts", Some(&vera)).await;
+    assert!(!page.body.contains("<script>alert(1)"));
+    let row = page
+        .body
+        .split(&format!("<tr id=\"condition-{id}\""))
+        .nth(1)
+        .and_then(|rest| rest.split("</tr>").next())
+        .expect("the condition's row");
+    assert!(
+        row.contains("<span class=\"reason\">&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{row}"
+    );
+    assert!(!row.contains("moving it behind the VPN"), "{row}");
+    // The API tells the same.
+    let list = crate::alerts::list(&h.state, 10).await.expect("list");
+    let ack = list.conditions[0]
+        .acknowledgement
+        .as_ref()
+        .expect("who acknowledged it");
+    assert_eq!(
+        (ack.by.as_str(), ack.reason.as_str()),
+        ("alice", HOSTILE_REASON)
+    );
+}
+
+#[tokio::test]
+async fn the_trends_page_offers_its_ranges_as_links_and_refuses_an_unknown_one() {
+    let h = harness();
+    // Signed out, even a bad range goes to the sign-in page first.
+    let anonymous = h.get("/trends?range=1y", None).await;
+    assert_ne!(anonymous.status, StatusCode::BAD_REQUEST);
+    assert_ne!(anonymous.status, StatusCode::OK);
+
+    let (vera, _) = h.login("vera").await;
+    for (path, current, cadence) in [
+        ("/trends", "48 hours", "Hour by hour over the last 48 hours"),
+        ("/trends?range=48h", "48 hours", "Hour by hour"),
+        (
+            "/trends?range=7d",
+            "7 days",
+            "Every six hours over the last 7 days",
+        ),
+        (
+            "/trends?range=30d",
+            "30 days",
+            "Day by day (at midnight UTC) over the last 30 days",
+        ),
+    ] {
+        let page = h.get(path, Some(&vera)).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.body);
+        assert!(
+            page.body
+                .contains(&format!("<strong aria-current=\"page\">{current}</strong>")),
+            "{path}"
+        );
+        assert!(page.body.contains(cadence), "{path}");
+        // The other ranges are links to paste.
+        for (value, label) in [("48h", "48 hours"), ("7d", "7 days"), ("30d", "30 days")] {
+            if label != current {
+                assert!(
+                    page.body
+                        .contains(&format!("<a href=\"/trends?range={value}\">{label}</a>")),
+                    "{path}: {value}"
+                );
+            }
+        }
+        assert!(page.body.contains("environment") || page.body.contains("hosts in no environment"));
+    }
+    for bad in ["1y", "7D", "<script>alert(1)</script>", ""] {
+        let page = h
+            .get(
+                &format!(
+                    "/trends?range={}",
+                    bad.replace('<', "%3C").replace('>', "%3E")
+                ),
+                Some(&vera),
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(page.body.contains("choose 48h, 7d or 30d"), "{}", page.body);
+        assert!(!page.body.contains("<script>alert"), "{bad}");
+    }
 }
 
 #[tokio::test]
@@ -1151,4 +1314,29 @@ async fn the_approvals_page_lists_a_bounded_number_of_pending_listeners() {
             .contains("<strong class=\"bad\">600</strong> unapproved")
     );
     assert!(overview.body.contains("and 592 more on <a href=\"/hosts/"));
+}
+
+#[test]
+fn a_listener_no_one_reaches_says_nobody_and_one_without_its_reach_says_unknown() {
+    let mut exposed = listener(
+        8080,
+        "0.0.0.0",
+        "wildcard",
+        owner("nginx", "/usr/sbin/nginx", Some("nginx")),
+    );
+    assert!(super::pages::reach_cell(&exposed).contains(">unknown</span>"));
+    exposed.reach = Some(ReachDoc::default());
+    assert_eq!(
+        super::pages::reach_cell(&exposed),
+        "<span class=\"ok\">nobody</span>"
+    );
+    exposed.reach = Some(ReachDoc {
+        allowed: (0..10).map(|n| format!("10.{n}.0.0/16")).collect(),
+        undecided: Vec::new(),
+    });
+    let cell = super::pages::reach_cell(&exposed);
+    assert!(
+        cell.ends_with("<code>10.7.0.0/16</code> and 2 more"),
+        "{cell}"
+    );
 }

@@ -1,14 +1,17 @@
 //! The Trends page: the fleet over time, as plots.
 //!
 //! - Per environment (as each host is now placed): exposed listeners and,
-//!   of them, the ones no approval covered, hour by hour over the last
-//!   [`HOURS`] hours and now; and the hosts that had reported.
-//! - The fleet's findings by severity over the same hours.
+//!   of them, the ones no approval covered, over a [`Range`] the reader
+//!   picks (`?range=48h`, the default: hour by hour; `7d`: every six hours;
+//!   `30d`: day by day at midnight UTC) and now; and the hosts that had
+//!   reported.
+//! - The fleet's findings by severity over the same times.
 //! - Scan coverage, from the monitor's history when the server runs one:
 //!   per set of targets, the ports each scan decided and found open, scans
 //!   that did not complete drawn hollow.
 //!
-//! Each hour's value is the fleet as the server knew it then: each host's
+//! Each time's value is the fleet as the server knew it then (an instant,
+//! not a sum over the bucket): each host's
 //! latest state *received* by that time, judged against the approvals live
 //! at that time (added before it, not revoked before it, expiry by its
 //! date). So an hour that has passed never changes: a late report does not
@@ -20,11 +23,13 @@
 //! (exposed, findings by severity) and its unapproved count per set of
 //! covering approvals, never its listeners. A host's states are read again
 //! only when it stored a new state (a report without one, a heartbeat, costs
-//! one row's read, not parsed) or an hour needs a judgement against
+//! one row's read, not parsed) or a time needs a judgement against
 //! approvals not met before; a view reads at most [`READS_PER_VIEW`] hosts'
 //! states (the rest are listed as not read yet), and the server warms the
-//! cache at start in batches after the overview's, so the page stays quick
-//! on a big fleet.
+//! cache at start in batches after the overview's (for the default range),
+//! so the page stays quick on a big fleet. The counts are per stored state,
+//! so every range shares them: a longer range costs a judgement per new
+//! (state, approvals) pair it meets, not a read of every state again.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
@@ -40,11 +45,11 @@ use super::plot::{self, Point, STYLES, Series};
 use crate::error::ApiError;
 use crate::{judge, routes};
 
-/// The hours plotted back from now.
+/// The hours plotted back from now by default.
 pub(crate) const HOURS: i64 = 48;
 /// The stored states read per host at most: a host whose state changed
-/// more often than this within [`HOURS`] is not counted in the hours before
-/// its oldest state read.
+/// more often than this within the range is not counted in the times
+/// before its oldest state read.
 const MAX_STATES: usize = 200;
 /// The hosts whose states one view reads at most.
 pub(crate) const READS_PER_VIEW: usize = 200;
@@ -92,7 +97,8 @@ pub(crate) struct Counts {
 
 /// The plots' data.
 pub(crate) struct Trends {
-    /// The hours, oldest first, the last one now.
+    pub(crate) range: Range,
+    /// The times, oldest first, the last one now.
     pub(crate) times: Vec<OffsetDateTime>,
     /// Per environment (`-` for none), one count per time.
     pub(crate) environments: BTreeMap<String, Vec<Counts>>,
@@ -101,21 +107,98 @@ pub(crate) struct Trends {
     pub(crate) n_hosts: usize,
 }
 
-/// The hours plotted: each whole hour of the last [`HOURS`], then now.
-pub(crate) fn hours(now: OffsetDateTime) -> Vec<OffsetDateTime> {
-    let top = now
+/// How far back the page plots, and how often: `?range=` of its URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Range {
+    /// Hour by hour over [`HOURS`] hours.
+    #[default]
+    Hours48,
+    /// Every six hours over seven days.
+    Days7,
+    /// Day by day, at midnight UTC, over thirty days.
+    Days30,
+}
+
+impl Range {
+    pub(crate) const ALL: [Range; 3] = [Range::Hours48, Range::Days7, Range::Days30];
+
+    /// The value of `?range=`; `None` for anything else.
+    pub(crate) fn parse(text: &str) -> Option<Range> {
+        Range::ALL.into_iter().find(|range| range.as_str() == text)
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Range::Hours48 => "48h",
+            Range::Days7 => "7d",
+            Range::Days30 => "30d",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Range::Hours48 => "48 hours",
+            Range::Days7 => "7 days",
+            Range::Days30 => "30 days",
+        }
+    }
+
+    /// The time between two points.
+    fn step(self) -> Duration {
+        match self {
+            Range::Hours48 => Duration::hours(1),
+            Range::Days7 => Duration::hours(6),
+            Range::Days30 => Duration::days(1),
+        }
+    }
+
+    /// The points before now.
+    fn n_steps(self) -> i64 {
+        match self {
+            Range::Hours48 => HOURS,
+            Range::Days7 => 28,
+            Range::Days30 => 30,
+        }
+    }
+
+    /// How the page says it.
+    fn cadence(self) -> &'static str {
+        match self {
+            Range::Hours48 => "Hour by hour",
+            Range::Days7 => "Every six hours",
+            Range::Days30 => "Day by day (at midnight UTC)",
+        }
+    }
+}
+
+/// The times plotted: the last [`Range::n_steps`] whole steps (hours, six
+/// hours, days from midnight UTC), then now.
+pub(crate) fn times(range: Range, now: OffsetDateTime) -> Vec<OffsetDateTime> {
+    let now_utc = now.to_offset(time::UtcOffset::UTC);
+    let hour = now_utc
         .replace_minute(0)
         .and_then(|t| t.replace_second(0))
         .and_then(|t| t.replace_nanosecond(0))
-        .unwrap_or(now);
-    let mut times: Vec<OffsetDateTime> = (0..HOURS)
+        .unwrap_or(now_utc);
+    let top = match range {
+        Range::Hours48 => hour,
+        Range::Days7 => hour - Duration::hours(i64::from(hour.hour() % 6)),
+        Range::Days30 => hour - Duration::hours(i64::from(hour.hour())),
+    };
+    let mut times: Vec<OffsetDateTime> = (0..range.n_steps())
         .rev()
-        .map(|back| top - Duration::hours(back))
+        .map(|back| top - Duration::seconds(range.step().whole_seconds().saturating_mul(back)))
         .collect();
     if times.last() != Some(&now) {
         times.push(now);
     }
     times
+}
+
+/// The hours plotted by default: each whole hour of the last [`HOURS`],
+/// then now.
+pub(crate) fn hours(now: OffsetDateTime) -> Vec<OffsetDateTime> {
+    times(Range::Hours48, now)
 }
 
 /// The approvals live at `at`, as `judge::covering` takes them (a revocation
@@ -186,12 +269,13 @@ impl TrendsCache {
     pub(crate) fn trends(
         &self,
         store: &dyn FleetStore,
+        range: Range,
         now: OffsetDateTime,
         budget: usize,
     ) -> Result<Trends, ApiError> {
         let agents = store.agents()?;
         let approvals = store.approvals(true)?;
-        let times = hours(now);
+        let times = times(range, now);
         let live: Vec<Vec<FleetApproval>> =
             times.iter().map(|at| live_at(&approvals, *at)).collect();
         let mut hosts = self
@@ -227,6 +311,7 @@ impl TrendsCache {
             }
         }
         Ok(Trends {
+            range,
             times,
             environments,
             n_unread,
@@ -441,11 +526,32 @@ pub(crate) fn page(
     now: OffsetDateTime,
 ) -> String {
     let mut body = String::from("<h1>Trends</h1>");
+    // The ranges as plain links: stable URLs to paste, no script needed.
+    body.push_str("<nav class=\"ranges\" aria-label=\"range\">");
+    for range in Range::ALL {
+        if range == trends.range {
+            let _ = write!(
+                body,
+                "<strong aria-current=\"page\">{}</strong> ",
+                range.label()
+            );
+        } else {
+            let _ = write!(
+                body,
+                "<a href=\"/trends?range={}\">{}</a> ",
+                range.as_str(),
+                range.label()
+            );
+        }
+    }
+    body.push_str("</nav>");
     let _ = write!(
         body,
-        "<p class=\"hint\">Hour by hour over the last {HOURS} hours, as the server knew the fleet then: \
-         each host's latest state received by that hour, judged against the approvals live at \
-         that hour. Hosts are grouped by the environment they are in now. Drawn {}.</p>",
+        "<p class=\"hint\">{} over the last {}, as the server knew the fleet then: \
+         each host's latest state received by that time, judged against the approvals live at \
+         that time. Hosts are grouped by the environment they are in now. Drawn {}.</p>",
+        trends.range.cadence(),
+        trends.range.label(),
         html::time(now)
     );
     if trends.n_unread > 0 {
@@ -611,6 +717,7 @@ mod tests {
                 package: Some("redis-server".into()),
                 user: "redis".into(),
             }],
+            reach: None,
         }
     }
 
@@ -703,7 +810,9 @@ mod tests {
         enrol(&mut store, "ag_b", None, times[30]);
 
         let cache = TrendsCache::default();
-        let trends = cache.trends(&store, now, 10).expect("trends");
+        let trends = cache
+            .trends(&store, Range::Hours48, now, 10)
+            .expect("trends");
         assert_eq!(trends.n_unread, 0);
         let prod = &trends.environments["prod"];
         let at = |idx: usize| {
@@ -728,7 +837,9 @@ mod tests {
         store
             .revoke_approval(id, "alice", "no longer", now - Duration::seconds(1))
             .expect("revoke");
-        let again = cache.trends(&store, now, 10).expect("trends");
+        let again = cache
+            .trends(&store, Range::Hours48, now, 10)
+            .expect("trends");
         let prod = &again.environments["prod"];
         assert_eq!(prod[46].unapproved, 0);
         assert_eq!(prod[times.len() - 1].unapproved, 1);
@@ -752,6 +863,97 @@ mod tests {
     }
 
     #[test]
+    fn each_range_steps_back_from_a_whole_step_and_ends_now() {
+        let now = time::macros::datetime!(2026-12-02 22:43:10.5 UTC);
+        for (range, n, first, last_whole) in [
+            (
+                Range::Hours48,
+                49,
+                time::macros::datetime!(2026-11-30 23:00 UTC),
+                time::macros::datetime!(2026-12-02 22:00 UTC),
+            ),
+            (
+                Range::Days7,
+                29,
+                time::macros::datetime!(2026-11-26 00:00 UTC),
+                time::macros::datetime!(2026-12-02 18:00 UTC),
+            ),
+            (
+                Range::Days30,
+                31,
+                time::macros::datetime!(2026-11-03 00:00 UTC),
+                time::macros::datetime!(2026-12-02 00:00 UTC),
+            ),
+        ] {
+            let times = times(range, now);
+            assert_eq!(times.len(), n, "{range:?}");
+            assert_eq!(times[0], first, "{range:?}");
+            assert_eq!(times[n - 2], last_whole, "{range:?}");
+            assert_eq!(times[n - 1], now, "{range:?}");
+            assert!(times.is_sorted(), "{range:?}");
+            assert_eq!(Range::parse(range.as_str()), Some(range));
+        }
+        assert_eq!(Range::parse("1y"), None);
+        assert_eq!(Range::parse("48H"), None);
+    }
+
+    #[test]
+    fn a_long_range_counts_day_by_day_from_the_same_cache() {
+        let now = OffsetDateTime::now_utc();
+        let mut store = SqliteFleet::open_in_memory().expect("store");
+        enrol(&mut store, "ag_a", Some("prod"), now - Duration::days(20));
+        let two = HostState {
+            hostname: "a".into(),
+            listeners: vec![
+                listener("0.0.0.0", 6379, "wildcard"),
+                listener("10.0.0.5", 31337, "private"),
+            ],
+            findings: Vec::new(),
+        };
+        report(&mut store, "ag_a", 1, now - Duration::days(10), &two);
+        let one = HostState {
+            hostname: "a".into(),
+            listeners: vec![listener("0.0.0.0", 6379, "wildcard")],
+            findings: Vec::new(),
+        };
+        report(&mut store, "ag_a", 2, now - Duration::days(3), &one);
+
+        let cache = TrendsCache::default();
+        let month = cache
+            .trends(&store, Range::Days30, now, 10)
+            .expect("trends");
+        assert_eq!(month.range, Range::Days30);
+        let exposed: Vec<(OffsetDateTime, u64, u64)> = month
+            .times
+            .iter()
+            .zip(&month.environments["prod"])
+            .map(|(at, c)| (*at, c.hosts, c.exposed))
+            .collect();
+        for (at, hosts, n) in &exposed {
+            let expected = if *at < now - Duration::days(10) {
+                (0, 0)
+            } else if *at < now - Duration::days(3) {
+                (1, 2)
+            } else {
+                (1, 1)
+            };
+            assert_eq!((*hosts, *n), expected, "at {at}");
+        }
+        assert!(exposed.iter().any(|(_, _, n)| *n == 2), "{exposed:?}");
+        assert!(exposed.iter().any(|(_, h, _)| *h == 0), "{exposed:?}");
+        // The week and the default two days, from the cache (no read left).
+        let week = cache.trends(&store, Range::Days7, now, 0).expect("trends");
+        assert_eq!(week.n_unread, 0);
+        let prod = &week.environments["prod"];
+        assert_eq!((prod[0].hosts, prod[0].exposed), (1, 2), "a week ago");
+        assert_eq!(prod[prod.len() - 1].exposed, 1);
+        let days = cache
+            .trends(&store, Range::Hours48, now, 0)
+            .expect("trends");
+        assert!(days.environments["prod"].iter().all(|c| c.exposed == 1));
+    }
+
+    #[test]
     fn a_view_reads_at_most_its_budget_of_hosts_and_counts_the_rest_as_unread() {
         let now = OffsetDateTime::now_utc();
         let mut store = SqliteFleet::open_in_memory().expect("store");
@@ -766,12 +968,16 @@ mod tests {
             report(&mut store, &id, 1, now - Duration::hours(2), &state);
         }
         let cache = TrendsCache::default();
-        let first = cache.trends(&store, now, 2).expect("trends");
+        let first = cache
+            .trends(&store, Range::Hours48, now, 2)
+            .expect("trends");
         assert_eq!((first.n_unread, cache.len()), (3, 2));
         assert_eq!(cache.warm(&store, 2).expect("warm"), 2);
         assert_eq!(cache.warm(&store, 2).expect("warm"), 1);
         assert_eq!(cache.warm(&store, 2).expect("warm"), 0);
-        let warm = cache.trends(&store, now, 0).expect("trends");
+        let warm = cache
+            .trends(&store, Range::Hours48, now, 0)
+            .expect("trends");
         assert_eq!(warm.n_unread, 0);
         // A heartbeat (a report without a new state) needs no read.
         store
@@ -786,11 +992,19 @@ mod tests {
                 events: Vec::new(),
             })
             .expect("heartbeat");
-        let warm = cache.trends(&store, now, 0).expect("trends");
+        let warm = cache
+            .trends(&store, Range::Hours48, now, 0)
+            .expect("trends");
         assert_eq!(warm.n_unread, 0);
         // A new state does.
         report(&mut store, "ag_1", 2, now - Duration::minutes(5), &state);
-        assert_eq!(cache.trends(&store, now, 0).expect("trends").n_unread, 1);
+        assert_eq!(
+            cache
+                .trends(&store, Range::Hours48, now, 0)
+                .expect("trends")
+                .n_unread,
+            1
+        );
         let dev = &warm.environments["dev"];
         assert_eq!(
             (dev[dev.len() - 1].hosts, dev[dev.len() - 1].exposed),
