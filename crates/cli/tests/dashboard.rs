@@ -1040,6 +1040,11 @@ timeout = "10s"
         })
         .unwrap_or_else(|| panic!("condition {id} in the history: {listed}"));
     assert!(kept["acknowledged_until"].is_string(), "{kept}");
+    assert_eq!(kept["acknowledgement"]["by"], "alice", "{kept}");
+    assert_eq!(
+        kept["acknowledgement"]["reason"], "moving the cache behind the firewall this week",
+        "{kept}"
+    );
     browser.goto(&format!("{base}/changes?kind=alert"), "/changes");
     let text = browser.text();
     assert!(

@@ -511,9 +511,24 @@ fn a_redis_that_appears_is_told_once_to_every_channel_and_its_end_too() {
     );
     let human = lab.perimeter(&["alerts"]);
     assert!(
-        stdout(&human).contains("[acknowledged until"),
-        "{}",
+        stdout(&human).contains("[acknowledged until")
+            && stdout(&human).contains(" by alice at ")
+            && stdout(&human).contains(": migrating it]"),
+        "who, when and why: {}",
         stdout(&human)
+    );
+    let listed = lab.perimeter(&["alerts", "--format", "json"]);
+    let listed: serde_json::Value = serde_json::from_str(&stdout(&listed)).expect("alerts as JSON");
+    let acknowledged = listed["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["id"].as_i64().map(|i| i.to_string()) == Some(id.clone()))
+        .unwrap_or_else(|| panic!("the condition is still open: {listed}"));
+    assert_eq!(acknowledged["acknowledgement"]["by"], "alice", "{listed}");
+    assert_eq!(
+        acknowledged["acknowledgement"]["reason"], "migrating it",
+        "{listed}"
     );
     let missing = lab.perimeter(&["alerts", "ack", "999999", "--reason", "x"]);
     assert_eq!(code(&missing), 2);

@@ -37,6 +37,17 @@ pub struct ConditionView<'a> {
     pub last_seen: OffsetDateTime,
     /// Present while an acknowledgement holds.
     pub acked_until: Option<OffsetDateTime>,
+    /// Who acknowledged it, when and why (the latest acknowledgement), while
+    /// one holds.
+    pub acked_by: Option<AckView<'a>>,
+}
+
+/// A person's acknowledgement of a condition.
+#[derive(Debug, Clone, Copy)]
+pub struct AckView<'a> {
+    pub by: &'a str,
+    pub at: OffsetDateTime,
+    pub reason: &'a str,
 }
 
 /// A channel's deliveries so far.
@@ -93,6 +104,14 @@ pub fn alerts_to_json(
             "acknowledged_until": c.acked_until
                 .filter(|until| *until > now)
                 .map(|until| if for_good(until) { "forever".to_owned() } else { rfc3339(until) }),
+            "acknowledgement": c.acked_until
+                .filter(|until| *until > now)
+                .and(c.acked_by)
+                .map(|ack| serde_json::json!({
+                    "by": ack.by,
+                    "at": rfc3339(ack.at),
+                    "reason": ack.reason,
+                })),
         })).collect::<Vec<_>>(),
         "channels": channels.iter().map(|c| serde_json::json!({
             "channel": c.channel,
@@ -129,7 +148,16 @@ pub fn alerts_to_human(
         );
         for c in conditions {
             let acked = acked_text(c.acked_until, now)
-                .map(|text| format!("  [acknowledged {text}]"))
+                .map(|text| match c.acked_by {
+                    // The reason is text a person typed: one line, no escapes.
+                    Some(ack) => format!(
+                        "  [acknowledged {text} by {} at {}: {}]",
+                        crate::alert::one_line(ack.by),
+                        rfc3339(ack.at),
+                        crate::alert::one_line(ack.reason)
+                    ),
+                    None => format!("  [acknowledged {text}]"),
+                })
                 .unwrap_or_default();
             let _ = writeln!(
                 out,
@@ -221,6 +249,11 @@ mod tests {
                 first_seen: now,
                 last_seen: now,
                 acked_until: Some(datetime!(9999-12-31 23:59:59 UTC)),
+                acked_by: Some(AckView {
+                    by: "alice",
+                    at: datetime!(2026-11-30 09:00 UTC),
+                    reason: "lab redis\u{1b}[2J, torn down friday",
+                }),
             },
             ConditionView {
                 id: 8,
@@ -232,6 +265,11 @@ mod tests {
                 last_seen: now,
                 // An acknowledgement that ran out is not shown.
                 acked_until: Some(datetime!(2026-12-01 00:00 UTC)),
+                acked_by: Some(AckView {
+                    by: "bob",
+                    at: datetime!(2026-11-30 10:00 UTC),
+                    reason: "expired",
+                }),
             },
         ];
         let channels = [ChannelView {
@@ -247,7 +285,10 @@ mod tests {
         assert!(
             lines
                 .iter()
-                .any(|l| l.contains("redis") && l.ends_with("[acknowledged for good]")),
+                .any(|l| l.contains("redis")
+                    && l.ends_with(
+                        "[acknowledged for good by alice at 2026-11-30T09:00:00Z: lab redis\\u{1b}[2J, torn down friday]"
+                    )),
             "{text}"
         );
         assert!(
@@ -267,6 +308,16 @@ mod tests {
         assert_eq!(
             json["conditions"][1]["acknowledged_until"],
             serde_json::Value::Null
+        );
+        assert_eq!(json["conditions"][0]["acknowledgement"]["by"], "alice");
+        assert_eq!(
+            json["conditions"][0]["acknowledgement"]["at"],
+            "2026-11-30T09:00:00Z"
+        );
+        assert_eq!(
+            json["conditions"][1]["acknowledgement"],
+            serde_json::Value::Null,
+            "an acknowledgement that ran out is not shown"
         );
         assert_eq!(json["alerts"][0]["deliveries"][0]["state"], "sent");
     }

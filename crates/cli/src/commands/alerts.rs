@@ -6,7 +6,7 @@
 use anyhow::{Result, bail};
 use perimeter_report::alert::one_line;
 use perimeter_report::monitor::{
-    AlertView, ChannelView, ConditionView, alerts_to_human, alerts_to_json,
+    AckView, AlertView, ChannelView, ConditionView, alerts_to_human, alerts_to_json,
 };
 use perimeter_store::MonitorStore as _;
 use time::OffsetDateTime;
@@ -29,6 +29,7 @@ pub(crate) fn run(args: AlertsArgs, _terminal: &Terminal) -> Result<ExitCode> {
     let now = OffsetDateTime::now_utc();
     let alerts = db.alerts(args.limit)?;
     let conditions = db.open_conditions()?;
+    let acknowledgements = db.latest_acknowledgements()?;
     let channels = db.channel_tallies()?;
     let alert_views: Vec<AlertView<'_>> = alerts
         .iter()
@@ -52,6 +53,14 @@ pub(crate) fn run(args: AlertsArgs, _terminal: &Terminal) -> Result<ExitCode> {
             first_seen: c.first_seen,
             last_seen: c.last_seen,
             acked_until: c.acked_until,
+            acked_by: acknowledgements
+                .iter()
+                .find(|ack| ack.job == c.job && ack.key == c.key)
+                .map(|ack| AckView {
+                    by: &ack.by,
+                    at: ack.at,
+                    reason: &ack.reason,
+                }),
         })
         .collect();
     let channel_views: Vec<ChannelView<'_>> = channels
@@ -118,6 +127,11 @@ fn from_server(args: &AlertsArgs) -> Result<ExitCode> {
             first_seen: c.first_seen,
             last_seen: c.last_seen,
             acked_until: c.acknowledged_until,
+            acked_by: c.acknowledgement.as_ref().map(|ack| AckView {
+                by: &ack.by,
+                at: ack.at,
+                reason: &ack.reason,
+            }),
         })
         .collect();
     match args.format {
