@@ -72,7 +72,9 @@ fn free_port() -> u16 {
             .and_then(|listener| listener.local_addr())
             .map(|addr| addr.port())
             .unwrap_or_else(|error| panic!("no free port: {error}"));
-        let mut given = GIVEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut given = GIVEN
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if !given.contains(&port) {
             given.push(port);
             return port;
