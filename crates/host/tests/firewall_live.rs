@@ -22,7 +22,7 @@ use perimeter_firewall::reachability::{Probe, Reachability, SourceFate, reachabi
 use perimeter_firewall::{Ruleset, verdict_from_nft_json};
 use perimeter_host::firewall::{firewall_verdict, read_ruleset};
 use perimeter_model::{FirewallVerdict, Protocol};
-use perimeter_testlab::{Requirement, require};
+use perimeter_testlab::{Requirement, connect_all, require};
 
 // ---------------------------------------------------------------------------
 // Default deny, live
@@ -645,49 +645,6 @@ fn lab_connections_agree_with_reachability() {
         n_allowed >= 20 && n_denied >= 20,
         "{n_allowed} allowed, {n_denied} denied"
     );
-}
-
-/// Connects from every source to every port at once, each attempt bound to
-/// its source address. A dropped SYN shows as no answer within the timeout;
-/// nothing outside the lab is reachable, so there is nothing else to wait for.
-fn connect_all(sources: &[&str], server: &str, ports: &[u16]) -> Vec<((IpAddr, u16), bool)> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let server: IpAddr = server.parse().expect("literal");
-    let attempts: Vec<(IpAddr, u16)> = ports
-        .iter()
-        .flat_map(|&port| {
-            sources
-                .iter()
-                .map(move |s| (s.parse::<IpAddr>().expect("literal"), port))
-        })
-        .collect();
-    runtime.block_on(async move {
-        let tasks: Vec<_> = attempts
-            .iter()
-            .map(|&(source, port)| {
-                tokio::spawn(async move {
-                    let socket = tokio::net::TcpSocket::new_v4().ok()?;
-                    socket.bind(SocketAddr::new(source, 0)).ok()?;
-                    tokio::time::timeout(
-                        Duration::from_secs(3),
-                        socket.connect(SocketAddr::new(server, port)),
-                    )
-                    .await
-                    .ok()?
-                    .ok()
-                })
-            })
-            .collect();
-        let mut results = Vec::new();
-        for (task, attempt) in tasks.into_iter().zip(attempts) {
-            let connected = matches!(task.await, Ok(Some(_)));
-            results.push((attempt, connected));
-        }
-        results
-    })
 }
 
 // ---------------------------------------------------------------------------

@@ -77,6 +77,21 @@ pub(crate) fn listener(doc: &Value, port: u16) -> Value {
         .unwrap_or_else(|| panic!("no tcp listener on port {port} in {doc:#}"))
 }
 
+/// Whether `address` is in one of the IPv4 prefixes of `list` (JSON strings).
+pub(crate) fn in_prefixes(list: &serde_json::Value, address: &str) -> bool {
+    let address: std::net::Ipv4Addr = address.parse().expect("address");
+    list.as_array().into_iter().flatten().any(|net| {
+        let Some((base, len)) = net.as_str().and_then(|n| n.split_once('/')) else {
+            return false;
+        };
+        let (Ok(base), Ok(len)) = (base.parse::<std::net::Ipv4Addr>(), len.parse::<u32>()) else {
+            return false;
+        };
+        let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+        u32::from(address) & mask == u32::from(base) & mask
+    })
+}
+
 /// Sorted, deduplicated rule ids of the findings whose subject mentions any
 /// of `needles`.
 pub(crate) fn rules_about(doc: &Value, needles: &[&str]) -> Vec<String> {
