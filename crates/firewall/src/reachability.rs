@@ -274,6 +274,7 @@ pub fn published(
             unnamed: false,
             outer_only: outer_only.clone(),
             oif: None,
+            original: None,
         };
         let nat = evaluate(ruleset, probe, &[base], context);
         // A connection an earlier chain translated is no longer to this
@@ -372,6 +373,7 @@ fn forward_path(
             unnamed: false,
             outer_only: outer_only.to_vec(),
             oif: None,
+            original: None,
         },
     );
     let forward_probe = Probe {
@@ -389,6 +391,7 @@ fn forward_path(
             unnamed: false,
             outer_only: outer_only.to_vec(),
             oif,
+            original: Some((probe.dst, probe.dport)),
         },
     );
     let allowed = sources
@@ -449,6 +452,7 @@ fn walk(ruleset: &Ruleset, probe: &Probe, unnamed: bool) -> Reachability {
         unnamed,
         outer_only: Vec::new(),
         oif: None,
+        original: None,
     };
     evaluate(ruleset, probe, &bases, context)
 }
@@ -507,6 +511,11 @@ struct Context {
     /// The interface a forwarded connection leaves by: the link whose prefix
     /// holds the translated destination.
     oif: Option<String>,
+    /// The destination address and port the client connected to, where a
+    /// DNAT has since replaced the probe's (conntrack's original tuple,
+    /// `ct original daddr`, `--ctorigdstport`); `None` when the probe's own
+    /// are the original ones.
+    original: Option<(IpAddr, u16)>,
 }
 
 /// The walk of the base chains `bases` for `probe`, their answers
@@ -1353,6 +1362,31 @@ impl<'r> Walker<'r> {
                             _ => Member::Undecided(format!("`{condition}` cannot be evaluated")),
                         }),
                     ),
+                    // The tuple of the connection's first packet: the
+                    // client's own address, and what it connected to
+                    // before any DNAT.
+                    "original saddr" => match self.address_set(chain, value) {
+                        Ok(set) => match op {
+                            Op::Eq | Op::In => Test::Sources(set),
+                            Op::Ne => Test::Sources(self.universe.difference(&set)),
+                            _ => cannot(),
+                        },
+                        Err(why) => Test::Undecided(format!("`{condition}`: {why}")),
+                    },
+                    "original daddr" => {
+                        let dst = self.context.original.map_or(self.probe.dst, |(dst, _)| dst);
+                        self.test_destination(chain, condition, dst, *op, value)
+                    }
+                    "original proto-dst" => {
+                        let dport = self
+                            .context
+                            .original
+                            .map_or(self.probe.dport, |(_, dport)| dport);
+                        self.test_dport(chain, condition, dport, *op, value)
+                    }
+                    "original proto-src" => Test::Undecided(format!(
+                        "`{condition}` depends on the source port the client picks"
+                    )),
                     "direction" => with_op(
                         *op,
                         self.member(chain, value, &|v| match v {
@@ -1414,29 +1448,7 @@ impl<'r> Walker<'r> {
                     },
                     Err(why) => Test::Undecided(format!("`{condition}`: {why}")),
                 },
-                "daddr" if self.context.unnamed => match self.address_set(chain, value) {
-                    Ok(set) => with_op(op, yes_if(set == self.universe)),
-                    Err(why) => Test::Undecided(format!("`{condition}`: {why}")),
-                },
-                "daddr" => {
-                    if self.probe.dst.is_unspecified() {
-                        return Test::Undecided(format!(
-                            "`{condition}` depends on which local address the client connects to"
-                        ));
-                    }
-                    let dst = address_number(self.probe.dst);
-                    match self.address_set(chain, value) {
-                        Ok(set) => with_op(
-                            op,
-                            if set.contains(dst) {
-                                Member::Yes
-                            } else {
-                                Member::No
-                            },
-                        ),
-                        Err(why) => Test::Undecided(format!("`{condition}`: {why}")),
-                    }
-                }
+                "daddr" => self.test_destination(chain, condition, self.probe.dst, op, value),
                 "protocol" | "nexthdr" => {
                     let ours = self.probe.protocol;
                     with_op(op, self.member(chain, value, &|v| protocol_member(v, ours)))
@@ -1444,38 +1456,78 @@ impl<'r> Walker<'r> {
                 _ => cannot(),
             },
             "tcp" | "udp" | "th" => match field {
-                "dport" if self.context.unnamed => match op {
-                    Op::Eq | Op::Ne | Op::In => {
-                        with_op(op, self.member(chain, value, &every_port_member))
-                    }
-                    _ => Test::Undecided(format!(
-                        "`{condition}` depends on the port a listener uses"
-                    )),
-                },
-                "dport" => {
-                    let dport = u64::from(self.probe.dport);
-                    match op {
-                        Op::Lt | Op::Gt | Op::Le | Op::Ge => match value {
-                            Value::Number(n) => {
-                                let holds = match op {
-                                    Op::Lt => dport < *n,
-                                    Op::Gt => dport > *n,
-                                    Op::Le => dport <= *n,
-                                    _ => dport >= *n,
-                                };
-                                if holds { Test::Holds } else { Test::Fails }
-                            }
-                            _ => cannot(),
-                        },
-                        _ => with_op(op, self.member(chain, value, &|v| port_member(v, dport))),
-                    }
-                }
+                "dport" => self.test_dport(chain, condition, self.probe.dport, op, value),
                 "sport" => Test::Undecided(format!(
                     "`{condition}` depends on the source port the client picks"
                 )),
                 _ => cannot(),
             },
             _ => cannot(),
+        }
+    }
+
+    /// A test of the destination address `dst` the probe has (`ip daddr`)
+    /// or had before a DNAT (`ct original daddr`).
+    fn test_destination(
+        &mut self,
+        chain: &Chain,
+        condition: &Condition,
+        dst: IpAddr,
+        op: Op,
+        value: &Value,
+    ) -> Test {
+        if self.context.unnamed {
+            return match self.address_set(chain, value) {
+                Ok(set) => with_op(op, yes_if(set == self.universe)),
+                Err(why) => Test::Undecided(format!("`{condition}`: {why}")),
+            };
+        }
+        if dst.is_unspecified() {
+            return Test::Undecided(format!(
+                "`{condition}` depends on which local address the client connects to"
+            ));
+        }
+        let dst = address_number(dst);
+        match self.address_set(chain, value) {
+            Ok(set) => with_op(op, yes_if(set.contains(dst))),
+            Err(why) => Test::Undecided(format!("`{condition}`: {why}")),
+        }
+    }
+
+    /// A test of the destination port `dport` the probe has (`tcp dport`)
+    /// or had before a DNAT (`ct original proto-dst`).
+    fn test_dport(
+        &mut self,
+        chain: &Chain,
+        condition: &Condition,
+        dport: u16,
+        op: Op,
+        value: &Value,
+    ) -> Test {
+        let cannot = || Test::Undecided(format!("`{condition}` cannot be evaluated"));
+        if self.context.unnamed {
+            return match op {
+                Op::Eq | Op::Ne | Op::In => {
+                    with_op(op, self.member(chain, value, &every_port_member))
+                }
+                _ => Test::Undecided(format!("`{condition}` depends on the port a listener uses")),
+            };
+        }
+        let dport = u64::from(dport);
+        match op {
+            Op::Lt | Op::Gt | Op::Le | Op::Ge => match value {
+                Value::Number(n) => {
+                    let holds = match op {
+                        Op::Lt => dport < *n,
+                        Op::Gt => dport > *n,
+                        Op::Le => dport <= *n,
+                        _ => dport >= *n,
+                    };
+                    if holds { Test::Holds } else { Test::Fails }
+                }
+                _ => cannot(),
+            },
+            _ => with_op(op, self.member(chain, value, &|v| port_member(v, dport))),
         }
     }
 

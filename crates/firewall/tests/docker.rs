@@ -138,3 +138,44 @@ fn without_links_the_bridge_is_unknown() {
         "#]],
     );
 }
+
+/// DOCKER-USER rules that restrict a published port by conntrack's original
+/// tuple, as Docker's documentation does it (after the DNAT the packet's own
+/// destination is the container's, so `--dport` would name the container's
+/// port, and `-s` would also match the container's replies): the walk
+/// follows `--ctorigsrc` and `--ctorigdstport`, which name the client and
+/// the host's port, instead of calling them unknown. Written as
+/// iptables-save prints them, into the recorded ruleset.
+#[test]
+fn docker_user_restricts_by_the_original_tuple() {
+    let restricted = fixture("published.iptables-save").replace(
+        "-A DOCKER-USER -j RETURN",
+        "-A DOCKER-USER -p tcp -m conntrack ! --ctorigsrc 198.18.91.7 --ctorigdstport 6379 -j DROP\n\
+         -A DOCKER-USER -p tcp -m conntrack --ctorigsrc 198.18.91.128/25 --ctorigdstport 8080 -j DROP\n\
+         -A DOCKER-USER -m conntrack --ctdir REPLY --ctorigdstport 9999 -j DROP\n\
+         -A DOCKER-USER -j RETURN",
+    );
+    let mut ruleset = parse_nft_json(&fixture("published.json")).expect("fixture parses");
+    let tables = iptables_nft_tables(&ruleset);
+    let saved = parse_iptables_save(&restricted, AddrFamily::V4, Backend::IptablesNft)
+        .expect("the restricted ruleset parses");
+    read_through_iptables(&mut ruleset, &tables, saved);
+    check(
+        &ruleset,
+        &links(),
+        &[
+            "tcp/6379 198.18.91.1",
+            "tcp/8080 0.0.0.0",
+            "tcp/22 198.18.91.1",
+        ],
+        expect![[r#"
+            tcp/6379 to 198.18.91.1: input allows no source
+              dnat iptables-nft: ip nat DOCKER `-A DOCKER -d 198.18.91.1/32 ! -i docker0 -p tcp -m tcp --dport 6379 -j DNAT --to-destination 198.18.90.2:6379` from every source
+                to 198.18.90.2:6379 via docker0: forward allows 198.18.91.7/32
+            tcp/8080 to 0.0.0.0: input allows no source
+              dnat iptables-nft: ip nat DOCKER `-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 198.18.90.4:80` from every source
+                to 198.18.90.4:80 via docker0: forward allows 198.18.91.0/25
+            tcp/22 to 198.18.91.1: input allows every source
+        "#]],
+    );
+}
