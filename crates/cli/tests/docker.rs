@@ -4,7 +4,12 @@
 //! from another lab namespace is the oracle (it opens: Docker's DNAT in nat
 //! PREROUTING sends it through FORWARD, never INPUT), and `perimeter audit` in
 //! the Docker host's namespace must agree: the port reachable, and
-//! `firewall.bypassed` naming the DNAT and the container's address.
+//! `firewall.bypassed` naming the DNAT and the container's address. The
+//! oracle test (`ufw_and_docker_reachability_agrees_with_real_connections`)
+//! compares every (source, port) pair of a client with three addresses:
+//! `-p 6379:6379` reached by all, `-p 127.0.0.1:6380:6379` by none and
+//! quiet, then a DOCKER-USER rule dropping one source, then the rule the
+//! finding's remedy gives (all sources but one dropped).
 //!
 //! Network safety: dockerd runs only under `ip netns exec` of the lab
 //! namespace, with its own data root, exec root, pid file and socket in a
@@ -26,7 +31,12 @@ use perimeter_testlab::{Daemon, Lab, Ns, Requirement, require, require_that};
 
 const DOCKER_HOST_ADDR: &str = "198.18.92.5";
 const CLIENT_ADDR: &str = "198.18.92.9";
+/// The client's source addresses: `CLIENT_ADDR` first (its own), then the
+/// ones a DOCKER-USER rule tells apart.
+const CLIENT_SOURCES: [&str; 3] = [CLIENT_ADDR, "198.18.92.10", "198.18.92.11"];
 const PORT: u16 = 6379;
+/// The host port `-p 127.0.0.1:LOOPBACK_PORT:6379` publishes on loopback.
+const LOOPBACK_PORT: u16 = 6380;
 const CONTAINER: &str = "perimeter-published";
 
 fn require_docker_lab() -> bool {
@@ -205,11 +215,14 @@ fn answer(client: &Ns, address: SocketAddr) -> Option<String> {
         .expect("enter the client's namespace")
 }
 
-/// The lab of both tests: dockerd (with `extra` flags) in a host namespace
-/// behind ufw's `default deny incoming`, a busybox container publishing
-/// port 6379 on the host's address, and a client that reaches it anyway.
+/// The lab of the tests: dockerd (with `extra` flags) in a host namespace
+/// behind ufw's `default deny incoming` (and `allow 22`), a busybox
+/// container serving port 6379 published as `publish` says (`-p` values),
+/// and a client, with the addresses `CLIENT_SOURCES`, that reaches it on
+/// the host's address anyway.
 struct Published {
     host: std::sync::Arc<Ns>,
+    client: std::sync::Arc<Ns>,
     dockerd: Dockerd,
     image: &'static str,
     container_ip: String,
@@ -218,31 +231,33 @@ struct Published {
     lab: Lab,
 }
 
-fn published_behind_ufw(extra: &[&str]) -> Published {
+fn published_behind_ufw(extra: &[&str], publish: &[String]) -> Published {
     let mut lab = Lab::new().expect("lab");
     let host = lab
         .add_host("dkr", &[&format!("{DOCKER_HOST_ADDR}/24")])
         .expect("docker host");
-    let client = lab
-        .add_host("cli", &[&format!("{CLIENT_ADDR}/24")])
-        .expect("client");
+    let client_addresses: Vec<String> = CLIENT_SOURCES.iter().map(|a| format!("{a}/24")).collect();
+    let client_refs: Vec<&str> = client_addresses.iter().map(String::as_str).collect();
+    let client = lab.add_host("cli", &client_refs).expect("client");
     host.ip(&["link", "set", "lo", "up"]).expect("lo up");
 
     let dockerd = Dockerd::start(&host, extra);
     let image = dockerd.busybox_image();
-    let publish = format!("{DOCKER_HOST_ADDR}:{PORT}:{PORT}");
-    dockerd.docker_ok(&[
-        "run",
-        "-d",
-        "--name",
-        CONTAINER,
-        "-p",
-        &publish,
+    let mut run = vec!["run", "-d", "--name", CONTAINER];
+    for value in publish {
+        run.extend(["-p", value.as_str()]);
+    }
+    run.extend([
         image,
         "sh",
         "-c",
-        "while true; do echo +PONG | busybox nc -l -p 6379; done",
+        // A server that answers connections at once as well as one after
+        // another (`-ll`: nc forks one `echo` per connection and keeps
+        // listening), so a connection the firewall lets through always
+        // finds it.
+        "exec busybox nc -ll -p 6379 -e /bin/busybox echo +PONG",
     ]);
+    dockerd.docker_ok(&run);
     let container_ip =
         dockerd.docker_ok(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", CONTAINER]);
     assert!(
@@ -282,6 +297,7 @@ fn published_behind_ufw(extra: &[&str]) -> Published {
 
     Published {
         host,
+        client,
         dockerd,
         image,
         container_ip,
@@ -302,7 +318,8 @@ fn published_port_behind_ufw_is_firewall_bypassed() {
         container_ip,
         ufw_dir,
         lab,
-    } = published_behind_ufw(&[]);
+        ..
+    } = published_behind_ufw(&[], &[format!("{DOCKER_HOST_ADDR}:{PORT}:{PORT}")]);
     let approvals = ufw_dir.path().join("approvals.toml");
     std::fs::write(&approvals, "version = 1\n").expect("write");
     let (_, doc) = common::audit_json(Some(&host), &approvals, &["--no-service-probes"]);
@@ -435,7 +452,11 @@ fn a_port_published_without_the_userland_proxy_is_firewall_bypassed_too() {
         container_ip,
         ufw_dir,
         lab,
-    } = published_behind_ufw(&["--userland-proxy=false"]);
+        ..
+    } = published_behind_ufw(
+        &["--userland-proxy=false"],
+        &[format!("{DOCKER_HOST_ADDR}:{PORT}:{PORT}")],
+    );
     let approvals = ufw_dir.path().join("approvals.toml");
     std::fs::write(&approvals, "version = 1\n").expect("write");
     let (_, doc) = common::audit_json(Some(&host), &approvals, &["--no-service-probes"]);
@@ -455,6 +476,233 @@ fn a_port_published_without_the_userland_proxy_is_firewall_bypassed_too() {
             && finding["severity"] == "high",
         "{finding:#}"
     );
+    drop(dockerd);
+    drop(lab);
+}
+
+/// Ports of the Docker host the oracle connects to: one ufw allows and one it
+/// denies (each with a listener of the host's own), the container's port
+/// published on every address, and the one published on loopback only.
+const ORACLE_PORTS: [u16; 4] = [22, PORT, LOOPBACK_PORT, 8080];
+
+/// perimeter's answer for a connection from `source` to the Docker host's
+/// address and `port`: whether some listener the audit saw on that address
+/// (its own, or a wildcard) lets it in, or why the audit could not tell. No
+/// listener there: nothing answers.
+fn verdict(doc: &serde_json::Value, source: &str, port: u16) -> Result<bool, String> {
+    let mut reached = false;
+    let listeners = doc["listeners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l["protocol"] == "tcp" && l["port"] == port);
+    for listener in listeners {
+        let address = listener["address"].as_str().unwrap_or_default();
+        let takes_it = address == DOCKER_HOST_ADDR
+            || address == "0.0.0.0"
+            || (address == "::" && listener["accepts_ipv4"] == true);
+        if !takes_it {
+            continue;
+        }
+        let reach = &listener["reachable_from"];
+        if reach.is_null() {
+            return Err(format!(
+                "no reachability for {address}:{port}: {listener:#}"
+            ));
+        }
+        let unknown = reach["unknown"].as_array().into_iter().flatten().find(|u| {
+            common::in_prefixes(
+                &serde_json::Value::Array(vec![u["sources"].clone()]),
+                source,
+            )
+        });
+        if let Some(unknown) = unknown {
+            return Err(format!("unknown for {address}:{port}: {unknown}"));
+        }
+        reached |= common::in_prefixes(&reach["allowed"], source);
+    }
+    Ok(reached)
+}
+
+/// ufw's `default deny incoming` and a real dockerd on one host, a client
+/// with three source addresses on the lab bridge: for every source and port,
+/// what perimeter's audit says reaches the host must be what a real
+/// connection does. The port published with `-p 6379:6379` answers every
+/// source though ufw denies it (`firewall.bypassed`, naming the container
+/// and the DNAT), the one published with `-p 127.0.0.1:6380:6379` answers
+/// none (and is no finding), and a DOCKER-USER rule that drops one source
+/// is honoured by both.
+#[test]
+fn ufw_and_docker_reachability_agrees_with_real_connections() {
+    if !require_docker_lab() || !require(Requirement::Tool("iptables")) {
+        return;
+    }
+    let Published {
+        host,
+        client,
+        dockerd,
+        image,
+        container_ip,
+        ufw_dir,
+        lab,
+    } = published_behind_ufw(
+        &[],
+        &[
+            format!("{PORT}:{PORT}"),
+            format!("127.0.0.1:{LOOPBACK_PORT}:{PORT}"),
+        ],
+    );
+    // The host's own listeners, never accepted: the kernel finishes the
+    // handshake into the backlog, which is what a connection waits for.
+    let _host_listeners: Vec<std::net::TcpListener> = host
+        .enter(|| {
+            [22, 8080].map(|port| {
+                std::net::TcpListener::bind((DOCKER_HOST_ADDR, port)).map_err(|e| e.to_string())
+            })
+        })
+        .expect("enter the host's namespace")
+        .into_iter()
+        .map(|l| l.expect("listen in the lab"))
+        .collect();
+    let approvals = ufw_dir.path().join("approvals.toml");
+    std::fs::write(&approvals, "version = 1\n").expect("write");
+
+    let dropped = CLIENT_SOURCES[1];
+    let drop_one = ["DOCKER-USER", "-s", dropped, "-j", "DROP"];
+    let only_first = [
+        "DOCKER-USER",
+        "-p",
+        "tcp",
+        "-m",
+        "conntrack",
+        "--ctorigdstport",
+        "6379",
+        "!",
+        "--ctorigsrc",
+        CLIENT_SOURCES[0],
+        "-j",
+        "DROP",
+    ];
+    let insert = |rule: &[&str]| -> Vec<String> {
+        std::iter::once("-I")
+            .chain(rule.iter().copied())
+            .map(str::to_owned)
+            .collect()
+    };
+    let delete = |rule: &[&str]| -> Vec<String> {
+        std::iter::once("-D")
+            .chain(rule.iter().copied())
+            .map(str::to_owned)
+            .collect()
+    };
+    let everyone_to_22 = [
+        (CLIENT_SOURCES[0], 22),
+        (CLIENT_SOURCES[1], 22),
+        (CLIENT_SOURCES[2], 22),
+    ];
+    let cases: Vec<(&str, Vec<Vec<String>>, Vec<(&str, u16)>)> = vec![
+        (
+            "ufw denies 6379, Docker publishes it",
+            vec![],
+            [
+                &everyone_to_22[..],
+                &[
+                    (CLIENT_SOURCES[0], PORT),
+                    (CLIENT_SOURCES[1], PORT),
+                    (CLIENT_SOURCES[2], PORT),
+                ],
+            ]
+            .concat(),
+        ),
+        (
+            "DOCKER-USER drops one source",
+            vec![insert(&drop_one)],
+            [
+                &everyone_to_22[..],
+                &[(CLIENT_SOURCES[0], PORT), (CLIENT_SOURCES[2], PORT)],
+            ]
+            .concat(),
+        ),
+        (
+            "DOCKER-USER drops all but one source to the published port",
+            vec![delete(&drop_one), insert(&only_first)],
+            [&everyone_to_22[..], &[(CLIENT_SOURCES[0], PORT)]].concat(),
+        ),
+    ];
+    for (name, commands, reached) in cases {
+        for args in commands {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            host.exec("iptables", &args)
+                .unwrap_or_else(|err| panic!("{name}: iptables {args:?}: {err:#}"));
+        }
+        let connected = client
+            .enter(|| {
+                perimeter_testlab::connect_all(&CLIENT_SOURCES, DOCKER_HOST_ADDR, &ORACLE_PORTS)
+            })
+            .expect("enter the client's namespace");
+        // The oracle is what the case meant.
+        let meant: Vec<((std::net::IpAddr, u16), bool)> = connected
+            .iter()
+            .map(|&((source, port), _)| {
+                let listed = reached
+                    .iter()
+                    .any(|&(s, p)| p == port && s.parse::<std::net::IpAddr>().ok() == Some(source));
+                ((source, port), listed)
+            })
+            .collect();
+        assert_eq!(connected, meant, "{name}: the lab did not connect as meant");
+
+        let (_, doc) = common::audit_json(Some(&host), &approvals, &["--no-service-probes"]);
+        let mut mismatches = Vec::new();
+        for &((source, port), really) in &connected {
+            match verdict(&doc, &source.to_string(), port) {
+                Ok(says) if says == really => {}
+                Ok(says) => mismatches.push(format!(
+                    "{source} -> {port}: perimeter says reachable={says}, a real connection {}",
+                    if really { "opened" } else { "did not open" }
+                )),
+                Err(why) => mismatches.push(format!("{source} -> {port}: {why}")),
+            }
+        }
+        assert!(mismatches.is_empty(), "{name}: {mismatches:#?}\n{doc:#}");
+
+        // The published port is bypassed, naming the DNAT and the container.
+        let finding = common::finding(&doc, "firewall.bypassed", &format!("0.0.0.0:{PORT}"))
+            .unwrap_or_else(|| {
+                panic!("{name}: no firewall.bypassed about 0.0.0.0:{PORT} in {doc:#}")
+            });
+        let text = finding.to_string();
+        assert!(
+            text.contains(&format!("{container_ip}:{PORT}"))
+                && text.contains("-j DNAT --to-destination")
+                && text.contains(&format!("it reaches container {CONTAINER} ({image}, "))
+                && finding["severity"] == "high",
+            "{name}: {finding:#}"
+        );
+        // Its remedy is the rule the last case runs (the allowed source in
+        // place of ALLOWED): the oracle shows that it works.
+        let remedy = std::iter::once("iptables -I")
+            .chain(only_first)
+            .collect::<Vec<_>>()
+            .join(" ")
+            .replace(CLIENT_SOURCES[0], "ALLOWED");
+        assert!(
+            finding["remedy"]
+                .as_str()
+                .is_some_and(|text| text.contains(&remedy)),
+            "{name}: the remedy is not `{remedy}`: {finding:#}"
+        );
+        // The port published on loopback only is the container's, and no
+        // finding: nothing beyond the host reaches it.
+        let loopback = common::listener(&doc, LOOPBACK_PORT);
+        assert_eq!(loopback["address"], "127.0.0.1", "{name}: {loopback:#}");
+        assert_eq!(
+            loopback["container_ref"]["name"], CONTAINER,
+            "{name}: {loopback:#}"
+        );
+        let about = common::rules_about(&doc, &[&format!(":{LOOPBACK_PORT}")]);
+        assert!(about.is_empty(), "{name}: {about:?}");
+    }
     drop(dockerd);
     drop(lab);
 }
