@@ -9,10 +9,9 @@
 #[path = "../../firewall/tests/common/mod.rs"]
 mod common;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use common::{
     fixture, fixture_dir, fixture_in, legacy_fixture, nft_fixture, probe, render_verdict as render,
