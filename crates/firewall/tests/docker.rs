@@ -26,14 +26,15 @@ fn fixture(name: &str) -> String {
 /// iptables-nft's tables (every one here holds xt expressions) through the
 /// save commands.
 fn ruleset() -> Ruleset {
+    ruleset_with(&fixture("published.iptables-save"))
+}
+
+/// [`ruleset`] with `iptables_save` as the IPv4 tables' listing.
+fn ruleset_with(iptables_save: &str) -> Ruleset {
     let mut ruleset = parse_nft_json(&fixture("published.json")).expect("fixture parses");
     let tables = iptables_nft_tables(&ruleset);
-    let mut saved = parse_iptables_save(
-        &fixture("published.iptables-save"),
-        AddrFamily::V4,
-        Backend::IptablesNft,
-    )
-    .expect("iptables-save fixture parses");
+    let mut saved = parse_iptables_save(iptables_save, AddrFamily::V4, Backend::IptablesNft)
+        .expect("iptables-save fixture parses");
     saved.extend(
         parse_iptables_save(
             &fixture("published.ip6tables-save"),
@@ -155,13 +156,8 @@ fn docker_user_restricts_by_the_original_tuple() {
          -A DOCKER-USER -m conntrack --ctdir REPLY --ctorigdstport 9999 -j DROP\n\
          -A DOCKER-USER -j RETURN",
     );
-    let mut ruleset = parse_nft_json(&fixture("published.json")).expect("fixture parses");
-    let tables = iptables_nft_tables(&ruleset);
-    let saved = parse_iptables_save(&restricted, AddrFamily::V4, Backend::IptablesNft)
-        .expect("the restricted ruleset parses");
-    read_through_iptables(&mut ruleset, &tables, saved);
     check(
-        &ruleset,
+        &ruleset_with(&restricted),
         &links(),
         &[
             "tcp/6379 198.18.91.1",
