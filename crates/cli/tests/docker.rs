@@ -20,8 +20,7 @@
 
 mod common;
 
-use std::io::Read;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -201,20 +200,6 @@ impl Drop for Dockerd {
     }
 }
 
-/// What a client in `client` reads from `address` within two seconds, if it
-/// connects.
-fn answer(client: &Ns, address: SocketAddr) -> Option<String> {
-    client
-        .enter(move || {
-            let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
-            stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-            let mut text = String::new();
-            let _ = stream.read_to_string(&mut text);
-            Some(text)
-        })
-        .expect("enter the client's namespace")
-}
-
 /// The lab of the tests: dockerd (with `extra` flags) in a host namespace
 /// behind ufw's `default deny incoming` (and `allow 22`), a busybox
 /// container serving port 6379 published as `publish` says (`-p` values),
@@ -280,15 +265,7 @@ fn published_behind_ufw(extra: &[&str], publish: &[String]) -> Published {
 
     // The oracle: ufw denies 6379 on INPUT, and the connection opens anyway.
     let address = SocketAddr::new(DOCKER_HOST_ADDR.parse().expect("address"), PORT);
-    let mut reply = None;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        reply = answer(&client, address);
-        if reply.as_deref().is_some_and(|r| r.contains("+PONG")) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let reply = common::await_pong(&client, address);
     assert_eq!(
         reply.as_deref().map(str::trim),
         Some("+PONG"),
@@ -485,45 +462,6 @@ fn a_port_published_without_the_userland_proxy_is_firewall_bypassed_too() {
 /// published on every address, and the one published on loopback only.
 const ORACLE_PORTS: [u16; 4] = [22, PORT, LOOPBACK_PORT, 8080];
 
-/// perimeter's answer for a connection from `source` to the Docker host's
-/// address and `port`: whether some listener the audit saw on that address
-/// (its own, or a wildcard) lets it in, or why the audit could not tell. No
-/// listener there: nothing answers.
-fn verdict(doc: &serde_json::Value, source: &str, port: u16) -> Result<bool, String> {
-    let mut reached = false;
-    let listeners = doc["listeners"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|l| l["protocol"] == "tcp" && l["port"] == port);
-    for listener in listeners {
-        let address = listener["address"].as_str().unwrap_or_default();
-        let takes_it = address == DOCKER_HOST_ADDR
-            || address == "0.0.0.0"
-            || (address == "::" && listener["accepts_ipv4"] == true);
-        if !takes_it {
-            continue;
-        }
-        let reach = &listener["reachable_from"];
-        if reach.is_null() {
-            return Err(format!(
-                "no reachability for {address}:{port}: {listener:#}"
-            ));
-        }
-        let unknown = reach["unknown"].as_array().into_iter().flatten().find(|u| {
-            common::in_prefixes(
-                &serde_json::Value::Array(vec![u["sources"].clone()]),
-                source,
-            )
-        });
-        if let Some(unknown) = unknown {
-            return Err(format!("unknown for {address}:{port}: {unknown}"));
-        }
-        reached |= common::in_prefixes(&reach["allowed"], source);
-    }
-    Ok(reached)
-}
-
 /// ufw's `default deny incoming` and a real dockerd on one host, a client
 /// with three source addresses on the lab bridge: for every source and port,
 /// what perimeter's audit says reaches the host must be what a real
@@ -552,18 +490,10 @@ fn ufw_and_docker_reachability_agrees_with_real_connections() {
             format!("127.0.0.1:{LOOPBACK_PORT}:{PORT}"),
         ],
     );
-    // The host's own listeners, never accepted: the kernel finishes the
-    // handshake into the backlog, which is what a connection waits for.
-    let _host_listeners: Vec<std::net::TcpListener> = host
-        .enter(|| {
-            [22, 8080].map(|port| {
-                std::net::TcpListener::bind((DOCKER_HOST_ADDR, port)).map_err(|e| e.to_string())
-            })
-        })
-        .expect("enter the host's namespace")
-        .into_iter()
-        .map(|l| l.expect("listen in the lab"))
-        .collect();
+    // The host's own listeners (ufw or firewalld judges them on INPUT).
+    let _host_listeners = host
+        .listen_tcp(DOCKER_HOST_ADDR.parse().expect("address"), &[22, 8080])
+        .expect("listen on the host");
     let approvals = ufw_dir.path().join("approvals.toml");
     std::fs::write(&approvals, "version = 1\n").expect("write");
 
@@ -638,17 +568,7 @@ fn ufw_and_docker_reachability_agrees_with_real_connections() {
         assert_eq!(connected, meant, "{name}: the lab did not connect as meant");
 
         let (_, doc) = common::audit_json(Some(&host), &approvals, &["--no-service-probes"]);
-        let mut mismatches = Vec::new();
-        for &((source, port), really) in &connected {
-            match verdict(&doc, &source.to_string(), port) {
-                Ok(says) if says == really => {}
-                Ok(says) => mismatches.push(format!(
-                    "{source} -> {port}: perimeter says reachable={says}, a real connection {}",
-                    if really { "opened" } else { "did not open" }
-                )),
-                Err(why) => mismatches.push(format!("{source} -> {port}: {why}")),
-            }
-        }
+        let mismatches = common::disagreements(&doc, DOCKER_HOST_ADDR, &connected);
         assert!(mismatches.is_empty(), "{name}: {mismatches:#?}\n{doc:#}");
 
         // The published port is bypassed, naming the DNAT and the container.

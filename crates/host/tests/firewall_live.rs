@@ -557,18 +557,10 @@ fn lab_connections_agree_with_reachability() {
     let client_refs: Vec<&str> = client_addresses.iter().map(String::as_str).collect();
     let client = lab.add_host("cli", &client_refs).expect("client namespace");
 
-    // Listeners in the server namespace, never accepted: the kernel finishes
-    // the handshake into the backlog, which is what connect() waits for.
-    let listeners = server
-        .enter(|| {
-            LAB_PORTS
-                .map(|port| std::net::TcpListener::bind((SERVER, port)).map_err(|e| e.to_string()))
-        })
-        .expect("enter server namespace");
-    let _listeners: Vec<std::net::TcpListener> = listeners
-        .into_iter()
-        .map(|l| l.expect("listen in the lab"))
-        .collect();
+    // Listeners in the server namespace, never accepted.
+    let _listeners = server
+        .listen_tcp(SERVER.parse().expect("literal"), &LAB_PORTS)
+        .expect("listen in the lab");
 
     let mut n_allowed = 0;
     let mut n_denied = 0;
@@ -751,20 +743,12 @@ fn lab_dnat_connections_agree_with_reachability() {
 
     // The gateway's own listeners on every port (a DNAT shadows some of
     // them) and the listeners behind; never accepted, as above.
-    let listen = |ns: &perimeter_testlab::Ns, address: &'static str, ports: Vec<u16>| {
-        ns.enter(move || {
-            ports
-                .into_iter()
-                .map(|port| std::net::TcpListener::bind((address, port)).map_err(|e| e.to_string()))
-                .collect::<Vec<_>>()
-        })
-        .expect("enter namespace")
-        .into_iter()
-        .map(|l| l.expect("listen in the lab"))
-        .collect::<Vec<_>>()
-    };
-    let _gateway_listeners = listen(&gateway, "0.0.0.0", NAT_PORTS.to_vec());
-    let _behind_listeners = listen(&behind, BEHIND, BEHIND_PORTS.to_vec());
+    let _gateway_listeners = gateway
+        .listen_tcp(std::net::Ipv4Addr::UNSPECIFIED.into(), &NAT_PORTS)
+        .expect("listen on the gateway");
+    let _behind_listeners = behind
+        .listen_tcp(BEHIND.parse().expect("literal"), &BEHIND_PORTS)
+        .expect("listen behind");
 
     let cases = [
         (

@@ -15,7 +15,7 @@
 //! temporary directory, for the fleet store's and the server's tests.
 
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -197,6 +197,22 @@ impl Ns {
             Ok(result) => result,
             Err(_) => bail!("the closure run inside {} panicked", self.name),
         }
+    }
+
+    /// TCP listeners on `address` and each of `ports` inside this namespace,
+    /// never accepted: the kernel finishes the handshake into the backlog,
+    /// which is what a client's connect() waits for.
+    pub fn listen_tcp(&self, address: IpAddr, ports: &[u16]) -> Result<Vec<TcpListener>> {
+        let ports = ports.to_vec();
+        self.enter(move || {
+            ports
+                .into_iter()
+                .map(|port| {
+                    TcpListener::bind((address, port))
+                        .with_context(|| format!("cannot listen on {address} port {port}"))
+                })
+                .collect::<Result<Vec<_>>>()
+        })?
     }
 
     /// Wait until a TCP port accepts connections from inside this namespace.
