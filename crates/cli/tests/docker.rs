@@ -8,8 +8,10 @@
 //! oracle test (`ufw_and_docker_reachability_agrees_with_real_connections`)
 //! compares every (source, port) pair of a client with three addresses:
 //! `-p 6379:6379` reached by all, `-p 127.0.0.1:6380:6379` by none and
-//! quiet, then a DOCKER-USER rule dropping one source, then the rule the
-//! finding's remedy gives (all sources but one dropped).
+//! quiet, then a DOCKER-USER rule dropping one source, then one that names
+//! the one allowed source with `-s` (it drops the container's replies:
+//! nobody connects), then the rule the finding's remedy gives (all sources
+//! but one dropped, by conntrack's original source).
 //!
 //! Network safety: dockerd runs only under `ip netns exec` of the lab
 //! namespace, with its own data root, exec root, pid file and socket in a
@@ -300,16 +302,11 @@ fn published_port_behind_ufw_is_firewall_bypassed() {
     let approvals = ufw_dir.path().join("approvals.toml");
     std::fs::write(&approvals, "version = 1\n").expect("write");
     let (_, doc) = common::audit_json(Some(&host), &approvals, &["--no-service-probes"]);
-    let needle = format!("{DOCKER_HOST_ADDR}:{PORT}");
-    let finding = common::finding(&doc, "firewall.bypassed", &needle)
-        .unwrap_or_else(|| panic!("firewall.bypassed about {needle} in {doc:#}"));
-    let text = finding.to_string();
-    assert!(
-        text.contains(&format!("{container_ip}:{PORT}"))
-            && text.contains("-j DNAT --to-destination")
-            && text.contains(&format!("it reaches container {CONTAINER} ({image}, "))
-            && finding["severity"] == "high",
-        "{finding:#}"
+    bypassed_finding(
+        &doc,
+        &format!("{DOCKER_HOST_ADDR}:{PORT}"),
+        &container_ip,
+        image,
     );
     // The listener (docker-proxy holding the host port) says the truth too.
     let listener = common::listener(&doc, PORT);
@@ -443,15 +440,11 @@ fn a_port_published_without_the_userland_proxy_is_firewall_bypassed_too() {
     assert_eq!(listener["process"], "dockerd", "{listener:#}");
     assert_eq!(listener["container_ref"]["via"], "daemon", "{listener:#}");
     assert_eq!(listener["container_ref"]["name"], CONTAINER, "{listener:#}");
-    let needle = format!("{DOCKER_HOST_ADDR}:{PORT}");
-    let finding = common::finding(&doc, "firewall.bypassed", &needle)
-        .unwrap_or_else(|| panic!("firewall.bypassed about {needle} in {doc:#}"));
-    let text = finding.to_string();
-    assert!(
-        text.contains(&format!("{container_ip}:{PORT}"))
-            && text.contains(&format!("it reaches container {CONTAINER} ({image}, "))
-            && finding["severity"] == "high",
-        "{finding:#}"
+    bypassed_finding(
+        &doc,
+        &format!("{DOCKER_HOST_ADDR}:{PORT}"),
+        &container_ip,
+        image,
     );
     drop(dockerd);
     drop(lab);
@@ -499,20 +492,28 @@ fn ufw_and_docker_reachability_agrees_with_real_connections() {
 
     let dropped = CLIENT_SOURCES[1];
     let drop_one = ["DOCKER-USER", "-s", dropped, "-j", "DROP"];
-    let only_first = [
-        "DOCKER-USER",
-        "-p",
-        "tcp",
-        "-m",
-        "conntrack",
-        "--ctorigdstport",
-        "6379",
-        "!",
-        "--ctorigsrc",
-        CLIENT_SOURCES[0],
-        "-j",
-        "DROP",
-    ];
+    // DOCKER-USER's restriction of the published port to one source, the
+    // client named `by` conntrack's original source (as the finding's
+    // remedy says), or by `-s`, which matches the container's replies too
+    // and stops every connection.
+    let restrict = |by| {
+        [
+            "DOCKER-USER",
+            "-p",
+            "tcp",
+            "-m",
+            "conntrack",
+            "--ctorigdstport",
+            "6379",
+            "!",
+            by,
+            CLIENT_SOURCES[0],
+            "-j",
+            "DROP",
+        ]
+    };
+    let only_first = restrict("--ctorigsrc");
+    let replies_dropped = restrict("-s");
     // Each case: the iptables commands that make it (an action, `-I` or
     // `-D`, and a rule), and the sources that then reach the published port.
     // Every source reaches 22 (ufw allows it), none 6380 or 8080.
@@ -533,8 +534,13 @@ fn ufw_and_docker_reachability_agrees_with_real_connections() {
             reach_published: &[CLIENT_SOURCES[0], CLIENT_SOURCES[2]],
         },
         Case {
+            name: "DOCKER-USER drops the published port's replies to all but one source",
+            iptables: vec![("-D", &drop_one), ("-I", &replies_dropped)],
+            reach_published: &[],
+        },
+        Case {
             name: "DOCKER-USER drops all but one source to the published port",
-            iptables: vec![("-D", &drop_one), ("-I", &only_first)],
+            iptables: vec![("-D", &replies_dropped), ("-I", &only_first)],
             reach_published: &[CLIENT_SOURCES[0]],
         },
     ];
@@ -571,32 +577,28 @@ fn ufw_and_docker_reachability_agrees_with_real_connections() {
         let mismatches = common::disagreements(&doc, DOCKER_HOST_ADDR, &connected);
         assert!(mismatches.is_empty(), "{name}: {mismatches:#?}\n{doc:#}");
 
-        // The published port is bypassed, naming the DNAT and the container.
-        let finding = common::finding(&doc, "firewall.bypassed", &format!("0.0.0.0:{PORT}"))
-            .unwrap_or_else(|| {
-                panic!("{name}: no firewall.bypassed about 0.0.0.0:{PORT} in {doc:#}")
-            });
-        let text = finding.to_string();
-        assert!(
-            text.contains(&format!("{container_ip}:{PORT}"))
-                && text.contains("-j DNAT --to-destination")
-                && text.contains(&format!("it reaches container {CONTAINER} ({image}, "))
-                && finding["severity"] == "high",
-            "{name}: {finding:#}"
-        );
-        // Its remedy is the rule the last case runs (the allowed source in
-        // place of ALLOWED): the oracle shows that it works.
-        let remedy = std::iter::once("iptables -I")
-            .chain(only_first)
-            .collect::<Vec<_>>()
-            .join(" ")
-            .replace(CLIENT_SOURCES[0], "ALLOWED");
-        assert!(
-            finding["remedy"]
-                .as_str()
-                .is_some_and(|text| text.contains(&remedy)),
-            "{name}: the remedy is not `{remedy}`: {finding:#}"
-        );
+        // The published port is bypassed while some source gets through,
+        // the finding naming the DNAT and the container; when the forward
+        // path lets nobody through, nothing is bypassed.
+        let bypassed = common::finding(&doc, "firewall.bypassed", &format!("0.0.0.0:{PORT}"));
+        if case.reach_published.is_empty() {
+            assert!(bypassed.is_none(), "{name}: {bypassed:#?}");
+        } else {
+            let finding = bypassed_finding(&doc, &format!("0.0.0.0:{PORT}"), &container_ip, image);
+            // Its remedy is the rule the last case runs (the allowed
+            // source in place of ALLOWED): the oracle shows that it works.
+            let remedy = std::iter::once("iptables -I")
+                .chain(only_first)
+                .collect::<Vec<_>>()
+                .join(" ")
+                .replace(CLIENT_SOURCES[0], "ALLOWED");
+            assert!(
+                finding["remedy"]
+                    .as_str()
+                    .is_some_and(|text| text.contains(&remedy)),
+                "{name}: the remedy is not `{remedy}`: {finding:#}"
+            );
+        }
         // The port published on loopback only is the container's, and no
         // finding: nothing beyond the host reaches it.
         let loopback = common::listener(&doc, LOOPBACK_PORT);
@@ -610,4 +612,25 @@ fn ufw_and_docker_reachability_agrees_with_real_connections() {
     }
     drop(dockerd);
     drop(lab);
+}
+
+/// The `firewall.bypassed` finding about `endpoint` in `doc`, high, naming
+/// Docker's DNAT, the container's address and the container.
+fn bypassed_finding<'a>(
+    doc: &'a serde_json::Value,
+    endpoint: &str,
+    container_ip: &str,
+    image: &str,
+) -> &'a serde_json::Value {
+    let finding = common::finding(doc, "firewall.bypassed", endpoint)
+        .unwrap_or_else(|| panic!("no firewall.bypassed about {endpoint} in {doc:#}"));
+    let text = finding.to_string();
+    assert!(
+        text.contains(&format!("{container_ip}:{PORT}"))
+            && text.contains("-j DNAT --to-destination")
+            && text.contains(&format!("it reaches container {CONTAINER} ({image}, "))
+            && finding["severity"] == "high",
+        "{finding:#}"
+    );
+    finding
 }

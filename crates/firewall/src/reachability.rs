@@ -394,11 +394,37 @@ fn forward_path(
             original: Some((probe.dst, probe.dport)),
         },
     );
+    // The replies cross the forward chains too, the other way: a rule that
+    // drops them (DOCKER-USER's `! -s ALLOWED` matches the container's
+    // replies) stops the connection as surely as one that drops the
+    // client's first packet.
+    let replies = evaluate(
+        ruleset,
+        &forward_probe,
+        &forward_bases,
+        Context {
+            mode: Mode::Reply,
+            unnamed: false,
+            outer_only: outer_only.to_vec(),
+            oif: published.oif.clone(),
+            original: Some((probe.dst, probe.dport)),
+        },
+    );
     let allowed = sources
         .intersection(&AddrRanges::from_nets(&before.allowed, version))
-        .intersection(&AddrRanges::from_nets(&after.allowed, version));
+        .intersection(&AddrRanges::from_nets(&after.allowed, version))
+        .intersection(&AddrRanges::from_nets(&replies.allowed, version));
     published.allowed = allowed.prefixes(version);
-    for (net, reason) in before.unknown.into_iter().chain(after.unknown) {
+    let reply_unknown = replies
+        .unknown
+        .into_iter()
+        .map(|(net, reason)| (net, format!("its replies: {reason}")));
+    for (net, reason) in before
+        .unknown
+        .into_iter()
+        .chain(after.unknown)
+        .chain(reply_unknown)
+    {
         let open = AddrRanges::from_nets(&[net], version)
             .intersection(sources)
             .difference(&allowed);
@@ -495,6 +521,12 @@ enum Mode {
     /// Whether the forward chains let a translated connection through to
     /// the address behind the host.
     Forward,
+    /// Whether the forward chains let the replies of a translated
+    /// connection back: a packet from the address behind the host (the
+    /// probe's destination and port, now its source) to the client, whose
+    /// address is what the walk's sources stand for, in an established
+    /// connection, in the reply direction.
+    Reply,
 }
 
 /// What a walk knows besides the probe.
@@ -527,7 +559,7 @@ fn evaluate(ruleset: &Ruleset, probe: &Probe, bases: &[usize], context: Context)
     if bases.is_empty() {
         evidence.push(format!(
             "{probe}: no {} base chain sees {} packets, so every source is allowed",
-            if context.mode == Mode::Forward {
+            if matches!(context.mode, Mode::Forward | Mode::Reply) {
                 "forward"
             } else {
                 "input"
@@ -1229,41 +1261,23 @@ impl<'r> Walker<'r> {
                 self.test_payload(chain, condition, protocol, field, *op, value)
             }
             Field::Meta(key) => match key.as_str() {
+                // A reply arrives from the address behind the host, by the
+                // link toward it, and leaves by the interface the client's
+                // connection came in on.
+                "iif" | "iifname" if self.context.mode == Mode::Reply => {
+                    self.link_interface(chain, condition, *op, value)
+                }
+                "oif" | "oifname" if self.context.mode == Mode::Reply => {
+                    self.client_interface(chain, *op, value)
+                }
                 "iif" | "iifname" if self.context.unnamed => {
                     with_op(*op, self.member(chain, value, &|_| Member::No))
                 }
-                "iif" | "iifname" => {
-                    let outer_only = &self.context.outer_only;
-                    with_op(
-                        *op,
-                        self.member(chain, value, &|v| match v {
-                            Value::Text(name)
-                                if outer_only
-                                    .iter()
-                                    .any(|inner| interface_matches(name, inner)) =>
-                            {
-                                Member::No
-                            }
-                            other => interface_member(other),
-                        }),
-                    )
-                }
+                "iif" | "iifname" => self.client_interface(chain, *op, value),
                 // Where a forwarded connection leaves: the link toward its
                 // translated destination.
                 "oif" | "oifname" if self.context.mode == Mode::Forward => {
-                    match &self.context.oif {
-                        Some(oif) => with_op(
-                            *op,
-                            self.member(chain, value, &|v| match v {
-                                Value::Text(name) => yes_if(interface_matches(name, oif)),
-                                other => Member::Undecided(format!("`{other}` is not understood")),
-                            }),
-                        ),
-                        None => Test::Undecided(format!(
-                            "`{condition}`: no link of this namespace holds the translated destination {}",
-                            self.probe.dst
-                        )),
-                    }
+                    self.link_interface(chain, condition, *op, value)
                 }
                 "iiftype" => with_op(
                     *op,
@@ -1317,7 +1331,8 @@ impl<'r> Walker<'r> {
             Field::Ct(key) => {
                 // Conntrack runs at priority -200; before it a packet has no
                 // state to test.
-                let translated = self.context.mode == Mode::Forward;
+                let translated = matches!(self.context.mode, Mode::Forward | Mode::Reply);
+                let reply = self.context.mode == Mode::Reply;
                 let before_conntrack = self
                     .ruleset
                     .chains
@@ -1328,11 +1343,13 @@ impl<'r> Walker<'r> {
                     _ if before_conntrack => Test::Undecided(format!(
                         "`{condition}` is tested before connection tracking has run"
                     )),
-                    // A new connection: `new` and nothing else.
+                    // A new connection: `new` and nothing else; its
+                    // replies: `established`.
                     "state" => with_op(
                         *op,
                         self.member(chain, value, &|v| match v {
-                            Value::Text(t) if t == "new" => Member::Yes,
+                            Value::Text(t) if t == "new" => yes_if(!reply),
+                            Value::Text(t) if t == "established" => yes_if(reply),
                             // iptables' `--ctstate DNAT`: a forwarded
                             // connection was translated on its way.
                             Value::Text(t) if t == "dnat" && translated => Member::Yes,
@@ -1390,8 +1407,8 @@ impl<'r> Walker<'r> {
                     "direction" => with_op(
                         *op,
                         self.member(chain, value, &|v| match v {
-                            Value::Text(t) if t == "original" => Member::Yes,
-                            Value::Text(t) if t == "reply" => Member::No,
+                            Value::Text(t) if t == "original" => yes_if(!reply),
+                            Value::Text(t) if t == "reply" => yes_if(reply),
                             _ => Member::Undecided(format!("`{condition}` cannot be evaluated")),
                         }),
                     ),
@@ -1438,6 +1455,34 @@ impl<'r> Walker<'r> {
         if !self.has_header(chain, protocol) {
             return Test::Fails;
         }
+        if self.context.mode == Mode::Reply {
+            // The reply's source is the address behind the host, its
+            // destination the client (the walk's sources).
+            match (protocol, field) {
+                ("ip" | "ip6", "saddr") => {
+                    return self.test_destination(chain, condition, self.probe.dst, op, value);
+                }
+                ("ip" | "ip6", "daddr") => {
+                    return match self.address_set(chain, value) {
+                        Ok(set) => match op {
+                            Op::Eq | Op::In => Test::Sources(set),
+                            Op::Ne => Test::Sources(self.universe.difference(&set)),
+                            _ => cannot(),
+                        },
+                        Err(why) => Test::Undecided(format!("`{condition}`: {why}")),
+                    };
+                }
+                ("tcp" | "udp" | "th", "sport") => {
+                    return self.test_dport(chain, condition, self.probe.dport, op, value);
+                }
+                ("tcp" | "udp" | "th", "dport") => {
+                    return Test::Undecided(format!(
+                        "`{condition}` depends on the source port the client picks"
+                    ));
+                }
+                _ => {}
+            }
+        }
         match protocol {
             "ip" | "ip6" => match field {
                 "saddr" => match self.address_set(chain, value) {
@@ -1463,6 +1508,51 @@ impl<'r> Walker<'r> {
                 _ => cannot(),
             },
             _ => cannot(),
+        }
+    }
+
+    /// A test of the interface a client's packets use on this host: not
+    /// loopback, and not a link toward an address some DNAT sends
+    /// connections to (a container bridge); which one is otherwise unknown.
+    fn client_interface(&mut self, chain: &Chain, op: Op, value: &Value) -> Test {
+        let outer_only = &self.context.outer_only;
+        with_op(
+            op,
+            self.member(chain, value, &|v| match v {
+                Value::Text(name)
+                    if outer_only
+                        .iter()
+                        .any(|inner| interface_matches(name, inner)) =>
+                {
+                    Member::No
+                }
+                other => interface_member(other),
+            }),
+        )
+    }
+
+    /// A test of the link toward the translated destination (the probe's,
+    /// in a forward or reply walk): where the connection leaves, and where
+    /// its replies come from.
+    fn link_interface(
+        &mut self,
+        chain: &Chain,
+        condition: &Condition,
+        op: Op,
+        value: &Value,
+    ) -> Test {
+        match &self.context.oif {
+            Some(link) => with_op(
+                op,
+                self.member(chain, value, &|v| match v {
+                    Value::Text(name) => yes_if(interface_matches(name, link)),
+                    other => Member::Undecided(format!("`{other}` is not understood")),
+                }),
+            ),
+            None => Test::Undecided(format!(
+                "`{condition}`: no link of this namespace holds the translated destination {}",
+                self.probe.dst
+            )),
         }
     }
 

@@ -175,3 +175,30 @@ fn docker_user_restricts_by_the_original_tuple() {
         "#]],
     );
 }
+
+/// A DOCKER-USER rule that names the allowed client by `-s` matches the
+/// container's replies too (their source is the container): it drops every
+/// connection to the port, the allowed client's included, as a real
+/// connection shows (tests/docker.rs in the CLI). The walk follows the
+/// replies back through the forward chains and says so.
+#[test]
+fn a_docker_user_rule_that_drops_the_replies_stops_every_connection() {
+    let restricted = fixture("published.iptables-save").replace(
+        "-A DOCKER-USER -j RETURN",
+        "-A DOCKER-USER -p tcp -m conntrack --ctorigdstport 6379 ! -s 198.18.91.7/32 -j DROP\n\
+         -A DOCKER-USER -j RETURN",
+    );
+    check(
+        &ruleset_with(&restricted),
+        &links(),
+        &["tcp/6379 198.18.91.1", "tcp/8080 0.0.0.0"],
+        expect![[r#"
+            tcp/6379 to 198.18.91.1: input allows no source
+              dnat iptables-nft: ip nat DOCKER `-A DOCKER -d 198.18.91.1/32 ! -i docker0 -p tcp -m tcp --dport 6379 -j DNAT --to-destination 198.18.90.2:6379` from every source
+                to 198.18.90.2:6379 via docker0: forward allows no source
+            tcp/8080 to 0.0.0.0: input allows no source
+              dnat iptables-nft: ip nat DOCKER `-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 198.18.90.4:80` from every source
+                to 198.18.90.4:80 via docker0: forward allows 198.18.91.0/24
+        "#]],
+    );
+}
