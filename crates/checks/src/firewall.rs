@@ -66,9 +66,17 @@ pub(crate) fn bypassed(snapshot: &HostSnapshot) -> Vec<Finding> {
         .iter()
         .filter(|l| l.scope.is_exposed())
         .filter_map(|l| {
-            snapshot
-                .reach_of(l)
-                .map(|reach| (l.endpoint(), l.address, Some(l.netns.inode), reach, None))
+            snapshot.reach_of(l).map(|reach| {
+                let port = (l.protocol, l.port);
+                (
+                    l.endpoint(),
+                    l.address,
+                    port,
+                    Some(l.netns.inode),
+                    reach,
+                    None,
+                )
+            })
         });
     let bindings = snapshot.published.iter().map(|(idx, binding, reach)| {
         let endpoint = match binding.host_ip {
@@ -80,9 +88,11 @@ pub(crate) fn bypassed(snapshot: &HostSnapshot) -> Vec<Finding> {
         let publisher = snapshot.containers.get(*idx);
         // The binding's DNAT is in its daemon's namespace.
         let netns = publisher.and_then(|c| c.daemon_netns);
-        (endpoint, binding.host_ip, netns, reach, publisher)
+        let port = (binding.protocol, binding.host_port);
+        (endpoint, binding.host_ip, port, netns, reach, publisher)
     });
-    for (endpoint, address, netns, reach, publisher) in listeners.chain(bindings) {
+    for (endpoint, address, (protocol, port), netns, reach, publisher) in listeners.chain(bindings)
+    {
         for path in reach
             .published
             .iter()
@@ -143,9 +153,14 @@ pub(crate) fn bypassed(snapshot: &HostSnapshot) -> Vec<Finding> {
             } else {
                 finding
             };
-            findings.push(finding.with_remedy(
-                "publish the port on loopback only (`docker run -p 127.0.0.1:PORT:PORT`), or restrict sources in the DOCKER-USER chain (`iptables -I DOCKER-USER -p tcp -m conntrack --ctorigdstport PORT ! -s ALLOWED -j DROP`); rules in INPUT (ufw, firewalld zones) never see these connections",
-            ));
+            // The restriction names the client by conntrack's original
+            // source: `! -s ALLOWED` would match the container's replies
+            // too (their source is the container), and drop every
+            // connection, the allowed ones included.
+            let protocol = protocol.as_str();
+            findings.push(finding.with_remedy(format!(
+                "publish the port on loopback only (`docker run -p 127.0.0.1:{port}:...`), or restrict its sources in the DOCKER-USER chain by the connection's original tuple (`iptables -I DOCKER-USER -p {protocol} -m conntrack --ctorigdstport {port} ! --ctorigsrc ALLOWED -j DROP`; `! -s ALLOWED` there would also drop the container's replies); rules in INPUT (ufw, firewalld zones) never see these connections",
+            )));
         }
     }
     findings
@@ -300,6 +315,42 @@ mod tests {
               | iptables-nft: ip nat DOCKER: `-A DOCKER -d 198.18.91.1/32 ! -i docker0 -p tcp -m tcp --dport 6379 -j DNAT --to-destination 198.18.90.2:6379`
               | the forward path accepts every source; the input path alone denies every source
         "#]],
+        );
+    }
+
+    /// The remedy's DOCKER-USER rule names the finding's own port and the
+    /// client by conntrack's original source: `! -s ALLOWED` would match the
+    /// container's replies too and drop the allowed clients' connections
+    /// with the rest (tests/docker.rs in the CLI runs this rule against
+    /// real connections).
+    #[test]
+    fn bypassed_remedy_restricts_by_the_original_source() {
+        let public = listener("tcp", "198.18.91.1", 6379, &[]);
+        let mut snap = snapshot(vec![public.clone()], vec![]);
+        let path = path(
+            "198.18.90.2:6379",
+            "-A DOCKER -d 198.18.91.1/32 ! -i docker0 -p tcp -m tcp --dport 6379 -j DNAT --to-destination 198.18.90.2:6379",
+            &["0.0.0.0/0"],
+            &["0.0.0.0/0"],
+        );
+        snap.reach.insert(
+            (1, public.inode),
+            Reach {
+                allowed: path.allowed.clone(),
+                published: vec![path],
+                ..Reach::default()
+            },
+        );
+        let remedies: Vec<String> = super::bypassed(&snap)
+            .into_iter()
+            .map(|finding| finding.remedy)
+            .collect();
+        assert_eq!(remedies.len(), 1, "{remedies:?}");
+        assert!(
+            remedies[0].contains(
+                "`iptables -I DOCKER-USER -p tcp -m conntrack --ctorigdstport 6379 ! --ctorigsrc ALLOWED -j DROP`"
+            ),
+            "{remedies:?}"
         );
     }
 

@@ -4,7 +4,14 @@
 //! from another lab namespace is the oracle (it opens: Docker's DNAT in nat
 //! PREROUTING sends it through FORWARD, never INPUT), and `perimeter audit` in
 //! the Docker host's namespace must agree: the port reachable, and
-//! `firewall.bypassed` naming the DNAT and the container's address.
+//! `firewall.bypassed` naming the DNAT and the container's address. The
+//! oracle test (`ufw_and_docker_reachability_agrees_with_real_connections`)
+//! compares every (source, port) pair of a client with three addresses:
+//! `-p 6379:6379` reached by all, `-p 127.0.0.1:6380:6379` by none and
+//! quiet, then a DOCKER-USER rule dropping one source, then one that names
+//! the one allowed source with `-s` (it drops the container's replies:
+//! nobody connects), then the rule the finding's remedy gives (all sources
+//! but one dropped, by conntrack's original source).
 //!
 //! Network safety: dockerd runs only under `ip netns exec` of the lab
 //! namespace, with its own data root, exec root, pid file and socket in a
@@ -15,8 +22,7 @@
 
 mod common;
 
-use std::io::Read;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -26,7 +32,12 @@ use perimeter_testlab::{Daemon, Lab, Ns, Requirement, require, require_that};
 
 const DOCKER_HOST_ADDR: &str = "198.18.92.5";
 const CLIENT_ADDR: &str = "198.18.92.9";
+/// The client's source addresses: `CLIENT_ADDR` first (its own), then the
+/// ones a DOCKER-USER rule tells apart.
+const CLIENT_SOURCES: [&str; 3] = [CLIENT_ADDR, "198.18.92.10", "198.18.92.11"];
 const PORT: u16 = 6379;
+/// The host port `-p 127.0.0.1:LOOPBACK_PORT:6379` publishes on loopback.
+const LOOPBACK_PORT: u16 = 6380;
 const CONTAINER: &str = "perimeter-published";
 
 fn require_docker_lab() -> bool {
@@ -191,25 +202,14 @@ impl Drop for Dockerd {
     }
 }
 
-/// What a client in `client` reads from `address` within two seconds, if it
-/// connects.
-fn answer(client: &Ns, address: SocketAddr) -> Option<String> {
-    client
-        .enter(move || {
-            let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
-            stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-            let mut text = String::new();
-            let _ = stream.read_to_string(&mut text);
-            Some(text)
-        })
-        .expect("enter the client's namespace")
-}
-
-/// The lab of both tests: dockerd (with `extra` flags) in a host namespace
-/// behind ufw's `default deny incoming`, a busybox container publishing
-/// port 6379 on the host's address, and a client that reaches it anyway.
+/// The lab of the tests: dockerd (with `extra` flags) in a host namespace
+/// behind ufw's `default deny incoming` (and `allow 22`), a busybox
+/// container serving port 6379 published as `publish` says (`-p` values),
+/// and a client, with the addresses `CLIENT_SOURCES`, that reaches it on
+/// the host's address anyway.
 struct Published {
     host: std::sync::Arc<Ns>,
+    client: std::sync::Arc<Ns>,
     dockerd: Dockerd,
     image: &'static str,
     container_ip: String,
@@ -218,31 +218,33 @@ struct Published {
     lab: Lab,
 }
 
-fn published_behind_ufw(extra: &[&str]) -> Published {
+fn published_behind_ufw(extra: &[&str], publish: &[String]) -> Published {
     let mut lab = Lab::new().expect("lab");
     let host = lab
         .add_host("dkr", &[&format!("{DOCKER_HOST_ADDR}/24")])
         .expect("docker host");
-    let client = lab
-        .add_host("cli", &[&format!("{CLIENT_ADDR}/24")])
-        .expect("client");
+    let client_addresses: Vec<String> = CLIENT_SOURCES.iter().map(|a| format!("{a}/24")).collect();
+    let client_refs: Vec<&str> = client_addresses.iter().map(String::as_str).collect();
+    let client = lab.add_host("cli", &client_refs).expect("client");
     host.ip(&["link", "set", "lo", "up"]).expect("lo up");
 
     let dockerd = Dockerd::start(&host, extra);
     let image = dockerd.busybox_image();
-    let publish = format!("{DOCKER_HOST_ADDR}:{PORT}:{PORT}");
-    dockerd.docker_ok(&[
-        "run",
-        "-d",
-        "--name",
-        CONTAINER,
-        "-p",
-        &publish,
+    let mut run = vec!["run", "-d", "--name", CONTAINER];
+    for value in publish {
+        run.extend(["-p", value.as_str()]);
+    }
+    run.extend([
         image,
         "sh",
         "-c",
-        "while true; do echo +PONG | busybox nc -l -p 6379; done",
+        // A server that answers connections at once as well as one after
+        // another (`-ll`: nc forks one `echo` per connection and keeps
+        // listening), so a connection the firewall lets through always
+        // finds it.
+        "exec busybox nc -ll -p 6379 -e /bin/busybox echo +PONG",
     ]);
+    dockerd.docker_ok(&run);
     let container_ip =
         dockerd.docker_ok(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", CONTAINER]);
     assert!(
@@ -265,15 +267,7 @@ fn published_behind_ufw(extra: &[&str]) -> Published {
 
     // The oracle: ufw denies 6379 on INPUT, and the connection opens anyway.
     let address = SocketAddr::new(DOCKER_HOST_ADDR.parse().expect("address"), PORT);
-    let mut reply = None;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        reply = answer(&client, address);
-        if reply.as_deref().is_some_and(|r| r.contains("+PONG")) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let reply = common::await_pong(&client, address);
     assert_eq!(
         reply.as_deref().map(str::trim),
         Some("+PONG"),
@@ -282,6 +276,7 @@ fn published_behind_ufw(extra: &[&str]) -> Published {
 
     Published {
         host,
+        client,
         dockerd,
         image,
         container_ip,
@@ -302,20 +297,16 @@ fn published_port_behind_ufw_is_firewall_bypassed() {
         container_ip,
         ufw_dir,
         lab,
-    } = published_behind_ufw(&[]);
+        ..
+    } = published_behind_ufw(&[], &[format!("{DOCKER_HOST_ADDR}:{PORT}:{PORT}")]);
     let approvals = ufw_dir.path().join("approvals.toml");
     std::fs::write(&approvals, "version = 1\n").expect("write");
     let (_, doc) = common::audit_json(Some(&host), &approvals, &["--no-service-probes"]);
-    let needle = format!("{DOCKER_HOST_ADDR}:{PORT}");
-    let finding = common::finding(&doc, "firewall.bypassed", &needle)
-        .unwrap_or_else(|| panic!("firewall.bypassed about {needle} in {doc:#}"));
-    let text = finding.to_string();
-    assert!(
-        text.contains(&format!("{container_ip}:{PORT}"))
-            && text.contains("-j DNAT --to-destination")
-            && text.contains(&format!("it reaches container {CONTAINER} ({image}, "))
-            && finding["severity"] == "high",
-        "{finding:#}"
+    bypassed_finding(
+        &doc,
+        &format!("{DOCKER_HOST_ADDR}:{PORT}"),
+        &container_ip,
+        image,
     );
     // The listener (docker-proxy holding the host port) says the truth too.
     let listener = common::listener(&doc, PORT);
@@ -435,7 +426,11 @@ fn a_port_published_without_the_userland_proxy_is_firewall_bypassed_too() {
         container_ip,
         ufw_dir,
         lab,
-    } = published_behind_ufw(&["--userland-proxy=false"]);
+        ..
+    } = published_behind_ufw(
+        &["--userland-proxy=false"],
+        &[format!("{DOCKER_HOST_ADDR}:{PORT}:{PORT}")],
+    );
     let approvals = ufw_dir.path().join("approvals.toml");
     std::fs::write(&approvals, "version = 1\n").expect("write");
     let (_, doc) = common::audit_json(Some(&host), &approvals, &["--no-service-probes"]);
@@ -445,16 +440,197 @@ fn a_port_published_without_the_userland_proxy_is_firewall_bypassed_too() {
     assert_eq!(listener["process"], "dockerd", "{listener:#}");
     assert_eq!(listener["container_ref"]["via"], "daemon", "{listener:#}");
     assert_eq!(listener["container_ref"]["name"], CONTAINER, "{listener:#}");
-    let needle = format!("{DOCKER_HOST_ADDR}:{PORT}");
-    let finding = common::finding(&doc, "firewall.bypassed", &needle)
-        .unwrap_or_else(|| panic!("firewall.bypassed about {needle} in {doc:#}"));
+    bypassed_finding(
+        &doc,
+        &format!("{DOCKER_HOST_ADDR}:{PORT}"),
+        &container_ip,
+        image,
+    );
+    drop(dockerd);
+    drop(lab);
+}
+
+/// Ports of the Docker host the oracle connects to: one ufw allows and one it
+/// denies (each with a listener of the host's own), the container's port
+/// published on every address, and the one published on loopback only.
+const ORACLE_PORTS: [u16; 4] = [22, PORT, LOOPBACK_PORT, 8080];
+
+/// ufw's `default deny incoming` and a real dockerd on one host, a client
+/// with three source addresses on the lab bridge: for every source and port,
+/// what perimeter's audit says reaches the host must be what a real
+/// connection does. The port published with `-p 6379:6379` answers every
+/// source though ufw denies it (`firewall.bypassed`, naming the container
+/// and the DNAT), the one published with `-p 127.0.0.1:6380:6379` answers
+/// none (and is no finding), and a DOCKER-USER rule that drops one source
+/// is honoured by both.
+#[test]
+fn ufw_and_docker_reachability_agrees_with_real_connections() {
+    if !require_docker_lab() || !require(Requirement::Tool("iptables")) {
+        return;
+    }
+    let Published {
+        host,
+        client,
+        dockerd,
+        image,
+        container_ip,
+        ufw_dir,
+        lab,
+    } = published_behind_ufw(
+        &[],
+        &[
+            format!("{PORT}:{PORT}"),
+            format!("127.0.0.1:{LOOPBACK_PORT}:{PORT}"),
+        ],
+    );
+    // The host's own listeners (ufw or firewalld judges them on INPUT).
+    let _host_listeners = host
+        .listen_tcp(DOCKER_HOST_ADDR.parse().expect("address"), &[22, 8080])
+        .expect("listen on the host");
+    let approvals = ufw_dir.path().join("approvals.toml");
+    std::fs::write(&approvals, "version = 1\n").expect("write");
+
+    let dropped = CLIENT_SOURCES[1];
+    let drop_one = ["DOCKER-USER", "-s", dropped, "-j", "DROP"];
+    // DOCKER-USER's restriction of the published port to one source, the
+    // client named `by` conntrack's original source (as the finding's
+    // remedy says), or by `-s`, which matches the container's replies too
+    // and stops every connection.
+    let restrict = |by| {
+        [
+            "DOCKER-USER",
+            "-p",
+            "tcp",
+            "-m",
+            "conntrack",
+            "--ctorigdstport",
+            "6379",
+            "!",
+            by,
+            CLIENT_SOURCES[0],
+            "-j",
+            "DROP",
+        ]
+    };
+    let only_first = restrict("--ctorigsrc");
+    let replies_dropped = restrict("-s");
+    // Each case: the iptables commands that make it (an action, `-I` or
+    // `-D`, and a rule), and the sources that then reach the published port.
+    // Every source reaches 22 (ufw allows it), none 6380 or 8080.
+    struct Case<'a> {
+        name: &'a str,
+        iptables: Vec<(&'a str, &'a [&'a str])>,
+        reach_published: &'a [&'a str],
+    }
+    let cases = [
+        Case {
+            name: "ufw denies 6379, Docker publishes it",
+            iptables: vec![],
+            reach_published: &CLIENT_SOURCES,
+        },
+        Case {
+            name: "DOCKER-USER drops one source",
+            iptables: vec![("-I", &drop_one)],
+            reach_published: &[CLIENT_SOURCES[0], CLIENT_SOURCES[2]],
+        },
+        Case {
+            name: "DOCKER-USER drops the published port's replies to all but one source",
+            iptables: vec![("-D", &drop_one), ("-I", &replies_dropped)],
+            reach_published: &[],
+        },
+        Case {
+            name: "DOCKER-USER drops all but one source to the published port",
+            iptables: vec![("-D", &replies_dropped), ("-I", &only_first)],
+            reach_published: &[CLIENT_SOURCES[0]],
+        },
+    ];
+    for case in cases {
+        let name = case.name;
+        for (action, rule) in case.iptables {
+            let args: Vec<&str> = std::iter::once(action)
+                .chain(rule.iter().copied())
+                .collect();
+            host.exec("iptables", &args)
+                .unwrap_or_else(|err| panic!("{name}: iptables {args:?}: {err:#}"));
+        }
+        let connected = client
+            .enter(|| {
+                perimeter_testlab::connect_all(&CLIENT_SOURCES, DOCKER_HOST_ADDR, &ORACLE_PORTS)
+            })
+            .expect("enter the client's namespace");
+        // The oracle is what the case meant.
+        let meant: Vec<((std::net::IpAddr, u16), bool)> = connected
+            .iter()
+            .map(|&((source, port), _)| {
+                let reaches = port == 22
+                    || (port == PORT
+                        && case
+                            .reach_published
+                            .iter()
+                            .any(|s| s.parse::<std::net::IpAddr>().ok() == Some(source)));
+                ((source, port), reaches)
+            })
+            .collect();
+        assert_eq!(connected, meant, "{name}: the lab did not connect as meant");
+
+        let (_, doc) = common::audit_json(Some(&host), &approvals, &["--no-service-probes"]);
+        let mismatches = common::disagreements(&doc, DOCKER_HOST_ADDR, &connected);
+        assert!(mismatches.is_empty(), "{name}: {mismatches:#?}\n{doc:#}");
+
+        // The published port is bypassed while some source gets through,
+        // the finding naming the DNAT and the container; when the forward
+        // path lets nobody through, nothing is bypassed.
+        let bypassed = common::finding(&doc, "firewall.bypassed", &format!("0.0.0.0:{PORT}"));
+        if case.reach_published.is_empty() {
+            assert!(bypassed.is_none(), "{name}: {bypassed:#?}");
+        } else {
+            let finding = bypassed_finding(&doc, &format!("0.0.0.0:{PORT}"), &container_ip, image);
+            // Its remedy is the rule the last case runs (the allowed
+            // source in place of ALLOWED): the oracle shows that it works.
+            let remedy = std::iter::once("iptables -I")
+                .chain(only_first)
+                .collect::<Vec<_>>()
+                .join(" ")
+                .replace(CLIENT_SOURCES[0], "ALLOWED");
+            assert!(
+                finding["remedy"]
+                    .as_str()
+                    .is_some_and(|text| text.contains(&remedy)),
+                "{name}: the remedy is not `{remedy}`: {finding:#}"
+            );
+        }
+        // The port published on loopback only is the container's, and no
+        // finding: nothing beyond the host reaches it.
+        let loopback = common::listener(&doc, LOOPBACK_PORT);
+        assert_eq!(loopback["address"], "127.0.0.1", "{name}: {loopback:#}");
+        assert_eq!(
+            loopback["container_ref"]["name"], CONTAINER,
+            "{name}: {loopback:#}"
+        );
+        let about = common::rules_about(&doc, &[&format!(":{LOOPBACK_PORT}")]);
+        assert!(about.is_empty(), "{name}: {about:?}");
+    }
+    drop(dockerd);
+    drop(lab);
+}
+
+/// The `firewall.bypassed` finding about `endpoint` in `doc`, high, naming
+/// Docker's DNAT, the container's address and the container.
+fn bypassed_finding<'a>(
+    doc: &'a serde_json::Value,
+    endpoint: &str,
+    container_ip: &str,
+    image: &str,
+) -> &'a serde_json::Value {
+    let finding = common::finding(doc, "firewall.bypassed", endpoint)
+        .unwrap_or_else(|| panic!("no firewall.bypassed about {endpoint} in {doc:#}"));
     let text = finding.to_string();
     assert!(
         text.contains(&format!("{container_ip}:{PORT}"))
+            && text.contains("-j DNAT --to-destination")
             && text.contains(&format!("it reaches container {CONTAINER} ({image}, "))
             && finding["severity"] == "high",
         "{finding:#}"
     );
-    drop(dockerd);
-    drop(lab);
+    finding
 }

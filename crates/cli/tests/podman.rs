@@ -11,6 +11,15 @@
 //! drift (it is in the container's writable layer, not its image), and not
 //! judge the image's own binaries by the host's packages.
 //!
+//! With firewalld (`firewalld_and_podman_reachability_agrees_with_real_connections`):
+//! Debian's real firewalld runs in the same namespace, on a private D-Bus
+//! and a private copy of /etc/firewalld, its public zone judging the host's
+//! own ports; a client with three source addresses connects to every port,
+//! and the audit's reachability must agree with each connection. The
+//! published port answers every source (firewalld's forward chain accepts
+//! what a DNAT translated, before any zone), a source in the drop zone
+//! included: `firewall.bypassed`.
+//!
 //! Isolation: every podman command runs through `nsenter` into one holder
 //! process, started with `ip netns exec` in the lab namespace, that has
 //! mounted tmpfs over /run and /var/lib in its private mount namespace: the
@@ -32,8 +41,7 @@
 
 mod common;
 
-use std::io::Read;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -43,6 +51,8 @@ use perimeter_testlab::{Daemon, Lab, Ns, Requirement, require, require_that};
 
 const PODMAN_HOST_ADDR: &str = "198.18.93.5";
 const CLIENT_ADDR: &str = "198.18.93.9";
+/// The source addresses of the firewalld test's client.
+const CLIENT_SOURCES: [&str; 3] = [CLIENT_ADDR, "198.18.93.10", "198.18.93.11"];
 const CONTAINER_SUBNET: &str = "198.18.94.0/24";
 const PORT: u16 = 6379;
 const CONTAINER: &str = "perimeter-podman";
@@ -93,6 +103,9 @@ fn limit(resource: nix::sys::resource::Resource, wanted: u64) -> u64 {
 struct Podman {
     holder: Daemon,
     dir: tempfile::TempDir,
+    /// The D-Bus system bus Podman's commands (and the CNI plugins they run)
+    /// are given, where a test runs firewalld on a private one.
+    system_bus: Option<String>,
 }
 
 impl Podman {
@@ -159,7 +172,11 @@ impl Podman {
         let holder = ns
             .spawn(&holder.to_string_lossy(), &[])
             .expect("the holder starts");
-        let mut podman = Podman { holder, dir };
+        let mut podman = Podman {
+            holder,
+            dir,
+            system_bus: None,
+        };
         let ready = podman.dir.path().join("holder.ready");
         let deadline = Instant::now() + Duration::from_secs(10);
         while !ready.exists() {
@@ -184,6 +201,11 @@ impl Podman {
             .args(args)
             .env("CONTAINERS_CONF", path("containers.conf"))
             .env("CONTAINERS_STORAGE_CONF", path("storage.conf"))
+            .envs(
+                self.system_bus
+                    .iter()
+                    .map(|bus| ("DBUS_SYSTEM_BUS_ADDRESS", bus.as_str())),
+            )
             .stdin(Stdio::null())
             .output()
             .expect("podman runs")
@@ -197,6 +219,25 @@ impl Podman {
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    /// The test's container, from the busybox image, publishing its port
+    /// 6379 as `publish` says (a `-p` value) and answering `+PONG` on it to
+    /// every connection, one after another or at once (`-ll`: nc forks one
+    /// `echo` per connection and keeps listening).
+    fn run_published(&self, publish: &str) {
+        self.podman_ok(&[
+            "run",
+            "-d",
+            "--name",
+            CONTAINER,
+            "-p",
+            publish,
+            IMAGE,
+            "sh",
+            "-c",
+            "exec busybox nc -ll -p 6379 -e /bin/busybox echo +PONG",
+        ]);
     }
 
     /// An image holding only a static busybox, imported from a tarball.
@@ -230,20 +271,6 @@ impl Drop for Podman {
     }
 }
 
-/// What a client in `client` reads from `address` within two seconds, if it
-/// connects.
-fn answer(client: &Ns, address: SocketAddr) -> Option<String> {
-    client
-        .enter(move || {
-            let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
-            stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-            let mut text = String::new();
-            let _ = stream.read_to_string(&mut text);
-            Some(text)
-        })
-        .expect("enter the client's namespace")
-}
-
 #[test]
 fn a_podman_containers_published_port_and_drift_are_the_containers() {
     if !require_podman_lab() {
@@ -259,19 +286,7 @@ fn a_podman_containers_published_port_and_drift_are_the_containers() {
 
     let podman = Podman::start(&host);
     podman.busybox_image();
-    let publish = format!("{PODMAN_HOST_ADDR}:{PORT}:{PORT}");
-    podman.podman_ok(&[
-        "run",
-        "-d",
-        "--name",
-        CONTAINER,
-        "-p",
-        &publish,
-        IMAGE,
-        "sh",
-        "-c",
-        "while true; do echo +PONG | busybox nc -l -p 6379; done",
-    ]);
+    podman.run_published(&format!("{PODMAN_HOST_ADDR}:{PORT}:{PORT}"));
     let container_id = podman.podman_ok(&["inspect", "-f", "{{.Id}}", CONTAINER]);
     let saved = host
         .exec("iptables-nft-save", &[])
@@ -283,15 +298,7 @@ fn a_podman_containers_published_port_and_drift_are_the_containers() {
 
     // The oracle: a client in another namespace reaches the container.
     let address = SocketAddr::new(PODMAN_HOST_ADDR.parse().expect("address"), PORT);
-    let mut reply = None;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        reply = answer(&client, address);
-        if reply.as_deref().is_some_and(|r| r.contains("+PONG")) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let reply = common::await_pong(&client, address);
     assert_eq!(
         reply.as_deref().map(str::trim),
         Some("+PONG"),
@@ -339,7 +346,7 @@ fn a_podman_containers_published_port_and_drift_are_the_containers() {
     )
     .expect("an input chain that drops");
     assert_eq!(
-        answer(&client, address).as_deref().map(str::trim),
+        common::answer(&client, address).as_deref().map(str::trim),
         Some("+PONG"),
         "the input chain's drop does not stop the published port"
     );
@@ -435,5 +442,240 @@ fn a_podman_containers_published_port_and_drift_are_the_containers() {
     assert_eq!(inside["container_ref"]["runtime"], "podman", "{inside:#}");
     assert!(inside["package"].is_null(), "{inside:#}");
     drop(podman);
+    drop(lab);
+}
+
+/// firewalld in a lab namespace, on a D-Bus system bus of its own (a
+/// dbus-daemon on a socket in a temporary directory, which firewall-cmd
+/// and Podman's CNI plugins are pointed at), with a private copy of
+/// /etc/firewalld bound over it and a tmpfs over /run in a private mount
+/// namespace: the host's firewall, bus and configuration are never touched.
+/// Both daemons are stopped on drop.
+struct Firewalld {
+    firewalld: Daemon,
+    bus: Daemon,
+    dir: tempfile::TempDir,
+}
+
+impl Firewalld {
+    fn start(ns: &Ns) -> Firewalld {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg("/etc/firewalld")
+            .arg(dir.path().join("etc"))
+            .status()
+            .expect("cp runs");
+        assert!(status.success(), "copy /etc/firewalld");
+        let socket = dir.path().join("bus");
+        // Root may own and call anything. Without the eavesdrop allowances
+        // Debian 12's firewalld (1.3.3, on dbus 1.14) ends its start with
+        // a D-Bus NoReply error and exits; with them it runs.
+        std::fs::write(
+            dir.path().join("bus.conf"),
+            format!(
+                "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN\"\n\
+                 \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n\
+                 <busconfig>\n\
+                   <type>system</type>\n\
+                   <listen>unix:path={}</listen>\n\
+                   <auth>EXTERNAL</auth>\n\
+                   <policy context=\"default\">\n\
+                     <allow user=\"root\"/>\n\
+                     <allow own=\"*\"/>\n\
+                     <allow send_destination=\"*\" eavesdrop=\"true\"/>\n\
+                     <allow eavesdrop=\"true\"/>\n\
+                   </policy>\n\
+                 </busconfig>\n",
+                socket.display()
+            ),
+        )
+        .expect("bus.conf");
+        let conf = dir.path().join("bus.conf").to_string_lossy().into_owned();
+        let mut bus = ns
+            .spawn(
+                "dbus-daemon",
+                &["--config-file", &conf, "--nofork", "--nopidfile"],
+            )
+            .expect("dbus-daemon starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            bus.ensure_running().expect("dbus-daemon");
+            assert!(Instant::now() < deadline, "no bus socket in 10 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let start = dir.path().join("start");
+        std::fs::write(
+            &start,
+            "#!/bin/sh\nset -e\n\
+             mount -t tmpfs -o mode=755 tmpfs /run\n\
+             mount --bind \"$1/etc\" /etc/firewalld\n\
+             export DBUS_SYSTEM_BUS_ADDRESS=\"unix:path=$1/bus\"\n\
+             exec firewalld --nofork --nopid --log-target file --log-file \"$1/firewalld.log\"\n",
+        )
+        .expect("write");
+        std::fs::set_permissions(&start, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let dir_text = dir.path().to_string_lossy().into_owned();
+        let firewalld = ns
+            .spawn(
+                "unshare",
+                &[
+                    "-m",
+                    "--propagation",
+                    "private",
+                    &start.to_string_lossy(),
+                    &dir_text,
+                ],
+            )
+            .expect("firewalld starts");
+        let mut firewalld = Firewalld {
+            firewalld,
+            bus,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let state = firewalld.firewall_cmd(&["--state"]);
+            if state.status.success() {
+                break;
+            }
+            if let Err(err) = firewalld.firewalld.ensure_running() {
+                let log = std::fs::read_to_string(firewalld.dir.path().join("firewalld.log"));
+                panic!("firewalld: {err:#}\n{}", log.unwrap_or_default());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "firewalld was not running in 60 s: {}",
+                String::from_utf8_lossy(&state.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        firewalld
+    }
+
+    fn bus_address(&self) -> String {
+        format!("unix:path={}", self.dir.path().join("bus").display())
+    }
+
+    fn firewall_cmd(&self, args: &[&str]) -> std::process::Output {
+        Command::new("firewall-cmd")
+            .args(args)
+            .env("DBUS_SYSTEM_BUS_ADDRESS", self.bus_address())
+            .stdin(Stdio::null())
+            .output()
+            .expect("firewall-cmd runs")
+    }
+}
+
+impl Drop for Firewalld {
+    fn drop(&mut self) {
+        self.firewalld.stop();
+        self.bus.stop();
+    }
+}
+
+/// firewalld's zones and a real rootful Podman on one host, a client with
+/// three source addresses: for every source and port, what perimeter's
+/// audit says reaches the host must be what a real connection does. The
+/// public zone lets 22 in and rejects 8080 (the host's own listeners); the
+/// port Podman publishes with `-p 6379:6379` answers every source anyway
+/// (firewalld's forward chain accepts what a DNAT translated, `ct status
+/// dnat accept`, before any zone): `firewall.bypassed`, naming the
+/// container. A source put in the drop zone loses 22 and keeps 6379.
+#[test]
+fn firewalld_and_podman_reachability_agrees_with_real_connections() {
+    if !require_podman_lab()
+        || !require(Requirement::Tool("firewalld"))
+        || !require(Requirement::Tool("firewall-cmd"))
+        || !require(Requirement::Tool("dbus-daemon"))
+    {
+        return;
+    }
+    let mut lab = Lab::new().expect("lab");
+    let host = lab
+        .add_host("pfw", &[&format!("{PODMAN_HOST_ADDR}/24")])
+        .expect("podman host");
+    let client_addresses: Vec<String> = CLIENT_SOURCES.iter().map(|a| format!("{a}/24")).collect();
+    let client_refs: Vec<&str> = client_addresses.iter().map(String::as_str).collect();
+    let client = lab.add_host("pfc", &client_refs).expect("client");
+    host.ip(&["link", "set", "lo", "up"]).expect("lo up");
+    let firewalld = Firewalld::start(&host);
+    // The host's own listeners (ufw or firewalld judges them on INPUT).
+    let _host_listeners = host
+        .listen_tcp(PODMAN_HOST_ADDR.parse().expect("address"), &[22, 8080])
+        .expect("listen on the host");
+
+    let mut podman = Podman::start(&host);
+    podman.system_bus = Some(firewalld.bus_address());
+    podman.busybox_image();
+    podman.run_published(&format!("{PORT}:{PORT}"));
+    let address = SocketAddr::new(PODMAN_HOST_ADDR.parse().expect("address"), PORT);
+    assert_eq!(
+        common::await_pong(&client, address)
+            .as_deref()
+            .map(str::trim),
+        Some("+PONG"),
+        "a client reaches the container's published port"
+    );
+    let saved = host.exec("nft", &["list", "ruleset"]).expect("nft");
+    assert!(
+        saved.contains("table inet firewalld") && saved.contains("CNI-HOSTPORT-DNAT"),
+        "firewalld's table and the CNI portmap plugin's DNAT in the lab namespace:\n{saved}"
+    );
+    let approvals = podman.dir.path().join("approvals.toml");
+    std::fs::write(&approvals, "version = 1\n").expect("write");
+
+    let drop_zone = format!("--add-source={}", CLIENT_SOURCES[1]);
+    let cases: [(&str, Vec<&str>, &[&str]); 2] = [
+        ("firewalld's public zone", vec![], &CLIENT_SOURCES),
+        (
+            "a source in the drop zone",
+            vec!["--zone=drop", &drop_zone],
+            &[CLIENT_SOURCES[0], CLIENT_SOURCES[2]],
+        ),
+    ];
+    for (name, command, reach_ssh) in cases {
+        if !command.is_empty() {
+            let output = firewalld.firewall_cmd(&command);
+            assert!(
+                output.status.success(),
+                "{name}: firewall-cmd {command:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let ports = [22, PORT, 8080];
+        let connected = client
+            .enter(move || {
+                perimeter_testlab::connect_all(&CLIENT_SOURCES, PODMAN_HOST_ADDR, &ports)
+            })
+            .expect("enter the client's namespace");
+        let meant: Vec<((std::net::IpAddr, u16), bool)> = connected
+            .iter()
+            .map(|&((source, port), _)| {
+                let listed = |list: &[&str]| {
+                    list.iter()
+                        .any(|s| s.parse::<std::net::IpAddr>().ok() == Some(source))
+                };
+                let reaches = (port == 22 && listed(reach_ssh)) || port == PORT;
+                ((source, port), reaches)
+            })
+            .collect();
+        assert_eq!(connected, meant, "{name}: the lab did not connect as meant");
+
+        let (_, doc) = common::audit_json(Some(&host), &approvals, &["--no-service-probes"]);
+        let mismatches = common::disagreements(&doc, PODMAN_HOST_ADDR, &connected);
+        assert!(mismatches.is_empty(), "{name}: {mismatches:#?}\n{doc:#}");
+        let finding = common::finding(&doc, "firewall.bypassed", &format!(":{PORT}"))
+            .unwrap_or_else(|| panic!("{name}: no firewall.bypassed about {PORT} in {doc:#}"));
+        assert!(
+            finding
+                .to_string()
+                .contains(&format!("it reaches container {CONTAINER} ({IMAGE}, ")),
+            "{name}: {finding:#}"
+        );
+    }
+    drop(podman);
+    drop(firewalld);
     drop(lab);
 }

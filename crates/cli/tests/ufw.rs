@@ -15,7 +15,7 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use common::{private_ufw_config, ufw};
@@ -73,21 +73,6 @@ fn connects(client: &Ns, port: u16) -> bool {
         .expect("enter the client's namespace")
 }
 
-/// Whether `address` is in one of the IPv4 prefixes of `list` (JSON strings).
-fn in_prefixes(list: &serde_json::Value, address: &str) -> bool {
-    let address: Ipv4Addr = address.parse().expect("address");
-    list.as_array().into_iter().flatten().any(|net| {
-        let Some((base, len)) = net.as_str().and_then(|n| n.split_once('/')) else {
-            return false;
-        };
-        let (Ok(base), Ok(len)) = (base.parse::<Ipv4Addr>(), len.parse::<u32>()) else {
-            return false;
-        };
-        let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-        u32::from(address) & mask == u32::from(base) & mask
-    })
-}
-
 /// The lab: a dev host configured by `configure` (ufw commands), listening
 /// on the three ports, an admin client and an outside client. Returns the
 /// audit of the dev host and what really connected, per port and client.
@@ -143,7 +128,7 @@ fn assert_reachability_matches(doc: &serde_json::Value, connected: &[(u16, &str,
             "port {port}: {reach:#}"
         );
         assert_eq!(
-            in_prefixes(&reach["allowed"], client),
+            common::in_prefixes(&reach["allowed"], client),
             really,
             "port {port} from {client}: perimeter says {reach:#}, a real connection {}",
             if really { "opened" } else { "did not open" }

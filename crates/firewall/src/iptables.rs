@@ -369,6 +369,31 @@ fn rule_from_iptables(words: &[String], user_chains: &[String]) -> Rule {
                 });
                 idx += 2;
             }
+            // conntrack's tuple of the connection's first packet, before any
+            // translation (Docker's documentation restricts a published
+            // port's sources in DOCKER-USER with these: after the DNAT the
+            // packet's own destination is the container's), and the
+            // direction of the packet in its connection.
+            "--ctorigsrc" | "--ctorigdst" | "--ctorigsrcport" | "--ctorigdstport"
+                if module.as_deref() == Some("conntrack") =>
+            {
+                let (key, value) = match word.as_str() {
+                    "--ctorigsrc" => ("original saddr", address_value(&arg)),
+                    "--ctorigdst" => ("original daddr", address_value(&arg)),
+                    "--ctorigsrcport" => ("original proto-src", port_value(&arg)),
+                    _ => ("original proto-dst", port_value(&arg)),
+                };
+                conditions.push(field_match(Field::Ct(key.into()), negate, value));
+                idx += 2;
+            }
+            "--ctdir" if module.as_deref() == Some("conntrack") => {
+                conditions.push(field_match(
+                    Field::Ct("direction".into()),
+                    negate,
+                    Value::Text(arg.to_ascii_lowercase()),
+                ));
+                idx += 2;
+            }
             "--comment" if module.as_deref() == Some("comment") => {
                 comment = Some(arg);
                 idx += 2;

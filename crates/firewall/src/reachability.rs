@@ -274,6 +274,7 @@ pub fn published(
             unnamed: false,
             outer_only: outer_only.clone(),
             oif: None,
+            original: None,
         };
         let nat = evaluate(ruleset, probe, &[base], context);
         // A connection an earlier chain translated is no longer to this
@@ -372,6 +373,7 @@ fn forward_path(
             unnamed: false,
             outer_only: outer_only.to_vec(),
             oif: None,
+            original: None,
         },
     );
     let forward_probe = Probe {
@@ -389,13 +391,40 @@ fn forward_path(
             unnamed: false,
             outer_only: outer_only.to_vec(),
             oif,
+            original: Some((probe.dst, probe.dport)),
+        },
+    );
+    // The replies cross the forward chains too, the other way: a rule that
+    // drops them (DOCKER-USER's `! -s ALLOWED` matches the container's
+    // replies) stops the connection as surely as one that drops the
+    // client's first packet.
+    let replies = evaluate(
+        ruleset,
+        &forward_probe,
+        &forward_bases,
+        Context {
+            mode: Mode::Reply,
+            unnamed: false,
+            outer_only: outer_only.to_vec(),
+            oif: published.oif.clone(),
+            original: Some((probe.dst, probe.dport)),
         },
     );
     let allowed = sources
         .intersection(&AddrRanges::from_nets(&before.allowed, version))
-        .intersection(&AddrRanges::from_nets(&after.allowed, version));
+        .intersection(&AddrRanges::from_nets(&after.allowed, version))
+        .intersection(&AddrRanges::from_nets(&replies.allowed, version));
     published.allowed = allowed.prefixes(version);
-    for (net, reason) in before.unknown.into_iter().chain(after.unknown) {
+    let reply_unknown = replies
+        .unknown
+        .into_iter()
+        .map(|(net, reason)| (net, format!("its replies: {reason}")));
+    for (net, reason) in before
+        .unknown
+        .into_iter()
+        .chain(after.unknown)
+        .chain(reply_unknown)
+    {
         let open = AddrRanges::from_nets(&[net], version)
             .intersection(sources)
             .difference(&allowed);
@@ -449,6 +478,7 @@ fn walk(ruleset: &Ruleset, probe: &Probe, unnamed: bool) -> Reachability {
         unnamed,
         outer_only: Vec::new(),
         oif: None,
+        original: None,
     };
     evaluate(ruleset, probe, &bases, context)
 }
@@ -491,6 +521,12 @@ enum Mode {
     /// Whether the forward chains let a translated connection through to
     /// the address behind the host.
     Forward,
+    /// Whether the forward chains let the replies of a translated
+    /// connection back: a packet from the address behind the host (the
+    /// probe's destination and port, now its source) to the client, whose
+    /// address is what the walk's sources stand for, in an established
+    /// connection, in the reply direction.
+    Reply,
 }
 
 /// What a walk knows besides the probe.
@@ -507,6 +543,11 @@ struct Context {
     /// The interface a forwarded connection leaves by: the link whose prefix
     /// holds the translated destination.
     oif: Option<String>,
+    /// The destination address and port the client connected to, where a
+    /// DNAT has since replaced the probe's (conntrack's original tuple,
+    /// `ct original daddr`, `--ctorigdstport`); `None` when the probe's own
+    /// are the original ones.
+    original: Option<(IpAddr, u16)>,
 }
 
 /// The walk of the base chains `bases` for `probe`, their answers
@@ -518,7 +559,7 @@ fn evaluate(ruleset: &Ruleset, probe: &Probe, bases: &[usize], context: Context)
     if bases.is_empty() {
         evidence.push(format!(
             "{probe}: no {} base chain sees {} packets, so every source is allowed",
-            if context.mode == Mode::Forward {
+            if matches!(context.mode, Mode::Forward | Mode::Reply) {
                 "forward"
             } else {
                 "input"
@@ -1220,41 +1261,23 @@ impl<'r> Walker<'r> {
                 self.test_payload(chain, condition, protocol, field, *op, value)
             }
             Field::Meta(key) => match key.as_str() {
+                // A reply arrives from the address behind the host, by the
+                // link toward it, and leaves by the interface the client's
+                // connection came in on.
+                "iif" | "iifname" if self.context.mode == Mode::Reply => {
+                    self.link_interface(chain, condition, *op, value)
+                }
+                "oif" | "oifname" if self.context.mode == Mode::Reply => {
+                    self.client_interface(chain, *op, value)
+                }
                 "iif" | "iifname" if self.context.unnamed => {
                     with_op(*op, self.member(chain, value, &|_| Member::No))
                 }
-                "iif" | "iifname" => {
-                    let outer_only = &self.context.outer_only;
-                    with_op(
-                        *op,
-                        self.member(chain, value, &|v| match v {
-                            Value::Text(name)
-                                if outer_only
-                                    .iter()
-                                    .any(|inner| interface_matches(name, inner)) =>
-                            {
-                                Member::No
-                            }
-                            other => interface_member(other),
-                        }),
-                    )
-                }
+                "iif" | "iifname" => self.client_interface(chain, *op, value),
                 // Where a forwarded connection leaves: the link toward its
                 // translated destination.
                 "oif" | "oifname" if self.context.mode == Mode::Forward => {
-                    match &self.context.oif {
-                        Some(oif) => with_op(
-                            *op,
-                            self.member(chain, value, &|v| match v {
-                                Value::Text(name) => yes_if(interface_matches(name, oif)),
-                                other => Member::Undecided(format!("`{other}` is not understood")),
-                            }),
-                        ),
-                        None => Test::Undecided(format!(
-                            "`{condition}`: no link of this namespace holds the translated destination {}",
-                            self.probe.dst
-                        )),
-                    }
+                    self.link_interface(chain, condition, *op, value)
                 }
                 "iiftype" => with_op(
                     *op,
@@ -1308,7 +1331,8 @@ impl<'r> Walker<'r> {
             Field::Ct(key) => {
                 // Conntrack runs at priority -200; before it a packet has no
                 // state to test.
-                let translated = self.context.mode == Mode::Forward;
+                let translated = matches!(self.context.mode, Mode::Forward | Mode::Reply);
+                let reply = self.context.mode == Mode::Reply;
                 let before_conntrack = self
                     .ruleset
                     .chains
@@ -1319,11 +1343,13 @@ impl<'r> Walker<'r> {
                     _ if before_conntrack => Test::Undecided(format!(
                         "`{condition}` is tested before connection tracking has run"
                     )),
-                    // A new connection: `new` and nothing else.
+                    // A new connection: `new` and nothing else; its
+                    // replies: `established`.
                     "state" => with_op(
                         *op,
                         self.member(chain, value, &|v| match v {
-                            Value::Text(t) if t == "new" => Member::Yes,
+                            Value::Text(t) if t == "new" => yes_if(!reply),
+                            Value::Text(t) if t == "established" => yes_if(reply),
                             // iptables' `--ctstate DNAT`: a forwarded
                             // connection was translated on its way.
                             Value::Text(t) if t == "dnat" && translated => Member::Yes,
@@ -1353,11 +1379,36 @@ impl<'r> Walker<'r> {
                             _ => Member::Undecided(format!("`{condition}` cannot be evaluated")),
                         }),
                     ),
+                    // The tuple of the connection's first packet: the
+                    // client's own address, and what it connected to
+                    // before any DNAT.
+                    "original saddr" => match self.address_set(chain, value) {
+                        Ok(set) => match op {
+                            Op::Eq | Op::In => Test::Sources(set),
+                            Op::Ne => Test::Sources(self.universe.difference(&set)),
+                            _ => cannot(),
+                        },
+                        Err(why) => Test::Undecided(format!("`{condition}`: {why}")),
+                    },
+                    "original daddr" => {
+                        let dst = self.context.original.map_or(self.probe.dst, |(dst, _)| dst);
+                        self.test_destination(chain, condition, dst, *op, value)
+                    }
+                    "original proto-dst" => {
+                        let dport = self
+                            .context
+                            .original
+                            .map_or(self.probe.dport, |(_, dport)| dport);
+                        self.test_dport(chain, condition, dport, *op, value)
+                    }
+                    "original proto-src" => Test::Undecided(format!(
+                        "`{condition}` depends on the source port the client picks"
+                    )),
                     "direction" => with_op(
                         *op,
                         self.member(chain, value, &|v| match v {
-                            Value::Text(t) if t == "original" => Member::Yes,
-                            Value::Text(t) if t == "reply" => Member::No,
+                            Value::Text(t) if t == "original" => yes_if(!reply),
+                            Value::Text(t) if t == "reply" => yes_if(reply),
                             _ => Member::Undecided(format!("`{condition}` cannot be evaluated")),
                         }),
                     ),
@@ -1404,6 +1455,34 @@ impl<'r> Walker<'r> {
         if !self.has_header(chain, protocol) {
             return Test::Fails;
         }
+        if self.context.mode == Mode::Reply {
+            // The reply's source is the address behind the host, its
+            // destination the client (the walk's sources).
+            match (protocol, field) {
+                ("ip" | "ip6", "saddr") => {
+                    return self.test_destination(chain, condition, self.probe.dst, op, value);
+                }
+                ("ip" | "ip6", "daddr") => {
+                    return match self.address_set(chain, value) {
+                        Ok(set) => match op {
+                            Op::Eq | Op::In => Test::Sources(set),
+                            Op::Ne => Test::Sources(self.universe.difference(&set)),
+                            _ => cannot(),
+                        },
+                        Err(why) => Test::Undecided(format!("`{condition}`: {why}")),
+                    };
+                }
+                ("tcp" | "udp" | "th", "sport") => {
+                    return self.test_dport(chain, condition, self.probe.dport, op, value);
+                }
+                ("tcp" | "udp" | "th", "dport") => {
+                    return Test::Undecided(format!(
+                        "`{condition}` depends on the source port the client picks"
+                    ));
+                }
+                _ => {}
+            }
+        }
         match protocol {
             "ip" | "ip6" => match field {
                 "saddr" => match self.address_set(chain, value) {
@@ -1414,29 +1493,7 @@ impl<'r> Walker<'r> {
                     },
                     Err(why) => Test::Undecided(format!("`{condition}`: {why}")),
                 },
-                "daddr" if self.context.unnamed => match self.address_set(chain, value) {
-                    Ok(set) => with_op(op, yes_if(set == self.universe)),
-                    Err(why) => Test::Undecided(format!("`{condition}`: {why}")),
-                },
-                "daddr" => {
-                    if self.probe.dst.is_unspecified() {
-                        return Test::Undecided(format!(
-                            "`{condition}` depends on which local address the client connects to"
-                        ));
-                    }
-                    let dst = address_number(self.probe.dst);
-                    match self.address_set(chain, value) {
-                        Ok(set) => with_op(
-                            op,
-                            if set.contains(dst) {
-                                Member::Yes
-                            } else {
-                                Member::No
-                            },
-                        ),
-                        Err(why) => Test::Undecided(format!("`{condition}`: {why}")),
-                    }
-                }
+                "daddr" => self.test_destination(chain, condition, self.probe.dst, op, value),
                 "protocol" | "nexthdr" => {
                     let ours = self.probe.protocol;
                     with_op(op, self.member(chain, value, &|v| protocol_member(v, ours)))
@@ -1444,38 +1501,123 @@ impl<'r> Walker<'r> {
                 _ => cannot(),
             },
             "tcp" | "udp" | "th" => match field {
-                "dport" if self.context.unnamed => match op {
-                    Op::Eq | Op::Ne | Op::In => {
-                        with_op(op, self.member(chain, value, &every_port_member))
-                    }
-                    _ => Test::Undecided(format!(
-                        "`{condition}` depends on the port a listener uses"
-                    )),
-                },
-                "dport" => {
-                    let dport = u64::from(self.probe.dport);
-                    match op {
-                        Op::Lt | Op::Gt | Op::Le | Op::Ge => match value {
-                            Value::Number(n) => {
-                                let holds = match op {
-                                    Op::Lt => dport < *n,
-                                    Op::Gt => dport > *n,
-                                    Op::Le => dport <= *n,
-                                    _ => dport >= *n,
-                                };
-                                if holds { Test::Holds } else { Test::Fails }
-                            }
-                            _ => cannot(),
-                        },
-                        _ => with_op(op, self.member(chain, value, &|v| port_member(v, dport))),
-                    }
-                }
+                "dport" => self.test_dport(chain, condition, self.probe.dport, op, value),
                 "sport" => Test::Undecided(format!(
                     "`{condition}` depends on the source port the client picks"
                 )),
                 _ => cannot(),
             },
             _ => cannot(),
+        }
+    }
+
+    /// A test of the interface a client's packets use on this host: not
+    /// loopback, and not a link toward an address some DNAT sends
+    /// connections to (a container bridge); which one is otherwise unknown.
+    fn client_interface(&mut self, chain: &Chain, op: Op, value: &Value) -> Test {
+        let outer_only = &self.context.outer_only;
+        with_op(
+            op,
+            self.member(chain, value, &|v| match v {
+                Value::Text(name)
+                    if outer_only
+                        .iter()
+                        .any(|inner| interface_matches(name, inner)) =>
+                {
+                    Member::No
+                }
+                other => interface_member(other),
+            }),
+        )
+    }
+
+    /// A test of the link toward the translated destination (the probe's,
+    /// in a forward or reply walk): where the connection leaves, and where
+    /// its replies come from.
+    fn link_interface(
+        &mut self,
+        chain: &Chain,
+        condition: &Condition,
+        op: Op,
+        value: &Value,
+    ) -> Test {
+        match &self.context.oif {
+            Some(link) => with_op(
+                op,
+                self.member(chain, value, &|v| match v {
+                    Value::Text(name) => yes_if(interface_matches(name, link)),
+                    other => Member::Undecided(format!("`{other}` is not understood")),
+                }),
+            ),
+            None => Test::Undecided(format!(
+                "`{condition}`: no link of this namespace holds the translated destination {}",
+                self.probe.dst
+            )),
+        }
+    }
+
+    /// A test of the destination address `dst` the probe has (`ip daddr`)
+    /// or had before a DNAT (`ct original daddr`).
+    fn test_destination(
+        &mut self,
+        chain: &Chain,
+        condition: &Condition,
+        dst: IpAddr,
+        op: Op,
+        value: &Value,
+    ) -> Test {
+        if self.context.unnamed {
+            return match self.address_set(chain, value) {
+                Ok(set) => with_op(op, yes_if(set == self.universe)),
+                Err(why) => Test::Undecided(format!("`{condition}`: {why}")),
+            };
+        }
+        if dst.is_unspecified() {
+            return Test::Undecided(format!(
+                "`{condition}` depends on which local address the client connects to"
+            ));
+        }
+        let dst = address_number(dst);
+        match self.address_set(chain, value) {
+            Ok(set) => with_op(op, yes_if(set.contains(dst))),
+            Err(why) => Test::Undecided(format!("`{condition}`: {why}")),
+        }
+    }
+
+    /// A test of the destination port `dport` the probe has (`tcp dport`)
+    /// or had before a DNAT (`ct original proto-dst`).
+    fn test_dport(
+        &mut self,
+        chain: &Chain,
+        condition: &Condition,
+        dport: u16,
+        op: Op,
+        value: &Value,
+    ) -> Test {
+        let cannot = || Test::Undecided(format!("`{condition}` cannot be evaluated"));
+        if self.context.unnamed {
+            return match op {
+                Op::Eq | Op::Ne | Op::In => {
+                    with_op(op, self.member(chain, value, &every_port_member))
+                }
+                _ => Test::Undecided(format!("`{condition}` depends on the port a listener uses")),
+            };
+        }
+        let dport = u64::from(dport);
+        match op {
+            Op::Lt | Op::Gt | Op::Le | Op::Ge => match value {
+                Value::Number(n) => {
+                    let holds = match op {
+                        Op::Lt => dport < *n,
+                        Op::Gt => dport > *n,
+                        Op::Le => dport <= *n,
+                        _ => dport >= *n,
+                    };
+                    if holds { Test::Holds } else { Test::Fails }
+                }
+                _ => cannot(),
+            },
+            _ => with_op(op, self.member(chain, value, &|v| port_member(v, dport))),
         }
     }
 

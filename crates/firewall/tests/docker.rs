@@ -26,14 +26,15 @@ fn fixture(name: &str) -> String {
 /// iptables-nft's tables (every one here holds xt expressions) through the
 /// save commands.
 fn ruleset() -> Ruleset {
+    ruleset_with(&fixture("published.iptables-save"))
+}
+
+/// [`ruleset`] with `iptables_save` as the IPv4 tables' listing.
+fn ruleset_with(iptables_save: &str) -> Ruleset {
     let mut ruleset = parse_nft_json(&fixture("published.json")).expect("fixture parses");
     let tables = iptables_nft_tables(&ruleset);
-    let mut saved = parse_iptables_save(
-        &fixture("published.iptables-save"),
-        AddrFamily::V4,
-        Backend::IptablesNft,
-    )
-    .expect("iptables-save fixture parses");
+    let mut saved = parse_iptables_save(iptables_save, AddrFamily::V4, Backend::IptablesNft)
+        .expect("iptables-save fixture parses");
     saved.extend(
         parse_iptables_save(
             &fixture("published.ip6tables-save"),
@@ -135,6 +136,69 @@ fn without_links_the_bridge_is_unknown() {
         expect![[r#"
             tcp/6379 to 198.18.91.1: input allows no source
               translation unknown 0.0.0.0/0: iptables-nft: ip nat DOCKER: rule 1 `-A DOCKER -i docker0 -j RETURN`: interface docker0: depends on the interface the connection arrives on
+        "#]],
+    );
+}
+
+/// DOCKER-USER rules that restrict a published port by conntrack's original
+/// tuple, as Docker's documentation does it (after the DNAT the packet's own
+/// destination is the container's, so `--dport` would name the container's
+/// port, and `-s` would also match the container's replies): the walk
+/// follows `--ctorigsrc` and `--ctorigdstport`, which name the client and
+/// the host's port, instead of calling them unknown. Written as
+/// iptables-save prints them, into the recorded ruleset.
+#[test]
+fn docker_user_restricts_by_the_original_tuple() {
+    let restricted = fixture("published.iptables-save").replace(
+        "-A DOCKER-USER -j RETURN",
+        "-A DOCKER-USER -p tcp -m conntrack ! --ctorigsrc 198.18.91.7 --ctorigdstport 6379 -j DROP\n\
+         -A DOCKER-USER -p tcp -m conntrack --ctorigsrc 198.18.91.128/25 --ctorigdstport 8080 -j DROP\n\
+         -A DOCKER-USER -m conntrack --ctdir REPLY --ctorigdstport 9999 -j DROP\n\
+         -A DOCKER-USER -j RETURN",
+    );
+    check(
+        &ruleset_with(&restricted),
+        &links(),
+        &[
+            "tcp/6379 198.18.91.1",
+            "tcp/8080 0.0.0.0",
+            "tcp/22 198.18.91.1",
+        ],
+        expect![[r#"
+            tcp/6379 to 198.18.91.1: input allows no source
+              dnat iptables-nft: ip nat DOCKER `-A DOCKER -d 198.18.91.1/32 ! -i docker0 -p tcp -m tcp --dport 6379 -j DNAT --to-destination 198.18.90.2:6379` from every source
+                to 198.18.90.2:6379 via docker0: forward allows 198.18.91.7/32
+            tcp/8080 to 0.0.0.0: input allows no source
+              dnat iptables-nft: ip nat DOCKER `-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 198.18.90.4:80` from every source
+                to 198.18.90.4:80 via docker0: forward allows 198.18.91.0/25
+            tcp/22 to 198.18.91.1: input allows every source
+        "#]],
+    );
+}
+
+/// A DOCKER-USER rule that names the allowed client by `-s` matches the
+/// container's replies too (their source is the container): it drops every
+/// connection to the port, the allowed client's included, as a real
+/// connection shows (tests/docker.rs in the CLI). The walk follows the
+/// replies back through the forward chains and says so.
+#[test]
+fn a_docker_user_rule_that_drops_the_replies_stops_every_connection() {
+    let restricted = fixture("published.iptables-save").replace(
+        "-A DOCKER-USER -j RETURN",
+        "-A DOCKER-USER -p tcp -m conntrack --ctorigdstport 6379 ! -s 198.18.91.7/32 -j DROP\n\
+         -A DOCKER-USER -j RETURN",
+    );
+    check(
+        &ruleset_with(&restricted),
+        &links(),
+        &["tcp/6379 198.18.91.1", "tcp/8080 0.0.0.0"],
+        expect![[r#"
+            tcp/6379 to 198.18.91.1: input allows no source
+              dnat iptables-nft: ip nat DOCKER `-A DOCKER -d 198.18.91.1/32 ! -i docker0 -p tcp -m tcp --dport 6379 -j DNAT --to-destination 198.18.90.2:6379` from every source
+                to 198.18.90.2:6379 via docker0: forward allows no source
+            tcp/8080 to 0.0.0.0: input allows no source
+              dnat iptables-nft: ip nat DOCKER `-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 198.18.90.4:80` from every source
+                to 198.18.90.4:80 via docker0: forward allows 198.18.91.0/24
         "#]],
     );
 }

@@ -9,10 +9,9 @@
 #[path = "../../firewall/tests/common/mod.rs"]
 mod common;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use common::{
     fixture, fixture_dir, fixture_in, legacy_fixture, nft_fixture, probe, render_verdict as render,
@@ -22,7 +21,7 @@ use perimeter_firewall::reachability::{Probe, Reachability, SourceFate, reachabi
 use perimeter_firewall::{Ruleset, verdict_from_nft_json};
 use perimeter_host::firewall::{firewall_verdict, read_ruleset};
 use perimeter_model::{FirewallVerdict, Protocol};
-use perimeter_testlab::{Requirement, require};
+use perimeter_testlab::{Requirement, connect_all, require};
 
 // ---------------------------------------------------------------------------
 // Default deny, live
@@ -558,18 +557,10 @@ fn lab_connections_agree_with_reachability() {
     let client_refs: Vec<&str> = client_addresses.iter().map(String::as_str).collect();
     let client = lab.add_host("cli", &client_refs).expect("client namespace");
 
-    // Listeners in the server namespace, never accepted: the kernel finishes
-    // the handshake into the backlog, which is what connect() waits for.
-    let listeners = server
-        .enter(|| {
-            LAB_PORTS
-                .map(|port| std::net::TcpListener::bind((SERVER, port)).map_err(|e| e.to_string()))
-        })
-        .expect("enter server namespace");
-    let _listeners: Vec<std::net::TcpListener> = listeners
-        .into_iter()
-        .map(|l| l.expect("listen in the lab"))
-        .collect();
+    // Listeners in the server namespace, never accepted.
+    let _listeners = server
+        .listen_tcp(SERVER.parse().expect("literal"), &LAB_PORTS)
+        .expect("listen in the lab");
 
     let mut n_allowed = 0;
     let mut n_denied = 0;
@@ -645,49 +636,6 @@ fn lab_connections_agree_with_reachability() {
         n_allowed >= 20 && n_denied >= 20,
         "{n_allowed} allowed, {n_denied} denied"
     );
-}
-
-/// Connects from every source to every port at once, each attempt bound to
-/// its source address. A dropped SYN shows as no answer within the timeout;
-/// nothing outside the lab is reachable, so there is nothing else to wait for.
-fn connect_all(sources: &[&str], server: &str, ports: &[u16]) -> Vec<((IpAddr, u16), bool)> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let server: IpAddr = server.parse().expect("literal");
-    let attempts: Vec<(IpAddr, u16)> = ports
-        .iter()
-        .flat_map(|&port| {
-            sources
-                .iter()
-                .map(move |s| (s.parse::<IpAddr>().expect("literal"), port))
-        })
-        .collect();
-    runtime.block_on(async move {
-        let tasks: Vec<_> = attempts
-            .iter()
-            .map(|&(source, port)| {
-                tokio::spawn(async move {
-                    let socket = tokio::net::TcpSocket::new_v4().ok()?;
-                    socket.bind(SocketAddr::new(source, 0)).ok()?;
-                    tokio::time::timeout(
-                        Duration::from_secs(3),
-                        socket.connect(SocketAddr::new(server, port)),
-                    )
-                    .await
-                    .ok()?
-                    .ok()
-                })
-            })
-            .collect();
-        let mut results = Vec::new();
-        for (task, attempt) in tasks.into_iter().zip(attempts) {
-            let connected = matches!(task.await, Ok(Some(_)));
-            results.push((attempt, connected));
-        }
-        results
-    })
 }
 
 // ---------------------------------------------------------------------------
@@ -795,20 +743,12 @@ fn lab_dnat_connections_agree_with_reachability() {
 
     // The gateway's own listeners on every port (a DNAT shadows some of
     // them) and the listeners behind; never accepted, as above.
-    let listen = |ns: &perimeter_testlab::Ns, address: &'static str, ports: Vec<u16>| {
-        ns.enter(move || {
-            ports
-                .into_iter()
-                .map(|port| std::net::TcpListener::bind((address, port)).map_err(|e| e.to_string()))
-                .collect::<Vec<_>>()
-        })
-        .expect("enter namespace")
-        .into_iter()
-        .map(|l| l.expect("listen in the lab"))
-        .collect::<Vec<_>>()
-    };
-    let _gateway_listeners = listen(&gateway, "0.0.0.0", NAT_PORTS.to_vec());
-    let _behind_listeners = listen(&behind, BEHIND, BEHIND_PORTS.to_vec());
+    let _gateway_listeners = gateway
+        .listen_tcp(std::net::Ipv4Addr::UNSPECIFIED.into(), &NAT_PORTS)
+        .expect("listen on the gateway");
+    let _behind_listeners = behind
+        .listen_tcp(BEHIND.parse().expect("literal"), &BEHIND_PORTS)
+        .expect("listen behind");
 
     let cases = [
         (

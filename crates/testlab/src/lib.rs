@@ -15,7 +15,7 @@
 //! temporary directory, for the fleet store's and the server's tests.
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -199,6 +199,22 @@ impl Ns {
         }
     }
 
+    /// TCP listeners on `address` and each of `ports` inside this namespace,
+    /// never accepted: the kernel finishes the handshake into the backlog,
+    /// which is what a client's connect() waits for.
+    pub fn listen_tcp(&self, address: IpAddr, ports: &[u16]) -> Result<Vec<TcpListener>> {
+        let ports = ports.to_vec();
+        self.enter(move || {
+            ports
+                .into_iter()
+                .map(|port| {
+                    TcpListener::bind((address, port))
+                        .with_context(|| format!("cannot listen on {address} port {port}"))
+                })
+                .collect::<Result<Vec<_>>>()
+        })?
+    }
+
     /// Wait until a TCP port accepts connections from inside this namespace.
     pub fn wait_tcp(&self, address: SocketAddr, timeout: Duration) -> Result<()> {
         let ok = self.enter(move || {
@@ -219,6 +235,52 @@ impl Ns {
         }
         Ok(())
     }
+}
+
+/// Connects from every source to every port of `server` at once, each attempt
+/// bound to its source address, from the namespace of the calling thread (in
+/// a lab, inside [`Ns::enter`] of the client). A dropped SYN shows as no
+/// answer within the timeout; nothing outside the lab is reachable, so there
+/// is nothing else to wait for. The answers come port by port, each port's
+/// sources in the order given.
+pub fn connect_all(sources: &[&str], server: &str, ports: &[u16]) -> Vec<((IpAddr, u16), bool)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let server: IpAddr = server.parse().expect("literal");
+    let attempts: Vec<(IpAddr, u16)> = ports
+        .iter()
+        .flat_map(|&port| {
+            sources
+                .iter()
+                .map(move |s| (s.parse::<IpAddr>().expect("literal"), port))
+        })
+        .collect();
+    runtime.block_on(async move {
+        let tasks: Vec<_> = attempts
+            .iter()
+            .map(|&(source, port)| {
+                tokio::spawn(async move {
+                    let socket = tokio::net::TcpSocket::new_v4().ok()?;
+                    socket.bind(SocketAddr::new(source, 0)).ok()?;
+                    tokio::time::timeout(
+                        Duration::from_secs(3),
+                        socket.connect(SocketAddr::new(server, port)),
+                    )
+                    .await
+                    .ok()?
+                    .ok()
+                })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for (task, attempt) in tasks.into_iter().zip(attempts) {
+            let connected = matches!(task.await, Ok(Some(_)));
+            results.push((attempt, connected));
+        }
+        results
+    })
 }
 
 impl Drop for Ns {

@@ -77,6 +77,21 @@ pub(crate) fn listener(doc: &Value, port: u16) -> Value {
         .unwrap_or_else(|| panic!("no tcp listener on port {port} in {doc:#}"))
 }
 
+/// Whether `address` is in one of the IPv4 prefixes of `list` (JSON strings).
+pub(crate) fn in_prefixes(list: &serde_json::Value, address: &str) -> bool {
+    let address: std::net::Ipv4Addr = address.parse().expect("address");
+    list.as_array().into_iter().flatten().any(|net| {
+        let Some((base, len)) = net.as_str().and_then(|n| n.split_once('/')) else {
+            return false;
+        };
+        let (Ok(base), Ok(len)) = (base.parse::<std::net::Ipv4Addr>(), len.parse::<u32>()) else {
+            return false;
+        };
+        let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+        u32::from(address) & mask == u32::from(base) & mask
+    })
+}
+
 /// Sorted, deduplicated rule ids of the findings whose subject mentions any
 /// of `needles`.
 pub(crate) fn rules_about(doc: &Value, needles: &[&str]) -> Vec<String> {
@@ -231,4 +246,100 @@ pub(crate) fn ufw(ns: &Ns, dir: &Path, args: &[&str]) {
     full.extend_from_slice(args);
     ns.exec("unshare", &full)
         .unwrap_or_else(|e| panic!("ufw {args:?}: {e:#}"));
+}
+
+// The real-connection oracle of the container tests (tests/docker.rs,
+// tests/podman.rs): what the audit says of each (source, port) against
+// what `perimeter_testlab::connect_all` really did.
+
+/// perimeter's answer for a connection from `source` to `host`'s address and
+/// `port`: whether some listener the audit saw on that address (its own, or
+/// a wildcard) lets it in, or why the audit could not tell. No listener
+/// there: nothing answers.
+pub(crate) fn verdict(doc: &Value, host: &str, source: &str, port: u16) -> Result<bool, String> {
+    let mut reached = false;
+    let listeners = doc["listeners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l["protocol"] == "tcp" && l["port"] == port);
+    for listener in listeners {
+        let address = listener["address"].as_str().unwrap_or_default();
+        let takes_it = address == host
+            || address == "0.0.0.0"
+            || (address == "::" && listener["accepts_ipv4"] == true);
+        if !takes_it {
+            continue;
+        }
+        let reach = &listener["reachable_from"];
+        if reach.is_null() {
+            return Err(format!(
+                "no reachability for {address}:{port}: {listener:#}"
+            ));
+        }
+        let unknown = reach["unknown"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|u| in_prefixes(&Value::Array(vec![u["sources"].clone()]), source));
+        if let Some(unknown) = unknown {
+            return Err(format!("unknown for {address}:{port}: {unknown}"));
+        }
+        reached |= in_prefixes(&reach["allowed"], source);
+    }
+    Ok(reached)
+}
+
+/// Where the audit's answers (`verdict`) differ from the real connections
+/// to `host`, or are undecided, one line each.
+pub(crate) fn disagreements(
+    doc: &Value,
+    host: &str,
+    connected: &[((std::net::IpAddr, u16), bool)],
+) -> Vec<String> {
+    let mut mismatches = Vec::new();
+    for &((source, port), really) in connected {
+        match verdict(doc, host, &source.to_string(), port) {
+            Ok(says) if says == really => {}
+            Ok(says) => mismatches.push(format!(
+                "{source} -> {port}: perimeter says reachable={says}, a real connection {}",
+                if really { "opened" } else { "did not open" }
+            )),
+            Err(why) => mismatches.push(format!("{source} -> {port}: {why}")),
+        }
+    }
+    mismatches
+}
+
+/// What a client in `client` reads from `address` within two seconds, if it
+/// connects.
+pub(crate) fn answer(client: &Ns, address: std::net::SocketAddr) -> Option<String> {
+    use std::io::Read;
+    use std::time::Duration;
+    client
+        .enter(move || {
+            let mut stream =
+                std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
+            stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            let mut text = String::new();
+            let _ = stream.read_to_string(&mut text);
+            Some(text)
+        })
+        .expect("enter the client's namespace")
+}
+
+/// What `client` reads from `address` once the container behind it answers
+/// `+PONG` (a container's server starts after `run` returns), asking for
+/// ten seconds at most.
+pub(crate) fn await_pong(client: &Ns, address: std::net::SocketAddr) -> Option<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut reply = None;
+    while std::time::Instant::now() < deadline {
+        reply = answer(client, address);
+        if reply.as_deref().is_some_and(|r| r.contains("+PONG")) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    reply
 }
