@@ -129,6 +129,8 @@ mod tests {
         Container {
             runtime: "docker".into(),
             id: format!("{:0<64}", "4f9a0d2c6b1e"),
+            namespace: None,
+            pod: None,
             name: name.into(),
             image: "redis:7".into(),
             image_id: "sha256:abc".into(),

@@ -350,6 +350,8 @@ mod tests {
         perimeter_model::Container {
             runtime: "docker".into(),
             id: format!("{id:0<64}"),
+            namespace: None,
+            pod: None,
             name: name.into(),
             image: "redis:7".into(),
             image_id: "sha256:1".into(),

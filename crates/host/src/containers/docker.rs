@@ -249,6 +249,8 @@ fn read_container(data_root: &Path, id: &str) -> Result<Container, String> {
     Ok(Container {
         runtime: "docker".to_owned(),
         id: id.to_owned(),
+        namespace: None,
+        pod: None,
         name: config.name.trim_start_matches('/').to_owned(),
         image: config.config.image,
         image_id: config.image_id,

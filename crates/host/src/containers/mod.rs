@@ -1,8 +1,10 @@
 //! The containers this host's runtimes know, each from the runtime's own
 //! state on disk, read-only: Docker's (docker.rs: its data root's
-//! `containers/<id>/` directories) and Podman's (podman.rs:
+//! `containers/<id>/` directories), Podman's (podman.rs:
 //! containers/storage's `containers.json` and `images.json`, each
-//! container's `userdata`, and the conmon that monitors it).
+//! container's `userdata`, and the conmon that monitors it) and
+//! containerd's, Kubernetes' among them (containerd.rs: each running task's
+//! bundle, its OCI spec and first process).
 //!
 //! The runtimes' API sockets would give the same facts, but asking one means
 //! speaking to a root daemon that can also start containers (or, for Podman,
@@ -11,6 +13,7 @@
 //! is untrusted input: sizes are capped, and a file that does not parse is a
 //! problem of its own, not the end of the audit.
 
+mod containerd;
 mod docker;
 mod podman;
 
@@ -19,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use perimeter_model::{Container, Problem, Process};
 
+pub use containerd::containerd_containers;
 pub use docker::docker_containers;
 pub use podman::{parse_fib_trie_local, parse_if_inet6_global, podman_containers};
 
@@ -27,9 +31,11 @@ const MAX_STATE_BYTES: u64 = 4 * 1024 * 1024;
 /// The most containers read from one data root or store.
 const MAX_CONTAINERS: usize = 10_000;
 
-/// Every runtime's containers: Docker's, then Podman's.
+/// Every runtime's containers: Docker's, then Podman's, then containerd's
+/// (outside Docker's namespace); containerd's name their processes (whose
+/// cgroups do not), which is the one change made to `processes`.
 pub fn containers(
-    processes: &BTreeMap<u32, Process>,
+    processes: &mut BTreeMap<u32, Process>,
     fs_root: &Path,
     proc_root: &Path,
 ) -> (Vec<Container>, Vec<Problem>) {
@@ -37,6 +43,10 @@ pub fn containers(
     let (podman, podman_problems) = podman_containers(processes, fs_root, proc_root);
     containers.extend(podman);
     problems.extend(podman_problems);
+    let (containerd, containerd_problems) = containerd_containers(processes, fs_root, proc_root);
+    containers.extend(containerd);
+    problems.extend(containerd_problems);
+    containerd::claim_processes(processes, &containers);
     (containers, problems)
 }
 

@@ -275,7 +275,7 @@ pub fn parse_if_inet6_global(text: &str) -> Vec<IpAddr> {
 
 /// The addresses of the network namespace a process lives in, as /proc
 /// shows it to a reader outside.
-fn netns_addresses(proc_root: &Path, pid: u32) -> Vec<IpAddr> {
+pub(super) fn netns_addresses(proc_root: &Path, pid: u32) -> Vec<IpAddr> {
     let net = proc_root.join(pid.to_string()).join("net");
     let read = |name: &str| {
         perimeter_files::read_text(&net.join(name), "a namespace's addresses", MAX_NET_BYTES)
@@ -460,6 +460,8 @@ fn read_store(
                 runtime: "podman".to_owned(),
                 id,
                 name,
+                namespace: None,
+                pod: None,
                 image: image_name,
                 image_id: if is_container_id(&entry.image) {
                     format!("sha256:{}", entry.image)
