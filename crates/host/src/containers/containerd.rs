@@ -25,9 +25,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use perimeter_model::{Container, Pod, Problem, Process};
-use serde::Deserialize;
 
-use super::{MAX_CONTAINERS, flag_value, read_json, rooted};
+use super::{MAX_CONTAINERS, OciSpec, flag_value, is_runtime_socket, list_dir, read_json, rooted};
 
 /// containerd's state directory when it is given none.
 const DEFAULT_STATE: &str = "/run/containerd";
@@ -50,49 +49,6 @@ const MAX_NAMESPACES: usize = 1024;
 /// How far up its parents a process is followed to its container's first
 /// process.
 const MAX_ANCESTRY: usize = 64;
-
-/// The parts of the OCI runtime spec that say what a container may do.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct OciSpec {
-    process: OciProcess,
-    annotations: BTreeMap<String, String>,
-    mounts: Vec<OciMount>,
-    linux: OciLinux,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct OciProcess {
-    capabilities: OciCapabilities,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct OciCapabilities {
-    bounding: Vec<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct OciMount {
-    source: String,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct OciLinux {
-    namespaces: Vec<OciNamespace>,
-    #[serde(rename = "maskedPaths")]
-    masked_paths: Vec<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct OciNamespace {
-    #[serde(rename = "type")]
-    kind: String,
-}
 
 /// The state directory containerd's TOML configuration sets: `state =
 /// "..."` before the first table. Like containers/storage's file, only one
@@ -193,22 +149,8 @@ fn state_dirs(processes: &BTreeMap<u32, Process>, fs_root: &Path) -> BTreeSet<Pa
 /// The sorted identifiers among a directory's subdirectories (none when it
 /// does not exist), or the problem of listing it.
 fn list_identifiers(dir: &Path, problems: &mut Vec<Problem>) -> Vec<String> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
-        Err(err) => {
-            problems.push(
-                Problem::new(
-                    dir.display().to_string(),
-                    format!("cannot list containerd's tasks: {err}"),
-                )
-                .with_hint("run as root to see which container holds a port"),
-            );
-            return Vec::new();
-        }
-    };
-    let mut names: Vec<String> = entries
-        .filter_map(Result::ok)
+    let mut names: Vec<String> = list_dir(dir, "containerd's tasks", problems)
+        .into_iter()
         // Directories only, and not through a link: a bundle elsewhere is
         // not containerd's.
         .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir()))
@@ -340,7 +282,7 @@ fn read_bundle(
     };
     let network_mode = match &spec {
         None => "",
-        Some(spec) if !spec.linux.namespaces.iter().any(|ns| ns.kind == "network") => "host",
+        Some(spec) if spec.host_network() => "host",
         Some(_) if shares_shims_network => "host",
         Some(_) => "private",
     };
@@ -368,11 +310,6 @@ fn read_bundle(
         None => None,
     }
     .unwrap_or_else(|| bundle.id.to_owned());
-    let socket = |path: &str| {
-        ["docker.sock", "containerd.sock", "podman.sock", "crio.sock"]
-            .iter()
-            .any(|socket| path.ends_with(&format!("/{socket}")))
-    };
     Container {
         runtime: RUNTIME.to_owned(),
         id: bundle.id.to_owned(),
@@ -398,7 +335,7 @@ fn read_bundle(
             && spec.linux.masked_paths.is_empty(),
         pod,
         network_mode: network_mode.to_owned(),
-        runtime_socket_mounted: spec.mounts.iter().any(|m| socket(&m.source)),
+        runtime_socket_mounted: spec.mounts.iter().any(|m| is_runtime_socket(&m.source)),
         writable_layer,
         drift: Vec::new(),
         published: Vec::new(),
@@ -554,22 +491,12 @@ mod tests {
     const CRI_ID: &str = "9c6c1f0a55e7b35c4d8f60d2e1b6a8f3c0b1a2d3e4f5061728394a5b6c7d8e9f";
     const SANDBOX_ID: &str = "1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f809";
 
+    /// A process of the host's network namespace.
     fn process(pid: u32, ppid: u32, comm: &str, cmdline: &str) -> Process {
         Process {
-            pid,
             ppid,
-            comm: comm.into(),
-            cmdline: cmdline.split_whitespace().map(str::to_owned).collect(),
-            uid: 0,
-            account: None,
-            exe: Some(PathBuf::from(format!("/usr/bin/{comm}"))),
-            exe_deleted: false,
-            cwd: None,
-            cgroup: None,
-            unit: None,
-            container: None,
             netns_inode: Some(4026531840),
-            ownership: perimeter_model::Ownership::NotChecked,
+            ..super::super::test_process(pid, comm, cmdline)
         }
     }
 
