@@ -1,22 +1,24 @@
 //! containerd's containers, end to end (issue 12): a real containerd
 //! (Debian's, with runc) in a lab namespace runs two busybox containers with
-//! `ctr run`: one on the namespace's network (`--net-host`) carrying the
-//! annotations Kubernetes' CRI plugin writes (pod, its namespace, the
-//! container's name and type, the image), one in a network namespace of its
-//! own. `perimeter audit` must trace each listener to its container from
-//! containerd's own state (the task's bundle: the OCI spec and `init.pid`),
-//! with the runtime, containerd's namespace, the container id and, for the
-//! first, the pod.
+//! `ctr run`: one from a directory (`--rootfs`) on the namespace's network
+//! (`--net-host`) carrying the annotations Kubernetes' CRI plugin writes
+//! (pod, its namespace, the container's name and type, the image), one from
+//! an imported image, in a network namespace of its own. `perimeter audit`
+//! must trace each listener to its container from containerd's own state
+//! (the task's bundle: the OCI spec and `init.pid`), with the runtime,
+//! containerd's namespace, the container id and, for the first, the pod;
+//! and an executable copied into the second (its overlay's upper directory)
+//! is `container.drift`.
 //!
 //! Isolation: containerd runs through `nsenter` in a holder process (see
 //! common/containers.rs) started in the lab namespace, whose private mount
 //! namespace has tmpfs over /run and /var/lib: runc's state
 //! (/run/containerd/runc) and every mount the shims make stay in it. Its
 //! root, state and socket are in a temporary directory (`--config` names a
-//! private configuration, with the CRI plugin disabled); the containers run
-//! from a directory holding a static busybox (`ctr run --rootfs`: no
-//! registry, no image store, no snapshotter). Nothing leaves the lab
-//! namespace: one container shares it, the other has its own.
+//! private configuration, with the CRI plugin disabled). The image is an
+//! OCI layout of a static busybox built here and imported (`ctr images
+//! import`): no registry is asked. Nothing leaves the lab namespace: one
+//! container shares it, the other has its own.
 
 mod common;
 
@@ -186,7 +188,7 @@ impl Drop for Containerd {
         // them), then the holder: the last process of the mount namespace
         // that holds the shims' mounts and runc's state.
         for id in [WEB, PLAIN] {
-            let _ = self.ctr(&["task", "kill", "--signal", "SIGKILL", id]);
+            let _ = self.ctr(&["task", "kill", "--all", "--signal", "SIGKILL", id]);
         }
         for id in [WEB, PLAIN] {
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -267,6 +269,8 @@ fn containerds_containers_and_a_pods_annotations_name_their_listeners() {
     }
     let ns = Ns::new("ctrd").expect("namespace");
     let containerd = Containerd::start(&ns);
+    let archive = containers::busybox_oci_archive(containerd.dir.path(), IMAGE);
+    containerd.ctr_ok(&["images", "import", &archive.to_string_lossy()]);
     let rootfs = containers::busybox_rootfs(containerd.dir.path());
     let rootfs = rootfs.to_string_lossy();
     let web_port = WEB_PORT.to_string();
@@ -295,8 +299,7 @@ fn containerds_containers_and_a_pods_annotations_name_their_listeners() {
     containerd.ctr_ok(&[
         "run",
         "--detach",
-        "--rootfs",
-        &rootfs,
+        IMAGE,
         PLAIN,
         "/bin/busybox",
         "httpd",
@@ -388,6 +391,54 @@ fn containerds_containers_and_a_pods_annotations_name_their_listeners() {
     );
     assert!(
         common::finding(&everything, "container.host-network", &plain_subject).is_none(),
+        "{:#}",
+        everything["findings"]
+    );
+
+    // A binary dropped into the running container, as a miner would be, and
+    // not in a scratch directory: only the writable layer (the upper
+    // directory of the overlay its root is) gives it away.
+    containerd.ctr_ok(&[
+        "task",
+        "exec",
+        "--detach",
+        "--exec-id",
+        "drift",
+        PLAIN,
+        "/bin/sh",
+        "-c",
+        // busybox runs the applet its argv[0] names: a link named sleep.
+        "busybox mkdir -p /opt && busybox cp /bin/busybox /opt/xminer && \
+         busybox ln -s xminer /opt/sleep && exec /opt/sleep 300",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let drifted = loop {
+        let (_, doc) = common::audit_json(
+            Some(&ns),
+            &approvals,
+            &["--no-service-probes", "--all-netns"],
+        );
+        if let Some(finding) = common::finding(&doc, "container.drift", "/opt/xminer") {
+            break finding.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no container.drift about /opt/xminer: {:#}",
+            doc["findings"]
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(drifted["severity"], "high", "{drifted:#}");
+    assert!(
+        drifted["subject"]
+            .as_str()
+            .is_some_and(|s| s.starts_with(&plain_subject)),
+        "{drifted:#}"
+    );
+    // The image's own busybox (the httpd both serve with) is not judged by
+    // the host's packages.
+    assert!(
+        common::finding(&everything, "exec.unpackaged", "/bin/busybox").is_none(),
         "{:#}",
         everything["findings"]
     );

@@ -38,9 +38,12 @@ pub(crate) fn require_busybox() -> bool {
 }
 
 /// `dir/rootfs`: a root file system holding only the static busybox (and
-/// `sh`, a link to it).
+/// `sh`, a link to it), made once.
 pub(crate) fn busybox_rootfs(dir: &Path) -> PathBuf {
     let rootfs = dir.join("rootfs");
+    if rootfs.join("bin/sh").symlink_metadata().is_ok() {
+        return rootfs;
+    }
     std::fs::create_dir_all(rootfs.join("bin")).expect("mkdir");
     std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("copy busybox");
     std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).expect("symlink");
@@ -50,18 +53,88 @@ pub(crate) fn busybox_rootfs(dir: &Path) -> PathBuf {
 /// `dir/rootfs.tar`: [`busybox_rootfs`] as a tarball, for `docker import`
 /// and `podman import`.
 pub(crate) fn busybox_tarball(dir: &Path) -> PathBuf {
-    let rootfs = busybox_rootfs(dir);
     let tarball = dir.join("rootfs.tar");
+    tar(&busybox_rootfs(dir), &tarball);
+    tarball
+}
+
+/// `tarball`: everything in `dir`.
+fn tar(dir: &Path, tarball: &Path) {
     let status = Command::new("tar")
         .arg("-C")
-        .arg(&rootfs)
+        .arg(dir)
         .arg("-cf")
-        .arg(&tarball)
+        .arg(tarball)
         .arg(".")
         .status()
         .expect("tar runs");
-    assert!(status.success(), "tar");
-    tarball
+    assert!(status.success(), "tar {}", dir.display());
+}
+
+/// The sha256 of a file, in hex (`sha256sum`'s).
+fn sha256(path: &Path) -> String {
+    let output = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum runs");
+    assert!(output.status.success(), "sha256sum {}", path.display());
+    String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .next()
+        .expect("a digest")
+        .to_owned()
+}
+
+/// `dir/image.tar`: an OCI image layout, as a tarball, of one layer holding
+/// [`busybox_rootfs`], named `name` (`io.containerd.image.name`), for `ctr
+/// images import`.
+pub(crate) fn busybox_oci_archive(dir: &Path, name: &str) -> PathBuf {
+    let layer = busybox_tarball(dir);
+    let oci = dir.join("oci");
+    let blobs = oci.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).expect("mkdir");
+    // Each blob under its digest; the descriptor that names it (with
+    // `more` fields).
+    let blob = |path: &Path, media_type: &str, more: &str| -> String {
+        let digest = sha256(path);
+        std::fs::copy(path, blobs.join(&digest)).expect("copy blob");
+        let size = std::fs::metadata(path).expect("blob").len();
+        format!(r#"{{"mediaType":"{media_type}","digest":"sha256:{digest}","size":{size}{more}}}"#)
+    };
+    let layer_digest = sha256(&layer);
+    let layer = blob(&layer, "application/vnd.oci.image.layer.v1.tar", "");
+    let config = dir.join("image-config.json");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":["sha256:{layer_digest}"]}}}}"#
+        ),
+    )
+    .expect("config");
+    let config = blob(&config, "application/vnd.oci.image.config.v1+json", "");
+    let manifest = dir.join("image-manifest.json");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{config},"layers":[{layer}]}}"#
+        ),
+    )
+    .expect("manifest");
+    let manifest = blob(
+        &manifest,
+        "application/vnd.oci.image.manifest.v1+json",
+        &format!(r#","annotations":{{"io.containerd.image.name":"{name}"}}"#),
+    );
+    std::fs::write(
+        oci.join("index.json"),
+        format!(r#"{{"schemaVersion":2,"manifests":[{manifest}]}}"#),
+    )
+    .expect("index.json");
+    std::fs::write(oci.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)
+        .expect("oci-layout");
+    let archive = dir.join("image.tar");
+    tar(&oci, &archive);
+    archive
 }
 
 /// A process in a lab namespace that has mounted the cgroups again and
