@@ -9,12 +9,26 @@ use crate::rules::{
     CONTAINER_RUNTIME_SOCKET,
 };
 
-/// How a container is named in findings: `container cache (redis:7, 4f9a0d2c6b1e)`.
+/// How a container is named in findings: `container cache (redis:7,
+/// 4f9a0d2c6b1e)`; a Kubernetes container with its pod (`container web of
+/// pod shop/web-7d9f8 (...)`); a containerd container whose image its
+/// bundle does not say with its runtime instead (`container web
+/// (containerd, web)`).
 pub fn container_subject(container: &Container) -> String {
+    let pod = container
+        .pod
+        .as_ref()
+        .filter(|pod| !pod.sandbox)
+        .map(|pod| format!(" of pod {}/{}", pod.namespace, pod.name))
+        .unwrap_or_default();
+    let image = if container.image.is_empty() {
+        &container.runtime
+    } else {
+        &container.image
+    };
     format!(
-        "container {} ({}, {})",
+        "container {}{pod} ({image}, {})",
         container.name,
-        container.image,
         container.short_id()
     )
 }
@@ -23,7 +37,13 @@ pub(crate) fn check(snapshot: &HostSnapshot) -> Vec<Finding> {
     let mut findings = Vec::new();
     for container in snapshot.containers.iter().filter(|c| c.running) {
         let subject = container_subject(container);
-        let evidence = format!("{} state of container {}", container.runtime, container.id);
+        let evidence = match &container.namespace {
+            Some(namespace) => format!(
+                "{} state of container {namespace}/{}",
+                container.runtime, container.id
+            ),
+            None => format!("{} state of container {}", container.runtime, container.id),
+        };
         for (pid, exe) in &container.drift {
             let process = snapshot.processes.get(pid);
             let mut finding = Finding::new(
@@ -129,6 +149,8 @@ mod tests {
         Container {
             runtime: "docker".into(),
             id: format!("{:0<64}", "4f9a0d2c6b1e"),
+            namespace: None,
+            pod: None,
             name: name.into(),
             image: "redis:7".into(),
             image_id: "sha256:abc".into(),
@@ -184,6 +206,44 @@ mod tests {
             medium container.root container ci-runner (redis:7, 4f9a0d2c6b1e)
               container ci-runner (redis:7, 4f9a0d2c6b1e) runs as the host's root (pid 100): an escape from it is root on the host
               | docker state of container 4f9a0d2c6b1e0000000000000000000000000000000000000000000000000000
+        "#]]
+        .assert_eq(&render(&findings));
+    }
+
+    #[test]
+    fn containerds_containers_are_named_by_pod_or_runtime() {
+        let mut snap = snapshot(
+            Vec::new(),
+            vec![
+                process(100, 1, "/usr/bin/nginx", 0, "root"),
+                process(200, 1, "/bin/busybox", 0, "root"),
+            ],
+        );
+        let mut web = container("web", 100);
+        web.runtime = "containerd".into();
+        web.namespace = Some("k8s.io".into());
+        web.image = "registry.example/web:1.2".into();
+        web.pod = Some(perimeter_model::Pod {
+            name: "web-7d9f8".into(),
+            namespace: "shop".into(),
+            container: Some("web".into()),
+            sandbox: false,
+        });
+        let mut plain = container("t2", 200);
+        plain.runtime = "containerd".into();
+        plain.id = "t2".into();
+        plain.namespace = Some("default".into());
+        plain.image = String::new();
+        snap.containers = vec![web, plain];
+        let mut findings = check(&snap);
+        crate::sort_findings(&mut findings);
+        expect![[r#"
+            medium container.root container t2 (containerd, t2)
+              container t2 (containerd, t2) runs as the host's root (pid 200): an escape from it is root on the host
+              | containerd state of container default/t2
+            medium container.root container web of pod shop/web-7d9f8 (registry.example/web:1.2, 4f9a0d2c6b1e)
+              container web of pod shop/web-7d9f8 (registry.example/web:1.2, 4f9a0d2c6b1e) runs as the host's root (pid 100): an escape from it is root on the host
+              | containerd state of container k8s.io/4f9a0d2c6b1e0000000000000000000000000000000000000000000000000000
         "#]]
         .assert_eq(&render(&findings));
     }

@@ -107,6 +107,8 @@ pub(crate) fn container(
     perimeter_model::Container {
         runtime: "docker".into(),
         id: format!("{id:0<64}"),
+        namespace: None,
+        pod: None,
         name: name.into(),
         image: "redis:7".into(),
         image_id: "sha256:1".into(),

@@ -23,12 +23,11 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{private_ufw_config, stdout, ufw};
-use perimeter_testlab::{Daemon, Lab, Ns, Requirement, require, require_that};
+use common::{containers, private_ufw_config, stdout, ufw};
+use perimeter_testlab::{Daemon, Lab, Ns, Requirement, require};
 
 const DOCKER_HOST_ADDR: &str = "198.18.92.5";
 const CLIENT_ADDR: &str = "198.18.92.9";
@@ -50,14 +49,7 @@ fn require_docker_lab() -> bool {
         && require(Requirement::Tool("nft"))
         && require(Requirement::Tool("iptables-nft-save"))
         && require(Requirement::Tool("unshare"))
-        && require_that(
-            "a static busybox (Debian's busybox-static) for the container image",
-            if Path::new("/bin/busybox").exists() {
-                Ok(())
-            } else {
-                Err("/bin/busybox is missing".to_owned())
-            },
-        )
+        && containers::require_busybox()
 }
 
 /// dockerd in a lab namespace, its containers removed and the daemon stopped
@@ -72,24 +64,16 @@ impl Dockerd {
     fn start(ns: &Ns, extra: &[&str]) -> Dockerd {
         let dir = tempfile::tempdir().expect("tempdir");
         // `ip netns exec` gives dockerd a private mount namespace with a fresh
-        // sysfs and none of the cgroup mounts: mount them again (cgroup v2
-        // where the process's cgroups are v2 only, else the v1 hierarchies
-        // dockerd needs), then exec it, its chatty log in a file (a pipe nobody reads
-        // would fill and stop it).
+        // sysfs and none of the cgroup mounts: mount them again, then exec
+        // it, its chatty log in a file (a pipe nobody reads would fill and
+        // stop it).
         let start = dir.path().join("start");
         std::fs::write(
             &start,
-            "#!/bin/sh\nset -e\n\
-             if ! grep -qv '^0::' /proc/self/cgroup; then\n\
-               mount -t cgroup2 cgroup2 /sys/fs/cgroup\n\
-             else\n\
-               mount -t tmpfs -o mode=755 cgroup /sys/fs/cgroup\n\
-               for c in cpu cpuacct cpuset memory devices freezer blkio pids; do\n\
-                 mkdir -p /sys/fs/cgroup/$c\n\
-                 mount -t cgroup -o $c cgroup /sys/fs/cgroup/$c\n\
-               done\n\
-             fi\n\
-             exec \"$@\" >\"$0.log\" 2>&1\n",
+            format!(
+                "#!/bin/sh\nset -e\n{}exec \"$@\" >\"$0.log\" 2>&1\n",
+                containers::REMOUNT_CGROUPS
+            ),
         )
         .expect("write");
         std::fs::set_permissions(&start, std::os::unix::fs::PermissionsExt::from_mode(0o755))
@@ -157,20 +141,7 @@ impl Dockerd {
 
     /// An image holding only a static busybox, imported from a tarball.
     fn busybox_image(&self) -> &'static str {
-        let rootfs = self.dir.path().join("rootfs");
-        std::fs::create_dir_all(rootfs.join("bin")).expect("mkdir");
-        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("copy busybox");
-        std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).expect("symlink");
-        let tarball = self.dir.path().join("rootfs.tar");
-        let status = Command::new("tar")
-            .arg("-C")
-            .arg(&rootfs)
-            .arg("-cf")
-            .arg(&tarball)
-            .arg(".")
-            .status()
-            .expect("tar runs");
-        assert!(status.success(), "tar");
+        let tarball = containers::busybox_tarball(self.dir.path());
         let image = "perimeter-lab/busybox:1";
         self.docker_ok(&["import", &tarball.to_string_lossy(), image]);
         image

@@ -43,11 +43,12 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::containers::{self, Holder};
 use common::stdout;
-use perimeter_testlab::{Daemon, Lab, Ns, Requirement, require, require_that};
+use perimeter_testlab::{Lab, Ns, Requirement, require, require_that};
 
 const PODMAN_HOST_ADDR: &str = "198.18.93.5";
 const CLIENT_ADDR: &str = "198.18.93.9";
@@ -83,14 +84,7 @@ fn require_podman_lab() -> bool {
                 Err("/usr/lib/cni/bridge is missing".to_owned())
             },
         )
-        && require_that(
-            "a static busybox (Debian's busybox-static) for the container image",
-            if Path::new("/bin/busybox").exists() {
-                Ok(())
-            } else {
-                Err("/bin/busybox is missing".to_owned())
-            },
-        )
+        && containers::require_busybox()
 }
 
 /// A limit for the container no higher than the test's own hard limit.
@@ -101,7 +95,7 @@ fn limit(resource: nix::sys::resource::Resource, wanted: u64) -> u64 {
 /// Rootful Podman in a lab namespace, inside a holder's private mount
 /// namespace; its containers removed and the holder stopped on drop.
 struct Podman {
-    holder: Daemon,
+    holder: Holder,
     dir: tempfile::TempDir,
     /// The D-Bus system bus Podman's commands (and the CNI plugins they run)
     /// are given, where a test runs firewalld on a private one.
@@ -144,59 +138,20 @@ impl Podman {
             ),
         )
         .expect("storage.conf");
-        // `ip netns exec` gives the holder a private mount namespace with a
-        // fresh sysfs and none of the cgroup mounts: mount them again (as
-        // the Docker test does for dockerd), hide the host's /run and
-        // /var/lib from everything Podman starts, say so, and wait.
-        let holder = dir.path().join("holder");
-        std::fs::write(
-            &holder,
-            "#!/bin/sh\nset -e\n\
-             if ! grep -qv '^0::' /proc/self/cgroup; then\n\
-               mount -t cgroup2 cgroup2 /sys/fs/cgroup\n\
-             else\n\
-               mount -t tmpfs -o mode=755 cgroup /sys/fs/cgroup\n\
-               for c in cpu cpuacct cpuset memory devices freezer blkio pids; do\n\
-                 mkdir -p /sys/fs/cgroup/$c\n\
-                 mount -t cgroup -o $c cgroup /sys/fs/cgroup/$c\n\
-               done\n\
-             fi\n\
-             mount -t tmpfs -o mode=755 tmpfs /run\n\
-             mount -t tmpfs -o mode=755 tmpfs /var/lib\n\
-             touch \"$0.ready\"\n\
-             exec sleep 100000\n",
-        )
-        .expect("write");
-        std::fs::set_permissions(&holder, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .expect("chmod");
-        let holder = ns
-            .spawn(&holder.to_string_lossy(), &[])
-            .expect("the holder starts");
-        let mut podman = Podman {
+        // The host's /run and /var/lib hidden from everything Podman
+        // starts.
+        let holder = Holder::start(ns, dir.path());
+        Podman {
             holder,
             dir,
             system_bus: None,
-        };
-        let ready = podman.dir.path().join("holder.ready");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !ready.exists() {
-            if let Err(err) = podman.holder.ensure_running() {
-                panic!("the holder: {err:#}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the holder was not ready in 10 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
         }
-        podman
     }
 
     fn podman(&self, args: &[&str]) -> std::process::Output {
         let path = |name: &str| self.dir.path().join(name).to_string_lossy().into_owned();
-        let target = self.holder.pid().to_string();
-        Command::new("nsenter")
-            .args(["-t", &target, "-m", "-n", "podman"])
+        self.holder
+            .command("podman")
             .args(["--root", &path("root"), "--runroot", &path("runroot")])
             .args(args)
             .env("CONTAINERS_CONF", path("containers.conf"))
@@ -242,20 +197,7 @@ impl Podman {
 
     /// An image holding only a static busybox, imported from a tarball.
     fn busybox_image(&self) {
-        let rootfs = self.dir.path().join("rootfs");
-        std::fs::create_dir_all(rootfs.join("bin")).expect("mkdir");
-        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("copy busybox");
-        std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).expect("symlink");
-        let tarball = self.dir.path().join("rootfs.tar");
-        let status = Command::new("tar")
-            .arg("-C")
-            .arg(&rootfs)
-            .arg("-cf")
-            .arg(&tarball)
-            .arg(".")
-            .status()
-            .expect("tar runs");
-        assert!(status.success(), "tar");
+        let tarball = containers::busybox_tarball(self.dir.path());
         self.podman_ok(&["import", &tarball.to_string_lossy(), IMAGE]);
     }
 }

@@ -88,7 +88,7 @@ pub fn collect(opts: &AuditOptions) -> Collected {
 
     assign_packages(&mut snapshot, &opts.fs_root);
     let (containers, problems) =
-        crate::containers::containers(&snapshot.processes, &opts.fs_root, &opts.proc_root);
+        crate::containers::containers(&mut snapshot.processes, &opts.fs_root, &opts.proc_root);
     snapshot.containers = containers;
     snapshot.problems.extend(problems);
     judge_container_processes(&mut snapshot);

@@ -11,13 +11,21 @@ use std::net::IpAddr;
 /// A container a runtime on the host knows, read from the runtime's own
 /// state (Docker: `<data-root>/containers/<id>/config.v2.json` and
 /// `hostconfig.json`; Podman: containers/storage's `containers.json` and
-/// `images.json`, and the container's OCI `config.json`), read-only.
+/// `images.json`, and the container's OCI `config.json`; containerd: each
+/// running task's bundle, the OCI `config.json` and `init.pid`), read-only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Container {
-    /// `docker` or `podman`.
+    /// `docker`, `podman` or `containerd`.
     pub runtime: String,
-    /// The full id (64 hex characters).
+    /// The full id (64 hex characters for Docker, Podman and the CRI;
+    /// whatever `ctr run` was given for a plain containerd container).
     pub id: String,
+    /// containerd's namespace (`default`, `k8s.io`, ...): ids are unique
+    /// only within one. `None` for the runtimes that have none.
+    pub namespace: Option<String>,
+    /// The Kubernetes pod the container belongs to, when the CRI made it
+    /// for the kubelet (from its `io.kubernetes.cri.*` annotations).
+    pub pod: Option<Pod>,
     /// Its name, without Docker's leading `/`.
     pub name: String,
     /// The image as it was asked for (`redis:7`;
@@ -60,6 +68,21 @@ pub struct Container {
     pub daemon_netns: Option<u64>,
 }
 
+/// The Kubernetes pod of a container the CRI made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pod {
+    /// The pod's name (`io.kubernetes.cri.sandbox-name`).
+    pub name: String,
+    /// Its Kubernetes namespace (`io.kubernetes.cri.sandbox-namespace`).
+    pub namespace: String,
+    /// The container's name in the pod spec
+    /// (`io.kubernetes.cri.container-name`); `None` for the sandbox.
+    pub container: Option<String>,
+    /// The pod's sandbox (the pause container that holds its namespaces),
+    /// not one of its containers (`io.kubernetes.cri.container-type`).
+    pub sandbox: bool,
+}
+
 /// One published port: the host's address and port, and the container's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Binding {
@@ -74,6 +97,25 @@ impl Container {
     /// The 12 characters `docker ps` shows.
     pub fn short_id(&self) -> &str {
         self.id.get(..12).unwrap_or(&self.id)
+    }
+
+    /// Whether a process's container hint (`runtime:id`, split) names this
+    /// container: Docker's and Podman's name a prefix of the id; a
+    /// containerd hint names the namespace too (`containerd:NS/ID`), ids
+    /// being unique only within one; the cgroup of a Kubernetes container
+    /// (`kubernetes:ID`) names a prefix of the CRI's id.
+    pub fn answers_to_hint(&self, runtime: &str, id: &str) -> bool {
+        if id.is_empty() {
+            return false;
+        }
+        match (runtime, &self.namespace) {
+            ("kubernetes", _) => self.pod.is_some() && self.id.starts_with(id),
+            (_, Some(namespace)) => {
+                self.runtime == runtime
+                    && id.split_once('/') == Some((namespace.as_str(), self.id.as_str()))
+            }
+            (_, None) => self.runtime == runtime && self.id.starts_with(id),
+        }
     }
 }
 

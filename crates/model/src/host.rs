@@ -280,7 +280,8 @@ pub struct HostSnapshot {
 
 impl HostSnapshot {
     /// The index in `containers` of the container a process runs in, by the
-    /// runtime and id its cgroup names.
+    /// runtime and id its cgroup names (or containerd's state, which names
+    /// the processes of its tasks: `containerd:NS/ID`).
     pub fn container_index(&self, process: &Process) -> Option<usize> {
         let (runtime, id) = process.container.as_deref()?.split_once(':')?;
         if id.is_empty() {
@@ -288,7 +289,7 @@ impl HostSnapshot {
         }
         self.containers
             .iter()
-            .position(|c| c.runtime == runtime && c.id.starts_with(id))
+            .position(|c| c.answers_to_hint(runtime, id))
     }
 
     /// The container a process runs in.

@@ -24,7 +24,7 @@ pub use alert::{
     Alert, AlertChange, ChangeKind, ChangeKindParseError, ChangeState, IdempotencyKey,
     IdempotencyKeyError, highest_severity,
 };
-pub use container::{Binding, Container, ContainerVia, conmon_container_id, proxy_target};
+pub use container::{Binding, Container, ContainerVia, Pod, conmon_container_id, proxy_target};
 pub use environment::{EnvKind, Environment, PublishedPath, Reach};
 pub use finding::{Finding, Problem, Severity, SeverityParseError};
 pub use host::{

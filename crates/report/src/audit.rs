@@ -197,10 +197,27 @@ struct ContainerJson {
     /// (Podman); absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     image_digest: Option<String>,
+    /// containerd's namespace (`k8s.io` for Kubernetes'); absent for the
+    /// runtimes without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<String>,
+    /// The Kubernetes pod, for a container the CRI made; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pod: Option<PodJson>,
     /// `process`, `docker-proxy`, `daemon` (dockerd holding the port for
     /// the container without a userland proxy), or `conmon` (Podman's
     /// monitor holding the port it reserved for the container).
     via: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct PodJson {
+    name: String,
+    namespace: String,
+    /// The container's name in the pod; absent for the pod's sandbox.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container: Option<String>,
+    sandbox: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -310,6 +327,13 @@ fn listener_json(
                 image: container.image.clone(),
                 image_id: container.image_id.clone(),
                 image_digest: container.image_digest.clone(),
+                namespace: container.namespace.clone(),
+                pod: container.pod.as_ref().map(|pod| PodJson {
+                    name: pod.name.clone(),
+                    namespace: pod.namespace.clone(),
+                    container: pod.container.clone(),
+                    sandbox: pod.sandbox,
+                }),
                 via: via.as_str(),
             }),
         approval: ApprovalJson {
@@ -495,6 +519,12 @@ pub fn to_human(view: &AuditView<'_>, style: Style) -> String {
             ) => (
                 crate::alert::one_line(&format!("container {} ({})", c.name, c.image)),
                 Some(Color::Yellow),
+            ),
+            // A plain containerd container's image is in containerd's
+            // database, not its bundle: name the container and its runtime.
+            (Some((c, perimeter_model::ContainerVia::Process)), _) if c.image.is_empty() => (
+                crate::alert::one_line(&format!("container {} ({})", c.name, c.runtime)),
+                dim,
             ),
             (Some((c, perimeter_model::ContainerVia::Process)), _) => (
                 crate::alert::one_line(&format!("image {} ({})", c.image, c.name)),

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, reason = "each test file uses a different subset")]
 
+pub(crate) mod containers;
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 

@@ -239,7 +239,7 @@ fn read_container(data_root: &Path, id: &str) -> Result<Container, String> {
         .collect();
     addresses.sort();
     addresses.dedup();
-    let socket = |path: &str| path.ends_with("/docker.sock") || path.ends_with("/podman.sock");
+    let socket = super::is_runtime_socket;
     let runtime_socket_mounted = config.mount_points.values().any(|m| socket(&m.source))
         || host
             .binds
@@ -249,6 +249,8 @@ fn read_container(data_root: &Path, id: &str) -> Result<Container, String> {
     Ok(Container {
         runtime: "docker".to_owned(),
         id: id.to_owned(),
+        namespace: None,
+        pod: None,
         name: config.name.trim_start_matches('/').to_owned(),
         image: config.config.image,
         image_id: config.image_id,

@@ -33,7 +33,10 @@ use std::path::{Path, PathBuf};
 use perimeter_model::{Container, Problem, Process};
 use serde::Deserialize;
 
-use super::{MAX_CONTAINERS, flag_value, is_container_id, read_json, read_json_capped, rooted};
+use super::{
+    MAX_CONTAINERS, OciSpec, flag_value, is_container_id, is_runtime_socket, list_dir, read_json,
+    read_json_capped, rooted,
+};
 
 /// The largest of containers/storage's lists read (`containers.json`,
 /// `images.json`): each entry is a few hundred bytes.
@@ -80,34 +83,6 @@ struct StoredImage {
     id: String,
     digest: String,
     names: Vec<String>,
-}
-
-/// The parts of the OCI runtime spec Podman wrote for the container.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct OciSpec {
-    annotations: BTreeMap<String, String>,
-    mounts: Vec<OciMount>,
-    linux: OciLinux,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct OciMount {
-    source: String,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct OciLinux {
-    namespaces: Vec<OciNamespace>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct OciNamespace {
-    #[serde(rename = "type")]
-    kind: String,
 }
 
 /// Where a store lives, and the network namespace of a conmon running one
@@ -275,7 +250,7 @@ pub fn parse_if_inet6_global(text: &str) -> Vec<IpAddr> {
 
 /// The addresses of the network namespace a process lives in, as /proc
 /// shows it to a reader outside.
-fn netns_addresses(proc_root: &Path, pid: u32) -> Vec<IpAddr> {
+pub(super) fn netns_addresses(proc_root: &Path, pid: u32) -> Vec<IpAddr> {
     let net = proc_root.join(pid.to_string()).join("net");
     let read = |name: &str| {
         perimeter_files::read_text(&net.join(name), "a namespace's addresses", MAX_NET_BYTES)
@@ -318,22 +293,8 @@ fn read_store(
     problems: &mut Vec<Problem>,
 ) -> Vec<Container> {
     let dir = rooted(fs_root, graph_root);
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
-        Err(err) => {
-            problems.push(
-                Problem::new(
-                    dir.display().to_string(),
-                    format!("cannot list Podman's storage: {err}"),
-                )
-                .with_hint("run as root to see which container holds a published port"),
-            );
-            return Vec::new();
-        }
-    };
-    let mut drivers: Vec<String> = entries
-        .filter_map(Result::ok)
+    let mut drivers: Vec<String> = list_dir(&dir, "Podman's storage", problems)
+        .into_iter()
         .filter_map(|entry| entry.file_name().into_string().ok())
         .filter_map(|name| name.strip_suffix("-containers").map(str::to_owned))
         .filter(|driver| {
@@ -426,9 +387,7 @@ fn read_store(
             });
             let pid = first_process(processes, pid_file.as_deref(), &id);
             let running = monitor.is_some() || pid.is_some();
-            let host_network = spec
-                .as_ref()
-                .is_some_and(|spec| !spec.linux.namespaces.iter().any(|ns| ns.kind == "network"));
+            let host_network = spec.as_ref().is_some_and(OciSpec::host_network);
             let addresses = match pid {
                 Some(pid) if running && !host_network => netns_addresses(proc_root, pid),
                 _ => Vec::new(),
@@ -449,8 +408,6 @@ fn read_store(
                 .cloned()
                 .filter(|name| !name.is_empty())
                 .unwrap_or(metadata.name);
-            let socket =
-                |path: &str| path.ends_with("/docker.sock") || path.ends_with("/podman.sock");
             // Only overlay keeps the container's writes apart from its
             // image (in the layer's `diff`); vfs copies the whole tree.
             let writable_layer = (driver == "overlay" && is_container_id(&entry.layer))
@@ -460,6 +417,8 @@ fn read_store(
                 runtime: "podman".to_owned(),
                 id,
                 name,
+                namespace: None,
+                pod: None,
                 image: image_name,
                 image_id: if is_container_id(&entry.image) {
                     format!("sha256:{}", entry.image)
@@ -485,7 +444,7 @@ fn read_store(
                 .to_owned(),
                 runtime_socket_mounted: spec
                     .as_ref()
-                    .is_some_and(|spec| spec.mounts.iter().any(|m| socket(&m.source))),
+                    .is_some_and(|spec| spec.mounts.iter().any(|m| is_runtime_socket(&m.source))),
                 writable_layer,
                 drift: Vec::new(),
                 published: Vec::new(),
@@ -529,20 +488,8 @@ mod tests {
 
     fn process(pid: u32, comm: &str, cmdline: &str, container: Option<&str>) -> Process {
         Process {
-            pid,
-            ppid: 1,
-            comm: comm.into(),
-            cmdline: cmdline.split_whitespace().map(str::to_owned).collect(),
-            uid: 0,
-            account: None,
-            exe: Some(PathBuf::from(format!("/usr/bin/{comm}"))),
-            exe_deleted: false,
-            cwd: None,
-            cgroup: None,
-            unit: None,
             container: container.map(str::to_owned),
-            netns_inode: Some(4026532000),
-            ownership: perimeter_model::Ownership::NotChecked,
+            ..super::super::test_process(pid, comm, cmdline)
         }
     }
 
