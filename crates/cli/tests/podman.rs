@@ -43,12 +43,12 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::containers::{self, Holder};
 use common::stdout;
-use perimeter_testlab::{Lab, Ns, Requirement, require, require_that};
+use perimeter_testlab::{Daemon, Lab, Ns, Requirement, require, require_that};
 
 const PODMAN_HOST_ADDR: &str = "198.18.93.5";
 const CLIENT_ADDR: &str = "198.18.93.9";
