@@ -50,32 +50,19 @@ const MAX_NAMESPACES: usize = 1024;
 /// process.
 const MAX_ANCESTRY: usize = 64;
 
-/// The state directory containerd's TOML configuration sets: `state =
-/// "..."` before the first table. Like containers/storage's file, only one
-/// plain string key is wanted, so a line reading is enough; what it cannot
-/// read is left to the default.
-pub(super) fn parse_containerd_config_state(text: &str) -> Option<PathBuf> {
-    for line in text.lines() {
-        let line = line.trim();
-        if line.starts_with('[') {
-            return None;
-        }
-        let Some((key, value)) = line.split_once('=') else {
-            continue;
-        };
-        if key.trim() != "state" {
-            continue;
-        }
-        let value = value.trim();
-        return value
-            .strip_prefix('"')
-            .and_then(|v| v.split_once('"'))
-            .or_else(|| value.strip_prefix('\'').and_then(|v| v.split_once('\'')))
-            .map(|(inner, _)| inner)
-            .filter(|inner| inner.starts_with('/'))
-            .map(PathBuf::from);
+/// The state directory containerd's TOML configuration sets (`state =
+/// "..."`, a top-level key), when it is an absolute path. A file the `toml`
+/// crate cannot read leaves the default.
+pub fn parse_containerd_config_state(text: &str) -> Option<PathBuf> {
+    #[derive(serde::Deserialize)]
+    struct Config {
+        state: Option<String>,
     }
-    None
+    toml::from_str::<Config>(text)
+        .ok()?
+        .state
+        .filter(|state| state.starts_with('/'))
+        .map(PathBuf::from)
 }
 
 /// containerd's identifiers (namespaces and container ids): alphanumeric
@@ -164,7 +151,7 @@ fn list_identifiers(dir: &Path, problems: &mut Vec<Problem>) -> Vec<String> {
 /// The writable layer of a container's root file system from its first
 /// process's mount table: the `upperdir` of the overlay mounted on `/`.
 /// A path with mountinfo's escapes (a space, a newline) is not guessed at.
-pub(super) fn overlay_upper_dir(mountinfo: &str) -> Option<PathBuf> {
+pub fn overlay_upper_dir(mountinfo: &str) -> Option<PathBuf> {
     mountinfo.lines().find_map(|line| {
         let (mount, fs) = line.split_once(" - ")?;
         if mount.split(' ').nth(4)? != "/" {

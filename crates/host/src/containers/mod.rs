@@ -22,9 +22,11 @@ use std::path::{Path, PathBuf};
 
 use perimeter_model::{Container, Problem, Process};
 
-pub use containerd::containerd_containers;
+pub use containerd::{containerd_containers, overlay_upper_dir, parse_containerd_config_state};
 pub use docker::docker_containers;
-pub use podman::{parse_fib_trie_local, parse_if_inet6_global, podman_containers};
+pub use podman::{
+    parse_fib_trie_local, parse_if_inet6_global, parse_storage_conf, podman_containers,
+};
 
 /// The largest state file read (a container's or its host configuration).
 const MAX_STATE_BYTES: u64 = 4 * 1024 * 1024;

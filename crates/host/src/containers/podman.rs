@@ -133,39 +133,23 @@ fn conmon_store(cmdline: &[String]) -> Option<(PathBuf, Option<PathBuf>)> {
 }
 
 /// The graph root and run root `storage.conf` sets for the default store
-/// (`graphroot = "..."` and `runroot = "..."` in its `[storage]` table).
-/// containers/storage's file is TOML; these two keys are plain strings, so
-/// a line reading is enough, and what it cannot read is left to the
-/// defaults.
-pub(super) fn parse_storage_conf(text: &str) -> (Option<PathBuf>, Option<PathBuf>) {
-    let mut in_storage = false;
-    let (mut graph_root, mut run_root) = (None, None);
-    for line in text.lines() {
-        let line = line.trim();
-        if line.starts_with('[') {
-            in_storage = line == "[storage]";
-            continue;
-        }
-        if !in_storage {
-            continue;
-        }
-        let Some((key, value)) = line.split_once('=') else {
-            continue;
-        };
-        let value = value.trim();
-        let unquoted = value
-            .strip_prefix('"')
-            .and_then(|v| v.split_once('"'))
-            .or_else(|| value.strip_prefix('\'').and_then(|v| v.split_once('\'')))
-            .map(|(inner, _)| inner)
-            .filter(|inner| inner.starts_with('/'));
-        match (key.trim(), unquoted) {
-            ("graphroot", Some(path)) => graph_root = Some(PathBuf::from(path)),
-            ("runroot", Some(path)) => run_root = Some(PathBuf::from(path)),
-            _ => {}
-        }
+/// (`graphroot` and `runroot` in its `[storage]` table), each when it is an
+/// absolute path. A file the `toml` crate cannot read leaves the defaults.
+pub fn parse_storage_conf(text: &str) -> (Option<PathBuf>, Option<PathBuf>) {
+    #[derive(serde::Deserialize, Default)]
+    struct Conf {
+        #[serde(default)]
+        storage: Storage,
     }
-    (graph_root, run_root)
+    #[derive(serde::Deserialize, Default)]
+    struct Storage {
+        graphroot: Option<String>,
+        runroot: Option<String>,
+    }
+    let storage = toml::from_str::<Conf>(text).unwrap_or_default().storage;
+    let absolute =
+        |path: Option<String>| path.filter(|path| path.starts_with('/')).map(PathBuf::from);
+    (absolute(storage.graphroot), absolute(storage.runroot))
 }
 
 /// Every store to read: each one a conmon names, and the default one when
