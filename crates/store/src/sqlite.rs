@@ -841,13 +841,19 @@ struct Header {
 }
 
 fn read_header(conn: &Connection, path: &Path) -> Result<Header, StoreError> {
+    // One read transaction: the three reads see one state of the file, never
+    // a first migration another process commits between them (its tables
+    // without the application id read a moment before).
     let read = || -> rusqlite::Result<Header> {
-        Ok(Header {
-            application_id: conn.pragma_query_value(None, "application_id", |row| row.get(0))?,
-            user_version: conn.pragma_query_value(None, "user_version", |row| row.get(0))?,
-            n_schema_objects: conn
+        let tx = conn.unchecked_transaction()?;
+        let header = Header {
+            application_id: tx.pragma_query_value(None, "application_id", |row| row.get(0))?,
+            user_version: tx.pragma_query_value(None, "user_version", |row| row.get(0))?,
+            n_schema_objects: tx
                 .query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))?,
-        })
+        };
+        tx.finish()?;
+        Ok(header)
     };
     read().map_err(|source| match source.sqlite_error_code() {
         Some(ErrorCode::NotADatabase) => StoreError::NotADatabase {

@@ -341,6 +341,11 @@ impl SqliteFleet {
 /// Refuses a file that is not perimeter's: one with another application id,
 /// or with tables or a history version but no application id at all.
 fn check_header(conn: &Connection) -> Result<(), Failure> {
+    // One read transaction: the reads below see one state of the file, never
+    // a first migration another process commits between them (its tables
+    // without the application id read a moment before).
+    let tx = conn.unchecked_transaction()?;
+    let conn: &Connection = &tx;
     let application_id: i32 = conn.pragma_query_value(None, "application_id", |row| row.get(0))?;
     if application_id == APPLICATION_ID {
         return Ok(());
