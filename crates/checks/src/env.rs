@@ -10,8 +10,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use perimeter_model::{
-    EnvKind, Environment, Finding, HostSnapshot, Listener, PortResult, PortState, Reach, Scope,
-    Severity,
+    EnvKind, Environment, Finding, HostSnapshot, Listener, PortResult, PortState, Reach, Severity,
 };
 
 use crate::rules::{
@@ -210,18 +209,7 @@ fn judged(snapshot: &HostSnapshot) -> Vec<(Cow<'_, Listener>, &Reach, String)> {
         else {
             continue;
         };
-        let listener = Listener {
-            protocol: binding.protocol,
-            address: binding.host_ip,
-            port: binding.host_port,
-            scope: Scope::of(binding.host_ip),
-            v6only: binding.host_ip.is_ipv6().then_some(true),
-            interface: None,
-            inode: 0,
-            socket_uid: 0,
-            netns,
-            owners: Vec::new(),
-        };
+        let listener = Listener::published(binding, netns);
         if !listener.scope.is_exposed() {
             continue;
         }

@@ -220,21 +220,13 @@ fn reach_of_bindings(
             }
             // As a listener on the published address would be: the same
             // evaluation, for a socket that does not exist.
-            let pseudo = Listener {
-                protocol: binding.protocol,
-                address: binding.host_ip,
-                port: binding.host_port,
-                scope: perimeter_model::Scope::of(binding.host_ip),
-                v6only: binding.host_ip.is_ipv6().then_some(true),
-                interface: None,
-                inode: 0,
-                socket_uid: 0,
-                netns: perimeter_model::Netns {
+            let pseudo = Listener::published(
+                binding,
+                perimeter_model::Netns {
                     inode: netns_inode,
                     name: String::new(),
                 },
-                owners: Vec::new(),
-            };
+            );
             if !pseudo.scope.is_exposed() {
                 continue;
             }

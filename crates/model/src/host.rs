@@ -85,6 +85,25 @@ pub struct Listener {
 }
 
 impl Listener {
+    /// The socket a container's published `binding` would be if a process
+    /// of `netns` held it: what the kernel's DNAT answers when nothing on
+    /// the host listens (Docker without its userland proxy), judged as a
+    /// listener on the published address. No process owns it (inode 0).
+    pub fn published(binding: &crate::Binding, netns: Netns) -> Listener {
+        Listener {
+            protocol: binding.protocol,
+            address: binding.host_ip,
+            port: binding.host_port,
+            scope: Scope::of(binding.host_ip),
+            v6only: binding.host_ip.is_ipv6().then_some(true),
+            interface: None,
+            inode: 0,
+            socket_uid: 0,
+            netns,
+            owners: Vec::new(),
+        }
+    }
+
     /// Distinct pids holding the socket, sorted.
     pub fn pids(&self) -> Vec<u32> {
         let mut pids: Vec<u32> = self.owners.iter().map(|o| o.pid).collect();
