@@ -410,14 +410,31 @@ fn forward_path(
             original: Some((probe.dst, probe.dport)),
         },
     );
+    // Before the forward chains, the replies cross prerouting's filter
+    // chains (raw, mangle) as they arrive from the address behind the host:
+    // a rule there that drops them stops the connection too.
+    let replies_arriving = evaluate(
+        ruleset,
+        &forward_probe,
+        &prerouting,
+        Context {
+            mode: Mode::Reply,
+            unnamed: false,
+            outer_only: outer_only.to_vec(),
+            oif: published.oif.clone(),
+            original: Some((probe.dst, probe.dport)),
+        },
+    );
     let allowed = sources
         .intersection(&AddrRanges::from_nets(&before.allowed, version))
         .intersection(&AddrRanges::from_nets(&after.allowed, version))
-        .intersection(&AddrRanges::from_nets(&replies.allowed, version));
+        .intersection(&AddrRanges::from_nets(&replies.allowed, version))
+        .intersection(&AddrRanges::from_nets(&replies_arriving.allowed, version));
     published.allowed = allowed.prefixes(version);
     let reply_unknown = replies
         .unknown
         .into_iter()
+        .chain(replies_arriving.unknown)
         .map(|(net, reason)| (net, format!("its replies: {reason}")));
     for (net, reason) in before
         .unknown

@@ -202,3 +202,33 @@ fn a_docker_user_rule_that_drops_the_replies_stops_every_connection() {
         "#]],
     );
 }
+
+/// The replies cross prerouting's filter chains too, on their way in from
+/// the container: a mangle PREROUTING rule dropping the container's replies
+/// to half the clients' range stops those clients' connections, though the
+/// forward chains accept them.
+#[test]
+fn a_prerouting_rule_that_drops_the_replies_stops_those_connections() {
+    let mut ruleset = ruleset();
+    ruleset.extend(
+        parse_iptables_save(
+            "*mangle\n\
+             :PREROUTING ACCEPT [0:0]\n\
+             -A PREROUTING -s 198.18.90.4/32 -d 198.18.91.0/25 -i docker0 -p tcp -m tcp --sport 80 -j DROP\n\
+             COMMIT\n",
+            AddrFamily::V4,
+            Backend::IptablesNft,
+        )
+        .expect("mangle table parses"),
+    );
+    check(
+        &ruleset,
+        &links(),
+        &["tcp/8080 0.0.0.0"],
+        expect![[r#"
+            tcp/8080 to 0.0.0.0: input allows no source
+              dnat iptables-nft: ip nat DOCKER `-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 198.18.90.4:80` from every source
+                to 198.18.90.4:80 via docker0: forward allows 198.18.91.128/25
+        "#]],
+    );
+}
