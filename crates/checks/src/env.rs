@@ -3,7 +3,6 @@
 //! `env.shared-host`, from the environments file, the host's addresses and the local
 //! firewall reachability of each listener.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
@@ -94,7 +93,6 @@ pub(crate) fn check(snapshot: &HostSnapshot, config: &CheckConfig) -> Vec<Findin
     }
     let mut findings = Vec::new();
     for (listener, reach, subject) in judged(snapshot) {
-        let listener = listener.as_ref();
         let Some(env) = environment_of(snapshot, config, listener) else {
             continue;
         };
@@ -183,48 +181,20 @@ pub(crate) fn check(snapshot: &HostSnapshot, config: &CheckConfig) -> Vec<Findin
 }
 
 /// What the environment rules judge: each listener beyond loopback whose
-/// reach is known, then each port a container publishes that nothing on the
-/// host listens on (Docker without its userland proxy: the kernel's DNAT
-/// alone answers). To the network such a port is a port of the host, so it
-/// is judged as a listener of the daemon's namespace on the published
-/// address, with the reach the forward path gives it.
-fn judged(snapshot: &HostSnapshot) -> Vec<(Cow<'_, Listener>, &Reach, String)> {
-    let mut out: Vec<(Cow<'_, Listener>, &Reach, String)> = snapshot
+/// reach is known. A port a DNAT forwards with nothing on the host listening
+/// (Docker without its userland proxy, a port forwarded to a VM) is among
+/// them as the listener it stands for ([`HostSnapshot::published`]): to the
+/// network it is a port of the host, reached as the forward path allows.
+fn judged(snapshot: &HostSnapshot) -> Vec<(&Listener, &Reach, String)> {
+    snapshot
         .listeners
         .iter()
         .filter(|l| l.scope.is_exposed())
         .filter_map(|l| {
             let reach = snapshot.reach_of(l)?;
-            Some((Cow::Borrowed(l), reach, listener_subject(snapshot, l)))
+            Some((l, reach, listener_subject(snapshot, l)))
         })
-        .collect();
-    for (idx, binding, reach) in &snapshot.published {
-        let Some(container) = snapshot.containers.get(*idx) else {
-            continue;
-        };
-        let Some(netns) = container
-            .daemon_netns
-            .and_then(|inode| snapshot.namespace(inode))
-            .map(|ns| ns.netns.clone())
-        else {
-            continue;
-        };
-        let listener = Listener::published(binding, netns);
-        if !listener.scope.is_exposed() {
-            continue;
-        }
-        let mut subject = format!(
-            "{} published by container {} ({})",
-            listener.endpoint(),
-            container.name,
-            container.image
-        );
-        if listener.netns.name != "host" {
-            subject.push_str(&format!(" in netns {}", listener.netns.name));
-        }
-        out.push((Cow::Owned(listener), reach, subject));
-    }
-    out
+        .collect()
 }
 
 /// Findings about the host as a whole: it belongs to an expired experiment, or
@@ -540,9 +510,16 @@ expires = 2026-11-01
         };
         cache.published = vec![binding.clone()];
         snap.containers = vec![cache];
-        snap.published = vec![(0, binding.clone(), reach(&["0.0.0.0/0"]))];
+        let mut open = snap.clone();
+        crate::fixtures::publish(
+            &mut open,
+            binding.clone(),
+            "172.17.0.2:6379",
+            Some(0),
+            reach(&["0.0.0.0/0"]),
+        );
         check(
-            &snap,
+            &open,
             &config(),
             expect![[r#"
             high env.dev-open tcp 0.0.0.0:6379 published by container cache (redis:7)
@@ -551,7 +528,13 @@ expires = 2026-11-01
         "#]],
         );
         // Published to allow_from only (a DOCKER-USER rule): quiet.
-        snap.published = vec![(0, binding, reach(&["198.51.100.0/24"]))];
+        crate::fixtures::publish(
+            &mut snap,
+            binding,
+            "172.17.0.2:6379",
+            Some(0),
+            reach(&["198.51.100.0/24"]),
+        );
         check(
             &snap,
             &config(),

@@ -58,41 +58,21 @@ pub(crate) fn check(snapshot: &HostSnapshot) -> Vec<Finding> {
 pub(crate) fn bypassed(snapshot: &HostSnapshot) -> Vec<Finding> {
     let mut findings = Vec::new();
     // Listeners (a userland proxy holding the port, or any socket a DNAT
-    // shadows), then ports a container publishes that nothing on the host
+    // shadows), among them the ports a DNAT forwards that nothing on the host
     // listens on: only the kernel's DNAT answers them, and `ss` shows
     // nothing.
-    let listeners = snapshot
-        .listeners
-        .iter()
-        .filter(|l| l.scope.is_exposed())
-        .filter_map(|l| {
-            snapshot.reach_of(l).map(|reach| {
-                let port = (l.protocol, l.port);
-                (
-                    l.endpoint(),
-                    l.address,
-                    port,
-                    Some(l.netns.inode),
-                    reach,
-                    None,
-                )
-            })
-        });
-    let bindings = snapshot.published.iter().map(|(idx, binding, reach)| {
-        let endpoint = match binding.host_ip {
-            std::net::IpAddr::V6(v6) => {
-                format!("{} [{v6}]:{}", binding.protocol.as_str(), binding.host_port)
-            }
-            v4 => format!("{} {v4}:{}", binding.protocol.as_str(), binding.host_port),
+    for listener in snapshot.listeners.iter().filter(|l| l.scope.is_exposed()) {
+        let Some(reach) = snapshot.reach_of(listener) else {
+            continue;
         };
-        let publisher = snapshot.containers.get(*idx);
-        // The binding's DNAT is in its daemon's namespace.
-        let netns = publisher.and_then(|c| c.daemon_netns);
-        let port = (binding.protocol, binding.host_port);
-        (endpoint, binding.host_ip, port, netns, reach, publisher)
-    });
-    for (endpoint, address, (protocol, port), netns, reach, publisher) in listeners.chain(bindings)
-    {
+        let endpoint = listener.endpoint();
+        let address = listener.address;
+        let (protocol, port) = (listener.protocol, listener.port);
+        let netns = Some(listener.netns.inode);
+        let forwarded = snapshot.published_port(listener);
+        let publisher = forwarded
+            .and_then(|p| p.container)
+            .and_then(|idx| snapshot.containers.get(idx));
         for path in reach
             .published
             .iter()
@@ -131,7 +111,7 @@ pub(crate) fn bypassed(snapshot: &HostSnapshot) -> Vec<Finding> {
                 .map(|to| to.ip())
                 .or_else(|_| path.to.parse())
                 .ok();
-            let finding = match publisher.or_else(|| {
+            let behind = publisher.or_else(|| {
                 target.and_then(|ip| {
                     snapshot.containers.iter().find(|c| {
                         c.running
@@ -139,31 +119,78 @@ pub(crate) fn bypassed(snapshot: &HostSnapshot) -> Vec<Finding> {
                             && c.addresses.contains(&ip)
                     })
                 })
-            }) {
+            });
+            let finding = match behind {
                 Some(container) => finding.with_evidence(format!(
                     "it reaches {}",
                     crate::container::container_subject(container)
                 )),
                 None => finding,
             };
-            let finding = if publisher.is_some() {
-                finding.with_evidence(
-                    "no process on the host listens on it (no userland proxy): only the kernel's DNAT answers, so `ss` lists nothing",
-                )
-            } else {
-                finding
+            // Docker's chain, or a container of Docker's, whatever the
+            // runtime's state says.
+            let docker =
+                behind.is_some_and(|c| c.runtime == "docker") || path.chain.ends_with(" DOCKER");
+            let finding = match forwarded {
+                Some(_) => finding.with_evidence(format!(
+                    "no process on the host listens on it{}: only the kernel's DNAT answers, so `ss` lists nothing",
+                    if docker { " (no userland proxy)" } else { "" }
+                )),
+                None => finding,
             };
-            // The restriction names the client by conntrack's original
-            // source: `! -s ALLOWED` would match the container's replies
-            // too (their source is the container), and drop every
-            // connection, the allowed ones included.
-            let protocol = protocol.as_str();
-            findings.push(finding.with_remedy(format!(
-                "publish the port on loopback only (`docker run -p 127.0.0.1:{port}:...`), or restrict its sources in the DOCKER-USER chain by the connection's original tuple (`iptables -I DOCKER-USER -p {protocol} -m conntrack --ctorigdstport {port} ! --ctorigsrc ALLOWED -j DROP`; `! -s ALLOWED` there would also drop the container's replies); rules in INPUT (ufw, firewalld zones) never see these connections",
+            findings.push(finding.with_remedy(bypass_remedy(
+                behind,
+                docker,
+                path.chain.starts_with("nftables:"),
+                protocol,
+                port,
+                &path.rule,
             )));
         }
     }
     findings
+}
+
+/// How to close a published port to all but the sources meant to reach it,
+/// in the words of whatever publishes it. The restriction names the client by
+/// conntrack's original source: `! -s ALLOWED` in a forward chain would match
+/// the replies too (their source is the address behind the host), and drop
+/// every connection, the allowed ones included.
+fn bypass_remedy(
+    behind: Option<&perimeter_model::Container>,
+    docker: bool,
+    nft: bool,
+    protocol: perimeter_model::Protocol,
+    port: u16,
+    rule: &str,
+) -> String {
+    let protocol = protocol.as_str();
+    let forward_drop =
+        format!("-p {protocol} -m conntrack --ctorigdstport {port} ! --ctorigsrc ALLOWED -j DROP");
+    // A native nftables ruleset is fixed in its own words.
+    let forward_rule = if nft {
+        format!(
+            "`nft insert rule inet filter forward meta l4proto {protocol} ct original proto-dst {port} ct original ip saddr != @allowed drop`"
+        )
+    } else {
+        format!("`iptables -I FORWARD {forward_drop}`")
+    };
+    let input = "rules in INPUT (ufw, firewalld zones) never see these connections";
+    match behind {
+        _ if docker => format!(
+            "publish the port on loopback only (`docker run -p 127.0.0.1:{port}:...`), or restrict its sources in the DOCKER-USER chain by the connection's original tuple (`iptables -I DOCKER-USER {forward_drop}`; `! -s ALLOWED` there would also drop the container's replies); {input}"
+        ),
+        Some(c) if c.pod.is_some() => format!(
+            "remove the pod's hostPort and expose it through a Service, or restrict its sources in the forward chain by the connection's original tuple ({forward_rule}); {input}"
+        ),
+        Some(c) => format!(
+            "publish the port on loopback only (`{} run -p 127.0.0.1:{port}:...`), or restrict its sources in the forward chain by the connection's original tuple ({forward_rule}); {input}",
+            c.runtime
+        ),
+        None => format!(
+            "give the DNAT rule a source match (`-s ALLOWED`, nft `ip saddr @allowed`) so it forwards only the sources meant to reach it (`{rule}`), or restrict them in the forward chain by the connection's original tuple ({forward_rule}); {input}"
+        ),
+    }
 }
 
 /// `every source`, or the prefixes.
@@ -370,15 +397,17 @@ mod tests {
             &["0.0.0.0/0"],
             &["0.0.0.0/0"],
         );
-        snap.published = vec![(
-            0,
+        crate::fixtures::publish(
+            &mut snap,
             binding,
+            "198.18.90.2:6379",
+            Some(0),
             Reach {
                 allowed: published.allowed.clone(),
                 published: vec![published],
                 ..Reach::default()
             },
-        )];
+        );
         bypass_check(
             &snap,
             expect![[r#"
@@ -449,6 +478,56 @@ mod tests {
                   | the forward path accepts every source; the input path alone denies every source
                   | it reaches container cache-a (redis:7, aa1100000000)
             "#]],
+        );
+    }
+
+    /// A port forwarded to a VM: no container has the address, nothing on
+    /// the host listens. The finding says where it goes, and the remedy
+    /// speaks of the DNAT rule, not of Docker.
+    #[test]
+    fn a_port_forwarded_to_a_vm_is_judged_with_the_rules_own_remedy() {
+        let mut snap = snapshot(vec![], vec![]);
+        let rule =
+            "-A PREROUTING -p tcp -m tcp --dport 2222 -j DNAT --to-destination 198.18.5.2:22";
+        let mut published = path("198.18.5.2:22", rule, &["0.0.0.0/0"], &["0.0.0.0/0"]);
+        published.oif = Some("vmbr0".into());
+        published.chain = "iptables-nft: ip nat PREROUTING".into();
+        crate::fixtures::publish(
+            &mut snap,
+            perimeter_model::Binding {
+                protocol: perimeter_model::Protocol::Tcp,
+                host_ip: "0.0.0.0".parse().expect("address"),
+                host_port: 2222,
+                container_port: 22,
+            },
+            "198.18.5.2:22",
+            None,
+            Reach {
+                allowed: published.allowed.clone(),
+                published: vec![published],
+                ..Reach::default()
+            },
+        );
+        bypass_check(
+            &snap,
+            expect![[r#"
+                high firewall.bypassed tcp 0.0.0.0:2222
+                  tcp 0.0.0.0:2222 is published to 198.18.5.2:22 via vmbr0 by a DNAT in nat prerouting and reachable from every source through the forward chains, though the input firewall denies it
+                  | iptables-nft: ip nat PREROUTING: `-A PREROUTING -p tcp -m tcp --dport 2222 -j DNAT --to-destination 198.18.5.2:22`
+                  | the forward path accepts every source; the input path alone denies every source
+                  | no process on the host listens on it: only the kernel's DNAT answers, so `ss` lists nothing
+            "#]],
+        );
+        let findings = bypassed(&snap);
+        let remedy = &findings[0].remedy;
+        assert!(
+            remedy.starts_with("give the DNAT rule a source match"),
+            "{remedy}"
+        );
+        assert!(remedy.contains(rule), "{remedy}");
+        assert_eq!(
+            crate::listener_subject(&snap, &snap.listeners[0]),
+            "tcp 0.0.0.0:2222 forwarded to 198.18.5.2:22"
         );
     }
 }

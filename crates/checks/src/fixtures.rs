@@ -148,3 +148,27 @@ pub(crate) fn render(findings: &[perimeter_model::Finding]) -> String {
     }
     text
 }
+
+/// A port a DNAT of the host namespace forwards with nothing listening on
+/// it, added as the collector adds one: where it goes, and the listener it
+/// stands for.
+pub(crate) fn publish(
+    snap: &mut HostSnapshot,
+    binding: perimeter_model::Binding,
+    to: &str,
+    container: Option<usize>,
+    reach: perimeter_model::Reach,
+) {
+    let netns = Netns {
+        inode: 1,
+        name: "host".into(),
+    };
+    snap.listeners.push(Listener::published(&binding, netns));
+    snap.published.push(perimeter_model::PublishedPort {
+        netns: 1,
+        binding,
+        to: to.to_owned(),
+        container,
+        reach,
+    });
+}

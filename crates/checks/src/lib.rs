@@ -109,9 +109,22 @@ pub fn in_audited_namespace(snapshot: &HostSnapshot, process: &perimeter_model::
 /// with the namespace when it is not the host's.
 pub fn listener_subject(snapshot: &HostSnapshot, listener: &Listener) -> String {
     let mut subject = listener.endpoint();
-    match snapshot.main_owner(listener) {
-        Some(process) => subject.push_str(&format!(" {} (pid {})", process.name(), process.pid)),
-        None => subject.push_str(" (owner unknown)"),
+    match (
+        snapshot.main_owner(listener),
+        snapshot.published_port(listener),
+    ) {
+        (Some(process), _) => {
+            subject.push_str(&format!(" {} (pid {})", process.name(), process.pid))
+        }
+        // No process holds it: a DNAT forwards it.
+        (None, Some(port)) => match port.container.and_then(|idx| snapshot.containers.get(idx)) {
+            Some(container) => subject.push_str(&format!(
+                " published by container {} ({})",
+                container.name, container.image
+            )),
+            None => subject.push_str(&format!(" forwarded to {}", port.to)),
+        },
+        (None, None) => subject.push_str(" (owner unknown)"),
     }
     if listener.netns.name != "host" {
         subject.push_str(&format!(" in netns {}", listener.netns.name));

@@ -60,8 +60,14 @@ pub(crate) fn unapproved(
                 ));
             }
             None if listener.owners.is_empty() => {
-                finding =
-                    finding.with_evidence("no process holds the socket that perimeter could see");
+                finding = match snapshot.published_port(listener) {
+                    Some(port) => finding.with_evidence(format!(
+                        "no process listens on it: a DNAT in nat prerouting forwards it to {}",
+                        port.to
+                    )),
+                    None => finding
+                        .with_evidence("no process holds the socket that perimeter could see"),
+                };
             }
             None => {}
         }

@@ -340,3 +340,127 @@ fn interactive_approval_asks_one_listener_at_a_time() {
         stdout(&output)
     );
 }
+
+/// A port forwarded to a host behind this one (a VM, say) by a DNAT, with
+/// nothing listening here: `ss` shows nothing, yet the port is open. The
+/// gate lists it, refuses until a person approves it, and the audit's JSON
+/// says where it goes; the input chain's drop, which it never crosses, makes
+/// it `firewall.bypassed`.
+#[test]
+fn a_forwarded_port_with_nothing_listening_needs_approval_too() {
+    if !(require(Requirement::Netns) && require(Requirement::Tool("nft"))) {
+        return;
+    }
+    let gateway = Ns::new("fwd").expect("netns");
+    let behind = Ns::new("vm").expect("netns");
+    gateway
+        .ip(&[
+            "link",
+            "add",
+            "vm0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            behind.name(),
+        ])
+        .expect("veth");
+    gateway
+        .ip(&["addr", "add", "198.18.4.1/24", "dev", "vm0"])
+        .expect("address");
+    gateway.ip(&["link", "set", "vm0", "up"]).expect("up");
+    behind
+        .ip(&["addr", "add", "198.18.4.2/24", "dev", "eth0"])
+        .expect("address behind");
+    gateway
+        .nft(
+            "table inet filter {
+                chain input { type filter hook input priority filter; policy drop;
+                    ct state established,related accept
+                    iif lo accept
+                }
+                chain forward { type filter hook forward priority filter; policy drop;
+                    ct state established,related accept
+                    ip daddr 198.18.4.2 tcp dport 22 accept
+                }
+            }
+            table ip nat {
+                chain prerouting { type nat hook prerouting priority dstnat; policy accept;
+                    tcp dport 2222 dnat to 198.18.4.2:22
+                }
+            }",
+        )
+        .expect("firewall");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let approvals = dir.path().join("approvals.toml");
+    let approvals_text = approvals.to_string_lossy().into_owned();
+    std::fs::write(&approvals, "version = 1\n").expect("write");
+
+    let output = run(
+        Some(&gateway),
+        &[
+            "check",
+            "--approvals",
+            &approvals_text,
+            "--fail-on",
+            "critical",
+        ],
+    );
+    let out = stdout(&output);
+    assert_eq!(code(&output), 1, "{out}{}", stderr(&output));
+    assert!(
+        out.contains("UNAPPROVED  tcp 0.0.0.0:2222 forwarded to 198.18.4.2:22 by a DNAT"),
+        "{out}"
+    );
+    assert!(out.contains("check FAILED: 1 unapproved"), "{out}");
+
+    let (_, audit) = common::audit_json(Some(&gateway), &approvals, &[]);
+    let listeners = audit["listeners"].as_array().expect("listeners");
+    let forwarded: Vec<_> = listeners.iter().filter(|l| l["port"] == 2222).collect();
+    assert_eq!(forwarded.len(), 1, "{listeners:#?}");
+    assert_eq!(forwarded[0]["published"]["to"], "198.18.4.2:22");
+    assert_eq!(forwarded[0]["pids"].as_array().map(Vec::len), Some(0));
+    assert_eq!(forwarded[0]["approval"]["status"], "unapproved");
+    assert_eq!(
+        forwarded[0]["reachable_from"]["allowed"],
+        serde_json::json!(["0.0.0.0/0"])
+    );
+    let rules: Vec<&str> = audit["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["subject"].as_str().is_some_and(|s| s.contains(":2222")))
+        .filter_map(|f| f["rule"].as_str())
+        .collect();
+    assert!(rules.contains(&"firewall.bypassed"), "{rules:?}");
+    assert!(rules.contains(&"listener.unapproved"), "{rules:?}");
+
+    let output = run(
+        Some(&gateway),
+        &[
+            "approve",
+            "--approvals",
+            &approvals_text,
+            "--port",
+            "2222",
+            "--by",
+            "alice",
+            "--reason",
+            "ssh to the build VM",
+        ],
+    );
+    assert_eq!(code(&output), 0, "{}{}", stdout(&output), stderr(&output));
+    let output = run(
+        Some(&gateway),
+        &[
+            "check",
+            "--approvals",
+            &approvals_text,
+            "--fail-on",
+            "critical",
+        ],
+    );
+    assert_eq!(code(&output), 0, "{}", stdout(&output));
+}

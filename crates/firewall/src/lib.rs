@@ -25,6 +25,7 @@ mod deny;
 mod display;
 mod iptables;
 mod ir;
+mod nat;
 mod nft;
 pub mod reachability;
 mod xt;
@@ -32,6 +33,7 @@ mod xt;
 pub use deny::{default_deny, verdict_from_iptables_save, verdict_from_nft_json, verdict_of};
 pub use iptables::parse_iptables_save;
 pub use ir::*;
+pub use nat::{ForwardedPort, forwarded_ports};
 pub use nft::parse_nft_json;
 pub use xt::{iptables_nft_tables, read_through_iptables};
 

@@ -178,11 +178,15 @@ fn read_firewalls(
             // Reachability on a partly read ruleset could call open what an
             // unread table drops: only a complete reading is evaluated.
             if unread.is_empty() {
-                let reach =
-                    reach_of_listeners(&snapshot.listeners, netns.inode, &interfaces, &ruleset);
+                let reach = reach_of_listeners(
+                    &snapshot.listeners,
+                    netns.inode,
+                    &interfaces,
+                    &ruleset,
+                    true,
+                );
                 snapshot.reach.extend(reach);
-                let published = reach_of_bindings(snapshot, netns.inode, &interfaces, &ruleset);
-                snapshot.published.extend(published);
+                publish_ports(snapshot, &netns, &interfaces, &ruleset);
             }
             verdict
         };
@@ -194,54 +198,154 @@ fn read_firewalls(
     }
 }
 
-/// The ports the containers of a daemon in this namespace publish with no
-/// process of the namespace listening on them (Docker without its userland
-/// proxy: the DNAT alone answers), judged as a listener on the published
-/// address would be.
-fn reach_of_bindings(
-    snapshot: &HostSnapshot,
-    netns_inode: u64,
+/// How many ports the DNATs of one namespace may add as published ports: a
+/// rule forwarding a wide range is named, not listed port by port.
+const MAX_FORWARDED_PORTS: usize = 256;
+
+/// The ports of this namespace that a DNAT in nat prerouting forwards with
+/// no process of the namespace listening on them, judged as a listener on
+/// the published address would be, and added to the snapshot twice: as
+/// [`perimeter_model::PublishedPort`]s (where they go) and as the listeners
+/// they stand for, so that they are listed, approved and judged like any
+/// other. First the ports a container of a daemon here publishes (Docker
+/// without its userland proxy: the runtime's record names the container),
+/// then every other port a DNAT rule names (a Kubernetes hostPort, a port
+/// forwarded to a VM), traced to a container by the address it is sent to
+/// where a runtime names one.
+fn publish_ports(
+    snapshot: &mut HostSnapshot,
+    netns: &perimeter_model::Netns,
     interfaces: &[perimeter_model::Interface],
     ruleset: &perimeter_firewall::Ruleset,
-) -> Vec<(usize, perimeter_model::Binding, perimeter_model::Reach)> {
-    let mut out = Vec::new();
+) {
+    // A port a process of the namespace listens on (a userland proxy, or
+    // any socket a DNAT shadows) is a listener already, judged with its
+    // published paths.
+    let held = |snapshot: &HostSnapshot, protocol, port: u16, v4: bool| {
+        snapshot.listeners.iter().any(|l| {
+            l.netns.inode == netns.inode
+                && l.protocol == protocol
+                && l.port == port
+                && if v4 {
+                    l.accepts_ipv4()
+                } else {
+                    l.address.is_ipv6()
+                }
+        })
+    };
+    let mut found: Vec<perimeter_model::PublishedPort> = Vec::new();
     for (idx, container) in snapshot.containers.iter().enumerate() {
-        if !container.running || container.daemon_netns != Some(netns_inode) {
+        if !container.running || container.daemon_netns != Some(netns.inode) {
             continue;
         }
         for binding in &container.published {
-            let held = snapshot.listeners.iter().any(|l| {
-                l.netns.inode == netns_inode
-                    && l.protocol == binding.protocol
-                    && l.port == binding.host_port
-            });
-            if held {
+            if held(
+                snapshot,
+                binding.protocol,
+                binding.host_port,
+                binding.host_ip.is_ipv4(),
+            ) {
                 continue;
             }
-            // As a listener on the published address would be: the same
-            // evaluation, for a socket that does not exist.
-            let pseudo = Listener::published(
-                binding,
-                perimeter_model::Netns {
-                    inode: netns_inode,
-                    name: String::new(),
-                },
-            );
-            if !pseudo.scope.is_exposed() {
-                continue;
-            }
-            let mut reach = reach_of_listeners(
-                std::slice::from_ref(&pseudo),
-                netns_inode,
-                interfaces,
-                ruleset,
-            );
-            if let Some(reach) = reach.remove(&(netns_inode, 0)) {
-                out.push((idx, binding.clone(), reach));
+            if let Some(mut port) = published_port(binding.clone(), netns, interfaces, ruleset) {
+                port.container = Some(idx);
+                found.push(port);
             }
         }
     }
-    out
+    let (candidates, unlisted) = perimeter_firewall::forwarded_ports(ruleset, MAX_FORWARDED_PORTS);
+    for line in unlisted {
+        snapshot.problems.push(Problem::new(
+            format!("firewall of netns {}", netns.name),
+            line,
+        ));
+    }
+    for candidate in candidates {
+        let v4 = candidate.family == perimeter_model::addrset::AddrFamily::V4;
+        let covered = found.iter().any(|p| {
+            p.binding.protocol == candidate.protocol
+                && p.binding.host_port == candidate.port
+                && p.binding.host_ip.is_ipv4() == v4
+        });
+        if covered || held(snapshot, candidate.protocol, candidate.port, v4) {
+            continue;
+        }
+        let host_ip = candidate.dst.unwrap_or(if v4 {
+            std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+        } else {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+        });
+        let binding = perimeter_model::Binding {
+            protocol: candidate.protocol,
+            host_ip,
+            host_port: candidate.port,
+            container_port: candidate.port,
+        };
+        let Some(mut port) = published_port(binding, netns, interfaces, ruleset) else {
+            continue;
+        };
+        // The container the DNAT sends to, when the runtime's state names
+        // one with that address. Two daemons in two namespaces may give
+        // their containers the same addresses: a DNAT of this namespace
+        // sends to a container of a daemon here, or of none.
+        let target = port
+            .to
+            .parse::<std::net::SocketAddr>()
+            .map(|to| to.ip())
+            .or_else(|_| port.to.parse())
+            .ok();
+        port.container = target.and_then(|ip| {
+            snapshot.containers.iter().position(|c| {
+                c.running
+                    && c.daemon_netns.is_none_or(|daemon| daemon == netns.inode)
+                    && c.addresses.contains(&ip)
+            })
+        });
+        found.push(port);
+    }
+    for port in found {
+        snapshot
+            .listeners
+            .push(Listener::published(&port.binding, netns.clone()));
+        snapshot.published.push(port);
+    }
+}
+
+/// The port `binding` names, if a DNAT of the namespace forwards it: its
+/// reach as a listener on the published address would have it, and where
+/// the first DNAT met sends it.
+fn published_port(
+    mut binding: perimeter_model::Binding,
+    netns: &perimeter_model::Netns,
+    interfaces: &[perimeter_model::Interface],
+    ruleset: &perimeter_firewall::Ruleset,
+) -> Option<perimeter_model::PublishedPort> {
+    // As a listener on the published address would be: the same
+    // evaluation, for a socket that does not exist.
+    let pseudo = Listener::published(&binding, netns.clone());
+    if !pseudo.scope.is_exposed() {
+        return None;
+    }
+    let reach = reach_of_listeners(
+        std::slice::from_ref(&pseudo),
+        netns.inode,
+        interfaces,
+        ruleset,
+        false,
+    )
+    .remove(&(netns.inode, 0))?;
+    let first = reach.published.first()?;
+    let to = first.to.clone();
+    if let Some(port) = to.parse::<std::net::SocketAddr>().ok().map(|to| to.port()) {
+        binding.container_port = port;
+    }
+    Some(perimeter_model::PublishedPort {
+        netns: netns.inode,
+        binding,
+        to,
+        container: None,
+        reach,
+    })
 }
 
 /// Which sources reach each listener beyond loopback of one namespace, through
@@ -253,11 +357,16 @@ fn reach_of_bindings(
 /// judged by the forward path to the translated destination instead
 /// (`reachability::published`), and each such path is kept for
 /// `firewall.bypassed`.
+///
+/// With `socket` false the listeners stand for published ports nothing
+/// listens on: only the connections a DNAT forwards get anywhere, and the
+/// input path's answer (which would lead to no socket) is left out.
 fn reach_of_listeners(
     listeners: &[Listener],
     netns_inode: u64,
     interfaces: &[perimeter_model::Interface],
     ruleset: &perimeter_firewall::Ruleset,
+    socket: bool,
 ) -> BTreeMap<(u64, u64), perimeter_model::Reach> {
     let links: Vec<reachability::Link> = interfaces
         .iter()
@@ -310,13 +419,20 @@ fn reach_of_listeners(
                     version,
                 ));
             }
-            let mut allowed = input_allowed.difference(&elsewhere);
+            // Without a socket, the input path leads nowhere: its answer
+            // only says whom the firewall meant to let in (`input_denies`).
+            let mut allowed = if socket {
+                input_allowed.difference(&elsewhere)
+            } else {
+                perimeter_model::addrset::AddrRanges::empty()
+            };
             reach
                 .unknown
                 .extend(found.unknown.into_iter().filter(|(net, _)| {
-                    !perimeter_model::addrset::AddrRanges::from_nets(&[*net], version)
-                        .difference(&elsewhere)
-                        .is_empty()
+                    socket
+                        && !perimeter_model::addrset::AddrRanges::from_nets(&[*net], version)
+                            .difference(&elsewhere)
+                            .is_empty()
                 }));
             reach.unknown.extend(undecided);
             for path in paths {
@@ -343,7 +459,8 @@ fn reach_of_listeners(
             }
             reach.allowed.extend(allowed.prefixes(version));
             for rule in found.accepting_rules {
-                if !rule.by_policy
+                if socket
+                    && !rule.by_policy
                     && !rule.restricts_source
                     && !reach.unrestricted_accepts.contains(&rule.text)
                 {

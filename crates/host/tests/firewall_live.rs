@@ -683,21 +683,15 @@ fn gateway_ruleset(forward: &str) -> String {
     )
 }
 
-/// A gateway whose input chain drops a port while its nat prerouting chain
-/// translates it (plain nftables `dnat`, no container runtime) to a host in a
-/// namespace behind it: what the audit's reachability says for the gateway's
-/// listeners on those ports (`perimeter_host::audit::collect` in the
-/// gateway's namespace) must agree with real connections from a client, once
-/// with a forward chain that accepts the translated connections (some only
-/// from some sources) and once with one that drops them all.
-#[test]
-fn lab_dnat_connections_agree_with_reachability() {
-    if !require(Requirement::Netns)
-        || !require(Requirement::Tool("nft"))
-        || !require(Requirement::Tool("sysctl"))
-    {
-        return;
-    }
+/// The gateway, a client with every address of [`CLIENT_SOURCES`], and the
+/// host behind the gateway on a link of its own, with forwarding on in the
+/// gateway's namespace only.
+fn dnat_lab() -> (
+    perimeter_testlab::Lab,
+    std::sync::Arc<perimeter_testlab::Ns>,
+    std::sync::Arc<perimeter_testlab::Ns>,
+    perimeter_testlab::Ns,
+) {
     let mut lab = perimeter_testlab::Lab::new().expect("lab");
     let gateway = lab
         .add_host("gw", &[&format!("{GATEWAY}/24")])
@@ -740,6 +734,26 @@ fn lab_dnat_connections_agree_with_reachability() {
     gateway
         .exec("sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"])
         .expect("forwarding in the gateway namespace");
+
+    (lab, gateway, client, behind)
+}
+
+/// A gateway whose input chain drops a port while its nat prerouting chain
+/// translates it (plain nftables `dnat`, no container runtime) to a host in a
+/// namespace behind it: what the audit's reachability says for the gateway's
+/// listeners on those ports (`perimeter_host::audit::collect` in the
+/// gateway's namespace) must agree with real connections from a client, once
+/// with a forward chain that accepts the translated connections (some only
+/// from some sources) and once with one that drops them all.
+#[test]
+fn lab_dnat_connections_agree_with_reachability() {
+    if !require(Requirement::Netns)
+        || !require(Requirement::Tool("nft"))
+        || !require(Requirement::Tool("sysctl"))
+    {
+        return;
+    }
+    let (_lab, gateway, client, behind) = dnat_lab();
 
     // The gateway's own listeners on every port (a DNAT shadows some of
     // them) and the listeners behind; never accepted, as above.
@@ -873,4 +887,100 @@ fn lab_dnat_connections_agree_with_reachability() {
             connected.len()
         );
     }
+}
+
+/// The same gateway with nothing listening on it: the ports its DNATs
+/// forward are the only open ones, and `ss` shows none of them. The audit
+/// (`perimeter_host::audit::collect`) must list each forwarded port as a
+/// published port (no container runtime here: a host behind, as a VM would
+/// be) with where it goes, and its reach must be exactly the real
+/// connections: the forward path's, with the input chain's answer, which
+/// leads to no socket, left out. Port 22, which no DNAT names, is not listed.
+#[test]
+fn lab_ports_forwarded_with_nothing_listening_are_listed_and_agree_with_connections() {
+    if !require(Requirement::Netns)
+        || !require(Requirement::Tool("nft"))
+        || !require(Requirement::Tool("sysctl"))
+    {
+        return;
+    }
+    let (_lab, gateway, client, behind) = dnat_lab();
+    let _behind_listeners = behind
+        .listen_tcp(BEHIND.parse().expect("literal"), &BEHIND_PORTS)
+        .expect("listen behind");
+    gateway
+        .nft(&gateway_ruleset(&format!(
+            "ip daddr {BEHIND} tcp dport {{ 6379, 9000 }} accept
+            ip daddr {BEHIND} tcp dport 80 ip saddr 198.18.0.0/28 accept"
+        )))
+        .expect("gateway ruleset");
+    let snapshot = gateway
+        .enter(|| {
+            perimeter_host::audit::collect(&perimeter_host::audit::AuditOptions {
+                probe_services: false,
+                ..perimeter_host::audit::AuditOptions::default()
+            })
+        })
+        .expect("enter gateway namespace")
+        .snapshot;
+
+    let mut listed: Vec<(u16, String)> = snapshot
+        .listeners
+        .iter()
+        .filter(|l| l.protocol == Protocol::Tcp && l.address.is_ipv4())
+        .map(|l| {
+            let port = snapshot
+                .published_port(l)
+                .unwrap_or_else(|| panic!("{l:?} is no published port"));
+            assert!(port.container.is_none(), "no runtime here: {port:?}");
+            (l.port, port.to.clone())
+        })
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        [
+            (6379, format!("{BEHIND}:6379")),
+            (8080, format!("{BEHIND}:80")),
+            (9000, format!("{BEHIND}:9000")),
+        ],
+        "problems: {:?}",
+        snapshot.problems
+    );
+
+    let mut expected = Vec::new();
+    for port in NAT_PORTS {
+        let reach = snapshot
+            .listeners
+            .iter()
+            .find(|l| l.protocol == Protocol::Tcp && l.port == port)
+            .and_then(|l| snapshot.reach_of(l));
+        for source in CLIENT_SOURCES {
+            let source: IpAddr = source.parse().expect("literal");
+            let allowed = match reach {
+                Some(reach) => {
+                    assert!(
+                        !reach.unknown.iter().any(|(net, _)| net.contains(&source)),
+                        "{source} -> {port}: {:?}",
+                        reach.unknown
+                    );
+                    reach.allowed.iter().any(|net| net.contains(&source))
+                }
+                // Not listed: nothing answers.
+                None => false,
+            };
+            expected.push(((source, port), allowed));
+        }
+    }
+    let connected = client
+        .enter(|| connect_all(&CLIENT_SOURCES, GATEWAY, &NAT_PORTS))
+        .expect("enter client namespace");
+    assert_eq!(expected, connected);
+    // Both answers occur: 6379 from everyone, 8080 from one source, 9000
+    // from the sources its DNAT takes, 22 from none.
+    let n_connected = connected.iter().filter(|(_, c)| *c).count();
+    assert!(
+        n_connected > 3 && n_connected < connected.len() - 5,
+        "{connected:?}"
+    );
 }

@@ -134,6 +134,10 @@ pub enum ContainerVia {
     /// published port with a socket it hands to the container's conmon,
     /// while the kernel's DNAT forwards the connections.
     Monitor,
+    /// Nothing on the host holds the port: a DNAT in nat prerouting sends
+    /// it to the container's address (Docker without its userland proxy, a
+    /// Kubernetes hostPort).
+    Nat,
 }
 
 impl ContainerVia {
@@ -143,6 +147,7 @@ impl ContainerVia {
             ContainerVia::Proxy => "docker-proxy",
             ContainerVia::Daemon => "daemon",
             ContainerVia::Monitor => "conmon",
+            ContainerVia::Nat => "dnat",
         }
     }
 }

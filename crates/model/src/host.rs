@@ -289,12 +289,35 @@ pub struct HostSnapshot {
     pub reach: BTreeMap<(u64, u64), crate::Reach>,
     /// The containers the host's runtimes know (Docker's state, read-only).
     pub containers: Vec<crate::Container>,
-    /// Ports a container publishes that no process of the host listens on
-    /// (Docker without its userland proxy: the kernel's DNAT alone answers),
-    /// with who reaches them: (container index, binding, reach). A port a
-    /// proxy holds is a listener and judged as one.
-    pub published: Vec<(usize, crate::Binding, crate::Reach)>,
+    /// Ports of the host that no process of its namespace listens on and a
+    /// DNAT in nat prerouting sends elsewhere: a container's published port
+    /// (Docker without its userland proxy), a Kubernetes hostPort, a port
+    /// forwarded to a VM or another machine. Each is also in `listeners`,
+    /// as the socket it would be ([`Listener::published`]: no owner, inode
+    /// 0), so that it is listed, approved and judged like any listener; this
+    /// says where it goes. A port a proxy holds is a real listener.
+    pub published: Vec<PublishedPort>,
     pub problems: Vec<Problem>,
+}
+
+/// A port of the host that a DNAT in nat prerouting forwards, with no
+/// process of the namespace listening on it: to the network a port of the
+/// host like any other, though `ss` shows nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedPort {
+    /// The inode of the namespace whose nat prerouting holds the DNAT.
+    pub netns: u64,
+    /// The host's address (unspecified when the DNAT takes every local
+    /// address) and port, and the port it is sent to.
+    pub binding: crate::Binding,
+    /// Where the DNAT sends it (`198.18.90.2:6379`), as written.
+    pub to: String,
+    /// The container it reaches, by the runtime's record of the binding or
+    /// by the address the DNAT sends to; `None` for a VM, another machine,
+    /// or a container no runtime here names.
+    pub container: Option<usize>,
+    /// Who reaches it, through the forward path (`reach.published`).
+    pub reach: crate::Reach,
 }
 
 impl HostSnapshot {
@@ -320,12 +343,17 @@ impl HostSnapshot {
     /// The container behind a listener, and how it was traced: the main
     /// owner runs in the container (its cgroup names it), it is Docker's
     /// userland proxy forwarding the host's port to the container's address,
-    /// dockerd holding a port a container publishes, or the conmon of a
-    /// Podman container holding its published port.
+    /// dockerd holding a port a container publishes, the conmon of a
+    /// Podman container holding its published port, or, for a published
+    /// port nothing holds, the container its DNAT sends to.
     pub fn container_of(
         &self,
         listener: &Listener,
     ) -> Option<(&crate::Container, crate::ContainerVia)> {
+        if let Some(port) = self.published_port(listener) {
+            let container = self.containers.get(port.container?)?;
+            return Some((container, crate::ContainerVia::Nat));
+        }
         let owner = self.main_owner(listener)?;
         if let Some(container) = self.container_of_process(owner) {
             return Some((container, crate::ContainerVia::Process));
@@ -389,7 +417,24 @@ impl HostSnapshot {
     }
 
     pub fn reach_of(&self, listener: &Listener) -> Option<&crate::Reach> {
-        self.reach.get(&(listener.netns.inode, listener.inode))
+        match self.published_port(listener) {
+            Some(port) => Some(&port.reach),
+            None => self.reach.get(&(listener.netns.inode, listener.inode)),
+        }
+    }
+
+    /// The published port a listener stands for, when it is one: a socket
+    /// no process holds (inode 0) at a port a DNAT forwards.
+    pub fn published_port(&self, listener: &Listener) -> Option<&PublishedPort> {
+        if listener.inode != 0 || !listener.owners.is_empty() {
+            return None;
+        }
+        self.published.iter().find(|port| {
+            port.netns == listener.netns.inode
+                && port.binding.protocol == listener.protocol
+                && port.binding.host_ip == listener.address
+                && port.binding.host_port == listener.port
+        })
     }
 
     pub fn namespace(&self, inode: u64) -> Option<&NetnsFacts> {

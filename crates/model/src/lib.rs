@@ -29,7 +29,7 @@ pub use environment::{EnvKind, Environment, PublishedPath, Reach};
 pub use finding::{Finding, Problem, Severity, SeverityParseError};
 pub use host::{
     Account, FirewallVerdict, HostSnapshot, Interface, Listener, Netns, NetnsFacts, Ownership,
-    PackageRef, Process, Protocol, SocketOwner,
+    PackageRef, Process, Protocol, PublishedPort, SocketOwner,
 };
 pub use inventory::{Area, FileChange, UnitKind};
 pub use scan::{AuthState, PortResult, PortState, ScanInfo, ServiceInfo, TlsInfo};

@@ -179,6 +179,12 @@ struct ListenerJson {
     /// host's port to (`via`).
     #[serde(skip_serializing_if = "Option::is_none")]
     container_ref: Option<ContainerJson>,
+    /// For a port nothing on the host listens on that a DNAT in nat
+    /// prerouting forwards (a container's published port without a userland
+    /// proxy, a Kubernetes hostPort, a port forwarded to a VM): where it
+    /// goes. Absent for a socket a process holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    published: Option<PublishedJson>,
     approval: ApprovalJson,
     /// Who the namespace's firewall lets through to this listener (beyond
     /// loopback only; absent when the ruleset could not be read).
@@ -208,6 +214,15 @@ struct ContainerJson {
     /// the container without a userland proxy), or `conmon` (Podman's
     /// monitor holding the port it reserved for the container).
     via: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct PublishedJson {
+    /// Where the DNAT sends it (`198.18.5.2:22`).
+    to: String,
+    /// The chain holding the DNAT rule, and the rule.
+    chain: String,
+    rule: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -336,6 +351,14 @@ fn listener_json(
                 }),
                 via: via.as_str(),
             }),
+        published: snapshot.published_port(listener).map(|port| {
+            let path = port.reach.published.first();
+            PublishedJson {
+                to: port.to.clone(),
+                chain: path.map(|p| p.chain.clone()).unwrap_or_default(),
+                rule: path.map(|p| p.rule.clone()).unwrap_or_default(),
+            }
+        }),
         approval: ApprovalJson {
             status: approval.as_str(),
             entry: approval.entry().map(str::to_owned),
@@ -501,7 +524,11 @@ pub fn to_human(view: &AuditView<'_>, style: Style) -> String {
                 }
                 label
             }
-            None => "?".to_owned(),
+            None => match snapshot.published_port(listener) {
+                // No process: the kernel's DNAT answers.
+                Some(port) => crate::alert::one_line(&format!("DNAT to {}", port.to)),
+                None => "?".to_owned(),
+            },
         };
         let container = snapshot.container_of(listener);
         let (package, package_color) = match (container, owner.map(|p| &p.ownership)) {
@@ -513,7 +540,8 @@ pub fn to_human(view: &AuditView<'_>, style: Style) -> String {
                     c,
                     perimeter_model::ContainerVia::Proxy
                     | perimeter_model::ContainerVia::Daemon
-                    | perimeter_model::ContainerVia::Monitor,
+                    | perimeter_model::ContainerVia::Monitor
+                    | perimeter_model::ContainerVia::Nat,
                 )),
                 _,
             ) => (
@@ -535,9 +563,21 @@ pub fn to_human(view: &AuditView<'_>, style: Style) -> String {
             (None, Some(Ownership::Unknown(_)) | Some(Ownership::NotChecked)) => {
                 ("?".to_owned(), dim)
             }
+            // Forwarded by a DNAT to an address no runtime here names: a
+            // VM, another machine.
+            (None, None) if snapshot.published_port(listener).is_some() => {
+                ("forwarded".to_owned(), Some(Color::Yellow))
+            }
             (None, None) => ("?".to_owned(), dim),
         };
-        let user = owner.map(Process::user_name).unwrap_or_else(|| "?".into());
+        let user = owner.map(Process::user_name).unwrap_or_else(|| {
+            // Nobody: no process holds a forwarded port.
+            if snapshot.published_port(listener).is_some() {
+                "-".into()
+            } else {
+                "?".into()
+            }
+        });
         let user_color = if owner.is_some_and(|p| p.uid == 0) && exposed {
             Some(Color::Yellow)
         } else {

@@ -285,7 +285,21 @@ fn details(audit: &HostAudit, listener: &Listener) -> String {
                 out.push_str(&format!("  unit     {unit}\n"));
             }
         }
-        None => out.push_str("  process  none that perimeter could see\n"),
+        None => match audit.snapshot.published_port(listener) {
+            Some(port) => {
+                out.push_str(&format!(
+                    "  process  none: a DNAT in nat prerouting forwards it to {}\n",
+                    port.to
+                ));
+                if let Some((container, _)) = audit.snapshot.container_of(listener) {
+                    out.push_str(&format!(
+                        "  container {} ({}, {})\n",
+                        container.name, container.image, container.runtime
+                    ));
+                }
+            }
+            None => out.push_str("  process  none that perimeter could see\n"),
+        },
     }
     let subject = describe(audit, listener);
     for finding in audit.findings.iter().filter(|f| f.subject == subject) {
@@ -331,6 +345,8 @@ fn new_entry(
                 user: Some(process.user_name()),
             }
         }
+        // A forwarded port has no process to key on, whoever looks.
+        None if audit.snapshot.published_port(listener).is_some() => OwnerKey::Unowned,
         None => {
             if !nix::unistd::geteuid().is_root() {
                 bail!(

@@ -39,7 +39,11 @@ pub(crate) fn run(args: CheckArgs, terminal: &Terminal) -> Result<ExitCode> {
                     .snapshot
                     .main_owner(listener)
                     .map(|p| format!("{} (pid {}, {})", p.name(), p.pid, p.user_name()))
-                    .unwrap_or_else(|| "owner unknown".into());
+                    .unwrap_or_else(|| match audit.snapshot.published_port(listener) {
+                        // Nothing listens: a DNAT forwards it.
+                        Some(port) => format!("forwarded to {} by a DNAT", port.to),
+                        None => "owner unknown".into(),
+                    });
                 match status {
                     ApprovalStatus::Unapproved => {
                         outln!(

@@ -1,0 +1,360 @@
+//! The ports a ruleset's DNATs forward, read from the rules themselves: where
+//! nothing on the host listens (a port forwarded to a VM, a Kubernetes
+//! hostPort, Docker without its userland proxy) the socket list shows
+//! nothing, and these rules are the only sign that the port is open.
+//!
+//! This only proposes candidates: the protocol, port and (where a rule names
+//! one) local address each DNAT rule tests, together with the tests of the
+//! jumps and gotos that lead to its chain. Whether a connection to a
+//! candidate is really translated, and who gets through, is the walker's
+//! answer ([`crate::reachability::published`]); a candidate the walk finds
+//! no DNAT for is dropped by the caller. A DNAT whose ports cannot be told
+//! (none tested, a negation, a set kept elsewhere) is named, not guessed.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use perimeter_model::Protocol;
+use perimeter_model::addrset::AddrFamily;
+
+use crate::ir::{Chain, Condition, Family, Field, Hook, Op, Ruleset, Value, Verdict};
+
+/// One port some DNAT rule may forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ForwardedPort {
+    pub protocol: Protocol,
+    pub family: AddrFamily,
+    /// The local address the rule (or the path to it) requires, when it
+    /// names exactly one; `None` for every local address.
+    pub dst: Option<IpAddr>,
+    pub port: u16,
+}
+
+/// How deep the jumps leading to a DNAT rule are followed, and how many
+/// paths are kept per chain: Docker's and CNI's chains are two or three deep.
+const MAX_DEPTH: usize = 8;
+const MAX_PATHS: usize = 32;
+
+/// The candidate ports of every DNAT rule in a nat table with a prerouting
+/// chain, at most `limit` of them, and one line for each DNAT whose ports
+/// could not be told (and for what `limit` cut off).
+pub fn forwarded_ports(ruleset: &Ruleset, limit: usize) -> (Vec<ForwardedPort>, Vec<String>) {
+    let mut found = BTreeSet::new();
+    let mut unlisted = Vec::new();
+    let mut cut = 0usize;
+    for (chain_idx, chain) in ruleset.chains.iter().enumerate() {
+        if !in_nat_prerouting_table(ruleset, chain) {
+            continue;
+        }
+        for rule in &chain.rules {
+            let Some(Verdict::Dnat(target)) = &rule.verdict else {
+                continue;
+            };
+            let families: Vec<AddrFamily> = match (chain.family, target.addr) {
+                (Family::Ip, _) => vec![AddrFamily::V4],
+                (Family::Ip6, _) => vec![AddrFamily::V6],
+                (Family::Inet, Some(IpAddr::V4(_))) => vec![AddrFamily::V4],
+                (Family::Inet, Some(IpAddr::V6(_))) => vec![AddrFamily::V6],
+                (Family::Inet, None) => vec![AddrFamily::V4, AddrFamily::V6],
+                _ => continue,
+            };
+            let mut listed = false;
+            let mut why_not = None;
+            for path in paths_to(ruleset, chain_idx, 0) {
+                let conditions = path.iter().copied().chain(rule.conditions.iter());
+                match candidates(conditions) {
+                    Ok(ports) => {
+                        for (protocol, dst, port) in ports {
+                            for &family in &families {
+                                if dst.is_some_and(|d| d.is_ipv4() != (family == AddrFamily::V4)) {
+                                    continue;
+                                }
+                                let candidate = ForwardedPort {
+                                    protocol,
+                                    family,
+                                    dst,
+                                    port,
+                                };
+                                if found.contains(&candidate) {
+                                    continue;
+                                }
+                                if found.len() >= limit {
+                                    cut += 1;
+                                    continue;
+                                }
+                                found.insert(candidate);
+                                listed = true;
+                            }
+                        }
+                    }
+                    Err(why) => why_not = Some(why),
+                }
+            }
+            if let Some(why) = why_not.filter(|_| !listed) {
+                unlisted.push(format!(
+                    "{}: `{}` forwards {why}: not listed port by port",
+                    chain.describe(),
+                    rule.text
+                ));
+            }
+        }
+    }
+    if cut > 0 {
+        unlisted.push(format!(
+            "{cut} more forwarded ports beyond the first {limit} are not listed"
+        ));
+    }
+    (found.into_iter().collect(), unlisted)
+}
+
+/// Whether `chain` is in a nat table some prerouting nat chain belongs to:
+/// where a DNAT for inbound connections can be.
+fn in_nat_prerouting_table(ruleset: &Ruleset, chain: &Chain) -> bool {
+    ruleset.chains.iter().any(|base| {
+        base.backend == chain.backend
+            && base.family == chain.family
+            && base.table == chain.table
+            && base
+                .base
+                .as_ref()
+                .is_some_and(|b| b.hook == Hook::Prerouting && b.chain_type == "nat")
+    })
+}
+
+/// The conditions of the rules that jump or go to `chain_idx`, one list per
+/// way of getting there from a base chain (empty for a base chain itself).
+/// A chain nothing reaches has no path, and its DNATs forward nothing.
+fn paths_to(ruleset: &Ruleset, chain_idx: usize, depth: usize) -> Vec<Vec<&Condition>> {
+    let Some(chain) = ruleset.chains.get(chain_idx) else {
+        return Vec::new();
+    };
+    if chain.base.is_some() {
+        return vec![Vec::new()];
+    }
+    if depth >= MAX_DEPTH {
+        return Vec::new();
+    }
+    let mut paths = Vec::new();
+    for (caller_idx, caller) in ruleset.chains.iter().enumerate() {
+        if caller.backend != chain.backend
+            || caller.family != chain.family
+            || caller.table != chain.table
+        {
+            continue;
+        }
+        for rule in &caller.rules {
+            let target = match &rule.verdict {
+                Some(Verdict::Jump(name) | Verdict::Goto(name)) => name,
+                _ => continue,
+            };
+            if *target != chain.name {
+                continue;
+            }
+            for mut path in paths_to(ruleset, caller_idx, depth + 1) {
+                if paths.len() >= MAX_PATHS {
+                    return paths;
+                }
+                path.extend(rule.conditions.iter());
+                paths.push(path);
+            }
+        }
+    }
+    paths
+}
+
+/// The (protocol, local address, port) triples a list of conditions admits,
+/// or why they cannot be told.
+fn candidates<'a>(
+    conditions: impl Iterator<Item = &'a Condition>,
+) -> Result<Vec<(Protocol, Option<IpAddr>, u16)>, String> {
+    let mut protocols: Option<Vec<Protocol>> = None;
+    let mut ports: Option<Vec<u16>> = None;
+    let mut dst = None;
+    let both = || vec![Protocol::Tcp, Protocol::Udp];
+    for condition in conditions {
+        let Condition::Match { field, op, value } = condition else {
+            continue;
+        };
+        match field {
+            Field::Payload { protocol, field } if field == "dport" => {
+                if !matches!(op, Op::Eq | Op::In) {
+                    return Err(format!("every port but `{value}`"));
+                }
+                let these = port_values(value)
+                    .ok_or_else(|| format!("the ports `{value}`, which are not read"))?;
+                ports = Some(match ports {
+                    Some(before) => before.into_iter().filter(|p| these.contains(p)).collect(),
+                    None => these,
+                });
+                let named = match protocol.as_str() {
+                    "tcp" => vec![Protocol::Tcp],
+                    "udp" => vec![Protocol::Udp],
+                    _ => both(),
+                };
+                protocols = Some(intersect(protocols, named));
+            }
+            Field::Meta(key) if key == "l4proto" && matches!(op, Op::Eq | Op::In) => {
+                let named: Vec<Protocol> = both()
+                    .into_iter()
+                    .filter(|p| names_protocol(value, *p))
+                    .collect();
+                protocols = Some(intersect(protocols, named));
+            }
+            Field::Payload { protocol, field }
+                if (protocol == "ip" || protocol == "ip6") && field == "daddr" =>
+            {
+                if *op == Op::Eq
+                    && let Some(addr) = one_address(value)
+                {
+                    dst = Some(addr);
+                }
+            }
+            _ => {}
+        }
+    }
+    let Some(ports) = ports else {
+        return Err("every port".to_owned());
+    };
+    let protocols = protocols.unwrap_or_else(both);
+    Ok(protocols
+        .into_iter()
+        .flat_map(|protocol| ports.iter().map(move |&port| (protocol, dst, port)))
+        .collect())
+}
+
+fn intersect(before: Option<Vec<Protocol>>, named: Vec<Protocol>) -> Vec<Protocol> {
+    match before {
+        Some(before) => before.into_iter().filter(|p| named.contains(p)).collect(),
+        None => named,
+    }
+}
+
+fn names_protocol(value: &Value, protocol: Protocol) -> bool {
+    let number = match protocol {
+        Protocol::Tcp => 6,
+        Protocol::Udp => 17,
+    };
+    match value {
+        Value::Number(n) => *n == number,
+        Value::Text(text) => {
+            text.eq_ignore_ascii_case(protocol.as_str()) || text.parse::<u64>() == Ok(number)
+        }
+        Value::Set(values) => values.iter().any(|v| names_protocol(v, protocol)),
+        _ => false,
+    }
+}
+
+/// The ports a `dport` value names: a number, a range of at most 64 ports,
+/// a set of those; `None` for anything else (a named set, a wide range).
+fn port_values(value: &Value) -> Option<Vec<u16>> {
+    let number = |v: &Value| match v {
+        Value::Number(n) => u16::try_from(*n).ok(),
+        Value::Text(text) => text.parse::<u16>().ok(),
+        _ => None,
+    };
+    match value {
+        Value::Number(_) | Value::Text(_) => Some(vec![number(value)?]),
+        Value::Range(low, high) => range(number(low)?, number(high)?),
+        Value::Set(values) => {
+            let mut out = Vec::new();
+            for value in values {
+                out.extend(port_values(value)?);
+            }
+            Some(out)
+        }
+        _ => None,
+    }
+}
+
+fn range(low: u16, high: u16) -> Option<Vec<u16>> {
+    (low <= high && high - low < 64).then(|| (low..=high).collect())
+}
+
+/// The one address a `daddr` value names (a text address or a full-length
+/// prefix).
+fn one_address(value: &Value) -> Option<IpAddr> {
+    match value {
+        Value::Text(text) => text.parse().ok(),
+        Value::Prefix { addr, len } => {
+            let full = if addr.is_ipv4() { 32 } else { 128 };
+            (*len == full).then_some(*addr)
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Backend, parse_iptables_save};
+
+    fn ports(save: &str) -> (Vec<String>, Vec<String>) {
+        let ruleset =
+            parse_iptables_save(save, AddrFamily::V4, Backend::IptablesLegacy).expect("parses");
+        let (found, unlisted) = forwarded_ports(&ruleset, 8);
+        let found = found
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}/{} {}",
+                    p.protocol,
+                    p.port,
+                    p.dst.map_or("*".to_owned(), |d| d.to_string())
+                )
+            })
+            .collect();
+        (found, unlisted)
+    }
+
+    /// A port forward to a VM, Kubernetes' hostPort chains (the port tested
+    /// on the way in, again in the DNAT's own chain), a DNAT with no port,
+    /// and a chain nothing jumps to.
+    #[test]
+    fn dnat_rules_and_the_jumps_to_them_name_the_ports() {
+        let (found, unlisted) = ports(
+            "*nat\n\
+             :PREROUTING ACCEPT [0:0]\n\
+             :CNI-HOSTPORT-DNAT - [0:0]\n\
+             :CNI-DN-1 - [0:0]\n\
+             :ORPHAN - [0:0]\n\
+             -A PREROUTING -d 198.18.0.1/32 -p tcp -m tcp --dport 2222 -j DNAT --to-destination 198.18.5.2:22\n\
+             -A PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT\n\
+             -A PREROUTING -d 198.18.0.9/32 -j DNAT --to-destination 198.18.5.9\n\
+             -A CNI-HOSTPORT-DNAT -p tcp -m multiport --dports 8080,8443 -j CNI-DN-1\n\
+             -A CNI-DN-1 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.88.0.5:80\n\
+             -A CNI-DN-1 -p tcp -m tcp --dport 8443 -j DNAT --to-destination 10.88.0.5:443\n\
+             -A ORPHAN -p udp -m udp --dport 53 -j DNAT --to-destination 198.18.5.3:53\n\
+             COMMIT\n",
+        );
+        assert_eq!(
+            found,
+            ["tcp/8080 *", "tcp/8443 *", "tcp/2222 198.18.0.1"],
+            "{unlisted:?}"
+        );
+        assert_eq!(unlisted.len(), 1, "{unlisted:?}");
+        assert!(unlisted[0].contains("forwards every port"), "{unlisted:?}");
+    }
+
+    #[test]
+    fn a_range_is_listed_up_to_the_limit_and_the_rest_counted() {
+        let (found, unlisted) = ports(
+            "*nat\n\
+             :PREROUTING ACCEPT [0:0]\n\
+             -A PREROUTING -p udp -m udp --dport 6000:6009 -j DNAT --to-destination 198.18.5.2\n\
+             -A PREROUTING -p tcp -m tcp ! --dport 22 -j DNAT --to-destination 198.18.5.3\n\
+             COMMIT\n",
+        );
+        assert_eq!(found.len(), 8);
+        assert_eq!(found[0], "udp/6000 *");
+        assert!(
+            unlisted.iter().any(|l| l.contains("every port but")),
+            "{unlisted:?}"
+        );
+        assert!(
+            unlisted
+                .iter()
+                .any(|l| l.starts_with("2 more forwarded ports")),
+            "{unlisted:?}"
+        );
+    }
+}
