@@ -96,9 +96,27 @@ fn saved_rules(ruleset: &Ruleset, text: &str, version: AddrFamily, backend: Back
     }
 }
 
-/// The default-deny verdict and the reachability of every probe.
+/// The default-deny verdict, the reachability of every probe, and the ports
+/// the DNATs forward, each asked as the audit asks it.
 fn ask(ruleset: &Ruleset) {
     let _ = firewall::default_deny(ruleset);
+    let (forwarded, _) = firewall::forwarded_ports(ruleset, 8);
+    assert!(forwarded.len() <= 8, "{forwarded:?}");
+    for port in &forwarded {
+        let v4 = port.family == AddrFamily::V4;
+        assert!(port.dst.is_none_or(|dst| dst.is_ipv4() == v4), "{port:?}");
+        let dst = port.dst.unwrap_or(if v4 {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        });
+        let probe = Probe {
+            protocol: port.protocol,
+            dst,
+            dport: port.port,
+        };
+        let _ = reachability::published(ruleset, &probe, &[]);
+    }
     for probe in &PROBES {
         let answer = reachability::reachability(ruleset, probe);
         let v4 = probe.dst.is_ipv4();

@@ -34,6 +34,9 @@ pub struct ForwardedPort {
 /// paths are kept per chain: Docker's and CNI's chains are two or three deep.
 const MAX_DEPTH: usize = 8;
 const MAX_PATHS: usize = 32;
+/// How many chains one DNAT's search may visit: chains that jump to each
+/// other many times over would otherwise make the search exponential.
+const MAX_VISITS: usize = 4096;
 
 /// The candidate ports of every DNAT rule in a nat table with a prerouting
 /// chain, at most `limit` of them, and one line for each DNAT whose ports
@@ -60,7 +63,8 @@ pub fn forwarded_ports(ruleset: &Ruleset, limit: usize) -> (Vec<ForwardedPort>, 
             };
             let mut listed = false;
             let mut why_not = None;
-            for path in paths_to(ruleset, chain_idx, 0) {
+            let mut visits = MAX_VISITS;
+            for path in paths_to(ruleset, chain_idx, 0, &mut visits) {
                 let conditions = path.iter().copied().chain(rule.conditions.iter());
                 match candidates(conditions) {
                     Ok(ports) => {
@@ -124,10 +128,19 @@ fn in_nat_prerouting_table(ruleset: &Ruleset, chain: &Chain) -> bool {
 /// The conditions of the rules that jump or go to `chain_idx`, one list per
 /// way of getting there from a base chain (empty for a base chain itself).
 /// A chain nothing reaches has no path, and its DNATs forward nothing.
-fn paths_to(ruleset: &Ruleset, chain_idx: usize, depth: usize) -> Vec<Vec<&Condition>> {
+fn paths_to<'a>(
+    ruleset: &'a Ruleset,
+    chain_idx: usize,
+    depth: usize,
+    visits: &mut usize,
+) -> Vec<Vec<&'a Condition>> {
     let Some(chain) = ruleset.chains.get(chain_idx) else {
         return Vec::new();
     };
+    if *visits == 0 {
+        return Vec::new();
+    }
+    *visits -= 1;
     if chain.base.is_some() {
         return vec![Vec::new()];
     }
@@ -150,7 +163,7 @@ fn paths_to(ruleset: &Ruleset, chain_idx: usize, depth: usize) -> Vec<Vec<&Condi
             if *target != chain.name {
                 continue;
             }
-            for mut path in paths_to(ruleset, caller_idx, depth + 1) {
+            for mut path in paths_to(ruleset, caller_idx, depth + 1, visits) {
                 if paths.len() >= MAX_PATHS {
                     return paths;
                 }
