@@ -44,16 +44,24 @@ pub(crate) fn check(snapshot: &HostSnapshot) -> Vec<Finding> {
             ),
             None => format!("{} state of container {}", container.runtime, container.id),
         };
+        // An LXC system container has no image: its own package database
+        // says what belongs in it, and the LXC reader lists what no package
+        // of it owns (the audit adds what was deleted since it started).
+        let lxc = container.runtime == "lxc";
         for (pid, exe) in &container.drift {
             let process = snapshot.processes.get(pid);
+            let why = if !lxc {
+                "which its image did not ship: written after the container started, run from a scratch directory, or deleted since"
+            } else if process.is_some_and(|p| p.exe_deleted) {
+                "which was deleted since it started"
+            } else {
+                "which no package in the container's own package database owns"
+            };
             let mut finding = Finding::new(
                 CONTAINER_DRIFT,
                 Severity::High,
                 format!("{subject} {}", exe.display()),
-                format!(
-                    "{subject} runs {} (pid {pid}), which its image did not ship: written after the container started, run from a scratch directory, or deleted since",
-                    exe.display()
-                ),
+                format!("{subject} runs {} (pid {pid}), {why}", exe.display()),
             )
             .with_evidence(evidence.clone());
             if let Some(process) = process {
@@ -67,9 +75,11 @@ pub(crate) fn check(snapshot: &HostSnapshot) -> Vec<Finding> {
                     }
                 ));
             }
-            findings.push(finding.with_remedy(
-                "find how it got there (docker diff or podman diff shows the container's changes), keep a copy for analysis, then replace the container from its image; a container should run only what its image ships",
-            ));
+            findings.push(finding.with_remedy(if lxc {
+                "find how it got there (no package of the container installed it), keep a copy for analysis, then remove it or install what it should be from a package; a system container should run only what its packages ship"
+            } else {
+                "find how it got there (docker diff or podman diff shows the container's changes), keep a copy for analysis, then replace the container from its image; a container should run only what its image ships"
+            }));
         }
         if container.runtime_socket_mounted {
             findings.push(
@@ -88,17 +98,26 @@ pub(crate) fn check(snapshot: &HostSnapshot) -> Vec<Finding> {
             );
         }
         if container.privileged {
-            findings.push(
-                Finding::new(
-                    CONTAINER_PRIVILEGED,
-                    Severity::High,
-                    &subject,
-                    format!("{subject} runs privileged: every device and capability of the host"),
+            // A privileged LXC container is one without a user namespace
+            // (no `lxc.idmap`), not one given every device: its root is the
+            // host's root.
+            let (why, remedy) = if lxc {
+                (
+                    format!(
+                        "{subject} is a privileged LXC container (no lxc.idmap): root inside it is root on the host"
+                    ),
+                    "make it unprivileged: map its user and group ids to unused ones of the host with lxc.idmap and shift its root file system's owners to them",
                 )
-                .with_evidence(evidence.clone())
-                .with_remedy(
+            } else {
+                (
+                    format!("{subject} runs privileged: every device and capability of the host"),
                     "run it without --privileged; add only the capabilities and devices it needs",
-                ),
+                )
+            };
+            findings.push(
+                Finding::new(CONTAINER_PRIVILEGED, Severity::High, &subject, why)
+                    .with_evidence(evidence.clone())
+                    .with_remedy(remedy),
             );
         }
         if container.network_mode == "host" {
@@ -129,9 +148,11 @@ pub(crate) fn check(snapshot: &HostSnapshot) -> Vec<Finding> {
                     ),
                 )
                 .with_evidence(evidence)
-                .with_remedy(
-                    "run it as an unprivileged user (USER in the image, or --user), or with user namespaces (dockerd --userns-remap, rootless Docker or Podman)",
-                ),
+                .with_remedy(if lxc {
+                    "run it unprivileged: map its ids to unused ones of the host with lxc.idmap"
+                } else {
+                    "run it as an unprivileged user (USER in the image, or --user), or with user namespaces (dockerd --userns-remap, rootless Docker or Podman)"
+                }),
             );
         }
     }
@@ -206,6 +227,41 @@ mod tests {
             medium container.root container ci-runner (redis:7, 4f9a0d2c6b1e)
               container ci-runner (redis:7, 4f9a0d2c6b1e) runs as the host's root (pid 100): an escape from it is root on the host
               | docker state of container 4f9a0d2c6b1e0000000000000000000000000000000000000000000000000000
+        "#]]
+        .assert_eq(&render(&findings));
+    }
+
+    #[test]
+    fn an_lxc_container_answers_to_its_own_packages_and_idmap() {
+        let mut snap = snapshot(
+            Vec::new(),
+            vec![
+                process(100, 1, "/bin/busybox", 0, "root"),
+                process(200, 100, "/opt/busybox", 0, "root"),
+            ],
+        );
+        let mut web = container("web", 100);
+        web.runtime = "lxc".into();
+        web.id = "web".into();
+        web.image = "lxc-busybox".into();
+        web.image_id = String::new();
+        web.network_mode = "private".into();
+        web.privileged = true;
+        web.drift = vec![(200, std::path::PathBuf::from("/opt/busybox"))];
+        snap.containers = vec![web];
+        let mut findings = check(&snap);
+        crate::sort_findings(&mut findings);
+        expect![[r#"
+            high container.drift container web (lxc-busybox, web) /opt/busybox
+              container web (lxc-busybox, web) runs /opt/busybox (pid 200), which no package in the container's own package database owns
+              | lxc state of container web
+              | pid 200 as root
+            high container.privileged container web (lxc-busybox, web)
+              container web (lxc-busybox, web) is a privileged LXC container (no lxc.idmap): root inside it is root on the host
+              | lxc state of container web
+            medium container.root container web (lxc-busybox, web)
+              container web (lxc-busybox, web) runs as the host's root (pid 100): an escape from it is root on the host
+              | lxc state of container web
         "#]]
         .assert_eq(&render(&findings));
     }

@@ -565,13 +565,19 @@ fn judge_container_processes(snapshot: &mut HostSnapshot) {
             let text = exe.to_string_lossy();
             SCRATCH_DIRS.iter().any(|dir| text.starts_with(dir))
         });
-        let drifted = written || scratch || process.exe_deleted;
-        judged.push((process.pid, idx, exe, drifted));
+        // A reader that judged the container's processes itself (LXC's,
+        // against the container's own packages) listed its drift already.
+        let listed = container.drift.iter().any(|(pid, _)| *pid == process.pid);
+        let drifted = written || scratch || process.exe_deleted || listed;
+        judged.push((process.pid, idx, exe, drifted, listed));
     }
-    for (pid, idx, exe, drifted) in judged {
+    for (pid, idx, exe, drifted, listed) in judged {
         let name = snapshot.containers[idx].name.clone();
         let image = snapshot.containers[idx].image.clone();
-        if drifted && let Some(exe) = &exe {
+        if drifted
+            && !listed
+            && let Some(exe) = &exe
+        {
             snapshot.containers[idx].drift.push((pid, exe.clone()));
         }
         if let Some(process) = snapshot.processes.get_mut(&pid) {

@@ -15,10 +15,11 @@ use std::net::IpAddr;
 /// running task's bundle, the OCI `config.json` and `init.pid`), read-only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Container {
-    /// `docker`, `podman` or `containerd`.
+    /// `docker`, `podman`, `containerd` or `lxc`.
     pub runtime: String,
     /// The full id (64 hex characters for Docker, Podman and the CRI;
-    /// whatever `ctr run` was given for a plain containerd container).
+    /// whatever `ctr run` was given for a plain containerd container; the
+    /// name for LXC, which has no other).
     pub id: String,
     /// containerd's namespace (`default`, `k8s.io`, ...): ids are unique
     /// only within one. `None` for the runtimes that have none.
@@ -56,7 +57,9 @@ pub struct Container {
     /// Its processes running an executable that is not the image's: one
     /// written into the writable layer after the container started, or one
     /// deleted since it was started (pid, executable as the container sees
-    /// it). Filled by the collector.
+    /// it); for LXC, whose system containers have no image, one that no
+    /// package in the container's own package database owns (listed by the
+    /// LXC reader). Filled by the collector.
     pub drift: Vec<(u32, std::path::PathBuf)>,
     /// The host ports it publishes (`-p`), as the runtime recorded them.
     /// Empty for Podman, whose state on disk keeps them only in its
@@ -94,8 +97,12 @@ pub struct Binding {
 }
 
 impl Container {
-    /// The 12 characters `docker ps` shows.
+    /// The 12 characters `docker ps` shows; an LXC container's whole name,
+    /// which is its id.
     pub fn short_id(&self) -> &str {
+        if self.runtime == "lxc" {
+            return &self.id;
+        }
         self.id.get(..12).unwrap_or(&self.id)
     }
 
@@ -103,7 +110,8 @@ impl Container {
     /// container: Docker's and Podman's name a prefix of the id; a
     /// containerd hint names the namespace too (`containerd:NS/ID`), ids
     /// being unique only within one; the cgroup of a Kubernetes container
-    /// (`kubernetes:ID`) names a prefix of the CRI's id.
+    /// (`kubernetes:ID`) names a prefix of the CRI's id; an LXC hint
+    /// (`lxc:NAME`) names the whole name.
     pub fn answers_to_hint(&self, runtime: &str, id: &str) -> bool {
         if id.is_empty() {
             return false;
@@ -114,6 +122,9 @@ impl Container {
                 self.runtime == runtime
                     && id.split_once('/') == Some((namespace.as_str(), self.id.as_str()))
             }
+            // An LXC container's id is its name, which the cgroup gives
+            // whole: `web` must not answer for `web2`.
+            ("lxc", None) => self.runtime == runtime && self.id == id,
             (_, None) => self.runtime == runtime && self.id.starts_with(id),
         }
     }
@@ -219,6 +230,42 @@ mod tests {
             None
         );
         assert_eq!(proxy_target(&args("redis-server *:6379")), None);
+    }
+
+    #[test]
+    fn an_lxc_hint_names_the_whole_container_name() {
+        let container = |runtime: &str, id: &str| Container {
+            runtime: runtime.into(),
+            id: id.into(),
+            namespace: None,
+            pod: None,
+            name: id.into(),
+            image: String::new(),
+            image_id: String::new(),
+            image_digest: None,
+            running: true,
+            pid: None,
+            addresses: Vec::new(),
+            privileged: false,
+            network_mode: String::new(),
+            runtime_socket_mounted: false,
+            writable_layer: None,
+            drift: Vec::new(),
+            published: Vec::new(),
+            daemon_netns: None,
+        };
+        let web2 = container("lxc", "web2");
+        assert!(web2.answers_to_hint("lxc", "web2"));
+        assert!(!web2.answers_to_hint("lxc", "web"));
+        assert!(!web2.answers_to_hint("docker", "web2"));
+        assert_eq!(
+            container("lxc", "a-long-container-name").short_id(),
+            "a-long-container-name"
+        );
+        // Docker's hint is a prefix of the id, as before.
+        let docker = container("docker", "4f9a0d2c6b1e77");
+        assert!(docker.answers_to_hint("docker", "4f9a0d2c6b1e"));
+        assert_eq!(docker.short_id(), "4f9a0d2c6b1e");
     }
 
     #[test]

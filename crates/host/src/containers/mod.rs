@@ -4,7 +4,8 @@
 //! containers/storage's `containers.json` and `images.json`, each
 //! container's `userdata`, and the conmon that monitors it) and
 //! containerd's, Kubernetes' among them (containerd.rs: each running task's
-//! bundle, its OCI spec and first process).
+//! bundle, its OCI spec and first process) and LXC's (lxc.rs: each
+//! container's monitor, configuration and own package database).
 //!
 //! The runtimes' API sockets would give the same facts, but asking one means
 //! speaking to a root daemon that can also start containers (or, for Podman,
@@ -15,6 +16,7 @@
 
 mod containerd;
 mod docker;
+mod lxc;
 mod podman;
 
 use std::collections::BTreeMap;
@@ -24,6 +26,10 @@ use perimeter_model::{Container, Problem, Process};
 
 pub use containerd::{containerd_containers, overlay_upper_dir, parse_containerd_config_state};
 pub use docker::docker_containers;
+pub use lxc::{
+    LxcConfig, lxc_containers, parse_lxc_conf_lxcpath, parse_lxc_config, parse_monitor_title,
+    rootfs_dir,
+};
 pub use podman::{
     parse_fib_trie_local, parse_if_inet6_global, parse_storage_conf, podman_containers,
 };
@@ -34,8 +40,9 @@ const MAX_STATE_BYTES: u64 = 4 * 1024 * 1024;
 const MAX_CONTAINERS: usize = 10_000;
 
 /// Every runtime's containers: Docker's, then Podman's, then containerd's
-/// (outside Docker's namespace); containerd's name their processes (whose
-/// cgroups do not), which is the one change made to `processes`.
+/// (outside Docker's namespace), then LXC's; containerd's name their
+/// processes (whose cgroups do not), which is the one change made to
+/// `processes`.
 pub fn containers(
     processes: &mut BTreeMap<u32, Process>,
     fs_root: &Path,
@@ -48,6 +55,9 @@ pub fn containers(
     let (containerd, containerd_problems) = containerd_containers(processes, fs_root, proc_root);
     containers.extend(containerd);
     problems.extend(containerd_problems);
+    let (lxc, lxc_problems) = lxc_containers(processes, fs_root, proc_root);
+    containers.extend(lxc);
+    problems.extend(lxc_problems);
     containerd::claim_processes(processes, &containers);
     (containers, problems)
 }
