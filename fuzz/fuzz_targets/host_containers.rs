@@ -7,12 +7,16 @@
 //! return is what the readers then use as paths or addresses: every path is
 //! absolute (an upper directory with mountinfo's escapes is not guessed
 //! at), `fib_trie` gives IPv4 addresses without loopback and `if_inet6`
-//! IPv6 ones, each list sorted and without repeats.
+//! IPv6 ones, each list sorted and without repeats. LXC's: a container's
+//! configuration (its rootfs a directory or a backend's name), a monitor's
+//! title (an absolute lxcpath and a name that is one path component), and
+//! `lxc.lxcpath` in /etc/lxc/lxc.conf (absolute).
 
 use libfuzzer_sys::fuzz_target;
 use perimeter_host::containers::{
     overlay_upper_dir, parse_containerd_config_state, parse_fib_trie_local,
-    parse_if_inet6_global, parse_storage_conf,
+    parse_if_inet6_global, parse_lxc_conf_lxcpath, parse_lxc_config, parse_monitor_title,
+    parse_storage_conf, rootfs_dir,
 };
 
 fuzz_target!(|bytes: &[u8]| {
@@ -34,4 +38,16 @@ fuzz_target!(|bytes: &[u8]| {
     let v6 = parse_if_inet6_global(&text);
     assert!(v6.iter().all(|a| a.is_ipv6()), "{v6:?}");
     assert!(v6.windows(2).all(|w| w[0] < w[1]), "{v6:?}");
+    let config = parse_lxc_config(&text);
+    let _ = config.image();
+    if let Some(Ok(root)) = config.rootfs.as_deref().map(rootfs_dir) {
+        assert!(root.is_absolute(), "{root:?}");
+    }
+    if let Some((lxcpath, name)) = parse_monitor_title(&text) {
+        assert!(lxcpath.is_absolute(), "{lxcpath:?}");
+        assert!(!name.is_empty() && !name.contains('/') && name != "..", "{name:?}");
+    }
+    if let Some(lxcpath) = parse_lxc_conf_lxcpath(&text) {
+        assert!(lxcpath.is_absolute(), "{lxcpath:?}");
+    }
 });
