@@ -385,9 +385,12 @@ fn published_port_behind_ufw_is_firewall_bypassed() {
     drop(lab);
 }
 
+/// dockerd without its userland proxy: the port is still the container's,
+/// and `firewall.bypassed`; the image, once pushed to a registry, is named
+/// with its manifest digest.
 #[test]
 fn a_port_published_without_the_userland_proxy_is_firewall_bypassed_too() {
-    if !require_docker_lab() {
+    if !require_docker_lab() || !require(Requirement::Tool("docker-registry")) {
         return;
     }
     let Published {
@@ -417,9 +420,56 @@ fn a_port_published_without_the_userland_proxy_is_firewall_bypassed_too() {
         &container_ip,
         image,
     );
+    // The image was built here: it has no manifest digest.
+    assert!(
+        listener["container_ref"]["image_digest"].is_null(),
+        "{listener:#}"
+    );
+
+    // Pushed to a registry (Debian's docker-registry, on the lab host's
+    // loopback), the image gets the digest the registry stored, and the
+    // container running it is named with it, from Docker's reference store.
+    let registry_dir = tempfile::tempdir().expect("tempdir");
+    let config = registry_dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {:?}\nhttp:\n  addr: 127.0.0.1:{REGISTRY_PORT}\n",
+            registry_dir.path().join("data")
+        ),
+    )
+    .expect("registry config");
+    let _registry = host
+        .spawn("docker-registry", &["serve", &config.to_string_lossy()])
+        .expect("docker-registry starts");
+    let pushed = format!("127.0.0.1:{REGISTRY_PORT}/perimeter-lab/redis:1");
+    dockerd.docker_ok(&["tag", image, &pushed]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !dockerd.docker(&["push", &pushed]).status.success() {
+        assert!(
+            Instant::now() < deadline,
+            "docker push to the lab registry did not succeed in 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let repo_digest = dockerd.docker_ok(&["inspect", "-f", "{{index .RepoDigests 0}}", image]);
+    let (_, registry_name_digest) = repo_digest
+        .rsplit_once('@')
+        .unwrap_or_else(|| panic!("a digest reference: {repo_digest}"));
+    let (_, doc) = common::audit_json(Some(&host), &approvals, &["--no-service-probes"]);
+    let listener = common::listener(&doc, PORT);
+    assert_eq!(
+        listener["container_ref"]["image_digest"], registry_name_digest,
+        "{listener:#}"
+    );
+    assert!(registry_name_digest.starts_with("sha256:"));
     drop(dockerd);
     drop(lab);
 }
+
+/// The lab registry's port, on the Docker host namespace's loopback: Docker
+/// pushes to a loopback registry without TLS.
+const REGISTRY_PORT: u16 = 5000;
 
 /// Ports of the Docker host the oracle connects to: one ufw allows and one it
 /// denies (each with a listener of the host's own), the container's port

@@ -3,7 +3,10 @@
 //! addresses, mounts) and `hostconfig.json` (privileged, network mode, binds).
 //! The data root is the one each running `dockerd` was given
 //! (`--data-root`, or `data-root` in its daemon.json), else Docker's default
-//! `/var/lib/docker`.
+//! `/var/lib/docker`. An image's manifest digest is in Docker's reference
+//! store, `<data-root>/image/<storage driver>/repositories.json`, for the
+//! images pulled from or pushed to a registry (a locally built one has
+//! none).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -214,6 +217,69 @@ fn writable_layer(data_root: &Path, id: &str) -> Option<PathBuf> {
     diff.is_dir().then_some(diff)
 }
 
+/// Docker's reference store: per repository, each reference (`redis:7`,
+/// `redis@sha256:...`) and the image id it names.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ReferenceStore {
+    #[serde(rename = "Repositories")]
+    repositories: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// How many storage drivers' directories under `image/` are looked at: one
+/// in practice, more only after a change of driver.
+const MAX_IMAGE_DRIVERS: usize = 8;
+
+/// Image id -> the manifest digest a digest reference (`name@sha256:...`)
+/// gives it, from every storage driver's reference store under `data_root`.
+/// An image with several digests (pushed to two registries) gets the first
+/// in order; one with none (built here) is absent.
+fn repo_digests(data_root: &Path, problems: &mut Vec<Problem>) -> BTreeMap<String, String> {
+    let mut digests = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(data_root.join("image")) else {
+        return digests;
+    };
+    let mut drivers: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path().join("repositories.json"))
+        .collect();
+    drivers.sort();
+    drivers.truncate(MAX_IMAGE_DRIVERS);
+    for path in drivers {
+        let store: ReferenceStore = match read_json(&path, "Docker's image references") {
+            Ok(store) => store,
+            Err(message) => {
+                problems.push(Problem::new(path.display().to_string(), message));
+                continue;
+            }
+        };
+        digests.extend(parse_reference_store(store));
+    }
+    digests
+}
+
+/// The digest references of a reference store, by image id.
+fn parse_reference_store(store: ReferenceStore) -> BTreeMap<String, String> {
+    let mut digests = BTreeMap::new();
+    for references in store.repositories.into_values() {
+        for (reference, image_id) in references {
+            let Some((_, digest)) = reference.rsplit_once('@') else {
+                continue;
+            };
+            if is_digest(digest) && is_digest(&image_id) {
+                digests.entry(image_id).or_insert_with(|| digest.to_owned());
+            }
+        }
+    }
+    digests
+}
+
+/// `sha256:` and 64 hex digits.
+fn is_digest(text: &str) -> bool {
+    text.strip_prefix("sha256:")
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// One container's state directory.
 fn read_container(data_root: &Path, id: &str) -> Result<Container, String> {
     let dir = data_root.join("containers").join(id);
@@ -303,6 +369,7 @@ pub fn docker_containers(
             .filter(|name| is_container_id(name))
             .collect();
         ids.sort();
+        let digests = repo_digests(&data_root, &mut problems);
         if ids.len() > MAX_CONTAINERS {
             problems.push(Problem::new(
                 dir.display().to_string(),
@@ -317,6 +384,7 @@ pub fn docker_containers(
             match read_container(&data_root, &id) {
                 Ok(mut container) => {
                     container.daemon_netns = daemon_netns;
+                    container.image_digest = digests.get(&container.image_id).cloned();
                     containers.push(container);
                 }
                 Err(message) => {
@@ -422,6 +490,48 @@ mod tests {
             problems[0].message.contains("does not parse"),
             "{problems:?}"
         );
+        // A locally built image has no digest.
+        assert_eq!(c.image_digest, None);
+    }
+
+    /// The reference store of a Docker host that pulled redis:7 and pushed
+    /// it to a registry of its own: two digest references name the image;
+    /// a tag, a malformed digest and another image's digest do not count.
+    #[test]
+    fn an_images_digest_comes_from_the_reference_store() {
+        let image = format!("sha256:{}", "a".repeat(64));
+        let pulled = format!("sha256:{}", "1".repeat(64));
+        let pushed = format!("sha256:{}", "2".repeat(64));
+        let other = format!("sha256:{}", "b".repeat(64));
+        let store: ReferenceStore = serde_json::from_str(&format!(
+            r#"{{"Repositories":{{
+                "redis":{{"redis:7":"{image}","redis@{pulled}":"{image}"}},
+                "registry.lab:5000/redis":{{"registry.lab:5000/redis@{pushed}":"{image}","registry.lab:5000/redis:7":"{image}"}},
+                "bad":{{"bad@sha256:xyz":"{other}","bad@{pulled}":"not-an-id"}},
+                "other":{{"other@{pushed}":"{other}"}}
+            }}}}"#
+        ))
+        .expect("parses");
+        let digests = parse_reference_store(store);
+        assert_eq!(digests.get(&image), Some(&pulled));
+        assert_eq!(digests.get(&other), Some(&pushed));
+        assert_eq!(digests.len(), 2);
+
+        // Read from the data root's storage driver directory.
+        let dir = tempfile::tempdir().expect("dir");
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("image/overlay2")).expect("dir");
+        std::fs::write(
+            root.join("image/overlay2/repositories.json"),
+            format!(r#"{{"Repositories":{{"redis":{{"redis@{pulled}":"{image}"}}}}}}"#),
+        )
+        .expect("write");
+        std::fs::create_dir_all(root.join("image/vfs")).expect("dir");
+        std::fs::write(root.join("image/vfs/repositories.json"), "{not json").expect("write");
+        let mut problems = Vec::new();
+        let digests = repo_digests(root, &mut problems);
+        assert_eq!(digests.get(&image), Some(&pulled));
+        assert_eq!(problems.len(), 1, "{problems:?}");
     }
 
     #[test]
