@@ -100,7 +100,7 @@ fn saved_rules(ruleset: &Ruleset, text: &str, version: AddrFamily, backend: Back
 /// the DNATs forward, each asked as the audit asks it.
 fn ask(ruleset: &Ruleset) {
     let _ = firewall::default_deny(ruleset);
-    let (forwarded, _) = firewall::forwarded_ports(ruleset, 8);
+    let (forwarded, _) = firewall::forwarded_ports(ruleset, 8, |_| true);
     assert!(forwarded.len() <= 8, "{forwarded:?}");
     for port in &forwarded {
         let v4 = port.family == AddrFamily::V4;

@@ -11,13 +11,13 @@
 //! no DNAT for is dropped by the caller. A DNAT whose ports cannot be told
 //! (none tested, a negation, a set kept elsewhere) is named, not guessed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use perimeter_model::Protocol;
 use perimeter_model::addrset::AddrFamily;
 
-use crate::ir::{Chain, Condition, Family, Field, Hook, Op, Ruleset, Value, Verdict};
+use crate::ir::{Backend, Chain, Condition, Family, Field, Hook, Op, Ruleset, Value, Verdict};
 
 /// One port some DNAT rule may forward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -40,11 +40,19 @@ const MAX_VISITS: usize = 4096;
 
 /// The candidate ports of every DNAT rule in a nat table with a prerouting
 /// chain, at most `limit` of them, and one line for each DNAT whose ports
-/// could not be told (and for what `limit` cut off).
-pub fn forwarded_ports(ruleset: &Ruleset, limit: usize) -> (Vec<ForwardedPort>, Vec<String>) {
+/// could not be told (and for what `limit` cut off). A DNAT whose path names
+/// a destination address that is not `local` translates connections to
+/// another address (a Kubernetes ClusterIP, a virtual service address), not
+/// to a port of this host: it proposes nothing.
+pub fn forwarded_ports(
+    ruleset: &Ruleset,
+    limit: usize,
+    local: impl Fn(IpAddr) -> bool,
+) -> (Vec<ForwardedPort>, Vec<String>) {
     let mut found = BTreeSet::new();
     let mut unlisted = Vec::new();
     let mut cut = 0usize;
+    let callers = callers(ruleset);
     for (chain_idx, chain) in ruleset.chains.iter().enumerate() {
         if !in_nat_prerouting_table(ruleset, chain) {
             continue;
@@ -64,13 +72,18 @@ pub fn forwarded_ports(ruleset: &Ruleset, limit: usize) -> (Vec<ForwardedPort>, 
             let mut listed = false;
             let mut why_not = None;
             let mut visits = MAX_VISITS;
-            for path in paths_to(ruleset, chain_idx, 0, &mut visits) {
-                let conditions = path.iter().copied().chain(rule.conditions.iter());
-                match candidates(conditions) {
+            for path in paths_to(ruleset, &callers, chain_idx, 0, &mut visits) {
+                let conditions = || path.iter().copied().chain(rule.conditions.iter());
+                if destination(conditions()).is_some_and(|dst| !local(dst)) {
+                    continue;
+                }
+                match candidates(conditions()) {
                     Ok(ports) => {
                         for (protocol, dst, port) in ports {
                             for &family in &families {
-                                if dst.is_some_and(|d| d.is_ipv4() != (family == AddrFamily::V4)) {
+                                if dst.is_some_and(|d| {
+                                    d.is_ipv4() != (family == AddrFamily::V4) || !local(d)
+                                }) {
                                     continue;
                                 }
                                 let candidate = ForwardedPort {
@@ -125,11 +138,47 @@ fn in_nat_prerouting_table(ruleset: &Ruleset, chain: &Chain) -> bool {
     })
 }
 
+/// For each chain, the rules that jump or go to it: (the caller's index,
+/// the rule's index in it). Built once, so that a ruleset of thousands of
+/// chains (kube-proxy's) is not searched once per DNAT.
+type Callers = HashMap<usize, Vec<(usize, usize)>>;
+
+fn callers(ruleset: &Ruleset) -> Callers {
+    let mut by_name: HashMap<(Backend, Family, &str, &str), usize> = HashMap::new();
+    for (idx, chain) in ruleset.chains.iter().enumerate() {
+        by_name
+            .entry((chain.backend, chain.family, &chain.table, &chain.name))
+            .or_insert(idx);
+    }
+    let mut callers: Callers = HashMap::new();
+    for (caller_idx, caller) in ruleset.chains.iter().enumerate() {
+        for (rule_idx, rule) in caller.rules.iter().enumerate() {
+            let target = match &rule.verdict {
+                Some(Verdict::Jump(name) | Verdict::Goto(name)) => name,
+                _ => continue,
+            };
+            if let Some(&chain_idx) = by_name.get(&(
+                caller.backend,
+                caller.family,
+                &caller.table,
+                target.as_str(),
+            )) {
+                callers
+                    .entry(chain_idx)
+                    .or_default()
+                    .push((caller_idx, rule_idx));
+            }
+        }
+    }
+    callers
+}
+
 /// The conditions of the rules that jump or go to `chain_idx`, one list per
 /// way of getting there from a base chain (empty for a base chain itself).
 /// A chain nothing reaches has no path, and its DNATs forward nothing.
 fn paths_to<'a>(
     ruleset: &'a Ruleset,
+    callers: &Callers,
     chain_idx: usize,
     depth: usize,
     visits: &mut usize,
@@ -148,28 +197,20 @@ fn paths_to<'a>(
         return Vec::new();
     }
     let mut paths = Vec::new();
-    for (caller_idx, caller) in ruleset.chains.iter().enumerate() {
-        if caller.backend != chain.backend
-            || caller.family != chain.family
-            || caller.table != chain.table
-        {
+    for &(caller_idx, rule_idx) in callers.get(&chain_idx).into_iter().flatten() {
+        let Some(rule) = ruleset
+            .chains
+            .get(caller_idx)
+            .and_then(|caller| caller.rules.get(rule_idx))
+        else {
             continue;
-        }
-        for rule in &caller.rules {
-            let target = match &rule.verdict {
-                Some(Verdict::Jump(name) | Verdict::Goto(name)) => name,
-                _ => continue,
-            };
-            if *target != chain.name {
-                continue;
+        };
+        for mut path in paths_to(ruleset, callers, caller_idx, depth + 1, visits) {
+            if paths.len() >= MAX_PATHS {
+                return paths;
             }
-            for mut path in paths_to(ruleset, caller_idx, depth + 1, visits) {
-                if paths.len() >= MAX_PATHS {
-                    return paths;
-                }
-                path.extend(rule.conditions.iter());
-                paths.push(path);
-            }
+            path.extend(rule.conditions.iter());
+            paths.push(path);
         }
     }
     paths
@@ -178,11 +219,11 @@ fn paths_to<'a>(
 /// The (protocol, local address, port) triples a list of conditions admits,
 /// or why they cannot be told.
 fn candidates<'a>(
-    conditions: impl Iterator<Item = &'a Condition>,
+    conditions: impl Iterator<Item = &'a Condition> + Clone,
 ) -> Result<Vec<(Protocol, Option<IpAddr>, u16)>, String> {
     let mut protocols: Option<Vec<Protocol>> = None;
     let mut ports: Option<Vec<u16>> = None;
-    let mut dst = None;
+    let dst = destination(conditions.clone());
     let both = || vec![Protocol::Tcp, Protocol::Udp];
     for condition in conditions {
         let Condition::Match { field, op, value } = condition else {
@@ -213,15 +254,6 @@ fn candidates<'a>(
                     .collect();
                 protocols = Some(intersect(protocols, named));
             }
-            Field::Payload { protocol, field }
-                if (protocol == "ip" || protocol == "ip6") && field == "daddr" =>
-            {
-                if *op == Op::Eq
-                    && let Some(addr) = one_address(value)
-                {
-                    dst = Some(addr);
-                }
-            }
             _ => {}
         }
     }
@@ -233,6 +265,26 @@ fn candidates<'a>(
         .into_iter()
         .flat_map(|protocol| ports.iter().map(move |&port| (protocol, dst, port)))
         .collect())
+}
+
+/// The one destination address the conditions require (`-d ADDR/32`, `ip
+/// daddr ADDR`), if they name one.
+fn destination<'a>(conditions: impl Iterator<Item = &'a Condition>) -> Option<IpAddr> {
+    let mut dst = None;
+    for condition in conditions {
+        if let Condition::Match {
+            field: Field::Payload { protocol, field },
+            op: Op::Eq,
+            value,
+        } = condition
+            && (protocol == "ip" || protocol == "ip6")
+            && field == "daddr"
+            && let Some(addr) = one_address(value)
+        {
+            dst = Some(addr);
+        }
+    }
+    dst
 }
 
 fn intersect(before: Option<Vec<Protocol>>, named: Vec<Protocol>) -> Vec<Protocol> {
@@ -299,12 +351,16 @@ fn one_address(value: &Value) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Backend, parse_iptables_save};
+    use crate::parse_iptables_save;
 
     fn ports(save: &str) -> (Vec<String>, Vec<String>) {
         let ruleset =
             parse_iptables_save(save, AddrFamily::V4, Backend::IptablesLegacy).expect("parses");
-        let (found, unlisted) = forwarded_ports(&ruleset, 8);
+        let local: [IpAddr; 2] = [
+            "198.18.0.1".parse().expect("literal"),
+            "198.18.0.9".parse().expect("literal"),
+        ];
+        let (found, unlisted) = forwarded_ports(&ruleset, 8, |addr| local.contains(&addr));
         let found = found
             .iter()
             .map(|p| {
@@ -321,7 +377,8 @@ mod tests {
 
     /// A port forward to a VM, Kubernetes' hostPort chains (the port tested
     /// on the way in, again in the DNAT's own chain), a DNAT with no port,
-    /// and a chain nothing jumps to.
+    /// a chain nothing jumps to, a kube-proxy ClusterIP (not an address of
+    /// this host: nothing) and a NodePort (every local address).
     #[test]
     fn dnat_rules_and_the_jumps_to_them_name_the_ports() {
         let (found, unlisted) = ports(
@@ -330,6 +387,9 @@ mod tests {
              :CNI-HOSTPORT-DNAT - [0:0]\n\
              :CNI-DN-1 - [0:0]\n\
              :ORPHAN - [0:0]\n\
+             :KUBE-SVC-X - [0:0]\n\
+             :KUBE-NODEPORTS - [0:0]\n\
+             :KUBE-EXT-Y - [0:0]\n\
              -A PREROUTING -d 198.18.0.1/32 -p tcp -m tcp --dport 2222 -j DNAT --to-destination 198.18.5.2:22\n\
              -A PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT\n\
              -A PREROUTING -d 198.18.0.9/32 -j DNAT --to-destination 198.18.5.9\n\
@@ -337,11 +397,21 @@ mod tests {
              -A CNI-DN-1 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.88.0.5:80\n\
              -A CNI-DN-1 -p tcp -m tcp --dport 8443 -j DNAT --to-destination 10.88.0.5:443\n\
              -A ORPHAN -p udp -m udp --dport 53 -j DNAT --to-destination 198.18.5.3:53\n\
+             -A PREROUTING -d 10.96.0.10/32 -p udp -m udp --dport 53 -j KUBE-SVC-X\n\
+             -A KUBE-SVC-X -j DNAT --to-destination 10.244.0.5:53\n\
+             -A PREROUTING -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS\n\
+             -A KUBE-NODEPORTS -p tcp -m tcp --dport 30080 -j KUBE-EXT-Y\n\
+             -A KUBE-EXT-Y -j DNAT --to-destination 10.244.0.6:80\n\
              COMMIT\n",
         );
         assert_eq!(
             found,
-            ["tcp/8080 *", "tcp/8443 *", "tcp/2222 198.18.0.1"],
+            [
+                "tcp/8080 *",
+                "tcp/8443 *",
+                "tcp/30080 *",
+                "tcp/2222 198.18.0.1"
+            ],
             "{unlisted:?}"
         );
         assert_eq!(unlisted.len(), 1, "{unlisted:?}");

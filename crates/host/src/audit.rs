@@ -253,7 +253,11 @@ fn publish_ports(
             }
         }
     }
-    let (candidates, unlisted) = perimeter_firewall::forwarded_ports(ruleset, MAX_FORWARDED_PORTS);
+    // A DNAT of another destination (a Kubernetes ClusterIP) forwards no
+    // port of this host.
+    let local = |addr: std::net::IpAddr| interfaces.iter().any(|i| i.address == addr);
+    let (candidates, unlisted) =
+        perimeter_firewall::forwarded_ports(ruleset, MAX_FORWARDED_PORTS, local);
     for line in unlisted {
         snapshot.problems.push(Problem::new(
             format!("firewall of netns {}", netns.name),
