@@ -1,6 +1,7 @@
 //! `iptables-save` and `ip6tables-save` output (legacy or nft backend) into
 //! the model.
 
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use crate::ir::*;
@@ -30,6 +31,12 @@ pub fn parse_iptables_save(
 
     let mut ruleset = Ruleset::default();
     let mut table: Option<String> = None;
+    // Each table's chains by name (the first declared, as a linear search
+    // would find it) and its user chains: a kube-proxy host declares
+    // thousands, and looking them up rule by rule made reading its listing
+    // quadratic (1.6 s of 2.4 for 6,000 rules).
+    let mut chain_index: HashMap<String, HashMap<String, usize>> = HashMap::new();
+    let mut user_chains: HashMap<String, HashSet<String>> = HashMap::new();
     for (line_idx, line) in text.lines().enumerate() {
         let line_no = line_idx + 1;
         let line = line.trim();
@@ -63,6 +70,17 @@ pub fn parse_iptables_save(
                 }),
                 _ => return Err(error(line_no, "unknown chain policy")),
             };
+            chain_index
+                .entry(table.clone())
+                .or_default()
+                .entry(name.to_owned())
+                .or_insert(ruleset.chains.len());
+            if base.is_none() {
+                user_chains
+                    .entry(table.clone())
+                    .or_default()
+                    .insert(name.to_owned());
+            }
             ruleset.chains.push(Chain {
                 backend,
                 family,
@@ -86,19 +104,18 @@ pub fn parse_iptables_save(
             else {
                 return Err(error(line_no, "not a chain, table or -A rule line"));
             };
-            let user_chains: Vec<String> = ruleset
-                .chains
-                .iter()
-                .filter(|c| c.table == *table && c.base.is_none())
-                .map(|c| c.name.clone())
-                .collect();
-            let chain = ruleset
-                .chains
-                .iter_mut()
-                .find(|c| c.table == *table && c.name == *chain_name)
+            let is_user_chain = |name: &str| {
+                user_chains
+                    .get(table.as_str())
+                    .is_some_and(|names| names.contains(name))
+            };
+            let chain = chain_index
+                .get(table.as_str())
+                .and_then(|names| names.get(chain_name.as_str()))
+                .and_then(|&idx| ruleset.chains.get_mut(idx))
                 .ok_or_else(|| error(line_no, "rule for a chain that was not declared"))?;
             let position = chain.rules.len() as u64 + 1;
-            let mut rule = rule_from_iptables(words.get(2..).unwrap_or_default(), &user_chains);
+            let mut rule = rule_from_iptables(words.get(2..).unwrap_or_default(), &is_user_chain);
             rule.handle = Some(position);
             rule.text = line.to_owned();
             chain.rules.push(rule);
@@ -197,7 +214,7 @@ const NON_TERMINATING_TARGETS: [&str; 21] = [
     "RATEEST",
 ];
 
-fn rule_from_iptables(words: &[String], user_chains: &[String]) -> Rule {
+fn rule_from_iptables(words: &[String], is_user_chain: &dyn Fn(&str) -> bool) -> Rule {
     let mut conditions = Vec::new();
     let mut verdict = None;
     let mut comment = None;
@@ -293,7 +310,7 @@ fn rule_from_iptables(words: &[String], user_chains: &[String]) -> Rule {
                     "DROP" => Some(Verdict::Drop),
                     "REJECT" => Some(Verdict::Reject),
                     "RETURN" => Some(Verdict::Return),
-                    chain if user_chains.iter().any(|c| c == chain) => Some(if goto {
+                    chain if is_user_chain(chain) => Some(if goto {
                         Verdict::Goto(chain.to_owned())
                     } else {
                         Verdict::Jump(chain.to_owned())
