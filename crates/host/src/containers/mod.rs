@@ -14,6 +14,7 @@
 //! is untrusted input: sizes are capped, and a file that does not parse is a
 //! problem of its own, not the end of the audit.
 
+mod bolt;
 mod containerd;
 mod docker;
 mod lxc;
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use perimeter_model::{Container, Problem, Process};
 
+pub use bolt::{Bolt, BoltError};
 pub use containerd::{containerd_containers, overlay_upper_dir, parse_containerd_config_state};
 pub use docker::docker_containers;
 pub use lxc::{
