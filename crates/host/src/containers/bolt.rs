@@ -557,7 +557,10 @@ pub(super) mod build {
             let mut children = Vec::new();
             for mut group in groups {
                 group.sort_by(|a, b| a.0.cmp(&b.0));
-                let first = group.first().map(|(key, _)| key.clone()).unwrap_or_default();
+                let first = group
+                    .first()
+                    .map(|(key, _)| key.clone())
+                    .unwrap_or_default();
                 children.push((first, self.leaf(group)));
             }
             self.push(branch_bytes(&children))
@@ -655,10 +658,7 @@ mod tests {
                             b"containers".to_vec(),
                             Value::Bucket(vec![
                                 vec![
-                                    bucket(
-                                        "db",
-                                        vec![plain("image", "docker.io/library/redis:7")],
-                                    ),
+                                    bucket("db", vec![plain("image", "docker.io/library/redis:7")]),
                                     inline("a-web", vec![plain("image", "lab/web:1")]),
                                 ],
                                 vec![

@@ -26,7 +26,10 @@ use std::path::{Path, PathBuf};
 use perimeter_model::{Container, Problem, Process};
 
 pub use bolt::{Bolt, BoltError};
-pub use containerd::{containerd_containers, overlay_upper_dir, parse_containerd_config_state};
+pub use containerd::{
+    containerd_containers, image_from_metadata, overlay_upper_dir, parse_containerd_config_root,
+    parse_containerd_config_state,
+};
 pub use docker::docker_containers;
 pub use lxc::{
     LxcConfig, lxc_containers, parse_lxc_conf_lxcpath, parse_lxc_config, parse_monitor_title,
