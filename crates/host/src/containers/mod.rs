@@ -4,7 +4,8 @@
 //! containers/storage's `containers.json` and `images.json`, each
 //! container's `userdata`, and the conmon that monitors it) and
 //! containerd's, Kubernetes' among them (containerd.rs: each running task's
-//! bundle, its OCI spec and first process) and LXC's (lxc.rs: each
+//! bundle, its OCI spec and first process, and the image from containerd's
+//! metadata database, a bbolt file bolt.rs reads) and LXC's (lxc.rs: each
 //! container's monitor, configuration and own package database).
 //!
 //! The runtimes' API sockets would give the same facts, but asking one means
