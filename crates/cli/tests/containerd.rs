@@ -391,7 +391,8 @@ fn containerds_containers_and_a_pods_annotations_name_their_listeners() {
             everything["findings"]
         );
     }
-    let plain_subject = format!("container {PLAIN} (containerd, ");
+    // Its findings name the image containerd's metadata database gives.
+    let plain_subject = format!("container {PLAIN} ({IMAGE}, ");
     assert!(
         common::finding(&everything, "container.root", &plain_subject).is_some(),
         "container.root about {plain_subject} in {:#}",
