@@ -370,6 +370,14 @@ fn containerds_containers_and_a_pods_annotations_name_their_listeners() {
         "{plain:#}"
     );
     assert!(reference["pod"].is_null(), "{plain:#}");
+    // Its spec does not name its image: containerd's metadata database does.
+    assert_eq!(reference["image"], IMAGE, "{plain:#}");
+    assert!(
+        reference["image_digest"]
+            .as_str()
+            .is_some_and(|digest| digest.starts_with("sha256:")),
+        "{plain:#}"
+    );
     let (_, everything) = common::audit_json(
         Some(&ns),
         &approvals,
@@ -383,7 +391,8 @@ fn containerds_containers_and_a_pods_annotations_name_their_listeners() {
             everything["findings"]
         );
     }
-    let plain_subject = format!("container {PLAIN} (containerd, ");
+    // Its findings name the image containerd's metadata database gives.
+    let plain_subject = format!("container {PLAIN} ({IMAGE}, ");
     assert!(
         common::finding(&everything, "container.root", &plain_subject).is_some(),
         "container.root about {plain_subject} in {:#}",

@@ -200,7 +200,8 @@ struct ContainerJson {
     image: String,
     image_id: String,
     /// The image manifest's digest, where the runtime's state records it
-    /// (Podman); absent otherwise.
+    /// (Podman's `images.json`, containerd's metadata database); absent
+    /// otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     image_digest: Option<String>,
     /// containerd's namespace (`k8s.io` for Kubernetes'); absent for the
@@ -548,8 +549,9 @@ pub fn to_human(view: &AuditView<'_>, style: Style) -> String {
                 crate::alert::one_line(&format!("container {} ({})", c.name, c.image)),
                 Some(Color::Yellow),
             ),
-            // A plain containerd container's image is in containerd's
-            // database, not its bundle: name the container and its runtime.
+            // A containerd container with no image (made from a directory,
+            // or its metadata database could not be read): name the
+            // container and its runtime.
             (Some((c, perimeter_model::ContainerVia::Process)), _) if c.image.is_empty() => (
                 crate::alert::one_line(&format!("container {} ({})", c.name, c.runtime)),
                 dim,

@@ -16,20 +16,40 @@
 //! and type and the image. Docker's containers run in containerd's `moby`
 //! namespace and are read from Docker's own state instead.
 //!
-//! containerd's metadata (the image a plain `ctr run` container was made
-//! from, its snapshot) is in a bolt database this does not read: such a
-//! container has no image here. Its writable layer is found from the mount
-//! table of its first process instead (overlay's `upperdir`).
+//! The image of a container whose spec does not name it (a plain `ctr run`
+//! container) is in containerd's metadata database, a bbolt file under its
+//! root directory (`/var/lib/containerd` unless `--root`, or `root` in the
+//! configuration, says otherwise) at `io.containerd.metadata.v1.bolt/meta.db`:
+//! `v1/<namespace>/containers/<id>/image` names the image, and
+//! `v1/<namespace>/images/<image>/target/digest` is its manifest's digest.
+//! The file is read whole, without containerd's lock, by bolt.rs; the meta
+//! pages are read again afterwards, and a copy taken while a transaction
+//! committed is read again (see `read_meta_db`). A container's writable
+//! layer is found from the mount table of its first process (overlay's
+//! `upperdir`), not from the snapshots in that database.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use perimeter_model::{Container, Pod, Problem, Process};
 
+use super::bolt::{Bolt, BoltError};
 use super::{MAX_CONTAINERS, OciSpec, flag_value, is_runtime_socket, list_dir, read_json, rooted};
 
 /// containerd's state directory when it is given none.
 const DEFAULT_STATE: &str = "/run/containerd";
+/// containerd's root directory when it is given none.
+const DEFAULT_ROOT: &str = "/var/lib/containerd";
+/// containerd's metadata database, under its root directory.
+const META_DB: &str = "io.containerd.metadata.v1.bolt/meta.db";
+/// The largest metadata database read: a host with thousands of images and
+/// containers keeps a few tens of MiB.
+const MAX_META_DB_BYTES: u64 = 256 * 1024 * 1024;
+/// How often a metadata database that changed while it was read is read
+/// again.
+const META_DB_READS: usize = 3;
+/// The longest image name or digest taken from the metadata database.
+const MAX_IMAGE_NAME: usize = 4096;
 /// The configuration containerd reads when it is given none.
 const DEFAULT_CONFIG: &str = "/etc/containerd/config.toml";
 /// Where the runtime v2 shims keep their bundles, under the state directory.
@@ -50,19 +70,33 @@ const MAX_NAMESPACES: usize = 1024;
 /// process.
 const MAX_ANCESTRY: usize = 64;
 
+/// The top-level keys of containerd's TOML configuration that say where
+/// its directories are.
+#[derive(Default, serde::Deserialize)]
+struct ConfigDirs {
+    state: Option<String>,
+    root: Option<String>,
+}
+
+fn parse_config_dirs(text: &str) -> ConfigDirs {
+    toml::from_str(text).unwrap_or_default()
+}
+
+fn absolute(path: Option<String>) -> Option<PathBuf> {
+    path.filter(|path| path.starts_with('/')).map(PathBuf::from)
+}
+
 /// The state directory containerd's TOML configuration sets (`state =
 /// "..."`, a top-level key), when it is an absolute path. A file the `toml`
 /// crate cannot read leaves the default.
 pub fn parse_containerd_config_state(text: &str) -> Option<PathBuf> {
-    #[derive(serde::Deserialize)]
-    struct Config {
-        state: Option<String>,
-    }
-    toml::from_str::<Config>(text)
-        .ok()?
-        .state
-        .filter(|state| state.starts_with('/'))
-        .map(PathBuf::from)
+    absolute(parse_config_dirs(text).state)
+}
+
+/// The root directory containerd's TOML configuration sets (`root =
+/// "..."`, a top-level key), when it is an absolute path.
+pub fn parse_containerd_config_root(text: &str) -> Option<PathBuf> {
+    absolute(parse_config_dirs(text).root)
 }
 
 /// containerd's identifiers (namespaces and container ids): alphanumeric
@@ -91,44 +125,69 @@ fn state_of_bundle(bundle: &Path) -> Option<PathBuf> {
     is_bundle.then(|| task_dir.parent().map(Path::to_path_buf))?
 }
 
-/// Every state directory to read: each running containerd's, each shim's,
-/// and the default one when it exists.
-fn state_dirs(processes: &BTreeMap<u32, Process>, fs_root: &Path) -> BTreeSet<PathBuf> {
-    let mut dirs = BTreeSet::new();
+/// A running containerd's state and root directories: its flags, else its
+/// configuration's keys, else the defaults.
+fn daemon_dirs(process: &Process, fs_root: &Path) -> (PathBuf, PathBuf) {
+    let state = flag_value(&process.cmdline, &["--state"]).map(PathBuf::from);
+    let root = flag_value(&process.cmdline, &["--root"]).map(PathBuf::from);
+    let configured = if state.is_some() && root.is_some() {
+        ConfigDirs::default()
+    } else {
+        let config = flag_value(&process.cmdline, &["--config", "-c"]).unwrap_or(DEFAULT_CONFIG);
+        perimeter_files::read_text(
+            &rooted(fs_root, Path::new(config)),
+            "containerd's configuration",
+            MAX_CONFIG_BYTES,
+        )
+        .map(|text| parse_config_dirs(&text))
+        .unwrap_or_default()
+    };
+    (
+        state
+            .or_else(|| absolute(configured.state))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE)),
+        root.or_else(|| absolute(configured.root))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT)),
+    )
+}
+
+/// Every state directory to read, each with the root directory of the
+/// containerd that keeps it, when known: each running containerd's, each
+/// shim's (whose daemon may not be seen: no root then), and the default one
+/// when it exists (with the default root when no running containerd claims
+/// it).
+fn state_dirs(
+    processes: &BTreeMap<u32, Process>,
+    fs_root: &Path,
+) -> BTreeMap<PathBuf, Option<PathBuf>> {
+    let mut dirs = BTreeMap::new();
     for process in processes.values() {
         let name = process.name();
-        let dir = if name == "containerd" {
-            flag_value(&process.cmdline, &["--state"])
-                .map(PathBuf::from)
-                .or_else(|| {
-                    let config =
-                        flag_value(&process.cmdline, &["--config", "-c"]).unwrap_or(DEFAULT_CONFIG);
-                    let path = rooted(fs_root, Path::new(config));
-                    perimeter_files::read_text(
-                        &path,
-                        "containerd's configuration",
-                        MAX_CONFIG_BYTES,
-                    )
-                    .ok()
-                    .and_then(|text| parse_containerd_config_state(&text))
-                })
-                .or_else(|| Some(PathBuf::from(DEFAULT_STATE)))
+        let (dir, root) = if name == "containerd" {
+            let (state, root) = daemon_dirs(process, fs_root);
+            (Some(state), Some(root).filter(|root| root.is_absolute()))
         } else if name.starts_with("containerd-shim") {
-            process.cwd.as_deref().and_then(state_of_bundle)
+            (process.cwd.as_deref().and_then(state_of_bundle), None)
         } else {
-            None
+            (None, None)
         };
         if let Some(dir) = dir.filter(|dir| dir.is_absolute())
-            && dirs.len() < MAX_STATE_DIRS
+            && (dirs.len() < MAX_STATE_DIRS || dirs.contains_key(&dir))
         {
-            dirs.insert(dir);
+            let known: &mut Option<PathBuf> = dirs.entry(dir).or_default();
+            if known.is_none() {
+                *known = root;
+            }
         }
     }
     if rooted(fs_root, Path::new(DEFAULT_STATE))
         .join(TASK_DIR)
         .is_dir()
     {
-        dirs.insert(PathBuf::from(DEFAULT_STATE));
+        let known = dirs.entry(PathBuf::from(DEFAULT_STATE)).or_default();
+        if known.is_none() {
+            *known = Some(PathBuf::from(DEFAULT_ROOT));
+        }
     }
     dirs
 }
@@ -330,6 +389,156 @@ fn read_bundle(
     }
 }
 
+/// Text from the metadata database fit to print and compare: UTF-8, not
+/// empty, not too long, without control characters.
+fn metadata_text(value: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(value).ok()?;
+    (!text.is_empty() && text.len() <= MAX_IMAGE_NAME && !text.chars().any(char::is_control))
+        .then(|| text.to_owned())
+}
+
+/// An OCI digest (`sha256:...`): an algorithm of lowercase letters, digits
+/// and `+._-`, a colon, and an encoded part of letters, digits and `=_-`.
+fn is_digest(text: &str) -> bool {
+    text.split_once(':').is_some_and(|(algorithm, encoded)| {
+        !algorithm.is_empty()
+            && !encoded.is_empty()
+            && algorithm
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+._-".contains(&b))
+            && encoded
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"=_-".contains(&b))
+    })
+}
+
+/// The image container `id` of `namespace` was made from, as containerd's
+/// metadata database records it (`v1/NAMESPACE/containers/ID/image`), and
+/// its manifest's digest (`v1/NAMESPACE/images/IMAGE/target/digest`) when
+/// the image is still there. `None` when the container has no image (made
+/// from a directory with `--rootfs`) or is not in the database.
+pub fn image_from_metadata(
+    bolt: &Bolt<'_>,
+    namespace: &str,
+    id: &str,
+) -> Result<Option<(String, Option<String>)>, BoltError> {
+    let container = [
+        &b"v1"[..],
+        namespace.as_bytes(),
+        b"containers",
+        id.as_bytes(),
+    ];
+    let Some(image) = bolt.get(&container, b"image")?.and_then(metadata_text) else {
+        return Ok(None);
+    };
+    let target = [
+        &b"v1"[..],
+        namespace.as_bytes(),
+        b"images",
+        image.as_bytes(),
+        b"target",
+    ];
+    let digest = bolt
+        .get(&target, b"digest")?
+        .and_then(metadata_text)
+        .filter(|digest| is_digest(digest));
+    Ok(Some((image, digest)))
+}
+
+/// The first `len` bytes of a file (fewer when it is shorter).
+fn read_prefix(path: &Path, len: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut prefix = Vec::new();
+    std::fs::File::open(path)?
+        .take(u64::try_from(len).unwrap_or(u64::MAX))
+        .read_to_end(&mut prefix)?;
+    Ok(prefix)
+}
+
+/// containerd's metadata database, whole, as of one committed transaction;
+/// `None` when there is none. containerd writes it while it runs, and its
+/// lock is not taken: the file is read whole, then its meta pages again.
+/// When they did not change, no transaction committed meanwhile, and the
+/// pages the copy's latest meta reaches were not reused (bbolt reuses a
+/// page only two commits after the one that freed it); when they did, the
+/// file is read again, a few times at most.
+fn read_meta_db(path: &Path) -> Result<Option<Vec<u8>>, String> {
+    for _ in 0..META_DB_READS {
+        let bytes = match perimeter_files::read_bytes(
+            path,
+            "containerd's metadata database",
+            MAX_META_DB_BYTES,
+        ) {
+            Ok(bytes) => bytes,
+            Err(err) if err.is_not_found() => return Ok(None),
+            Err(err) => return Err(err.to_string()),
+        };
+        let bolt = Bolt::parse(&bytes)
+            .map_err(|err| format!("containerd's metadata database does not read: {err}"))?;
+        let again = read_prefix(path, bolt.metas_len())
+            .map_err(|err| format!("{}: {err}", path.display()))?;
+        if bolt.same_metas(&again) {
+            return Ok(Some(bytes));
+        }
+    }
+    Err(format!(
+        "containerd's metadata database changed each of the {META_DB_READS} times it was read"
+    ))
+}
+
+/// The metadata databases read so far, by containerd root: each is read
+/// once, and one that cannot be read is one problem.
+#[derive(Default)]
+struct MetaDbs {
+    by_root: BTreeMap<PathBuf, Option<Vec<u8>>>,
+}
+
+impl MetaDbs {
+    /// Fills in the image (and its digest) of a container whose bundle does
+    /// not name it, from the metadata database of its containerd's root.
+    fn fill_image(
+        &mut self,
+        container: &mut Container,
+        root: &Path,
+        fs_root: &Path,
+        problems: &mut Vec<Problem>,
+    ) {
+        let path = rooted(fs_root, root).join(META_DB);
+        let bytes =
+            self.by_root
+                .entry(root.to_owned())
+                .or_insert_with(|| match read_meta_db(&path) {
+                    Ok(bytes) => bytes,
+                    Err(message) => {
+                        problems.push(Problem::new(path.display().to_string(), message));
+                        None
+                    }
+                });
+        let Some(bytes) = bytes.as_deref() else {
+            return;
+        };
+        let namespace = container.namespace.as_deref().unwrap_or_default();
+        let found = Bolt::parse(bytes)
+            .and_then(|bolt| image_from_metadata(&bolt, namespace, &container.id));
+        match found {
+            Ok(Some((image, digest))) => {
+                container.image = image;
+                container.image_digest = digest;
+            }
+            Ok(None) => {}
+            Err(err) => {
+                problems.push(Problem::new(
+                    path.display().to_string(),
+                    format!("containerd's metadata database does not read: {err}"),
+                ));
+                // One problem for the file: its other containers are not
+                // looked up.
+                self.by_root.insert(root.to_owned(), None);
+            }
+        }
+    }
+}
+
 /// containerd's running containers outside Docker's namespace, and what
 /// could not be read.
 pub fn containerd_containers(
@@ -339,7 +548,8 @@ pub fn containerd_containers(
 ) -> (Vec<Container>, Vec<Problem>) {
     let mut problems = Vec::new();
     let mut containers = Vec::new();
-    for state in state_dirs(processes, fs_root) {
+    let mut meta_dbs = MetaDbs::default();
+    for (state, root) in state_dirs(processes, fs_root) {
         let tasks = rooted(fs_root, &state).join(TASK_DIR);
         let mut namespaces = list_identifiers(&tasks, &mut problems);
         namespaces.retain(|namespace| namespace != DOCKER_NAMESPACE);
@@ -360,13 +570,14 @@ pub fn containerd_containers(
                     namespace: &namespace,
                     id: &id,
                 };
-                containers.push(read_bundle(
-                    &bundle,
-                    fs_root,
-                    proc_root,
-                    processes,
-                    &mut problems,
-                ));
+                let mut container =
+                    read_bundle(&bundle, fs_root, proc_root, processes, &mut problems);
+                if let Some(root) = &root
+                    && container.image.is_empty()
+                {
+                    meta_dbs.fill_image(&mut container, root, fs_root, &mut problems);
+                }
+                containers.push(container);
             }
         }
     }
@@ -901,6 +1112,169 @@ mod tests {
                 .iter()
                 .any(|p| p.subject == "containerd container default/huge"),
             "{problems:?}"
+        );
+    }
+
+    /// A metadata database like containerd's: container `web` of namespace
+    /// `perimeter-test` made from an image that is still there, `gone` from
+    /// one since removed, `dir` from a directory (no image).
+    fn meta_db() -> Vec<u8> {
+        use super::super::bolt::build::{bucket, file, inline, plain};
+        file(vec![bucket(
+            "v1",
+            vec![
+                plain("version", "\u{3}"),
+                bucket(
+                    "perimeter-test",
+                    vec![
+                        bucket(
+                            "containers",
+                            vec![
+                                bucket(
+                                    "web",
+                                    vec![
+                                        plain("image", "perimeter-lab/busybox:1"),
+                                        plain("snapshotter", "overlayfs"),
+                                        inline(
+                                            "runtime",
+                                            vec![plain("name", "io.containerd.runc.v2")],
+                                        ),
+                                    ],
+                                ),
+                                inline("gone", vec![plain("image", "lab/old:1")]),
+                                inline("dir", vec![plain("snapshotKey", "dir")]),
+                            ],
+                        ),
+                        bucket(
+                            "images",
+                            vec![bucket(
+                                "perimeter-lab/busybox:1",
+                                vec![inline(
+                                    "target",
+                                    vec![
+                                        plain("digest", "sha256:5f2e"),
+                                        plain(
+                                            "mediatype",
+                                            "application/vnd.oci.image.index.v1+json",
+                                        ),
+                                    ],
+                                )],
+                            )],
+                        ),
+                    ],
+                ),
+            ],
+        )])
+    }
+
+    #[test]
+    fn containerds_configuration_names_its_root_directory() {
+        let text = "version = 2\nroot = \"/srv/ctrd\"\nstate = \"/run/ctrd\"\n";
+        assert_eq!(
+            parse_containerd_config_root(text),
+            Some(PathBuf::from("/srv/ctrd"))
+        );
+        assert_eq!(parse_containerd_config_root("root = \"srv\"\n"), None);
+        assert_eq!(parse_containerd_config_root("[x]\nroot = \"/a\"\n"), None);
+        let daemon = |cmdline: &str| {
+            daemon_dirs(
+                &process(1, 0, "containerd", cmdline),
+                Path::new("/nonexistent"),
+            )
+        };
+        assert_eq!(
+            daemon("containerd --root /srv/r --state=/run/s"),
+            (PathBuf::from("/run/s"), PathBuf::from("/srv/r"))
+        );
+        assert_eq!(
+            daemon("containerd"),
+            (PathBuf::from(DEFAULT_STATE), PathBuf::from(DEFAULT_ROOT))
+        );
+    }
+
+    #[test]
+    fn a_plain_containers_image_is_read_from_the_metadata_database() {
+        let bolt_bytes = meta_db();
+        let bolt = super::super::bolt::Bolt::parse(&bolt_bytes).expect("parses");
+        assert_eq!(
+            image_from_metadata(&bolt, "perimeter-test", "web"),
+            Ok(Some((
+                "perimeter-lab/busybox:1".to_owned(),
+                Some("sha256:5f2e".to_owned())
+            )))
+        );
+        assert_eq!(
+            image_from_metadata(&bolt, "perimeter-test", "gone"),
+            Ok(Some(("lab/old:1".to_owned(), None)))
+        );
+        assert_eq!(
+            image_from_metadata(&bolt, "perimeter-test", "dir"),
+            Ok(None)
+        );
+        assert_eq!(image_from_metadata(&bolt, "default", "web"), Ok(None));
+        assert!(is_digest("sha256:0123abc") && is_digest("sha512+b64u:a-b_c="));
+        assert!(
+            !is_digest("sha256:")
+                && !is_digest(":ab")
+                && !is_digest("SHA256:ab")
+                && !is_digest("a:b c")
+        );
+
+        // End to end: the daemon's configuration gives its root, whose
+        // database names the image of each container whose spec does not.
+        let dir = tempfile::tempdir().expect("dir");
+        let root = dir.path();
+        std::fs::write(
+            root.join("config.toml"),
+            format!("version = 2\nstate = \"{STATE}\"\nroot = \"/ctrd-root\"\n"),
+        )
+        .expect("config");
+        let db = root.join("ctrd-root").join(META_DB);
+        std::fs::create_dir_all(db.parent().expect("parent")).expect("dir");
+        std::fs::write(&db, &bolt_bytes).expect("meta.db");
+        write_bundle(root, "perimeter-test", "web", CTR_SPEC.as_bytes(), None);
+        write_bundle(root, "perimeter-test", "dir", CTR_SPEC.as_bytes(), None);
+        let processes = BTreeMap::from([(
+            4900,
+            process(
+                4900,
+                1,
+                "containerd",
+                "/usr/bin/containerd --config /config.toml",
+            ),
+        )]);
+        let (containers, problems) = containerd_containers(&processes, root, &root.join("proc"));
+        assert!(problems.is_empty(), "{problems:?}");
+        let images: Vec<(&str, &str, Option<&str>)> = containers
+            .iter()
+            .map(|c| (c.id.as_str(), c.image.as_str(), c.image_digest.as_deref()))
+            .collect();
+        assert_eq!(
+            images,
+            [
+                ("dir", "", None),
+                ("web", "perimeter-lab/busybox:1", Some("sha256:5f2e"))
+            ]
+        );
+
+        // A database that does not read is one problem naming it; the
+        // containers stay named by their runtime.
+        let mut torn = bolt_bytes.clone();
+        torn[20] ^= 0xff;
+        torn[4096 + 20] ^= 0xff;
+        std::fs::write(&db, &torn).expect("meta.db");
+        let (containers, problems) = containerd_containers(&processes, root, &root.join("proc"));
+        assert!(
+            containers.iter().all(|c| c.image.is_empty()),
+            "{containers:?}"
+        );
+        let [problem] = problems.as_slice() else {
+            panic!("one problem: {problems:?}");
+        };
+        assert_eq!(problem.subject, db.display().to_string());
+        assert!(
+            problem.message.contains("no valid meta page"),
+            "{problem:?}"
         );
     }
 }

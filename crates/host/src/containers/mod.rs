@@ -4,7 +4,8 @@
 //! containers/storage's `containers.json` and `images.json`, each
 //! container's `userdata`, and the conmon that monitors it) and
 //! containerd's, Kubernetes' among them (containerd.rs: each running task's
-//! bundle, its OCI spec and first process) and LXC's (lxc.rs: each
+//! bundle, its OCI spec and first process, and the image from containerd's
+//! metadata database, a bbolt file bolt.rs reads) and LXC's (lxc.rs: each
 //! container's monitor, configuration and own package database).
 //!
 //! The runtimes' API sockets would give the same facts, but asking one means
@@ -14,6 +15,7 @@
 //! is untrusted input: sizes are capped, and a file that does not parse is a
 //! problem of its own, not the end of the audit.
 
+mod bolt;
 mod containerd;
 mod docker;
 mod lxc;
@@ -24,7 +26,11 @@ use std::path::{Path, PathBuf};
 
 use perimeter_model::{Container, Problem, Process};
 
-pub use containerd::{containerd_containers, overlay_upper_dir, parse_containerd_config_state};
+pub use bolt::{Bolt, BoltError};
+pub use containerd::{
+    containerd_containers, image_from_metadata, overlay_upper_dir, parse_containerd_config_root,
+    parse_containerd_config_state,
+};
 pub use docker::docker_containers;
 pub use lxc::{
     LxcConfig, lxc_containers, parse_lxc_conf_lxcpath, parse_lxc_config, parse_monitor_title,
