@@ -1,7 +1,7 @@
 #![no_main]
 //! The text the container readers take from the host, all on the same
 //! bytes: containers/storage's `storage.conf` and containerd's
-//! configuration (TOML, read by the `toml` crate for one or two keys), a
+//! configuration (TOML, read by the `toml` crate for its state and root), a
 //! container's mount table (overlay's upper directory), and a network
 //! namespace's `fib_trie` and `if_inet6` (its addresses). Whatever they
 //! return is what the readers then use as paths or addresses: every path is
@@ -14,9 +14,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use perimeter_host::containers::{
-    overlay_upper_dir, parse_containerd_config_state, parse_fib_trie_local,
-    parse_if_inet6_global, parse_lxc_conf_lxcpath, parse_lxc_config, parse_monitor_title,
-    parse_storage_conf, rootfs_dir,
+    overlay_upper_dir, parse_containerd_config_root, parse_containerd_config_state,
+    parse_fib_trie_local, parse_if_inet6_global, parse_lxc_conf_lxcpath, parse_lxc_config,
+    parse_monitor_title, parse_storage_conf, rootfs_dir,
 };
 
 fuzz_target!(|bytes: &[u8]| {
@@ -27,6 +27,9 @@ fuzz_target!(|bytes: &[u8]| {
     }
     if let Some(state) = parse_containerd_config_state(&text) {
         assert!(state.is_absolute(), "{state:?}");
+    }
+    if let Some(root) = parse_containerd_config_root(&text) {
+        assert!(root.is_absolute(), "{root:?}");
     }
     if let Some(upper) = overlay_upper_dir(&text) {
         assert!(upper.is_absolute(), "{upper:?}");
@@ -45,7 +48,10 @@ fuzz_target!(|bytes: &[u8]| {
     }
     if let Some((lxcpath, name)) = parse_monitor_title(&text) {
         assert!(lxcpath.is_absolute(), "{lxcpath:?}");
-        assert!(!name.is_empty() && !name.contains('/') && name != "..", "{name:?}");
+        assert!(
+            !name.is_empty() && !name.contains('/') && name != "..",
+            "{name:?}"
+        );
     }
     if let Some(lxcpath) = parse_lxc_conf_lxcpath(&text) {
         assert!(lxcpath.is_absolute(), "{lxcpath:?}");
