@@ -494,8 +494,9 @@ struct MetaDbs {
 }
 
 impl MetaDbs {
-    /// Fills in the image (and its digest) of a container whose bundle does
-    /// not name it, from the metadata database of its containerd's root.
+    /// Fills in the image of a container whose bundle does not name it, and
+    /// the digest of its image, from the metadata database of its
+    /// containerd's root.
     fn fill_image(
         &mut self,
         container: &mut Container,
@@ -522,8 +523,14 @@ impl MetaDbs {
             .and_then(|bolt| image_from_metadata(&bolt, namespace, &container.id));
         match found {
             Ok(Some((image, digest))) => {
-                container.image = image;
-                container.image_digest = digest;
+                // The bundle's own word (a pod's annotation) stands; the
+                // digest is of the image containerd made the container from.
+                if container.image.is_empty() {
+                    container.image = image;
+                }
+                if container.image_digest.is_none() {
+                    container.image_digest = digest;
+                }
             }
             Ok(None) => {}
             Err(err) => {
@@ -572,8 +579,10 @@ pub fn containerd_containers(
                 };
                 let mut container =
                     read_bundle(&bundle, fs_root, proc_root, processes, &mut problems);
+                // The database also gives the digest a Kubernetes
+                // container's annotations do not.
                 if let Some(root) = &root
-                    && container.image.is_empty()
+                    && (container.image.is_empty() || container.image_digest.is_none())
                 {
                     meta_dbs.fill_image(&mut container, root, fs_root, &mut problems);
                 }
@@ -1256,6 +1265,23 @@ mod tests {
                 ("web", "perimeter-lab/busybox:1", Some("sha256:5f2e"))
             ]
         );
+        // A Kubernetes container's spec names its image; the database still
+        // gives the digest.
+        write_bundle(
+            root,
+            "perimeter-test",
+            "web",
+            cri_spec("container", "web").as_bytes(),
+            None,
+        );
+        let (containers, problems) = containerd_containers(&processes, root, &root.join("proc"));
+        assert!(problems.is_empty(), "{problems:?}");
+        let web = containers.iter().find(|c| c.id == "web").expect("web");
+        assert_eq!(
+            (web.image.as_str(), web.image_digest.as_deref()),
+            ("registry.example/web:1.2", Some("sha256:5f2e"))
+        );
+        write_bundle(root, "perimeter-test", "web", CTR_SPEC.as_bytes(), None);
 
         // A database that does not read is one problem naming it; the
         // containers stay named by their runtime.
