@@ -394,29 +394,17 @@ fn forward_path(
             original: Some((probe.dst, probe.dport)),
         },
     );
-    // The replies cross the forward chains too, the other way: a rule that
-    // drops them (DOCKER-USER's `! -s ALLOWED` matches the container's
-    // replies) stops the connection as surely as one that drops the
-    // client's first packet.
+    // The replies cross prerouting's filter chains (raw, mangle) as they
+    // arrive from the address behind the host, then the forward chains the
+    // other way: a rule that drops them (DOCKER-USER's `! -s ALLOWED`
+    // matches the container's replies) stops the connection as surely as
+    // one that drops the client's first packet. Every one of those chains
+    // must let them through, as `evaluate` asks of its bases.
+    let reply_bases: Vec<usize> = prerouting.iter().chain(&forward_bases).copied().collect();
     let replies = evaluate(
         ruleset,
         &forward_probe,
-        &forward_bases,
-        Context {
-            mode: Mode::Reply,
-            unnamed: false,
-            outer_only: outer_only.to_vec(),
-            oif: published.oif.clone(),
-            original: Some((probe.dst, probe.dport)),
-        },
-    );
-    // Before the forward chains, the replies cross prerouting's filter
-    // chains (raw, mangle) as they arrive from the address behind the host:
-    // a rule there that drops them stops the connection too.
-    let replies_arriving = evaluate(
-        ruleset,
-        &forward_probe,
-        &prerouting,
+        &reply_bases,
         Context {
             mode: Mode::Reply,
             unnamed: false,
@@ -428,13 +416,11 @@ fn forward_path(
     let allowed = sources
         .intersection(&AddrRanges::from_nets(&before.allowed, version))
         .intersection(&AddrRanges::from_nets(&after.allowed, version))
-        .intersection(&AddrRanges::from_nets(&replies.allowed, version))
-        .intersection(&AddrRanges::from_nets(&replies_arriving.allowed, version));
+        .intersection(&AddrRanges::from_nets(&replies.allowed, version));
     published.allowed = allowed.prefixes(version);
     let reply_unknown = replies
         .unknown
         .into_iter()
-        .chain(replies_arriving.unknown)
         .map(|(net, reason)| (net, format!("its replies: {reason}")));
     for (net, reason) in before
         .unknown
