@@ -63,6 +63,31 @@ const APPLICATION_ID: i32 = 0x5052_4d54;
 /// recording, say) to release the database before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Switches a database to WAL mode, waiting out another connection doing the
+/// same. The switch takes a shared lock and then the exclusive one; two
+/// connections switching a new file at once each hold the first and want the
+/// second, and SQLite answers one of them SQLITE_BUSY at once instead of
+/// calling its busy handler (waiting could never end). Once the other has
+/// switched, the file is in WAL mode and the switch is a no-op: it is tried
+/// again until the busy timeout.
+pub(crate) fn switch_to_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))
+        {
+            Ok(_) => return Ok(()),
+            Err(rusqlite::Error::SqliteFailure(err, _))
+                if err.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
 /// The history in one SQLite file.
 #[derive(Debug)]
 pub struct SqliteStore {
@@ -199,8 +224,7 @@ impl SqliteStore {
         // left exactly as it was.
         let header = read_header(&conn, &path)?;
         check_header(&header, &path)?;
-        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))
-            .map_err(sql_error("switch to WAL mode"))?;
+        switch_to_wal(&conn).map_err(sql_error("switch to WAL mode"))?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(sql_error("set synchronous mode"))?;
         conn.pragma_update(None, "foreign_keys", true)

@@ -131,11 +131,7 @@ impl SqliteFleet {
             if version > SqliteFleet::SCHEMA_VERSION {
                 return Err(fleet.too_new(version));
             }
-            fleet
-                .conn
-                .pragma_update_and_check(None, "journal_mode", "WAL", |row| {
-                    row.get::<_, String>(0)
-                })?;
+            crate::sqlite::switch_to_wal(&fleet.conn)?;
             fleet.conn.pragma_update(None, "synchronous", "NORMAL")?;
             fleet.conn.pragma_update(None, "foreign_keys", true)?;
             Ok(())
